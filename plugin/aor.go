@@ -1,0 +1,251 @@
+package plugin
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AOR is a canonical address of record: "sip:user@host[:port]",
+// "sips:user@host[:port]" or "tel:+number". It names one recipient's
+// mailbox, so two spellings of the same address must give the same AOR:
+// the scheme and host are lower-cased, the user part is kept
+// case-sensitive (RFC 3261 §19.1.4) with needless %-escapes decoded, and
+// the display name, URI parameters, headers and header parameters are
+// dropped. Build one with ParseAOR; the zero AOR is invalid.
+type AOR string
+
+// ParseAOR canonicalises a SIP or tel address given as an addr-spec
+// ("sip:bob@example.com;transport=tcp") or a name-addr as found in To and
+// From headers (`"Bob" <sip:bob@Example.COM>;tag=x`). An error wraps
+// ErrBadAOR.
+func ParseAOR(s string) (AOR, error) {
+	a, err := parseAOR(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q: %s", ErrBadAOR, s, err)
+	}
+	return a, nil
+}
+
+// String returns the canonical form.
+func (a AOR) String() string { return string(a) }
+
+// Scheme returns "sip", "sips" or "tel".
+func (a AOR) Scheme() string {
+	s, _, _ := strings.Cut(string(a), ":")
+	return s
+}
+
+// User returns the user part (the number for tel).
+func (a AOR) User() string {
+	_, rest, _ := strings.Cut(string(a), ":")
+	u, _, _ := strings.Cut(rest, "@")
+	return u
+}
+
+// Host returns host[:port], empty for tel.
+func (a AOR) Host() string {
+	_, h, _ := strings.Cut(string(a), "@")
+	return h
+}
+
+type aorError string
+
+func (e aorError) Error() string { return string(e) }
+
+func parseAOR(s string) (AOR, error) {
+	s = strings.TrimSpace(s)
+	// name-addr: optional display name (token or quoted string) then <uri>.
+	if i := strings.IndexAny(s, `<"`); i >= 0 {
+		rest := s[i:]
+		if rest[0] == '"' {
+			end := closingQuote(rest)
+			if end < 0 {
+				return "", aorError("unterminated display name")
+			}
+			rest = strings.TrimSpace(rest[end+1:])
+			if !strings.HasPrefix(rest, "<") {
+				return "", aorError("missing <uri> after display name")
+			}
+		}
+		end := strings.IndexByte(rest, '>')
+		if end < 0 {
+			return "", aorError("missing '>'")
+		}
+		s = strings.TrimSpace(rest[1:end])
+	} else if i := strings.IndexByte(s, ' '); i >= 0 {
+		return "", aorError("space in address")
+	}
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", aorError("missing scheme")
+	}
+	scheme = strings.ToLower(scheme)
+	switch scheme {
+	case "sip", "sips":
+		return parseSIP(scheme, rest)
+	case "tel":
+		return parseTel(rest)
+	}
+	return "", aorError("unsupported scheme " + strconv.Quote(scheme))
+}
+
+// closingQuote returns the index of the quote closing the quoted string
+// that s starts with, honouring backslash escapes, or -1.
+func closingQuote(s string) int {
+	for i := 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return -1
+}
+
+func parseSIP(scheme, rest string) (AOR, error) {
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return "", aorError("missing user part")
+	}
+	userinfo, hostport := rest[:at], rest[at+1:]
+	user, _, _ := strings.Cut(userinfo, ":") // drop a password
+	user, err := canonUser(user)
+	if err != nil {
+		return "", err
+	}
+	if i := strings.IndexAny(hostport, ";?"); i >= 0 {
+		hostport = hostport[:i]
+	}
+	hostport, err = canonHostPort(hostport)
+	if err != nil {
+		return "", err
+	}
+	return AOR(scheme + ":" + user + "@" + hostport), nil
+}
+
+// canonUser validates the user part against RFC 3261 "user" and decodes
+// %-escapes of unreserved characters (they compare equal to the plain
+// character); other escapes keep upper-case hex.
+func canonUser(u string) (string, error) {
+	if u == "" {
+		return "", aorError("empty user part")
+	}
+	var b strings.Builder
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(u) || !isHex(u[i+1]) || !isHex(u[i+2]) {
+				return "", aorError("bad %-escape in user part")
+			}
+			v, _ := strconv.ParseUint(u[i+1:i+3], 16, 8)
+			if isUnreserved(byte(v)) {
+				b.WriteByte(byte(v))
+			} else {
+				b.WriteString("%" + strings.ToUpper(u[i+1:i+3]))
+			}
+			i += 2
+		case isUnreserved(c) || strings.IndexByte("&=+$,;?/", c) >= 0:
+			b.WriteByte(c)
+		default:
+			return "", aorError(fmt.Sprintf("character %q not allowed in user part", c))
+		}
+	}
+	return b.String(), nil
+}
+
+func canonHostPort(hp string) (string, error) {
+	host, port, hasPort := hp, "", false
+	if strings.HasPrefix(hp, "[") {
+		end := strings.IndexByte(hp, ']')
+		if end < 0 {
+			return "", aorError("unterminated IPv6 reference")
+		}
+		host = hp[:end+1]
+		if end == 1 {
+			return "", aorError("empty host")
+		}
+		for i := 1; i < end; i++ {
+			if c := hp[i]; !isHex(c) && c != ':' && c != '.' {
+				return "", aorError("bad IPv6 reference")
+			}
+		}
+		switch after := hp[end+1:]; {
+		case after == "":
+		case after[0] == ':':
+			port, hasPort = after[1:], true
+		default:
+			return "", aorError("junk after IPv6 reference")
+		}
+	} else {
+		host, port, hasPort = strings.Cut(hp, ":")
+		if host == "" {
+			return "", aorError("empty host")
+		}
+		for i := 0; i < len(host); i++ {
+			if c := host[i]; !isAlnum(c) && c != '-' && c != '.' {
+				return "", aorError(fmt.Sprintf("character %q not allowed in host", c))
+			}
+		}
+	}
+	host = strings.ToLower(host)
+	if !hasPort {
+		return host, nil
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || port[0] == '0' || port[0] == '+' {
+		return "", aorError("bad port " + strconv.Quote(port))
+	}
+	return host + ":" + port, nil
+}
+
+// parseTel keeps the number of a tel URI (RFC 3966) without visual
+// separators or parameters: "tel:+1-201-555-0123;ext=1" -> "tel:+12015550123".
+func parseTel(rest string) (AOR, error) {
+	num, _, _ := strings.Cut(rest, ";")
+	var b strings.Builder
+	for i := 0; i < len(num); i++ {
+		c := num[i]
+		switch {
+		case c >= '0' && c <= '9', c == '*', c == '#':
+			b.WriteByte(c)
+		case c == '+' && i == 0:
+			b.WriteByte(c)
+		case c == '-' || c == '.' || c == '(' || c == ')':
+		default:
+			return "", aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
+		}
+	}
+	n := b.String()
+	if n == "" || n == "+" {
+		return "", aorError("empty telephone number")
+	}
+	return AOR("tel:" + n), nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func isUnreserved(c byte) bool {
+	return isAlnum(c) || strings.IndexByte("-_.!~*'()", c) >= 0
+}
+
+// Registration is the last known binding of an AOR to a contact, as the
+// proxy reported it. The admin "push now" reuses it.
+type Registration struct {
+	AOR       AOR       `json:"aor"`
+	Contact   string    `json:"contact"`              // Contact URI
+	Expires   time.Time `json:"expires"`              // when the binding ends
+	Received  string    `json:"received,omitempty"`   // source address the REGISTER came from
+	Instance  string    `json:"instance,omitempty"`   // +sip.instance
+	UserAgent string    `json:"user_agent,omitempty"` // User-Agent header
+	Path      []string  `json:"path,omitempty"`       // Path header URIs, in order
+}

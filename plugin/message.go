@@ -1,0 +1,93 @@
+package plugin
+
+import (
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// Kind says how a deferred message reached deferpush, which decides how it
+// is encapsulated when pushed.
+type Kind string
+
+const (
+	// KindSIPMessage: stored from a SIP MESSAGE; Raw is the whole request
+	// (start line, headers with Date added at store time, body).
+	KindSIPMessage Kind = "sip-message"
+	// KindMSRPSession: stored from an MSRP session; Raw is the complete,
+	// reassembled MSRP SEND and Invite the session's INVITE headers.
+	KindMSRPSession Kind = "msrp-session"
+)
+
+// Valid reports whether k is one of the declared kinds.
+func (k Kind) Valid() bool { return k == KindSIPMessage || k == KindMSRPSession }
+
+// State is where a stored message is in its life.
+type State string
+
+const (
+	StatePending  State = "pending"  // waiting for a push
+	StateInFlight State = "inflight" // claimed by a push, not yet acked
+	StateDead     State = "dead"     // dead-lettered after too many failed attempts
+)
+
+// Message is the envelope of one deferred message. Raw (and Invite) are
+// the exact bytes pushed later: they are never re-serialised, so Call-ID,
+// Message-ID and identity headers stay intact.
+type Message struct {
+	// ID is a ULID (see NewID): unique, and sorting ids sorts messages by
+	// arrival. Append fills it in when empty.
+	ID        string    `json:"id"`
+	Recipient AOR       `json:"recipient"`
+	Sender    string    `json:"sender"` // From URI as received (not canonicalised)
+	Received  time.Time `json:"received"`
+	// Expires is when the message is dropped undelivered. Append sets it
+	// from Limits.TTL when zero.
+	Expires time.Time `json:"expires"`
+	Kind    Kind      `json:"kind"`
+	// Raw is the stored SIP MESSAGE or MSRP SEND, byte for byte.
+	Raw []byte `json:"raw"`
+	// Invite, for KindMSRPSession, is the session INVITE's start line and
+	// headers To, From, Call-ID, Date, P-Asserted-Identity and Subject,
+	// CRLF-terminated, without SDP.
+	Invite      []byte `json:"invite,omitempty"`
+	CallID      string `json:"call_id,omitempty"`    // SIP Call-ID of the MESSAGE or session
+	MessageID   string `json:"message_id,omitempty"` // MSRP Message-ID of the stored SEND
+	ContentType string `json:"content_type,omitempty"`
+
+	// Attempts counts failed push attempts (Store.Fail); LastError is the
+	// reason given with the last one. Both are kept by the store.
+	Attempts  int    `json:"attempts"`
+	LastError string `json:"last_error,omitempty"`
+	// State is filled in by Store.Get, List and DeadLetters; Append ignores it.
+	State State `json:"state,omitempty"`
+}
+
+// Size is what Limits.MaxMessageSize is checked against: the stored bytes.
+func (m *Message) Size() int { return len(m.Raw) + len(m.Invite) }
+
+// NewID returns a new ULID string for a message received at now. Ids made
+// in one process are strictly increasing, also within one millisecond.
+func NewID(now time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+}
+
+// Validate checks what a store needs before storing m: a valid kind,
+// recipient, received time and body. The error is a *FieldError.
+func (m *Message) Validate() error {
+	switch {
+	case m.Recipient == "":
+		return &FieldError{Field: "recipient", Problem: "missing"}
+	case !m.Kind.Valid():
+		return &FieldError{Field: "kind", Problem: "unknown kind " + string(m.Kind)}
+	case len(m.Raw) == 0:
+		return &FieldError{Field: "raw", Problem: "empty"}
+	case m.Received.IsZero():
+		return &FieldError{Field: "received", Problem: "missing"}
+	case m.ID != "":
+		if _, err := ulid.ParseStrict(m.ID); err != nil {
+			return &FieldError{Field: "id", Problem: "not a ULID"}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package plugin
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps deferred messages, one mailbox per recipient, and the
+// settings every deferpush instance shares. The push engine uses Queue,
+// the admin API Mailboxes and Settings. Implementations are safe for
+// concurrent use by many goroutines and many processes.
+type Store interface {
+	Queue
+	Mailboxes
+	Settings
+	// Ping reports whether the store answers (readiness).
+	Ping(ctx context.Context) error
+}
+
+// Limits bound what Append stores; Policy.Limits gives the operator's.
+// A zero field means no limit (TTL: no expiry).
+type Limits struct {
+	MaxMailbox     int           // messages per recipient
+	MaxMessageSize int           // Message.Size in bytes
+	TTL            time.Duration // sets Message.Expires from Received when zero
+}
+
+// Queue is the at-least-once message queue of the push engine.
+//
+// A push session for a recipient looks like:
+//
+//	ok, _ := Lock(aor, token, ttl)    // one push per recipient at a time
+//	msgs, _ := Claim(aor, token, n, ttl) // oldest n, now in flight
+//	... Ack(id) after each 200/REPORT, Fail(id) after an error,
+//	    RenewLock while the session lasts ...
+//	Unlock(aor, token)                // unacked messages go back, in order
+//
+// The lock and the claim lease are one lease per recipient, owned by an
+// opaque token unique to the push. A message is removed only by Ack (or an
+// operator, or expiry): if the owner dies, Sweep (or the next Lock or
+// Claim by someone else) puts its in-flight messages back at the head of
+// the pending list in their order, and they are delivered again with the
+// same ID. Duplicates are possible, loss is not; clients de-duplicate on
+// Call-ID or Message-ID.
+type Queue interface {
+	// Append stores m at the tail of its recipient's pending list. It fills
+	// in m.ID (when empty) and m.Expires (from lim.TTL, when zero).
+	// Appending an ID that is already stored is a no-op. Errors: a
+	// *FieldError (ErrInvalid) for a bad envelope, a *LimitError wrapping
+	// ErrTooLarge or ErrMailboxFull; nothing is stored then.
+	Append(ctx context.Context, m *Message, lim Limits) error
+
+	// Claim moves the oldest n pending messages of aor to its in-flight
+	// list and returns them, oldest first, taking or extending the lease
+	// for token until now+lease. Expired messages met on the way are
+	// dropped and counted, not returned. If the lease was held by another
+	// token that let it expire, that token's in-flight messages go back to
+	// pending first. ErrLeaseLost if another token holds a live lease.
+	Claim(ctx context.Context, aor AOR, token string, n int, lease time.Duration) ([]*Message, error)
+
+	// Ack removes an in-flight message for good, after the client took it.
+	// ErrLeaseLost if token's lease is not live (the message may be pushed
+	// again); ErrNotFound if id is not in flight (deleted meanwhile).
+	Ack(ctx context.Context, aor AOR, token, id string) error
+
+	// Fail records a failed push of an in-flight message: attempts+1 and
+	// reason. Once attempts reaches maxAttempts (>0) the message moves to
+	// the dead-letter list and deadLettered is true; otherwise it stays in
+	// flight, in its place, until Release or Unlock puts it back. Errors as
+	// for Ack.
+	Fail(ctx context.Context, aor AOR, token, id, reason string, maxAttempts int) (deadLettered bool, err error)
+
+	// Release puts every in-flight message of aor back at the head of the
+	// pending list in its order and returns how many; the lease stays.
+	// ErrLeaseLost if token's lease is not live.
+	Release(ctx context.Context, aor AOR, token string) (int, error)
+
+	// Lock takes the lease on aor for token until now+ttl. It returns false
+	// (and no error) if another token holds a live lease. Locking again
+	// with the same token extends it.
+	Lock(ctx context.Context, aor AOR, token string, ttl time.Duration) (bool, error)
+
+	// RenewLock extends token's live lease to now+ttl; ErrLeaseLost if it
+	// is not live any more.
+	RenewLock(ctx context.Context, aor AOR, token string, ttl time.Duration) error
+
+	// Unlock releases in-flight messages (as Release) and drops the lease.
+	// ErrLeaseLost if another token owns it now; nothing changes then.
+	Unlock(ctx context.Context, aor AOR, token string) error
+
+	// Sweep requeues in-flight messages whose lease expired before now,
+	// drops messages that expired before now, and reports what it did.
+	// Run it periodically on every instance; concurrent sweeps are safe.
+	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
+}
+
+// SweepStats is what one Sweep did.
+type SweepStats struct {
+	Requeued int   // in-flight messages put back to pending
+	Expired  int   // messages dropped because they expired
+	Requeue  []AOR // recipients whose messages were requeued: push them again
+}
+
+// Mailboxes is the admin view of stored messages.
+type Mailboxes interface {
+	// List returns aor's stored messages that are not dead-lettered, in
+	// delivery order (in flight first, then pending), skipping offset and
+	// returning at most limit (limit <= 0: all).
+	List(ctx context.Context, aor AOR, offset, limit int) (Page, error)
+	// DeadLetters is List for the dead-letter list.
+	DeadLetters(ctx context.Context, aor AOR, offset, limit int) (Page, error)
+	// Get returns one message with its State. ErrNotFound if unknown.
+	Get(ctx context.Context, aor AOR, id string) (*Message, error)
+	// Delete removes one message whatever its state. ErrNotFound if unknown.
+	Delete(ctx context.Context, aor AOR, id string) error
+	// DeleteAll removes every message of aor and returns how many.
+	DeleteAll(ctx context.Context, aor AOR) (int, error)
+	// RequeueDeadLetters moves aor's dead letters to the head of pending,
+	// in their order, with attempts reset, and returns how many.
+	RequeueDeadLetters(ctx context.Context, aor AOR) (int, error)
+	// Count returns aor's message counts; zero counts for an unknown aor.
+	Count(ctx context.Context, aor AOR) (Counts, error)
+	// Totals returns store-wide counters since the store was created.
+	Totals(ctx context.Context) (Totals, error)
+}
+
+// Page is one page of a mailbox listing.
+type Page struct {
+	Messages []*Message `json:"messages"`
+	Total    int        `json:"total"` // messages in the listed lists
+	Next     int        `json:"next"`  // offset of the next page; 0 when this is the last
+}
+
+// Counts are one recipient's messages by state.
+type Counts struct {
+	Pending  int `json:"pending"`
+	InFlight int `json:"inflight"`
+	Dead     int `json:"dead"`
+}
+
+// Totals are store-wide counters. Mailboxes counts recipients with stored
+// messages; it may lag by one sweep after mailboxes empty.
+type Totals struct {
+	Stored       int64 `json:"stored"`        // messages appended
+	Pushed       int64 `json:"pushed"`        // messages acked
+	Failed       int64 `json:"failed"`        // failed attempts (Fail calls)
+	Expired      int64 `json:"expired"`       // messages dropped on expiry
+	DeadLettered int64 `json:"dead_lettered"` // messages moved to dead letters
+	Deleted      int64 `json:"deleted"`       // messages deleted by an operator
+	Mailboxes    int64 `json:"mailboxes"`
+}
+
+// Settings is the configuration shared by all instances through the store.
+type Settings interface {
+	// Policy returns the operator policy; DefaultPolicy() if none was set.
+	Policy(ctx context.Context) (Policy, error)
+	// SetPolicy validates and stores p, recording who changed it, and
+	// notifies every WatchPolicy. A *FieldError if p is invalid.
+	SetPolicy(ctx context.Context, p Policy, who string) error
+	// WatchPolicy calls fn with the current policy, then with each new one
+	// (a change made on any instance arrives within a second), until ctx
+	// ends; it returns ctx.Err() or a setup error. fn runs on one
+	// goroutine, never concurrently.
+	WatchPolicy(ctx context.Context, fn func(Policy)) error
+
+	// UserSettings returns aor's settings; the zero value if none are set.
+	UserSettings(ctx context.Context, aor AOR) (UserSettings, error)
+	// SetUserSettings validates and stores aor's settings.
+	SetUserSettings(ctx context.Context, aor AOR, u UserSettings) error
+	// DeleteUserSettings removes aor's settings (back to the policy).
+	DeleteUserSettings(ctx context.Context, aor AOR) error
+
+	// SetContact records the last registration of r.AOR.
+	SetContact(ctx context.Context, r Registration) error
+	// Contact returns the last registration of aor; ErrNotFound if none is
+	// known or it has expired.
+	Contact(ctx context.Context, aor AOR) (Registration, error)
+}
