@@ -1,0 +1,154 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/common/config"
+	"github.com/cloudwego/hertz/pkg/network/standard"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+)
+
+// Pinger reports whether the store can serve requests; /readyz calls it.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Config configures a Server.
+type Config struct {
+	// HooksListener and AdminListener are the bound sockets to serve. Taking
+	// listeners rather than addresses lets the caller bind port 0 and learn
+	// the port, and report a bind error before anything starts.
+	HooksListener net.Listener
+	AdminListener net.Listener
+
+	// HooksTLS and AdminTLS, when not nil, serve that listener over TLS.
+	HooksTLS *tls.Config
+	AdminTLS *tls.Config
+
+	// Store answers /readyz. Required.
+	Store Pinger
+
+	// ShutdownTimeout bounds the graceful shutdown once Run's context ends.
+	// Zero means 10 s.
+	ShutdownTimeout time.Duration
+
+	// MaxBodySize bounds request bodies on both listeners. Zero means 1 MiB.
+	MaxBodySize int
+
+	// Logger receives request errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server serves the hooks and the admin API.
+type Server struct {
+	cfg   Config
+	hooks *server.Hertz
+	admin *server.Hertz
+}
+
+// New returns a Server ready to Run.
+func New(cfg Config) (*Server, error) {
+	if cfg.HooksListener == nil || cfg.AdminListener == nil {
+		return nil, errors.New("api: hooks and admin listeners are required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("api: a store is required")
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.MaxBodySize == 0 {
+		cfg.MaxBodySize = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg}
+	s.hooks = s.newHertz(cfg.HooksListener, cfg.HooksTLS)
+	s.admin = s.newHertz(cfg.AdminListener, cfg.AdminTLS)
+	for _, h := range []*server.Hertz{s.hooks, s.admin} {
+		h.GET("/healthz", s.healthz)
+		h.GET("/readyz", s.readyz)
+	}
+	return s, nil
+}
+
+func (s *Server) newHertz(ln net.Listener, tlsCfg *tls.Config) *server.Hertz {
+	opts := []config.Option{
+		server.WithListener(ln),
+		// The standard transport serves any net.Listener and TLS; netpoll
+		// would need its own listener.
+		server.WithTransport(standard.NewTransporter),
+		server.WithMaxRequestBodySize(s.cfg.MaxBodySize),
+		server.WithExitWaitTime(s.cfg.ShutdownTimeout),
+		server.WithReadTimeout(30 * time.Second),
+		server.WithIdleTimeout(2 * time.Minute),
+		server.WithDisablePrintRoute(true),
+		server.WithHandleMethodNotAllowed(true),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, server.WithTLS(tlsCfg))
+	}
+	h := server.New(opts...)
+	h.NoRoute(func(ctx context.Context, c *app.RequestContext) {
+		writeError(c, consts.StatusNotFound, "not_found", "no such resource: "+string(c.Path()))
+	})
+	h.NoMethod(func(ctx context.Context, c *app.RequestContext) {
+		writeError(c, consts.StatusMethodNotAllowed, "method_not_allowed", "method "+string(c.Method())+" not allowed on "+string(c.Path()))
+	})
+	return h
+}
+
+// Run serves both listeners until ctx ends, then shuts both down within
+// ShutdownTimeout. It returns nil after a clean shutdown, or the first
+// error of a listener that failed.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	for name, h := range map[string]*server.Hertz{"hooks": s.hooks, "admin": s.admin} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.Run(); err != nil {
+				errc <- fmt.Errorf("%s listener: %w", name, err)
+			}
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, h := range []*server.Hertz{s.hooks, s.admin} {
+		// A listener that already failed is not running: ignore that.
+		_ = h.Shutdown(sctx)
+	}
+	wg.Wait()
+	return runErr
+}
+
+func (s *Server) healthz(ctx context.Context, c *app.RequestContext) {
+	c.JSON(consts.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(ctx context.Context, c *app.RequestContext) {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Ping(pctx); err != nil {
+		s.cfg.Logger.Warn("not ready", "err", err)
+		writeError(c, consts.StatusServiceUnavailable, "store_unavailable", "store does not answer: "+err.Error())
+		return
+	}
+	c.JSON(consts.StatusOK, map[string]string{"status": "ready"})
+}
