@@ -1,0 +1,31 @@
+package encap
+
+import "strings"
+
+// mediaType returns the type/subtype of a Content-Type or accept-types
+// entry, parameters dropped, case kept.
+func mediaType(s string) string {
+	s, _, _ = strings.Cut(s, ";")
+	return strings.TrimSpace(s)
+}
+
+// accepted reports whether the media type of ct matches one of the
+// patterns, as RFC 4975 §8.6 matches a=accept-types: "*" matches anything,
+// "type/*" any subtype of type, case-insensitively, parameters ignored.
+func accepted(ct string, patterns ...[]string) bool {
+	mt := mediaType(ct)
+	typ, _, ok := strings.Cut(mt, "/")
+	if !ok || typ == "" {
+		return false
+	}
+	for _, ps := range patterns {
+		for _, p := range ps {
+			p = mediaType(p)
+			if p == "*" || strings.EqualFold(p, mt) ||
+				strings.HasSuffix(p, "/*") && strings.EqualFold(p[:len(p)-2], typ) {
+				return true
+			}
+		}
+	}
+	return false
+}

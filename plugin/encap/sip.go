@@ -1,0 +1,388 @@
+package encap
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// dateLayout is the rfc1123-date of RFC 3261 §20.17: always GMT. The
+// standard library's time.RFC1123 would print "UTC" for a UTC time.
+const dateLayout = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+var crlf2 = []byte("\r\n\r\n")
+
+// Canonical keys of the headers this package reads. Every other header is
+// kept as bytes and never interpreted.
+const (
+	keyCallID        = "Call-ID"
+	keyFrom          = "From"
+	keyTo            = "To"
+	keyDate          = "Date"
+	keyPAI           = "P-Asserted-Identity"
+	keySubject       = "Subject"
+	keyContentType   = "Content-Type"
+	keyContentLength = "Content-Length"
+)
+
+// sipKey maps a header name as written, long or compact (RFC 3261 §7.3.3),
+// to its canonical key; "" for headers this package does not read.
+func sipKey(name []byte) string {
+	if len(name) == 1 {
+		switch name[0] | 0x20 {
+		case 'i':
+			return keyCallID
+		case 'f':
+			return keyFrom
+		case 't':
+			return keyTo
+		case 's':
+			return keySubject
+		case 'c':
+			return keyContentType
+		case 'l':
+			return keyContentLength
+		}
+		return ""
+	}
+	for _, k := range [...]string{keyCallID, keyFrom, keyTo, keyDate, keyPAI, keySubject, keyContentType, keyContentLength} {
+		if len(k) == len(name) && strings.EqualFold(k, string(name)) {
+			return k
+		}
+	}
+	return ""
+}
+
+// singleValued says which read headers may appear only once: two Call-IDs
+// or two Content-Lengths are how messages get smuggled past a check.
+func singleValued(key string) bool { return key != keyPAI }
+
+// startMode says what the first line of a SIP text must be.
+type startMode int
+
+const (
+	startRequest  startMode = iota // a request line (a stored MESSAGE, an INVITE)
+	startAny                       // a request or status line (message/sip)
+	startOptional                  // a start line or none (message/sipfrag, RFC 3420)
+)
+
+// sipHeader is one header field of a parsed SIP text.
+type sipHeader struct {
+	key        string // canonical key, "" when not read
+	value      string // unfolded and trimmed; only when key != ""
+	start, end int    // span in the input, continuation lines and CRLF included
+}
+
+// sipMsg is a parsed SIP message or sipfrag. Body aliases the input.
+type sipMsg struct {
+	start   string // start line without CRLF; "" for a sipfrag without one
+	method  string // of a request line
+	uri     string // of a request line
+	headers []sipHeader
+	body    []byte
+}
+
+// get returns the value of a single-valued header.
+func (m *sipMsg) get(key string) (string, bool) {
+	for _, h := range m.headers {
+		if h.key == key {
+			return h.value, true
+		}
+	}
+	return "", false
+}
+
+// joined returns the values of a multi-valued header joined by ", ", the
+// equivalence RFC 3261 §7.3 allows for comma-separated lists.
+func (m *sipMsg) joined(key string) string {
+	var vs []string
+	for _, h := range m.headers {
+		if h.key == key {
+			vs = append(vs, h.value)
+		}
+	}
+	return strings.Join(vs, ", ")
+}
+
+// date parses the Date header, if any.
+func (m *sipMsg) date() (time.Time, bool, error) {
+	v, ok := m.get(keyDate)
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	t, err := parseDate(v)
+	return t, true, err
+}
+
+func parseDate(v string) (time.Time, error) {
+	t, err := time.Parse(dateLayout, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: Date %q is not in RFC 1123 GMT form", ErrMalformed, v)
+	}
+	return t, nil
+}
+
+// parseSIP parses a SIP message (RFC 3261 §7) or sipfrag (RFC 3420). Lines
+// must end in CRLF. A Content-Length, when present, must equal the length of
+// what follows the blank line; when absent, the body is all that follows
+// (the enclosing frame delimits it, as for UDP).
+func parseSIP(raw []byte, mode startMode) (*sipMsg, error) {
+	m := &sipMsg{}
+	head, bodyOff := raw, len(raw)
+	if i := bytes.Index(raw, crlf2); i >= 0 {
+		head, bodyOff = raw[:i+2], i+4
+	} else if mode != startOptional {
+		return nil, malformed("no blank line after the headers")
+	}
+	if len(head) == 0 && mode != startOptional {
+		return nil, malformed("empty message")
+	}
+	first := true
+	for off := 0; off < len(head); {
+		i := bytes.IndexByte(head[off:], '\n')
+		if i < 0 {
+			return nil, malformed("line %q not ended by CRLF", clip(head[off:]))
+		}
+		if i == 0 || head[off+i-1] != '\r' {
+			return nil, malformed("bare LF in the headers")
+		}
+		line, next := head[off:off+i-1], off+i+1
+		if bytes.IndexByte(line, '\r') >= 0 {
+			return nil, malformed("bare CR in the headers")
+		}
+		switch {
+		case first && (mode != startOptional || !isHeaderLine(line)):
+			if err := m.parseStart(line, mode); err != nil {
+				return nil, err
+			}
+		case line[0] == ' ' || line[0] == '\t':
+			if len(m.headers) == 0 {
+				return nil, malformed("continuation line before any header")
+			}
+			h := &m.headers[len(m.headers)-1]
+			h.end = next
+			if h.key != "" {
+				h.value = strings.TrimSpace(h.value + " " + strings.Trim(string(line), " \t"))
+			}
+		default:
+			h, err := parseSIPHeader(line)
+			if err != nil {
+				return nil, err
+			}
+			if h.key != "" && singleValued(h.key) {
+				if _, dup := m.get(h.key); dup {
+					return nil, malformed("more than one %s header", h.key)
+				}
+			}
+			h.start, h.end = off, next
+			m.headers = append(m.headers, h)
+		}
+		first = false
+		off = next
+	}
+	m.body = raw[bodyOff:]
+	if v, ok := m.get(keyContentLength); ok {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return nil, malformed("Content-Length %q is not a number", v)
+		}
+		if int(n) != len(m.body) {
+			return nil, malformed("Content-Length is %d but the body has %d octets", n, len(m.body))
+		}
+	}
+	return m, nil
+}
+
+func (m *sipMsg) parseStart(line []byte, mode startMode) error {
+	m.start = string(line)
+	f := strings.Split(m.start, " ")
+	if mode != startRequest && len(f) >= 3 && strings.EqualFold(f[0], "SIP/2.0") {
+		if len(f[1]) != 3 || strings.Trim(f[1], "0123456789") != "" {
+			return malformed("status line %q", clip(line))
+		}
+		return nil
+	}
+	if len(f) != 3 || !isToken(f[0]) || f[1] == "" || !strings.EqualFold(f[2], "SIP/2.0") || hasCTL(f[1]) {
+		return malformed("request line %q is not \"Method SP Request-URI SP SIP/2.0\"", clip(line))
+	}
+	m.method, m.uri = f[0], f[1]
+	return nil
+}
+
+// isHeaderLine reports whether a sipfrag's first line is a header rather
+// than a start line: a start line has a space or a '/' before any colon.
+func isHeaderLine(line []byte) bool {
+	c := bytes.IndexByte(line, ':')
+	return c > 0 && isToken(strings.TrimRight(string(line[:c]), " \t"))
+}
+
+func parseSIPHeader(line []byte) (sipHeader, error) {
+	c := bytes.IndexByte(line, ':')
+	if c < 0 {
+		return sipHeader{}, malformed("header line %q has no colon", clip(line))
+	}
+	name := bytes.TrimRight(line[:c], " \t")
+	if !isToken(string(name)) {
+		return sipHeader{}, malformed("header name %q", clip(name))
+	}
+	h := sipHeader{key: sipKey(name)}
+	if h.key != "" {
+		h.value = strings.Trim(string(line[c+1:]), " \t")
+	}
+	return h, nil
+}
+
+// isToken reports whether s is a non-empty RFC 3261 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasCTL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// clip shortens input quoted in an error message.
+func clip(b []byte) string {
+	const max = 40
+	if len(b) > max {
+		return string(b[:max]) + "..."
+	}
+	return string(b)
+}
+
+// Request is what the store needs to know of an incoming SIP request.
+type Request struct {
+	Method      string
+	RequestURI  string
+	CallID      string
+	From        string    // header value as written, tag included
+	To          string    // header value as written
+	ContentType string    // "" when there is no body
+	Date        time.Time // zero when the request has no Date header
+	Body        []byte    // aliases the input
+}
+
+// ParseRequest checks that raw is one SIP request, CRLF-delimited, with
+// Call-ID, From and To (each From and To an address with a URI), a Content-Type when it has a body, a Content-Length
+// (when present) equal to the body's length and a Date (when present) in
+// RFC 1123 GMT form, and returns what the store needs of it. Errors wrap
+// ErrMalformed.
+func ParseRequest(raw []byte) (Request, error) {
+	m, err := parseRequest(raw)
+	if err != nil {
+		return Request{}, err
+	}
+	r := Request{Method: m.method, RequestURI: m.uri, Body: m.body}
+	r.CallID, _ = m.get(keyCallID)
+	r.From, _ = m.get(keyFrom)
+	r.To, _ = m.get(keyTo)
+	r.ContentType, _ = m.get(keyContentType)
+	r.Date, _, _ = m.date()
+	return r, nil
+}
+
+// parseRequest is ParseRequest's check, keeping the parsed form.
+func parseRequest(raw []byte) (*sipMsg, error) {
+	m, err := parseSIP(raw, startRequest)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range [...]string{keyCallID, keyFrom, keyTo} {
+		v, ok := m.get(k)
+		if !ok || v == "" {
+			return nil, malformed("no %s header", k)
+		}
+		if k != keyCallID {
+			if _, err := cpimAddress(v); err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
+		}
+	}
+	if ct, _ := m.get(keyContentType); len(m.body) > 0 && ct == "" {
+		return nil, malformed("a body without Content-Type")
+	}
+	if _, _, err := m.date(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// AddDate returns the SIP request raw with a Date header (RFC 3261 §20.17)
+// holding now, inserted right after the Call-ID header as in the seed's
+// first example. Every other byte is kept, so Content-Length stays right.
+// A request that already has a Date is returned as is: raw itself, not a
+// copy. raw is checked as by ParseRequest.
+func AddDate(raw []byte, now time.Time) ([]byte, error) {
+	m, err := parseRequest(raw)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := m.get(keyDate); ok {
+		return raw, nil
+	}
+	var at int
+	for _, h := range m.headers {
+		if h.key == keyCallID {
+			at = h.end
+		}
+	}
+	line := "Date: " + now.UTC().Format(dateLayout) + "\r\n"
+	out := make([]byte, 0, len(raw)+len(line))
+	out = append(out, raw[:at]...)
+	out = append(out, line...)
+	return append(out, raw[at:]...), nil
+}
+
+// headHeaders are the INVITE headers a session head keeps, in the seed's
+// order. Via, Contact, Content-* and the SDP are left out: they describe
+// the sender's session, which the push does not recreate.
+var headHeaders = [...]string{keyTo, keyFrom, keyCallID, keyDate, keyPAI, keySubject}
+
+// SessionHead returns the part of the INVITE of an MSRP session that is
+// stored with each message received in it: the request line, then To,
+// From, Call-ID, Date, P-Asserted-Identity and Subject (those present, in
+// this order, values unfolded), then the blank line ending a SIP header
+// section. A Date holding now is added when the INVITE has none. rawInvite
+// is checked as by ParseRequest and must be an INVITE.
+func SessionHead(rawInvite []byte, now time.Time) ([]byte, error) {
+	m, err := parseRequest(rawInvite)
+	if err != nil {
+		return nil, err
+	}
+	if m.method != "INVITE" {
+		return nil, malformed("session head from a %s, not an INVITE", m.method)
+	}
+	var b bytes.Buffer
+	b.Grow(256)
+	b.WriteString("INVITE " + m.uri + " SIP/2.0\r\n")
+	for _, k := range headHeaders {
+		n := 0
+		for _, h := range m.headers {
+			if h.key == k {
+				b.WriteString(k + ": " + h.value + "\r\n")
+				n++
+			}
+		}
+		if k == keyDate && n == 0 {
+			b.WriteString("Date: " + now.UTC().Format(dateLayout) + "\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	return b.Bytes(), nil
+}
