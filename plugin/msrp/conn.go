@@ -1,0 +1,261 @@
+package msrp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// conn is one TCP or TLS connection and the sessions bound to it. One
+// goroutine reads it (readLoop); any goroutine writes whole frames.
+type conn struct {
+	nc      net.Conn
+	r       *Reader
+	log     *slog.Logger
+	timeout time.Duration // write deadline and transaction timeout
+	// route finds the session a request is for: a status other than 0 is
+	// the answer to give instead (481, 506).
+	route func(c *conn, f *Frame, sessionID string) (*Session, int)
+
+	wmu sync.Mutex
+	w   *Writer
+
+	mu       sync.Mutex
+	txns     map[string]*txn
+	sessions map[*Session]struct{}
+	err      error // set when closed
+	done     chan struct{}
+}
+
+// txn is a request waiting for its response.
+type txn struct {
+	timer *time.Timer
+	done  func(error)
+}
+
+func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *conn {
+	return &conn{
+		nc:       nc,
+		r:        NewReader(nc, lim),
+		w:        NewWriter(nc),
+		log:      log.With("remote", nc.RemoteAddr().String()),
+		timeout:  timeout,
+		txns:     make(map[string]*txn),
+		sessions: make(map[*Session]struct{}),
+		done:     make(chan struct{}),
+	}
+}
+
+// write writes one frame; a failed write closes the connection.
+func (c *conn) write(f *Frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	select {
+	case <-c.done:
+		return c.closedErr()
+	default:
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
+	if err := c.w.WriteFrame(f); err != nil {
+		c.close(fmt.Errorf("msrp: write: %w", err))
+		return c.closedErr()
+	}
+	return nil
+}
+
+// request registers a transaction for f and writes f. done is called
+// exactly once: with nil for a 2xx response, a *StatusError for another
+// response or a local 408, or the connection's error.
+func (c *conn) request(f *Frame, done func(error)) error {
+	t := &txn{done: done}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		done(err)
+		return err
+	}
+	c.txns[f.TID] = t
+	tid := f.TID
+	t.timer = time.AfterFunc(c.timeout, func() { c.complete(tid, Status(StatusTimeout)) })
+	c.mu.Unlock()
+	if err := c.write(f); err != nil {
+		c.complete(tid, err)
+		return err
+	}
+	return nil
+}
+
+// complete ends the transaction tid, if it is still waiting. A second
+// response to one transaction (a relay and the far end both answering)
+// finds nothing and is dropped.
+func (c *conn) complete(tid string, err error) bool {
+	c.mu.Lock()
+	t := c.txns[tid]
+	delete(c.txns, tid)
+	c.mu.Unlock()
+	if t == nil {
+		return false
+	}
+	t.timer.Stop()
+	t.done(err)
+	return true
+}
+
+func (c *conn) closedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		return ErrClosed
+	}
+	return c.err
+}
+
+// close closes the connection once, fails its transactions and tells its
+// sessions.
+func (c *conn) close(cause error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	if cause == nil {
+		cause = ErrClosed
+	}
+	c.err = cause
+	txns := c.txns
+	c.txns = nil
+	sessions := c.sessions
+	c.sessions = nil
+	c.mu.Unlock()
+	close(c.done)
+	c.nc.Close()
+	for _, t := range txns {
+		t.timer.Stop()
+		t.done(cause)
+	}
+	for s := range sessions {
+		s.lost(c, cause)
+	}
+}
+
+// attach records that s is bound to c.
+func (c *conn) attach(s *Session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return false
+	}
+	c.sessions[s] = struct{}{}
+	return true
+}
+
+// detach forgets s and closes the connection when no session is left.
+func (c *conn) detach(s *Session) {
+	c.mu.Lock()
+	delete(c.sessions, s)
+	empty := len(c.sessions) == 0 && c.err == nil
+	c.mu.Unlock()
+	if empty {
+		c.close(ErrClosed)
+	}
+}
+
+// readLoop reads frames until the connection fails or closes.
+func (c *conn) readLoop() {
+	for {
+		f, err := c.r.ReadFrame()
+		if err != nil {
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				c.close(err)
+				return
+			}
+			c.log.Debug("bad frame", "err", err)
+			if f != nil && f.IsRequest() {
+				c.reply(f, se.Code, "")
+			}
+			if !se.Resync {
+				c.close(err)
+				return
+			}
+			continue
+		}
+		if !f.IsRequest() {
+			if !c.complete(f.TID, responseError(f)) {
+				c.log.Debug("response to no transaction", "tid", f.TID, "status", f.Status)
+			}
+			continue
+		}
+		c.serve(f)
+	}
+}
+
+func responseError(f *Frame) error {
+	if f.Status >= 200 && f.Status < 300 {
+		return nil
+	}
+	return &StatusError{Code: f.Status, Comment: f.Comment}
+}
+
+// serve handles one well-formed request.
+func (c *conn) serve(f *Frame) {
+	if f.Method != "SEND" && f.Method != "REPORT" {
+		c.reply(f, StatusUnknownMethod, "")
+		return
+	}
+	to, _ := ParsePath(f.Header[0].Value) // checked by the Reader
+	s, code := c.route(c, f, to[0].SessionID)
+	if code != 0 {
+		c.reply(f, code, "")
+		return
+	}
+	if f.Method == "REPORT" {
+		s.onReport(f)
+		return
+	}
+	s.onSend(c, f)
+}
+
+// reply answers request f with code. REPORTs are never answered, and the
+// request's Failure-Report says which answers are wanted (RFC 4975 §7.1.2).
+// A request without paths cannot be answered: the connection is closed.
+func (c *conn) reply(f *Frame, code int, comment string) {
+	if f.Method == "REPORT" {
+		return
+	}
+	switch strings.ToLower(f.Value(HeaderFailureReport)) {
+	case "no":
+		return
+	case "partial":
+		if code == StatusOK {
+			return
+		}
+	}
+	to, okTo := f.Get(HeaderFromPath)
+	from, okFrom := f.Get(HeaderToPath)
+	if !okTo || !okFrom {
+		c.close(errors.New("msrp: request without paths"))
+		return
+	}
+	// A response goes to the previous hop only, from this hop.
+	to, _, _ = strings.Cut(to, " ")
+	from, _, _ = strings.Cut(from, " ")
+	if comment == "" {
+		comment = StatusText(code)
+	}
+	r := &Frame{
+		TID:     f.TID,
+		Status:  code,
+		Comment: comment,
+		Header:  []Header{{HeaderToPath, to}, {HeaderFromPath, from}},
+		Flag:    FlagEnd,
+	}
+	if err := c.write(r); err != nil {
+		c.log.Debug("write response", "err", err)
+	}
+}

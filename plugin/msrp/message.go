@@ -1,0 +1,104 @@
+package msrp
+
+import (
+	"context"
+	"sort"
+)
+
+// Message is one MSRP message, whatever the number of chunks it travels in.
+type Message struct {
+	// ID is the Message-ID. Send picks a random one when it is empty; a
+	// resend after a failure must reuse the original ID.
+	ID          string
+	ContentType string
+	Body        []byte
+	// SuccessReport asks the receiver for a success REPORT; Send then
+	// returns only once it has arrived (end-to-end delivery).
+	SuccessReport bool
+}
+
+// Handler receives the messages of a session.
+//
+// ServeMSRP is called once per complete message, one message at a time in
+// the order the messages completed. Returning nil answers the last chunk
+// with 200 (and sends the success REPORT when one was asked for);
+// returning a *StatusError answers with its code (use 413 or 415 to refuse
+// a message); any other error answers 403. ctx ends when the session
+// closes. m and its Body belong to the handler.
+type Handler interface {
+	ServeMSRP(ctx context.Context, s *Session, m *Message) error
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, s *Session, m *Message) error
+
+// ServeMSRP calls f.
+func (f HandlerFunc) ServeMSRP(ctx context.Context, s *Session, m *Message) error {
+	return f(ctx, s, m)
+}
+
+var _ Handler = HandlerFunc(nil)
+
+// partial is a message being reassembled from its chunks.
+type partial struct {
+	contentType string
+	buf         []byte
+	have        []span // received octet ranges, sorted, merged, 0-based [start,end)
+	total       int64  // -1 while unknown
+	last        bool   // the chunk with FlagEnd has arrived
+	lastEnd     int64  // end of the chunk that carried FlagEnd
+}
+
+type span struct{ start, end int64 }
+
+// add places data at the 0-based offset off and records the range.
+func (p *partial) add(off int64, data []byte) {
+	end := off + int64(len(data))
+	if int64(len(p.buf)) < end {
+		if int64(cap(p.buf)) >= end {
+			p.buf = p.buf[:end]
+		} else {
+			nb := make([]byte, end, max(end, 2*int64(cap(p.buf))))
+			copy(nb, p.buf)
+			p.buf = nb
+		}
+	}
+	copy(p.buf[off:end], data)
+	if len(data) == 0 {
+		return
+	}
+	p.have = append(p.have, span{off, end})
+	sort.Slice(p.have, func(i, j int) bool { return p.have[i].start < p.have[j].start })
+	merged := p.have[:1]
+	for _, s := range p.have[1:] {
+		top := &merged[len(merged)-1]
+		if s.start <= top.end {
+			top.end = max(top.end, s.end)
+		} else {
+			merged = append(merged, s)
+		}
+	}
+	p.have = merged
+}
+
+// complete reports whether every octet up to the end has arrived.
+func (p *partial) complete() bool {
+	if !p.last {
+		return false
+	}
+	size := p.lastEnd
+	if p.total >= 0 {
+		size = p.total
+	}
+	if size == 0 {
+		return true
+	}
+	return len(p.have) == 1 && p.have[0].start == 0 && p.have[0].end >= size
+}
+
+func (p *partial) size() int64 {
+	if p.total >= 0 {
+		return p.total
+	}
+	return p.lastEnd
+}

@@ -1,0 +1,671 @@
+package msrp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a Session. The zero value of each field selects the
+// default documented on it; Local.Host is the only required field.
+type Config struct {
+	// Local is this end's URI, the one put in a=path and From-Path. For a
+	// session served by a Listener use the Listener's URI. An empty
+	// SessionID is filled with NewSessionID; an empty Transport with "tcp".
+	Local URI
+	// Handler receives the messages the peer sends. Nil answers them 403.
+	Handler Handler
+	// ChunkSize is the largest body of one SEND: 2048 octets. Keep it well
+	// under 10 KB when a Kamailio relay is on the path.
+	ChunkSize int
+	// Window is the number of transactions that may await their response
+	// at once (pipelining): 32.
+	Window int
+	// Timeout bounds the wait for a response or a success REPORT (a local
+	// 408 after it) and each write: 30 s.
+	Timeout time.Duration
+	// MaxMessageSize bounds a received message; larger ones are answered
+	// 413: 16 MiB.
+	MaxMessageSize int64
+	// MaxPartial bounds the messages being reassembled at once; a chunk of
+	// one more is answered 413: 8.
+	MaxPartial int
+	// Limits bounds the frames read on a connection Connect opens
+	// (connections a Listener accepts use the Listener's).
+	Limits Limits
+	// TLS configures msrps connections Connect opens. Nil uses the
+	// system roots and the host of the remote URI.
+	TLS *tls.Config
+	// Logger receives debug and warning logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Session is one MSRP session: a local URI, the path to the peer and the
+// connection it is bound to. It sends messages (Send) and receives them
+// (Config.Handler) over the same connection, whichever side opened it.
+type Session struct {
+	cfg    Config
+	local  URI
+	log    *slog.Logger
+	window chan struct{}
+
+	// base is the context handlers get: it ends when the session closes,
+	// as http.Server.BaseContext does for requests.
+	base     context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	delivery chan delivery
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	remote   []URI // To-Path of our requests
+	conn     *conn
+	bound    chan struct{} // closed once conn is set
+	lostErr  error         // why the connection went, for active sessions
+	lis      *Listener
+	closed   bool
+	reports  map[string]chan error
+	partials map[string]*partial
+	refused  []string // Message-IDs recently answered 413
+}
+
+// delivery is a reassembled message waiting for the handler.
+type delivery struct {
+	c    *conn
+	last *Frame // the last chunk, answered once the handler returns
+	m    *Message
+}
+
+// NewSession returns an unbound session. Bind it with Connect (active) or
+// Listener.Add (passive).
+func NewSession(cfg Config) (*Session, error) {
+	if cfg.Local.Host == "" {
+		return nil, errors.New("msrp: Config.Local has no host")
+	}
+	if cfg.Local.SessionID == "" {
+		cfg.Local.SessionID = NewSessionID()
+	}
+	if cfg.Local.Transport == "" {
+		cfg.Local.Transport = "tcp"
+	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = 2048
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 32
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = 16 << 20
+	}
+	if cfg.MaxPartial <= 0 {
+		cfg.MaxPartial = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Session{
+		cfg:      cfg,
+		local:    cfg.Local,
+		log:      cfg.Logger.With("session", cfg.Local.SessionID),
+		window:   make(chan struct{}, cfg.Window),
+		done:     make(chan struct{}),
+		delivery: make(chan delivery, cfg.Window),
+		bound:    make(chan struct{}),
+		reports:  make(map[string]chan error),
+		partials: make(map[string]*partial),
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.deliverLoop()
+	return s, nil
+}
+
+// URI returns the session's local URI.
+func (s *Session) URI() URI { return s.local }
+
+// Connect makes s the active side (RFC 4975 §5.4, RFC 6135): it connects to
+// the first hop of remote, the peer's path from SDP, and binds the session
+// with a bodiless SEND. It returns once that SEND is answered.
+func (s *Session) Connect(ctx context.Context, remote []URI) error {
+	if len(remote) == 0 {
+		return errors.New("msrp: connect: empty path")
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case s.conn != nil || s.lis != nil:
+		s.mu.Unlock()
+		return errors.New("msrp: connect: session already bound or listening")
+	}
+	s.remote = remote
+	s.mu.Unlock()
+
+	hop := remote[0]
+	var nc net.Conn
+	var err error
+	d := &net.Dialer{}
+	if hop.Secure {
+		cfg := s.cfg.TLS
+		if cfg == nil {
+			cfg = &tls.Config{ServerName: hop.Host}
+		}
+		td := &tls.Dialer{NetDialer: d, Config: cfg}
+		nc, err = td.DialContext(ctx, "tcp", hop.Addr())
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", hop.Addr())
+	}
+	if err != nil {
+		return fmt.Errorf("msrp: connect %s: %w", hop.Addr(), err)
+	}
+	c := newConn(nc, s.cfg.Limits, s.cfg.Timeout, s.log)
+	c.route = func(c *conn, f *Frame, id string) (*Session, int) {
+		if id != s.local.SessionID {
+			return nil, StatusNoSession
+		}
+		return s, 0
+	}
+	if code := s.attach(c, nil); code != 0 {
+		nc.Close()
+		return ErrClosed
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.readLoop()
+	}()
+
+	bind := s.request("SEND", newIdent(), nil)
+	errc := make(chan error, 1)
+	if err := c.request(bind, func(err error) { errc <- err }); err != nil {
+		return fmt.Errorf("msrp: connect: %w", err)
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.done:
+		err = ErrClosed
+	}
+	if err != nil {
+		c.close(err)
+		return fmt.Errorf("msrp: connect: bind: %w", err)
+	}
+	return nil
+}
+
+// attach binds s to c: 0 on success, else the status to answer with. from
+// is the From-Path of the binding request, nil on the active side.
+func (s *Session) attach(c *conn, from []URI) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return StatusNoSession
+	case s.conn == c:
+		return 0
+	case s.conn != nil:
+		return StatusSessionAlreadyBound
+	}
+	if from != nil && len(s.remote) > 0 && from[len(from)-1].SessionID != s.remote[len(s.remote)-1].SessionID {
+		return StatusNoSession // not the peer the SDP named
+	}
+	if !c.attach(s) {
+		return StatusNoSession
+	}
+	if len(s.remote) == 0 {
+		s.remote = from // a passive session that took any peer answers along its path
+	}
+	s.conn = c
+	s.lostErr = nil
+	close(s.bound)
+	return 0
+}
+
+// lost is called when s's connection closes. A passive session may be
+// bound again by a new connection; an active one stays unusable.
+func (s *Session) lost(c *conn, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != c {
+		return
+	}
+	s.conn = nil
+	s.bound = make(chan struct{})
+	if s.lis == nil {
+		s.lostErr = err
+	}
+	s.partials = make(map[string]*partial)
+}
+
+// waitConn returns the bound connection, waiting for the peer to connect
+// on a passive session.
+func (s *Session) waitConn(ctx context.Context) (*conn, error) {
+	for {
+		s.mu.Lock()
+		c, bound, lostErr, closed := s.conn, s.bound, s.lostErr, s.closed
+		s.mu.Unlock()
+		switch {
+		case closed:
+			return nil, ErrClosed
+		case c != nil:
+			return c, nil
+		case lostErr != nil:
+			return nil, lostErr
+		}
+		select {
+		case <-bound:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.done:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// request builds a request of s with the standard header order.
+func (s *Session) request(method, tid string, extra []Header) *Frame {
+	s.mu.Lock()
+	to := FormatPath(s.remote)
+	s.mu.Unlock()
+	h := make([]Header, 0, 2+len(extra))
+	h = append(h, Header{HeaderToPath, to}, Header{HeaderFromPath, s.local.String()})
+	return &Frame{TID: tid, Method: method, Header: append(h, extra...), Flag: FlagEnd}
+}
+
+// sendState tracks the chunks of one Send in flight.
+type sendState struct {
+	mu          sync.Mutex
+	outstanding int
+	sentAll     bool
+	err         error
+	failed      chan struct{} // closed on the first failure
+	idle        chan struct{} // closed when all is sent and answered
+}
+
+func (st *sendState) finish(err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.outstanding--
+	if err != nil && st.err == nil {
+		st.err = err
+		close(st.failed)
+	}
+	if st.sentAll && st.outstanding == 0 {
+		close(st.idle)
+	}
+}
+
+// Send sends m in chunks of Config.ChunkSize, pipelined within the window,
+// and returns once every chunk is answered 200 and, when m.SuccessReport is
+// set, the success REPORT has arrived. A non-200 answer (413: the peer
+// wants no more of it) stops the message: the rest is not sent, an abort
+// chunk (#) is, and the answer is returned as a *StatusError. So is a
+// local 408 when no answer comes within Config.Timeout. When ctx ends, the
+// message is aborted the same way and ctx.Err() returned. On a passive
+// session Send first waits for the peer to connect.
+func (s *Session) Send(ctx context.Context, m Message) error {
+	if m.ContentType == "" {
+		return errors.New("msrp: send: message has no content type")
+	}
+	if m.ID == "" {
+		m.ID = newIdent()
+	} else if !isIdent(m.ID) {
+		return fmt.Errorf("msrp: send: bad Message-ID %q", m.ID)
+	}
+	c, err := s.waitConn(ctx)
+	if err != nil {
+		return fmt.Errorf("msrp: send %s: %w", m.ID, err)
+	}
+	var report chan error
+	if m.SuccessReport {
+		report = make(chan error, 1)
+		s.mu.Lock()
+		s.reports[m.ID] = report
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.reports, m.ID)
+			s.mu.Unlock()
+		}()
+	}
+	if err := s.sendChunks(ctx, c, m); err != nil {
+		return fmt.Errorf("msrp: send %s: %w", m.ID, err)
+	}
+	if report == nil {
+		return nil
+	}
+	t := time.NewTimer(s.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case err = <-report:
+	case <-t.C:
+		err = Status(StatusTimeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.done:
+		err = ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("msrp: send %s: report: %w", m.ID, err)
+	}
+	return nil
+}
+
+func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
+	st := &sendState{failed: make(chan struct{}), idle: make(chan struct{})}
+	total := int64(len(m.Body))
+	size := int64(s.cfg.ChunkSize)
+	var off int64
+	abort := func(cause error) error {
+		if off > 0 && off < total {
+			// Tell the receiver to drop what it has (RFC 4975 §7.1.1):
+			// an empty chunk at the next offset, ended by "#".
+			f := s.chunk(m, off, off, total, FlagAbort)
+			c.request(f, func(error) {})
+		}
+		return cause
+	}
+	for first := true; first || off < total; first = false {
+		select {
+		case s.window <- struct{}{}:
+		case <-st.failed:
+			return abort(st.errNow())
+		case <-ctx.Done():
+			return abort(ctx.Err())
+		case <-s.done:
+			return ErrClosed
+		}
+		end := min(off+size, total)
+		flag := byte(FlagMore)
+		if end == total {
+			flag = FlagEnd
+		}
+		f := s.chunk(m, off, end, total, flag)
+		st.mu.Lock()
+		st.outstanding++
+		st.sentAll = flag == FlagEnd
+		st.mu.Unlock()
+		err := c.request(f, func(err error) {
+			<-s.window
+			st.finish(err)
+		})
+		if err != nil {
+			return err
+		}
+		off = end
+	}
+	select {
+	case <-st.idle:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrClosed
+	}
+	return st.errNow()
+}
+
+func (st *sendState) errNow() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.err
+}
+
+// chunk builds the SEND carrying m.Body[off:end].
+func (s *Session) chunk(m Message, off, end, total int64, flag byte) *Frame {
+	body := m.Body[off:end]
+	h := []Header{
+		{HeaderMessageID, m.ID},
+		{HeaderByteRange, ByteRange{Start: off + 1, End: end, Total: total}.String()},
+	}
+	if m.SuccessReport {
+		h = append(h, Header{HeaderSuccessReport, "yes"})
+	}
+	h = append(h, Header{HeaderContentType, m.ContentType})
+	f := s.request("SEND", newTID(body), h)
+	f.Body = body
+	if f.Body == nil {
+		f.Body = []byte{}
+	}
+	f.Flag = flag
+	return f
+}
+
+// newTID returns a transaction id whose end-line does not occur in body
+// (RFC 4975 §7.1).
+func newTID(body []byte) string {
+	for {
+		tid := newIdent()
+		if !bytes.Contains(body, []byte(endLinePrefix+tid)) {
+			return tid
+		}
+	}
+}
+
+// onSend handles a SEND routed to s.
+func (s *Session) onSend(c *conn, f *Frame) {
+	if f.Body == nil {
+		// A bodiless SEND binds the session or keeps it alive.
+		c.reply(f, StatusOK, "")
+		return
+	}
+	id := f.Value(HeaderMessageID)
+	if id == "" {
+		c.reply(f, StatusBadRequest, "no Message-ID")
+		return
+	}
+	n := int64(len(f.Body))
+	br := ByteRange{Start: 1, End: n, Total: n}
+	if v, ok := f.Get(HeaderByteRange); ok {
+		br, _ = ParseByteRange(v) // checked by the Reader
+	}
+	off := br.Start - 1
+	if br.End >= 0 && br.End != off+n && f.Flag != FlagAbort {
+		c.reply(f, StatusBadRequest, "Byte-Range does not match body")
+		return
+	}
+	if br.Total > s.cfg.MaxMessageSize || off+n > s.cfg.MaxMessageSize {
+		s.refuse(c, f, id)
+		return
+	}
+
+	s.mu.Lock()
+	for _, r := range s.refused {
+		if r == id {
+			s.mu.Unlock()
+			c.reply(f, StatusStopSending, "")
+			return
+		}
+	}
+	p := s.partials[id]
+	if f.Flag == FlagAbort {
+		delete(s.partials, id)
+		s.mu.Unlock()
+		c.reply(f, StatusOK, "")
+		return
+	}
+	if p == nil && off == 0 && f.Flag == FlagEnd && (br.Total < 0 || br.Total == n) {
+		// The whole message in one chunk: no reassembly.
+		s.mu.Unlock()
+		s.deliver(c, f, &Message{ID: id, ContentType: f.Value(HeaderContentType), Body: f.Body})
+		return
+	}
+	if p == nil {
+		if len(s.partials) >= s.cfg.MaxPartial {
+			s.mu.Unlock()
+			s.refuse(c, f, id)
+			return
+		}
+		p = &partial{total: -1}
+		s.partials[id] = p
+	}
+	if p.contentType == "" {
+		p.contentType = f.Value(HeaderContentType)
+	}
+	if br.Total >= 0 {
+		p.total = br.Total
+	}
+	p.add(off, f.Body)
+	if f.Flag == FlagEnd {
+		p.last, p.lastEnd = true, off+n
+	}
+	if !p.complete() {
+		s.mu.Unlock()
+		c.reply(f, StatusOK, "")
+		return
+	}
+	delete(s.partials, id)
+	s.mu.Unlock()
+	s.deliver(c, f, &Message{ID: id, ContentType: p.contentType, Body: p.buf[:p.size()]})
+}
+
+// refuse answers 413 and remembers id so that its later chunks get 413 too.
+func (s *Session) refuse(c *conn, f *Frame, id string) {
+	s.mu.Lock()
+	delete(s.partials, id)
+	if len(s.refused) >= 2*s.cfg.MaxPartial {
+		s.refused = s.refused[1:]
+	}
+	s.refused = append(s.refused, id)
+	s.mu.Unlock()
+	c.reply(f, StatusStopSending, "")
+}
+
+func (s *Session) deliver(c *conn, last *Frame, m *Message) {
+	m.SuccessReport = strings.EqualFold(last.Value(HeaderSuccessReport), "yes")
+	select {
+	case s.delivery <- delivery{c: c, last: last, m: m}:
+	case <-s.done:
+	}
+}
+
+// deliverLoop hands complete messages to the handler one at a time, so
+// that a slow handler never stalls the connection's reader for longer than
+// the delivery queue takes to fill.
+func (s *Session) deliverLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case d := <-s.delivery:
+			s.serve(d)
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *Session) serve(d delivery) {
+	code, comment := StatusForbidden, ""
+	if s.cfg.Handler != nil {
+		err := s.cfg.Handler.ServeMSRP(s.base, s, d.m)
+		var se *StatusError
+		switch {
+		case err == nil:
+			code = StatusOK
+		case errors.As(err, &se):
+			code, comment = se.Code, se.Comment
+		}
+	}
+	d.c.reply(d.last, code, comment)
+	if code != StatusOK || !d.m.SuccessReport {
+		return
+	}
+	// The success REPORT goes back along the SEND's whole From-Path.
+	n := len(d.m.Body)
+	r := &Frame{
+		TID:    newIdent(),
+		Method: "REPORT",
+		Header: []Header{
+			{HeaderToPath, d.last.Value(HeaderFromPath)},
+			{HeaderFromPath, s.local.String()},
+			{HeaderMessageID, d.m.ID},
+			{HeaderByteRange, ByteRange{Start: 1, End: int64(n), Total: int64(n)}.String()},
+			{HeaderStatus, "000 200 OK"},
+		},
+		Flag: FlagEnd,
+	}
+	if err := d.c.write(r); err != nil {
+		s.log.Debug("write report", "msg_id", d.m.ID, "err", err)
+	}
+}
+
+// onReport consumes a REPORT: it completes the Send waiting for it, if any.
+// REPORTs are never answered.
+func (s *Session) onReport(f *Frame) {
+	id := f.Value(HeaderMessageID)
+	code, comment, ok := parseStatus(f.Value(HeaderStatus))
+	if !ok {
+		s.log.Debug("bad report status", "msg_id", id)
+		return
+	}
+	var err error
+	if code < 200 || code >= 300 {
+		err = &StatusError{Code: code, Comment: comment}
+	}
+	s.mu.Lock()
+	ch := s.reports[id]
+	s.mu.Unlock()
+	if ch == nil {
+		s.log.Debug("report for no message", "msg_id", id, "status", code)
+		return
+	}
+	select {
+	case ch <- err:
+	default:
+	}
+}
+
+// parseStatus parses a Status header: "000 200 OK" (namespace, code,
+// optional comment).
+func parseStatus(v string) (code int, comment string, ok bool) {
+	ns, rest, found := strings.Cut(v, " ")
+	if !found || len(ns) != 3 || !isDigits(ns) || len(rest) < 3 || !isDigits(rest[:3]) {
+		return 0, "", false
+	}
+	if len(rest) > 3 && rest[3] != ' ' {
+		return 0, "", false
+	}
+	code, _ = strconv.Atoi(rest[:3])
+	if len(rest) > 4 {
+		comment = rest[4:]
+	}
+	return code, comment, true
+}
+
+// Close ends the session: pending Sends fail with ErrClosed, the
+// connection is closed unless another session still uses it, and Close
+// returns once the handler and the goroutines of the session have
+// returned. A Handler must not call Close of its own session.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	c, lis := s.conn, s.lis
+	s.conn = nil
+	s.mu.Unlock()
+	close(s.done)
+	s.cancel()
+	if lis != nil {
+		lis.remove(s)
+	}
+	if c != nil {
+		c.detach(s)
+	}
+	s.wg.Wait()
+	return nil
+}
