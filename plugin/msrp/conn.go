@@ -20,6 +20,9 @@ type conn struct {
 	// route finds the session a request is for: a status other than 0 is
 	// the answer to give instead (481, 506).
 	route func(c *conn, f *Frame, sessionID string) (*Session, int)
+	// self is this end's URI, the From-Path of answers to requests whose
+	// To-Path is missing.
+	self URI
 
 	wmu sync.Mutex
 	w   *Writer
@@ -236,11 +239,15 @@ func (c *conn) reply(f *Frame, code int, comment string) {
 			return
 		}
 	}
-	to, okTo := f.Get(HeaderFromPath)
-	from, okFrom := f.Get(HeaderToPath)
-	if !okTo || !okFrom {
-		c.close(errors.New("msrp: request without paths"))
+	to, ok := f.Get(HeaderFromPath)
+	if !ok {
+		// Nobody to answer to (RFC 4975 has no response for this).
+		c.close(errors.New("msrp: request without From-Path"))
 		return
+	}
+	from, ok := f.Get(HeaderToPath)
+	if !ok {
+		from = c.self.String()
 	}
 	// A response goes to the previous hop only, from this hop.
 	to, _, _ = strings.Cut(to, " ")

@@ -161,6 +161,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		}
 		c := newConn(nc, l.cfg.Limits, l.cfg.Timeout, l.log)
 		c.route = l.route
+		c.self = l.uri
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()

@@ -56,6 +56,10 @@ type Session struct {
 	local  URI
 	log    *slog.Logger
 	window chan struct{}
+	// sending lets one message at a time put its chunks on the wire, so
+	// that the peer reassembles one message at a time per session; the
+	// answers of one message may still be awaited while the next goes.
+	sending chan struct{}
 
 	// base is the context handlers get: it ends when the session closes,
 	// as http.Server.BaseContext does for requests.
@@ -75,6 +79,9 @@ type Session struct {
 	reports  map[string]chan error
 	partials map[string]*partial
 	refused  []string // Message-IDs recently answered 413
+
+	// dial replaces the network dial in tests (net.Pipe under synctest).
+	dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // delivery is a reassembled message waiting for the handler.
@@ -119,6 +126,7 @@ func NewSession(cfg Config) (*Session, error) {
 		local:    cfg.Local,
 		log:      cfg.Logger.With("session", cfg.Local.SessionID),
 		window:   make(chan struct{}, cfg.Window),
+		sending:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		delivery: make(chan delivery, cfg.Window),
 		bound:    make(chan struct{}),
@@ -157,7 +165,9 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	var nc net.Conn
 	var err error
 	d := &net.Dialer{}
-	if hop.Secure {
+	if s.dial != nil {
+		nc, err = s.dial(ctx, hop.Addr())
+	} else if hop.Secure {
 		cfg := s.cfg.TLS
 		if cfg == nil {
 			cfg = &tls.Config{ServerName: hop.Host}
@@ -171,6 +181,7 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 		return fmt.Errorf("msrp: connect %s: %w", hop.Addr(), err)
 	}
 	c := newConn(nc, s.cfg.Limits, s.cfg.Timeout, s.log)
+	c.self = s.local
 	c.route = func(c *conn, f *Frame, id string) (*Session, int) {
 		if id != s.local.SessionID {
 			return nil, StatusNoSession
@@ -369,6 +380,15 @@ func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
 	total := int64(len(m.Body))
 	size := int64(s.cfg.ChunkSize)
 	var off int64
+	select {
+	case s.sending <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrClosed
+	}
+	release := sync.OnceFunc(func() { <-s.sending })
+	defer release()
 	abort := func(cause error) error {
 		if off > 0 && off < total {
 			// Tell the receiver to drop what it has (RFC 4975 §7.1.1):
@@ -407,6 +427,7 @@ func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
 		}
 		off = end
 	}
+	release()
 	select {
 	case <-st.idle:
 	case <-ctx.Done():
