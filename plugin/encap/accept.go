@@ -1,6 +1,9 @@
 package encap
 
-import "strings"
+import (
+	"mime"
+	"strings"
+)
 
 // mediaType returns the type/subtype of a Content-Type or accept-types
 // entry, parameters dropped, case kept.
@@ -12,6 +15,7 @@ func mediaType(s string) string {
 // accepted reports whether the media type of ct matches one of the
 // patterns, as RFC 4975 §8.6 matches a=accept-types: "*" matches anything,
 // "type/*" any subtype of type, case-insensitively, parameters ignored.
+// "*/*", which some clients send, is taken as "*".
 func accepted(ct string, patterns ...[]string) bool {
 	mt := mediaType(ct)
 	typ, _, ok := strings.Cut(mt, "/")
@@ -21,11 +25,19 @@ func accepted(ct string, patterns ...[]string) bool {
 	for _, ps := range patterns {
 		for _, p := range ps {
 			p = mediaType(p)
-			if p == "*" || strings.EqualFold(p, mt) ||
+			if p == "*" || p == "*/*" || strings.EqualFold(p, mt) ||
 				strings.HasSuffix(p, "/*") && strings.EqualFold(p[:len(p)-2], typ) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// validMediaType reports whether ct is "type/subtype" with optional
+// parameters, fit to be written as a header value.
+func validMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	typ, sub, ok := strings.Cut(mt, "/")
+	return err == nil && ok && isToken(typ) && isToken(sub) && !strings.ContainsAny(ct, "\r\n")
 }

@@ -2,7 +2,6 @@ package encap
 
 import (
 	"bytes"
-	"mime"
 	"strconv"
 	"strings"
 	"time"
@@ -67,7 +66,7 @@ func StoredSEND(tid, messageID, contentType string, body []byte, date time.Time)
 	case bytes.Contains(body, []byte("-------"+tid)):
 		return nil, invalid("body contains the end-line of transaction %s", tid)
 	}
-	if _, _, err := mime.ParseMediaType(contentType); err != nil || strings.ContainsAny(contentType, "\r\n") {
+	if !validMediaType(contentType) {
 		return nil, invalid("Content-Type %q", contentType)
 	}
 	n := strconv.Itoa(len(body))
@@ -145,7 +144,7 @@ func parseSEND(frame []byte) (sendFrame, error) {
 			return f, malformed("bare CR or LF in MSRP header")
 		}
 		c := bytes.IndexByte(line, ':')
-		if c <= 0 || !isToken(string(line[:c])) {
+		if c <= 0 || !isToken(line[:c]) {
 			return f, malformed("MSRP header line %q", clip(line))
 		}
 		name := strings.ToLower(string(line[:c]))

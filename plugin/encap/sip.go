@@ -48,11 +48,32 @@ func sipKey(name []byte) string {
 		return ""
 	}
 	for _, k := range [...]string{keyCallID, keyFrom, keyTo, keyDate, keyPAI, keySubject, keyContentType, keyContentLength} {
-		if len(k) == len(name) && strings.EqualFold(k, string(name)) {
+		if equalFold(k, name) {
 			return k
 		}
 	}
 	return ""
+}
+
+// equalFold is strings.EqualFold for ASCII header names, without
+// converting name to a string.
+func equalFold(k string, name []byte) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := range len(k) {
+		a, b := k[i], name[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // singleValued says which read headers may appear only once: two Call-IDs
@@ -129,7 +150,7 @@ func parseDate(v string) (time.Time, error) {
 // what follows the blank line; when absent, the body is all that follows
 // (the enclosing frame delimits it, as for UDP).
 func parseSIP(raw []byte, mode startMode) (*sipMsg, error) {
-	m := &sipMsg{}
+	m := &sipMsg{headers: make([]sipHeader, 0, 16)}
 	head, bodyOff := raw, len(raw)
 	if i := bytes.Index(raw, crlf2); i >= 0 {
 		head, bodyOff = raw[:i+2], i+4
@@ -215,7 +236,7 @@ func (m *sipMsg) parseStart(line []byte, mode startMode) error {
 // than a start line: a start line has a space or a '/' before any colon.
 func isHeaderLine(line []byte) bool {
 	c := bytes.IndexByte(line, ':')
-	return c > 0 && isToken(strings.TrimRight(string(line[:c]), " \t"))
+	return c > 0 && isToken(bytes.TrimRight(line[:c], " \t"))
 }
 
 func parseSIPHeader(line []byte) (sipHeader, error) {
@@ -224,7 +245,7 @@ func parseSIPHeader(line []byte) (sipHeader, error) {
 		return sipHeader{}, malformed("header line %q has no colon", clip(line))
 	}
 	name := bytes.TrimRight(line[:c], " \t")
-	if !isToken(string(name)) {
+	if !isToken(name) {
 		return sipHeader{}, malformed("header name %q", clip(name))
 	}
 	h := sipHeader{key: sipKey(name)}
@@ -235,8 +256,8 @@ func parseSIPHeader(line []byte) (sipHeader, error) {
 }
 
 // isToken reports whether s is a non-empty RFC 3261 token.
-func isToken(s string) bool {
-	if s == "" {
+func isToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -279,7 +300,8 @@ type Request struct {
 }
 
 // ParseRequest checks that raw is one SIP request, CRLF-delimited, with
-// Call-ID, From and To (each From and To an address with a URI), a Content-Type when it has a body, a Content-Length
+// Call-ID, From and To (each From and To an address with a URI), a valid
+// Content-Type when it has a body, a Content-Length
 // (when present) equal to the body's length and a Date (when present) in
 // RFC 1123 GMT form, and returns what the store needs of it. Errors wrap
 // ErrMalformed.
@@ -314,8 +336,12 @@ func parseRequest(raw []byte) (*sipMsg, error) {
 			}
 		}
 	}
-	if ct, _ := m.get(keyContentType); len(m.body) > 0 && ct == "" {
+	ct, ok := m.get(keyContentType)
+	if len(m.body) > 0 && !ok {
 		return nil, malformed("a body without Content-Type")
+	}
+	if ok && !validMediaType(ct) {
+		return nil, malformed("Content-Type %q is not a media type", clip([]byte(ct)))
 	}
 	if _, _, err := m.date(); err != nil {
 		return nil, err

@@ -1,0 +1,169 @@
+package encap_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin/encap"
+)
+
+// session is a stored MSRP-session message: its head and SEND.
+func session(t testing.TB) encap.Deferred {
+	t.Helper()
+	head, err := encap.SessionHead(crlf("INVITE sip:user2@imserver.com SIP/2.0\nTo: <sip:user2@imserver.com>\n"+
+		"From: \"Bob \\\"B\\\" <1>\" <sip:user1@imserver.com>;tag=786\nCall-ID: 3413an89KU\n"+
+		"P-Asserted-Identity: <sip:user1@imserver.com>\nP-Asserted-Identity: <tel:+15141234567>\nSubject: this is a subject\n\n"), storeTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send, err := encap.StoredSEND("dkei38sd", "456", "text/plain", []byte("Hi, Alice!  I'm Bob!"), storeTime.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return encap.Deferred{Kind: encap.KindMSRP, Stored: send, Head: head}
+}
+
+func stored(t testing.TB) encap.Deferred {
+	t.Helper()
+	raw, err := encap.AddDate(crlf(strings.Replace(message, "CSeq", "Subject: hello\nP-Asserted-Identity: <sip:user1@imserver.com>\nCSeq", 1)), storeTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return encap.Deferred{Kind: encap.KindSIP, Stored: raw}
+}
+
+func TestBuildChooses(t *testing.T) {
+	sip, msrp := stored(t), session(t)
+	tests := []struct {
+		name    string
+		d       encap.Deferred
+		o       encap.Options
+		want    string // media type of the payload
+		wantErr error
+	}{
+		{name: "sip: message/sip first", d: sip, o: encap.Options{AcceptTypes: []string{"message/sipfrag", "message/sip", "message/cpim"}}, want: encap.TypeSIP},
+		{name: "sip: wildcard", d: sip, o: encap.Options{AcceptTypes: []string{"*"}}, want: encap.TypeSIP},
+		{name: "sip: type wildcard, any case", d: sip, o: encap.Options{AcceptTypes: []string{"Message/*"}}, want: encap.TypeSIP},
+		{name: "sip: parameters ignored", d: sip, o: encap.Options{AcceptTypes: []string{"MESSAGE/SIP;x=1"}}, want: encap.TypeSIP},
+		{name: "sip: sipfrag preferred", d: sip, o: encap.Options{AcceptTypes: []string{"*"}, Preference: encap.PreferSIPFrag}, want: encap.TypeSIPFrag},
+		{name: "sip: sipfrag when message/sip is not accepted", d: sip, o: encap.Options{AcceptTypes: []string{"message/sipfrag", "message/cpim", "text/plain"}}, want: encap.TypeSIPFrag},
+		{name: "sip: cpim preferred", d: sip, o: encap.Options{AcceptTypes: []string{"*"}, Preference: encap.PreferCPIM}, want: encap.TypeCPIM},
+		{name: "sip: cpim when no SIP form", d: sip, o: encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}}, want: encap.TypeCPIM},
+		{name: "sip: cpim with wrapped text", d: sip, o: encap.Options{AcceptTypes: []string{"message/cpim"}, AcceptWrappedTypes: []string{"text/plain"}}, want: encap.TypeCPIM},
+		{name: "sip: cpim but not its content", d: sip, o: encap.Options{AcceptTypes: []string{"message/cpim"}, AcceptWrappedTypes: []string{"image/*"}}, wantErr: encap.ErrHold},
+		{name: "sip: preferred but not accepted", d: sip, o: encap.Options{AcceptTypes: []string{"message/sip"}, Preference: encap.PreferCPIM}, want: encap.TypeSIP},
+		{name: "sip: hold by default", d: sip, o: encap.Options{AcceptTypes: []string{"text/plain"}}, wantErr: encap.ErrHold},
+		{name: "sip: bare", d: sip, o: encap.Options{AcceptTypes: []string{"text/plain"}, Fallback: encap.FallbackBare}, want: "text/plain"},
+		{name: "sip: bare only at top level", d: sip, o: encap.Options{AcceptTypes: []string{"image/png"}, AcceptWrappedTypes: []string{"text/plain"}, Fallback: encap.FallbackBare}, wantErr: encap.ErrHold},
+		{name: "sip: nothing accepted", d: sip, o: encap.Options{}, wantErr: encap.ErrHold},
+		{name: "sip: message/msrp is no SIP form", d: sip, o: encap.Options{AcceptTypes: []string{"message/msrp", "multipart/mixed"}}, wantErr: encap.ErrHold},
+
+		{name: "msrp: multipart first", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}}, want: encap.TypeMultipart},
+		{name: "msrp: multipart with wrapped parts", d: msrp, o: encap.Options{AcceptTypes: []string{"multipart/mixed"}, AcceptWrappedTypes: []string{"message/*"}}, want: encap.TypeMultipart},
+		{name: "msrp: multipart but not message/sip inside", d: msrp, o: encap.Options{AcceptTypes: []string{"multipart/mixed", "message/msrp"}}, want: encap.TypeMSRP},
+		{name: "msrp: message/msrp", d: msrp, o: encap.Options{AcceptTypes: []string{"message/msrp"}}, want: encap.TypeMSRP},
+		{name: "msrp: sip preference is multipart", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}, Preference: encap.PreferSIP}, want: encap.TypeMultipart},
+		{name: "msrp: cpim preferred", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}, Preference: encap.PreferCPIM}, want: encap.TypeCPIM},
+		{name: "msrp: cpim when nothing else", d: msrp, o: encap.Options{AcceptTypes: []string{"message/cpim", "message/sip"}, AcceptWrappedTypes: []string{"*"}}, want: encap.TypeCPIM},
+		{name: "msrp: bare", d: msrp, o: encap.Options{AcceptTypes: []string{"text/*"}, Fallback: encap.FallbackBare}, want: "text/plain"},
+		{name: "msrp: hold", d: msrp, o: encap.Options{AcceptTypes: []string{"text/*"}, Fallback: encap.FallbackHold}, wantErr: encap.ErrHold},
+
+		{name: "unknown preference", d: sip, o: encap.Options{AcceptTypes: []string{"*"}, Preference: "message/msrp"}, wantErr: encap.ErrInvalid},
+		{name: "unknown fallback", d: sip, o: encap.Options{AcceptTypes: []string{"*"}, Fallback: "drop"}, wantErr: encap.ErrInvalid},
+		{name: "no kind", d: encap.Deferred{Stored: sip.Stored}, o: encap.Options{AcceptTypes: []string{"*"}}, wantErr: encap.ErrInvalid},
+		{name: "msrp without head", d: encap.Deferred{Kind: encap.KindMSRP, Stored: msrp.Stored}, o: encap.Options{AcceptTypes: []string{"*"}}, wantErr: encap.ErrInvalid},
+		{name: "kinds swapped", d: encap.Deferred{Kind: encap.KindSIP, Stored: msrp.Stored}, o: encap.Options{AcceptTypes: []string{"*"}}, wantErr: encap.ErrMalformed},
+		{name: "head and SEND swapped", d: encap.Deferred{Kind: encap.KindMSRP, Stored: msrp.Head, Head: msrp.Stored}, o: encap.Options{AcceptTypes: []string{"*"}}, wantErr: encap.ErrMalformed},
+		{name: "bad boundary", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}, Boundary: "no\"quote"}, wantErr: encap.ErrInvalid},
+		{name: "boundary inside a part", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}, Boundary: "-----dkei38sd"}, wantErr: encap.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := encap.Build(tt.d, tt.o)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Build error = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr != nil {
+				return
+			}
+			if got, _, _ := strings.Cut(p.ContentType, ";"); got != tt.want {
+				t.Errorf("Build chose %q, want %q", p.ContentType, tt.want)
+			}
+		})
+	}
+}
+
+// TestBuildKeepsIdentities checks, for every encapsulation, that what the
+// client decodes has the stored Call-ID, Message-ID, identities and Date.
+func TestBuildKeepsIdentities(t *testing.T) {
+	sip, msrp := stored(t), session(t)
+	sipWant := encap.Decoded{
+		CallID: "asd88asd77a@1.2.3.4", From: "sip:user1@imserver.com;tag=49583", To: "sip:user2@imserver.com",
+		Date: storeTime, PAssertedIdentity: "<sip:user1@imserver.com>", Subject: "hello",
+		ContentType: "text/plain", Body: []byte("Watson, come here."),
+	}
+	msrpWant := encap.Decoded{
+		CallID: "3413an89KU", MessageID: "456", From: `"Bob \"B\" <1>" <sip:user1@imserver.com>;tag=786`,
+		To: "<sip:user2@imserver.com>", Date: storeTime.Add(time.Second),
+		PAssertedIdentity: "<sip:user1@imserver.com>, <tel:+15141234567>", Subject: "this is a subject",
+		ContentType: "text/plain", Body: []byte("Hi, Alice!  I'm Bob!"),
+	}
+	cpim := func(d encap.Decoded, from, to string) encap.Decoded {
+		d.From, d.To = from, to
+		return d
+	}
+	tests := []struct {
+		name string
+		d    encap.Deferred
+		o    encap.Options
+		want encap.Decoded
+	}{
+		{"sip message/sip", sip, encap.Options{AcceptTypes: []string{"message/sip"}}, sipWant},
+		{"sip message/sipfrag", sip, encap.Options{AcceptTypes: []string{"message/sipfrag"}}, sipWant},
+		{"sip message/cpim", sip, encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}},
+			cpim(sipWant, "<sip:user1@imserver.com>", "<sip:user2@imserver.com>")},
+		{"sip bare", sip, encap.Options{AcceptTypes: []string{"text/plain"}, Fallback: encap.FallbackBare},
+			encap.Decoded{ContentType: "text/plain", Body: sipWant.Body}},
+		{"msrp multipart/mixed random boundary", msrp, encap.Options{AcceptTypes: []string{"*"}}, msrpWant},
+		{"msrp message/msrp", msrp, encap.Options{AcceptTypes: []string{"message/msrp"}},
+			encap.Decoded{MessageID: "456", Date: msrpWant.Date, ContentType: "text/plain", Body: msrpWant.Body}},
+		{"msrp message/cpim", msrp, encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}},
+			cpim(msrpWant, `"Bob \"B\" <1>" <sip:user1@imserver.com>`, "<sip:user2@imserver.com>")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := encap.Build(tt.d, tt.o)
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			got, err := encap.Decode(p.ContentType, p.Body)
+			if err != nil {
+				t.Fatalf("Decode(%q): %v\n%s", p.ContentType, err, p.Body)
+			}
+			got.Encapsulation = ""
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("decoded (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBuildRandomBoundary(t *testing.T) {
+	msrp := session(t)
+	o := encap.Options{AcceptTypes: []string{"*"}}
+	a, err := encap.Build(msrp, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := encap.Build(msrp, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ContentType == b.ContentType {
+		t.Errorf("two pushes share the boundary: %s", a.ContentType)
+	}
+}
