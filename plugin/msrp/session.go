@@ -408,6 +408,12 @@ func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
 		case <-s.done:
 			return ErrClosed
 		}
+		select {
+		case <-st.failed:
+			<-s.window
+			return abort(st.errNow())
+		default:
+		}
 		end := min(off+size, total)
 		flag := byte(FlagMore)
 		if end == total {
@@ -419,8 +425,8 @@ func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
 		st.sentAll = flag == FlagEnd
 		st.mu.Unlock()
 		err := c.request(f, func(err error) {
+			st.finish(err) // before the slot frees, so the loop sees the failure
 			<-s.window
-			st.finish(err)
 		})
 		if err != nil {
 			return err

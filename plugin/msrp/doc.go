@@ -1,0 +1,21 @@
+// Package msrp is an MSRP endpoint (RFC 4975) on the standard library
+// alone, used both to push deferred messages to a client and to receive
+// the messages of a session-mode INVITE.
+//
+// The wire codec is Reader and Writer: frames are delimited by their
+// end-line, never by a length, and Limits bound what is read. URI, ParseURI
+// and ParsePath handle msrp: and msrps: URIs and paths.
+//
+// A Session is one MSRP session. It is bound to a connection either
+// actively (Session.Connect dials the peer's path and sends a bodiless
+// SEND, RFC 6135 a=setup:active) or passively (Listener.Add, then the peer
+// connects to the Listener, which hands each connection to the session
+// named by its To-Path). Either way, Session.Send sends a message in chunks
+// of Config.ChunkSize with pipelining, and Config.Handler receives the
+// peer's messages reassembled. Send returns when the message is
+// acknowledged: every chunk answered 200 and, when asked for, the success
+// REPORT received. Errors carrying an MSRP status are *StatusError.
+//
+// Connect and Send take a context; a Listener runs with Run(ctx) until
+// Close; a Session ends with Close.
+package msrp

@@ -1,0 +1,58 @@
+package msrp_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/deferpush/deferpush/plugin/msrp"
+)
+
+// A passive session on a listener receives what an active session sends.
+func Example() {
+	ctx := context.Background()
+	lis, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go lis.Run(ctx)
+	defer lis.Close()
+
+	got := make(chan *msrp.Message, 1)
+	client, err := msrp.NewSession(msrp.Config{
+		Local: lis.URI(), // the client's a=path
+		Handler: msrp.HandlerFunc(func(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
+			got <- m
+			return nil // answer 200
+		}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	server, err := msrp.NewSession(msrp.Config{Local: msrp.URI{Host: "127.0.0.1", Port: 2855}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer server.Close()
+	if err := lis.Add(client, []msrp.URI{server.URI()}); err != nil {
+		log.Fatal(err)
+	}
+
+	// The server connects to the client's path and pushes a message.
+	if err := server.Connect(ctx, []msrp.URI{client.URI()}); err != nil {
+		log.Fatal(err)
+	}
+	err = server.Send(ctx, msrp.Message{
+		ContentType:   "text/plain",
+		Body:          []byte("Watson, come here."),
+		SuccessReport: true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	m := <-got
+	fmt.Printf("%s: %s\n", m.ContentType, m.Body)
+	// Output: text/plain: Watson, come here.
+}

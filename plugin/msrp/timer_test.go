@@ -1,0 +1,183 @@
+package msrp
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// pipePeer connects a new session to a hand-driven peer over net.Pipe, in
+// a synctest bubble, and answers the binding SEND.
+func pipePeer(t *testing.T, cfg Config) (*Session, *Reader, *Writer) {
+	t.Helper()
+	near, far := net.Pipe()
+	t.Cleanup(func() { far.Close() })
+	cfg.Local = URI{Host: "127.0.0.1", Port: 9}
+	s := newSession(t, cfg)
+	s.dial = func(context.Context, string) (net.Conn, error) { return near, nil }
+	r, w := NewReader(far, Limits{}), NewWriter(far)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Connect(context.Background(), []URI{{Host: "peer.invalid", SessionID: "peer1234"}}) }()
+	bind, err := r.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bind.Method != "SEND" || bind.Body != nil {
+		t.Fatalf("got %q, want a bodiless SEND", bind.String())
+	}
+	w.WriteFrame(answer(bind, StatusOK))
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return s, r, w
+}
+
+func answer(f *Frame, code int) *Frame {
+	return &Frame{TID: f.TID, Status: code, Comment: StatusText(code), Header: []Header{
+		{HeaderToPath, f.Value(HeaderFromPath)}, {HeaderFromPath, f.Value(HeaderToPath)}}}
+}
+
+// TestWindow checks that no more than Config.Window transactions await an
+// answer at once.
+func TestWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const window = 3
+		s, r, w := pipePeer(t, Config{Window: window, ChunkSize: 10})
+		frames := make(chan *Frame, 100)
+		go func() {
+			for {
+				f, err := r.ReadFrame()
+				if err != nil {
+					close(frames)
+					return
+				}
+				frames <- f
+			}
+		}()
+		errc := make(chan error, 1)
+		go func() {
+			errc <- s.Send(context.Background(), Message{ContentType: "text/plain", Body: make([]byte, 100)})
+		}()
+		answered := 0
+		for answered < 10 {
+			synctest.Wait() // everyone is blocked: the sender waits for the window
+			if n := len(frames); n > window {
+				t.Fatalf("%d transactions outstanding, window is %d", n, window)
+			} else if n == 0 {
+				t.Fatal("nothing sent")
+			}
+			f := <-frames
+			w.WriteFrame(answer(f, StatusOK))
+			answered++
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestTimeout checks the local 408 when the peer never answers.
+func TestTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, r, _ := pipePeer(t, Config{})
+		go func() {
+			for {
+				if _, err := r.ReadFrame(); err != nil {
+					return
+				}
+			}
+		}()
+		start := time.Now()
+		err := s.Send(context.Background(), Message{ContentType: "text/plain", Body: []byte("hello")})
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != StatusTimeout {
+			t.Fatalf("got %v, want local 408", err)
+		}
+		if got := time.Since(start); got != 30*time.Second {
+			t.Errorf("408 after %v, want 30s", got)
+		}
+	})
+}
+
+// TestSuccessReport checks that Send waits for the success REPORT, and
+// fails on a failure REPORT or a missing one.
+func TestSuccessReport(t *testing.T) {
+	tests := []struct {
+		name   string
+		status string // "" sends no REPORT
+		want   int    // 0: success
+	}{
+		{"success", "000 200 OK", 0},
+		{"failure", "000 415 Unsupported Media Type", StatusUnsupportedMedia},
+		{"none", "", StatusTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s, r, w := pipePeer(t, Config{Timeout: 5 * time.Second})
+				errc := make(chan error, 1)
+				go func() {
+					errc <- s.Send(context.Background(), Message{ID: "report-test", ContentType: "text/plain", Body: []byte("hello"), SuccessReport: true})
+				}()
+				f, err := r.ReadFrame()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.Value(HeaderSuccessReport) != "yes" {
+					t.Errorf("Success-Report = %q", f.Value(HeaderSuccessReport))
+				}
+				w.WriteFrame(answer(f, StatusOK))
+				synctest.Wait()
+				select {
+				case err := <-errc:
+					t.Fatalf("Send returned %v before the REPORT", err)
+				default:
+				}
+				if tt.status != "" {
+					w.WriteFrame(&Frame{TID: "rep00001", Method: "REPORT", Header: []Header{
+						{HeaderToPath, f.Value(HeaderFromPath)}, {HeaderFromPath, f.Value(HeaderToPath)},
+						{HeaderMessageID, "report-test"}, {HeaderByteRange, "1-5/5"}, {HeaderStatus, tt.status}}})
+				}
+				err = <-errc
+				var se *StatusError
+				switch {
+				case tt.want == 0 && err != nil:
+					t.Errorf("got %v, want success", err)
+				case tt.want != 0 && (!errors.As(err, &se) || se.Code != tt.want):
+					t.Errorf("got %v, want status %d", err, tt.want)
+				}
+			})
+		})
+	}
+}
+
+// TestAbortOn413 checks that a 413 to a chunk stops the message and that
+// the rest of it is not sent but for an abort chunk.
+func TestAbortOn413(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, r, w := pipePeer(t, Config{ChunkSize: 10, Window: 1})
+		errc := make(chan error, 1)
+		go func() {
+			errc <- s.Send(context.Background(), Message{ContentType: "text/plain", Body: make([]byte, 100)})
+		}()
+		first, err := r.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.WriteFrame(answer(first, StatusStopSending))
+		abort, err := r.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if abort.Flag != FlagAbort || abort.Value(HeaderByteRange) != "11-10/100" || len(abort.Body) != 0 {
+			t.Errorf("got %q, want an empty abort chunk at 11", abort.String())
+		}
+		var se *StatusError
+		if err := <-errc; !errors.As(err, &se) || se.Code != StatusStopSending {
+			t.Errorf("got %v, want 413", err)
+		}
+	})
+}
