@@ -1,0 +1,149 @@
+package sdp
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin/msrp"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func mustURI(t *testing.T, s string) msrp.URI {
+	t.Helper()
+	u, err := msrp.ParseURI(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestBuildGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		m    Media
+	}{
+		{"offer-tcp", Media{
+			Path:        []msrp.URI{mustURI(t, "msrp://192.0.2.10:2855/iau39soe2843z;tcp")},
+			AcceptTypes: []string{"message/sip", "message/cpim", "text/plain"},
+		}},
+		{"offer-tls-ipv6", Media{
+			Path:               []msrp.URI{mustURI(t, "msrps://[2001:db8::10]:2856/9di4eae923wzd;tcp")},
+			AcceptTypes:        []string{"message/cpim"},
+			AcceptWrappedTypes: []string{"*"},
+		}},
+		{"answer-passive", Media{
+			Path:        []msrp.URI{mustURI(t, "msrp://192.0.2.20:7777/kjhd37s2s20w2a;tcp")},
+			AcceptTypes: []string{"*"},
+			Setup:       SetupPassive,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Build(tt.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := "testdata/" + tt.name + ".sdp"
+			if *update {
+				if err := os.WriteFile(file, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			back, err := Parse(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBack := tt.m
+			if wantBack.Setup == "" {
+				wantBack.Setup = SetupActPass
+			}
+			if diff := cmp.Diff(wantBack, back); diff != "" {
+				t.Errorf("parse of built SDP (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseAnswer(t *testing.T) {
+	const answer = "v=0\r\n" +
+		"o=bob 2890844526 2890844527 IN IP4 198.51.100.7\r\n" +
+		"s=-\r\n" +
+		"c=IN IP4 198.51.100.7\r\n" +
+		"t=0 0\r\n" +
+		"m=audio 49170 RTP/AVP 0\r\n" +
+		"m=message 12763 TCP/MSRP *\r\n" +
+		"a=accept-types:message/cpim text/plain\r\n" +
+		"a=accept-wrapped-types:message/sip text/*\r\n" +
+		"a=path:msrp://relay.example.net:2855/r1;tcp msrp://198.51.100.7:12763/kjhd37s2s20w2a;tcp\r\n" +
+		"a=setup:active\r\n"
+	got, err := Parse([]byte(answer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Media{
+		Path: []msrp.URI{
+			mustURI(t, "msrp://relay.example.net:2855/r1;tcp"),
+			mustURI(t, "msrp://198.51.100.7:12763/kjhd37s2s20w2a;tcp"),
+		},
+		AcceptTypes:        []string{"message/cpim", "text/plain"},
+		AcceptWrappedTypes: []string{"message/sip", "text/*"},
+		Setup:              SetupActive,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if OffererConnects(got) {
+		t.Error("OffererConnects = true for a=setup:active")
+	}
+	for ct, want := range map[string]bool{"message/cpim": true, "TEXT/PLAIN; charset=utf-8": true, "message/sip": false} {
+		if got.Accepts(ct) != want {
+			t.Errorf("Accepts(%q) = %v, want %v", ct, !want, want)
+		}
+	}
+	if !got.AcceptsWrapped("message/sip") || !got.AcceptsWrapped("text/html") || got.AcceptsWrapped("image/png") {
+		t.Error("AcceptsWrapped wrong")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	head := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+	tests := map[string]string{
+		"no msrp media":     head + "m=audio 4000 RTP/AVP 0\r\n",
+		"no path":           head + "m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\n",
+		"bad path":          head + "m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:http://x/y\r\n",
+		"no accept-types":   head + "m=message 2855 TCP/MSRP *\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n",
+		"not sdp":           "hello",
+		"rejected (port 0)": head + "m=message 0 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n",
+	}
+	for name, in := range tests {
+		t.Run(name, func(t *testing.T) {
+			if m, err := Parse([]byte(in)); err == nil {
+				t.Errorf("got %+v, want an error", m)
+			}
+		})
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	if _, err := Build(Media{AcceptTypes: []string{"*"}}); err == nil {
+		t.Error("empty path accepted")
+	}
+	if _, err := Build(Media{Path: []msrp.URI{{Host: "example.com", SessionID: "s"}}, AcceptTypes: []string{"*"}}); err == nil || !strings.Contains(err.Error(), "IP") {
+		t.Errorf("host name accepted: %v", err)
+	}
+	if _, err := Build(Media{Path: []msrp.URI{{Host: "192.0.2.1", SessionID: "s"}}}); err == nil {
+		t.Error("no accept-types accepted")
+	}
+}
