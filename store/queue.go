@@ -1,0 +1,259 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// checkAOR refuses an AOR that is not canonical: keys are built from it,
+// so "sip:Bob@X" and "sip:Bob@x" must never name two mailboxes.
+func checkAOR(aor plugin.AOR) error {
+	c, err := plugin.ParseAOR(string(aor))
+	if err != nil {
+		return err
+	}
+	if c != aor {
+		return fmt.Errorf("%w: %q is not canonical (%q)", plugin.ErrBadAOR, aor, c)
+	}
+	return nil
+}
+
+func checkToken(token string) error {
+	if token == "" {
+		return &plugin.FieldError{Field: "token", Problem: "empty"}
+	}
+	return nil
+}
+
+func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
+
+// Append implements plugin.Queue.
+//
+// One round trip: [ZADD LT dp:mailboxes, EVALSHA append, HINCRBY stored]
+// pipelined. The index entry is written before (or, in a cluster, beside)
+// the message: the sweeper unindexes a mailbox only after marking it gone
+// inside the mailbox's slot, and an append that meets that mark indexes
+// the mailbox again, so a stored message is never left unindexed.
+func (r *Redis) Append(ctx context.Context, m *plugin.Message, lim plugin.Limits) error {
+	if err := r.append(ctx, m, lim); err != nil {
+		return fmt.Errorf("store: append for %s: %w", m.Recipient, err)
+	}
+	return nil
+}
+
+func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if err := checkAOR(m.Recipient); err != nil {
+		return err
+	}
+	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
+		return &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
+	}
+	if m.ID == "" {
+		m.ID = plugin.NewID(m.Received)
+	}
+	if m.Expires.IsZero() && lim.TTL > 0 {
+		m.Expires = m.Received.Add(lim.TTL)
+	}
+	exp := int64(1<<53 - 1) // no expiry: largest exact score
+	if !m.Expires.IsZero() {
+		exp = ms(m.Expires)
+	}
+	rec, err := encode(m)
+	if err != nil {
+		return err
+	}
+	aor := m.Recipient
+	keys := append(mailboxKeys(aor), goneKey(aor))
+	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
+
+	pipe := r.c.Pipeline()
+	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
+	cmd := appendScript.EvalSha(ctx, pipe, keys, args...)
+	pipe.HIncrBy(ctx, statsKey, "stored", 1)
+	_, _ = pipe.Exec(ctx) // errors are per command
+	res, err := cmd.Slice()
+	if isNoScript(err) {
+		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
+	}
+	if err != nil {
+		// Stored or not is unknown: an Append of the same m (same ID)
+		// again is safe.
+		r.c.HIncrBy(ctx, statsKey, "stored", -1)
+		return err
+	}
+	switch status, count := res[0].(int64), res[1].(int64); status {
+	case -1:
+		r.c.HIncrBy(ctx, statsKey, "stored", -1)
+		return &plugin.LimitError{Err: plugin.ErrMailboxFull, Limit: "max_mailbox", Max: lim.MaxMailbox, Got: int(count)}
+	case 0: // duplicate
+		r.c.HIncrBy(ctx, statsKey, "stored", -1)
+	case 2:
+		// Plain ZADD: the new score differs from the one the sweeper read,
+		// so its compare-and-remove cannot undo this.
+		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)}).Err(); err != nil {
+			return fmt.Errorf("index mailbox: %w", err)
+		}
+	}
+	return nil
+}
+
+// Claim implements plugin.Queue.
+//
+// Two round trips: the recipient goes into the lease index first, then the
+// script moves messages. A crash between them leaves an index entry with
+// nothing in flight, which the sweeper drops; the reverse order could leave
+// in-flight messages nobody watches.
+func (r *Redis) Claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
+	msgs, err := r.claim(ctx, aor, token, n, lease)
+	if err != nil {
+		return nil, fmt.Errorf("store: claim for %s: %w", aor, err)
+	}
+	return msgs, nil
+}
+
+func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return nil, err
+	}
+	now := r.now()
+	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: string(aor)}).Err(); err != nil {
+		return nil, fmt.Errorf("index lease: %w", err)
+	}
+	res, err := claimScript.Run(ctx, r.c, mailboxKeys(aor), token, max(n, 0), ms(now.Add(lease)), ms(now)).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if res[0].(int64) < 0 {
+		return nil, plugin.ErrLeaseLost
+	}
+	if expired := res[2].(int64); expired > 0 {
+		r.c.HIncrBy(ctx, statsKey, "expired", expired)
+	}
+	msgs := make([]*plugin.Message, 0, (len(res)-3)/3)
+	for i := 3; i+2 < len(res); i += 3 {
+		m, err := decode(aor, res[i].(string), res[i+1].(string), res[i+2].(string))
+		if err != nil {
+			return nil, err // the claimed messages go back with the lease
+		}
+		m.State = plugin.StateInFlight
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// Ack implements plugin.Queue.
+func (r *Redis) Ack(ctx context.Context, aor plugin.AOR, token, id string) error {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return fmt.Errorf("store: ack %s for %s: %w", id, aor, err)
+	}
+	res, err := ackScript.Run(ctx, r.c, mailboxKeys(aor), token, id, ms(r.now())).Int()
+	if err == nil {
+		err = r.outcome(ctx, aor, res)
+	}
+	if err != nil {
+		return fmt.Errorf("store: ack %s for %s: %w", id, aor, err)
+	}
+	r.c.HIncrBy(ctx, statsKey, "pushed", 1)
+	return nil
+}
+
+// outcome maps the common script results -1 (lease lost) and 0 (not
+// found) to errors, and brings a mailbox that became empty (2) up for the
+// next sweep so it leaves the index soon.
+func (r *Redis) outcome(ctx context.Context, aor plugin.AOR, res int) error {
+	switch res {
+	case -1:
+		return plugin.ErrLeaseLost
+	case 0:
+		return plugin.ErrNotFound
+	case 2:
+		r.c.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: string(aor)})
+	}
+	return nil
+}
+
+// Fail implements plugin.Queue.
+func (r *Redis) Fail(ctx context.Context, aor plugin.AOR, token, id, reason string, maxAttempts int) (bool, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return false, fmt.Errorf("store: fail %s for %s: %w", id, aor, err)
+	}
+	res, err := failScript.Run(ctx, r.c, mailboxKeys(aor), token, id, reason, max(maxAttempts, 0), ms(r.now())).Int()
+	if err == nil && res <= 0 {
+		err = r.outcome(ctx, aor, res)
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: fail %s for %s: %w", id, aor, err)
+	}
+	pipe := r.c.Pipeline()
+	pipe.HIncrBy(ctx, statsKey, "failed", 1)
+	if res == 2 {
+		pipe.HIncrBy(ctx, statsKey, "dead_lettered", 1)
+	}
+	_, _ = pipe.Exec(ctx)
+	return res == 2, nil
+}
+
+// Release implements plugin.Queue.
+func (r *Redis) Release(ctx context.Context, aor plugin.AOR, token string) (int, error) {
+	n, err := r.leaseOp(ctx, releaseScript, aor, token, ms(r.now()))
+	if err != nil {
+		return 0, fmt.Errorf("store: release %s: %w", aor, err)
+	}
+	return n, nil
+}
+
+// Lock implements plugin.Queue.
+func (r *Redis) Lock(ctx context.Context, aor plugin.AOR, token string, ttl time.Duration) (bool, error) {
+	now := r.now()
+	_, err := r.leaseOp(ctx, lockScript, aor, token, ms(now.Add(ttl)), ms(now))
+	if errors.Is(err, plugin.ErrLeaseLost) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: lock %s: %w", aor, err)
+	}
+	return true, nil
+}
+
+// RenewLock implements plugin.Queue.
+func (r *Redis) RenewLock(ctx context.Context, aor plugin.AOR, token string, ttl time.Duration) error {
+	now := r.now()
+	if _, err := r.leaseOp(ctx, renewScript, aor, token, ms(now.Add(ttl)), ms(now)); err != nil {
+		return fmt.Errorf("store: renew lock %s: %w", aor, err)
+	}
+	return nil
+}
+
+// Unlock implements plugin.Queue.
+func (r *Redis) Unlock(ctx context.Context, aor plugin.AOR, token string) error {
+	if _, err := r.leaseOp(ctx, unlockScript, aor, token); err != nil {
+		return fmt.Errorf("store: unlock %s: %w", aor, err)
+	}
+	return nil
+}
+
+// leaseOp runs a script whose ARGV[1] is the token and whose result is -1
+// for "lease not ours", else a count.
+func (r *Redis) leaseOp(ctx context.Context, s *redis.Script, aor plugin.AOR, token string, args ...any) (int, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return 0, err
+	}
+	n, err := s.Run(ctx, r.c, mailboxKeys(aor), append([]any{token}, args...)...).Int()
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return 0, plugin.ErrLeaseLost
+	}
+	return n, nil
+}

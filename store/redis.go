@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+var _ plugin.Store = (*Redis)(nil)
+
+// Config configures a Redis store.
+type Config struct {
+	// Client is the Redis client to use: *redis.Client, a Sentinel
+	// failover client or *redis.ClusterClient. Close leaves a given
+	// client open. If nil, New dials URL.
+	Client redis.UniversalClient
+	// URL is used when Client is nil. Accepted forms:
+	//
+	//	redis://[[user]:password@]host:port[/db]        standalone
+	//	rediss://...                                    standalone over TLS
+	//	redis+sentinel://[[user]:password@]h1:p1,h2:p2/master[?db=N]
+	//	redis+cluster://[[user]:password@]h1:p1,h2:p2
+	//	(rediss+sentinel and rediss+cluster: the same over TLS)
+	//
+	// redis:// and rediss:// accept go-redis's query options
+	// (dial_timeout=, pool_size=, ...).
+	URL string
+	// Logger receives warnings from background work (WatchPolicy); nil
+	// discards them.
+	Logger *slog.Logger
+	// Now is the clock for leases and expiry; nil means time.Now. All
+	// instances sharing a Redis should have synchronised clocks (NTP):
+	// leases are compared against the caller's clock, not Redis's.
+	Now func() time.Time
+}
+
+// Redis is the Redis implementation of plugin.Store. Its methods are safe
+// for concurrent use.
+type Redis struct {
+	c       redis.UniversalClient
+	log     *slog.Logger
+	now     func() time.Time
+	closers []func() error
+}
+
+// New returns a store on cfg.Client or cfg.URL. It does not contact Redis:
+// use Ping for readiness.
+func New(cfg Config) (*Redis, error) {
+	r := &Redis{c: cfg.Client, log: cfg.Logger, now: cfg.Now}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.c == nil {
+		if cfg.URL == "" {
+			return nil, errors.New("store: neither Client nor URL configured")
+		}
+		opts, err := ParseURL(cfg.URL)
+		if err != nil {
+			return nil, err
+		}
+		r.c = redis.NewUniversalClient(opts)
+		r.closers = append(r.closers, r.c.Close)
+	}
+	return r, nil
+}
+
+// NewEmbedded starts an in-process, in-memory Redis (miniredis) on a
+// loopback port and returns a store on it, for `make run` and tests. Data
+// is lost at Close. cfg.Client and cfg.URL must be empty.
+func NewEmbedded(cfg Config) (*Redis, error) {
+	if cfg.Client != nil || cfg.URL != "" {
+		return nil, errors.New("store: embedded store takes no Client or URL")
+	}
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	cfg.Client = redis.NewClient(&redis.Options{Addr: m.Addr()})
+	r, err := New(cfg)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	r.closers = append(r.closers, cfg.Client.Close, func() error { m.Close(); return nil })
+	return r, nil
+}
+
+// Close closes the client if New dialled it, and stops an embedded Redis.
+func (r *Redis) Close() error {
+	var errs []error
+	for _, c := range r.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
+
+// Client returns the underlying client (for tests and diagnostics).
+func (r *Redis) Client() redis.UniversalClient { return r.c }
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// ParseURL turns one of the URL forms of Config.URL into client options.
+func ParseURL(raw string) (*redis.UniversalOptions, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store: bad redis URL: %w", err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("store: bad redis URL: %w", err)
+		}
+		return &redis.UniversalOptions{
+			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password,
+			TLSConfig: o.TLSConfig, Protocol: o.Protocol, ClientName: o.ClientName,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, MaxRetries: o.MaxRetries,
+		}, nil
+	case "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
+	default:
+		return nil, fmt.Errorf("store: bad redis URL: unsupported scheme %q", u.Scheme)
+	}
+	o := &redis.UniversalOptions{Addrs: strings.Split(u.Host, ",")}
+	for _, a := range o.Addrs {
+		if _, _, ok := strings.Cut(a, ":"); !ok || a == "" {
+			return nil, fmt.Errorf("store: bad redis URL: address %q needs host:port", a)
+		}
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	if strings.HasPrefix(u.Scheme, "rediss") {
+		o.TLSConfig = tlsConfig(o.Addrs[0])
+	}
+	if strings.HasSuffix(u.Scheme, "+cluster") {
+		if p := strings.Trim(u.Path, "/"); p != "" {
+			return nil, fmt.Errorf("store: bad redis URL: cluster URL takes no path (got %q)", p)
+		}
+		o.IsClusterMode = true
+		return o, nil
+	}
+	o.MasterName = strings.Trim(u.Path, "/")
+	if o.MasterName == "" {
+		return nil, errors.New("store: bad redis URL: sentinel URL needs /master-name")
+	}
+	if db := u.Query().Get("db"); db != "" {
+		if o.DB, err = strconv.Atoi(db); err != nil {
+			return nil, fmt.Errorf("store: bad redis URL: db %q", db)
+		}
+	}
+	return o, nil
+}
+
+// tlsConfig verifies the server certificate against the first address's
+// host name.
+func tlsConfig(addr string) *tls.Config {
+	host, _, _ := net.SplitHostPort(addr)
+	return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+}

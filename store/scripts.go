@@ -1,0 +1,349 @@
+package store
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts. Every script that changes a mailbox takes the same
+// seven keys, from mailboxKeys, so one header serves for KEYS:
+//
+//	KEYS[1] pending  KEYS[2] inflight  KEYS[3] dead  KEYS[4] msgs
+//	KEYS[5] expiry   KEYS[6] tries     KEYS[7] lock  (KEYS[8] gone: append, expire)
+//
+// Times are Unix milliseconds from the caller's clock (Config.Now), never
+// the server's: miniredis and tests then agree with production. Scripts
+// use only commands miniredis also runs (LMOVE, LPOS, LREM, HMGET, ...).
+// A lease is "live" when lock.owner == token and lock.until > now.
+
+// prelude is shared by the scripts that need it.
+const prelude = `
+local pending, inflight, dead, msgs, expiry, tries, lock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
+-- requeue moves every in-flight id back to the head of pending, keeping order.
+local function requeue()
+  local n = 0
+  while redis.call('LMOVE', inflight, pending, 'RIGHT', 'LEFT') do n = n + 1 end
+  return n
+end
+
+local function live(token, now)
+  local v = redis.call('HMGET', lock, 'owner', 'until')
+  return v[1] == token and tonumber(v[2]) > now
+end
+
+local function drop(id)
+  redis.call('HDEL', msgs, id)
+  redis.call('ZREM', expiry, id)
+  redis.call('HDEL', tries, id)
+end
+
+-- acquire takes the lease for token unless another token holds it live.
+-- A new owner first requeues what a previous owner left in flight.
+-- Returns -1 when held by another, else the number requeued.
+local function acquire(token, untilms, now)
+  local v = redis.call('HMGET', lock, 'owner', 'until')
+  local n = 0
+  if v[1] ~= token then
+    if v[1] and tonumber(v[2]) > now then return -1 end
+    n = requeue()
+  end
+  redis.call('HSET', lock, 'owner', token, 'until', untilms)
+  return n
+end
+`
+
+// appendScript stores one message.
+//
+//	KEYS  1-7 mailbox, 8 gone
+//	ARGV  1 id, 2 record, 3 expiry ms, 4 max mailbox (0: none)
+//	Returns {status, stored count}: status 1 stored; 2 stored, and the
+//	sweeper had unindexed the mailbox (the caller must index it again);
+//	0 the id was already stored (no-op); -1 mailbox full (nothing stored).
+var appendScript = redis.NewScript(prelude + `
+if redis.call('HEXISTS', msgs, ARGV[1]) == 1 then return {0, 0} end
+local n = redis.call('HLEN', msgs)
+local max = tonumber(ARGV[4])
+if max > 0 and n >= max then return {-1, n} end
+redis.call('HSET', msgs, ARGV[1], ARGV[2])
+redis.call('ZADD', expiry, ARGV[3], ARGV[1])
+redis.call('RPUSH', pending, ARGV[1])
+if redis.call('DEL', KEYS[8]) == 1 then return {2, n + 1} end
+return {1, n + 1}
+`)
+
+// claimScript takes or extends the lease and moves the oldest pending
+// messages to in-flight, dropping expired ones on the way.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token, 2 max messages, 3 lease end ms, 4 now ms
+//	Returns {-1} when another token holds a live lease, else
+//	{1, requeued, expired, id, record, tries, id, record, tries, ...}.
+var claimScript = redis.NewScript(prelude + `
+local now = tonumber(ARGV[4])
+local requeued = acquire(ARGV[1], ARGV[3], now)
+if requeued < 0 then return {-1} end
+local out = {1, requeued, 0}
+local expired, got, n = 0, 0, tonumber(ARGV[2])
+while got < n do
+  local id = redis.call('LPOP', pending)
+  if not id then break end
+  local rec = redis.call('HGET', msgs, id)
+  local exp = tonumber(redis.call('ZSCORE', expiry, id))
+  if not rec or (exp and exp <= now) then
+    if rec then expired = expired + 1 end
+    drop(id)
+  else
+    redis.call('RPUSH', inflight, id)
+    out[#out + 1] = id
+    out[#out + 1] = rec
+    out[#out + 1] = redis.call('HGET', tries, id) or ''
+    got = got + 1
+  end
+end
+out[3] = expired
+return out
+`)
+
+// ackScript removes one in-flight message for good.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token, 2 id, 3 now ms
+//	Returns -1 lease not live, 0 id not in flight, 1 acked, 2 acked and the
+//	mailbox is now empty.
+var ackScript = redis.NewScript(prelude + `
+if not live(ARGV[1], tonumber(ARGV[3])) then return -1 end
+if redis.call('LREM', inflight, 1, ARGV[2]) == 0 then return 0 end
+drop(ARGV[2])
+if redis.call('HLEN', msgs) == 0 then return 2 end
+return 1
+`)
+
+// failScript counts a failed attempt; at max attempts the message moves
+// from in-flight to dead.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token, 2 id, 3 reason, 4 max attempts (0: never dead-letter), 5 now ms
+//	Returns -1 lease not live, 0 id not in flight, 1 counted (still in
+//	flight), 2 dead-lettered.
+var failScript = redis.NewScript(prelude + `
+if not live(ARGV[1], tonumber(ARGV[5])) then return -1 end
+if not redis.call('LPOS', inflight, ARGV[2]) then return 0 end
+local prev = string.match(redis.call('HGET', tries, ARGV[2]) or '', '^%d+')
+local a = 1 + (prev and tonumber(prev) or 0)
+redis.call('HSET', tries, ARGV[2], a .. ' ' .. ARGV[3])
+local max = tonumber(ARGV[4])
+if max > 0 and a >= max then
+  redis.call('LREM', inflight, 1, ARGV[2])
+  redis.call('RPUSH', dead, ARGV[2])
+  return 2
+end
+return 1
+`)
+
+// releaseScript puts in-flight messages back at the head of pending.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token, 2 now ms
+//	Returns -1 lease not live, else the number released.
+var releaseScript = redis.NewScript(prelude + `
+if not live(ARGV[1], tonumber(ARGV[2])) then return -1 end
+return requeue()
+`)
+
+// lockScript takes or extends the lease.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token, 2 lease end ms, 3 now ms
+//	Returns -1 held live by another token, else the number of in-flight
+//	messages of a previous owner requeued.
+var lockScript = redis.NewScript(prelude + `
+return acquire(ARGV[1], ARGV[2], tonumber(ARGV[3]))
+`)
+
+// renewScript extends a live lease.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token, 2 lease end ms, 3 now ms
+//	Returns -1 lease not live, 1 renewed.
+var renewScript = redis.NewScript(prelude + `
+if not live(ARGV[1], tonumber(ARGV[3])) then return -1 end
+redis.call('HSET', lock, 'until', ARGV[2])
+return 1
+`)
+
+// unlockScript requeues in-flight messages and drops the lease, if token
+// owns it (live or not) or nobody does.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 token
+//	Returns -1 another token owns the lease (nothing done), else the number
+//	requeued.
+var unlockScript = redis.NewScript(prelude + `
+local owner = redis.call('HGET', lock, 'owner')
+if owner and owner ~= ARGV[1] then return -1 end
+local n = requeue()
+redis.call('DEL', lock)
+return n
+`)
+
+// recoverScript is the sweeper's look at one entry of the lease index:
+// if the lease is not live, requeue what is in flight and drop the lease.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 now ms
+//	Returns {1, 0} lease live; {0, requeued} no live lease (in-flight now empty).
+var recoverScript = redis.NewScript(prelude + `
+local v = redis.call('HMGET', lock, 'owner', 'until')
+if v[1] and tonumber(v[2]) > tonumber(ARGV[1]) then return {1, 0} end
+local n = requeue()
+redis.call('DEL', lock)
+return {0, n}
+`)
+
+// expireScript is the sweeper's look at one mailbox: drop messages that
+// expired (except those in flight under a live lease: their push ends
+// first), then report when to look again.
+//
+//	KEYS  1-7 mailbox, 8 gone
+//	ARGV  1 now ms
+//	Returns {dropped, next}: next is the earliest remaining expiry (ms), or
+//	-1 when the mailbox is empty; then gone is set (for an hour) so that
+//	an append racing with the unindexing indexes the mailbox again.
+var expireScript = redis.NewScript(prelude + `
+local now = tonumber(ARGV[1])
+local ids = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
+local held = {}
+local v = redis.call('HMGET', lock, 'owner', 'until')
+if v[1] and tonumber(v[2]) > now then
+  for _, id in ipairs(redis.call('LRANGE', inflight, 0, -1)) do held[id] = true end
+end
+local gone = {}
+local dropped = 0
+for _, id in ipairs(ids) do
+  if not held[id] then
+    gone[id] = true
+    drop(id)
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 then
+  for _, key in ipairs({pending, inflight, dead}) do
+    local keep = {}
+    for _, id in ipairs(redis.call('LRANGE', key, 0, -1)) do
+      if not gone[id] then keep[#keep + 1] = id end
+    end
+    redis.call('DEL', key)
+    for i = 1, #keep, 1000 do
+      redis.call('RPUSH', key, unpack(keep, i, math.min(i + 999, #keep)))
+    end
+  end
+end
+if redis.call('HLEN', msgs) == 0 then
+  redis.call('SET', KEYS[8], '1', 'PX', 3600000)
+  return {dropped, -1}
+end
+local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
+return {dropped, tonumber(first[2])}
+`)
+
+// indexCASScript changes one member of a global index (dp:mailboxes or
+// dp:leases) only if its score is still the one the sweeper read, so an
+// append or claim that touched it meanwhile wins.
+//
+//	KEYS  1 index
+//	ARGV  1 member, 2 expected score, 3 new score or "" to remove
+//	Returns 1 changed, 0 score differed (nothing done).
+var indexCASScript = redis.NewScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1
+`)
+
+// listScript reads a page across one or two lists, in order.
+//
+//	KEYS  1 msgs, 2 tries, 3.. lists in order (inflight, pending) or (dead)
+//	ARGV  1 offset, 2 limit (<= 0: all)
+//	Returns {total, id, record, tries, list number (1-based), ...}.
+var listScript = redis.NewScript(`
+local lens, total = {}, 0
+for i = 3, #KEYS do
+  lens[i] = redis.call('LLEN', KEYS[i])
+  total = total + lens[i]
+end
+local off, lim = tonumber(ARGV[1]), tonumber(ARGV[2])
+if lim <= 0 then lim = total end
+local out = {total}
+for i = 3, #KEYS do
+  if lim <= 0 then break end
+  if off >= lens[i] then
+    off = off - lens[i]
+  else
+    local ids = redis.call('LRANGE', KEYS[i], off, off + lim - 1)
+    off = 0
+    for _, id in ipairs(ids) do
+      out[#out + 1] = id
+      out[#out + 1] = redis.call('HGET', KEYS[1], id) or ''
+      out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+      out[#out + 1] = i - 2
+      lim = lim - 1
+    end
+  end
+end
+return out
+`)
+
+// getScript reads one message and finds its state.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 id
+//	Returns {} when unknown, else {record, tries, state}.
+var getScript = redis.NewScript(prelude + `
+local rec = redis.call('HGET', msgs, ARGV[1])
+if not rec then return {} end
+local state = 'pending'
+if redis.call('LPOS', inflight, ARGV[1]) then state = 'inflight'
+elseif redis.call('LPOS', dead, ARGV[1]) then state = 'dead' end
+return {rec, redis.call('HGET', tries, ARGV[1]) or '', state}
+`)
+
+// deleteScript removes one message wherever it is.
+//
+//	KEYS  1-7 mailbox
+//	ARGV  1 id
+//	Returns 0 unknown, 1 deleted, 2 deleted and the mailbox is now empty.
+var deleteScript = redis.NewScript(prelude + `
+if redis.call('HEXISTS', msgs, ARGV[1]) == 0 then return 0 end
+for _, key in ipairs({pending, inflight, dead}) do redis.call('LREM', key, 0, ARGV[1]) end
+drop(ARGV[1])
+if redis.call('HLEN', msgs) == 0 then return 2 end
+return 1
+`)
+
+// deleteAllScript removes every message of a mailbox; the lease stays.
+//
+//	KEYS  1-7 mailbox
+//	Returns the number of messages removed.
+var deleteAllScript = redis.NewScript(prelude + `
+local n = redis.call('HLEN', msgs)
+redis.call('DEL', pending, inflight, dead, msgs, expiry, tries)
+return n
+`)
+
+// requeueDeadScript moves dead letters to the head of pending, in order,
+// with their attempts reset.
+//
+//	KEYS  1-7 mailbox
+//	Returns the number moved.
+var requeueDeadScript = redis.NewScript(prelude + `
+local n = 0
+while true do
+  local id = redis.call('LMOVE', dead, pending, 'RIGHT', 'LEFT')
+  if not id then break end
+  redis.call('HDEL', tries, id)
+  n = n + 1
+end
+return n
+`)

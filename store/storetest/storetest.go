@@ -1,0 +1,747 @@
+// Package storetest is the conformance suite every plugin.Store must pass.
+// A store's tests call Run with a factory returning an empty store on a
+// clock the suite controls.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// Factory returns an empty store whose clock is now. It is called once per
+// test; clean up with t.Cleanup.
+type Factory func(t *testing.T, now func() time.Time) plugin.Store
+
+// Clock is a manual clock, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock at a fixed, round instant.
+func NewClock() *Clock { return &Clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+type env struct {
+	t     *testing.T
+	ctx   context.Context
+	s     plugin.Store
+	clock *Clock
+}
+
+// Run runs the suite.
+func Run(t *testing.T, open Factory) {
+	tests := []struct {
+		name string
+		fn   func(e *env)
+	}{
+		{"AppendClaimAckInOrder", testAppendClaimAck},
+		{"EnvelopeRoundTrip", testEnvelope},
+		{"Limits", testLimits},
+		{"BadInput", testBadInput},
+		{"LeaseExclusive", testLeaseExclusive},
+		{"CrashRequeuedBySweep", testCrashSweep},
+		{"CrashTakenOverByLock", testCrashTakeover},
+		{"ReleaseKeepsOrder", testRelease},
+		{"FailAndDeadLetters", testFail},
+		{"Expiry", testExpiry},
+		{"Admin", testAdmin},
+		{"Policy", testPolicy},
+		{"UserSettingsAndContact", testSettings},
+		{"ConcurrentExactlyOnce", testConcurrent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := NewClock()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			tt.fn(&env{t: t, ctx: ctx, s: open(t, clock.Now), clock: clock})
+		})
+	}
+}
+
+const (
+	bob   = plugin.AOR("sip:bob@example.com")
+	alice = plugin.AOR("sip:alice@example.com")
+	lease = 30 * time.Second
+)
+
+var limits = plugin.Limits{MaxMailbox: 100, MaxMessageSize: 1024, TTL: time.Hour}
+
+func (e *env) msg(to plugin.AOR, body string) *plugin.Message {
+	return &plugin.Message{Recipient: to, Sender: "sip:carol@example.org", Kind: plugin.KindSIPMessage,
+		Raw: []byte(body), Received: e.clock.Now(), CallID: "call-" + body}
+}
+
+// appendN appends n messages "<prefix>0".. and returns their ids.
+func (e *env) appendN(to plugin.AOR, prefix string, n int) []string {
+	e.t.Helper()
+	var ids []string
+	for i := range n {
+		m := e.msg(to, fmt.Sprintf("%s%d", prefix, i))
+		if err := e.s.Append(e.ctx, m, limits); err != nil {
+			e.t.Fatalf("Append: %v", err)
+		}
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+func (e *env) claim(to plugin.AOR, token string, n int) []string {
+	e.t.Helper()
+	msgs, err := e.s.Claim(e.ctx, to, token, n, lease)
+	if err != nil {
+		e.t.Fatalf("Claim(%s, %s, %d): %v", to, token, n, err)
+	}
+	return ids(msgs)
+}
+
+func ids(msgs []*plugin.Message) []string {
+	out := []string{}
+	for _, m := range msgs {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+func (e *env) ack(to plugin.AOR, token string, ids ...string) {
+	e.t.Helper()
+	for _, id := range ids {
+		if err := e.s.Ack(e.ctx, to, token, id); err != nil {
+			e.t.Fatalf("Ack(%s): %v", id, err)
+		}
+	}
+}
+
+func (e *env) counts(to plugin.AOR, want plugin.Counts) {
+	e.t.Helper()
+	got, err := e.s.Count(e.ctx, to)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if got != want {
+		e.t.Errorf("Count(%s) = %+v, want %+v", to, got, want)
+	}
+}
+
+func (e *env) wantErr(what string, err, want error) {
+	e.t.Helper()
+	if !errors.Is(err, want) {
+		e.t.Errorf("%s: err = %v, want %v", what, err, want)
+	}
+}
+
+func diff(t *testing.T, what string, want, got any) {
+	t.Helper()
+	if d := cmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("%s (-want +got):\n%s", what, d)
+	}
+}
+
+func testAppendClaimAck(e *env) {
+	want := e.appendN(bob, "m", 5)
+	other := e.appendN(alice, "a", 2)
+	e.counts(bob, plugin.Counts{Pending: 5})
+	if ok, err := e.s.Lock(e.ctx, bob, "t1", lease); !ok || err != nil {
+		e.t.Fatalf("Lock = %v, %v", ok, err)
+	}
+	got := e.claim(bob, "t1", 3)
+	diff(e.t, "first claim", want[:3], got)
+	e.counts(bob, plugin.Counts{Pending: 2, InFlight: 3})
+	e.ack(bob, "t1", got...)
+	e.wantErr("second ack", e.s.Ack(e.ctx, bob, "t1", got[0]), plugin.ErrNotFound)
+	diff(e.t, "second claim", want[3:], e.claim(bob, "t1", 10))
+	diff(e.t, "empty claim", []string{}, e.claim(bob, "t1", 10))
+	e.ack(bob, "t1", want[3:]...)
+	if err := e.s.Unlock(e.ctx, bob, "t1"); err != nil {
+		e.t.Fatal(err)
+	}
+	e.counts(bob, plugin.Counts{})
+	diff(e.t, "other recipient", other, e.claim(alice, "t2", 10))
+	tot, err := e.s.Totals(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if tot.Stored != 7 || tot.Pushed != 5 {
+		e.t.Errorf("Totals = %+v, want stored 7 pushed 5", tot)
+	}
+}
+
+func testEnvelope(e *env) {
+	now := e.clock.Now()
+	in := &plugin.Message{
+		Recipient: bob, Sender: "sip:carol@example.org;tag=1", Received: now, Expires: now.Add(5 * time.Hour),
+		Kind: plugin.KindMSRPSession, Raw: []byte("MSRP a SEND\r\n\x00\xff binary\r\n-------a$\r\n"),
+		Invite: []byte("INVITE sip:bob@example.com SIP/2.0\r\nCall-ID: c1\r\n"), CallID: "c1",
+		MessageID: "m-123456", ContentType: "message/cpim",
+	}
+	if err := e.s.Append(e.ctx, in, limits); err != nil {
+		e.t.Fatal(err)
+	}
+	if in.ID == "" {
+		e.t.Fatal("Append did not set ID")
+	}
+	got, err := e.s.Get(e.ctx, bob, in.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	want := *in
+	want.State = plugin.StatePending
+	diff(e.t, "Get", &want, got)
+	msgs, err := e.s.Claim(e.ctx, bob, "t", 1, lease)
+	if err != nil || len(msgs) != 1 {
+		e.t.Fatalf("Claim = %d, %v", len(msgs), err)
+	}
+	want.State = plugin.StateInFlight
+	diff(e.t, "Claim", &want, msgs[0])
+
+	// TTL from limits when Expires is zero; appending the same ID again is a no-op.
+	m := e.msg(bob, "ttl")
+	if err := e.s.Append(e.ctx, m, limits); err != nil {
+		e.t.Fatal(err)
+	}
+	if !m.Expires.Equal(m.Received.Add(limits.TTL)) {
+		e.t.Errorf("Expires = %v, want Received+TTL", m.Expires)
+	}
+	if err := e.s.Append(e.ctx, m, limits); err != nil {
+		e.t.Fatalf("duplicate Append: %v", err)
+	}
+	e.counts(bob, plugin.Counts{Pending: 1, InFlight: 1})
+}
+
+func testLimits(e *env) {
+	lim := plugin.Limits{MaxMailbox: 3, MaxMessageSize: 10, TTL: time.Hour}
+	big := e.msg(bob, "01234567890")
+	err := e.s.Append(e.ctx, big, lim)
+	var le *plugin.LimitError
+	if !errors.Is(err, plugin.ErrTooLarge) || !errors.As(err, &le) || le.Max != 10 || le.Got != 11 {
+		e.t.Errorf("oversize: err = %v, want LimitError ErrTooLarge 10/11", err)
+	}
+	for i := range 3 {
+		if err := e.s.Append(e.ctx, e.msg(bob, fmt.Sprint(i)), lim); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	err = e.s.Append(e.ctx, e.msg(bob, "full"), lim)
+	if !errors.Is(err, plugin.ErrMailboxFull) || !errors.As(err, &le) || le.Max != 3 || le.Limit != "max_mailbox" {
+		e.t.Errorf("full: err = %v, want LimitError ErrMailboxFull", err)
+	}
+	e.counts(bob, plugin.Counts{Pending: 3})
+	// In-flight messages still count; an ack makes room.
+	got := e.claim(bob, "t", 1)
+	e.wantErr("full while in flight", e.s.Append(e.ctx, e.msg(bob, "x"), lim), plugin.ErrMailboxFull)
+	e.ack(bob, "t", got...)
+	if err := e.s.Append(e.ctx, e.msg(bob, "room"), lim); err != nil {
+		e.t.Errorf("after ack: %v", err)
+	}
+	if err := e.s.Append(e.ctx, e.msg(alice, "other"), lim); err != nil {
+		e.t.Errorf("other recipient: %v", err)
+	}
+	tot, _ := e.s.Totals(e.ctx)
+	if tot.Stored != 5 {
+		e.t.Errorf("Totals.Stored = %d, want 5 (refused appends not counted)", tot.Stored)
+	}
+}
+
+func testBadInput(e *env) {
+	id := e.appendN(bob, "m", 1)[0]
+	for _, aor := range []plugin.AOR{"", "bob", "sip:bob@EXAMPLE.com", "<sip:bob@example.com>", "sip:b{o}b@x"} {
+		m := e.msg(aor, "x")
+		if aor == "" {
+			e.wantErr("Append(\"\")", e.s.Append(e.ctx, m, limits), plugin.ErrInvalid)
+			continue
+		}
+		e.wantErr(fmt.Sprintf("Append(%q)", aor), e.s.Append(e.ctx, m, limits), plugin.ErrBadAOR)
+		_, err := e.s.Claim(e.ctx, aor, "t", 1, lease)
+		e.wantErr("Claim", err, plugin.ErrBadAOR)
+		_, err = e.s.Get(e.ctx, aor, id)
+		e.wantErr("Get", err, plugin.ErrBadAOR)
+		_, err = e.s.Count(e.ctx, aor)
+		e.wantErr("Count", err, plugin.ErrBadAOR)
+		e.wantErr("SetUserSettings", e.s.SetUserSettings(e.ctx, aor, plugin.UserSettings{}), plugin.ErrBadAOR)
+	}
+	for _, m := range []*plugin.Message{
+		{Recipient: bob, Kind: "fax", Raw: []byte("x"), Received: e.clock.Now()},
+		{Recipient: bob, Kind: plugin.KindSIPMessage, Received: e.clock.Now()},
+		{ID: "nope", Recipient: bob, Kind: plugin.KindSIPMessage, Raw: []byte("x"), Received: e.clock.Now()},
+	} {
+		e.wantErr("bad envelope", e.s.Append(e.ctx, m, limits), plugin.ErrInvalid)
+	}
+	const unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+	_, err := e.s.Get(e.ctx, bob, unknown)
+	e.wantErr("Get unknown", err, plugin.ErrNotFound)
+	e.wantErr("Delete unknown", e.s.Delete(e.ctx, bob, unknown), plugin.ErrNotFound)
+	e.claim(bob, "t", 1)
+	e.wantErr("Ack unknown", e.s.Ack(e.ctx, bob, "t", unknown), plugin.ErrNotFound)
+	_, err = e.s.Fail(e.ctx, bob, "t", unknown, "x", 3)
+	e.wantErr("Fail unknown", err, plugin.ErrNotFound)
+	_, err = e.s.Claim(e.ctx, bob, "", 1, lease)
+	e.wantErr("empty token", err, plugin.ErrInvalid)
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("Contact unknown", err, plugin.ErrNotFound)
+}
+
+func testLeaseExclusive(e *env) {
+	want := e.appendN(bob, "m", 3)
+	if ok, _ := e.s.Lock(e.ctx, bob, "a", lease); !ok {
+		e.t.Fatal("Lock a failed")
+	}
+	if ok, err := e.s.Lock(e.ctx, bob, "b", lease); ok || err != nil {
+		e.t.Fatalf("Lock b while a holds it = %v, %v; want false, nil", ok, err)
+	}
+	_, err := e.s.Claim(e.ctx, bob, "b", 1, lease)
+	e.wantErr("Claim b", err, plugin.ErrLeaseLost)
+	got := e.claim(bob, "a", 1)
+	e.wantErr("Ack by b", e.s.Ack(e.ctx, bob, "b", got[0]), plugin.ErrLeaseLost)
+	_, err = e.s.Release(e.ctx, bob, "b")
+	e.wantErr("Release by b", err, plugin.ErrLeaseLost)
+	e.wantErr("Unlock by b", e.s.Unlock(e.ctx, bob, "b"), plugin.ErrLeaseLost)
+	e.wantErr("Renew by b", e.s.RenewLock(e.ctx, bob, "b", lease), plugin.ErrLeaseLost)
+	// Renewal keeps a going for longer than the first lease.
+	e.clock.Advance(lease - time.Second)
+	if err := e.s.RenewLock(e.ctx, bob, "a", lease); err != nil {
+		e.t.Fatal(err)
+	}
+	e.clock.Advance(lease - time.Second)
+	e.ack(bob, "a", got...)
+	// Unlock puts what is in flight back; then b gets the rest in order.
+	e.claim(bob, "a", 1)
+	if err := e.s.Unlock(e.ctx, bob, "a"); err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "b claims after unlock", want[1:], e.claim(bob, "b", 10))
+}
+
+func testCrashSweep(e *env) {
+	want := e.appendN(bob, "m", 4)
+	got := e.claim(bob, "dead-instance", 2) // and never acks
+	diff(e.t, "claim", want[:2], got)
+	st, err := e.s.Sweep(e.ctx, e.clock.Now())
+	if err != nil || st.Requeued != 0 {
+		e.t.Fatalf("Sweep before lease end = %+v, %v; want nothing requeued", st, err)
+	}
+	e.clock.Advance(lease + time.Second)
+	e.wantErr("Ack after lease end", e.s.Ack(e.ctx, bob, "dead-instance", got[0]), plugin.ErrLeaseLost)
+	st, err = e.s.Sweep(e.ctx, e.clock.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "sweep", plugin.SweepStats{Requeued: 2, Requeue: []plugin.AOR{bob}}, st)
+	e.counts(bob, plugin.Counts{Pending: 4})
+	e.wantErr("Ack after requeue", e.s.Ack(e.ctx, bob, "dead-instance", got[0]), plugin.ErrLeaseLost)
+	diff(e.t, "redelivery", want, e.claim(bob, "new", 10))
+	// A second sweep finds nothing.
+	st, err = e.s.Sweep(e.ctx, e.clock.Now())
+	if err != nil || st.Requeued != 0 {
+		e.t.Errorf("second Sweep = %+v, %v", st, err)
+	}
+}
+
+func testCrashTakeover(e *env) {
+	want := e.appendN(bob, "m", 3)
+	e.claim(bob, "dead-instance", 2)
+	e.clock.Advance(lease + time.Second)
+	if ok, err := e.s.Lock(e.ctx, bob, "new", lease); !ok || err != nil {
+		e.t.Fatalf("Lock after lease end = %v, %v", ok, err)
+	}
+	diff(e.t, "takeover", want, e.claim(bob, "new", 10))
+	e.wantErr("old owner Unlock", e.s.Unlock(e.ctx, bob, "dead-instance"), plugin.ErrLeaseLost)
+	e.counts(bob, plugin.Counts{InFlight: 3})
+}
+
+func testRelease(e *env) {
+	want := e.appendN(bob, "m", 5)
+	got := e.claim(bob, "t", 3)
+	e.ack(bob, "t", got[1])
+	n, err := e.s.Release(e.ctx, bob, "t")
+	if err != nil || n != 2 {
+		e.t.Fatalf("Release = %d, %v; want 2", n, err)
+	}
+	diff(e.t, "after release", []string{want[0], want[2], want[3], want[4]}, e.claim(bob, "t", 10))
+}
+
+func testFail(e *env) {
+	want := e.appendN(bob, "m", 3)
+	got := e.claim(bob, "t", 3)
+	dead, err := e.s.Fail(e.ctx, bob, "t", got[1], "415 unsupported", 2)
+	if dead || err != nil {
+		e.t.Fatalf("first Fail = %v, %v", dead, err)
+	}
+	m, err := e.s.Get(e.ctx, bob, got[1])
+	if err != nil || m.Attempts != 1 || m.LastError != "415 unsupported" || m.State != plugin.StateInFlight {
+		e.t.Fatalf("Get after Fail = %+v, %v", m, err)
+	}
+	if _, err := e.s.Release(e.ctx, bob, "t"); err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "order after fail+release", want, e.claim(bob, "t", 10))
+	dead, err = e.s.Fail(e.ctx, bob, "t", got[1], "timeout", 2)
+	if !dead || err != nil {
+		e.t.Fatalf("second Fail = %v, %v; want dead-lettered", dead, err)
+	}
+	e.counts(bob, plugin.Counts{InFlight: 2, Dead: 1})
+	page, err := e.s.DeadLetters(e.ctx, bob, 0, 10)
+	if err != nil || page.Total != 1 || len(page.Messages) != 1 {
+		e.t.Fatalf("DeadLetters = %+v, %v", page, err)
+	}
+	if m := page.Messages[0]; m.ID != got[1] || m.Attempts != 2 || m.LastError != "timeout" || m.State != plugin.StateDead {
+		e.t.Errorf("dead letter = %+v", m)
+	}
+	if err := e.s.Unlock(e.ctx, bob, "t"); err != nil {
+		e.t.Fatal(err)
+	}
+	n, err := e.s.RequeueDeadLetters(e.ctx, bob)
+	if err != nil || n != 1 {
+		e.t.Fatalf("RequeueDeadLetters = %d, %v", n, err)
+	}
+	msgs, err := e.s.Claim(e.ctx, bob, "t2", 10, lease)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "after requeue", []string{got[1], want[0], want[2]}, ids(msgs))
+	if msgs[0].Attempts != 0 {
+		e.t.Errorf("attempts after requeue = %d, want 0", msgs[0].Attempts)
+	}
+	tot, _ := e.s.Totals(e.ctx)
+	if tot.Failed != 2 || tot.DeadLettered != 1 {
+		e.t.Errorf("Totals = %+v, want failed 2 dead_lettered 1", tot)
+	}
+}
+
+func testExpiry(e *env) {
+	short := plugin.Limits{MaxMailbox: 100, TTL: time.Minute}
+	for i := range 3 {
+		if err := e.s.Append(e.ctx, e.msg(bob, fmt.Sprint("old", i)), short); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if err := e.s.Append(e.ctx, e.msg(alice, "old"), short); err != nil {
+		e.t.Fatal(err)
+	}
+	e.clock.Advance(30 * time.Second)
+	keep := e.appendN(bob, "new", 2) // TTL 1h
+	st, err := e.s.Sweep(e.ctx, e.clock.Now())
+	if err != nil || st.Expired != 0 {
+		e.t.Fatalf("early Sweep = %+v, %v", st, err)
+	}
+	e.clock.Advance(time.Minute)
+	// Claim never hands out an expired message.
+	diff(e.t, "claim skips expired", keep[:1], e.claim(bob, "t", 1))
+	st, err = e.s.Sweep(e.ctx, e.clock.Now())
+	if err != nil || st.Expired != 1 {
+		e.t.Fatalf("Sweep = %+v, %v; want alice's message expired", st, err)
+	}
+	e.counts(bob, plugin.Counts{Pending: 1, InFlight: 1})
+	e.counts(alice, plugin.Counts{})
+	tot, _ := e.s.Totals(e.ctx)
+	if tot.Expired != 4 || tot.Mailboxes != 1 {
+		e.t.Errorf("Totals = %+v, want expired 4, mailboxes 1", tot)
+	}
+	// Expired in flight under a live lease waits for the push to end.
+	e.clock.Advance(2 * time.Hour)
+	if err := e.s.RenewLock(e.ctx, bob, "t", lease); err == nil {
+		e.t.Error("RenewLock after lease end succeeded")
+	}
+	st, err = e.s.Sweep(e.ctx, e.clock.Now())
+	if err != nil || st.Expired != 2 {
+		e.t.Errorf("final Sweep = %+v, %v; want 2 expired", st, err)
+	}
+	e.counts(bob, plugin.Counts{})
+	tot, _ = e.s.Totals(e.ctx)
+	if tot.Mailboxes != 0 {
+		e.t.Errorf("Totals.Mailboxes = %d after all expired, want 0", tot.Mailboxes)
+	}
+	// The recipient can receive again after being unindexed.
+	e.appendN(bob, "again", 1)
+	tot, _ = e.s.Totals(e.ctx)
+	if tot.Mailboxes != 1 {
+		e.t.Errorf("Totals.Mailboxes = %d after new append, want 1", tot.Mailboxes)
+	}
+}
+
+func testAdmin(e *env) {
+	want := e.appendN(bob, "m", 5)
+	e.claim(bob, "t", 2)
+	page, err := e.s.List(e.ctx, bob, 0, 3)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if page.Total != 5 || page.Next != 3 {
+		e.t.Errorf("page 1 total %d next %d, want 5, 3", page.Total, page.Next)
+	}
+	diff(e.t, "page 1", want[:3], ids(page.Messages))
+	states := []plugin.State{}
+	for _, m := range page.Messages {
+		states = append(states, m.State)
+	}
+	diff(e.t, "states", []plugin.State{plugin.StateInFlight, plugin.StateInFlight, plugin.StatePending}, states)
+	page, err = e.s.List(e.ctx, bob, 3, 3)
+	if err != nil || page.Next != 0 {
+		e.t.Fatalf("page 2 = %+v, %v", page, err)
+	}
+	diff(e.t, "page 2", want[3:], ids(page.Messages))
+	page, _ = e.s.List(e.ctx, bob, 0, 0)
+	diff(e.t, "all", want, ids(page.Messages))
+	page, _ = e.s.List(e.ctx, alice, 0, 10)
+	if page.Total != 0 || len(page.Messages) != 0 {
+		e.t.Errorf("empty mailbox page = %+v", page)
+	}
+
+	if err := e.s.Delete(e.ctx, bob, want[0]); err != nil { // in flight
+		e.t.Fatal(err)
+	}
+	if err := e.s.Delete(e.ctx, bob, want[3]); err != nil {
+		e.t.Fatal(err)
+	}
+	e.wantErr("Ack of deleted", e.s.Ack(e.ctx, bob, "t", want[0]), plugin.ErrNotFound)
+	e.counts(bob, plugin.Counts{Pending: 2, InFlight: 1})
+	n, err := e.s.DeleteAll(e.ctx, bob)
+	if err != nil || n != 3 {
+		e.t.Fatalf("DeleteAll = %d, %v; want 3", n, err)
+	}
+	e.counts(bob, plugin.Counts{})
+	if _, err := e.s.Sweep(e.ctx, e.clock.Now()); err != nil {
+		e.t.Fatal(err)
+	}
+	tot, _ := e.s.Totals(e.ctx)
+	diff(e.t, "totals", plugin.Totals{Stored: 5, Deleted: 5}, tot)
+	if err := e.s.Ping(e.ctx); err != nil {
+		e.t.Error(err)
+	}
+}
+
+func testPolicy(e *env) {
+	p, err := e.s.Policy(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "default policy", plugin.DefaultPolicy(), p)
+	bad := plugin.DefaultPolicy()
+	bad.MaxMailbox = 0
+	var fe *plugin.FieldError
+	if err := e.s.SetPolicy(e.ctx, bad, "admin"); !errors.As(err, &fe) || fe.Field != "max_mailbox" {
+		e.t.Errorf("SetPolicy(invalid) = %v, want FieldError max_mailbox", err)
+	}
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	seen := make(chan plugin.Policy, 10)
+	done := make(chan error, 1)
+	go func() { done <- e.s.WatchPolicy(ctx, func(p plugin.Policy) { seen <- p }) }()
+	select {
+	case p := <-seen:
+		diff(e.t, "initial watched policy", plugin.DefaultPolicy(), p)
+	case <-time.After(5 * time.Second):
+		e.t.Fatal("WatchPolicy did not report the current policy")
+	}
+	next := plugin.DefaultPolicy()
+	next.PushEnabled, next.MaxMailbox = false, 7
+	start := time.Now()
+	if err := e.s.SetPolicy(e.ctx, next, "admin"); err != nil {
+		e.t.Fatal(err)
+	}
+	select {
+	case p := <-seen:
+		diff(e.t, "watched change", next, p)
+		if d := time.Since(start); d > time.Second {
+			e.t.Errorf("change seen after %v, want within 1s", d)
+		}
+	case <-time.After(2 * time.Second):
+		e.t.Fatal("WatchPolicy did not see the change")
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		e.t.Errorf("WatchPolicy returned %v, want context.Canceled", err)
+	}
+	got, _ := e.s.Policy(e.ctx)
+	diff(e.t, "stored policy", next, got)
+}
+
+func testSettings(e *env) {
+	u, err := e.s.UserSettings(e.ctx, bob)
+	if err != nil || u != (plugin.UserSettings{}) {
+		e.t.Fatalf("UserSettings of new user = %+v, %v", u, err)
+	}
+	want := plugin.UserSettings{Push: plugin.PushHold, MaxPerSession: 5}
+	if err := e.s.SetUserSettings(e.ctx, bob, want); err != nil {
+		e.t.Fatal(err)
+	}
+	e.wantErr("invalid settings", e.s.SetUserSettings(e.ctx, bob, plugin.UserSettings{Push: "x"}), plugin.ErrInvalid)
+	u, _ = e.s.UserSettings(e.ctx, bob)
+	diff(e.t, "settings", want, u)
+	if err := e.s.DeleteUserSettings(e.ctx, bob); err != nil {
+		e.t.Fatal(err)
+	}
+	u, _ = e.s.UserSettings(e.ctx, bob)
+	diff(e.t, "deleted settings", plugin.UserSettings{}, u)
+
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@192.0.2.1:5070;transport=tcp",
+		Expires: e.clock.Now().Add(time.Hour), Received: "192.0.2.1:5070", Instance: "<urn:uuid:1>",
+		UserAgent: "IMClient/1", Path: []string{"<sip:edge.example.com;lr>"}}
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
+	got, err := e.s.Contact(e.ctx, bob)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "contact", reg, got)
+	e.clock.Advance(2 * time.Hour)
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("expired contact", err, plugin.ErrNotFound)
+}
+
+// testConcurrent: producers append to the same and different recipients
+// while consumers push; every message is delivered exactly once and in
+// order per producer and recipient.
+func testConcurrent(e *env) {
+	const (
+		recipients = 6
+		producers  = 4
+		perPair    = 40 // messages per producer and recipient
+		consumers  = 6
+	)
+	aors := make([]plugin.AOR, recipients)
+	for i := range aors {
+		aors[i] = plugin.AOR(fmt.Sprintf("sip:user%d@example.com", i))
+	}
+	total := recipients * producers * perPair
+	var (
+		mu        sync.Mutex
+		delivered = map[string]int{} // id -> times
+		lastSeq   = map[[2]int]int{} // (recipient, producer) -> last seq
+		errs      []error
+		wg        sync.WaitGroup
+		produced  = make(chan struct{})
+	)
+	fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range perPair {
+				for r, aor := range aors {
+					m := &plugin.Message{Recipient: aor, Kind: plugin.KindSIPMessage, Received: e.clock.Now(),
+						Raw: []byte(fmt.Sprintf("%d %d %d", r, p, seq))}
+					if err := e.s.Append(e.ctx, m, plugin.Limits{MaxMailbox: total}); err != nil {
+						fail(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	var cwg sync.WaitGroup
+	for c := range consumers {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			token := fmt.Sprint("consumer-", c)
+			for i := 0; ; i++ {
+				aor := aors[(c+i)%recipients]
+				ok, err := e.s.Lock(e.ctx, aor, token, lease)
+				if err != nil {
+					fail(err)
+					return
+				}
+				if !ok {
+					continue
+				}
+				msgs, err := e.s.Claim(e.ctx, aor, token, 7, lease)
+				if err != nil {
+					fail(err)
+					return
+				}
+				for _, m := range msgs {
+					var r, p, seq int
+					fmt.Sscanf(string(m.Raw), "%d %d %d", &r, &p, &seq)
+					mu.Lock()
+					delivered[m.ID]++
+					key := [2]int{r, p}
+					if last, ok := lastSeq[key]; ok && seq != last+1 || !ok && seq != 0 {
+						errs = append(errs, fmt.Errorf("recipient %d producer %d: seq %d after %d", r, p, seq, last))
+					}
+					lastSeq[key] = seq
+					mu.Unlock()
+					if err := e.s.Ack(e.ctx, aor, token, m.ID); err != nil {
+						fail(err)
+						return
+					}
+				}
+				if err := e.s.Unlock(e.ctx, aor, token); err != nil {
+					fail(err)
+					return
+				}
+				mu.Lock()
+				n, stop := len(delivered), len(errs) > 0
+				mu.Unlock()
+				select {
+				case <-produced:
+					if n >= total || stop {
+						return
+					}
+				case <-e.ctx.Done():
+					fail(e.ctx.Err())
+					return
+				default:
+				}
+			}
+		}()
+	}
+	// A sweeper runs throughout; with the clock standing still it must
+	// not requeue or drop anything.
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		for {
+			select {
+			case <-produced:
+				return
+			default:
+			}
+			st, err := e.s.Sweep(e.ctx, e.clock.Now())
+			if err != nil || st.Requeued+st.Expired > 0 {
+				fail(fmt.Errorf("Sweep during run = %+v, %v", st, err))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	wg.Wait()
+	close(produced)
+	cwg.Wait()
+	<-sweepDone
+	for _, err := range errs {
+		e.t.Error(err)
+	}
+	if len(delivered) != total {
+		e.t.Errorf("delivered %d distinct messages, want %d", len(delivered), total)
+	}
+	for id, n := range delivered {
+		if n != 1 {
+			e.t.Errorf("message %s delivered %d times", id, n)
+		}
+	}
+	tot, err := e.s.Totals(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if tot.Stored != int64(total) || tot.Pushed != int64(total) {
+		e.t.Errorf("Totals = %+v, want stored = pushed = %d", tot, total)
+	}
+	for _, aor := range aors {
+		e.counts(aor, plugin.Counts{})
+	}
+}
