@@ -28,6 +28,11 @@
 // client can correlate and de-duplicate. [Decode] reverses any of these
 // encapsulations; the reference client and the tests use it.
 //
+// The seed's examples are reproduced as golden files under testdata, in
+// correct RFC form: golden_test.go lists each deviation from the seed's
+// literal text (its indentation, stray spaces, a wrong Byte-Range and
+// weekday, the P-Asserted-Identity syntax, the multipart delimiters).
+//
 // All text is written with CRLF line ends and read strictly: a bare CR or LF
 // is an error. The package works on bytes and imports only the standard
 // library, so that the SIP ingress, the store and the pusher can share it
