@@ -1,0 +1,402 @@
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/store"
+)
+
+// fakePusher stands in for plugin/push in the engine's unit tests: the
+// real pusher needs a SIP peer, which the end-to-end tests in test/ bring.
+type fakePusher struct {
+	mu       sync.Mutex
+	opens    int
+	closes   int
+	got      []string // Call-IDs delivered, in order
+	openErr  error
+	failAt   map[string]error // Call-ID -> error for that message
+	breakAt  string           // Call-ID at which the session breaks
+	gate     chan struct{}    // when set, Deliver waits on it
+	started  chan struct{}    // closed when the first Deliver starts
+	startOne sync.Once
+}
+
+func (p *fakePusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.opens++
+	if p.openErr != nil {
+		return nil, p.openErr
+	}
+	return &fakeSession{p: p}, nil
+}
+
+type fakeSession struct{ p *fakePusher }
+
+func (s *fakeSession) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
+	p := s.p
+	if p.started != nil {
+		p.startOne.Do(func() { close(p.started) })
+	}
+	if p.gate != nil {
+		select {
+		case <-p.gate:
+		case <-ctx.Done():
+			for _, m := range msgs {
+				done(m, plugin.ErrNotSent)
+			}
+			return ctx.Err()
+		}
+	}
+	for i, m := range msgs {
+		p.mu.Lock()
+		brk := p.breakAt == m.CallID
+		ferr := p.failAt[m.CallID]
+		p.mu.Unlock()
+		if brk {
+			err := errors.New("connection reset")
+			done(m, err)
+			for _, rest := range msgs[i+1:] {
+				done(rest, plugin.ErrNotSent)
+			}
+			return err
+		}
+		if ferr != nil {
+			done(m, ferr)
+			continue
+		}
+		p.mu.Lock()
+		p.got = append(p.got, m.CallID)
+		p.mu.Unlock()
+		done(m, nil)
+	}
+	return nil
+}
+
+func (s *fakeSession) Close(ctx context.Context) error {
+	s.p.mu.Lock()
+	s.p.closes++
+	s.p.mu.Unlock()
+	return nil
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	reps []plugin.PushReport
+	ch   chan plugin.PushReport
+}
+
+func (r *recorder) PushDone(rep plugin.PushReport) {
+	r.mu.Lock()
+	r.reps = append(r.reps, rep)
+	r.mu.Unlock()
+	r.ch <- rep
+}
+
+type engineEnv struct {
+	st  *store.Redis
+	eng *plugin.Engine
+	p   *fakePusher
+	rec *recorder
+}
+
+const bob = plugin.AOR("sip:bob@example.com")
+
+func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engineEnv {
+	t.Helper()
+	st, err := store.NewEmbedded(store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if policy != nil {
+		policy(&pol)
+	}
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- eng.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	// Run reads the policy before pushes may start.
+	for eng.Registered(ctx, plugin.Registration{AOR: "sip:nobody@example.com", Contact: "sip:x@127.0.0.1", Expires: time.Now().Add(time.Hour)}) != nil {
+		time.Sleep(time.Millisecond)
+	}
+	return &engineEnv{st: st, eng: eng, p: p, rec: rec}
+}
+
+func (e *engineEnv) store(t *testing.T, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		m := &plugin.Message{
+			Recipient: bob, Sender: "sip:alice@example.com", Received: time.Now(),
+			Kind: plugin.KindSIPMessage, Raw: []byte(fmt.Sprintf("MESSAGE %d", i)), CallID: fmt.Sprintf("call-%d", i),
+		}
+		if err := e.eng.Store(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.CallID)
+	}
+	return ids
+}
+
+func (e *engineEnv) register(t *testing.T) {
+	t.Helper()
+	err := e.eng.Registered(context.Background(), plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *engineEnv) report(t *testing.T) plugin.PushReport {
+	t.Helper()
+	select {
+	case r := <-e.rec.ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no push report within 10 s")
+	}
+	return plugin.PushReport{}
+}
+
+func (e *engineEnv) counts(t *testing.T) plugin.Counts {
+	t.Helper()
+	c, err := e.st.Count(context.Background(), bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestEngineDeliversAllInOrder(t *testing.T) {
+	p := &fakePusher{}
+	e := newEngine(t, p, nil)
+	want := e.store(t, 10)
+	e.register(t)
+	rep := e.report(t)
+	if rep.Outcome != "delivered" || rep.Delivered != 10 {
+		t.Errorf("report = %+v, want delivered 10", rep)
+	}
+	if diff := cmp.Diff(want, p.got); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+	if c := e.counts(t); c != (plugin.Counts{}) {
+		t.Errorf("counts after push = %+v, want empty", c)
+	}
+	if p.opens != 1 || p.closes != 1 {
+		t.Errorf("opens, closes = %d, %d; want one session", p.opens, p.closes)
+	}
+}
+
+func TestEngineSessionLimit(t *testing.T) {
+	p := &fakePusher{}
+	e := newEngine(t, p, func(p *plugin.Policy) { p.MaxPerSession = 3 })
+	want := e.store(t, 5)
+	e.register(t)
+	if rep := e.report(t); rep.Delivered != 3 {
+		t.Fatalf("first push delivered %d, want 3 (max_per_session)", rep.Delivered)
+	}
+	if c := e.counts(t); c.Pending != 2 {
+		t.Errorf("pending after first push = %d, want 2", c.Pending)
+	}
+	e.register(t)
+	e.report(t)
+	if diff := cmp.Diff(want, p.got); diff != "" {
+		t.Errorf("delivered over two pushes (-want +got):\n%s", diff)
+	}
+}
+
+func TestEngineSecondRegistrationStartsNoSecondPush(t *testing.T) {
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	e := newEngine(t, p, nil)
+	want := e.store(t, 3)
+	e.register(t)
+	<-p.started
+	e.register(t) // a refresh while the push runs
+	e.register(t)
+	more := e.store(t, 1) // arrives during the push
+	close(p.gate)
+	rep := e.report(t)
+	if rep.Delivered+0 < 3 {
+		t.Errorf("first push delivered %d, want >= 3", rep.Delivered)
+	}
+	// The refreshes may run one more push, which finds the late message
+	// or nothing; either way no second session opens concurrently and
+	// everything arrives once, in order.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.counts(t) != (plugin.Counts{}) || e.eng.Active() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("mailbox not empty: %+v, active %d", e.counts(t), e.eng.Active())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want = append(want, more[0])
+	if diff := cmp.Diff(want, p.got); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+	if p.opens > 2 {
+		t.Errorf("opened %d sessions, want at most 2 (one, then one for the late message)", p.opens)
+	}
+}
+
+func TestEngineInviteRefusedKeepsMessages(t *testing.T) {
+	p := &fakePusher{openErr: &plugin.SessionError{Op: "invite", Status: 486, Err: errors.New("Busy Here")}}
+	e := newEngine(t, p, nil)
+	e.store(t, 4)
+	e.register(t)
+	rep := e.report(t)
+	if rep.Outcome != "failed" {
+		t.Errorf("outcome = %q, want failed", rep.Outcome)
+	}
+	var se *plugin.SessionError
+	if !errors.As(rep.Err, &se) || se.Status != 486 {
+		t.Errorf("err = %v, want SessionError 486", rep.Err)
+	}
+	if c := e.counts(t); c.Pending != 4 || c.InFlight != 0 {
+		t.Errorf("counts = %+v, want 4 pending", c)
+	}
+	m, err := e.st.List(context.Background(), bob, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range m.Messages {
+		if msg.Attempts != 0 {
+			t.Errorf("%s attempts = %d, want 0: a refused INVITE is no attempt at the message", msg.CallID, msg.Attempts)
+		}
+	}
+}
+
+func TestEngineBrokenSessionKeepsRestInOrder(t *testing.T) {
+	p := &fakePusher{breakAt: "call-3"}
+	e := newEngine(t, p, nil)
+	want := e.store(t, 6)
+	e.register(t)
+	rep := e.report(t)
+	if rep.Outcome != "failed" || rep.Delivered != 3 || rep.Failed != 1 {
+		t.Errorf("report = %+v, want failed with 3 delivered, 1 failed", rep)
+	}
+	page, err := e.st.List(context.Background(), bob, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, m := range page.Messages {
+		left = append(left, m.CallID)
+		if wantAttempts := map[string]int{"call-3": 1}[m.CallID]; m.Attempts != wantAttempts {
+			t.Errorf("%s attempts = %d, want %d", m.CallID, m.Attempts, wantAttempts)
+		}
+	}
+	if diff := cmp.Diff(want[3:], left); diff != "" {
+		t.Errorf("stored after the break (-want +got):\n%s", diff)
+	}
+	p.mu.Lock()
+	p.breakAt = ""
+	p.mu.Unlock()
+	e.register(t)
+	e.report(t)
+	if diff := cmp.Diff(want, p.got); diff != "" {
+		t.Errorf("delivered over two registrations (-want +got):\n%s", diff)
+	}
+}
+
+func TestEngineRejectedMessageDeadLettered(t *testing.T) {
+	p := &fakePusher{failAt: map[string]error{"call-1": &plugin.RejectedError{Status: 415, Reason: "Unsupported Media Type"}}}
+	e := newEngine(t, p, func(p *plugin.Policy) { p.MaxAttempts = 2 })
+	e.store(t, 3)
+	e.register(t)
+	if rep := e.report(t); rep.Outcome != "partial" || rep.Delivered != 2 || rep.Failed != 1 || rep.DeadLettered != 0 {
+		t.Errorf("first report = %+v, want partial, 2 delivered, 1 failed", rep)
+	}
+	e.register(t)
+	if rep := e.report(t); rep.DeadLettered != 1 {
+		t.Errorf("second report = %+v, want the message dead-lettered", rep)
+	}
+	c := e.counts(t)
+	if c != (plugin.Counts{Dead: 1}) {
+		t.Errorf("counts = %+v, want one dead letter", c)
+	}
+}
+
+func TestEngineUnregistrationCancelsPush(t *testing.T) {
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	e := newEngine(t, p, nil)
+	e.store(t, 3)
+	e.register(t)
+	<-p.started
+	if err := e.eng.Registered(context.Background(), plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099"}); err != nil {
+		t.Fatal(err)
+	}
+	rep := e.report(t)
+	if rep.Outcome != "cancelled" {
+		t.Errorf("outcome = %q (%v), want cancelled", rep.Outcome, rep.Err)
+	}
+	if c := e.counts(t); c.Pending != 3 {
+		t.Errorf("counts = %+v, want 3 pending", c)
+	}
+}
+
+func TestEnginePolicyGatesPush(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy func(*plugin.Policy)
+		user   plugin.UserSettings
+	}{
+		{"global switch off", func(p *plugin.Policy) { p.PushEnabled = false }, plugin.UserSettings{}},
+		{"user off", nil, plugin.UserSettings{Push: plugin.PushOff}},
+		{"user hold", nil, plugin.UserSettings{Push: plugin.PushHold}},
+		{"default off", func(p *plugin.Policy) { p.DefaultPush = plugin.PushOff }, plugin.UserSettings{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &fakePusher{}
+			e := newEngine(t, p, tc.policy)
+			if err := e.st.SetUserSettings(context.Background(), bob, tc.user); err != nil {
+				t.Fatal(err)
+			}
+			e.store(t, 2)
+			e.register(t)
+			// The decision is taken inside Registered: nothing runs.
+			if n := e.eng.Active(); n != 0 {
+				t.Errorf("active pushes = %d, want 0", n)
+			}
+			if p.opens != 0 {
+				t.Errorf("opened %d sessions, want none", p.opens)
+			}
+			if c := e.counts(t); c.Pending != 2 {
+				t.Errorf("pending = %d, want 2", c.Pending)
+			}
+		})
+	}
+}
+
+func TestEngineStoreDisabled(t *testing.T) {
+	e := newEngine(t, &fakePusher{}, func(p *plugin.Policy) { p.StoreEnabled = false })
+	err := e.eng.Store(context.Background(), &plugin.Message{Recipient: bob, Received: time.Now(), Kind: plugin.KindSIPMessage, Raw: []byte("x")})
+	if !errors.Is(err, plugin.ErrStoreDisabled) {
+		t.Errorf("Store = %v, want ErrStoreDisabled", err)
+	}
+}

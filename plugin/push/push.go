@@ -1,0 +1,359 @@
+// Package push is deferpush's Pusher: it delivers deferred messages to a
+// registered client as the seed's Figure 2 shows — a SIP INVITE with an MSRP
+// offer through the outbound proxy, ACK, one MSRP SEND per message carrying
+// the stored message encapsulated (plugin/encap), then BYE.
+//
+// It speaks SIP with sipgo and MSRP with plugin/msrp. deferpush offers
+// a=setup:actpass: it connects to the path of the answer unless the answer
+// says a=setup:active, in which case the client connects to deferpush's
+// MSRP listener (RFC 6135).
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
+)
+
+// Config configures a Pusher.
+type Config struct {
+	// Client sends the INVITE, ACK, CANCEL and BYE. Required.
+	Client *sipgo.Client
+	// Contact is our Contact URI, where the client's in-dialog requests
+	// (its BYE) reach us, e.g. sip:deferpush@192.0.2.1:5070;transport=tcp.
+	// Required.
+	Contact string
+	// From is the From URI of our INVITEs. Empty means
+	// sip:deferpush@<Contact host>.
+	From string
+	// OutboundProxy is the SIP URI INVITEs are routed through (a Route
+	// header with ;lr). Empty sends them to the Request-URI directly.
+	OutboundProxy string
+	// MSRP is our MSRP listener: its URI is the path we offer, and it takes
+	// the client's connection when the answer says a=setup:active.
+	// Required.
+	MSRP *msrp.Listener
+	// ChunkSize is the largest body of one MSRP SEND. Zero means 2048.
+	ChunkSize int
+	// MSRPTimeout bounds the wait for each MSRP response (a local 408
+	// after it) and for a passive client to connect. Zero means 30 s.
+	MSRPTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Pusher implements plugin.Pusher.
+type Pusher struct {
+	cfg     Config
+	contact sip.ContactHeader
+	from    sip.Uri
+	route   *sip.Uri
+	dialogs *sipgo.DialogClientCache
+	log     *slog.Logger
+}
+
+var _ plugin.Pusher = (*Pusher)(nil)
+
+// acceptTypes is what our offer's a=accept-types lists. deferpush receives
+// nothing in a push session but REPORTs (which carry no content type), yet
+// RFC 4975 requires the attribute: it names what we send.
+var acceptTypes = []string{encap.TypeSIP, encap.TypeMSRP, encap.TypeMultipart, encap.TypeCPIM, encap.TypeSIPFrag}
+
+// New returns a Pusher.
+func New(cfg Config) (*Pusher, error) {
+	if cfg.Client == nil || cfg.MSRP == nil || cfg.Contact == "" {
+		return nil, errors.New("push: Client, Contact and MSRP are required")
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = 2048
+	}
+	if cfg.MSRPTimeout == 0 {
+		cfg.MSRPTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pusher{cfg: cfg, log: cfg.Logger}
+	if err := sip.ParseUri(cfg.Contact, &p.contact.Address); err != nil {
+		return nil, fmt.Errorf("push: contact %q: %w", cfg.Contact, err)
+	}
+	from := cfg.From
+	if from == "" {
+		from = "sip:deferpush@" + p.contact.Address.Host
+	}
+	if err := sip.ParseUri(from, &p.from); err != nil {
+		return nil, fmt.Errorf("push: from %q: %w", from, err)
+	}
+	if cfg.OutboundProxy != "" {
+		var u sip.Uri
+		if err := sip.ParseUri(cfg.OutboundProxy, &u); err != nil {
+			return nil, fmt.Errorf("push: outbound proxy %q: %w", cfg.OutboundProxy, err)
+		}
+		if u.UriParams == nil {
+			u.UriParams = sip.NewParams()
+		}
+		u.UriParams.Add("lr", "")
+		p.route = &u
+	}
+	p.dialogs = sipgo.NewDialogClientCache(cfg.Client, p.contact)
+	return p, nil
+}
+
+// ReadBye answers a BYE from a client in one of our push dialogs and ends
+// that session. It returns sipgo.ErrDialogDoesNotExists when the BYE
+// belongs to no push dialog, so the caller can hand it to someone else.
+func (p *Pusher) ReadBye(req *sip.Request, tx sip.ServerTransaction) error {
+	return p.dialogs.ReadBye(req, tx)
+}
+
+// Open sends the INVITE and sets up the MSRP session (steps 2–7).
+func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
+	var ruri sip.Uri
+	if err := sip.ParseUri(t.URI, &ruri); err != nil {
+		return nil, &plugin.SessionError{Op: "invite", Err: fmt.Errorf("request-uri %q: %w", t.URI, err)}
+	}
+	local := p.cfg.MSRP.URI()
+	local.SessionID = msrp.NewSessionID()
+	mcfg := msrp.Config{Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, Logger: p.log}
+	// Registered before the INVITE leaves: a client answering
+	// a=setup:active may connect as soon as it sends its 200.
+	passive, err := msrp.NewSession(mcfg)
+	if err != nil {
+		return nil, &plugin.SessionError{Op: "msrp", Err: err}
+	}
+	if err := p.cfg.MSRP.Add(passive, nil); err != nil {
+		passive.Close()
+		return nil, &plugin.SessionError{Op: "msrp", Err: err}
+	}
+	offer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: acceptTypes, Setup: sdp.SetupActPass})
+	if err != nil {
+		passive.Close()
+		return nil, &plugin.SessionError{Op: "invite", Err: err}
+	}
+
+	req := p.newInvite(ruri, t, offer)
+	ictx, cancel := context.WithTimeout(ctx, time.Duration(t.Policy.InviteTimeout))
+	defer cancel()
+	dlg, err := p.dialogs.WriteInvite(ictx, req)
+	if err != nil {
+		passive.Close()
+		return nil, &plugin.SessionError{Op: "invite", Err: err}
+	}
+	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{}); err != nil {
+		passive.Close()
+		dlg.Close()
+		var de *sipgo.ErrDialogResponse
+		if errors.As(err, &de) {
+			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: errors.New(de.Res.Reason)}
+		}
+		if ictx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %v (cancelled)", time.Duration(t.Policy.InviteTimeout))
+		}
+		return nil, &plugin.SessionError{Op: "invite", Err: err}
+	}
+	s := &session{p: p, dlg: dlg, policy: t.Policy, aor: t.AOR}
+	if err := dlg.Ack(ctx); err != nil {
+		passive.Close()
+		s.bye()
+		return nil, &plugin.SessionError{Op: "ack", Err: err}
+	}
+	ans, err := sdp.Parse(dlg.InviteResponse.Body())
+	if err != nil {
+		passive.Close()
+		s.bye()
+		return nil, &plugin.SessionError{Op: "invite", Err: fmt.Errorf("answer: %w", err)}
+	}
+	s.answer = ans
+	if !sdp.OffererConnects(ans) {
+		s.ms = passive // the client connects to our listener
+		return s, nil
+	}
+	passive.Close()
+	active, err := msrp.NewSession(mcfg)
+	if err == nil {
+		err = active.Connect(ctx, ans.Path)
+		if err != nil {
+			active.Close()
+		}
+	}
+	if err != nil {
+		s.bye()
+		return nil, &plugin.SessionError{Op: "msrp", Err: err}
+	}
+	s.ms = active
+	return s, nil
+}
+
+// newInvite builds the INVITE of step 2.
+func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Request {
+	req := sip.NewRequest(sip.INVITE, ruri)
+	var routes []string
+	if p.route != nil {
+		routes = append(routes, p.route.String())
+	}
+	// A registration through edge proxies (RFC 3327 Path) is reached
+	// through them, when we target the contact ourselves.
+	if t.Policy.PushTarget != plugin.TargetAOR {
+		routes = append(routes, t.Registration.Path...)
+	}
+	for _, r := range routes {
+		if !strings.HasPrefix(r, "<") {
+			r = "<" + r + ">"
+		}
+		req.AppendHeader(sip.NewHeader("Route", r))
+	}
+	from := &sip.FromHeader{Address: p.from, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(from)
+	var to sip.Uri
+	if err := sip.ParseUri(string(t.AOR), &to); err != nil {
+		to = ruri
+	}
+	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("Subject", "deferred messages"))
+	req.AppendHeader(sip.NewHeader("User-Agent", "deferpush"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(offer)
+	if p.route != nil {
+		if tp, ok := p.route.UriParams.Get("transport"); ok && tp != "" {
+			req.SetTransport(strings.ToUpper(tp))
+		}
+	}
+	return req
+}
+
+// session is one push session: a confirmed dialog and its MSRP session.
+type session struct {
+	p      *Pusher
+	dlg    *sipgo.DialogClientSession
+	ms     *msrp.Session
+	answer sdp.Media
+	policy plugin.Policy
+	aor    plugin.AOR
+}
+
+var _ plugin.PushSession = (*session)(nil)
+
+// Deliver sends one SEND per message (step 8) and waits for each 200
+// (step 9) — and the success REPORT when the policy asks for one — before
+// reporting it confirmed.
+func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
+	// A BYE from the client ends the dialog: stop sending then.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(s.dlg.Context(), func() { cancel(errClientBye) })
+	defer stop()
+
+	opts := encap.Options{
+		AcceptTypes:        s.answer.AcceptTypes,
+		AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
+		Preference:         preference(s.policy.Encapsulation),
+		Fallback:           encap.Fallback(s.policy.NoEncapFallback),
+	}
+	var broken error
+	for _, m := range msgs {
+		if broken != nil {
+			done(m, plugin.ErrNotSent)
+			continue
+		}
+		pl, err := encap.Build(deferred(m), opts)
+		switch {
+		case errors.Is(err, encap.ErrHold):
+			done(m, plugin.ErrHeld)
+			continue
+		case err != nil:
+			done(m, fmt.Errorf("encapsulate: %w", err))
+			continue
+		}
+		err = s.ms.Send(ctx, msrp.Message{
+			// The outer Message-ID is the stored message's id, so a resend
+			// after a failure reuses it (RFC 4975 §7.1.1) and a client can
+			// spot a duplicate.
+			ID:            m.ID,
+			ContentType:   pl.ContentType,
+			Body:          pl.Body,
+			SuccessReport: s.policy.SuccessReports,
+		})
+		var se *msrp.StatusError
+		switch {
+		case err == nil:
+			done(m, nil)
+		case errors.As(err, &se) && se.Code != msrp.StatusTimeout && se.Code != msrp.StatusNoSession:
+			// The client refused this message (413, 415, ...): the
+			// session goes on with the next one.
+			done(m, &plugin.RejectedError{Status: se.Code, Reason: se.Comment})
+		case ctx.Err() != nil:
+			// Aborted (#) mid-message: not an attempt at it.
+			broken = context.Cause(ctx)
+			done(m, plugin.ErrNotSent)
+		default:
+			broken = err
+			done(m, err)
+		}
+	}
+	if broken != nil {
+		return &plugin.SessionError{Op: "msrp", Err: broken}
+	}
+	return nil
+}
+
+var errClientBye = errors.New("client ended the session (BYE)")
+
+// Close sends the BYE (steps 10–13) unless the client ended the dialog,
+// and closes the MSRP session.
+func (s *session) Close(ctx context.Context) error {
+	err := s.byeCtx(ctx)
+	if cerr := s.ms.Close(); err == nil && cerr != nil && !errors.Is(cerr, msrp.ErrClosed) {
+		err = cerr
+	}
+	return err
+}
+
+func (s *session) bye() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.byeCtx(ctx)
+}
+
+func (s *session) byeCtx(ctx context.Context) error {
+	defer s.dlg.Close()
+	if s.dlg.LoadState() == sip.DialogStateEnded {
+		return nil
+	}
+	if err := s.dlg.Bye(ctx); err != nil {
+		return &plugin.SessionError{Op: "bye", Err: err}
+	}
+	return nil
+}
+
+// deferred is what encap needs of a stored message.
+func deferred(m *plugin.Message) encap.Deferred {
+	if m.Kind == plugin.KindMSRPSession {
+		return encap.Deferred{Kind: encap.KindMSRP, Stored: m.Raw, Head: m.Invite}
+	}
+	return encap.Deferred{Kind: encap.KindSIP, Stored: m.Raw}
+}
+
+// preference maps the policy's encapsulation to encap's preference.
+func preference(e plugin.Encapsulation) encap.Preference {
+	switch e {
+	case plugin.EncapSIP, plugin.EncapMultipart:
+		return encap.PreferSIP
+	case plugin.EncapSIPFrag:
+		return encap.PreferSIPFrag
+	case plugin.EncapCPIM:
+		return encap.PreferCPIM
+	}
+	return encap.PreferAuto
+}

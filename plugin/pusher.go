@@ -1,0 +1,116 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Pusher opens push sessions to registered clients: steps 2–7 of the seed's
+// Figure 2 (INVITE through the proxy, 200, ACK, MSRP connected).
+// plugin/push implements it over SIP and MSRP.
+type Pusher interface {
+	// Open sets up a session to t and returns when it can carry messages.
+	// An INVITE that is refused or not answered in time returns an error
+	// (a *SessionError when the peer answered with a status); nothing has
+	// been sent then. Open honours ctx: a cancelled INVITE is CANCELled.
+	Open(ctx context.Context, t Target) (PushSession, error)
+}
+
+// PushSession is an open session to one client: steps 8–13 of Figure 2.
+type PushSession interface {
+	// Deliver sends msgs in order, pipelined, and calls done exactly once
+	// for each message, in order, as soon as its fate is known: a nil
+	// error when the client confirmed it (MSRP 200 to its last chunk, and
+	// the success REPORT when one was asked for); ErrHeld when it cannot be
+	// encapsulated in a type the client accepts and the policy says hold;
+	// a *RejectedError when the client refused that message; ErrNotSent
+	// for a message not sent because the session broke first; any other
+	// error when the session broke after the message was sent but before
+	// it was confirmed.
+	// done calls never overlap.
+	// Deliver returns nil when every message was answered by the client,
+	// or the error that broke the session (the session is then unusable,
+	// but Close must still be called).
+	Deliver(ctx context.Context, msgs []*Message, done func(m *Message, err error)) error
+	// Close ends the session (SIP BYE) and frees it. It is safe to call
+	// after a failed Deliver.
+	Close(ctx context.Context) error
+}
+
+// Target is where and how to push.
+type Target struct {
+	AOR AOR
+	// URI is the Request-URI of the INVITE: the registered contact, or the
+	// AOR when the policy's push_target is "aor".
+	URI string
+	// Registration is the registration that triggered the push.
+	Registration Registration
+	// Policy is the operator policy in force when the push started
+	// (encapsulation, fallback, INVITE timeout, success reports).
+	Policy Policy
+}
+
+// ErrHeld reports a message that was not sent because the client accepts
+// no type it can be encapsulated in and the policy says to hold it. It is
+// not a failure: the message stays stored.
+var ErrHeld = errors.New("plugin: message held: the client accepts none of its encapsulations")
+
+// ErrNotSent reports a message that was not sent because the session broke
+// before its turn. It is not a failed attempt: the message stays stored.
+var ErrNotSent = errors.New("plugin: message not sent: the session ended first")
+
+// RejectedError reports that the client refused one message (e.g. MSRP 413
+// or 415). The session may still carry the next ones.
+type RejectedError struct {
+	Status int    // MSRP status code
+	Reason string // its comment
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("client refused the message: %d %s", e.Status, e.Reason)
+}
+
+// SessionError reports a push session that could not be set up or was
+// ended by the peer, with the SIP status when there was one.
+type SessionError struct {
+	Op     string // "invite", "msrp", "bye"
+	Status int    // SIP status code; 0 when none (timeout, network)
+	Err    error
+}
+
+func (e *SessionError) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("push %s: SIP %d: %v", e.Op, e.Status, e.Err)
+	}
+	return fmt.Sprintf("push %s: %v", e.Op, e.Err)
+}
+
+func (e *SessionError) Unwrap() error { return e.Err }
+
+// Observer receives what the engine did, for metrics. Implementations must
+// be fast and safe for concurrent use.
+type Observer interface {
+	// PushDone is called once per push run that opened a session or tried
+	// to.
+	PushDone(r PushReport)
+}
+
+// PushReport describes one push run.
+type PushReport struct {
+	AOR AOR
+	// Outcome is "delivered" (mailbox emptied or session limit reached),
+	// "partial" (some messages left, e.g. refused or held), "failed" (no
+	// session or it broke) or "cancelled" (unregistration or shutdown).
+	Outcome      string
+	Delivered    int
+	Failed       int
+	DeadLettered int
+	// ToFirstSend is the time from the registration event to the first
+	// message handed to the session; zero when none was.
+	ToFirstSend time.Duration
+	// Duration is the whole run, lock to unlock.
+	Duration time.Duration
+	Err      error
+}

@@ -1,0 +1,388 @@
+// Package imclient is deferpush's reference IM client: a SIP user agent
+// (sipgo) with an MSRP endpoint (plugin/msrp) that registers through a
+// proxy, answers deferpush's INVITE with an MSRP SDP answer, takes the
+// SENDs, answers each (200 or a chosen error), decodes the encapsulation
+// (plugin/encap) and reports what it received. It can also send: a SIP
+// MESSAGE, or messages in an MSRP session, to a user who is offline.
+//
+// The end-to-end tests use it as the client; cmd/imclient runs it as a
+// command so an operator can probe a deployment.
+package imclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
+)
+
+// Config configures a Client. Zero values are documented per field.
+type Config struct {
+	// AOR is the user's address of record, e.g. sip:user2@example.com.
+	// Required.
+	AOR string
+	// Proxy is host:port of the SIP proxy REGISTER and outgoing requests go
+	// to. Empty: requests go to their Request-URI.
+	Proxy string
+	// Transport is "tcp" or "udp" for SIP. Empty means tcp.
+	Transport string
+	// Host is the loopback address to listen on. Empty means 127.0.0.1.
+	Host string
+	// AcceptTypes is a=accept-types of our answers. Nil means message/sip,
+	// message/msrp, multipart/mixed, message/cpim and text/plain.
+	AcceptTypes []string
+	// AcceptWrappedTypes is a=accept-wrapped-types; nil leaves it out.
+	AcceptWrappedTypes []string
+	// Setup is our a=setup answer: "passive" (deferpush connects to us,
+	// the RFC 4975 default) or "active" (we connect). Empty means passive.
+	Setup string
+	// InviteStatus is our final answer to an INVITE. Zero means 200. A
+	// negative value means never answer finally (only 180 Ringing).
+	InviteStatus int
+	// NeverConnect with Setup "active": answer 200 but never open MSRP.
+	NeverConnect bool
+	// Answer chooses the MSRP answer to the n-th received message (from
+	// 1, over the client's life): nil answers 200; a *msrp.StatusError
+	// answers its code. Nil Answer answers 200 to everything.
+	Answer func(n int, m *msrp.Message) error
+	// DropAt closes the MSRP connection when the DropAt-th message arrives,
+	// without answering it (the message counts as received, unconfirmed).
+	// Zero never drops.
+	DropAt int
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Received is one message the client took, decoded.
+type Received struct {
+	// OuterID is the Message-ID of the SEND that carried it.
+	OuterID     string
+	ContentType string
+	Body        []byte
+	// Decoded is Body unwrapped; DecodeErr says why not when it failed.
+	Decoded   encap.Decoded
+	DecodeErr error
+	// Answered is the MSRP status we answered; 0 when we dropped it.
+	Answered int
+}
+
+// Client is a running reference client.
+type Client struct {
+	cfg     Config
+	log     *slog.Logger
+	aor     sip.Uri
+	ua      *sipgo.UserAgent
+	srv     *sipgo.Server
+	cli     *sipgo.Client
+	dialogs *sipgo.DialogServerCache
+	contact sip.ContactHeader
+	sipAddr string
+	msrpL   *msrp.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	received []Received
+	n        int
+	invites  int
+	cancels  int
+	byes     int
+	acks     int
+	sessions []*msrp.Session
+	changed  chan struct{} // closed and replaced on every change
+}
+
+// New starts a client listening for SIP (TCP and UDP) and MSRP on free
+// loopback ports. Close stops it.
+func New(cfg Config) (*Client, error) {
+	if cfg.Transport == "" {
+		cfg.Transport = "tcp"
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.AcceptTypes == nil {
+		cfg.AcceptTypes = []string{encap.TypeSIP, encap.TypeMSRP, encap.TypeMultipart, encap.TypeCPIM, "text/plain"}
+	}
+	if cfg.Setup == "" {
+		cfg.Setup = sdp.SetupPassive
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}
+	if err := sip.ParseUri(cfg.AOR, &c.aor); err != nil {
+		return nil, fmt.Errorf("imclient: AOR %q: %w", cfg.AOR, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	if err := c.start(ctx); err != nil {
+		cancel()
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) start(ctx context.Context) error {
+	var err error
+	c.ua, err = sipgo.NewUA(sipgo.WithUserAgent("deferpush-imclient"), sipgo.WithUserAgentHostname(c.cfg.Host))
+	if err != nil {
+		return err
+	}
+	c.srv, err = sipgo.NewServer(c.ua, sipgo.WithServerLogger(c.log))
+	if err != nil {
+		return err
+	}
+	tl, err := net.Listen("tcp", net.JoinHostPort(c.cfg.Host, "0"))
+	if err != nil {
+		return err
+	}
+	port := tl.Addr().(*net.TCPAddr).Port
+	ul, err := net.ListenPacket("udp", net.JoinHostPort(c.cfg.Host, strconv.Itoa(port)))
+	if err != nil {
+		tl.Close()
+		return err
+	}
+	c.sipAddr = net.JoinHostPort(c.cfg.Host, strconv.Itoa(port))
+	c.cli, err = sipgo.NewClient(c.ua, sipgo.WithClientHostname(c.cfg.Host), sipgo.WithClientLogger(c.log))
+	if err != nil {
+		return err
+	}
+	c.contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: c.aor.User, Host: c.cfg.Host, Port: port,
+		UriParams: sip.HeaderParams{{K: "transport", V: c.cfg.Transport}}}}
+	c.dialogs = sipgo.NewDialogServerCache(c.cli, c.contact)
+	c.srv.OnInvite(c.onInvite)
+	c.srv.OnAck(c.onAck)
+	c.srv.OnBye(c.onBye)
+	c.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
+		c.bump(func() { c.cancels++ })
+	})
+	c.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); _ = c.srv.ServeTCP(tl) }()
+	go func() { defer c.wg.Done(); _ = c.srv.ServeUDP(ul) }()
+	go func() { <-ctx.Done(); tl.Close(); ul.Close() }()
+
+	c.msrpL, err = msrp.NewListener(msrp.ListenerConfig{Addr: net.JoinHostPort(c.cfg.Host, "0"), Host: c.cfg.Host, Logger: c.log})
+	if err != nil {
+		return err
+	}
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); _ = c.msrpL.Run(ctx) }()
+	return nil
+}
+
+// SIPAddr is host:port of the client's SIP listener (TCP and UDP).
+func (c *Client) SIPAddr() string { return c.sipAddr }
+
+// Contact is the client's Contact URI.
+func (c *Client) Contact() string { return c.contact.Address.String() }
+
+// Register sends REGISTER for the AOR with this Contact through the proxy
+// and returns the final status code. expires 0 unregisters.
+func (c *Client) Register(ctx context.Context, expires int) (int, error) {
+	ruri := sip.Uri{Scheme: "sip", Host: c.aor.Host, Port: c.aor.Port}
+	req := sip.NewRequest(sip.REGISTER, ruri)
+	req.AppendHeader(&sip.ToHeader{Address: c.aor, Params: sip.NewParams()})
+	from := &sip.FromHeader{Address: c.aor, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(10))
+	req.AppendHeader(from)
+	req.AppendHeader(sip.HeaderClone(&c.contact))
+	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+	c.route(req)
+	res, err := c.cli.Do(ctx, req, sipgo.ClientRequestRegisterBuild)
+	if err != nil {
+		return 0, fmt.Errorf("imclient: register: %w", err)
+	}
+	return res.StatusCode, nil
+}
+
+// route sends req to the proxy, over the configured transport.
+func (c *Client) route(req *sip.Request) {
+	req.SetTransport(strings.ToUpper(c.cfg.Transport))
+	if c.cfg.Proxy != "" {
+		req.SetDestination(c.cfg.Proxy)
+	}
+}
+
+func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	c.bump(func() { c.invites++ })
+	dlg, err := c.dialogs.ReadInvite(req, tx)
+	if err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, err.Error(), nil))
+		return
+	}
+	status := c.cfg.InviteStatus
+	if status < 0 {
+		_ = dlg.Respond(180, "Ringing", nil)
+		<-tx.Done() // CANCEL or timeout
+		return
+	}
+	if status != 0 && status != 200 {
+		_ = dlg.Respond(status, "Refused by test client", nil)
+		return
+	}
+	offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		_ = dlg.Respond(488, "Not Acceptable Here", nil)
+		return
+	}
+	local := c.msrpL.URI()
+	local.SessionID = msrp.NewSessionID()
+	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
+	if err != nil {
+		_ = dlg.Respond(500, err.Error(), nil)
+		return
+	}
+	if c.cfg.Setup == sdp.SetupPassive {
+		if err := c.msrpL.Add(ms, offer.Path); err != nil {
+			_ = dlg.Respond(500, err.Error(), nil)
+			return
+		}
+	}
+	c.mu.Lock()
+	c.sessions = append(c.sessions, ms)
+	c.mu.Unlock()
+	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: c.cfg.AcceptTypes,
+		AcceptWrappedTypes: c.cfg.AcceptWrappedTypes, Setup: c.cfg.Setup})
+	if err != nil {
+		_ = dlg.Respond(500, err.Error(), nil)
+		return
+	}
+	if err := dlg.RespondSDP(answer); err != nil {
+		c.log.Warn("imclient: respond", "err", err)
+		return
+	}
+	if c.cfg.Setup == sdp.SetupActive && !c.cfg.NeverConnect {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := ms.Connect(ctx, offer.Path); err != nil {
+				c.log.Warn("imclient: msrp connect", "err", err)
+			}
+		}()
+	}
+}
+
+func (c *Client) onAck(req *sip.Request, tx sip.ServerTransaction) {
+	c.bump(func() { c.acks++ })
+	_ = c.dialogs.ReadAck(req, tx) // a stray ACK (after a 486) matches no dialog
+}
+
+func (c *Client) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if err := c.dialogs.ReadBye(req, tx); err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	c.bump(func() { c.byes++ })
+}
+
+func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
+	c.mu.Lock()
+	c.n++
+	n := c.n
+	c.mu.Unlock()
+	r := Received{OuterID: m.ID, ContentType: m.ContentType, Body: m.Body}
+	r.Decoded, r.DecodeErr = encap.Decode(m.ContentType, m.Body)
+	if c.cfg.DropAt == n {
+		c.bump(func() { c.received = append(c.received, r) })
+		go s.Close()
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	var err error
+	if c.cfg.Answer != nil {
+		err = c.cfg.Answer(n, m)
+	}
+	r.Answered = 200
+	var se *msrp.StatusError
+	if errors.As(err, &se) {
+		r.Answered = se.Code
+	}
+	c.bump(func() { c.received = append(c.received, r) })
+	return err
+}
+
+// bump applies a change under the lock and wakes the waiters.
+func (c *Client) bump(f func()) {
+	c.mu.Lock()
+	f()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Stats counts what the client saw.
+type Stats struct {
+	Invites, Acks, Cancels, Byes int
+	Received                     int
+}
+
+// Stats returns the counts so far.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Invites: c.invites, Acks: c.acks, Cancels: c.cancels, Byes: c.byes, Received: len(c.received)}
+}
+
+// Received returns the messages received so far, in arrival order.
+func (c *Client) Received() []Received {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Received(nil), c.received...)
+}
+
+// Wait blocks until cond holds for the client's stats, or ctx ends.
+func (c *Client) Wait(ctx context.Context, cond func(Stats) bool) (Stats, error) {
+	for {
+		c.mu.Lock()
+		ch := c.changed
+		c.mu.Unlock()
+		st := c.Stats()
+		if cond(st) {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return st, ctx.Err()
+		}
+	}
+}
+
+// Close stops the client.
+func (c *Client) Close() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.mu.Lock()
+	sessions := c.sessions
+	c.sessions = nil
+	c.mu.Unlock()
+	for _, s := range sessions {
+		s.Close()
+	}
+	if c.srv != nil {
+		c.srv.Close()
+	}
+	if c.ua != nil {
+		c.ua.Close()
+	}
+	c.wg.Wait()
+}
