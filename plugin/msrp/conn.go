@@ -23,6 +23,9 @@ type conn struct {
 	// self is this end's URI, the From-Path of answers to requests whose
 	// To-Path is missing.
 	self URI
+	// idle, when set, closes the connection if no session is bound to it
+	// within that time (connections a Listener accepts).
+	idle time.Duration
 
 	wmu sync.Mutex
 	w   *Writer
@@ -171,6 +174,16 @@ func (c *conn) detach(s *Session) {
 // readLoop reads frames until the connection fails or closes.
 func (c *conn) readLoop() {
 	for {
+		if c.idle > 0 {
+			c.mu.Lock()
+			unbound := len(c.sessions) == 0
+			c.mu.Unlock()
+			if unbound {
+				c.nc.SetReadDeadline(time.Now().Add(c.idle))
+			} else {
+				c.nc.SetReadDeadline(time.Time{})
+			}
+		}
 		f, err := c.r.ReadFrame()
 		if err != nil {
 			var se *SyntaxError
@@ -211,8 +224,9 @@ func (c *conn) serve(f *Frame) {
 		c.reply(f, StatusUnknownMethod, "")
 		return
 	}
-	to, _ := ParsePath(f.Header[0].Value) // checked by the Reader
-	s, code := c.route(c, f, to[0].SessionID)
+	first, _, _ := strings.Cut(f.Header[0].Value, " ")
+	to, _ := ParseURI(first) // checked by the Reader
+	s, code := c.route(c, f, to.SessionID)
 	if code != 0 {
 		c.reply(f, code, "")
 		return

@@ -158,12 +158,8 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 	r.head = r.head[:0]
 	var spans [32]headerSpan
 	hs := spans[:0]
+	// bad is the first error that still lets the frame be read to its end.
 	var bad *SyntaxError
-	fail := func(code int, format string, args ...any) {
-		if bad == nil {
-			bad = &SyntaxError{Code: code, Resync: true, Reason: fmt.Sprintf(format, args...)}
-		}
-	}
 
 	line, err := r.readLine()
 	if err != nil {
@@ -194,7 +190,7 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 			if err == errLineTooLong {
 				// Skip the rest of the line and carry on looking for the
 				// end of the frame.
-				fail(StatusBadRequest, "header line too long")
+				bad = firstErr(bad, "header line too long")
 				if err = r.skipLine(); err != nil {
 					return nil, r.lineError(err, "header")
 				}
@@ -219,7 +215,7 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 		}
 		headerBytes += len(line) + 2
 		if headerBytes > r.lim.MaxHeaderBytes || len(hs) >= r.lim.MaxHeaders {
-			fail(StatusBadRequest, "too many header bytes or fields")
+			bad = firstErr(bad, "too many header bytes or fields")
 			overflow = true
 		}
 		if overflow {
@@ -234,7 +230,7 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 			v = v[1:]
 		}
 		if !isText(v) {
-			fail(StatusBadRequest, "control character in header")
+			bad = firstErr(bad, "control character in header")
 		}
 		var s headerSpan
 		s.name = [2]int{len(r.head), len(r.head) + colon}
@@ -265,6 +261,14 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 		return f, err
 	}
 	return f, nil
+}
+
+// firstErr keeps the first of a frame's errors.
+func firstErr(bad *SyntaxError, reason string) *SyntaxError {
+	if bad != nil {
+		return bad
+	}
+	return &SyntaxError{Code: StatusBadRequest, Resync: true, Reason: reason}
 }
 
 // headerSpan locates one header's name and value in Reader.head.
@@ -397,8 +401,8 @@ func byteRangeHint(f *Frame) int {
 	if !ok {
 		return 0
 	}
-	br, err := ParseByteRange(v)
-	if err != nil || br.End < 0 {
+	br, ok := parseByteRange(v)
+	if !ok || br.End < 0 {
 		return 0
 	}
 	return int(br.End - br.Start + 1)
@@ -418,10 +422,10 @@ func checkFrame(f *Frame) error {
 	if len(f.Header) < 2 || !strings.EqualFold(f.Header[0].Name, HeaderToPath) || !strings.EqualFold(f.Header[1].Name, HeaderFromPath) {
 		return bad("To-Path and From-Path must be the first headers")
 	}
-	if _, err := ParsePath(f.Header[0].Value); err != nil {
+	if !validPath(f.Header[0].Value) {
 		return bad("bad To-Path")
 	}
-	if _, err := ParsePath(f.Header[1].Value); err != nil {
+	if !validPath(f.Header[1].Value) {
 		return bad("bad From-Path")
 	}
 	for _, h := range f.Header[2:] {
@@ -429,7 +433,7 @@ func checkFrame(f *Frame) error {
 		case strings.EqualFold(h.Name, HeaderToPath), strings.EqualFold(h.Name, HeaderFromPath):
 			return bad("repeated path header")
 		case strings.EqualFold(h.Name, HeaderByteRange):
-			if _, err := ParseByteRange(h.Value); err != nil {
+			if _, ok := parseByteRange(h.Value); !ok {
 				return bad("bad Byte-Range")
 			}
 		case strings.EqualFold(h.Name, HeaderMessageID):
@@ -450,30 +454,34 @@ type ByteRange struct {
 
 // ParseByteRange parses "start-end/total", where end and total may be "*".
 func ParseByteRange(s string) (ByteRange, error) {
-	bad := fmt.Errorf("msrp: bad Byte-Range %q", s)
+	br, ok := parseByteRange(s)
+	if !ok {
+		return ByteRange{}, fmt.Errorf("msrp: bad Byte-Range %q", s)
+	}
+	return br, nil
+}
+
+func parseByteRange(s string) (ByteRange, bool) {
 	dash := strings.IndexByte(s, '-')
 	slash := strings.IndexByte(s, '/')
 	if dash <= 0 || slash < dash {
-		return ByteRange{}, bad
+		return ByteRange{}, false
 	}
 	var br ByteRange
-	var err error
-	if br.Start, err = parseCount(s[:dash]); err != nil || br.Start < 1 {
-		return ByteRange{}, bad
-	}
-	if br.End, err = parseCount(s[dash+1 : slash]); err != nil {
-		return ByteRange{}, bad
-	}
-	if br.Total, err = parseCount(s[slash+1:]); err != nil {
-		return ByteRange{}, bad
+	var ok1, ok2, ok3 bool
+	br.Start, ok1 = parseCount(s[:dash])
+	br.End, ok2 = parseCount(s[dash+1 : slash])
+	br.Total, ok3 = parseCount(s[slash+1:])
+	if !ok1 || !ok2 || !ok3 || br.Start < 1 {
+		return ByteRange{}, false
 	}
 	if br.End >= 0 && br.End < br.Start-1 {
-		return ByteRange{}, bad
+		return ByteRange{}, false
 	}
 	if br.Total >= 0 && (br.Start > br.Total+1 || br.End > br.Total) {
-		return ByteRange{}, bad
+		return ByteRange{}, false
 	}
-	return br, nil
+	return br, true
 }
 
 // String formats br as a Byte-Range value.
@@ -492,14 +500,15 @@ func appendCount(b []byte, n int64) []byte {
 	return strconv.AppendInt(b, n, 10)
 }
 
-func parseCount(s string) (int64, error) {
+func parseCount(s string) (int64, bool) {
 	if s == "*" {
-		return -1, nil
+		return -1, true
 	}
 	if s == "" || len(s) > 18 || !isDigits(s) {
-		return 0, errors.New("bad number")
+		return 0, false
 	}
-	return strconv.ParseInt(s, 10, 64)
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // Writer writes frames to a byte stream, one Write call per frame.

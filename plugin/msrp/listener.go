@@ -24,7 +24,8 @@ type ListenerConfig struct {
 	TLS *tls.Config
 	// Limits bounds the frames read on accepted connections.
 	Limits Limits
-	// Timeout bounds each write and each wait for a response: 30 s.
+	// Timeout bounds each write, and the time a connection may stay open
+	// without binding a session: 30 s.
 	Timeout time.Duration
 	// Logger receives debug and warning logs. Nil discards them.
 	Logger *slog.Logger
@@ -129,8 +130,7 @@ func (l *Listener) route(c *conn, f *Frame, id string) (*Session, int) {
 	if s == nil {
 		return nil, StatusNoSession
 	}
-	from, _ := ParsePath(f.Value(HeaderFromPath)) // checked by the Reader
-	if code := s.attach(c, from); code != 0 {
+	if code := s.attach(c, f); code != 0 {
 		return nil, code
 	}
 	return s, 0
@@ -162,6 +162,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		c := newConn(nc, l.cfg.Limits, l.cfg.Timeout, l.log)
 		c.route = l.route
 		c.self = l.uri
+		c.idle = l.cfg.Timeout
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()

@@ -3,6 +3,7 @@ package msrp
 import (
 	"context"
 	"sort"
+	"time"
 )
 
 // Message is one MSRP message, whatever the number of chunks it travels in.
@@ -47,6 +48,7 @@ type partial struct {
 	total       int64  // -1 while unknown
 	last        bool   // the chunk with FlagEnd has arrived
 	lastEnd     int64  // end of the chunk that carried FlagEnd
+	updated     time.Time
 }
 
 type span struct{ start, end int64 }

@@ -217,9 +217,9 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	return nil
 }
 
-// attach binds s to c: 0 on success, else the status to answer with. from
-// is the From-Path of the binding request, nil on the active side.
-func (s *Session) attach(c *conn, from []URI) int {
+// attach binds s to c: 0 on success, else the status to answer with. f is
+// the binding request, nil on the active side.
+func (s *Session) attach(c *conn, f *Frame) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -230,13 +230,17 @@ func (s *Session) attach(c *conn, from []URI) int {
 	case s.conn != nil:
 		return StatusSessionAlreadyBound
 	}
-	if from != nil && len(s.remote) > 0 && from[len(from)-1].SessionID != s.remote[len(s.remote)-1].SessionID {
-		return StatusNoSession // not the peer the SDP named
+	var from []URI
+	if f != nil {
+		from, _ = ParsePath(f.Value(HeaderFromPath)) // checked by the Reader
+		if len(s.remote) > 0 && from[len(from)-1].SessionID != s.remote[len(s.remote)-1].SessionID {
+			return StatusNoSession // not the peer the SDP named
+		}
 	}
 	if !c.attach(s) {
 		return StatusNoSession
 	}
-	if len(s.remote) == 0 {
+	if len(s.remote) == 0 && from != nil {
 		s.remote = from // a passive session that took any peer answers along its path
 	}
 	s.conn = c
@@ -531,6 +535,15 @@ func (s *Session) onSend(c *conn, f *Frame) {
 	}
 	if p == nil {
 		if len(s.partials) >= s.cfg.MaxPartial {
+			// Forget messages whose sender went quiet for a whole
+			// timeout without finishing or aborting them.
+			for pid, old := range s.partials {
+				if time.Since(old.updated) > s.cfg.Timeout {
+					delete(s.partials, pid)
+				}
+			}
+		}
+		if len(s.partials) >= s.cfg.MaxPartial {
 			s.mu.Unlock()
 			s.refuse(c, f, id)
 			return
@@ -544,6 +557,7 @@ func (s *Session) onSend(c *conn, f *Frame) {
 	if br.Total >= 0 {
 		p.total = br.Total
 	}
+	p.updated = time.Now()
 	p.add(off, f.Body)
 	if f.Flag == FlagEnd {
 		p.last, p.lastEnd = true, off+n

@@ -504,3 +504,9 @@ func TestDuplicateResponsesIgnored(t *testing.T) {
 		}
 	}
 }
+
+func TestUnboundConnectionTimesOut(t *testing.T) {
+	l := startListener(t, ListenerConfig{Timeout: 200 * time.Millisecond})
+	p := dialRaw(t, l)
+	p.expectClosed()
+}

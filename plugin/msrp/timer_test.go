@@ -181,3 +181,49 @@ func TestAbortOn413(t *testing.T) {
 		}
 	})
 }
+
+// TestPartialBoundAndExpiry checks the bound on messages being reassembled
+// and that a message its sender abandoned stops counting after a timeout.
+func TestPartialBoundAndExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, r, w := pipePeer(t, Config{MaxPartial: 2, Timeout: 5 * time.Second, Handler: newInbox()})
+		me, peer := s.URI().String(), "msrp://peer.invalid:2855/peer1234;tcp"
+		firstChunk := func(tid, id string) int {
+			t.Helper()
+			w.WriteFrame(&Frame{TID: tid, Method: "SEND", Header: []Header{
+				{HeaderToPath, me}, {HeaderFromPath, peer}, {HeaderMessageID, id},
+				{HeaderByteRange, "1-4/8"}, {HeaderContentType, "text/plain"}}, Body: []byte("abcd"), Flag: FlagMore})
+			f, err := r.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f.Status
+		}
+		for i, want := range []int{200, 200, 413} {
+			if got := firstChunk("tid000"+string(rune('a'+i)), "msg000"+string(rune('a'+i))); got != want {
+				t.Errorf("message %d: got %d, want %d", i, got, want)
+			}
+		}
+		time.Sleep(6 * time.Second)
+		if got := firstChunk("tid000z", "msg000z"); got != 200 {
+			t.Errorf("after the abandoned messages expired: got %d, want 200", got)
+		}
+	})
+}
+
+func TestPartialOutOfOrder(t *testing.T) {
+	p := &partial{total: -1}
+	p.add(4, []byte("efgh"))
+	p.add(8, []byte("ij"))
+	p.last, p.lastEnd = true, 10
+	if p.complete() {
+		t.Fatal("complete with a hole")
+	}
+	p.add(0, []byte("abcde")) // overlaps what is there
+	if !p.complete() {
+		t.Fatal("not complete")
+	}
+	if got := string(p.buf[:p.size()]); got != "abcdefghij" {
+		t.Errorf("got %q", got)
+	}
+}

@@ -101,8 +101,8 @@ func ParseURI(s string) (URI, error) {
 		}
 		u.Port = p
 	}
-	fields := strings.Split(params, ";")
-	u.Transport = fields[0]
+	transport, params, more := strings.Cut(params, ";")
+	u.Transport = transport
 	if u.Transport == "" {
 		return URI{}, fmt.Errorf("msrp: uri %q: empty transport", s)
 	}
@@ -111,7 +111,9 @@ func ParseURI(s string) (URI, error) {
 			return URI{}, fmt.Errorf("msrp: uri %q: bad transport", s)
 		}
 	}
-	for _, p := range fields[1:] {
+	for more {
+		var p string
+		p, params, more = strings.Cut(params, ";")
 		if p == "" {
 			return URI{}, fmt.Errorf("msrp: uri %q: empty parameter", s)
 		}
@@ -120,9 +122,7 @@ func ParseURI(s string) (URI, error) {
 				return URI{}, fmt.Errorf("msrp: uri %q: bad parameter", s)
 			}
 		}
-	}
-	if len(fields) > 1 {
-		u.Params = fields[1:]
+		u.Params = append(u.Params, p)
 	}
 	return u, nil
 }
@@ -220,6 +220,22 @@ func ParsePath(s string) ([]URI, error) {
 		path = append(path, u)
 	}
 	return path, nil
+}
+
+// validPath reports whether ParsePath would accept s, without allocating
+// for a well-formed path.
+func validPath(s string) bool {
+	if s == "" {
+		return false
+	}
+	for more := true; more; {
+		var f string
+		f, s, more = strings.Cut(s, " ")
+		if _, err := ParseURI(f); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // FormatPath formats a path as a To-Path or From-Path value.
