@@ -40,14 +40,14 @@ func (f HandlerFunc) ServeMSRP(ctx context.Context, s *Session, m *Message) erro
 
 var _ Handler = HandlerFunc(nil)
 
-// partial is a message being reassembled from its chunks.
+// partial is a message being reassembled from its chunks. It is complete
+// once the chunk ended by "$" has come and every octet before its end.
 type partial struct {
 	contentType string
 	buf         []byte
 	have        []span // received octet ranges, sorted, merged, 0-based [start,end)
-	total       int64  // -1 while unknown
 	last        bool   // the chunk with FlagEnd has arrived
-	lastEnd     int64  // end of the chunk that carried FlagEnd
+	lastEnd     int64  // end of the chunk that carried FlagEnd: the size
 	updated     time.Time
 }
 
@@ -88,19 +88,5 @@ func (p *partial) complete() bool {
 	if !p.last {
 		return false
 	}
-	size := p.lastEnd
-	if p.total >= 0 {
-		size = p.total
-	}
-	if size == 0 {
-		return true
-	}
-	return len(p.have) == 1 && p.have[0].start == 0 && p.have[0].end >= size
-}
-
-func (p *partial) size() int64 {
-	if p.total >= 0 {
-		return p.total
-	}
-	return p.lastEnd
+	return p.lastEnd == 0 || len(p.have) > 0 && p.have[0].start == 0 && p.have[0].end >= p.lastEnd
 }

@@ -502,11 +502,10 @@ func (s *Session) onSend(c *conn, f *Frame) {
 	if v, ok := f.Get(HeaderByteRange); ok {
 		br, _ = ParseByteRange(v) // checked by the Reader
 	}
+	// The end-line, not Byte-Range, delimits the chunk: a range end that
+	// disagrees with the body (as in RFC 4975's own §7 example) is not
+	// trusted, only the start is.
 	off := br.Start - 1
-	if br.End >= 0 && br.End != off+n && f.Flag != FlagAbort {
-		c.reply(f, StatusBadRequest, "Byte-Range does not match body")
-		return
-	}
 	if br.Total > s.cfg.MaxMessageSize || off+n > s.cfg.MaxMessageSize {
 		s.refuse(c, f, id)
 		return
@@ -527,7 +526,7 @@ func (s *Session) onSend(c *conn, f *Frame) {
 		c.reply(f, StatusOK, "")
 		return
 	}
-	if p == nil && off == 0 && f.Flag == FlagEnd && (br.Total < 0 || br.Total == n) {
+	if p == nil && off == 0 && f.Flag == FlagEnd {
 		// The whole message in one chunk: no reassembly.
 		s.mu.Unlock()
 		s.deliver(c, f, &Message{ID: id, ContentType: f.Value(HeaderContentType), Body: f.Body})
@@ -548,14 +547,11 @@ func (s *Session) onSend(c *conn, f *Frame) {
 			s.refuse(c, f, id)
 			return
 		}
-		p = &partial{total: -1}
+		p = &partial{}
 		s.partials[id] = p
 	}
 	if p.contentType == "" {
 		p.contentType = f.Value(HeaderContentType)
-	}
-	if br.Total >= 0 {
-		p.total = br.Total
 	}
 	p.updated = time.Now()
 	p.add(off, f.Body)
@@ -569,7 +565,7 @@ func (s *Session) onSend(c *conn, f *Frame) {
 	}
 	delete(s.partials, id)
 	s.mu.Unlock()
-	s.deliver(c, f, &Message{ID: id, ContentType: p.contentType, Body: p.buf[:p.size()]})
+	s.deliver(c, f, &Message{ID: id, ContentType: p.contentType, Body: p.buf[:p.lastEnd]})
 }
 
 // refuse answers 413 and remembers id so that its later chunks get 413 too.

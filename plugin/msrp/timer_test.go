@@ -212,7 +212,7 @@ func TestPartialBoundAndExpiry(t *testing.T) {
 }
 
 func TestPartialOutOfOrder(t *testing.T) {
-	p := &partial{total: -1}
+	p := &partial{}
 	p.add(4, []byte("efgh"))
 	p.add(8, []byte("ij"))
 	p.last, p.lastEnd = true, 10
@@ -223,7 +223,7 @@ func TestPartialOutOfOrder(t *testing.T) {
 	if !p.complete() {
 		t.Fatal("not complete")
 	}
-	if got := string(p.buf[:p.size()]); got != "abcdefghij" {
+	if got := string(p.buf[:p.lastEnd]); got != "abcdefghij" {
 		t.Errorf("got %q", got)
 	}
 }
