@@ -190,6 +190,9 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	}
 	if code := s.attach(c, nil); code != 0 {
 		nc.Close()
+		if code == StatusSessionAlreadyBound {
+			return errors.New("msrp: connect: session already bound")
+		}
 		return ErrClosed
 	}
 	s.wg.Add(1)
@@ -198,7 +201,7 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 		c.readLoop()
 	}()
 
-	bind := s.request("SEND", newIdent(), nil)
+	bind := s.request("SEND", newIdent(), []Header{{HeaderMessageID, newIdent()}})
 	errc := make(chan error, 1)
 	if err := c.request(bind, func(err error) { errc <- err }); err != nil {
 		return fmt.Errorf("msrp: connect: %w", err)
