@@ -5,14 +5,9 @@ import (
 	"fmt"
 )
 
-// Sentinel errors of the package.
-var (
-	// ErrClosed is returned by operations on a closed Session or Listener.
-	ErrClosed = errors.New("msrp: closed")
-	// ErrNotBound is returned when a session has no connection yet and
-	// cannot get one (for example Connect on a session added to a Listener).
-	ErrNotBound = errors.New("msrp: session not bound to a connection")
-)
+// ErrClosed is returned by operations on a closed Session, Listener or
+// connection.
+var ErrClosed = errors.New("msrp: closed")
 
 // Status codes used by this package (RFC 4975 §10).
 const (
