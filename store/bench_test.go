@@ -1,0 +1,161 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/test/harness"
+)
+
+// benchClients matches `redis-benchmark -c 50`; compare with
+//
+//	redis-benchmark -h 127.0.0.1 -p PORT -t rpush -P 1 -c 50 -n 200000 -q
+const benchClients = 50
+
+// A typical stored SIP MESSAGE.
+var benchRaw = []byte("MESSAGE sip:user2@example.com SIP/2.0\r\n" +
+	"Via: SIP/2.0/TCP user1pc.example.com;branch=z9hG4bK776sgdkse\r\nMax-Forwards: 70\r\n" +
+	"From: sip:user1@example.com;tag=49583\r\nTo: sip:user2@example.com\r\n" +
+	"Call-ID: asd88asd77a@1.2.3.4\r\nDate: Thu, 21 Feb 2002 13:02:03 GMT\r\nCSeq: 1 MESSAGE\r\n" +
+	"Content-Type: text/plain\r\nContent-Length: 18\r\n\r\nWatson, come here.")
+
+func benchStore(b *testing.B) (*store.Redis, *harness.RedisServer) {
+	srv := harness.Redis(b)
+	s, err := store.New(store.Config{URL: srv.URL() + fmt.Sprintf("?pool_size=%d", benchClients+10)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s, srv
+}
+
+// rpushRate runs redis-benchmark's unpipelined RPUSH at benchClients
+// against srv and returns requests per second, or 0 when not installed.
+func rpushRate(b *testing.B, srv *harness.RedisServer) float64 {
+	bin, err := exec.LookPath("redis-benchmark")
+	if err != nil {
+		return 0
+	}
+	host, port, _ := net.SplitHostPort(srv.Addr)
+	out, err := exec.Command(bin, "-h", host, "-p", port, "-t", "rpush", "-P", "1",
+		"-c", strconv.Itoa(benchClients), "-n", "200000", "-q").Output()
+	if err != nil {
+		b.Logf("redis-benchmark: %v", err)
+		return 0
+	}
+	m := regexp.MustCompile(`RPUSH: ([0-9.]+) requests per second`).FindSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	rate, _ := strconv.ParseFloat(string(m[1]), 64)
+	return rate
+}
+
+func benchParallelism(b *testing.B) {
+	// RunParallel starts GOMAXPROCS*p goroutines.
+	b.SetParallelism((benchClients + testingProcs() - 1) / testingProcs())
+}
+
+// BenchmarkAppend: appends spread over 1000 recipients.
+func BenchmarkAppend(b *testing.B) {
+	s, srv := benchStore(b)
+	ctx := context.Background()
+	var next atomic.Int64
+	benchParallelism(b)
+	b.SetBytes(int64(len(benchRaw)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			m := &plugin.Message{Recipient: plugin.AOR(fmt.Sprintf("sip:u%d@example.com", i%1000)),
+				Kind: plugin.KindSIPMessage, Raw: benchRaw, Received: time.Now()}
+			if err := s.Append(ctx, m, plugin.Limits{TTL: time.Hour}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "msgs/s")
+	if b.N >= 10000 {
+		// Same server, same machine, same concurrency, right after.
+		if rpush := rpushRate(b, srv); rpush > 0 {
+			b.ReportMetric(rpush, "rpush/s")
+			b.ReportMetric(rate/rpush, "ratio")
+		}
+	}
+}
+
+// BenchmarkClaimAck: each goroutine drains its own recipients: Lock, Claim
+// 10, Ack each, Unlock. One op is one message delivered.
+func BenchmarkClaimAck(b *testing.B) {
+	s, _ := benchStore(b)
+	ctx := context.Background()
+	const batch = 10
+	workers := benchClients
+	perWorker := b.N/workers + batch
+	for w := range workers {
+		fill(b, s, plugin.AOR(fmt.Sprintf("sip:w%d@example.com", w)), perWorker)
+	}
+	var worker atomic.Int64
+	benchParallelism(b)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		w := worker.Add(1) - 1
+		aor := plugin.AOR(fmt.Sprintf("sip:w%d@example.com", w%int64(workers)))
+		token := fmt.Sprint("bench-", w)
+		var msgs []*plugin.Message
+		for pb.Next() {
+			if len(msgs) == 0 {
+				if ok, err := s.Lock(ctx, aor, token, time.Minute); !ok || err != nil {
+					b.Errorf("Lock = %v, %v", ok, err)
+					return
+				}
+				var err error
+				if msgs, err = s.Claim(ctx, aor, token, batch, time.Minute); err == nil && len(msgs) == 0 {
+					// pb.Next shares work unevenly; top up (rare, timed).
+					fill(b, s, aor, 10*batch)
+					msgs, err = s.Claim(ctx, aor, token, batch, time.Minute)
+				}
+				if err != nil || len(msgs) == 0 {
+					b.Errorf("Claim = %d, %v", len(msgs), err)
+					return
+				}
+			}
+			if err := s.Ack(ctx, aor, token, msgs[0].ID); err != nil {
+				b.Error(err)
+				return
+			}
+			if msgs = msgs[1:]; len(msgs) == 0 {
+				if err := s.Unlock(ctx, aor, token); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func testingProcs() int { return runtime.GOMAXPROCS(0) }
+
+func fill(b *testing.B, s *store.Redis, aor plugin.AOR, n int) {
+	for range n {
+		m := &plugin.Message{Recipient: aor, Kind: plugin.KindSIPMessage, Raw: benchRaw, Received: time.Now()}
+		if err := s.Append(context.Background(), m, plugin.Limits{}); err != nil {
+			b.Error(err)
+			return
+		}
+	}
+}
