@@ -66,8 +66,10 @@ type Message struct {
 // Size is what Limits.MaxMessageSize is checked against: the stored bytes.
 func (m *Message) Size() int { return len(m.Raw) + len(m.Invite) }
 
-// NewID returns a new ULID string for a message received at now. Ids made
-// in one process are strictly increasing, also within one millisecond.
+// NewID returns a new ULID string for a message received at now. Ids sort
+// by now to the millisecond; within one millisecond, ids made one after
+// another sort in creation order (unless ids for another millisecond are
+// made in between, which restarts the random part).
 func NewID(now time.Time) string {
 	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
 }

