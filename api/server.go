@@ -50,9 +50,10 @@ type Config struct {
 
 // Server serves the hooks and the admin API.
 type Server struct {
-	cfg   Config
-	hooks *server.Hertz
-	admin *server.Hertz
+	cfg       Config
+	hooks     *server.Hertz
+	admin     *server.Hertz
+	listeners []*trackingListener
 }
 
 // New returns a Server ready to Run.
@@ -83,8 +84,10 @@ func New(cfg Config) (*Server, error) {
 }
 
 func (s *Server) newHertz(ln net.Listener, tlsCfg *tls.Config) *server.Hertz {
+	tl := newTrackingListener(ln)
+	s.listeners = append(s.listeners, tl)
 	opts := []config.Option{
-		server.WithListener(ln),
+		server.WithListener(tl),
 		// The standard transport serves any net.Listener and TLS; netpoll
 		// would need its own listener.
 		server.WithTransport(standard.NewTransporter),
@@ -130,10 +133,22 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	var sg sync.WaitGroup
 	for _, h := range []*server.Hertz{s.hooks, s.admin} {
-		// A listener that already failed is not running: ignore that.
-		_ = h.Shutdown(sctx)
+		sg.Add(1)
+		go func() {
+			defer sg.Done()
+			// A listener that already failed is not running: ignore that.
+			_ = h.Shutdown(sctx)
+		}()
 	}
+	// No new connections (Shutdown closes the listeners too; twice is
+	// harmless), then idle keep-alive connections are told to go.
+	for _, l := range s.listeners {
+		_ = l.Listener.Close()
+		l.expireReads()
+	}
+	sg.Wait()
 	wg.Wait()
 	return runErr
 }

@@ -1,0 +1,59 @@
+package api
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// trackingListener remembers the connections it accepted, so that a
+// shutdown can end idle keep-alive connections at once: hertz waits for
+// every open connection to close, and an idle client would otherwise hold
+// the shutdown for the whole timeout.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+func newTrackingListener(l net.Listener) *trackingListener {
+	return &trackingListener{Listener: l, conns: map[*trackedConn]struct{}{}}
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[tc] = struct{}{}
+	l.mu.Unlock()
+	return tc, nil
+}
+
+// expireReads makes every open connection's pending and next read fail, so
+// that connections waiting for a request close. A request already read is
+// still answered: writes are not affected.
+func (l *trackingListener) expireReads() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		_ = c.SetReadDeadline(time.Now())
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackingListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

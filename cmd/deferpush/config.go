@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/deferpush/deferpush/store"
+)
+
+// Config is deferpush's configuration: a YAML file (--config), then
+// environment variables, then flags, each overriding the one before.
+//
+// Every scalar field has an environment variable named DEFERPUSH_ followed by
+// its YAML path in upper case with "_" between the parts: hooks.listen is
+// DEFERPUSH_HOOKS_LISTEN. Lists of strings take a comma-separated value.
+type Config struct {
+	Log      LogConfig      `yaml:"log"`
+	Hooks    HooksConfig    `yaml:"hooks"`
+	Admin    AdminConfig    `yaml:"admin"`
+	Redis    RedisConfig    `yaml:"redis"`
+	SIP      SIPConfig      `yaml:"sip"`
+	MSRP     MSRPConfig     `yaml:"msrp"`
+	Push     PushConfig     `yaml:"push"`
+	Shutdown ShutdownConfig `yaml:"shutdown"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Empty means info.
+	Level string `yaml:"level"`
+	// Format is text, json or auto (text on a terminal, JSON otherwise).
+	// Empty means auto.
+	Format string `yaml:"format"`
+}
+
+// HooksConfig configures the listener the proxy's route script calls.
+type HooksConfig struct {
+	// Listen is host:port. Empty means 127.0.0.1:8710.
+	Listen string `yaml:"listen"`
+	// Token is the shared secret the proxy sends in the X-Deferpush-Token
+	// header. Empty means one is generated at start and printed once.
+	Token string `yaml:"token"`
+	// AllowCIDRs, when not empty, refuses hook calls from other sources.
+	AllowCIDRs []string `yaml:"allow_cidrs"`
+	// TLSCert and TLSKey, both set, serve the hooks over HTTPS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// AdminConfig configures the operators' REST API listener.
+type AdminConfig struct {
+	// Listen is host:port. Empty means 127.0.0.1:8711.
+	Listen string `yaml:"listen"`
+	// Token is a bearer token with the admin role. When neither Token nor
+	// Tokens is set, an admin token is generated at start and printed once.
+	Token string `yaml:"token"`
+	// Tokens are further bearer tokens, each with a role (admin or viewer).
+	Tokens []TokenConfig `yaml:"tokens"`
+	// TLSCert and TLSKey, both set, serve the admin API over HTTPS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// TokenConfig is one admin API bearer token.
+type TokenConfig struct {
+	// Name says whose token it is; it is what the logs show, never the token.
+	Name  string `yaml:"name"`
+	Token string `yaml:"token"`
+	// Role is admin (read and write) or viewer (read only).
+	Role string `yaml:"role"`
+}
+
+// RedisConfig selects the store.
+type RedisConfig struct {
+	// URL is redis://, rediss://, redis+sentinel:// or redis+cluster://.
+	// Empty means the embedded in-memory store: nothing survives a restart.
+	URL string `yaml:"url"`
+}
+
+// SIPConfig configures deferpush's SIP user agent.
+type SIPConfig struct {
+	// Listen is host:port for SIP over UDP and TCP. Empty means
+	// 127.0.0.1:5070.
+	Listen string `yaml:"listen"`
+	// Advertise is the host (and port) put in Contact and Via, for when
+	// Listen is a wildcard address. Empty means the Listen address.
+	Advertise string `yaml:"advertise"`
+	// OutboundProxy is the SIP URI of the proxy INVITEs go through, e.g.
+	// sip:127.0.0.1:5060;transport=tcp. Empty sends them to the target
+	// directly.
+	OutboundProxy string `yaml:"outbound_proxy"`
+}
+
+// MSRPConfig configures deferpush's MSRP endpoint.
+type MSRPConfig struct {
+	// Listen is host:port. Empty means 127.0.0.1:2855.
+	Listen string `yaml:"listen"`
+	// Advertise is the host put in our MSRP path. Empty means the Listen
+	// host.
+	Advertise string `yaml:"advertise"`
+	// ChunkSize is the largest body of one SEND, in octets. Zero means 2048.
+	ChunkSize int `yaml:"chunk_size"`
+	// TLSCert and TLSKey, both set, serve msrps:// (TCP/TLS/MSRP).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// PushConfig bounds the push engine of this instance.
+type PushConfig struct {
+	// MaxConcurrent is the most pushes this instance runs at once. Zero
+	// means 256.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// LockTTL is the lease of a recipient's push lock; a crashed instance's
+	// lock frees itself after it. Zero means 30s.
+	LockTTL time.Duration `yaml:"lock_ttl"`
+}
+
+// ShutdownConfig bounds the graceful shutdown.
+type ShutdownConfig struct {
+	// Timeout is how long in-flight work may take to finish after SIGINT or
+	// SIGTERM. Zero means 10s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+const envPrefix = "DEFERPUSH_"
+
+// defaults fills the zero values documented on each field.
+func (c *Config) defaults() {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	set(&c.Log.Level, "info")
+	set(&c.Log.Format, "auto")
+	set(&c.Hooks.Listen, "127.0.0.1:8710")
+	set(&c.Admin.Listen, "127.0.0.1:8711")
+	set(&c.SIP.Listen, "127.0.0.1:5070")
+	set(&c.MSRP.Listen, "127.0.0.1:2855")
+	if c.MSRP.ChunkSize == 0 {
+		c.MSRP.ChunkSize = 2048
+	}
+	if c.Push.MaxConcurrent == 0 {
+		c.Push.MaxConcurrent = 256
+	}
+	if c.Push.LockTTL == 0 {
+		c.Push.LockTTL = 30 * time.Second
+	}
+	if c.Shutdown.Timeout == 0 {
+		c.Shutdown.Timeout = 10 * time.Second
+	}
+}
+
+// FieldError says which field of the configuration is wrong, and where.
+type FieldError struct {
+	// Field is the YAML path, e.g. hooks.listen.
+	Field string
+	// Source is where the value came from: a file name with its line
+	// (config.yaml:12), an environment variable, or a flag.
+	Source string
+	Msg    string
+}
+
+func (e *FieldError) Error() string {
+	if e.Source != "" {
+		return fmt.Sprintf("%s: %s: %s", e.Source, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Field, e.Msg)
+}
+
+// validate checks every field and returns the first wrong one.
+func (c *Config) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		return bad("log.format", "%q is not one of auto, text, json", c.Log.Format)
+	}
+	for _, f := range []struct {
+		name, v string
+	}{
+		{"hooks.listen", c.Hooks.Listen}, {"admin.listen", c.Admin.Listen},
+		{"sip.listen", c.SIP.Listen}, {"msrp.listen", c.MSRP.Listen},
+	} {
+		if _, port, err := net.SplitHostPort(f.v); err != nil {
+			return bad(f.name, "%q is not host:port: %v", f.v, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return bad(f.name, "%q has no valid port", f.v)
+		}
+	}
+	for _, f := range []struct{ name, listen, advertise string }{
+		{"sip", c.SIP.Listen, c.SIP.Advertise}, {"msrp", c.MSRP.Listen, c.MSRP.Advertise},
+	} {
+		host, _, _ := net.SplitHostPort(f.listen)
+		if ip, err := netip.ParseAddr(host); (host == "" || err == nil && ip.IsUnspecified()) && f.advertise == "" {
+			return bad(f.name+".advertise", "is required when %s.listen (%s) is a wildcard address: peers need an address to reach", f.name, f.listen)
+		}
+	}
+	if c.Hooks.Listen == c.Admin.Listen && !strings.HasSuffix(c.Hooks.Listen, ":0") {
+		return bad("admin.listen", "must differ from hooks.listen (%s): the admin API and the hooks are served apart", c.Hooks.Listen)
+	}
+	for i, cidr := range c.Hooks.AllowCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			return bad(fmt.Sprintf("hooks.allow_cidrs[%d]", i), "%q is not a CIDR prefix", cidr)
+		}
+	}
+	for _, p := range []struct{ name, cert, key string }{
+		{"hooks", c.Hooks.TLSCert, c.Hooks.TLSKey},
+		{"admin", c.Admin.TLSCert, c.Admin.TLSKey},
+		{"msrp", c.MSRP.TLSCert, c.MSRP.TLSKey},
+	} {
+		if (p.cert == "") != (p.key == "") {
+			return bad(p.name+".tls_key", "tls_cert and tls_key must be set together")
+		}
+	}
+	seen := map[string]bool{}
+	for i, tk := range c.Admin.Tokens {
+		field := fmt.Sprintf("admin.tokens[%d]", i)
+		if tk.Name == "" {
+			return bad(field+".name", "is required")
+		}
+		if len(tk.Token) < 16 {
+			return bad(field+".token", "must be at least 16 characters")
+		}
+		if tk.Role != "admin" && tk.Role != "viewer" {
+			return bad(field+".role", "%q is not admin or viewer", tk.Role)
+		}
+		if seen[tk.Token] {
+			return bad(field+".token", "is used twice")
+		}
+		seen[tk.Token] = true
+	}
+	if c.Admin.Token != "" && len(c.Admin.Token) < 16 {
+		return bad("admin.token", "must be at least 16 characters")
+	}
+	if c.Hooks.Token != "" && len(c.Hooks.Token) < 16 {
+		return bad("hooks.token", "must be at least 16 characters")
+	}
+	if u := c.Redis.URL; u != "" {
+		if _, err := store.ParseURL(u); err != nil {
+			return bad("redis.url", "%v", err)
+		}
+	}
+	if p := c.SIP.OutboundProxy; p != "" && !strings.HasPrefix(p, "sip:") && !strings.HasPrefix(p, "sips:") {
+		return bad("sip.outbound_proxy", "%q is not a sip: or sips: URI", p)
+	}
+	if c.MSRP.ChunkSize < 64 || c.MSRP.ChunkSize > 10000 {
+		// Kamailio's msrp relay cannot route frames of 11,239 bytes or more.
+		return bad("msrp.chunk_size", "%d is not between 64 and 10000 octets", c.MSRP.ChunkSize)
+	}
+	if c.Push.MaxConcurrent < 1 {
+		return bad("push.max_concurrent", "must be at least 1")
+	}
+	if c.Push.LockTTL < time.Second {
+		return bad("push.lock_ttl", "must be at least 1s")
+	}
+	if c.Shutdown.Timeout < 0 {
+		return bad("shutdown.timeout", "must not be negative")
+	}
+	return nil
+}
+
+// loadFile decodes a YAML file strictly: an unknown field, a wrong type or a
+// field that fails validation is reported with the file, line and field.
+func loadFile(path string, c *Config) error {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := yaml.UnmarshalWithOptions(src, c, yaml.Strict()); err != nil {
+		return fmt.Errorf("config %s: %s", path, yaml.FormatError(err, false, true))
+	}
+	return nil
+}
+
+// locate says where the value of a FieldError's field came from: a flag,
+// an environment variable, or the file and line, in that order of
+// precedence.
+func locate(err error, path string, flags map[string]string, lookup func(string) (string, bool)) error {
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Source != "" {
+		return err
+	}
+	if _, ok := flags[fe.Field]; ok {
+		fe.Source = "flag"
+		return fe
+	}
+	if _, ok := lookup(envName(fe.Field)); ok {
+		fe.Source = "environment " + envName(fe.Field)
+		return fe
+	}
+	if path == "" {
+		return err
+	}
+	src, rerr := os.ReadFile(path)
+	if rerr != nil {
+		return err
+	}
+	yp, perr := yaml.PathString("$." + fe.Field)
+	if perr != nil {
+		return err
+	}
+	node, nerr := yp.ReadNode(bytes.NewReader(src))
+	if nerr != nil || node == nil {
+		return err
+	}
+	fe.Source = fmt.Sprintf("%s:%d", path, node.GetToken().Position.Line)
+	return fe
+}
+
+// applyEnv sets every field that has its DEFERPUSH_ variable set.
+func applyEnv(c *Config, lookup func(string) (string, bool)) error {
+	return walkEnv(reflect.ValueOf(c).Elem(), envPrefix, "", lookup)
+}
+
+func walkEnv(v reflect.Value, prefix, path string, lookup func(string) (string, bool)) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name := prefix + strings.ToUpper(tag)
+		field := tag
+		if path != "" {
+			field = path + "." + tag
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			if err := walkEnv(fv, name+"_", field, lookup); err != nil {
+				return err
+			}
+			continue
+		}
+		raw, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		if err := setScalar(fv, raw); err != nil {
+			return &FieldError{Field: field, Source: "environment " + name, Msg: err.Error()}
+		}
+	}
+	return nil
+}
+
+// setScalar parses raw into v, for the kinds a Config holds.
+func setScalar(v reflect.Value, raw string) error {
+	switch {
+	case v.Type() == reflect.TypeFor[time.Duration]():
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration like 30s or 5m", raw)
+		}
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.String:
+		v.SetString(raw)
+	case v.Kind() == reflect.Int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", raw)
+		}
+		v.SetInt(int64(n))
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", raw)
+		}
+		v.SetBool(b)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		var parts []string
+		for p := range strings.SplitSeq(raw, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("cannot be set from the environment; use the config file")
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "deferpush.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig("", nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Log:      LogConfig{Level: "info", Format: "auto"},
+		Hooks:    HooksConfig{Listen: "127.0.0.1:8710"},
+		Admin:    AdminConfig{Listen: "127.0.0.1:8711"},
+		SIP:      SIPConfig{Listen: "127.0.0.1:5070"},
+		MSRP:     MSRPConfig{Listen: "127.0.0.1:2855", ChunkSize: 2048},
+		Push:     PushConfig{MaxConcurrent: 256, LockTTL: 30 * time.Second},
+		Shutdown: ShutdownConfig{Timeout: 10 * time.Second},
+	}
+	if diff := cmp.Diff(want, *cfg); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	path := writeFile(t, `
+redis:
+  url: redis://file:6379/0
+hooks:
+  listen: 127.0.0.1:9001
+admin:
+  listen: 127.0.0.1:9002
+log:
+  level: debug
+`)
+	env := map[string]string{
+		"DEFERPUSH_HOOKS_LISTEN":      "127.0.0.1:9101",
+		"DEFERPUSH_REDIS_URL":         "redis://env:6379/0",
+		"DEFERPUSH_HOOKS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
+		"DEFERPUSH_PUSH_LOCK_TTL":     "45s",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	cfg, err := loadConfig(path, map[string]string{"redis.url": "redis://flag:6379/0"}, lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ field, got, want string }{
+		{"redis.url (flag over env over file)", cfg.Redis.URL, "redis://flag:6379/0"},
+		{"hooks.listen (env over file)", cfg.Hooks.Listen, "127.0.0.1:9101"},
+		{"admin.listen (file)", cfg.Admin.Listen, "127.0.0.1:9002"},
+		{"log.level (file)", cfg.Log.Level, "debug"},
+		{"push.lock_ttl (env)", cfg.Push.LockTTL.String(), "45s"},
+		{"hooks.allow_cidrs (env list)", strings.Join(cfg.Hooks.AllowCIDRs, "|"), "127.0.0.0/8|::1/128"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.field, c.got, c.want)
+		}
+	}
+}
+
+func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string
+		env  map[string]string
+		want []string // substrings of the error
+	}{
+		{
+			name: "unknown field",
+			body: "hooks:\n  listen: 127.0.0.1:1\n  lisen: x\n",
+			want: []string{"deferpush.yaml", "[3:", "lisen"},
+		},
+		{
+			name: "wrong type",
+			body: "msrp:\n  chunk_size: lots\n",
+			want: []string{"deferpush.yaml", "[2:", "chunk_size"},
+		},
+		{
+			name: "not YAML",
+			body: "hooks: [\n",
+			want: []string{"deferpush.yaml"},
+		},
+		{
+			name: "invalid value",
+			body: "log:\n  level: info\nadmin:\n  listen: nowhere\n",
+			want: []string{"deferpush.yaml:4", "admin.listen", `"nowhere" is not host:port`},
+		},
+		{
+			name: "invalid list item",
+			body: "hooks:\n  allow_cidrs:\n    - 127.0.0.0/8\n    - 10.0.0.300/8\n",
+			want: []string{"deferpush.yaml:4", "hooks.allow_cidrs[1]", "not a CIDR"},
+		},
+		{
+			name: "token role",
+			body: "admin:\n  tokens:\n    - name: ops\n      token: 0123456789abcdef0123\n      role: root\n",
+			want: []string{"deferpush.yaml:5", "admin.tokens[0].role", `"root"`},
+		},
+		{
+			name: "bad environment value",
+			env:  map[string]string{"DEFERPUSH_PUSH_MAX_CONCURRENT": "many"},
+			want: []string{"environment DEFERPUSH_PUSH_MAX_CONCURRENT", "push.max_concurrent", "not an integer"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.body != "" {
+				path = writeFile(t, tc.body)
+			}
+			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			_, err := loadConfig(path, nil, lookup)
+			if err == nil {
+				t.Fatal("loadConfig succeeded, want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	good := writeFile(t, "hooks:\n  listen: 127.0.0.1:9001\n")
+	bad := writeFile(t, "sip:\n  outbound_proxy: http://proxy\n")
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		inStdout string
+		inStderr string
+	}{
+		{"version", []string{"version"}, 0, "deferpush ", ""},
+		{"config check ok", []string{"config", "check", good}, 0, ": ok", ""},
+		{"config check bad", []string{"config", "check", bad}, 1, "", "deferpush.yaml:2: sip.outbound_proxy"},
+		{"config check missing", []string{"config", "check", "/nonexistent.yaml"}, 1, "", "no such file"},
+		{"serve bad config", []string{"serve", "--config", bad}, 2, "", "sip.outbound_proxy"},
+		{"serve bad flag", []string{"serve", "--log-level", "loud"}, 2, "", "flag: log.level"},
+		{"no command", nil, 2, "", "usage"},
+		{"unknown command", []string{"frobnicate"}, 2, "", "unknown command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tc.args, &stdout, &stderr)
+			if code != tc.code {
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.code, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.inStdout) {
+				t.Errorf("stdout %q does not contain %q", stdout.String(), tc.inStdout)
+			}
+			if !strings.Contains(stderr.String(), tc.inStderr) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.inStderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/api"
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/push"
+	"github.com/deferpush/deferpush/store"
+)
+
+// serve runs deferpush until ctx ends (SIGINT or SIGTERM), then shuts down
+// within cfg.Shutdown.Timeout.
+func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	routeHertzLogs(log)
+	// sipgo's transport and transaction layers log through a global.
+	sip.SetDefaultLogger(log.With("component", "sip"))
+	if path != "" {
+		log.Info("configuration loaded", "file", path)
+	}
+
+	// Secrets nobody configured are generated and shown once: the operator
+	// copies them into the proxy's script and their API client.
+	if cfg.Hooks.Token == "" {
+		cfg.Hooks.Token = newToken()
+		fmt.Fprintf(stderr, "deferpush: no hooks.token configured; generated for this run (shown once): %s\n", cfg.Hooks.Token)
+	}
+	if cfg.Admin.Token == "" && len(cfg.Admin.Tokens) == 0 {
+		cfg.Admin.Token = newToken()
+		fmt.Fprintf(stderr, "deferpush: no admin token configured; generated for this run (shown once): %s\n", cfg.Admin.Token)
+	}
+
+	st, err := openStore(ctx, cfg.Redis, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	stack, err := newSIPStack(cfg.SIP, log)
+	if err != nil {
+		return err
+	}
+	msrpHost := cfg.MSRP.Advertise
+	if msrpHost == "" {
+		msrpHost, _, _ = net.SplitHostPort(cfg.MSRP.Listen)
+	}
+	ml, err := msrp.NewListener(msrp.ListenerConfig{Addr: cfg.MSRP.Listen, Host: msrpHost, Logger: log})
+	if err != nil {
+		stack.close()
+		return fmt.Errorf("msrp listener: %w", err)
+	}
+	pusher, err := push.New(push.Config{
+		Client:        stack.client,
+		Contact:       stack.contact(),
+		OutboundProxy: cfg.SIP.OutboundProxy,
+		MSRP:          ml,
+		ChunkSize:     cfg.MSRP.ChunkSize,
+		Logger:        log,
+	})
+	if err != nil {
+		stack.close()
+		ml.Close()
+		return err
+	}
+	stack.route(pusher)
+	eng, err := plugin.NewEngine(plugin.EngineConfig{
+		Store:         st,
+		Pusher:        pusher,
+		MaxConcurrent: cfg.Push.MaxConcurrent,
+		LockTTL:       cfg.Push.LockTTL,
+		Logger:        log,
+	})
+	if err != nil {
+		stack.close()
+		ml.Close()
+		return err
+	}
+
+	hooksLn, err := net.Listen("tcp", cfg.Hooks.Listen)
+	if err != nil {
+		stack.close()
+		ml.Close()
+		return fmt.Errorf("hooks listener: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		stack.close()
+		ml.Close()
+		hooksLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	srv, err := api.New(api.Config{
+		HooksListener:   hooksLn,
+		AdminListener:   adminLn,
+		Store:           st,
+		ShutdownTimeout: cfg.Shutdown.Timeout,
+		Logger:          log,
+	})
+	if err != nil {
+		stack.close()
+		ml.Close()
+		hooksLn.Close()
+		adminLn.Close()
+		return err
+	}
+	log.Info("hooks listening", "addr", hooksLn.Addr().String())
+	log.Info("admin api listening", "addr", adminLn.Addr().String())
+	log.Info("sip listening", "addr", stack.tcp.Addr().String(), "transports", "udp,tcp", "contact", stack.contact())
+	log.Info("msrp listening", "uri", ml.URI().String())
+	log.Info("deferpush started", "version", versionString())
+
+	// Everything runs until ctx ends. The engine stops last among the
+	// workers so that pushes cancelled by the shutdown put their messages
+	// back before the store closes.
+	return runAll(ctx, log, cfg.Shutdown.Timeout,
+		component{"api", srv.Run},
+		component{"sip", stack.run},
+		component{"msrp", ml.Run},
+		component{"engine", eng.Run},
+	)
+}
+
+// component is a long-running part of the server.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// runAll runs every component until ctx ends or one fails, then cancels the
+// rest and waits for them, at most timeout (plus a grace second) in all.
+func runAll(ctx context.Context, log *slog.Logger, timeout time.Duration, cs ...component) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, len(cs))
+	for _, c := range cs {
+		go func() { results <- result{c.name, c.run(ctx)} }()
+	}
+	var first error
+	for i := range cs {
+		var r result
+		if i == 0 {
+			r = <-results
+		} else {
+			select {
+			case r = <-results:
+			case <-time.After(timeout + time.Second):
+				return fmt.Errorf("shutdown: %d components still running after %v", len(cs)-i, timeout)
+			}
+		}
+		if r.err != nil && !errors.Is(r.err, context.Canceled) && first == nil {
+			first = fmt.Errorf("%s: %w", r.name, r.err)
+			log.Error("component failed", "component", r.name, "err", r.err)
+		}
+		cancel()
+	}
+	log.Info("deferpush stopped")
+	return first
+}
+
+// openStore connects to the configured Redis, or starts the embedded
+// in-memory one when none is configured, and says so loudly.
+func openStore(ctx context.Context, cfg RedisConfig, log *slog.Logger) (*store.Redis, error) {
+	if cfg.URL == "" {
+		log.Warn("no redis configured: using the embedded in-memory store; deferred messages do NOT survive a restart (set --redis or redis.url)")
+		return store.NewEmbedded(store.Config{Logger: log})
+	}
+	st, err := store.New(store.Config{URL: cfg.URL, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	if err := st.Ping(ctx); err != nil {
+		// Not fatal: /readyz reports the outage and the client reconnects.
+		log.Warn("redis does not answer yet", "err", err)
+	}
+	return st, nil
+}
+
+func newToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newLogger builds the process logger: text on a terminal, JSON otherwise,
+// unless the configuration says which.
+func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.Format
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
