@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -15,11 +16,41 @@ import (
 	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/cloudwego/hertz/pkg/network/standard"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/deferpush/deferpush/plugin"
 )
 
-// Pinger reports whether the store can serve requests; /readyz calls it.
-type Pinger interface {
-	Ping(ctx context.Context) error
+// Engine is what the API asks of the push engine (*plugin.Engine).
+type Engine interface {
+	// Store keeps a deferred message under the operator policy.
+	Store(ctx context.Context, m *plugin.Message) error
+	// Registered reports a registration (Expires in the past: removal).
+	Registered(ctx context.Context, r plugin.Registration) error
+	// Unregistered reports a removed contact (empty: every contact).
+	Unregistered(ctx context.Context, aor plugin.AOR, contact string) error
+	// PushNow pushes to the last known contact; plugin.ErrNotFound if none.
+	PushNow(ctx context.Context, aor plugin.AOR) error
+	// Active is the number of pushes queued or running on this instance.
+	Active() int
+	// Policy is the operator policy in force.
+	Policy(ctx context.Context) (plugin.Policy, error)
+}
+
+var _ Engine = (*plugin.Engine)(nil)
+
+// Role is what an admin API token may do.
+type Role string
+
+const (
+	RoleAdmin  Role = "admin"  // read and write
+	RoleViewer Role = "viewer" // read only
+)
+
+// Token is one admin API bearer token.
+type Token struct {
+	Name  string // who holds it: logged, never the token itself
+	Token string
+	Role  Role
 }
 
 // Config configures a Server.
@@ -34,8 +65,19 @@ type Config struct {
 	HooksTLS *tls.Config
 	AdminTLS *tls.Config
 
-	// Store answers /readyz. Required.
-	Store Pinger
+	// Store keeps the messages and settings; /readyz pings it. Required.
+	Store plugin.Store
+	// Engine takes hook events and the admin API's push requests.
+	// Required.
+	Engine Engine
+
+	// HooksToken is the shared secret the proxy sends in the
+	// X-Deferpush-Token header. Required.
+	HooksToken string
+	// HooksAllow, when not empty, refuses hook calls from other sources.
+	HooksAllow []netip.Prefix
+	// AdminTokens are the admin API's bearer tokens. At least one.
+	AdminTokens []Token
 
 	// ShutdownTimeout bounds the graceful shutdown once Run's context ends.
 	// Zero means 10 s.
@@ -61,8 +103,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HooksListener == nil || cfg.AdminListener == nil {
 		return nil, errors.New("api: hooks and admin listeners are required")
 	}
-	if cfg.Store == nil {
-		return nil, errors.New("api: a store is required")
+	if cfg.Store == nil || cfg.Engine == nil {
+		return nil, errors.New("api: a store and an engine are required")
+	}
+	if cfg.HooksToken == "" || len(cfg.AdminTokens) == 0 {
+		return nil, errors.New("api: a hooks token and an admin token are required")
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second

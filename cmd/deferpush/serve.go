@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -89,6 +90,10 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		return err
 	}
 
+	var allow []netip.Prefix
+	for _, c := range cfg.Hooks.AllowCIDRs {
+		allow = append(allow, netip.MustParsePrefix(c)) // validated with the config
+	}
 	hooksLn, err := net.Listen("tcp", cfg.Hooks.Listen)
 	if err != nil {
 		stack.close()
@@ -106,6 +111,10 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		HooksListener:   hooksLn,
 		AdminListener:   adminLn,
 		Store:           st,
+		Engine:          eng,
+		HooksToken:      cfg.Hooks.Token,
+		HooksAllow:      allow,
+		AdminTokens:     adminTokens(cfg.Admin),
 		ShutdownTimeout: cfg.Shutdown.Timeout,
 		Logger:          log,
 	})
@@ -190,6 +199,18 @@ func openStore(ctx context.Context, cfg RedisConfig, log *slog.Logger) (*store.R
 		log.Warn("redis does not answer yet", "err", err)
 	}
 	return st, nil
+}
+
+// adminTokens lists the configured admin API tokens with their roles.
+func adminTokens(cfg AdminConfig) []api.Token {
+	var ts []api.Token
+	if cfg.Token != "" {
+		ts = append(ts, api.Token{Name: "admin", Token: cfg.Token, Role: api.RoleAdmin})
+	}
+	for _, t := range cfg.Tokens {
+		ts = append(ts, api.Token{Name: t.Name, Token: t.Token, Role: api.Role(t.Role)})
+	}
+	return ts
 }
 
 func newToken() string {
