@@ -125,6 +125,8 @@ func New(cfg Config) (*Server, error) {
 		h.GET("/healthz", s.healthz)
 		h.GET("/readyz", s.readyz)
 	}
+	s.routeHooks(s.hooks)
+	s.routeAdmin(s.admin)
 	return s, nil
 }
 
