@@ -144,6 +144,11 @@ func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engine
 	for eng.Registered(ctx, plugin.Registration{AOR: "sip:nobody@example.com", Contact: "sip:x@127.0.0.1", Expires: time.Now().Add(time.Hour)}) != nil {
 		time.Sleep(time.Millisecond)
 	}
+	// The probe's push finds an empty mailbox and ends; tests count
+	// active pushes from zero.
+	for eng.Active() != 0 {
+		time.Sleep(time.Millisecond)
+	}
 	return &engineEnv{st: st, eng: eng, p: p, rec: rec}
 }
 
