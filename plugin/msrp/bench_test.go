@@ -142,3 +142,40 @@ func BenchmarkSendLoopback(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPipelinedStart measures SEND→200 over a loopback TCP session
+// from one goroutine that starts messages in order and keeps up to 32 of
+// them in flight, waiting for the oldest when the window is full: the
+// pusher's pattern.
+func BenchmarkPipelinedStart(b *testing.B) {
+	const inFlight = 32
+	l := startListener(b, ListenerConfig{})
+	handler := HandlerFunc(func(context.Context, *Session, *Message) error { return nil })
+	a, _ := pair(b, l, Config{Window: 64}, Config{Handler: handler})
+	m := Message{ContentType: "text/plain", Body: randomBody(100)}
+	b.SetBytes(100)
+	b.ReportAllocs()
+	waits := make([]func() error, 0, inFlight)
+	start := time.Now()
+	b.ResetTimer()
+	for range b.N {
+		if len(waits) == inFlight {
+			if err := waits[0](); err != nil {
+				b.Fatal(err)
+			}
+			waits = append(waits[:0], waits[1:]...)
+		}
+		wait, err := a.Start(context.Background(), m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		waits = append(waits, wait)
+	}
+	for _, wait := range waits {
+		if err := wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}

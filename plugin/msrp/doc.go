@@ -14,7 +14,10 @@
 // of Config.ChunkSize with pipelining, and Config.Handler receives the
 // peer's messages reassembled. Send returns when the message is
 // acknowledged: every chunk answered 200 and, when asked for, the success
-// REPORT received. Errors carrying an MSRP status are *StatusError.
+// REPORT received. Session.Start pipelines whole messages: it returns once
+// the message is on the wire, in call order, and a wait function that
+// blocks until it is acknowledged. Errors carrying an MSRP status are
+// *StatusError.
 //
 // Connect and Send take a context; a Listener runs with Run(ctx) until
 // Close; a Session ends with Close.

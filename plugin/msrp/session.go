@@ -303,7 +303,7 @@ func (s *Session) request(method, tid string, extra []Header) *Frame {
 	return &Frame{TID: tid, Method: method, Header: append(h, extra...), Flag: FlagEnd}
 }
 
-// sendState tracks the chunks of one Send in flight.
+// sendState tracks the chunks of one message in flight.
 type sendState struct {
 	mu          sync.Mutex
 	outstanding int
@@ -311,18 +311,33 @@ type sendState struct {
 	err         error
 	failed      chan struct{} // closed on the first failure
 	idle        chan struct{} // closed when all is sent and answered
+	stopped     chan struct{} // closed when the message was cut short
 }
 
 func (st *sendState) finish(err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.outstanding--
-	if err != nil && st.err == nil {
-		st.err = err
-		close(st.failed)
+	if err != nil {
+		st.failLocked(err)
 	}
 	if st.sentAll && st.outstanding == 0 {
 		close(st.idle)
+	}
+}
+
+// stop records that the message ends before its last chunk, for cause.
+func (st *sendState) stop(cause error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.failLocked(cause)
+	close(st.stopped)
+}
+
+func (st *sendState) failLocked(err error) {
+	if st.err == nil {
+		st.err = err
+		close(st.failed)
 	}
 }
 
@@ -334,91 +349,140 @@ func (st *sendState) finish(err error) {
 // local 408 when no answer comes within Config.Timeout. When ctx ends, the
 // message is aborted the same way and ctx.Err() returned. On a passive
 // session Send first waits for the peer to connect.
+//
+// Send is Start followed by its wait.
 func (s *Session) Send(ctx context.Context, m Message) error {
+	wait, err := s.Start(ctx, m)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// Start puts m on the wire and returns without waiting for the answers:
+// wait then blocks until m is acknowledged, with the results and errors of
+// Send. Messages started one after another from one goroutine go on the
+// wire in that order, whole (one message's chunks are never interleaved
+// with another's), so a caller pipelines several messages by starting
+// them in turn and waiting for each afterwards, in any order.
+//
+// Start returns once every chunk of m is written, or aborted (#) after a
+// non-200 answer to an early chunk, which wait then reports; it blocks
+// while the window of outstanding transactions is full, and on a passive
+// session until the peer connects. An error from Start means that nothing
+// of m went on the wire: ctx ended first, the session closed or the
+// connection failed, or m is invalid.
+//
+// ctx bounds the whole of m, wait included: when it ends, wait returns
+// ctx.Err(). wait may be called more than once and returns the same
+// result; it should be called at least once, as it also forgets the
+// success REPORT m asked for.
+func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err error) {
 	if m.ContentType == "" {
-		return errors.New("msrp: send: message has no content type")
+		return nil, errors.New("msrp: send: message has no content type")
 	}
 	if m.ID == "" {
 		m.ID = newIdent()
 	} else if !isIdent(m.ID) {
-		return fmt.Errorf("msrp: send: bad Message-ID %q", m.ID)
+		return nil, fmt.Errorf("msrp: send: bad Message-ID %q", m.ID)
 	}
 	c, err := s.waitConn(ctx)
 	if err != nil {
-		return fmt.Errorf("msrp: send %s: %w", m.ID, err)
+		return nil, fmt.Errorf("msrp: send %s: %w", m.ID, err)
 	}
 	var report chan error
+	forget := func() {}
 	if m.SuccessReport {
 		report = make(chan error, 1)
 		s.mu.Lock()
 		s.reports[m.ID] = report
 		s.mu.Unlock()
-		defer func() {
+		forget = func() {
 			s.mu.Lock()
-			delete(s.reports, m.ID)
+			if s.reports[m.ID] == report {
+				delete(s.reports, m.ID)
+			}
 			s.mu.Unlock()
-		}()
+		}
 	}
-	if err := s.sendChunks(ctx, c, m); err != nil {
-		return fmt.Errorf("msrp: send %s: %w", m.ID, err)
-	}
-	if report == nil {
-		return nil
-	}
-	t := time.NewTimer(s.cfg.Timeout)
-	defer t.Stop()
-	select {
-	case err = <-report:
-	case <-t.C:
-		err = Status(StatusTimeout)
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-s.done:
-		err = ErrClosed
-	}
+	st, err := s.writeChunks(ctx, c, m)
 	if err != nil {
-		return fmt.Errorf("msrp: send %s: report: %w", m.ID, err)
+		forget()
+		return nil, fmt.Errorf("msrp: send %s: %w", m.ID, err)
 	}
-	return nil
+	return sync.OnceValue(func() error {
+		defer forget()
+		if err := s.awaitAnswers(ctx, st); err != nil {
+			return fmt.Errorf("msrp: send %s: %w", m.ID, err)
+		}
+		if report == nil {
+			return nil
+		}
+		t := time.NewTimer(s.cfg.Timeout)
+		defer t.Stop()
+		var err error
+		select {
+		case err = <-report:
+		case <-t.C:
+			err = Status(StatusTimeout)
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-s.done:
+			err = ErrClosed
+		}
+		if err != nil {
+			return fmt.Errorf("msrp: send %s: report: %w", m.ID, err)
+		}
+		return nil
+	}), nil
 }
 
-func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
-	st := &sendState{failed: make(chan struct{}), idle: make(chan struct{})}
+// writeChunks writes the chunks of m, each once the window has room, and
+// returns the state their answers will complete. It returns an error only
+// when no chunk was written. A failure answer to a written chunk stops the
+// message: the rest is aborted, and the state carries the failure.
+func (s *Session) writeChunks(ctx context.Context, c *conn, m Message) (*sendState, error) {
+	st := &sendState{failed: make(chan struct{}), idle: make(chan struct{}), stopped: make(chan struct{})}
 	total := int64(len(m.Body))
 	size := int64(s.cfg.ChunkSize)
 	var off int64
 	select {
 	case s.sending <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-s.done:
-		return ErrClosed
+		return nil, ErrClosed
 	}
-	release := sync.OnceFunc(func() { <-s.sending })
-	defer release()
-	abort := func(cause error) error {
-		if off > 0 && off < total {
+	defer func() { <-s.sending }()
+	// stop ends the message early: nil error when some chunk was written,
+	// so that the caller's wait reports what happened.
+	stop := func(cause error) (*sendState, error) {
+		if off == 0 {
+			return nil, cause
+		}
+		if off < total {
 			// Tell the receiver to drop what it has (RFC 4975 §7.1.1):
 			// an empty chunk at the next offset, ended by "#".
 			f := s.chunk(m, off, off, total, FlagAbort)
 			c.request(f, func(error) {})
 		}
-		return cause
+		st.stop(cause)
+		return st, nil
 	}
 	for first := true; first || off < total; first = false {
 		select {
 		case s.window <- struct{}{}:
 		case <-st.failed:
-			return abort(st.errNow())
+			return stop(st.errNow())
 		case <-ctx.Done():
-			return abort(ctx.Err())
+			return stop(ctx.Err())
 		case <-s.done:
-			return ErrClosed
+			return stop(ErrClosed)
 		}
 		select {
 		case <-st.failed:
 			<-s.window
-			return abort(st.errNow())
+			return stop(st.errNow())
 		default:
 		}
 		end := min(off+size, total)
@@ -436,13 +500,21 @@ func (s *Session) sendChunks(ctx context.Context, c *conn, m Message) error {
 			<-s.window
 		})
 		if err != nil {
-			return err
+			// The connection failed, and with it every transaction on
+			// it: nothing more can go.
+			return stop(err)
 		}
 		off = end
 	}
-	release()
+	return st, nil
+}
+
+// awaitAnswers waits until every chunk written is answered, and returns
+// the first failure.
+func (s *Session) awaitAnswers(ctx context.Context, st *sendState) error {
 	select {
 	case <-st.idle:
+	case <-st.stopped:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.done:
