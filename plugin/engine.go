@@ -338,7 +338,10 @@ func (e *Engine) after(aor AOR, reg Registration, rep PushReport) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if rep.Outcome != "failed" {
+	// A push that failed, or in which the client refused messages, is
+	// tried again after a backoff; refused messages count attempts until
+	// they are dead-lettered. Held messages wait for another client.
+	if rep.Outcome != "failed" && rep.Failed == rep.DeadLettered {
 		delete(e.backoff, aor)
 		log.Info("push done")
 		return
@@ -349,7 +352,7 @@ func (e *Engine) after(aor AOR, reg Registration, rep PushReport) {
 	d := time.Duration(p.RetryBackoff) << min(b.failures-1, 6)
 	b.until = e.cfg.Now().Add(d)
 	e.backoff[aor] = b
-	log.Warn("push failed", "retry_in", d, "failures", b.failures)
+	log.Warn("push incomplete", "retry_in", d, "failures", b.failures)
 	if b.failures >= p.MaxAttempts || d <= 0 || !reg.Expires.After(b.until) {
 		return // the next registration tries again
 	}

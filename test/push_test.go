@@ -2,13 +2,16 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/test/harness"
 	"github.com/deferpush/deferpush/test/imclient"
 )
@@ -77,4 +80,195 @@ func TestPushDeliversAllInOrder(t *testing.T) {
 	if n := c.counts(t, aor); n != (plugin.Counts{}) {
 		t.Errorf("store after the push = %+v, want empty", n)
 	}
+}
+
+// noBackoff lets a test register again right after a failed push.
+func noBackoff(p *plugin.Policy) { p.RetryBackoff = 0 }
+
+func storeN(t testing.TB, c *core, aor plugin.AOR, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		m := c.storeSIP(t, aor, fmt.Sprintf("%s-call-%02d", aor.User(), i), fmt.Sprintf("message %d", i))
+		ids = append(ids, m.CallID)
+	}
+	return ids
+}
+
+func pendingCallIDs(t testing.TB, c *core, aor plugin.AOR) []string {
+	t.Helper()
+	page, err := c.st.List(context.Background(), aor, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range page.Messages {
+		ids = append(ids, m.CallID)
+	}
+	return ids
+}
+
+func TestPushInviteRefusedKeepsMessages(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
+	const aor = plugin.AOR("sip:busy@example.com")
+	want := storeN(t, c, aor, 3)
+	busy := newClient(t, string(aor), imclient.Config{InviteStatus: 486})
+	c.register(t, aor, busy.Contact())
+	rep := c.report(t)
+	var se *plugin.SessionError
+	if rep.Outcome != "failed" || !errors.As(rep.Err, &se) || se.Status != 486 {
+		t.Fatalf("report = %+v, want failed with SIP 486", rep)
+	}
+	if got := pendingCallIDs(t, c, aor); !cmp.Equal(got, want) {
+		t.Errorf("stored after 486 = %v, want %v", got, want)
+	}
+	ok := newClient(t, string(aor), imclient.Config{})
+	c.register(t, aor, ok.Contact())
+	waitClient(t, ok, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
+	if diff := cmp.Diff(want, callIDs(ok.Received())); diff != "" {
+		t.Errorf("delivered on the next registration (-want +got):\n%s", diff)
+	}
+}
+
+func TestPushInviteTimeoutCancels(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{policy: func(p *plugin.Policy) {
+		p.InviteTimeout = plugin.Duration(time.Second)
+		p.RetryBackoff = 0
+	}})
+	const aor = plugin.AOR("sip:away@example.com")
+	want := storeN(t, c, aor, 2)
+	silent := newClient(t, string(aor), imclient.Config{InviteStatus: -1})
+	start := time.Now()
+	c.register(t, aor, silent.Contact())
+	waitClient(t, silent, "CANCEL", func(s imclient.Stats) bool { return s.Cancels == 1 })
+	rep := c.report(t)
+	if rep.Outcome != "failed" {
+		t.Errorf("report = %+v, want failed", rep)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("push ended after %v; want about the 1 s INVITE timeout", d)
+	}
+	if got := pendingCallIDs(t, c, aor); !cmp.Equal(got, want) {
+		t.Errorf("stored after the timeout = %v, want %v", got, want)
+	}
+}
+
+func TestPushClientDropsConnectionMidSession(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
+	const aor = plugin.AOR("sip:flaky@example.com")
+	want := storeN(t, c, aor, 6)
+	// The client takes the third SEND and closes TCP without answering it.
+	flaky := newClient(t, string(aor), imclient.Config{DropAt: 3})
+	c.register(t, aor, flaky.Contact())
+	rep := c.report(t)
+	if rep.Outcome != "failed" || rep.Delivered != 2 {
+		t.Errorf("report = %+v, want failed after 2 delivered", rep)
+	}
+	if got := pendingCallIDs(t, c, aor); !cmp.Equal(got, want[2:]) {
+		t.Errorf("stored after the drop = %v, want %v", got, want[2:])
+	}
+	ok := newClient(t, string(aor), imclient.Config{})
+	c.register(t, aor, ok.Contact())
+	waitClient(t, ok, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
+
+	// Every message arrived; the only duplicate is the one whose
+	// confirmation was lost, and it carries the same Call-ID and outer
+	// Message-ID both times.
+	all := append(flaky.Received(), ok.Received()...)
+	seen := map[string][]string{}
+	for _, m := range all {
+		seen[m.Decoded.CallID] = append(seen[m.Decoded.CallID], m.OuterID)
+	}
+	for _, id := range want {
+		if len(seen[id]) == 0 {
+			t.Errorf("%s never delivered", id)
+		}
+	}
+	for id, outer := range seen {
+		switch {
+		case id == want[2]:
+			if len(outer) != 2 || outer[0] != outer[1] {
+				t.Errorf("%s delivered with outer Message-IDs %v, want twice with the same id", id, outer)
+			}
+		case len(outer) != 1:
+			t.Errorf("%s delivered %d times, want once", id, len(outer))
+		}
+	}
+	if n := c.counts(t, aor); n != (plugin.Counts{}) {
+		t.Errorf("store after both pushes = %+v, want empty", n)
+	}
+}
+
+func TestPushClientRefusesOneMessage(t *testing.T) {
+	for _, code := range []int{msrp.StatusStopSending, msrp.StatusUnsupportedMedia} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			r := harness.Redis(t)
+			c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
+			aor := plugin.AOR(fmt.Sprintf("sip:picky%d@example.com", code))
+			want := storeN(t, c, aor, 4)
+			picky := newClient(t, string(aor), imclient.Config{Answer: func(n int, m *msrp.Message) error {
+				if n == 2 {
+					return msrp.Status(code)
+				}
+				return nil
+			}})
+			c.register(t, aor, picky.Contact())
+			rep := c.report(t)
+			if rep.Outcome != "partial" || rep.Delivered != 3 || rep.Failed != 1 {
+				t.Errorf("report = %+v, want partial: 3 delivered, 1 failed", rep)
+			}
+			m, err := c.st.List(context.Background(), aor, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Messages) != 1 || m.Messages[0].CallID != want[1] || m.Messages[0].Attempts != 1 {
+				t.Fatalf("stored after the refusal = %+v, want only %s with 1 attempt", m.Messages, want[1])
+			}
+			ok := newClient(t, string(aor), imclient.Config{})
+			c.register(t, aor, ok.Contact())
+			waitClient(t, ok, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
+			if got := callIDs(ok.Received()); !cmp.Equal(got, want[1:2]) {
+				t.Errorf("next registration delivered %v, want %v", got, want[1:2])
+			}
+		})
+	}
+}
+
+func TestPushClientConnectsActive(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{})
+	const aor = plugin.AOR("sip:active@example.com")
+	want := storeN(t, c, aor, 5)
+	cl := newClient(t, string(aor), imclient.Config{Setup: "active"})
+	c.register(t, aor, cl.Contact())
+	waitClient(t, cl, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
+	if diff := cmp.Diff(want, callIDs(cl.Received())); diff != "" {
+		t.Errorf("delivered with a=setup:active (-want +got):\n%s", diff)
+	}
+}
+
+func TestPushRetriesAfterBackoff(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{msrpTimeout: time.Second, policy: func(p *plugin.Policy) {
+		p.RetryBackoff = plugin.Duration(time.Second)
+	}})
+	const aor = plugin.AOR("sip:later@example.com")
+	want := storeN(t, c, aor, 2)
+	// Refuses the first message once; the engine retries by itself after
+	// the backoff while the registration lasts.
+	cl := newClient(t, string(aor), imclient.Config{Answer: func(n int, m *msrp.Message) error {
+		if n == 1 {
+			return msrp.Status(msrp.StatusUnsupportedMedia)
+		}
+		return nil
+	}})
+	c.register(t, aor, cl.Contact())
+	if rep := c.report(t); rep.Outcome != "partial" {
+		t.Fatalf("first push = %+v, want partial", rep)
+	}
+	waitClient(t, cl, "second delivery", func(s imclient.Stats) bool { return s.Received == 3 && s.Byes == 2 })
+	_ = want
 }
