@@ -12,6 +12,7 @@ TESTTIMEOUT ?= 14m
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/deferpush
+	$(GO) build -o bin/imclient ./cmd/imclient
 
 ## run: deferpush with the defaults: embedded in-memory store, hooks and
 ## admin API on loopback, SIP on 127.0.0.1:5070, MSRP on 127.0.0.1:2855.

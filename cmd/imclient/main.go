@@ -1,0 +1,112 @@
+// Command imclient is deferpush's reference IM client as a command: it
+// registers a user through a SIP proxy, takes the deferred messages
+// deferpush pushes over MSRP, prints each one decoded (one JSON object a
+// line), and unregisters when it stops. Operators use it to probe a
+// deployment end to end.
+//
+//	imclient --aor sip:user2@example.com --proxy 127.0.0.1:5060 [--wait 30s]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/deferpush/deferpush/test/imclient"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("imclient", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	aor := fs.String("aor", "", "the user's address of record, e.g. sip:user2@example.com (required)")
+	proxy := fs.String("proxy", "", "host:port of the SIP proxy to register through (required)")
+	transport := fs.String("transport", "tcp", "SIP transport: tcp or udp")
+	host := fs.String("host", "127.0.0.1", "local address to listen on for SIP and MSRP")
+	expires := fs.Int("expires", 300, "registration lifetime in seconds")
+	setup := fs.String("setup", "passive", "a=setup of our SDP answer: passive (deferpush connects) or active (we connect)")
+	accept := fs.String("accept-types", "message/sip message/msrp multipart/mixed message/cpim text/plain", "a=accept-types of our SDP answer")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for pushed messages (0: until interrupted)")
+	verbose := fs.Bool("v", false, "log SIP and MSRP activity to stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *aor == "" || *proxy == "" {
+		fmt.Fprintln(stderr, "imclient: --aor and --proxy are required")
+		fs.Usage()
+		return 2
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	cl, err := imclient.New(imclient.Config{
+		AOR: *aor, Proxy: *proxy, Transport: *transport, Host: *host,
+		Setup: *setup, AcceptTypes: strings.Fields(*accept), Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "imclient: %v\n", err)
+		return 1
+	}
+	defer cl.Close()
+
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	status, err := cl.Register(rctx, *expires)
+	cancel()
+	if err != nil || status != 200 {
+		fmt.Fprintf(stderr, "imclient: REGISTER %s via %s: status %d, %v\n", *aor, *proxy, status, err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "imclient: registered %s as %s; waiting for pushed messages\n", *aor, cl.Contact())
+
+	wctx := ctx
+	if *wait > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, *wait)
+		defer cancel()
+	}
+	enc := json.NewEncoder(stdout)
+	printed := 0
+	for {
+		_, err := cl.Wait(wctx, func(s imclient.Stats) bool { return s.Received > printed })
+		for _, r := range cl.Received()[printed:] {
+			out := map[string]any{
+				"outer_message_id": r.OuterID, "content_type": r.ContentType,
+				"encapsulation": r.Decoded.Encapsulation, "call_id": r.Decoded.CallID,
+				"message_id": r.Decoded.MessageID, "from": r.Decoded.From, "to": r.Decoded.To,
+				"date": r.Decoded.Date, "inner_content_type": r.Decoded.ContentType,
+				"body": string(r.Decoded.Body), "answered": r.Answered,
+			}
+			if r.DecodeErr != nil {
+				out["decode_error"] = r.DecodeErr.Error()
+			}
+			_ = enc.Encode(out)
+			printed++
+		}
+		if err != nil {
+			break
+		}
+	}
+	st := cl.Stats()
+	fmt.Fprintf(stderr, "imclient: %d messages in %d sessions; unregistering\n", printed, st.Invites)
+	uctx, ucancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ucancel()
+	if _, err := cl.Register(uctx, 0); err != nil {
+		fmt.Fprintf(stderr, "imclient: unregister: %v\n", err)
+	}
+	return 0
+}
