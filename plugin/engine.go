@@ -111,11 +111,19 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 // pushes run, until ctx ends. Then it cancels running pushes (their
 // unconfirmed messages go back to pending) and returns after they ended.
 func (e *Engine) Run(ctx context.Context) error {
-	p, err := e.cfg.Store.Policy(ctx)
-	if err != nil {
-		return fmt.Errorf("engine: read policy: %w", err)
+	// The store may be down at start: keep trying, pushes wait for it.
+	for {
+		p, err := e.cfg.Store.Policy(ctx)
+		if err == nil {
+			e.policy.Store(&p)
+			break
+		}
+		e.log.Warn("engine cannot read the policy; retrying", "err", err)
+		sleepCtx(ctx, time.Second)
+		if ctx.Err() != nil {
+			return nil
+		}
 	}
-	e.policy.Store(&p)
 	e.mu.Lock()
 	e.ctx = ctx
 	e.mu.Unlock()
