@@ -669,6 +669,13 @@ func (s *Session) deliver(c *conn, last *Frame, m *Message) {
 func (s *Session) deliverLoop() {
 	defer s.wg.Done()
 	for {
+		// A closed session serves nothing more, even if messages are
+		// queued: select alone would pick at random.
+		select {
+		case <-s.done:
+			return
+		default:
+		}
 		select {
 		case d := <-s.delivery:
 			s.serve(d)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -49,6 +50,10 @@ type Config struct {
 	// MSRPTimeout bounds the wait for each MSRP response (a local 408
 	// after it) and for a passive client to connect. Zero means 30 s.
 	MSRPTimeout time.Duration
+	// Window is the number of messages a session keeps in flight: sent,
+	// their confirmation awaited. Zero means 16; 1 sends each message
+	// only once the previous one is confirmed.
+	Window int
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -80,6 +85,9 @@ func New(cfg Config) (*Pusher, error) {
 	}
 	if cfg.MSRPTimeout == 0 {
 		cfg.MSRPTimeout = 30 * time.Second
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 16
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -245,9 +253,15 @@ type session struct {
 
 var _ plugin.PushSession = (*session)(nil)
 
-// Deliver sends one SEND per message (step 8) and waits for each 200
-// (step 9) — and the success REPORT when the policy asks for one — before
-// reporting it confirmed.
+// Deliver sends one SEND per message (step 8), in order, keeping up to
+// Config.Window of them in flight, and waits for each 200 (step 9) — and
+// the success REPORT when the policy asks for one — before reporting it
+// confirmed.
+//
+// This goroutine encapsulates and starts the messages; a second one waits
+// for them in the same order and calls done, so that a message's fate is
+// reported as soon as it and those before it are known. Held and
+// unencapsulable messages pass through it too, to keep done in order.
 func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
 	// A BYE from the client ends the dialog: stop sending then.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -261,22 +275,75 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 		Preference:         preference(s.policy.Encapsulation),
 		Fallback:           encap.Fallback(s.policy.NoEncapFallback),
 	}
-	var broken error
+
+	var (
+		mu       sync.Mutex
+		broken   error
+		brokenCh = make(chan struct{})
+	)
+	breakOff := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if broken == nil {
+			broken = err
+			close(brokenCh)
+		}
+	}
+	isBroken := func() bool {
+		select {
+		case <-brokenCh:
+			return true
+		default:
+			return false
+		}
+	}
+
+	// fate is a message on its way to done: wait is nil when err is
+	// already its outcome.
+	type fate struct {
+		m    *plugin.Message
+		wait func() error
+		err  error
+	}
+	fates := make(chan fate, len(msgs))
+	slots := make(chan struct{}, s.p.cfg.Window)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		for f := range fates {
+			if f.wait != nil {
+				f.err = s.outcome(ctx, f.wait(), breakOff)
+				<-slots
+			}
+			done(f.m, f.err)
+		}
+	}()
+
 	for _, m := range msgs {
-		if broken != nil {
-			done(m, plugin.ErrNotSent)
+		if isBroken() {
+			fates <- fate{m: m, err: plugin.ErrNotSent}
 			continue
 		}
 		pl, err := encap.Build(deferred(m), opts)
 		switch {
 		case errors.Is(err, encap.ErrHold):
-			done(m, plugin.ErrHeld)
+			fates <- fate{m: m, err: plugin.ErrHeld}
 			continue
 		case err != nil:
-			done(m, fmt.Errorf("encapsulate: %w", err))
+			fates <- fate{m: m, err: fmt.Errorf("encapsulate: %w", err)}
 			continue
 		}
-		err = s.ms.Send(ctx, msrp.Message{
+		select {
+		case slots <- struct{}{}:
+		case <-brokenCh:
+			fates <- fate{m: m, err: plugin.ErrNotSent}
+			continue
+		case <-ctx.Done():
+			breakOff(context.Cause(ctx))
+			fates <- fate{m: m, err: plugin.ErrNotSent}
+			continue
+		}
+		wait, err := s.ms.Start(ctx, msrp.Message{
 			// The outer Message-ID is the stored message's id, so a resend
 			// after a failure reuses it (RFC 4975 §7.1.1) and a client can
 			// spot a duplicate.
@@ -285,27 +352,50 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 			Body:          pl.Body,
 			SuccessReport: s.policy.SuccessReports,
 		})
-		var se *msrp.StatusError
-		switch {
-		case err == nil:
-			done(m, nil)
-		case errors.As(err, &se) && se.Code != msrp.StatusTimeout && se.Code != msrp.StatusNoSession:
-			// The client refused this message (413, 415, ...): the
-			// session goes on with the next one.
-			done(m, &plugin.RejectedError{Status: se.Code, Reason: se.Comment})
-		case ctx.Err() != nil:
-			// Aborted (#) mid-message: not an attempt at it.
-			broken = context.Cause(ctx)
-			done(m, plugin.ErrNotSent)
-		default:
-			broken = err
-			done(m, err)
+		if err != nil {
+			// Nothing of it went out: the session is gone or ctx ended.
+			<-slots
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+			breakOff(err)
+			fates <- fate{m: m, err: plugin.ErrNotSent}
+			continue
 		}
+		fates <- fate{m: m, wait: wait}
 	}
+	close(fates)
+	<-reported
+
+	mu.Lock()
+	defer mu.Unlock()
 	if broken != nil {
 		return &plugin.SessionError{Op: "msrp", Err: broken}
 	}
 	return nil
+}
+
+// outcome maps what the wait of a sent message returned to what Deliver
+// reports for it, and calls breakOff with the cause when the session can
+// carry no more messages.
+func (s *session) outcome(ctx context.Context, err error, breakOff func(error)) error {
+	var se *msrp.StatusError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se) && se.Code != msrp.StatusTimeout && se.Code != msrp.StatusNoSession:
+		// The client refused this message (413, 415, ...): the
+		// session goes on with the next one.
+		return &plugin.RejectedError{Status: se.Code, Reason: se.Comment}
+	case ctx.Err() != nil:
+		// Aborted (#) or cut short by the end of the session: not an
+		// attempt at it.
+		breakOff(context.Cause(ctx))
+		return plugin.ErrNotSent
+	default:
+		breakOff(err)
+		return err
+	}
 }
 
 var errClientBye = errors.New("client ended the session (BYE)")
