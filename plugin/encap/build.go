@@ -61,6 +61,11 @@ const (
 	PreferSIPFrag Preference = TypeSIPFrag
 	// PreferCPIM puts message/cpim first.
 	PreferCPIM Preference = TypeCPIM
+	// PreferMSRP puts message/msrp (the stored SEND alone) first for
+	// KindMSRP; PreferMultipart puts multipart/mixed first, as PreferAuto
+	// does. For KindSIP, which has neither form, both mean PreferAuto.
+	PreferMSRP      Preference = TypeMSRP
+	PreferMultipart Preference = TypeMultipart
 )
 
 // Fallback is what the policy does when the client accepts none of the
@@ -115,8 +120,11 @@ func sipOrder(p Preference) []string {
 }
 
 func msrpOrder(p Preference) []string {
-	if p == PreferCPIM {
+	switch p {
+	case PreferCPIM:
 		return []string{TypeCPIM, TypeMultipart, TypeMSRP}
+	case PreferMSRP:
+		return []string{TypeMSRP, TypeMultipart, TypeCPIM}
 	}
 	return []string{TypeMultipart, TypeMSRP, TypeCPIM}
 }
@@ -127,7 +135,7 @@ func msrpOrder(p Preference) []string {
 // and ErrMalformed when the stored bytes do not parse.
 func Build(d Deferred, o Options) (Payload, error) {
 	switch o.Preference {
-	case "", PreferAuto, PreferSIP, PreferSIPFrag, PreferCPIM:
+	case "", PreferAuto, PreferSIP, PreferSIPFrag, PreferCPIM, PreferMSRP, PreferMultipart:
 	default:
 		return Payload{}, invalid("preference %q", o.Preference)
 	}

@@ -435,15 +435,20 @@ func deferred(m *plugin.Message) encap.Deferred {
 	return encap.Deferred{Kind: encap.KindSIP, Stored: m.Raw}
 }
 
-// preference maps the policy's encapsulation to encap's preference.
+// preference maps the policy's encapsulation to encap's preference, one
+// to one: both name the media type tried first ("auto" aside).
 func preference(e plugin.Encapsulation) encap.Preference {
 	switch e {
-	case plugin.EncapSIP, plugin.EncapMultipart:
+	case plugin.EncapSIP:
 		return encap.PreferSIP
 	case plugin.EncapSIPFrag:
 		return encap.PreferSIPFrag
 	case plugin.EncapCPIM:
 		return encap.PreferCPIM
+	case plugin.EncapMSRP:
+		return encap.PreferMSRP
+	case plugin.EncapMultipart:
+		return encap.PreferMultipart
 	}
 	return encap.PreferAuto
 }
