@@ -1,7 +1,327 @@
 package api
 
-import "github.com/cloudwego/hertz/pkg/app/server"
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// admin serves the operators' REST API (/v1/...), /metrics and the
+// OpenAPI document on the admin listener.
+type admin struct {
+	store   plugin.Store
+	engine  Engine
+	log     *slog.Logger
+	tokens  []adminToken
+	metrics app.HandlerFunc
+	users   []userRoute
+}
+
+// adminToken is a configured bearer token; only its SHA-256 is kept, so
+// that comparisons run over equal lengths in constant time.
+type adminToken struct {
+	sum  [sha256.Size]byte
+	name string
+	role Role
+}
+
+// may reports whether the token's role allows what need requires.
+func (t *adminToken) may(need Role) bool {
+	return t.role == RoleAdmin || need == RoleViewer && t.role == RoleViewer
+}
+
+// adminHandler serves one admin request for an authenticated caller.
+type adminHandler func(ctx context.Context, c *app.RequestContext, who *adminToken) error
 
 // routeAdmin registers the admin API (/v1/...), /metrics and the OpenAPI
 // document.
-func (s *Server) routeAdmin(h *server.Hertz) {}
+func (s *Server) routeAdmin(h *server.Hertz) {
+	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger}
+	for _, t := range s.cfg.AdminTokens {
+		a.tokens = append(a.tokens, adminToken{sum: sha256.Sum256([]byte(t.Token)), name: t.Name, role: t.Role})
+	}
+	a.metrics = s.cfg.Metrics.handler(s.cfg.Store, s.cfg.Engine)
+	a.users = a.userRoutes()
+
+	h.GET("/v1/openapi.json", serveOpenAPI)
+	h.GET("/metrics", a.handle(RoleViewer, func(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+		a.metrics(ctx, c)
+		return nil
+	}))
+	h.GET("/v1/policy", a.handle(RoleViewer, a.getPolicy))
+	h.PUT("/v1/policy", a.handle(RoleAdmin, a.putPolicy))
+	h.PATCH("/v1/policy", a.handle(RoleAdmin, a.patchPolicy))
+	h.GET("/v1/stats", a.handle(RoleViewer, a.stats))
+	// The AOR in /v1/users/{aor}/... holds ':' and '@', and may arrive
+	// %-escaped (even a '/' of its user part as %2F): one catch-all route,
+	// and the rest of the path is parsed from the raw request path.
+	for _, m := range []string{consts.MethodGet, consts.MethodPut, consts.MethodDelete, consts.MethodPost} {
+		h.Handle(m, "/v1/users/*rest", a.serveUsers)
+	}
+}
+
+// handle authenticates the caller, checks its role and runs h.
+func (a *admin) handle(need Role, h adminHandler) app.HandlerFunc {
+	return func(ctx context.Context, c *app.RequestContext) {
+		who, err := a.authenticate(c)
+		if err == nil && !who.may(need) {
+			err = errForbidden("token " + who.name + " has the " + string(who.role) + " role; this needs " + string(need))
+		}
+		if err == nil {
+			err = h(ctx, c, who)
+		}
+		if err != nil {
+			a.fail(ctx, c, err)
+		}
+	}
+}
+
+// authenticate finds the caller's bearer token. Every configured token is
+// compared, in constant time, whatever matched before.
+func (a *admin) authenticate(c *app.RequestContext) (*adminToken, error) {
+	scheme, cred, _ := strings.Cut(string(c.Request.Header.Peek("Authorization")), " ")
+	cred = strings.TrimSpace(cred)
+	if !strings.EqualFold(scheme, "Bearer") || cred == "" {
+		return nil, errUnauthorized("an Authorization: Bearer <token> header is required")
+	}
+	sum := sha256.Sum256([]byte(cred))
+	var found *adminToken
+	for i := range a.tokens {
+		if subtle.ConstantTimeCompare(sum[:], a.tokens[i].sum[:]) == 1 {
+			found = &a.tokens[i]
+		}
+	}
+	if found == nil {
+		return nil, errUnauthorized("the bearer token is not valid")
+	}
+	return found, nil
+}
+
+// reply writes v as JSON with status.
+func reply(c *app.RequestContext, status int, v any) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // messages quote <token>, AORs hold '&'
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	c.Data(status, "application/json; charset=utf-8", bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	return nil
+}
+
+// noQuery refuses query parameters on endpoints that take none.
+func noQuery(c *app.RequestContext, allowed ...string) error {
+	var bad string
+	c.QueryArgs().VisitAll(func(k, _ []byte) {
+		if bad == "" && !slices.Contains(allowed, string(k)) {
+			bad = string(k)
+		}
+	})
+	if bad != "" {
+		return errInvalidQuery(bad, "unknown parameter")
+	}
+	return nil
+}
+
+// ---- /v1/policy ----
+
+func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	p, err := a.store.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	return reply(c, consts.StatusOK, p)
+}
+
+// putPolicy replaces the policy: every field must be given, so that a
+// client written against an older document cannot reset a newer field
+// to a zero value by leaving it out.
+func (a *admin) putPolicy(ctx context.Context, c *app.RequestContext, who *adminToken) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	obj, err := readObject(c, mimeJSON)
+	if err != nil {
+		return err
+	}
+	var p plugin.Policy
+	if err := setFields(&p, obj, plugin.DefaultPolicy(), replaceAll); err != nil {
+		return err
+	}
+	return a.setPolicy(ctx, c, p, who)
+}
+
+// patchPolicy applies a JSON merge patch (RFC 7396): given fields change,
+// null resets a field to its default, others stay.
+func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adminToken) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	obj, err := readObject(c, mimeMergePatch, mimeJSON)
+	if err != nil {
+		return err
+	}
+	p, err := a.store.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	if err := setFields(&p, obj, plugin.DefaultPolicy(), mergePatch); err != nil {
+		return err
+	}
+	return a.setPolicy(ctx, c, p, who)
+}
+
+func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, p plugin.Policy, who *adminToken) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	old, err := a.store.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.store.SetPolicy(ctx, p, who.name); err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),
+		"push_enabled", p.PushEnabled, "store_enabled", p.StoreEnabled)
+	return reply(c, consts.StatusOK, p)
+}
+
+// ---- /v1/stats ----
+
+// statsView is GET /v1/stats: the store-wide totals and this instance's
+// pushes.
+type statsView struct {
+	plugin.Totals
+	PushesInProgress int `json:"pushes_in_progress"`
+}
+
+func (a *admin) stats(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	t, err := a.store.Totals(ctx)
+	if err != nil {
+		return err
+	}
+	return reply(c, consts.StatusOK, statsView{Totals: t, PushesInProgress: a.engine.Active()})
+}
+
+// ---- /v1/users/{aor}/... ----
+
+// userRoute is one method on one resource under /v1/users/{aor}.
+type userRoute struct {
+	method string
+	path   []string // segments after the AOR; "{id}" matches any one
+	role   Role
+	handle func(ctx context.Context, c *app.RequestContext, u userRequest) error
+}
+
+// userRequest is a parsed request on a user's resource.
+type userRequest struct {
+	aor plugin.AOR
+	id  string // the {id} segment, if the route has one
+	who *adminToken
+}
+
+func (a *admin) userRoutes() []userRoute {
+	return []userRoute{
+		{consts.MethodGet, []string{"settings"}, RoleViewer, a.getSettings},
+		{consts.MethodPut, []string{"settings"}, RoleAdmin, a.putSettings},
+		{consts.MethodDelete, []string{"settings"}, RoleAdmin, a.deleteSettings},
+		{consts.MethodGet, []string{"messages"}, RoleViewer, a.listMessages},
+		{consts.MethodDelete, []string{"messages"}, RoleAdmin, a.deleteMessages},
+		{consts.MethodGet, []string{"messages", "{id}"}, RoleViewer, a.getMessage},
+		{consts.MethodDelete, []string{"messages", "{id}"}, RoleAdmin, a.deleteMessage},
+		{consts.MethodGet, []string{"dead-letters"}, RoleViewer, a.listDeadLetters},
+		{consts.MethodPost, []string{"dead-letters", "requeue"}, RoleAdmin, a.requeue},
+		{consts.MethodPost, []string{"push"}, RoleAdmin, a.push},
+	}
+}
+
+// match reports whether segs is r's path, and the {id} it holds.
+func (r userRoute) match(segs []string) (id string, ok bool) {
+	if len(segs) != len(r.path) {
+		return "", false
+	}
+	for i, p := range r.path {
+		switch {
+		case p == "{id}" && segs[i] != "":
+			id = segs[i]
+		case p != segs[i]:
+			return "", false
+		}
+	}
+	return id, true
+}
+
+func (a *admin) serveUsers(ctx context.Context, c *app.RequestContext) {
+	who, err := a.authenticate(c)
+	if err == nil {
+		err = a.routeUser(ctx, c, who)
+	}
+	if err != nil {
+		a.fail(ctx, c, err)
+	}
+}
+
+func (a *admin) routeUser(ctx context.Context, c *app.RequestContext, who *adminToken) error {
+	raw := string(c.Request.URI().PathOriginal())
+	rest, ok := strings.CutPrefix(raw, "/v1/users/")
+	rawAOR, sub, _ := strings.Cut(rest, "/")
+	if !ok || rawAOR == "" || sub == "" {
+		return errNoResource(raw)
+	}
+	segs := strings.Split(sub, "/")
+	for i, s := range segs {
+		u, err := url.PathUnescape(s)
+		if err != nil {
+			return errNoResource(raw)
+		}
+		segs[i] = u
+	}
+	method := string(c.Method())
+	var allowed []string
+	for _, r := range a.users {
+		id, ok := r.match(segs)
+		if !ok {
+			continue
+		}
+		allowed = append(allowed, r.method)
+		if r.method != method {
+			continue
+		}
+		if !who.may(r.role) {
+			return errForbidden("token " + who.name + " has the " + string(who.role) + " role; this needs " + string(r.role))
+		}
+		s, err := url.PathUnescape(rawAOR)
+		if err != nil {
+			return errInvalidAOR(err)
+		}
+		aor, err := plugin.ParseAOR(s)
+		if err != nil {
+			return errInvalidAOR(err)
+		}
+		return r.handle(ctx, c, userRequest{aor: aor, id: id, who: who})
+	}
+	if len(allowed) == 0 {
+		return errNoResource(raw)
+	}
+	c.Response.Header.Set("Allow", strings.Join(allowed, ", "))
+	return errMethod(method, raw)
+}

@@ -86,6 +86,11 @@ type Config struct {
 	// MaxBodySize bounds request bodies on both listeners. Zero means 1 MiB.
 	MaxBodySize int
 
+	// Metrics is served at /metrics on the admin listener, with the
+	// store's totals; give the same Metrics to the engine as its Observer.
+	// Nil serves a fresh one without push observations.
+	Metrics *Metrics
+
 	// Logger receives request errors. Nil discards them.
 	Logger *slog.Logger
 }

@@ -1,0 +1,290 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// Paging of message listings.
+const (
+	defaultPageLimit = 50
+	maxPageLimit     = 1000
+)
+
+// ---- settings ----
+
+func (a *admin) getSettings(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	u, err := a.store.UserSettings(ctx, r.aor)
+	if err != nil {
+		return err
+	}
+	return reply(c, consts.StatusOK, u)
+}
+
+// putSettings replaces a user's settings. Every field is optional: an
+// absent or null one follows the operator policy.
+func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	obj, err := readObject(c, mimeJSON)
+	if err != nil {
+		return err
+	}
+	var u plugin.UserSettings
+	if err := setFields(&u, obj, plugin.UserSettings{}, mergePatch); err != nil {
+		return err
+	}
+	if err := u.Validate(); err != nil {
+		return err
+	}
+	p, err := a.store.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	if u.MaxPerSession > p.MaxPerSession {
+		return errExceedsPolicy("max_per_session", fmt.Sprintf(
+			"max_per_session %d is above the operator's max_per_session %d: a user may only lower it", u.MaxPerSession, p.MaxPerSession))
+	}
+	if err := a.store.SetUserSettings(ctx, r.aor, u); err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "user settings changed", "changed_by", r.who.name, "aor", r.aor, "push", u.Push, "max_per_session", u.MaxPerSession)
+	return reply(c, consts.StatusOK, u)
+}
+
+func (a *admin) deleteSettings(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	if err := a.store.DeleteUserSettings(ctx, r.aor); err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "user settings removed", "changed_by", r.who.name, "aor", r.aor)
+	c.Status(consts.StatusNoContent)
+	return nil
+}
+
+// ---- messages ----
+
+// messageView is a stored message as the API shows it: the envelope, and
+// the stored bytes only when asked for (?body=true).
+type messageView struct {
+	ID          string       `json:"id"`
+	Recipient   plugin.AOR   `json:"recipient"`
+	Sender      string       `json:"sender"`
+	Received    time.Time    `json:"received"`
+	Expires     time.Time    `json:"expires"`
+	Kind        plugin.Kind  `json:"kind"`
+	State       plugin.State `json:"state"`
+	Size        int          `json:"size"`
+	CallID      string       `json:"call_id,omitempty"`
+	MessageID   string       `json:"message_id,omitempty"`
+	ContentType string       `json:"content_type,omitempty"`
+	Attempts    int          `json:"attempts"`
+	LastError   string       `json:"last_error,omitempty"`
+	Raw         []byte       `json:"raw,omitempty"`
+	Invite      []byte       `json:"invite,omitempty"`
+}
+
+func viewMessage(m *plugin.Message, body bool) messageView {
+	v := messageView{
+		ID: m.ID, Recipient: m.Recipient, Sender: m.Sender, Received: m.Received, Expires: m.Expires,
+		Kind: m.Kind, State: m.State, Size: m.Size(), CallID: m.CallID, MessageID: m.MessageID,
+		ContentType: m.ContentType, Attempts: m.Attempts, LastError: m.LastError,
+	}
+	if body {
+		v.Raw, v.Invite = m.Raw, m.Invite
+	}
+	return v
+}
+
+// pageView is one page of a listing; Next is absent on the last page.
+type pageView struct {
+	Messages []messageView `json:"messages"`
+	Total    int           `json:"total"`
+	Offset   int           `json:"offset"`
+	Limit    int           `json:"limit"`
+	Next     *int          `json:"next,omitempty"`
+}
+
+// pageQuery reads ?offset=&limit=&body=.
+type pageQuery struct {
+	offset, limit int
+	body          bool
+}
+
+func readPageQuery(c *app.RequestContext) (pageQuery, error) {
+	q := pageQuery{limit: defaultPageLimit}
+	if err := noQuery(c, "offset", "limit", "body"); err != nil {
+		return q, err
+	}
+	if s, ok := c.GetQuery("offset"); ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return q, errInvalidQuery("offset", "must be an integer of at least 0")
+		}
+		q.offset = n
+	}
+	if s, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxPageLimit {
+			return q, errInvalidQuery("limit", fmt.Sprintf("must be an integer from 1 to %d", maxPageLimit))
+		}
+		q.limit = n
+	}
+	var err error
+	q.body, err = readBodyQuery(c)
+	return q, err
+}
+
+func readBodyQuery(c *app.RequestContext) (bool, error) {
+	s, ok := c.GetQuery("body")
+	if !ok {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, errInvalidQuery("body", "must be true or false")
+	}
+	return b, nil
+}
+
+func (a *admin) listMessages(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	return a.list(ctx, c, r, a.store.List)
+}
+
+func (a *admin) listDeadLetters(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	return a.list(ctx, c, r, a.store.DeadLetters)
+}
+
+func (a *admin) list(ctx context.Context, c *app.RequestContext, r userRequest,
+	list func(context.Context, plugin.AOR, int, int) (plugin.Page, error)) error {
+	q, err := readPageQuery(c)
+	if err != nil {
+		return err
+	}
+	page, err := list(ctx, r.aor, q.offset, q.limit)
+	if err != nil {
+		return err
+	}
+	v := pageView{Messages: make([]messageView, 0, len(page.Messages)), Total: page.Total, Offset: q.offset, Limit: q.limit}
+	for _, m := range page.Messages {
+		v.Messages = append(v.Messages, viewMessage(m, q.body))
+	}
+	if page.Next > 0 {
+		v.Next = &page.Next
+	}
+	return reply(c, consts.StatusOK, v)
+}
+
+func (a *admin) getMessage(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c, "body"); err != nil {
+		return err
+	}
+	body, err := readBodyQuery(c)
+	if err != nil {
+		return err
+	}
+	m, err := a.store.Get(ctx, r.aor, r.id)
+	if err != nil {
+		return err
+	}
+	return reply(c, consts.StatusOK, viewMessage(m, body))
+}
+
+func (a *admin) deleteMessage(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	if err := a.store.Delete(ctx, r.aor, r.id); err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "message deleted", "changed_by", r.who.name, "aor", r.aor, "msg_id", r.id)
+	c.Status(consts.StatusNoContent)
+	return nil
+}
+
+// countView answers the bulk operations: how many messages they touched.
+type countView struct {
+	Deleted  *int `json:"deleted,omitempty"`
+	Requeued *int `json:"requeued,omitempty"`
+}
+
+func (a *admin) deleteMessages(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	n, err := a.store.DeleteAll(ctx, r.aor)
+	if err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "mailbox emptied", "changed_by", r.who.name, "aor", r.aor, "deleted", n)
+	return reply(c, consts.StatusOK, countView{Deleted: &n})
+}
+
+func (a *admin) requeue(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	n, err := a.store.RequeueDeadLetters(ctx, r.aor)
+	if err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "dead letters requeued", "changed_by", r.who.name, "aor", r.aor, "requeued", n)
+	return reply(c, consts.StatusOK, countView{Requeued: &n})
+}
+
+// ---- push ----
+
+// pushView answers POST .../push.
+type pushView struct {
+	AOR     plugin.AOR `json:"aor"`
+	Contact string     `json:"contact"`
+}
+
+// push starts a push to the user's last registered contact. Refusals are
+// 409: the global switch is off, the user's push is off or on hold, or no
+// live registration is known.
+func (a *admin) push(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	p, err := a.engine.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	u, err := a.store.UserSettings(ctx, r.aor)
+	if err != nil {
+		return err
+	}
+	switch mode := p.Push(u); {
+	case !p.PushEnabled:
+		return errConflict("push_disabled", "pushing is switched off by the operator policy (push_enabled: false)")
+	case mode != plugin.PushOn:
+		return errConflict("push_"+string(mode), fmt.Sprintf("push for %s is %q", r.aor, mode))
+	}
+	reg, err := a.store.Contact(ctx, r.aor)
+	if err == nil {
+		err = a.engine.PushNow(ctx, r.aor)
+	}
+	if errors.Is(err, plugin.ErrNotFound) {
+		return errConflict("not_registered", fmt.Sprintf("%s has no live registration to push to", r.aor))
+	}
+	if err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "push requested", "changed_by", r.who.name, "aor", r.aor)
+	return reply(c, consts.StatusAccepted, pushView{AOR: r.aor, Contact: reg.Contact})
+}
