@@ -1,6 +1,209 @@
 package api
 
-import "github.com/cloudwego/hertz/pkg/app/server"
+import (
+	"context"
+	"crypto/subtle"
+	"net/netip"
+	"time"
 
-// routeHooks registers the proxy hooks (/hooks/kamailio/..., /hooks/opensips/...).
-func (s *Server) routeHooks(h *server.Hertz) {}
+	"github.com/cloudwego/hertz/pkg/app"
+	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/deferpush/deferpush/adapters/kamailio"
+	"github.com/deferpush/deferpush/adapters/opensips"
+	"github.com/deferpush/deferpush/adapters/sip"
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// TokenHeader carries the hooks' shared secret.
+const TokenHeader = "X-Deferpush-Token"
+
+// Hook statuses besides the storing outcomes of package adapters/sip.
+const (
+	statusRegistered   = "registered"
+	statusUnregistered = "unregistered"
+	statusUnauthorized = "unauthorized"
+	statusForbidden    = "forbidden"
+)
+
+// hookReply is the body of every hook response. The route script maps it
+// to the SIP reply without knowing the policy: SIPCode and SIPReason are
+// what it sends to the sender of a MESSAGE. A refusal also carries the
+// API's usual error object.
+type hookReply struct {
+	Status    string       `json:"status"`
+	SIPCode   int          `json:"sip_code,omitempty"`
+	SIPReason string       `json:"sip_reason,omitempty"`
+	ID        string       `json:"id,omitempty"` // the stored message's id
+	Error     *errorDetail `json:"error,omitempty"`
+}
+
+// hookHTTPStatus is the HTTP status of each hook status. Refusals stay
+// below 500 because Kamailio's http_client hands the script the body of
+// 2xx to 4xx replies only.
+var hookHTTPStatus = map[string]int{
+	sip.StatusStored:        consts.StatusOK,
+	statusRegistered:        consts.StatusOK,
+	statusUnregistered:      consts.StatusOK,
+	sip.StatusMalformed:     consts.StatusBadRequest,
+	sip.StatusTooLarge:      consts.StatusRequestEntityTooLarge,
+	sip.StatusMailboxFull:   consts.StatusConflict,
+	sip.StatusStoreDisabled: consts.StatusForbidden,
+	statusUnauthorized:      consts.StatusUnauthorized,
+	statusForbidden:         consts.StatusForbidden,
+	sip.StatusError:         consts.StatusServiceUnavailable,
+}
+
+// proxyDecoder turns one proxy's hook bodies into the engine's types.
+type proxyDecoder struct {
+	registration   func(body []byte, now time.Time) (plugin.Registration, error)
+	unregistration func(body []byte) (plugin.AOR, string, error)
+	message        func(body []byte) (raw []byte, aor string, err error)
+}
+
+var proxies = map[string]proxyDecoder{
+	"kamailio": {
+		registration:   kamailio.DecodeRegistration,
+		unregistration: kamailio.DecodeUnregistration,
+		message: func(b []byte) ([]byte, string, error) {
+			m, err := kamailio.DecodeMessage(b)
+			return m.Raw, m.AOR, err
+		},
+	},
+	"opensips": {
+		registration: func(b []byte, _ time.Time) (plugin.Registration, error) {
+			return opensips.DecodeRegistration(b)
+		},
+		unregistration: opensips.DecodeUnregistration,
+		message: func(b []byte) ([]byte, string, error) {
+			m, err := opensips.DecodeMessage(b)
+			return m.Raw, m.AOR, err
+		},
+	},
+}
+
+// routeHooks registers the proxy hooks:
+//
+//	POST /hooks/{kamailio,opensips}/registered    a contact was saved
+//	POST /hooks/{kamailio,opensips}/unregistered  a contact was removed
+//	POST /hooks/{kamailio,opensips}/expired       a contact expired
+//	POST /hooks/{kamailio,opensips}/message       store an offline MESSAGE
+//
+// Each needs the X-Deferpush-Token header and, when HooksAllow is set, a
+// source inside it; otherwise nothing happens and the reply says why.
+func (s *Server) routeHooks(h *server.Hertz) {
+	for name, d := range proxies {
+		g := h.Group("/hooks/"+name, s.hookAuth)
+		g.POST("/registered", s.hookRegistered(d))
+		g.POST("/unregistered", s.hookUnregistered(d))
+		g.POST("/expired", s.hookUnregistered(d))
+		g.POST("/message", s.hookMessage(d))
+	}
+}
+
+// hookAuth refuses calls without the shared token, or from a source
+// outside HooksAllow.
+func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
+	if len(s.cfg.HooksAllow) > 0 && !s.hookSourceAllowed(c) {
+		s.cfg.Logger.Warn("hook call from a source not allowed", "source", c.RemoteAddr().String(), "path", string(c.Path()))
+		writeHook(c, hookReply{Status: statusForbidden, SIPCode: 500, SIPReason: "Server Internal Error",
+			Error: &errorDetail{Code: statusForbidden, Message: "source address not allowed"}})
+		c.Abort()
+		return
+	}
+	got := c.Request.Header.Peek(TokenHeader)
+	if subtle.ConstantTimeCompare(got, []byte(s.cfg.HooksToken)) != 1 {
+		s.cfg.Logger.Warn("hook call with a wrong token", "source", c.RemoteAddr().String(), "path", string(c.Path()))
+		writeHook(c, hookReply{Status: statusUnauthorized, SIPCode: 500, SIPReason: "Server Internal Error",
+			Error: &errorDetail{Code: statusUnauthorized, Message: "missing or wrong " + TokenHeader}})
+		c.Abort()
+		return
+	}
+	c.Next(ctx)
+}
+
+func (s *Server) hookSourceAllowed(c *app.RequestContext) bool {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range s.cfg.HooksAllow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
+	return func(ctx context.Context, c *app.RequestContext) {
+		r, err := d.registration(c.Request.Body(), time.Now())
+		if err != nil {
+			s.hookRefused(c, err, plugin.Policy{})
+			return
+		}
+		// The engine records the contact and starts any push in the
+		// background: the hook returns at once.
+		if err := s.cfg.Engine.Registered(ctx, r); err != nil {
+			s.cfg.Logger.Error("registration hook", "aor", r.AOR, "err", err)
+			s.hookRefused(c, err, plugin.Policy{})
+			return
+		}
+		writeHook(c, hookReply{Status: statusRegistered})
+	}
+}
+
+func (s *Server) hookUnregistered(d proxyDecoder) app.HandlerFunc {
+	return func(ctx context.Context, c *app.RequestContext) {
+		aor, contact, err := d.unregistration(c.Request.Body())
+		if err == nil {
+			err = s.cfg.Engine.Unregistered(ctx, aor, contact)
+		}
+		if err != nil {
+			s.hookRefused(c, err, plugin.Policy{})
+			return
+		}
+		writeHook(c, hookReply{Status: statusUnregistered})
+	}
+}
+
+func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
+	return func(ctx context.Context, c *app.RequestContext) {
+		p, err := s.cfg.Engine.Policy(ctx)
+		if err != nil {
+			s.hookRefused(c, err, plugin.DefaultPolicy())
+			return
+		}
+		raw, aor, err := d.message(c.Request.Body())
+		var m *plugin.Message
+		if err == nil {
+			m, err = sip.Deferred(raw, aor, time.Now())
+		}
+		if err == nil {
+			err = s.cfg.Engine.Store(ctx, m)
+		}
+		if err != nil {
+			s.hookRefused(c, err, p)
+			return
+		}
+		o := sip.OutcomeOf(nil, p)
+		writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason, ID: m.ID})
+	}
+}
+
+// hookRefused answers a hook call that changed nothing, with the SIP reply
+// adapters/sip maps err to under policy p.
+func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) {
+	o := sip.OutcomeOf(err, p)
+	if o.Status == sip.StatusError {
+		s.cfg.Logger.Error("hook failed", "path", string(c.Path()), "err", err)
+	}
+	writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason,
+		Error: &errorDetail{Code: o.Status, Message: err.Error()}})
+}
+
+func writeHook(c *app.RequestContext, r hookReply) {
+	c.JSON(hookHTTPStatus[r.Status], r)
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	ingress "github.com/deferpush/deferpush/adapters/sip"
 	"github.com/deferpush/deferpush/api"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
@@ -76,14 +77,11 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		ml.Close()
 		return err
 	}
-	stack.route(pusher)
-	metrics := api.NewMetrics()
 	eng, err := plugin.NewEngine(plugin.EngineConfig{
 		Store:         st,
 		Pusher:        pusher,
 		MaxConcurrent: cfg.Push.MaxConcurrent,
 		LockTTL:       cfg.Push.LockTTL,
-		Observer:      metrics,
 		Logger:        log,
 	})
 	if err != nil {
@@ -91,6 +89,20 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		ml.Close()
 		return err
 	}
+	in, err := ingress.New(ingress.Config{
+		Engine:  eng,
+		Client:  stack.client,
+		Contact: stack.contact(),
+		MSRP:    ml,
+		Logger:  log,
+	})
+	if err != nil {
+		stack.close()
+		ml.Close()
+		return err
+	}
+	defer in.Close()
+	stack.route(pusher, in)
 
 	var allow []netip.Prefix
 	for _, c := range cfg.Hooks.AllowCIDRs {
@@ -118,7 +130,6 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		HooksAllow:      allow,
 		AdminTokens:     adminTokens(cfg.Admin),
 		ShutdownTimeout: cfg.Shutdown.Timeout,
-		Metrics:         metrics,
 		Logger:          log,
 	})
 	if err != nil {

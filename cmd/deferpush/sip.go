@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	ingress "github.com/deferpush/deferpush/adapters/sip"
 	"github.com/deferpush/deferpush/plugin/push"
 )
 
@@ -66,17 +67,26 @@ func (s *sipStack) contact() string {
 	return fmt.Sprintf("sip:deferpush@%s;transport=tcp", net.JoinHostPort(s.host, strconv.Itoa(s.port)))
 }
 
-// route sends the requests deferpush serves to their handlers.
-func (s *sipStack) route(p *push.Pusher) {
+// route sends the requests deferpush serves to their handlers: in-dialog
+// requests of push sessions to the pusher, and what the proxy relays for
+// offline users (MESSAGE, session-mode INVITE and its ACK and BYE) to the
+// ingress.
+func (s *sipStack) route(p *push.Pusher, in *ingress.Ingress) {
 	s.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		err := p.ReadBye(req, tx)
+		if errors.Is(err, sipgo.ErrDialogDoesNotExists) || errors.Is(err, sipgo.ErrDialogOutsideDialog) {
+			err = in.ReadBye(req, tx)
+		}
 		if errors.Is(err, sipgo.ErrDialogDoesNotExists) || errors.Is(err, sipgo.ErrDialogOutsideDialog) {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		}
 	})
-	// ACKs of our own 2xx never come (we send no 2xx to INVITEs yet); a
-	// stray one is ignored, as RFC 3261 has no response to ACK.
-	s.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+	s.srv.OnMessage(in.OnMessage)
+	s.srv.OnInvite(in.OnInvite)
+	// An ACK confirms an ingress session; a stray one (after a non-2xx,
+	// which the transaction layer absorbs) matches nothing and is ignored,
+	// as RFC 3261 has no response to ACK.
+	s.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = in.ReadAck(req, tx) })
 	s.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"))

@@ -103,6 +103,24 @@ type Client struct {
 	acks     int
 	sessions []*msrp.Session
 	changed  chan struct{} // closed and replaced on every change
+
+	senderState // send.go
+
+	lastInvite, lastBye *sip.Request
+}
+
+// LastInvite and LastBye return the last INVITE and BYE received (nil
+// before the first), so a test can see the path they took.
+func (c *Client) LastInvite() *sip.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastInvite
+}
+
+func (c *Client) LastBye() *sip.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastBye
 }
 
 // New starts a client listening for SIP (TCP and UDP) and MSRP on free
@@ -222,7 +240,8 @@ func (c *Client) route(req *sip.Request) {
 }
 
 func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	c.bump(func() { c.invites++ })
+	inv := req.Clone()
+	c.bump(func() { c.invites++; c.lastInvite = inv })
 	dlg, err := c.dialogs.ReadInvite(req, tx)
 	if err != nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, err.Error(), nil))
@@ -290,7 +309,8 @@ func (c *Client) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		return
 	}
-	c.bump(func() { c.byes++ })
+	bye := req.Clone()
+	c.bump(func() { c.byes++; c.lastBye = bye })
 }
 
 func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message) error {

@@ -1,0 +1,178 @@
+// Package opensips decodes the JSON that the shipped OpenSIPS script,
+// opensips.cfg in this directory, posts to deferpush's hooks with
+// rest_client. The registration hook is fed by the usrloc events
+// E_UL_CONTACT_INSERT / E_UL_CONTACT_UPDATE (E_UL_CONTACT_DELETE for a
+// removal), whose parameters the script copies as they are: $param(aor) is
+// the user part only unless usrloc runs with use_domain, so the script adds
+// the domain it serves; $param(expires) is an absolute Unix time.
+//
+// OpenSIPS is not packaged in Debian 12: this adapter is tested with payloads
+// shaped as the OpenSIPS 3.4 documentation describes, not against a live
+// OpenSIPS.
+package opensips
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// unixTime is an absolute Unix time given as a JSON number or a numeric
+// string ($param(expires) is an integer; copied through a string
+// variable it becomes a string).
+type unixTime struct {
+	set bool
+	t   time.Time
+}
+
+func (u *unixTime) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s = strings.TrimSpace(s); s == "" {
+			return nil
+		}
+		b = []byte(s)
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return fmt.Errorf("not a Unix time: %s", b)
+	}
+	u.set, u.t = true, time.Unix(n, 0)
+	return nil
+}
+
+// event is the body of POST /hooks/opensips/registered, /unregistered and
+// /expired: the usrloc event's parameters plus the domain.
+type event struct {
+	AOR       string   `json:"aor"`    // $param(aor): user part, or user@domain with use_domain
+	Domain    string   `json:"domain"` // added by the script when aor has none
+	URI       string   `json:"uri"`    // $param(uri): the Contact URI
+	Received  string   `json:"received"`
+	UserAgent string   `json:"user_agent"`
+	Path      string   `json:"path"`
+	Instance  string   `json:"instance"`
+	Expires   unixTime `json:"expires"` // $param(expires): absolute Unix time
+	Socket    string   `json:"socket"`
+	CallID    string   `json:"callid"`
+}
+
+// DecodeRegistration reads a registration event. An expiry that is not
+// after now makes it an unregistration for the engine. Errors are
+// *plugin.FieldError (plugin.ErrInvalid) naming the field.
+func DecodeRegistration(body []byte) (plugin.Registration, error) {
+	var e event
+	if err := decode(body, &e); err != nil {
+		return plugin.Registration{}, err
+	}
+	aor, err := e.aor()
+	if err != nil {
+		return plugin.Registration{}, err
+	}
+	if strings.TrimSpace(e.URI) == "" {
+		return plugin.Registration{}, &plugin.FieldError{Field: "uri", Problem: "missing"}
+	}
+	if !e.Expires.set {
+		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
+	}
+	var path []string
+	for _, p := range strings.Split(e.Path, ",") {
+		p = strings.Trim(strings.TrimSpace(p), "<>")
+		if p != "" {
+			path = append(path, p)
+		}
+	}
+	return plugin.Registration{
+		AOR:       aor,
+		Contact:   strings.TrimSpace(e.URI),
+		Expires:   e.Expires.t,
+		Received:  strings.TrimSpace(e.Received),
+		Instance:  strings.TrimSpace(e.Instance),
+		UserAgent: strings.TrimSpace(e.UserAgent),
+		Path:      path,
+	}, nil
+}
+
+// DecodeUnregistration reads a contact-delete event: the AOR and the
+// contact removed ("" for all of them).
+func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
+	var e event
+	if err := decode(body, &e); err != nil {
+		return "", "", err
+	}
+	aor, err := e.aor()
+	if err != nil {
+		return "", "", err
+	}
+	return aor, strings.TrimSpace(e.URI), nil
+}
+
+// aor builds the AOR from $param(aor) and the domain: "bob" and
+// "example.com" give sip:bob@example.com.
+func (e event) aor() (plugin.AOR, error) {
+	a := strings.TrimSpace(e.AOR)
+	if a == "" {
+		return "", &plugin.FieldError{Field: "aor", Problem: "missing"}
+	}
+	if !strings.HasPrefix(a, "sip:") && !strings.HasPrefix(a, "sips:") && !strings.HasPrefix(a, "tel:") {
+		if !strings.Contains(a, "@") {
+			d := strings.TrimSpace(e.Domain)
+			if d == "" {
+				return "", &plugin.FieldError{Field: "domain", Problem: "missing, and aor has no domain"}
+			}
+			a += "@" + d
+		}
+		a = "sip:" + a
+	}
+	aor, err := plugin.ParseAOR(a)
+	if err != nil {
+		return "", &plugin.FieldError{Field: "aor", Problem: err.Error()}
+	}
+	return aor, nil
+}
+
+// Message is an offline MESSAGE as the message hook carries it.
+type Message struct {
+	Raw    []byte // the whole request ($mb)
+	AOR    string // the recipient the script looked up; empty: the Request-URI
+	Source string // $si:$sp, for the log
+}
+
+// DecodeMessage reads a message hook body. The raw request itself is
+// checked by the caller, with the SIP ingress's rules.
+func DecodeMessage(body []byte) (Message, error) {
+	var m struct {
+		Raw    string `json:"raw"`
+		AOR    string `json:"aor"`
+		Source string `json:"source"`
+	}
+	if err := decode(body, &m); err != nil {
+		return Message{}, err
+	}
+	if m.Raw == "" {
+		return Message{}, &plugin.FieldError{Field: "raw", Problem: "missing"}
+	}
+	return Message{Raw: []byte(m.Raw), AOR: strings.TrimSpace(m.AOR), Source: strings.TrimSpace(m.Source)}, nil
+}
+
+func decode(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return &plugin.FieldError{Field: "body", Problem: "not the expected JSON object: " + err.Error()}
+	}
+	if dec.More() {
+		return &plugin.FieldError{Field: "body", Problem: "more than one JSON value"}
+	}
+	return nil
+}

@@ -1,0 +1,342 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
+)
+
+// Engine is what the ingress asks of the push engine (*plugin.Engine).
+type Engine interface {
+	// Store keeps a deferred message under the operator policy.
+	Store(ctx context.Context, m *plugin.Message) error
+	// Policy is the operator policy in force.
+	Policy(ctx context.Context) (plugin.Policy, error)
+}
+
+var _ Engine = (*plugin.Engine)(nil)
+
+// Config configures an Ingress.
+type Config struct {
+	// Engine stores the messages. Required.
+	Engine Engine
+	// Client answers INVITEs within dialogs. Required.
+	Client *sipgo.Client
+	// Contact is our Contact URI, where the sender's ACK and BYE reach us.
+	// Required.
+	Contact string
+	// MSRP is the listener the senders of session-mode messages connect
+	// to: its URI is the path we answer with. Required.
+	MSRP *msrp.Listener
+	// MaxMessageSize bounds one message received over MSRP (413 beyond).
+	// Zero means msrp's default; the policy's max_message_size still
+	// applies when it is stored.
+	MaxMessageSize int64
+	// Timeout bounds each store and MSRP response. Zero means 10 s.
+	Timeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Ingress takes deferred messages that the proxy relays to deferpush's SIP
+// listener because their recipient is offline: MESSAGE requests, and MSRP
+// sessions opened by session-mode INVITEs. Route the requests of the SIP
+// server to OnMessage, OnInvite, ReadAck and ReadBye.
+type Ingress struct {
+	cfg     Config
+	log     *slog.Logger
+	dialogs *sipgo.DialogServerCache
+
+	mu       sync.Mutex
+	sessions map[*msrp.Session]struct{}
+	closed   bool
+}
+
+// New returns an Ingress.
+func New(cfg Config) (*Ingress, error) {
+	if cfg.Engine == nil || cfg.Client == nil || cfg.MSRP == nil || cfg.Contact == "" {
+		return nil, errors.New("sip ingress: Engine, Client, Contact and MSRP are required")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	var contact gosip.ContactHeader
+	if err := gosip.ParseUri(cfg.Contact, &contact.Address); err != nil {
+		return nil, fmt.Errorf("sip ingress: contact %q: %w", cfg.Contact, err)
+	}
+	return &Ingress{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		dialogs:  sipgo.NewDialogServerCache(cfg.Client, contact),
+		sessions: map[*msrp.Session]struct{}{},
+	}, nil
+}
+
+// OnMessage stores a MESSAGE for an offline user and answers 202, or the
+// reply OutcomeOf gives for the refusal.
+func (in *Ingress) OnMessage(req *gosip.Request, tx gosip.ServerTransaction) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
+	defer cancel()
+	m, err := Deferred([]byte(req.String()), "", in.cfg.Now())
+	if err == nil {
+		err = in.cfg.Engine.Store(ctx, m)
+	}
+	in.reply(ctx, req, tx, err, "message")
+}
+
+// reply answers req with the outcome of err.
+func (in *Ingress) reply(ctx context.Context, req *gosip.Request, tx gosip.ServerTransaction, err error, what string) Outcome {
+	p, perr := in.cfg.Engine.Policy(ctx)
+	if perr != nil {
+		p = plugin.DefaultPolicy()
+	}
+	o := OutcomeOf(err, p)
+	if err != nil {
+		in.log.Info("deferred "+what+" refused", "call_id", callID(req), "status", o.Status, "err", err)
+	}
+	res := gosip.NewResponseFromRequest(req, o.Code, o.Reason, nil)
+	if o.Status == StatusMalformed {
+		res.AppendHeader(gosip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
+	}
+	if werr := tx.Respond(res); werr != nil {
+		in.log.Warn("respond failed", "call_id", callID(req), "err", werr)
+	}
+	return o
+}
+
+// OnInvite answers a session-mode INVITE with an MSRP offer for an offline
+// user: deferpush becomes the far end of the MSRP session and stores each
+// message received in it.
+func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
+	defer cancel()
+	now := in.cfg.Now()
+	offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		_ = tx.Respond(gosip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		return
+	}
+	aor, err := plugin.ParseAOR(req.Recipient.String())
+	if err != nil || req.Recipient.User == "" {
+		if to := req.To(); to != nil {
+			aor, err = plugin.ParseAOR(to.Address.String())
+		}
+	}
+	if err != nil {
+		in.reply(ctx, req, tx, fmt.Errorf("%w: no recipient: %v", ErrMalformed, err), "session")
+		return
+	}
+	head, err := encap.SessionHead([]byte(req.String()), now)
+	if err != nil {
+		in.reply(ctx, req, tx, fmt.Errorf("%w: %v", ErrMalformed, err), "session")
+		return
+	}
+	p, err := in.cfg.Engine.Policy(ctx)
+	if err != nil {
+		in.reply(ctx, req, tx, err, "session")
+		return
+	}
+	if !p.StoreEnabled {
+		in.reply(ctx, req, tx, plugin.ErrStoreDisabled, "session")
+		return
+	}
+	dlg, err := in.dialogs.ReadInvite(req, tx)
+	if err != nil {
+		_ = tx.Respond(gosip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		return
+	}
+	sender := ""
+	if from := req.From(); from != nil {
+		sender = from.Address.String()
+	}
+	st := &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}
+	local := in.cfg.MSRP.URI()
+	local.SessionID = msrp.NewSessionID()
+	ms, err := msrp.NewSession(msrp.Config{
+		Local: local, Handler: st, MaxMessageSize: in.cfg.MaxMessageSize,
+		Timeout: in.cfg.Timeout, Logger: in.log,
+	})
+	if err != nil {
+		_ = dlg.Respond(500, "Server Internal Error", nil)
+		dlg.Close()
+		return
+	}
+	// The offerer connects unless it asked to be the passive side.
+	setup := sdp.SetupPassive
+	if offer.Setup == sdp.SetupPassive {
+		setup = sdp.SetupActive
+	} else if err := in.cfg.MSRP.Add(ms, offer.Path); err != nil {
+		ms.Close()
+		_ = dlg.Respond(500, "Server Internal Error", nil)
+		dlg.Close()
+		return
+	}
+	if !in.track(ms) {
+		ms.Close()
+		_ = dlg.Respond(503, "Service Unavailable", nil)
+		dlg.Close()
+		return
+	}
+	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: []string{"*"}, Setup: setup})
+	if err == nil {
+		err = dlg.RespondSDP(answer)
+	}
+	if err != nil {
+		in.log.Warn("answer session invite", "call_id", st.callID, "err", err)
+		in.untrack(ms)
+		dlg.Close()
+		return
+	}
+	in.log.Info("deferred session opened", "aor", aor, "call_id", st.callID)
+	// The session ends with the dialog: a BYE from either side, or the
+	// dialog's failure (no ACK).
+	context.AfterFunc(dlg.Context(), func() {
+		in.untrack(ms)
+		dlg.Close()
+		in.log.Info("deferred session ended", "aor", aor, "call_id", st.callID)
+	})
+	if setup == sdp.SetupActive {
+		go func() {
+			cctx, cancel := context.WithTimeout(dlg.Context(), in.cfg.Timeout)
+			defer cancel()
+			if err := ms.Connect(cctx, offer.Path); err != nil {
+				in.log.Warn("connect to session sender", "call_id", st.callID, "err", err)
+			}
+		}()
+	}
+}
+
+// ReadAck takes the ACK of a session INVITE we answered.
+func (in *Ingress) ReadAck(req *gosip.Request, tx gosip.ServerTransaction) error {
+	return in.dialogs.ReadAck(req, tx)
+}
+
+// ReadBye answers the BYE ending a session we answered; it returns
+// sipgo.ErrDialogDoesNotExists when the BYE is for no such session.
+func (in *Ingress) ReadBye(req *gosip.Request, tx gosip.ServerTransaction) error {
+	return in.dialogs.ReadBye(req, tx)
+}
+
+// Close ends every open session; their unfinished messages are lost to us
+// (the sender got no 200 for them).
+func (in *Ingress) Close() {
+	in.mu.Lock()
+	in.closed = true
+	ss := in.sessions
+	in.sessions = map[*msrp.Session]struct{}{}
+	in.mu.Unlock()
+	for s := range ss {
+		s.Close()
+	}
+}
+
+func (in *Ingress) track(s *msrp.Session) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.sessions[s] = struct{}{}
+	return true
+}
+
+func (in *Ingress) untrack(s *msrp.Session) {
+	in.mu.Lock()
+	delete(in.sessions, s)
+	in.mu.Unlock()
+	s.Close()
+}
+
+// sessionStore stores each message of one MSRP session.
+type sessionStore struct {
+	in     *Ingress
+	aor    plugin.AOR
+	sender string
+	callID string
+	head   []byte
+}
+
+var _ msrp.Handler = (*sessionStore)(nil)
+
+// ServeMSRP stores one complete message; the 200 goes out only once it is
+// stored. A refusal is answered with the MSRP status that fits it.
+func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.Message) error {
+	if len(m.Body) == 0 {
+		return nil // the binding SEND, or an empty keep-alive
+	}
+	now := s.in.cfg.Now()
+	raw, err := encap.StoredSEND(msrp.NewSessionID(), m.ID, m.ContentType, m.Body, now)
+	if err != nil {
+		s.in.log.Info("session message refused", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID, "err", err)
+		return msrp.Status(400)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.in.cfg.Timeout)
+	defer cancel()
+	err = s.in.cfg.Engine.Store(ctx, &plugin.Message{
+		Recipient:   s.aor,
+		Sender:      s.sender,
+		Received:    now,
+		Kind:        plugin.KindMSRPSession,
+		Raw:         raw,
+		Invite:      s.head,
+		CallID:      s.callID,
+		MessageID:   m.ID,
+		ContentType: m.ContentType,
+	})
+	if err == nil {
+		return nil
+	}
+	p, perr := s.in.cfg.Engine.Policy(ctx)
+	if perr != nil {
+		p = plugin.DefaultPolicy()
+	}
+	o := OutcomeOf(err, p)
+	s.in.log.Info("session message refused", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID, "status", o.Status, "err", err)
+	switch o.Status {
+	case StatusTooLarge:
+		return msrp.Status(413)
+	case StatusMalformed:
+		return msrp.Status(400)
+	}
+	return msrp.Status(403)
+}
+
+func callID(req *gosip.Request) string {
+	if h := req.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// sanitize keeps a reason printable inside a quoted Warning text.
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			b[i] = ' '
+		}
+	}
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
+}
