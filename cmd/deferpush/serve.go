@@ -77,11 +77,13 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		ml.Close()
 		return err
 	}
+	metrics := api.NewMetrics()
 	eng, err := plugin.NewEngine(plugin.EngineConfig{
 		Store:         st,
 		Pusher:        pusher,
 		MaxConcurrent: cfg.Push.MaxConcurrent,
 		LockTTL:       cfg.Push.LockTTL,
+		Observer:      metrics,
 		Logger:        log,
 	})
 	if err != nil {
@@ -130,6 +132,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		HooksAllow:      allow,
 		AdminTokens:     adminTokens(cfg.Admin),
 		ShutdownTimeout: cfg.Shutdown.Timeout,
+		Metrics:         metrics,
 		Logger:          log,
 	})
 	if err != nil {
