@@ -1,0 +1,304 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/test/harness"
+)
+
+// adminStep is one request of TestAdminAPI and what it must get.
+type adminStep struct {
+	name          string
+	method, path  string
+	token         string
+	ctype         string
+	body          []byte
+	want          int
+	code, field   string // of an error response
+	check         func(t *testing.T, r adminResponse)
+	allowedHeader string
+}
+
+// TestAdminAPI runs every admin endpoint with every role and every error
+// status over real HTTP against a server on a real redis-server, checks
+// each response against openapi.json, and then that every documented
+// response was seen.
+func TestAdminAPI(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{})
+	con := newContract(t)
+	a := startAdmin(t, c, con)
+	ctx := context.Background()
+
+	const bob, dave, carol = plugin.AOR("sip:bob@example.com"), plugin.AOR("sip:dave@example.com"), plugin.AOR("sip:carol@example.com")
+	var bobMsgs []*plugin.Message
+	for i, id := range []string{"b1@example.com", "b2@example.com", "b3@example.com"} {
+		bobMsgs = append(bobMsgs, c.storeSIP(t, bob, id, "hello "+string(rune('a'+i))))
+	}
+	dead := c.storeSIP(t, dave, "d1@example.com", "undeliverable")
+	if ok, err := c.st.Lock(ctx, dave, "tok", time.Minute); !ok || err != nil {
+		t.Fatalf("lock: %v %v", ok, err)
+	}
+	if _, err := c.st.Claim(ctx, dave, "tok", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.st.Fail(ctx, dave, "tok", dead.ID, "test", 1); !d || err != nil {
+		t.Fatalf("fail: %v %v", d, err)
+	}
+	if err := c.st.Unlock(ctx, dave, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.eng.Registered(ctx, plugin.Registration{AOR: carol, Contact: "sip:carol@127.0.0.1:9", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+
+	policy := plugin.DefaultPolicy()
+	policy.MaxPerSession = 20
+	policyBody := mustJSON(t, policy)
+	big := append([]byte(`{"max_per_session":1,"x":"`), bytes.Repeat([]byte("a"), 70<<10)...)
+	big = append(big, `"}`...)
+	const ctJSON, ctPatch = "application/json", "application/merge-patch+json"
+	bobP, bobE := "/v1/users/sip:bob@example.com", "/v1/users/"+escapeAOR("sip:bob@Example.COM")
+	badP := "/v1/users/bob-without-scheme"
+
+	// Every protected operation: 401 without a token and with a wrong one,
+	// 403 for a viewer where it writes, 400 for a malformed AOR.
+	ops := []struct {
+		method, path string
+		write        bool
+	}{
+		{"GET", "/metrics", false}, {"GET", "/v1/stats", false},
+		{"GET", "/v1/policy", false}, {"PUT", "/v1/policy", true}, {"PATCH", "/v1/policy", true},
+		{"GET", "{u}/settings", false}, {"PUT", "{u}/settings", true}, {"DELETE", "{u}/settings", true},
+		{"GET", "{u}/messages", false}, {"DELETE", "{u}/messages", true},
+		{"GET", "{u}/messages/01J00000000000000000000000", false}, {"DELETE", "{u}/messages/01J00000000000000000000000", true},
+		{"GET", "{u}/dead-letters", false}, {"POST", "{u}/dead-letters/requeue", true}, {"POST", "{u}/push", true},
+	}
+	var steps []adminStep
+	for _, op := range ops {
+		p := strings.ReplaceAll(op.path, "{u}", bobP)
+		name := op.method + " " + op.path
+		steps = append(steps,
+			adminStep{name: name + " without token", method: op.method, path: p, want: 401, code: "unauthorized"},
+			adminStep{name: name + " with a wrong token", method: op.method, path: p, token: "not-a-token-0123456789", want: 401, code: "unauthorized"})
+		if op.write {
+			steps = append(steps, adminStep{name: name + " as viewer", method: op.method, path: p, token: viewerToken, ctype: ctJSON, body: []byte(`{}`), want: 403, code: "forbidden"})
+		}
+		if strings.Contains(op.path, "{u}") {
+			steps = append(steps, adminStep{name: name + " malformed AOR", method: op.method, path: strings.ReplaceAll(op.path, "{u}", badP),
+				token: adminToken, ctype: ctJSON, body: []byte(`{}`), want: 400, code: "invalid_aor", field: "aor"})
+		}
+	}
+
+	steps = append(steps, []adminStep{
+		// Public and health endpoints.
+		{name: "healthz", method: "GET", path: "/healthz", want: 200},
+		{name: "readyz", method: "GET", path: "/readyz", want: 200},
+		{name: "openapi without token", method: "GET", path: "/v1/openapi.json", want: 200, check: func(t *testing.T, r adminResponse) {
+			if !bytes.Equal(r.Body, con.docBytes()) {
+				t.Error("served document differs from api.OpenAPI()")
+			}
+		}},
+		{name: "metrics as viewer", method: "GET", path: "/metrics", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			for _, m := range []string{"deferpush_messages_stored_total 4", "deferpush_mailboxes 2", "deferpush_queued_messages 4",
+				"deferpush_push_duration_seconds_count", "deferpush_registration_to_first_send_seconds_count", "deferpush_pushes_in_progress"} {
+				if !strings.Contains(string(r.Body), m) {
+					t.Errorf("/metrics lacks %q", m)
+				}
+			}
+		}},
+		{name: "stats as viewer", method: "GET", path: "/v1/stats", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			var s map[string]int
+			r.JSON(t, &s)
+			if s["stored"] != 4 || s["dead_lettered"] != 1 || s["mailboxes"] != 2 {
+				t.Errorf("stats = %v, want stored 4, dead_lettered 1, mailboxes 2", s)
+			}
+		}},
+		{name: "stats unknown query", method: "GET", path: "/v1/stats?verbose=1", token: viewerToken, want: 400, code: "invalid_query", field: "verbose"},
+
+		// Policy.
+		{name: "get policy as viewer", method: "GET", path: "/v1/policy", token: viewerToken, want: 200, check: wantPolicy(plugin.DefaultPolicy())},
+		{name: "get policy unknown query", method: "GET", path: "/v1/policy?x=1", token: viewerToken, want: 400, code: "invalid_query", field: "x"},
+		{name: "put policy", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON, body: policyBody, want: 200, check: wantPolicy(policy)},
+		{name: "put policy missing field", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON, body: []byte(`{"push_enabled":false}`), want: 400, code: "missing_field", field: "store_enabled"},
+		{name: "put policy unknown field", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON,
+			body: bytes.Replace(policyBody, []byte(`{`), []byte(`{"bogus":1,`), 1), want: 400, code: "unknown_field", field: "bogus"},
+		{name: "put policy invalid value", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON,
+			body: bytes.Replace(policyBody, []byte(`"max_mailbox":1000`), []byte(`"max_mailbox":0`), 1), want: 400, code: "invalid_value", field: "max_mailbox"},
+		{name: "put policy wrong type", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON,
+			body: bytes.Replace(policyBody, []byte(`"push_enabled":true`), []byte(`"push_enabled":"yes"`), 1), want: 400, code: "invalid_value", field: "push_enabled"},
+		{name: "put policy malformed JSON", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON, body: []byte(`{"push_enabled":`), want: 400, code: "invalid_json"},
+		{name: "put policy text/plain", method: "PUT", path: "/v1/policy", token: adminToken, ctype: "text/plain", body: policyBody, want: 415, code: "unsupported_media_type"},
+		{name: "put policy no content type", method: "PUT", path: "/v1/policy", token: adminToken, body: policyBody, want: 415, code: "unsupported_media_type"},
+		{name: "put policy too large", method: "PUT", path: "/v1/policy", token: adminToken, ctype: ctJSON, body: big, want: 413, code: "body_too_large"},
+		{name: "patch policy", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"max_per_session":30,"message_ttl":"1h"}`), want: 200,
+			check: wantPolicy(func() plugin.Policy {
+				p := policy
+				p.MaxPerSession = 30
+				p.MessageTTL = plugin.Duration(time.Hour)
+				return p
+			}())},
+		{name: "patch policy null resets to default", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctJSON, body: []byte(`{"max_per_session":null,"message_ttl":null}`), want: 200,
+			check: wantPolicy(func() plugin.Policy { p := policy; p.MaxPerSession = 50; return p }())},
+		{name: "patch policy invalid duration", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"invite_timeout":"soon"}`), want: 400, code: "invalid_value", field: "invite_timeout"},
+		{name: "patch policy text/plain", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: "text/plain", body: []byte(`{}`), want: 415, code: "unsupported_media_type"},
+		{name: "patch policy too large", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: big, want: 413, code: "body_too_large"},
+		{name: "delete policy", method: "DELETE", path: "/v1/policy", token: adminToken, want: 405, code: "method_not_allowed"},
+
+		// User settings, by raw and by escaped AOR.
+		{name: "get settings none", method: "GET", path: bobP + "/settings", token: viewerToken, want: 200, check: wantBody(`{}`)},
+		{name: "put settings hold", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"push":"hold","max_per_session":5}`), want: 200, check: wantBody(`{"push":"hold","max_per_session":5}`)},
+		{name: "get settings escaped AOR", method: "GET", path: bobE + "/settings", token: viewerToken, want: 200, check: wantBody(`{"push":"hold","max_per_session":5}`)},
+		{name: "put settings bad mode", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"push":"maybe"}`), want: 400, code: "invalid_value", field: "push"},
+		{name: "put settings unknown field", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"pushh":"on"}`), want: 400, code: "unknown_field", field: "pushh"},
+		{name: "put settings above policy", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"max_per_session":51}`), want: 422, code: "exceeds_policy", field: "max_per_session"},
+		{name: "put settings form body", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: "application/x-www-form-urlencoded", body: []byte(`push=on`), want: 415, code: "unsupported_media_type"},
+		{name: "put settings too large", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: big, want: 413, code: "body_too_large"},
+		{name: "post settings", method: "POST", path: bobP + "/settings", token: adminToken, want: 405, code: "method_not_allowed", allowedHeader: "GET, PUT, DELETE"},
+		{name: "unknown user resource", method: "GET", path: bobP + "/nothing", token: adminToken, want: 404, code: "not_found"},
+		{name: "unknown resource", method: "GET", path: "/v1/nothing", token: adminToken, want: 404, code: "not_found"},
+
+		// Push now: refused while on hold, then without a registration;
+		// accepted for a registered user.
+		{name: "push on hold", method: "POST", path: bobP + "/push", token: adminToken, want: 409, code: "push_hold"},
+		{name: "delete settings", method: "DELETE", path: bobE + "/settings", token: adminToken, want: 204},
+		{name: "push unregistered", method: "POST", path: bobP + "/push", token: adminToken, want: 409, code: "not_registered"},
+		{name: "push registered", method: "POST", path: "/v1/users/sip:carol@example.com/push", token: adminToken, want: 202,
+			check: wantBody(`{"aor":"sip:carol@example.com","contact":"sip:carol@127.0.0.1:9"}`)},
+
+		// Messages.
+		{name: "list messages", method: "GET", path: bobP + "/messages", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			p := decodePage(t, r)
+			if p.Total != 3 || len(p.Messages) != 3 || p.Next != nil || p.Messages[0].Raw != "" {
+				t.Errorf("page = %+v, want 3 messages, metadata only, no next", p)
+			}
+			for i, m := range p.Messages {
+				if m.ID != bobMsgs[i].ID || m.CallID != bobMsgs[i].CallID || m.State != "pending" || m.Size != len(bobMsgs[i].Raw) {
+					t.Errorf("message %d = %+v, want %s pending", i, m, bobMsgs[i].ID)
+				}
+			}
+		}},
+		{name: "list messages paged with bodies", method: "GET", path: bobE + "/messages?offset=1&limit=1&body=true", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			p := decodePage(t, r)
+			if p.Total != 3 || len(p.Messages) != 1 || p.Next == nil || *p.Next != 2 || p.Messages[0].ID != bobMsgs[1].ID {
+				t.Fatalf("page = %+v, want message 2 of 3 and next 2", p)
+			}
+			if raw, _ := base64.StdEncoding.DecodeString(p.Messages[0].Raw); !bytes.Equal(raw, bobMsgs[1].Raw) {
+				t.Errorf("raw = %q, want the stored MESSAGE", raw)
+			}
+		}},
+		{name: "list messages bad limit", method: "GET", path: bobP + "/messages?limit=0", token: viewerToken, want: 400, code: "invalid_query", field: "limit"},
+		{name: "list messages bad body flag", method: "GET", path: bobP + "/messages?body=maybe", token: viewerToken, want: 400, code: "invalid_query", field: "body"},
+		{name: "get message", method: "GET", path: bobP + "/messages/" + bobMsgs[0].ID, token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			var m pagedMessage
+			r.JSON(t, &m)
+			if m.ID != bobMsgs[0].ID || m.Raw != "" || m.Kind != "sip-message" {
+				t.Errorf("message = %+v", m)
+			}
+		}},
+		{name: "get unknown message", method: "GET", path: bobP + "/messages/01J00000000000000000000000", token: viewerToken, want: 404, code: "not_found"},
+		{name: "delete message", method: "DELETE", path: bobE + "/messages/" + bobMsgs[0].ID, token: adminToken, want: 204},
+		{name: "delete message again", method: "DELETE", path: bobP + "/messages/" + bobMsgs[0].ID, token: adminToken, want: 404, code: "not_found"},
+		{name: "delete all messages", method: "DELETE", path: bobP + "/messages", token: adminToken, want: 200, check: wantBody(`{"deleted":2}`)},
+		{name: "list after delete", method: "GET", path: bobP + "/messages", token: viewerToken, want: 200, check: wantBody(`{"messages":[],"total":0,"offset":0,"limit":50}`)},
+
+		// Dead letters.
+		{name: "list dead letters", method: "GET", path: "/v1/users/sip:dave@example.com/dead-letters", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			p := decodePage(t, r)
+			if p.Total != 1 || p.Messages[0].ID != dead.ID || p.Messages[0].State != "dead" || p.Messages[0].Attempts != 1 {
+				t.Errorf("dead letters = %+v", p)
+			}
+		}},
+		{name: "requeue dead letters", method: "POST", path: "/v1/users/sip%3Adave%40example.com/dead-letters/requeue", token: adminToken, want: 200, check: wantBody(`{"requeued":1}`)},
+		{name: "messages after requeue", method: "GET", path: "/v1/users/sip:dave@example.com/messages", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			if p := decodePage(t, r); p.Total != 1 || p.Messages[0].State != "pending" || p.Messages[0].Attempts != 0 {
+				t.Errorf("after requeue = %+v, want 1 pending with attempts reset", p)
+			}
+		}},
+	}...)
+
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			res := a.do(t, s.method, s.path, s.token, s.ctype, s.body)
+			if res.Status != s.want {
+				t.Fatalf("%s %s = %d %s, want %d", s.method, s.path, res.Status, res.Body, s.want)
+			}
+			if s.code != "" {
+				code, field := res.ErrorCode(t)
+				if code != s.code || field != s.field {
+					t.Errorf("error code, field = %q, %q, want %q, %q (%s)", code, field, s.code, s.field, res.Body)
+				}
+			}
+			if s.want == 401 && !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("401 without WWW-Authenticate: Bearer")
+			}
+			if s.allowedHeader != "" && res.Header.Get("Allow") != s.allowedHeader {
+				t.Errorf("Allow = %q, want %q", res.Header.Get("Allow"), s.allowedHeader)
+			}
+			if s.check != nil {
+				s.check(t, res)
+			}
+		})
+	}
+
+	t.Run("policy in force on the engine", func(t *testing.T) {
+		want := policy // after the PATCH that reset max_per_session and message_ttl
+		want.MaxPerSession = 50
+		waitFor(t, time.Second, "engine policy", func() bool {
+			p, err := c.eng.Policy(ctx)
+			return err == nil && p == want
+		})
+	})
+	t.Run("every documented response seen", func(t *testing.T) {
+		// 503 of /readyz needs Redis down: TestServeReadyzFollowsRedis.
+		if missing := con.unseen("ready 503"); len(missing) > 0 {
+			t.Errorf("no test got these documented responses:\n%s", strings.Join(missing, "\n"))
+		}
+	})
+}
+
+func wantPolicy(want plugin.Policy) func(t *testing.T, r adminResponse) {
+	return func(t *testing.T, r adminResponse) {
+		var got plugin.Policy
+		r.JSON(t, &got)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("policy (-want +got):\n%s", diff)
+		}
+	}
+}
+
+func wantBody(want string) func(t *testing.T, r adminResponse) {
+	return func(t *testing.T, r adminResponse) {
+		if got := string(r.Body); got != want {
+			t.Errorf("body = %s, want %s", got, want)
+		}
+	}
+}
+
+// pagedMessage is the API's message view, as a client reads it.
+type pagedMessage struct {
+	ID, State, Kind, Raw string
+	CallID               string `json:"call_id"`
+	Size, Attempts       int
+}
+
+type messagePage struct {
+	Messages []pagedMessage
+	Total    int
+	Next     *int
+}
+
+func decodePage(t *testing.T, r adminResponse) messagePage {
+	t.Helper()
+	var p messagePage
+	r.JSON(t, &p)
+	return p
+}
