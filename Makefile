@@ -32,10 +32,19 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## bench: Go benchmarks of the hot paths, benchstat-friendly, in results/.
+## bench: deferpush beside Kamailio msilo and beside the machine's limits
+## (real Kamailio, redis-server, SIPp): report.md, report.csv and
+## delivery.svg in results/<date>-<host>/; then the Go benchmarks of the hot
+## paths in results/go-bench.txt (benchstat input). U=users (200) and
+## M=messages per user (1,10,50) change the workload. QUICK=1 is the
+## under-a-minute variant CI runs; it writes to results/tmp/ instead.
+BENCHOUT   = $(if $(QUICK),results/tmp/go-bench-quick.txt,results/go-bench.txt)
+BENCHFLAGS = $(if $(QUICK),-count 1 -benchtime 100ms,-count 5)
 bench: deps
-	@mkdir -p results
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | tee results/go-bench.txt
+	@mkdir -p results/tmp
+	QUICK=$(QUICK) U=$(U) M=$(M) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkVsMsilo$$' -benchtime 1x -timeout 15m -v ./test/
+	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./plugin/... ./store/... ./adapters/... > $(BENCHOUT) || { cat $(BENCHOUT); exit 1; }
+	@cat $(BENCHOUT)
 
 clean:
 	rm -rf bin results/tmp

@@ -1,0 +1,191 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/test/harness"
+	"github.com/deferpush/deferpush/test/imclient"
+)
+
+// shippedKamailioCfg is the routing script operators deploy.
+const shippedKamailioCfg = "../adapters/kamailio/kamailio.cfg"
+
+// deferpushSideMissing says why the deferpush side cannot run, or "".
+// BENCH_DEFERPUSH=1 forces it, =0 skips it; by default it runs when the
+// shipped Kamailio config is committed.
+func deferpushSideMissing() string {
+	switch os.Getenv("BENCH_DEFERPUSH") {
+	case "1":
+		return ""
+	case "0":
+		return "BENCH_DEFERPUSH=0"
+	}
+	if _, err := os.Stat(shippedKamailioCfg); err != nil {
+		return "adapters/kamailio/kamailio.cfg is not there yet"
+	}
+	if err := exec.Command("git", "ls-files", "--error-unmatch", shippedKamailioCfg).Run(); err != nil {
+		return "adapters/kamailio/kamailio.cfg is not committed yet"
+	}
+	return ""
+}
+
+// runDeferpushSide measures deferpush at M messages per user, on the same
+// workload as runMsilo: the real binary on a harness redis-server,
+// Kamailio with the shipped config, SIPp sending the MESSAGEs through
+// Kamailio, then U reference clients registering through Kamailio and
+// confirming every MSRP SEND. ok is false when the side cannot run.
+func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool) {
+	b.Helper()
+	row = benchRow{System: "deferpush", Users: p.Users, M: m}
+	if why := deferpushSideMissing(); why != "" {
+		row.Err = why
+		return row, false
+	}
+	r := harness.Redis(b)
+	const token = "bench-hooks-token-0123456789"
+	sipPort, internalPort := harness.FreePort(b), harness.FreePort(b)
+	for internalPort == sipPort {
+		internalPort = harness.FreePort(b)
+	}
+	dp := startDeferpush(b, []string{"DEFERPUSH_HOOKS_TOKEN=" + token},
+		"--redis", r.URL(), "--log-level", "info",
+		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort))
+	k := harness.Kamailio(b, harness.KamailioConfig{
+		ConfigFile: shippedKamailioCfg,
+		SIPPort:    sipPort,
+		Defines: map[string]string{
+			"INTERNAL_PORT": strconv.Itoa(internalPort),
+			"DOMAIN":        strconv.Quote(benchDomain),
+			"DP_ADDR":       `"127.0.0.1"`,
+			"DP_SIP":        strconv.Quote("sip:" + dp.SIPAddr + ";transport=tcp"),
+			"DP_HOOKS":      strconv.Quote("http://" + dp.HooksAddr),
+			"DP_TOKEN":      strconv.Quote(token),
+		},
+	})
+	st, err := store.New(store.Config{URL: r.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	redisPID, dpPID := r.Proc().PID(), dp.cmd.Process.Pid
+	server := func() float64 {
+		return processCPUSeconds(dpPID) + processCPUSeconds(redisPID) + groupCPUSeconds(k.PID())
+	}
+
+	// The clients exist before the clock starts, as the SIPp UAS of the
+	// msilo side does; they register only in the delivery phase.
+	clients := make([]*imclient.Client, p.Users)
+	for i := range clients {
+		c, err := imclient.New(imclient.Config{AOR: "sip:" + benchUser(i) + "@" + benchDomain, Proxy: k.SIPAddr,
+			Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(c.Close)
+		clients[i] = c
+	}
+
+	dir := b.TempDir()
+	users := writeUsersCSV(b, dir, p.Users)
+	total := p.Users * m
+	mem0 := redisUsedMemory(b, r.Addr)
+	cpu0 := server()
+	row.StoreTime, row.Err = sippStore(b, p, k.SIPAddr, users, dir, total)
+	row.CPUStore = server() - cpu0
+	ctx := context.Background()
+	if tot, err := st.Totals(ctx); err != nil {
+		row.Err = join(row.Err, err.Error())
+	} else {
+		row.Stored = int(tot.Stored)
+	}
+	if row.Stored != total {
+		row.Err = join(row.Err, fmt.Sprintf("%d of %d stored", row.Stored, total))
+	}
+	row.StoreRate = rate(row.Stored, row.StoreTime)
+	if row.Stored > 0 {
+		row.BytesPerMsg = float64(redisUsedMemory(b, r.Addr)-mem0) / float64(row.Stored)
+	}
+
+	// Delivery: every client registers at once and waits for its M
+	// messages; the time its wait ends is its last confirmation.
+	regs := make(map[string]time.Time, p.Users)
+	del := deliveries{seen: map[string]bool{}, lastByUser: map[string]time.Time{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []string
+	dctx, cancel := context.WithTimeout(ctx, p.Phase)
+	defer cancel()
+	start := make(chan struct{})
+	cpu1 := server()
+	for i, c := range clients {
+		user := benchUser(i)
+		wg.Go(func() {
+			<-start
+			at := time.Now()
+			code, err := c.Register(dctx, 3600)
+			mu.Lock()
+			regs[user] = at
+			mu.Unlock()
+			if err != nil || code != 200 {
+				mu.Lock()
+				errs = append(errs, fmt.Sprintf("REGISTER %s: %d %v", user, code, err))
+				mu.Unlock()
+				return
+			}
+			_, werr := c.Wait(dctx, func(s imclient.Stats) bool { return s.Received >= m })
+			done := time.Now()
+			got := c.Received()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, rc := range got {
+				del.lines++
+				if rc.Answered != 200 {
+					continue
+				}
+				del.seen[rc.Decoded.CallID+"/"+user] = true
+			}
+			if werr == nil {
+				del.lastByUser[user] = done
+			} else {
+				errs = append(errs, fmt.Sprintf("%s: %d of %d received", user, len(got), m))
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	row.CPUDeliver = server() - cpu1
+	if len(errs) > 0 {
+		row.Err = join(row.Err, fmt.Sprintf("%d users failed, first: %s", len(errs), errs[0]))
+	}
+	row.fillDelivery(regs, del, row.Stored)
+	return row, true
+}
+
+// redisUsedMemory is INFO memory's used_memory.
+func redisUsedMemory(b *testing.B, addr string) int64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := harness.RedisDo(ctx, addr, "INFO", "memory")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for l := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	b.Fatalf("INFO memory without used_memory:\n%s", info)
+	return 0
+}
