@@ -49,7 +49,7 @@ func (u *unixTime) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("not a Unix time: %s", b)
 	}
-	u.set, u.t = true, time.Unix(n, 0)
+	u.set, u.t = true, time.Unix(n, 0).UTC()
 	return nil
 }
 

@@ -1,0 +1,84 @@
+package kamailio_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/adapters/kamailio"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected part of the golden files")
+
+// separator splits a golden file into the hook body Kamailio posts and the
+// decoded result (or the error), as Caddy's adapter tests do.
+const separator = "\n----------\n"
+
+// now is the clock of the registration goldens: expires is relative.
+var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// TestGolden decodes every testdata/<hook>-*.txt with the decoder of that
+// hook (registered, unregistered, expired, message).
+func TestGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(b), separator)
+			if !ok {
+				t.Fatalf("no separator line in %s", f)
+			}
+			got := decode(t, strings.SplitN(filepath.Base(f), "-", 2)[0], []byte(in))
+			if *update {
+				if err := os.WriteFile(f, []byte(in+separator+got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("decoded (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func decode(t *testing.T, hook string, body []byte) string {
+	var v any
+	var err error
+	switch hook {
+	case "registered":
+		v, err = kamailio.DecodeRegistration(body, now)
+	case "unregistered", "expired":
+		aor, contact, derr := kamailio.DecodeUnregistration(body)
+		v, err = map[string]string{"aor": string(aor), "contact": contact}, derr
+	case "message":
+		m, derr := kamailio.DecodeMessage(body)
+		v, err = map[string]string{"raw": string(m.Raw), "aor": m.AOR, "source": m.Source}, derr
+	default:
+		t.Fatalf("unknown hook %q in the file name", hook)
+	}
+	if err != nil {
+		v = map[string]string{"error": err.Error()}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}

@@ -1,0 +1,123 @@
+package sip_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/adapters/sip"
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/encap"
+)
+
+var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+const seed = "MESSAGE sip:user2@imserver.com SIP/2.0\r\n" +
+	"Via: SIP/2.0/TCP user1pc.imserver.com;branch=z9hG4bK776sgdkse\r\n" +
+	"Max-Forwards: 70\r\n" +
+	"From: sip:user1@imserver.com;tag=49583\r\n" +
+	"To: sip:user2@imserver.com\r\n" +
+	"Call-ID: asd88asd77a@1.2.3.4\r\n" +
+	"CSeq: 1 MESSAGE\r\n" +
+	"Content-Type: text/plain\r\n" +
+	"Content-Length: 18\r\n" +
+	"\r\n" +
+	"Watson, come here."
+
+func TestDeferred(t *testing.T) {
+	m, err := sip.Deferred([]byte(seed), "", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRaw := strings.Replace(seed, "Call-ID: asd88asd77a@1.2.3.4\r\n",
+		"Call-ID: asd88asd77a@1.2.3.4\r\nDate: Fri, 02 Jan 2026 03:04:05 GMT\r\n", 1)
+	if string(m.Raw) != wantRaw {
+		t.Errorf("Raw =\n%q\nwant\n%q", m.Raw, wantRaw)
+	}
+	if m.Recipient != "sip:user2@imserver.com" || m.Sender != "sip:user1@imserver.com" || m.Kind != plugin.KindSIPMessage ||
+		m.CallID != "asd88asd77a@1.2.3.4" || m.ContentType != "text/plain" || !m.Received.Equal(now) {
+		t.Errorf("envelope = %+v", m)
+	}
+	m, err = sip.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now)
+	if err != nil || m.Recipient != "sip:User2@imserver.com" {
+		t.Errorf("with the proxy's AOR: recipient %q, %v", m.Recipient, err)
+	}
+}
+
+func TestDeferredRefuses(t *testing.T) {
+	tests := []struct {
+		name, raw, aor, reason string
+	}{
+		{"empty", "", "", "empty"},
+		{"not SIP", "hello world\r\n\r\n", "", "not a SIP message"},
+		{"response", "SIP/2.0 200 OK\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n", "", "a response"},
+		{"INVITE", strings.Replace(seed, "MESSAGE sip:", "INVITE sip:", 1), "", "method INVITE"},
+		{"no recipient", strings.Replace(strings.Replace(seed, "MESSAGE sip:user2@imserver.com", "MESSAGE sip:imserver.com", 1),
+			"To: sip:user2@imserver.com\r\n", "", 1), "", "no recipient"},
+		{"bad AOR", seed, "user2", "no recipient"},
+		{"bad Content-Length", strings.Replace(seed, "Content-Length: 18", "Content-Length: 99", 1), "", ""},
+		{"bare LF", strings.ReplaceAll(seed, "\r\n", "\n"), "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := sip.Deferred([]byte(tt.raw), tt.aor, now)
+			if !errors.Is(err, sip.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
+				t.Errorf("Deferred = %v, want ErrMalformed saying %q", err, tt.reason)
+			}
+			if o := sip.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 400 {
+				t.Errorf("outcome %+v, want 400", o)
+			}
+		})
+	}
+}
+
+func TestOutcomeOf(t *testing.T) {
+	p := plugin.DefaultPolicy()
+	p.FullMailboxReply, p.StoreDisabledReply = 480, 403
+	tests := []struct {
+		err  error
+		want sip.Outcome
+	}{
+		{nil, sip.Outcome{Status: "stored", Code: 202, Reason: "Accepted"}},
+		{fmt.Errorf("append: %w", &plugin.LimitError{Err: plugin.ErrMailboxFull}), sip.Outcome{Status: "mailbox_full", Code: 480, Reason: "Temporarily Unavailable"}},
+		{&plugin.LimitError{Err: plugin.ErrTooLarge}, sip.Outcome{Status: "too_large", Code: 513, Reason: "Message Too Large"}},
+		{plugin.ErrStoreDisabled, sip.Outcome{Status: "store_disabled", Code: 403, Reason: "Forbidden"}},
+		{&plugin.FieldError{Field: "aor", Problem: "missing"}, sip.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
+		{fmt.Errorf("x: %w", encap.ErrMalformed), sip.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
+		{errors.New("redis down"), sip.Outcome{Status: "error", Code: 500, Reason: "Server Internal Error"}},
+	}
+	for _, tt := range tests {
+		if got := sip.OutcomeOf(tt.err, p); got != tt.want {
+			t.Errorf("OutcomeOf(%v) = %+v, want %+v", tt.err, got, tt.want)
+		}
+	}
+	p.FullMailboxReply = 486
+	if got := sip.OutcomeOf(plugin.ErrMailboxFull, p); got.Code != 486 || got.Reason != "Busy Here" {
+		t.Errorf("full mailbox with 486 policy: %+v", got)
+	}
+}
+
+// FuzzDeferred feeds raw SIP from the hooks to the decoding: it must not
+// panic, and what it accepts is a dated MESSAGE that encap reads back.
+func FuzzDeferred(f *testing.F) {
+	f.Add([]byte(seed), "")
+	f.Add([]byte(seed), "sip:user2@imserver.com")
+	f.Fuzz(func(t *testing.T, raw []byte, aor string) {
+		m, err := sip.Deferred(raw, aor, now)
+		if err != nil {
+			if !errors.Is(err, sip.ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		req, err := encap.ParseRequest(m.Raw)
+		if err != nil {
+			t.Fatalf("accepted a message encap cannot read back: %v", err)
+		}
+		if req.Method != "MESSAGE" || req.Date.IsZero() || m.Recipient == "" {
+			t.Fatalf("accepted %+v (recipient %q)", req, m.Recipient)
+		}
+	})
+}

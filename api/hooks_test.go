@@ -1,0 +1,287 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/store"
+)
+
+const testHooksToken = "hooks-token-0123456789"
+
+// hookEngine records what the hooks ask of the engine.
+type hookEngine struct {
+	mu       sync.Mutex
+	policy   plugin.Policy
+	storeErr error
+	stored   []*plugin.Message
+	regs     []plugin.Registration
+	unregs   []string
+}
+
+func (e *hookEngine) Store(_ context.Context, m *plugin.Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.storeErr != nil {
+		return e.storeErr
+	}
+	m.ID = plugin.NewID(m.Received)
+	e.stored = append(e.stored, m)
+	return nil
+}
+
+func (e *hookEngine) Registered(_ context.Context, r plugin.Registration) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.regs = append(e.regs, r)
+	return nil
+}
+
+func (e *hookEngine) Unregistered(_ context.Context, aor plugin.AOR, contact string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.unregs = append(e.unregs, string(aor)+" "+contact)
+	return nil
+}
+
+func (e *hookEngine) PushNow(context.Context, plugin.AOR) error { return plugin.ErrNotFound }
+func (e *hookEngine) Active() int                               { return 0 }
+func (e *hookEngine) Policy(context.Context) (plugin.Policy, error) {
+	return e.policy, nil
+}
+
+func (e *hookEngine) calls() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.stored) + len(e.regs) + len(e.unregs)
+}
+
+// startHooks serves the hooks on a loopback socket and returns their base
+// URL.
+func startHooks(t *testing.T, eng *hookEngine, allow ...string) string {
+	t.Helper()
+	st, err := store.NewEmbedded(store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var lns []net.Listener
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+	}
+	var prefixes []netip.Prefix
+	for _, a := range allow {
+		prefixes = append(prefixes, netip.MustParsePrefix(a))
+	}
+	s, err := New(Config{
+		HooksListener: lns[0], AdminListener: lns[1], Store: st, Engine: eng,
+		HooksToken: testHooksToken, HooksAllow: prefixes,
+		AdminTokens: []Token{{Name: "ops", Token: testAdminToken, Role: RoleAdmin}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + lns[0].Addr().String()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := http.Get(base + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			return base
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hooks listener not up: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func postHook(t *testing.T, url, token string, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set(TokenHeader, token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("POST %s: %d, not JSON: %q", url, res.StatusCode, b)
+	}
+	return res.StatusCode, v
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+const rawMessage = "MESSAGE sip:user2@example.com SIP/2.0\r\n" +
+	"Via: SIP/2.0/TCP 192.0.2.4:5060;branch=z9hG4bK776sgdkse\r\n" +
+	"From: <sip:user1@example.com>;tag=49583\r\n" +
+	"To: <sip:user2@example.com>\r\n" +
+	"Call-ID: asd88asd77a@1.2.3.4\r\n" +
+	"CSeq: 1 MESSAGE\r\n" +
+	"Content-Type: text/plain\r\n" +
+	"Content-Length: 18\r\n\r\n" +
+	"Watson, come here."
+
+func TestHookMessage(t *testing.T) {
+	p := plugin.DefaultPolicy()
+	p.FullMailboxReply, p.StoreDisabledReply = 480, 403
+	tests := []struct {
+		name     string
+		body     string
+		storeErr error
+		http     int
+		want     map[string]any // status, sip_code, sip_reason
+	}{
+		{"stored", `{"raw":` + jsonString(rawMessage) + `,"aor":"sip:user2@example.com"}`, nil, 200,
+			map[string]any{"status": "stored", "sip_code": 202.0, "sip_reason": "Accepted"}},
+		{"mailbox full", `{"raw":` + jsonString(rawMessage) + `}`, &plugin.LimitError{Err: plugin.ErrMailboxFull}, 409,
+			map[string]any{"status": "mailbox_full", "sip_code": 480.0, "sip_reason": "Temporarily Unavailable"}},
+		{"too large", `{"raw":` + jsonString(rawMessage) + `}`, &plugin.LimitError{Err: plugin.ErrTooLarge}, 413,
+			map[string]any{"status": "too_large", "sip_code": 513.0, "sip_reason": "Message Too Large"}},
+		{"store disabled", `{"raw":` + jsonString(rawMessage) + `}`, plugin.ErrStoreDisabled, 403,
+			map[string]any{"status": "store_disabled", "sip_code": 403.0, "sip_reason": "Forbidden"}},
+		{"store down", `{"raw":` + jsonString(rawMessage) + `}`, fmt.Errorf("redis: connection refused"), 503,
+			map[string]any{"status": "error", "sip_code": 500.0, "sip_reason": "Server Internal Error"}},
+		{"not a MESSAGE", `{"raw":` + jsonString(strings.Replace(rawMessage, "MESSAGE sip:", "INVITE sip:", 1)) + `}`, nil, 400,
+			map[string]any{"status": "malformed", "sip_code": 400.0, "sip_reason": "Bad Request"}},
+		{"not SIP", `{"raw":"hello"}`, nil, 400,
+			map[string]any{"status": "malformed", "sip_code": 400.0, "sip_reason": "Bad Request"}},
+		{"no raw", `{"aor":"sip:user2@example.com"}`, nil, 400,
+			map[string]any{"status": "malformed", "sip_code": 400.0, "sip_reason": "Bad Request"}},
+		{"not JSON", `raw=MESSAGE`, nil, 400,
+			map[string]any{"status": "malformed", "sip_code": 400.0, "sip_reason": "Bad Request"}},
+	}
+	for _, proxy := range []string{"kamailio", "opensips"} {
+		for _, tt := range tests {
+			t.Run(proxy+"/"+tt.name, func(t *testing.T) {
+				eng := &hookEngine{policy: p, storeErr: tt.storeErr}
+				base := startHooks(t, eng)
+				code, got := postHook(t, base+"/hooks/"+proxy+"/message", testHooksToken, tt.body)
+				if code != tt.http {
+					t.Errorf("HTTP %d, want %d (%v)", code, tt.http, got)
+				}
+				for k, v := range tt.want {
+					if got[k] != v {
+						t.Errorf("%s = %v, want %v (%v)", k, got[k], v, got)
+					}
+				}
+				if tt.http != 200 {
+					if e, _ := got["error"].(map[string]any); e == nil || e["code"] != tt.want["status"] || e["message"] == "" {
+						t.Errorf("error object %v, want code %v and a message", got["error"], tt.want["status"])
+					}
+					return
+				}
+				if len(eng.stored) != 1 {
+					t.Fatalf("stored %d messages, want 1", len(eng.stored))
+				}
+				m := eng.stored[0]
+				if m.Recipient != "sip:user2@example.com" || m.CallID != "asd88asd77a@1.2.3.4" || m.Kind != plugin.KindSIPMessage ||
+					!bytes.Contains(m.Raw, []byte("\r\nDate: ")) || got["id"] != m.ID {
+					t.Errorf("stored %+v (reply id %v)", m, got["id"])
+				}
+			})
+		}
+	}
+}
+
+func TestHookRegistration(t *testing.T) {
+	eng := &hookEngine{policy: plugin.DefaultPolicy()}
+	base := startHooks(t, eng)
+	before := time.Now()
+	code, got := postHook(t, base+"/hooks/kamailio/registered", testHooksToken,
+		`{"aor":"sip:user2@example.com","contact":"sip:user2@192.0.2.7:5071;transport=tcp","expires":300,"user_agent":"<null>","path":"<sip:edge.example.com;lr>"}`)
+	if code != 200 || got["status"] != "registered" {
+		t.Fatalf("registered: %d %v", code, got)
+	}
+	code, got = postHook(t, base+"/hooks/kamailio/expired", testHooksToken, `{"aor":"sip:user2@example.com","contact":"sip:user2@192.0.2.7:5071;transport=tcp"}`)
+	if code != 200 || got["status"] != "unregistered" {
+		t.Fatalf("expired: %d %v", code, got)
+	}
+	code, got = postHook(t, base+"/hooks/opensips/unregistered", testHooksToken, `{"aor":"user3","domain":"example.com"}`)
+	if code != 200 || got["status"] != "unregistered" {
+		t.Fatalf("opensips unregistered: %d %v", code, got)
+	}
+	code, got = postHook(t, base+"/hooks/kamailio/registered", testHooksToken, `{"aor":"sip:user2@example.com","expires":300}`)
+	if code != 400 || got["status"] != "malformed" {
+		t.Errorf("registered without contact: %d %v, want 400 malformed", code, got)
+	}
+	if len(eng.regs) != 1 {
+		t.Fatalf("registrations %+v, want 1", eng.regs)
+	}
+	r := eng.regs[0]
+	if r.AOR != "sip:user2@example.com" || r.Contact != "sip:user2@192.0.2.7:5071;transport=tcp" || r.UserAgent != "" ||
+		!cmp.Equal(r.Path, []string{"sip:edge.example.com;lr"}) ||
+		r.Expires.Before(before.Add(299*time.Second)) || r.Expires.After(time.Now().Add(301*time.Second)) {
+		t.Errorf("registration %+v", r)
+	}
+	want := []string{"sip:user2@example.com sip:user2@192.0.2.7:5071;transport=tcp", "sip:user3@example.com "}
+	if diff := cmp.Diff(want, eng.unregs); diff != "" {
+		t.Errorf("unregistrations (-want +got):\n%s", diff)
+	}
+}
+
+// TestHookAuth: without the token, or from a source outside the
+// allow-list, a hook call changes nothing and says why.
+func TestHookAuth(t *testing.T) {
+	body := `{"raw":` + jsonString(rawMessage) + `}`
+	tests := []struct {
+		name, token string
+		allow       []string
+		http        int
+		status      string
+	}{
+		{"no token", "", nil, 401, "unauthorized"},
+		{"wrong token", "hooks-token-0123456788", nil, 401, "unauthorized"},
+		{"token prefix", testHooksToken[:10], nil, 401, "unauthorized"},
+		{"source not allowed", testHooksToken, []string{"10.0.0.0/8", "::1/128"}, 403, "forbidden"},
+		{"source allowed", testHooksToken, []string{"10.0.0.0/8", "127.0.0.0/8"}, 200, "stored"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &hookEngine{policy: plugin.DefaultPolicy()}
+			base := startHooks(t, eng, tt.allow...)
+			for _, path := range []string{"/hooks/kamailio/message", "/hooks/kamailio/registered", "/hooks/opensips/expired"} {
+				code, got := postHook(t, base+path, tt.token, body)
+				if path != "/hooks/kamailio/message" && code == 400 && tt.http == 200 {
+					continue // authenticated; the body is a message, not a registration
+				}
+				if code != tt.http || got["status"] != tt.status {
+					t.Errorf("%s: %d %v, want %d %s", path, code, got, tt.http, tt.status)
+				}
+			}
+			if n := eng.calls(); tt.http != 200 && n != 0 {
+				t.Errorf("engine called %d times by refused hook calls", n)
+			}
+		})
+	}
+}
