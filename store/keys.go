@@ -12,7 +12,7 @@ import "github.com/deferpush/deferpush/plugin"
 //	dp:{aor}:pending   LIST   message ids waiting, oldest at the head
 //	dp:{aor}:inflight  LIST   ids claimed by the current push, in claim order
 //	dp:{aor}:dead      LIST   dead-lettered ids, in order
-//	dp:{aor}:msgs      HASH   id -> record (JSON, immutable)
+//	dp:{aor}:msgs      HASH   id -> record (record.go, immutable)
 //	dp:{aor}:expiry    ZSET   id -> expiry (Unix ms)
 //	dp:{aor}:tries     HASH   id -> "<attempts> <last error>"
 //	dp:{aor}:lock      HASH   owner -> token, until -> lease end (Unix ms)
@@ -52,4 +52,10 @@ func contactKey(aor plugin.AOR) string  { return tag(aor) + "contact" }
 func mailboxKeys(aor plugin.AOR) []string {
 	return []string{pendingKey(aor), inflightKey(aor), deadKey(aor), msgsKey(aor),
 		expiryKey(aor), triesKey(aor), lockKey(aor)}
+}
+
+// appendKeys holds the keys appendScript takes.
+func appendKeys(aor plugin.AOR) []string {
+	t := tag(aor)
+	return []string{t + "pending", t + "msgs", t + "expiry", t + "gone"}
 }

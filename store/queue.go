@@ -73,7 +73,7 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		return err
 	}
 	aor := m.Recipient
-	keys := append(mailboxKeys(aor), goneKey(aor))
+	keys := appendKeys(aor)
 	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
 
 	pipe := r.c.Pipeline()

@@ -3,7 +3,8 @@ package store
 import "github.com/redis/go-redis/v9"
 
 // The Lua scripts. Every script that changes a mailbox takes the same
-// seven keys, from mailboxKeys, so one header serves for KEYS:
+// seven keys, from mailboxKeys, so one header serves for KEYS (except
+// appendScript, see there):
 //
 //	KEYS[1] pending  KEYS[2] inflight  KEYS[3] dead  KEYS[4] msgs
 //	KEYS[5] expiry   KEYS[6] tries     KEYS[7] lock  (KEYS[8] gone: append, expire)
@@ -50,23 +51,31 @@ local function acquire(token, untilms, now)
 end
 `
 
-// appendScript stores one message.
+// appendScript stores one message. It is the hot path, so it takes only
+// the keys it touches and does without the prelude (whose closures every
+// call would build again).
 //
-//	KEYS  1-7 mailbox, 8 gone
+//	KEYS  1 pending, 2 msgs, 3 expiry, 4 gone (appendKeys)
 //	ARGV  1 id, 2 record, 3 expiry ms, 4 max mailbox (0: none)
 //	Returns {status, stored count}: status 1 stored; 2 stored, and the
 //	sweeper had unindexed the mailbox (the caller must index it again);
 //	0 the id was already stored (no-op); -1 mailbox full (nothing stored).
-var appendScript = redis.NewScript(prelude + `
-if redis.call('HEXISTS', msgs, ARGV[1]) == 1 then return {0, 0} end
-local n = redis.call('HLEN', msgs)
-local max = tonumber(ARGV[4])
-if max > 0 and n >= max then return {-1, n} end
-redis.call('HSET', msgs, ARGV[1], ARGV[2])
-redis.call('ZADD', expiry, ARGV[3], ARGV[1])
-redis.call('RPUSH', pending, ARGV[1])
-if redis.call('DEL', KEYS[8]) == 1 then return {2, n + 1} end
-return {1, n + 1}
+//	The count is only counted when ARGV[4] sets a maximum, else 0.
+var appendScript = redis.NewScript(`
+local n, max = 0, tonumber(ARGV[4])
+if max > 0 then
+  n = redis.call('HLEN', KEYS[2])
+  if n >= max then
+    if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {0, n} end
+    return {-1, n}
+  end
+  n = n + 1
+end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {0, n} end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('DEL', KEYS[4]) == 1 then return {2, n} end
+return {1, n}
 `)
 
 // claimScript takes or extends the lease and moves the oldest pending
