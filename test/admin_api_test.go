@@ -257,6 +257,7 @@ func TestAdminAPI(t *testing.T) {
 			return err == nil && p == want
 		})
 	})
+	waitFor(t, 5*time.Second, "the requested push done", func() bool { return c.eng.Active() == 0 })
 	t.Run("every documented response seen", func(t *testing.T) {
 		// 503 of /readyz needs Redis down: TestServeReadyzFollowsRedis.
 		if missing := con.unseen("ready 503"); len(missing) > 0 {

@@ -53,6 +53,10 @@ func TestAdminPolicyReachesOtherInstance(t *testing.T) {
 			if res := a2.do(t, "POST", "/v1/users/sip:carol@example.com/push", adminToken, "", nil); res.Status != tc.push {
 				t.Errorf("POST push on instance 2 = %d %s, want %d", res.Status, res.Body, tc.push)
 			}
+			// The push (carol has nothing stored) must end before the test
+			// does: a push failing on shutdown leaves a retry timer the
+			// engine waits for.
+			waitFor(t, 5*time.Second, "push on instance 2 done", func() bool { return c2.eng.Active() == 0 })
 		})
 	}
 }
