@@ -3,12 +3,15 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -120,7 +123,7 @@ func TestKamailioFailureRouteStores(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	rawRegister(t, s.k.SIPAddr, "user2", "sip:user2@"+silent.Addr().String()+";transport=tcp")
+	rawRegister(t, s.k.SIPAddr, "user2", "sip:user2@"+silent.Addr().String()+";transport=tcp", 300)
 
 	user1 := s.client(t, "user1", imclient.Config{})
 	start := time.Now()
@@ -143,7 +146,7 @@ func TestKamailioFailureRouteStores(t *testing.T) {
 
 // rawRegister registers contact for user over UDP, as a client that does
 // nothing else would.
-func rawRegister(t *testing.T, proxy, user, contact string) {
+func rawRegister(t *testing.T, proxy, user, contact string, expires int) {
 	t.Helper()
 	conn, err := net.Dial("udp", proxy)
 	if err != nil {
@@ -161,7 +164,7 @@ func rawRegister(t *testing.T, proxy, user, contact string) {
 		"Call-ID: raw-register-" + user + "@test",
 		"CSeq: 1 REGISTER",
 		"Contact: <" + contact + ">",
-		"Expires: 300",
+		"Expires: " + strconv.Itoa(expires),
 		"Content-Length: 0", "", "",
 	}, "\r\n")
 	if _, err := conn.Write([]byte(req)); err != nil {
@@ -212,4 +215,41 @@ func TestKamailioNotBlockedBySlowHook(t *testing.T) {
 	}
 	t.Logf("slowest of %d REGISTERs: %v (hook delay %v)", users, slowest, delay)
 	waitFor(t, 30*time.Second, "every registration hook", func() bool { return hooked.Load() == users })
+}
+
+// TestKamailioContactExpired: a registration that is not refreshed expires
+// in usrloc, and event_route[usrloc:contact-expired] tells deferpush.
+func TestKamailioContactExpired(t *testing.T) {
+	expired := make(chan string, 4)
+	s := startKamailioStack(t, stackOptions{hooks: func(dp string) string {
+		u, err := url.Parse(dp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp := httputil.NewSingleHostReverseProxy(u)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/expired") {
+				b, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(b))
+				expired <- string(b)
+			}
+			rp.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}})
+	contact := "sip:user3@127.0.0.1:9;transport=tcp"
+	rawRegister(t, s.k.SIPAddr, "user3", contact, 2)
+	select {
+	case body := <-expired:
+		var got map[string]string
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatalf("expired hook body %q: %v", body, err)
+		}
+		if got["aor"] != "sip:user3@"+domain || got["contact"] != contact {
+			t.Errorf("expired hook body %v, want aor sip:user3@%s and contact %s", got, domain, contact)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no contact-expired hook within 20 s of a 2 s registration")
+	}
 }

@@ -88,6 +88,8 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 			"DP_TOKEN":        strconv.Quote(token),
 			"MESSAGE_TIMEOUT": strconv.Itoa(o.messageTimeout),
 			"HOOK_TIMEOUT":    "10",
+			"MIN_EXPIRES":     "1",
+			"TIMER_INTERVAL":  "1",
 		},
 	})
 	return s
