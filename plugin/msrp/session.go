@@ -386,6 +386,11 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 	} else if !isIdent(m.ID) {
 		return nil, fmt.Errorf("msrp: send: bad Message-ID %q", m.ID)
 	}
+	if err := ctx.Err(); err != nil {
+		// Checked first: the selects below pick at random among ready
+		// cases, and might write the message all the same.
+		return nil, fmt.Errorf("msrp: send %s: %w", m.ID, err)
+	}
 	c, err := s.waitConn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("msrp: send %s: %w", m.ID, err)

@@ -219,13 +219,24 @@ func TestStartNothingSent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s, r, _ := pipePeer(t, Config{Window: 1})
 		frames := readFrames(r)
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		for range 20 { // the selects inside Start pick at random
+			if _, err := s.Start(done, Message{ContentType: "text/plain", Body: []byte("x")}); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Start with an ended context: got %v, want context.Canceled", err)
+			}
+		}
+		synctest.Wait()
+		if got := len(frames); got != 0 {
+			t.Fatalf("%d frames on the wire after Starts with an ended context, want 0", got)
+		}
 		wait, err := s.Start(context.Background(), Message{ID: "fills0001", ContentType: "text/plain", Body: []byte("a")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		// The window is full: the next Start waits until its context ends.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
+		ctx, stop := context.WithTimeout(context.Background(), time.Second)
+		defer stop()
 		if _, err := s.Start(ctx, Message{ID: "blocked01", ContentType: "text/plain", Body: []byte("b")}); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Start with a full window: got %v, want context.DeadlineExceeded", err)
 		}

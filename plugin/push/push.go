@@ -257,11 +257,6 @@ var _ plugin.PushSession = (*session)(nil)
 // Config.Window of them in flight, and waits for each 200 (step 9) — and
 // the success REPORT when the policy asks for one — before reporting it
 // confirmed.
-//
-// This goroutine encapsulates and starts the messages; a second one waits
-// for them in the same order and calls done, so that a message's fate is
-// reported as soon as it and those before it are known. Held and
-// unencapsulable messages pass through it too, to keep done in order.
 func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
 	// A BYE from the client ends the dialog: stop sending then.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -269,13 +264,35 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 	stop := context.AfterFunc(s.dlg.Context(), func() { cancel(errClientBye) })
 	defer stop()
 
-	opts := encap.Options{
-		AcceptTypes:        s.answer.AcceptTypes,
-		AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
-		Preference:         preference(s.policy.Encapsulation),
-		Fallback:           encap.Fallback(s.policy.NoEncapFallback),
+	d := delivery{
+		ms:     s.ms,
+		window: s.p.cfg.Window,
+		report: s.policy.SuccessReports,
+		opts: encap.Options{
+			AcceptTypes:        s.answer.AcceptTypes,
+			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
+			Preference:         preference(s.policy.Encapsulation),
+			Fallback:           encap.Fallback(s.policy.NoEncapFallback),
+		},
 	}
+	return d.run(ctx, msgs, done)
+}
 
+// delivery is what Deliver needs of a session, apart from its dialog.
+type delivery struct {
+	ms     *msrp.Session
+	window int  // messages in flight
+	report bool // ask for success REPORTs
+	opts   encap.Options
+}
+
+// run is Deliver once ctx ends with the dialog.
+//
+// This goroutine encapsulates and starts the messages; a second one waits
+// for them in the same order and calls done, so that a message's fate is
+// reported as soon as it and those before it are known. Held and
+// unencapsulable messages pass through it too, to keep done in order.
+func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
 	var (
 		mu       sync.Mutex
 		broken   error
@@ -306,13 +323,13 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 		err  error
 	}
 	fates := make(chan fate, len(msgs))
-	slots := make(chan struct{}, s.p.cfg.Window)
+	slots := make(chan struct{}, max(d.window, 1))
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
 		for f := range fates {
 			if f.wait != nil {
-				f.err = s.outcome(ctx, f.wait(), breakOff)
+				f.err = outcome(ctx, f.wait(), breakOff)
 				<-slots
 			}
 			done(f.m, f.err)
@@ -324,7 +341,7 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 			fates <- fate{m: m, err: plugin.ErrNotSent}
 			continue
 		}
-		pl, err := encap.Build(deferred(m), opts)
+		pl, err := encap.Build(deferred(m), d.opts)
 		switch {
 		case errors.Is(err, encap.ErrHold):
 			fates <- fate{m: m, err: plugin.ErrHeld}
@@ -343,14 +360,14 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 			fates <- fate{m: m, err: plugin.ErrNotSent}
 			continue
 		}
-		wait, err := s.ms.Start(ctx, msrp.Message{
+		wait, err := d.ms.Start(ctx, msrp.Message{
 			// The outer Message-ID is the stored message's id, so a resend
 			// after a failure reuses it (RFC 4975 §7.1.1) and a client can
 			// spot a duplicate.
 			ID:            m.ID,
 			ContentType:   pl.ContentType,
 			Body:          pl.Body,
-			SuccessReport: s.policy.SuccessReports,
+			SuccessReport: d.report,
 		})
 		if err != nil {
 			// Nothing of it went out: the session is gone or ctx ended.
@@ -378,7 +395,7 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 // outcome maps what the wait of a sent message returned to what Deliver
 // reports for it, and calls breakOff with the cause when the session can
 // carry no more messages.
-func (s *session) outcome(ctx context.Context, err error, breakOff func(error)) error {
+func outcome(ctx context.Context, err error, breakOff func(error)) error {
 	var se *msrp.StatusError
 	switch {
 	case err == nil:

@@ -1,0 +1,253 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/msrp"
+)
+
+// client records what the receiving end of pair got.
+type client struct {
+	mu  sync.Mutex
+	got []string // Call-IDs in the order received
+}
+
+var errDrop = errors.New("drop")
+
+// pair connects a sending session to a receiving one over loopback TCP
+// and returns the sender. answer says what the receiver does with its
+// n-th message (from 1): nil answers 200, errDrop closes the connection
+// without answering, another error is the answer.
+func pair(t *testing.T, c *client, answer func(n int) error) *msrp.Session {
+	t.Helper()
+	l, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- l.Run(context.Background()) }()
+	t.Cleanup(func() {
+		l.Close()
+		<-runErr
+	})
+	var n int
+	recv, err := msrp.NewSession(msrp.Config{Local: l.URI(), Handler: msrp.HandlerFunc(
+		func(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
+			d, err := encap.Decode(m.ContentType, m.Body)
+			if err != nil {
+				t.Errorf("decode: %v", err)
+			}
+			n++
+			c.mu.Lock()
+			c.got = append(c.got, d.CallID)
+			c.mu.Unlock()
+			if err := answer(n); errors.Is(err, errDrop) {
+				go s.Close()
+				<-ctx.Done()
+				return ctx.Err()
+			} else if err != nil {
+				return err
+			}
+			return nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { recv.Close() })
+	send, err := msrp.NewSession(msrp.Config{Local: msrp.URI{Host: "127.0.0.1", Port: 9}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { send.Close() })
+	if err := l.Add(recv, []msrp.URI{send.URI()}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := send.Connect(ctx, []msrp.URI{recv.URI()}); err != nil {
+		t.Fatal(err)
+	}
+	return send
+}
+
+// stored returns n stored SIP MESSAGEs with Call-IDs call-1..call-n;
+// those listed in bad are not parseable.
+func stored(t *testing.T, n int, bad ...int) []*plugin.Message {
+	t.Helper()
+	var msgs []*plugin.Message
+	for i := 1; i <= n; i++ {
+		raw := fmt.Appendf(nil, "MESSAGE sip:bob@example.com SIP/2.0\r\nFrom: <sip:alice@example.com>;tag=1\r\n"+
+			"To: <sip:bob@example.com>\r\nCall-ID: call-%d\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"+
+			"Content-Length: 5\r\n\r\nhello", i)
+		raw, err := encap.AddDate(raw, time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bad {
+			if b == i {
+				raw = []byte("not a SIP message")
+			}
+		}
+		msgs = append(msgs, &plugin.Message{ID: plugin.NewID(time.Now()), Recipient: "sip:bob@example.com",
+			Kind: plugin.KindSIPMessage, Raw: raw, CallID: fmt.Sprintf("call-%d", i)})
+	}
+	return msgs
+}
+
+// Fates of a message as the tests check them.
+const (
+	confirmed = "confirmed"
+	refused   = "refused 413"
+	notSent   = "not sent"
+	failed    = "failed" // sent, unconfirmed
+	badStored = "encapsulate error"
+)
+
+func fateOf(err error) string {
+	var re *plugin.RejectedError
+	switch {
+	case err == nil:
+		return confirmed
+	case errors.As(err, &re) && re.Status == msrp.StatusStopSending:
+		return refused
+	case errors.Is(err, plugin.ErrNotSent):
+		return notSent
+	case errors.Is(err, encap.ErrMalformed):
+		return badStored
+	}
+	return failed
+}
+
+func TestDeliverPipelined(t *testing.T) {
+	tests := []struct {
+		name      string
+		n         int
+		window    int
+		bad       []int
+		answer    func(n int) error
+		cancelled bool
+		want      []string // fate of each message
+		// received is the number of messages the client gets; 0: n.
+		received  int
+		wantBreak bool
+	}{
+		{
+			name: "all confirmed", n: 20, window: 4, answer: func(int) error { return nil },
+			want: repeat(confirmed, 20),
+		},
+		{
+			name: "one refused", n: 6, window: 4,
+			answer: func(n int) error {
+				if n == 3 {
+					return msrp.Status(msrp.StatusStopSending)
+				}
+				return nil
+			},
+			want: []string{confirmed, confirmed, refused, confirmed, confirmed, confirmed},
+		},
+		{
+			name: "unparseable stored message keeps its place", n: 5, window: 4, bad: []int{2},
+			answer:   func(int) error { return nil },
+			want:     []string{confirmed, badStored, confirmed, confirmed, confirmed},
+			received: 4,
+		},
+		{
+			name: "connection dropped, window 1", n: 5, window: 1,
+			answer: func(n int) error {
+				if n == 3 {
+					return errDrop
+				}
+				return nil
+			},
+			want:      []string{confirmed, confirmed, failed, notSent, notSent},
+			received:  3,
+			wantBreak: true,
+		},
+		{
+			name: "context ended first", n: 3, window: 4, answer: func(int) error { return nil },
+			cancelled: true,
+			want:      repeat(notSent, 3),
+			received:  -1,
+			wantBreak: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &client{}
+			d := delivery{ms: pair(t, c, tt.answer), window: tt.window,
+				opts: encap.Options{AcceptTypes: []string{encap.TypeSIP}}}
+			msgs := stored(t, tt.n, tt.bad...)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.cancelled {
+				cancel()
+			}
+			var (
+				inDone atomic.Bool
+				order  []string
+				fates  []string
+			)
+			err := d.run(ctx, msgs, func(m *plugin.Message, err error) {
+				if !inDone.CompareAndSwap(false, true) {
+					t.Error("done calls overlap")
+				}
+				defer inDone.Store(false)
+				order = append(order, m.CallID)
+				fates = append(fates, fateOf(err))
+			})
+			var se *plugin.SessionError
+			if got := errors.As(err, &se); got != tt.wantBreak {
+				t.Errorf("Deliver = %v, want a session error: %v", err, tt.wantBreak)
+			}
+			var want []string
+			for _, m := range msgs {
+				want = append(want, m.CallID)
+			}
+			if diff := cmp.Diff(want, order); diff != "" {
+				t.Errorf("done order (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.want, fates); diff != "" {
+				t.Errorf("fates (-want +got):\n%s", diff)
+			}
+			received := tt.received
+			switch received {
+			case 0:
+				received = tt.n
+			case -1:
+				received = 0
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if len(c.got) != received {
+				t.Errorf("client received %d messages (%v), want %d", len(c.got), c.got, received)
+			}
+			var sent []string
+			for i, m := range msgs {
+				if tt.want[i] != badStored && len(sent) < received {
+					sent = append(sent, m.CallID)
+				}
+			}
+			if diff := cmp.Diff(sent, c.got); diff != "" {
+				t.Errorf("order received (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
