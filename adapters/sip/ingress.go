@@ -45,6 +45,10 @@ type Config struct {
 	MaxMessageSize int64
 	// Timeout bounds each store and MSRP response. Zero means 10 s.
 	Timeout time.Duration
+	// IdleTimeout ends (BYE) a session in which nothing arrived for this
+	// long, so that a sender that never connects or never hangs up holds
+	// nothing for ever. Zero means 5 minutes.
+	IdleTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -72,6 +76,9 @@ func New(cfg Config) (*Ingress, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -169,6 +176,8 @@ func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 		sender = from.Address.String()
 	}
 	st := &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}
+	// Set before the session exists, so its handler always finds it.
+	st.idle = time.AfterFunc(in.cfg.IdleTimeout, st.expire)
 	local := in.cfg.MSRP.URI()
 	local.SessionID = msrp.NewSessionID()
 	ms, err := msrp.NewSession(msrp.Config{
@@ -176,6 +185,7 @@ func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 		Timeout: in.cfg.Timeout, Logger: in.log,
 	})
 	if err != nil {
+		st.idle.Stop()
 		_ = dlg.Respond(500, "Server Internal Error", nil)
 		dlg.Close()
 		return
@@ -185,23 +195,34 @@ func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	if offer.Setup == sdp.SetupPassive {
 		setup = sdp.SetupActive
 	} else if err := in.cfg.MSRP.Add(ms, offer.Path); err != nil {
+		st.idle.Stop()
 		ms.Close()
 		_ = dlg.Respond(500, "Server Internal Error", nil)
 		dlg.Close()
 		return
 	}
 	if !in.track(ms) {
+		st.idle.Stop()
 		ms.Close()
 		_ = dlg.Respond(503, "Service Unavailable", nil)
 		dlg.Close()
 		return
 	}
+	st.setEnd(func() {
+		in.log.Info("deferred session idle; ending it", "aor", aor, "call_id", st.callID)
+		bctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
+		defer cancel()
+		_ = dlg.Bye(bctx) // fails when the sender never ACKed: closed all the same
+		in.untrack(ms)
+		dlg.Close()
+	})
 	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: []string{"*"}, Setup: setup})
 	if err == nil {
 		err = dlg.RespondSDP(answer)
 	}
 	if err != nil {
 		in.log.Warn("answer session invite", "call_id", st.callID, "err", err)
+		st.idle.Stop()
 		in.untrack(ms)
 		dlg.Close()
 		return
@@ -210,6 +231,7 @@ func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	// The session ends with the dialog: a BYE from either side, or the
 	// dialog's failure (no ACK).
 	context.AfterFunc(dlg.Context(), func() {
+		st.idle.Stop()
 		in.untrack(ms)
 		dlg.Close()
 		in.log.Info("deferred session ended", "aor", aor, "call_id", st.callID)
@@ -273,6 +295,25 @@ type sessionStore struct {
 	sender string
 	callID string
 	head   []byte
+	idle   *time.Timer // ends the session when nothing arrives
+
+	mu  sync.Mutex
+	end func() // what idle does, once the session is answered
+}
+
+func (s *sessionStore) setEnd(f func()) {
+	s.mu.Lock()
+	s.end = f
+	s.mu.Unlock()
+}
+
+func (s *sessionStore) expire() {
+	s.mu.Lock()
+	end := s.end
+	s.mu.Unlock()
+	if end != nil {
+		end()
+	}
 }
 
 var _ msrp.Handler = (*sessionStore)(nil)
@@ -280,6 +321,7 @@ var _ msrp.Handler = (*sessionStore)(nil)
 // ServeMSRP stores one complete message; the 200 goes out only once it is
 // stored. A refusal is answered with the MSRP status that fits it.
 func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.Message) error {
+	s.idle.Reset(s.in.cfg.IdleTimeout)
 	if len(m.Body) == 0 {
 		return nil // the binding SEND, or an empty keep-alive
 	}
