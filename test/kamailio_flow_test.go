@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/test/harness"
 	"github.com/deferpush/deferpush/test/imclient"
@@ -110,4 +111,28 @@ func viaKamailio(req *sip.Request, port string) bool {
 		}
 	}
 	return false
+}
+
+// TestKamailioPushToAOR: with push_target aor, deferpush INVITEs the AOR
+// and Kamailio looks it up (route FROM_DEFERPUSH) before relaying.
+func TestKamailioPushToAOR(t *testing.T) {
+	s := startKamailioStack(t, stackOptions{policy: func(p *plugin.Policy) { p.PushTarget = plugin.TargetAOR }})
+	user1 := s.client(t, "user1", imclient.Config{})
+	if code := sendMessage(t, user1, "user2", []byte("to the AOR")); code != 202 {
+		t.Fatalf("MESSAGE: %d, want 202", code)
+	}
+	s.waitPending(t, "user2", 1)
+	user2 := s.client(t, "user2", imclient.Config{})
+	s.register(t, user2)
+	waitClient(t, user2, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	inv := user2.LastInvite()
+	if got := inv.Recipient.Host; got != "127.0.0.1" {
+		t.Errorf("INVITE Request-URI %s: want the contact Kamailio looked up", inv.Recipient.String())
+	}
+	if to := inv.To(); to == nil || to.Address.Host != domain {
+		t.Errorf("INVITE To %v, want the AOR", to)
+	}
+	if got := user2.Received(); len(got) != 1 || string(got[0].Decoded.Body) != "to the AOR" {
+		t.Errorf("received %+v", got)
+	}
 }
