@@ -19,6 +19,7 @@ import (
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/test/harness"
 	"github.com/deferpush/deferpush/test/imclient"
 )
 
@@ -74,6 +75,15 @@ func TestKamailioHookRefusals(t *testing.T) {
 		}
 		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
 			t.Errorf("stored %+v, want nothing", n)
+		}
+	})
+	t.Run("deferpush unreachable", func(t *testing.T) {
+		s := startKamailioStack(t, stackOptions{hooks: func(string) string {
+			return fmt.Sprintf("http://127.0.0.1:%d", harness.FreePort(t))
+		}})
+		user1 := s.client(t, "user1", imclient.Config{})
+		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 480 {
+			t.Errorf("MESSAGE while the hook is unreachable: %d, want 480", code)
 		}
 	})
 	t.Run("limits", func(t *testing.T) {
