@@ -227,39 +227,71 @@ func TestKamailioNotBlockedBySlowHook(t *testing.T) {
 	waitFor(t, 30*time.Second, "every registration hook", func() bool { return hooked.Load() == users })
 }
 
-// TestKamailioContactExpired: a registration that is not refreshed expires
-// in usrloc, and event_route[usrloc:contact-expired] tells deferpush.
-func TestKamailioContactExpired(t *testing.T) {
-	expired := make(chan string, 4)
-	s := startKamailioStack(t, stackOptions{hooks: func(dp string) string {
+// hookTap is a hooks URL in front of deferpush's that passes every call on
+// and reports the body of those whose path ends in suffix.
+func hookTap(t *testing.T, suffix string, bodies chan<- string) func(string) string {
+	return func(dp string) string {
 		u, err := url.Parse(dp)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rp := httputil.NewSingleHostReverseProxy(u)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasSuffix(r.URL.Path, "/expired") {
+			if strings.HasSuffix(r.URL.Path, suffix) {
 				b, _ := io.ReadAll(r.Body)
 				r.Body = io.NopCloser(bytes.NewReader(b))
-				expired <- string(b)
+				bodies <- string(b)
 			}
 			rp.ServeHTTP(w, r)
 		}))
 		t.Cleanup(srv.Close)
 		return srv.URL
-	}})
-	contact := "sip:user3@127.0.0.1:9;transport=tcp"
-	rawRegister(t, s.k.SIPAddr, "user3", contact, 2)
+	}
+}
+
+// waitHook returns the next body from bodies, decoded.
+func waitHook(t *testing.T, bodies <-chan string, what string) map[string]string {
+	t.Helper()
 	select {
-	case body := <-expired:
+	case body := <-bodies:
 		var got map[string]string
 		if err := json.Unmarshal([]byte(body), &got); err != nil {
-			t.Fatalf("expired hook body %q: %v", body, err)
+			t.Fatalf("%s hook body %q: %v", what, body, err)
 		}
-		if got["aor"] != "sip:user3@"+domain || got["contact"] != contact {
-			t.Errorf("expired hook body %v, want aor sip:user3@%s and contact %s", got, domain, contact)
-		}
+		return got
 	case <-time.After(20 * time.Second):
-		t.Fatal("no contact-expired hook within 20 s of a 2 s registration")
+		t.Fatalf("no %s hook within 20 s", what)
+	}
+	return nil
+}
+
+// TestKamailioContactExpired: a registration that is not refreshed expires
+// in usrloc, and event_route[usrloc:contact-expired] tells deferpush.
+func TestKamailioContactExpired(t *testing.T) {
+	expired := make(chan string, 4)
+	s := startKamailioStack(t, stackOptions{hooks: hookTap(t, "/expired", expired)})
+	contact := "sip:user3@127.0.0.1:9;transport=tcp"
+	rawRegister(t, s.k.SIPAddr, "user3", contact, 2)
+	got := waitHook(t, expired, "contact-expired")
+	if got["aor"] != "sip:user3@"+domain || got["contact"] != contact {
+		t.Errorf("expired hook body %v, want aor sip:user3@%s and contact %s", got, domain, contact)
+	}
+}
+
+// TestKamailioUnregister: REGISTER with expires 0 reaches the unregistered
+// hook with the contact removed.
+func TestKamailioUnregister(t *testing.T) {
+	unreg := make(chan string, 4)
+	s := startKamailioStack(t, stackOptions{hooks: hookTap(t, "/unregistered", unreg)})
+	c := s.client(t, "user4", imclient.Config{})
+	s.register(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if code, err := c.Register(ctx, 0); err != nil || code != 200 {
+		t.Fatalf("unREGISTER: %d %v", code, err)
+	}
+	got := waitHook(t, unreg, "unregistered")
+	if got["aor"] != "sip:user4@"+domain || got["contact"] != c.Contact() {
+		t.Errorf("unregistered hook body %v, want aor sip:user4@%s and contact %s", got, domain, c.Contact())
 	}
 }
