@@ -37,7 +37,12 @@ func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Err
 // Append implements plugin.Queue.
 //
 // One round trip: [ZADD LT dp:mailboxes, EVALSHA append, HINCRBY stored]
-// pipelined. The index entry is written before (or, in a cluster, beside)
+// pipelined, and batched with the appends of other goroutines by go-redis's
+// autopipeliner (in order: one goroutine's commands run in the order sent).
+// Once queued, the commands run even if ctx ends; Append then still waits
+// for them, bounded by the client's read and write timeouts. A batch that
+// go-redis retries after a dropped connection is harmless: the script
+// stores an ID once. The index entry is written before (or, in a cluster, beside)
 // the message: the sweeper unindexes a mailbox only after marking it gone
 // inside the mailbox's slot, and an append that meets that mark indexes
 // the mailbox again, so a stored message is never left unindexed.
@@ -76,11 +81,18 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	keys := appendKeys(aor)
 	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
 
-	pipe := r.c.Pipeline()
-	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
-	cmd := appendScript.EvalSha(ctx, pipe, keys, args...)
-	pipe.HIncrBy(ctx, statsKey, "stored", 1)
-	_, _ = pipe.Exec(ctx) // errors are per command
+	var cmd *redis.Cmd
+	if r.batch != nil {
+		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
+		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
+		r.batch.HIncrBy(ctx, statsKey, "stored", 1)
+	} else {
+		pipe := r.c.Pipeline()
+		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
+		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
+		pipe.HIncrBy(ctx, statsKey, "stored", 1)
+		_, _ = pipe.Exec(ctx) // errors are per command
+	}
 	res, err := cmd.Slice()
 	if isNoScript(err) {
 		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()

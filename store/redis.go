@@ -54,6 +54,11 @@ type Redis struct {
 	log     *slog.Logger
 	now     func() time.Time
 	closers []func() error
+	// batch carries the commands of Append: go-redis's autopipeliner
+	// writes those of concurrent callers to Redis together, one ordered
+	// stream, which cuts the syscalls and CPU of each append (see Append). Nil
+	// for a client that has none. Closing the client stops it.
+	batch *redis.AutoPipeliner
 }
 
 // New returns a store on cfg.Client or cfg.URL. It does not contact Redis:
@@ -76,6 +81,15 @@ func New(cfg Config) (*Redis, error) {
 		}
 		r.c = redis.NewUniversalClient(opts)
 		r.closers = append(r.closers, r.c.Close)
+	}
+	if c, ok := r.c.(interface {
+		AsyncAutoPipeline() (*redis.AutoPipeliner, error)
+	}); ok {
+		ap, err := c.AsyncAutoPipeline()
+		if err != nil {
+			return nil, fmt.Errorf("store: autopipeline: %w", err)
+		}
+		r.batch = ap
 	}
 	return r, nil
 }
