@@ -161,8 +161,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	<-ctx.Done()
 	wg.Wait()
 	e.mu.Lock()
-	for _, t := range e.retry {
-		t.Stop()
+	for aor, t := range e.retry {
+		e.stopRetry(aor, t)
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
@@ -249,10 +249,19 @@ func (e *Engine) Unregistered(ctx context.Context, aor AOR, contact string) erro
 		}
 	}
 	if t, ok := e.retry[aor]; ok {
-		t.Stop()
-		delete(e.retry, aor)
+		e.stopRetry(aor, t)
 	}
 	return nil
+}
+
+// stopRetry cancels a scheduled retry; e.mu is held. A timer stopped
+// before it fired never runs its func, so its WaitGroup count is released
+// here.
+func (e *Engine) stopRetry(aor AOR, t *time.Timer) {
+	if t.Stop() {
+		e.wg.Done()
+	}
+	delete(e.retry, aor)
 }
 
 // Active returns how many pushes are queued or running in this instance.
@@ -365,13 +374,16 @@ func (e *Engine) after(aor AOR, reg Registration, rep PushReport) {
 		return // the next registration tries again
 	}
 	if t, ok := e.retry[aor]; ok {
-		t.Stop()
+		e.stopRetry(aor, t)
 	}
 	e.wg.Add(1)
-	e.retry[aor] = time.AfterFunc(d, func() {
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
 		defer e.wg.Done()
 		e.mu.Lock()
-		delete(e.retry, aor)
+		if e.retry[aor] == t {
+			delete(e.retry, aor)
+		}
 		ctx := e.ctx
 		e.mu.Unlock()
 		if ctx.Err() != nil {
@@ -381,6 +393,7 @@ func (e *Engine) after(aor AOR, reg Registration, rep PushReport) {
 			e.log.Warn("push retry", "aor", aor, "err", err)
 		}
 	})
+	e.retry[aor] = t
 }
 
 // push is one push run for reg: lock, claim, open, deliver, ack, unlock.
@@ -390,18 +403,18 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 	rep.AOR = aor
 	p, err := e.Policy(ctx)
 	if err != nil {
-		return PushReport{AOR: aor, Outcome: "failed", Err: err}
+		return e.ended(rep, ctx, err)
 	}
 	u, err := e.cfg.Store.UserSettings(ctx, aor)
 	if err != nil {
-		return PushReport{AOR: aor, Outcome: "failed", Err: err}
+		return e.ended(rep, ctx, err)
 	}
 	if p.Push(u) != PushOn {
 		return PushReport{}
 	}
 	counts, err := e.cfg.Store.Count(ctx, aor)
 	if err != nil {
-		return PushReport{AOR: aor, Outcome: "failed", Err: err}
+		return e.ended(rep, ctx, err)
 	}
 	if counts.Pending == 0 && counts.InFlight == 0 {
 		return PushReport{}
@@ -410,7 +423,7 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 	token := newToken()
 	ok, err := e.cfg.Store.Lock(ctx, aor, token, e.cfg.LockTTL)
 	if err != nil {
-		return PushReport{AOR: aor, Outcome: "failed", Err: fmt.Errorf("lock: %w", err)}
+		return e.ended(rep, ctx, fmt.Errorf("lock: %w", err))
 	}
 	if !ok {
 		// Another push (here or on another instance) owns the recipient;

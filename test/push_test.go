@@ -272,3 +272,24 @@ func TestPushRetriesAfterBackoff(t *testing.T) {
 	waitClient(t, cl, "second delivery", func(s imclient.Stats) bool { return s.Received == 3 && s.Byes == 2 })
 	_ = want
 }
+func TestPushClientNeverOpensMSRP(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{msrpTimeout: 2 * time.Second})
+	const aor = plugin.AOR("sip:mute@example.com")
+	want := storeN(t, c, aor, 3)
+	cl := newClient(t, string(aor), imclient.Config{Setup: "active", NeverConnect: true})
+	start := time.Now()
+	c.register(t, aor, cl.Contact())
+	rep := c.report(t)
+	if rep.Outcome != "failed" || rep.Delivered != 0 {
+		t.Errorf("report = %+v, want failed", rep)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("push took %v, want it bounded by the 2 s MSRP timeout", d)
+	}
+	waitClient(t, cl, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
+	if got := pendingCallIDs(t, c, aor); !cmp.Equal(got, want) {
+		t.Errorf("stored = %v, want %v", got, want)
+	}
+}
+

@@ -166,7 +166,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: errors.New(de.Res.Reason)}
 		}
 		if ictx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("no answer within %v (cancelled)", time.Duration(t.Policy.InviteTimeout))
+			err = fmt.Errorf("no answer within %v (cancelled): %w", time.Duration(t.Policy.InviteTimeout), err)
 		}
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
@@ -185,6 +185,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	s.answer = ans
 	if !sdp.OffererConnects(ans) {
 		s.ms = passive // the client connects to our listener
+		s.awaiting = true
 		return s, nil
 	}
 	passive.Close()
@@ -249,6 +250,9 @@ type session struct {
 	answer sdp.Media
 	policy plugin.Policy
 	aor    plugin.AOR
+	// awaiting is set while a passive session waits for the client to
+	// connect (its answer said a=setup:active).
+	awaiting bool
 }
 
 var _ plugin.PushSession = (*session)(nil)
@@ -264,10 +268,23 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 	stop := context.AfterFunc(s.dlg.Context(), func() { cancel(errClientBye) })
 	defer stop()
 
+	// A client that answered a=setup:active must connect within the MSRP
+	// timeout; one that never does ends the session, its messages unsent.
+	var started func()
+	if s.awaiting {
+		t := time.AfterFunc(s.p.cfg.MSRPTimeout, func() { cancel(errNoConnect) })
+		defer t.Stop()
+		started = func() {
+			t.Stop()
+			s.awaiting = false
+		}
+	}
+
 	d := delivery{
-		ms:     s.ms,
-		window: s.p.cfg.Window,
-		report: s.policy.SuccessReports,
+		started: started,
+		ms:      s.ms,
+		window:  s.p.cfg.Window,
+		report:  s.policy.SuccessReports,
 		opts: encap.Options{
 			AcceptTypes:        s.answer.AcceptTypes,
 			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
@@ -280,10 +297,11 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 
 // delivery is what Deliver needs of a session, apart from its dialog.
 type delivery struct {
-	ms     *msrp.Session
-	window int  // messages in flight
-	report bool // ask for success REPORTs
-	opts   encap.Options
+	started func() // called after each message started; may be nil
+	ms      *msrp.Session
+	window  int  // messages in flight
+	report  bool // ask for success REPORTs
+	opts    encap.Options
 }
 
 // run is Deliver once ctx ends with the dialog.
@@ -379,6 +397,9 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 			fates <- fate{m: m, err: plugin.ErrNotSent}
 			continue
 		}
+		if d.started != nil {
+			d.started()
+		}
 		fates <- fate{m: m, wait: wait}
 	}
 	close(fates)
@@ -415,7 +436,10 @@ func outcome(ctx context.Context, err error, breakOff func(error)) error {
 	}
 }
 
-var errClientBye = errors.New("client ended the session (BYE)")
+var (
+	errClientBye = errors.New("client ended the session (BYE)")
+	errNoConnect = errors.New("client did not open its MSRP connection in time")
+)
 
 // Close sends the BYE (steps 10–13) unless the client ended the dialog,
 // and closes the MSRP session.

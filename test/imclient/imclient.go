@@ -186,8 +186,10 @@ func (c *Client) start(ctx context.Context) error {
 	c.srv.OnInvite(c.onInvite)
 	c.srv.OnAck(c.onAck)
 	c.srv.OnBye(c.onBye)
+	// A CANCEL matching an INVITE is answered by sipgo's transaction layer
+	// (counted in onInvite); one that matches none reaches this handler.
 	c.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		c.bump(func() { c.cancels++ })
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 	})
 	c.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
@@ -250,7 +252,15 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	status := c.cfg.InviteStatus
 	if status < 0 {
 		_ = dlg.Respond(180, "Ringing", nil)
-		<-tx.Done() // CANCEL or timeout
+		// sipgo's transaction layer answers a CANCEL itself (200, then 487
+		// to the INVITE); the dialog ends with ErrTransactionCanceled.
+		select {
+		case <-dlg.Context().Done():
+		case <-tx.Done():
+		}
+		if errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled) || errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
+			c.bump(func() { c.cancels++ })
+		}
 		return
 	}
 	if status != 0 && status != 200 {
