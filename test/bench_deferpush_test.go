@@ -71,6 +71,9 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 			"DP_HOOKS":      strconv.Quote("http://" + dp.HooksAddr),
 			"DP_TOKEN":      strconv.Quote(token),
 		},
+		// The same shared memory as the msilo side: the harness's 64 MB
+		// runs out of transactions ("out of mem" in tm) with 200 users.
+		ExtraArgs: []string{"-m", "1024"},
 	})
 	st, err := store.New(store.Config{URL: r.URL()})
 	if err != nil {

@@ -38,8 +38,14 @@ func BenchmarkVsMsilo(b *testing.B) {
 	start := time.Now()
 	rep := &benchReport{Params: p, Machine: machineInfo(), Started: start}
 	rep.Limits = append(rep.Limits, redisRPUSHLimit(b, p), msrpSendLimit(b, p))
+	only := os.Getenv("BENCH_ONLY") // msilo or deferpush, to look into one side
 	for _, m := range p.Ms {
-		rep.Rows = append(rep.Rows, runMsilo(b, p, m))
+		if only != "deferpush" {
+			rep.Rows = append(rep.Rows, runMsilo(b, p, m))
+		}
+		if only == "msilo" {
+			continue
+		}
 		if row, ok := runDeferpushSide(b, p, m); ok {
 			rep.Rows = append(rep.Rows, row)
 		} else {
@@ -54,6 +60,13 @@ func BenchmarkVsMsilo(b *testing.B) {
 	for _, r := range rep.Rows {
 		b.Logf("%-9s M=%-3d store %8.0f msgs/s  deliver %8.0f msgs/s  p50 %7.1f ms  p99 %7.1f ms  cpu %5.2f+%5.2f s  %6.0f B/msg  %s",
 			r.System, r.M, r.StoreRate, r.DeliverRate, ms(r.P50), ms(r.P99), r.CPUStore, r.CPUDeliver, r.BytesPerMsg, r.Err)
+	}
+	// The report is written either way; a row with problems fails the run
+	// so that the servers' logs are shown and CI notices.
+	for _, r := range rep.Rows {
+		if r.Err != "" {
+			b.Errorf("%s at M=%d: %s", r.System, r.M, r.Err)
+		}
 	}
 	b.ReportMetric(0, "ns/op")
 }
