@@ -102,9 +102,12 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	users := writeUsersCSV(b, dir, p.Users)
 	total := p.Users * m
 	mem0 := redisUsedMemory(b, r.Addr)
+	pids := append([]int{dpPID, redisPID}, groupPIDs(k.PID())...)
+	prof := startProfile(b, p.OutDir, fmt.Sprintf("deferpush-M%d-store", m), pids)
 	cpu0 := server()
 	row.StoreTime, row.Err = sippStore(b, p, k.SIPAddr, users, dir, total)
 	row.CPUStore = server() - cpu0
+	prof.stop(b)
 	ctx := context.Background()
 	if tot, err := st.Totals(ctx); err != nil {
 		row.Err = join(row.Err, err.Error())
@@ -129,6 +132,7 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	dctx, cancel := context.WithTimeout(ctx, p.Phase)
 	defer cancel()
 	start := make(chan struct{})
+	prof = startProfile(b, p.OutDir, fmt.Sprintf("deferpush-M%d-deliver", m), pids)
 	cpu1 := server()
 	for i, c := range clients {
 		user := benchUser(i)
@@ -167,6 +171,7 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	close(start)
 	wg.Wait()
 	row.CPUDeliver = server() - cpu1
+	prof.stop(b)
 	if len(errs) > 0 {
 		row.Err = join(row.Err, fmt.Sprintf("%d users failed, first: %s", len(errs), errs[0]))
 	}
