@@ -110,6 +110,10 @@ type MSRPConfig struct {
 	Advertise string `yaml:"advertise"`
 	// ChunkSize is the largest body of one SEND, in octets. Zero means 2048.
 	ChunkSize int `yaml:"chunk_size"`
+	// Timeout bounds the wait for each response to a SEND in a push (a
+	// local 408 after it) and for a client that connects to us to do so.
+	// Zero means 30s (RFC 4975).
+	Timeout time.Duration `yaml:"timeout"`
 	// TLSCert and TLSKey, both set, serve msrps:// (TCP/TLS/MSRP).
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
@@ -149,6 +153,9 @@ func (c *Config) defaults() {
 	set(&c.MSRP.Listen, "127.0.0.1:2855")
 	if c.MSRP.ChunkSize == 0 {
 		c.MSRP.ChunkSize = 2048
+	}
+	if c.MSRP.Timeout == 0 {
+		c.MSRP.Timeout = 30 * time.Second
 	}
 	if c.Push.MaxConcurrent == 0 {
 		c.Push.MaxConcurrent = 256
@@ -264,6 +271,9 @@ func (c *Config) validate() error {
 	if c.MSRP.ChunkSize < 64 || c.MSRP.ChunkSize > 10000 {
 		// Kamailio's msrp relay cannot route frames of 11,239 bytes or more.
 		return bad("msrp.chunk_size", "%d is not between 64 and 10000 octets", c.MSRP.ChunkSize)
+	}
+	if c.MSRP.Timeout < time.Second {
+		return bad("msrp.timeout", "must be at least 1s")
 	}
 	if c.Push.MaxConcurrent < 1 {
 		return bad("push.max_concurrent", "must be at least 1")

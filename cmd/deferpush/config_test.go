@@ -33,7 +33,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Hooks:    HooksConfig{Listen: "127.0.0.1:8710"},
 		Admin:    AdminConfig{Listen: "127.0.0.1:8711"},
 		SIP:      SIPConfig{Listen: "127.0.0.1:5070"},
-		MSRP:     MSRPConfig{Listen: "127.0.0.1:2855", ChunkSize: 2048},
+		MSRP:     MSRPConfig{Listen: "127.0.0.1:2855", ChunkSize: 2048, Timeout: 30 * time.Second},
 		Push:     PushConfig{MaxConcurrent: 256, LockTTL: 30 * time.Second},
 		Shutdown: ShutdownConfig{Timeout: 10 * time.Second},
 	}
@@ -58,6 +58,7 @@ log:
 		"DEFERPUSH_REDIS_URL":         "redis://env:6379/0",
 		"DEFERPUSH_HOOKS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
 		"DEFERPUSH_PUSH_LOCK_TTL":     "45s",
+		"DEFERPUSH_MSRP_TIMEOUT":      "3s",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, err := loadConfig(path, map[string]string{"redis.url": "redis://flag:6379/0"}, lookup)
@@ -70,6 +71,7 @@ log:
 		{"admin.listen (file)", cfg.Admin.Listen, "127.0.0.1:9002"},
 		{"log.level (file)", cfg.Log.Level, "debug"},
 		{"push.lock_ttl (env)", cfg.Push.LockTTL.String(), "45s"},
+		{"msrp.timeout (env)", cfg.MSRP.Timeout.String(), "3s"},
 		{"hooks.allow_cidrs (env list)", strings.Join(cfg.Hooks.AllowCIDRs, "|"), "127.0.0.0/8|::1/128"},
 	} {
 		if c.got != c.want {

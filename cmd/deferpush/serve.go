@@ -70,6 +70,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		OutboundProxy: cfg.SIP.OutboundProxy,
 		MSRP:          ml,
 		ChunkSize:     cfg.MSRP.ChunkSize,
+		MSRPTimeout:   cfg.MSRP.Timeout,
 		Logger:        log,
 	})
 	if err != nil {
