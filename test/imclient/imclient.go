@@ -61,8 +61,51 @@ type Config struct {
 	// without answering it (the message counts as received, unconfirmed).
 	// Zero never drops.
 	DropAt int
+	// OnEvent, when set, is called synchronously at each step of a push
+	// session, before the client goes on, so that a test can inject a
+	// fault (kill deferpush, pause Redis) at a precise point. A non-nil
+	// error at EventMessage drops the connection without answering, as
+	// DropAt does; at the other events it is ignored.
+	OnEvent func(ev Event) error
+	// PathAddr, when set, is the host:port put in our a=path instead of
+	// the MSRP listener's: a relay in front of the listener, which routes
+	// by session id alone. Empty: the listener's.
+	PathAddr string
 	// Logger; nil discards.
 	Logger *slog.Logger
+}
+
+// EventKind names a step of a push session (Config.OnEvent).
+type EventKind string
+
+const (
+	// EventInvite: an INVITE arrived; our final answer is not sent yet.
+	EventInvite EventKind = "invite"
+	// EventInviteAnswered: our 200 to the INVITE went out.
+	EventInviteAnswered EventKind = "invite-answered"
+	// EventAck: the ACK of our 200 arrived.
+	EventAck EventKind = "ack"
+	// EventMessage: the N-th message (from 1, over the client's life) is
+	// complete; it is not answered yet.
+	EventMessage EventKind = "message"
+	// EventBye: a BYE arrived; it is not answered yet.
+	EventBye EventKind = "bye"
+)
+
+// Event is one step of a push session.
+type Event struct {
+	Kind EventKind
+	// N and Message are set for EventMessage.
+	N       int
+	Message *msrp.Message
+}
+
+// event calls Config.OnEvent, if set.
+func (c *Client) event(ev Event) error {
+	if c.cfg.OnEvent == nil {
+		return nil
+	}
+	return c.cfg.OnEvent(ev)
 }
 
 // Received is one message the client took, decoded.
@@ -244,6 +287,7 @@ func (c *Client) route(req *sip.Request) {
 func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	inv := req.Clone()
 	c.bump(func() { c.invites++; c.lastInvite = inv })
+	_ = c.event(Event{Kind: EventInvite})
 	dlg, err := c.dialogs.ReadInvite(req, tx)
 	if err != nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, err.Error(), nil))
@@ -274,6 +318,15 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	local := c.msrpL.URI()
 	local.SessionID = msrp.NewSessionID()
+	if c.cfg.PathAddr != "" {
+		host, port, err := net.SplitHostPort(c.cfg.PathAddr)
+		if err != nil {
+			_ = dlg.Respond(500, err.Error(), nil)
+			return
+		}
+		local.Host = host
+		local.Port, _ = strconv.Atoi(port)
+	}
 	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
 	if err != nil {
 		_ = dlg.Respond(500, err.Error(), nil)
@@ -298,6 +351,7 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		c.log.Warn("imclient: respond", "err", err)
 		return
 	}
+	_ = c.event(Event{Kind: EventInviteAnswered})
 	if c.cfg.Setup == sdp.SetupActive && !c.cfg.NeverConnect {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -311,10 +365,12 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 
 func (c *Client) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	c.bump(func() { c.acks++ })
+	_ = c.event(Event{Kind: EventAck})
 	_ = c.dialogs.ReadAck(req, tx) // a stray ACK (after a 486) matches no dialog
 }
 
 func (c *Client) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	_ = c.event(Event{Kind: EventBye})
 	if err := c.dialogs.ReadBye(req, tx); err != nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		return
@@ -330,7 +386,7 @@ func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message
 	c.mu.Unlock()
 	r := Received{OuterID: m.ID, ContentType: m.ContentType, Body: m.Body}
 	r.Decoded, r.DecodeErr = encap.Decode(m.ContentType, m.Body)
-	if c.cfg.DropAt == n {
+	if c.cfg.DropAt == n || c.event(Event{Kind: EventMessage, N: n, Message: m}) != nil {
 		c.bump(func() { c.received = append(c.received, r) })
 		go s.Close()
 		<-ctx.Done()
