@@ -1,7 +1,9 @@
 package sip
 
 import (
+	"bytes"
 	"fmt"
+	"strings"
 	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
@@ -15,17 +17,34 @@ import (
 // malformed.
 const maxRaw = 16 << 20
 
+// Bounds of a request's header section, whatever the operator's
+// max_message_size: a stored message is parsed again by every client it is
+// pushed to, and a header no client would take is refused here, with
+// 513 Message Too Large.
+const (
+	maxHeaderLine  = 8 << 10  // one header line, folded lines included
+	maxHeaderBytes = 64 << 10 // the start line and every header
+	maxHeaders     = 256
+)
+
 // Deferred turns a raw SIP MESSAGE for an offline user into the message to
 // store: the request is checked with sipgo's parser and encap.ParseRequest,
 // a Date header is added when it has none (encap.AddDate), and every other
 // byte is kept, so the Call-ID and identity headers reach the client
 // intact. recipient, when not empty, is the AOR the proxy looked up;
-// otherwise the Request-URI names the recipient. An error wraps
-// ErrMalformed and says why: the request does not parse, is not a MESSAGE,
-// or names no recipient.
+// otherwise the Request-URI names the recipient.
+//
+// An error wraps ErrMalformed and says why: the request does not parse, is
+// not a MESSAGE, names no recipient, has no Via or one that names no host,
+// a control character in a header, or more than one To, From, Call-ID,
+// CSeq or Content-Length, or a Content-Length that is not the body's. A
+// header section over the bounds above wraps plugin.ErrTooLarge instead.
 func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	if err := checkHead(raw); err != nil {
+		return nil, err
 	}
 	p := gosip.NewParser()
 	p.MaxMessageLength = maxRaw
@@ -39,6 +58,15 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 	}
 	if req.Method != gosip.MESSAGE {
 		return nil, fmt.Errorf("%w: method %s, not MESSAGE", ErrMalformed, req.Method)
+	}
+	vias := req.GetHeaders("Via")
+	if len(vias) == 0 {
+		return nil, fmt.Errorf("%w: no Via header", ErrMalformed)
+	}
+	for _, h := range vias {
+		if v, ok := h.(*gosip.ViaHeader); !ok || v.Host == "" || v.Transport == "" {
+			return nil, fmt.Errorf("%w: bad Via header %q", ErrMalformed, sanitize(h.Value()))
+		}
 	}
 	if recipient == "" && (req.Recipient.User != "" || req.Recipient.Scheme == "tel") {
 		recipient = req.Recipient.String()
@@ -71,4 +99,41 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 		CallID:      parsed.CallID,
 		ContentType: parsed.ContentType,
 	}, nil
+}
+
+// checkHead bounds the header section of raw and refuses control
+// characters in it, before any parser sees it.
+func checkHead(raw []byte) error {
+	head := raw
+	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
+		head = raw[:i+2]
+	}
+	if len(head) > maxHeaderBytes {
+		return fmt.Errorf("%w: header section over %d octets", plugin.ErrTooLarge, maxHeaderBytes)
+	}
+	n, lineStart := 0, 0
+	for i := 0; i < len(head); i++ {
+		c := head[i]
+		switch {
+		case c == '\n':
+			// A line starting with white space continues the header
+			// before it (RFC 3261 §7.3.1).
+			if i+1 < len(head) && (head[i+1] == ' ' || head[i+1] == '\t') {
+				continue
+			}
+			if i+1-lineStart > maxHeaderLine {
+				name, _, _ := strings.Cut(string(head[lineStart:min(i, lineStart+64)]), ":")
+				return fmt.Errorf("%w: header %q over %d octets", plugin.ErrTooLarge, sanitize(name), maxHeaderLine)
+			}
+			n++
+			if n > maxHeaders+1 { // the start line is not a header
+				return fmt.Errorf("%w: more than %d headers", plugin.ErrTooLarge, maxHeaders)
+			}
+			lineStart = i + 1
+		case c == '\r' || c == '\t':
+		case c < 0x20 || c == 0x7f:
+			return fmt.Errorf("%w: control character 0x%02x in the header section", ErrMalformed, c)
+		}
+	}
+	return nil
 }

@@ -59,6 +59,23 @@ func TestDeferredRefuses(t *testing.T) {
 		{"bad AOR", seed, "user2", "no recipient"},
 		{"bad Content-Length", strings.Replace(seed, "Content-Length: 18", "Content-Length: 99", 1), "", ""},
 		{"bare LF", strings.ReplaceAll(seed, "\r\n", "\n"), "", ""},
+		// The hostile inputs of issue 9: the parser bugs behind Kamailio's
+		// CVE-2018-14767 (two To headers, an empty to-tag) and
+		// CVE-2018-16657 (a bad Via), smuggling with two Content-Lengths.
+		{"two To headers with empty tags", strings.Replace(seed, "To: sip:user2@imserver.com\r\n",
+			"To: sip:user2@imserver.com;tag=\r\nTo: sip:user3@imserver.com;tag=\r\n", 1), "", "more than one To header"},
+		{"compact second To", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE\r\nt: sip:user3@imserver.com", 1), "", "more than one To header"},
+		{"two From headers", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE\r\nFrom: sip:eve@imserver.com", 1), "", "more than one From header"},
+		{"two Call-IDs", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE\r\ni: other@1.2.3.4", 1), "", "more than one Call-ID header"},
+		{"Via without transport", strings.Replace(seed, "SIP/2.0/TCP user1pc.imserver.com;branch=z9hG4bK776sgdkse", "SIP/2.0/", 1), "", "Via"},
+		{"Via not SIP", strings.Replace(seed, "SIP/2.0/TCP user1pc.imserver.com;branch=z9hG4bK776sgdkse", "garbage;;;branch", 1), "", "Via"},
+		{"Via without host", strings.Replace(seed, "SIP/2.0/TCP user1pc.imserver.com;branch=z9hG4bK776sgdkse", "SIP/2.0/TCP ;branch=", 1), "", "bad Via header"},
+		{"no Via", strings.Replace(seed, "Via: SIP/2.0/TCP user1pc.imserver.com;branch=z9hG4bK776sgdkse\r\n", "", 1), "", "no Via header"},
+		{"NUL in a header", strings.Replace(seed, "branch=z9hG4bK776sgdkse", "branch=z9hG4bK\x00", 1), "", "control character 0x00"},
+		{"Content-Length short of the body", strings.Replace(seed, "Content-Length: 18", "Content-Length: 5", 1), "", "Content-Length is 5 but the body has 18 octets"},
+		{"negative Content-Length", strings.Replace(seed, "Content-Length: 18", "Content-Length: -5", 1), "", "invalid syntax"},
+		{"Content-Length over 64 bits", strings.Replace(seed, "Content-Length: 18", "Content-Length: 99999999999999999999", 1), "", "out of range"},
+		{"two Content-Lengths", strings.Replace(seed, "Content-Length: 18", "Content-Length: 18\r\nContent-Length: 0", 1), "", "more than one Content-Length header"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,6 +87,33 @@ func TestDeferredRefuses(t *testing.T) {
 				t.Errorf("outcome %+v, want 400", o)
 			}
 		})
+	}
+}
+
+// TestDeferredHugeHeaders: a header section no client would take is
+// refused as too large (513), whatever the operator's max_message_size.
+func TestDeferredHugeHeaders(t *testing.T) {
+	tests := []struct{ name, raw, reason string }{
+		{"one huge header", strings.Replace(seed, "Max-Forwards: 70", "X-Big: "+strings.Repeat("a", 9000), 1), `header "X-Big" over 8192 octets`},
+		{"huge folded header", strings.Replace(seed, "Max-Forwards: 70", "Subject: a"+strings.Repeat("\r\n bcdefgh", 1200), 1), `header "Subject" over 8192 octets`},
+		{"too many headers", strings.Replace(seed, "Max-Forwards: 70", strings.Repeat("X-A: b\r\n", 300)+"Max-Forwards: 70", 1), "more than 256 headers"},
+		{"huge header section", strings.Replace(seed, "Max-Forwards: 70", strings.Repeat("X-A: "+strings.Repeat("b", 4000)+"\r\n", 20)+"Max-Forwards: 70", 1), "header section over 65536 octets"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := sip.Deferred([]byte(tt.raw), "", now)
+			if !errors.Is(err, plugin.ErrTooLarge) || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("Deferred = %v, want ErrTooLarge saying %q", err, tt.reason)
+			}
+			if o := sip.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 513 || o.Status != sip.StatusTooLarge {
+				t.Errorf("outcome %+v, want too_large 513", o)
+			}
+		})
+	}
+	// At the bounds, a request is taken.
+	ok := strings.Replace(seed, "Max-Forwards: 70", "X-Big: "+strings.Repeat("a", 8000)+"\r\n"+strings.Repeat("X-A: b\r\n", 240)+"Max-Forwards: 70", 1)
+	if _, err := sip.Deferred([]byte(ok), "", now); err != nil {
+		t.Errorf("request within the bounds: %v", err)
 	}
 }
 
@@ -107,8 +151,8 @@ func FuzzDeferred(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte, aor string) {
 		m, err := sip.Deferred(raw, aor, now)
 		if err != nil {
-			if !errors.Is(err, sip.ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			if !errors.Is(err, sip.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+				t.Fatalf("error %v wraps neither ErrMalformed nor plugin.ErrTooLarge", err)
 			}
 			return
 		}

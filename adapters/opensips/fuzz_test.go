@@ -1,0 +1,49 @@
+package opensips_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/adapters/opensips"
+	"github.com/deferpush/deferpush/adapters/sip"
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// FuzzHook feeds one hook body to every decoder of the opensips hooks, and
+// the raw SIP of a message body on to sip.Deferred, as the hook does: none
+// may panic, and every refusal is one the hook maps to 400 (or 513 for a
+// header section too large).
+func FuzzHook(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.txt")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		in, _, _ := strings.Cut(string(b), separator)
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		check := func(what string, err error) {
+			if err != nil && !errors.Is(err, plugin.ErrInvalid) {
+				t.Fatalf("%s: error %v does not wrap plugin.ErrInvalid", what, err)
+			}
+		}
+		_, err := opensips.DecodeRegistration(body)
+		check("registration", err)
+		_, _, err = opensips.DecodeUnregistration(body)
+		check("unregistration", err)
+		m, err := opensips.DecodeMessage(body)
+		check("message", err)
+		if err != nil {
+			return
+		}
+		if _, err := sip.Deferred(m.Raw, m.AOR, time.Now()); err != nil && !errors.Is(err, sip.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			t.Fatalf("raw SIP: error %v wraps neither sip.ErrMalformed nor plugin.ErrTooLarge", err)
+		}
+	})
+}
