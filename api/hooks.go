@@ -3,7 +3,10 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
+	"math"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -25,6 +28,7 @@ const (
 	statusUnregistered = "unregistered"
 	statusUnauthorized = "unauthorized"
 	statusForbidden    = "forbidden"
+	statusRateLimited  = "rate_limited"
 )
 
 // hookReply is the body of every hook response. The route script maps it
@@ -52,6 +56,7 @@ var hookHTTPStatus = map[string]int{
 	sip.StatusStoreDisabled: consts.StatusForbidden,
 	statusUnauthorized:      consts.StatusUnauthorized,
 	statusForbidden:         consts.StatusForbidden,
+	statusRateLimited:       consts.StatusTooManyRequests,
 	sip.StatusError:         consts.StatusServiceUnavailable,
 }
 
@@ -90,8 +95,9 @@ var proxies = map[string]proxyDecoder{
 //	POST /hooks/{kamailio,opensips}/expired       a contact expired
 //	POST /hooks/{kamailio,opensips}/message       store an offline MESSAGE
 //
-// Each needs the X-Deferpush-Token header and, when HooksAllow is set, a
-// source inside it; otherwise nothing happens and the reply says why.
+// Each needs the X-Deferpush-Token header, a source inside HooksAllow when
+// it is set, and a source under its rate limit; otherwise nothing happens
+// and the reply says why.
 func (s *Server) routeHooks(h *server.Hertz) {
 	for name, d := range proxies {
 		g := h.Group("/hooks/"+name, s.hookAuth)
@@ -102,15 +108,33 @@ func (s *Server) routeHooks(h *server.Hertz) {
 	}
 }
 
-// hookAuth refuses calls without the shared token, or from a source
-// outside HooksAllow.
+// hookAuth refuses calls from a source outside HooksAllow, over its rate
+// limit, without the shared token, or with a body nested deeper than any
+// hook body is. The limit comes before the token so that nobody can try
+// tokens faster than it.
 func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
-	if len(s.cfg.HooksAllow) > 0 && !s.hookSourceAllowed(c) {
+	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	ip := src.Addr().Unmap()
+	if len(s.cfg.HooksAllow) > 0 && !s.hookSourceAllowed(ip) {
 		s.cfg.Logger.Warn("hook call from a source not allowed", "source", c.RemoteAddr().String(), "path", string(c.Path()))
 		writeHook(c, hookReply{Status: statusForbidden, SIPCode: 500, SIPReason: "Server Internal Error",
 			Error: &errorDetail{Code: statusForbidden, Message: "source address not allowed"}})
 		c.Abort()
 		return
+	}
+	if s.limiter != nil {
+		if ok, wait := s.limiter.allow(ip); !ok {
+			s.cfg.Logger.Debug("hook call over the rate limit", "source", c.RemoteAddr().String(), "path", string(c.Path()))
+			secs := max(1, int(math.Ceil(wait.Seconds())))
+			c.Response.Header.Set("Retry-After", strconv.Itoa(secs))
+			// The route script replies 503 with the reason; a sender may
+			// retry later (RFC 3261 §21.5.4).
+			writeHook(c, hookReply{Status: statusRateLimited, SIPCode: 503, SIPReason: "Service Unavailable",
+				Error: &errorDetail{Code: statusRateLimited, Message: fmt.Sprintf("more than %g hook calls a second (burst %d) from %s; retry after %d s",
+					s.cfg.HooksRateLimit, int(s.limiter.burst), ip, secs)}})
+			c.Abort()
+			return
+		}
 	}
 	got := c.Request.Header.Peek(TokenHeader)
 	if subtle.ConstantTimeCompare(got, []byte(s.cfg.HooksToken)) != 1 {
@@ -120,15 +144,15 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 		c.Abort()
 		return
 	}
+	if d := jsonDepth(c.Request.Body(), maxHookDepth); d > maxHookDepth {
+		s.hookRefused(c, &plugin.FieldError{Field: "body", Problem: fmt.Sprintf("JSON nested deeper than %d levels", maxHookDepth)}, plugin.Policy{})
+		c.Abort()
+		return
+	}
 	c.Next(ctx)
 }
 
-func (s *Server) hookSourceAllowed(c *app.RequestContext) bool {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return false
-	}
-	ip := ap.Addr().Unmap()
+func (s *Server) hookSourceAllowed(ip netip.Addr) bool {
 	for _, p := range s.cfg.HooksAllow {
 		if p.Contains(ip) {
 			return true

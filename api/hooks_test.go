@@ -73,6 +73,16 @@ func (e *hookEngine) calls() int {
 // URL.
 func startHooks(t *testing.T, eng *hookEngine, allow ...string) string {
 	t.Helper()
+	var prefixes []netip.Prefix
+	for _, a := range allow {
+		prefixes = append(prefixes, netip.MustParsePrefix(a))
+	}
+	return startHooksWith(t, eng, func(c *Config) { c.HooksAllow = prefixes })
+}
+
+// startHooksWith is startHooks with the Config edited by edit.
+func startHooksWith(t *testing.T, eng *hookEngine, edit func(*Config)) string {
+	t.Helper()
 	st, err := store.NewEmbedded(store.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -86,15 +96,13 @@ func startHooks(t *testing.T, eng *hookEngine, allow ...string) string {
 		}
 		lns = append(lns, ln)
 	}
-	var prefixes []netip.Prefix
-	for _, a := range allow {
-		prefixes = append(prefixes, netip.MustParsePrefix(a))
-	}
-	s, err := New(Config{
+	cfg := Config{
 		HooksListener: lns[0], AdminListener: lns[1], Store: st, Engine: eng,
-		HooksToken: testHooksToken, HooksAllow: prefixes,
+		HooksToken:  testHooksToken,
 		AdminTokens: []Token{{Name: "ops", Token: testAdminToken, Role: RoleAdmin}},
-	})
+	}
+	edit(&cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

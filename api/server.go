@@ -76,6 +76,12 @@ type Config struct {
 	HooksToken string
 	// HooksAllow, when not empty, refuses hook calls from other sources.
 	HooksAllow []netip.Prefix
+	// HooksRateLimit is how many hook calls a second one source address
+	// may make in the long run, HooksRateBurst how many at once (a token
+	// bucket per address; IPv6 per /64). A call over it gets 429. Zero
+	// HooksRateLimit: no limit; zero HooksRateBurst: the rate, rounded up.
+	HooksRateLimit float64
+	HooksRateBurst int
 	// AdminTokens are the admin API's bearer tokens. At least one.
 	AdminTokens []Token
 
@@ -98,6 +104,7 @@ type Config struct {
 // Server serves the hooks and the admin API.
 type Server struct {
 	cfg       Config
+	limiter   *rateLimiter // nil: hooks not rate-limited
 	hooks     *server.Hertz
 	admin     *server.Hertz
 	listeners []*trackingListener
@@ -124,6 +131,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg}
+	if cfg.HooksRateLimit > 0 {
+		s.limiter = newRateLimiter(cfg.HooksRateLimit, cfg.HooksRateBurst, time.Now)
+	}
 	s.hooks = s.newHertz(cfg.HooksListener, cfg.HooksTLS)
 	s.admin = s.newHertz(cfg.AdminListener, cfg.AdminTLS)
 	for _, h := range []*server.Hertz{s.hooks, s.admin} {

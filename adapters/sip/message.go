@@ -3,6 +3,7 @@ package sip
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,15 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 	p.MaxMessageLength = maxRaw
 	msg, err := p.ParseSIP(raw)
 	if err != nil {
+		if v, body, ok := contentLength(raw); ok {
+			n, cerr := strconv.ParseUint(v, 10, 31)
+			switch {
+			case cerr != nil:
+				return nil, fmt.Errorf("%w: Content-Length %q is not a number of octets", ErrMalformed, sanitize(v))
+			case int(n) != body:
+				return nil, fmt.Errorf("%w: Content-Length is %d but the body has %d octets", ErrMalformed, n, body)
+			}
+		}
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	req, ok := msg.(*gosip.Request)
@@ -136,4 +146,23 @@ func checkHead(raw []byte) error {
 		}
 	}
 	return nil
+}
+
+// contentLength returns the Content-Length raw declares and the length of
+// its body, for a clear error when the parser refuses them.
+func contentLength(raw []byte) (declared string, body int, ok bool) {
+	head, rest, found := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !found {
+		return "", 0, false
+	}
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found {
+			continue
+		}
+		if n := strings.TrimSpace(string(name)); strings.EqualFold(n, "Content-Length") || strings.EqualFold(n, "l") {
+			return strings.TrimSpace(string(value)), len(rest), true
+		}
+	}
+	return "", 0, false
 }
