@@ -23,9 +23,10 @@ type conn struct {
 	// self is this end's URI, the From-Path of answers to requests whose
 	// To-Path is missing.
 	self URI
-	// idle, when set, closes the connection if no session is bound to it
-	// within that time (connections a Listener accepts).
-	idle time.Duration
+	// bindBy, when set, closes the connection if no session is bound to
+	// it by then (connections a Listener accepts): a peer cannot keep an
+	// unbound connection open by trickling frames.
+	bindBy time.Time
 
 	wmu sync.Mutex
 	w   *Writer
@@ -174,12 +175,12 @@ func (c *conn) detach(s *Session) {
 // readLoop reads frames until the connection fails or closes.
 func (c *conn) readLoop() {
 	for {
-		if c.idle > 0 {
+		if !c.bindBy.IsZero() {
 			c.mu.Lock()
 			unbound := len(c.sessions) == 0
 			c.mu.Unlock()
 			if unbound {
-				c.nc.SetReadDeadline(time.Now().Add(c.idle))
+				c.nc.SetReadDeadline(c.bindBy)
 			} else {
 				c.nc.SetReadDeadline(time.Time{})
 			}

@@ -25,8 +25,15 @@ type ListenerConfig struct {
 	// Limits bounds the frames read on accepted connections.
 	Limits Limits
 	// Timeout bounds each write, and the time a connection may stay open
-	// without binding a session: 30 s.
+	// without binding a session, counted from its accept: 30 s.
 	Timeout time.Duration
+	// MaxConns bounds the connections open at once: 4096.
+	// MaxConnsPerHost bounds those from one IP address: 1024 (a relay such
+	// as Kamailio's msrp module brings many senders from one address).
+	// A connection over either bound gets its first request answered 403
+	// and is closed.
+	MaxConns        int
+	MaxConnsPerHost int
 	// Logger receives debug and warning logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -44,8 +51,12 @@ type Listener struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	conns    map[*conn]struct{}
+	perHost  map[string]int
 	closed   bool
 	wg       sync.WaitGroup
+	// refusing bounds the goroutines answering refused connections; past
+	// it, they are closed without an answer.
+	refusing chan struct{}
 }
 
 // NewListener binds the listening socket; Run serves it.
@@ -55,6 +66,12 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4096
+	}
+	if cfg.MaxConnsPerHost <= 0 {
+		cfg.MaxConnsPerHost = 1024
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -81,6 +98,8 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 		log:      cfg.Logger,
 		sessions: make(map[string]*Session),
 		conns:    make(map[*conn]struct{}),
+		perHost:  make(map[string]int),
+		refusing: make(chan struct{}, 16),
 	}, nil
 }
 
@@ -119,6 +138,36 @@ func (l *Listener) remove(s *Session) {
 	if l.sessions[s.local.SessionID] == s {
 		delete(l.sessions, s.local.SessionID)
 	}
+}
+
+// Expect names the peer of a passive session added with a nil remote, once
+// its path is known (from the SDP answer): from then on only a connection
+// whose binding request's From-Path ends with the session id of remote's
+// last URI binds s, others get 481. A connection that bound s before,
+// from another peer, is dropped from s and Expect returns an error: that
+// peer got nothing of s yet if Expect is called before the first Send.
+func (s *Session) Expect(remote []URI) error {
+	if len(remote) == 0 {
+		return errors.New("msrp: expect: empty path")
+	}
+	s.mu.Lock()
+	want := remote[len(remote)-1].SessionID
+	c := s.conn
+	var got string
+	if len(s.remote) > 0 {
+		got = s.remote[len(s.remote)-1].SessionID
+	}
+	s.remote = remote
+	if c == nil || got == want {
+		s.mu.Unlock()
+		return nil
+	}
+	s.conn = nil
+	s.bound = make(chan struct{})
+	s.partials = make(map[string]*partial)
+	s.mu.Unlock()
+	c.detach(s)
+	return fmt.Errorf("msrp: expect: session was bound by %q, not the peer %q: dropped", got, want)
 }
 
 // route finds the session of a request that arrived on c, binding it to c
@@ -162,14 +211,21 @@ func (l *Listener) Run(ctx context.Context) error {
 		c := newConn(nc, l.cfg.Limits, l.cfg.Timeout, l.log)
 		c.route = l.route
 		c.self = l.uri
-		c.idle = l.cfg.Timeout
+		c.bindBy = time.Now().Add(l.cfg.Timeout)
+		host, _, _ := net.SplitHostPort(nc.RemoteAddr().String())
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			nc.Close()
 			return nil
 		}
+		if len(l.conns) >= l.cfg.MaxConns || l.perHost[host] >= l.cfg.MaxConnsPerHost {
+			l.mu.Unlock()
+			l.refuse(c)
+			continue
+		}
 		l.conns[c] = struct{}{}
+		l.perHost[host]++
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go func() {
@@ -177,9 +233,34 @@ func (l *Listener) Run(ctx context.Context) error {
 			c.readLoop()
 			l.mu.Lock()
 			delete(l.conns, c)
+			if l.perHost[host]--; l.perHost[host] <= 0 {
+				delete(l.perHost, host)
+			}
 			l.mu.Unlock()
 		}()
 	}
+}
+
+// refuse answers the first request of a connection over the bounds 403
+// and closes it; when many are being refused already, it just closes it.
+func (l *Listener) refuse(c *conn) {
+	l.log.Warn("msrp connection refused: too many connections", "remote", c.nc.RemoteAddr().String())
+	select {
+	case l.refusing <- struct{}{}:
+	default:
+		c.nc.Close()
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer func() { <-l.refusing }()
+		c.nc.SetReadDeadline(time.Now().Add(min(l.cfg.Timeout, 2*time.Second)))
+		if f, err := c.r.ReadFrame(); err == nil && f.IsRequest() {
+			c.reply(f, StatusForbidden, "Too many connections")
+		}
+		c.close(errors.New("msrp: too many connections"))
+	}()
 }
 
 // Close stops accepting and closes every accepted connection. Sessions

@@ -11,6 +11,7 @@ package push
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,11 @@ type Config struct {
 	// MSRPTimeout bounds the wait for each MSRP response (a local 408
 	// after it) and for a passive client to connect. Zero means 30 s.
 	MSRPTimeout time.Duration
+	// TLS configures the msrps connections to clients whose answer has an
+	// msrps path. Nil uses the system roots and the host of the path.
+	// Whether we offer msrps is the listener's choice: a TLS listener
+	// offers TCP/TLS/MSRP with an msrps path.
+	TLS *tls.Config
 	// Window is the number of messages a session keeps in flight: sent,
 	// their confirmation awaited. Zero means 16; 1 sends each message
 	// only once the previous one is confirmed.
@@ -133,7 +139,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	}
 	local := p.cfg.MSRP.URI()
 	local.SessionID = msrp.NewSessionID()
-	mcfg := msrp.Config{Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, Logger: p.log}
+	mcfg := msrp.Config{Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log}
 	// Registered before the INVITE leaves: a client answering
 	// a=setup:active may connect as soon as it sends its 200.
 	passive, err := msrp.NewSession(mcfg)
@@ -184,6 +190,12 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	}
 	s.answer = ans
 	if !sdp.OffererConnects(ans) {
+		// Only the client the answer names may bind the session: a
+		// connection that claimed it first from another path (it knew
+		// the session id from our offer) is dropped, having got nothing.
+		if err := passive.Expect(ans.Path); err != nil {
+			p.log.Warn("msrp session claimed by another peer", "aor", t.AOR, "err", err)
+		}
 		s.ms = passive // the client connects to our listener
 		s.awaiting = true
 		return s, nil

@@ -1,0 +1,156 @@
+package msrp
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// dialFrom connects to l from the loopback address src.
+func dialFrom(t testing.TB, l *Listener, src string) *rawPeer {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	nc, err := d.Dial("tcp", l.URI().Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawPeer{t: t, nc: nc, r: NewReader(nc, Limits{})}
+}
+
+// TestListenerConnectionBounds: past MaxConnsPerHost from one address, or
+// MaxConns in all, a connection's first request is answered 403 "Too many
+// connections" and the connection closed; one that closes frees its slot.
+func TestListenerConnectionBounds(t *testing.T) {
+	l := startListener(t, ListenerConfig{MaxConns: 3, MaxConnsPerHost: 2})
+	s := newSession(t, Config{Local: l.URI(), Handler: newInbox()})
+	if err := l.Add(s, nil); err != nil {
+		t.Fatal(err)
+	}
+	to, peer := s.URI().String(), "msrp://127.0.0.1:9/peer1234;tcp"
+	// served says whether p's SEND is served (a 481 for no session, as it
+	// names another session) or refused 403 and closed.
+	served := func(p *rawPeer) bool {
+		t.Helper()
+		p.write(send("t0001", to[:len(to)-4]+"x;tcp", peer, "", ""))
+		f := p.read()
+		switch f.Status {
+		case StatusNoSession:
+			return true
+		case StatusForbidden:
+			if f.Comment != "Too many connections" {
+				t.Errorf("403 comment %q", f.Comment)
+			}
+			p.expectClosed()
+			return false
+		}
+		t.Fatalf("got %q", f.String())
+		return false
+	}
+	a1, a2 := dialFrom(t, l, "127.0.0.1"), dialFrom(t, l, "127.0.0.1")
+	if !served(a1) || !served(a2) {
+		t.Fatal("connections within the bounds refused")
+	}
+	if served(dialFrom(t, l, "127.0.0.1")) {
+		t.Error("a third connection from 127.0.0.1 served, want 403 (MaxConnsPerHost 2)")
+	}
+	if !served(dialFrom(t, l, "127.0.0.2")) {
+		t.Fatal("a connection from another address refused")
+	}
+	if served(dialFrom(t, l, "127.0.0.3")) {
+		t.Error("a fourth connection served, want 403 (MaxConns 3)")
+	}
+	a1.nc.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !served(dialFrom(t, l, "127.0.0.3")) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slot of a closed connection was not freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUnboundConnectionTrickling: a connection that binds no session is
+// closed Timeout after its accept, however often it sends frames that bind
+// nothing (REPORTs, requests for sessions that do not exist).
+func TestUnboundConnectionTrickling(t *testing.T) {
+	l := startListener(t, ListenerConfig{Timeout: 500 * time.Millisecond})
+	p := dialRaw(t, l)
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		for {
+			if _, err := p.r.ReadFrame(); err != nil {
+				closed <- time.Since(start)
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case d := <-closed:
+			if d < 400*time.Millisecond || d > 3*time.Second {
+				t.Errorf("closed after %v, want about 500ms", d)
+			}
+			return
+		case <-tick.C:
+			if i > 50 {
+				t.Fatal("an unbound connection still open after 5 s of trickling")
+			}
+			p.nc.Write([]byte("MSRP r0001 REPORT\r\nTo-Path: msrp://127.0.0.1:9/nosession;tcp\r\nFrom-Path: msrp://127.0.0.1:9/peer;tcp\r\nMessage-ID: m1\r\nStatus: 000 200 OK\r\n-------r0001$\r\n"))
+		}
+	}
+}
+
+// TestExpectPeer: once Expect names the peer of a session added without
+// one, a connection claiming the session from another path gets 481 and
+// the named peer binds it; a connection that bound it before Expect, from
+// another path, is dropped.
+func TestExpectPeer(t *testing.T) {
+	l := startListener(t, ListenerConfig{})
+	const peer, other = "msrp://127.0.0.1:9/realpeer01;tcp", "msrp://127.0.0.1:9/impostor01;tcp"
+	peerURI, _ := ParseURI(peer)
+
+	t.Run("after Expect", func(t *testing.T) {
+		s := newSession(t, Config{Local: l.URI(), Handler: newInbox()})
+		if err := l.Add(s, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Expect([]URI{peerURI}); err != nil {
+			t.Fatal(err)
+		}
+		imp := dialRaw(t, l)
+		imp.write(send("t0001", s.URI().String(), other, "", ""))
+		if f := imp.read(); f.Status != StatusNoSession {
+			t.Errorf("impostor got %q, want 481", f.String())
+		}
+		real := dialRaw(t, l)
+		real.write(send("t0002", s.URI().String(), peer, "", ""))
+		if f := real.read(); f.Status != StatusOK {
+			t.Errorf("peer got %q, want 200", f.String())
+		}
+	})
+	t.Run("impostor bound first", func(t *testing.T) {
+		s := newSession(t, Config{Local: l.URI(), Handler: newInbox()})
+		if err := l.Add(s, nil); err != nil {
+			t.Fatal(err)
+		}
+		imp := dialRaw(t, l)
+		imp.write(send("t0003", s.URI().String(), other, "", ""))
+		if f := imp.read(); f.Status != StatusOK {
+			t.Fatalf("impostor binding a session without a named peer: %q", f.String())
+		}
+		if err := s.Expect([]URI{peerURI}); err == nil {
+			t.Error("Expect with another peer bound: nil error")
+		}
+		imp.expectClosed() // it served no other session
+		real := dialRaw(t, l)
+		real.write(send("t0004", s.URI().String(), peer, "", ""))
+		if f := real.read(); f.Status != StatusOK {
+			t.Errorf("peer after the impostor was dropped: %q, want 200", f.String())
+		}
+	})
+}
