@@ -89,10 +89,18 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	// msilo side does; they register only in the delivery phase.
 	clients := make([]*imclient.Client, p.Users)
 	for i := range clients {
-		c, err := imclient.New(imclient.Config{AOR: "sip:" + benchUser(i) + "@" + benchDomain, Proxy: k.SIPAddr,
-			Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
+		// imclient takes a free TCP port and the same UDP port, which
+		// another process may hold: try again on another.
+		var c *imclient.Client
+		for try := 0; ; try++ {
+			c, err = imclient.New(imclient.Config{AOR: "sip:" + benchUser(i) + "@" + benchDomain, Proxy: k.SIPAddr,
+				Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				break
+			}
+			if try == 10 {
+				b.Fatal(err)
+			}
 		}
 		b.Cleanup(c.Close)
 		clients[i] = c
@@ -176,6 +184,10 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 		row.Err = join(row.Err, fmt.Sprintf("%d users failed, first: %s", len(errs), errs[0]))
 	}
 	row.fillDelivery(regs, del, row.Stored)
+	// Idle servers of this M stay out of the next M's way.
+	k.Stop()
+	_ = dp.Stop(b)
+	r.Proc().Stop()
 	return row, true
 }
 

@@ -121,13 +121,13 @@ func (r *benchReport) csv() ([]byte, error) {
 	w := csv.NewWriter(&buf)
 	_ = w.Write([]string{"system", "users", "msgs_per_user", "stored", "store_s", "store_msgs_per_s",
 		"delivered", "duplicates", "deliver_s", "deliver_msgs_per_s", "reg_to_last_p50_ms", "reg_to_last_p99_ms",
-		"cpu_store_s", "cpu_deliver_s", "db_bytes_per_msg", "errors"})
+		"cpu_store_s", "cpu_deliver_s", "db_bytes_per_msg", "problems"})
 	f := func(v float64, prec int) string { return strconv.FormatFloat(v, 'f', prec, 64) }
 	for _, row := range r.Rows {
 		_ = w.Write([]string{row.System, strconv.Itoa(row.Users), strconv.Itoa(row.M), strconv.Itoa(row.Stored),
 			f(row.StoreTime.Seconds(), 3), f(row.StoreRate, 0), strconv.Itoa(row.Delivered), strconv.Itoa(row.Duplicates),
 			f(row.DeliverTime.Seconds(), 3), f(row.DeliverRate, 0), f(ms(row.P50), 1), f(ms(row.P99), 1),
-			f(row.CPUStore, 2), f(row.CPUDeliver, 2), f(row.BytesPerMsg, 0), row.Err})
+			f(row.CPUStore, 2), f(row.CPUDeliver, 2), f(row.BytesPerMsg, 0), join(row.Err, row.Note)})
 	}
 	for _, l := range r.Limits {
 		// Physical limits: the rate goes in the column of the phase it
@@ -158,12 +158,12 @@ func (r *benchReport) markdown() ([]byte, error) {
 	fmt.Fprintf(&b, "**Software:** %s · %s · %s · SQLite %s · %s.\n\n", m.Kamailio, m.Redis, m.SIPp, m.SQLite, m.Go)
 
 	b.WriteString("## Results\n\n")
-	b.WriteString("| system | M | messages | store msgs/s | delivery msgs/s | REGISTER→last p50 ms | p99 ms | server CPU s (store + deliver) | DB bytes/msg | duplicates | problems |\n")
+	b.WriteString("| system | M | messages | store msgs/s | delivery msgs/s | REGISTER→last p50 ms | p99 ms | server CPU s (store + deliver) | DB bytes/msg | duplicates | problems and notes |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %.0f | %.1f | %.1f | %.2f + %.2f | %.0f | %d | %s |\n",
 			row.System, row.M, row.Users*row.M, row.StoreRate, row.DeliverRate, ms(row.P50), ms(row.P99),
-			row.CPUStore, row.CPUDeliver, row.BytesPerMsg, row.Duplicates, orDash(row.Err))
+			row.CPUStore, row.CPUDeliver, row.BytesPerMsg, row.Duplicates, orDash(join(row.Err, row.Note)))
 	}
 	if r.DeferpushMissing != "" {
 		fmt.Fprintf(&b, "\ndeferpush side not measured: %s.\n", r.DeferpushMissing)
