@@ -30,7 +30,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		Log:      LogConfig{Level: "info", Format: "auto"},
-		Hooks:    HooksConfig{Listen: "127.0.0.1:8710"},
+		Hooks:    HooksConfig{Listen: "127.0.0.1:8710", RateLimit: 10000, RateBurst: 20000},
 		Admin:    AdminConfig{Listen: "127.0.0.1:8711"},
 		SIP:      SIPConfig{Listen: "127.0.0.1:5070"},
 		MSRP:     MSRPConfig{Listen: "127.0.0.1:2855", ChunkSize: 2048, Timeout: 30 * time.Second},

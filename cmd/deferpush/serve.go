@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -59,7 +60,22 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	if msrpHost == "" {
 		msrpHost, _, _ = net.SplitHostPort(cfg.MSRP.Listen)
 	}
-	ml, err := msrp.NewListener(msrp.ListenerConfig{Addr: cfg.MSRP.Listen, Host: msrpHost, Logger: log})
+	tlsCfgs := map[string]*tls.Config{}
+	for _, l := range []struct{ name, cert, key string }{
+		{"hooks", cfg.Hooks.TLSCert, cfg.Hooks.TLSKey},
+		{"admin", cfg.Admin.TLSCert, cfg.Admin.TLSKey},
+		{"msrp", cfg.MSRP.TLSCert, cfg.MSRP.TLSKey},
+	} {
+		if tlsCfgs[l.name], err = loadTLS(l.cert, l.key); err != nil {
+			stack.close()
+			return fmt.Errorf("%s.tls_cert: %w", l.name, err)
+		}
+	}
+	ml, err := msrp.NewListener(msrp.ListenerConfig{
+		Addr: cfg.MSRP.Listen, Host: msrpHost, TLS: tlsCfgs["msrp"],
+		MaxConns: cfg.MSRP.MaxConnections, MaxConnsPerHost: cfg.MSRP.MaxConnectionsPerHost,
+		Logger: log,
+	})
 	if err != nil {
 		stack.close()
 		return fmt.Errorf("msrp listener: %w", err)
@@ -129,8 +145,12 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		AdminListener:   adminLn,
 		Store:           st,
 		Engine:          eng,
+		HooksTLS:        tlsCfgs["hooks"],
+		AdminTLS:        tlsCfgs["admin"],
 		HooksToken:      cfg.Hooks.Token,
 		HooksAllow:      allow,
+		HooksRateLimit:  float64(max(cfg.Hooks.RateLimit, 0)),
+		HooksRateBurst:  cfg.Hooks.RateBurst,
 		AdminTokens:     adminTokens(cfg.Admin),
 		ShutdownTimeout: cfg.Shutdown.Timeout,
 		Metrics:         metrics,
@@ -143,8 +163,8 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		adminLn.Close()
 		return err
 	}
-	log.Info("hooks listening", "addr", hooksLn.Addr().String())
-	log.Info("admin api listening", "addr", adminLn.Addr().String())
+	log.Info("hooks listening", "addr", hooksLn.Addr().String(), "tls", tlsCfgs["hooks"] != nil)
+	log.Info("admin api listening", "addr", adminLn.Addr().String(), "tls", tlsCfgs["admin"] != nil)
 	log.Info("sip listening", "addr", stack.tcp.Addr().String(), "transports", "udp,tcp", "contact", stack.contact())
 	log.Info("msrp listening", "uri", ml.URI().String())
 	log.Info("deferpush started", "version", versionString())
@@ -217,6 +237,19 @@ func openStore(ctx context.Context, cfg RedisConfig, log *slog.Logger) (*store.R
 		log.Warn("redis does not answer yet", "err", err)
 	}
 	return st, nil
+}
+
+// loadTLS returns the TLS configuration of a listener serving the
+// certificate and key in these PEM files, or nil when neither is set.
+func loadTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // adminTokens lists the configured admin API tokens with their roles.
