@@ -82,17 +82,21 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
 
 	var cmd *redis.Cmd
+	var counted *redis.IntCmd
 	if r.batch != nil {
 		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
 		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
-		r.batch.HIncrBy(ctx, statsKey, "stored", 1)
+		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
 		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
 		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
-		pipe.HIncrBy(ctx, statsKey, "stored", 1)
+		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
 	}
+	// In a cluster the counter lives on another node than the mailbox:
+	// wait for it too, so that Totals read after Append counts it.
+	_ = counted.Err()
 	res, err := cmd.Slice()
 	if isNoScript(err) {
 		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
@@ -168,14 +172,33 @@ func (r *Redis) Ack(ctx context.Context, aor plugin.AOR, token, id string) error
 	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
 		return fmt.Errorf("store: ack %s for %s: %w", id, aor, err)
 	}
-	res, err := ackScript.Run(ctx, r.c, mailboxKeys(aor), token, id, ms(r.now())).Int()
+	// The script and the counter go in one round trip (through the
+	// autopipeliner, shared with the acks of concurrent pushes); the
+	// counter is taken back when the ack did not happen.
+	keys, args := mailboxKeys(aor), []any{token, id, ms(r.now())}
+	var cmd *redis.Cmd
+	var counted *redis.IntCmd
+	if r.batch != nil {
+		cmd = r.batch.EvalSha(ctx, ackScript.Hash(), keys, args...)
+		counted = r.batch.HIncrBy(ctx, statsKey, "pushed", 1)
+	} else {
+		pipe := r.c.Pipeline()
+		cmd = ackScript.EvalSha(ctx, pipe, keys, args...)
+		counted = pipe.HIncrBy(ctx, statsKey, "pushed", 1)
+		_, _ = pipe.Exec(ctx) // errors are per command
+	}
+	_ = counted.Err() // see Append
+	res, err := cmd.Int()
+	if isNoScript(err) {
+		res, err = ackScript.Run(ctx, r.c, keys, args...).Int()
+	}
 	if err == nil {
 		err = r.outcome(ctx, aor, res)
 	}
 	if err != nil {
+		r.c.HIncrBy(ctx, statsKey, "pushed", -1)
 		return fmt.Errorf("store: ack %s for %s: %w", id, aor, err)
 	}
-	r.c.HIncrBy(ctx, statsKey, "pushed", 1)
 	return nil
 }
 
