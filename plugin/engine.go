@@ -30,7 +30,7 @@ type EngineConfig struct {
 	// messages come back after at most LockTTL. Zero means 30 s.
 	LockTTL time.Duration
 	// Batch is how many messages one claim takes (and the pipeline depth
-	// the engine hands to a session at once). Zero means 16.
+	// the engine hands to a session at once). Zero means 64.
 	Batch int
 	// SweepInterval is how often the engine sweeps expired leases and
 	// messages. Zero means 5 s.
@@ -86,7 +86,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg.LockTTL = 30 * time.Second
 	}
 	if cfg.Batch == 0 {
-		cfg.Batch = 16
+		cfg.Batch = 64
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second
