@@ -113,7 +113,10 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		Client:  stack.client,
 		Contact: stack.contact(),
 		MSRP:    ml,
-		Logger:  log,
+		// The hooks' body limit: what a sender may make deferpush hold
+		// in reassembly, whatever the policy's max_message_size.
+		MaxMessageSize: 1 << 20,
+		Logger:         log,
 	})
 	if err != nil {
 		stack.close()
