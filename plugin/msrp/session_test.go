@@ -38,8 +38,6 @@ func startListener(t testing.TB, cfg ListenerConfig) *Listener {
 
 // inbox collects the messages a Handler receives and answers with code.
 type inbox struct {
-	mu   sync.Mutex
-	msgs []*Message
 	got  chan *Message
 	code int // 0: 200
 }

@@ -714,7 +714,7 @@ func testConcurrent(e *env) {
 			}
 			st, err := e.s.Sweep(e.ctx, e.clock.Now())
 			if err != nil || st.Requeued+st.Expired > 0 {
-				fail(fmt.Errorf("Sweep during run = %+v, %v", st, err))
+				fail(fmt.Errorf("sweep during run = %+v, %v", st, err))
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
