@@ -292,4 +292,3 @@ func TestPushClientNeverOpensMSRP(t *testing.T) {
 		t.Errorf("stored = %v, want %v", got, want)
 	}
 }
-
