@@ -52,10 +52,20 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	}
 	defer st.Close()
 
+	// Until everything runs, a failure closes what was opened so far.
+	var opened []func()
+	fail := func(err error) error {
+		for i := len(opened) - 1; i >= 0; i-- {
+			opened[i]()
+		}
+		return err
+	}
+
 	stack, err := newSIPStack(cfg.SIP, log)
 	if err != nil {
 		return err
 	}
+	opened = append(opened, stack.close)
 	msrpHost := cfg.MSRP.Advertise
 	if msrpHost == "" {
 		msrpHost, _, _ = net.SplitHostPort(cfg.MSRP.Listen)
@@ -67,8 +77,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		{"msrp", cfg.MSRP.TLSCert, cfg.MSRP.TLSKey},
 	} {
 		if tlsCfgs[l.name], err = loadTLS(l.cert, l.key); err != nil {
-			stack.close()
-			return fmt.Errorf("%s.tls_cert: %w", l.name, err)
+			return fail(fmt.Errorf("%s.tls_cert: %w", l.name, err))
 		}
 	}
 	ml, err := msrp.NewListener(msrp.ListenerConfig{
@@ -77,9 +86,9 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		Logger: log,
 	})
 	if err != nil {
-		stack.close()
-		return fmt.Errorf("msrp listener: %w", err)
+		return fail(fmt.Errorf("msrp listener: %w", err))
 	}
+	opened = append(opened, func() { ml.Close() })
 	pusher, err := push.New(push.Config{
 		Client:        stack.client,
 		Contact:       stack.contact(),
@@ -90,9 +99,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		Logger:        log,
 	})
 	if err != nil {
-		stack.close()
-		ml.Close()
-		return err
+		return fail(err)
 	}
 	metrics := api.NewMetrics()
 	eng, err := plugin.NewEngine(plugin.EngineConfig{
@@ -104,9 +111,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		Logger:        log,
 	})
 	if err != nil {
-		stack.close()
-		ml.Close()
-		return err
+		return fail(err)
 	}
 	in, err := ingress.New(ingress.Config{
 		Engine:  eng,
@@ -119,9 +124,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		Logger:         log,
 	})
 	if err != nil {
-		stack.close()
-		ml.Close()
-		return err
+		return fail(err)
 	}
 	defer in.Close()
 	stack.route(pusher, in)
@@ -132,17 +135,14 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	}
 	hooksLn, err := net.Listen("tcp", cfg.Hooks.Listen)
 	if err != nil {
-		stack.close()
-		ml.Close()
-		return fmt.Errorf("hooks listener: %w", err)
+		return fail(fmt.Errorf("hooks listener: %w", err))
 	}
+	opened = append(opened, func() { hooksLn.Close() })
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		stack.close()
-		ml.Close()
-		hooksLn.Close()
-		return fmt.Errorf("admin listener: %w", err)
+		return fail(fmt.Errorf("admin listener: %w", err))
 	}
+	opened = append(opened, func() { adminLn.Close() })
 	srv, err := api.New(api.Config{
 		HooksListener:   hooksLn,
 		AdminListener:   adminLn,
@@ -160,11 +160,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		Logger:          log,
 	})
 	if err != nil {
-		stack.close()
-		ml.Close()
-		hooksLn.Close()
-		adminLn.Close()
-		return err
+		return fail(err)
 	}
 	log.Info("hooks listening", "addr", hooksLn.Addr().String(), "tls", tlsCfgs["hooks"] != nil)
 	log.Info("admin api listening", "addr", adminLn.Addr().String(), "tls", tlsCfgs["admin"] != nil)
@@ -172,9 +168,9 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	log.Info("msrp listening", "uri", ml.URI().String())
 	log.Info("deferpush started", "version", versionString())
 
-	// Everything runs until ctx ends. The engine stops last among the
-	// workers so that pushes cancelled by the shutdown put their messages
-	// back before the store closes.
+	// Everything runs until ctx ends. The store closes only after every
+	// component returned, so pushes cancelled by the shutdown have put
+	// their messages back by then.
 	return runAll(ctx, log, cfg.Shutdown.Timeout,
 		component{"api", srv.Run},
 		component{"sip", stack.run},
