@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # The whole suite, end-to-end tests included, stays well under 15 minutes.
 TESTTIMEOUT ?= 14m
 
-.PHONY: build run test deps lint bench clean
+.PHONY: build run test soak deps lint bench clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/deferpush
@@ -26,6 +26,17 @@ deps:
 ## test: the whole suite, unit and end-to-end, with real servers.
 test: deps
 	$(GO) test -count=1 -timeout $(TESTTIMEOUT) ./...
+
+## soak: the fault suite (kill -9 of deferpush and redis-server, broken
+## clients, two instances) repeated ROUNDS times per fault (20); the
+## reliability table goes to results/tmp/reliability.md. `make test` runs
+## one round of each (TestFault*).
+ROUNDS ?= 20
+soak: deps
+	@mkdir -p results/tmp
+	DEFERPUSH_SOAK_ROUNDS=$(ROUNDS) DEFERPUSH_FAULT_REPORT=$(CURDIR)/results/tmp/reliability.md \
+		$(GO) test -count=1 -timeout 30m -run '^TestSoak' -v ./test/
+	@cat results/tmp/reliability.md
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

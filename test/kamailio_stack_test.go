@@ -22,6 +22,8 @@ type kamailioStack struct {
 	k     *harness.KamailioProc
 	st    *store.Redis
 	token string
+	// dpEnv and dpArgs start deferpush (again, after a kill).
+	dpEnv, dpArgs []string
 }
 
 type stackOptions struct {
@@ -34,13 +36,18 @@ type stackOptions struct {
 	token string
 	// messageTimeout is the cfg's MESSAGE_TIMEOUT (ms); zero: 1500.
 	messageTimeout int
+	// redis are options of the redis-server (harness.WithAOF()).
+	redis []harness.RedisOption
+	// dpEnv and dpArgs are more environment and flags for deferpush
+	// (fixed ports, a short lease).
+	dpEnv, dpArgs []string
 }
 
 const domain = "example.com"
 
 func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 	t.Helper()
-	s := &kamailioStack{redis: harness.Redis(t), token: "kamailio-test-token-0123456789"}
+	s := &kamailioStack{redis: harness.Redis(t, o.redis...), token: "kamailio-test-token-0123456789"}
 	var err error
 	s.st, err = store.New(store.Config{URL: s.redis.URL()})
 	if err != nil {
@@ -62,9 +69,10 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 	for internalPort == sipPort {
 		internalPort = harness.FreePort(t)
 	}
-	s.dp = startDeferpush(t, []string{"DEFERPUSH_HOOKS_TOKEN=" + s.token},
-		"--redis", s.redis.URL(),
-		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort))
+	s.dpEnv = append([]string{"DEFERPUSH_HOOKS_TOKEN=" + s.token}, o.dpEnv...)
+	s.dpArgs = append([]string{"--redis", s.redis.URL(),
+		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort)}, o.dpArgs...)
+	s.dp = startDeferpush(t, s.dpEnv, s.dpArgs...)
 	hooks := "http://" + s.dp.HooksAddr
 	if o.hooks != nil {
 		hooks = o.hooks(hooks)

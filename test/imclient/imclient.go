@@ -254,6 +254,12 @@ func (c *Client) start(ctx context.Context) error {
 // SIPAddr is host:port of the client's SIP listener (TCP and UDP).
 func (c *Client) SIPAddr() string { return c.sipAddr }
 
+// MSRPAddr is host:port of the client's MSRP listener.
+func (c *Client) MSRPAddr() string {
+	u := c.msrpL.URI()
+	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+}
+
 // Contact is the client's Contact URI.
 func (c *Client) Contact() string { return c.contact.Address.String() }
 

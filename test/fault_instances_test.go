@@ -1,0 +1,109 @@
+package test
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/test/imclient"
+)
+
+// TestFaultTwoInstances runs two deferpush instances on one Redis. The one
+// Kamailio posts to pushes; it is killed (SIGKILL) while it holds the push
+// lock, in the middle of the session. The other instance, told of the
+// registration at once, leaves the recipient alone while the lease lives,
+// then takes over (its sweeper requeues the dead instance's messages) and
+// delivers the rest: nothing lost, no duplicate.
+func TestFaultTwoInstances(t *testing.T) {
+	faultTwoInstances(t, 1).report(t)
+}
+
+func faultTwoInstances(t *testing.T, rounds int) faultRow {
+	s := startFaultStack(t)
+	sender := s.client(t, "sender", imclient.Config{})
+	other := s.otherInstance(t)
+	row := faultRow{Fault: "two instances, kill -9 of the one holding the push lock"}
+	for r := range rounds {
+		if r > 0 {
+			// The killed instance is the one Kamailio posts to.
+			s.restartDeferpush(t)
+		}
+		faultTwoInstancesRound(t, s, other, sender, &row, fmt.Sprintf("twin%d", r))
+		if t.Failed() {
+			break
+		}
+	}
+	return row
+}
+
+func faultTwoInstancesRound(t *testing.T, s *kamailioStack, other *deferpushProc, sender *imclient.Client, row *faultRow, user string) {
+	t.Helper()
+	const n, k = 8, 3
+	ids := storeCalls(t, sender, user, "twin-"+user, n, nil)
+	s.waitPending(t, user, n)
+
+	a := s.dp
+	var (
+		mu       sync.Mutex
+		until    time.Time // lease end of the killed instance
+		killedAt time.Time
+		invites  []time.Time
+	)
+	killed := make(chan struct{})
+	rcv := s.client(t, user, imclient.Config{OnEvent: func(ev imclient.Event) error {
+		switch {
+		case ev.Kind == imclient.EventInvite:
+			mu.Lock()
+			invites = append(invites, time.Now())
+			mu.Unlock()
+		case ev.Kind == imclient.EventMessage && ev.N == k:
+			if !pollUntil(10*time.Second, func() bool { return s.unacked(user, n-(k-1)) }) {
+				t.Errorf("messages 1..%d not acked before the kill", k-1)
+			}
+			u := s.leaseUntil(t, user)
+			a.Kill(t)
+			mu.Lock()
+			until, killedAt = u, time.Now()
+			mu.Unlock()
+			close(killed)
+			return errDrop
+		}
+		return nil
+	}})
+	s.register(t, rcv)
+	select {
+	case <-killed:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("message %d never arrived (client saw %+v)", k, rcv.Stats())
+	}
+	mu.Lock()
+	if until.IsZero() {
+		t.Errorf("no push lock held at the kill")
+	}
+	mu.Unlock()
+	// The registration reaches the other instance while the lease lives.
+	postRegistered(t, other, s.token, user, rcv.Contact())
+
+	waitFor(t, faultLockTTL+15*time.Second, "the other instance to deliver the rest", func() bool {
+		return len(missing(ids, rcv.Received())) == 0 && s.counts(t, user) == (plugin.Counts{})
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(invites) != 2 {
+		t.Fatalf("%d INVITEs, want 2 (the killed instance's, the other's)", len(invites))
+	}
+	if invites[1].Before(until) {
+		t.Errorf("the other instance pushed at %v, before the lease ran out at %v", invites[1], until)
+	}
+	_, otherPort, _ := net.SplitHostPort(other.SIPAddr)
+	if c := rcv.LastInvite().Contact(); c == nil || fmt.Sprint(c.Address.Port) != otherPort {
+		t.Errorf("second INVITE's Contact %v, want the other instance (port %s)", c, otherPort)
+	}
+	t.Logf("%s: lease ran out %v after the kill; the other instance's INVITE came %v after the kill",
+		user, until.Sub(killedAt).Round(time.Millisecond), invites[1].Sub(killedAt).Round(time.Millisecond))
+	dups := row.add(t, ids, rcv.Received())
+	wantDups(t, "two instances", dups)
+}

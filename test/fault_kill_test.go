@@ -1,0 +1,195 @@
+package test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/test/imclient"
+)
+
+// killPoints are the points of a push at which deferpush is killed with
+// SIGKILL, driven from the client's side of the session.
+var killPoints = []struct {
+	name  string // the table's label
+	point string
+}{
+	{"kill -9 deferpush after the INVITE's 200", "invite"},
+	{"kill -9 deferpush between SENDs", "between"},
+	{"kill -9 deferpush after a SEND's 200, before the store ack", "ack"},
+	{"kill -9 deferpush during the BYE", "bye"},
+}
+
+// TestFaultKillDeferpush kills deferpush at each point of a push, starts it
+// again on the same ports, and registers the client again: every message is
+// delivered; the only duplicate is the message whose 200 reached the client
+// but whose ack never reached Redis, with the same Call-ID and Message-ID.
+func TestFaultKillDeferpush(t *testing.T) {
+	for _, kp := range killPoints {
+		t.Run(kp.point, func(t *testing.T) {
+			faultKillRounds(t, kp.name, kp.point, 1).report(t)
+		})
+	}
+}
+
+func faultKillRounds(t *testing.T, name, point string, rounds int) faultRow {
+	s := startFaultStack(t)
+	sender := s.client(t, "sender", imclient.Config{})
+	row := faultRow{Fault: name}
+	for r := range rounds {
+		user := fmt.Sprintf("kill%d", r)
+		faultKillRound(t, s, sender, &row, user, point)
+		if t.Failed() {
+			break
+		}
+	}
+	return row
+}
+
+// pollUntil polls cond every 10 ms for at most d; it is the bounded wait
+// of code that runs outside the test's goroutine (imclient hooks), where
+// t.Fatal is not allowed.
+func pollUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+func faultKillRound(t *testing.T, s *kamailioStack, sender *imclient.Client, row *faultRow, user, point string) {
+	t.Helper()
+	const n, k = 6, 3 // messages; the k-th is the one in play
+	ids := storeCalls(t, sender, user, fmt.Sprintf("kill-%s-%s", point, user), n, nil)
+	s.waitPending(t, user, n)
+
+	dp := s.dp
+	// acked waits until the messages before the k-th are acked in Redis,
+	// so that the k-th is the only one in doubt.
+	acked := func() bool {
+		ok := pollUntil(10*time.Second, func() bool { return s.unacked(user, n-(k-1)) })
+		if !ok {
+			t.Errorf("%s: messages 1..%d not acked before the fault", point, k-1)
+		}
+		return ok
+	}
+	injected := make(chan struct{}) // closed once the fault is over
+	var once sync.Once
+	finish := func() { once.Do(func() { close(injected) }) }
+	killed := make(chan struct{})
+	var restarted atomic.Bool // the killed session is over
+
+	var hook func(ev imclient.Event) error
+	switch point {
+	case "invite":
+		// deferpush may ACK and send before the kill lands: the client
+		// takes nothing until it did.
+		hook = func(ev imclient.Event) error {
+			switch ev.Kind {
+			case imclient.EventInviteAnswered:
+				once.Do(func() { dp.Kill(t); close(injected) })
+			case imclient.EventMessage:
+				if restarted.Load() {
+					return nil
+				}
+				select {
+				case <-injected:
+				case <-time.After(15 * time.Second):
+				}
+				return errDrop
+			}
+			return nil
+		}
+	case "between":
+		hook = func(ev imclient.Event) error {
+			if ev.Kind == imclient.EventMessage && ev.N == k {
+				acked()
+				dp.Kill(t)
+				finish()
+				return errDrop
+			}
+			return nil
+		}
+	case "ack":
+		// Redis holds writes while the client answers the k-th message
+		// 200; deferpush, blocked on the ack, is killed; then Redis goes
+		// on. The k+1-th message waits for the kill and is dropped.
+		hook = func(ev imclient.Event) error {
+			if ev.Kind != imclient.EventMessage {
+				return nil
+			}
+			switch ev.N {
+			case k:
+				acked()
+				redisDo(t, s.redis, "CLIENT", "PAUSE", "20000", "WRITE")
+				go func() {
+					defer finish()
+					if !pollUntil(5*time.Second, func() bool {
+						return len(redisClients(t, s.redis, "flags=b", "cmd=evalsha")) > 0
+					}) {
+						t.Errorf("deferpush's ack never reached the paused Redis")
+					}
+					dp.Kill(t)
+					close(killed)
+					// Redis drops the killed client's blocked commands
+					// when it sees the connection close: only then go on.
+					if !pollUntil(5*time.Second, func() bool { return len(redisClients(t, s.redis, "flags=b")) == 0 }) {
+						t.Errorf("blocked Redis clients remain after the kill: %v", redisClients(t, s.redis, "flags=b"))
+					}
+					redisDo(t, s.redis, "CLIENT", "UNPAUSE")
+				}()
+				return nil
+			case k + 1:
+				select {
+				case <-killed:
+				case <-time.After(15 * time.Second):
+				}
+				return errDrop
+			}
+			return nil
+		}
+	case "bye":
+		hook = func(ev imclient.Event) error {
+			if ev.Kind == imclient.EventBye {
+				once.Do(func() { dp.Kill(t); close(injected) })
+			}
+			return nil
+		}
+	default:
+		t.Fatalf("unknown kill point %q", point)
+	}
+	rcv := s.client(t, user, imclient.Config{OnEvent: hook})
+	s.register(t, rcv)
+	select {
+	case <-injected:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: the fault was never injected (client saw %+v)", point, rcv.Stats())
+	}
+
+	// What the client confirmed and Redis still holds is what must come
+	// again, and nothing else.
+	stored := s.storedCallIDs(t, user)
+	inDoubt := map[string]bool{}
+	for _, r := range rcv.Received() {
+		if r.Answered == 200 && stored[r.Decoded.CallID] {
+			inDoubt[r.Decoded.CallID] = true
+		}
+	}
+	var want []string
+	if point == "ack" {
+		want = []string{ids[k-1]}
+	}
+	wantDups(t, point+": confirmed and still stored after the kill", inDoubt, want...)
+
+	restarted.Store(true)
+	s.restartDeferpush(t)
+	s.waitLeaseOver(t, user)
+	s.deliverAll(t, rcv, user, ids)
+	dups := row.add(t, ids, rcv.Received())
+	wantDups(t, point, dups, want...)
+}
