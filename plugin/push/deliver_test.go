@@ -174,6 +174,20 @@ func TestDeliverPipelined(t *testing.T) {
 			wantBreak: true,
 		},
 		{
+			// Messages sent behind the one the connection broke on are not
+			// charged an attempt: only that one is.
+			name: "connection dropped, window 4", n: 6, window: 4,
+			answer: func(n int) error {
+				if n == 3 {
+					return errDrop
+				}
+				return nil
+			},
+			want:      []string{confirmed, confirmed, failed, notSent, notSent, notSent},
+			received:  3,
+			wantBreak: true,
+		},
+		{
 			name: "context ended first", n: 3, window: 4, answer: func(int) error { return nil },
 			cancelled: true,
 			want:      repeat(notSent, 3),

@@ -357,9 +357,10 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
+		charged := false
 		for f := range fates {
 			if f.wait != nil {
-				f.err = outcome(ctx, f.wait(), breakOff)
+				f.err = outcome(ctx, f.wait(), &charged, breakOff)
 				<-slots
 			}
 			done(f.m, f.err)
@@ -427,8 +428,10 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 
 // outcome maps what the wait of a sent message returned to what Deliver
 // reports for it, and calls breakOff with the cause when the session can
-// carry no more messages.
-func outcome(ctx context.Context, err error, breakOff func(error)) error {
+// carry no more messages. The first message the session breaks on is
+// charged an attempt (*charged is set then); the messages pipelined behind
+// it are not: they go back unsent.
+func outcome(ctx context.Context, err error, charged *bool, breakOff func(error)) error {
 	var se *msrp.StatusError
 	switch {
 	case err == nil:
@@ -442,8 +445,11 @@ func outcome(ctx context.Context, err error, breakOff func(error)) error {
 		// attempt at it.
 		breakOff(context.Cause(ctx))
 		return plugin.ErrNotSent
+	case *charged:
+		return plugin.ErrNotSent
 	default:
 		breakOff(err)
+		*charged = true
 		return err
 	}
 }
