@@ -432,6 +432,10 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 		return PushReport{}
 	}
 	// The lock is renewed while the push runs; losing it stops the push.
+	// A renewal the store does not answer (a Redis restart) is tried again
+	// at the next tick while the lease has more than half its time left,
+	// so that a short outage does not throw away a session whose client
+	// goes on confirming messages.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	renewDone := make(chan struct{})
@@ -439,14 +443,23 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 		defer close(renewDone)
 		t := time.NewTicker(e.cfg.LockTTL / 3)
 		defer t.Stop()
+		renewed := start
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := e.cfg.Store.RenewLock(ctx, aor, token, e.cfg.LockTTL); err != nil && ctx.Err() == nil {
+				err := e.cfg.Store.RenewLock(ctx, aor, token, e.cfg.LockTTL)
+				switch {
+				case err == nil:
+					renewed = e.cfg.Now()
+				case ctx.Err() != nil:
+					return
+				case errors.Is(err, ErrLeaseLost) || e.cfg.Now().Sub(renewed) > e.cfg.LockTTL/2:
 					cancel(fmt.Errorf("renew lock: %w", err))
 					return
+				default:
+					e.log.Warn("renew lock; trying again", "aor", aor, "err", err)
 				}
 			}
 		}

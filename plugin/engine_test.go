@@ -405,3 +405,82 @@ func TestEngineStoreDisabled(t *testing.T) {
 		t.Errorf("Store = %v, want ErrStoreDisabled", err)
 	}
 }
+
+// flakyRenew is a store whose first RenewLock fails the way a Redis that
+// is restarting does; recovered is closed after the next renewal.
+type flakyRenew struct {
+	*store.Redis
+	mu        sync.Mutex
+	calls     int
+	recovered chan struct{}
+}
+
+func (s *flakyRenew) RenewLock(ctx context.Context, aor plugin.AOR, token string, ttl time.Duration) error {
+	s.mu.Lock()
+	s.calls++
+	n := s.calls
+	s.mu.Unlock()
+	if n == 1 {
+		return errors.New("store: renew lock: dial tcp 127.0.0.1:6379: connect: connection refused")
+	}
+	err := s.Redis.RenewLock(ctx, aor, token, ttl)
+	if n == 2 {
+		close(s.recovered)
+	}
+	return err
+}
+
+// A renewal that fails once while the lease still runs (Redis restarting)
+// does not end the push: the session goes on and every message is acked.
+func TestEngineRenewOutlivesOneStoreError(t *testing.T) {
+	st, err := store.NewEmbedded(store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	fs := &flakyRenew{Redis: st, recovered: make(chan struct{})}
+	p := &fakePusher{gate: make(chan struct{})}
+	rec := &recorder{ch: make(chan plugin.PushReport, 10)}
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: fs, Pusher: p, Observer: rec, LockTTL: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- eng.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	e := &engineEnv{st: st, eng: eng, p: p, rec: rec}
+	want := e.store(t, 3)
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)}
+	for deadline := time.Now().Add(5 * time.Second); eng.Registered(ctx, reg) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("engine not running after 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-fs.recovered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no second renewal within 5 s")
+	}
+	close(p.gate)
+	rep := e.report(t)
+	if rep.Outcome != "delivered" || rep.Delivered != 3 {
+		t.Errorf("report = %+v, want all 3 delivered", rep)
+	}
+	if diff := cmp.Diff(want, p.got); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+	if n := e.counts(t); n != (plugin.Counts{}) {
+		t.Errorf("stored after the push: %+v, want nothing", n)
+	}
+}
