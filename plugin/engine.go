@@ -516,7 +516,7 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 		derr := sess.Deliver(ctx, msgs, func(m *Message, err error) {
 			switch {
 			case err == nil:
-				if aerr := e.cfg.Store.Ack(ctx, aor, token, m.ID); aerr != nil && !errors.Is(aerr, ErrNotFound) {
+				if aerr := e.ack(ctx, aor, token, m.ID); aerr != nil && !errors.Is(aerr, ErrNotFound) {
 					ackErr = aerr
 					cancel(fmt.Errorf("ack: %w", aerr))
 					return
@@ -551,6 +551,23 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 		rep.Outcome = "partial"
 	}
 	return rep
+}
+
+// ack removes a message the client confirmed. An error other than a lost
+// lease (a Redis restart: the reply never came) is tried again a few times
+// within a second, so that a short outage does not end a session whose
+// client goes on confirming; the store checks the lease on every try, and
+// a try whose earlier twin went through finds nothing (ErrNotFound).
+func (e *Engine) ack(ctx context.Context, aor AOR, token, id string) error {
+	wait := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		err := e.cfg.Store.Ack(ctx, aor, token, id)
+		if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) || try == 5 || ctx.Err() != nil {
+			return err
+		}
+		sleepCtx(ctx, wait)
+		wait *= 2
+	}
 }
 
 // ended fills in a report of a push that stopped early.

@@ -484,3 +484,70 @@ func TestEngineRenewOutlivesOneStoreError(t *testing.T) {
 		t.Errorf("stored after the push: %+v, want nothing", n)
 	}
 }
+
+// flakyAck is a store whose first Ack fails the way it does when Redis is
+// killed with the command in flight.
+type flakyAck struct {
+	*store.Redis
+	mu    sync.Mutex
+	calls int
+}
+
+func (s *flakyAck) Ack(ctx context.Context, aor plugin.AOR, token, id string) error {
+	s.mu.Lock()
+	s.calls++
+	n := s.calls
+	s.mu.Unlock()
+	if n == 1 {
+		return errors.New("store: ack: EOF")
+	}
+	return s.Redis.Ack(ctx, aor, token, id)
+}
+
+// An ack whose reply is lost once (Redis restarting) is tried again: the
+// push goes on and every message is acked once.
+func TestEngineAckOutlivesOneStoreError(t *testing.T) {
+	st, err := store.NewEmbedded(store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	p := &fakePusher{}
+	rec := &recorder{ch: make(chan plugin.PushReport, 10)}
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: &flakyAck{Redis: st}, Pusher: p, Observer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- eng.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	e := &engineEnv{st: st, eng: eng, p: p, rec: rec}
+	want := e.store(t, 3)
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)}
+	for deadline := time.Now().Add(5 * time.Second); eng.Registered(ctx, reg) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("engine not running after 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rep := e.report(t)
+	if rep.Outcome != "delivered" || rep.Delivered != 3 {
+		t.Errorf("report = %+v, want all 3 delivered", rep)
+	}
+	if diff := cmp.Diff(want, p.got); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+	if n := e.counts(t); n != (plugin.Counts{}) {
+		t.Errorf("stored after the push: %+v, want nothing", n)
+	}
+}
