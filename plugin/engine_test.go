@@ -447,7 +447,7 @@ func TestEngineRenewOutlivesOneStoreError(t *testing.T) {
 	fs := &flakyRenew{Redis: st, recovered: make(chan struct{})}
 	p := &fakePusher{gate: make(chan struct{})}
 	rec := &recorder{ch: make(chan plugin.PushReport, 10)}
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: fs, Pusher: p, Observer: rec, LockTTL: 300 * time.Millisecond})
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: fs, Pusher: p, Observer: rec, LockTTL: 1500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
