@@ -48,17 +48,18 @@ var errDrop = errors.New("fault test: drop the connection")
 // startFaultStack starts the whole deployment for the fault tests:
 // redis-server with AOF, Kamailio, and deferpush on fixed loopback ports so
 // that a new process after a kill -9 is found where Kamailio expects it.
-func startFaultStack(t *testing.T) *kamailioStack {
+// env overrides deferpush's environment.
+func startFaultStack(t *testing.T, env ...string) *kamailioStack {
 	t.Helper()
 	return startKamailioStack(t, stackOptions{
 		redis: []harness.RedisOption{harness.WithAOF()},
 		// No backoff: a client that registers after a failed push gets a
 		// push at once.
 		policy: noBackoff,
-		dpEnv: []string{
+		dpEnv: append([]string{
 			"DEFERPUSH_PUSH_LOCK_TTL=" + faultLockTTL.String(),
 			"DEFERPUSH_MSRP_TIMEOUT=" + faultMSRPTimeout.String(),
-		},
+		}, env...),
 		dpArgs: []string{
 			"--hooks-listen", freeAddr(t), "--sip-listen", freeAddr(t), "--msrp-listen", freeAddr(t),
 		},
