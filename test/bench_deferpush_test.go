@@ -39,14 +39,28 @@ func deferpushSideMissing() string {
 	return ""
 }
 
+// The deferpush rows of the report: the shipped cfg as is (the message
+// hook), and with -A STORE_VIA_SIP=1 (offline MESSAGEs relayed to the SIP
+// ingress over TCP).
+const (
+	systemDeferpush        = "deferpush"
+	systemDeferpushViaSIP  = "deferpush (store via SIP)"
+	profileDeferpushViaSIP = "deferpush-viasip"
+)
+
 // runDeferpushSide measures deferpush at M messages per user, on the same
 // workload as runMsilo: the real binary on a harness redis-server,
 // Kamailio with the shipped config, SIPp sending the MESSAGEs through
 // Kamailio, then U reference clients registering through Kamailio and
-// confirming every MSRP SEND. ok is false when the side cannot run.
-func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool) {
+// confirming every MSRP SEND. viaSIP runs the cfg with STORE_VIA_SIP.
+// ok is false when the side cannot run.
+func runDeferpushSide(b *testing.B, p benchParams, m int, viaSIP bool) (row benchRow, ok bool) {
 	b.Helper()
-	row = benchRow{System: "deferpush", Users: p.Users, M: m}
+	row = benchRow{System: systemDeferpush, Users: p.Users, M: m}
+	profName := "deferpush"
+	if viaSIP {
+		row.System, profName = systemDeferpushViaSIP, profileDeferpushViaSIP
+	}
 	if why := deferpushSideMissing(); why != "" {
 		row.Err = why
 		return row, false
@@ -60,17 +74,21 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	dp := startDeferpush(b, []string{"DEFERPUSH_HOOKS_TOKEN=" + token},
 		"--redis", r.URL(), "--log-level", "info",
 		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort))
+	defines := map[string]string{
+		"INTERNAL_PORT": strconv.Itoa(internalPort),
+		"DOMAIN":        strconv.Quote(benchDomain),
+		"DP_ADDR":       `"127.0.0.1"`,
+		"DP_SIP":        strconv.Quote("sip:" + dp.SIPAddr + ";transport=tcp"),
+		"DP_HOOKS":      strconv.Quote("http://" + dp.HooksAddr),
+		"DP_TOKEN":      strconv.Quote(token),
+	}
+	if viaSIP {
+		defines["STORE_VIA_SIP"] = "1"
+	}
 	k := harness.Kamailio(b, harness.KamailioConfig{
 		ConfigFile: shippedKamailioCfg,
 		SIPPort:    sipPort,
-		Defines: map[string]string{
-			"INTERNAL_PORT": strconv.Itoa(internalPort),
-			"DOMAIN":        strconv.Quote(benchDomain),
-			"DP_ADDR":       `"127.0.0.1"`,
-			"DP_SIP":        strconv.Quote("sip:" + dp.SIPAddr + ";transport=tcp"),
-			"DP_HOOKS":      strconv.Quote("http://" + dp.HooksAddr),
-			"DP_TOKEN":      strconv.Quote(token),
-		},
+		Defines:    defines,
 		// The same shared memory as the msilo side: the harness's 64 MB
 		// runs out of transactions ("out of mem" in tm) with 200 users.
 		ExtraArgs: []string{"-m", "1024"},
@@ -111,7 +129,7 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	total := p.Users * m
 	mem0 := redisUsedMemory(b, r.Addr)
 	pids := append([]int{dpPID, redisPID}, groupPIDs(k.PID())...)
-	prof := startProfile(b, p.OutDir, fmt.Sprintf("deferpush-M%d-store", m), pids)
+	prof := startProfile(b, p.OutDir, fmt.Sprintf("%s-M%d-store", profName, m), pids)
 	cpu0 := server()
 	row.StoreTime, row.Err = sippStore(b, p, k.SIPAddr, users, dir, total)
 	row.CPUStore = server() - cpu0
@@ -140,7 +158,7 @@ func runDeferpushSide(b *testing.B, p benchParams, m int) (row benchRow, ok bool
 	dctx, cancel := context.WithTimeout(ctx, p.Phase)
 	defer cancel()
 	start := make(chan struct{})
-	prof = startProfile(b, p.OutDir, fmt.Sprintf("deferpush-M%d-deliver", m), pids)
+	prof = startProfile(b, p.OutDir, fmt.Sprintf("%s-M%d-deliver", profName, m), pids)
 	cpu1 := server()
 	for i, c := range clients {
 		user := benchUser(i)

@@ -46,10 +46,13 @@ func BenchmarkVsMsilo(b *testing.B) {
 		if only == "msilo" {
 			continue
 		}
-		if row, ok := runDeferpushSide(b, p, m); ok {
-			rep.Rows = append(rep.Rows, row)
-		} else {
-			rep.DeferpushMissing = row.Err
+		for _, viaSIP := range []bool{false, true} {
+			if row, ok := runDeferpushSide(b, p, m, viaSIP); ok {
+				rep.Rows = append(rep.Rows, row)
+			} else {
+				rep.DeferpushMissing = row.Err
+				break
+			}
 		}
 	}
 	rep.Elapsed = time.Since(start)
@@ -58,7 +61,7 @@ func BenchmarkVsMsilo(b *testing.B) {
 	}
 	b.Logf("report written to %s in %v", p.OutDir, rep.Elapsed.Round(time.Second))
 	for _, r := range rep.Rows {
-		b.Logf("%-9s M=%-3d store %8.0f msgs/s  deliver %8.0f msgs/s  p50 %7.1f ms  p99 %7.1f ms  cpu %5.2f+%5.2f s  %6.0f B/msg  %s",
+		b.Logf("%-25s M=%-3d store %8.0f msgs/s  deliver %8.0f msgs/s  p50 %7.1f ms  p99 %7.1f ms  cpu %5.2f+%5.2f s  %6.0f B/msg  %s",
 			r.System, r.M, r.StoreRate, r.DeliverRate, ms(r.P50), ms(r.P99), r.CPUStore, r.CPUDeliver, r.BytesPerMsg, join(r.Err, r.Note))
 	}
 	// The report is written either way; a row with problems fails the run

@@ -41,6 +41,9 @@ type stackOptions struct {
 	// dpEnv and dpArgs are more environment and flags for deferpush
 	// (fixed ports, a short lease).
 	dpEnv, dpArgs []string
+	// storeViaSIP runs the cfg with STORE_VIA_SIP: MESSAGEs to store are
+	// relayed to deferpush's SIP ingress instead of the message hook.
+	storeViaSIP bool
 }
 
 const domain = "example.com"
@@ -84,21 +87,25 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 	if o.messageTimeout == 0 {
 		o.messageTimeout = 1500
 	}
+	defines := map[string]string{
+		"INTERNAL_PORT":   strconv.Itoa(internalPort),
+		"DOMAIN":          strconv.Quote(domain),
+		"DP_ADDR":         `"127.0.0.1"`,
+		"DP_SIP":          strconv.Quote("sip:" + s.dp.SIPAddr + ";transport=tcp"),
+		"DP_HOOKS":        strconv.Quote(hooks),
+		"DP_TOKEN":        strconv.Quote(token),
+		"MESSAGE_TIMEOUT": strconv.Itoa(o.messageTimeout),
+		"HOOK_TIMEOUT":    "10",
+		"MIN_EXPIRES":     "1",
+		"TIMER_INTERVAL":  "1",
+	}
+	if o.storeViaSIP {
+		defines["STORE_VIA_SIP"] = "1"
+	}
 	s.k = harness.Kamailio(t, harness.KamailioConfig{
 		ConfigFile: "../adapters/kamailio/kamailio.cfg",
 		SIPPort:    sipPort,
-		Defines: map[string]string{
-			"INTERNAL_PORT":   strconv.Itoa(internalPort),
-			"DOMAIN":          strconv.Quote(domain),
-			"DP_ADDR":         `"127.0.0.1"`,
-			"DP_SIP":          strconv.Quote("sip:" + s.dp.SIPAddr + ";transport=tcp"),
-			"DP_HOOKS":        strconv.Quote(hooks),
-			"DP_TOKEN":        strconv.Quote(token),
-			"MESSAGE_TIMEOUT": strconv.Itoa(o.messageTimeout),
-			"HOOK_TIMEOUT":    "10",
-			"MIN_EXPIRES":     "1",
-			"TIMER_INTERVAL":  "1",
-		},
+		Defines:    defines,
 	})
 	return s
 }

@@ -5,8 +5,9 @@
 //
 //   - a SIP MESSAGE, either inside a hook call (the route script posts the raw
 //     request; see Deferred) or relayed to deferpush's SIP listener
-//     (Ingress.OnMessage): it is checked with sipgo's parser, dated
-//     (encap.AddDate) and stored whole, and the sender gets 202 Accepted;
+//     (Ingress.OnMessage, kamailio.cfg's STORE_VIA_SIP): it is checked with
+//     sipgo's parser, dated (encap.AddDate) and stored whole (less the Via
+//     the relaying proxy added), and the sender gets 202 Accepted;
 //   - a session-mode INVITE with an MSRP offer (Ingress.OnInvite): deferpush
 //     answers, takes the SENDs on its MSRP listener, stores each complete
 //     message as a SEND frame (encap.StoredSEND) next to the INVITE's head

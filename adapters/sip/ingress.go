@@ -100,10 +100,22 @@ func New(cfg Config) (*Ingress, error) {
 
 // OnMessage stores a MESSAGE for an offline user and answers 202, or the
 // reply OutcomeOf gives for the refusal.
+//
+// What is stored is the MESSAGE as sipgo re-serialises it (header order,
+// values, Call-ID and body kept; compact names written in full and
+// "Name: value" spacing), less the topmost Via when the request carries
+// more than one: the proxy that relayed it (kamailio.cfg's STORE_VIA_SIP
+// adds exactly one Via) is a hop of the store path, not of the message the
+// sender sent. A request with a single Via came straight from its sender
+// and keeps it.
 func (in *Ingress) OnMessage(req *gosip.Request, tx gosip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
-	m, err := Deferred([]byte(req.String()), "", in.cfg.Now())
+	raw := []byte(req.String())
+	if len(req.GetHeaders("Via")) > 1 {
+		raw = dropTopVia(raw)
+	}
+	m, err := Deferred(raw, "", in.cfg.Now())
 	if err == nil {
 		err = in.cfg.Engine.Store(ctx, m)
 	}

@@ -166,3 +166,61 @@ func contentLength(raw []byte) (declared string, body int, ok bool) {
 	}
 	return "", 0, false
 }
+
+// dropTopVia returns raw without its first Via header line (full or
+// compact name, any case). A line holding several comma-separated Via
+// values loses only its first value. raw is returned unchanged when its
+// header section has no Via.
+func dropTopVia(raw []byte) []byte {
+	head := raw
+	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
+		head = raw[:i+2]
+	}
+	// Skip the start line; then every line start is a header or a fold.
+	pos := bytes.Index(head, []byte("\r\n"))
+	for pos >= 0 && pos+2 < len(head) {
+		start := pos + 2
+		next := bytes.Index(head[start:], []byte("\r\n"))
+		if next < 0 {
+			return raw
+		}
+		end := start + next // the CRLF ending this physical line
+		// The header's logical end: folded continuation lines belong to it.
+		for end+2 < len(head) && (head[end+2] == ' ' || head[end+2] == '\t') {
+			n := bytes.Index(head[end+2:], []byte("\r\n"))
+			if n < 0 {
+				break
+			}
+			end += 2 + n
+		}
+		name, value, ok := bytes.Cut(head[start:end], []byte(":"))
+		if n := string(bytes.TrimSpace(name)); ok && (strings.EqualFold(n, "Via") || strings.EqualFold(n, "v")) {
+			out := make([]byte, 0, len(raw))
+			out = append(out, raw[:start]...)
+			if _, rest, several := cutViaValue(value); several {
+				out = append(out, name...)
+				out = append(out, ':', ' ')
+				out = append(out, bytes.TrimLeft(rest, " \t\r\n")...)
+				out = append(out, raw[end:]...)
+				return out
+			}
+			return append(out, raw[end+2:]...)
+		}
+		pos = end
+	}
+	return raw
+}
+
+// cutViaValue splits a Via header value at its first comma outside quotes.
+func cutViaValue(v []byte) (first, rest []byte, several bool) {
+	quoted := false
+	for i, c := range v {
+		switch {
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			return v[:i], v[i+1:], true
+		}
+	}
+	return v, nil, false
+}
