@@ -46,9 +46,8 @@ const (
 var errDrop = errors.New("fault test: drop the connection")
 
 // startFaultStack starts the whole deployment for the fault tests:
-// redis-server with AOF, Kamailio, and deferpush on fixed loopback ports so
-// that a new process after a kill -9 is found where Kamailio expects it.
-// env overrides deferpush's environment.
+// redis-server with AOF, Kamailio, and deferpush with a short lease and MSRP
+// timeout. env overrides deferpush's environment.
 func startFaultStack(t *testing.T, env ...string) *kamailioStack {
 	t.Helper()
 	return startKamailioStack(t, stackOptions{
@@ -60,37 +59,24 @@ func startFaultStack(t *testing.T, env ...string) *kamailioStack {
 			"DEFERPUSH_PUSH_LOCK_TTL=" + faultLockTTL.String(),
 			"DEFERPUSH_MSRP_TIMEOUT=" + faultMSRPTimeout.String(),
 		}, env...),
-		dpArgs: []string{
-			"--hooks-listen", freeAddr(t), "--sip-listen", freeAddr(t), "--msrp-listen", freeAddr(t),
-		},
 	})
 }
 
-func freeAddr(t *testing.T) string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(harness.FreePort(t)))
-}
-
-// restartDeferpush starts deferpush again with the same configuration
-// (ports included) after s.dp was killed.
+// restartDeferpush starts deferpush again with the same configuration after
+// s.dp was killed, its hooks and SIP on the ports the killed process had
+// bound (port 0 the first time, so that no other process can have taken
+// them in between), where Kamailio expects them.
 func (s *kamailioStack) restartDeferpush(t *testing.T) {
 	t.Helper()
-	s.dp = startDeferpush(t, s.dpEnv, s.dpArgs...)
+	args := append(append([]string(nil), s.dpArgs...), "--hooks-listen", s.dp.HooksAddr, "--sip-listen", s.dp.SIPAddr)
+	s.dp = startDeferpush(t, s.dpEnv, args...)
 }
 
 // otherInstance starts a second deferpush on the same Redis, on its own
 // ports, sending its INVITEs through the same Kamailio.
 func (s *kamailioStack) otherInstance(t *testing.T) *deferpushProc {
 	t.Helper()
-	var args []string
-	for i := 0; i < len(s.dpArgs); i++ {
-		switch s.dpArgs[i] {
-		case "--hooks-listen", "--sip-listen", "--msrp-listen":
-			i++ // free ports of its own
-		default:
-			args = append(args, s.dpArgs[i])
-		}
-	}
-	return startDeferpush(t, s.dpEnv, args...)
+	return startDeferpush(t, s.dpEnv, s.dpArgs...)
 }
 
 // storeCalls sends n MESSAGEs from sender to user through Kamailio, each
