@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real: redis-server (and redis-tools
 # for redis-cli/redis-benchmark), Kamailio 5.6 with the modules the shipped
-# config loads, and SIPp (package sip-tester).
+# config loads, SIPp (package sip-tester), and the sqlite3 shell that
+# make bench uses to set up Kamailio msilo's database.
 #
 # It installs only when something is missing, and only as root on a
 # Debian/Ubuntu machine; otherwise it prints the apt-get line to run.
@@ -9,7 +10,7 @@ set -euo pipefail
 
 pkgs=(redis-server redis-tools kamailio kamailio-json-modules
       kamailio-utils-modules kamailio-extra-modules kamailio-sqlite-modules
-      sip-tester)
+      sip-tester sqlite3)
 
 # Each package is judged by a file it ships, so the check is cheap and
 # does not depend on dpkg's state database being readable.
@@ -22,6 +23,7 @@ declare -A probe=(
   [kamailio-extra-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/msrp.so
   [kamailio-sqlite-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so
   [sip-tester]=/usr/bin/sipp
+  [sqlite3]=/usr/bin/sqlite3
 )
 
 missing=()
