@@ -28,9 +28,10 @@ test: deps
 	$(GO) test -count=1 -timeout $(TESTTIMEOUT) ./...
 
 ## soak: the fault suite (kill -9 of deferpush and redis-server, broken
-## clients, two instances) repeated ROUNDS times per fault (20); the
-## reliability table goes to results/tmp/reliability.md. `make test` runs
-## one round of each (TestFault*).
+## clients, two instances) repeated ROUNDS times per fault (20), and the
+## full-size load run (10,000 users, 100,000 messages); the reliability
+## table goes to results/tmp/reliability.md. `make test` runs one round of
+## each fault (TestFault*) and a 500-user load run (TestLoad).
 ROUNDS ?= 20
 soak: deps
 	@mkdir -p results/tmp
