@@ -44,6 +44,9 @@ type stackOptions struct {
 	// storeViaSIP runs the cfg with STORE_VIA_SIP: MESSAGEs to store are
 	// relayed to deferpush's SIP ingress instead of the message hook.
 	storeViaSIP bool
+	// kamailioArgs are more Kamailio command-line arguments (-m for the
+	// shared memory of thousands of users).
+	kamailioArgs []string
 }
 
 const domain = "example.com"
@@ -106,6 +109,7 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 		ConfigFile: "../adapters/kamailio/kamailio.cfg",
 		SIPPort:    sipPort,
 		Defines:    defines,
+		ExtraArgs:  o.kamailioArgs,
 	})
 	return s
 }

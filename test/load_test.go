@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
 )
 
@@ -46,35 +45,14 @@ func TestSoakLoad(t *testing.T) {
 func loadUser(i int) string { return fmt.Sprintf("load%05d", i) }
 
 func runLoad(t *testing.T, p loadParams) {
-	r := harness.Redis(t, harness.WithAOF())
-	const token = "load-hooks-token-0123456789"
-	sipPort, internalPort := harness.FreePort(t), harness.FreePort(t)
-	for internalPort == sipPort {
-		internalPort = harness.FreePort(t)
-	}
-	dp := startDeferpush(t, []string{"DEFERPUSH_HOOKS_TOKEN=" + token},
-		"--redis", r.URL(), "--log-level", "info",
-		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort))
-	k := harness.Kamailio(t, harness.KamailioConfig{
-		ConfigFile: "../adapters/kamailio/kamailio.cfg",
-		SIPPort:    sipPort,
-		Defines: map[string]string{
-			"INTERNAL_PORT": strconv.Itoa(internalPort),
-			"DOMAIN":        strconv.Quote(domain),
-			"DP_ADDR":       `"127.0.0.1"`,
-			"DP_SIP":        strconv.Quote("sip:" + dp.SIPAddr + ";transport=tcp"),
-			"DP_HOOKS":      strconv.Quote("http://" + dp.HooksAddr),
-			"DP_TOKEN":      strconv.Quote(token),
-		},
+	stack := startKamailioStack(t, stackOptions{
+		redis:  []harness.RedisOption{harness.WithAOF()},
+		dpArgs: []string{"--log-level", "info"},
 		// usrloc and tm for thousands of users need more than the
 		// harness's 64 MB of shared memory.
-		ExtraArgs: []string{"-m", "1024"},
+		kamailioArgs: []string{"-m", "1024"},
 	})
-	st, err := store.New(store.Config{URL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	r, dp, k, st := stack.redis, stack.dp, stack.k, stack.st
 	peer := startLoadPeer(t)
 
 	dir := t.TempDir()
