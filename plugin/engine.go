@@ -355,6 +355,12 @@ func (e *Engine) after(aor AOR, reg Registration, rep PushReport) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A push cancelled (unregistration, shutdown) is not retried: Run may
+	// already have stopped the retry timers, and the contact may be gone.
+	if rep.Outcome == "cancelled" || e.ctx.Err() != nil {
+		log.Info("push cancelled")
+		return
+	}
 	// A push that failed, or in which the client refused messages, is
 	// tried again after a backoff; refused messages count attempts until
 	// they are dead-lettered. Held messages wait for another client.

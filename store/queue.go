@@ -116,8 +116,12 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	case 2:
 		// Plain ZADD: the new score differs from the one the sweeper read,
 		// so its compare-and-remove cannot undo this.
+		// The message is stored whatever happens here: an error must not
+		// make the sender send it again (as a second message). A missed
+		// index entry only delays the sweep of its expiry; Claim checks
+		// expiry itself, and the next Append indexes the mailbox again.
 		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)}).Err(); err != nil {
-			return fmt.Errorf("index mailbox: %w", err)
+			r.log.Warn("index mailbox", "aor", string(aor), "err", err)
 		}
 	}
 	return nil

@@ -239,6 +239,17 @@ func (c *Config) validate() error {
 			return bad(f.name+".advertise", "is required when %s.listen (%s) is a wildcard address: peers need an address to reach", f.name, f.listen)
 		}
 	}
+	// The SDP offer carries the MSRP host in its c= line, which takes an
+	// address (plugin/sdp): a name would fail every push.
+	if host := c.MSRP.Advertise; host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return bad("msrp.advertise", "%q is not an IP address (it goes in the SDP c= line)", host)
+		}
+	} else if host, _, _ := net.SplitHostPort(c.MSRP.Listen); host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return bad("msrp.listen", "host %q is not an IP address; set msrp.advertise to the address peers reach", host)
+		}
+	}
 	if c.Hooks.Listen == c.Admin.Listen && !strings.HasSuffix(c.Hooks.Listen, ":0") {
 		return bad("admin.listen", "must differ from hooks.listen (%s): the admin API and the hooks are served apart", c.Hooks.Listen)
 	}

@@ -118,6 +118,11 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 			want: []string{"deferpush.yaml:5", "admin.tokens[0].role", `"root"`},
 		},
 		{
+			name: "msrp host not an address",
+			body: "msrp:\n  listen: 0.0.0.0:2855\n  advertise: msrp.example.com\n",
+			want: []string{"deferpush.yaml:3", "msrp.advertise", "not an IP address"},
+		},
+		{
 			name: "bad environment value",
 			env:  map[string]string{"DEFERPUSH_PUSH_MAX_CONCURRENT": "many"},
 			want: []string{"environment DEFERPUSH_PUSH_MAX_CONCURRENT", "push.max_concurrent", "not an integer"},
