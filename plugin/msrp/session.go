@@ -737,6 +737,12 @@ func (s *Session) onReport(f *Frame) {
 	var err error
 	if code < 200 || code >= 300 {
 		err = &StatusError{Code: code, Comment: comment}
+	} else if br, berr := ParseByteRange(f.Value(HeaderByteRange)); berr == nil && (br.Start != 1 || br.End != br.Total) {
+		// A success REPORT may cover only the chunks received so far
+		// (RFC 4975 §7.1.2): the message is delivered once one covers it
+		// whole.
+		s.log.Debug("partial success report", "msg_id", id, "byte_range", br.String())
+		return
 	}
 	s.mu.Lock()
 	ch := s.reports[id]

@@ -108,11 +108,14 @@ func TestSuccessReport(t *testing.T) {
 	tests := []struct {
 		name   string
 		status string // "" sends no REPORT
+		rng    string // Byte-Range of the REPORT; "" means 1-5/5
 		want   int    // 0: success
 	}{
-		{"success", "000 200 OK", 0},
-		{"failure", "000 415 Unsupported Media Type", StatusUnsupportedMedia},
-		{"none", "", StatusTimeout},
+		{"success", "000 200 OK", "", 0},
+		{"failure", "000 415 Unsupported Media Type", "", StatusUnsupportedMedia},
+		{"none", "", "", StatusTimeout},
+		// A success REPORT for part of the message does not confirm it.
+		{"partial success", "000 200 OK", "1-3/5", StatusTimeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,9 +140,13 @@ func TestSuccessReport(t *testing.T) {
 				default:
 				}
 				if tt.status != "" {
+					rng := tt.rng
+					if rng == "" {
+						rng = "1-5/5"
+					}
 					w.WriteFrame(&Frame{TID: "rep00001", Method: "REPORT", Header: []Header{
 						{HeaderToPath, f.Value(HeaderFromPath)}, {HeaderFromPath, f.Value(HeaderToPath)},
-						{HeaderMessageID, "report-test"}, {HeaderByteRange, "1-5/5"}, {HeaderStatus, tt.status}}})
+						{HeaderMessageID, "report-test"}, {HeaderByteRange, rng}, {HeaderStatus, tt.status}}})
 				}
 				err = <-errc
 				var se *StatusError

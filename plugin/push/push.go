@@ -296,7 +296,11 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 		started: started,
 		ms:      s.ms,
 		window:  s.p.cfg.Window,
-		report:  s.policy.SuccessReports,
+		// A 200 to a SEND only says the next hop took it (RFC 4975
+		// §7.1.2): when the client's path goes through a relay, only its
+		// success REPORT confirms delivery, so ask for one whatever the
+		// policy says.
+		report: s.policy.SuccessReports || len(s.answer.Path) > 1,
 		opts: encap.Options{
 			AcceptTypes:        s.answer.AcceptTypes,
 			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
