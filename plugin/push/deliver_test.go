@@ -265,3 +265,44 @@ func repeat(s string, n int) []string {
 	}
 	return out
 }
+
+// TestDeliverStallEnds: a session whose messages cannot start (here a
+// passive session no client ever connects to, as after a connection lost
+// without a BYE) ends after the timeout, its messages not sent, instead of
+// holding the push for good.
+func TestDeliverStallEnds(t *testing.T) {
+	l, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- l.Run(context.Background()) }()
+	t.Cleanup(func() {
+		l.Close()
+		<-runErr
+	})
+	waiting, err := msrp.NewSession(msrp.Config{Local: l.URI()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { waiting.Close() })
+	if err := l.Add(waiting, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	d := delivery{ms: waiting, window: 4, timeout: 200 * time.Millisecond, stall: cancel,
+		opts: encap.Options{AcceptTypes: []string{encap.TypeSIP}}}
+	var fates []string
+	start := time.Now()
+	err = d.run(ctx, stored(t, 3), func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("run took %v, want it ended by the 200 ms timeout", d)
+	}
+	if !errors.Is(err, errStalled) {
+		t.Errorf("run = %v, want the stall", err)
+	}
+	if want := repeat(notSent, 3); fmt.Sprint(fates) != fmt.Sprint(want) {
+		t.Errorf("fates = %v, want %v", fates, want)
+	}
+}

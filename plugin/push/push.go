@@ -294,6 +294,8 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 
 	d := delivery{
 		started: started,
+		stall:   cancel,
+		timeout: s.p.cfg.MSRPTimeout,
 		ms:      s.ms,
 		window:  s.p.cfg.Window,
 		// A 200 to a SEND only says the next hop took it (RFC 4975
@@ -314,6 +316,9 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 // delivery is what Deliver needs of a session, apart from its dialog.
 type delivery struct {
 	started func() // called after each message started; may be nil
+	// stall ends the session when a message cannot start within timeout.
+	stall   func(error)
+	timeout time.Duration
 	ms      *msrp.Session
 	window  int  // messages in flight
 	report  bool // ask for success REPORTs
@@ -395,6 +400,18 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 			fates <- fate{m: m, err: plugin.ErrNotSent}
 			continue
 		}
+		if isBroken() {
+			<-slots
+			fates <- fate{m: m, err: plugin.ErrNotSent}
+			continue
+		}
+		// Start waits for window room and, on a session the client
+		// connected to, for a connection: one lost without a BYE would
+		// hold the push (and the mailbox's lock) for good.
+		var watchdog *time.Timer
+		if d.timeout > 0 && d.stall != nil {
+			watchdog = time.AfterFunc(d.timeout, func() { d.stall(errStalled) })
+		}
 		wait, err := d.ms.Start(ctx, msrp.Message{
 			// The outer Message-ID is the stored message's id, so a resend
 			// after a failure reuses it (RFC 4975 §7.1.1) and a client can
@@ -404,6 +421,9 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 			Body:          pl.Body,
 			SuccessReport: d.report,
 		})
+		if watchdog != nil {
+			watchdog.Stop()
+		}
 		if err != nil {
 			// Nothing of it went out: the session is gone or ctx ended.
 			<-slots
@@ -461,6 +481,7 @@ func outcome(ctx context.Context, err error, charged *bool, breakOff func(error)
 var (
 	errClientBye = errors.New("client ended the session (BYE)")
 	errNoConnect = errors.New("client did not open its MSRP connection in time")
+	errStalled   = errors.New("MSRP session stalled: a message could not start in time")
 )
 
 // Close sends the BYE (steps 10–13) unless the client ended the dialog,
