@@ -344,10 +344,10 @@ func (st *sendState) failLocked(err error) {
 // Send sends m in chunks of Config.ChunkSize, pipelined within the window,
 // and returns once every chunk is answered 200 and, when m.SuccessReport is
 // set, the success REPORT has arrived. A non-200 answer (413: the peer
-// wants no more of it) stops the message: the rest is not sent, an abort
-// chunk (#) is, and the answer is returned as a *StatusError. So is a
-// local 408 when no answer comes within Config.Timeout. When ctx ends, the
-// message is aborted the same way and ctx.Err() returned. On a passive
+// wants no more of it) stops the message: the rest is not sent, and the
+// answer is returned as a *StatusError. So is a local 408 when no answer
+// comes within Config.Timeout. When ctx ends, the message is stopped the
+// same way and ctx.Err() returned. On a passive
 // session Send first waits for the peer to connect.
 //
 // Send is Start followed by its wait.
@@ -366,7 +366,7 @@ func (s *Session) Send(ctx context.Context, m Message) error {
 // with another's), so a caller pipelines several messages by starting
 // them in turn and waiting for each afterwards, in any order.
 //
-// Start returns once every chunk of m is written, or aborted (#) after a
+// Start returns once every chunk of m is written, or stopped after a
 // non-200 answer to an early chunk, which wait then reports; it blocks
 // while the window of outstanding transactions is full, and on a passive
 // session until the peer connects. An error from Start means that nothing
@@ -445,7 +445,7 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 // writeChunks writes the chunks of m, each once the window has room, and
 // returns the state their answers will complete. It returns an error only
 // when no chunk was written. A failure answer to a written chunk stops the
-// message: the rest is aborted, and the state carries the failure.
+// message: the rest is not sent, and the state carries the failure.
 func (s *Session) writeChunks(ctx context.Context, c *conn, m Message) (*sendState, error) {
 	st := &sendState{failed: make(chan struct{}), idle: make(chan struct{}), stopped: make(chan struct{})}
 	total := int64(len(m.Body))
@@ -460,16 +460,13 @@ func (s *Session) writeChunks(ctx context.Context, c *conn, m Message) (*sendSta
 	}
 	defer func() { <-s.sending }()
 	// stop ends the message early: nil error when some chunk was written,
-	// so that the caller's wait reports what happened.
+	// so that the caller's wait reports what happened. Chunks go out whole,
+	// so there is no interrupted chunk to end with "#": the rest of the
+	// message is simply not sent (RFC 4975 §7.1.1), and the receiver drops
+	// what it holds of it after its own timeout.
 	stop := func(cause error) (*sendState, error) {
 		if off == 0 {
 			return nil, cause
-		}
-		if off < total {
-			// Tell the receiver to drop what it has (RFC 4975 §7.1.1):
-			// an empty chunk at the next offset, ended by "#".
-			f := s.chunk(m, off, off, total, FlagAbort)
-			c.request(f, func(error) {})
 		}
 		st.stop(cause)
 		return st, nil
