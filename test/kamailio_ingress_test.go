@@ -12,6 +12,7 @@ import (
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
+	dpsdp "github.com/deferpush/deferpush/plugin/sdp"
 	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
 	"github.com/deferpush/deferpush/test/imclient"
@@ -48,17 +49,32 @@ func TestIngressDirect(t *testing.T) {
 	ua, _ := sipgo.NewUA(sipgo.WithUserAgentHostname("127.0.0.1"))
 	defer ua.Close()
 	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	offer, err := dpsdp.Build(dpsdp.Media{Path: []msrp.URI{{Host: "127.0.0.1", Port: 9, SessionID: "reinvite01", Transport: "tcp"}},
+		AcceptTypes: []string{"text/plain"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		method sip.RequestMethod
 		totag  bool
+		offer  bool
 		want   int
-	}{{sip.INVITE, false, 488}, {sip.OPTIONS, false, 200}, {sip.BYE, true, 481}} {
+	}{
+		{sip.INVITE, false, false, 488}, {sip.OPTIONS, false, false, 200}, {sip.BYE, true, false, 481},
+		// A re-INVITE (To tag) with an MSRP offer is no new session to store.
+		{sip.INVITE, true, true, 488},
+	} {
 		req := sip.NewRequest(tt.method, sip.Uri{Scheme: "sip", User: "user2", Host: domain})
 		to := &sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "user2", Host: domain}, Params: sip.NewParams()}
 		if tt.totag {
 			to.Params.Add("tag", "nosuchdialog")
 		}
 		req.AppendHeader(to)
+		if tt.offer {
+			req.AppendHeader(sip.NewHeader("Contact", "<sip:user1@127.0.0.1:9;transport=tcp>"))
+			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			req.SetBody(offer)
+		}
 		req.SetTransport("TCP")
 		req.SetDestination(dp.SIPAddr)
 		res, err := cli.Do(ctx, req)

@@ -82,7 +82,17 @@ func (s *sipStack) route(p *push.Pusher, in *ingress.Ingress) {
 		}
 	})
 	s.srv.OnMessage(in.OnMessage)
-	s.srv.OnInvite(in.OnInvite)
+	s.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		// A re-INVITE (a To tag: inside a dialog, e.g. a session refresh)
+		// is not a new session to store; deferpush changes nothing in its
+		// short sessions, and a refused re-INVITE leaves the dialog as it
+		// was (RFC 3261 §14.2).
+		if to := req.To(); to != nil && to.Params.Has("tag") {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+			return
+		}
+		in.OnInvite(req, tx)
+	})
 	// An ACK confirms an ingress session; a stray one (after a non-2xx,
 	// which the transaction layer absorbs) matches nothing and is ignored,
 	// as RFC 3261 has no response to ACK.
