@@ -168,9 +168,8 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	log.Info("msrp listening", "uri", ml.URI().String())
 	log.Info("deferpush started", "version", versionString())
 
-	// Everything runs until ctx ends. The store closes only after every
-	// component returned, so pushes cancelled by the shutdown have put
-	// their messages back by then.
+	// Everything runs until ctx ends, then stops in reverse order: the
+	// engine first. The store closes only after every component returned.
 	return runAll(ctx, log, cfg.Shutdown.Timeout,
 		component{"api", srv.Run},
 		component{"sip", stack.run},
@@ -185,36 +184,48 @@ type component struct {
 	run  func(ctx context.Context) error
 }
 
-// runAll runs every component until ctx ends or one fails, then cancels the
-// rest and waits for them, at most timeout (plus a grace second) in all.
+// runAll runs every component until ctx ends or one fails, then stops
+// them one at a time in reverse order, each waiting for the one before:
+// the engine (listed last) cancels its pushes while SIP and MSRP still
+// carry their BYEs and put their messages back, and nothing is cut by a
+// listener closing under it. All of it takes at most timeout (plus a
+// grace second).
 func runAll(ctx context.Context, log *slog.Logger, timeout time.Duration, cs ...component) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
+	type running struct {
+		cancel context.CancelFunc
+		done   chan error
 	}
-	results := make(chan result, len(cs))
-	for _, c := range cs {
-		go func() { results <- result{c.name, c.run(ctx)} }()
+	rs := make([]running, len(cs))
+	failed := make(chan struct{}, len(cs))
+	for i, c := range cs {
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		rs[i] = running{cancel: cancel, done: make(chan error, 1)}
+		go func() {
+			err := c.run(cctx)
+			rs[i].done <- err
+			failed <- struct{}{}
+		}()
 	}
+	select {
+	case <-ctx.Done():
+	case <-failed: // a component ended by itself: stop the rest
+	}
+	deadline := time.After(timeout + time.Second)
 	var first error
-	for i := range cs {
-		var r result
-		if i == 0 {
-			r = <-results
-		} else {
-			select {
-			case r = <-results:
-			case <-time.After(timeout + time.Second):
-				return fmt.Errorf("shutdown: %d components still running after %v", len(cs)-i, timeout)
+	for i := len(cs) - 1; i >= 0; i-- {
+		rs[i].cancel()
+		select {
+		case err := <-rs[i].done:
+			if err != nil && !errors.Is(err, context.Canceled) && first == nil {
+				first = fmt.Errorf("%s: %w", cs[i].name, err)
+				log.Error("component failed", "component", cs[i].name, "err", err)
 			}
+		case <-deadline:
+			for _, r := range rs[:i] {
+				r.cancel()
+			}
+			return fmt.Errorf("shutdown: %s and %d more still running after %v", cs[i].name, i, timeout)
 		}
-		if r.err != nil && !errors.Is(r.err, context.Canceled) && first == nil {
-			first = fmt.Errorf("%s: %w", r.name, r.err)
-			log.Error("component failed", "component", r.name, "err", r.err)
-		}
-		cancel()
 	}
 	log.Info("deferpush stopped")
 	return first
