@@ -21,11 +21,25 @@ import (
 // the proxy, and returns the final response. Extra headers (Subject,
 // P-Asserted-Identity, Call-ID ...) are added as given.
 func (c *Client) SendMessage(ctx context.Context, to, contentType string, body []byte, hdrs ...sip.Header) (*sip.Response, error) {
+	req, err := c.newRequest(sip.MESSAGE, to, contentType, body, hdrs)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.cli.Do(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("imclient: message: %w", err)
+	}
+	return res, nil
+}
+
+// newRequest builds an out-of-dialog request from the client's AOR to the
+// AOR to, with the extra headers and the body, routed through the proxy.
+func (c *Client) newRequest(method sip.RequestMethod, to, contentType string, body []byte, hdrs []sip.Header) (*sip.Request, error) {
 	var ruri sip.Uri
 	if err := sip.ParseUri(to, &ruri); err != nil {
 		return nil, fmt.Errorf("imclient: to %q: %w", to, err)
 	}
-	req := sip.NewRequest(sip.MESSAGE, ruri)
+	req := sip.NewRequest(method, ruri)
 	req.AppendHeader(&sip.ToHeader{Address: ruri, Params: sip.NewParams()})
 	from := &sip.FromHeader{Address: c.aor, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(10))
@@ -36,11 +50,7 @@ func (c *Client) SendMessage(ctx context.Context, to, contentType string, body [
 	req.AppendHeader(sip.NewHeader("Content-Type", contentType))
 	req.SetBody(body)
 	c.route(req)
-	res, err := c.cli.Do(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("imclient: message: %w", err)
-	}
-	return res, nil
+	return req, nil
 }
 
 // Session is an MSRP session the client opened as the sender.
@@ -54,10 +64,6 @@ type Session struct {
 // connects to the answer's path unless the answer says a=setup:active.
 // Extra headers (Subject, P-Asserted-Identity ...) go on the INVITE.
 func (c *Client) OpenSession(ctx context.Context, to string, hdrs ...sip.Header) (*Session, error) {
-	var ruri sip.Uri
-	if err := sip.ParseUri(to, &ruri); err != nil {
-		return nil, fmt.Errorf("imclient: to %q: %w", to, err)
-	}
 	c.senderOnce.Do(func() { c.senderDialogs = sipgo.NewDialogClientCache(c.cli, c.contact) })
 	local := c.msrpL.URI()
 	local.SessionID = msrp.NewSessionID()
@@ -75,17 +81,11 @@ func (c *Client) OpenSession(ctx context.Context, to string, hdrs ...sip.Header)
 		ms.Close()
 		return nil, err
 	}
-	req := sip.NewRequest(sip.INVITE, ruri)
-	req.AppendHeader(&sip.ToHeader{Address: ruri, Params: sip.NewParams()})
-	from := &sip.FromHeader{Address: c.aor, Params: sip.NewParams()}
-	from.Params.Add("tag", sip.GenerateTagN(10))
-	req.AppendHeader(from)
-	for _, h := range hdrs {
-		req.AppendHeader(h)
+	req, err := c.newRequest(sip.INVITE, to, "application/sdp", offer, hdrs)
+	if err != nil {
+		ms.Close()
+		return nil, err
 	}
-	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	req.SetBody(offer)
-	c.route(req)
 	dlg, err := c.senderDialogs.WriteInvite(ctx, req)
 	if err != nil {
 		ms.Close()
