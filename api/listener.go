@@ -1,9 +1,21 @@
 package api
 
 import (
+	"io"
 	"net"
 	"sync"
 	"time"
+)
+
+// A connection the server closes is closed in two steps, as net/http does:
+// first the write side (the client reads the whole answer and the FIN),
+// then, after reading and discarding what the client still sends, the
+// socket. Closing at once with unread request bytes in the kernel's buffer
+// makes it send a reset, and a client still writing a refused body (413,
+// 431) sees "connection reset by peer" instead of the answer.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 8 << 20
 )
 
 // trackingListener remembers the connections it accepted, so that a
@@ -50,10 +62,21 @@ type trackedConn struct {
 }
 
 func (c *trackedConn) Close() error {
+	first := false
 	c.once.Do(func() {
+		first = true
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
 	})
-	return c.Conn.Close()
+	hc, ok := c.Conn.(interface{ CloseWrite() error })
+	if !first || !ok || hc.CloseWrite() != nil {
+		return c.Conn.Close()
+	}
+	go func() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
+		_ = c.Conn.Close()
+	}()
+	return nil
 }
