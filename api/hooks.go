@@ -13,16 +13,16 @@ import (
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
 	"github.com/deferpush/deferpush/adapters/opensips"
-	"github.com/deferpush/deferpush/adapters/sip"
 	"github.com/deferpush/deferpush/plugin"
 )
 
 // TokenHeader carries the hooks' shared secret.
 const TokenHeader = "X-Deferpush-Token"
 
-// Hook statuses besides the storing outcomes of package adapters/sip.
+// Hook statuses besides the storing outcomes of package adapters/ingress.
 const (
 	statusRegistered   = "registered"
 	statusUnregistered = "unregistered"
@@ -47,17 +47,17 @@ type hookReply struct {
 // below 500 because Kamailio's http_client hands the script the body of
 // 2xx to 4xx replies only.
 var hookHTTPStatus = map[string]int{
-	sip.StatusStored:        consts.StatusOK,
-	statusRegistered:        consts.StatusOK,
-	statusUnregistered:      consts.StatusOK,
-	sip.StatusMalformed:     consts.StatusBadRequest,
-	sip.StatusTooLarge:      consts.StatusRequestEntityTooLarge,
-	sip.StatusMailboxFull:   consts.StatusConflict,
-	sip.StatusStoreDisabled: consts.StatusForbidden,
-	statusUnauthorized:      consts.StatusUnauthorized,
-	statusForbidden:         consts.StatusForbidden,
-	statusRateLimited:       consts.StatusTooManyRequests,
-	sip.StatusError:         consts.StatusServiceUnavailable,
+	ingress.StatusStored:        consts.StatusOK,
+	statusRegistered:            consts.StatusOK,
+	statusUnregistered:          consts.StatusOK,
+	ingress.StatusMalformed:     consts.StatusBadRequest,
+	ingress.StatusTooLarge:      consts.StatusRequestEntityTooLarge,
+	ingress.StatusMailboxFull:   consts.StatusConflict,
+	ingress.StatusStoreDisabled: consts.StatusForbidden,
+	statusUnauthorized:          consts.StatusUnauthorized,
+	statusForbidden:             consts.StatusForbidden,
+	statusRateLimited:           consts.StatusTooManyRequests,
+	ingress.StatusError:         consts.StatusServiceUnavailable,
 }
 
 // proxyDecoder turns one proxy's hook bodies into the engine's types.
@@ -203,7 +203,7 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 		raw, aor, err := d.message(c.Request.Body())
 		var m *plugin.Message
 		if err == nil {
-			m, err = sip.Deferred(raw, aor, time.Now())
+			m, err = ingress.Deferred(raw, aor, time.Now())
 		}
 		if err == nil {
 			err = s.cfg.Engine.Store(ctx, m)
@@ -212,16 +212,16 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 			s.hookRefused(c, err, p)
 			return
 		}
-		o := sip.OutcomeOf(nil, p)
+		o := ingress.OutcomeOf(nil, p)
 		writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason, ID: m.ID})
 	}
 }
 
 // hookRefused answers a hook call that changed nothing, with the SIP reply
-// adapters/sip maps err to under policy p.
+// adapters/ingress maps err to under policy p.
 func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) {
-	o := sip.OutcomeOf(err, p)
-	if o.Status == sip.StatusError {
+	o := ingress.OutcomeOf(err, p)
+	if o.Status == ingress.StatusError {
 		s.cfg.Logger.Error("hook failed", "path", string(c.Path()), "err", err)
 	}
 	writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason,

@@ -8,7 +8,7 @@ import (
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestAdminPolicyReachesOtherInstance: a policy change made through one

@@ -14,7 +14,7 @@ import (
 
 	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // shippedKamailioCfg is the routing script operators deploy.

@@ -222,7 +222,7 @@ func (r *benchReport) markdown() ([]byte, error) {
 		"Backend db_sqlite in WAL mode, one SIP worker, in /dev/shm: db_redis cannot back msilo (BLOB columns, SQL auto-increment ids: every m_store fails), " +
 		"and the other Debian backends need a database server; the file lives in memory so that SQLite pays no fsync, as the harness's redis-server runs without persistence.\n")
 	b.WriteString("- **deferpush** runs the shipped `adapters/kamailio/kamailio.cfg` and the real binary against redis-server; the clients are " +
-		"the reference client (`test/imclient`), registering over TCP through Kamailio and confirming each MSRP SEND. " +
+		"the reference client (`adapters/imclient`), registering over TCP through Kamailio and confirming each MSRP SEND. " +
 		"**deferpush (store via SIP)** is the same with `-A STORE_VIA_SIP=1`: Kamailio relays each offline MESSAGE over one TCP " +
 		"connection to deferpush's SIP ingress instead of posting it to the message hook from an async worker; its delivery phase is the same as the first row's.\n")
 	b.WriteString("- **Go benchmarks** of the hot paths are in `results/go-bench.txt` (benchstat input).\n")

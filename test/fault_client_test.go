@@ -9,7 +9,7 @@ import (
 
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/sdp"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // clientFaults are clients that misbehave in a push through Kamailio.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestFaultTwoInstances runs two deferpush instances on one Redis. The one

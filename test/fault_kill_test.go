@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // killPoints are the points of a push at which deferpush is killed with

@@ -11,7 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestFaultRedisRestartMidStore kills redis-server (SIGKILL, AOF with

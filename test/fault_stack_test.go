@@ -21,7 +21,7 @@ import (
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // The fault suite (issue 9): real redis-server with AOF and appendfsync

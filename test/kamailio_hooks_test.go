@@ -20,7 +20,7 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // sendMessage sends a text MESSAGE from c to user through Kamailio and

@@ -15,7 +15,7 @@ import (
 	dpsdp "github.com/deferpush/deferpush/plugin/sdp"
 	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestIngressDirect talks to deferpush's SIP ingress the way kamailio.cfg

@@ -10,7 +10,7 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // kamailioStack is the whole deployment of the README's "Attaching

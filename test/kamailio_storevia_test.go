@@ -10,7 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // storedVia checks what user2 received through a STORE_VIA_SIP stack: the

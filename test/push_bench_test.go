@@ -9,7 +9,7 @@ import (
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // BenchmarkPushThroughput: 1,000 users with 10 stored messages each all

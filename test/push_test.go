@@ -13,7 +13,7 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 func newClient(t testing.TB, aor string, cfg imclient.Config) *imclient.Client {

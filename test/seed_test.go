@@ -11,7 +11,7 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // seedCase is one of plugin/encap's seed golden files: parameters, what

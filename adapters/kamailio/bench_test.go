@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
-	"github.com/deferpush/deferpush/adapters/sip"
 )
 
 // goldenInput is the request half of a golden file.
@@ -34,7 +34,7 @@ func BenchmarkDecodeMessageHook(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := sip.Deferred(m.Raw, m.AOR, now); err != nil {
+		if _, err := ingress.Deferred(m.Raw, m.AOR, now); err != nil {
 			b.Fatal(err)
 		}
 	}

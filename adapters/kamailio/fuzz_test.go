@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
-	"github.com/deferpush/deferpush/adapters/sip"
 	"github.com/deferpush/deferpush/plugin"
 )
 
 // FuzzHook feeds one hook body to every decoder of the kamailio hooks, and
-// the raw SIP of a message body on to sip.Deferred, as the hook does: none
+// the raw SIP of a message body on to ingress.Deferred, as the hook does: none
 // may panic, and every refusal is one the hook maps to 400 (or 513 for a
 // header section too large).
 func FuzzHook(f *testing.F) {
@@ -41,8 +41,8 @@ func FuzzHook(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := sip.Deferred(m.Raw, m.AOR, now); err != nil && !errors.Is(err, sip.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
-			t.Fatalf("raw SIP: error %v wraps neither sip.ErrMalformed nor plugin.ErrTooLarge", err)
+		if _, err := ingress.Deferred(m.Raw, m.AOR, now); err != nil && !errors.Is(err, ingress.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			t.Fatalf("raw SIP: error %v wraps neither ingress.ErrMalformed nor plugin.ErrTooLarge", err)
 		}
 	})
 }

@@ -19,6 +19,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/deferpush/deferpush/cmd/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -63,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, usage)
 			return 2
 		}
-		if _, err := loadConfig(args[2], nil, os.LookupEnv); err != nil {
+		if _, err := config.Load(args[2], nil, os.LookupEnv); err != nil {
 			fmt.Fprintf(stderr, "deferpush: %v\n", err)
 			return 1
 		}
@@ -98,7 +100,7 @@ func versionString() string {
 
 // parseServe reads serve's flags, then the file they name, the environment
 // and the flags again, in that order of precedence.
-func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bool)) (*Config, string, error) {
+func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bool)) (*config.Config, string, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "YAML configuration `file`")
@@ -129,63 +131,6 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 			flags[field] = f.Value.String()
 		}
 	})
-	cfg, err := loadConfig(*path, flags, lookup)
+	cfg, err := config.Load(*path, flags, lookup)
 	return cfg, *path, err
-}
-
-// loadConfig builds the configuration from the file (when path is not
-// empty), the environment and the flag values (YAML path -> value), then
-// fills defaults and validates.
-func loadConfig(path string, flags map[string]string, lookup func(string) (string, bool)) (*Config, error) {
-	var cfg Config
-	if path != "" {
-		if err := loadFile(path, &cfg); err != nil {
-			return nil, err
-		}
-	}
-	if err := applyEnv(&cfg, lookup); err != nil {
-		return nil, err
-	}
-	if err := applyFlags(&cfg, flags); err != nil {
-		return nil, err
-	}
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
-		return nil, locate(err, path, flags, lookup)
-	}
-	return &cfg, nil
-}
-
-// applyFlags sets fields named by YAML path, reusing the environment's
-// parsing so that a flag and its variable accept the same values.
-func applyFlags(c *Config, flags map[string]string) error {
-	lookup := func(name string) (string, bool) {
-		for field, v := range flags {
-			if envName(field) == name {
-				return v, true
-			}
-		}
-		return "", false
-	}
-	err := applyEnv(c, lookup)
-	var fe *FieldError
-	if errors.As(err, &fe) {
-		fe.Source = "flag"
-	}
-	return err
-}
-
-func envName(field string) string {
-	b := []byte(envPrefix)
-	for _, r := range field {
-		switch {
-		case r == '.':
-			b = append(b, '_')
-		case r >= 'a' && r <= 'z':
-			b = append(b, byte(r-'a'+'A'))
-		default:
-			b = append(b, byte(r))
-		}
-	}
-	return string(b)
 }

@@ -16,8 +16,9 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	ingress "github.com/deferpush/deferpush/adapters/sip"
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/api"
+	"github.com/deferpush/deferpush/cmd/internal/config"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/push"
@@ -26,7 +27,7 @@ import (
 
 // serve runs deferpush until ctx ends (SIGINT or SIGTERM), then shuts down
 // within cfg.Shutdown.Timeout.
-func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) error {
+func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	routeHertzLogs(log)
 	// sipgo's transport and transaction layers log through a global.
@@ -61,11 +62,11 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		return err
 	}
 
-	stack, err := newSIPStack(cfg.SIP, log)
+	stack, err := ingress.NewStack(ingress.StackConfig{Listen: cfg.SIP.Listen, Advertise: cfg.SIP.Advertise, Logger: log})
 	if err != nil {
 		return err
 	}
-	opened = append(opened, stack.close)
+	opened = append(opened, stack.Close)
 	msrpHost := cfg.MSRP.Advertise
 	if msrpHost == "" {
 		msrpHost, _, _ = net.SplitHostPort(cfg.MSRP.Listen)
@@ -90,8 +91,8 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	}
 	opened = append(opened, func() { ml.Close() })
 	pusher, err := push.New(push.Config{
-		Client:        stack.client,
-		Contact:       stack.contact(),
+		Client:        stack.Client(),
+		Contact:       stack.Contact(),
 		OutboundProxy: cfg.SIP.OutboundProxy,
 		MSRP:          ml,
 		ChunkSize:     cfg.MSRP.ChunkSize,
@@ -115,8 +116,8 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	}
 	in, err := ingress.New(ingress.Config{
 		Engine:  eng,
-		Client:  stack.client,
-		Contact: stack.contact(),
+		Client:  stack.Client(),
+		Contact: stack.Contact(),
 		MSRP:    ml,
 		// The hooks' body limit: what a sender may make deferpush hold
 		// in reassembly, whatever the policy's max_message_size.
@@ -127,7 +128,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 		return fail(err)
 	}
 	defer in.Close()
-	stack.route(pusher, in)
+	stack.Route(pusher, in)
 
 	var allow []netip.Prefix
 	for _, c := range cfg.Hooks.AllowCIDRs {
@@ -164,7 +165,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	}
 	log.Info("hooks listening", "addr", hooksLn.Addr().String(), "tls", tlsCfgs["hooks"] != nil)
 	log.Info("admin api listening", "addr", adminLn.Addr().String(), "tls", tlsCfgs["admin"] != nil)
-	log.Info("sip listening", "addr", stack.tcp.Addr().String(), "transports", "udp,tcp", "contact", stack.contact())
+	log.Info("sip listening", "addr", stack.Addr().String(), "transports", "udp,tcp", "contact", stack.Contact())
 	log.Info("msrp listening", "uri", ml.URI().String())
 	log.Info("deferpush started", "version", versionString())
 
@@ -172,7 +173,7 @@ func serve(ctx context.Context, cfg *Config, path string, stderr io.Writer) erro
 	// engine first. The store closes only after every component returned.
 	return runAll(ctx, log, cfg.Shutdown.Timeout,
 		component{"api", srv.Run},
-		component{"sip", stack.run},
+		component{"sip", stack.Run},
 		component{"msrp", ml.Run},
 		component{"engine", eng.Run},
 	)
@@ -233,7 +234,7 @@ func runAll(ctx context.Context, log *slog.Logger, timeout time.Duration, cs ...
 
 // openStore connects to the configured Redis, or starts the embedded
 // in-memory one when none is configured, and says so loudly.
-func openStore(ctx context.Context, cfg RedisConfig, log *slog.Logger) (*store.Redis, error) {
+func openStore(ctx context.Context, cfg config.RedisConfig, log *slog.Logger) (*store.Redis, error) {
 	if cfg.URL == "" {
 		log.Warn("no redis configured: using the embedded in-memory store; deferred messages do NOT survive a restart (set --redis or redis.url)")
 		return store.NewEmbedded(store.Config{Logger: log})
@@ -263,7 +264,7 @@ func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 }
 
 // adminTokens lists the configured admin API tokens with their roles.
-func adminTokens(cfg AdminConfig) []api.Token {
+func adminTokens(cfg config.AdminConfig) []api.Token {
 	var ts []api.Token
 	if cfg.Token != "" {
 		ts = append(ts, api.Token{Name: "admin", Token: cfg.Token, Role: api.RoleAdmin})
@@ -282,7 +283,7 @@ func newToken() string {
 
 // newLogger builds the process logger: text on a terminal, JSON otherwise,
 // unless the configuration says which.
-func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+func newLogger(cfg config.LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: level}

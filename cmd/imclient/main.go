@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/deferpush/deferpush/test/imclient"
+	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 func main() {

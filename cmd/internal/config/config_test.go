@@ -1,8 +1,6 @@
-package main
+package config
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +22,7 @@ func writeFile(t *testing.T, body string) string {
 func noEnv(string) (string, bool) { return "", false }
 
 func TestLoadConfigDefaults(t *testing.T) {
-	cfg, err := loadConfig("", nil, noEnv)
+	cfg, err := Load("", nil, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +59,7 @@ log:
 		"DEFERPUSH_MSRP_TIMEOUT":      "3s",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	cfg, err := loadConfig(path, map[string]string{"redis.url": "redis://flag:6379/0"}, lookup)
+	cfg, err := Load(path, map[string]string{"redis.url": "redis://flag:6379/0"}, lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +132,7 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 				path = writeFile(t, tc.body)
 			}
 			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-			_, err := loadConfig(path, nil, lookup)
+			_, err := Load(path, nil, lookup)
 			if err == nil {
 				t.Fatal("loadConfig succeeded, want an error")
 			}
@@ -142,41 +140,6 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
-			}
-		})
-	}
-}
-
-func TestRunCommands(t *testing.T) {
-	good := writeFile(t, "hooks:\n  listen: 127.0.0.1:9001\n")
-	bad := writeFile(t, "sip:\n  outbound_proxy: http://proxy\n")
-	for _, tc := range []struct {
-		name     string
-		args     []string
-		code     int
-		inStdout string
-		inStderr string
-	}{
-		{"version", []string{"version"}, 0, "deferpush ", ""},
-		{"config check ok", []string{"config", "check", good}, 0, ": ok", ""},
-		{"config check bad", []string{"config", "check", bad}, 1, "", "deferpush.yaml:2: sip.outbound_proxy"},
-		{"config check missing", []string{"config", "check", "/nonexistent.yaml"}, 1, "", "no such file"},
-		{"serve bad config", []string{"serve", "--config", bad}, 2, "", "sip.outbound_proxy"},
-		{"serve bad flag", []string{"serve", "--log-level", "loud"}, 2, "", "flag: log.level"},
-		{"no command", nil, 2, "", "usage"},
-		{"unknown command", []string{"frobnicate"}, 2, "", "unknown command"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tc.args, &stdout, &stderr)
-			if code != tc.code {
-				t.Errorf("exit code = %d, want %d (stderr %q)", code, tc.code, stderr.String())
-			}
-			if !strings.Contains(stdout.String(), tc.inStdout) {
-				t.Errorf("stdout %q does not contain %q", stdout.String(), tc.inStdout)
-			}
-			if !strings.Contains(stderr.String(), tc.inStderr) {
-				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.inStderr)
 			}
 		})
 	}

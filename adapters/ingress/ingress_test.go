@@ -1,4 +1,4 @@
-package sip
+package ingress
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
-	gosip "github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
@@ -34,11 +34,11 @@ func (e *fakeEngine) Policy(context.Context) (plugin.Policy, error) {
 
 // fakeTx records the response; the rest of the interface is never called.
 type fakeTx struct {
-	gosip.ServerTransaction
-	res *gosip.Response
+	sip.ServerTransaction
+	res *sip.Response
 }
 
-func (tx *fakeTx) Respond(res *gosip.Response) error { tx.res = res; return nil }
+func (tx *fakeTx) Respond(res *sip.Response) error { tx.res = res; return nil }
 
 func newTestIngress(t *testing.T, e Engine) *Ingress {
 	t.Helper()
@@ -85,13 +85,13 @@ const sent = "MESSAGE sip:user2@example.com SIP/2.0\r\n" +
 var relayed = strings.Replace(strings.Replace(sent, "Via: ", "Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKproxy.0\r\nVia: ", 1),
 	"Max-Forwards: 70", "Max-Forwards: 69", 1)
 
-func parseRequest(t *testing.T, raw string) *gosip.Request {
+func parseRequest(t *testing.T, raw string) *sip.Request {
 	t.Helper()
-	msg, err := gosip.NewParser().ParseSIP([]byte(raw))
+	msg, err := sip.NewParser().ParseSIP([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return msg.(*gosip.Request)
+	return msg.(*sip.Request)
 }
 
 // TestIngressOnMessageRelayed: a MESSAGE relayed by the proxy is stored without

@@ -1,4 +1,4 @@
-// Package sip is deferpush's SIP ingress and the one place where the outcome
+// Package ingress is deferpush's SIP ingress and the one place where the outcome
 // of storing a deferred message becomes a SIP reply.
 //
 // The proxy hands deferpush a message for an offline user in one of two ways:
@@ -15,4 +15,4 @@
 //
 // Outcome maps the engine's errors to the reply the sender gets; the hooks
 // of package api send the same mapping back to the route script.
-package sip
+package ingress

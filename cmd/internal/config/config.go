@@ -1,4 +1,9 @@
-package main
+// Package config reads deferpush's configuration: a YAML file, then
+// DEFERPUSH_ environment variables, then flags, each overriding the one
+// before; it fills the documented defaults and validates every field,
+// naming the file and line, the variable or the flag a wrong value came
+// from. cmd/deferpush wires the parts from what Load returns.
+package config
 
 import (
 	"bytes"
@@ -151,6 +156,66 @@ type ShutdownConfig struct {
 
 const envPrefix = "DEFERPUSH_"
 
+// Load builds the configuration from the file (when path is not empty),
+// the environment (lookup, e.g. os.LookupEnv) and the flag values (YAML
+// path -> value), then fills defaults and validates. A wrong field is a
+// *FieldError that says where its value came from.
+func Load(path string, flags map[string]string, lookup func(string) (string, bool)) (*Config, error) {
+	var cfg Config
+	if path != "" {
+		if err := loadFile(path, &cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := applyEnv(&cfg, lookup); err != nil {
+		return nil, err
+	}
+	if err := applyFlags(&cfg, flags); err != nil {
+		return nil, err
+	}
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, locate(err, path, flags, lookup)
+	}
+	return &cfg, nil
+}
+
+// applyFlags sets fields named by YAML path, reusing the environment's
+// parsing so that a flag and its variable accept the same values.
+func applyFlags(c *Config, flags map[string]string) error {
+	lookup := func(name string) (string, bool) {
+		for field, v := range flags {
+			if EnvName(field) == name {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	err := applyEnv(c, lookup)
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		fe.Source = "flag"
+	}
+	return err
+}
+
+// EnvName is the environment variable of a field given by its YAML path:
+// hooks.listen is DEFERPUSH_HOOKS_LISTEN.
+func EnvName(field string) string {
+	b := []byte(envPrefix)
+	for _, r := range field {
+		switch {
+		case r == '.':
+			b = append(b, '_')
+		case r >= 'a' && r <= 'z':
+			b = append(b, byte(r-'a'+'A'))
+		default:
+			b = append(b, byte(r))
+		}
+	}
+	return string(b)
+}
+
 // defaults fills the zero values documented on each field.
 func (c *Config) defaults() {
 	set := func(p *string, v string) {
@@ -204,24 +269,41 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Field, e.Msg)
 }
 
-// validate checks every field and returns the first wrong one.
+// validate checks every section and returns the first wrong field.
 func (c *Config) validate() error {
-	bad := func(field, format string, args ...any) error {
-		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	for _, check := range []func() error{
+		c.Log.validate, c.validateListeners, c.Hooks.validate, c.Admin.validate,
+		c.Redis.validate, c.SIP.validate, c.MSRP.validate, c.Push.validate, c.Shutdown.validate,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
 	}
-	switch c.Log.Level {
+	return nil
+}
+
+func bad(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (c LogConfig) validate() error {
+	switch c.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+		return bad("log.level", "%q is not one of debug, info, warn, error", c.Level)
 	}
-	switch c.Log.Format {
+	switch c.Format {
 	case "auto", "text", "json":
 	default:
-		return bad("log.format", "%q is not one of auto, text, json", c.Log.Format)
+		return bad("log.format", "%q is not one of auto, text, json", c.Format)
 	}
-	for _, f := range []struct {
-		name, v string
-	}{
+	return nil
+}
+
+// validateListeners checks what the listeners have in common: host:port
+// addresses, an advertised address for a wildcard, TLS files in pairs.
+func (c *Config) validateListeners() error {
+	for _, f := range []struct{ name, v string }{
 		{"hooks.listen", c.Hooks.Listen}, {"admin.listen", c.Admin.Listen},
 		{"sip.listen", c.SIP.Listen}, {"msrp.listen", c.MSRP.Listen},
 	} {
@@ -239,24 +321,8 @@ func (c *Config) validate() error {
 			return bad(f.name+".advertise", "is required when %s.listen (%s) is a wildcard address: peers need an address to reach", f.name, f.listen)
 		}
 	}
-	// The SDP offer carries the MSRP host in its c= line, which takes an
-	// address (plugin/sdp): a name would fail every push.
-	if host := c.MSRP.Advertise; host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return bad("msrp.advertise", "%q is not an IP address (it goes in the SDP c= line)", host)
-		}
-	} else if host, _, _ := net.SplitHostPort(c.MSRP.Listen); host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return bad("msrp.listen", "host %q is not an IP address; set msrp.advertise to the address peers reach", host)
-		}
-	}
 	if c.Hooks.Listen == c.Admin.Listen && !strings.HasSuffix(c.Hooks.Listen, ":0") {
 		return bad("admin.listen", "must differ from hooks.listen (%s): the admin API and the hooks are served apart", c.Hooks.Listen)
-	}
-	for i, cidr := range c.Hooks.AllowCIDRs {
-		if _, err := netip.ParsePrefix(cidr); err != nil {
-			return bad(fmt.Sprintf("hooks.allow_cidrs[%d]", i), "%q is not a CIDR prefix", cidr)
-		}
 	}
 	for _, p := range []struct{ name, cert, key string }{
 		{"hooks", c.Hooks.TLSCert, c.Hooks.TLSKey},
@@ -267,57 +333,98 @@ func (c *Config) validate() error {
 			return bad(p.name+".tls_key", "tls_cert and tls_key must be set together")
 		}
 	}
+	return nil
+}
+
+func (c HooksConfig) validate() error {
+	for i, cidr := range c.AllowCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			return bad(fmt.Sprintf("hooks.allow_cidrs[%d]", i), "%q is not a CIDR prefix", cidr)
+		}
+	}
+	if c.Token != "" && len(c.Token) < 16 {
+		return bad("hooks.token", "must be at least 16 characters")
+	}
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		return bad("hooks.rate_burst", "must be at least 1 when hooks.rate_limit is set")
+	}
+	return nil
+}
+
+func (c AdminConfig) validate() error {
 	seen := map[string]bool{}
-	for i, tk := range c.Admin.Tokens {
+	for i, tk := range c.Tokens {
 		field := fmt.Sprintf("admin.tokens[%d]", i)
-		if tk.Name == "" {
+		switch {
+		case tk.Name == "":
 			return bad(field+".name", "is required")
-		}
-		if len(tk.Token) < 16 {
+		case len(tk.Token) < 16:
 			return bad(field+".token", "must be at least 16 characters")
-		}
-		if tk.Role != "admin" && tk.Role != "viewer" {
+		case tk.Role != "admin" && tk.Role != "viewer":
 			return bad(field+".role", "%q is not admin or viewer", tk.Role)
-		}
-		if seen[tk.Token] {
+		case seen[tk.Token]:
 			return bad(field+".token", "is used twice")
 		}
 		seen[tk.Token] = true
 	}
-	if c.Admin.Token != "" && len(c.Admin.Token) < 16 {
+	if c.Token != "" && len(c.Token) < 16 {
 		return bad("admin.token", "must be at least 16 characters")
 	}
-	if c.Hooks.Token != "" && len(c.Hooks.Token) < 16 {
-		return bad("hooks.token", "must be at least 16 characters")
-	}
-	if u := c.Redis.URL; u != "" {
-		if _, err := store.ParseURL(u); err != nil {
+	return nil
+}
+
+func (c RedisConfig) validate() error {
+	if c.URL != "" {
+		if _, err := store.ParseURL(c.URL); err != nil {
 			return bad("redis.url", "%v", err)
 		}
 	}
-	if p := c.SIP.OutboundProxy; p != "" && !strings.HasPrefix(p, "sip:") && !strings.HasPrefix(p, "sips:") {
+	return nil
+}
+
+func (c SIPConfig) validate() error {
+	if p := c.OutboundProxy; p != "" && !strings.HasPrefix(p, "sip:") && !strings.HasPrefix(p, "sips:") {
 		return bad("sip.outbound_proxy", "%q is not a sip: or sips: URI", p)
 	}
-	if c.MSRP.ChunkSize < 64 || c.MSRP.ChunkSize > 10000 {
+	return nil
+}
+
+func (c MSRPConfig) validate() error {
+	// The SDP offer carries the MSRP host in its c= line, which takes an
+	// address (plugin/sdp): a name would fail every push.
+	if host := c.Advertise; host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return bad("msrp.advertise", "%q is not an IP address (it goes in the SDP c= line)", host)
+		}
+	} else if host, _, _ := net.SplitHostPort(c.Listen); host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return bad("msrp.listen", "host %q is not an IP address; set msrp.advertise to the address peers reach", host)
+		}
+	}
+	switch {
+	case c.ChunkSize < 64 || c.ChunkSize > 10000:
 		// Kamailio's msrp relay cannot route frames of 11,239 bytes or more.
-		return bad("msrp.chunk_size", "%d is not between 64 and 10000 octets", c.MSRP.ChunkSize)
-	}
-	if c.MSRP.Timeout < time.Second {
+		return bad("msrp.chunk_size", "%d is not between 64 and 10000 octets", c.ChunkSize)
+	case c.Timeout < time.Second:
 		return bad("msrp.timeout", "must be at least 1s")
-	}
-	if c.Hooks.RateLimit > 0 && c.Hooks.RateBurst < 1 {
-		return bad("hooks.rate_burst", "must be at least 1 when hooks.rate_limit is set")
-	}
-	if c.MSRP.MaxConnections < 0 || c.MSRP.MaxConnectionsPerHost < 0 {
+	case c.MaxConnections < 0 || c.MaxConnectionsPerHost < 0:
 		return bad("msrp.max_connections", "must not be negative")
 	}
-	if c.Push.MaxConcurrent < 1 {
+	return nil
+}
+
+func (c PushConfig) validate() error {
+	switch {
+	case c.MaxConcurrent < 1:
 		return bad("push.max_concurrent", "must be at least 1")
-	}
-	if c.Push.LockTTL < time.Second {
+	case c.LockTTL < time.Second:
 		return bad("push.lock_ttl", "must be at least 1s")
 	}
-	if c.Shutdown.Timeout < 0 {
+	return nil
+}
+
+func (c ShutdownConfig) validate() error {
+	if c.Timeout < 0 {
 		return bad("shutdown.timeout", "must not be negative")
 	}
 	return nil
@@ -348,8 +455,8 @@ func locate(err error, path string, flags map[string]string, lookup func(string)
 		fe.Source = "flag"
 		return fe
 	}
-	if _, ok := lookup(envName(fe.Field)); ok {
-		fe.Source = "environment " + envName(fe.Field)
+	if _, ok := lookup(EnvName(fe.Field)); ok {
+		fe.Source = "environment " + EnvName(fe.Field)
 		return fe
 	}
 	if path == "" {

@@ -1,4 +1,4 @@
-package sip
+package ingress
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	gosip "github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
@@ -47,7 +47,7 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 	if err := checkHead(raw); err != nil {
 		return nil, err
 	}
-	p := gosip.NewParser()
+	p := sip.NewParser()
 	p.MaxMessageLength = maxRaw
 	msg, err := p.ParseSIP(raw)
 	if err != nil {
@@ -62,11 +62,11 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	req, ok := msg.(*gosip.Request)
+	req, ok := msg.(*sip.Request)
 	if !ok {
 		return nil, fmt.Errorf("%w: a response, not a request", ErrMalformed)
 	}
-	if req.Method != gosip.MESSAGE {
+	if req.Method != sip.MESSAGE {
 		return nil, fmt.Errorf("%w: method %s, not MESSAGE", ErrMalformed, req.Method)
 	}
 	vias := req.GetHeaders("Via")
@@ -74,7 +74,7 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 		return nil, fmt.Errorf("%w: no Via header", ErrMalformed)
 	}
 	for _, h := range vias {
-		if v, ok := h.(*gosip.ViaHeader); !ok || v.Host == "" || v.Transport == "" {
+		if v, ok := h.(*sip.ViaHeader); !ok || v.Host == "" || v.Transport == "" {
 			return nil, fmt.Errorf("%w: bad Via header %q", ErrMalformed, sanitize(h.Value()))
 		}
 	}

@@ -1,4 +1,4 @@
-package sip
+package ingress
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
-	gosip "github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
@@ -72,7 +72,7 @@ type Ingress struct {
 // New returns an Ingress.
 func New(cfg Config) (*Ingress, error) {
 	if cfg.Engine == nil || cfg.Client == nil || cfg.MSRP == nil || cfg.Contact == "" {
-		return nil, errors.New("sip ingress: Engine, Client, Contact and MSRP are required")
+		return nil, errors.New("ingress: Engine, Client, Contact and MSRP are required")
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
@@ -86,9 +86,9 @@ func New(cfg Config) (*Ingress, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	var contact gosip.ContactHeader
-	if err := gosip.ParseUri(cfg.Contact, &contact.Address); err != nil {
-		return nil, fmt.Errorf("sip ingress: contact %q: %w", cfg.Contact, err)
+	var contact sip.ContactHeader
+	if err := sip.ParseUri(cfg.Contact, &contact.Address); err != nil {
+		return nil, fmt.Errorf("ingress: contact %q: %w", cfg.Contact, err)
 	}
 	return &Ingress{
 		cfg:      cfg,
@@ -108,7 +108,7 @@ func New(cfg Config) (*Ingress, error) {
 // adds exactly one Via) is a hop of the store path, not of the message the
 // sender sent. A request with a single Via came straight from its sender
 // and keeps it.
-func (in *Ingress) OnMessage(req *gosip.Request, tx gosip.ServerTransaction) {
+func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
 	raw := []byte(req.String())
@@ -123,7 +123,7 @@ func (in *Ingress) OnMessage(req *gosip.Request, tx gosip.ServerTransaction) {
 }
 
 // reply answers req with the outcome of err.
-func (in *Ingress) reply(ctx context.Context, req *gosip.Request, tx gosip.ServerTransaction, err error, what string) Outcome {
+func (in *Ingress) reply(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, err error, what string) Outcome {
 	p, perr := in.cfg.Engine.Policy(ctx)
 	if perr != nil {
 		p = plugin.DefaultPolicy()
@@ -132,9 +132,9 @@ func (in *Ingress) reply(ctx context.Context, req *gosip.Request, tx gosip.Serve
 	if err != nil {
 		in.log.Info("deferred "+what+" refused", "call_id", callID(req), "status", o.Status, "err", err)
 	}
-	res := gosip.NewResponseFromRequest(req, o.Code, o.Reason, nil)
+	res := sip.NewResponseFromRequest(req, o.Code, o.Reason, nil)
 	if o.Status == StatusMalformed {
-		res.AppendHeader(gosip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
+		res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
 	}
 	if werr := tx.Respond(res); werr != nil {
 		in.log.Warn("respond failed", "call_id", callID(req), "err", werr)
@@ -145,13 +145,13 @@ func (in *Ingress) reply(ctx context.Context, req *gosip.Request, tx gosip.Serve
 // OnInvite answers a session-mode INVITE with an MSRP offer for an offline
 // user: deferpush becomes the far end of the MSRP session and stores each
 // message received in it.
-func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
+func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
 	now := in.cfg.Now()
 	offer, err := sdp.Parse(req.Body())
 	if err != nil {
-		_ = tx.Respond(gosip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
 		return
 	}
 	aor, err := plugin.ParseAOR(req.Recipient.String())
@@ -180,7 +180,7 @@ func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	}
 	dlg, err := in.dialogs.ReadInvite(req, tx)
 	if err != nil {
-		_ = tx.Respond(gosip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
 		return
 	}
 	sender := ""
@@ -260,13 +260,13 @@ func (in *Ingress) OnInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 }
 
 // ReadAck takes the ACK of a session INVITE we answered.
-func (in *Ingress) ReadAck(req *gosip.Request, tx gosip.ServerTransaction) error {
+func (in *Ingress) ReadAck(req *sip.Request, tx sip.ServerTransaction) error {
 	return in.dialogs.ReadAck(req, tx)
 }
 
 // ReadBye answers the BYE ending a session we answered; it returns
 // sipgo.ErrDialogDoesNotExists when the BYE is for no such session.
-func (in *Ingress) ReadBye(req *gosip.Request, tx gosip.ServerTransaction) error {
+func (in *Ingress) ReadBye(req *sip.Request, tx sip.ServerTransaction) error {
 	return in.dialogs.ReadBye(req, tx)
 }
 
@@ -374,7 +374,7 @@ func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.M
 	return msrp.Status(403)
 }
 
-func callID(req *gosip.Request) string {
+func callID(req *sip.Request) string {
 	if h := req.CallID(); h != nil {
 		return h.Value()
 	}

@@ -1,4 +1,4 @@
-package main
+package ingress
 
 import (
 	"context"
@@ -10,15 +10,31 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
-
-	ingress "github.com/deferpush/deferpush/adapters/sip"
-	"github.com/deferpush/deferpush/plugin/push"
 )
 
-// sipStack is deferpush's SIP user agent: one listener for UDP and TCP on
-// the same port, a client for the INVITEs it sends, and the routing of
-// in-dialog requests to the pusher.
-type sipStack struct {
+// StackConfig configures a Stack.
+type StackConfig struct {
+	// Listen is host:port for SIP over UDP and TCP; port 0 picks a free
+	// port, the same for both. Required.
+	Listen string
+	// Advertise is the host[:port] put in Contact and Via, for when Listen
+	// is a wildcard address. Empty means the Listen address.
+	Advertise string
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Dialogs is what the stack asks of the pusher (*push.Pusher): the BYEs
+// of its push sessions. ReadBye returns sipgo.ErrDialogDoesNotExists (or
+// ErrDialogOutsideDialog) for a BYE that is none of its own.
+type Dialogs interface {
+	ReadBye(req *sip.Request, tx sip.ServerTransaction) error
+}
+
+// Stack is deferpush's SIP user agent: one listener for UDP and TCP on
+// the same port, a client for the INVITEs the pusher sends, and the
+// routing of incoming requests to the pusher's dialogs and the ingress.
+type Stack struct {
 	ua     *sipgo.UserAgent
 	srv    *sipgo.Server
 	client *sipgo.Client
@@ -28,7 +44,12 @@ type sipStack struct {
 	port   int
 }
 
-func newSIPStack(cfg SIPConfig, log *slog.Logger) (*sipStack, error) {
+// NewStack binds the listeners; Serve routes and serves them.
+func NewStack(cfg StackConfig) (*Stack, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	host, _, _ := net.SplitHostPort(cfg.Listen)
 	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -40,7 +61,7 @@ func newSIPStack(cfg SIPConfig, log *slog.Logger) (*sipStack, error) {
 		tcp.Close()
 		return nil, fmt.Errorf("sip listener: %w", err)
 	}
-	s := &sipStack{tcp: tcp, udp: udp, host: host, port: port}
+	s := &Stack{tcp: tcp, udp: udp, host: host, port: port}
 	if cfg.Advertise != "" {
 		s.host = cfg.Advertise
 		if h, p, err := net.SplitHostPort(cfg.Advertise); err == nil {
@@ -56,22 +77,29 @@ func newSIPStack(cfg SIPConfig, log *slog.Logger) (*sipStack, error) {
 		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(log))
 	}
 	if err != nil {
-		s.close()
+		s.Close()
 		return nil, fmt.Errorf("sip: %w", err)
 	}
 	return s, nil
 }
 
-// contact is our Contact URI: where in-dialog requests reach us.
-func (s *sipStack) contact() string {
+// Client sends the requests deferpush originates (the push INVITEs) and
+// the ingress's in-dialog requests.
+func (s *Stack) Client() *sipgo.Client { return s.client }
+
+// Addr is the TCP listener's address.
+func (s *Stack) Addr() net.Addr { return s.tcp.Addr() }
+
+// Contact is our Contact URI: where in-dialog requests reach us.
+func (s *Stack) Contact() string {
 	return fmt.Sprintf("sip:deferpush@%s;transport=tcp", net.JoinHostPort(s.host, strconv.Itoa(s.port)))
 }
 
-// route sends the requests deferpush serves to their handlers: in-dialog
-// requests of push sessions to the pusher, and what the proxy relays for
+// Route sends the requests deferpush serves to their handlers: BYEs of
+// push sessions to the pusher's dialogs, and what the proxy relays for
 // offline users (MESSAGE, session-mode INVITE and its ACK and BYE) to the
-// ingress.
-func (s *sipStack) route(p *push.Pusher, in *ingress.Ingress) {
+// ingress. Call it once, before Run.
+func (s *Stack) Route(p Dialogs, in *Ingress) {
 	s.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		err := p.ReadBye(req, tx)
 		if errors.Is(err, sipgo.ErrDialogDoesNotExists) || errors.Is(err, sipgo.ErrDialogOutsideDialog) {
@@ -104,8 +132,8 @@ func (s *sipStack) route(p *push.Pusher, in *ingress.Ingress) {
 	})
 }
 
-// run serves both listeners until ctx ends.
-func (s *sipStack) run(ctx context.Context) error {
+// Run serves both listeners until ctx ends, then closes the stack.
+func (s *Stack) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.srv.ServeTCP(s.tcp) }()
 	go func() { errc <- s.srv.ServeUDP(s.udp) }()
@@ -114,11 +142,12 @@ func (s *sipStack) run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	s.close()
+	s.Close()
 	return err
 }
 
-func (s *sipStack) close() {
+// Close closes the listeners and the user agent; Run calls it.
+func (s *Stack) Close() {
 	s.tcp.Close()
 	s.udp.Close()
 	if s.srv != nil {

@@ -1,4 +1,4 @@
-package sip_test
+package ingress_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deferpush/deferpush/adapters/sip"
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 )
@@ -27,7 +27,7 @@ const seed = "MESSAGE sip:user2@imserver.com SIP/2.0\r\n" +
 	"Watson, come here."
 
 func TestDeferred(t *testing.T) {
-	m, err := sip.Deferred([]byte(seed), "", now)
+	m, err := ingress.Deferred([]byte(seed), "", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestDeferred(t *testing.T) {
 		m.CallID != "asd88asd77a@1.2.3.4" || m.ContentType != "text/plain" || !m.Received.Equal(now) {
 		t.Errorf("envelope = %+v", m)
 	}
-	m, err = sip.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now)
+	m, err = ingress.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now)
 	if err != nil || m.Recipient != "sip:User2@imserver.com" {
 		t.Errorf("with the proxy's AOR: recipient %q, %v", m.Recipient, err)
 	}
@@ -79,11 +79,11 @@ func TestDeferredRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := sip.Deferred([]byte(tt.raw), tt.aor, now)
-			if !errors.Is(err, sip.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
+			_, err := ingress.Deferred([]byte(tt.raw), tt.aor, now)
+			if !errors.Is(err, ingress.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
 				t.Errorf("Deferred = %v, want ErrMalformed saying %q", err, tt.reason)
 			}
-			if o := sip.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 400 {
+			if o := ingress.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 400 {
 				t.Errorf("outcome %+v, want 400", o)
 			}
 		})
@@ -101,18 +101,18 @@ func TestDeferredHugeHeaders(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := sip.Deferred([]byte(tt.raw), "", now)
+			_, err := ingress.Deferred([]byte(tt.raw), "", now)
 			if !errors.Is(err, plugin.ErrTooLarge) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("Deferred = %v, want ErrTooLarge saying %q", err, tt.reason)
 			}
-			if o := sip.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 513 || o.Status != sip.StatusTooLarge {
+			if o := ingress.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 513 || o.Status != ingress.StatusTooLarge {
 				t.Errorf("outcome %+v, want too_large 513", o)
 			}
 		})
 	}
 	// At the bounds, a request is taken.
 	ok := strings.Replace(seed, "Max-Forwards: 70", "X-Big: "+strings.Repeat("a", 8000)+"\r\n"+strings.Repeat("X-A: b\r\n", 240)+"Max-Forwards: 70", 1)
-	if _, err := sip.Deferred([]byte(ok), "", now); err != nil {
+	if _, err := ingress.Deferred([]byte(ok), "", now); err != nil {
 		t.Errorf("request within the bounds: %v", err)
 	}
 }
@@ -122,23 +122,23 @@ func TestOutcomeOf(t *testing.T) {
 	p.FullMailboxReply, p.StoreDisabledReply = 480, 403
 	tests := []struct {
 		err  error
-		want sip.Outcome
+		want ingress.Outcome
 	}{
-		{nil, sip.Outcome{Status: "stored", Code: 202, Reason: "Accepted"}},
-		{fmt.Errorf("append: %w", &plugin.LimitError{Err: plugin.ErrMailboxFull}), sip.Outcome{Status: "mailbox_full", Code: 480, Reason: "Temporarily Unavailable"}},
-		{&plugin.LimitError{Err: plugin.ErrTooLarge}, sip.Outcome{Status: "too_large", Code: 513, Reason: "Message Too Large"}},
-		{plugin.ErrStoreDisabled, sip.Outcome{Status: "store_disabled", Code: 403, Reason: "Forbidden"}},
-		{&plugin.FieldError{Field: "aor", Problem: "missing"}, sip.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
-		{fmt.Errorf("x: %w", encap.ErrMalformed), sip.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
-		{errors.New("redis down"), sip.Outcome{Status: "error", Code: 500, Reason: "Server Internal Error"}},
+		{nil, ingress.Outcome{Status: "stored", Code: 202, Reason: "Accepted"}},
+		{fmt.Errorf("append: %w", &plugin.LimitError{Err: plugin.ErrMailboxFull}), ingress.Outcome{Status: "mailbox_full", Code: 480, Reason: "Temporarily Unavailable"}},
+		{&plugin.LimitError{Err: plugin.ErrTooLarge}, ingress.Outcome{Status: "too_large", Code: 513, Reason: "Message Too Large"}},
+		{plugin.ErrStoreDisabled, ingress.Outcome{Status: "store_disabled", Code: 403, Reason: "Forbidden"}},
+		{&plugin.FieldError{Field: "aor", Problem: "missing"}, ingress.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
+		{fmt.Errorf("x: %w", encap.ErrMalformed), ingress.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
+		{errors.New("redis down"), ingress.Outcome{Status: "error", Code: 500, Reason: "Server Internal Error"}},
 	}
 	for _, tt := range tests {
-		if got := sip.OutcomeOf(tt.err, p); got != tt.want {
+		if got := ingress.OutcomeOf(tt.err, p); got != tt.want {
 			t.Errorf("OutcomeOf(%v) = %+v, want %+v", tt.err, got, tt.want)
 		}
 	}
 	p.FullMailboxReply = 486
-	if got := sip.OutcomeOf(plugin.ErrMailboxFull, p); got.Code != 486 || got.Reason != "Busy Here" {
+	if got := ingress.OutcomeOf(plugin.ErrMailboxFull, p); got.Code != 486 || got.Reason != "Busy Here" {
 		t.Errorf("full mailbox with 486 policy: %+v", got)
 	}
 }
@@ -149,9 +149,9 @@ func FuzzDeferred(f *testing.F) {
 	f.Add([]byte(seed), "")
 	f.Add([]byte(seed), "sip:user2@imserver.com")
 	f.Fuzz(func(t *testing.T, raw []byte, aor string) {
-		m, err := sip.Deferred(raw, aor, now)
+		m, err := ingress.Deferred(raw, aor, now)
 		if err != nil {
-			if !errors.Is(err, sip.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			if !errors.Is(err, ingress.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
 				t.Fatalf("error %v wraps neither ErrMalformed nor plugin.ErrTooLarge", err)
 			}
 			return
