@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestAdminPolicyReachesOtherInstance: a policy change made through one

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/sdp"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // clientFaults are clients that misbehave in a push through Kamailio.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // TestFaultTwoInstances runs two deferpush instances on one Redis. The one

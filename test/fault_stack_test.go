@@ -19,9 +19,9 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // The fault suite (issue 9): real redis-server with AOF and appendfsync

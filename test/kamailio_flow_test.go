@@ -9,10 +9,10 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestKamailioSeedFlow is the seed's flow through a real Kamailio running

@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // sendMessage sends a text MESSAGE from c to user through Kamailio and

@@ -10,12 +10,12 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	dpsdp "github.com/deferpush/deferpush/plugin/sdp"
 	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // TestIngressDirect talks to deferpush's SIP ingress the way kamailio.cfg

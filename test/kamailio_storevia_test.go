@@ -9,8 +9,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // storedVia checks what user2 received through a STORE_VIA_SIP stack: the

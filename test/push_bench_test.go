@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // BenchmarkPushThroughput: 1,000 users with 10 stored messages each all

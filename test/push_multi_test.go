@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/imclient"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // Two deferpush instances share one Redis; registrations (each user
