@@ -62,6 +62,16 @@ func (e *hookEngine) Active() int                               { return 0 }
 func (e *hookEngine) Policy(context.Context) (plugin.Policy, error) {
 	return e.policy, nil
 }
+func (e *hookEngine) UpdatePolicy(_ context.Context, _ string, change func(*plugin.Policy) error) (plugin.Policy, plugin.Policy, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, p := e.policy, e.policy
+	if err := change(&p); err != nil {
+		return old, old, err
+	}
+	e.policy = p
+	return old, p, nil
+}
 
 func (e *hookEngine) calls() int {
 	e.mu.Lock()

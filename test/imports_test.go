@@ -61,7 +61,7 @@ type importRule struct {
 var rules = map[string]importRule{
 	"plugin":          {thirdParty: []string{"github.com/oklog/ulid"}},
 	"plugin/msrp":     {},
-	"plugin/encap":    {},
+	"plugin/encap":    {own: []string{"plugin/msrp"}},
 	"plugin/sdp":      {own: []string{"plugin/msrp"}, thirdParty: []string{"github.com/pion/sdp"}},
 	"plugin/push":     {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp"}, thirdParty: []string{"github.com/emiago/sipgo"}},
 	"adapters":        {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp"}, thirdParty: []string{"github.com/emiago/sipgo"}},

@@ -35,14 +35,14 @@ const (
 // intact. recipient, when not empty, is the AOR the proxy looked up;
 // otherwise the Request-URI names the recipient.
 //
-// An error wraps ErrMalformed and says why: the request does not parse, is
+// An error wraps plugin.ErrMalformed and says why: the request does not parse, is
 // not a MESSAGE, names no recipient, has no Via or one that names no host,
 // a control character in a header, or more than one To, From, Call-ID,
 // CSeq or Content-Length, or a Content-Length that is not the body's. A
 // header section over the bounds above wraps plugin.ErrTooLarge instead.
 func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, error) {
 	if len(raw) == 0 {
-		return nil, fmt.Errorf("%w: empty", ErrMalformed)
+		return nil, fmt.Errorf("%w: empty", plugin.ErrMalformed)
 	}
 	if err := checkHead(raw); err != nil {
 		return nil, err
@@ -55,27 +55,27 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 			n, cerr := strconv.ParseUint(v, 10, 31)
 			switch {
 			case cerr != nil:
-				return nil, fmt.Errorf("%w: Content-Length %q is not a number of octets", ErrMalformed, sanitize(v))
+				return nil, fmt.Errorf("%w: Content-Length %q is not a number of octets", plugin.ErrMalformed, sanitize(v))
 			case int(n) != body:
-				return nil, fmt.Errorf("%w: Content-Length is %d but the body has %d octets", ErrMalformed, n, body)
+				return nil, fmt.Errorf("%w: Content-Length is %d but the body has %d octets", plugin.ErrMalformed, n, body)
 			}
 		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
 	}
 	req, ok := msg.(*sip.Request)
 	if !ok {
-		return nil, fmt.Errorf("%w: a response, not a request", ErrMalformed)
+		return nil, fmt.Errorf("%w: a response, not a request", plugin.ErrMalformed)
 	}
 	if req.Method != sip.MESSAGE {
-		return nil, fmt.Errorf("%w: method %s, not MESSAGE", ErrMalformed, req.Method)
+		return nil, fmt.Errorf("%w: method %s, not MESSAGE", plugin.ErrMalformed, req.Method)
 	}
 	vias := req.GetHeaders("Via")
 	if len(vias) == 0 {
-		return nil, fmt.Errorf("%w: no Via header", ErrMalformed)
+		return nil, fmt.Errorf("%w: no Via header", plugin.ErrMalformed)
 	}
 	for _, h := range vias {
 		if v, ok := h.(*sip.ViaHeader); !ok || v.Host == "" || v.Transport == "" {
-			return nil, fmt.Errorf("%w: bad Via header %q", ErrMalformed, sanitize(h.Value()))
+			return nil, fmt.Errorf("%w: bad Via header %q", plugin.ErrMalformed, sanitize(h.Value()))
 		}
 	}
 	if recipient == "" && (req.Recipient.User != "" || req.Recipient.Scheme == "tel") {
@@ -86,15 +86,15 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 	}
 	aor, err := plugin.ParseAOR(recipient)
 	if err != nil {
-		return nil, fmt.Errorf("%w: no recipient: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: no recipient: %v", plugin.ErrMalformed, err)
 	}
 	dated, err := encap.AddDate(raw, now)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
 	}
 	parsed, err := encap.ParseRequest(dated)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
 	}
 	sender := ""
 	if from := req.From(); from != nil {
@@ -142,7 +142,7 @@ func checkHead(raw []byte) error {
 			lineStart = i + 1
 		case c == '\r' || c == '\t':
 		case c < 0x20 || c == 0x7f:
-			return fmt.Errorf("%w: control character 0x%02x in the header section", ErrMalformed, c)
+			return fmt.Errorf("%w: control character 0x%02x in the header section", plugin.ErrMalformed, c)
 		}
 	}
 	return nil

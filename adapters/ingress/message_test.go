@@ -2,7 +2,6 @@ package ingress_test
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,10 +79,10 @@ func TestDeferredRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ingress.Deferred([]byte(tt.raw), tt.aor, now)
-			if !errors.Is(err, ingress.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
+			if !errors.Is(err, plugin.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
 				t.Errorf("Deferred = %v, want ErrMalformed saying %q", err, tt.reason)
 			}
-			if o := ingress.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 400 {
+			if o := plugin.OutcomeOf(err, plugin.DefaultPolicy()); o.SIPCode != 400 {
 				t.Errorf("outcome %+v, want 400", o)
 			}
 		})
@@ -105,7 +104,7 @@ func TestDeferredHugeHeaders(t *testing.T) {
 			if !errors.Is(err, plugin.ErrTooLarge) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("Deferred = %v, want ErrTooLarge saying %q", err, tt.reason)
 			}
-			if o := ingress.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 513 || o.Status != ingress.StatusTooLarge {
+			if o := plugin.OutcomeOf(err, plugin.DefaultPolicy()); o.SIPCode != 513 || o.Status != plugin.StatusTooLarge {
 				t.Errorf("outcome %+v, want too_large 513", o)
 			}
 		})
@@ -117,32 +116,6 @@ func TestDeferredHugeHeaders(t *testing.T) {
 	}
 }
 
-func TestOutcomeOf(t *testing.T) {
-	p := plugin.DefaultPolicy()
-	p.FullMailboxReply, p.StoreDisabledReply = 480, 403
-	tests := []struct {
-		err  error
-		want ingress.Outcome
-	}{
-		{nil, ingress.Outcome{Status: "stored", Code: 202, Reason: "Accepted"}},
-		{fmt.Errorf("append: %w", &plugin.LimitError{Err: plugin.ErrMailboxFull}), ingress.Outcome{Status: "mailbox_full", Code: 480, Reason: "Temporarily Unavailable"}},
-		{&plugin.LimitError{Err: plugin.ErrTooLarge}, ingress.Outcome{Status: "too_large", Code: 513, Reason: "Message Too Large"}},
-		{plugin.ErrStoreDisabled, ingress.Outcome{Status: "store_disabled", Code: 403, Reason: "Forbidden"}},
-		{&plugin.FieldError{Field: "aor", Problem: "missing"}, ingress.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
-		{fmt.Errorf("x: %w", encap.ErrMalformed), ingress.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
-		{errors.New("redis down"), ingress.Outcome{Status: "error", Code: 500, Reason: "Server Internal Error"}},
-	}
-	for _, tt := range tests {
-		if got := ingress.OutcomeOf(tt.err, p); got != tt.want {
-			t.Errorf("OutcomeOf(%v) = %+v, want %+v", tt.err, got, tt.want)
-		}
-	}
-	p.FullMailboxReply = 486
-	if got := ingress.OutcomeOf(plugin.ErrMailboxFull, p); got.Code != 486 || got.Reason != "Busy Here" {
-		t.Errorf("full mailbox with 486 policy: %+v", got)
-	}
-}
-
 // FuzzDeferred feeds raw SIP from the hooks to the decoding: it must not
 // panic, and what it accepts is a dated MESSAGE that encap reads back.
 func FuzzDeferred(f *testing.F) {
@@ -151,7 +124,7 @@ func FuzzDeferred(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte, aor string) {
 		m, err := ingress.Deferred(raw, aor, now)
 		if err != nil {
-			if !errors.Is(err, ingress.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			if !errors.Is(err, plugin.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
 				t.Fatalf("error %v wraps neither ErrMalformed nor plugin.ErrTooLarge", err)
 			}
 			return
