@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // AOR is a canonical address of record: "sip:user@host[:port]",
@@ -60,7 +62,7 @@ func parseAOR(s string) (AOR, error) {
 	if i := strings.IndexAny(s, `<"`); i >= 0 {
 		rest := s[i:]
 		if rest[0] == '"' {
-			end := closingQuote(rest)
+			end := abnf.ClosingQuote(rest)
 			if end < 0 {
 				return "", aorError("unterminated display name")
 			}
@@ -89,20 +91,6 @@ func parseAOR(s string) (AOR, error) {
 		return parseTel(rest)
 	}
 	return "", aorError("unsupported scheme " + strconv.Quote(scheme))
-}
-
-// closingQuote returns the index of the quote closing the quoted string
-// that s starts with, honouring backslash escapes, or -1.
-func closingQuote(s string) int {
-	for i := 1; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return -1
 }
 
 func parseSIP(scheme, rest string) (AOR, error) {
@@ -138,7 +126,7 @@ func canonUser(u string) (string, error) {
 		c := u[i]
 		switch {
 		case c == '%':
-			if i+2 >= len(u) || !isHex(u[i+1]) || !isHex(u[i+2]) {
+			if i+2 >= len(u) || !abnf.IsHex(u[i+1]) || !abnf.IsHex(u[i+2]) {
 				return "", aorError("bad %-escape in user part")
 			}
 			v, _ := strconv.ParseUint(u[i+1:i+3], 16, 8)
@@ -169,7 +157,7 @@ func canonHostPort(hp string) (string, error) {
 			return "", aorError("empty host")
 		}
 		for i := 1; i < end; i++ {
-			if c := hp[i]; !isHex(c) && c != ':' && c != '.' {
+			if c := hp[i]; !abnf.IsHex(c) && c != ':' && c != '.' {
 				return "", aorError("bad IPv6 reference")
 			}
 		}
@@ -186,7 +174,7 @@ func canonHostPort(hp string) (string, error) {
 			return "", aorError("empty host")
 		}
 		for i := 0; i < len(host); i++ {
-			if c := host[i]; !isAlnum(c) && c != '-' && c != '.' {
+			if c := host[i]; !abnf.IsAlnum(c) && c != '-' && c != '.' {
 				return "", aorError(fmt.Sprintf("character %q not allowed in host", c))
 			}
 		}
@@ -226,16 +214,8 @@ func parseTel(rest string) (AOR, error) {
 	return AOR("tel:" + n), nil
 }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
 func isUnreserved(c byte) bool {
-	return isAlnum(c) || strings.IndexByte("-_.!~*'()", c) >= 0
+	return abnf.IsAlnum(c) || strings.IndexByte("-_.!~*'()", c) >= 0
 }
 
 // Registration is the last known binding of an AOR to a contact, as the

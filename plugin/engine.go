@@ -188,6 +188,10 @@ func (e *Engine) Unregistered(ctx context.Context, aor AOR, contact string) erro
 	return e.sched.cancel(aor, contact)
 }
 
+// Running reports whether Run has started the components (it waits for
+// the store to give the policy first) and not yet stopped them.
+func (e *Engine) Running() bool { return e.sched.running.Load() }
+
 // Active returns how many pushes are queued or running in this instance.
 func (e *Engine) Active() int { return e.sched.active() }
 

@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -45,7 +44,7 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 	if err != nil || limit == 0 {
 		return r.ended(ctx, err)
 	}
-	r.token = newToken()
+	r.token = rand.Text()
 	locked, err := r.e.cfg.Store.Lock(ctx, r.reg.AOR, r.token, r.e.cfg.LockTTL)
 	if err != nil {
 		return r.ended(ctx, fmt.Errorf("lock: %w", err))
@@ -237,10 +236,4 @@ func (r *pushRun) ended(ctx context.Context, err error) PushReport {
 		r.rep.Err = cause
 	}
 	return r.rep
-}
-
-func newToken() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // CPIM (RFC 3862) has headers for From, To, DateTime and Subject but none
@@ -66,7 +68,7 @@ func cpimAddress(v string) (string, error) {
 	v = strings.TrimSpace(v)
 	display, rest := "", v
 	if strings.HasPrefix(v, `"`) {
-		end := closingQuote(v)
+		end := abnf.ClosingQuote(v)
 		if end < 0 {
 			return "", malformed("unterminated display name in %q", v)
 		}
@@ -94,20 +96,6 @@ func cpimAddress(v string) (string, error) {
 		return "<" + uri + ">", nil
 	}
 	return display + " <" + uri + ">", nil
-}
-
-// closingQuote returns the index of the quote ending the quoted-string at
-// the start of s, or -1.
-func closingQuote(s string) int {
-	for i := 1; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return -1
 }
 
 // parseCPIM parses a message/cpim body. Unknown headers and namespaces are

@@ -10,30 +10,6 @@ import (
 	"github.com/deferpush/deferpush/plugin/msrp"
 )
 
-// isIdentChar reports whether c may appear in an RFC 4975 ident after its
-// first character.
-func isIdentChar(c byte) bool {
-	return isAlnum(c) || c == '.' || c == '-' || c == '+' || c == '%' || c == '='
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
-// isIdent reports whether s is an RFC 4975 ident (ALPHANUM 3*31ident-char)
-// but with at least min characters instead of four.
-func isIdent(s string, min int) bool {
-	if len(s) < min || len(s) > 32 || !isAlnum(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if !isIdentChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // StoredSEND returns the MSRP SEND frame that stores one message received in
 // an MSRP session, as in the seed's second example:
 //
@@ -60,9 +36,9 @@ func isIdent(s string, min int) bool {
 // Argument errors wrap ErrInvalid.
 func StoredSEND(tid, messageID, contentType string, body []byte, date time.Time) ([]byte, error) {
 	switch {
-	case !isIdent(tid, 4):
+	case !msrp.IsIdent(tid, 4):
 		return nil, invalid("transaction id %q is not a 4 to 32 character ident", tid)
-	case !isIdent(messageID, 1):
+	case !msrp.IsIdent(messageID, 1):
 		return nil, invalid("Message-ID %q is not an ident", messageID)
 	case len(body) == 0:
 		return nil, invalid("empty body")

@@ -293,10 +293,10 @@ func ParseEncapsulated(b []byte) (*Frame, error) {
 // isIdent checks a transaction id or Message-ID: an RFC 4975 ident, at
 // least one character long in an encapsulated frame.
 func (r *Reader) isIdent(s string) bool {
-	if r.encapsulated && len(s) > 0 && len(s) < 4 {
-		s += "0000"[len(s):]
+	if r.encapsulated {
+		return IsIdent(s, 1)
 	}
-	return isIdent(s)
+	return IsIdent(s, 4)
 }
 
 // firstErr keeps the first of a frame's errors.
