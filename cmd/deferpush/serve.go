@@ -274,7 +274,6 @@ func adminTokens(cfg config.AdminConfig) []api.Token {
 	return ts
 }
 
-
 // newLogger builds the process logger: text on a terminal, JSON otherwise,
 // unless the configuration says which.
 func newLogger(cfg config.LogConfig, w io.Writer) *slog.Logger {
