@@ -15,8 +15,10 @@ import (
 // the scheme and host are lower-cased, the user part is kept
 // case-sensitive (RFC 3261 §19.1.4) with needless %-escapes decoded, and
 // the display name, URI parameters, headers and header parameters are
-// dropped. Build one with ParseAOR; the zero AOR is invalid.
-type AOR string
+// dropped. It can only be built by ParseAOR (or read back from text), so
+// an AOR is canonical wherever it is found: the store builds keys from it
+// without checking it again. The zero AOR is invalid (IsZero).
+type AOR struct{ s string }
 
 // ParseAOR canonicalises a SIP or tel address given as an addr-spec
 // ("sip:bob@example.com;transport=tcp") or a name-addr as found in To and
@@ -25,30 +27,64 @@ type AOR string
 func ParseAOR(s string) (AOR, error) {
 	a, err := parseAOR(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %s", ErrBadAOR, s, err)
+		return AOR{}, fmt.Errorf("%w: %q: %s", ErrBadAOR, s, err)
 	}
 	return a, nil
 }
 
+// MustParseAOR is ParseAOR for addresses known to be valid (constants in
+// tests and examples); it panics on an invalid one.
+func MustParseAOR(s string) AOR {
+	a, err := ParseAOR(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
 // String returns the canonical form.
-func (a AOR) String() string { return string(a) }
+func (a AOR) String() string { return a.s }
+
+// Equal reports whether a and b name the same mailbox (go-cmp uses it).
+func (a AOR) Equal(b AOR) bool { return a == b }
+
+// IsZero reports whether a is the zero, invalid AOR.
+func (a AOR) IsZero() bool { return a.s == "" }
+
+// MarshalText writes the canonical form (JSON strings, log values).
+func (a AOR) MarshalText() ([]byte, error) { return []byte(a.s), nil }
+
+// UnmarshalText parses text as ParseAOR does; empty text gives the zero
+// AOR.
+func (a *AOR) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*a = AOR{}
+		return nil
+	}
+	v, err := ParseAOR(string(text))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
 
 // Scheme returns "sip", "sips" or "tel".
 func (a AOR) Scheme() string {
-	s, _, _ := strings.Cut(string(a), ":")
+	s, _, _ := strings.Cut(a.s, ":")
 	return s
 }
 
 // User returns the user part (the number for tel).
 func (a AOR) User() string {
-	_, rest, _ := strings.Cut(string(a), ":")
+	_, rest, _ := strings.Cut(a.s, ":")
 	u, _, _ := strings.Cut(rest, "@")
 	return u
 }
 
 // Host returns host[:port], empty for tel.
 func (a AOR) Host() string {
-	_, h, _ := strings.Cut(string(a), "@")
+	_, h, _ := strings.Cut(a.s, "@")
 	return h
 }
 
@@ -64,24 +100,24 @@ func parseAOR(s string) (AOR, error) {
 		if rest[0] == '"' {
 			end := abnf.ClosingQuote(rest)
 			if end < 0 {
-				return "", aorError("unterminated display name")
+				return AOR{}, aorError("unterminated display name")
 			}
 			rest = strings.TrimSpace(rest[end+1:])
 			if !strings.HasPrefix(rest, "<") {
-				return "", aorError("missing <uri> after display name")
+				return AOR{}, aorError("missing <uri> after display name")
 			}
 		}
 		end := strings.IndexByte(rest, '>')
 		if end < 0 {
-			return "", aorError("missing '>'")
+			return AOR{}, aorError("missing '>'")
 		}
 		s = strings.TrimSpace(rest[1:end])
 	} else if i := strings.IndexByte(s, ' '); i >= 0 {
-		return "", aorError("space in address")
+		return AOR{}, aorError("space in address")
 	}
 	scheme, rest, ok := strings.Cut(s, ":")
 	if !ok {
-		return "", aorError("missing scheme")
+		return AOR{}, aorError("missing scheme")
 	}
 	scheme = strings.ToLower(scheme)
 	switch scheme {
@@ -90,28 +126,28 @@ func parseAOR(s string) (AOR, error) {
 	case "tel":
 		return parseTel(rest)
 	}
-	return "", aorError("unsupported scheme " + strconv.Quote(scheme))
+	return AOR{}, aorError("unsupported scheme " + strconv.Quote(scheme))
 }
 
 func parseSIP(scheme, rest string) (AOR, error) {
 	at := strings.LastIndexByte(rest, '@')
 	if at < 0 {
-		return "", aorError("missing user part")
+		return AOR{}, aorError("missing user part")
 	}
 	userinfo, hostport := rest[:at], rest[at+1:]
 	user, _, _ := strings.Cut(userinfo, ":") // drop a password
 	user, err := canonUser(user)
 	if err != nil {
-		return "", err
+		return AOR{}, err
 	}
 	if i := strings.IndexAny(hostport, ";?"); i >= 0 {
 		hostport = hostport[:i]
 	}
 	hostport, err = canonHostPort(hostport)
 	if err != nil {
-		return "", err
+		return AOR{}, err
 	}
-	return AOR(scheme + ":" + user + "@" + hostport), nil
+	return AOR{scheme + ":" + user + "@" + hostport}, nil
 }
 
 // canonUser validates the user part against RFC 3261 "user" and decodes
@@ -204,14 +240,14 @@ func parseTel(rest string) (AOR, error) {
 			b.WriteByte(c)
 		case c == '-' || c == '.' || c == '(' || c == ')':
 		default:
-			return "", aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
+			return AOR{}, aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
 		}
 	}
 	n := b.String()
 	if n == "" || n == "+" {
-		return "", aorError("empty telephone number")
+		return AOR{}, aorError("empty telephone number")
 	}
-	return AOR("tel:" + n), nil
+	return AOR{"tel:" + n}, nil
 }
 
 func isUnreserved(c byte) bool {

@@ -108,7 +108,7 @@ type engineEnv struct {
 	rec *recorder
 }
 
-const bob = plugin.AOR("sip:bob@example.com")
+var bob = plugin.MustParseAOR("sip:bob@example.com")
 
 func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engineEnv {
 	t.Helper()

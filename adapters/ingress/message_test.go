@@ -35,12 +35,12 @@ func TestDeferred(t *testing.T) {
 	if string(m.Raw) != wantRaw {
 		t.Errorf("Raw =\n%q\nwant\n%q", m.Raw, wantRaw)
 	}
-	if m.Recipient != "sip:user2@imserver.com" || m.Sender != "sip:user1@imserver.com" || m.Kind != plugin.KindSIPMessage ||
+	if m.Recipient.String() != "sip:user2@imserver.com" || m.Sender != "sip:user1@imserver.com" || m.Kind != plugin.KindSIPMessage ||
 		m.CallID != "asd88asd77a@1.2.3.4" || m.ContentType != "text/plain" || !m.Received.Equal(now) {
 		t.Errorf("envelope = %+v", m)
 	}
 	m, err = ingress.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now)
-	if err != nil || m.Recipient != "sip:User2@imserver.com" {
+	if err != nil || m.Recipient.String() != "sip:User2@imserver.com" {
 		t.Errorf("with the proxy's AOR: recipient %q, %v", m.Recipient, err)
 	}
 }
@@ -134,7 +134,7 @@ func FuzzDeferred(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted a message encap cannot read back: %v", err)
 		}
-		if req.Method != "MESSAGE" || req.Date.IsZero() || m.Recipient == "" {
+		if req.Method != "MESSAGE" || req.Date.IsZero() || m.Recipient.String() == "" {
 			t.Fatalf("accepted %+v (recipient %q)", req, m.Recipient)
 		}
 	})

@@ -72,11 +72,11 @@ type binding struct {
 func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
 	var b binding
 	if err := decode(body, &b); err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
 	aor, err := parseAOR(b.AOR.String())
 	if err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
 	return aor, b.Contact.String(), nil
 }
@@ -125,11 +125,11 @@ func decode(body []byte, v any) error {
 
 func parseAOR(s string) (plugin.AOR, error) {
 	if s == "" {
-		return "", &plugin.FieldError{Field: "aor", Problem: "missing"}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: "missing"}
 	}
 	aor, err := plugin.ParseAOR(s)
 	if err != nil {
-		return "", &plugin.FieldError{Field: "aor", Problem: err.Error()}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: err.Error()}
 	}
 	return aor, nil
 }

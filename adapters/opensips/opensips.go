@@ -77,11 +77,11 @@ func DecodeRegistration(body []byte) (plugin.Registration, error) {
 func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
 	aor, err := e.aor()
 	if err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
 	return aor, strings.TrimSpace(e.URI), nil
 }
@@ -91,13 +91,13 @@ func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
 func (e event) aor() (plugin.AOR, error) {
 	a := strings.TrimSpace(e.AOR)
 	if a == "" {
-		return "", &plugin.FieldError{Field: "aor", Problem: "missing"}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: "missing"}
 	}
 	if !strings.HasPrefix(a, "sip:") && !strings.HasPrefix(a, "sips:") && !strings.HasPrefix(a, "tel:") {
 		if !strings.Contains(a, "@") {
 			d := strings.TrimSpace(e.Domain)
 			if d == "" {
-				return "", &plugin.FieldError{Field: "domain", Problem: "missing, and aor has no domain"}
+				return plugin.AOR{}, &plugin.FieldError{Field: "domain", Problem: "missing, and aor has no domain"}
 			}
 			a += "@" + d
 		}
@@ -105,7 +105,7 @@ func (e event) aor() (plugin.AOR, error) {
 	}
 	aor, err := plugin.ParseAOR(a)
 	if err != nil {
-		return "", &plugin.FieldError{Field: "aor", Problem: err.Error()}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: err.Error()}
 	}
 	return aor, nil
 }
