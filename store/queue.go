@@ -51,53 +51,14 @@ func (r *Redis) Append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 }
 
 func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits) error {
-	if err := m.Validate(); err != nil {
-		return err
-	}
-	if err := checkAOR(m.Recipient); err != nil {
-		return err
-	}
-	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
-		return &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
-	}
-	if m.ID == "" {
-		m.ID = plugin.NewID(m.Received)
-	}
-	if m.Expires.IsZero() && lim.TTL > 0 {
-		m.Expires = m.Received.Add(lim.TTL)
-	}
-	exp := int64(1<<53 - 1) // no expiry: largest exact score
-	if !m.Expires.IsZero() {
-		exp = ms(m.Expires)
-	}
-	rec, err := encode(m)
+	exp, rec, err := prepareAppend(m, lim)
 	if err != nil {
 		return err
 	}
 	aor := m.Recipient
 	keys := appendKeys(aor)
 	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
-
-	var cmd *redis.Cmd
-	var counted *redis.IntCmd
-	if r.batch != nil {
-		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
-		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
-	} else {
-		pipe := r.c.Pipeline()
-		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
-		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
-		_, _ = pipe.Exec(ctx) // errors are per command
-	}
-	// In a cluster the counter lives on another node than the mailbox:
-	// wait for it too, so that Totals read after Append counts it.
-	_ = counted.Err()
-	res, err := cmd.Slice()
-	if isNoScript(err) {
-		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
-	}
+	res, err := r.runAppend(ctx, aor, exp, keys, args)
 	if err != nil {
 		// Stored or not is unknown: an Append of the same m (same ID)
 		// again is safe.
@@ -122,6 +83,59 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		}
 	}
 	return nil
+}
+
+// prepareAppend checks m against lim, fills in its ID and Expires, and
+// returns its expiry score and stored record.
+func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string, err error) {
+	if err := m.Validate(); err != nil {
+		return 0, "", err
+	}
+	if err := checkAOR(m.Recipient); err != nil {
+		return 0, "", err
+	}
+	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
+		return 0, "", &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
+	}
+	if m.ID == "" {
+		m.ID = plugin.NewID(m.Received)
+	}
+	if m.Expires.IsZero() && lim.TTL > 0 {
+		m.Expires = m.Received.Add(lim.TTL)
+	}
+	exp = int64(1<<53 - 1) // no expiry: largest exact score
+	if !m.Expires.IsZero() {
+		exp = ms(m.Expires)
+	}
+	rec, err = encode(m)
+	return exp, rec, err
+}
+
+// runAppend indexes the mailbox, runs appendScript and counts the message
+// stored in one round trip (on the batcher when there is one), and returns
+// the script's result.
+func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
+	var cmd *redis.Cmd
+	var counted *redis.IntCmd
+	if r.batch != nil {
+		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
+		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
+	} else {
+		pipe := r.c.Pipeline()
+		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
+		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
+		_, _ = pipe.Exec(ctx) // errors are per command
+	}
+	// In a cluster the counter lives on another node than the mailbox:
+	// wait for it too, so that Totals read after Append counts it.
+	_ = counted.Err()
+	res, err := cmd.Slice()
+	if isNoScript(err) {
+		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
+	}
+	return res, err
 }
 
 // Claim implements plugin.Queue.
