@@ -21,12 +21,13 @@ import (
 // admin serves the operators' REST API (/v1/...), /metrics and the
 // OpenAPI document on the admin listener.
 type admin struct {
-	store   plugin.Store
-	engine  Engine
-	log     *slog.Logger
-	tokens  []adminToken
-	metrics app.HandlerFunc
-	users   []userRoute
+	store    plugin.Store
+	engine   Engine
+	log      *slog.Logger
+	tokens   []adminToken
+	metrics  app.HandlerFunc
+	aorRules plugin.AORRules
+	users    []userRoute
 }
 
 // adminToken is a configured bearer token; only its SHA-256 is kept, so
@@ -48,7 +49,7 @@ type adminHandler func(ctx context.Context, c *app.RequestContext, who *adminTok
 // routeAdmin registers the admin API (/v1/...), /metrics and the OpenAPI
 // document.
 func (s *Server) routeAdmin(h *server.Hertz) {
-	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger}
+	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger, aorRules: s.cfg.AORRules}
 	for _, t := range s.cfg.AdminTokens {
 		a.tokens = append(a.tokens, adminToken{sum: sha256.Sum256([]byte(t.Token)), name: t.Name, role: t.Role})
 	}
@@ -303,7 +304,7 @@ func (a *admin) routeUser(ctx context.Context, c *app.RequestContext, who *admin
 		if err != nil {
 			return errInvalidAOR(err)
 		}
-		aor, err := plugin.ParseAOR(s)
+		aor, err := a.aorRules.Parse(s)
 		if err != nil {
 			return errInvalidAOR(err)
 		}

@@ -34,10 +34,11 @@ type hookReply struct {
 	Error     *errorDetail  `json:"error,omitempty"`
 }
 
-// proxyDecoder turns one proxy's hook bodies into the engine's types.
+// proxyDecoder turns one proxy's hook bodies into the engine's types,
+// with the registrar's rules for addresses of record.
 type proxyDecoder struct {
-	registration   func(body []byte, now time.Time) (plugin.Registration, error)
-	unregistration func(body []byte) (plugin.AOR, string, error)
+	registration   func(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error)
+	unregistration func(body []byte, rules plugin.AORRules) (plugin.AOR, string, error)
 	message        func(body []byte) (raw []byte, aor string, err error)
 }
 
@@ -51,8 +52,8 @@ var proxies = map[string]proxyDecoder{
 		},
 	},
 	"opensips": {
-		registration: func(b []byte, _ time.Time) (plugin.Registration, error) {
-			return opensips.DecodeRegistration(b)
+		registration: func(b []byte, _ time.Time, rules plugin.AORRules) (plugin.Registration, error) {
+			return opensips.DecodeRegistration(b, rules)
 		},
 		unregistration: opensips.DecodeUnregistration,
 		message: func(b []byte) ([]byte, string, error) {
@@ -132,7 +133,7 @@ func (s *Server) hookSourceAllowed(ip netip.Addr) bool {
 
 func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		r, err := d.registration(c.Request.Body(), time.Now())
+		r, err := d.registration(c.Request.Body(), time.Now(), s.cfg.AORRules)
 		if err != nil {
 			s.hookRefused(c, err, plugin.Policy{})
 			return
@@ -150,7 +151,7 @@ func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 
 func (s *Server) hookUnregistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		aor, contact, err := d.unregistration(c.Request.Body())
+		aor, contact, err := d.unregistration(c.Request.Body(), s.cfg.AORRules)
 		if err == nil {
 			err = s.cfg.Engine.Unregistered(ctx, aor, contact)
 		}
@@ -172,7 +173,7 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 		raw, aor, err := d.message(c.Request.Body())
 		var m *plugin.Message
 		if err == nil {
-			m, err = ingress.Deferred(raw, aor, time.Now())
+			m, err = ingress.Deferred(raw, aor, time.Now(), s.cfg.AORRules)
 		}
 		if err == nil {
 			err = s.cfg.Engine.Store(ctx, m)

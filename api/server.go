@@ -86,6 +86,11 @@ type Config struct {
 	// HooksRateLimit: no limit; zero HooksRateBurst: the rate, rounded up.
 	HooksRateLimit float64
 	HooksRateBurst int
+	// AORRules are the registrar's rules for comparing addresses of
+	// record, applied to every AOR a hook or the admin API is given. The
+	// zero value folds the user part's case.
+	AORRules plugin.AORRules
+
 	// AdminTokens are the admin API's bearer tokens. At least one.
 	AdminTokens []Token
 

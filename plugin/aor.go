@@ -10,26 +10,84 @@ import (
 )
 
 // AOR is a canonical address of record: "sip:user@host[:port]",
-// "sips:user@host[:port]" or "tel:+number". It names one recipient's
-// mailbox, so two spellings of the same address must give the same AOR:
-// the scheme and host are lower-cased, the user part is kept
-// case-sensitive (RFC 3261 §19.1.4) with needless %-escapes decoded, and
-// the display name, URI parameters, headers and header parameters are
-// dropped. It can only be built by ParseAOR (or read back from text), so
-// an AOR is canonical wherever it is found: the store builds keys from it
-// without checking it again. The zero AOR is invalid (IsZero).
+// "sips:user@host[:port]" or "tel:+number[;ext=..][;isub=..][;phone-context=..]".
+// It names one recipient's mailbox, so two spellings of the same address
+// must give the same AOR: the scheme and host are lower-cased, needless
+// %-escapes in the user part are decoded, the display name, URI
+// parameters, headers and header parameters are dropped, and the user part
+// is compared as the registrar compares it (AORRules). It can only be built
+// by parsing (ParseAOR, AORRules.Parse, or reading text back), so an AOR is
+// canonical wherever it is found: the store builds keys from it without
+// checking it again. The zero AOR is invalid (IsZero).
 type AOR struct{ s string }
 
-// ParseAOR canonicalises a SIP or tel address given as an addr-spec
+// MaxAORLength bounds the canonical form of an AOR: it names Redis keys
+// and every log line of its user, and no registrar keeps longer ones.
+const MaxAORLength = 512
+
+// AORRules say how the registrar of the proxy deferpush serves compares
+// addresses of record, which deferpush must follow: a message stored for
+// one spelling is pushed at the registration of another only if both give
+// the same AOR. The zero value is Kamailio's and OpenSIPS's usrloc
+// default: the user part of a SIP AOR compares without case ("Carol" and
+// "carol" are one user), although RFC 3261 §19.1.4 makes it
+// case-sensitive.
+type AORRules struct {
+	// CaseSensitiveUser keeps the user part's case, for a registrar that
+	// compares it case-sensitively (Kamailio usrloc case_sensitive=1).
+	CaseSensitiveUser bool
+}
+
+// ParseAOR is AORRules{}.Parse: the user part compares without case.
+func ParseAOR(s string) (AOR, error) { return AORRules{}.Parse(s) }
+
+// Parse canonicalises a SIP or tel address given as an addr-spec
 // ("sip:bob@example.com;transport=tcp") or a name-addr as found in To and
 // From headers (`"Bob" <sip:bob@Example.COM>;tag=x`). An error wraps
-// ErrBadAOR.
-func ParseAOR(s string) (AOR, error) {
+// ErrBadAOR and says what is wrong.
+func (r AORRules) Parse(s string) (AOR, error) {
+	if len(s) > MaxAORLength*4 {
+		// Far too long to be an address, whatever it would canonicalise to.
+		return AOR{}, fmt.Errorf("%w: %d octets, over %d", ErrBadAOR, len(s), MaxAORLength)
+	}
 	a, err := parseAOR(s)
+	if err == nil && len(a.s) > MaxAORLength {
+		err = aorError(fmt.Sprintf("%d octets, over %d", len(a.s), MaxAORLength))
+	}
 	if err != nil {
-		return AOR{}, fmt.Errorf("%w: %q: %s", ErrBadAOR, s, err)
+		return AOR{}, fmt.Errorf("%w: %q: %s", ErrBadAOR, clipAOR(s), err)
+	}
+	if !r.CaseSensitiveUser {
+		a = a.foldUser()
 	}
 	return a, nil
+}
+
+// foldUser lower-cases the user part of a SIP AOR, but for the hex digits
+// of %-escapes, which the canonical form keeps upper-case.
+func (a AOR) foldUser() AOR {
+	if s := a.Scheme(); s != "sip" && s != "sips" {
+		return a
+	}
+	b := []byte(a.s)
+	end := strings.LastIndexByte(a.s, '@')
+	for i := strings.IndexByte(a.s, ':') + 1; i < end; i++ {
+		switch c := b[i]; {
+		case c == '%':
+			i += 2
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return AOR{string(b)}
+}
+
+// clipAOR shortens an address quoted in an error.
+func clipAOR(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }
 
 // MustParseAOR is ParseAOR for addresses known to be valid (constants in
@@ -54,14 +112,15 @@ func (a AOR) IsZero() bool { return a.s == "" }
 // MarshalText writes the canonical form (JSON strings, log values).
 func (a AOR) MarshalText() ([]byte, error) { return []byte(a.s), nil }
 
-// UnmarshalText parses text as ParseAOR does; empty text gives the zero
-// AOR.
+// UnmarshalText reads an AOR written by MarshalText (a store's record, a
+// JSON document): it is parsed again but its user part keeps its case, as
+// whatever AORRules made it; empty text gives the zero AOR.
 func (a *AOR) UnmarshalText(text []byte) error {
 	if len(text) == 0 {
 		*a = AOR{}
 		return nil
 	}
-	v, err := ParseAOR(string(text))
+	v, err := AORRules{CaseSensitiveUser: true}.Parse(string(text))
 	if err != nil {
 		return err
 	}
@@ -226,28 +285,97 @@ func canonHostPort(hp string) (string, error) {
 	return host + ":" + port, nil
 }
 
-// parseTel keeps the number of a tel URI (RFC 3966) without visual
-// separators or parameters: "tel:+1-201-555-0123;ext=1" -> "tel:+12015550123".
+// parseTel canonicalises a tel URI (RFC 3966): the number without visual
+// separators, then the parameters that are part of its identity, in a
+// fixed order: ext (an extension), isub (an ISDN subaddress) and
+// phone-context (the context of a local number: a domain, lower-cased, or
+// a global number prefix). "tel:+1-201-555-0123;ext=1" is
+// "tel:+12015550123;ext=1", another user than "tel:+12015550123;ext=2".
+// Other parameters are dropped.
 func parseTel(rest string) (AOR, error) {
-	num, _, _ := strings.Cut(rest, ";")
+	num, params, _ := strings.Cut(rest, ";")
+	n, err := telDigits(num, true)
+	if err != nil {
+		return AOR{}, err
+	}
+	var ext, isub, ctx string
+	for p := range strings.SplitSeq(params, ";") {
+		name, value, _ := strings.Cut(p, "=")
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "ext":
+			ext, err = telDigits(value, false)
+		case "isub":
+			isub, err = telToken(value)
+		case "phone-context":
+			ctx, err = telContext(value)
+		}
+		if err != nil {
+			return AOR{}, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if ext != "" {
+		n += ";ext=" + ext
+	}
+	if isub != "" {
+		n += ";isub=" + isub
+	}
+	if ctx != "" {
+		n += ";phone-context=" + ctx
+	}
+	return AOR{"tel:" + n}, nil
+}
+
+// telDigits removes visual separators from a number (a leading '+' only
+// when global is allowed).
+func telDigits(num string, global bool) (string, error) {
 	var b strings.Builder
 	for i := 0; i < len(num); i++ {
 		c := num[i]
 		switch {
 		case c >= '0' && c <= '9', c == '*', c == '#':
 			b.WriteByte(c)
-		case c == '+' && i == 0:
+		case c == '+' && i == 0 && global:
 			b.WriteByte(c)
 		case c == '-' || c == '.' || c == '(' || c == ')':
 		default:
-			return AOR{}, aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
+			return "", aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
 		}
 	}
 	n := b.String()
 	if n == "" || n == "+" {
-		return AOR{}, aorError("empty telephone number")
+		return "", aorError("empty telephone number")
 	}
-	return AOR{"tel:" + n}, nil
+	return n, nil
+}
+
+// telToken checks an isub value (uric characters), lower-casing escapes.
+func telToken(v string) (string, error) {
+	if v == "" {
+		return "", aorError("empty value")
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !isUnreserved(c) && strings.IndexByte("%;/?:@&=+$,", c) < 0 {
+			return "", aorError(fmt.Sprintf("character %q not allowed", c))
+		}
+	}
+	return v, nil
+}
+
+// telContext is a phone-context: a global number prefix, or a domain name
+// (compared without case).
+func telContext(v string) (string, error) {
+	if strings.HasPrefix(v, "+") {
+		return telDigits(v, true)
+	}
+	if v == "" {
+		return "", aorError("empty phone-context")
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !abnf.IsAlnum(c) && c != '-' && c != '.' {
+			return "", aorError(fmt.Sprintf("character %q not allowed in phone-context", c))
+		}
+	}
+	return strings.ToLower(v), nil
 }
 
 func isUnreserved(c byte) bool {

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -12,7 +13,8 @@ func TestParseAOR(t *testing.T) {
 	}{
 		{"sip:bob@example.com", "sip:bob@example.com"},
 		{"  sip:bob@example.com  ", "sip:bob@example.com"},
-		{"SIP:Bob@EXAMPLE.com", "sip:Bob@example.com"},
+		{"SIP:Bob@EXAMPLE.com", "sip:bob@example.com"},
+		{"sip:B%2fOB@x.com", "sip:b%2Fob@x.com"},
 		{"sip:bob@example.com:5060", "sip:bob@example.com:5060"},
 		{"sip:bob@example.com;transport=tcp;lr", "sip:bob@example.com"},
 		{"sip:bob@example.com?Subject=hi", "sip:bob@example.com"},
@@ -29,7 +31,11 @@ func TestParseAOR(t *testing.T) {
 		{"sip:bob@[::1]:5070", "sip:bob@[::1]:5070"},
 		{"sip:bob@10.0.0.1:5080;transport=udp", "sip:bob@10.0.0.1:5080"},
 		{"tel:+1-201-555-0123", "tel:+12015550123"},
-		{"tel:7042;phone-context=example.com", "tel:7042"},
+		{"tel:7042;phone-context=Example.COM", "tel:7042;phone-context=example.com"},
+		{"tel:7042;phone-context=+1-201", "tel:7042;phone-context=+1201"},
+		{"tel:+1-201-555-0123;ext=1-2;foo=bar", "tel:+12015550123;ext=12"},
+		{"tel:+1-201-555-0123;phone-context=x.com;ext=1", "tel:+12015550123;ext=1;phone-context=x.com"},
+		{"tel:+12015550123;isub=abc", "tel:+12015550123;isub=abc"},
 
 		{"", ""},
 		{"bob@example.com", ""},
@@ -54,6 +60,11 @@ func TestParseAOR(t *testing.T) {
 		{"tel:", ""},
 		{"tel:+", ""},
 		{"tel:12a4", ""},
+		{"tel:+123;ext=", ""},
+		{"tel:+123;ext=x", ""},
+		{"tel:123;phone-context=a{b}", ""},
+		{"sip:" + strings.Repeat("u", 600) + "@example.com", ""},
+		{strings.Repeat("x", 10000), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -106,4 +117,32 @@ func FuzzParseAOR(f *testing.F) {
 			t.Fatalf("ParseAOR(%q) = %q, then %q, %v", s, a, b, err)
 		}
 	})
+}
+
+// TestAORRules: a case-sensitive registrar keeps the user part's case;
+// the default folds it (Kamailio's and OpenSIPS's usrloc); reading an AOR
+// back from text keeps what the rules made of it.
+func TestAORRules(t *testing.T) {
+	for _, tt := range []struct {
+		rules AORRules
+		in    string
+		want  string
+	}{
+		{AORRules{}, "sip:Carol@Example.com", "sip:carol@example.com"},
+		{AORRules{CaseSensitiveUser: true}, "sip:Carol@Example.com", "sip:Carol@example.com"},
+		{AORRules{}, "sips:%43arol%2f@x", "sips:carol%2F@x"},
+		{AORRules{}, "tel:+1;phone-context=X.ORG", "tel:+1;phone-context=x.org"},
+	} {
+		got, err := tt.rules.Parse(tt.in)
+		if err != nil || got.String() != tt.want {
+			t.Errorf("%+v.Parse(%q) = %q, %v; want %q", tt.rules, tt.in, got, err, tt.want)
+		}
+		var back AOR
+		if err := back.UnmarshalText([]byte(got.String())); err != nil || back != got {
+			t.Errorf("UnmarshalText(%q) = %q, %v", got, back, err)
+		}
+	}
+	if a, b := MustParseAOR("sip:Carol@x"), MustParseAOR("sip:carol@x"); a != b {
+		t.Errorf("%q and %q differ by default", a, b)
+	}
 }

@@ -157,6 +157,7 @@ func (r *Redis) indexCAS(ctx context.Context, key string, aor plugin.AOR, old fl
 // AOR matches no key).
 func memberAOR(member any) plugin.AOR {
 	s, _ := member.(string)
-	aor, _ := plugin.ParseAOR(s)
+	var aor plugin.AOR
+	_ = aor.UnmarshalText([]byte(s))
 	return aor
 }

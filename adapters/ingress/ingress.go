@@ -49,6 +49,9 @@ type Config struct {
 	// long, so that a sender that never connects or never hangs up holds
 	// nothing for ever. Zero means 5 minutes.
 	IdleTimeout time.Duration
+	// AORRules are the registrar's rules for comparing addresses of
+	// record; the zero value folds the user part's case.
+	AORRules plugin.AORRules
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -115,7 +118,7 @@ func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
 	if len(req.GetHeaders("Via")) > 1 {
 		raw = dropTopVia(raw)
 	}
-	m, err := Deferred(raw, "", in.cfg.Now())
+	m, err := Deferred(raw, "", in.cfg.Now(), in.cfg.AORRules)
 	if err == nil {
 		err = in.cfg.Engine.Store(ctx, m)
 	}
@@ -183,10 +186,10 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	if err != nil {
 		return nil, offer, fmt.Errorf("%w: %v", plugin.ErrNotAcceptable, err)
 	}
-	aor, err := plugin.ParseAOR(req.Recipient.String())
+	aor, err := in.cfg.AORRules.Parse(req.Recipient.String())
 	if err != nil || req.Recipient.User == "" {
 		if to := req.To(); to != nil {
-			aor, err = plugin.ParseAOR(to.Address.String())
+			aor, err = in.cfg.AORRules.Parse(to.Address.String())
 		}
 	}
 	if err != nil {

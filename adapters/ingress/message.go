@@ -31,7 +31,7 @@ var headLimits = encap.HeadLimits{
 // An error wraps plugin.ErrMalformed and says why (see encap.ReadMessage;
 // also: not a MESSAGE, no recipient); a header section over headLimits
 // wraps plugin.ErrTooLarge instead.
-func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, error) {
+func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules) (*plugin.Message, error) {
 	in, err := encap.ReadMessage(raw, now, headLimits)
 	switch {
 	case errors.Is(err, encap.ErrTooLarge):
@@ -41,7 +41,7 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 	case in.Method != "MESSAGE":
 		return nil, fmt.Errorf("%w: method %s, not MESSAGE", plugin.ErrMalformed, sanitize(in.Method))
 	}
-	aor, err := recipientOf(recipient, in)
+	aor, err := recipientOf(recipient, in, rules)
 	if err != nil {
 		return nil, fmt.Errorf("%w: no recipient: %v", plugin.ErrMalformed, err)
 	}
@@ -58,14 +58,14 @@ func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, err
 
 // recipientOf is the proxy's AOR when given, else the Request-URI's when
 // it names a user, else the To URI's.
-func recipientOf(proxy string, in encap.Incoming) (plugin.AOR, error) {
+func recipientOf(proxy string, in encap.Incoming, rules plugin.AORRules) (plugin.AOR, error) {
 	if proxy != "" {
-		return plugin.ParseAOR(proxy)
+		return rules.Parse(proxy)
 	}
-	if aor, err := plugin.ParseAOR(in.RequestURI); err == nil {
+	if aor, err := rules.Parse(in.RequestURI); err == nil {
 		return aor, nil
 	}
-	return plugin.ParseAOR(in.ToURI)
+	return rules.Parse(in.ToURI)
 }
 
 // dropTopVia returns raw without its first Via header line (full or

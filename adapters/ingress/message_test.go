@@ -26,7 +26,7 @@ const seed = "MESSAGE sip:user2@imserver.com SIP/2.0\r\n" +
 	"Watson, come here."
 
 func TestDeferred(t *testing.T) {
-	m, err := ingress.Deferred([]byte(seed), "", now)
+	m, err := ingress.Deferred([]byte(seed), "", now, plugin.AORRules{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +39,8 @@ func TestDeferred(t *testing.T) {
 		m.CallID != "asd88asd77a@1.2.3.4" || m.ContentType != "text/plain" || !m.Received.Equal(now) {
 		t.Errorf("envelope = %+v", m)
 	}
-	m, err = ingress.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now)
-	if err != nil || m.Recipient.String() != "sip:User2@imserver.com" {
+	m, err = ingress.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now, plugin.AORRules{})
+	if err != nil || m.Recipient.String() != "sip:user2@imserver.com" {
 		t.Errorf("with the proxy's AOR: recipient %q, %v", m.Recipient, err)
 	}
 }
@@ -79,7 +79,7 @@ func TestDeferredRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ingress.Deferred([]byte(tt.raw), tt.aor, now)
+			_, err := ingress.Deferred([]byte(tt.raw), tt.aor, now, plugin.AORRules{})
 			if !errors.Is(err, plugin.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
 				t.Errorf("Deferred = %v, want ErrMalformed saying %q", err, tt.reason)
 			}
@@ -101,7 +101,7 @@ func TestDeferredHugeHeaders(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ingress.Deferred([]byte(tt.raw), "", now)
+			_, err := ingress.Deferred([]byte(tt.raw), "", now, plugin.AORRules{})
 			if !errors.Is(err, plugin.ErrTooLarge) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("Deferred = %v, want ErrTooLarge saying %q", err, tt.reason)
 			}
@@ -112,7 +112,7 @@ func TestDeferredHugeHeaders(t *testing.T) {
 	}
 	// At the bounds, a request is taken.
 	ok := strings.Replace(seed, "Max-Forwards: 70", "X-Big: "+strings.Repeat("a", 8000)+"\r\n"+strings.Repeat("X-A: b\r\n", 240)+"Max-Forwards: 70", 1)
-	if _, err := ingress.Deferred([]byte(ok), "", now); err != nil {
+	if _, err := ingress.Deferred([]byte(ok), "", now, plugin.AORRules{}); err != nil {
 		t.Errorf("request within the bounds: %v", err)
 	}
 }
@@ -123,7 +123,7 @@ func FuzzDeferred(f *testing.F) {
 	f.Add([]byte(seed), "")
 	f.Add([]byte(seed), "sip:user2@imserver.com")
 	f.Fuzz(func(t *testing.T, raw []byte, aor string) {
-		m, err := ingress.Deferred(raw, aor, now)
+		m, err := ingress.Deferred(raw, aor, now, plugin.AORRules{})
 		if err != nil {
 			if !errors.Is(err, plugin.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
 				t.Fatalf("error %v wraps neither ErrMalformed nor plugin.ErrTooLarge", err)

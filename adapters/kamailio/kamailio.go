@@ -33,12 +33,12 @@ type registration struct {
 // DecodeRegistration reads a registration hook body. Expires is relative to
 // now; zero or negative makes it an unregistration for the engine. Errors
 // are *plugin.FieldError (plugin.ErrInvalid) naming the field.
-func DecodeRegistration(body []byte, now time.Time) (plugin.Registration, error) {
+func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error) {
 	var r registration
 	if err := decode(body, &r); err != nil {
 		return plugin.Registration{}, err
 	}
-	aor, err := parseAOR(r.AOR.String())
+	aor, err := parseAOR(r.AOR.String(), rules)
 	if err != nil {
 		return plugin.Registration{}, err
 	}
@@ -69,12 +69,12 @@ type binding struct {
 
 // DecodeUnregistration reads an unregistration or contact-expired hook
 // body: the AOR and the contact removed ("" for all of them).
-func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
+func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.AOR, string, error) {
 	var b binding
 	if err := decode(body, &b); err != nil {
 		return plugin.AOR{}, "", err
 	}
-	aor, err := parseAOR(b.AOR.String())
+	aor, err := parseAOR(b.AOR.String(), rules)
 	if err != nil {
 		return plugin.AOR{}, "", err
 	}
@@ -123,11 +123,11 @@ func decode(body []byte, v any) error {
 	return nil
 }
 
-func parseAOR(s string) (plugin.AOR, error) {
+func parseAOR(s string, rules plugin.AORRules) (plugin.AOR, error) {
 	if s == "" {
 		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: "missing"}
 	}
-	aor, err := plugin.ParseAOR(s)
+	aor, err := rules.Parse(s)
 	if err != nil {
 		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: err.Error()}
 	}

@@ -39,12 +39,12 @@ type event struct {
 // DecodeRegistration reads a registration event. An expiry that is not
 // after now makes it an unregistration for the engine. Errors are
 // *plugin.FieldError (plugin.ErrInvalid) naming the field.
-func DecodeRegistration(body []byte) (plugin.Registration, error) {
+func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
 		return plugin.Registration{}, err
 	}
-	aor, err := e.aor()
+	aor, err := e.aor(rules)
 	if err != nil {
 		return plugin.Registration{}, err
 	}
@@ -74,12 +74,12 @@ func DecodeRegistration(body []byte) (plugin.Registration, error) {
 
 // DecodeUnregistration reads a contact-delete event: the AOR and the
 // contact removed ("" for all of them).
-func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
+func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.AOR, string, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
 		return plugin.AOR{}, "", err
 	}
-	aor, err := e.aor()
+	aor, err := e.aor(rules)
 	if err != nil {
 		return plugin.AOR{}, "", err
 	}
@@ -88,7 +88,7 @@ func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
 
 // aor builds the AOR from $param(aor) and the domain: "bob" and
 // "example.com" give sip:bob@example.com.
-func (e event) aor() (plugin.AOR, error) {
+func (e event) aor(rules plugin.AORRules) (plugin.AOR, error) {
 	a := strings.TrimSpace(e.AOR)
 	if a == "" {
 		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: "missing"}
@@ -103,7 +103,7 @@ func (e event) aor() (plugin.AOR, error) {
 		}
 		a = "sip:" + a
 	}
-	aor, err := plugin.ParseAOR(a)
+	aor, err := rules.Parse(a)
 	if err != nil {
 		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: err.Error()}
 	}

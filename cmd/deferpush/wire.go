@@ -160,6 +160,7 @@ func (s *server) newIngress(context.Context) error {
 		// The hooks' body limit: what a sender may make deferpush hold
 		// in reassembly, whatever the policy's max_message_size.
 		MaxMessageSize: 1 << 20,
+		AORRules:       s.aorRules(),
 		Logger:         s.log,
 	})
 	if err != nil {
@@ -196,11 +197,16 @@ func (s *server) newAPI(context.Context) error {
 		HooksRateLimit:  float64(max(s.cfg.Hooks.RateLimit, 0)),
 		HooksRateBurst:  s.cfg.Hooks.RateBurst,
 		AdminTokens:     adminTokens(s.cfg.Admin),
+		AORRules:        s.aorRules(),
 		ShutdownTimeout: s.cfg.Shutdown.Timeout,
 		Metrics:         s.metrics,
 		Logger:          s.log,
 	})
 	return err
+}
+
+func (s *server) aorRules() plugin.AORRules {
+	return plugin.AORRules{CaseSensitiveUser: s.cfg.AOR.CaseSensitiveUser}
 }
 
 func (s *server) listen(name, addr string) (net.Listener, error) {

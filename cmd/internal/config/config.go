@@ -36,6 +36,7 @@ type Config struct {
 	SIP      SIPConfig      `yaml:"sip"`
 	MSRP     MSRPConfig     `yaml:"msrp"`
 	Push     PushConfig     `yaml:"push"`
+	AOR      AORConfig      `yaml:"aor"`
 	Shutdown ShutdownConfig `yaml:"shutdown"`
 }
 
@@ -145,6 +146,16 @@ type PushConfig struct {
 	// LockTTL is the lease of a recipient's push lock; a crashed instance's
 	// lock frees itself after it. Zero means 30s.
 	LockTTL time.Duration `yaml:"lock_ttl"`
+}
+
+// AORConfig says how the proxy's registrar compares addresses of record,
+// which deferpush must follow: a message stored for one spelling is pushed
+// at the registration of another only if both are the same AOR.
+type AORConfig struct {
+	// CaseSensitiveUser keeps the case of the user part (a registrar with
+	// Kamailio's usrloc case_sensitive=1). False, the default, compares it
+	// without case, as Kamailio's and OpenSIPS's usrloc do by default.
+	CaseSensitiveUser bool `yaml:"case_sensitive_user"`
 }
 
 // ShutdownConfig bounds the graceful shutdown.
