@@ -528,7 +528,7 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) (rep 
 					return
 				}
 				rep.Delivered++
-			case errors.Is(err, ErrHeld), errors.Is(err, ErrNotSent):
+			case errors.Is(err, ErrHeld), errors.Is(err, ErrNotSent), errors.Is(err, ErrUnconfirmed):
 				// Not an attempt: it goes back to pending at Unlock.
 				partial = true
 			default:

@@ -90,6 +90,10 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 		return fail(fmt.Errorf("msrp listener: %w", err))
 	}
 	opened = append(opened, func() { ml.Close() })
+	var trusted []netip.Prefix
+	for _, c := range cfg.MSRP.TrustedRelays {
+		trusted = append(trusted, netip.MustParsePrefix(c)) // validated with the config
+	}
 	pusher, err := push.New(push.Config{
 		Client:        stack.Client(),
 		Contact:       stack.Contact(),
@@ -97,6 +101,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 		MSRP:          ml,
 		ChunkSize:     cfg.MSRP.ChunkSize,
 		MSRPTimeout:   cfg.MSRP.Timeout,
+		TrustedRelays: trusted,
 		Logger:        log,
 	})
 	if err != nil {
