@@ -12,15 +12,12 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 )
 
-// checkAOR refuses an AOR that is not canonical: keys are built from it,
-// so "sip:Bob@X" and "sip:Bob@x" must never name two mailboxes.
+// checkAOR refuses the zero AOR; any other is canonical by construction
+// (plugin.ParseAOR is the only way to build one), so keys built from it
+// never name one mailbox twice.
 func checkAOR(aor plugin.AOR) error {
-	c, err := plugin.ParseAOR(string(aor))
-	if err != nil {
-		return err
-	}
-	if c != aor {
-		return fmt.Errorf("%w: %q is not canonical (%q)", plugin.ErrBadAOR, aor, c)
+	if aor.IsZero() {
+		return fmt.Errorf("%w: empty address of record", plugin.ErrBadAOR)
 	}
 	return nil
 }
@@ -84,12 +81,12 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd
 	if r.batch != nil {
-		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
+		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
 		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
 		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
-		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
+		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
 		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
 		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
@@ -120,8 +117,8 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		// make the sender send it again (as a second message). A missed
 		// index entry only delays the sweep of its expiry; Claim checks
 		// expiry itself, and the next Append indexes the mailbox again.
-		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)}).Err(); err != nil {
-			r.log.Warn("index mailbox", "aor", string(aor), "err", err)
+		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()}).Err(); err != nil {
+			r.log.Warn("index mailbox", "aor", aor.String(), "err", err)
 		}
 	}
 	return nil
@@ -146,7 +143,7 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 		return nil, err
 	}
 	now := r.now()
-	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: string(aor)}).Err(); err != nil {
+	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()}).Err(); err != nil {
 		return nil, fmt.Errorf("index lease: %w", err)
 	}
 	res, err := claimScript.Run(ctx, r.c, mailboxKeys(aor), token, max(n, 0), ms(now.Add(lease)), ms(now)).Slice()
@@ -216,7 +213,7 @@ func (r *Redis) outcome(ctx context.Context, aor plugin.AOR, res int) error {
 	case 0:
 		return plugin.ErrNotFound
 	case 2:
-		r.c.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: string(aor)})
+		r.c.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: aor.String()})
 	}
 	return nil
 }

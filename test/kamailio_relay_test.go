@@ -117,7 +117,7 @@ func TestKamailioRelayPush(t *testing.T) {
 // storedCount is user's pending plus in-flight messages; -1 on error. It
 // does not fail the test, so that client hooks can call it.
 func (s *kamailioStack) storedCount(user string) int {
-	c, err := s.st.Count(context.Background(), plugin.AOR("sip:"+user+"@"+domain))
+	c, err := s.st.Count(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain))
 	if err != nil {
 		return -1
 	}
@@ -176,7 +176,7 @@ func TestKamailioRelayDropsReports(t *testing.T) {
 			if n.Pending != 2 || n.Dead != 0 {
 				t.Errorf("mailbox after the push: %+v, want both pending, none dead", n)
 			}
-			page, err := s.st.List(context.Background(), plugin.AOR("sip:"+user+"@"+domain), 0, 10)
+			page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 10)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,11 +38,11 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	// Secrets nobody configured are generated and shown once: the operator
 	// copies them into the proxy's script and their API client.
 	if cfg.Hooks.Token == "" {
-		cfg.Hooks.Token = newToken()
+		cfg.Hooks.Token = rand.Text()
 		fmt.Fprintf(stderr, "deferpush: no hooks.token configured; generated for this run (shown once): %s\n", cfg.Hooks.Token)
 	}
 	if cfg.Admin.Token == "" && len(cfg.Admin.Tokens) == 0 {
-		cfg.Admin.Token = newToken()
+		cfg.Admin.Token = rand.Text()
 		fmt.Fprintf(stderr, "deferpush: no admin token configured; generated for this run (shown once): %s\n", cfg.Admin.Token)
 	}
 
@@ -278,12 +277,6 @@ func adminTokens(cfg config.AdminConfig) []api.Token {
 		ts = append(ts, api.Token{Name: t.Name, Token: t.Token, Role: api.Role(t.Role)})
 	}
 	return ts
-}
-
-func newToken() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // newLogger builds the process logger: text on a terminal, JSON otherwise,

@@ -224,7 +224,7 @@ func sipfrag(stored []byte, m *sipMsg) []byte {
 	out = append(out, m.start...)
 	out = append(out, "\r\n"...)
 	for _, h := range m.headers {
-		if h.key != "" {
+		if h.key != "" && h.key != keyVia {
 			out = append(out, stored[h.start:h.end]...)
 		}
 	}
