@@ -155,8 +155,8 @@ func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, m
 }
 
 // settle records the fate of one message: acked when confirmed; back to
-// pending at release when held or not sent (no attempt); an attempt
-// (and maybe a dead letter) when refused or broken on.
+// pending at release when held, not sent or unconfirmed (no attempt); an
+// attempt (and maybe a dead letter) when refused or broken on.
 func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 	aor := r.reg.AOR
 	switch {
@@ -165,7 +165,7 @@ func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 			return fmt.Errorf("ack: %w", aerr)
 		}
 		r.rep.Delivered++
-	case errors.Is(err, ErrHeld), errors.Is(err, ErrNotSent):
+	case errors.Is(err, ErrHeld), errors.Is(err, ErrNotSent), errors.Is(err, ErrUnconfirmed):
 		r.partial = true
 	default:
 		r.rep.Failed++

@@ -36,6 +36,7 @@ func TestSoakFaults(t *testing.T) {
 		run("client-"+cf.fault, func(t *testing.T) faultRow { return faultClientRounds(t, cf.name, cf.fault, rounds) })
 	}
 	run("two-instances", func(t *testing.T) faultRow { return faultTwoInstances(t, rounds) })
+	run("relay-mid-push", func(t *testing.T) faultRow { return faultRelayRounds(t, rounds) })
 
 	var b strings.Builder
 	b.WriteString(reliabilityHeader)

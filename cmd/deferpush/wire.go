@@ -124,6 +124,10 @@ func (s *server) openMSRP(context.Context) error {
 }
 
 func (s *server) newPusher(context.Context) error {
+	var trusted []netip.Prefix
+	for _, c := range s.cfg.MSRP.TrustedRelays {
+		trusted = append(trusted, netip.MustParsePrefix(c)) // validated with the config
+	}
 	var err error
 	s.pusher, err = push.New(push.Config{
 		Client:        s.stack.Client(),
@@ -132,6 +136,7 @@ func (s *server) newPusher(context.Context) error {
 		MSRP:          s.msrp,
 		ChunkSize:     s.cfg.MSRP.ChunkSize,
 		MSRPTimeout:   s.cfg.MSRP.Timeout,
+		TrustedRelays: trusted,
 		Logger:        s.log,
 	})
 	return err

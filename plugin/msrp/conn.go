@@ -25,8 +25,12 @@ type conn struct {
 	self URI
 	// bindBy, when set, closes the connection if no session is bound to
 	// it by then (connections a Listener accepts): a peer cannot keep an
-	// unbound connection open by trickling frames.
+	// unbound connection open by trickling frames. Only readLoop's
+	// goroutine touches it (a relay's REPORTs push it back).
 	bindBy time.Time
+	// keep leaves the connection open when its last session leaves it: a
+	// client's connection to its relay outlives its sessions.
+	keep bool
 
 	wmu sync.Mutex
 	w   *Writer
@@ -42,6 +46,8 @@ type conn struct {
 type txn struct {
 	timer *time.Timer
 	done  func(error)
+	// resp, when set, gets the response frame before done is called.
+	resp func(*Frame)
 }
 
 func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *conn {
@@ -78,7 +84,13 @@ func (c *conn) write(f *Frame) error {
 // exactly once: with nil for a 2xx response, a *StatusError for another
 // response or a local 408, or the connection's error.
 func (c *conn) request(f *Frame, done func(error)) error {
-	t := &txn{done: done}
+	return c.requestResp(f, nil, done)
+}
+
+// requestResp is request that also hands the response frame, when one
+// comes, to resp.
+func (c *conn) requestResp(f *Frame, resp func(*Frame), done func(error)) error {
+	t := &txn{done: done, resp: resp}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -88,10 +100,10 @@ func (c *conn) request(f *Frame, done func(error)) error {
 	}
 	c.txns[f.TID] = t
 	tid := f.TID
-	t.timer = time.AfterFunc(c.timeout, func() { c.complete(tid, Status(StatusTimeout)) })
+	t.timer = time.AfterFunc(c.timeout, func() { c.complete(tid, nil, Status(StatusTimeout)) })
 	c.mu.Unlock()
 	if err := c.write(f); err != nil {
-		c.complete(tid, err)
+		c.complete(tid, nil, err)
 		return err
 	}
 	return nil
@@ -100,7 +112,7 @@ func (c *conn) request(f *Frame, done func(error)) error {
 // complete ends the transaction tid, if it is still waiting. A second
 // response to one transaction (a relay and the far end both answering)
 // finds nothing and is dropped.
-func (c *conn) complete(tid string, err error) bool {
+func (c *conn) complete(tid string, resp *Frame, err error) bool {
 	c.mu.Lock()
 	t := c.txns[tid]
 	delete(c.txns, tid)
@@ -109,6 +121,9 @@ func (c *conn) complete(tid string, err error) bool {
 		return false
 	}
 	t.timer.Stop()
+	if t.resp != nil && resp != nil {
+		t.resp(resp)
+	}
 	t.done(err)
 	return true
 }
@@ -165,7 +180,7 @@ func (c *conn) attach(s *Session) bool {
 func (c *conn) detach(s *Session) {
 	c.mu.Lock()
 	delete(c.sessions, s)
-	empty := len(c.sessions) == 0 && c.err == nil
+	empty := len(c.sessions) == 0 && c.err == nil && !c.keep
 	c.mu.Unlock()
 	if empty {
 		c.close(ErrClosed)
@@ -203,7 +218,7 @@ func (c *conn) readLoop() {
 			continue
 		}
 		if !f.IsRequest() {
-			if !c.complete(f.TID, responseError(f)) {
+			if !c.complete(f.TID, f, responseError(f)) {
 				c.log.Debug("response to no transaction", "tid", f.TID, "status", f.Status)
 			}
 			continue
@@ -233,7 +248,7 @@ func (c *conn) serve(f *Frame) {
 		return
 	}
 	if f.Method == "REPORT" {
-		s.onReport(f)
+		s.onReport(c, f)
 		return
 	}
 	s.onSend(c, f)

@@ -7,6 +7,14 @@
 // a=setup:actpass: it connects to the path of the answer unless the answer
 // says a=setup:active, in which case the client connects to deferpush's
 // MSRP listener (RFC 6135).
+//
+// A 200 to a SEND only says that the next hop took it. When the client's
+// path goes through an MSRP relay (RFC 4976) — unless every relay on it
+// is in Config.TrustedRelays — or the policy asks for success reports, a
+// message counts as delivered only once the client's success REPORT is
+// in, whichever connection the relay brings it on (msrp.Listener.AddActive).
+// A REPORT that does not come ends the session with the messages kept
+// (plugin.ErrUnconfirmed).
 package push
 
 import (
@@ -15,6 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +71,13 @@ type Config struct {
 	// their confirmation awaited. Zero means 16; 1 sends each message
 	// only once the previous one is confirmed.
 	Window int
+	// TrustedRelays are networks of MSRP relays whose 200 to a SEND is
+	// taken as the client's confirmation (relays the operator runs). A
+	// client whose path goes through a relay is otherwise asked for a
+	// success REPORT, as a relay's 200 only says the relay took the
+	// message. Every relay on the path must resolve to addresses inside
+	// these networks. Nil trusts none.
+	TrustedRelays []netip.Prefix
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -203,7 +221,12 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	passive.Close()
 	active, err := msrp.NewSession(mcfg)
 	if err == nil {
-		err = active.Connect(ctx, ans.Path)
+		// The listener routes it the REPORTs a relay on the client's
+		// path brings over a connection of its own.
+		err = p.cfg.MSRP.AddActive(active)
+		if err == nil {
+			err = active.Connect(ctx, ans.Path)
+		}
 		if err != nil {
 			active.Close()
 		}
@@ -271,8 +294,8 @@ var _ plugin.PushSession = (*session)(nil)
 
 // Deliver sends one SEND per message (step 8), in order, keeping up to
 // Config.Window of them in flight, and waits for each 200 (step 9) — and
-// the success REPORT when the policy asks for one — before reporting it
-// confirmed.
+// the success REPORT when one is asked for (see delivery) — before
+// reporting it confirmed.
 func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
 	// A BYE from the client ends the dialog: stop sending then.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -280,29 +303,35 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 	stop := context.AfterFunc(s.dlg.Context(), func() { cancel(errClientBye) })
 	defer stop()
 
+	d := s.delivery(ctx, cancel)
 	// A client that answered a=setup:active must connect within the MSRP
 	// timeout; one that never does ends the session, its messages unsent.
-	var started func()
 	if s.awaiting {
 		t := time.AfterFunc(s.p.cfg.MSRPTimeout, func() { cancel(errNoConnect) })
 		defer t.Stop()
-		started = func() {
+		d.started = func() {
 			t.Stop()
 			s.awaiting = false
 		}
 	}
+	return d.run(ctx, msgs, done)
+}
 
-	d := delivery{
-		started: started,
-		stall:   cancel,
+// delivery sets up the delivery of messages on s; stall ends the session.
+//
+// A 200 to a SEND only says the next hop took it (RFC 4975 §7.1.2): when
+// the client's path goes through a relay, only the client's success REPORT
+// confirms delivery, so one is asked for whatever the policy says — unless
+// every relay on the path is one the operator trusts (TrustedRelays).
+func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
+	path := s.answer.Path
+	relayed := len(path) > 1 && !s.p.trusted(ctx, path[:len(path)-1])
+	d := &delivery{
+		stall:   stall,
 		timeout: s.p.cfg.MSRPTimeout,
 		ms:      s.ms,
 		window:  s.p.cfg.Window,
-		// A 200 to a SEND only says the next hop took it (RFC 4975
-		// §7.1.2): when the client's path goes through a relay, only its
-		// success REPORT confirms delivery, so ask for one whatever the
-		// policy says.
-		report: s.policy.SuccessReports || len(s.answer.Path) > 1,
+		report:  s.policy.SuccessReports || relayed,
 		opts: encap.Options{
 			AcceptTypes:        s.answer.AcceptTypes,
 			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
@@ -310,19 +339,58 @@ func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func
 			Fallback:           encap.Fallback(s.policy.NoEncapFallback),
 		},
 	}
-	return d.run(ctx, msgs, done)
+	if len(path) > 1 {
+		d.noReport = fmt.Errorf("%w: no success REPORT came back through the MSRP relay %s within msrp.timeout (%v) "+
+			"of its 200; a relay that drops REPORTs leaves every message stored (msrp.trusted_relays trusts the 200 of relays you run)",
+			errUnconfirmed, path[0].Addr(), s.p.cfg.MSRPTimeout)
+	} else {
+		d.noReport = fmt.Errorf("%w: the client sent no success REPORT within msrp.timeout (%v) of its 200 (policy success_reports)",
+			errUnconfirmed, s.p.cfg.MSRPTimeout)
+	}
+	return d
+}
+
+// trusted reports whether every relay resolves to addresses inside
+// Config.TrustedRelays. A name that does not resolve is not trusted.
+func (p *Pusher) trusted(ctx context.Context, relays []msrp.URI) bool {
+	if len(p.cfg.TrustedRelays) == 0 {
+		return false
+	}
+	for _, r := range relays {
+		ips := []netip.Addr(nil)
+		if ip, err := netip.ParseAddr(r.Host); err == nil {
+			ips = append(ips, ip)
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ips, err = net.DefaultResolver.LookupNetIP(rctx, "ip", r.Host)
+			cancel()
+			if err != nil || len(ips) == 0 {
+				return false
+			}
+		}
+		for _, ip := range ips {
+			if !slices.ContainsFunc(p.cfg.TrustedRelays, func(n netip.Prefix) bool { return n.Contains(ip.Unmap()) }) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // delivery is what Deliver needs of a session, apart from its dialog.
 type delivery struct {
 	started func() // called after each message started; may be nil
-	// stall ends the session when a message cannot start within timeout.
+	// stall ends the session when a message cannot start within timeout,
+	// or when a success REPORT did not come.
 	stall   func(error)
 	timeout time.Duration
 	ms      *msrp.Session
 	window  int  // messages in flight
 	report  bool // ask for success REPORTs
-	opts    encap.Options
+	// noReport is why the session ends when a success REPORT does not
+	// come: the reason logged with the push's end.
+	noReport error
+	opts     encap.Options
 }
 
 // run is Deliver once ctx ends with the dialog.
@@ -369,7 +437,7 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 		charged := false
 		for f := range fates {
 			if f.wait != nil {
-				f.err = outcome(ctx, f.wait(), &charged, breakOff)
+				f.err = d.outcome(ctx, f.wait(), &charged, breakOff)
 				<-slots
 			}
 			done(f.m, f.err)
@@ -455,11 +523,22 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 // carry no more messages. The first message the session breaks on is
 // charged an attempt (*charged is set then); the messages pipelined behind
 // it are not: they go back unsent.
-func outcome(ctx context.Context, err error, charged *bool, breakOff func(error)) error {
+//
+// A success REPORT that does not come is no attempt at the message: the
+// next hop took it, the client may have it. It ends the session, so that
+// a path that drops REPORTs costs one timeout, not one per message; the
+// messages stay stored.
+func (d *delivery) outcome(ctx context.Context, err error, charged *bool, breakOff func(error)) error {
 	var se *msrp.StatusError
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, msrp.ErrNoReport):
+		breakOff(d.noReport)
+		if d.stall != nil {
+			d.stall(d.noReport)
+		}
+		return plugin.ErrUnconfirmed
 	case errors.As(err, &se) && se.Code != msrp.StatusTimeout && se.Code != msrp.StatusNoSession:
 		// The client refused this message (413, 415, ...): the
 		// session goes on with the next one.
@@ -479,9 +558,10 @@ func outcome(ctx context.Context, err error, charged *bool, breakOff func(error)
 }
 
 var (
-	errClientBye = errors.New("client ended the session (BYE)")
-	errNoConnect = errors.New("client did not open its MSRP connection in time")
-	errStalled   = errors.New("MSRP session stalled: a message could not start in time")
+	errUnconfirmed = errors.New("messages unconfirmed")
+	errClientBye   = errors.New("client ended the session (BYE)")
+	errNoConnect   = errors.New("client did not open its MSRP connection in time")
+	errStalled     = errors.New("MSRP session stalled: a message could not start in time")
 )
 
 // Close sends the BYE (steps 10–13) unless the client ended the dialog,

@@ -117,16 +117,30 @@ func (p *Proc) signal(sig syscall.Signal, grace time.Duration) {
 		return
 	default:
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, sig)
 	if grace > 0 {
 		select {
 		case <-done:
+			waitGroupGone(pgid)
 			return
 		case <-time.After(grace):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 	}
 	<-done
+	waitGroupGone(pgid)
+}
+
+// waitGroupGone waits (up to 5 s) until no process of group pgid is left:
+// the leader's exit does not wait for its children (Kamailio's workers),
+// and one still exiting holds the listening sockets a restart on the same
+// ports must bind.
+func waitGroupGone(pgid int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Log returns what the process has written so far.
