@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real: redis-server (and redis-tools
 # for redis-cli/redis-benchmark), Kamailio 5.6 with the modules the shipped
-# config loads, SIPp (package sip-tester), and the sqlite3 shell that
-# make bench uses to set up Kamailio msilo's database.
+# config loads, SIPp (package sip-tester), the sqlite3 shell that
+# make bench uses to set up Kamailio msilo's database, Chromium for the
+# console's browser tests and promtool (package prometheus) for the alert
+# rules' tests.
 #
 # It installs only when something is missing, and only as root on a
 # Debian/Ubuntu machine; otherwise it prints the apt-get line to run.
@@ -11,6 +13,8 @@ set -euo pipefail
 pkgs=(redis-server redis-tools kamailio kamailio-json-modules
       kamailio-utils-modules kamailio-extra-modules kamailio-sqlite-modules
       sip-tester sqlite3)
+# The console's browser tests and the monitoring rules' checks.
+pkgs+=(chromium prometheus)
 
 # Each package is judged by a file it ships, so the check is cheap and
 # does not depend on dpkg's state database being readable.
@@ -24,6 +28,8 @@ declare -A probe=(
   [kamailio-sqlite-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so
   [sip-tester]=/usr/bin/sipp
   [sqlite3]=/usr/bin/sqlite3
+  [chromium]=/usr/bin/chromium
+  [prometheus]=/usr/bin/promtool
 )
 
 missing=()
@@ -62,4 +68,9 @@ for svc in redis-server kamailio; do
   fi
 done
 pkill -x redis-server 2>/dev/null || true
+# The prometheus package enables a server on :9090: only its promtool is
+# wanted.
+if command -v systemctl >/dev/null; then
+  systemctl disable --now prometheus 2>/dev/null || true
+fi
 echo "install-test-deps: done"
