@@ -18,7 +18,7 @@ func InCI() bool {
 // Require returns the path of binary, looked up in PATH and in the sbin
 // directories Debian installs daemons to. When it is missing the test fails
 // under CI and is skipped otherwise; the message names debianPackage.
-func Require(t testing.TB, binary, debianPackage string) string {
+func Require(t T, binary, debianPackage string) string {
 	t.Helper()
 	if p, err := exec.LookPath(binary); err == nil {
 		return p
@@ -41,7 +41,7 @@ func Require(t testing.TB, binary, debianPackage string) string {
 // FreePort returns a loopback port that is free for both TCP and UDP at the
 // time of the call. Another process may take it before the caller binds; the
 // servers started here fail loudly in that case rather than hang.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
