@@ -522,7 +522,6 @@ func TestConsoleViewer(t *testing.T) {
 	tb.run("bad token", chromedp.Navigate(s.base+"/"), chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.SendKeys(chromedp.CSS("#token"), "not-a-token-of-this-server"), chromedp.Click(chromedp.CSS("#login-submit")))
 	tb.waitText("#login-error", "This token is not valid.")
-	tb.screenshot("login")
 	tb.login(s.base, consoleViewerToken)
 	tb.waitText("#who", "noc (viewer)")
 	tb.waitText("#push-switch", "Pushing is ON")
