@@ -46,6 +46,7 @@ class Console {
     this.client = null;
     this.readOnly = true;
     this.timer = null;
+    this.refreshing = false;
     this.policy = null; // the policy as last read
     this.policyETag = null; // its ETag, if the server gives one
     this.formBase = null; // the policy the form was filled from
@@ -167,9 +168,19 @@ class Console {
   }
 
   async refresh() {
-    if (!this.client) {
+    // A slow server must not pile up refreshes.
+    if (!this.client || this.refreshing) {
       return;
     }
+    this.refreshing = true;
+    try {
+      await this.refreshView();
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  async refreshView() {
     switch (this.view()) {
       case 'overview':
         await Promise.all([this.loadPolicy(), this.loadStats(), this.loadReady()]);
