@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real: redis-server (and redis-tools
 # for redis-cli/redis-benchmark), Kamailio 5.6 with the modules the shipped
-# config loads, SIPp (package sip-tester), the sqlite3 shell that
-# make bench uses to set up Kamailio msilo's database, Chromium for the
-# console's browser tests and promtool (package prometheus) for the alert
-# rules' tests.
+# config loads, SIPp (package sip-tester), and the sqlite3 shell that
+# make bench uses to set up Kamailio msilo's database.
 #
 # It installs only when something is missing, and only as root on a
 # Debian/Ubuntu machine; otherwise it prints the apt-get line to run.
@@ -13,7 +11,8 @@ set -euo pipefail
 pkgs=(redis-server redis-tools kamailio kamailio-json-modules
       kamailio-utils-modules kamailio-extra-modules kamailio-sqlite-modules
       sip-tester sqlite3)
-# The console's browser tests and the monitoring rules' checks.
+# Chromium for the console's browser tests, promtool (package prometheus)
+# and a Prometheus server for the monitoring rules' tests.
 pkgs+=(chromium prometheus)
 
 # Each package is judged by a file it ships, so the check is cheap and
