@@ -143,7 +143,7 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	p, err := a.store.Policy(ctx)
+	p, err := a.engine.Policy(ctx)
 	if err != nil {
 		return err
 	}
@@ -161,11 +161,10 @@ func (a *admin) putPolicy(ctx context.Context, c *app.RequestContext, who *admin
 	if err != nil {
 		return err
 	}
-	var p plugin.Policy
-	if err := setFields(&p, obj, plugin.DefaultPolicy(), replaceAll); err != nil {
-		return err
-	}
-	return a.setPolicy(ctx, c, p, who)
+	return a.setPolicy(ctx, c, who, func(p *plugin.Policy) error {
+		*p = plugin.Policy{}
+		return setFields(p, obj, plugin.DefaultPolicy(), replaceAll)
+	})
 }
 
 // patchPolicy applies a JSON merge patch (RFC 7396): given fields change,
@@ -178,25 +177,16 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 	if err != nil {
 		return err
 	}
-	p, err := a.store.Policy(ctx)
-	if err != nil {
-		return err
-	}
-	if err := setFields(&p, obj, plugin.DefaultPolicy(), mergePatch); err != nil {
-		return err
-	}
-	return a.setPolicy(ctx, c, p, who)
+	return a.setPolicy(ctx, c, who, func(p *plugin.Policy) error {
+		return setFields(p, obj, plugin.DefaultPolicy(), mergePatch)
+	})
 }
 
-func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, p plugin.Policy, who *adminToken) error {
-	if err := p.Validate(); err != nil {
-		return err
-	}
-	old, err := a.store.Policy(ctx)
+// setPolicy writes a change through the engine's policy in force (the
+// store, then this instance at once; other instances through the store).
+func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
+	old, p, err := a.engine.UpdatePolicy(ctx, who.name, change)
 	if err != nil {
-		return err
-	}
-	if err := a.store.SetPolicy(ctx, p, who.name); err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),

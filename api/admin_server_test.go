@@ -65,7 +65,7 @@ func newTestServer(t testing.TB, m *Metrics) *Server {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for eng.Registered(ctx, plugin.Registration{AOR: "sip:probe@invalid", Contact: "sip:probe@127.0.0.1:9", Expires: time.Now().Add(time.Second)}) != nil {
+	for !eng.Running() {
 		if time.Now().After(deadline) {
 			t.Fatal("engine not running after 5 s")
 		}

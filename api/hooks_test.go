@@ -53,7 +53,7 @@ func (e *hookEngine) Registered(_ context.Context, r plugin.Registration) error 
 func (e *hookEngine) Unregistered(_ context.Context, aor plugin.AOR, contact string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.unregs = append(e.unregs, string(aor)+" "+contact)
+	e.unregs = append(e.unregs, aor.String()+" "+contact)
 	return nil
 }
 
@@ -61,6 +61,16 @@ func (e *hookEngine) PushNow(context.Context, plugin.AOR) error { return plugin.
 func (e *hookEngine) Active() int                               { return 0 }
 func (e *hookEngine) Policy(context.Context) (plugin.Policy, error) {
 	return e.policy, nil
+}
+func (e *hookEngine) UpdatePolicy(_ context.Context, _ string, change func(*plugin.Policy) error) (plugin.Policy, plugin.Policy, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, p := e.policy, e.policy
+	if err := change(&p); err != nil {
+		return old, old, err
+	}
+	e.policy = p
+	return old, p, nil
 }
 
 func (e *hookEngine) calls() int {
@@ -213,7 +223,7 @@ func TestHookMessage(t *testing.T) {
 					t.Fatalf("stored %d messages, want 1", len(eng.stored))
 				}
 				m := eng.stored[0]
-				if m.Recipient != "sip:user2@example.com" || m.CallID != "asd88asd77a@1.2.3.4" || m.Kind != plugin.KindSIPMessage ||
+				if m.Recipient.String() != "sip:user2@example.com" || m.CallID != "asd88asd77a@1.2.3.4" || m.Kind != plugin.KindSIPMessage ||
 					!bytes.Contains(m.Raw, []byte("\r\nDate: ")) || got["id"] != m.ID {
 					t.Errorf("stored %+v (reply id %v)", m, got["id"])
 				}
@@ -247,7 +257,7 @@ func TestHookRegistration(t *testing.T) {
 		t.Fatalf("registrations %+v, want 1", eng.regs)
 	}
 	r := eng.regs[0]
-	if r.AOR != "sip:user2@example.com" || r.Contact != "sip:user2@192.0.2.7:5071;transport=tcp" || r.UserAgent != "" ||
+	if r.AOR.String() != "sip:user2@example.com" || r.Contact != "sip:user2@192.0.2.7:5071;transport=tcp" || r.UserAgent != "" ||
 		!cmp.Equal(r.Path, []string{"sip:edge.example.com;lr"}) ||
 		r.Expires.Before(before.Add(299*time.Second)) || r.Expires.After(time.Now().Add(301*time.Second)) {
 		t.Errorf("registration %+v", r)

@@ -34,6 +34,10 @@ type Engine interface {
 	Active() int
 	// Policy is the operator policy in force.
 	Policy(ctx context.Context) (plugin.Policy, error)
+	// UpdatePolicy changes the policy through the one in force: change
+	// edits a copy of the stored one; the result is validated, stored and
+	// applied. It returns the policy before and after.
+	UpdatePolicy(ctx context.Context, who string, change func(*plugin.Policy) error) (old, updated plugin.Policy, err error)
 }
 
 var _ Engine = (*plugin.Engine)(nil)

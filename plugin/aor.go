@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // AOR is a canonical address of record: "sip:user@host[:port]",
@@ -13,8 +15,10 @@ import (
 // the scheme and host are lower-cased, the user part is kept
 // case-sensitive (RFC 3261 §19.1.4) with needless %-escapes decoded, and
 // the display name, URI parameters, headers and header parameters are
-// dropped. Build one with ParseAOR; the zero AOR is invalid.
-type AOR string
+// dropped. It can only be built by ParseAOR (or read back from text), so
+// an AOR is canonical wherever it is found: the store builds keys from it
+// without checking it again. The zero AOR is invalid (IsZero).
+type AOR struct{ s string }
 
 // ParseAOR canonicalises a SIP or tel address given as an addr-spec
 // ("sip:bob@example.com;transport=tcp") or a name-addr as found in To and
@@ -23,30 +27,64 @@ type AOR string
 func ParseAOR(s string) (AOR, error) {
 	a, err := parseAOR(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %s", ErrBadAOR, s, err)
+		return AOR{}, fmt.Errorf("%w: %q: %s", ErrBadAOR, s, err)
 	}
 	return a, nil
 }
 
+// MustParseAOR is ParseAOR for addresses known to be valid (constants in
+// tests and examples); it panics on an invalid one.
+func MustParseAOR(s string) AOR {
+	a, err := ParseAOR(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
 // String returns the canonical form.
-func (a AOR) String() string { return string(a) }
+func (a AOR) String() string { return a.s }
+
+// Equal reports whether a and b name the same mailbox (go-cmp uses it).
+func (a AOR) Equal(b AOR) bool { return a == b }
+
+// IsZero reports whether a is the zero, invalid AOR.
+func (a AOR) IsZero() bool { return a.s == "" }
+
+// MarshalText writes the canonical form (JSON strings, log values).
+func (a AOR) MarshalText() ([]byte, error) { return []byte(a.s), nil }
+
+// UnmarshalText parses text as ParseAOR does; empty text gives the zero
+// AOR.
+func (a *AOR) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*a = AOR{}
+		return nil
+	}
+	v, err := ParseAOR(string(text))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
 
 // Scheme returns "sip", "sips" or "tel".
 func (a AOR) Scheme() string {
-	s, _, _ := strings.Cut(string(a), ":")
+	s, _, _ := strings.Cut(a.s, ":")
 	return s
 }
 
 // User returns the user part (the number for tel).
 func (a AOR) User() string {
-	_, rest, _ := strings.Cut(string(a), ":")
+	_, rest, _ := strings.Cut(a.s, ":")
 	u, _, _ := strings.Cut(rest, "@")
 	return u
 }
 
 // Host returns host[:port], empty for tel.
 func (a AOR) Host() string {
-	_, h, _ := strings.Cut(string(a), "@")
+	_, h, _ := strings.Cut(a.s, "@")
 	return h
 }
 
@@ -60,26 +98,26 @@ func parseAOR(s string) (AOR, error) {
 	if i := strings.IndexAny(s, `<"`); i >= 0 {
 		rest := s[i:]
 		if rest[0] == '"' {
-			end := closingQuote(rest)
+			end := abnf.ClosingQuote(rest)
 			if end < 0 {
-				return "", aorError("unterminated display name")
+				return AOR{}, aorError("unterminated display name")
 			}
 			rest = strings.TrimSpace(rest[end+1:])
 			if !strings.HasPrefix(rest, "<") {
-				return "", aorError("missing <uri> after display name")
+				return AOR{}, aorError("missing <uri> after display name")
 			}
 		}
 		end := strings.IndexByte(rest, '>')
 		if end < 0 {
-			return "", aorError("missing '>'")
+			return AOR{}, aorError("missing '>'")
 		}
 		s = strings.TrimSpace(rest[1:end])
 	} else if i := strings.IndexByte(s, ' '); i >= 0 {
-		return "", aorError("space in address")
+		return AOR{}, aorError("space in address")
 	}
 	scheme, rest, ok := strings.Cut(s, ":")
 	if !ok {
-		return "", aorError("missing scheme")
+		return AOR{}, aorError("missing scheme")
 	}
 	scheme = strings.ToLower(scheme)
 	switch scheme {
@@ -88,42 +126,28 @@ func parseAOR(s string) (AOR, error) {
 	case "tel":
 		return parseTel(rest)
 	}
-	return "", aorError("unsupported scheme " + strconv.Quote(scheme))
-}
-
-// closingQuote returns the index of the quote closing the quoted string
-// that s starts with, honouring backslash escapes, or -1.
-func closingQuote(s string) int {
-	for i := 1; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return -1
+	return AOR{}, aorError("unsupported scheme " + strconv.Quote(scheme))
 }
 
 func parseSIP(scheme, rest string) (AOR, error) {
 	at := strings.LastIndexByte(rest, '@')
 	if at < 0 {
-		return "", aorError("missing user part")
+		return AOR{}, aorError("missing user part")
 	}
 	userinfo, hostport := rest[:at], rest[at+1:]
 	user, _, _ := strings.Cut(userinfo, ":") // drop a password
 	user, err := canonUser(user)
 	if err != nil {
-		return "", err
+		return AOR{}, err
 	}
 	if i := strings.IndexAny(hostport, ";?"); i >= 0 {
 		hostport = hostport[:i]
 	}
 	hostport, err = canonHostPort(hostport)
 	if err != nil {
-		return "", err
+		return AOR{}, err
 	}
-	return AOR(scheme + ":" + user + "@" + hostport), nil
+	return AOR{scheme + ":" + user + "@" + hostport}, nil
 }
 
 // canonUser validates the user part against RFC 3261 "user" and decodes
@@ -138,7 +162,7 @@ func canonUser(u string) (string, error) {
 		c := u[i]
 		switch {
 		case c == '%':
-			if i+2 >= len(u) || !isHex(u[i+1]) || !isHex(u[i+2]) {
+			if i+2 >= len(u) || !abnf.IsHex(u[i+1]) || !abnf.IsHex(u[i+2]) {
 				return "", aorError("bad %-escape in user part")
 			}
 			v, _ := strconv.ParseUint(u[i+1:i+3], 16, 8)
@@ -169,7 +193,7 @@ func canonHostPort(hp string) (string, error) {
 			return "", aorError("empty host")
 		}
 		for i := 1; i < end; i++ {
-			if c := hp[i]; !isHex(c) && c != ':' && c != '.' {
+			if c := hp[i]; !abnf.IsHex(c) && c != ':' && c != '.' {
 				return "", aorError("bad IPv6 reference")
 			}
 		}
@@ -186,7 +210,7 @@ func canonHostPort(hp string) (string, error) {
 			return "", aorError("empty host")
 		}
 		for i := 0; i < len(host); i++ {
-			if c := host[i]; !isAlnum(c) && c != '-' && c != '.' {
+			if c := host[i]; !abnf.IsAlnum(c) && c != '-' && c != '.' {
 				return "", aorError(fmt.Sprintf("character %q not allowed in host", c))
 			}
 		}
@@ -216,26 +240,18 @@ func parseTel(rest string) (AOR, error) {
 			b.WriteByte(c)
 		case c == '-' || c == '.' || c == '(' || c == ')':
 		default:
-			return "", aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
+			return AOR{}, aorError(fmt.Sprintf("character %q not allowed in telephone number", c))
 		}
 	}
 	n := b.String()
 	if n == "" || n == "+" {
-		return "", aorError("empty telephone number")
+		return AOR{}, aorError("empty telephone number")
 	}
-	return AOR("tel:" + n), nil
-}
-
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+	return AOR{"tel:" + n}, nil
 }
 
 func isUnreserved(c byte) bool {
-	return isAlnum(c) || strings.IndexByte("-_.!~*'()", c) >= 0
+	return abnf.IsAlnum(c) || strings.IndexByte("-_.!~*'()", c) >= 0
 }
 
 // Registration is the last known binding of an AOR to a contact, as the

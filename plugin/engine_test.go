@@ -108,7 +108,7 @@ type engineEnv struct {
 	rec *recorder
 }
 
-const bob = plugin.AOR("sip:bob@example.com")
+var bob = plugin.MustParseAOR("sip:bob@example.com")
 
 func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engineEnv {
 	t.Helper()
@@ -140,13 +140,8 @@ func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engine
 			t.Errorf("Run: %v", err)
 		}
 	})
-	// Run reads the policy before pushes may start.
-	for eng.Registered(ctx, plugin.Registration{AOR: "sip:nobody@example.com", Contact: "sip:x@127.0.0.1", Expires: time.Now().Add(time.Hour)}) != nil {
-		time.Sleep(time.Millisecond)
-	}
-	// The probe's push finds an empty mailbox and ends; tests count
-	// active pushes from zero.
-	for eng.Active() != 0 {
+	// Run reads the policy before it starts the scheduler.
+	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
 	return &engineEnv{st: st, eng: eng, p: p, rec: rec}

@@ -97,13 +97,27 @@ type Observer interface {
 	PushDone(r PushReport)
 }
 
+// PushOutcome is how a push run ended; its value is the metrics label.
+type PushOutcome string
+
+const (
+	// OutcomeNone: nothing to push (empty mailbox, push not allowed, or
+	// another push holds the recipient). Not reported.
+	OutcomeNone PushOutcome = ""
+	// OutcomeDelivered: the mailbox was emptied or the session limit reached.
+	OutcomeDelivered PushOutcome = "delivered"
+	// OutcomePartial: some messages were left, e.g. refused or held.
+	OutcomePartial PushOutcome = "partial"
+	// OutcomeFailed: no session could be set up, or it broke.
+	OutcomeFailed PushOutcome = "failed"
+	// OutcomeCancelled: an unregistration or the shutdown ended it.
+	OutcomeCancelled PushOutcome = "cancelled"
+)
+
 // PushReport describes one push run.
 type PushReport struct {
-	AOR AOR
-	// Outcome is "delivered" (mailbox emptied or session limit reached),
-	// "partial" (some messages left, e.g. refused or held), "failed" (no
-	// session or it broke) or "cancelled" (unregistration or shutdown).
-	Outcome      string
+	AOR          AOR
+	Outcome      PushOutcome
 	Delivered    int
 	Failed       int
 	DeadLettered int

@@ -68,11 +68,11 @@ func (r *Redis) sweepLeases(ctx context.Context, now time.Time, st *plugin.Sweep
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, e := range batch {
-			cmds[i] = recoverScript.EvalSha(ctx, pipe, mailboxKeys(plugin.AOR(e.Member.(string))), ms(now))
+			cmds[i] = recoverScript.EvalSha(ctx, pipe, mailboxKeys(memberAOR(e.Member)), ms(now))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range batch {
-			aor := plugin.AOR(e.Member.(string))
+			aor := memberAOR(e.Member)
 			res, err := cmds[i].Slice()
 			if isNoScript(err) {
 				res, err = recoverScript.Run(ctx, r.c, mailboxKeys(aor), ms(now)).Slice()
@@ -109,12 +109,12 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(entries))
 		for i, e := range entries {
-			aor := plugin.AOR(e.Member.(string))
+			aor := memberAOR(e.Member)
 			cmds[i] = expireScript.EvalSha(ctx, pipe, append(mailboxKeys(aor), goneKey(aor)), ms(now))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range entries {
-			aor := plugin.AOR(e.Member.(string))
+			aor := memberAOR(e.Member)
 			res, err := cmds[i].Slice()
 			if isNoScript(err) {
 				res, err = expireScript.Run(ctx, r.c, append(mailboxKeys(aor), goneKey(aor)), ms(now)).Slice()
@@ -145,9 +145,18 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 }
 
 func (r *Redis) indexCAS(ctx context.Context, key string, aor plugin.AOR, old float64, next string) error {
-	err := indexCASScript.Run(ctx, r.c, []string{key}, string(aor), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
+	err := indexCASScript.Run(ctx, r.c, []string{key}, aor.String(), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
 	if err != nil {
 		return fmt.Errorf("update %s for %s: %w", key, aor, err)
 	}
 	return nil
+}
+
+// memberAOR reads back an AOR kept as a set member; it was canonical when
+// written, so a member that does not parse is one nobody wrote (its zero
+// AOR matches no key).
+func memberAOR(member any) plugin.AOR {
+	s, _ := member.(string)
+	aor, _ := plugin.ParseAOR(s)
+	return aor
 }

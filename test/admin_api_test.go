@@ -38,7 +38,7 @@ func TestAdminAPI(t *testing.T) {
 	a := startAdmin(t, c, con)
 	ctx := context.Background()
 
-	const bob, dave, carol = plugin.AOR("sip:bob@example.com"), plugin.AOR("sip:dave@example.com"), plugin.AOR("sip:carol@example.com")
+	var bob, dave, carol = plugin.MustParseAOR("sip:bob@example.com"), plugin.MustParseAOR("sip:dave@example.com"), plugin.MustParseAOR("sip:carol@example.com")
 	var bobMsgs []*plugin.Message
 	for i, id := range []string{"b1@example.com", "b2@example.com", "b3@example.com"} {
 		bobMsgs = append(bobMsgs, c.storeSIP(t, bob, id, "hello "+string(rune('a'+i))))

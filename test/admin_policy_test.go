@@ -20,7 +20,7 @@ func TestAdminPolicyReachesOtherInstance(t *testing.T) {
 	c1, c2 := startCore(t, r.URL(), coreOptions{}), startCore(t, r.URL(), coreOptions{})
 	a1, a2 := startAdmin(t, c1, con), startAdmin(t, c2, con)
 	ctx := context.Background()
-	const carol = plugin.AOR("sip:carol@example.com")
+	var carol = plugin.MustParseAOR("sip:carol@example.com")
 	if err := c2.eng.Registered(ctx, plugin.Registration{AOR: carol, Contact: "sip:carol@127.0.0.1:9", Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +69,8 @@ func TestAdminPushSwitchAndHold(t *testing.T) {
 	c := startCore(t, r.URL(), coreOptions{})
 	a := startAdmin(t, c, newContract(t))
 	ctx := context.Background()
-	const aor = plugin.AOR("sip:alice@example.com")
-	cl := newClient(t, string(aor), imclient.Config{})
+	var aor = plugin.MustParseAOR("sip:alice@example.com")
+	cl := newClient(t, aor.String(), imclient.Config{})
 
 	setPolicy := func(t *testing.T, patch string, want func(plugin.Policy) bool) {
 		t.Helper()

@@ -59,12 +59,13 @@ type importRule struct {
 // rules are DESIGN.md's dependency directions. The first rule whose key is a
 // prefix of the package path (longest first) applies.
 var rules = map[string]importRule{
-	"plugin":          {thirdParty: []string{"github.com/oklog/ulid"}},
-	"plugin/msrp":     {},
-	"plugin/encap":    {},
+	"plugin":          {own: []string{"plugin/abnf"}, thirdParty: []string{"github.com/oklog/ulid"}},
+	"plugin/abnf":     {},
+	"plugin/msrp":     {own: []string{"plugin/abnf"}},
+	"plugin/encap":    {own: []string{"plugin/abnf", "plugin/msrp"}},
 	"plugin/sdp":      {own: []string{"plugin/msrp"}, thirdParty: []string{"github.com/pion/sdp"}},
 	"plugin/push":     {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp"}, thirdParty: []string{"github.com/emiago/sipgo"}},
-	"adapters":        {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp"}, thirdParty: []string{"github.com/emiago/sipgo"}},
+	"adapters":        {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"}},
 	"store":           {own: []string{"plugin", "store/..."}, thirdParty: []string{"github.com/redis/go-redis", "github.com/alicebob/miniredis"}},
 	"api":             {own: []string{"plugin", "adapters/...", "api/console"}, thirdParty: []string{"github.com/cloudwego/hertz", "github.com/prometheus/client_golang"}},
 	"api/console":     {},

@@ -135,7 +135,7 @@ func (s *kamailioStack) register(t *testing.T, c *imclient.Client) {
 
 func (s *kamailioStack) counts(t *testing.T, user string) plugin.Counts {
 	t.Helper()
-	n, err := s.st.Count(context.Background(), plugin.AOR("sip:"+user+"@"+domain))
+	n, err := s.st.Count(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain))
 	if err != nil {
 		t.Fatal(err)
 	}

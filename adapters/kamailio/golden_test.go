@@ -63,7 +63,7 @@ func decode(t *testing.T, hook string, body []byte) string {
 		v, err = kamailio.DecodeRegistration(body, now)
 	case "unregistered", "expired":
 		aor, contact, derr := kamailio.DecodeUnregistration(body)
-		v, err = map[string]string{"aor": string(aor), "contact": contact}, derr
+		v, err = map[string]string{"aor": aor.String(), "contact": contact}, derr
 	case "message":
 		m, derr := kamailio.DecodeMessage(body)
 		v, err = map[string]string{"raw": string(m.Raw), "aor": m.AOR, "source": m.Source}, derr

@@ -59,7 +59,7 @@ func decode(t *testing.T, hook string, body []byte) string {
 		v, err = opensips.DecodeRegistration(body)
 	case "unregistered", "expired":
 		aor, contact, derr := opensips.DecodeUnregistration(body)
-		v, err = map[string]string{"aor": string(aor), "contact": contact}, derr
+		v, err = map[string]string{"aor": aor.String(), "contact": contact}, derr
 	case "message":
 		m, derr := opensips.DecodeMessage(body)
 		v, err = map[string]string{"raw": string(m.Raw), "aor": m.AOR, "source": m.Source}, derr

@@ -383,7 +383,7 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 	}
 	if m.ID == "" {
 		m.ID = newIdent()
-	} else if !isIdent(m.ID) {
+	} else if !IsIdent(m.ID, 4) {
 		return nil, fmt.Errorf("msrp: send: bad Message-ID %q", m.ID)
 	}
 	if err := ctx.Err(); err != nil {

@@ -238,7 +238,7 @@ func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Req
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	req.AppendHeader(from)
 	var to sip.Uri
-	if err := sip.ParseUri(string(t.AOR), &to); err != nil {
+	if err := sip.ParseUri(t.AOR.String(), &to); err != nil {
 		to = ruri
 	}
 	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
