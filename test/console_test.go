@@ -471,7 +471,7 @@ func TestConsoleAdmin(t *testing.T) {
 		}
 
 		// Dead letters: requeue puts them back in the mailbox.
-		s.deadLetter(t, plugin.AOR(bob))
+		s.deadLetter(t, plugin.MustParseAOR(bob))
 		tb.waitText("#dead-count", "(1)")
 		tb.waitText("#dead", "415 Unsupported Media Type")
 		tb.run("requeue", chromedp.Click(chromedp.CSS("#dead-requeue")))
@@ -481,7 +481,7 @@ func TestConsoleAdmin(t *testing.T) {
 		if s.api(t, "GET", "/v1/users/"+bob+"/dead-letters", nil, &page); page.Total != 0 {
 			t.Errorf("dead letters after requeue: %d", page.Total)
 		}
-		if n, _ := s.st.Count(context.Background(), plugin.AOR(bob)); n.Pending != 3 {
+		if n, _ := s.st.Count(context.Background(), plugin.MustParseAOR(bob)); n.Pending != 3 {
 			t.Errorf("pending after requeue: %+v, want 3", n)
 		}
 
