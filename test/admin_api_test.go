@@ -75,7 +75,7 @@ func TestAdminAPI(t *testing.T) {
 		method, path string
 		write        bool
 	}{
-		{"GET", "/metrics", false}, {"GET", "/v1/stats", false},
+		{"GET", "/metrics", false}, {"GET", "/v1/stats", false}, {"GET", "/v1/whoami", false},
 		{"GET", "/v1/policy", false}, {"PUT", "/v1/policy", true}, {"PATCH", "/v1/policy", true},
 		{"GET", "{u}/settings", false}, {"PUT", "{u}/settings", true}, {"DELETE", "{u}/settings", true},
 		{"GET", "{u}/messages", false}, {"DELETE", "{u}/messages", true},
@@ -123,6 +123,8 @@ func TestAdminAPI(t *testing.T) {
 			}
 		}},
 		{name: "stats unknown query", method: "GET", path: "/v1/stats?verbose=1", token: viewerToken, want: 400, code: "invalid_query", field: "verbose"},
+		{name: "whoami as viewer", method: "GET", path: "/v1/whoami", token: viewerToken, want: 200, check: wantBody(`{"name":"noc","role":"viewer"}`)},
+		{name: "whoami unknown query", method: "GET", path: "/v1/whoami?x=1", token: adminToken, want: 400, code: "invalid_query", field: "x"},
 
 		// Policy.
 		{name: "get policy as viewer", method: "GET", path: "/v1/policy", token: viewerToken, want: 200, check: wantPolicy(plugin.DefaultPolicy())},

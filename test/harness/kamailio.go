@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -43,7 +42,7 @@ type KamailioProc struct {
 
 // Kamailio starts kamailio -DD -E -f CFG -Y DIR with the given defines and
 // waits until it is ready.
-func Kamailio(t testing.TB, cfg KamailioConfig) *KamailioProc {
+func Kamailio(t T, cfg KamailioConfig) *KamailioProc {
 	t.Helper()
 	bin := Require(t, "kamailio", "kamailio")
 	if cfg.SIPPort == 0 {
