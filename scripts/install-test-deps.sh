@@ -66,7 +66,13 @@ for svc in redis-server kamailio; do
     systemctl stop "$svc" || true
   fi
 done
-pkill -x redis-server 2>/dev/null || true
+# Without systemd the postinst starts the packaged redis-server itself: stop
+# that one only (its pid file), never the test servers of other runs.
+for pidfile in /run/redis/redis-server.pid /var/run/redis/redis-server.pid; do
+  if [[ -s $pidfile ]]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+  fi
+done
 # The prometheus package enables a server on :9090: only its promtool is
 # wanted.
 if command -v systemctl >/dev/null; then
