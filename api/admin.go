@@ -148,6 +148,7 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 	if err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(p))
 	return reply(c, consts.StatusOK, p)
 }
 
@@ -184,12 +185,20 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 }
 
 // setPolicy writes a change through the engine's policy in force (the
-// store, then this instance at once; other instances through the store).
+// store, atomically, then this instance at once; other instances through
+// the store), if the policy is still the one the request's If-Match
+// names.
 func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
-	old, p, err := a.engine.UpdatePolicy(ctx, who.name, change)
+	old, p, err := a.engine.UpdatePolicy(ctx, who.name, func(p *plugin.Policy) error {
+		if err := checkIfMatch(c, "policy", *p); err != nil {
+			return err
+		}
+		return change(p)
+	})
 	if err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(p))
 	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),
 		"push_enabled", p.PushEnabled, "store_enabled", p.StoreEnabled)
 	return reply(c, consts.StatusOK, p)
