@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/plugin/plugintest"
 )
 
 const testHooksToken = "hooks-token-0123456789"
@@ -93,11 +93,7 @@ func startHooks(t *testing.T, eng *hookEngine, allow ...string) string {
 // startHooksWith is startHooks with the Config edited by edit.
 func startHooksWith(t *testing.T, eng *hookEngine, edit func(*Config)) string {
 	t.Helper()
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
