@@ -184,6 +184,11 @@ type Settings interface {
 
 	// SetContact records the last registration of r.AOR.
 	SetContact(ctx context.Context, r Registration) error
+	// DeleteContact forgets the last registration of aor when its contact
+	// is contact (whichever it is when contact is empty): the client
+	// unregistered, or its binding expired, and nobody may be pushed to
+	// there any more. Deleting what is not there is no error.
+	DeleteContact(ctx context.Context, aor AOR, contact string) error
 	// Contact returns the last registration of aor; ErrNotFound if none is
 	// known or it has expired.
 	Contact(ctx context.Context, aor AOR) (Registration, error)

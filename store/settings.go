@@ -253,6 +253,20 @@ func (r *Redis) SetContact(ctx context.Context, reg plugin.Registration) error {
 	return nil
 }
 
+// DeleteContact implements plugin.Settings: one script compares the
+// stored contact and deletes it, so a registration that lands meanwhile
+// from another device is not deleted with it.
+func (r *Redis) DeleteContact(ctx context.Context, aor plugin.AOR, contact string) error {
+	err := checkAOR(aor)
+	if err == nil {
+		err = deleteContactScript.Run(ctx, r.c, []string{contactKey(aor)}, contact).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("store: delete contact %s: %w", aor, err)
+	}
+	return nil
+}
+
 // Contact implements plugin.Settings.
 func (r *Redis) Contact(ctx context.Context, aor plugin.AOR) (plugin.Registration, error) {
 	var reg plugin.Registration

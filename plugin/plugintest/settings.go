@@ -149,6 +149,19 @@ func (s *Store) SetContact(ctx context.Context, r plugin.Registration) error {
 	return nil
 }
 
+// DeleteContact implements plugin.Settings.
+func (s *Store) DeleteContact(ctx context.Context, aor plugin.AOR, contact string) error {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return fmt.Errorf("plugintest: delete contact %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.contacts[aor]; ok && (contact == "" || r.Contact == contact) {
+		delete(s.contacts, aor)
+	}
+	return nil
+}
+
 // Contact implements plugin.Settings. A registration has expired when its
 // Expires is not after the store's clock.
 func (s *Store) Contact(ctx context.Context, aor plugin.AOR) (plugin.Registration, error) {

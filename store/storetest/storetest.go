@@ -597,6 +597,32 @@ func testSettings(e *env) {
 		e.t.Fatal(err)
 	}
 	diff(e.t, "contact", reg, got)
+	// Another device's unregistration leaves this one; its own removes it.
+	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070"); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.s.Contact(e.ctx, bob); err != nil {
+		e.t.Errorf("contact after another one's removal: %v", err)
+	}
+	if err := e.s.DeleteContact(e.ctx, bob, reg.Contact); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("removed contact", err, plugin.ErrNotFound)
+	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+		e.t.Errorf("removing what is not there: %v", err)
+	}
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("contact removed with any", err, plugin.ErrNotFound)
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
