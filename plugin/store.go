@@ -88,6 +88,12 @@ type Queue interface {
 	// ErrLeaseLost if another token owns it now; nothing changes then.
 	Unlock(ctx context.Context, aor AOR, token string) error
 
+	// Recipients lists recipients with stored messages, about n at a time,
+	// from cursor ("" to begin); next is "" after the last page. A scan
+	// sees every recipient that has messages throughout it, some maybe
+	// twice; one whose first message arrives meanwhile may be missed.
+	Recipients(ctx context.Context, cursor string, n int) (aors []AOR, next string, err error)
+
 	// Sweep requeues in-flight messages whose lease expired before now,
 	// drops messages that expired before now, and reports what it did.
 	// Run it periodically on every instance; concurrent sweeps are safe.
