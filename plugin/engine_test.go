@@ -307,7 +307,10 @@ func TestEngineBrokenSessionKeepsRestInOrder(t *testing.T) {
 			t.Errorf("%s attempts = %d, want %d", m.CallID, m.Attempts, wantAttempts)
 		}
 	}
-	if diff := cmp.Diff(want[3:], left); diff != "" {
+	// The message the session broke on goes behind the rest, which it
+	// must not hold back; those keep their order.
+	wantLeft := append(append([]string(nil), want[4:]...), want[3])
+	if diff := cmp.Diff(wantLeft, left); diff != "" {
 		t.Errorf("stored after the break (-want +got):\n%s", diff)
 	}
 	p.mu.Lock()
@@ -315,7 +318,7 @@ func TestEngineBrokenSessionKeepsRestInOrder(t *testing.T) {
 	p.mu.Unlock()
 	e.register(t)
 	e.report(t)
-	if diff := cmp.Diff(want, p.got); diff != "" {
+	if diff := cmp.Diff(append(append([]string(nil), want[:3]...), wantLeft...), p.got); diff != "" {
 		t.Errorf("delivered over two registrations (-want +got):\n%s", diff)
 	}
 }
