@@ -61,14 +61,14 @@ type Config struct {
 // Redis is the Redis implementation of plugin.Store. Its methods are safe
 // for concurrent use.
 type Redis struct {
-	c       redis.UniversalClient
-	log     *slog.Logger
-	now     func() time.Time
+	c   redis.UniversalClient
+	log *slog.Logger
+	now func() time.Time
 	// replicas and replicaTimeout are Config.MinReplicas and
 	// ReplicaTimeout.
 	replicas       int
 	replicaTimeout time.Duration
-	closers []func() error
+	closers        []func() error
 	// batch carries the commands of Append: go-redis's autopipeliner
 	// writes those of concurrent callers to Redis together, one ordered
 	// stream, which cuts the syscalls and CPU of each append (see Append). Nil
