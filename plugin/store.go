@@ -195,8 +195,15 @@ type Settings interface {
 	// DeleteUserSettings removes aor's settings (back to the policy).
 	DeleteUserSettings(ctx context.Context, aor AOR) error
 
-	// SetContact records the last registration of r.AOR.
+	// SetContact records the last registration of r.AOR. r.PagerOnly is
+	// kept as stored when the stored registration has the same binding
+	// (Registration.Binding) and says PagerOnly: a refresh does not
+	// forget what the client refused; a new binding starts as r says.
 	SetContact(ctx context.Context, r Registration) error
+	// SetPagerOnly marks aor's stored registration PagerOnly if its
+	// binding is still binding; otherwise (a new registration came
+	// meanwhile, or none is stored) nothing changes and it is no error.
+	SetPagerOnly(ctx context.Context, aor AOR, binding string) error
 	// DeleteContact forgets the last registration of aor when its contact
 	// is contact (whichever it is when contact is empty): the client
 	// unregistered, or its binding expired, and nobody may be pushed to

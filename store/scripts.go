@@ -383,3 +383,54 @@ if ARGV[1] ~= '' and cjson.decode(v).contact ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `)
+
+// bindingLua is the Lua of plugin.Registration.Binding for a decoded
+// registration: its instance when set, else its contact.
+const bindingLua = `
+local function binding(reg)
+  if type(reg.instance) == 'string' and reg.instance ~= '' then return reg.instance end
+  return reg.contact
+end
+`
+
+// setContactScript records a registration, keeping what the stored one
+// learnt (pager_only) when it is the same binding.
+//
+//	KEYS  1 contact
+//	ARGV  1 registration JSON, 2 the same with pager_only set, 3 its
+//	      binding, 4 TTL ms (0: none)
+//	Returns 1 written as given, 2 written with pager_only kept.
+var setContactScript = redis.NewScript(bindingLua + `
+local rec, res = ARGV[1], 1
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, old = pcall(cjson.decode, v)
+  if ok and type(old) == 'table' and old.pager_only == true and binding(old) == ARGV[3] then
+    rec, res = ARGV[2], 2
+  end
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('SET', KEYS[1], rec, 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], rec)
+end
+return res
+`)
+
+// setPagerOnlyScript marks the stored registration pager_only if it is
+// still the given binding. The JSON is Go's (an object without
+// pager_only when it is false): the member is added before the closing
+// brace, so the rest stays byte for byte, and the TTL is kept.
+//
+//	KEYS  1 contact
+//	ARGV  1 binding
+//	Returns 1 marked (or already), 0 nothing stored or another binding.
+var setPagerOnlyScript = redis.NewScript(bindingLua + `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, old = pcall(cjson.decode, v)
+if not ok or type(old) ~= 'table' or binding(old) ~= ARGV[1] then return 0 end
+if old.pager_only == true then return 1 end
+redis.call('SET', KEYS[1], string.sub(v, 1, -2) .. ',"pager_only":true}', 'KEEPTTL')
+return 1
+`)

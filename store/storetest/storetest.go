@@ -62,6 +62,7 @@ func Run(t *testing.T, open Factory) {
 		{"Admin", testAdmin},
 		{"Policy", testPolicy},
 		{"UserSettingsAndContact", testSettings},
+		{"PagerOnly", testPagerOnly},
 		{"AtomicUpdates", testAtomicUpdates},
 		{"Recipients", testRecipients},
 		{"ConcurrentExactlyOnce", testConcurrent},
@@ -629,6 +630,92 @@ func testSettings(e *env) {
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
+}
+
+// testPagerOnly: what a push learnt of a client (it refused MSRP) lasts
+// as long as its binding: a refresh keeps it, another instance or (with
+// no instance) another contact drops it, and a mark for a binding that is
+// no longer stored changes nothing.
+func testPagerOnly(e *env) {
+	contact := func(r plugin.Registration) plugin.Registration {
+		e.t.Helper()
+		got, err := e.s.Contact(e.ctx, r.AOR)
+		if err != nil {
+			e.t.Fatalf("Contact: %v", err)
+		}
+		return got
+	}
+	set := func(r plugin.Registration) {
+		e.t.Helper()
+		if err := e.s.SetContact(e.ctx, r); err != nil {
+			e.t.Fatalf("SetContact: %v", err)
+		}
+	}
+	mark := func(aor plugin.AOR, binding string) {
+		e.t.Helper()
+		if err := e.s.SetPagerOnly(e.ctx, aor, binding); err != nil {
+			e.t.Fatalf("SetPagerOnly: %v", err)
+		}
+	}
+	if err := e.s.SetPagerOnly(e.ctx, bob, "sip:bob@192.0.2.1"); err != nil {
+		e.t.Errorf("SetPagerOnly with nothing stored: %v", err)
+	}
+	if _, err := e.s.Contact(e.ctx, bob); !errors.Is(err, plugin.ErrNotFound) {
+		e.t.Errorf("SetPagerOnly with nothing stored made a registration: %v", err)
+	}
+
+	// By contact (no instance).
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@192.0.2.1:5070;transport=tcp", Expires: e.clock.Now().Add(time.Hour),
+		Path: []string{"<sip:edge.example.com;lr>"}}
+	set(reg)
+	mark(bob, "sip:bob@192.0.2.9:5070")
+	if contact(reg).PagerOnly {
+		e.t.Error("marked through another binding")
+	}
+	mark(bob, reg.Contact)
+	want := reg
+	want.PagerOnly = true
+	diff(e.t, "marked registration", want, contact(reg))
+	mark(bob, reg.Contact) // again: no change
+	diff(e.t, "marked twice", want, contact(reg))
+	refresh := reg
+	refresh.Expires = e.clock.Now().Add(2 * time.Hour)
+	set(refresh)
+	want = refresh
+	want.PagerOnly = true
+	diff(e.t, "refreshed registration", want, contact(reg))
+	moved := reg
+	moved.Contact = "sip:bob@192.0.2.2:5070;transport=tcp"
+	set(moved)
+	diff(e.t, "registration of another contact", moved, contact(reg))
+
+	// By instance: a new contact address of the same device keeps it,
+	// another device does not.
+	dev := plugin.Registration{AOR: alice, Contact: "sip:alice@192.0.2.3:5070", Instance: "<urn:uuid:a1>", Expires: e.clock.Now().Add(time.Hour)}
+	set(dev)
+	mark(alice, dev.Contact) // the contact is not the binding
+	if contact(dev).PagerOnly {
+		e.t.Error("marked through the contact of a registration with an instance")
+	}
+	mark(alice, dev.Instance)
+	roamed := dev
+	roamed.Contact = "sip:alice@198.51.100.7:5070"
+	set(roamed)
+	want = roamed
+	want.PagerOnly = true
+	diff(e.t, "same instance, new contact", want, contact(dev))
+	other := roamed
+	other.Instance = "<urn:uuid:a2>"
+	set(other)
+	diff(e.t, "another instance", other, contact(dev))
+
+	// Its expiry is the registration's.
+	if err := e.s.SetPagerOnly(e.ctx, alice, other.Instance); err != nil {
+		e.t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Hour)
+	_, err := e.s.Contact(e.ctx, alice)
+	e.wantErr("expired marked registration", err, plugin.ErrNotFound)
 }
 
 // testConcurrent: producers append to the same and different recipients
