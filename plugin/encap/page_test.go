@@ -12,7 +12,6 @@ import (
 	"github.com/deferpush/deferpush/plugin/encap"
 )
 
-
 func TestPageOfMessage(t *testing.T) {
 	// A stored MESSAGE with everything a page must drop: the sender's Via
 	// (two, and one compact), a preloaded Route, its credentials, and a
