@@ -97,9 +97,16 @@ func (s *fakeSession) Close(ctx context.Context) error {
 }
 
 type recorder struct {
-	mu   sync.Mutex
-	reps []plugin.PushReport
-	ch   chan plugin.PushReport
+	mu       sync.Mutex
+	notified []string // "<disposition> <error>" of each notification
+	reps     []plugin.PushReport
+	ch       chan plugin.PushReport
+}
+
+func (r *recorder) Notified(d plugin.Disposition, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notified = append(r.notified, fmt.Sprintf("%s %v", d, err))
 }
 
 func (r *recorder) PushDone(rep plugin.PushReport) {

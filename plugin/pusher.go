@@ -114,6 +114,9 @@ type Observer interface {
 	// PushDone is called once per push run that opened a session or tried
 	// to.
 	PushDone(r PushReport)
+	// Notified is called once per notification sent to a sender (RFC
+	// 5438), with the error that kept it from going out, if any.
+	Notified(d Disposition, err error)
 }
 
 // PushOutcome is how a push run ended; its value is the metrics label.

@@ -203,6 +203,9 @@ func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 		}
 		if dead {
 			r.rep.DeadLettered++
+			if _, failed := r.e.notices.requests(m); failed {
+				r.e.notices.send(m, DispositionFailed)
+			}
 		}
 	}
 	return nil

@@ -104,6 +104,13 @@ type Queue interface {
 	// Sweep requeues in-flight messages whose lease expired before now,
 	// drops messages that expired before now, and reports what it did.
 	// Run it periodically on every instance; concurrent sweeps are safe.
+	//
+	// A message appended with NotifyFailure that expired undelivered is
+	// reported in Undelivered by exactly one Sweep (a Claim that meets it
+	// expired leaves it to the Sweep), unless it was acked, deleted or
+	// dead-lettered first (Fail reports a dead letter; the caller tells
+	// the sender then). One in flight under a live lease waits for its
+	// push to end.
 	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
 }
 
@@ -112,6 +119,9 @@ type SweepStats struct {
 	Requeued int   // in-flight messages put back to pending
 	Expired  int   // messages dropped because they expired
 	Requeue  []AOR // recipients whose messages were requeued: push them again
+	// Undelivered are the expired messages whose sender asked to hear
+	// of it (Message.NotifyFailure), as stored.
+	Undelivered []*Message
 }
 
 // Mailboxes is the admin view of stored messages.
