@@ -70,3 +70,47 @@ func TestEnginePromptRetry(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineRefusalHoldsWhatArrivedMeanwhile: a registration that comes
+// while a push runs runs it again at its end — unless the client refused
+// it (486): then it waits for the backoff like a later one.
+func TestEngineRefusalHoldsWhatArrivedMeanwhile(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		openErr  error
+		wantPush bool
+	}{
+		{"486", &plugin.SessionError{Op: "invite", Status: 486, Err: errors.New("Busy Here")}, false},
+		{"no answer", &plugin.SessionError{Op: "invite", Err: errors.New("no answer within 32s (cancelled)")}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &fakePusher{openErr: tt.openErr, openGate: make(chan struct{}), openStarted: make(chan struct{}, 10)}
+			e := newEngine(t, p, func(p *plugin.Policy) { p.RetryBackoff = plugin.Duration(time.Hour) })
+			e.store(t, 1)
+			r := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Received: "tcp:127.0.0.1:40000", Expires: time.Now().Add(time.Hour)}
+			ctx := context.Background()
+			if err := e.eng.Registered(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			<-p.openStarted
+			if err := e.eng.Registered(ctx, r); err != nil { // a refresh during the push
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the scheduler takes the event
+			close(p.openGate)
+			if rep := e.report(t); rep.Outcome != plugin.OutcomeFailed {
+				t.Fatalf("first push %+v", rep)
+			}
+			select {
+			case rep := <-e.rec.ch:
+				if !tt.wantPush {
+					t.Fatalf("ran again during the backoff: %+v", rep)
+				}
+			case <-time.After(300 * time.Millisecond):
+				if tt.wantPush {
+					t.Fatal("did not run again")
+				}
+			}
+		})
+	}
+}

@@ -22,7 +22,10 @@ type fakePusher struct {
 	closes  int
 	got     []string // Call-IDs delivered, in order
 	openErr error
-	targets []plugin.Target // every Open's target, in order
+	// openGate, when set, holds every Open until it is closed, after a
+	// send on openStarted.
+	openGate, openStarted chan struct{}
+	targets               []plugin.Target // every Open's target, in order
 	// refuseMSRP makes every Open of an MSRP session fail as a client
 	// without MSRP answers (488); pager-mode opens succeed.
 	refuseMSRP bool
@@ -34,6 +37,10 @@ type fakePusher struct {
 }
 
 func (p *fakePusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
+	if p.openGate != nil {
+		p.openStarted <- struct{}{}
+		<-p.openGate
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.opens++

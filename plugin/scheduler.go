@@ -254,6 +254,13 @@ func (s *scheduler) start(ctx context.Context, r *schedRun) {
 func (s *scheduler) onEnded(ctx context.Context, ev endedEvent) {
 	r := s.runs[ev.aor]
 	s.after(ctx, ev.aor, ev.reg, ev.rep)
+	// What arrived meanwhile (a registration, a message) runs the push
+	// again, unless the client refused this one: then it waits for the
+	// backoff like a registration that comes later.
+	if b, ok := s.backoff[ev.aor]; ok && r.again && b.waits(r.reg) && s.now().Before(b.until) {
+		s.log.Debug("push backing off", "aor", ev.aor, "until", b.until)
+		r.again = false
+	}
 	if r.again && ctx.Err() == nil {
 		r.at = s.now()
 		s.start(ctx, r)

@@ -49,8 +49,20 @@ type Config struct {
 	// the RFC 4975 default) or "active" (we connect). Empty means passive.
 	Setup string
 	// InviteStatus is our final answer to an INVITE. Zero means 200. A
-	// negative value means never answer finally (only 180 Ringing).
+	// negative value means never answer finally (only 180 Ringing). A
+	// client without MSRP (a pager-only softphone) answers 488 or 415.
 	InviteStatus int
+	// NoMSRPAnswer answers the INVITE 200 with the MSRP stream refused
+	// (m=message port 0, RFC 3264): a client that took the call but not
+	// MSRP.
+	NoMSRPAnswer bool
+	// MessageStatus chooses our final answer to the n-th received message
+	// when it comes as a SIP MESSAGE (pager mode; n counts MSRP messages
+	// too). Nil answers 200; a negative answer never answers.
+	MessageStatus func(n int, req *sip.Request) int
+	// Instance, when set, is the +sip.instance of our Contact in
+	// REGISTER (RFC 5626), e.g. "<urn:uuid:...>".
+	Instance string
 	// NeverConnect with Setup "active": answer 200 but never open MSRP.
 	NeverConnect bool
 	// Answer chooses the MSRP answer to the n-th received message (from
@@ -121,7 +133,13 @@ func (c *Client) event(ev Event) error {
 
 // Received is one message the client took, decoded.
 type Received struct {
-	// OuterID is the Message-ID of the SEND that carried it.
+	// Pager says it came as a SIP MESSAGE (pager mode): ContentType is
+	// then message/sip and Body the whole request as received, so that
+	// Decoded holds its Call-ID, From, To, Date, identity headers, and
+	// its own Content-Type and body.
+	Pager bool
+	// OuterID is the Message-ID of the SEND that carried it ("" in pager
+	// mode).
 	OuterID     string
 	ContentType string
 	Body        []byte
@@ -260,6 +278,7 @@ func (c *Client) start(ctx context.Context) error {
 	c.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 	})
+	c.srv.OnMessage(c.onMessage)
 	c.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
@@ -298,7 +317,14 @@ func (c *Client) Register(ctx context.Context, expires int) (int, error) {
 	from := &sip.FromHeader{Address: c.aor, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(10))
 	req.AppendHeader(from)
-	req.AppendHeader(sip.HeaderClone(&c.contact))
+	contact := sip.HeaderClone(&c.contact).(*sip.ContactHeader)
+	if c.cfg.Instance != "" {
+		if contact.Params == nil {
+			contact.Params = sip.NewParams()
+		}
+		contact.Params.Add("+sip.instance", `"`+c.cfg.Instance+`"`)
+	}
+	req.AppendHeader(contact)
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
 	c.route(req)
 	res, err := c.cli.Do(ctx, req, sipgo.ClientRequestRegisterBuild)
@@ -341,6 +367,12 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if status != 0 && status != 200 {
 		_ = dlg.Respond(status, "Refused by test client", nil)
+		return
+	}
+	if c.cfg.NoMSRPAnswer {
+		// The MSRP stream refused (port 0, RFC 3264 §6): nothing to use.
+		refused := "v=0\r\no=- 1 1 IN IP4 " + c.cfg.Host + "\r\ns=-\r\nc=IN IP4 " + c.cfg.Host + "\r\nt=0 0\r\nm=message 0 TCP/MSRP *\r\n"
+		_ = dlg.RespondSDP([]byte(refused))
 		return
 	}
 	offer, err := sdp.Parse(req.Body())
@@ -515,6 +547,33 @@ func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message
 	}
 	c.bump(func() { c.received = append(c.received, r) })
 	return err
+}
+
+// onMessage takes a message in pager mode: a SIP MESSAGE, received as
+// Received with the whole request as its message/sip body.
+func (c *Client) onMessage(req *sip.Request, tx sip.ServerTransaction) {
+	c.mu.Lock()
+	c.n++
+	n := c.n
+	c.mu.Unlock()
+	raw := []byte(req.String())
+	r := Received{Pager: true, ContentType: encap.TypeSIP, Body: raw}
+	r.Decoded, r.DecodeErr = encap.Decode(encap.TypeSIP, raw)
+	status := 200
+	if c.cfg.MessageStatus != nil {
+		status = c.cfg.MessageStatus(n, req)
+	}
+	if status < 0 {
+		c.bump(func() { c.received = append(c.received, r) })
+		return
+	}
+	r.Answered = status
+	c.bump(func() { c.received = append(c.received, r) })
+	reason := "OK"
+	if status >= 300 {
+		reason = "Refused by test client"
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, status, reason, nil))
 }
 
 // bump applies a change under the lock and wakes the waiters.
