@@ -54,6 +54,11 @@ func BenchmarkVsMsilo(b *testing.B) {
 				break
 			}
 		}
+		if m == 1 && rep.DeferpushMissing == "" {
+			if row, ok := runDeferpushPager(b, p, m); ok {
+				rep.Rows = append(rep.Rows, row)
+			}
+		}
 	}
 	rep.Elapsed = time.Since(start)
 	if err := rep.write(p.OutDir); err != nil {

@@ -171,11 +171,8 @@ func (r *benchReport) markdown() ([]byte, error) {
 
 	b.WriteString("\n## Ratios (deferpush ÷ msilo)\n\n")
 	b.WriteString("| M | store rate | delivery rate | REGISTER→last p99 (msilo ÷ deferpush) | CPU s per message (msilo ÷ deferpush) |\n|--:|--:|--:|--:|--:|\n")
-	for _, sys := range []string{systemDeferpush, systemDeferpushViaSIP} {
-		label := ""
-		if sys != systemDeferpush {
-			label = " (store via SIP)"
-		}
+	for _, sys := range []string{systemDeferpush, systemDeferpushViaSIP, systemDeferpushPager} {
+		label := map[string]string{systemDeferpushViaSIP: " (store via SIP)", systemDeferpushPager: " (pager_below)"}[sys]
 		for _, mm := range p.Ms {
 			ms_, ok1 := r.row("msilo", mm)
 			dp, ok2 := r.row(sys, mm)
@@ -225,6 +222,9 @@ func (r *benchReport) markdown() ([]byte, error) {
 		"the reference client (`adapters/imclient`), registering over TCP through Kamailio and confirming each MSRP SEND. " +
 		"**deferpush (store via SIP)** is the same with `-A STORE_VIA_SIP=1`: Kamailio relays each offline MESSAGE over one TCP " +
 		"connection to deferpush's SIP ingress instead of posting it to the message hook from an async worker; its delivery phase is the same as the first row's.\n")
+	b.WriteString("- **deferpush (pager_below)** (M=1 only) runs with the policy's `pager_below` at M: each user's messages go as SIP MESSAGEs " +
+		"(pager mode) through the shipped kamailio.cfg to msilo's own client, the SIPp UAS, registered by the same SIPp REGISTER scenario as msilo's; " +
+		"its store phase is the first row's.\n")
 	b.WriteString("- **Go benchmarks** of the hot paths are in `results/go-bench.txt` (benchstat input).\n")
 	return b.Bytes(), nil
 }
@@ -270,7 +270,7 @@ func (r *benchReport) goals() []string {
 	if len(out) == 2 && r.DeferpushMissing != "" {
 		out = append(out, "store-rate goals: not measured in this run")
 	}
-	return out
+	return append(out, r.pagerGoal())
 }
 
 func ratio(a, b float64) string {

@@ -77,7 +77,8 @@ type Config struct {
 	// session, before the client goes on, so that a test can inject a
 	// fault (kill deferpush, pause Redis) at a precise point. A non-nil
 	// error at EventMessage drops the connection without answering, as
-	// DropAt does; at the other events it is ignored.
+	// DropAt does (in pager mode: leaves the MESSAGE unanswered); at the
+	// other events it is ignored.
 	OnEvent func(ev Event) error
 	// PathAddr, when set, is the host:port put in our a=path instead of
 	// the MSRP listener's: a relay in front of the listener, which routes
@@ -109,7 +110,7 @@ const (
 	// EventAck: the ACK of our 200 arrived.
 	EventAck EventKind = "ack"
 	// EventMessage: the N-th message (from 1, over the client's life) is
-	// complete; it is not answered yet.
+	// complete, in an MSRP SEND or a SIP MESSAGE; it is not answered yet.
 	EventMessage EventKind = "message"
 	// EventBye: a BYE arrived; it is not answered yet.
 	EventBye EventKind = "bye"
@@ -118,9 +119,11 @@ const (
 // Event is one step of a push session.
 type Event struct {
 	Kind EventKind
-	// N and Message are set for EventMessage.
+	// N is set for EventMessage, and Message for one in an MSRP SEND
+	// (Request for one in a SIP MESSAGE).
 	N       int
 	Message *msrp.Message
+	Request *sip.Request
 }
 
 // event calls Config.OnEvent, if set.
@@ -140,7 +143,9 @@ type Received struct {
 	Pager bool
 	// OuterID is the Message-ID of the SEND that carried it ("" in pager
 	// mode).
-	OuterID     string
+	OuterID string
+	// CSeq is the CSeq number of the MESSAGE that carried it (pager mode).
+	CSeq        uint32
 	ContentType string
 	Body        []byte
 	// Decoded is Body unwrapped; DecodeErr says why not when it failed.
@@ -558,10 +563,16 @@ func (c *Client) onMessage(req *sip.Request, tx sip.ServerTransaction) {
 	c.mu.Unlock()
 	raw := []byte(req.String())
 	r := Received{Pager: true, ContentType: encap.TypeSIP, Body: raw}
+	if cs := req.CSeq(); cs != nil {
+		r.CSeq = cs.SeqNo
+	}
 	r.Decoded, r.DecodeErr = encap.Decode(encap.TypeSIP, raw)
 	status := 200
 	if c.cfg.MessageStatus != nil {
 		status = c.cfg.MessageStatus(n, req)
+	}
+	if c.event(Event{Kind: EventMessage, N: n, Request: req}) != nil {
+		status = -1
 	}
 	if status < 0 {
 		c.bump(func() { c.received = append(c.received, r) })
