@@ -37,6 +37,8 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Until hertz reads the first request, nothing else bounds the wait.
+	_ = c.SetReadDeadline(time.Now().Add(firstRequestTimeout))
 	tc := &trackedConn{Conn: c, l: l}
 	l.mu.Lock()
 	l.conns[tc] = struct{}{}
@@ -79,4 +81,22 @@ func (c *trackedConn) Close() error {
 		_ = c.Conn.Close()
 	}()
 	return nil
+}
+
+// busyAnswer is what a connection gets when every connection in its way
+// is busy (guard.Config.Refuse).
+const busyAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n" +
+	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 89\r\n\r\n" +
+	`{"error":{"code":"too_many_connections","message":"too many connections; retry shortly"}}`
+
+// refuseHTTP answers 503 on a connection the listener cannot admit, and
+// closes it the lingering way.
+func refuseHTTP(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(lingerTime))
+	_, _ = io.WriteString(c, busyAnswer)
+	if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c, lingerBytes)
+	}
+	_ = c.Close()
 }
