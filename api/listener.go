@@ -24,12 +24,17 @@ const (
 // the shutdown for the whole timeout.
 type trackingListener struct {
 	net.Listener
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
+	// firstRequest bounds the wait for a new connection's first request;
+	// hertz sets no read deadline before it (its ReadTimeout and
+	// IdleTimeout apply from the second request on), and overrides this
+	// one from then on.
+	firstRequest time.Duration
+	mu           sync.Mutex
+	conns        map[*trackedConn]struct{}
 }
 
-func newTrackingListener(l net.Listener) *trackingListener {
-	return &trackingListener{Listener: l, conns: map[*trackedConn]struct{}{}}
+func newTrackingListener(l net.Listener, firstRequest time.Duration) *trackingListener {
+	return &trackingListener{Listener: l, firstRequest: firstRequest, conns: map[*trackedConn]struct{}{}}
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -37,8 +42,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Until hertz reads the first request, nothing else bounds the wait.
-	_ = c.SetReadDeadline(time.Now().Add(firstRequestTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(l.firstRequest))
 	tc := &trackedConn{Conn: c, l: l}
 	l.mu.Lock()
 	l.conns[tc] = struct{}{}

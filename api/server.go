@@ -96,12 +96,16 @@ type Config struct {
 	// when set, bounds them together with the process's other listeners.
 	// At a bound, the connection idle longest is closed to make room (one
 	// that never sent a request first); when every one is busy, the new
-	// connection gets 503 and is closed. A new connection must bring its
-	// first request (header and body) within 10 s; later ones are bounded
-	// by hertz's read timeout (30 s) and idle timeout (2 minutes).
+	// connection gets 503 and is closed. After the first request (see
+	// FirstRequestTimeout), hertz's read timeout (30 s) and idle timeout
+	// (2 minutes) bound a connection.
 	HooksConns ConnLimits
 	AdminConns ConnLimits
 	Budget     *guard.Budget
+	// FirstRequestTimeout bounds the wait for a new connection's first
+	// request (header and body): hertz sets no deadline before it. Zero
+	// means 10 s.
+	FirstRequestTimeout time.Duration
 
 	// AdminTokens are the admin API's bearer tokens. At least one.
 	AdminTokens []Token
@@ -130,11 +134,6 @@ type ConnLimits struct {
 	PerHost int
 }
 
-// firstRequestTimeout bounds the wait for a new connection's first
-// request; hertz sets no deadline before it (its ReadTimeout and
-// IdleTimeout apply from the second request on).
-const firstRequestTimeout = 10 * time.Second
-
 // Server serves the hooks and the admin API.
 type Server struct {
 	cfg       Config
@@ -160,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxBodySize == 0 {
 		cfg.MaxBodySize = 1 << 20
+	}
+	if cfg.FirstRequestTimeout == 0 {
+		cfg.FirstRequestTimeout = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -198,7 +200,7 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 		// A TLS client would not read a plain answer: it is just closed.
 		gc.Refuse = refuseHTTP
 	}
-	tl := newTrackingListener(guard.Listen(ln, gc))
+	tl := newTrackingListener(guard.Listen(ln, gc), s.cfg.FirstRequestTimeout)
 	s.listeners = append(s.listeners, tl)
 	opts := []config.Option{
 		server.WithListener(tl),
