@@ -3,8 +3,8 @@ package ingress
 import (
 	"context"
 	"crypto/subtle"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"strconv"
