@@ -166,7 +166,6 @@ func TestHTTPConnectionBounds(t *testing.T) {
 
 	// Two connections in the middle of a request (headers unfinished,
 	// within the timeout) fill the bound.
-	var busy []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", hooks)
 		if err != nil {
@@ -174,7 +173,6 @@ func TestHTTPConnectionBounds(t *testing.T) {
 		}
 		defer c.Close()
 		io.WriteString(c, "POST /hooks/kamailio/message HTTP/1.1\r\nHost: x\r\n")
-		busy = append(busy, c)
 	}
 	time.Sleep(50 * time.Millisecond)
 	c, err := net.Dial("tcp", hooks)
