@@ -46,8 +46,8 @@ func (t *adminToken) may(need Role) bool {
 // adminHandler serves one admin request for an authenticated caller.
 type adminHandler func(ctx context.Context, c *app.RequestContext, who *adminToken) error
 
-// routeAdmin registers the admin API (/v1/...), /metrics and the OpenAPI
-// document.
+// routeAdmin registers the admin API (/v1/...), /metrics, the OpenAPI
+// document and the console.
 func (s *Server) routeAdmin(h *server.Hertz) {
 	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger, aorRules: s.cfg.AORRules}
 	for _, t := range s.cfg.AdminTokens {
@@ -65,6 +65,8 @@ func (s *Server) routeAdmin(h *server.Hertz) {
 	h.PUT("/v1/policy", a.handle(RoleAdmin, a.putPolicy))
 	h.PATCH("/v1/policy", a.handle(RoleAdmin, a.patchPolicy))
 	h.GET("/v1/stats", a.handle(RoleViewer, a.stats))
+	h.GET("/v1/whoami", a.handle(RoleViewer, a.whoami))
+	routeConsole(h)
 	// The AOR in /v1/users/{aor}/... holds ':' and '@', and may arrive
 	// %-escaped (even a '/' of its user part as %2F): one catch-all route,
 	// and the rest of the path is parsed from the raw request path.
@@ -146,6 +148,7 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 	if err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(p))
 	return reply(c, consts.StatusOK, p)
 }
 
@@ -182,12 +185,20 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 }
 
 // setPolicy writes a change through the engine's policy in force (the
-// store, then this instance at once; other instances through the store).
+// store, atomically, then this instance at once; other instances through
+// the store), if the policy is still the one the request's If-Match
+// names.
 func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
-	old, p, err := a.engine.UpdatePolicy(ctx, who.name, change)
+	old, p, err := a.engine.UpdatePolicy(ctx, who.name, func(p *plugin.Policy) error {
+		if err := checkIfMatch(c, "policy", *p); err != nil {
+			return err
+		}
+		return change(p)
+	})
 	if err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(p))
 	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),
 		"push_enabled", p.PushEnabled, "store_enabled", p.StoreEnabled)
 	return reply(c, consts.StatusOK, p)

@@ -138,6 +138,15 @@ func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 			s.hookRefused(c, err, plugin.Policy{})
 			return
 		}
+		// A binding that ends now is an unregistration, and answered so.
+		if !r.Expires.After(time.Now()) {
+			if err := s.cfg.Engine.Unregistered(ctx, r.AOR, r.Contact); err != nil {
+				s.hookRefused(c, err, plugin.Policy{})
+				return
+			}
+			writeHook(c, plugin.OutcomeFor(plugin.StatusUnregistered, plugin.Policy{}), "", nil)
+			return
+		}
 		// The engine records the contact and starts any push in the
 		// background: the hook returns at once.
 		if err := s.cfg.Engine.Registered(ctx, r); err != nil {

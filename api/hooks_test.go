@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/plugin/plugintest"
 )
 
 const testHooksToken = "hooks-token-0123456789"
@@ -93,11 +93,7 @@ func startHooks(t *testing.T, eng *hookEngine, allow ...string) string {
 // startHooksWith is startHooks with the Config edited by edit.
 func startHooksWith(t *testing.T, eng *hookEngine, edit func(*Config)) string {
 	t.Helper()
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -253,6 +249,11 @@ func TestHookRegistration(t *testing.T) {
 	if code != 400 || got["status"] != "malformed" {
 		t.Errorf("registered without contact: %d %v, want 400 malformed", code, got)
 	}
+	// A binding that ends at once is an unregistration, answered so.
+	code, got = postHook(t, base+"/hooks/kamailio/registered", testHooksToken, `{"aor":"sip:user5@example.com","contact":"sip:user5@192.0.2.9","expires":0}`)
+	if code != 200 || got["status"] != "unregistered" {
+		t.Errorf("registered with expires 0: %d %v, want 200 unregistered", code, got)
+	}
 	if len(eng.regs) != 1 {
 		t.Fatalf("registrations %+v, want 1", eng.regs)
 	}
@@ -262,7 +263,7 @@ func TestHookRegistration(t *testing.T) {
 		r.Expires.Before(before.Add(299*time.Second)) || r.Expires.After(time.Now().Add(301*time.Second)) {
 		t.Errorf("registration %+v", r)
 	}
-	want := []string{"sip:user2@example.com sip:user2@192.0.2.7:5071;transport=tcp", "sip:user3@example.com "}
+	want := []string{"sip:user2@example.com sip:user2@192.0.2.7:5071;transport=tcp", "sip:user3@example.com ", "sip:user5@example.com sip:user5@192.0.2.9"}
 	if diff := cmp.Diff(want, eng.unregs); diff != "" {
 		t.Errorf("unregistrations (-want +got):\n%s", diff)
 	}

@@ -182,9 +182,14 @@ func (e *Engine) PushNow(ctx context.Context, aor AOR) error {
 }
 
 // Unregistered cancels a push in progress to contact (any contact of aor
-// when contact is empty) and its retry; its unconfirmed messages stay
-// stored.
+// when contact is empty) and its retry, and forgets the registration, so
+// that nothing (a retry, the sweeper, an operator's push now) is sent to
+// a contact that may belong to another device by now. Unconfirmed
+// messages stay stored.
 func (e *Engine) Unregistered(ctx context.Context, aor AOR, contact string) error {
+	if err := e.cfg.Store.DeleteContact(ctx, aor, contact); err != nil {
+		return fmt.Errorf("forget contact of %s: %w", aor, err)
+	}
 	return e.sched.cancel(aor, contact)
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/plugin/plugintest"
 )
 
 // fakePusher stands in for plugin/push in the engine's unit tests: the
@@ -102,7 +102,7 @@ func (r *recorder) PushDone(rep plugin.PushReport) {
 }
 
 type engineEnv struct {
-	st  *store.Redis
+	st  *plugintest.Store
 	eng *plugin.Engine
 	p   *fakePusher
 	rec *recorder
@@ -112,11 +112,7 @@ var bob = plugin.MustParseAOR("sip:bob@example.com")
 
 func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engineEnv {
 	t.Helper()
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	ctx := context.Background()
 	pol := plugin.DefaultPolicy()
 	pol.RetryBackoff = 0
@@ -404,7 +400,7 @@ func TestEngineStoreDisabled(t *testing.T) {
 // flakyRenew is a store whose first RenewLock fails the way a Redis that
 // is restarting does; recovered is closed after the next renewal.
 type flakyRenew struct {
-	*store.Redis
+	*plugintest.Store
 	mu        sync.Mutex
 	calls     int
 	recovered chan struct{}
@@ -418,7 +414,7 @@ func (s *flakyRenew) RenewLock(ctx context.Context, aor plugin.AOR, token string
 	if n == 1 {
 		return errors.New("store: renew lock: dial tcp 127.0.0.1:6379: connect: connection refused")
 	}
-	err := s.Redis.RenewLock(ctx, aor, token, ttl)
+	err := s.Store.RenewLock(ctx, aor, token, ttl)
 	if n == 2 {
 		close(s.recovered)
 	}
@@ -428,18 +424,14 @@ func (s *flakyRenew) RenewLock(ctx context.Context, aor plugin.AOR, token string
 // A renewal that fails once while the lease still runs (Redis restarting)
 // does not end the push: the session goes on and every message is acked.
 func TestEngineRenewOutlivesOneStoreError(t *testing.T) {
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	ctx := context.Background()
 	pol := plugin.DefaultPolicy()
 	pol.RetryBackoff = 0
 	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
 		t.Fatal(err)
 	}
-	fs := &flakyRenew{Redis: st, recovered: make(chan struct{})}
+	fs := &flakyRenew{Store: st, recovered: make(chan struct{})}
 	p := &fakePusher{gate: make(chan struct{})}
 	rec := &recorder{ch: make(chan plugin.PushReport, 10)}
 	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: fs, Pusher: p, Observer: rec, LockTTL: 1500 * time.Millisecond})
@@ -483,7 +475,7 @@ func TestEngineRenewOutlivesOneStoreError(t *testing.T) {
 // flakyAck is a store whose first Ack fails the way it does when Redis is
 // killed with the command in flight.
 type flakyAck struct {
-	*store.Redis
+	*plugintest.Store
 	mu    sync.Mutex
 	calls int
 }
@@ -496,17 +488,13 @@ func (s *flakyAck) Ack(ctx context.Context, aor plugin.AOR, token, id string) er
 	if n == 1 {
 		return errors.New("store: ack: EOF")
 	}
-	return s.Redis.Ack(ctx, aor, token, id)
+	return s.Store.Ack(ctx, aor, token, id)
 }
 
 // An ack whose reply is lost once (Redis restarting) is tried again: the
 // push goes on and every message is acked once.
 func TestEngineAckOutlivesOneStoreError(t *testing.T) {
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	ctx := context.Background()
 	pol := plugin.DefaultPolicy()
 	pol.RetryBackoff = 0
@@ -515,7 +503,7 @@ func TestEngineAckOutlivesOneStoreError(t *testing.T) {
 	}
 	p := &fakePusher{}
 	rec := &recorder{ch: make(chan plugin.PushReport, 10)}
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: &flakyAck{Redis: st}, Pusher: p, Observer: rec})
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: &flakyAck{Store: st}, Pusher: p, Observer: rec})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -11,9 +12,15 @@ import (
 // (the hooks, the ingress, the scheduler, the admin API) reads it here, and
 // the admin API writes through it. Changes made on other instances arrive
 // through the store's WatchPolicy.
+//
+// The copy in force only moves forward: every change of it is a read of
+// the store made under mu, so a later read (a newer policy) is never
+// overwritten by an earlier one, whichever of the watch and a local update
+// gets there first.
 type policyInForce struct {
 	store Settings
 	log   *slog.Logger
+	mu    sync.Mutex // serialises refresh
 	p     atomic.Pointer[Policy]
 }
 
@@ -21,9 +28,8 @@ type policyInForce struct {
 // answer; it returns ctx.Err() if ctx ends first.
 func (f *policyInForce) load(ctx context.Context) error {
 	for {
-		p, err := f.store.Policy(ctx)
+		err := f.refresh(ctx)
 		if err == nil {
-			f.set(p)
 			return nil
 		}
 		f.log.Warn("engine cannot read the policy; retrying", "err", err)
@@ -37,12 +43,28 @@ func (f *policyInForce) load(ctx context.Context) error {
 // Run keeps the policy current with the store's changes until ctx ends.
 func (f *policyInForce) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
-		err := f.store.WatchPolicy(ctx, f.set)
+		err := f.store.WatchPolicy(ctx, func(Policy) {
+			if err := f.refresh(ctx); err != nil && ctx.Err() == nil {
+				f.log.Warn("policy reload failed", "err", err)
+			}
+		})
 		if ctx.Err() == nil {
 			f.log.Warn("policy watch ended; retrying", "err", err)
 			sleepCtx(ctx, time.Second)
 		}
 	}
+	return nil
+}
+
+// refresh reads the stored policy and puts it in force.
+func (f *policyInForce) refresh(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, err := f.store.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	f.set(p)
 	return nil
 }
 
@@ -70,23 +92,16 @@ func (f *policyInForce) get(ctx context.Context) (Policy, error) {
 	return f.store.Policy(ctx)
 }
 
-// update reads the stored policy, lets change edit it, validates, stores
-// and puts the result in force.
+// update changes the stored policy atomically (Settings.UpdatePolicy)
+// and puts the store's policy, this change or a newer one, in force here
+// at once; should that read fail, the watch brings it within a second.
 func (f *policyInForce) update(ctx context.Context, who string, change func(*Policy) error) (old, updated Policy, err error) {
-	old, err = f.store.Policy(ctx)
+	old, updated, err = f.store.UpdatePolicy(ctx, who, change)
 	if err != nil {
 		return old, old, err
 	}
-	updated = old
-	if err := change(&updated); err != nil {
-		return old, old, err
+	if err := f.refresh(ctx); err != nil {
+		f.log.Warn("policy reload after a change failed", "err", err)
 	}
-	if err := updated.Validate(); err != nil {
-		return old, old, err
-	}
-	if err := f.store.SetPolicy(ctx, updated, who); err != nil {
-		return old, old, err
-	}
-	f.set(updated)
 	return old, updated, nil
 }

@@ -231,7 +231,9 @@ func (s *scheduler) after(ctx context.Context, aor AOR, reg Registration, rep Pu
 	if rep.Outcome == OutcomeNone {
 		return // nothing to push
 	}
-	s.pushed(rep)
+	// Reported last: an observer that reacts (a test registering again)
+	// finds the backoff already recorded.
+	defer s.pushed(rep)
 	log := s.log.With("aor", aor, "outcome", rep.Outcome, "delivered", rep.Delivered,
 		"failed", rep.Failed, "dead_lettered", rep.DeadLettered, "duration", rep.Duration)
 	if rep.Err != nil {

@@ -154,6 +154,14 @@ type Totals struct {
 type Settings interface {
 	// Policy returns the operator policy; DefaultPolicy() if none was set.
 	Policy(ctx context.Context) (Policy, error)
+	// UpdatePolicy changes the policy atomically: change edits a copy of
+	// the stored policy, the result is validated and stored, recording
+	// who changed it, and every WatchPolicy hears of it. When another
+	// change lands between the read and the write, change runs again on
+	// the newer policy, so no change is lost. An error from change (or a
+	// *FieldError from validation) leaves the policy as it was. It
+	// returns the policy before and after.
+	UpdatePolicy(ctx context.Context, who string, change func(*Policy) error) (old, updated Policy, err error)
 	// SetPolicy validates and stores p, recording who changed it, and
 	// notifies every WatchPolicy. A *FieldError if p is invalid.
 	SetPolicy(ctx context.Context, p Policy, who string) error
@@ -165,6 +173,10 @@ type Settings interface {
 
 	// UserSettings returns aor's settings; the zero value if none are set.
 	UserSettings(ctx context.Context, aor AOR) (UserSettings, error)
+	// UpdateUserSettings changes aor's settings atomically, as
+	// UpdatePolicy does the policy; change gets the zero value when none
+	// are set. It returns the settings before and after.
+	UpdateUserSettings(ctx context.Context, aor AOR, change func(*UserSettings) error) (old, updated UserSettings, err error)
 	// SetUserSettings validates and stores aor's settings.
 	SetUserSettings(ctx context.Context, aor AOR, u UserSettings) error
 	// DeleteUserSettings removes aor's settings (back to the policy).
@@ -172,6 +184,11 @@ type Settings interface {
 
 	// SetContact records the last registration of r.AOR.
 	SetContact(ctx context.Context, r Registration) error
+	// DeleteContact forgets the last registration of aor when its contact
+	// is contact (whichever it is when contact is empty): the client
+	// unregistered, or its binding expired, and nobody may be pushed to
+	// there any more. Deleting what is not there is no error.
+	DeleteContact(ctx context.Context, aor AOR, contact string) error
 	// Contact returns the last registration of aor; ErrNotFound if none is
 	// known or it has expired.
 	Contact(ctx context.Context, aor AOR) (Registration, error)

@@ -11,6 +11,9 @@ set -euo pipefail
 pkgs=(redis-server redis-tools kamailio kamailio-json-modules
       kamailio-utils-modules kamailio-extra-modules kamailio-sqlite-modules
       sip-tester sqlite3)
+# Chromium for the console's browser tests, promtool (package prometheus)
+# and a Prometheus server for the monitoring rules' tests.
+pkgs+=(chromium prometheus)
 
 # Each package is judged by a file it ships, so the check is cheap and
 # does not depend on dpkg's state database being readable.
@@ -24,6 +27,8 @@ declare -A probe=(
   [kamailio-sqlite-modules]=/usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so
   [sip-tester]=/usr/bin/sipp
   [sqlite3]=/usr/bin/sqlite3
+  [chromium]=/usr/bin/chromium
+  [prometheus]=/usr/bin/promtool
 )
 
 missing=()
@@ -61,5 +66,16 @@ for svc in redis-server kamailio; do
     systemctl stop "$svc" || true
   fi
 done
-pkill -x redis-server 2>/dev/null || true
+# Without systemd the postinst starts the packaged redis-server itself: stop
+# that one only (its pid file), never the test servers of other runs.
+for pidfile in /run/redis/redis-server.pid /var/run/redis/redis-server.pid; do
+  if [[ -s $pidfile ]]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+  fi
+done
+# The prometheus package enables a server on :9090: only its promtool is
+# wanted.
+if command -v systemctl >/dev/null; then
+  systemctl disable --now prometheus 2>/dev/null || true
+fi
 echo "install-test-deps: done"

@@ -389,3 +389,17 @@ while true do
 end
 return n
 `)
+
+// deleteContactScript forgets a registration if its contact is the one
+// given.
+//
+//	KEYS  1 contact
+//	ARGV  1 contact URI ("" matches any)
+//	Returns 1 deleted, 0 nothing (none stored, or another contact).
+var deleteContactScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if ARGV[1] ~= '' and cjson.decode(v).contact ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/deferpush/deferpush/adapters/imclient"
+
+	"github.com/deferpush/deferpush/test/harness"
 )
 
 // TestFaultRelayRestartMidPush: the client sits behind Kamailio's MSRP relay
@@ -37,7 +39,7 @@ func faultRelayRounds(t *testing.T, rounds int) faultRow {
 
 func faultRelayRound(t *testing.T, s *kamailioStack, relayProc interface {
 	Kill()
-	Start(testing.TB)
+	Start(harness.T)
 }, relayURI interface{ String() string }, sender *imclient.Client, row *faultRow, user string) {
 	t.Helper()
 	const n, at = 6, 3

@@ -62,6 +62,7 @@ func Run(t *testing.T, open Factory) {
 		{"Admin", testAdmin},
 		{"Policy", testPolicy},
 		{"UserSettingsAndContact", testSettings},
+		{"AtomicUpdates", testAtomicUpdates},
 		{"ConcurrentExactlyOnce", testConcurrent},
 	}
 	for _, tt := range tests {
@@ -596,6 +597,32 @@ func testSettings(e *env) {
 		e.t.Fatal(err)
 	}
 	diff(e.t, "contact", reg, got)
+	// Another device's unregistration leaves this one; its own removes it.
+	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070"); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.s.Contact(e.ctx, bob); err != nil {
+		e.t.Errorf("contact after another one's removal: %v", err)
+	}
+	if err := e.s.DeleteContact(e.ctx, bob, reg.Contact); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("removed contact", err, plugin.ErrNotFound)
+	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+		e.t.Errorf("removing what is not there: %v", err)
+	}
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("contact removed with any", err, plugin.ErrNotFound)
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
@@ -740,5 +767,70 @@ func testConcurrent(e *env) {
 	}
 	for _, aor := range aors {
 		e.counts(aor, plugin.Counts{})
+	}
+}
+
+// testAtomicUpdates: concurrent read-modify-writes of the policy and of a
+// user's settings lose no change; a refused change leaves the value as it
+// was.
+func testAtomicUpdates(e *env) {
+	const writers = 20
+	start, err := e.s.Policy(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers)
+	for i := range writers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, _, err := e.s.UpdatePolicy(e.ctx, fmt.Sprint("admin", i), func(p *plugin.Policy) error {
+				p.MaxMailbox++
+				return nil
+			})
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			_, _, err := e.s.UpdateUserSettings(e.ctx, bob, func(u *plugin.UserSettings) error {
+				u.MaxPerSession++
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			e.t.Errorf("concurrent update: %v", err)
+		}
+	}
+	p, _ := e.s.Policy(e.ctx)
+	if p.MaxMailbox != start.MaxMailbox+writers {
+		e.t.Errorf("max_mailbox after %d concurrent +1 = %d, want %d (a change was lost)", writers, p.MaxMailbox, start.MaxMailbox+writers)
+	}
+	u, _ := e.s.UserSettings(e.ctx, bob)
+	if u.MaxPerSession != writers {
+		e.t.Errorf("max_per_session after %d concurrent +1 = %d (a change was lost)", writers, u.MaxPerSession)
+	}
+	refused := errors.New("refused")
+	old, got, err := e.s.UpdatePolicy(e.ctx, "admin", func(p *plugin.Policy) error {
+		p.PushEnabled = false
+		return refused
+	})
+	if !errors.Is(err, refused) || got != old || old != p {
+		e.t.Errorf("refused change: %v, returned %+v / %+v", err, old, got)
+	}
+	var fe *plugin.FieldError
+	if _, _, err := e.s.UpdatePolicy(e.ctx, "admin", func(p *plugin.Policy) error { p.MaxMailbox = 0; return nil }); !errors.As(err, &fe) {
+		e.t.Errorf("invalid change: %v, want a FieldError", err)
+	}
+	if _, _, err := e.s.UpdateUserSettings(e.ctx, bob, func(u *plugin.UserSettings) error { u.Push = "x"; return nil }); !errors.Is(err, plugin.ErrInvalid) {
+		e.t.Errorf("invalid settings: %v, want ErrInvalid", err)
+	}
+	if now, _ := e.s.Policy(e.ctx); now != p {
+		e.t.Errorf("policy changed by refused updates: %+v", now)
 	}
 }

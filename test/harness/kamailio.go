@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -43,7 +42,7 @@ type KamailioProc struct {
 
 // Kamailio starts kamailio -DD -E -f CFG -Y DIR with the given defines and
 // waits until it is ready.
-func Kamailio(t testing.TB, cfg KamailioConfig) *KamailioProc {
+func Kamailio(t T, cfg KamailioConfig) *KamailioProc {
 	t.Helper()
 	bin := Require(t, "kamailio", "kamailio")
 	if cfg.SIPPort == 0 {
@@ -78,7 +77,7 @@ func Kamailio(t testing.TB, cfg KamailioConfig) *KamailioProc {
 
 // Start starts Kamailio (again, after Kill) with the same command line,
 // ports and runtime directory, and waits until it is ready.
-func (k *KamailioProc) Start(t testing.TB) {
+func (k *KamailioProc) Start(t T) {
 	t.Helper()
 	k.Proc = startProc(t, k.RunDir, k.name, k.bin, k.args...)
 	k.WaitFor(t, 20*time.Second, "SIP listener", func(ctx context.Context) error { return k.ready(ctx, k) })

@@ -19,7 +19,7 @@ func InCI() bool {
 // Require returns the path of binary, looked up in PATH and in the sbin
 // directories Debian installs daemons to. When it is missing the test fails
 // under CI and is skipped otherwise; the message names debianPackage.
-func Require(t testing.TB, binary, debianPackage string) string {
+func Require(t T, binary, debianPackage string) string {
 	t.Helper()
 	if p, err := exec.LookPath(binary); err == nil {
 		return p
@@ -45,7 +45,7 @@ func Require(t testing.TB, binary, debianPackage string) string {
 // own listeners, clients) can take it between this call and the server's
 // bind. Another test picking the same port is still possible, if rare; the
 // servers started here fail loudly in that case rather than hang.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	low, high := 10000, ephemeralLow()-1
 	for range 200 {
