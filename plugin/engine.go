@@ -58,7 +58,9 @@ type EngineConfig struct {
 //     open → deliver → ack or fail → release, with a lease renewer
 //     (renewer.go) while it lasts;
 //   - the sweeper (sweeper.go): requeues the messages of dead pushes and
-//     drops expired ones.
+//     drops expired ones;
+//   - the start-up scan (startup.go): once, a push to every recipient
+//     with stored messages and a live registration.
 //
 // Run starts them in that order once the policy is known, and stops them
 // in reverse: the scheduler first, so that cancelled pushes put their
@@ -108,12 +110,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.policy.load(ctx); err != nil {
 		return nil // ctx ended first
 	}
-	sw := &sweeper{store: e.cfg.Store, interval: e.cfg.SweepInterval, now: e.cfg.Now, log: e.log, kick: e.kickRegistered}
+	sw := &sweeper{store: e.cfg.Store, interval: e.cfg.SweepInterval, now: e.cfg.Now, log: e.log,
+		kick: func(ctx context.Context, aor AOR) error { _, err := e.kickRegistered(ctx, aor); return err }}
+	scan := &startupScan{store: e.cfg.Store, log: e.log, kick: e.kickRegistered}
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = e.policy.Run(bg) }()
 	go func() { defer wg.Done(); _ = sw.Run(bg) }()
+	go func() { defer wg.Done(); _ = scan.Run(bg) }()
 	err := e.sched.Run(ctx)
 	stopBg()
 	wg.Wait()
@@ -201,13 +206,17 @@ func (e *Engine) Running() bool { return e.sched.running.Load() }
 func (e *Engine) Active() int { return e.sched.active() }
 
 // kickRegistered pushes to aor if it has a live registration (the
-// sweeper's follow-up of requeued messages).
-func (e *Engine) kickRegistered(ctx context.Context, aor AOR) error {
+// sweeper's follow-up of requeued messages, the start-up scan) and
+// reports whether it asked for a push.
+func (e *Engine) kickRegistered(ctx context.Context, aor AOR) (bool, error) {
 	r, err := e.cfg.Store.Contact(ctx, aor)
-	if err != nil {
-		return nil // not registered: the next registration pushes
+	if errors.Is(err, ErrNotFound) {
+		return false, nil // not registered: the next registration pushes
 	}
-	return e.kick(ctx, r, e.cfg.Now(), false)
+	if err != nil {
+		return false, err
+	}
+	return true, e.kick(ctx, r, e.cfg.Now(), false)
 }
 
 // kick asks the scheduler for a push to r unless the effective policy

@@ -42,6 +42,13 @@ type Limits struct {
 // the pending list in their order, and they are delivered again with the
 // same ID. Duplicates are possible, loss is not; clients de-duplicate on
 // Call-ID or Message-ID.
+//
+// Putting back ("requeue": Release, Unlock, a takeover, Sweep) keeps the
+// order of messages that never failed, at the head of pending; a message
+// with a failed attempt (Fail) goes to the tail instead, behind
+// everything waiting, so that one message that keeps failing (too large
+// for a slow link, refused by the client) does not hold back the ones
+// behind it until it is dead-lettered.
 type Queue interface {
 	// Append stores m at the tail of its recipient's pending list. It fills
 	// in m.ID (when empty) and m.Expires (from lim.TTL, when zero).
@@ -70,8 +77,8 @@ type Queue interface {
 	// for Ack.
 	Fail(ctx context.Context, aor AOR, token, id, reason string, maxAttempts int) (deadLettered bool, err error)
 
-	// Release puts every in-flight message of aor back at the head of the
-	// pending list in its order and returns how many; the lease stays.
+	// Release puts every in-flight message of aor back in pending (see
+	// requeue above) and returns how many; the lease stays.
 	// ErrLeaseLost if token's lease is not live.
 	Release(ctx context.Context, aor AOR, token string) (int, error)
 
@@ -87,6 +94,12 @@ type Queue interface {
 	// Unlock releases in-flight messages (as Release) and drops the lease.
 	// ErrLeaseLost if another token owns it now; nothing changes then.
 	Unlock(ctx context.Context, aor AOR, token string) error
+
+	// Recipients lists recipients with stored messages, about n at a time,
+	// from cursor ("" to begin); next is "" after the last page. A scan
+	// sees every recipient that has messages throughout it, some maybe
+	// twice; one whose first message arrives meanwhile may be missed.
+	Recipients(ctx context.Context, cursor string, n int) (aors []AOR, next string, err error)
 
 	// Sweep requeues in-flight messages whose lease expired before now,
 	// drops messages that expired before now, and reports what it did.

@@ -18,10 +18,23 @@ import "github.com/redis/go-redis/v9"
 const prelude = `
 local pending, inflight, dead, msgs, expiry, tries, lock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 
--- requeue moves every in-flight id back to the head of pending, keeping order.
+-- requeue moves every in-flight id back to pending: those that never
+-- failed to the head, in order; those that failed an attempt (tries) to
+-- the tail, in order, so that a message that keeps failing does not hold
+-- back the ones behind it.
 local function requeue()
-  local n = 0
-  while redis.call('LMOVE', inflight, pending, 'RIGHT', 'LEFT') do n = n + 1 end
+  local n, failed = 0, {}
+  while true do
+    local id = redis.call('RPOP', inflight)
+    if not id then break end
+    n = n + 1
+    if redis.call('HEXISTS', tries, id) == 1 then
+      table.insert(failed, 1, id)
+    else
+      redis.call('LPUSH', pending, id)
+    end
+  end
+  for _, id in ipairs(failed) do redis.call('RPUSH', pending, id) end
   return n
 end
 

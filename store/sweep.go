@@ -177,3 +177,28 @@ func memberAOR(member any) plugin.AOR {
 	_ = aor.UnmarshalText([]byte(s))
 	return aor
 }
+
+// Recipients implements plugin.Queue: a ZSCAN of the mailbox index.
+func (r *Redis) Recipients(ctx context.Context, cursor string, n int) ([]plugin.AOR, string, error) {
+	var c uint64
+	if cursor != "" {
+		var err error
+		if c, err = strconv.ParseUint(cursor, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("store: recipients: bad cursor %q", cursor)
+		}
+	}
+	members, next, err := r.c.ZScan(ctx, mailboxesKey, c, "", int64(max(n, 1))).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("store: recipients: %w", err)
+	}
+	var aors []plugin.AOR
+	for i := 0; i < len(members); i += 2 { // member, score, member, score ...
+		if aor := memberAOR(members[i]); !aor.IsZero() {
+			aors = append(aors, aor)
+		}
+	}
+	if next == 0 {
+		return aors, "", nil
+	}
+	return aors, strconv.FormatUint(next, 10), nil
+}

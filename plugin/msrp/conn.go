@@ -7,16 +7,25 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // conn is one TCP or TLS connection and the sessions bound to it. One
 // goroutine reads it (readLoop); any goroutine writes whole frames.
+//
+// Its deadlines follow progress: a transaction times out only when the
+// connection has moved nothing, in or out, for timeout — not a fixed time
+// after the request — so a slow link that keeps moving (a large message
+// at a few KB/s, the chunks of a pipeline queued behind each other) is
+// waited for, and a peer that stops is given up on after timeout.
 type conn struct {
 	nc      net.Conn
 	r       *Reader
 	log     *slog.Logger
-	timeout time.Duration // write deadline and transaction timeout
+	timeout time.Duration // write deadline and idle time before a local 408
+	// moved is when bytes last went out or came in (UnixNano).
+	moved atomic.Int64
 	// route finds the session a request is for: a status other than 0 is
 	// the answer to give instead (481, 506).
 	route func(c *conn, f *Frame, sessionID string) (*Session, int)
@@ -51,9 +60,8 @@ type txn struct {
 }
 
 func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *conn {
-	return &conn{
+	c := &conn{
 		nc:       nc,
-		r:        NewReader(nc, lim),
 		w:        NewWriter(nc),
 		log:      log.With("remote", nc.RemoteAddr().String()),
 		timeout:  timeout,
@@ -61,7 +69,27 @@ func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *
 		sessions: make(map[*Session]struct{}),
 		done:     make(chan struct{}),
 	}
+	c.r = NewReader(progressReader{c}, lim)
+	c.touch()
+	return c
 }
+
+// progressReader reads c's connection, noting each read that moved bytes.
+type progressReader struct{ c *conn }
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.c.nc.Read(b)
+	if n > 0 {
+		p.c.touch()
+	}
+	return n, err
+}
+
+// touch records progress now.
+func (c *conn) touch() { c.moved.Store(time.Now().UnixNano()) }
+
+// lastMoved is when bytes last went out or came in.
+func (c *conn) lastMoved() time.Time { return time.Unix(0, c.moved.Load()) }
 
 // write writes one frame; a failed write closes the connection.
 func (c *conn) write(f *Frame) error {
@@ -77,6 +105,7 @@ func (c *conn) write(f *Frame) error {
 		c.close(fmt.Errorf("msrp: write: %w", err))
 		return c.closedErr()
 	}
+	c.touch()
 	return nil
 }
 
@@ -100,13 +129,29 @@ func (c *conn) requestResp(f *Frame, resp func(*Frame), done func(error)) error 
 	}
 	c.txns[f.TID] = t
 	tid := f.TID
-	t.timer = time.AfterFunc(c.timeout, func() { c.complete(tid, nil, Status(StatusTimeout)) })
+	t.timer = time.AfterFunc(c.timeout, func() { c.expire(tid) })
 	c.mu.Unlock()
 	if err := c.write(f); err != nil {
 		c.complete(tid, nil, err)
 		return err
 	}
 	return nil
+}
+
+// expire times out transaction tid with a local 408 when the connection
+// has been idle for timeout; while bytes still move, it waits again.
+func (c *conn) expire(tid string) {
+	c.mu.Lock()
+	t := c.txns[tid]
+	if t != nil {
+		if idle := time.Since(c.lastMoved()); idle < c.timeout {
+			t.timer.Reset(c.timeout - idle)
+			c.mu.Unlock()
+			return
+		}
+	}
+	c.mu.Unlock()
+	c.complete(tid, nil, Status(StatusTimeout))
 }
 
 // complete ends the transaction tid, if it is still waiting. A second

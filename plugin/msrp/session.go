@@ -285,6 +285,19 @@ func (s *Session) lost(c *conn, err error) {
 	s.partials = make(map[string]*partial)
 }
 
+// LastProgress is when bytes last moved, in or out, on the session's
+// connection; zero before it has one. A caller waiting on the session
+// (for window room, for answers) gives up only when it stopped moving.
+func (s *Session) LastProgress() time.Time {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return time.Time{}
+	}
+	return c.lastMoved()
+}
+
 // waitConn returns the bound connection, waiting for the peer to connect
 // on a passive session.
 func (s *Session) waitConn(ctx context.Context) (*conn, error) {

@@ -245,3 +245,54 @@ func TestPartialOutOfOrder(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestSlowLinkFollowsProgress: a large message to a peer that answers one
+// chunk a second (a 2 KB/s link) outlasts the timeout many times over, and
+// still goes through, because every answer is progress; a peer that then
+// stops answering gets a local 408 once nothing has moved for the timeout.
+// With a fixed per-chunk deadline every chunk past the fifth timed out.
+func TestSlowLinkFollowsProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 5 * time.Second
+		s, r, w := pipePeer(t, Config{Window: 16, ChunkSize: 2048, Timeout: timeout})
+		frames := make(chan *Frame, 100)
+		go func() {
+			for {
+				f, err := r.ReadFrame()
+				if err != nil {
+					close(frames)
+					return
+				}
+				frames <- f
+			}
+		}()
+		stop := make(chan struct{})
+		go func() {
+			for f := range frames {
+				select {
+				case <-stop:
+					continue // a peer that went silent
+				case <-time.After(time.Second):
+				}
+				w.WriteFrame(answer(f, StatusOK))
+			}
+		}()
+		start := time.Now()
+		if err := s.Send(context.Background(), Message{ContentType: "text/plain", Body: make([]byte, 60<<10)}); err != nil {
+			t.Fatalf("60 KB over a 2 KB/s link: %v after %v", err, time.Since(start))
+		}
+		if d := time.Since(start); d < 25*time.Second {
+			t.Errorf("sent in %v; the test's link should take about 30 s", d)
+		}
+		close(stop)
+		start = time.Now()
+		err := s.Send(context.Background(), Message{ContentType: "text/plain", Body: []byte("hello")})
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != StatusTimeout {
+			t.Fatalf("send to a silent peer: %v, want a local 408", err)
+		}
+		if d := time.Since(start); d < timeout || d > timeout+time.Second {
+			t.Errorf("408 after %v, want after the %v timeout", d, timeout)
+		}
+	})
+}

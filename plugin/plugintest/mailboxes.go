@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/deferpush/deferpush/plugin"
 )
@@ -184,4 +186,26 @@ func (s *Store) Totals(ctx context.Context) (plugin.Totals, error) {
 		}
 	}
 	return t, nil
+}
+
+// Recipients implements plugin.Queue: recipients in AOR order, the cursor
+// being the last one returned.
+func (s *Store) Recipients(ctx context.Context, cursor string, n int) ([]plugin.AOR, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", fmt.Errorf("plugintest: recipients: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []plugin.AOR
+	for aor, b := range s.boxes {
+		if len(b.msgs) > 0 && aor.String() > cursor {
+			all = append(all, aor)
+		}
+	}
+	slices.SortFunc(all, func(a, b plugin.AOR) int { return strings.Compare(a.String(), b.String()) })
+	if len(all) <= max(n, 1) {
+		return all, "", nil
+	}
+	all = all[:max(n, 1)]
+	return all, all[len(all)-1].String(), nil
 }

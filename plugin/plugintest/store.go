@@ -128,14 +128,21 @@ func (b *mailbox) live(token string, now time.Time) bool {
 	return b != nil && b.owner == token && b.until.After(now)
 }
 
-// requeue moves every in-flight id back to the head of pending, in order,
-// and returns how many.
+// requeue moves every in-flight id back to pending and returns how many:
+// those that never failed to the head, in order; those that failed an
+// attempt to the tail, in order, behind everything waiting.
 func (b *mailbox) requeue() int {
 	n := len(b.inflight)
-	if n > 0 {
-		b.pending = append(b.inflight, b.pending...)
-		b.inflight = nil
+	var fresh, failed []string
+	for _, id := range b.inflight {
+		if m := b.msgs[id]; m != nil && m.Attempts > 0 {
+			failed = append(failed, id)
+		} else {
+			fresh = append(fresh, id)
+		}
 	}
+	b.pending = append(append(fresh, b.pending...), failed...)
+	b.inflight = nil
 	return n
 }
 

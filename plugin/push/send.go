@@ -237,11 +237,12 @@ func (p *pipeline) send(ctx context.Context, m *plugin.Message) fate {
 // start hands one payload to the MSRP session. Start waits for window room
 // and, on a session the client connected to, for a connection: one lost
 // without a BYE would hold the push (and the mailbox's lock) for good, so
-// a watchdog stalls the session after the MSRP timeout.
+// a watchdog stalls the session once nothing has moved on it for the MSRP
+// timeout. While the link moves — a large message going out slowly, its
+// chunks queued behind each other — the watchdog waits.
 func (d *delivery) start(ctx context.Context, m *plugin.Message, pl encap.Payload) (func() error, error) {
 	if d.timeout > 0 && d.stall != nil {
-		watchdog := time.AfterFunc(d.timeout, func() { d.stall(errStalled) })
-		defer watchdog.Stop()
+		defer d.watchdog().Stop()
 	}
 	return d.ms.Start(ctx, msrp.Message{
 		// The outer Message-ID is the stored message's id, so a resend
@@ -252,6 +253,30 @@ func (d *delivery) start(ctx context.Context, m *plugin.Message, pl encap.Payloa
 		Body:          pl.Body,
 		SuccessReport: d.report,
 	})
+}
+
+// watchdog stalls the session once nothing has moved on it for the MSRP
+// timeout, counting from now.
+func (d *delivery) watchdog() *time.Timer {
+	begun := time.Now()
+	var mu sync.Mutex
+	mu.Lock()
+	defer mu.Unlock()
+	var t *time.Timer
+	t = time.AfterFunc(d.timeout, func() {
+		last := d.ms.LastProgress()
+		if last.Before(begun) {
+			last = begun
+		}
+		if idle := time.Since(last); idle < d.timeout {
+			mu.Lock()
+			t.Reset(d.timeout - idle)
+			mu.Unlock()
+			return
+		}
+		d.stall(errStalled)
+	})
+	return t
 }
 
 // outcome maps what the wait of a sent message returned to what Deliver
