@@ -97,12 +97,12 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	if s.limiter != nil {
-		if ok, wait := s.limiter.allow(ip); !ok {
+		if ok, wait := s.limiter.Allow(ip); !ok {
 			s.cfg.Logger.Debug("hook call over the rate limit", "source", c.RemoteAddr().String(), "path", string(c.Path()))
 			secs := max(1, int(math.Ceil(wait.Seconds())))
 			c.Response.Header.Set("Retry-After", strconv.Itoa(secs))
 			s.hookRefused(c, fmt.Errorf("%w: more than %g hook calls a second (burst %d) from %s; retry after %d s",
-				plugin.ErrRateLimited, s.cfg.HooksRateLimit, int(s.limiter.burst), ip, secs), plugin.Policy{})
+				plugin.ErrRateLimited, s.cfg.HooksRateLimit, s.limiter.Burst(), ip, secs), plugin.Policy{})
 			c.Abort()
 			return
 		}

@@ -22,8 +22,10 @@ type kamailioStack struct {
 	k     *harness.KamailioProc
 	st    *store.Redis
 	token string
-	// dpEnv and dpArgs start deferpush (again, after a kill).
+	// dpEnv and dpArgs start deferpush (again, after a kill), with the
+	// open-file limit dpNofile (0: unchanged).
 	dpEnv, dpArgs []string
+	dpNofile      int
 }
 
 type stackOptions struct {
@@ -47,6 +49,8 @@ type stackOptions struct {
 	// kamailioArgs are more Kamailio command-line arguments (-m for the
 	// shared memory of thousands of users).
 	kamailioArgs []string
+	// dpNofile, when set, is deferpush's open-file limit (ulimit -n).
+	dpNofile int
 }
 
 const domain = "example.com"
@@ -78,7 +82,8 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 	s.dpEnv = append([]string{"DEFERPUSH_HOOKS_TOKEN=" + s.token}, o.dpEnv...)
 	s.dpArgs = append([]string{"--redis", s.redis.URL(),
 		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort)}, o.dpArgs...)
-	s.dp = startDeferpush(t, s.dpEnv, s.dpArgs...)
+	s.dpNofile = o.dpNofile
+	s.dp = startDeferpushLimited(t, s.dpNofile, s.dpEnv, s.dpArgs...)
 	hooks := "http://" + s.dp.HooksAddr
 	if o.hooks != nil {
 		hooks = o.hooks(hooks)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +87,22 @@ func TestKamailioStoreViaSIP(t *testing.T) {
 		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
 			t.Errorf("user2's mailbox after the push: %+v, want empty", n)
 		}
+	})
+	t.Run("idle connection closed", func(t *testing.T) {
+		// deferpush closes Kamailio's connection after sip.idle_timeout;
+		// Kamailio opens a new one for the next MESSAGE.
+		s := startKamailioStack(t, stackOptions{storeViaSIP: true, dpEnv: []string{"DEFERPUSH_SIP_IDLE_TIMEOUT=1s"}})
+		user1 := s.client(t, "user1", imclient.Config{})
+		if code := sendWithID(t, user1, "user2", "via-sip-idle-1@user1", "before the idle close"); code != 202 {
+			t.Fatalf("first MESSAGE: %d, want 202", code)
+		}
+		waitFor(t, 10*time.Second, "deferpush closing the idle connection", func() bool {
+			return strings.Contains(s.dp.Log(), "idle connection closed")
+		})
+		if code := sendWithID(t, user1, "user2", "via-sip-idle-2@user1", "after the idle close"); code != 202 {
+			t.Fatalf("MESSAGE after deferpush closed the idle connection: %d, want 202", code)
+		}
+		s.waitPending(t, "user2", 2)
 	})
 	t.Run("failure_route", func(t *testing.T) {
 		s := startKamailioStack(t, stackOptions{storeViaSIP: true, messageTimeout: 1000})

@@ -54,6 +54,9 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 	if !e.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
+	if e.Expires.N > time.Now().Add(plugin.MaxExpires).Unix() {
+		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "more than a year from now"}
+	}
 	var path []string
 	for _, p := range strings.Split(e.Path, ",") {
 		p = strings.Trim(strings.TrimSpace(p), "<>")
