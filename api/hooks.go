@@ -223,6 +223,11 @@ func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) 
 	o := ingress.OutcomeOf(err, p)
 	if o.Status == ingress.StatusError {
 		s.cfg.Logger.Error("hook failed", "path", string(c.Path()), "err", err)
+	} else {
+		// A refusal the proxy logs at most as an HTTP status: say why here
+		// (the reason names the field, never the token).
+		s.cfg.Logger.Warn("hook call refused", "path", string(c.Path()), "source", c.RemoteAddr().String(),
+			"status", o.Status, "reason", err.Error())
 	}
 	writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason,
 		Error: &errorDetail{Code: o.Status, Message: err.Error()}})
