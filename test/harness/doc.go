@@ -1,8 +1,8 @@
 // Package harness starts the real servers deferpush's tests talk to —
 // redis-server (standalone and a 3-node cluster), Kamailio, OpenSIPS and
-// SIPp — on
-// free loopback ports, waits for each to be ready by polling it, stops it by
-// PID when the test ends, and prints its log when the test failed.
+// SIPp — on free loopback ports, waits for each to be ready by polling it,
+// stops it by PID when the test ends, and prints its log when the test
+// failed.
 //
 // A missing binary fails the test under CI=true, naming the Debian package
 // that provides it, and skips it otherwise, so a developer without the
