@@ -132,6 +132,9 @@ type OpenSIPSInstall struct {
 	// (mpath): the build scripts/install-test-deps.sh made. Empty for an
 	// installed package, whose default mpath is right.
 	ModulesDir string
+	// DataDir is its share/opensips folder (database schemas in sqlite/),
+	// empty when there is none.
+	DataDir string
 	// Version is the first line of opensips -V.
 	Version string
 }
@@ -149,8 +152,7 @@ var (
 // skipped otherwise, saying how to get one.
 func RequireOpenSIPS(t testing.TB) OpenSIPSInstall {
 	t.Helper()
-	openSIPSOnce.Do(func() { openSIPS, openSIPSErr = findOpenSIPS() })
-	if openSIPSErr != nil {
+	if _, err := FindOpenSIPS(); err != nil {
 		msg := "OpenSIPS 3.4 not found (" + openSIPSErr.Error() + "): install OpenSIPS 3.4 from your packages, " +
 			"or put opensips-3.4.*.tar.xz in ../shared/opensips beside the checkout and run scripts/install-test-deps.sh"
 		if InCI() {
@@ -159,6 +161,14 @@ func RequireOpenSIPS(t testing.TB) OpenSIPSInstall {
 		t.Skip(msg)
 	}
 	return openSIPS
+}
+
+// FindOpenSIPS is RequireOpenSIPS for a caller that goes on without
+// OpenSIPS (make bench leaves its rows out): the install, or why there is
+// none.
+func FindOpenSIPS() (OpenSIPSInstall, error) {
+	openSIPSOnce.Do(func() { openSIPS, openSIPSErr = findOpenSIPS() })
+	return openSIPS, openSIPSErr
 }
 
 func findOpenSIPS() (OpenSIPSInstall, error) {
@@ -177,7 +187,14 @@ func findOpenSIPS() (OpenSIPSInstall, error) {
 	candidates = append(candidates, "/usr/sbin/opensips", "/usr/local/sbin/opensips")
 	for _, bin := range candidates {
 		if v, err := openSIPSVersion(bin); err == nil {
-			return OpenSIPSInstall{Binary: bin, Version: v}, nil
+			inst := OpenSIPSInstall{Binary: bin, Version: v}
+			for _, d := range []string{"/usr/share/opensips", "/usr/local/share/opensips"} {
+				if st, err := os.Stat(d); err == nil && st.IsDir() {
+					inst.DataDir = d
+					break
+				}
+			}
+			return inst, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
 			problems = append(problems, err.Error())
 		}
@@ -276,7 +293,7 @@ func cachedOpenSIPS(tarball string) (OpenSIPSInstall, error) {
 		if len(mods) == 0 {
 			return OpenSIPSInstall{}, fmt.Errorf("no modules folder in %s", dest)
 		}
-		return OpenSIPSInstall{Binary: bin, ModulesDir: mods[0], Version: v}, nil
+		return OpenSIPSInstall{Binary: bin, ModulesDir: mods[0], DataDir: filepath.Join(dest, "share", "opensips"), Version: v}, nil
 	}
 	return OpenSIPSInstall{}, fmt.Errorf("%s is not built yet (scripts/install-test-deps.sh builds it into %s/%s)",
 		filepath.Base(tarball), roots[0], sum[:12]+"…")
