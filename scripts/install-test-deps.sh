@@ -96,12 +96,13 @@ fi
 # ---- OpenSIPS 3.4 ----
 
 # The modules the tests load: the shipped opensips.cfg's, msilo (make
-# bench) on db_sqlite, the MSRP modules, and cachedb_redis for Redis
-# access from the route script.
+# bench) on db_sqlite, the MSRP modules (msrp_relay needs auth), and
+# cachedb_redis for Redis access from the route script. A cached build
+# that lacks one of them is built again.
 opensips_modules=(tm sl rr maxfwd signaling sipmsgops usrloc registrar
   json rest_client event_route event_routing cfgutils mi_fifo
   msilo db_sqlite cachedb_redis cachedb_local
-  proto_msrp msrp_relay msrp_ua msrp_gateway b2b_entities uac_auth)
+  proto_msrp msrp_relay msrp_ua msrp_gateway b2b_entities uac_auth auth)
 
 opensips_installed() {
   local bin
@@ -135,12 +136,21 @@ cache_root() {
   fi
 }
 
+# built DIR: the build in DIR is complete and has every module needed.
+built() {
+  local m
+  [[ -x $1/sbin/opensips && -f $1/.complete ]] || return 1
+  for m in "${opensips_modules[@]}"; do
+    compgen -G "$1/lib*/opensips/modules/$m.so" >/dev/null || return 1
+  done
+}
+
 build_opensips() {
   local tarball=$1 sha dest cache log src mods=()
   sha=$(sha256sum "$tarball" | cut -d' ' -f1)
   cache=$(cache_root)
   dest=$cache/$sha
-  if [[ -x $dest/sbin/opensips && -f $dest/.complete ]]; then
+  if built "$dest"; then
     return 0
   fi
   mapfile -t need < <(missing "${build_pkgs[@]}")
@@ -156,7 +166,7 @@ build_opensips() {
   # One build per machine, even when several checkouts run make deps at once.
   exec 9>"$cache/.lock"
   flock 9
-  if [[ -x $dest/sbin/opensips && -f $dest/.complete ]]; then
+  if built "$dest"; then
     exec 9>&-
     return 0
   fi
