@@ -382,12 +382,18 @@ func flowUnregisterCancelsPush(t *testing.T, start startStack) {
 	}
 	t.Logf("BYE %v after the unREGISTER", time.Since(unregistered).Round(time.Millisecond))
 	close(release)
+	// Messages 1 to 4 were never confirmed; message 0 was, but its ack
+	// may still have been on its way to Redis when the push was cancelled
+	// (the engine acks with the push's context): then it stays too, to
+	// come again with the same ids (a duplicate, never a loss).
 	waitFor(t, 15*time.Second, "the unconfirmed messages back in user2's mailbox", func() bool {
 		n := s.counts(t, "user2")
-		return n.InFlight == 0 && n.Pending == 4
+		return n.InFlight == 0 && n.Pending >= 4
 	})
-	if n := s.counts(t, "user2"); n.Dead != 0 {
-		t.Errorf("user2's mailbox %+v: a cancelled push dead-lettered messages", n)
+	if n := s.counts(t, "user2"); n.Dead != 0 || n.Pending > 5 {
+		t.Errorf("user2's mailbox %+v: want the 4 unconfirmed messages (5 with the confirmed one), none dead", n)
+	} else if n.Pending == 5 {
+		t.Logf("the confirmed message 0 stays too: its ack was cancelled with the push")
 	}
 	if st := user2.Stats(); st.Invites != 1 {
 		t.Errorf("user2 got %d INVITEs, want the one push (none after it unregistered)", st.Invites)
