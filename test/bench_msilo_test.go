@@ -221,9 +221,12 @@ func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 		}
 		schemaDir = filepath.Join(inst.DataDir, "sqlite")
 	}
-	// Kamailio's db_sqlite sets the journal mode itself (DB_JOURNAL);
-	// OpenSIPS's has no such setting, and WAL stays with the file.
-	if err := createMsiloDB(db, schemaDir, proxy == proxyOpenSIPS); err != nil {
+	// WAL stays with the file: OpenSIPS's db_sqlite has no journal
+	// setting, and Kamailio's (DB_JOURNAL), which switches every new
+	// connection, then has nothing to switch; switching needs the file to
+	// itself, and Kamailio's processes connecting at once at start failed
+	// it with "database is locked".
+	if err := createMsiloDB(db, schemaDir); err != nil {
 		b.Fatal(err)
 	}
 	size0, err := sqliteSize(db)
@@ -503,14 +506,11 @@ type benchProxy struct {
 	SIPAddr string
 }
 
-// createMsiloDB creates the msilo database from the proxy's schema files
-// in dir (Debian's kamailio-sqlite-modules ships Kamailio's; OpenSIPS
-// installs its own), in WAL mode when wal is set.
-func createMsiloDB(path, dir string, wal bool) error {
-	var schema []byte
-	if wal {
-		schema = []byte("PRAGMA journal_mode=WAL;\n")
-	}
+// createMsiloDB creates the msilo database in WAL mode from the proxy's
+// schema files in dir (Debian's kamailio-sqlite-modules ships Kamailio's;
+// OpenSIPS installs its own).
+func createMsiloDB(path, dir string) error {
+	schema := []byte("PRAGMA journal_mode=WAL;\n")
 	for _, f := range []string{"standard-create.sql", "msilo-create.sql"} {
 		s, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
