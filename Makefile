@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # The whole suite, end-to-end tests included, stays well under 15 minutes.
 TESTTIMEOUT ?= 14m
 
-.PHONY: build run test soak deps lint bench clean
+.PHONY: build run demo test soak deps lint bench clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/deferpush
@@ -18,6 +18,16 @@ build:
 ## admin API on loopback, SIP on 127.0.0.1:5070, MSRP on 127.0.0.1:2855.
 run: build
 	./$(BIN) serve $(ARGS)
+
+## demo: the seed's flow with real servers on loopback: redis-server,
+## Kamailio running the shipped kamailio.cfg and deferpush; three messages
+## to an offline user (a SIP MESSAGE, an MSRP session of two), then the
+## reference client registers and prints what deferpush pushes. The
+## console's URL and an admin token are printed; STAY=1 keeps the servers
+## up until Ctrl-C to look around in it.
+demo: build deps
+	$(GO) build -o bin/demo ./test/demo
+	./bin/demo $(if $(STAY),--stay)
 
 ## deps: install redis-server, kamailio, sip-tester and m4 when missing,
 ## and build OpenSIPS 3.4 once per machine from ../shared/opensips (cached

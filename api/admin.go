@@ -21,12 +21,13 @@ import (
 // admin serves the operators' REST API (/v1/...), /metrics and the
 // OpenAPI document on the admin listener.
 type admin struct {
-	store   plugin.Store
-	engine  Engine
-	log     *slog.Logger
-	tokens  []adminToken
-	metrics app.HandlerFunc
-	users   []userRoute
+	store    plugin.Store
+	engine   Engine
+	log      *slog.Logger
+	tokens   []adminToken
+	metrics  app.HandlerFunc
+	aorRules plugin.AORRules
+	users    []userRoute
 }
 
 // adminToken is a configured bearer token; only its SHA-256 is kept, so
@@ -45,10 +46,10 @@ func (t *adminToken) may(need Role) bool {
 // adminHandler serves one admin request for an authenticated caller.
 type adminHandler func(ctx context.Context, c *app.RequestContext, who *adminToken) error
 
-// routeAdmin registers the admin API (/v1/...), /metrics and the OpenAPI
-// document.
+// routeAdmin registers the admin API (/v1/...), /metrics, the OpenAPI
+// document and the console.
 func (s *Server) routeAdmin(h *server.Hertz) {
-	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger}
+	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger, aorRules: s.cfg.AORRules}
 	for _, t := range s.cfg.AdminTokens {
 		a.tokens = append(a.tokens, adminToken{sum: sha256.Sum256([]byte(t.Token)), name: t.Name, role: t.Role})
 	}
@@ -64,6 +65,8 @@ func (s *Server) routeAdmin(h *server.Hertz) {
 	h.PUT("/v1/policy", a.handle(RoleAdmin, a.putPolicy))
 	h.PATCH("/v1/policy", a.handle(RoleAdmin, a.patchPolicy))
 	h.GET("/v1/stats", a.handle(RoleViewer, a.stats))
+	h.GET("/v1/whoami", a.handle(RoleViewer, a.whoami))
+	routeConsole(h)
 	// The AOR in /v1/users/{aor}/... holds ':' and '@', and may arrive
 	// %-escaped (even a '/' of its user part as %2F): one catch-all route,
 	// and the rest of the path is parsed from the raw request path.
@@ -141,10 +144,11 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	p, err := a.store.Policy(ctx)
+	p, err := a.engine.Policy(ctx)
 	if err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(p))
 	return reply(c, consts.StatusOK, p)
 }
 
@@ -159,11 +163,10 @@ func (a *admin) putPolicy(ctx context.Context, c *app.RequestContext, who *admin
 	if err != nil {
 		return err
 	}
-	var p plugin.Policy
-	if err := setFields(&p, obj, plugin.DefaultPolicy(), replaceAll); err != nil {
-		return err
-	}
-	return a.setPolicy(ctx, c, p, who)
+	return a.setPolicy(ctx, c, who, func(p *plugin.Policy) error {
+		*p = plugin.Policy{}
+		return setFields(p, obj, plugin.DefaultPolicy(), replaceAll)
+	})
 }
 
 // patchPolicy applies a JSON merge patch (RFC 7396): given fields change,
@@ -176,27 +179,26 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 	if err != nil {
 		return err
 	}
-	p, err := a.store.Policy(ctx)
-	if err != nil {
-		return err
-	}
-	if err := setFields(&p, obj, plugin.DefaultPolicy(), mergePatch); err != nil {
-		return err
-	}
-	return a.setPolicy(ctx, c, p, who)
+	return a.setPolicy(ctx, c, who, func(p *plugin.Policy) error {
+		return setFields(p, obj, plugin.DefaultPolicy(), mergePatch)
+	})
 }
 
-func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, p plugin.Policy, who *adminToken) error {
-	if err := p.Validate(); err != nil {
-		return err
-	}
-	old, err := a.store.Policy(ctx)
+// setPolicy writes a change through the engine's policy in force (the
+// store, atomically, then this instance at once; other instances through
+// the store), if the policy is still the one the request's If-Match
+// names.
+func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
+	old, p, err := a.engine.UpdatePolicy(ctx, who.name, func(p *plugin.Policy) error {
+		if err := checkIfMatch(c, "policy", *p); err != nil {
+			return err
+		}
+		return change(p)
+	})
 	if err != nil {
 		return err
 	}
-	if err := a.store.SetPolicy(ctx, p, who.name); err != nil {
-		return err
-	}
+	c.Response.Header.Set("ETag", etagOf(p))
 	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),
 		"push_enabled", p.PushEnabled, "store_enabled", p.StoreEnabled)
 	return reply(c, consts.StatusOK, p)
@@ -313,7 +315,7 @@ func (a *admin) routeUser(ctx context.Context, c *app.RequestContext, who *admin
 		if err != nil {
 			return errInvalidAOR(err)
 		}
-		aor, err := plugin.ParseAOR(s)
+		aor, err := a.aorRules.Parse(s)
 		if err != nil {
 			return errInvalidAOR(err)
 		}

@@ -11,8 +11,8 @@ import (
 func TestMetricsObservePushes(t *testing.T) {
 	m := NewMetrics()
 	s := newTestServer(t, m)
-	m.PushDone(plugin.PushReport{AOR: "sip:a@example.com", Outcome: "delivered", Delivered: 3, ToFirstSend: 40 * time.Millisecond, Duration: 300 * time.Millisecond})
-	m.PushDone(plugin.PushReport{AOR: "sip:b@example.com", Outcome: "failed", Failed: 2, DeadLettered: 1, Duration: time.Second})
+	m.PushDone(plugin.PushReport{AOR: plugin.MustParseAOR("sip:a@example.com"), Outcome: "delivered", Delivered: 3, ToFirstSend: 40 * time.Millisecond, Duration: 300 * time.Millisecond})
+	m.PushDone(plugin.PushReport{AOR: plugin.MustParseAOR("sip:b@example.com"), Outcome: "failed", Failed: 2, DeadLettered: 1, Duration: time.Second})
 
 	res := perform(s, "GET", "/metrics", testViewerToken, "", nil)
 	if res.Code != 200 {

@@ -11,7 +11,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/common/ut"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/plugin/plugintest"
 )
 
 const (
@@ -26,15 +26,11 @@ func (refusingPusher) Open(context.Context, plugin.Target) (plugin.PushSession, 
 	return nil, errors.New("test: no client")
 }
 
-// newTestServer is a Server on the embedded store with a running engine,
+// newTestServer is a Server on the in-memory store with a running engine,
 // for in-process requests (ut.PerformRequest) on its admin router.
 func newTestServer(t testing.TB, m *Metrics) *Server {
 	t.Helper()
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	var obs plugin.Observer
 	if m != nil {
 		obs = m
@@ -65,7 +61,7 @@ func newTestServer(t testing.TB, m *Metrics) *Server {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for eng.Registered(ctx, plugin.Registration{AOR: "sip:probe@invalid", Contact: "sip:probe@127.0.0.1:9", Expires: time.Now().Add(time.Second)}) != nil {
+	for !eng.Running() {
 		if time.Now().After(deadline) {
 			t.Fatal("engine not running after 5 s")
 		}

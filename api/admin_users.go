@@ -29,6 +29,7 @@ func (a *admin) getSettings(ctx context.Context, c *app.RequestContext, r userRe
 	if err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(u))
 	return reply(c, consts.StatusOK, u)
 }
 
@@ -49,7 +50,7 @@ func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRe
 	if err := u.Validate(); err != nil {
 		return err
 	}
-	p, err := a.store.Policy(ctx)
+	p, err := a.engine.Policy(ctx)
 	if err != nil {
 		return err
 	}
@@ -57,9 +58,16 @@ func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRe
 		return errExceedsPolicy("max_per_session", fmt.Sprintf(
 			"max_per_session %d is above the operator's max_per_session %d: a user may only lower it", u.MaxPerSession, p.MaxPerSession))
 	}
-	if err := a.store.SetUserSettings(ctx, r.aor, u); err != nil {
+	if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
+		if err := checkIfMatch(c, "user's settings", *cur); err != nil {
+			return err
+		}
+		*cur = u
+		return nil
+	}); err != nil {
 		return err
 	}
+	c.Response.Header.Set("ETag", etagOf(u))
 	a.log.InfoContext(ctx, "user settings changed", "changed_by", r.who.name, "aor", r.aor, "push", u.Push, "max_per_session", u.MaxPerSession)
 	return reply(c, consts.StatusOK, u)
 }
@@ -67,6 +75,18 @@ func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRe
 func (a *admin) deleteSettings(ctx context.Context, c *app.RequestContext, r userRequest) error {
 	if err := noQuery(c); err != nil {
 		return err
+	}
+	if len(c.Request.Header.Peek("If-Match")) > 0 {
+		// Conditional: back to the policy only if unchanged since read.
+		if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
+			if err := checkIfMatch(c, "user's settings", *cur); err != nil {
+				return err
+			}
+			*cur = plugin.UserSettings{}
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 	if err := a.store.DeleteUserSettings(ctx, r.aor); err != nil {
 		return err

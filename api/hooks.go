@@ -11,7 +11,6 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
-	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
@@ -22,48 +21,24 @@ import (
 // TokenHeader carries the hooks' shared secret.
 const TokenHeader = "X-Deferpush-Token"
 
-// Hook statuses besides the storing outcomes of package adapters/ingress.
-const (
-	statusRegistered   = "registered"
-	statusUnregistered = "unregistered"
-	statusUnauthorized = "unauthorized"
-	statusForbidden    = "forbidden"
-	statusRateLimited  = "rate_limited"
-)
-
 // hookReply is the body of every hook response. The route script maps it
 // to the SIP reply without knowing the policy: SIPCode and SIPReason are
 // what it sends to the sender of a MESSAGE. A refusal also carries the
-// API's usual error object.
+// API's usual error object. Status, codes and HTTP status all come from
+// plugin.OutcomeOf.
 type hookReply struct {
-	Status    string       `json:"status"`
-	SIPCode   int          `json:"sip_code,omitempty"`
-	SIPReason string       `json:"sip_reason,omitempty"`
-	ID        string       `json:"id,omitempty"` // the stored message's id
-	Error     *errorDetail `json:"error,omitempty"`
+	Status    plugin.Status `json:"status"`
+	SIPCode   int           `json:"sip_code,omitempty"`
+	SIPReason string        `json:"sip_reason,omitempty"`
+	ID        string        `json:"id,omitempty"` // the stored message's id
+	Error     *errorDetail  `json:"error,omitempty"`
 }
 
-// hookHTTPStatus is the HTTP status of each hook status. Refusals stay
-// below 500 because Kamailio's http_client hands the script the body of
-// 2xx to 4xx replies only.
-var hookHTTPStatus = map[string]int{
-	ingress.StatusStored:        consts.StatusOK,
-	statusRegistered:            consts.StatusOK,
-	statusUnregistered:          consts.StatusOK,
-	ingress.StatusMalformed:     consts.StatusBadRequest,
-	ingress.StatusTooLarge:      consts.StatusRequestEntityTooLarge,
-	ingress.StatusMailboxFull:   consts.StatusConflict,
-	ingress.StatusStoreDisabled: consts.StatusForbidden,
-	statusUnauthorized:          consts.StatusUnauthorized,
-	statusForbidden:             consts.StatusForbidden,
-	statusRateLimited:           consts.StatusTooManyRequests,
-	ingress.StatusError:         consts.StatusServiceUnavailable,
-}
-
-// proxyDecoder turns one proxy's hook bodies into the engine's types.
+// proxyDecoder turns one proxy's hook bodies into the engine's types,
+// with the registrar's rules for addresses of record.
 type proxyDecoder struct {
-	registration   func(body []byte, now time.Time) (plugin.Registration, error)
-	unregistration func(body []byte) (plugin.AOR, string, error)
+	registration   func(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error)
+	unregistration func(body []byte, rules plugin.AORRules) (plugin.AOR, string, error)
 	message        func(body []byte) (raw []byte, aor string, err error)
 }
 
@@ -77,8 +52,8 @@ var proxies = map[string]proxyDecoder{
 		},
 	},
 	"opensips": {
-		registration: func(b []byte, _ time.Time) (plugin.Registration, error) {
-			return opensips.DecodeRegistration(b)
+		registration: func(b []byte, _ time.Time, rules plugin.AORRules) (plugin.Registration, error) {
+			return opensips.DecodeRegistration(b, rules)
 		},
 		unregistration: opensips.DecodeUnregistration,
 		message: func(b []byte) ([]byte, string, error) {
@@ -117,8 +92,7 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 	ip := src.Addr().Unmap()
 	if len(s.cfg.HooksAllow) > 0 && !s.hookSourceAllowed(ip) {
 		s.cfg.Logger.Warn("hook call from a source not allowed", "source", c.RemoteAddr().String(), "path", string(c.Path()))
-		writeHook(c, hookReply{Status: statusForbidden, SIPCode: 500, SIPReason: "Server Internal Error",
-			Error: &errorDetail{Code: statusForbidden, Message: "source address not allowed"}})
+		s.hookRefused(c, fmt.Errorf("%w: source address not allowed", plugin.ErrForbidden), plugin.Policy{})
 		c.Abort()
 		return
 	}
@@ -127,11 +101,8 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 			s.cfg.Logger.Debug("hook call over the rate limit", "source", c.RemoteAddr().String(), "path", string(c.Path()))
 			secs := max(1, int(math.Ceil(wait.Seconds())))
 			c.Response.Header.Set("Retry-After", strconv.Itoa(secs))
-			// The route script replies 503 with the reason; a sender may
-			// retry later (RFC 3261 §21.5.4).
-			writeHook(c, hookReply{Status: statusRateLimited, SIPCode: 503, SIPReason: "Service Unavailable",
-				Error: &errorDetail{Code: statusRateLimited, Message: fmt.Sprintf("more than %g hook calls a second (burst %d) from %s; retry after %d s",
-					s.cfg.HooksRateLimit, int(s.limiter.burst), ip, secs)}})
+			s.hookRefused(c, fmt.Errorf("%w: more than %g hook calls a second (burst %d) from %s; retry after %d s",
+				plugin.ErrRateLimited, s.cfg.HooksRateLimit, int(s.limiter.burst), ip, secs), plugin.Policy{})
 			c.Abort()
 			return
 		}
@@ -139,8 +110,7 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 	got := c.Request.Header.Peek(TokenHeader)
 	if subtle.ConstantTimeCompare(got, []byte(s.cfg.HooksToken)) != 1 {
 		s.cfg.Logger.Warn("hook call with a wrong token", "source", c.RemoteAddr().String(), "path", string(c.Path()))
-		writeHook(c, hookReply{Status: statusUnauthorized, SIPCode: 500, SIPReason: "Server Internal Error",
-			Error: &errorDetail{Code: statusUnauthorized, Message: "missing or wrong " + TokenHeader}})
+		s.hookRefused(c, fmt.Errorf("%w: missing or wrong %s", plugin.ErrUnauthorized, TokenHeader), plugin.Policy{})
 		c.Abort()
 		return
 	}
@@ -163,9 +133,18 @@ func (s *Server) hookSourceAllowed(ip netip.Addr) bool {
 
 func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		r, err := d.registration(c.Request.Body(), time.Now())
+		r, err := d.registration(c.Request.Body(), time.Now(), s.cfg.AORRules)
 		if err != nil {
 			s.hookRefused(c, err, plugin.Policy{})
+			return
+		}
+		// A binding that ends now is an unregistration, and answered so.
+		if !r.Expires.After(time.Now()) {
+			if err := s.cfg.Engine.Unregistered(ctx, r.AOR, r.Contact); err != nil {
+				s.hookRefused(c, err, plugin.Policy{})
+				return
+			}
+			writeHook(c, plugin.OutcomeFor(plugin.StatusUnregistered, plugin.Policy{}), "", nil)
 			return
 		}
 		// The engine records the contact and starts any push in the
@@ -175,13 +154,13 @@ func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 			s.hookRefused(c, err, plugin.Policy{})
 			return
 		}
-		writeHook(c, hookReply{Status: statusRegistered})
+		writeHook(c, plugin.OutcomeFor(plugin.StatusRegistered, plugin.Policy{}), "", nil)
 	}
 }
 
 func (s *Server) hookUnregistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		aor, contact, err := d.unregistration(c.Request.Body())
+		aor, contact, err := d.unregistration(c.Request.Body(), s.cfg.AORRules)
 		if err == nil {
 			err = s.cfg.Engine.Unregistered(ctx, aor, contact)
 		}
@@ -189,7 +168,7 @@ func (s *Server) hookUnregistered(d proxyDecoder) app.HandlerFunc {
 			s.hookRefused(c, err, plugin.Policy{})
 			return
 		}
-		writeHook(c, hookReply{Status: statusUnregistered})
+		writeHook(c, plugin.OutcomeFor(plugin.StatusUnregistered, plugin.Policy{}), "", nil)
 	}
 }
 
@@ -203,7 +182,7 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 		raw, aor, err := d.message(c.Request.Body())
 		var m *plugin.Message
 		if err == nil {
-			m, err = ingress.Deferred(raw, aor, time.Now())
+			m, err = ingress.Deferred(raw, aor, time.Now(), s.cfg.AORRules)
 		}
 		if err == nil {
 			err = s.cfg.Engine.Store(ctx, m)
@@ -212,27 +191,32 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 			s.hookRefused(c, err, p)
 			return
 		}
-		o := ingress.OutcomeOf(nil, p)
-		writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason, ID: m.ID})
+		writeHook(c, plugin.OutcomeOf(nil, p), m.ID, nil)
 	}
 }
 
-// hookRefused answers a hook call that changed nothing, with the SIP reply
-// adapters/ingress maps err to under policy p.
+// hookRefused answers a hook call that changed nothing with the outcome
+// of err under policy p.
 func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) {
-	o := ingress.OutcomeOf(err, p)
-	if o.Status == ingress.StatusError {
+	o := plugin.OutcomeOf(err, p)
+	switch o.Status {
+	case plugin.StatusError:
 		s.cfg.Logger.Error("hook failed", "path", string(c.Path()), "err", err)
-	} else {
+	case plugin.StatusUnauthorized, plugin.StatusForbidden, plugin.StatusRateLimited:
+		// hookAuth logged it (a call over the rate limit at debug only).
+	default:
 		// A refusal the proxy logs at most as an HTTP status: say why here
 		// (the reason names the field, never the token).
 		s.cfg.Logger.Warn("hook call refused", "path", string(c.Path()), "source", c.RemoteAddr().String(),
 			"status", o.Status, "reason", err.Error())
 	}
-	writeHook(c, hookReply{Status: o.Status, SIPCode: o.Code, SIPReason: o.Reason,
-		Error: &errorDetail{Code: o.Status, Message: err.Error()}})
+	writeHook(c, o, "", err)
 }
 
-func writeHook(c *app.RequestContext, r hookReply) {
-	c.JSON(hookHTTPStatus[r.Status], r)
+func writeHook(c *app.RequestContext, o plugin.Outcome, id string, err error) {
+	r := hookReply{Status: o.Status, SIPCode: o.SIPCode, SIPReason: o.SIPReason, ID: id}
+	if err != nil {
+		r.Error = &errorDetail{Code: string(o.Status), Message: err.Error()}
+	}
+	c.JSON(o.HTTP, r)
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/plugin/plugintest"
 )
 
 const testHooksToken = "hooks-token-0123456789"
@@ -53,7 +53,7 @@ func (e *hookEngine) Registered(_ context.Context, r plugin.Registration) error 
 func (e *hookEngine) Unregistered(_ context.Context, aor plugin.AOR, contact string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.unregs = append(e.unregs, string(aor)+" "+contact)
+	e.unregs = append(e.unregs, aor.String()+" "+contact)
 	return nil
 }
 
@@ -61,6 +61,16 @@ func (e *hookEngine) PushNow(context.Context, plugin.AOR) error { return plugin.
 func (e *hookEngine) Active() int                               { return 0 }
 func (e *hookEngine) Policy(context.Context) (plugin.Policy, error) {
 	return e.policy, nil
+}
+func (e *hookEngine) UpdatePolicy(_ context.Context, _ string, change func(*plugin.Policy) error) (plugin.Policy, plugin.Policy, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, p := e.policy, e.policy
+	if err := change(&p); err != nil {
+		return old, old, err
+	}
+	e.policy = p
+	return old, p, nil
 }
 
 func (e *hookEngine) calls() int {
@@ -83,11 +93,7 @@ func startHooks(t *testing.T, eng *hookEngine, allow ...string) string {
 // startHooksWith is startHooks with the Config edited by edit.
 func startHooksWith(t *testing.T, eng *hookEngine, edit func(*Config)) string {
 	t.Helper()
-	st, err := store.NewEmbedded(store.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := plugintest.NewStore(nil)
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -213,7 +219,7 @@ func TestHookMessage(t *testing.T) {
 					t.Fatalf("stored %d messages, want 1", len(eng.stored))
 				}
 				m := eng.stored[0]
-				if m.Recipient != "sip:user2@example.com" || m.CallID != "asd88asd77a@1.2.3.4" || m.Kind != plugin.KindSIPMessage ||
+				if m.Recipient.String() != "sip:user2@example.com" || m.CallID != "asd88asd77a@1.2.3.4" || m.Kind != plugin.KindSIPMessage ||
 					!bytes.Contains(m.Raw, []byte("\r\nDate: ")) || got["id"] != m.ID {
 					t.Errorf("stored %+v (reply id %v)", m, got["id"])
 				}
@@ -243,16 +249,21 @@ func TestHookRegistration(t *testing.T) {
 	if code != 400 || got["status"] != "malformed" {
 		t.Errorf("registered without contact: %d %v, want 400 malformed", code, got)
 	}
+	// A binding that ends at once is an unregistration, answered so.
+	code, got = postHook(t, base+"/hooks/kamailio/registered", testHooksToken, `{"aor":"sip:user5@example.com","contact":"sip:user5@192.0.2.9","expires":0}`)
+	if code != 200 || got["status"] != "unregistered" {
+		t.Errorf("registered with expires 0: %d %v, want 200 unregistered", code, got)
+	}
 	if len(eng.regs) != 1 {
 		t.Fatalf("registrations %+v, want 1", eng.regs)
 	}
 	r := eng.regs[0]
-	if r.AOR != "sip:user2@example.com" || r.Contact != "sip:user2@192.0.2.7:5071;transport=tcp" || r.UserAgent != "" ||
+	if r.AOR.String() != "sip:user2@example.com" || r.Contact != "sip:user2@192.0.2.7:5071;transport=tcp" || r.UserAgent != "" ||
 		!cmp.Equal(r.Path, []string{"sip:edge.example.com;lr"}) ||
 		r.Expires.Before(before.Add(299*time.Second)) || r.Expires.After(time.Now().Add(301*time.Second)) {
 		t.Errorf("registration %+v", r)
 	}
-	want := []string{"sip:user2@example.com sip:user2@192.0.2.7:5071;transport=tcp", "sip:user3@example.com "}
+	want := []string{"sip:user2@example.com sip:user2@192.0.2.7:5071;transport=tcp", "sip:user3@example.com ", "sip:user5@example.com sip:user5@192.0.2.9"}
 	if diff := cmp.Diff(want, eng.unregs); diff != "" {
 		t.Errorf("unregistrations (-want +got):\n%s", diff)
 	}

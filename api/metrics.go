@@ -58,7 +58,7 @@ func NewMetrics() *Metrics {
 
 // PushDone implements plugin.Observer.
 func (m *Metrics) PushDone(r plugin.PushReport) {
-	m.sessions.WithLabelValues(r.Outcome).Inc()
+	m.sessions.WithLabelValues(string(r.Outcome)).Inc()
 	m.messages.WithLabelValues("delivered").Add(float64(r.Delivered))
 	m.messages.WithLabelValues("failed").Add(float64(r.Failed))
 	m.messages.WithLabelValues("dead_lettered").Add(float64(r.DeadLettered))

@@ -34,6 +34,10 @@ type Engine interface {
 	Active() int
 	// Policy is the operator policy in force.
 	Policy(ctx context.Context) (plugin.Policy, error)
+	// UpdatePolicy changes the policy through the one in force: change
+	// edits a copy of the stored one; the result is validated, stored and
+	// applied. It returns the policy before and after.
+	UpdatePolicy(ctx context.Context, who string, change func(*plugin.Policy) error) (old, updated plugin.Policy, err error)
 }
 
 var _ Engine = (*plugin.Engine)(nil)
@@ -82,6 +86,11 @@ type Config struct {
 	// HooksRateLimit: no limit; zero HooksRateBurst: the rate, rounded up.
 	HooksRateLimit float64
 	HooksRateBurst int
+	// AORRules are the registrar's rules for comparing addresses of
+	// record, applied to every AOR a hook or the admin API is given. The
+	// zero value folds the user part's case.
+	AORRules plugin.AORRules
+
 	// AdminTokens are the admin API's bearer tokens. At least one.
 	AdminTokens []Token
 

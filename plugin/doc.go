@@ -1,7 +1,8 @@
 // Package plugin is the core of deferpush: the deferred message envelope
 // (Message), canonical addresses of record (AOR), the operator Policy and
 // per-user settings, and the interfaces the core needs from the outside
-// (Store). It imports no other package of this module; implementations
+// (Store). It imports no other package of this module but plugin/abnf
+// (the lexical rules every parser shares); implementations
 // (store, plugin/push, adapters) import it.
 //
 // A message for an offline user is parsed at the edge, canonicalised and

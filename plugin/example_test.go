@@ -19,8 +19,8 @@ func ExampleParseAOR() {
 	}
 	// Output:
 	// sip:bob@example.com false
-	// sips:Alice@[2001:db8::1]:5061 false
-	// tel:+12015550123 false
+	// sips:alice@[2001:db8::1]:5061 false
+	// tel:+12015550123;ext=7 false
 	//  true
 }
 

@@ -78,7 +78,7 @@ func NewID(now time.Time) string {
 // recipient, received time and body. The error is a *FieldError.
 func (m *Message) Validate() error {
 	switch {
-	case m.Recipient == "":
+	case m.Recipient.IsZero():
 		return &FieldError{Field: "recipient", Problem: "missing"}
 	case !m.Kind.Valid():
 		return &FieldError{Field: "kind", Problem: "unknown kind " + string(m.Kind)}

@@ -29,7 +29,7 @@ func TestNewIDSorts(t *testing.T) {
 
 func TestMessageValidate(t *testing.T) {
 	ok := func() *Message {
-		return &Message{Recipient: "sip:bob@example.com", Kind: KindSIPMessage, Raw: []byte("MESSAGE"), Received: time.Now()}
+		return &Message{Recipient: MustParseAOR("sip:bob@example.com"), Kind: KindSIPMessage, Raw: []byte("MESSAGE"), Received: time.Now()}
 	}
 	tests := []struct {
 		field string
@@ -37,7 +37,7 @@ func TestMessageValidate(t *testing.T) {
 	}{
 		{"", func(*Message) {}},
 		{"", func(m *Message) { m.ID = NewID(time.Now()) }},
-		{"recipient", func(m *Message) { m.Recipient = "" }},
+		{"recipient", func(m *Message) { m.Recipient = AOR{} }},
 		{"kind", func(m *Message) { m.Kind = "fax" }},
 		{"raw", func(m *Message) { m.Raw = nil }},
 		{"received", func(m *Message) { m.Received = time.Time{} }},

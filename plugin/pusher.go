@@ -26,9 +26,11 @@ type PushSession interface {
 	// the success REPORT when one was asked for); ErrHeld when it cannot be
 	// encapsulated in a type the client accepts and the policy says hold;
 	// a *RejectedError when the client refused that message; ErrNotSent
-	// for a message not sent because the session broke first; any other
-	// error when the session broke after the message was sent but before
-	// it was confirmed.
+	// for a message not sent because the session broke first;
+	// ErrUnconfirmed for one the next hop took but whose success REPORT
+	// never came (the session then ends); any other error when the
+	// session broke after the message was sent but before it was
+	// confirmed.
 	// done calls never overlap.
 	// Deliver returns nil when every message was answered by the client,
 	// or the error that broke the session (the session is then unusable,
@@ -60,6 +62,13 @@ var ErrHeld = errors.New("plugin: message held: the client accepts none of its e
 // ErrNotSent reports a message that was not sent because the session broke
 // before its turn. It is not a failed attempt: the message stays stored.
 var ErrNotSent = errors.New("plugin: message not sent: the session ended first")
+
+// ErrUnconfirmed reports a message that was sent and taken by the next hop
+// (an MSRP relay's 200) but whose delivery the client never confirmed: the
+// success REPORT asked for did not come. It is not a failed attempt — the
+// client may well have it — and the message stays stored; it may come to
+// the client again, with the same Message-ID.
+var ErrUnconfirmed = errors.New("plugin: message unconfirmed: no success report from the client")
 
 // RejectedError reports that the client refused one message (e.g. MSRP 413
 // or 415). The session may still carry the next ones.
@@ -97,13 +106,27 @@ type Observer interface {
 	PushDone(r PushReport)
 }
 
+// PushOutcome is how a push run ended; its value is the metrics label.
+type PushOutcome string
+
+const (
+	// OutcomeNone: nothing to push (empty mailbox, push not allowed, or
+	// another push holds the recipient). Not reported.
+	OutcomeNone PushOutcome = ""
+	// OutcomeDelivered: the mailbox was emptied or the session limit reached.
+	OutcomeDelivered PushOutcome = "delivered"
+	// OutcomePartial: some messages were left, e.g. refused or held.
+	OutcomePartial PushOutcome = "partial"
+	// OutcomeFailed: no session could be set up, or it broke.
+	OutcomeFailed PushOutcome = "failed"
+	// OutcomeCancelled: an unregistration or the shutdown ended it.
+	OutcomeCancelled PushOutcome = "cancelled"
+)
+
 // PushReport describes one push run.
 type PushReport struct {
-	AOR AOR
-	// Outcome is "delivered" (mailbox emptied or session limit reached),
-	// "partial" (some messages left, e.g. refused or held), "failed" (no
-	// session or it broke) or "cancelled" (unregistration or shutdown).
-	Outcome      string
+	AOR          AOR
+	Outcome      PushOutcome
 	Delivered    int
 	Failed       int
 	DeadLettered int

@@ -42,6 +42,13 @@ type Limits struct {
 // the pending list in their order, and they are delivered again with the
 // same ID. Duplicates are possible, loss is not; clients de-duplicate on
 // Call-ID or Message-ID.
+//
+// Putting back ("requeue": Release, Unlock, a takeover, Sweep) keeps the
+// order of messages that never failed, at the head of pending; a message
+// with a failed attempt (Fail) goes to the tail instead, behind
+// everything waiting, so that one message that keeps failing (too large
+// for a slow link, refused by the client) does not hold back the ones
+// behind it until it is dead-lettered.
 type Queue interface {
 	// Append stores m at the tail of its recipient's pending list. It fills
 	// in m.ID (when empty) and m.Expires (from lim.TTL, when zero).
@@ -70,8 +77,8 @@ type Queue interface {
 	// for Ack.
 	Fail(ctx context.Context, aor AOR, token, id, reason string, maxAttempts int) (deadLettered bool, err error)
 
-	// Release puts every in-flight message of aor back at the head of the
-	// pending list in its order and returns how many; the lease stays.
+	// Release puts every in-flight message of aor back in pending (see
+	// requeue above) and returns how many; the lease stays.
 	// ErrLeaseLost if token's lease is not live.
 	Release(ctx context.Context, aor AOR, token string) (int, error)
 
@@ -87,6 +94,12 @@ type Queue interface {
 	// Unlock releases in-flight messages (as Release) and drops the lease.
 	// ErrLeaseLost if another token owns it now; nothing changes then.
 	Unlock(ctx context.Context, aor AOR, token string) error
+
+	// Recipients lists recipients with stored messages, about n at a time,
+	// from cursor ("" to begin); next is "" after the last page. A scan
+	// sees every recipient that has messages throughout it, some maybe
+	// twice; one whose first message arrives meanwhile may be missed.
+	Recipients(ctx context.Context, cursor string, n int) (aors []AOR, next string, err error)
 
 	// Sweep requeues in-flight messages whose lease expired before now,
 	// drops messages that expired before now, and reports what it did.
@@ -154,6 +167,14 @@ type Totals struct {
 type Settings interface {
 	// Policy returns the operator policy; DefaultPolicy() if none was set.
 	Policy(ctx context.Context) (Policy, error)
+	// UpdatePolicy changes the policy atomically: change edits a copy of
+	// the stored policy, the result is validated and stored, recording
+	// who changed it, and every WatchPolicy hears of it. When another
+	// change lands between the read and the write, change runs again on
+	// the newer policy, so no change is lost. An error from change (or a
+	// *FieldError from validation) leaves the policy as it was. It
+	// returns the policy before and after.
+	UpdatePolicy(ctx context.Context, who string, change func(*Policy) error) (old, updated Policy, err error)
 	// SetPolicy validates and stores p, recording who changed it, and
 	// notifies every WatchPolicy. A *FieldError if p is invalid.
 	SetPolicy(ctx context.Context, p Policy, who string) error
@@ -165,6 +186,10 @@ type Settings interface {
 
 	// UserSettings returns aor's settings; the zero value if none are set.
 	UserSettings(ctx context.Context, aor AOR) (UserSettings, error)
+	// UpdateUserSettings changes aor's settings atomically, as
+	// UpdatePolicy does the policy; change gets the zero value when none
+	// are set. It returns the settings before and after.
+	UpdateUserSettings(ctx context.Context, aor AOR, change func(*UserSettings) error) (old, updated UserSettings, err error)
 	// SetUserSettings validates and stores aor's settings.
 	SetUserSettings(ctx context.Context, aor AOR, u UserSettings) error
 	// DeleteUserSettings removes aor's settings (back to the policy).
@@ -172,6 +197,11 @@ type Settings interface {
 
 	// SetContact records the last registration of r.AOR.
 	SetContact(ctx context.Context, r Registration) error
+	// DeleteContact forgets the last registration of aor when its contact
+	// is contact (whichever it is when contact is empty): the client
+	// unregistered, or its binding expired, and nobody may be pushed to
+	// there any more. Deleting what is not there is no error.
+	DeleteContact(ctx context.Context, aor AOR, contact string) error
 	// Contact returns the last registration of aor; ErrNotFound if none is
 	// known or it has expired.
 	Contact(ctx context.Context, aor AOR) (Registration, error)

@@ -3,7 +3,8 @@
 # for redis-cli/redis-benchmark), Kamailio 5.6 with the modules the shipped
 # config loads, SIPp (package sip-tester), the sqlite3 shell that make bench
 # uses to set up msilo's database, m4 (which renders the shipped
-# opensips.cfg), and OpenSIPS 3.4.
+# opensips.cfg), Chromium and Prometheus (the console's and the monitoring
+# rules' tests), and OpenSIPS 3.4.
 #
 # Debian 12 has no OpenSIPS package. When no `opensips` 3.4 is installed,
 # OpenSIPS is built once per machine from ../shared/opensips/opensips-*.tar.xz
@@ -23,6 +24,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(redis-server redis-tools kamailio kamailio-json-modules
       kamailio-utils-modules kamailio-extra-modules kamailio-sqlite-modules
       sip-tester sqlite3 m4)
+# Chromium for the console's browser tests, promtool (package prometheus)
+# and a Prometheus server for the monitoring rules' tests.
+pkgs+=(chromium prometheus)
 
 # What building OpenSIPS needs (installed only when it is built).
 build_pkgs=(build-essential bison flex m4 pkg-config libcurl4-openssl-dev
@@ -42,6 +46,8 @@ declare -A probe=(
   [sip-tester]=/usr/bin/sipp
   [sqlite3]=/usr/bin/sqlite3
   [m4]=/usr/bin/m4
+  [chromium]=/usr/bin/chromium
+  [prometheus]=/usr/bin/promtool
   [build-essential]=/usr/share/build-essential/essential-packages-list
   [bison]=/usr/bin/bison
   [flex]=/usr/bin/flex
@@ -89,7 +95,19 @@ if ((${#need[@]} > 0)); then
         systemctl stop "$svc" || true
       fi
     done
-    pkill -x redis-server 2>/dev/null || true
+    # Without systemd the postinst starts the packaged redis-server
+    # itself: stop that one only (its pid file), never the test servers of
+    # other runs.
+    for pidfile in /run/redis/redis-server.pid /var/run/redis/redis-server.pid; do
+      if [[ -s $pidfile ]]; then
+        kill "$(cat "$pidfile")" 2>/dev/null || true
+      fi
+    done
+    # The prometheus package enables a server on :9090: only its promtool
+    # is wanted.
+    if command -v systemctl >/dev/null; then
+      systemctl disable --now prometheus 2>/dev/null || true
+    fi
   fi
 fi
 

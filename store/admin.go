@@ -116,7 +116,7 @@ func (r *Redis) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
 	if n > 0 {
 		pipe := r.c.Pipeline()
 		pipe.HIncrBy(ctx, statsKey, "deleted", int64(n))
-		pipe.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: string(aor)})
+		pipe.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: aor.String()})
 		_, _ = pipe.Exec(ctx)
 	}
 	return n, nil

@@ -77,7 +77,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := next.Add(1)
-			m := &plugin.Message{Recipient: plugin.AOR(fmt.Sprintf("sip:u%d@example.com", i%1000)),
+			m := &plugin.Message{Recipient: plugin.MustParseAOR(fmt.Sprintf("sip:u%d@example.com", i%1000)),
 				Kind: plugin.KindSIPMessage, Raw: benchRaw, Received: time.Now()}
 			if err := s.Append(ctx, m, plugin.Limits{TTL: time.Hour}); err != nil {
 				b.Error(err)
@@ -106,14 +106,14 @@ func BenchmarkClaimAck(b *testing.B) {
 	workers := benchClients
 	perWorker := b.N/workers + batch
 	for w := range workers {
-		fill(b, s, plugin.AOR(fmt.Sprintf("sip:w%d@example.com", w)), perWorker)
+		fill(b, s, plugin.MustParseAOR(fmt.Sprintf("sip:w%d@example.com", w)), perWorker)
 	}
 	var worker atomic.Int64
 	benchParallelism(b)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		w := worker.Add(1) - 1
-		aor := plugin.AOR(fmt.Sprintf("sip:w%d@example.com", w%int64(workers)))
+		aor := plugin.MustParseAOR(fmt.Sprintf("sip:w%d@example.com", w%int64(workers)))
 		token := fmt.Sprint("bench-", w)
 		var msgs []*plugin.Message
 		for pb.Next() {

@@ -34,7 +34,7 @@ const (
 	changesChannel = "dp:changes"
 )
 
-func tag(aor plugin.AOR) string { return "dp:{" + string(aor) + "}:" }
+func tag(aor plugin.AOR) string { return "dp:{" + aor.String() + "}:" }
 
 func pendingKey(aor plugin.AOR) string  { return tag(aor) + "pending" }
 func inflightKey(aor plugin.AOR) string { return tag(aor) + "inflight" }

@@ -12,15 +12,12 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 )
 
-// checkAOR refuses an AOR that is not canonical: keys are built from it,
-// so "sip:Bob@X" and "sip:Bob@x" must never name two mailboxes.
+// checkAOR refuses the zero AOR; any other is canonical by construction
+// (plugin.ParseAOR is the only way to build one), so keys built from it
+// never name one mailbox twice.
 func checkAOR(aor plugin.AOR) error {
-	c, err := plugin.ParseAOR(string(aor))
-	if err != nil {
-		return err
-	}
-	if c != aor {
-		return fmt.Errorf("%w: %q is not canonical (%q)", plugin.ErrBadAOR, aor, c)
+	if aor.IsZero() {
+		return fmt.Errorf("%w: empty address of record", plugin.ErrBadAOR)
 	}
 	return nil
 }
@@ -54,53 +51,14 @@ func (r *Redis) Append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 }
 
 func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits) error {
-	if err := m.Validate(); err != nil {
-		return err
-	}
-	if err := checkAOR(m.Recipient); err != nil {
-		return err
-	}
-	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
-		return &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
-	}
-	if m.ID == "" {
-		m.ID = plugin.NewID(m.Received)
-	}
-	if m.Expires.IsZero() && lim.TTL > 0 {
-		m.Expires = m.Received.Add(lim.TTL)
-	}
-	exp := int64(1<<53 - 1) // no expiry: largest exact score
-	if !m.Expires.IsZero() {
-		exp = ms(m.Expires)
-	}
-	rec, err := encode(m)
+	exp, rec, err := prepareAppend(m, lim)
 	if err != nil {
 		return err
 	}
 	aor := m.Recipient
 	keys := appendKeys(aor)
 	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
-
-	var cmd *redis.Cmd
-	var counted *redis.IntCmd
-	if r.batch != nil {
-		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
-		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
-		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
-	} else {
-		pipe := r.c.Pipeline()
-		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)})
-		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
-		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
-		_, _ = pipe.Exec(ctx) // errors are per command
-	}
-	// In a cluster the counter lives on another node than the mailbox:
-	// wait for it too, so that Totals read after Append counts it.
-	_ = counted.Err()
-	res, err := cmd.Slice()
-	if isNoScript(err) {
-		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
-	}
+	res, err := r.runAppend(ctx, aor, exp, keys, args)
 	if err != nil {
 		// Stored or not is unknown: an Append of the same m (same ID)
 		// again is safe.
@@ -120,11 +78,64 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		// make the sender send it again (as a second message). A missed
 		// index entry only delays the sweep of its expiry; Claim checks
 		// expiry itself, and the next Append indexes the mailbox again.
-		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: string(aor)}).Err(); err != nil {
-			r.log.Warn("index mailbox", "aor", string(aor), "err", err)
+		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()}).Err(); err != nil {
+			r.log.Warn("index mailbox", "aor", aor.String(), "err", err)
 		}
 	}
 	return nil
+}
+
+// prepareAppend checks m against lim, fills in its ID and Expires, and
+// returns its expiry score and stored record.
+func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string, err error) {
+	if err := m.Validate(); err != nil {
+		return 0, "", err
+	}
+	if err := checkAOR(m.Recipient); err != nil {
+		return 0, "", err
+	}
+	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
+		return 0, "", &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
+	}
+	if m.ID == "" {
+		m.ID = plugin.NewID(m.Received)
+	}
+	if m.Expires.IsZero() && lim.TTL > 0 {
+		m.Expires = m.Received.Add(lim.TTL)
+	}
+	exp = int64(1<<53 - 1) // no expiry: largest exact score
+	if !m.Expires.IsZero() {
+		exp = ms(m.Expires)
+	}
+	rec, err = encode(m)
+	return exp, rec, err
+}
+
+// runAppend indexes the mailbox, runs appendScript and counts the message
+// stored in one round trip (on the batcher when there is one), and returns
+// the script's result.
+func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
+	var cmd *redis.Cmd
+	var counted *redis.IntCmd
+	if r.batch != nil {
+		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
+		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
+	} else {
+		pipe := r.c.Pipeline()
+		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
+		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
+		_, _ = pipe.Exec(ctx) // errors are per command
+	}
+	// In a cluster the counter lives on another node than the mailbox:
+	// wait for it too, so that Totals read after Append counts it.
+	_ = counted.Err()
+	res, err := cmd.Slice()
+	if isNoScript(err) {
+		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
+	}
+	return res, err
 }
 
 // Claim implements plugin.Queue.
@@ -146,7 +157,7 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 		return nil, err
 	}
 	now := r.now()
-	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: string(aor)}).Err(); err != nil {
+	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()}).Err(); err != nil {
 		return nil, fmt.Errorf("index lease: %w", err)
 	}
 	res, err := claimScript.Run(ctx, r.c, mailboxKeys(aor), token, max(n, 0), ms(now.Add(lease)), ms(now)).Slice()
@@ -216,7 +227,7 @@ func (r *Redis) outcome(ctx context.Context, aor plugin.AOR, res int) error {
 	case 0:
 		return plugin.ErrNotFound
 	case 2:
-		r.c.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: string(aor)})
+		r.c.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: aor.String()})
 	}
 	return nil
 }

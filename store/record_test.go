@@ -12,7 +12,7 @@ import (
 )
 
 var recordMsg = &plugin.Message{
-	ID: "01J00000000000000000000000", Recipient: "sip:bob@example.com", Sender: "sip:carol@example.org",
+	ID: "01J00000000000000000000000", Recipient: plugin.MustParseAOR("sip:bob@example.com"), Sender: "sip:carol@example.org",
 	Received: time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.FixedZone("X", 3600)),
 	Expires:  time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC),
 	Kind:     plugin.KindMSRPSession, Raw: []byte("MSRP a SEND\r\n\x00\xff\r\n-------a$\r\n"),
@@ -74,7 +74,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(rec)
 	f.Add(`{"k":"sip-message","b":"eA=="}`)
 	f.Fuzz(func(t *testing.T, rec string) {
-		m, err := decode("sip:bob@example.com", "id", rec, "")
+		m, err := decode(plugin.MustParseAOR("sip:bob@example.com"), "id", rec, "")
 		if err != nil {
 			return
 		}
@@ -82,7 +82,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return // a time MarshalBinary refuses (odd zone offsets)
 		}
-		if _, err := decode("sip:bob@example.com", "id", again, ""); err != nil {
+		if _, err := decode(plugin.MustParseAOR("sip:bob@example.com"), "id", again, ""); err != nil {
 			t.Errorf("re-encoded record does not decode: %v", err)
 		}
 	})

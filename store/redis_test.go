@@ -70,7 +70,7 @@ func TestSurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const aors, perAOR = 4, 150
-	aor := func(i int) plugin.AOR { return plugin.AOR(fmt.Sprintf("sip:u%d@example.com", i)) }
+	aor := func(i int) plugin.AOR { return plugin.MustParseAOR(fmt.Sprintf("sip:u%d@example.com", i)) }
 
 	var appended atomic.Int64
 	restarted := make(chan struct{})
@@ -164,7 +164,7 @@ func TestNoScriptFallback(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	for i := range 3 {
-		m := &plugin.Message{Recipient: "sip:bob@example.com", Kind: plugin.KindSIPMessage, Raw: []byte("x"), Received: time.Now()}
+		m := &plugin.Message{Recipient: plugin.MustParseAOR("sip:bob@example.com"), Kind: plugin.KindSIPMessage, Raw: []byte("x"), Received: time.Now()}
 		if err := s.Append(ctx, m, plugin.Limits{}); err != nil {
 			t.Fatalf("append %d: %v", i, err)
 		}
@@ -175,7 +175,7 @@ func TestNoScriptFallback(t *testing.T) {
 			t.Fatalf("sweep %d: %v", i, err)
 		}
 	}
-	if c, _ := s.Count(ctx, "sip:bob@example.com"); c.Pending != 3 {
+	if c, _ := s.Count(ctx, plugin.MustParseAOR("sip:bob@example.com")); c.Pending != 3 {
 		t.Errorf("pending = %d, want 3", c.Pending)
 	}
 }

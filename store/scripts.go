@@ -18,10 +18,23 @@ import "github.com/redis/go-redis/v9"
 const prelude = `
 local pending, inflight, dead, msgs, expiry, tries, lock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 
--- requeue moves every in-flight id back to the head of pending, keeping order.
+-- requeue moves every in-flight id back to pending: those that never
+-- failed to the head, in order; those that failed an attempt (tries) to
+-- the tail, in order, so that a message that keeps failing does not hold
+-- back the ones behind it.
 local function requeue()
-  local n = 0
-  while redis.call('LMOVE', inflight, pending, 'RIGHT', 'LEFT') do n = n + 1 end
+  local n, failed = 0, {}
+  while true do
+    local id = redis.call('RPOP', inflight)
+    if not id then break end
+    n = n + 1
+    if redis.call('HEXISTS', tries, id) == 1 then
+      table.insert(failed, 1, id)
+    else
+      redis.call('LPUSH', pending, id)
+    end
+  end
+  for _, id in ipairs(failed) do redis.call('RPUSH', pending, id) end
   return n
 end
 
@@ -355,4 +368,18 @@ while true do
   n = n + 1
 end
 return n
+`)
+
+// deleteContactScript forgets a registration if its contact is the one
+// given.
+//
+//	KEYS  1 contact
+//	ARGV  1 contact URI ("" matches any)
+//	Returns 1 deleted, 0 nothing (none stored, or another contact).
+var deleteContactScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if ARGV[1] ~= '' and cjson.decode(v).contact ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 `)

@@ -25,19 +25,11 @@ const policyPoll = 10 * time.Second
 
 // Policy implements plugin.Settings.
 func (r *Redis) Policy(ctx context.Context) (plugin.Policy, error) {
-	b, err := r.c.Get(ctx, policyKey).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return plugin.DefaultPolicy(), nil
-	}
+	p, err := policyOf(r.c.Get(ctx, policyKey))
 	if err != nil {
 		return plugin.Policy{}, fmt.Errorf("store: read policy: %w", err)
 	}
-	// Start from the default so fields added later get their defaults.
-	rec := policyRecord{Policy: plugin.DefaultPolicy()}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return plugin.Policy{}, fmt.Errorf("store: read policy: %w", err)
-	}
-	return rec.Policy, nil
+	return p, nil
 }
 
 // SetPolicy implements plugin.Settings.
@@ -57,6 +49,79 @@ func (r *Redis) SetPolicy(ctx context.Context, p plugin.Policy, who string) erro
 		return fmt.Errorf("store: notify policy change: %w", err)
 	}
 	return nil
+}
+
+// maxTxTries bounds the optimistic transactions of UpdatePolicy and
+// UpdateUserSettings: each try that loses to a concurrent change runs
+// change again on the newer value.
+const maxTxTries = 50
+
+// UpdatePolicy implements plugin.Settings: WATCH the policy, read it, let
+// change edit it, and write it in MULTI/EXEC, again when another writer
+// got there first.
+func (r *Redis) UpdatePolicy(ctx context.Context, who string, change func(*plugin.Policy) error) (old, updated plugin.Policy, err error) {
+	err = r.optimistic(ctx, policyKey, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
+		if old, err = policyOf(tx.Get(ctx, policyKey)); err != nil {
+			return nil, err
+		}
+		updated = old
+		if err := change(&updated); err != nil {
+			return nil, err
+		}
+		if err := updated.Validate(); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(policyRecord{Policy: updated, UpdatedBy: who, UpdatedAt: r.now().UTC()})
+		if err != nil {
+			return nil, err
+		}
+		return func(p redis.Pipeliner) error { return p.Set(ctx, policyKey, b, 0).Err() }, nil
+	})
+	if err != nil {
+		return old, old, fmt.Errorf("store: update policy: %w", err)
+	}
+	// A lost notification is caught by the watchers' poll.
+	if err := r.c.Publish(ctx, changesChannel, "policy").Err(); err != nil {
+		r.log.Warn("notify policy change", "err", err)
+	}
+	return old, updated, nil
+}
+
+// optimistic runs one WATCH/MULTI/EXEC transaction on key: read returns
+// the write to make (or an error that ends it); a transaction that loses
+// to a concurrent write is tried again.
+func (r *Redis) optimistic(ctx context.Context, key string, read func(*redis.Tx) (func(redis.Pipeliner) error, error)) error {
+	for range maxTxTries {
+		err := r.c.Watch(ctx, func(tx *redis.Tx) error {
+			write, err := read(tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, write)
+			return err
+		}, key)
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return fmt.Errorf("%d concurrent changes in a row; try again", maxTxTries)
+}
+
+// policyOf reads a stored policy record; DefaultPolicy when there is none.
+func policyOf(cmd *redis.StringCmd) (plugin.Policy, error) {
+	b, err := cmd.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return plugin.DefaultPolicy(), nil
+	}
+	if err != nil {
+		return plugin.Policy{}, err
+	}
+	// Start from the default so fields added later get their defaults.
+	rec := policyRecord{Policy: plugin.DefaultPolicy()}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return plugin.Policy{}, err
+	}
+	return rec.Policy, nil
 }
 
 // WatchPolicy implements plugin.Settings.
@@ -105,6 +170,42 @@ func (r *Redis) UserSettings(ctx context.Context, aor plugin.AOR) (plugin.UserSe
 	return u, nil
 }
 
+// UpdateUserSettings implements plugin.Settings, as UpdatePolicy does.
+func (r *Redis) UpdateUserSettings(ctx context.Context, aor plugin.AOR, change func(*plugin.UserSettings) error) (old, updated plugin.UserSettings, err error) {
+	if err := checkAOR(aor); err != nil {
+		return old, old, err
+	}
+	key := settingsKey(aor)
+	err = r.optimistic(ctx, key, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
+		old = plugin.UserSettings{}
+		b, err := tx.Get(ctx, key).Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		if err == nil {
+			if err := json.Unmarshal(b, &old); err != nil {
+				return nil, err
+			}
+		}
+		updated = old
+		if err := change(&updated); err != nil {
+			return nil, err
+		}
+		if err := updated.Validate(); err != nil {
+			return nil, err
+		}
+		nb, err := json.Marshal(updated)
+		if err != nil {
+			return nil, err
+		}
+		return func(p redis.Pipeliner) error { return p.Set(ctx, key, nb, 0).Err() }, nil
+	})
+	if err != nil {
+		return old, old, fmt.Errorf("store: update user settings %s: %w", aor, err)
+	}
+	return old, updated, nil
+}
+
 // SetUserSettings implements plugin.Settings.
 func (r *Redis) SetUserSettings(ctx context.Context, aor plugin.AOR, u plugin.UserSettings) error {
 	err := errors.Join(checkAOR(aor), u.Validate())
@@ -148,6 +249,20 @@ func (r *Redis) SetContact(ctx context.Context, reg plugin.Registration) error {
 	}
 	if err != nil {
 		return fmt.Errorf("store: set contact %s: %w", reg.AOR, err)
+	}
+	return nil
+}
+
+// DeleteContact implements plugin.Settings: one script compares the
+// stored contact and deletes it, so a registration that lands meanwhile
+// from another device is not deleted with it.
+func (r *Redis) DeleteContact(ctx context.Context, aor plugin.AOR, contact string) error {
+	err := checkAOR(aor)
+	if err == nil {
+		err = deleteContactScript.Run(ctx, r.c, []string{contactKey(aor)}, contact).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("store: delete contact %s: %w", aor, err)
 	}
 	return nil
 }

@@ -68,11 +68,11 @@ func (r *Redis) sweepLeases(ctx context.Context, now time.Time, st *plugin.Sweep
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, e := range batch {
-			cmds[i] = recoverScript.EvalSha(ctx, pipe, mailboxKeys(plugin.AOR(e.Member.(string))), ms(now))
+			cmds[i] = recoverScript.EvalSha(ctx, pipe, mailboxKeys(memberAOR(e.Member)), ms(now))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range batch {
-			aor := plugin.AOR(e.Member.(string))
+			aor := memberAOR(e.Member)
 			res, err := cmds[i].Slice()
 			if isNoScript(err) {
 				res, err = recoverScript.Run(ctx, r.c, mailboxKeys(aor), ms(now)).Slice()
@@ -109,12 +109,12 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(entries))
 		for i, e := range entries {
-			aor := plugin.AOR(e.Member.(string))
+			aor := memberAOR(e.Member)
 			cmds[i] = expireScript.EvalSha(ctx, pipe, append(mailboxKeys(aor), goneKey(aor)), ms(now))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range entries {
-			aor := plugin.AOR(e.Member.(string))
+			aor := memberAOR(e.Member)
 			res, err := cmds[i].Slice()
 			if isNoScript(err) {
 				res, err = expireScript.Run(ctx, r.c, append(mailboxKeys(aor), goneKey(aor)), ms(now)).Slice()
@@ -145,9 +145,44 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 }
 
 func (r *Redis) indexCAS(ctx context.Context, key string, aor plugin.AOR, old float64, next string) error {
-	err := indexCASScript.Run(ctx, r.c, []string{key}, string(aor), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
+	err := indexCASScript.Run(ctx, r.c, []string{key}, aor.String(), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
 	if err != nil {
 		return fmt.Errorf("update %s for %s: %w", key, aor, err)
 	}
 	return nil
+}
+
+// memberAOR reads back an AOR kept as a set member; it was canonical when
+// written, so a member that does not parse is one nobody wrote (its zero
+// AOR matches no key).
+func memberAOR(member any) plugin.AOR {
+	s, _ := member.(string)
+	var aor plugin.AOR
+	_ = aor.UnmarshalText([]byte(s))
+	return aor
+}
+
+// Recipients implements plugin.Queue: a ZSCAN of the mailbox index.
+func (r *Redis) Recipients(ctx context.Context, cursor string, n int) ([]plugin.AOR, string, error) {
+	var c uint64
+	if cursor != "" {
+		var err error
+		if c, err = strconv.ParseUint(cursor, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("store: recipients: bad cursor %q", cursor)
+		}
+	}
+	members, next, err := r.c.ZScan(ctx, mailboxesKey, c, "", int64(max(n, 1))).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("store: recipients: %w", err)
+	}
+	var aors []plugin.AOR
+	for i := 0; i < len(members); i += 2 { // member, score, member, score ...
+		if aor := memberAOR(members[i]); !aor.IsZero() {
+			aors = append(aors, aor)
+		}
+	}
+	if next == 0 {
+		return aors, "", nil
+	}
+	return aors, strconv.FormatUint(next, 10), nil
 }

@@ -38,7 +38,7 @@ func TestAdminAPI(t *testing.T) {
 	a := startAdmin(t, c, con)
 	ctx := context.Background()
 
-	const bob, dave, carol = plugin.AOR("sip:bob@example.com"), plugin.AOR("sip:dave@example.com"), plugin.AOR("sip:carol@example.com")
+	var bob, dave, carol = plugin.MustParseAOR("sip:bob@example.com"), plugin.MustParseAOR("sip:dave@example.com"), plugin.MustParseAOR("sip:carol@example.com")
 	var bobMsgs []*plugin.Message
 	for i, id := range []string{"b1@example.com", "b2@example.com", "b3@example.com"} {
 		bobMsgs = append(bobMsgs, c.storeSIP(t, bob, id, "hello "+string(rune('a'+i))))
@@ -75,7 +75,7 @@ func TestAdminAPI(t *testing.T) {
 		method, path string
 		write        bool
 	}{
-		{"GET", "/metrics", false}, {"GET", "/v1/stats", false},
+		{"GET", "/metrics", false}, {"GET", "/v1/stats", false}, {"GET", "/v1/whoami", false},
 		{"GET", "/v1/policy", false}, {"PUT", "/v1/policy", true}, {"PATCH", "/v1/policy", true},
 		{"GET", "{u}/settings", false}, {"PUT", "{u}/settings", true}, {"DELETE", "{u}/settings", true},
 		{"GET", "{u}/messages", false}, {"DELETE", "{u}/messages", true},
@@ -123,6 +123,8 @@ func TestAdminAPI(t *testing.T) {
 			}
 		}},
 		{name: "stats unknown query", method: "GET", path: "/v1/stats?verbose=1", token: viewerToken, want: 400, code: "invalid_query", field: "verbose"},
+		{name: "whoami as viewer", method: "GET", path: "/v1/whoami", token: viewerToken, want: 200, check: wantBody(`{"name":"noc","role":"viewer"}`)},
+		{name: "whoami unknown query", method: "GET", path: "/v1/whoami?x=1", token: adminToken, want: 400, code: "invalid_query", field: "x"},
 
 		// Policy.
 		{name: "get policy as viewer", method: "GET", path: "/v1/policy", token: viewerToken, want: 200, check: wantPolicy(plugin.DefaultPolicy())},
@@ -258,6 +260,7 @@ func TestAdminAPI(t *testing.T) {
 		})
 	})
 	waitFor(t, 5*time.Second, "the requested push done", func() bool { return c.eng.Active() == 0 })
+	t.Run("If-Match", func(t *testing.T) { testAdminIfMatch(t, a) })
 	t.Run("every documented response seen", func(t *testing.T) {
 		// 503 of /readyz needs Redis down: TestServeReadyzFollowsRedis.
 		if missing := con.unseen("ready 503"); len(missing) > 0 {
@@ -302,4 +305,63 @@ func decodePage(t *testing.T, r adminResponse) messagePage {
 	var p messagePage
 	r.JSON(t, &p)
 	return p
+}
+
+// testAdminIfMatch: the policy and a user's settings carry an ETag; a
+// write with a stale If-Match gets 412 and changes nothing, one with the
+// current tag goes through and returns the new tag.
+func testAdminIfMatch(t *testing.T, a adminClient) {
+	const ctJSON, ctPatch = "application/json", "application/merge-patch+json"
+	etag := func(r adminResponse) string {
+		t.Helper()
+		e := r.Header.Get("ETag")
+		if !strings.HasPrefix(e, `"`) || len(e) < 10 {
+			t.Fatalf("ETag %q, want a strong tag", e)
+		}
+		return e
+	}
+	must := func(r adminResponse, want int) adminResponse {
+		t.Helper()
+		if r.Status != want {
+			t.Fatalf("got %d %s, want %d", r.Status, r.Body, want)
+		}
+		return r
+	}
+	stale := func(r adminResponse) {
+		t.Helper()
+		must(r, 412)
+		if code, _ := r.ErrorCode(t); code != "precondition_failed" {
+			t.Errorf("code %q, want precondition_failed", code)
+		}
+	}
+	get := must(a.do(t, "GET", "/v1/policy", adminToken, "", nil), 200)
+	old := etag(get)
+	patched := must(a.doWith(t, "PATCH", "/v1/policy", adminToken, ctPatch, []byte(`{"max_attempts":7}`), map[string]string{"If-Match": old}), 200)
+	cur := etag(patched)
+	if cur == old {
+		t.Fatalf("ETag unchanged by a change: %s", cur)
+	}
+	if again := etag(must(a.do(t, "GET", "/v1/policy", adminToken, "", nil), 200)); again != cur {
+		t.Errorf("GET after PATCH: ETag %s, the PATCH said %s", again, cur)
+	}
+	stale(a.doWith(t, "PATCH", "/v1/policy", adminToken, ctPatch, []byte(`{"push_enabled":false}`), map[string]string{"If-Match": old}))
+	var p plugin.Policy
+	get.JSON(t, &p)
+	p.PushEnabled = false
+	stale(a.doWith(t, "PUT", "/v1/policy", adminToken, ctJSON, mustJSON(t, p), map[string]string{"If-Match": old}))
+	if r := must(a.do(t, "GET", "/v1/policy", adminToken, "", nil), 200); etag(r) != cur || !strings.Contains(string(r.Body), `"push_enabled":true`) {
+		t.Errorf("a refused write changed the policy: %s %s", r.Header.Get("ETag"), r.Body)
+	}
+	must(a.doWith(t, "PATCH", "/v1/policy", adminToken, ctPatch, []byte(`{"max_attempts":null}`), map[string]string{"If-Match": "*"}), 200)
+
+	const u = "/v1/users/sip:frank@example.com/settings"
+	before := etag(must(a.do(t, "GET", u, adminToken, "", nil), 200))
+	put := must(a.doWith(t, "PUT", u, adminToken, ctJSON, []byte(`{"push":"hold"}`), map[string]string{"If-Match": before}), 200)
+	after := etag(put)
+	stale(a.doWith(t, "PUT", u, adminToken, ctJSON, []byte(`{"push":"off"}`), map[string]string{"If-Match": before}))
+	stale(a.doWith(t, "DELETE", u, adminToken, "", nil, map[string]string{"If-Match": before}))
+	if r := must(a.do(t, "GET", u, adminToken, "", nil), 200); string(r.Body) != `{"push":"hold"}` || etag(r) != after {
+		t.Errorf("settings after refused writes: %s %s", r.Header.Get("ETag"), r.Body)
+	}
+	must(a.doWith(t, "DELETE", u, adminToken, "", nil, map[string]string{"If-Match": after}), 204)
 }

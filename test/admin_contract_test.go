@@ -92,6 +92,12 @@ type adminClient struct {
 // do sends a request; body nil means none. contentType "" sends none.
 func (a adminClient) do(t testing.TB, method, path, token, contentType string, body []byte) adminResponse {
 	t.Helper()
+	return a.doWith(t, method, path, token, contentType, body, nil)
+}
+
+// doWith is do with more request headers.
+func (a adminClient) doWith(t testing.TB, method, path, token, contentType string, body []byte, header map[string]string) adminResponse {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var rd io.Reader
@@ -107,6 +113,9 @@ func (a adminClient) do(t testing.TB, method, path, token, contentType string, b
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

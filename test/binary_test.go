@@ -61,7 +61,7 @@ type deferpushProc struct {
 	log strings.Builder
 }
 
-var tokenLine = regexp.MustCompile(`no (hooks|admin)[ .a-z]* configured; generated for this run \(shown once\): ([0-9a-f]+)`)
+var tokenLine = regexp.MustCompile(`no (hooks|admin)[ .a-z]* configured; generated for this run \(shown once\): ([A-Za-z0-9]+)`)
 
 // startDeferpush runs `deferpush serve` with args, every listener on a
 // free loopback port unless args say otherwise, and waits until it logged

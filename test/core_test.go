@@ -134,7 +134,7 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 	// Run reads the policy first; wait until it takes registrations.
 	waitFor(t, 5*time.Second, "engine running", func() bool {
 		_, err := c.eng.Policy(ctx)
-		return err == nil && c.eng.Registered(ctx, plugin.Registration{AOR: "sip:probe@invalid", Contact: "sip:probe@127.0.0.1:9", Expires: time.Now().Add(time.Second)}) == nil
+		return err == nil && c.eng.Registered(ctx, plugin.Registration{AOR: plugin.MustParseAOR("sip:probe@invalid"), Contact: "sip:probe@127.0.0.1:9", Expires: time.Now().Add(time.Second)}) == nil
 	})
 	return c
 }

@@ -108,7 +108,7 @@ func (s *kamailioStack) storedCallIDs(t *testing.T, user string) map[string]bool
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	aor := plugin.AOR("sip:" + user + "@" + domain)
+	aor := plugin.MustParseAOR("sip:" + user + "@" + domain)
 	out := map[string]bool{}
 	for _, list := range []func(context.Context, plugin.AOR, int, int) (plugin.Page, error){s.st.List, s.st.DeadLetters} {
 		p, err := list(ctx, aor, 0, 0)
@@ -126,7 +126,7 @@ func (s *kamailioStack) storedCallIDs(t *testing.T, user string) map[string]bool
 // (pending or in flight). It does not fail the test, so that imclient
 // hooks, which run outside the test's goroutine, can poll it.
 func (s *kamailioStack) unacked(user string, n int) bool {
-	c, err := s.st.Count(context.Background(), plugin.AOR("sip:"+user+"@"+domain))
+	c, err := s.st.Count(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain))
 	return err == nil && c.Pending+c.InFlight == n
 }
 

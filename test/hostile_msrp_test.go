@@ -126,7 +126,7 @@ func TestHostileMSRPSender(t *testing.T) {
 	to := ours.String()
 	ctx := context.Background()
 	pending := func() int {
-		n, err := st.Count(ctx, plugin.AOR("sip:user2@"+domain))
+		n, err := st.Count(ctx, plugin.MustParseAOR("sip:user2@"+domain))
 		if err != nil {
 			t.Fatal(err)
 		}

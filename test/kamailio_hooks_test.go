@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // TestKamailioLargeMessage stores a 60 KB MESSAGE through Kamailio (past
@@ -101,5 +103,23 @@ func TestKamailioUnregister(t *testing.T) {
 	got := waitHook(t, unreg, "unregistered")
 	if got["aor"] != "sip:user4@"+domain || got["contact"] != c.Contact() {
 		t.Errorf("unregistered hook body %v, want aor sip:user4@%s and contact %s", got, domain, c.Contact())
+	}
+	// The contact is forgotten: nothing may be sent there any more, not
+	// even by an operator (the probe saw push now INVITE the old contact).
+	aor := plugin.MustParseAOR("sip:user4@" + domain)
+	waitFor(t, 5*time.Second, "contact forgotten", func() bool {
+		_, err := s.st.Contact(ctx, aor)
+		return errors.Is(err, plugin.ErrNotFound)
+	})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.dp.AdminAddr+"/v1/users/"+aor.String()+"/push", nil)
+	req.Header.Set("Authorization", "Bearer "+s.dp.AdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusConflict || !strings.Contains(string(b), "not_registered") {
+		t.Errorf("push now after the unregistration: %d %s, want 409 not_registered", res.StatusCode, b)
 	}
 }

@@ -98,7 +98,7 @@ func TestIngressDirect(t *testing.T) {
 	if err := sess.Close(ctx); err != nil {
 		t.Errorf("BYE: %v", err)
 	}
-	n, err := st.Count(ctx, plugin.AOR("sip:user2@"+domain))
+	n, err := st.Count(ctx, plugin.MustParseAOR("sip:user2@"+domain))
 	if err != nil || n.Pending != 2 {
 		t.Errorf("stored %+v (%v), want the MESSAGE and the small SEND", n, err)
 	}

@@ -133,7 +133,7 @@ func runLoad(t *testing.T, p loadParams) {
 	}
 	left := 0
 	for i := range p.Users {
-		c, err := st.Count(ctx, plugin.AOR("sip:"+loadUser(i)+"@"+domain))
+		c, err := st.Count(ctx, plugin.MustParseAOR("sip:"+loadUser(i)+"@"+domain))
 		if err != nil {
 			t.Fatal(err)
 		}

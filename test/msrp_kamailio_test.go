@@ -123,3 +123,103 @@ func TestMSRPThroughKamailio(t *testing.T) {
 		}
 	})
 }
+
+// kamailioRelay starts Kamailio's msrp module as an RFC 4976 relay
+// (testdata/kamailio-msrp-relay.cfg): clients AUTH to it with digest and
+// get a Use-Path. It returns the Kamailio process and the relay's URI.
+func kamailioRelay(t *testing.T, defines map[string]string) (*harness.KamailioProc, msrp.URI) {
+	t.Helper()
+	port := harness.FreePort(t)
+	defs := map[string]string{"MSRP_PORT": strconv.Itoa(port), "RELAY_PASSWORD": strconv.Quote(relayPassword)}
+	for k, v := range defines {
+		defs[k] = v
+	}
+	k := harness.Kamailio(t, harness.KamailioConfig{ConfigFile: "testdata/kamailio-msrp-relay.cfg", Defines: defs})
+	return k, msrp.URI{Host: "127.0.0.1", Port: port, Transport: "tcp"}
+}
+
+const relayPassword = "relay-test-secret"
+
+// TestMSRPRelayPushTopology runs plugin/msrp in the push's topology through
+// Kamailio's msrp relay: the client authenticates to the relay (AUTH with
+// digest, Use-Path) and receives through it; deferpush's side connects to
+// the relay and sends. The relay answers each SEND 200 itself, and brings
+// the client's success REPORT over a connection it opens to deferpush's
+// listener, not the one deferpush opened: Send returns once that REPORT
+// is in, and only then.
+func TestMSRPRelayPushTopology(t *testing.T) {
+	_, relayURI := kamailioRelay(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// A wrong password is refused.
+	if _, err := msrp.DialRelay(ctx, msrp.RelayConfig{URI: relayURI, Local: msrp.URI{Host: "127.0.0.1", Port: 9},
+		Username: "alice", Password: "wrong", Timeout: 5 * time.Second}); err == nil {
+		t.Fatal("the relay authorised a wrong password")
+	}
+	rel, err := msrp.DialRelay(ctx, msrp.RelayConfig{URI: relayURI, Local: msrp.URI{Host: "127.0.0.1", Port: 9},
+		Username: "alice", Password: relayPassword, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("AUTH to the relay: %v", err)
+	}
+	defer rel.Close()
+	usePath := rel.Path()
+	if len(usePath) != 1 || usePath[0].Port != relayURI.Port || usePath[0].SessionID == "" {
+		t.Fatalf("Use-Path = %v, want the relay's URI with a session id", usePath)
+	}
+
+	lis, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0", Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- lis.Run(context.Background()) }()
+	t.Cleanup(func() {
+		lis.Close()
+		<-runDone
+	})
+	pushLocal := lis.URI()
+	pushLocal.SessionID = msrp.NewSessionID()
+	push, err := msrp.NewSession(msrp.Config{Local: pushLocal, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { push.Close() })
+	if err := lis.AddActive(push); err != nil {
+		t.Fatal(err)
+	}
+
+	got := make(chan *msrp.Message, 16)
+	client, err := msrp.NewSession(msrp.Config{Local: msrp.URI{Host: "127.0.0.1", Port: 9, Transport: "tcp"},
+		Handler: msrp.HandlerFunc(func(_ context.Context, _ *msrp.Session, m *msrp.Message) error {
+			got <- m
+			return nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if err := rel.Add(client, []msrp.URI{push.URI()}); err != nil {
+		t.Fatal(err)
+	}
+	// The client's a=path: its relay, then itself.
+	if err := push.Connect(ctx, append(rel.Path(), client.URI())); err != nil {
+		t.Fatalf("connect through the relay: %v", err)
+	}
+	for _, size := range []int{100, 50_000} {
+		body := make([]byte, size)
+		rand.Read(body)
+		id := fmt.Sprintf("relayed%d", size)
+		if err := push.Send(ctx, msrp.Message{ID: id, ContentType: "application/octet-stream", Body: body, SuccessReport: true}); err != nil {
+			t.Fatalf("Send %s through the relay: %v", id, err)
+		}
+		select {
+		case m := <-got:
+			if m.ID != id || !bytes.Equal(m.Body, body) || !m.SuccessReport {
+				t.Errorf("got %s (%d octets, report asked %v), want %s (%d octets) asking for a report", m.ID, len(m.Body), m.SuccessReport, id, size)
+			}
+		case <-ctx.Done():
+			t.Fatal("message not delivered")
+		}
+	}
+}

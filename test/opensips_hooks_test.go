@@ -117,7 +117,7 @@ func TestOpenSIPSHooks(t *testing.T) {
 	s := startOpenSIPSStack(t, stackOptions{hooks: rec.front(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	aor := plugin.AOR("sip:user5@" + domain)
+	aor := plugin.MustParseAOR("sip:user5@" + domain)
 	const instance = `"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"`
 	// OpenSIPS's {param.value} unquotes it (Kamailio's keeps the quotes).
 	const instanceID = "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"
@@ -126,7 +126,7 @@ func TestOpenSIPSHooks(t *testing.T) {
 
 	// A registration through an edge proxy (Path), with an instance, no
 	// User-Agent.
-	status := rawRegisterStatus(t, "tcp", s.proxyAddr, string(aor), "<"+contact+">;+sip.instance="+instance, 300,
+	status := rawRegisterStatus(t, "tcp", s.proxyAddr, aor.String(), "<"+contact+">;+sip.instance="+instance, 300,
 		"Path: <sip:edge1.example.net;lr>", "Supported: path")
 	if !strings.HasPrefix(status, "SIP/2.0 200") {
 		t.Fatalf("REGISTER with Path: %q, want 200", status)
@@ -152,7 +152,7 @@ func TestOpenSIPSHooks(t *testing.T) {
 	}
 
 	// A refresh from a client that names itself.
-	status = rawRegisterStatus(t, "tcp", s.proxyAddr, string(aor), contact, 600, "User-Agent: tester/1.0 (raw)")
+	status = rawRegisterStatus(t, "tcp", s.proxyAddr, aor.String(), contact, 600, "User-Agent: tester/1.0 (raw)")
 	if !strings.HasPrefix(status, "SIP/2.0 200") {
 		t.Fatalf("REGISTER refresh: %q, want 200", status)
 	}
@@ -166,7 +166,7 @@ func TestOpenSIPSHooks(t *testing.T) {
 	}
 
 	// Unregistration.
-	status = rawRegisterStatus(t, "tcp", s.proxyAddr, string(aor), contact, 0)
+	status = rawRegisterStatus(t, "tcp", s.proxyAddr, aor.String(), contact, 0)
 	if !strings.HasPrefix(status, "SIP/2.0 200") {
 		t.Fatalf("unREGISTER: %q, want 200", status)
 	}
@@ -192,7 +192,7 @@ func TestOpenSIPSHooks(t *testing.T) {
 	}
 	call, body = rec.wait(t, "/hooks/opensips/message", func(map[string]any) bool { return true })
 	captured["message-live"] = call.Body
-	if call.Status != 200 || body["aor"] != string(aor) || !strings.HasPrefix(body["raw"].(string), "MESSAGE sip:user5@"+domain+" SIP/2.0\r\n") {
+	if call.Status != 200 || body["aor"] != aor.String() || !strings.HasPrefix(body["raw"].(string), "MESSAGE sip:user5@"+domain+" SIP/2.0\r\n") {
 		t.Errorf("message hook %d %s: want 200, aor %s and the raw MESSAGE", call.Status, call.Body, aor)
 	}
 

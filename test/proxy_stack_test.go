@@ -97,7 +97,7 @@ func (s *dpStack) register(t *testing.T, c *imclient.Client) {
 
 func (s *dpStack) counts(t *testing.T, user string) plugin.Counts {
 	t.Helper()
-	n, err := s.st.Count(context.Background(), plugin.AOR("sip:"+user+"@"+domain))
+	n, err := s.st.Count(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,8 @@ func BenchmarkPushThroughput(b *testing.B) {
 	aors := make([]plugin.AOR, users)
 	clients := make([]*imclient.Client, users)
 	for i := range users {
-		aors[i] = plugin.AOR(fmt.Sprintf("sip:bench%04d@example.com", i))
-		clients[i] = newClient(b, string(aors[i]), imclient.Config{})
+		aors[i] = plugin.MustParseAOR(fmt.Sprintf("sip:bench%04d@example.com", i))
+		clients[i] = newClient(b, aors[i].String(), imclient.Config{})
 	}
 	var firstSend []time.Duration
 	var elapsed time.Duration

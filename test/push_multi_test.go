@@ -27,8 +27,8 @@ func TestPushTwoInstancesDeliverOnce(t *testing.T) {
 	}
 	us := make([]user, users)
 	for i := range us {
-		aor := plugin.AOR(fmt.Sprintf("sip:multi%03d@example.com", i))
-		us[i] = user{aor: aor, cl: newClient(t, string(aor), imclient.Config{}), want: storeN(t, a, aor, perUser)}
+		aor := plugin.MustParseAOR(fmt.Sprintf("sip:multi%03d@example.com", i))
+		us[i] = user{aor: aor, cl: newClient(t, aor.String(), imclient.Config{}), want: storeN(t, a, aor, perUser)}
 	}
 	var wg sync.WaitGroup
 	for range 3 {

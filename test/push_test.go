@@ -50,13 +50,13 @@ func waitClient(t testing.TB, c *imclient.Client, what string, cond func(imclien
 func TestPushDeliversAllInOrder(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{})
-	const aor = plugin.AOR("sip:user2@example.com")
+	var aor = plugin.MustParseAOR("sip:user2@example.com")
 	var want []string
 	for i := range 12 {
 		m := c.storeSIP(t, aor, fmt.Sprintf("call-%02d@example.com", i), fmt.Sprintf("message %d", i))
 		want = append(want, m.CallID)
 	}
-	cl := newClient(t, string(aor), imclient.Config{})
+	cl := newClient(t, aor.String(), imclient.Config{})
 	c.register(t, aor, cl.Contact())
 	st := waitClient(t, cl, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
 	rep := c.report(t)
@@ -111,9 +111,9 @@ func pendingCallIDs(t testing.TB, c *core, aor plugin.AOR) []string {
 func TestPushInviteRefusedKeepsMessages(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
-	const aor = plugin.AOR("sip:busy@example.com")
+	var aor = plugin.MustParseAOR("sip:busy@example.com")
 	want := storeN(t, c, aor, 3)
-	busy := newClient(t, string(aor), imclient.Config{InviteStatus: 486})
+	busy := newClient(t, aor.String(), imclient.Config{InviteStatus: 486})
 	c.register(t, aor, busy.Contact())
 	rep := c.report(t)
 	var se *plugin.SessionError
@@ -123,7 +123,7 @@ func TestPushInviteRefusedKeepsMessages(t *testing.T) {
 	if got := pendingCallIDs(t, c, aor); !cmp.Equal(got, want) {
 		t.Errorf("stored after 486 = %v, want %v", got, want)
 	}
-	ok := newClient(t, string(aor), imclient.Config{})
+	ok := newClient(t, aor.String(), imclient.Config{})
 	c.register(t, aor, ok.Contact())
 	waitClient(t, ok, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
 	if diff := cmp.Diff(want, callIDs(ok.Received())); diff != "" {
@@ -137,9 +137,9 @@ func TestPushInviteTimeoutCancels(t *testing.T) {
 		p.InviteTimeout = plugin.Duration(time.Second)
 		p.RetryBackoff = 0
 	}})
-	const aor = plugin.AOR("sip:away@example.com")
+	var aor = plugin.MustParseAOR("sip:away@example.com")
 	want := storeN(t, c, aor, 2)
-	silent := newClient(t, string(aor), imclient.Config{InviteStatus: -1})
+	silent := newClient(t, aor.String(), imclient.Config{InviteStatus: -1})
 	start := time.Now()
 	c.register(t, aor, silent.Contact())
 	waitClient(t, silent, "CANCEL", func(s imclient.Stats) bool { return s.Cancels == 1 })
@@ -158,10 +158,10 @@ func TestPushInviteTimeoutCancels(t *testing.T) {
 func TestPushClientDropsConnectionMidSession(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
-	const aor = plugin.AOR("sip:flaky@example.com")
+	var aor = plugin.MustParseAOR("sip:flaky@example.com")
 	want := storeN(t, c, aor, 6)
 	// The client takes the third SEND and closes TCP without answering it.
-	flaky := newClient(t, string(aor), imclient.Config{DropAt: 3})
+	flaky := newClient(t, aor.String(), imclient.Config{DropAt: 3})
 	c.register(t, aor, flaky.Contact())
 	rep := c.report(t)
 	if rep.Outcome != "failed" || rep.Delivered != 2 {
@@ -170,7 +170,7 @@ func TestPushClientDropsConnectionMidSession(t *testing.T) {
 	if got := pendingCallIDs(t, c, aor); !cmp.Equal(got, want[2:]) {
 		t.Errorf("stored after the drop = %v, want %v", got, want[2:])
 	}
-	ok := newClient(t, string(aor), imclient.Config{})
+	ok := newClient(t, aor.String(), imclient.Config{})
 	c.register(t, aor, ok.Contact())
 	waitClient(t, ok, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
 
@@ -207,9 +207,9 @@ func TestPushClientRefusesOneMessage(t *testing.T) {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			r := harness.Redis(t)
 			c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
-			aor := plugin.AOR(fmt.Sprintf("sip:picky%d@example.com", code))
+			aor := plugin.MustParseAOR(fmt.Sprintf("sip:picky%d@example.com", code))
 			want := storeN(t, c, aor, 4)
-			picky := newClient(t, string(aor), imclient.Config{Answer: func(n int, m *msrp.Message) error {
+			picky := newClient(t, aor.String(), imclient.Config{Answer: func(n int, m *msrp.Message) error {
 				if n == 2 {
 					return msrp.Status(code)
 				}
@@ -227,7 +227,7 @@ func TestPushClientRefusesOneMessage(t *testing.T) {
 			if len(m.Messages) != 1 || m.Messages[0].CallID != want[1] || m.Messages[0].Attempts != 1 {
 				t.Fatalf("stored after the refusal = %+v, want only %s with 1 attempt", m.Messages, want[1])
 			}
-			ok := newClient(t, string(aor), imclient.Config{})
+			ok := newClient(t, aor.String(), imclient.Config{})
 			c.register(t, aor, ok.Contact())
 			waitClient(t, ok, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
 			if got := callIDs(ok.Received()); !cmp.Equal(got, want[1:2]) {
@@ -240,9 +240,9 @@ func TestPushClientRefusesOneMessage(t *testing.T) {
 func TestPushClientConnectsActive(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{})
-	const aor = plugin.AOR("sip:active@example.com")
+	var aor = plugin.MustParseAOR("sip:active@example.com")
 	want := storeN(t, c, aor, 5)
-	cl := newClient(t, string(aor), imclient.Config{Setup: "active"})
+	cl := newClient(t, aor.String(), imclient.Config{Setup: "active"})
 	c.register(t, aor, cl.Contact())
 	waitClient(t, cl, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
 	if diff := cmp.Diff(want, callIDs(cl.Received())); diff != "" {
@@ -255,11 +255,11 @@ func TestPushRetriesAfterBackoff(t *testing.T) {
 	c := startCore(t, r.URL(), coreOptions{msrpTimeout: time.Second, policy: func(p *plugin.Policy) {
 		p.RetryBackoff = plugin.Duration(time.Second)
 	}})
-	const aor = plugin.AOR("sip:later@example.com")
+	var aor = plugin.MustParseAOR("sip:later@example.com")
 	want := storeN(t, c, aor, 2)
 	// Refuses the first message once; the engine retries by itself after
 	// the backoff while the registration lasts.
-	cl := newClient(t, string(aor), imclient.Config{Answer: func(n int, m *msrp.Message) error {
+	cl := newClient(t, aor.String(), imclient.Config{Answer: func(n int, m *msrp.Message) error {
 		if n == 1 {
 			return msrp.Status(msrp.StatusUnsupportedMedia)
 		}
@@ -275,9 +275,9 @@ func TestPushRetriesAfterBackoff(t *testing.T) {
 func TestPushClientNeverOpensMSRP(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{msrpTimeout: 2 * time.Second})
-	const aor = plugin.AOR("sip:mute@example.com")
+	var aor = plugin.MustParseAOR("sip:mute@example.com")
 	want := storeN(t, c, aor, 3)
-	cl := newClient(t, string(aor), imclient.Config{Setup: "active", NeverConnect: true})
+	cl := newClient(t, aor.String(), imclient.Config{Setup: "active", NeverConnect: true})
 	start := time.Now()
 	c.register(t, aor, cl.Contact())
 	rep := c.report(t)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
 )
 
@@ -63,7 +64,7 @@ func TestSecurityAdminEveryRoute(t *testing.T) {
 	if after := a.do(t, "GET", "/v1/policy", adminToken, "", nil); !bytes.Equal(before.Body, after.Body) {
 		t.Errorf("refused calls changed the policy:\n%s\n%s", before.Body, after.Body)
 	}
-	if p := c.counts(t, "sip:bob@example.com"); p.Pending != 0 {
+	if p := c.counts(t, plugin.MustParseAOR("sip:bob@example.com")); p.Pending != 0 {
 		t.Errorf("refused calls stored something: %+v", p)
 	}
 }

@@ -55,7 +55,7 @@ var boundaryParam = regexp.MustCompile(`boundary="([^"]+)"`)
 func TestPushSeedExamples(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{})
-	const aor = plugin.AOR("sip:user2@imserver.com")
+	var aor = plugin.MustParseAOR("sip:user2@imserver.com")
 
 	sipCase := readSeed(t, "seed1-message-sip.golden")
 	dated, err := encap.AddDate(sipCase.received[0], sipCase.date(t, "store-date"))
@@ -98,7 +98,7 @@ func TestPushSeedExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cl := newClient(t, string(aor), imclient.Config{AcceptTypes: strings.Fields(msrpCase.params["accept-types"])})
+	cl := newClient(t, aor.String(), imclient.Config{AcceptTypes: strings.Fields(msrpCase.params["accept-types"])})
 	c.register(t, aor, cl.Contact())
 	waitClient(t, cl, "BYE", func(s imclient.Stats) bool { return s.Byes == 1 })
 	got := cl.Received()

@@ -36,6 +36,8 @@ func TestSoakFaults(t *testing.T) {
 		run("client-"+cf.fault, func(t *testing.T) faultRow { return faultClientRounds(t, cf.name, cf.fault, rounds) })
 	}
 	run("two-instances", func(t *testing.T) faultRow { return faultTwoInstances(t, rounds) })
+	run("relay-mid-push", func(t *testing.T) faultRow { return faultRelayRounds(t, rounds) })
+	run("startup-push", func(t *testing.T) faultRow { return faultStartupRounds(t, rounds) })
 
 	var b strings.Builder
 	b.WriteString(reliabilityHeader)

@@ -71,6 +71,17 @@ type Config struct {
 	// the MSRP listener's: a relay in front of the listener, which routes
 	// by session id alone. Empty: the listener's.
 	PathAddr string
+	// Relay, when set, is the MSRP relay (RFC 4976) the client sits
+	// behind, e.g. msrp://192.0.2.5:2855;tcp. The client authenticates
+	// to it (AUTH, answering its digest challenge with RelayUser and
+	// RelayPassword) at the first INVITE and again whenever the relay's
+	// connection went away or its authorisation ran out; it answers with
+	// a=path = the relay's Use-Path then its own URI and a=setup:passive
+	// (deferpush connects to the relay), receives through the relay, and
+	// sends its success REPORTs back through it. Setup, PathAddr and the
+	// MSRP listener play no part then.
+	Relay                    string
+	RelayUser, RelayPassword string
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -119,6 +130,9 @@ type Received struct {
 	DecodeErr error
 	// Answered is the MSRP status we answered; 0 when we dropped it.
 	Answered int
+	// ReportAsked says that the SEND asked for a success REPORT (which
+	// the client sends when it answers 200).
+	ReportAsked bool
 }
 
 // Client is a running reference client.
@@ -136,6 +150,8 @@ type Client struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// relayMu serialises the dialling of the relay between INVITEs.
+	relayMu sync.Mutex
 
 	mu       sync.Mutex
 	received []Received
@@ -146,10 +162,12 @@ type Client struct {
 	acks     int
 	sessions []*msrp.Session
 	changed  chan struct{} // closed and replaced on every change
+	relay    *msrp.Relay   // the authenticated relay connection, if any
 
 	senderState // send.go
 
 	lastInvite, lastBye *sip.Request
+	lastAnswer          []byte
 }
 
 // LastInvite and LastBye return the last INVITE and BYE received (nil
@@ -164,6 +182,14 @@ func (c *Client) LastBye() *sip.Request {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lastBye
+}
+
+// LastAnswer returns the SDP of the last 200 the client sent to an
+// INVITE (nil before the first).
+func (c *Client) LastAnswer() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastAnswer
 }
 
 // New starts a client listening for SIP (TCP and UDP) and MSRP on free
@@ -324,6 +350,10 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	local := c.msrpL.URI()
 	local.SessionID = msrp.NewSessionID()
+	if c.cfg.Relay != "" {
+		c.answerViaRelay(req, dlg, offer, local)
+		return
+	}
 	if c.cfg.PathAddr != "" {
 		host, port, err := net.SplitHostPort(c.cfg.PathAddr)
 		if err != nil {
@@ -353,6 +383,7 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = dlg.Respond(500, err.Error(), nil)
 		return
 	}
+	c.bump(func() { c.lastAnswer = answer })
 	if err := dlg.RespondSDP(answer); err != nil {
 		c.log.Warn("imclient: respond", "err", err)
 		return
@@ -367,6 +398,81 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 		}()
 	}
+}
+
+// answerViaRelay answers an INVITE from behind the relay: the session
+// receives through the relay's connection, and the answer's path is the
+// relay's Use-Path followed by local.
+func (c *Client) answerViaRelay(req *sip.Request, dlg *sipgo.DialogServerSession, offer sdp.Media, local msrp.URI) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rel, err := c.relayConn(ctx)
+	if err != nil {
+		c.log.Warn("imclient: msrp relay", "err", err)
+		_ = dlg.Respond(500, "MSRP relay unavailable", nil)
+		return
+	}
+	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
+	if err != nil {
+		_ = dlg.Respond(500, err.Error(), nil)
+		return
+	}
+	if err := rel.Add(ms, offer.Path); err != nil {
+		ms.Close()
+		_ = dlg.Respond(500, err.Error(), nil)
+		return
+	}
+	c.mu.Lock()
+	c.sessions = append(c.sessions, ms)
+	c.mu.Unlock()
+	answer, err := sdp.Build(sdp.Media{Path: append(rel.Path(), local), AcceptTypes: c.cfg.AcceptTypes,
+		AcceptWrappedTypes: c.cfg.AcceptWrappedTypes, Setup: sdp.SetupPassive})
+	if err != nil {
+		_ = dlg.Respond(500, err.Error(), nil)
+		return
+	}
+	c.bump(func() { c.lastAnswer = answer })
+	if err := dlg.RespondSDP(answer); err != nil {
+		c.log.Warn("imclient: respond", "err", err)
+		return
+	}
+	_ = c.event(Event{Kind: EventInviteAnswered})
+}
+
+// relayConn returns the client's authenticated connection to its relay,
+// dialling and authenticating again when there is none, it went away or
+// its authorisation runs out within a minute.
+func (c *Client) relayConn(ctx context.Context) (*msrp.Relay, error) {
+	c.relayMu.Lock()
+	defer c.relayMu.Unlock()
+	c.mu.Lock()
+	rel := c.relay
+	c.mu.Unlock()
+	if rel != nil {
+		select {
+		case <-rel.Done():
+		default:
+			if exp := rel.Expires(); exp.IsZero() || time.Until(exp) > time.Minute {
+				return rel, nil
+			}
+		}
+		rel.Close()
+	}
+	uri, err := msrp.ParseURI(c.cfg.Relay)
+	if err != nil {
+		return nil, fmt.Errorf("imclient: relay: %w", err)
+	}
+	local := c.msrpL.URI()
+	local.SessionID = msrp.NewSessionID()
+	rel, err = msrp.DialRelay(ctx, msrp.RelayConfig{URI: uri, Local: local, Username: c.cfg.RelayUser,
+		Password: c.cfg.RelayPassword, Logger: c.log})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.relay = rel
+	c.mu.Unlock()
+	return rel, nil
 }
 
 func (c *Client) onAck(req *sip.Request, tx sip.ServerTransaction) {
@@ -390,7 +496,7 @@ func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message
 	c.n++
 	n := c.n
 	c.mu.Unlock()
-	r := Received{OuterID: m.ID, ContentType: m.ContentType, Body: m.Body}
+	r := Received{OuterID: m.ID, ContentType: m.ContentType, Body: m.Body, ReportAsked: m.SuccessReport}
 	r.Decoded, r.DecodeErr = encap.Decode(m.ContentType, m.Body)
 	if c.cfg.DropAt == n || c.event(Event{Kind: EventMessage, N: n, Message: m}) != nil {
 		c.bump(func() { c.received = append(c.received, r) })
@@ -464,11 +570,14 @@ func (c *Client) Close() {
 		c.cancel()
 	}
 	c.mu.Lock()
-	sessions := c.sessions
-	c.sessions = nil
+	sessions, rel := c.sessions, c.relay
+	c.sessions, c.relay = nil, nil
 	c.mu.Unlock()
 	for _, s := range sessions {
 		s.Close()
+	}
+	if rel != nil {
+		rel.Close()
 	}
 	if c.srv != nil {
 		c.srv.Close()

@@ -49,6 +49,9 @@ type Config struct {
 	// long, so that a sender that never connects or never hangs up holds
 	// nothing for ever. Zero means 5 minutes.
 	IdleTimeout time.Duration
+	// AORRules are the registrar's rules for comparing addresses of
+	// record; the zero value folds the user part's case.
+	AORRules plugin.AORRules
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -115,31 +118,41 @@ func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
 	if len(req.GetHeaders("Via")) > 1 {
 		raw = dropTopVia(raw)
 	}
-	m, err := Deferred(raw, "", in.cfg.Now())
+	m, err := Deferred(raw, "", in.cfg.Now(), in.cfg.AORRules)
 	if err == nil {
 		err = in.cfg.Engine.Store(ctx, m)
 	}
 	in.reply(ctx, req, tx, err, "message")
 }
 
-// reply answers req with the outcome of err.
-func (in *Ingress) reply(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, err error, what string) Outcome {
+// reply answers req with the outcome of err (nil: stored).
+func (in *Ingress) reply(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, err error, what string) {
+	o := in.outcome(ctx, err)
+	if err != nil {
+		in.log.Info("deferred "+what+" refused", "call_id", callID(req), "status", o.Status, "err", err)
+	}
+	respond(in.log, req, tx, o, err)
+}
+
+// outcome is plugin.OutcomeOf under the policy in force.
+func (in *Ingress) outcome(ctx context.Context, err error) plugin.Outcome {
 	p, perr := in.cfg.Engine.Policy(ctx)
 	if perr != nil {
 		p = plugin.DefaultPolicy()
 	}
-	o := OutcomeOf(err, p)
-	if err != nil {
-		in.log.Info("deferred "+what+" refused", "call_id", callID(req), "status", o.Status, "err", err)
-	}
-	res := sip.NewResponseFromRequest(req, o.Code, o.Reason, nil)
-	if o.Status == StatusMalformed {
+	return plugin.OutcomeOf(err, p)
+}
+
+// respond answers req with o; a malformed request also gets a Warning
+// saying why.
+func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plugin.Outcome, err error) {
+	res := sip.NewResponseFromRequest(req, o.SIPCode, o.SIPReason, nil)
+	if o.Status == plugin.StatusMalformed && err != nil {
 		res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
 	}
 	if werr := tx.Respond(res); werr != nil {
-		in.log.Warn("respond failed", "call_id", callID(req), "err", werr)
+		log.Warn("respond failed", "call_id", callID(req), "err", werr)
 	}
-	return o
 }
 
 // OnInvite answers a session-mode INVITE with an MSRP offer for an offline
@@ -148,105 +161,93 @@ func (in *Ingress) reply(ctx context.Context, req *sip.Request, tx sip.ServerTra
 func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
-	now := in.cfg.Now()
-	offer, err := sdp.Parse(req.Body())
-	if err != nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
-		return
-	}
-	aor, err := plugin.ParseAOR(req.Recipient.String())
-	if err != nil || req.Recipient.User == "" {
-		if to := req.To(); to != nil {
-			aor, err = plugin.ParseAOR(to.Address.String())
-		}
-	}
-	if err != nil {
-		in.reply(ctx, req, tx, fmt.Errorf("%w: no recipient: %v", ErrMalformed, err), "session")
-		return
-	}
-	head, err := encap.SessionHead([]byte(req.String()), now)
-	if err != nil {
-		in.reply(ctx, req, tx, fmt.Errorf("%w: %v", ErrMalformed, err), "session")
-		return
-	}
-	p, err := in.cfg.Engine.Policy(ctx)
+	st, offer, err := in.newSessionStore(ctx, req)
 	if err != nil {
 		in.reply(ctx, req, tx, err, "session")
 		return
 	}
-	if !p.StoreEnabled {
-		in.reply(ctx, req, tx, plugin.ErrStoreDisabled, "session")
-		return
-	}
 	dlg, err := in.dialogs.ReadInvite(req, tx)
 	if err != nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		in.reply(ctx, req, tx, fmt.Errorf("%w: %v", plugin.ErrMalformed, err), "session")
 		return
+	}
+	if err := in.answer(dlg, st, offer); err != nil {
+		in.log.Warn("answer session invite", "call_id", st.callID, "err", err)
+		o := in.outcome(ctx, err)
+		_ = dlg.Respond(o.SIPCode, o.SIPReason, nil) // fails when already answered: closed all the same
+		dlg.Close()
+	}
+}
+
+// newSessionStore checks a session INVITE: an MSRP offer, a recipient,
+// the head of the INVITE to store with each message, storing switched on.
+func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sessionStore, sdp.Media, error) {
+	offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		return nil, offer, fmt.Errorf("%w: %v", plugin.ErrNotAcceptable, err)
+	}
+	aor, err := in.cfg.AORRules.Parse(req.Recipient.String())
+	if err != nil || req.Recipient.User == "" {
+		if to := req.To(); to != nil {
+			aor, err = in.cfg.AORRules.Parse(to.Address.String())
+		}
+	}
+	if err != nil {
+		return nil, offer, fmt.Errorf("%w: no recipient: %v", plugin.ErrMalformed, err)
+	}
+	head, err := encap.SessionHead([]byte(req.String()), in.cfg.Now())
+	if err != nil {
+		return nil, offer, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
+	}
+	p, err := in.cfg.Engine.Policy(ctx)
+	if err != nil {
+		return nil, offer, err
+	}
+	if !p.StoreEnabled {
+		return nil, offer, plugin.ErrStoreDisabled
 	}
 	sender := ""
 	if from := req.From(); from != nil {
 		sender = from.Address.String()
 	}
-	st := &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}
+	return &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}, offer, nil
+}
+
+// answer opens the MSRP session of st and answers the INVITE with it; the
+// session ends with the dialog, or after IdleTimeout without a message.
+func (in *Ingress) answer(dlg *sipgo.DialogServerSession, st *sessionStore, offer sdp.Media) error {
 	// Set before the session exists, so its handler always finds it.
 	st.idle = time.AfterFunc(in.cfg.IdleTimeout, st.expire)
-	local := in.cfg.MSRP.URI()
-	local.SessionID = msrp.NewSessionID()
-	ms, err := msrp.NewSession(msrp.Config{
-		Local: local, Handler: st, MaxMessageSize: in.cfg.MaxMessageSize,
-		Timeout: in.cfg.Timeout, Logger: in.log,
-	})
+	ms, setup, err := in.openMSRP(st, offer)
 	if err != nil {
 		st.idle.Stop()
-		_ = dlg.Respond(500, "Server Internal Error", nil)
-		dlg.Close()
-		return
-	}
-	// The offerer connects unless it asked to be the passive side.
-	setup := sdp.SetupPassive
-	if offer.Setup == sdp.SetupPassive {
-		setup = sdp.SetupActive
-	} else if err := in.cfg.MSRP.Add(ms, offer.Path); err != nil {
-		st.idle.Stop()
-		ms.Close()
-		_ = dlg.Respond(500, "Server Internal Error", nil)
-		dlg.Close()
-		return
-	}
-	if !in.track(ms) {
-		st.idle.Stop()
-		ms.Close()
-		_ = dlg.Respond(503, "Service Unavailable", nil)
-		dlg.Close()
-		return
+		return err
 	}
 	st.setEnd(func() {
-		in.log.Info("deferred session idle; ending it", "aor", aor, "call_id", st.callID)
+		in.log.Info("deferred session idle; ending it", "aor", st.aor, "call_id", st.callID)
 		bctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 		defer cancel()
 		_ = dlg.Bye(bctx) // fails when the sender never ACKed: closed all the same
 		in.untrack(ms)
 		dlg.Close()
 	})
-	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: []string{"*"}, Setup: setup})
+	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup})
 	if err == nil {
 		err = dlg.RespondSDP(answer)
 	}
 	if err != nil {
-		in.log.Warn("answer session invite", "call_id", st.callID, "err", err)
 		st.idle.Stop()
 		in.untrack(ms)
-		dlg.Close()
-		return
+		return err
 	}
-	in.log.Info("deferred session opened", "aor", aor, "call_id", st.callID)
+	in.log.Info("deferred session opened", "aor", st.aor, "call_id", st.callID)
 	// The session ends with the dialog: a BYE from either side, or the
 	// dialog's failure (no ACK).
 	context.AfterFunc(dlg.Context(), func() {
 		st.idle.Stop()
 		in.untrack(ms)
 		dlg.Close()
-		in.log.Info("deferred session ended", "aor", aor, "call_id", st.callID)
+		in.log.Info("deferred session ended", "aor", st.aor, "call_id", st.callID)
 	})
 	if setup == sdp.SetupActive {
 		go func() {
@@ -257,6 +258,35 @@ func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 		}()
 	}
+	return nil
+}
+
+// openMSRP creates the session that stores into st and registers it with
+// the listener unless deferpush is the side that connects (the offer asked
+// to be passive). It returns the setup role of our answer.
+func (in *Ingress) openMSRP(st *sessionStore, offer sdp.Media) (*msrp.Session, string, error) {
+	local := in.cfg.MSRP.URI()
+	local.SessionID = msrp.NewSessionID()
+	ms, err := msrp.NewSession(msrp.Config{
+		Local: local, Handler: st, MaxMessageSize: in.cfg.MaxMessageSize,
+		Timeout: in.cfg.Timeout, Logger: in.log,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	// The offerer connects unless it asked to be the passive side.
+	setup := sdp.SetupPassive
+	if offer.Setup == sdp.SetupPassive {
+		setup = sdp.SetupActive
+	} else if err := in.cfg.MSRP.Add(ms, offer.Path); err != nil {
+		ms.Close()
+		return nil, "", err
+	}
+	if !in.track(ms) {
+		ms.Close()
+		return nil, "", fmt.Errorf("%w: shutting down", plugin.ErrUnavailable)
+	}
+	return ms, setup, nil
 }
 
 // ReadAck takes the ACK of a session INVITE we answered.
@@ -331,21 +361,31 @@ func (s *sessionStore) expire() {
 var _ msrp.Handler = (*sessionStore)(nil)
 
 // ServeMSRP stores one complete message; the 200 goes out only once it is
-// stored. A refusal is answered with the MSRP status that fits it.
+// stored. A refusal is answered with the MSRP status plugin.OutcomeOf
+// gives it.
 func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.Message) error {
 	s.idle.Reset(s.in.cfg.IdleTimeout)
 	if len(m.Body) == 0 {
 		return nil // the binding SEND, or an empty keep-alive
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.in.cfg.Timeout)
+	defer cancel()
+	err := s.store(ctx, m)
+	if err == nil {
+		return nil
+	}
+	o := s.in.outcome(ctx, err)
+	s.in.log.Info("session message refused", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID, "status", o.Status, "err", err)
+	return msrp.Status(o.MSRP)
+}
+
+func (s *sessionStore) store(ctx context.Context, m *msrp.Message) error {
 	now := s.in.cfg.Now()
 	raw, err := encap.StoredSEND(msrp.NewSessionID(), m.ID, m.ContentType, m.Body, now)
 	if err != nil {
-		s.in.log.Info("session message refused", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID, "err", err)
-		return msrp.Status(400)
+		return fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.in.cfg.Timeout)
-	defer cancel()
-	err = s.in.cfg.Engine.Store(ctx, &plugin.Message{
+	return s.in.cfg.Engine.Store(ctx, &plugin.Message{
 		Recipient:   s.aor,
 		Sender:      s.sender,
 		Received:    now,
@@ -356,22 +396,6 @@ func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.M
 		MessageID:   m.ID,
 		ContentType: m.ContentType,
 	})
-	if err == nil {
-		return nil
-	}
-	p, perr := s.in.cfg.Engine.Policy(ctx)
-	if perr != nil {
-		p = plugin.DefaultPolicy()
-	}
-	o := OutcomeOf(err, p)
-	s.in.log.Info("session message refused", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID, "status", o.Status, "err", err)
-	switch o.Status {
-	case StatusTooLarge:
-		return msrp.Status(413)
-	case StatusMalformed:
-		return msrp.Status(400)
-	}
-	return msrp.Status(403)
 }
 
 func callID(req *sip.Request) string {

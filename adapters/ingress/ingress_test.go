@@ -120,7 +120,7 @@ func TestIngressOnMessageRelayed(t *testing.T) {
 	if string(m.Raw) != want {
 		t.Errorf("stored\n%q\nwant\n%q", m.Raw, want)
 	}
-	if m.Recipient != "sip:user2@example.com" || m.CallID != "asd88asd77a@192.0.2.1" || m.Sender != "sip:user1@example.com" {
+	if m.Recipient.String() != "sip:user2@example.com" || m.CallID != "asd88asd77a@192.0.2.1" || m.Sender != "sip:user1@example.com" {
 		t.Errorf("stored recipient %q call-id %q sender %q", m.Recipient, m.CallID, m.Sender)
 	}
 }

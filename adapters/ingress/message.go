@@ -2,169 +2,70 @@ package ingress
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 )
 
-// maxRaw bounds what the parser reads; the operator's per-message limit is
-// checked later by the engine, which answers too_large rather than
-// malformed.
-const maxRaw = 16 << 20
-
-// Bounds of a request's header section, whatever the operator's
-// max_message_size: a stored message is parsed again by every client it is
-// pushed to, and a header no client would take is refused here, with
+// headLimits bound a request's header section, whatever the operator's
+// max_message_size: a stored message is parsed again by every client it
+// is pushed to, and a header no client would take is refused here, with
 // 513 Message Too Large.
-const (
-	maxHeaderLine  = 8 << 10  // one header line, folded lines included
-	maxHeaderBytes = 64 << 10 // the start line and every header
-	maxHeaders     = 256
-)
+var headLimits = encap.HeadLimits{
+	MaxLine:    8 << 10,  // one header line, folded lines included
+	MaxHead:    64 << 10, // the start line and every header
+	MaxHeaders: 256,
+}
 
 // Deferred turns a raw SIP MESSAGE for an offline user into the message to
-// store: the request is checked with sipgo's parser and encap.ParseRequest,
-// a Date header is added when it has none (encap.AddDate), and every other
-// byte is kept, so the Call-ID and identity headers reach the client
-// intact. recipient, when not empty, is the AOR the proxy looked up;
-// otherwise the Request-URI names the recipient.
+// store, read in one pass by encap.ReadMessage: checked, dated (a Date
+// header is added when it has none) and every other byte kept, so the
+// Call-ID and identity headers reach the client intact. recipient, when
+// not empty, is the AOR the proxy looked up; otherwise the Request-URI
+// names the recipient, or the To header when the Request-URI has no user.
 //
-// An error wraps ErrMalformed and says why: the request does not parse, is
-// not a MESSAGE, names no recipient, has no Via or one that names no host,
-// a control character in a header, or more than one To, From, Call-ID,
-// CSeq or Content-Length, or a Content-Length that is not the body's. A
-// header section over the bounds above wraps plugin.ErrTooLarge instead.
-func Deferred(raw []byte, recipient string, now time.Time) (*plugin.Message, error) {
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("%w: empty", ErrMalformed)
+// An error wraps plugin.ErrMalformed and says why (see encap.ReadMessage;
+// also: not a MESSAGE, no recipient); a header section over headLimits
+// wraps plugin.ErrTooLarge instead.
+func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules) (*plugin.Message, error) {
+	in, err := encap.ReadMessage(raw, now, headLimits)
+	switch {
+	case errors.Is(err, encap.ErrTooLarge):
+		return nil, fmt.Errorf("%w: %v", plugin.ErrTooLarge, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
+	case in.Method != "MESSAGE":
+		return nil, fmt.Errorf("%w: method %s, not MESSAGE", plugin.ErrMalformed, sanitize(in.Method))
 	}
-	if err := checkHead(raw); err != nil {
-		return nil, err
-	}
-	p := sip.NewParser()
-	p.MaxMessageLength = maxRaw
-	msg, err := p.ParseSIP(raw)
+	aor, err := recipientOf(recipient, in, rules)
 	if err != nil {
-		if v, body, ok := contentLength(raw); ok {
-			n, cerr := strconv.ParseUint(v, 10, 31)
-			switch {
-			case cerr != nil:
-				return nil, fmt.Errorf("%w: Content-Length %q is not a number of octets", ErrMalformed, sanitize(v))
-			case int(n) != body:
-				return nil, fmt.Errorf("%w: Content-Length is %d but the body has %d octets", ErrMalformed, n, body)
-			}
-		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	req, ok := msg.(*sip.Request)
-	if !ok {
-		return nil, fmt.Errorf("%w: a response, not a request", ErrMalformed)
-	}
-	if req.Method != sip.MESSAGE {
-		return nil, fmt.Errorf("%w: method %s, not MESSAGE", ErrMalformed, req.Method)
-	}
-	vias := req.GetHeaders("Via")
-	if len(vias) == 0 {
-		return nil, fmt.Errorf("%w: no Via header", ErrMalformed)
-	}
-	for _, h := range vias {
-		if v, ok := h.(*sip.ViaHeader); !ok || v.Host == "" || v.Transport == "" {
-			return nil, fmt.Errorf("%w: bad Via header %q", ErrMalformed, sanitize(h.Value()))
-		}
-	}
-	if recipient == "" && (req.Recipient.User != "" || req.Recipient.Scheme == "tel") {
-		recipient = req.Recipient.String()
-	}
-	if to := req.To(); recipient == "" && to != nil {
-		recipient = to.Address.String()
-	}
-	aor, err := plugin.ParseAOR(recipient)
-	if err != nil {
-		return nil, fmt.Errorf("%w: no recipient: %v", ErrMalformed, err)
-	}
-	dated, err := encap.AddDate(raw, now)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	parsed, err := encap.ParseRequest(dated)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	sender := ""
-	if from := req.From(); from != nil {
-		sender = from.Address.String()
+		return nil, fmt.Errorf("%w: no recipient: %v", plugin.ErrMalformed, err)
 	}
 	return &plugin.Message{
 		Recipient:   aor,
-		Sender:      sender,
+		Sender:      in.FromURI,
 		Received:    now,
 		Kind:        plugin.KindSIPMessage,
-		Raw:         dated,
-		CallID:      parsed.CallID,
-		ContentType: parsed.ContentType,
+		Raw:         in.Dated,
+		CallID:      in.CallID,
+		ContentType: in.ContentType,
 	}, nil
 }
 
-// checkHead bounds the header section of raw and refuses control
-// characters in it, before any parser sees it.
-func checkHead(raw []byte) error {
-	head := raw
-	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
-		head = raw[:i+2]
+// recipientOf is the proxy's AOR when given, else the Request-URI's when
+// it names a user, else the To URI's.
+func recipientOf(proxy string, in encap.Incoming, rules plugin.AORRules) (plugin.AOR, error) {
+	if proxy != "" {
+		return rules.Parse(proxy)
 	}
-	if len(head) > maxHeaderBytes {
-		return fmt.Errorf("%w: header section over %d octets", plugin.ErrTooLarge, maxHeaderBytes)
+	if aor, err := rules.Parse(in.RequestURI); err == nil {
+		return aor, nil
 	}
-	n, lineStart := 0, 0
-	for i := 0; i < len(head); i++ {
-		c := head[i]
-		switch {
-		case c == '\n':
-			// A line starting with white space continues the header
-			// before it (RFC 3261 §7.3.1).
-			if i+1 < len(head) && (head[i+1] == ' ' || head[i+1] == '\t') {
-				continue
-			}
-			if i+1-lineStart > maxHeaderLine {
-				name, _, _ := strings.Cut(string(head[lineStart:min(i, lineStart+64)]), ":")
-				return fmt.Errorf("%w: header %q over %d octets", plugin.ErrTooLarge, sanitize(name), maxHeaderLine)
-			}
-			n++
-			if n > maxHeaders+1 { // the start line is not a header
-				return fmt.Errorf("%w: more than %d headers", plugin.ErrTooLarge, maxHeaders)
-			}
-			lineStart = i + 1
-		case c == '\r' || c == '\t':
-		case c < 0x20 || c == 0x7f:
-			return fmt.Errorf("%w: control character 0x%02x in the header section", ErrMalformed, c)
-		}
-	}
-	return nil
-}
-
-// contentLength returns the Content-Length raw declares and the length of
-// its body, for a clear error when the parser refuses them.
-func contentLength(raw []byte) (declared string, body int, ok bool) {
-	head, rest, found := bytes.Cut(raw, []byte("\r\n\r\n"))
-	if !found {
-		return "", 0, false
-	}
-	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
-		name, value, found := bytes.Cut(line, []byte(":"))
-		if !found {
-			continue
-		}
-		if n := strings.TrimSpace(string(name)); strings.EqualFold(n, "Content-Length") || strings.EqualFold(n, "l") {
-			return strings.TrimSpace(string(value)), len(rest), true
-		}
-	}
-	return "", 0, false
+	return rules.Parse(in.ToURI)
 }
 
 // dropTopVia returns raw without its first Via header line (full or

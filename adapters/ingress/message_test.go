@@ -2,7 +2,6 @@ package ingress_test
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +26,7 @@ const seed = "MESSAGE sip:user2@imserver.com SIP/2.0\r\n" +
 	"Watson, come here."
 
 func TestDeferred(t *testing.T) {
-	m, err := ingress.Deferred([]byte(seed), "", now)
+	m, err := ingress.Deferred([]byte(seed), "", now, plugin.AORRules{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,12 +35,12 @@ func TestDeferred(t *testing.T) {
 	if string(m.Raw) != wantRaw {
 		t.Errorf("Raw =\n%q\nwant\n%q", m.Raw, wantRaw)
 	}
-	if m.Recipient != "sip:user2@imserver.com" || m.Sender != "sip:user1@imserver.com" || m.Kind != plugin.KindSIPMessage ||
+	if m.Recipient.String() != "sip:user2@imserver.com" || m.Sender != "sip:user1@imserver.com" || m.Kind != plugin.KindSIPMessage ||
 		m.CallID != "asd88asd77a@1.2.3.4" || m.ContentType != "text/plain" || !m.Received.Equal(now) {
 		t.Errorf("envelope = %+v", m)
 	}
-	m, err = ingress.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now)
-	if err != nil || m.Recipient != "sip:User2@imserver.com" {
+	m, err = ingress.Deferred([]byte(seed), "sip:User2@IMSERVER.com;transport=tcp", now, plugin.AORRules{})
+	if err != nil || m.Recipient.String() != "sip:user2@imserver.com" {
 		t.Errorf("with the proxy's AOR: recipient %q, %v", m.Recipient, err)
 	}
 }
@@ -55,7 +54,8 @@ func TestDeferredRefuses(t *testing.T) {
 		{"response", "SIP/2.0 200 OK\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n", "", "a response"},
 		{"INVITE", strings.Replace(seed, "MESSAGE sip:", "INVITE sip:", 1), "", "method INVITE"},
 		{"no recipient", strings.Replace(strings.Replace(seed, "MESSAGE sip:user2@imserver.com", "MESSAGE sip:imserver.com", 1),
-			"To: sip:user2@imserver.com\r\n", "", 1), "", "no recipient"},
+			"To: sip:user2@imserver.com\r\n", "To: sip:imserver.com\r\n", 1), "", "no recipient"},
+		{"no To", strings.Replace(seed, "To: sip:user2@imserver.com\r\n", "", 1), "", "no To header"},
 		{"bad AOR", seed, "user2", "no recipient"},
 		{"bad Content-Length", strings.Replace(seed, "Content-Length: 18", "Content-Length: 99", 1), "", "Content-Length is 99 but the body has 18 octets"},
 		{"bare LF", strings.ReplaceAll(seed, "\r\n", "\n"), "", ""},
@@ -79,11 +79,11 @@ func TestDeferredRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ingress.Deferred([]byte(tt.raw), tt.aor, now)
-			if !errors.Is(err, ingress.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
+			_, err := ingress.Deferred([]byte(tt.raw), tt.aor, now, plugin.AORRules{})
+			if !errors.Is(err, plugin.ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
 				t.Errorf("Deferred = %v, want ErrMalformed saying %q", err, tt.reason)
 			}
-			if o := ingress.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 400 {
+			if o := plugin.OutcomeOf(err, plugin.DefaultPolicy()); o.SIPCode != 400 {
 				t.Errorf("outcome %+v, want 400", o)
 			}
 		})
@@ -101,45 +101,19 @@ func TestDeferredHugeHeaders(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ingress.Deferred([]byte(tt.raw), "", now)
+			_, err := ingress.Deferred([]byte(tt.raw), "", now, plugin.AORRules{})
 			if !errors.Is(err, plugin.ErrTooLarge) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("Deferred = %v, want ErrTooLarge saying %q", err, tt.reason)
 			}
-			if o := ingress.OutcomeOf(err, plugin.DefaultPolicy()); o.Code != 513 || o.Status != ingress.StatusTooLarge {
+			if o := plugin.OutcomeOf(err, plugin.DefaultPolicy()); o.SIPCode != 513 || o.Status != plugin.StatusTooLarge {
 				t.Errorf("outcome %+v, want too_large 513", o)
 			}
 		})
 	}
 	// At the bounds, a request is taken.
 	ok := strings.Replace(seed, "Max-Forwards: 70", "X-Big: "+strings.Repeat("a", 8000)+"\r\n"+strings.Repeat("X-A: b\r\n", 240)+"Max-Forwards: 70", 1)
-	if _, err := ingress.Deferred([]byte(ok), "", now); err != nil {
+	if _, err := ingress.Deferred([]byte(ok), "", now, plugin.AORRules{}); err != nil {
 		t.Errorf("request within the bounds: %v", err)
-	}
-}
-
-func TestOutcomeOf(t *testing.T) {
-	p := plugin.DefaultPolicy()
-	p.FullMailboxReply, p.StoreDisabledReply = 480, 403
-	tests := []struct {
-		err  error
-		want ingress.Outcome
-	}{
-		{nil, ingress.Outcome{Status: "stored", Code: 202, Reason: "Accepted"}},
-		{fmt.Errorf("append: %w", &plugin.LimitError{Err: plugin.ErrMailboxFull}), ingress.Outcome{Status: "mailbox_full", Code: 480, Reason: "Temporarily Unavailable"}},
-		{&plugin.LimitError{Err: plugin.ErrTooLarge}, ingress.Outcome{Status: "too_large", Code: 513, Reason: "Message Too Large"}},
-		{plugin.ErrStoreDisabled, ingress.Outcome{Status: "store_disabled", Code: 403, Reason: "Forbidden"}},
-		{&plugin.FieldError{Field: "aor", Problem: "missing"}, ingress.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
-		{fmt.Errorf("x: %w", encap.ErrMalformed), ingress.Outcome{Status: "malformed", Code: 400, Reason: "Bad Request"}},
-		{errors.New("redis down"), ingress.Outcome{Status: "error", Code: 500, Reason: "Server Internal Error"}},
-	}
-	for _, tt := range tests {
-		if got := ingress.OutcomeOf(tt.err, p); got != tt.want {
-			t.Errorf("OutcomeOf(%v) = %+v, want %+v", tt.err, got, tt.want)
-		}
-	}
-	p.FullMailboxReply = 486
-	if got := ingress.OutcomeOf(plugin.ErrMailboxFull, p); got.Code != 486 || got.Reason != "Busy Here" {
-		t.Errorf("full mailbox with 486 policy: %+v", got)
 	}
 }
 
@@ -149,9 +123,9 @@ func FuzzDeferred(f *testing.F) {
 	f.Add([]byte(seed), "")
 	f.Add([]byte(seed), "sip:user2@imserver.com")
 	f.Fuzz(func(t *testing.T, raw []byte, aor string) {
-		m, err := ingress.Deferred(raw, aor, now)
+		m, err := ingress.Deferred(raw, aor, now, plugin.AORRules{})
 		if err != nil {
-			if !errors.Is(err, ingress.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			if !errors.Is(err, plugin.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
 				t.Fatalf("error %v wraps neither ErrMalformed nor plugin.ErrTooLarge", err)
 			}
 			return
@@ -160,7 +134,7 @@ func FuzzDeferred(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted a message encap cannot read back: %v", err)
 		}
-		if req.Method != "MESSAGE" || req.Date.IsZero() || m.Recipient == "" {
+		if req.Method != "MESSAGE" || req.Date.IsZero() || m.Recipient.String() == "" {
 			t.Fatalf("accepted %+v (recipient %q)", req, m.Recipient)
 		}
 	})

@@ -10,6 +10,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // StackConfig configures a Stack.
@@ -40,6 +42,7 @@ type Stack struct {
 	client *sipgo.Client
 	tcp    net.Listener
 	udp    net.PacketConn
+	log    *slog.Logger
 	host   string // advertised host
 	port   int
 }
@@ -61,7 +64,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		tcp.Close()
 		return nil, fmt.Errorf("sip listener: %w", err)
 	}
-	s := &Stack{tcp: tcp, udp: udp, host: host, port: port}
+	s := &Stack{tcp: tcp, udp: udp, log: log, host: host, port: port}
 	if cfg.Advertise != "" {
 		s.host = cfg.Advertise
 		if h, p, err := net.SplitHostPort(cfg.Advertise); err == nil {
@@ -106,7 +109,7 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 			err = in.ReadBye(req, tx)
 		}
 		if errors.Is(err, sipgo.ErrDialogDoesNotExists) || errors.Is(err, sipgo.ErrDialogOutsideDialog) {
-			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+			respond(s.log, req, tx, plugin.OutcomeOf(plugin.ErrNoDialog, plugin.Policy{}), nil)
 		}
 	})
 	s.srv.OnMessage(in.OnMessage)
@@ -116,7 +119,7 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 		// short sessions, and a refused re-INVITE leaves the dialog as it
 		// was (RFC 3261 §14.2).
 		if to := req.To(); to != nil && to.Params.Has("tag") {
-			_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+			respond(s.log, req, tx, plugin.OutcomeOf(plugin.ErrNotAcceptable, plugin.Policy{}), nil)
 			return
 		}
 		in.OnInvite(req, tx)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // goldenInput is the request half of a golden file.
@@ -34,7 +35,7 @@ func BenchmarkDecodeMessageHook(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := ingress.Deferred(m.Raw, m.AOR, now); err != nil {
+		if _, err := ingress.Deferred(m.Raw, m.AOR, now, plugin.AORRules{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -47,7 +48,7 @@ func BenchmarkDecodeRegistrationHook(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := kamailio.DecodeRegistration(body, now); err != nil {
+		if _, err := kamailio.DecodeRegistration(body, now, plugin.AORRules{}); err != nil {
 			b.Fatal(err)
 		}
 	}

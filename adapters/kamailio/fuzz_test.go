@@ -32,17 +32,17 @@ func FuzzHook(f *testing.F) {
 				t.Fatalf("%s: error %v does not wrap plugin.ErrInvalid", what, err)
 			}
 		}
-		_, err := kamailio.DecodeRegistration(body, now)
+		_, err := kamailio.DecodeRegistration(body, now, plugin.AORRules{})
 		check("registration", err)
-		_, _, err = kamailio.DecodeUnregistration(body)
+		_, _, err = kamailio.DecodeUnregistration(body, plugin.AORRules{})
 		check("unregistration", err)
 		m, err := kamailio.DecodeMessage(body)
 		check("message", err)
 		if err != nil {
 			return
 		}
-		if _, err := ingress.Deferred(m.Raw, m.AOR, now); err != nil && !errors.Is(err, ingress.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
-			t.Fatalf("raw SIP: error %v wraps neither ingress.ErrMalformed nor plugin.ErrTooLarge", err)
+		if _, err := ingress.Deferred(m.Raw, m.AOR, now, plugin.AORRules{}); err != nil && !errors.Is(err, plugin.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			t.Fatalf("raw SIP: error %v wraps neither plugin.ErrMalformed nor plugin.ErrTooLarge", err)
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/adapters/kamailio"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected part of the golden files")
@@ -60,10 +61,10 @@ func decode(t *testing.T, hook string, body []byte) string {
 	var err error
 	switch hook {
 	case "registered":
-		v, err = kamailio.DecodeRegistration(body, now)
+		v, err = kamailio.DecodeRegistration(body, now, plugin.AORRules{})
 	case "unregistered", "expired":
-		aor, contact, derr := kamailio.DecodeUnregistration(body)
-		v, err = map[string]string{"aor": string(aor), "contact": contact}, derr
+		aor, contact, derr := kamailio.DecodeUnregistration(body, plugin.AORRules{})
+		v, err = map[string]string{"aor": aor.String(), "contact": contact}, derr
 	case "message":
 		m, derr := kamailio.DecodeMessage(body)
 		v, err = map[string]string{"raw": string(m.Raw), "aor": m.AOR, "source": m.Source}, derr

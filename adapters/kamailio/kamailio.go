@@ -5,85 +5,40 @@
 // event_route[usrloc:contact-expired], and posts it with http_client from an
 // async worker, so SIP workers never wait for deferpush.
 //
-// Kamailio prints an unset variable as "<null>" inside a string: every
+// Kamailio prints an unset variable as "<hookjson.Null>" inside a string: every
 // field treats that value as absent.
 package kamailio
 
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/hookjson"
 	"github.com/deferpush/deferpush/plugin"
 )
 
-// null is how Kamailio prints an unset variable.
-const null = "<null>"
-
-// field is a string member that may come as "<null>" or be missing.
-type field string
-
-func (f field) String() string {
-	s := strings.TrimSpace(string(f))
-	if s == null {
-		return ""
-	}
-	return s
-}
-
-// seconds is a number of seconds given as a JSON number or a numeric
-// string (jansson_set "integer" or "string").
-type seconds struct {
-	set bool
-	n   int64
-}
-
-func (s *seconds) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if string(b) == "null" {
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var str string
-		if err := json.Unmarshal(b, &str); err != nil {
-			return err
-		}
-		b = []byte(strings.TrimSpace(str))
-		if str == null || str == "" {
-			return nil
-		}
-	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return fmt.Errorf("not a number of seconds: %s", b)
-	}
-	s.set, s.n = true, n
-	return nil
-}
-
 // registration is the body of POST /hooks/kamailio/registered.
 type registration struct {
-	AOR       field   `json:"aor"`        // $tu of the REGISTER
-	Contact   field   `json:"contact"`    // $xavp(ulrcd=>contact)
-	Expires   seconds `json:"expires"`    // $xavp(ulrcd=>expires): seconds from now
-	Received  field   `json:"received"`   // $xavp(ulrcd=>received), or sip:$si:$sp;transport=$pr
-	Instance  field   `json:"instance"`   // +sip.instance of the Contact
-	UserAgent field   `json:"user_agent"` // $ua
-	Path      field   `json:"path"`       // $hdr(Path): comma-separated name-addrs
+	AOR       hookjson.String `json:"aor"`        // $tu of the REGISTER
+	Contact   hookjson.String `json:"contact"`    // $xavp(ulrcd=>contact)
+	Expires   hookjson.Int    `json:"expires"`    // $xavp(ulrcd=>expires): seconds from now
+	Received  hookjson.String `json:"received"`   // $xavp(ulrcd=>received), or sip:$si:$sp;transport=$pr
+	Instance  hookjson.String `json:"instance"`   // +sip.instance of the Contact
+	UserAgent hookjson.String `json:"user_agent"` // $ua
+	Path      hookjson.String `json:"path"`       // $hdr(Path): comma-separated name-addrs
 }
 
 // DecodeRegistration reads a registration hook body. Expires is relative to
 // now; zero or negative makes it an unregistration for the engine. Errors
 // are *plugin.FieldError (plugin.ErrInvalid) naming the field.
-func DecodeRegistration(body []byte, now time.Time) (plugin.Registration, error) {
+func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error) {
 	var r registration
 	if err := decode(body, &r); err != nil {
 		return plugin.Registration{}, err
 	}
-	aor, err := parseAOR(r.AOR.String())
+	aor, err := parseAOR(r.AOR.String(), rules)
 	if err != nil {
 		return plugin.Registration{}, err
 	}
@@ -91,13 +46,13 @@ func DecodeRegistration(body []byte, now time.Time) (plugin.Registration, error)
 	if contact == "" {
 		return plugin.Registration{}, &plugin.FieldError{Field: "contact", Problem: "missing"}
 	}
-	if !r.Expires.set {
+	if !r.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
 	return plugin.Registration{
 		AOR:       aor,
 		Contact:   contact,
-		Expires:   now.Add(time.Duration(r.Expires.n) * time.Second),
+		Expires:   now.Add(time.Duration(r.Expires.N) * time.Second),
 		Received:  r.Received.String(),
 		Instance:  r.Instance.String(),
 		UserAgent: r.UserAgent.String(),
@@ -108,20 +63,20 @@ func DecodeRegistration(body []byte, now time.Time) (plugin.Registration, error)
 // binding is the body of POST /hooks/kamailio/unregistered and
 // /hooks/kamailio/expired.
 type binding struct {
-	AOR     field `json:"aor"`
-	Contact field `json:"contact"` // empty: every contact of the AOR
+	AOR     hookjson.String `json:"aor"`
+	Contact hookjson.String `json:"contact"` // empty: every contact of the AOR
 }
 
 // DecodeUnregistration reads an unregistration or contact-expired hook
 // body: the AOR and the contact removed ("" for all of them).
-func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
+func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.AOR, string, error) {
 	var b binding
 	if err := decode(body, &b); err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
-	aor, err := parseAOR(b.AOR.String())
+	aor, err := parseAOR(b.AOR.String(), rules)
 	if err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
 	return aor, b.Contact.String(), nil
 }
@@ -138,9 +93,9 @@ type Message struct {
 }
 
 type message struct {
-	Raw    field `json:"raw"`
-	AOR    field `json:"aor"`
-	Source field `json:"source"`
+	Raw    hookjson.String `json:"raw"`
+	AOR    hookjson.String `json:"aor"`
+	Source hookjson.String `json:"source"`
 }
 
 // DecodeMessage reads a message hook body. The raw request itself is
@@ -151,7 +106,7 @@ func DecodeMessage(body []byte) (Message, error) {
 		return Message{}, err
 	}
 	// Raw is not trimmed: its bytes are stored as they are.
-	if m.Raw == "" || m.Raw == null {
+	if m.Raw == "" || m.Raw == hookjson.Null {
 		return Message{}, &plugin.FieldError{Field: "raw", Problem: "missing"}
 	}
 	return Message{Raw: []byte(m.Raw), AOR: m.AOR.String(), Source: m.Source.String()}, nil
@@ -168,13 +123,13 @@ func decode(body []byte, v any) error {
 	return nil
 }
 
-func parseAOR(s string) (plugin.AOR, error) {
+func parseAOR(s string, rules plugin.AORRules) (plugin.AOR, error) {
 	if s == "" {
-		return "", &plugin.FieldError{Field: "aor", Problem: "missing"}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: "missing"}
 	}
-	aor, err := plugin.ParseAOR(s)
+	aor, err := rules.Parse(s)
 	if err != nil {
-		return "", &plugin.FieldError{Field: "aor", Problem: err.Error()}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: err.Error()}
 	}
 	return aor, nil
 }
@@ -201,7 +156,7 @@ func splitPath(v string) []string {
 		}
 		p := strings.TrimSpace(v[start:i])
 		start = i + 1
-		if p == "" || p == null {
+		if p == "" || p == hookjson.Null {
 			continue
 		}
 		if lt, gt := strings.IndexByte(p, '<'), strings.LastIndexByte(p, '>'); lt >= 0 && gt > lt {

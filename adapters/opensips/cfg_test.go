@@ -2,21 +2,18 @@ package opensips
 
 import (
 	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/deferpush/deferpush/test/harness"
 )
 
 // TestConfigMatchesDecoder keeps opensips.cfg and this package in step:
 // every member the script sets in $json(ev) is one the event decoder
 // reads, the message hook's members are the message decoder's, every hook
 // it posts to is served, and it sends the token. Whether OpenSIPS takes
-// the script is TestConfigChecks'; what it posts is
-// test/opensips_hooks_test.go's.
+// the script is test.TestOpenSIPSConfigChecks'; what it posts is
+// test.TestOpenSIPSHooks'.
 func TestConfigMatchesDecoder(t *testing.T) {
 	b, err := os.ReadFile("opensips.cfg")
 	if err != nil {
@@ -48,60 +45,5 @@ func TestConfigMatchesDecoder(t *testing.T) {
 		if !strings.Contains(cfg, s) {
 			t.Errorf("opensips.cfg lacks %q", s)
 		}
-	}
-}
-
-// TestConfigChecks renders opensips.cfg with m4 as its header says, with
-// the defaults and with every setting given, and has OpenSIPS 3.4 check it
-// (opensips -C: parse, load the modules, fix up every call). A script
-// with an error is refused by the same check.
-func TestConfigChecks(t *testing.T) {
-	inst := harness.RequireOpenSIPS(t)
-	mpath := map[string]string{}
-	if inst.ModulesDir != "" {
-		mpath["MPATH"] = `"` + inst.ModulesDir + `/"`
-	}
-	with := func(defs map[string]string) map[string]string {
-		out := map[string]string{}
-		for k, v := range mpath {
-			out[k] = v
-		}
-		for k, v := range defs {
-			out[k] = v
-		}
-		return out
-	}
-	for name, defs := range map[string]map[string]string{
-		"defaults": with(nil),
-		"every setting": with(map[string]string{
-			"SIP_ADDR": "127.0.0.1", "SIP_PORT": "15060", "INTERNAL_PORT": "15062",
-			"DOMAIN": `"im.example.net"`, "DP_ADDR": `"127.0.0.2"`,
-			"DP_SIP": `"sip:127.0.0.2:5070;transport=tcp"`, "DP_HOOKS": `"https://127.0.0.2:8710"`,
-			"DP_TOKEN": `"0123456789abcdef0123456789abcdef"`, "MESSAGE_TIMEOUT": "3",
-			"MIN_EXPIRES": "30", "TIMER_INTERVAL": "5", "HOOK_TIMEOUT": "2",
-		}),
-	} {
-		t.Run(name, func(t *testing.T) {
-			script := harness.RenderOpenSIPSConfig(t, "opensips.cfg", defs)
-			if regexp.MustCompile(`m4_(ifdef|define|divert|dnl)`).Match(script) {
-				t.Fatalf("an m4 macro was left unexpanded:\n%s", script)
-			}
-			path := filepath.Join(t.TempDir(), "opensips.cfg")
-			if err := os.WriteFile(path, script, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := harness.CheckOpenSIPSConfig(t, path); err != nil || !strings.Contains(out, "config file ok") {
-				t.Fatalf("opensips -C refused the script (%v):\n%s", err, out)
-			}
-			// The check itself can fail: the same script with a call
-			// that takes no expression as an argument.
-			bad := append(script, []byte("\nroute[BROKEN] {\n\trest_append_hf(\"a\" + \"b\");\n}\n")...)
-			if err := os.WriteFile(path, bad, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := harness.CheckOpenSIPSConfig(t, path); err == nil {
-				t.Fatalf("opensips -C took a script with a concatenation inside a call:\n%s", out)
-			}
-		})
 	}
 }

@@ -33,17 +33,17 @@ func FuzzHook(f *testing.F) {
 				t.Fatalf("%s: error %v does not wrap plugin.ErrInvalid", what, err)
 			}
 		}
-		_, err := opensips.DecodeRegistration(body)
+		_, err := opensips.DecodeRegistration(body, plugin.AORRules{})
 		check("registration", err)
-		_, _, err = opensips.DecodeUnregistration(body)
+		_, _, err = opensips.DecodeUnregistration(body, plugin.AORRules{})
 		check("unregistration", err)
 		m, err := opensips.DecodeMessage(body)
 		check("message", err)
 		if err != nil {
 			return
 		}
-		if _, err := ingress.Deferred(m.Raw, m.AOR, time.Now()); err != nil && !errors.Is(err, ingress.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
-			t.Fatalf("raw SIP: error %v wraps neither ingress.ErrMalformed nor plugin.ErrTooLarge", err)
+		if _, err := ingress.Deferred(m.Raw, m.AOR, time.Now(), plugin.AORRules{}); err != nil && !errors.Is(err, plugin.ErrMalformed) && !errors.Is(err, plugin.ErrTooLarge) {
+			t.Fatalf("raw SIP: error %v wraps neither plugin.ErrMalformed nor plugin.ErrTooLarge", err)
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/adapters/opensips"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected part of the golden files")
@@ -56,10 +57,10 @@ func decode(t *testing.T, hook string, body []byte) string {
 	var err error
 	switch hook {
 	case "registered":
-		v, err = opensips.DecodeRegistration(body)
+		v, err = opensips.DecodeRegistration(body, plugin.AORRules{})
 	case "unregistered", "expired":
-		aor, contact, derr := opensips.DecodeUnregistration(body)
-		v, err = map[string]string{"aor": string(aor), "contact": contact}, derr
+		aor, contact, derr := opensips.DecodeUnregistration(body, plugin.AORRules{})
+		v, err = map[string]string{"aor": aor.String(), "contact": contact}, derr
 	case "message":
 		m, derr := opensips.DecodeMessage(body)
 		v, err = map[string]string{"raw": string(m.Raw), "aor": m.AOR, "source": m.Source}, derr

@@ -17,58 +17,26 @@ package opensips
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/deferpush/deferpush/adapters/hookjson"
 	"github.com/deferpush/deferpush/plugin"
 )
-
-// unixTime is an absolute Unix time given as a JSON number or a numeric
-// string ($param(expires) is an integer; copied through a string
-// variable it becomes a string).
-type unixTime struct {
-	set bool
-	t   time.Time
-}
-
-func (u *unixTime) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if string(b) == "null" {
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		if s = strings.TrimSpace(s); s == "" {
-			return nil
-		}
-		b = []byte(s)
-	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return fmt.Errorf("not a Unix time: %s", b)
-	}
-	u.set, u.t = true, time.Unix(n, 0).UTC()
-	return nil
-}
 
 // event is the body of POST /hooks/opensips/registered, /unregistered and
 // /expired: the usrloc event's parameters plus the domain.
 type event struct {
-	AOR       string   `json:"aor"`    // $param(aor): user part, or user@domain with use_domain
-	Domain    string   `json:"domain"` // added by the script when aor has none
-	URI       string   `json:"uri"`    // $param(uri): the Contact URI
-	Received  string   `json:"received"`
-	UserAgent string   `json:"user_agent"`
-	Path      string   `json:"path"`
-	Instance  string   `json:"instance"` // the contact's attr: its +sip.instance
-	Expires   unixTime `json:"expires"`  // $param(expires): absolute Unix time
-	Socket    string   `json:"socket"`
-	CallID    string   `json:"callid"`
+	AOR       string       `json:"aor"`    // $param(aor): user part, or user@domain with use_domain
+	Domain    string       `json:"domain"` // added by the script when aor has none
+	URI       string       `json:"uri"`    // $param(uri): the Contact URI
+	Received  string       `json:"received"`
+	UserAgent string       `json:"user_agent"`
+	Path      string       `json:"path"`
+	Instance  string       `json:"instance"` // the contact's attr: its +sip.instance
+	Expires   hookjson.Int `json:"expires"`  // $param(expires): absolute Unix time
+	Socket    string       `json:"socket"`
+	CallID    string       `json:"callid"`
 }
 
 // noUserAgent is what usrloc reports as the user_agent of a contact whose
@@ -78,19 +46,19 @@ const noUserAgent = "n/a"
 // DecodeRegistration reads a registration event. An expiry that is not
 // after now makes it an unregistration for the engine. Errors are
 // *plugin.FieldError (plugin.ErrInvalid) naming the field.
-func DecodeRegistration(body []byte) (plugin.Registration, error) {
+func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
 		return plugin.Registration{}, err
 	}
-	aor, err := e.aor()
+	aor, err := e.aor(rules)
 	if err != nil {
 		return plugin.Registration{}, err
 	}
 	if strings.TrimSpace(e.URI) == "" {
 		return plugin.Registration{}, &plugin.FieldError{Field: "uri", Problem: "missing"}
 	}
-	if !e.Expires.set {
+	if !e.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
 	var path []string
@@ -107,7 +75,7 @@ func DecodeRegistration(body []byte) (plugin.Registration, error) {
 	return plugin.Registration{
 		AOR:       aor,
 		Contact:   strings.TrimSpace(e.URI),
-		Expires:   e.Expires.t,
+		Expires:   time.Unix(e.Expires.N, 0).UTC(),
 		Received:  strings.TrimSpace(e.Received),
 		Instance:  strings.TrimSpace(e.Instance),
 		UserAgent: ua,
@@ -117,38 +85,38 @@ func DecodeRegistration(body []byte) (plugin.Registration, error) {
 
 // DecodeUnregistration reads a contact-delete event: the AOR and the
 // contact removed ("" for all of them).
-func DecodeUnregistration(body []byte) (plugin.AOR, string, error) {
+func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.AOR, string, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
-	aor, err := e.aor()
+	aor, err := e.aor(rules)
 	if err != nil {
-		return "", "", err
+		return plugin.AOR{}, "", err
 	}
 	return aor, strings.TrimSpace(e.URI), nil
 }
 
 // aor builds the AOR from $param(aor) and the domain: "bob" and
 // "example.com" give sip:bob@example.com.
-func (e event) aor() (plugin.AOR, error) {
+func (e event) aor(rules plugin.AORRules) (plugin.AOR, error) {
 	a := strings.TrimSpace(e.AOR)
 	if a == "" {
-		return "", &plugin.FieldError{Field: "aor", Problem: "missing"}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: "missing"}
 	}
 	if !strings.HasPrefix(a, "sip:") && !strings.HasPrefix(a, "sips:") && !strings.HasPrefix(a, "tel:") {
 		if !strings.Contains(a, "@") {
 			d := strings.TrimSpace(e.Domain)
 			if d == "" {
-				return "", &plugin.FieldError{Field: "domain", Problem: "missing, and aor has no domain"}
+				return plugin.AOR{}, &plugin.FieldError{Field: "domain", Problem: "missing, and aor has no domain"}
 			}
 			a += "@" + d
 		}
 		a = "sip:" + a
 	}
-	aor, err := plugin.ParseAOR(a)
+	aor, err := rules.Parse(a)
 	if err != nil {
-		return "", &plugin.FieldError{Field: "aor", Problem: err.Error()}
+		return plugin.AOR{}, &plugin.FieldError{Field: "aor", Problem: err.Error()}
 	}
 	return aor, nil
 }

@@ -4,25 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/api"
 	"github.com/deferpush/deferpush/cmd/internal/config"
-	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/plugin/msrp"
-	"github.com/deferpush/deferpush/plugin/push"
-	"github.com/deferpush/deferpush/store"
 )
 
 // serve runs deferpush until ctx ends (SIGINT or SIGTERM), then shuts down
@@ -35,148 +27,40 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	if path != "" {
 		log.Info("configuration loaded", "file", path)
 	}
-
-	// Secrets nobody configured are generated and shown once: the operator
-	// copies them into the proxy's script and their API client.
-	if cfg.Hooks.Token == "" {
-		cfg.Hooks.Token = newToken()
-		fmt.Fprintf(stderr, "deferpush: no hooks.token configured; generated for this run (shown once): %s\n", cfg.Hooks.Token)
-	}
-	if cfg.Admin.Token == "" && len(cfg.Admin.Tokens) == 0 {
-		cfg.Admin.Token = newToken()
-		fmt.Fprintf(stderr, "deferpush: no admin token configured; generated for this run (shown once): %s\n", cfg.Admin.Token)
-	}
-
-	st, err := openStore(ctx, cfg.Redis, log)
-	if err != nil {
+	generateSecrets(cfg, stderr)
+	s := &server{cfg: cfg, log: log}
+	if err := s.wire(ctx); err != nil {
+		s.close()
 		return err
 	}
-	defer st.Close()
-
-	// Until everything runs, a failure closes what was opened so far.
-	var opened []func()
-	fail := func(err error) error {
-		for i := len(opened) - 1; i >= 0; i-- {
-			opened[i]()
-		}
-		return err
-	}
-
-	stack, err := ingress.NewStack(ingress.StackConfig{Listen: cfg.SIP.Listen, Advertise: cfg.SIP.Advertise, Logger: log})
-	if err != nil {
-		return err
-	}
-	opened = append(opened, stack.Close)
-	msrpHost := cfg.MSRP.Advertise
-	if msrpHost == "" {
-		msrpHost, _, _ = net.SplitHostPort(cfg.MSRP.Listen)
-	}
-	tlsCfgs := map[string]*tls.Config{}
-	for _, l := range []struct{ name, cert, key string }{
-		{"hooks", cfg.Hooks.TLSCert, cfg.Hooks.TLSKey},
-		{"admin", cfg.Admin.TLSCert, cfg.Admin.TLSKey},
-		{"msrp", cfg.MSRP.TLSCert, cfg.MSRP.TLSKey},
-	} {
-		if tlsCfgs[l.name], err = loadTLS(l.cert, l.key); err != nil {
-			return fail(fmt.Errorf("%s.tls_cert: %w", l.name, err))
-		}
-	}
-	ml, err := msrp.NewListener(msrp.ListenerConfig{
-		Addr: cfg.MSRP.Listen, Host: msrpHost, TLS: tlsCfgs["msrp"],
-		MaxConns: cfg.MSRP.MaxConnections, MaxConnsPerHost: cfg.MSRP.MaxConnectionsPerHost,
-		Logger: log,
-	})
-	if err != nil {
-		return fail(fmt.Errorf("msrp listener: %w", err))
-	}
-	opened = append(opened, func() { ml.Close() })
-	pusher, err := push.New(push.Config{
-		Client:        stack.Client(),
-		Contact:       stack.Contact(),
-		OutboundProxy: cfg.SIP.OutboundProxy,
-		MSRP:          ml,
-		ChunkSize:     cfg.MSRP.ChunkSize,
-		MSRPTimeout:   cfg.MSRP.Timeout,
-		Logger:        log,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	metrics := api.NewMetrics()
-	eng, err := plugin.NewEngine(plugin.EngineConfig{
-		Store:         st,
-		Pusher:        pusher,
-		MaxConcurrent: cfg.Push.MaxConcurrent,
-		LockTTL:       cfg.Push.LockTTL,
-		Observer:      metrics,
-		Logger:        log,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	in, err := ingress.New(ingress.Config{
-		Engine:  eng,
-		Client:  stack.Client(),
-		Contact: stack.Contact(),
-		MSRP:    ml,
-		// The hooks' body limit: what a sender may make deferpush hold
-		// in reassembly, whatever the policy's max_message_size.
-		MaxMessageSize: 1 << 20,
-		Logger:         log,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	defer in.Close()
-	stack.Route(pusher, in)
-
-	var allow []netip.Prefix
-	for _, c := range cfg.Hooks.AllowCIDRs {
-		allow = append(allow, netip.MustParsePrefix(c)) // validated with the config
-	}
-	hooksLn, err := net.Listen("tcp", cfg.Hooks.Listen)
-	if err != nil {
-		return fail(fmt.Errorf("hooks listener: %w", err))
-	}
-	opened = append(opened, func() { hooksLn.Close() })
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		return fail(fmt.Errorf("admin listener: %w", err))
-	}
-	opened = append(opened, func() { adminLn.Close() })
-	srv, err := api.New(api.Config{
-		HooksListener:   hooksLn,
-		AdminListener:   adminLn,
-		Store:           st,
-		Engine:          eng,
-		HooksTLS:        tlsCfgs["hooks"],
-		AdminTLS:        tlsCfgs["admin"],
-		HooksToken:      cfg.Hooks.Token,
-		HooksAllow:      allow,
-		HooksRateLimit:  float64(max(cfg.Hooks.RateLimit, 0)),
-		HooksRateBurst:  cfg.Hooks.RateBurst,
-		AdminTokens:     adminTokens(cfg.Admin),
-		ShutdownTimeout: cfg.Shutdown.Timeout,
-		Metrics:         metrics,
-		Logger:          log,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	log.Info("hooks listening", "addr", hooksLn.Addr().String(), "tls", tlsCfgs["hooks"] != nil)
-	log.Info("admin api listening", "addr", adminLn.Addr().String(), "tls", tlsCfgs["admin"] != nil)
-	log.Info("sip listening", "addr", stack.Addr().String(), "transports", "udp,tcp", "contact", stack.Contact())
-	log.Info("msrp listening", "uri", ml.URI().String())
-	log.Info("deferpush started", "version", versionString())
-
+	// The components close their own listeners when they stop; what
+	// outlives them is closed here: the ingress's sessions, then the store.
+	defer func() {
+		s.ingress.Close()
+		s.store.Close()
+	}()
+	s.logListening()
 	// Everything runs until ctx ends, then stops in reverse order: the
 	// engine first. The store closes only after every component returned.
 	return runAll(ctx, log, cfg.Shutdown.Timeout,
-		component{"api", srv.Run},
-		component{"sip", stack.Run},
-		component{"msrp", ml.Run},
-		component{"engine", eng.Run},
+		component{"api", s.api.Run},
+		component{"sip", s.stack.Run},
+		component{"msrp", s.msrp.Run},
+		component{"engine", s.engine.Run},
 	)
+}
+
+// generateSecrets makes the tokens nobody configured and shows them once:
+// the operator copies them into the proxy's script and their API client.
+func generateSecrets(cfg *config.Config, stderr io.Writer) {
+	if cfg.Hooks.Token == "" {
+		cfg.Hooks.Token = rand.Text()
+		fmt.Fprintf(stderr, "deferpush: no hooks.token configured; generated for this run (shown once): %s\n", cfg.Hooks.Token)
+	}
+	if cfg.Admin.Token == "" && len(cfg.Admin.Tokens) == 0 {
+		cfg.Admin.Token = rand.Text()
+		fmt.Fprintf(stderr, "deferpush: no admin token configured; generated for this run (shown once): %s\n", cfg.Admin.Token)
+	}
 }
 
 // component is a long-running part of the server.
@@ -232,24 +116,6 @@ func runAll(ctx context.Context, log *slog.Logger, timeout time.Duration, cs ...
 	return first
 }
 
-// openStore connects to the configured Redis, or starts the embedded
-// in-memory one when none is configured, and says so loudly.
-func openStore(ctx context.Context, cfg config.RedisConfig, log *slog.Logger) (*store.Redis, error) {
-	if cfg.URL == "" {
-		log.Warn("no redis configured: using the embedded in-memory store; deferred messages do NOT survive a restart (set --redis or redis.url)")
-		return store.NewEmbedded(store.Config{Logger: log})
-	}
-	st, err := store.New(store.Config{URL: cfg.URL, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	if err := st.Ping(ctx); err != nil {
-		// Not fatal: /readyz reports the outage and the client reconnects.
-		log.Warn("redis does not answer yet", "err", err)
-	}
-	return st, nil
-}
-
 // loadTLS returns the TLS configuration of a listener serving the
 // certificate and key in these PEM files, or nil when neither is set.
 func loadTLS(certFile, keyFile string) (*tls.Config, error) {
@@ -273,12 +139,6 @@ func adminTokens(cfg config.AdminConfig) []api.Token {
 		ts = append(ts, api.Token{Name: t.Name, Token: t.Token, Role: api.Role(t.Role)})
 	}
 	return ts
-}
-
-func newToken() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // newLogger builds the process logger: text on a terminal, JSON otherwise,

@@ -5,6 +5,7 @@
 // deployment end to end.
 //
 //	imclient --aor sip:user2@example.com --proxy 127.0.0.1:5060 [--wait 30s]
+//	         [--relay msrp://192.0.2.5:2855;tcp --relay-user u --relay-password p]
 package main
 
 import (
@@ -41,6 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	setup := fs.String("setup", "passive", "a=setup of our SDP answer: passive (deferpush connects) or active (we connect)")
 	accept := fs.String("accept-types", "message/sip message/msrp multipart/mixed message/cpim text/plain", "a=accept-types of our SDP answer")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for pushed messages (0: until interrupted)")
+	relay := fs.String("relay", "", "MSRP relay (RFC 4976) to receive through, e.g. msrp://192.0.2.5:2855;tcp")
+	relayUser := fs.String("relay-user", "", "user name for the relay's digest challenge")
+	relayPassword := fs.String("relay-password", "", "password for the relay's digest challenge (or IMCLIENT_RELAY_PASSWORD)")
 	verbose := fs.Bool("v", false, "log SIP and MSRP activity to stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -54,9 +58,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if *relayPassword == "" {
+		*relayPassword = os.Getenv("IMCLIENT_RELAY_PASSWORD")
+	}
 	cl, err := imclient.New(imclient.Config{
 		AOR: *aor, Proxy: *proxy, Transport: *transport, Host: *host,
 		Setup: *setup, AcceptTypes: strings.Fields(*accept), Logger: log,
+		Relay: *relay, RelayUser: *relayUser, RelayPassword: *relayPassword,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "imclient: %v\n", err)

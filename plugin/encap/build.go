@@ -224,12 +224,28 @@ func sipfrag(stored []byte, m *sipMsg) []byte {
 	out = append(out, m.start...)
 	out = append(out, "\r\n"...)
 	for _, h := range m.headers {
-		if h.key != "" {
+		if h.key != "" && h.key != keyVia {
 			out = append(out, stored[h.start:h.end]...)
 		}
 	}
 	out = append(out, "\r\n"...)
 	return append(out, m.body...)
+}
+
+// sessionCPIM wraps a message of an MSRP session in CPIM, with the
+// addresses, Call-ID, Subject and identity of its session head.
+func sessionCPIM(h *sipMsg, f sendFrame) (Payload, error) {
+	c := cpimFields{messageID: f.messageID, contentType: f.contentType, body: f.body, pai: h.joined(keyPAI)}
+	c.callID, _ = h.get(keyCallID)
+	c.subject, _ = h.get(keySubject)
+	c.date, _, _ = h.date()
+	if f.hasDate {
+		c.date = f.date
+	}
+	if err := h.cpimAddresses(&c); err != nil {
+		return Payload{}, err
+	}
+	return Payload{ContentType: TypeCPIM, Body: writeCPIM(c)}, nil
 }
 
 func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
@@ -269,17 +285,8 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 			if f.contentType == "" || !accepted(f.contentType, o.AcceptTypes, o.AcceptWrappedTypes) {
 				continue
 			}
-			c := cpimFields{messageID: f.messageID, contentType: f.contentType, body: f.body, pai: h.joined(keyPAI)}
-			c.callID, _ = h.get(keyCallID)
-			c.subject, _ = h.get(keySubject)
-			c.date, _, _ = h.date()
-			if f.hasDate {
-				c.date = f.date
-			}
-			if err := h.cpimAddresses(&c); err != nil {
-				return Payload{}, false, err
-			}
-			return Payload{ContentType: TypeCPIM, Body: writeCPIM(c)}, true, nil
+			p, err := sessionCPIM(h, f)
+			return p, err == nil, err
 		}
 	}
 	if o.Fallback == FallbackBare && f.contentType != "" && accepted(f.contentType, o.AcceptTypes) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // CPIM (RFC 3862) has headers for From, To, DateTime and Subject but none
@@ -63,20 +65,32 @@ func writeCPIM(f cpimFields) []byte {
 // name, if any, and the URI in angle brackets. The tag has no meaning
 // outside the SIP dialog and CPIM has no place for it.
 func cpimAddress(v string) (string, error) {
+	display, uri, err := splitAddress(v)
+	if err != nil {
+		return "", err
+	}
+	if display == "" {
+		return "<" + uri + ">", nil
+	}
+	return display + " <" + uri + ">", nil
+}
+
+// splitAddress splits a SIP From or To value (name-addr or addr-spec, with
+// header parameters) into its display name, as written, and its URI.
+func splitAddress(v string) (display, uri string, err error) {
 	v = strings.TrimSpace(v)
-	display, rest := "", v
+	rest := v
 	if strings.HasPrefix(v, `"`) {
-		end := closingQuote(v)
+		end := abnf.ClosingQuote(v)
 		if end < 0 {
-			return "", malformed("unterminated display name in %q", v)
+			return "", "", malformed("unterminated display name in %q", v)
 		}
 		display, rest = v[:end+1], v[end+1:]
 	}
-	var uri string
 	if lt := strings.IndexByte(rest, '<'); lt >= 0 {
 		gt := strings.IndexByte(rest[lt:], '>')
 		if gt < 0 {
-			return "", malformed("address %q lacks '>'", v)
+			return "", "", malformed("address %q lacks '>'", v)
 		}
 		if display == "" {
 			display = strings.TrimSpace(rest[:lt])
@@ -88,26 +102,9 @@ func cpimAddress(v string) (string, error) {
 		uri = strings.TrimSpace(uri)
 	}
 	if !strings.Contains(uri, ":") || hasCTL(uri) || strings.ContainsAny(uri, "<>") {
-		return "", malformed("address %q has no URI", v)
+		return "", "", malformed("address %q has no URI", v)
 	}
-	if display == "" {
-		return "<" + uri + ">", nil
-	}
-	return display + " <" + uri + ">", nil
-}
-
-// closingQuote returns the index of the quote ending the quoted-string at
-// the start of s, or -1.
-func closingQuote(s string) int {
-	for i := 1; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return -1
+	return display, uri, nil
 }
 
 // parseCPIM parses a message/cpim body. Unknown headers and namespaces are

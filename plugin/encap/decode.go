@@ -43,7 +43,7 @@ func Decode(contentType string, body []byte) (Decoded, error) {
 		if mt == TypeSIPFrag {
 			mode = startOptional
 		}
-		m, err := parseSIP(body, mode)
+		m, err := parseSIP(body, mode, HeadLimits{})
 		if err != nil {
 			return Decoded{}, err
 		}
@@ -115,7 +115,7 @@ func (d *Decoded) fromMultipart(body []byte, boundary string) error {
 		switch {
 		case mt == TypeSIP && !sawSIP:
 			sawSIP = true
-			m, err := parseSIP(p.body, startAny)
+			m, err := parseSIP(p.body, startAny, HeadLimits{})
 			if err != nil {
 				return fmt.Errorf("message/sip part: %w", err)
 			}

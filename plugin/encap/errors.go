@@ -16,6 +16,10 @@ var (
 	// or boundary out of syntax, an unknown Preference, an empty body.
 	ErrInvalid = errors.New("encap: invalid argument")
 
+	// ErrTooLarge reports a header section over the HeadLimits given to
+	// ReadMessage. At the SIP ingress it becomes a 513.
+	ErrTooLarge = errors.New("encap: header section too large")
+
 	// ErrHold reports that the client accepts no encapsulation the policy
 	// allows: the message stays stored for a later push.
 	ErrHold = errors.New("encap: no acceptable encapsulation, hold the message")
@@ -27,4 +31,8 @@ func malformed(format string, args ...any) error {
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+func tooLarge(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrTooLarge}, args...)...)
 }

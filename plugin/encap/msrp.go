@@ -2,34 +2,13 @@ package encap
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/msrp"
 )
-
-// isIdentChar reports whether c may appear in an RFC 4975 ident after its
-// first character.
-func isIdentChar(c byte) bool {
-	return isAlnum(c) || c == '.' || c == '-' || c == '+' || c == '%' || c == '='
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
-// isIdent reports whether s is an RFC 4975 ident (ALPHANUM 3*31ident-char)
-// but with at least min characters instead of four.
-func isIdent(s string, min int) bool {
-	if len(s) < min || len(s) > 32 || !isAlnum(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if !isIdentChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
 
 // StoredSEND returns the MSRP SEND frame that stores one message received in
 // an MSRP session, as in the seed's second example:
@@ -57,9 +36,9 @@ func isIdent(s string, min int) bool {
 // Argument errors wrap ErrInvalid.
 func StoredSEND(tid, messageID, contentType string, body []byte, date time.Time) ([]byte, error) {
 	switch {
-	case !isIdent(tid, 4):
+	case !msrp.IsIdent(tid, 4):
 		return nil, invalid("transaction id %q is not a 4 to 32 character ident", tid)
-	case !isIdent(messageID, 1):
+	case !msrp.IsIdent(messageID, 1):
 		return nil, invalid("Message-ID %q is not an ident", messageID)
 	case len(body) == 0:
 		return nil, invalid("empty body")
@@ -92,63 +71,28 @@ type sendFrame struct {
 	body        []byte
 }
 
-// parseSEND parses one complete MSRP SEND request (RFC 4975 §7): one chunk
-// holding the whole message, ended by "$". A frame may lack the CRLF after
-// its end-line, as a multipart part ends where its delimiter begins.
+// parseSEND parses one complete MSRP SEND request (RFC 4975 §7) with
+// plugin/msrp's frame reader: one chunk holding the whole message, ended
+// by "$", with a Message-ID and, when it has data, a Content-Type. A frame
+// may lack the CRLF after its end-line, as a multipart part ends where its
+// delimiter begins.
 func parseSEND(frame []byte) (sendFrame, error) {
 	var f sendFrame
-	i := bytes.Index(frame, []byte("\r\n"))
-	if i < 0 {
-		return f, malformed("MSRP frame without a CRLF")
+	fr, err := msrp.ParseEncapsulated(frame)
+	if err != nil {
+		return f, malformed("MSRP frame: %v", err)
 	}
-	words := strings.Split(string(frame[:i]), " ")
-	if len(words) != 3 || words[0] != "MSRP" || !isIdent(words[1], 1) {
-		return f, malformed("MSRP request line %q", clip(frame[:i]))
+	switch {
+	case fr.Method != "SEND":
+		return f, malformed("MSRP %s, not SEND", clip([]byte(fr.Method+fmt.Sprint(fr.Status))))
+	case fr.Flag != msrp.FlagEnd:
+		return f, malformed("MSRP chunk with flag %q: not a whole message", fr.Flag)
 	}
-	if words[2] != "SEND" {
-		return f, malformed("MSRP %s, not SEND", clip([]byte(words[2])))
-	}
-	f.tid = words[1]
-	// After the request line come the headers, each CRLF-ended, then
-	// optionally an empty line, the data and a CRLF; then the end-line.
-	rest := bytes.TrimSuffix(frame[i+2:], []byte("\r\n"))
-	endLine := "-------" + f.tid
-	if len(rest) < len(endLine)+1 || string(rest[len(rest)-len(endLine)-1:len(rest)-1]) != endLine {
-		return f, malformed("MSRP frame does not end with the end-line of %s", f.tid)
-	}
-	switch flag := rest[len(rest)-1]; flag {
-	case '$':
-	case '+', '#':
-		return f, malformed("MSRP chunk with flag %q: not a whole message", flag)
-	default:
-		return f, malformed("MSRP end-line flag %q", flag)
-	}
-	content := rest[:len(rest)-len(endLine)-1]
+	f.tid, f.body = fr.TID, fr.Body
 	var byteRange string
 	seen := map[string]bool{}
-	for off := 0; off < len(content); {
-		j := bytes.Index(content[off:], []byte("\r\n"))
-		if j < 0 {
-			return f, malformed("MSRP header not ended by CRLF")
-		}
-		line := content[off : off+j]
-		off += j + 2
-		if len(line) == 0 {
-			if len(content)-off < 2 || string(content[len(content)-2:]) != "\r\n" {
-				return f, malformed("MSRP frame: no CRLF between data and end-line")
-			}
-			f.body = content[off : len(content)-2]
-			break
-		}
-		if bytes.ContainsAny(line, "\r\n") {
-			return f, malformed("bare CR or LF in MSRP header")
-		}
-		c := bytes.IndexByte(line, ':')
-		if c <= 0 || !isToken(line[:c]) {
-			return f, malformed("MSRP header line %q", clip(line))
-		}
-		name := strings.ToLower(string(line[:c]))
-		value := strings.Trim(string(line[c+1:]), " \t")
+	for _, h := range fr.Header {
+		name := strings.ToLower(h.Name)
 		switch name {
 		case "message-id", "content-type", "byte-range", "date":
 			if seen[name] {
@@ -158,17 +102,16 @@ func parseSEND(frame []byte) (sendFrame, error) {
 		}
 		switch name {
 		case "message-id":
-			f.messageID = value
+			f.messageID = h.Value
 		case "content-type":
-			f.contentType = value
+			f.contentType = h.Value
 		case "byte-range":
-			byteRange = value
+			byteRange = h.Value
 		case "date":
-			t, err := parseDate(value)
-			if err != nil {
+			if f.date, err = parseDate(h.Value); err != nil {
 				return f, err
 			}
-			f.date, f.hasDate = t, true
+			f.hasDate = true
 		}
 	}
 	if f.messageID == "" {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"mime/multipart"
 	"strings"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // part is one body part of a multipart/mixed payload.
@@ -22,7 +24,7 @@ func validBoundary(b string) bool {
 		return false
 	}
 	for i := 0; i < len(b); i++ {
-		if c := b[i]; !isAlnum(c) && strings.IndexByte("'()+_,-./:=? ", c) < 0 {
+		if c := b[i]; !abnf.IsAlnum(c) && strings.IndexByte("'()+_,-./:=? ", c) < 0 {
 			return false
 		}
 	}

@@ -25,6 +25,7 @@ const (
 	keySubject       = "Subject"
 	keyContentType   = "Content-Type"
 	keyContentLength = "Content-Length"
+	keyVia           = "Via"
 )
 
 // sipKey maps a header name as written, long or compact (RFC 3261 §7.3.3),
@@ -44,10 +45,12 @@ func sipKey(name []byte) string {
 			return keyContentType
 		case 'l':
 			return keyContentLength
+		case 'v':
+			return keyVia
 		}
 		return ""
 	}
-	for _, k := range [...]string{keyCallID, keyFrom, keyTo, keyDate, keyPAI, keySubject, keyContentType, keyContentLength} {
+	for _, k := range [...]string{keyCallID, keyFrom, keyTo, keyDate, keyPAI, keySubject, keyContentType, keyContentLength, keyVia} {
 		if equalFold(k, name) {
 			return k
 		}
@@ -78,7 +81,7 @@ func equalFold(k string, name []byte) bool {
 
 // singleValued says which read headers may appear only once: two Call-IDs
 // or two Content-Lengths are how messages get smuggled past a check.
-func singleValued(key string) bool { return key != keyPAI }
+func singleValued(key string) bool { return key != keyPAI && key != keyVia }
 
 // startMode says what the first line of a SIP text must be.
 type startMode int
@@ -145,20 +148,37 @@ func parseDate(v string) (time.Time, error) {
 	return t, nil
 }
 
+// HeadLimits bound the header section of a request ReadMessage takes: a
+// client parses a stored message again, and a header no client would take
+// is refused before it is stored. A zero field is no limit.
+type HeadLimits struct {
+	MaxLine    int // one header, its continuation lines included, CRLFs included
+	MaxHead    int // the start line and every header
+	MaxHeaders int // header fields
+}
+
 // parseSIP parses a SIP message (RFC 3261 §7) or sipfrag (RFC 3420). Lines
-// must end in CRLF. A Content-Length, when present, must equal the length of
-// what follows the blank line; when absent, the body is all that follows
-// (the enclosing frame delimits it, as for UDP).
-func parseSIP(raw []byte, mode startMode) (*sipMsg, error) {
+// must end in CRLF; a control character other than HTAB in the header
+// section is refused. A Content-Length, when present, must equal the length
+// of what follows the blank line; when absent, the body is all that follows
+// (the enclosing frame delimits it, as for UDP). lim bounds the header
+// section (ErrTooLarge beyond).
+func parseSIP(raw []byte, mode startMode, lim HeadLimits) (*sipMsg, error) {
 	m := &sipMsg{headers: make([]sipHeader, 0, 16)}
 	head, bodyOff := raw, len(raw)
 	if i := bytes.Index(raw, crlf2); i >= 0 {
 		head, bodyOff = raw[:i+2], i+4
 	} else if mode != startOptional {
+		if lim.MaxHead > 0 && len(raw) > lim.MaxHead {
+			return nil, tooLarge("header section over %d octets", lim.MaxHead)
+		}
 		return nil, malformed("no blank line after the headers")
 	}
 	if len(head) == 0 && mode != startOptional {
 		return nil, malformed("empty message")
+	}
+	if lim.MaxHead > 0 && len(head) > lim.MaxHead {
+		return nil, tooLarge("header section over %d octets", lim.MaxHead)
 	}
 	first := true
 	for off := 0; off < len(head); {
@@ -170,8 +190,8 @@ func parseSIP(raw []byte, mode startMode) (*sipMsg, error) {
 			return nil, malformed("bare LF in the headers")
 		}
 		line, next := head[off:off+i-1], off+i+1
-		if bytes.IndexByte(line, '\r') >= 0 {
-			return nil, malformed("bare CR in the headers")
+		if err := checkLine(line); err != nil {
+			return nil, err
 		}
 		switch {
 		case first && (mode != startOptional || !isHeaderLine(line)):
@@ -188,17 +208,13 @@ func parseSIP(raw []byte, mode startMode) (*sipMsg, error) {
 				h.value = strings.TrimSpace(h.value + " " + strings.Trim(string(line), " \t"))
 			}
 		default:
-			h, err := parseSIPHeader(line)
-			if err != nil {
+			if err := m.addHeader(line, off, next, lim); err != nil {
 				return nil, err
 			}
-			if h.key != "" && singleValued(h.key) {
-				if _, dup := m.get(h.key); dup {
-					return nil, malformed("more than one %s header", h.key)
-				}
-			}
-			h.start, h.end = off, next
-			m.headers = append(m.headers, h)
+		}
+		if n := len(m.headers); n > 0 && lim.MaxLine > 0 && m.headers[n-1].end-m.headers[n-1].start > lim.MaxLine {
+			name, _, _ := bytes.Cut(head[m.headers[n-1].start:min(m.headers[n-1].start+64, len(head))], []byte(":"))
+			return nil, tooLarge("header %q over %d octets", clip(name), lim.MaxLine)
 		}
 		first = false
 		off = next
@@ -207,13 +223,45 @@ func parseSIP(raw []byte, mode startMode) (*sipMsg, error) {
 	if v, ok := m.get(keyContentLength); ok {
 		n, err := strconv.ParseUint(v, 10, 31)
 		if err != nil {
-			return nil, malformed("Content-Length %q is not a number", v)
+			return nil, malformed("Content-Length %q is not a number of octets", clip([]byte(v)))
 		}
 		if int(n) != len(m.body) {
 			return nil, malformed("Content-Length is %d but the body has %d octets", n, len(m.body))
 		}
 	}
 	return m, nil
+}
+
+// checkLine refuses a bare CR and control characters other than HTAB.
+func checkLine(line []byte) error {
+	for _, c := range line {
+		switch {
+		case c == '\r':
+			return malformed("bare CR in the headers")
+		case c < 0x20 && c != '\t' || c == 0x7f:
+			return malformed("control character 0x%02x in the header section", c)
+		}
+	}
+	return nil
+}
+
+// addHeader parses one header line spanning [start, end) of the input.
+func (m *sipMsg) addHeader(line []byte, start, end int, lim HeadLimits) error {
+	h, err := parseSIPHeader(line)
+	if err != nil {
+		return err
+	}
+	if h.key != "" && singleValued(h.key) {
+		if _, dup := m.get(h.key); dup {
+			return malformed("more than one %s header", h.key)
+		}
+	}
+	if lim.MaxHeaders > 0 && len(m.headers) >= lim.MaxHeaders {
+		return tooLarge("more than %d headers", lim.MaxHeaders)
+	}
+	h.start, h.end = start, end
+	m.headers = append(m.headers, h)
+	return nil
 }
 
 func (m *sipMsg) parseStart(line []byte, mode startMode) error {
@@ -226,7 +274,7 @@ func (m *sipMsg) parseStart(line []byte, mode startMode) error {
 		return nil
 	}
 	if len(f) != 3 || !isToken(f[0]) || f[1] == "" || !strings.EqualFold(f[2], "SIP/2.0") || hasCTL(f[1]) {
-		return malformed("request line %q is not \"Method SP Request-URI SP SIP/2.0\"", clip(line))
+		return malformed("not a SIP message: request line %q is not \"Method SP Request-URI SP SIP/2.0\"", clip(line))
 	}
 	m.method, m.uri = f[0], f[1]
 	return nil
@@ -321,32 +369,123 @@ func ParseRequest(raw []byte) (Request, error) {
 
 // parseRequest is ParseRequest's check, keeping the parsed form.
 func parseRequest(raw []byte) (*sipMsg, error) {
-	m, err := parseSIP(raw, startRequest)
+	m, err := parseSIP(raw, startRequest, HeadLimits{})
 	if err != nil {
 		return nil, err
 	}
+	return m, m.checkRequest()
+}
+
+// checkRequest checks what a request to store must have: Call-ID, From
+// and To (addresses with a URI), a Content-Type when there is a body, a
+// Date (when present) in RFC 1123 GMT form.
+func (m *sipMsg) checkRequest() error {
 	for _, k := range [...]string{keyCallID, keyFrom, keyTo} {
 		v, ok := m.get(k)
 		if !ok || v == "" {
-			return nil, malformed("no %s header", k)
+			return malformed("no %s header", k)
 		}
 		if k != keyCallID {
 			if _, err := cpimAddress(v); err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
+				return fmt.Errorf("%s: %w", k, err)
 			}
 		}
 	}
 	ct, ok := m.get(keyContentType)
 	if len(m.body) > 0 && !ok {
-		return nil, malformed("a body without Content-Type")
+		return malformed("a body without Content-Type")
 	}
 	if ok && !validMediaType(ct) {
-		return nil, malformed("Content-Type %q is not a media type", clip([]byte(ct)))
+		return malformed("Content-Type %q is not a media type", clip([]byte(ct)))
 	}
-	if _, _, err := m.date(); err != nil {
-		return nil, err
+	_, _, err := m.date()
+	return err
+}
+
+// Incoming is a SIP request read for storing by ReadMessage.
+type Incoming struct {
+	Request
+	// Vias are the Via header values, in order, one per hop.
+	Vias []string
+	// FromURI is the URI of the From header, without display name or tag.
+	FromURI string
+	// ToURI is the URI of the To header.
+	ToURI string
+	// Dated is the request with a Date header added when it had none
+	// (AddDate); the input itself when it had one.
+	Dated []byte
+}
+
+// ReadMessage reads a SIP request to store, in one pass over raw: the
+// header section within lim (ErrTooLarge beyond), CRLF line ends and no
+// control characters, a request line (a response is refused), one Call-ID,
+// From, To, CSeq and Content-Length at most, a Content-Length equal to the
+// body's length, at least one Via and each naming a transport and a host
+// (RFC 3261 §20.42), From and To addresses with a URI, a Content-Type for a
+// body, a Date (when present) in RFC 1123 GMT form. It returns what the
+// store needs, and the request dated with now when it had no Date. Errors
+// wrap ErrMalformed or ErrTooLarge and say what is wrong.
+func ReadMessage(raw []byte, now time.Time, lim HeadLimits) (Incoming, error) {
+	if len(raw) == 0 {
+		return Incoming{}, malformed("empty")
 	}
-	return m, nil
+	m, err := parseSIP(raw, startAny, lim)
+	if err != nil {
+		return Incoming{}, err
+	}
+	if m.method == "" {
+		return Incoming{}, malformed("a response, not a request")
+	}
+	in := Incoming{Request: Request{Method: m.method, RequestURI: m.uri, Body: m.body}}
+	for _, h := range m.headers {
+		if h.key == keyVia {
+			for v := range strings.SplitSeq(h.value, ",") {
+				in.Vias = append(in.Vias, strings.TrimSpace(v))
+			}
+		}
+	}
+	if len(in.Vias) == 0 {
+		return Incoming{}, malformed("no Via header")
+	}
+	for _, v := range in.Vias {
+		if !validVia(v) {
+			return Incoming{}, malformed("bad Via header %q", clip([]byte(v)))
+		}
+	}
+	if err := m.checkRequest(); err != nil {
+		return Incoming{}, err
+	}
+	in.CallID, _ = m.get(keyCallID)
+	in.From, _ = m.get(keyFrom)
+	in.To, _ = m.get(keyTo)
+	in.ContentType, _ = m.get(keyContentType)
+	in.Date, _, _ = m.date()
+	_, in.FromURI, _ = splitAddress(in.From)
+	_, in.ToURI, _ = splitAddress(in.To)
+	in.Dated = m.dated(raw, now)
+	return in, nil
+}
+
+// validVia reports whether v is a via-parm: "SIP/2.0/" transport, white
+// space, then a sent-by host (RFC 3261 §20.42, §25.1).
+func validVia(v string) bool {
+	proto, rest, ok := strings.Cut(v, "/")
+	if !ok || !strings.EqualFold(strings.TrimSpace(proto), "SIP") {
+		return false
+	}
+	version, rest, ok := strings.Cut(rest, "/")
+	if !ok || strings.TrimSpace(version) != "2.0" {
+		return false
+	}
+	rest = strings.TrimLeft(rest, " \t")
+	i := strings.IndexAny(rest, " \t")
+	if i <= 0 || !isToken(rest[:i]) {
+		return false
+	}
+	host := strings.TrimLeft(rest[i:], " \t")
+	host, _, _ = strings.Cut(host, ";")
+	host = strings.TrimSpace(host)
+	return host != "" && !hasCTL(host)
 }
 
 // AddDate returns the SIP request raw with a Date header (RFC 3261 §20.17)
@@ -359,8 +498,13 @@ func AddDate(raw []byte, now time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return m.dated(raw, now), nil
+}
+
+// dated is AddDate on a parsed request.
+func (m *sipMsg) dated(raw []byte, now time.Time) []byte {
 	if _, ok := m.get(keyDate); ok {
-		return raw, nil
+		return raw
 	}
 	var at int
 	for _, h := range m.headers {
@@ -372,7 +516,7 @@ func AddDate(raw []byte, now time.Time) ([]byte, error) {
 	out := make([]byte, 0, len(raw)+len(line))
 	out = append(out, raw[:at]...)
 	out = append(out, line...)
-	return append(out, raw[at:]...), nil
+	return append(out, raw[at:]...)
 }
 
 // headHeaders are the INVITE headers a session head keeps, in the seed's

@@ -7,16 +7,25 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // conn is one TCP or TLS connection and the sessions bound to it. One
 // goroutine reads it (readLoop); any goroutine writes whole frames.
+//
+// Its deadlines follow progress: a transaction times out only when the
+// connection has moved nothing, in or out, for timeout — not a fixed time
+// after the request — so a slow link that keeps moving (a large message
+// at a few KB/s, the chunks of a pipeline queued behind each other) is
+// waited for, and a peer that stops is given up on after timeout.
 type conn struct {
 	nc      net.Conn
 	r       *Reader
 	log     *slog.Logger
-	timeout time.Duration // write deadline and transaction timeout
+	timeout time.Duration // write deadline and idle time before a local 408
+	// moved is when bytes last went out or came in (UnixNano).
+	moved atomic.Int64
 	// route finds the session a request is for: a status other than 0 is
 	// the answer to give instead (481, 506).
 	route func(c *conn, f *Frame, sessionID string) (*Session, int)
@@ -25,8 +34,12 @@ type conn struct {
 	self URI
 	// bindBy, when set, closes the connection if no session is bound to
 	// it by then (connections a Listener accepts): a peer cannot keep an
-	// unbound connection open by trickling frames.
+	// unbound connection open by trickling frames. Only readLoop's
+	// goroutine touches it (a relay's REPORTs push it back).
 	bindBy time.Time
+	// keep leaves the connection open when its last session leaves it: a
+	// client's connection to its relay outlives its sessions.
+	keep bool
 
 	wmu sync.Mutex
 	w   *Writer
@@ -42,12 +55,13 @@ type conn struct {
 type txn struct {
 	timer *time.Timer
 	done  func(error)
+	// resp, when set, gets the response frame before done is called.
+	resp func(*Frame)
 }
 
 func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *conn {
-	return &conn{
+	c := &conn{
 		nc:       nc,
-		r:        NewReader(nc, lim),
 		w:        NewWriter(nc),
 		log:      log.With("remote", nc.RemoteAddr().String()),
 		timeout:  timeout,
@@ -55,7 +69,27 @@ func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *
 		sessions: make(map[*Session]struct{}),
 		done:     make(chan struct{}),
 	}
+	c.r = NewReader(progressReader{c}, lim)
+	c.touch()
+	return c
 }
+
+// progressReader reads c's connection, noting each read that moved bytes.
+type progressReader struct{ c *conn }
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.c.nc.Read(b)
+	if n > 0 {
+		p.c.touch()
+	}
+	return n, err
+}
+
+// touch records progress now.
+func (c *conn) touch() { c.moved.Store(time.Now().UnixNano()) }
+
+// lastMoved is when bytes last went out or came in.
+func (c *conn) lastMoved() time.Time { return time.Unix(0, c.moved.Load()) }
 
 // write writes one frame; a failed write closes the connection.
 func (c *conn) write(f *Frame) error {
@@ -71,6 +105,7 @@ func (c *conn) write(f *Frame) error {
 		c.close(fmt.Errorf("msrp: write: %w", err))
 		return c.closedErr()
 	}
+	c.touch()
 	return nil
 }
 
@@ -78,7 +113,13 @@ func (c *conn) write(f *Frame) error {
 // exactly once: with nil for a 2xx response, a *StatusError for another
 // response or a local 408, or the connection's error.
 func (c *conn) request(f *Frame, done func(error)) error {
-	t := &txn{done: done}
+	return c.requestResp(f, nil, done)
+}
+
+// requestResp is request that also hands the response frame, when one
+// comes, to resp.
+func (c *conn) requestResp(f *Frame, resp func(*Frame), done func(error)) error {
+	t := &txn{done: done, resp: resp}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -88,19 +129,35 @@ func (c *conn) request(f *Frame, done func(error)) error {
 	}
 	c.txns[f.TID] = t
 	tid := f.TID
-	t.timer = time.AfterFunc(c.timeout, func() { c.complete(tid, Status(StatusTimeout)) })
+	t.timer = time.AfterFunc(c.timeout, func() { c.expire(tid) })
 	c.mu.Unlock()
 	if err := c.write(f); err != nil {
-		c.complete(tid, err)
+		c.complete(tid, nil, err)
 		return err
 	}
 	return nil
 }
 
+// expire times out transaction tid with a local 408 when the connection
+// has been idle for timeout; while bytes still move, it waits again.
+func (c *conn) expire(tid string) {
+	c.mu.Lock()
+	t := c.txns[tid]
+	if t != nil {
+		if idle := time.Since(c.lastMoved()); idle < c.timeout {
+			t.timer.Reset(c.timeout - idle)
+			c.mu.Unlock()
+			return
+		}
+	}
+	c.mu.Unlock()
+	c.complete(tid, nil, Status(StatusTimeout))
+}
+
 // complete ends the transaction tid, if it is still waiting. A second
 // response to one transaction (a relay and the far end both answering)
 // finds nothing and is dropped.
-func (c *conn) complete(tid string, err error) bool {
+func (c *conn) complete(tid string, resp *Frame, err error) bool {
 	c.mu.Lock()
 	t := c.txns[tid]
 	delete(c.txns, tid)
@@ -109,6 +166,9 @@ func (c *conn) complete(tid string, err error) bool {
 		return false
 	}
 	t.timer.Stop()
+	if t.resp != nil && resp != nil {
+		t.resp(resp)
+	}
 	t.done(err)
 	return true
 }
@@ -165,7 +225,7 @@ func (c *conn) attach(s *Session) bool {
 func (c *conn) detach(s *Session) {
 	c.mu.Lock()
 	delete(c.sessions, s)
-	empty := len(c.sessions) == 0 && c.err == nil
+	empty := len(c.sessions) == 0 && c.err == nil && !c.keep
 	c.mu.Unlock()
 	if empty {
 		c.close(ErrClosed)
@@ -203,7 +263,7 @@ func (c *conn) readLoop() {
 			continue
 		}
 		if !f.IsRequest() {
-			if !c.complete(f.TID, responseError(f)) {
+			if !c.complete(f.TID, f, responseError(f)) {
 				c.log.Debug("response to no transaction", "tid", f.TID, "status", f.Status)
 			}
 			continue
@@ -233,7 +293,7 @@ func (c *conn) serve(f *Frame) {
 		return
 	}
 	if f.Method == "REPORT" {
-		s.onReport(f)
+		s.onReport(c, f)
 		return
 	}
 	s.onSend(c, f)

@@ -17,7 +17,14 @@
 // REPORT received. Session.Start pipelines whole messages: it returns once
 // the message is on the wire, in call order, and a wait function that
 // blocks until it is acknowledged. Errors carrying an MSRP status are
-// *StatusError.
+// *StatusError; a success REPORT that never came is ErrNoReport.
+//
+// Relays (RFC 4976) take part on both sides. A session that connects
+// itself through a relay is registered with Listener.AddActive, so that
+// the REPORTs the relay brings over a connection of its own reach it;
+// Session checks each (source, path, Message-ID, Byte-Range) before it
+// counts. A client behind a relay uses DialRelay (AUTH with digest, the
+// Use-Path) and Relay.Add to receive and send through it.
 //
 // Connect and Send take a context; a Listener runs with Run(ctx) until
 // Close; a Session ends with Close.

@@ -9,6 +9,13 @@ import (
 // connection.
 var ErrClosed = errors.New("msrp: closed")
 
+// ErrNoReport is returned by Send (and Start's wait) when every chunk of a
+// message that asked for a success REPORT was answered 200 but the REPORT
+// did not come within Config.Timeout: the next hop took the message, the
+// far end's confirmation never arrived (a relay that drops REPORTs, or a
+// peer that never sends them).
+var ErrNoReport = errors.New("msrp: no success report in time")
+
 // Status codes used by this package (RFC 4975 §10).
 const (
 	StatusOK                  = 200

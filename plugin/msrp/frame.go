@@ -138,6 +138,8 @@ type Reader struct {
 	br   *bufio.Reader
 	lim  Limits
 	head []byte // start line and headers of the frame being read, reused
+	// encapsulated reads a frame carried in a body (ParseEncapsulated).
+	encapsulated bool
 }
 
 // NewReader returns a Reader of r with the given limits.
@@ -173,7 +175,7 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 		return nil, &SyntaxError{Code: StatusBadRequest, Reason: "start line is not MSRP"}
 	}
 	sp := bytes.IndexByte(rest, ' ')
-	if sp < 0 || !isIdent(string(rest[:sp])) {
+	if sp < 0 || !r.isIdent(string(rest[:sp])) {
 		return nil, &SyntaxError{Code: StatusBadRequest, Reason: "bad transaction id"}
 	}
 	r.head = append(r.head, rest...)
@@ -257,10 +259,44 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 	if bad != nil {
 		return f, bad
 	}
-	if err := checkFrame(f); err != nil {
+	if err := r.checkFrame(f); err != nil {
 		return f, err
 	}
 	return f, nil
+}
+
+// ParseEncapsulated reads one whole MSRP frame carried as a body (a
+// message/msrp part, a stored SEND): the wire syntax, read by the same
+// Reader, except that To-Path and From-Path may be left out (the OMA
+// deferred-message examples name no hops: the push does not recreate the
+// sender's session) and the transaction id and Message-ID may be shorter
+// than four characters (kept as the sender's endpoint chose them). The
+// data must end with a CRLF before the end-line; a missing CRLF after the
+// end-line is accepted (a multipart part ends where its delimiter begins).
+// Nothing may follow the frame.
+func ParseEncapsulated(b []byte) (*Frame, error) {
+	if !bytes.HasSuffix(b, []byte("\r\n")) {
+		b = append(b[:len(b):len(b)], '\r', '\n')
+	}
+	r := NewReader(bytes.NewReader(b), Limits{MaxChunk: len(b), MaxHeaderBytes: len(b)})
+	r.encapsulated = true
+	f, err := r.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.br.ReadByte(); err != io.EOF {
+		return nil, &SyntaxError{Code: StatusBadRequest, Reason: "data after the end-line"}
+	}
+	return f, nil
+}
+
+// isIdent checks a transaction id or Message-ID: an RFC 4975 ident, at
+// least one character long in an encapsulated frame.
+func (r *Reader) isIdent(s string) bool {
+	if r.encapsulated {
+		return IsIdent(s, 1)
+	}
+	return IsIdent(s, 4)
 }
 
 // firstErr keeps the first of a frame's errors.
@@ -367,7 +403,7 @@ func (r *Reader) readBody(f *Frame) (body []byte, flag byte, tooLarge bool, err 
 			}
 			return nil, 0, false, err
 		}
-		if atLineStart && full && len(line) == endLen && (n == 0 || last == [2]byte{'\r', '\n'}) &&
+		if atLineStart && full && len(line) == endLen && (n == 0 && !r.encapsulated || n >= 2 && last == [2]byte{'\r', '\n'}) &&
 			bytes.HasPrefix(line, []byte(endLinePrefix)) && string(line[len(endLinePrefix):endLen-3]) == f.TID &&
 			isFlag(line[endLen-3]) && line[endLen-2] == '\r' {
 			if tooLarge {
@@ -408,8 +444,9 @@ func byteRangeHint(f *Frame) int {
 	return int(br.End - br.Start + 1)
 }
 
-// checkFrame checks the headers RFC 4975 requires of every frame.
-func checkFrame(f *Frame) error {
+// checkFrame checks the headers RFC 4975 requires of every frame; an
+// encapsulated frame may lack To-Path and From-Path.
+func (r *Reader) checkFrame(f *Frame) error {
 	bad := func(reason string) error {
 		return &SyntaxError{Code: StatusBadRequest, Resync: true, Reason: reason}
 	}
@@ -419,16 +456,19 @@ func checkFrame(f *Frame) error {
 	if f.Method == "" && (f.Status < 100 || f.Status > 999) {
 		return bad("bad status code")
 	}
-	if len(f.Header) < 2 || !strings.EqualFold(f.Header[0].Name, HeaderToPath) || !strings.EqualFold(f.Header[1].Name, HeaderFromPath) {
+	rest := f.Header
+	if len(rest) >= 2 && strings.EqualFold(rest[0].Name, HeaderToPath) && strings.EqualFold(rest[1].Name, HeaderFromPath) {
+		if !validPath(rest[0].Value) {
+			return bad("bad To-Path")
+		}
+		if !validPath(rest[1].Value) {
+			return bad("bad From-Path")
+		}
+		rest = rest[2:]
+	} else if !r.encapsulated {
 		return bad("To-Path and From-Path must be the first headers")
 	}
-	if !validPath(f.Header[0].Value) {
-		return bad("bad To-Path")
-	}
-	if !validPath(f.Header[1].Value) {
-		return bad("bad From-Path")
-	}
-	for _, h := range f.Header[2:] {
+	for _, h := range rest {
 		switch {
 		case strings.EqualFold(h.Name, HeaderToPath), strings.EqualFold(h.Name, HeaderFromPath):
 			return bad("repeated path header")
@@ -437,7 +477,7 @@ func checkFrame(f *Frame) error {
 				return bad("bad Byte-Range")
 			}
 		case strings.EqualFold(h.Name, HeaderMessageID):
-			if !isIdent(h.Value) {
+			if !r.isIdent(h.Value) {
 				return bad("bad Message-ID")
 			}
 		}

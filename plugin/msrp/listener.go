@@ -41,7 +41,10 @@ type ListenerConfig struct {
 // Listener is the passive side (RFC 4975 §5.4): it accepts connections and
 // hands each to the session named by the To-Path of its first request.
 // A request for a session it does not serve is answered 481; one for a
-// session already bound to another connection, 506.
+// session already bound to another connection, 506. A REPORT binds no
+// session: it goes to the session it names, wherever it came from, and
+// the session decides whether it counts (relays open connections of their
+// own to bring REPORTs, see AddActive).
 type Listener struct {
 	cfg ListenerConfig
 	ln  net.Listener
@@ -113,12 +116,41 @@ func (l *Listener) URI() URI { return l.uri }
 // remote accepts any peer.
 func (l *Listener) Add(s *Session, remote []URI) error {
 	s.mu.Lock()
-	if s.closed || s.conn != nil || s.lis != nil {
+	if s.closed || s.conn != nil || s.lis != nil || s.relay != nil || s.active {
 		s.mu.Unlock()
 		return errors.New("msrp: add: session closed, bound or already added")
 	}
 	s.lis = l
 	s.remote = remote
+	s.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if _, dup := l.sessions[s.local.SessionID]; dup {
+		return fmt.Errorf("msrp: add: session id %s in use", s.local.SessionID)
+	}
+	l.sessions[s.local.SessionID] = s
+	return nil
+}
+
+// AddActive makes l route to s, a session that connects itself (Connect,
+// before or after AddActive), the REPORTs naming it that arrive on
+// connections l accepts. A relay on s's path that has no connection to us
+// opens one to send a REPORT along its To-Path (RFC 4975 §5.4, RFC 4976
+// §7.3): Session.onReport documents what such a REPORT must satisfy to
+// count. Any other request naming s on such a connection is answered 506
+// (481 before s is connected): its data travels only on its own
+// connection. s is forgotten when it closes.
+func (l *Listener) AddActive(s *Session) error {
+	s.mu.Lock()
+	if s.closed || s.lis != nil || s.relay != nil {
+		s.mu.Unlock()
+		return errors.New("msrp: add: session closed, added or on a relay")
+	}
+	s.lis = l
+	s.active = true
 	s.mu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -178,6 +210,12 @@ func (l *Listener) route(c *conn, f *Frame, id string) (*Session, int) {
 	l.mu.Unlock()
 	if s == nil {
 		return nil, StatusNoSession
+	}
+	if f.Method == "REPORT" {
+		// A REPORT binds nothing: it may come from a relay on the
+		// session's path over a connection of its own (Session.onReport
+		// checks it).
+		return s, 0
 	}
 	if code := s.attach(c, f); code != 0 {
 		return nil, code

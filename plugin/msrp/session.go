@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,16 +71,26 @@ type Session struct {
 	delivery chan delivery
 	wg       sync.WaitGroup
 
-	mu       sync.Mutex
-	remote   []URI // To-Path of our requests
-	conn     *conn
-	bound    chan struct{} // closed once conn is set
-	lostErr  error         // why the connection went, for active sessions
-	lis      *Listener
+	mu      sync.Mutex
+	remote  []URI // To-Path of our requests
+	conn    *conn
+	bound   chan struct{} // closed once conn is set
+	lostErr error         // why the connection went, for active sessions
+	lis     *Listener
+	// active is set for a session that connects itself (Connect) while a
+	// Listener routes it the REPORTs a relay brings on connections of its
+	// own (Listener.AddActive).
+	active bool
+	// relay is the client's relay connection the session is attached to
+	// (Relay.Add); nil otherwise.
+	relay    *Relay
 	closed   bool
-	reports  map[string]chan error
+	reports  map[string]*reportWait
 	partials map[string]*partial
 	refused  []string // Message-IDs recently answered 413
+	// hopIPs are the addresses of the first hop of remote, resolved when
+	// the first relayed REPORT arrives.
+	hopIPs []netip.Addr
 
 	// dial replaces the network dial in tests (net.Pipe under synctest).
 	dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -130,7 +142,7 @@ func NewSession(cfg Config) (*Session, error) {
 		done:     make(chan struct{}),
 		delivery: make(chan delivery, cfg.Window),
 		bound:    make(chan struct{}),
-		reports:  make(map[string]chan error),
+		reports:  make(map[string]*reportWait),
 		partials: make(map[string]*partial),
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
@@ -154,11 +166,12 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	case s.closed:
 		s.mu.Unlock()
 		return ErrClosed
-	case s.conn != nil || s.lis != nil:
+	case s.conn != nil || s.relay != nil || s.lis != nil && !s.active:
 		s.mu.Unlock()
 		return errors.New("msrp: connect: session already bound or listening")
 	}
 	s.remote = remote
+	s.active = true
 	s.mu.Unlock()
 
 	hop := remote[0]
@@ -232,6 +245,10 @@ func (s *Session) attach(c *conn, f *Frame) int {
 		return 0
 	case s.conn != nil:
 		return StatusSessionAlreadyBound
+	case f != nil && s.active:
+		// A session that connects itself is bound by its own connection
+		// only; until it is, nobody else may claim it.
+		return StatusNoSession
 	}
 	var from []URI
 	if f != nil {
@@ -262,10 +279,23 @@ func (s *Session) lost(c *conn, err error) {
 	}
 	s.conn = nil
 	s.bound = make(chan struct{})
-	if s.lis == nil {
+	if s.lis == nil || s.active {
 		s.lostErr = err
 	}
 	s.partials = make(map[string]*partial)
+}
+
+// LastProgress is when bytes last moved, in or out, on the session's
+// connection; zero before it has one. A caller waiting on the session
+// (for window room, for answers) gives up only when it stopped moving.
+func (s *Session) LastProgress() time.Time {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return time.Time{}
+	}
+	return c.lastMoved()
 }
 
 // waitConn returns the bound connection, waiting for the peer to connect
@@ -346,9 +376,11 @@ func (st *sendState) failLocked(err error) {
 // set, the success REPORT has arrived. A non-200 answer (413: the peer
 // wants no more of it) stops the message: the rest is not sent, and the
 // answer is returned as a *StatusError. So is a local 408 when no answer
-// comes within Config.Timeout. When ctx ends, the message is stopped the
-// same way and ctx.Err() returned. On a passive
-// session Send first waits for the peer to connect.
+// comes within Config.Timeout, and a failure REPORT. A success REPORT that
+// does not come within Config.Timeout after the last answer is
+// ErrNoReport. When ctx ends, the message is stopped the same way and
+// ctx.Err() returned. On a passive session Send first waits for the peer
+// to connect.
 //
 // Send is Start followed by its wait.
 func (s *Session) Send(ctx context.Context, m Message) error {
@@ -383,7 +415,7 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 	}
 	if m.ID == "" {
 		m.ID = newIdent()
-	} else if !isIdent(m.ID) {
+	} else if !IsIdent(m.ID, 4) {
 		return nil, fmt.Errorf("msrp: send: bad Message-ID %q", m.ID)
 	}
 	if err := ctx.Err(); err != nil {
@@ -395,10 +427,10 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 	if err != nil {
 		return nil, fmt.Errorf("msrp: send %s: %w", m.ID, err)
 	}
-	var report chan error
+	var report *reportWait
 	forget := func() {}
 	if m.SuccessReport {
-		report = make(chan error, 1)
+		report = &reportWait{ch: make(chan error, 1), size: int64(len(m.Body))}
 		s.mu.Lock()
 		s.reports[m.ID] = report
 		s.mu.Unlock()
@@ -427,9 +459,9 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 		defer t.Stop()
 		var err error
 		select {
-		case err = <-report:
+		case err = <-report.ch:
 		case <-t.C:
-			err = Status(StatusTimeout)
+			err = ErrNoReport
 		case <-ctx.Done():
 			err = ctx.Err()
 		case <-s.done:
@@ -722,36 +754,134 @@ func (s *Session) serve(d delivery) {
 	}
 }
 
-// onReport consumes a REPORT: it completes the Send waiting for it, if any.
-// REPORTs are never answered.
-func (s *Session) onReport(f *Frame) {
+// reportWait is a message in flight whose success REPORT is awaited.
+type reportWait struct {
+	ch   chan error // the outcome: nil for success, a *StatusError for failure
+	size int64      // the message's size, which a success REPORT must cover
+}
+
+// onReport consumes a REPORT that arrived on c: it completes the Send
+// waiting for it, if the REPORT checks out. REPORTs are never answered
+// (RFC 4975 §7.1.2), whatever is wrong with them.
+//
+// A REPORT is routed by its To-Path, so it may come on the session's own
+// connection or, when a relay on the session's path has no connection to
+// us, on one the relay opened (RFC 4976 §6). What a REPORT must satisfy
+// to count, beside naming this session in its To-Path:
+//
+//   - its Message-ID is a message of the session awaiting its success
+//     REPORT (sent with Success-Report: yes, its REPORT not yet in);
+//   - its Status parses; a success (2xx) covers the whole message: no
+//     Byte-Range, or 1-N/N where N is the message's size;
+//   - on another connection than the session's own (see relayed): the
+//     session's path goes through a relay, the connection comes from an
+//     address of that first hop, and the From-Path is the session's path,
+//     hop by hop (RFC 4975 §6.1 comparison) — a failure REPORT may come
+//     from a relay on it, so its From-Path may be a leading part of it.
+//
+// Whatever fails a check confirms nothing: the message then stays
+// unconfirmed until its own timeout.
+func (s *Session) onReport(c *conn, f *Frame) {
 	id := f.Value(HeaderMessageID)
+	s.mu.Lock()
+	w := s.reports[id]
+	own := s.conn == c
+	remote := s.remote
+	s.mu.Unlock()
+	if w == nil {
+		s.log.Debug("report for no message in flight", "msg_id", id)
+		return
+	}
 	code, comment, ok := parseStatus(f.Value(HeaderStatus))
 	if !ok {
 		s.log.Debug("bad report status", "msg_id", id)
 		return
 	}
+	success := code >= 200 && code < 300
+	if !own {
+		if err := s.relayed(c, f, remote, success); err != nil {
+			s.log.Warn("msrp report ignored", "msg_id", id, "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
+			return
+		}
+	}
 	var err error
-	if code < 200 || code >= 300 {
+	if !success {
 		err = &StatusError{Code: code, Comment: comment}
-	} else if br, berr := ParseByteRange(f.Value(HeaderByteRange)); berr == nil && (br.Start != 1 || br.End != br.Total) {
+	} else if v, has := f.Get(HeaderByteRange); has {
 		// A success REPORT may cover only the chunks received so far
 		// (RFC 4975 §7.1.2): the message is delivered once one covers it
 		// whole.
-		s.log.Debug("partial success report", "msg_id", id, "byte_range", br.String())
-		return
+		if br, berr := ParseByteRange(v); berr != nil || br.Start != 1 || br.End != br.Total || br.Total != w.size {
+			s.log.Debug("partial success report", "msg_id", id, "byte_range", v, "size", w.size)
+			return
+		}
 	}
-	s.mu.Lock()
-	ch := s.reports[id]
-	s.mu.Unlock()
-	if ch == nil {
-		s.log.Debug("report for no message", "msg_id", id, "status", code)
-		return
+	if !own {
+		// A relay's connection that brings good REPORTs stays open while
+		// it does.
+		c.bindBy = time.Now().Add(c.timeout)
 	}
 	select {
-	case ch <- err:
+	case w.ch <- err:
 	default:
 	}
+}
+
+// relayed checks a REPORT that came on c, a connection other than the
+// session's own: it must come from the relay first on the session's
+// path, along that path. remote is the session's path.
+func (s *Session) relayed(c *conn, f *Frame, remote []URI, success bool) error {
+	if len(remote) < 2 {
+		return errors.New("another connection than the session's, and no relay on its path")
+	}
+	from, err := ParsePath(f.Value(HeaderFromPath))
+	if err != nil || len(from) > len(remote) || success && len(from) != len(remote) {
+		return fmt.Errorf("From-Path %s is not the session's path %s", f.Value(HeaderFromPath), FormatPath(remote))
+	}
+	for i, u := range from {
+		if !u.Equal(remote[i]) {
+			return fmt.Errorf("From-Path %s is not the session's path %s", f.Value(HeaderFromPath), FormatPath(remote))
+		}
+	}
+	src, err := netip.ParseAddrPort(c.nc.RemoteAddr().String())
+	if err != nil {
+		return fmt.Errorf("source address: %w", err)
+	}
+	ips, err := s.firstHopIPs(remote[0])
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ips, src.Addr().Unmap()) {
+		return fmt.Errorf("source %s is not the relay %s", src.Addr(), remote[0].Host)
+	}
+	return nil
+}
+
+// firstHopIPs returns the addresses of hop, the first of the session's
+// path, resolving its name once.
+func (s *Session) firstHopIPs(hop URI) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(hop.Host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	s.mu.Lock()
+	ips := s.hopIPs
+	s.mu.Unlock()
+	if ips != nil {
+		return ips, nil
+	}
+	ctx, cancel := context.WithTimeout(s.base, min(s.cfg.Timeout, 5*time.Second))
+	defer cancel()
+	found, err := net.DefaultResolver.LookupNetIP(ctx, "ip", hop.Host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the relay %s: %w", hop.Host, err)
+	}
+	for i := range found {
+		found[i] = found[i].Unmap()
+	}
+	s.mu.Lock()
+	s.hopIPs = found
+	s.mu.Unlock()
+	return found, nil
 }
 
 // parseStatus parses a Status header: "000 200 OK" (namespace, code,
@@ -782,13 +912,16 @@ func (s *Session) Close() error {
 		return nil
 	}
 	s.closed = true
-	c, lis := s.conn, s.lis
+	c, lis, relay := s.conn, s.lis, s.relay
 	s.conn = nil
 	s.mu.Unlock()
 	close(s.done)
 	s.cancel()
 	if lis != nil {
 		lis.remove(s)
+	}
+	if relay != nil {
+		relay.remove(s)
 	}
 	if c != nil {
 		c.detach(s)

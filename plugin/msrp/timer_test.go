@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -109,13 +110,16 @@ func TestSuccessReport(t *testing.T) {
 		name   string
 		status string // "" sends no REPORT
 		rng    string // Byte-Range of the REPORT; "" means 1-5/5
-		want   int    // 0: success
+		want   int    // 0: success; -1: ErrNoReport
 	}{
 		{"success", "000 200 OK", "", 0},
 		{"failure", "000 415 Unsupported Media Type", "", StatusUnsupportedMedia},
-		{"none", "", "", StatusTimeout},
-		// A success REPORT for part of the message does not confirm it.
-		{"partial success", "000 200 OK", "1-3/5", StatusTimeout},
+		{"none", "", "", -1},
+		// A success REPORT for part of the message does not confirm it,
+		// nor does one for a message of another size.
+		{"partial success", "000 200 OK", "1-3/5", -1},
+		{"other size", "000 200 OK", "1-4/4", -1},
+		{"no Byte-Range", "000 200 OK", "-", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,16 +148,24 @@ func TestSuccessReport(t *testing.T) {
 					if rng == "" {
 						rng = "1-5/5"
 					}
-					w.WriteFrame(&Frame{TID: "rep00001", Method: "REPORT", Header: []Header{
-						{HeaderToPath, f.Value(HeaderFromPath)}, {HeaderFromPath, f.Value(HeaderToPath)},
-						{HeaderMessageID, "report-test"}, {HeaderByteRange, rng}, {HeaderStatus, tt.status}}})
+					h := []Header{{HeaderToPath, f.Value(HeaderFromPath)}, {HeaderFromPath, f.Value(HeaderToPath)},
+						{HeaderMessageID, "report-test"}, {HeaderByteRange, rng}, {HeaderStatus, tt.status}}
+					if rng == "-" {
+						h = slices.Delete(h, 3, 4)
+					}
+					w.WriteFrame(&Frame{TID: "rep00001", Method: "REPORT", Header: h})
 				}
+				start := time.Now()
 				err = <-errc
 				var se *StatusError
 				switch {
 				case tt.want == 0 && err != nil:
 					t.Errorf("got %v, want success", err)
-				case tt.want != 0 && (!errors.As(err, &se) || se.Code != tt.want):
+				case tt.want == -1 && !errors.Is(err, ErrNoReport):
+					t.Errorf("got %v, want ErrNoReport", err)
+				case tt.want == -1 && time.Since(start) != 5*time.Second:
+					t.Errorf("ErrNoReport after %v, want the 5s timeout", time.Since(start))
+				case tt.want > 0 && (!errors.As(err, &se) || se.Code != tt.want):
 					t.Errorf("got %v, want status %d", err, tt.want)
 				}
 			})
@@ -232,4 +244,55 @@ func TestPartialOutOfOrder(t *testing.T) {
 	if got := string(p.buf[:p.lastEnd]); got != "abcdefghij" {
 		t.Errorf("got %q", got)
 	}
+}
+
+// TestSlowLinkFollowsProgress: a large message to a peer that answers one
+// chunk a second (a 2 KB/s link) outlasts the timeout many times over, and
+// still goes through, because every answer is progress; a peer that then
+// stops answering gets a local 408 once nothing has moved for the timeout.
+// With a fixed per-chunk deadline every chunk past the fifth timed out.
+func TestSlowLinkFollowsProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 5 * time.Second
+		s, r, w := pipePeer(t, Config{Window: 16, ChunkSize: 2048, Timeout: timeout})
+		frames := make(chan *Frame, 100)
+		go func() {
+			for {
+				f, err := r.ReadFrame()
+				if err != nil {
+					close(frames)
+					return
+				}
+				frames <- f
+			}
+		}()
+		stop := make(chan struct{})
+		go func() {
+			for f := range frames {
+				select {
+				case <-stop:
+					continue // a peer that went silent
+				case <-time.After(time.Second):
+				}
+				w.WriteFrame(answer(f, StatusOK))
+			}
+		}()
+		start := time.Now()
+		if err := s.Send(context.Background(), Message{ContentType: "text/plain", Body: make([]byte, 60<<10)}); err != nil {
+			t.Fatalf("60 KB over a 2 KB/s link: %v after %v", err, time.Since(start))
+		}
+		if d := time.Since(start); d < 25*time.Second {
+			t.Errorf("sent in %v; the test's link should take about 30 s", d)
+		}
+		close(stop)
+		start = time.Now()
+		err := s.Send(context.Background(), Message{ContentType: "text/plain", Body: []byte("hello")})
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != StatusTimeout {
+			t.Fatalf("send to a silent peer: %v, want a local 408", err)
+		}
+		if d := time.Since(start); d < timeout || d > timeout+time.Second {
+			t.Errorf("408 after %v, want after the %v timeout", d, timeout)
+		}
+	})
 }

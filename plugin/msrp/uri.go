@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // DefaultPort is the port of an MSRP URI without one (RFC 4975 §15.5).
@@ -88,7 +90,7 @@ func ParseURI(s string) (URI, error) {
 	if !strings.HasPrefix(authority, "[") {
 		for i := 0; i < len(host); i++ {
 			c := host[i]
-			if !(isAlnum(c) || c == '-' || c == '.') {
+			if !(abnf.IsAlnum(c) || c == '-' || c == '.') {
 				return URI{}, fmt.Errorf("msrp: uri %q: bad host", s)
 			}
 		}
@@ -107,7 +109,7 @@ func ParseURI(s string) (URI, error) {
 		return URI{}, fmt.Errorf("msrp: uri %q: empty transport", s)
 	}
 	for i := 0; i < len(u.Transport); i++ {
-		if !isAlnum(u.Transport[i]) {
+		if !abnf.IsAlnum(u.Transport[i]) {
 			return URI{}, fmt.Errorf("msrp: uri %q: bad transport", s)
 		}
 	}
@@ -258,24 +260,23 @@ func NewSessionID() string { return rand.Text() }
 // transaction ids and Message-IDs: 26 base32 characters, 128 bits.
 func newIdent() string { return rand.Text() }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
 // isSessionIDChar reports whether c may appear in a session-id:
 // unreserved / "+" / "=" / "/" (RFC 4975 §9).
 func isSessionIDChar(c byte) bool {
-	return isAlnum(c) || strings.IndexByte("-._~+=/", c) >= 0
+	return abnf.IsAlnum(c) || strings.IndexByte("-._~+=/", c) >= 0
 }
 
-// isIdent reports whether s is an ident: alphanum 3*31ident-char.
-func isIdent(s string) bool {
-	if len(s) < 4 || len(s) > 32 || !isAlnum(s[0]) {
+// IsIdent reports whether s is an RFC 4975 ident (alphanum 3*31ident-char,
+// the syntax of transaction ids and Message-IDs), allowing it to be as
+// short as min characters instead of four (an encapsulated Message-ID is
+// kept as the sender's endpoint chose it).
+func IsIdent(s string, min int) bool {
+	if len(s) < min || len(s) > 32 || len(s) == 0 || !abnf.IsAlnum(s[0]) {
 		return false
 	}
 	for i := 1; i < len(s); i++ {
 		c := s[i]
-		if !isAlnum(c) && c != '.' && c != '-' && c != '+' && c != '%' && c != '=' {
+		if !abnf.IsAlnum(c) && c != '.' && c != '-' && c != '+' && c != '%' && c != '=' {
 			return false
 		}
 	}

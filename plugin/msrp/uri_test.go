@@ -90,11 +90,11 @@ func TestIDs(t *testing.T) {
 	for range 1000 {
 		id := NewSessionID()
 		// 26 base32 characters carry 130 bits; RFC 4975 asks for 80.
-		if len(id) != 26 || !isIdent(id) || seen[id] {
+		if len(id) != 26 || !IsIdent(id, 4) || seen[id] {
 			t.Fatalf("bad or repeated id %q", id)
 		}
 		seen[id] = true
-		if tid := newIdent(); !isIdent(tid) || seen[tid] {
+		if tid := newIdent(); !IsIdent(tid, 4) || seen[tid] {
 			t.Fatalf("bad or repeated ident %q", tid)
 		}
 		seen[newIdent()] = true

@@ -98,7 +98,7 @@ func stored(t *testing.T, n int, bad ...int) []*plugin.Message {
 				raw = []byte("not a SIP message")
 			}
 		}
-		msgs = append(msgs, &plugin.Message{ID: plugin.NewID(time.Now()), Recipient: "sip:bob@example.com",
+		msgs = append(msgs, &plugin.Message{ID: plugin.NewID(time.Now()), Recipient: plugin.MustParseAOR("sip:bob@example.com"),
 			Kind: plugin.KindSIPMessage, Raw: raw, CallID: fmt.Sprintf("call-%d", i)})
 	}
 	return msgs

@@ -64,23 +64,11 @@ func Build(m Media) ([]byte, error) {
 	if self.Secure {
 		proto = []string{"TCP", "TLS", "MSRP"}
 	}
-	setup := m.Setup
-	if setup == "" {
-		setup = SetupActPass
-	}
 	// The origin's session id only has to be unique per offerer: derive it
 	// from the MSRP session id so that a description is reproducible.
 	h := fnv.New64a()
 	h.Write([]byte(self.SessionID))
 	id := h.Sum64() >> 1
-	attrs := []psdp.Attribute{psdp.NewAttribute("accept-types", strings.Join(m.AcceptTypes, " "))}
-	if m.AcceptWrappedTypes != nil {
-		attrs = append(attrs, psdp.NewAttribute("accept-wrapped-types", strings.Join(m.AcceptWrappedTypes, " ")))
-	}
-	attrs = append(attrs,
-		psdp.NewAttribute("path", msrp.FormatPath(m.Path)),
-		psdp.NewAttribute("setup", setup),
-	)
 	d := &psdp.SessionDescription{
 		Origin: psdp.Origin{
 			Username: "-", SessionID: id, SessionVersion: id,
@@ -98,7 +86,7 @@ func Build(m Media) ([]byte, error) {
 				Protos:  proto,
 				Formats: []string{"*"},
 			},
-			Attributes: attrs,
+			Attributes: m.attributes(),
 		}},
 	}
 	b, err := d.Marshal()
@@ -106,6 +94,23 @@ func Build(m Media) ([]byte, error) {
 		return nil, fmt.Errorf("sdp: build: %w", err)
 	}
 	return b, nil
+}
+
+// attributes are the media's a= lines: accept-types, accept-wrapped-types,
+// path and setup (actpass when not set), in that order.
+func (m Media) attributes() []psdp.Attribute {
+	setup := m.Setup
+	if setup == "" {
+		setup = SetupActPass
+	}
+	attrs := []psdp.Attribute{psdp.NewAttribute("accept-types", strings.Join(m.AcceptTypes, " "))}
+	if m.AcceptWrappedTypes != nil {
+		attrs = append(attrs, psdp.NewAttribute("accept-wrapped-types", strings.Join(m.AcceptWrappedTypes, " ")))
+	}
+	return append(attrs,
+		psdp.NewAttribute("path", msrp.FormatPath(m.Path)),
+		psdp.NewAttribute("setup", setup),
+	)
 }
 
 // Parse reads the first MSRP media of a session description.

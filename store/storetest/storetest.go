@@ -62,6 +62,8 @@ func Run(t *testing.T, open Factory) {
 		{"Admin", testAdmin},
 		{"Policy", testPolicy},
 		{"UserSettingsAndContact", testSettings},
+		{"AtomicUpdates", testAtomicUpdates},
+		{"Recipients", testRecipients},
 		{"ConcurrentExactlyOnce", testConcurrent},
 	}
 	for _, tt := range tests {
@@ -74,11 +76,12 @@ func Run(t *testing.T, open Factory) {
 	}
 }
 
-const (
-	bob   = plugin.AOR("sip:bob@example.com")
-	alice = plugin.AOR("sip:alice@example.com")
-	lease = 30 * time.Second
+var (
+	bob   = plugin.MustParseAOR("sip:bob@example.com")
+	alice = plugin.MustParseAOR("sip:alice@example.com")
 )
+
+const lease = 30 * time.Second
 
 var limits = plugin.Limits{MaxMailbox: 100, MaxMessageSize: 1024, TTL: time.Hour}
 
@@ -259,21 +262,17 @@ func testLimits(e *env) {
 
 func testBadInput(e *env) {
 	id := e.appendN(bob, "m", 1)[0]
-	for _, aor := range []plugin.AOR{"", "bob", "sip:bob@EXAMPLE.com", "<sip:bob@example.com>", "sip:b{o}b@x"} {
-		m := e.msg(aor, "x")
-		if aor == "" {
-			e.wantErr("Append(\"\")", e.s.Append(e.ctx, m, limits), plugin.ErrInvalid)
-			continue
-		}
-		e.wantErr(fmt.Sprintf("Append(%q)", aor), e.s.Append(e.ctx, m, limits), plugin.ErrBadAOR)
-		_, err := e.s.Claim(e.ctx, aor, "t", 1, lease)
-		e.wantErr("Claim", err, plugin.ErrBadAOR)
-		_, err = e.s.Get(e.ctx, aor, id)
-		e.wantErr("Get", err, plugin.ErrBadAOR)
-		_, err = e.s.Count(e.ctx, aor)
-		e.wantErr("Count", err, plugin.ErrBadAOR)
-		e.wantErr("SetUserSettings", e.s.SetUserSettings(e.ctx, aor, plugin.UserSettings{}), plugin.ErrBadAOR)
-	}
+	// The zero AOR is the only invalid one a store can be given: any
+	// other was built canonical by plugin.ParseAOR.
+	var zero plugin.AOR
+	e.wantErr("Append(zero AOR)", e.s.Append(e.ctx, e.msg(zero, "x"), limits), plugin.ErrInvalid)
+	_, err := e.s.Claim(e.ctx, zero, "t", 1, lease)
+	e.wantErr("Claim", err, plugin.ErrBadAOR)
+	_, err = e.s.Get(e.ctx, zero, id)
+	e.wantErr("Get", err, plugin.ErrBadAOR)
+	_, err = e.s.Count(e.ctx, zero)
+	e.wantErr("Count", err, plugin.ErrBadAOR)
+	e.wantErr("SetUserSettings", e.s.SetUserSettings(e.ctx, zero, plugin.UserSettings{}), plugin.ErrBadAOR)
 	for _, m := range []*plugin.Message{
 		{Recipient: bob, Kind: "fax", Raw: []byte("x"), Received: e.clock.Now()},
 		{Recipient: bob, Kind: plugin.KindSIPMessage, Received: e.clock.Now()},
@@ -282,7 +281,7 @@ func testBadInput(e *env) {
 		e.wantErr("bad envelope", e.s.Append(e.ctx, m, limits), plugin.ErrInvalid)
 	}
 	const unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
-	_, err := e.s.Get(e.ctx, bob, unknown)
+	_, err = e.s.Get(e.ctx, bob, unknown)
 	e.wantErr("Get unknown", err, plugin.ErrNotFound)
 	e.wantErr("Delete unknown", e.s.Delete(e.ctx, bob, unknown), plugin.ErrNotFound)
 	e.claim(bob, "t", 1)
@@ -388,7 +387,9 @@ func testFail(e *env) {
 	if _, err := e.s.Release(e.ctx, bob, "t"); err != nil {
 		e.t.Fatal(err)
 	}
-	diff(e.t, "order after fail+release", want, e.claim(bob, "t", 10))
+	// The failed message goes behind the others, which it must not hold
+	// back.
+	diff(e.t, "order after fail+release", []string{want[0], want[2], got[1]}, e.claim(bob, "t", 10))
 	dead, err = e.s.Fail(e.ctx, bob, "t", got[1], "timeout", 2)
 	if !dead || err != nil {
 		e.t.Fatalf("second Fail = %v, %v; want dead-lettered", dead, err)
@@ -599,6 +600,32 @@ func testSettings(e *env) {
 		e.t.Fatal(err)
 	}
 	diff(e.t, "contact", reg, got)
+	// Another device's unregistration leaves this one; its own removes it.
+	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070"); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.s.Contact(e.ctx, bob); err != nil {
+		e.t.Errorf("contact after another one's removal: %v", err)
+	}
+	if err := e.s.DeleteContact(e.ctx, bob, reg.Contact); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("removed contact", err, plugin.ErrNotFound)
+	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+		e.t.Errorf("removing what is not there: %v", err)
+	}
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.s.Contact(e.ctx, bob)
+	e.wantErr("contact removed with any", err, plugin.ErrNotFound)
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
@@ -616,7 +643,7 @@ func testConcurrent(e *env) {
 	)
 	aors := make([]plugin.AOR, recipients)
 	for i := range aors {
-		aors[i] = plugin.AOR(fmt.Sprintf("sip:user%d@example.com", i))
+		aors[i] = plugin.MustParseAOR(fmt.Sprintf("sip:user%d@example.com", i))
 	}
 	total := recipients * producers * perPair
 	var (
@@ -744,4 +771,96 @@ func testConcurrent(e *env) {
 	for _, aor := range aors {
 		e.counts(aor, plugin.Counts{})
 	}
+}
+
+// testAtomicUpdates: concurrent read-modify-writes of the policy and of a
+// user's settings lose no change; a refused change leaves the value as it
+// was.
+func testAtomicUpdates(e *env) {
+	const writers = 20
+	start, err := e.s.Policy(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers)
+	for i := range writers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, _, err := e.s.UpdatePolicy(e.ctx, fmt.Sprint("admin", i), func(p *plugin.Policy) error {
+				p.MaxMailbox++
+				return nil
+			})
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			_, _, err := e.s.UpdateUserSettings(e.ctx, bob, func(u *plugin.UserSettings) error {
+				u.MaxPerSession++
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			e.t.Errorf("concurrent update: %v", err)
+		}
+	}
+	p, _ := e.s.Policy(e.ctx)
+	if p.MaxMailbox != start.MaxMailbox+writers {
+		e.t.Errorf("max_mailbox after %d concurrent +1 = %d, want %d (a change was lost)", writers, p.MaxMailbox, start.MaxMailbox+writers)
+	}
+	u, _ := e.s.UserSettings(e.ctx, bob)
+	if u.MaxPerSession != writers {
+		e.t.Errorf("max_per_session after %d concurrent +1 = %d (a change was lost)", writers, u.MaxPerSession)
+	}
+	refused := errors.New("refused")
+	old, got, err := e.s.UpdatePolicy(e.ctx, "admin", func(p *plugin.Policy) error {
+		p.PushEnabled = false
+		return refused
+	})
+	if !errors.Is(err, refused) || got != old || old != p {
+		e.t.Errorf("refused change: %v, returned %+v / %+v", err, old, got)
+	}
+	var fe *plugin.FieldError
+	if _, _, err := e.s.UpdatePolicy(e.ctx, "admin", func(p *plugin.Policy) error { p.MaxMailbox = 0; return nil }); !errors.As(err, &fe) {
+		e.t.Errorf("invalid change: %v, want a FieldError", err)
+	}
+	if _, _, err := e.s.UpdateUserSettings(e.ctx, bob, func(u *plugin.UserSettings) error { u.Push = "x"; return nil }); !errors.Is(err, plugin.ErrInvalid) {
+		e.t.Errorf("invalid settings: %v, want ErrInvalid", err)
+	}
+	if now, _ := e.s.Policy(e.ctx); now != p {
+		e.t.Errorf("policy changed by refused updates: %+v", now)
+	}
+}
+
+// testRecipients: a scan in small pages sees every recipient with stored
+// messages.
+func testRecipients(e *env) {
+	want := map[string]bool{}
+	for i := range 23 {
+		aor := plugin.MustParseAOR(fmt.Sprintf("sip:scan%d@example.com", i))
+		e.appendN(aor, "m", 1)
+		want[aor.String()] = true
+	}
+	got := map[string]bool{}
+	cursor := ""
+	for range 100 {
+		aors, next, err := e.s.Recipients(e.ctx, cursor, 5)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, a := range aors {
+			got[a.String()] = true
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	diff(e.t, "recipients", want, got)
 }

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -35,11 +34,15 @@ type KamailioProc struct {
 	SIPAddr string
 	// RunDir is the runtime directory (-Y), where its control sockets are.
 	RunDir string
+
+	bin, name string
+	args      []string
+	ready     func(ctx context.Context, k *KamailioProc) error
 }
 
 // Kamailio starts kamailio -DD -E -f CFG -Y DIR with the given defines and
 // waits until it is ready.
-func Kamailio(t testing.TB, cfg KamailioConfig) *KamailioProc {
+func Kamailio(t T, cfg KamailioConfig) *KamailioProc {
 	t.Helper()
 	bin := Require(t, "kamailio", "kamailio")
 	if cfg.SIPPort == 0 {
@@ -60,17 +63,24 @@ func Kamailio(t testing.TB, cfg KamailioConfig) *KamailioProc {
 		args = append(args, "-A", k+"="+defs[k])
 	}
 	args = append(args, cfg.ExtraArgs...)
-	k := &KamailioProc{SIPAddr: net.JoinHostPort(defs["SIP_ADDR"], defs["SIP_PORT"]), RunDir: dir}
-	k.Proc = startProc(t, dir, "kamailio-"+defs["SIP_PORT"], bin, args...)
-	ready := cfg.Ready
-	if ready == nil {
-		ready = func(ctx context.Context, k *KamailioProc) error {
+	k := &KamailioProc{SIPAddr: net.JoinHostPort(defs["SIP_ADDR"], defs["SIP_PORT"]), RunDir: dir,
+		bin: bin, name: "kamailio-" + defs["SIP_PORT"], args: args, ready: cfg.Ready}
+	if k.ready == nil {
+		k.ready = func(ctx context.Context, k *KamailioProc) error {
 			_, err := SIPOptions(ctx, k.SIPAddr)
 			return err
 		}
 	}
-	k.WaitFor(t, 20*time.Second, "SIP listener", func(ctx context.Context) error { return ready(ctx, k) })
+	k.Start(t)
 	return k
+}
+
+// Start starts Kamailio (again, after Kill) with the same command line,
+// ports and runtime directory, and waits until it is ready.
+func (k *KamailioProc) Start(t T) {
+	t.Helper()
+	k.Proc = startProc(t, k.RunDir, k.name, k.bin, k.args...)
+	k.WaitFor(t, 20*time.Second, "SIP listener", func(ctx context.Context) error { return k.ready(ctx, k) })
 }
 
 // SIPOptions sends one OPTIONS request over UDP to addr and returns the

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -31,7 +30,7 @@ type Proc struct {
 // startProc starts name with args, logging to a file in dir. The process is
 // put in its own process group so that stopping it also stops its children
 // (Kamailio forks its workers).
-func startProc(t testing.TB, dir, name, bin string, args ...string) *Proc {
+func startProc(t T, dir, name, bin string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, LogPath: filepath.Join(dir, name+".log")}
 	if err := p.start(bin, args...); err != nil {
@@ -117,16 +116,30 @@ func (p *Proc) signal(sig syscall.Signal, grace time.Duration) {
 		return
 	default:
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, sig)
 	if grace > 0 {
 		select {
 		case <-done:
+			waitGroupGone(pgid)
 			return
 		case <-time.After(grace):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 	}
 	<-done
+	waitGroupGone(pgid)
+}
+
+// waitGroupGone waits (up to 5 s) until no process of group pgid is left:
+// the leader's exit does not wait for its children (Kamailio's workers),
+// and one still exiting holds the listening sockets a restart on the same
+// ports must bind.
+func waitGroupGone(pgid int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Log returns what the process has written so far.
@@ -135,7 +148,7 @@ func (p *Proc) Log() string {
 	return string(b)
 }
 
-func (p *Proc) dumpLog(t testing.TB) {
+func (p *Proc) dumpLog(t T) {
 	b, err := os.ReadFile(p.LogPath)
 	if err != nil {
 		t.Logf("%s log: %v", p.Name, err)
@@ -150,7 +163,7 @@ func (p *Proc) dumpLog(t testing.TB) {
 
 // WaitFor polls ready every 20 ms until it returns nil, the process exits,
 // or timeout passes; the last error is in the failure message.
-func (p *Proc) WaitFor(t testing.TB, timeout time.Duration, what string, ready func(ctx context.Context) error) {
+func (p *Proc) WaitFor(t T, timeout time.Duration, what string, ready func(ctx context.Context) error) {
 	t.Helper()
 	if err := p.poll(timeout, ready); err != nil {
 		// The log is printed by the cleanup registered in startProc.

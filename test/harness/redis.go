@@ -23,7 +23,7 @@ type RedisServer struct {
 	dir  string
 	args []string
 	proc *Proc
-	t    testing.TB
+	t    T
 }
 
 // RedisOption changes how a redis-server is started.
@@ -38,7 +38,7 @@ type redisOptions struct {
 func WithAOF() RedisOption { return func(o *redisOptions) { o.aof = true } }
 
 // Redis starts a standalone redis-server for the test.
-func Redis(t testing.TB, opts ...RedisOption) *RedisServer {
+func Redis(t T, opts ...RedisOption) *RedisServer {
 	t.Helper()
 	var o redisOptions
 	for _, opt := range opts {
@@ -70,7 +70,7 @@ func (r *RedisServer) Proc() *Proc { return r.proc }
 
 // Start starts the server (again) on the same port and data directory and
 // waits until it answers PING.
-func (r *RedisServer) Start(t testing.TB) {
+func (r *RedisServer) Start(t T) {
 	t.Helper()
 	r.proc = startProc(t, r.dir, "redis-server-"+portOf(r.Addr), r.bin, r.args...)
 	r.proc.WaitFor(t, 10*time.Second, "PING", func(ctx context.Context) error {
@@ -90,7 +90,7 @@ func (r *RedisServer) Kill() { r.proc.Kill() }
 
 // Restart kills the server with SIGKILL and starts it again on the same
 // port and data directory (with AOF on, acknowledged writes survive).
-func (r *RedisServer) Restart(t testing.TB) {
+func (r *RedisServer) Restart(t T) {
 	t.Helper()
 	r.Kill()
 	r.Start(t)

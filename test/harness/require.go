@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -18,7 +19,7 @@ func InCI() bool {
 // Require returns the path of binary, looked up in PATH and in the sbin
 // directories Debian installs daemons to. When it is missing the test fails
 // under CI and is skipped otherwise; the message names debianPackage.
-func Require(t testing.TB, binary, debianPackage string) string {
+func Require(t T, binary, debianPackage string) string {
 	t.Helper()
 	if p, err := exec.LookPath(binary); err == nil {
 		return p
@@ -39,26 +40,46 @@ func Require(t testing.TB, binary, debianPackage string) string {
 }
 
 // FreePort returns a loopback port that is free for both TCP and UDP at the
-// time of the call. Another process may take it before the caller binds; the
+// time of the call. It is picked at random below the kernel's ephemeral
+// range (ip_local_port_range), where no socket bound to port 0 (deferpush's
+// own listeners, clients) can take it between this call and the server's
+// bind. Another test picking the same port is still possible, if rare; the
 // servers started here fail loudly in that case rather than hang.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
+	low, high := 10000, ephemeralLow()-1
+	for range 200 {
+		port := low + int(randUint32()%uint32(high-low+1))
+		if !tcpFree(port) {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
 		if err != nil {
 			continue
 		}
 		u.Close()
 		return port
 	}
-	t.Fatal("free port: no port free for both TCP and UDP after 50 tries")
+	t.Fatal("free port: no port free for both TCP and UDP after 200 tries")
 	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 when
+// it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 12000 {
+		return 32768
+	}
+	return n
 }
 
 // freePortBelow returns a free TCP port p <= max whose p+offset is free too
@@ -66,12 +87,9 @@ func FreePort(t testing.TB) int {
 func freePortBelow(t testing.TB, max, offset int) int {
 	t.Helper()
 	for range 200 {
-		p := FreePort(t)
-		if p > max {
-			// The kernel's ephemeral range is usually above 32768; pick a
-			// port from the lower range by hand instead.
-			p = 20000 + int(randUint32()%uint32(max-20000))
-		}
+		// Both ports below the ephemeral range, as in FreePort.
+		top := min(max, ephemeralLow()-1-offset)
+		p := 10000 + int(randUint32()%uint32(top-10000))
 		if tcpFree(p) && tcpFree(p+offset) {
 			return p
 		}

@@ -36,6 +36,7 @@ type Config struct {
 	SIP      SIPConfig      `yaml:"sip"`
 	MSRP     MSRPConfig     `yaml:"msrp"`
 	Push     PushConfig     `yaml:"push"`
+	AOR      AORConfig      `yaml:"aor"`
 	Shutdown ShutdownConfig `yaml:"shutdown"`
 }
 
@@ -135,6 +136,12 @@ type MSRPConfig struct {
 	// senders from one). Zero means 4096 and 1024.
 	MaxConnections        int `yaml:"max_connections"`
 	MaxConnectionsPerHost int `yaml:"max_connections_per_host"`
+	// TrustedRelays are networks (CIDR prefixes) of MSRP relays whose 200
+	// to a SEND is taken as the client's confirmation: relays the operator
+	// runs. Empty trusts none: a client whose path goes through a relay is
+	// asked for success REPORTs, and a message counts as delivered only
+	// once its REPORT is in.
+	TrustedRelays []string `yaml:"trusted_relays"`
 }
 
 // PushConfig bounds the push engine of this instance.
@@ -145,6 +152,16 @@ type PushConfig struct {
 	// LockTTL is the lease of a recipient's push lock; a crashed instance's
 	// lock frees itself after it. Zero means 30s.
 	LockTTL time.Duration `yaml:"lock_ttl"`
+}
+
+// AORConfig says how the proxy's registrar compares addresses of record,
+// which deferpush must follow: a message stored for one spelling is pushed
+// at the registration of another only if both are the same AOR.
+type AORConfig struct {
+	// CaseSensitiveUser keeps the case of the user part (a registrar with
+	// Kamailio's usrloc case_sensitive=1). False, the default, compares it
+	// without case, as Kamailio's and OpenSIPS's usrloc do by default.
+	CaseSensitiveUser bool `yaml:"case_sensitive_user"`
 }
 
 // ShutdownConfig bounds the graceful shutdown.
@@ -409,6 +426,11 @@ func (c MSRPConfig) validate() error {
 		return bad("msrp.timeout", "must be at least 1s")
 	case c.MaxConnections < 0 || c.MaxConnectionsPerHost < 0:
 		return bad("msrp.max_connections", "must not be negative")
+	}
+	for i, cidr := range c.TrustedRelays {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			return bad(fmt.Sprintf("msrp.trusted_relays[%d]", i), "%q is not a CIDR prefix", cidr)
+		}
 	}
 	return nil
 }

@@ -52,11 +52,12 @@ log:
   level: debug
 `)
 	env := map[string]string{
-		"DEFERPUSH_HOOKS_LISTEN":      "127.0.0.1:9101",
-		"DEFERPUSH_REDIS_URL":         "redis://env:6379/0",
-		"DEFERPUSH_HOOKS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
-		"DEFERPUSH_PUSH_LOCK_TTL":     "45s",
-		"DEFERPUSH_MSRP_TIMEOUT":      "3s",
+		"DEFERPUSH_HOOKS_LISTEN":        "127.0.0.1:9101",
+		"DEFERPUSH_REDIS_URL":           "redis://env:6379/0",
+		"DEFERPUSH_HOOKS_ALLOW_CIDRS":   "127.0.0.0/8, ::1/128",
+		"DEFERPUSH_PUSH_LOCK_TTL":       "45s",
+		"DEFERPUSH_MSRP_TIMEOUT":        "3s",
+		"DEFERPUSH_MSRP_TRUSTED_RELAYS": "10.1.0.0/16,192.0.2.7/32",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, err := Load(path, map[string]string{"redis.url": "redis://flag:6379/0"}, lookup)
@@ -71,6 +72,7 @@ log:
 		{"push.lock_ttl (env)", cfg.Push.LockTTL.String(), "45s"},
 		{"msrp.timeout (env)", cfg.MSRP.Timeout.String(), "3s"},
 		{"hooks.allow_cidrs (env list)", strings.Join(cfg.Hooks.AllowCIDRs, "|"), "127.0.0.0/8|::1/128"},
+		{"msrp.trusted_relays (env list)", strings.Join(cfg.MSRP.TrustedRelays, "|"), "10.1.0.0/16|192.0.2.7/32"},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.field, c.got, c.want)
@@ -109,6 +111,11 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 			name: "invalid list item",
 			body: "hooks:\n  allow_cidrs:\n    - 127.0.0.0/8\n    - 10.0.0.300/8\n",
 			want: []string{"deferpush.yaml:4", "hooks.allow_cidrs[1]", "not a CIDR"},
+		},
+		{
+			name: "trusted relay not a network",
+			body: "msrp:\n  trusted_relays: [10.0.0.0/8, relay.example.com]\n",
+			want: []string{"deferpush.yaml:2", "msrp.trusted_relays[1]", "not a CIDR"},
 		},
 		{
 			name: "token role",

@@ -1,0 +1,211 @@
+package plugintest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// list is one of a mailbox's id lists with the state its messages are in.
+type list struct {
+	ids   []string
+	state plugin.State
+}
+
+// List implements plugin.Mailboxes.
+func (s *Store) List(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
+	p, err := s.list(ctx, aor, offset, limit, func(b *mailbox) []list {
+		return []list{{b.inflight, plugin.StateInFlight}, {b.pending, plugin.StatePending}}
+	})
+	if err != nil {
+		return p, fmt.Errorf("plugintest: list %s: %w", aor, err)
+	}
+	return p, nil
+}
+
+// DeadLetters implements plugin.Mailboxes.
+func (s *Store) DeadLetters(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
+	p, err := s.list(ctx, aor, offset, limit, func(b *mailbox) []list {
+		return []list{{b.dead, plugin.StateDead}}
+	})
+	if err != nil {
+		return p, fmt.Errorf("plugintest: list dead letters %s: %w", aor, err)
+	}
+	return p, nil
+}
+
+// list pages through the lists lists picks from aor's mailbox, in order.
+func (s *Store) list(ctx context.Context, aor plugin.AOR, offset, limit int, lists func(*mailbox) []list) (plugin.Page, error) {
+	page := plugin.Page{Messages: []*plugin.Message{}}
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return page, err
+	}
+	offset = max(offset, 0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil {
+		return page, nil
+	}
+	var ids []string
+	var states []plugin.State
+	for _, l := range lists(b) {
+		for _, id := range l.ids {
+			ids, states = append(ids, id), append(states, l.state)
+		}
+	}
+	page.Total = len(ids)
+	end := page.Total
+	if limit > 0 {
+		end = min(offset+limit, end)
+	}
+	for i := offset; i < end; i++ {
+		page.Messages = append(page.Messages, clone(b.msgs[ids[i]], states[i]))
+	}
+	if limit > 0 && end < page.Total {
+		page.Next = end
+	}
+	return page, nil
+}
+
+// Get implements plugin.Mailboxes.
+func (s *Store) Get(ctx context.Context, aor plugin.AOR, id string) (*plugin.Message, error) {
+	m, err := s.get(ctx, aor, id)
+	if err != nil {
+		return nil, fmt.Errorf("plugintest: get %s for %s: %w", id, aor, err)
+	}
+	return m, nil
+}
+
+func (s *Store) get(ctx context.Context, aor plugin.AOR, id string) (*plugin.Message, error) {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil || b.msgs[id] == nil {
+		return nil, plugin.ErrNotFound
+	}
+	return clone(b.msgs[id], b.state(id)), nil
+}
+
+// Delete implements plugin.Mailboxes.
+func (s *Store) Delete(ctx context.Context, aor plugin.AOR, id string) error {
+	if err := s.delete(ctx, aor, id); err != nil {
+		return fmt.Errorf("plugintest: delete %s for %s: %w", id, aor, err)
+	}
+	return nil
+}
+
+func (s *Store) delete(ctx context.Context, aor plugin.AOR, id string) error {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil || b.msgs[id] == nil {
+		return plugin.ErrNotFound
+	}
+	b.drop(id)
+	s.totals.Deleted++
+	s.tidy(aor)
+	return nil
+}
+
+// DeleteAll implements plugin.Mailboxes. The lease stays.
+func (s *Store) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return 0, fmt.Errorf("plugintest: delete all for %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil {
+		return 0, nil
+	}
+	n := len(b.msgs)
+	b.pending, b.inflight, b.dead = nil, nil, nil
+	clear(b.msgs)
+	s.totals.Deleted += int64(n)
+	s.tidy(aor)
+	return n, nil
+}
+
+// RequeueDeadLetters implements plugin.Mailboxes.
+func (s *Store) RequeueDeadLetters(ctx context.Context, aor plugin.AOR) (int, error) {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return 0, fmt.Errorf("plugintest: requeue dead letters for %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil {
+		return 0, nil
+	}
+	n := len(b.dead)
+	for _, id := range b.dead {
+		b.msgs[id].Attempts, b.msgs[id].LastError = 0, ""
+	}
+	b.pending = append(b.dead, b.pending...)
+	b.dead = nil
+	return n, nil
+}
+
+// Count implements plugin.Mailboxes.
+func (s *Store) Count(ctx context.Context, aor plugin.AOR) (plugin.Counts, error) {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return plugin.Counts{}, fmt.Errorf("plugintest: count %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil {
+		return plugin.Counts{}, nil
+	}
+	return plugin.Counts{Pending: len(b.pending), InFlight: len(b.inflight), Dead: len(b.dead)}, nil
+}
+
+// Totals implements plugin.Mailboxes. Mailboxes is exact: it never lags
+// as the Redis store's may.
+func (s *Store) Totals(ctx context.Context) (plugin.Totals, error) {
+	if err := ctx.Err(); err != nil {
+		return plugin.Totals{}, fmt.Errorf("plugintest: totals: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.totals
+	for _, b := range s.boxes {
+		if len(b.msgs) > 0 {
+			t.Mailboxes++
+		}
+	}
+	return t, nil
+}
+
+// Recipients implements plugin.Queue: recipients in AOR order, the cursor
+// being the last one returned.
+func (s *Store) Recipients(ctx context.Context, cursor string, n int) ([]plugin.AOR, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", fmt.Errorf("plugintest: recipients: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []plugin.AOR
+	for aor, b := range s.boxes {
+		if len(b.msgs) > 0 && aor.String() > cursor {
+			all = append(all, aor)
+		}
+	}
+	slices.SortFunc(all, func(a, b plugin.AOR) int { return strings.Compare(a.String(), b.String()) })
+	if len(all) <= max(n, 1) {
+		return all, "", nil
+	}
+	all = all[:max(n, 1)]
+	return all, all[len(all)-1].String(), nil
+}

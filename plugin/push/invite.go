@@ -1,0 +1,166 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
+)
+
+// Steps 2–7 of the seed's Figure 2: the INVITE with an MSRP offer
+// through the proxy, the client's 200, our ACK, and the MSRP connection.
+
+// Open sends the INVITE and sets up the MSRP session (steps 2–7).
+func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
+	var ruri sip.Uri
+	if err := sip.ParseUri(t.URI, &ruri); err != nil {
+		return nil, &plugin.SessionError{Op: "invite", Err: fmt.Errorf("request-uri %q: %w", t.URI, err)}
+	}
+	local := p.cfg.MSRP.URI()
+	local.SessionID = msrp.NewSessionID()
+	mcfg := msrp.Config{Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log}
+	// Registered before the INVITE leaves: a client answering
+	// a=setup:active may connect as soon as it sends its 200.
+	passive, err := msrp.NewSession(mcfg)
+	if err != nil {
+		return nil, &plugin.SessionError{Op: "msrp", Err: err}
+	}
+	if err := p.cfg.MSRP.Add(passive, nil); err != nil {
+		passive.Close()
+		return nil, &plugin.SessionError{Op: "msrp", Err: err}
+	}
+	dlg, err := p.invite(ctx, t, ruri, local)
+	if err != nil {
+		passive.Close()
+		return nil, err
+	}
+	s := &session{p: p, dlg: dlg, policy: t.Policy, aor: t.AOR}
+	if err := p.acknowledge(ctx, s); err != nil {
+		passive.Close()
+		s.bye()
+		return nil, err
+	}
+	if !sdp.OffererConnects(s.answer) {
+		// Only the client the answer names may bind the session: a
+		// connection that claimed it first from another path (it knew
+		// the session id from our offer) is dropped, having got nothing.
+		if err := passive.Expect(s.answer.Path); err != nil {
+			p.log.Warn("msrp session claimed by another peer", "aor", t.AOR, "err", err)
+		}
+		s.ms = passive // the client connects to our listener
+		s.awaiting = true
+		return s, nil
+	}
+	passive.Close()
+	if s.ms, err = p.connect(ctx, mcfg, s.answer); err != nil {
+		s.bye()
+		return nil, &plugin.SessionError{Op: "msrp", Err: err}
+	}
+	return s, nil
+}
+
+// invite sends the INVITE with our offer (step 2) and waits for the
+// client's final answer (steps 3–5), within the policy's invite_timeout
+// (the INVITE is CANCELled after it).
+func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, local msrp.URI) (*sipgo.DialogClientSession, error) {
+	offer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: acceptTypes, Setup: sdp.SetupActPass})
+	if err != nil {
+		return nil, &plugin.SessionError{Op: "invite", Err: err}
+	}
+	ictx, cancel := context.WithTimeout(ctx, time.Duration(t.Policy.InviteTimeout))
+	defer cancel()
+	dlg, err := p.dialogs.WriteInvite(ictx, p.newInvite(ruri, t, offer))
+	if err != nil {
+		return nil, &plugin.SessionError{Op: "invite", Err: err}
+	}
+	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{}); err != nil {
+		dlg.Close()
+		var de *sipgo.ErrDialogResponse
+		if errors.As(err, &de) {
+			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: errors.New(de.Res.Reason)}
+		}
+		if ictx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %v (cancelled): %w", time.Duration(t.Policy.InviteTimeout), err)
+		}
+		return nil, &plugin.SessionError{Op: "invite", Err: err}
+	}
+	return dlg, nil
+}
+
+// acknowledge sends the ACK (step 6) and reads the client's SDP answer.
+func (p *Pusher) acknowledge(ctx context.Context, s *session) error {
+	if err := s.dlg.Ack(ctx); err != nil {
+		return &plugin.SessionError{Op: "ack", Err: err}
+	}
+	ans, err := sdp.Parse(s.dlg.InviteResponse.Body())
+	if err != nil {
+		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("answer: %w", err)}
+	}
+	s.answer = ans
+	return nil
+}
+
+// connect opens the MSRP connection to the client's path (step 7).
+func (p *Pusher) connect(ctx context.Context, mcfg msrp.Config, ans sdp.Media) (*msrp.Session, error) {
+	active, err := msrp.NewSession(mcfg)
+	if err != nil {
+		return nil, err
+	}
+	// The listener routes it the REPORTs a relay on the client's path
+	// brings over a connection of its own.
+	err = p.cfg.MSRP.AddActive(active)
+	if err == nil {
+		err = active.Connect(ctx, ans.Path)
+	}
+	if err != nil {
+		active.Close()
+		return nil, err
+	}
+	return active, nil
+}
+
+// newInvite builds the INVITE of step 2.
+func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Request {
+	req := sip.NewRequest(sip.INVITE, ruri)
+	var routes []string
+	if p.route != nil {
+		routes = append(routes, p.route.String())
+	}
+	// A registration through edge proxies (RFC 3327 Path) is reached
+	// through them, when we target the contact ourselves.
+	if t.Policy.PushTarget != plugin.TargetAOR {
+		routes = append(routes, t.Registration.Path...)
+	}
+	for _, r := range routes {
+		if !strings.HasPrefix(r, "<") {
+			r = "<" + r + ">"
+		}
+		req.AppendHeader(sip.NewHeader("Route", r))
+	}
+	from := &sip.FromHeader{Address: p.from, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(from)
+	var to sip.Uri
+	if err := sip.ParseUri(t.AOR.String(), &to); err != nil {
+		to = ruri
+	}
+	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("Subject", "deferred messages"))
+	req.AppendHeader(sip.NewHeader("User-Agent", "deferpush"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(offer)
+	if p.route != nil {
+		if tp, ok := p.route.UriParams.Get("transport"); ok && tp != "" {
+			req.SetTransport(strings.ToUpper(tp))
+		}
+	}
+	return req
+}

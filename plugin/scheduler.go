@@ -1,0 +1,301 @@
+package plugin
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// scheduler decides when pushes run: at most one per recipient, at most
+// MaxConcurrent at once, again when something new arrives while one runs,
+// and after a backoff when one failed. Its state belongs to the goroutine
+// of Run; the engine's entry points send it events.
+type scheduler struct {
+	sem    chan struct{} // a slot per push allowed to run at once
+	now    func() time.Time
+	log    *slog.Logger
+	policy func() Policy
+	// push runs one push (pushrun.go); pushed reports its end.
+	push   func(ctx context.Context, reg Registration, at time.Time) PushReport
+	pushed func(PushReport)
+
+	events  chan event
+	running atomic.Bool
+	done    chan struct{} // closed when Run returns
+	count   atomic.Int64  // len(runs), for Active
+
+	// Owned by Run's goroutine.
+	runs    map[AOR]*schedRun
+	backoff map[AOR]backoffState
+	retries map[AOR]*retryTimer
+}
+
+// schedRun is a recipient with a push queued or running.
+type schedRun struct {
+	reg     Registration // the registration to push to next
+	at      time.Time    // when the event that asked for it arrived
+	contact string       // the contact of the push running now
+	cancel  context.CancelFunc
+	again   bool // something arrived while it ran: run once more
+}
+
+type backoffState struct {
+	failures int
+	until    time.Time
+}
+
+type retryTimer struct {
+	t   *time.Timer
+	reg Registration
+}
+
+// Events the scheduler's goroutine handles.
+type (
+	event     any
+	kickEvent struct {
+		reg   Registration
+		at    time.Time
+		force bool // ignore and clear the backoff (an operator's push now)
+	}
+	cancelEvent struct {
+		aor     AOR
+		contact string // empty: any contact
+	}
+	nudgeEvent AOR // a message was stored
+	endedEvent struct {
+		aor AOR
+		reg Registration
+		rep PushReport
+	}
+	retryEvent struct {
+		aor AOR
+		t   *retryTimer
+	}
+)
+
+func newScheduler(maxConcurrent int, now func() time.Time, log *slog.Logger, policy func() Policy,
+	push func(context.Context, Registration, time.Time) PushReport, pushed func(PushReport)) *scheduler {
+	return &scheduler{
+		sem: make(chan struct{}, maxConcurrent), now: now, log: log, policy: policy,
+		push: push, pushed: pushed,
+		events:  make(chan event, 1024),
+		done:    make(chan struct{}),
+		runs:    map[AOR]*schedRun{},
+		backoff: map[AOR]backoffState{},
+		retries: map[AOR]*retryTimer{},
+	}
+}
+
+// Run handles events until ctx ends; then it cancels the running pushes,
+// stops the retry timers and returns once every push has ended.
+func (s *scheduler) Run(ctx context.Context) error {
+	s.running.Store(true)
+	defer close(s.done)
+	defer s.running.Store(false)
+	for {
+		select {
+		case <-ctx.Done():
+			s.stop(ctx)
+			return nil
+		case ev := <-s.events:
+			s.handle(ctx, ev)
+		}
+	}
+}
+
+// send hands an event to Run's goroutine. Before Run starts (the engine
+// waits for the policy) events queue up to the channel's capacity; after
+// Run ended, or with the queue full before it started, errNotRunning.
+func (s *scheduler) send(ev event) error {
+	if !s.running.Load() {
+		select {
+		case <-s.done:
+			return errNotRunning
+		case s.events <- ev:
+			return nil
+		default:
+			return errNotRunning
+		}
+	}
+	select {
+	case s.events <- ev:
+		return nil
+	case <-s.done:
+		return errNotRunning
+	}
+}
+
+// kick asks for a push to r.
+func (s *scheduler) kick(r Registration, at time.Time, force bool) error {
+	return s.send(kickEvent{reg: r, at: at, force: force})
+}
+
+// cancel ends a push to contact of aor (any contact when empty) and its
+// retry.
+func (s *scheduler) cancel(aor AOR, contact string) error {
+	return s.send(cancelEvent{aor: aor, contact: contact})
+}
+
+// nudge tells a push to aor in progress that a message arrived.
+func (s *scheduler) nudge(aor AOR) {
+	_ = s.send(nudgeEvent(aor))
+}
+
+// active is the number of recipients with a push queued or running.
+func (s *scheduler) active() int { return int(s.count.Load()) }
+
+func (s *scheduler) handle(ctx context.Context, ev event) {
+	switch ev := ev.(type) {
+	case kickEvent:
+		s.onKick(ctx, ev)
+	case cancelEvent:
+		if r, ok := s.runs[ev.aor]; ok && (ev.contact == "" || r.contact == ev.contact) {
+			r.again = false
+			r.cancel()
+		}
+		s.stopRetry(ev.aor)
+	case nudgeEvent:
+		if r, ok := s.runs[AOR(ev)]; ok {
+			r.again = true
+		}
+	case endedEvent:
+		s.onEnded(ctx, ev)
+	case retryEvent:
+		if s.retries[ev.aor] != ev.t {
+			return // stopped or replaced after it fired
+		}
+		delete(s.retries, ev.aor)
+		s.queue(ctx, ev.t.reg, s.now())
+	}
+}
+
+func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
+	aor := ev.reg.AOR
+	if ev.force {
+		delete(s.backoff, aor)
+	} else if b, ok := s.backoff[aor]; ok && ev.at.Before(b.until) {
+		s.log.Debug("push backing off", "aor", aor, "until", b.until)
+		return
+	}
+	s.queue(ctx, ev.reg, ev.at)
+}
+
+// queue starts a push to reg, or has the one running run once more.
+func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time) {
+	if r, ok := s.runs[reg.AOR]; ok {
+		r.again = true
+		r.reg = reg
+		return
+	}
+	r := &schedRun{reg: reg, at: at}
+	s.runs[reg.AOR] = r
+	s.count.Add(1)
+	s.start(ctx, r)
+}
+
+// start runs one push for r in its own goroutine, once a slot is free.
+func (s *scheduler) start(ctx context.Context, r *schedRun) {
+	rctx, cancel := context.WithCancel(ctx)
+	r.cancel, r.again, r.contact = cancel, false, r.reg.Contact
+	reg, at := r.reg, r.at
+	go func() {
+		var rep PushReport
+		select {
+		case s.sem <- struct{}{}:
+			rep = s.push(rctx, reg, at)
+			<-s.sem
+		case <-rctx.Done():
+		}
+		cancel()
+		// Run receives until every push it started has ended.
+		s.events <- endedEvent{aor: reg.AOR, reg: reg, rep: rep}
+	}()
+}
+
+func (s *scheduler) onEnded(ctx context.Context, ev endedEvent) {
+	r := s.runs[ev.aor]
+	s.after(ctx, ev.aor, ev.reg, ev.rep)
+	if r.again && ctx.Err() == nil {
+		r.at = s.now()
+		s.start(ctx, r)
+		return
+	}
+	delete(s.runs, ev.aor)
+	s.count.Add(-1)
+}
+
+// after records how a push ended: a failure backs off and schedules a
+// retry while the registration lasts.
+func (s *scheduler) after(ctx context.Context, aor AOR, reg Registration, rep PushReport) {
+	if rep.Outcome == OutcomeNone {
+		return // nothing to push
+	}
+	// Reported last: an observer that reacts (a test registering again)
+	// finds the backoff already recorded.
+	defer s.pushed(rep)
+	log := s.log.With("aor", aor, "outcome", rep.Outcome, "delivered", rep.Delivered,
+		"failed", rep.Failed, "dead_lettered", rep.DeadLettered, "duration", rep.Duration)
+	if rep.Err != nil {
+		log = log.With("err", rep.Err)
+	}
+	// A push cancelled (unregistration, shutdown) is not retried: the
+	// contact may be gone.
+	if rep.Outcome == OutcomeCancelled || ctx.Err() != nil {
+		log.Info("push cancelled")
+		return
+	}
+	// A push that failed, or in which the client refused messages, is
+	// tried again after a backoff; refused messages count attempts until
+	// they are dead-lettered. Held messages wait for another client.
+	if rep.Outcome != OutcomeFailed && rep.Failed == rep.DeadLettered {
+		delete(s.backoff, aor)
+		log.Info("push done")
+		return
+	}
+	p := s.policy()
+	b := s.backoff[aor]
+	b.failures++
+	d := time.Duration(p.RetryBackoff) << min(b.failures-1, 6)
+	b.until = s.now().Add(d)
+	s.backoff[aor] = b
+	log.Warn("push incomplete", "retry_in", d, "failures", b.failures)
+	if b.failures >= p.MaxAttempts || d <= 0 || !reg.Expires.After(b.until) {
+		return // the next registration tries again
+	}
+	s.stopRetry(aor)
+	rt := &retryTimer{reg: reg}
+	rt.t = time.AfterFunc(d, func() {
+		select {
+		case s.events <- retryEvent{aor: aor, t: rt}:
+		case <-s.done:
+		}
+	})
+	s.retries[aor] = rt
+}
+
+func (s *scheduler) stopRetry(aor AOR) {
+	if rt, ok := s.retries[aor]; ok {
+		rt.t.Stop()
+		delete(s.retries, aor)
+	}
+}
+
+// stop cancels every push and waits for them to end; retries are dropped.
+// ctx has ended.
+func (s *scheduler) stop(ctx context.Context) {
+	for aor := range s.retries {
+		s.stopRetry(aor)
+	}
+	for _, r := range s.runs {
+		r.again = false
+		r.cancel()
+	}
+	for len(s.runs) > 0 {
+		if ev, ok := (<-s.events).(endedEvent); ok {
+			s.after(ctx, ev.aor, ev.reg, ev.rep)
+			delete(s.runs, ev.aor)
+			s.count.Add(-1)
+		}
+	}
+}

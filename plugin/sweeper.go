@@ -1,0 +1,52 @@
+package plugin
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// sweeper puts back the in-flight messages of pushes whose lease expired
+// (an instance that died) and drops expired messages, every interval; it
+// then asks for a push to each recipient whose messages came back. Every
+// instance runs one; concurrent sweeps are safe.
+type sweeper struct {
+	store    Queue
+	interval time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	// kick asks for a push to aor if it has a live registration.
+	kick func(ctx context.Context, aor AOR) error
+}
+
+// Run sweeps every interval until ctx ends.
+func (s *sweeper) Run(ctx context.Context) error {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.sweep(ctx)
+		}
+	}
+}
+
+func (s *sweeper) sweep(ctx context.Context) {
+	st, err := s.store.Sweep(ctx, s.now())
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("sweep", "err", err)
+		}
+		return
+	}
+	if st.Requeued > 0 || st.Expired > 0 {
+		s.log.Info("swept", "requeued", st.Requeued, "expired", st.Expired)
+	}
+	for _, aor := range st.Requeue {
+		if err := s.kick(ctx, aor); err != nil {
+			s.log.Warn("push after sweep", "aor", aor, "err", err)
+		}
+	}
+}
