@@ -23,10 +23,9 @@ import (
 // session id) and Expires; a wrong password gets no path. It shows the
 // build's msrp_relay works, for the end-to-end push through it.
 func TestOpenSIPSMSRPRelayAuth(t *testing.T) {
-	port := harness.FreePort(t)
-	harness.OpenSIPS(t, harness.OpenSIPSConfig{ConfigFile: "testdata/opensips-msrp-relay.cfg",
-		Defines: map[string]string{"MSRP_PORT": strconv.Itoa(port)}})
-	relay := fmt.Sprintf("msrp://127.0.0.1:%d;tcp", port)
+	relayURI := opensipsRelay(t)
+	port := relayURI.Port
+	relay := relayURI.String()
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +89,7 @@ func TestOpenSIPSMSRPRelayAuth(t *testing.T) {
 	if status, h := auth("auth0002", answer("not-the-password")); (status != "401" && status != "403") || h["Use-Path"] != "" {
 		t.Errorf("AUTH with a wrong password: %s %v, want 401 or 403 and no Use-Path", status, h)
 	}
-	status, h = auth("auth0003", answer("relay-secret"))
+	status, h = auth("auth0003", answer(relayPassword))
 	prefix := fmt.Sprintf("msrp://127.0.0.1:%d/", port)
 	if status != "200" || !strings.HasPrefix(h["Use-Path"], prefix) || !strings.HasSuffix(h["Use-Path"], ";tcp") || h["Expires"] == "" {
 		t.Fatalf("AUTH with the password: %s %v, want 200 with Use-Path %s<session>;tcp and Expires", status, h, prefix)
@@ -102,4 +101,14 @@ func TestOpenSIPSMSRPRelayAuth(t *testing.T) {
 		t.Errorf("plugin/msrp reads the relay path %s as %+v (%v)", h["Use-Path"], u, err)
 	}
 	t.Logf("relay path %s, expires %s s", h["Use-Path"], h["Expires"])
+}
+
+// opensipsRelay starts OpenSIPS's MSRP relay on a free loopback port; any
+// user authenticates with relayPassword.
+func opensipsRelay(t *testing.T) msrp.URI {
+	t.Helper()
+	port := harness.FreePort(t)
+	harness.OpenSIPS(t, harness.OpenSIPSConfig{ConfigFile: "testdata/opensips-msrp-relay.cfg",
+		Defines: map[string]string{"MSRP_PORT": strconv.Itoa(port), "RELAY_PASSWORD": strconv.Quote(relayPassword)}})
+	return msrp.URI{Host: "127.0.0.1", Port: port, Transport: "tcp"}
 }
