@@ -60,9 +60,11 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
 	res, err := r.runAppend(ctx, aor, exp, keys, args)
 	if err != nil {
-		// Stored or not is unknown: an Append of the same m (same ID)
-		// again is safe.
-		r.c.HIncrBy(ctx, statsKey, "stored", -1)
+		// Stored or not is unknown (stored, when not replicated): an
+		// Append of the same m (same ID) again is safe.
+		if !errors.Is(err, ErrNotReplicated) {
+			r.c.HIncrBy(ctx, statsKey, "stored", -1)
+		}
 		return err
 	}
 	switch status, count := res[0].(int64), res[1].(int64); status {
@@ -115,6 +117,9 @@ func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string,
 // stored in one round trip (on the batcher when there is one), and returns
 // the script's result.
 func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
+	if r.replicas > 0 {
+		return r.runAppendReplicated(ctx, aor, exp, keys, args)
+	}
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd
 	if r.batch != nil {
@@ -136,6 +141,50 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
 	}
 	return res, err
+}
+
+// runAppendReplicated is runAppend when Config.MinReplicas is set: the
+// script and a WAIT go in one pipeline on the connection to the master
+// that holds the mailbox, so that WAIT counts the replicas that have this
+// message. (The batcher shares connections between callers, and a
+// cluster routes a keyless WAIT to any node.) The index and the counter
+// follow, the way runAppend writes them.
+func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
+	node := redis.Cmdable(r.c)
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		n, err := cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			return nil, err
+		}
+		node = n
+	}
+	run := func(eval func(redis.Pipeliner) *redis.Cmd) (*redis.Cmd, *redis.Cmd) {
+		pipe := node.Pipeline()
+		cmd := eval(pipe)
+		wait := pipe.Do(ctx, "WAIT", r.replicas, r.replicaTimeout.Milliseconds())
+		_, _ = pipe.Exec(ctx) // errors are per command
+		return cmd, wait
+	}
+	cmd, wait := run(func(p redis.Pipeliner) *redis.Cmd { return appendScript.EvalSha(ctx, p, keys, args...) })
+	if isNoScript(cmd.Err()) {
+		cmd, wait = run(func(p redis.Pipeliner) *redis.Cmd { return appendScript.Eval(ctx, p, keys, args...) })
+	}
+	res, err := cmd.Slice()
+	if err != nil {
+		return nil, err
+	}
+	pipe := r.c.Pipeline()
+	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+	pipe.HIncrBy(ctx, statsKey, "stored", 1)
+	_, _ = pipe.Exec(ctx) // best effort: see append's case 2
+	if n, werr := wait.Int64(); res[0].(int64) > 0 && (werr != nil || n < int64(r.replicas)) {
+		if werr == nil {
+			werr = fmt.Errorf("%d of %d replicas within %v", n, r.replicas, r.replicaTimeout)
+		}
+		r.log.Warn("message stored on the master only", "aor", aor.String(), "err", werr)
+		return nil, fmt.Errorf("%w: %v", ErrNotReplicated, werr)
+	}
+	return res, nil
 }
 
 // Claim implements plugin.Queue.

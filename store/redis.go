@@ -41,6 +41,17 @@ type Config struct {
 	// Logger receives warnings from background work (WatchPolicy); nil
 	// discards them.
 	Logger *slog.Logger
+	// MinReplicas, when above zero, makes Append answer only once that many
+	// replicas have the message (Redis WAIT on the connection that wrote
+	// it), within ReplicaTimeout: a store acknowledged to its sender then
+	// survives the loss of the master (a Sentinel or Cluster failover).
+	// Fewer replicas in time is an error (ErrNotReplicated), which the
+	// sender gets like any store error — although the master holds the
+	// message, and may push it. Zero answers as soon as the master has
+	// it: a failover may lose what its replicas had not yet received.
+	MinReplicas int
+	// ReplicaTimeout bounds the wait for MinReplicas. Zero means 1 s.
+	ReplicaTimeout time.Duration
 	// Now is the clock for leases and expiry; nil means time.Now. All
 	// instances sharing a Redis should have synchronised clocks (NTP):
 	// leases are compared against the caller's clock, not Redis's.
@@ -50,10 +61,14 @@ type Config struct {
 // Redis is the Redis implementation of plugin.Store. Its methods are safe
 // for concurrent use.
 type Redis struct {
-	c       redis.UniversalClient
-	log     *slog.Logger
-	now     func() time.Time
-	closers []func() error
+	c   redis.UniversalClient
+	log *slog.Logger
+	now func() time.Time
+	// replicas and replicaTimeout are Config.MinReplicas and
+	// ReplicaTimeout.
+	replicas       int
+	replicaTimeout time.Duration
+	closers        []func() error
 	// batch carries the commands of Append: go-redis's autopipeliner
 	// writes those of concurrent callers to Redis together, one ordered
 	// stream, which cuts the syscalls and CPU of each append (see Append). Nil
@@ -64,7 +79,13 @@ type Redis struct {
 // New returns a store on cfg.Client or cfg.URL. It does not contact Redis:
 // use Ping for readiness.
 func New(cfg Config) (*Redis, error) {
-	r := &Redis{c: cfg.Client, log: cfg.Logger, now: cfg.Now}
+	if cfg.MinReplicas < 0 || cfg.ReplicaTimeout < 0 {
+		return nil, errors.New("store: MinReplicas and ReplicaTimeout must not be negative")
+	}
+	if cfg.ReplicaTimeout == 0 {
+		cfg.ReplicaTimeout = time.Second
+	}
+	r := &Redis{c: cfg.Client, log: cfg.Logger, now: cfg.Now, replicas: cfg.MinReplicas, replicaTimeout: cfg.ReplicaTimeout}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

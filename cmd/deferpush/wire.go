@@ -65,7 +65,8 @@ func (s *server) openStore(ctx context.Context) error {
 	if s.cfg.Redis.URL == "" {
 		s.log.Warn("no redis configured: using the embedded in-memory store; deferred messages do NOT survive a restart (set --redis or redis.url)")
 		s.store, err = store.NewEmbedded(store.Config{Logger: s.log})
-	} else if s.store, err = store.New(store.Config{URL: s.cfg.Redis.URL, Logger: s.log}); err != nil {
+	} else if s.store, err = store.New(store.Config{URL: s.cfg.Redis.URL, Logger: s.log,
+		MinReplicas: s.cfg.Redis.MinReplicas, ReplicaTimeout: s.cfg.Redis.ReplicaTimeout}); err != nil {
 		err = fmt.Errorf("redis: %w", err)
 	} else if perr := s.store.Ping(ctx); perr != nil {
 		// Not fatal: /readyz reports the outage and the client reconnects.

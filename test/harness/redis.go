@@ -30,7 +30,13 @@ type RedisServer struct {
 type RedisOption func(*redisOptions)
 
 type redisOptions struct {
-	aof bool
+	aof  bool
+	args []string
+}
+
+// WithArgs adds command-line arguments (configuration directives).
+func WithArgs(args ...string) RedisOption {
+	return func(o *redisOptions) { o.args = append(o.args, args...) }
 }
 
 // WithAOF turns on the append-only file with appendfsync always, so that
@@ -57,6 +63,7 @@ func Redis(t T, opts ...RedisOption) *RedisServer {
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	args = append(args, o.args...)
 	r := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, args: args, t: t}
 	r.Start(t)
 	return r
@@ -173,7 +180,12 @@ func RedisDo(ctx context.Context, addr string, args ...string) (string, error) {
 	if _, err := conn.Write([]byte(b.String())); err != nil {
 		return "", err
 	}
-	br := bufio.NewReader(conn)
+	return readReply(bufio.NewReader(conn))
+}
+
+// readReply reads one RESP reply; an array's elements come joined by
+// spaces (nested arrays too), a nil as "".
+func readReply(br *bufio.Reader) (string, error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
 		return "", err
@@ -197,6 +209,20 @@ func RedisDo(ctx context.Context, addr string, args ...string) (string, error) {
 			return "", err
 		}
 		return string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "", err
+		}
+		parts := make([]string, 0, n)
+		for range n {
+			p, err := readReply(br)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, p)
+		}
+		return strings.Join(parts, " "), nil
 	}
 	return line, nil
 }

@@ -99,6 +99,14 @@ type RedisConfig struct {
 	// URL is redis://, rediss://, redis+sentinel:// or redis+cluster://.
 	// Empty means the embedded in-memory store: nothing survives a restart.
 	URL string `yaml:"url"`
+	// MinReplicas, above zero, answers "stored" only once that many
+	// replicas have the message (Redis WAIT), so that a failover loses no
+	// message its sender was told was stored; zero answers as soon as the
+	// master has it.
+	MinReplicas int `yaml:"min_replicas"`
+	// ReplicaTimeout bounds that wait; past it the sender gets the store
+	// error's reply. Zero means 1s; at most 2s.
+	ReplicaTimeout time.Duration `yaml:"replica_timeout"`
 }
 
 // SIPConfig configures deferpush's SIP user agent.
@@ -395,6 +403,15 @@ func (c RedisConfig) validate() error {
 		if _, err := store.ParseURL(c.URL); err != nil {
 			return bad("redis.url", "%v", err)
 		}
+	}
+	switch {
+	case c.MinReplicas < 0 || c.MinReplicas > 16:
+		return bad("redis.min_replicas", "%d is not between 0 and 16", c.MinReplicas)
+	case c.MinReplicas > 0 && c.URL == "":
+		return bad("redis.min_replicas", "needs redis.url: the embedded store has no replicas")
+	case c.ReplicaTimeout < 0 || c.ReplicaTimeout > 2*time.Second:
+		// Longer would outlast the Redis client's 3 s read timeout.
+		return bad("redis.replica_timeout", "%v is not between 0 and 2s", c.ReplicaTimeout)
 	}
 	return nil
 }
