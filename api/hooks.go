@@ -199,8 +199,16 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 // of err under policy p.
 func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) {
 	o := plugin.OutcomeOf(err, p)
-	if o.Status == plugin.StatusError {
+	switch o.Status {
+	case plugin.StatusError:
 		s.cfg.Logger.Error("hook failed", "path", string(c.Path()), "err", err)
+	case plugin.StatusUnauthorized, plugin.StatusForbidden, plugin.StatusRateLimited:
+		// hookAuth logged it (a call over the rate limit at debug only).
+	default:
+		// A refusal the proxy logs at most as an HTTP status: say why here
+		// (the reason names the field, never the token).
+		s.cfg.Logger.Warn("hook call refused", "path", string(c.Path()), "source", c.RemoteAddr().String(),
+			"status", o.Status, "reason", err.Error())
 	}
 	writeHook(c, o, "", err)
 }

@@ -120,7 +120,7 @@ func TestKamailioStoreViaSIP(t *testing.T) {
 				defer c.Close()
 			}
 		}()
-		rawRegister(t, s.k.SIPAddr, "user2", "sip:user2@"+silent.Addr().String()+";transport=tcp", 300)
+		rawRegister(t, s.proxyAddr, "user2", "sip:user2@"+silent.Addr().String()+";transport=tcp", 300)
 		user1 := s.client(t, "user1", imclient.Config{})
 		if code := sendWithID(t, user1, "user2", "via-sip-fr@user1", "are you there?"); code != 202 {
 			t.Fatalf("MESSAGE to a silent registered contact: %d, want 202 from the failure route", code)
