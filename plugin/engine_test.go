@@ -594,9 +594,8 @@ func TestEngineStartupPushesToRegistered(t *testing.T) {
 // cancellingSession confirms its messages only after the push was cancelled
 // (an unregistration arriving while the client's 200s are on their way).
 type cancellingSession struct {
-	e    *engineEnv
-	got  []string
-	done chan struct{}
+	e   *engineEnv
+	got []string
 }
 
 func (s *cancellingSession) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
