@@ -145,7 +145,7 @@ func runDeferpushPager(b *testing.B, p benchParams, m int) (row benchRow, ok boo
 
 // pagerGoal is issue 15's goal for the pager_below row.
 func (r *benchReport) pagerGoal() string {
-	ms_, ok1 := r.row("msilo", 1)
+	ms_, ok1 := r.row(systemMsilo, 1)
 	dp, ok2 := r.row(systemDeferpushPager, 1)
 	if !ok1 || !ok2 {
 		return "delivery rate with pager_below ≥ msilo's at M=1: not measured in this run"

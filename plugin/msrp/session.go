@@ -174,24 +174,9 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	s.active = true
 	s.mu.Unlock()
 
-	hop := remote[0]
-	var nc net.Conn
-	var err error
-	d := &net.Dialer{}
-	if s.dial != nil {
-		nc, err = s.dial(ctx, hop.Addr())
-	} else if hop.Secure {
-		cfg := s.cfg.TLS
-		if cfg == nil {
-			cfg = &tls.Config{ServerName: hop.Host}
-		}
-		td := &tls.Dialer{NetDialer: d, Config: cfg}
-		nc, err = td.DialContext(ctx, "tcp", hop.Addr())
-	} else {
-		nc, err = d.DialContext(ctx, "tcp", hop.Addr())
-	}
+	nc, err := s.dialHop(ctx, remote[0])
 	if err != nil {
-		return fmt.Errorf("msrp: connect %s: %w", hop.Addr(), err)
+		return fmt.Errorf("msrp: connect %s: %w", remote[0].Addr(), err)
 	}
 	c := newConn(nc, s.cfg.Limits, s.cfg.Timeout, s.log)
 	c.self = s.local
@@ -213,24 +198,46 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 		defer s.wg.Done()
 		c.readLoop()
 	}()
-
-	bind := s.request("SEND", newIdent(), []Header{{HeaderMessageID, newIdent()}})
-	errc := make(chan error, 1)
-	if err := c.request(bind, func(err error) { errc <- err }); err != nil {
-		return fmt.Errorf("msrp: connect: %w", err)
-	}
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-s.done:
-		err = ErrClosed
-	}
-	if err != nil {
+	if err := s.bind(ctx, c); err != nil {
 		c.close(err)
 		return fmt.Errorf("msrp: connect: bind: %w", err)
 	}
 	return nil
+}
+
+// dialHop opens the TCP or TLS connection to the first hop of the path.
+func (s *Session) dialHop(ctx context.Context, hop URI) (net.Conn, error) {
+	d := &net.Dialer{}
+	switch {
+	case s.dial != nil:
+		return s.dial(ctx, hop.Addr())
+	case hop.Secure:
+		cfg := s.cfg.TLS
+		if cfg == nil {
+			cfg = &tls.Config{ServerName: hop.Host}
+		}
+		td := &tls.Dialer{NetDialer: d, Config: cfg}
+		return td.DialContext(ctx, "tcp", hop.Addr())
+	}
+	return d.DialContext(ctx, "tcp", hop.Addr())
+}
+
+// bind sends the bodiless SEND that binds the session to c (RFC 4975
+// §5.4: whoever connects sends first) and waits for its answer.
+func (s *Session) bind(ctx context.Context, c *conn) error {
+	req := s.request("SEND", newIdent(), []Header{{HeaderMessageID, newIdent()}})
+	errc := make(chan error, 1)
+	if err := c.request(req, func(err error) { errc <- err }); err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrClosed
+	}
 }
 
 // attach binds s to c: 0 on success, else the status to answer with. f is
@@ -427,21 +434,7 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 	if err != nil {
 		return nil, fmt.Errorf("msrp: send %s: %w", m.ID, err)
 	}
-	var report *reportWait
-	forget := func() {}
-	if m.SuccessReport {
-		report = &reportWait{ch: make(chan error, 1), size: int64(len(m.Body))}
-		s.mu.Lock()
-		s.reports[m.ID] = report
-		s.mu.Unlock()
-		forget = func() {
-			s.mu.Lock()
-			if s.reports[m.ID] == report {
-				delete(s.reports, m.ID)
-			}
-			s.mu.Unlock()
-		}
-	}
+	report, forget := s.expectReport(m)
 	st, err := s.writeChunks(ctx, c, m)
 	if err != nil {
 		forget()
@@ -449,29 +442,57 @@ func (s *Session) Start(ctx context.Context, m Message) (wait func() error, err 
 	}
 	return sync.OnceValue(func() error {
 		defer forget()
-		if err := s.awaitAnswers(ctx, st); err != nil {
+		if err := s.await(ctx, st, report); err != nil {
 			return fmt.Errorf("msrp: send %s: %w", m.ID, err)
-		}
-		if report == nil {
-			return nil
-		}
-		t := time.NewTimer(s.cfg.Timeout)
-		defer t.Stop()
-		var err error
-		select {
-		case err = <-report.ch:
-		case <-t.C:
-			err = ErrNoReport
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-s.done:
-			err = ErrClosed
-		}
-		if err != nil {
-			return fmt.Errorf("msrp: send %s: report: %w", m.ID, err)
 		}
 		return nil
 	}), nil
+}
+
+// expectReport registers the wait for m's success REPORT, when m asks for
+// one; forget drops it.
+func (s *Session) expectReport(m Message) (report *reportWait, forget func()) {
+	if !m.SuccessReport {
+		return nil, func() {}
+	}
+	report = &reportWait{ch: make(chan error, 1), size: int64(len(m.Body))}
+	s.mu.Lock()
+	s.reports[m.ID] = report
+	s.mu.Unlock()
+	return report, func() {
+		s.mu.Lock()
+		if s.reports[m.ID] == report {
+			delete(s.reports, m.ID)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// await waits for the answers to a message's chunks and then, when one
+// was asked for, its success REPORT (ErrNoReport after the timeout).
+func (s *Session) await(ctx context.Context, st *sendState, report *reportWait) error {
+	if err := s.awaitAnswers(ctx, st); err != nil {
+		return err
+	}
+	if report == nil {
+		return nil
+	}
+	t := time.NewTimer(s.cfg.Timeout)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-report.ch:
+	case <-t.C:
+		err = ErrNoReport
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.done:
+		err = ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	return nil
 }
 
 // writeChunks writes the chunks of m, each once the window has room, and
@@ -504,20 +525,8 @@ func (s *Session) writeChunks(ctx context.Context, c *conn, m Message) (*sendSta
 		return st, nil
 	}
 	for first := true; first || off < total; first = false {
-		select {
-		case s.window <- struct{}{}:
-		case <-st.failed:
-			return stop(st.errNow())
-		case <-ctx.Done():
-			return stop(ctx.Err())
-		case <-s.done:
-			return stop(ErrClosed)
-		}
-		select {
-		case <-st.failed:
-			<-s.window
-			return stop(st.errNow())
-		default:
+		if err := s.windowSlot(ctx, st); err != nil {
+			return stop(err)
 		}
 		end := min(off+size, total)
 		flag := byte(FlagMore)
@@ -541,6 +550,27 @@ func (s *Session) writeChunks(ctx context.Context, c *conn, m Message) (*sendSta
 		off = end
 	}
 	return st, nil
+}
+
+// windowSlot waits for room in the window for one more chunk; it returns
+// why not when the message failed, ctx ended or the session closed.
+func (s *Session) windowSlot(ctx context.Context, st *sendState) error {
+	select {
+	case s.window <- struct{}{}:
+	case <-st.failed:
+		return st.errNow()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrClosed
+	}
+	select {
+	case <-st.failed:
+		<-s.window
+		return st.errNow()
+	default:
+		return nil
+	}
 }
 
 // awaitAnswers waits until every chunk written is answered, and returns
@@ -619,45 +649,46 @@ func (s *Session) onSend(c *conn, f *Frame) {
 		s.refuse(c, f, id)
 		return
 	}
+	switch m, verdict := s.reassemble(f, id, off); verdict {
+	case chunkRefused:
+		c.reply(f, StatusStopSending, "")
+	case chunkTooMany:
+		s.refuse(c, f, id)
+	case chunkComplete:
+		s.deliver(c, f, m)
+	default:
+		c.reply(f, StatusOK, "")
+	}
+}
 
+// What reassemble made of a chunk.
+const (
+	chunkTaken    = iota // kept; more chunks to come (or an abort): 200
+	chunkComplete        // the message is whole: deliver it
+	chunkRefused         // its message was refused before: 413 again
+	chunkTooMany         // too many messages in reassembly: refuse it
+)
+
+// reassemble adds the chunk f (at offset off of message id) to its
+// message, and returns the message when it is complete.
+func (s *Session) reassemble(f *Frame, id string, off int64) (*Message, int) {
 	s.mu.Lock()
-	for _, r := range s.refused {
-		if r == id {
-			s.mu.Unlock()
-			c.reply(f, StatusStopSending, "")
-			return
-		}
+	defer s.mu.Unlock()
+	if slices.Contains(s.refused, id) {
+		return nil, chunkRefused
 	}
 	p := s.partials[id]
-	if f.Flag == FlagAbort {
+	switch {
+	case f.Flag == FlagAbort:
 		delete(s.partials, id)
-		s.mu.Unlock()
-		c.reply(f, StatusOK, "")
-		return
-	}
-	if p == nil && off == 0 && f.Flag == FlagEnd {
+		return nil, chunkTaken
+	case p == nil && off == 0 && f.Flag == FlagEnd:
 		// The whole message in one chunk: no reassembly.
-		s.mu.Unlock()
-		s.deliver(c, f, &Message{ID: id, ContentType: f.Value(HeaderContentType), Body: f.Body})
-		return
-	}
-	if p == nil {
-		if len(s.partials) >= s.cfg.MaxPartial {
-			// Forget messages whose sender went quiet for a whole
-			// timeout without finishing or aborting them.
-			for pid, old := range s.partials {
-				if time.Since(old.updated) > s.cfg.Timeout {
-					delete(s.partials, pid)
-				}
-			}
+		return &Message{ID: id, ContentType: f.Value(HeaderContentType), Body: f.Body}, chunkComplete
+	case p == nil:
+		if p = s.newPartial(id); p == nil {
+			return nil, chunkTooMany
 		}
-		if len(s.partials) >= s.cfg.MaxPartial {
-			s.mu.Unlock()
-			s.refuse(c, f, id)
-			return
-		}
-		p = &partial{}
-		s.partials[id] = p
 	}
 	if p.contentType == "" {
 		p.contentType = f.Value(HeaderContentType)
@@ -665,16 +696,32 @@ func (s *Session) onSend(c *conn, f *Frame) {
 	p.updated = time.Now()
 	p.add(off, f.Body)
 	if f.Flag == FlagEnd {
-		p.last, p.lastEnd = true, off+n
+		p.last, p.lastEnd = true, off+int64(len(f.Body))
 	}
 	if !p.complete() {
-		s.mu.Unlock()
-		c.reply(f, StatusOK, "")
-		return
+		return nil, chunkTaken
 	}
 	delete(s.partials, id)
-	s.mu.Unlock()
-	s.deliver(c, f, &Message{ID: id, ContentType: p.contentType, Body: p.buf[:p.lastEnd]})
+	return &Message{ID: id, ContentType: p.contentType, Body: p.buf[:p.lastEnd]}, chunkComplete
+}
+
+// newPartial starts the reassembly of message id, unless MaxPartial are in
+// reassembly already (after forgetting those whose sender went quiet for a
+// whole timeout). s.mu is held.
+func (s *Session) newPartial(id string) *partial {
+	if len(s.partials) >= s.cfg.MaxPartial {
+		for pid, old := range s.partials {
+			if time.Since(old.updated) > s.cfg.Timeout {
+				delete(s.partials, pid)
+			}
+		}
+	}
+	if len(s.partials) >= s.cfg.MaxPartial {
+		return nil
+	}
+	p := &partial{}
+	s.partials[id] = p
+	return p
 }
 
 // refuse answers 413 and remembers id so that its later chunks get 413 too.
