@@ -24,15 +24,15 @@ import (
 	"github.com/deferpush/deferpush/test/harness"
 )
 
-// sippStoreN sends n MESSAGEs to user through Kamailio with SIPp, one at
+// sippStoreN sends n MESSAGEs to user through the proxy with SIPp, one at
 // a time (so they are stored in order), with the Call-IDs
 // <prefix>-1@1.2.3.4 .. <prefix>-n@1.2.3.4, and fails unless each is
 // answered 202.
-func sippStoreN(t *testing.T, s *kamailioStack, user, prefix string, n int) []string {
+func sippStoreN(t *testing.T, s *dpStack, user, prefix string, n int) []string {
 	t.Helper()
 	res := harness.RunSIPp(t, harness.SIPpConfig{
 		Scenario: "testdata/sipp-deferred-message.xml",
-		Remote:   s.k.SIPAddr,
+		Remote:   s.proxyAddr,
 		Args:     []string{"-t", "t1", "-m", strconv.Itoa(n), "-l", "1", "-s", user, "-cid_str", prefix + "-%u@1.2.3.4"},
 		Timeout:  20 * time.Second,
 	})
@@ -46,9 +46,9 @@ func sippStoreN(t *testing.T, s *kamailioStack, user, prefix string, n int) []st
 	return ids
 }
 
-// sippRegister registers user through Kamailio with SIPp, its Contact the
+// sippRegister registers user through the proxy with SIPp, its Contact the
 // SIPp UAS on uasPort.
-func sippRegister(t *testing.T, s *kamailioStack, user string, uasPort int) {
+func sippRegister(t *testing.T, s *dpStack, user string, uasPort int) {
 	t.Helper()
 	users := filepath.Join(t.TempDir(), "users.csv")
 	if err := os.WriteFile(users, []byte("SEQUENTIAL\n"+user+";"+domain+";\n"), 0o644); err != nil {
@@ -56,7 +56,7 @@ func sippRegister(t *testing.T, s *kamailioStack, user string, uasPort int) {
 	}
 	res := harness.RunSIPp(t, harness.SIPpConfig{
 		Scenario: "testdata/bench/register-uac.xml",
-		Remote:   s.k.SIPAddr,
+		Remote:   s.proxyAddr,
 		Args:     []string{"-inf", users, "-m", "1", "-key", "uas_port", strconv.Itoa(uasPort)},
 		Timeout:  20 * time.Second,
 	})
@@ -66,13 +66,14 @@ func sippRegister(t *testing.T, s *kamailioStack, user string, uasPort int) {
 }
 
 // postMessage stores raw for user through deferpush's message hook, as
-// kamailio.cfg's STORE_MESSAGE does, and fails unless it is stored.
-func postMessage(t *testing.T, s *kamailioStack, user, raw string) {
+// the proxy's script does (kamailio.cfg's and opensips.cfg's
+// STORE_MESSAGE), and fails unless it is stored.
+func postMessage(t *testing.T, s *dpStack, user, raw string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"raw": raw, "aor": "sip:" + user + "@" + domain, "source": "127.0.0.1:5060"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.dp.HooksAddr+"/hooks/kamailio/message", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.dp.HooksAddr+"/hooks/"+strings.ToLower(s.proxy)+"/message", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Deferpush-Token", s.token)
 	res, err := http.DefaultClient.Do(req)
@@ -111,13 +112,13 @@ func readPagerLog(path string) pagerLog {
 	return l
 }
 
-// TestKamailioPagerOnlyClient: a client without MSRP (a SIPp UAS that
-// answers INVITE 488 and MESSAGE 200), through Kamailio with the shipped
-// config, gets every stored message once, in order, as SIP MESSAGEs with
+// flowPagerOnlyClient: a client without MSRP (a SIPp UAS that
+// answers INVITE 488 and MESSAGE 200), through the proxy with its shipped
+// script, gets every stored message once, in order, as SIP MESSAGEs with
 // their Call-IDs, From tags and CSeqs intact and a Date; deferpush
 // remembers the refusal, so the next push to it sends no INVITE.
-func TestKamailioPagerOnlyClient(t *testing.T) {
-	s := startKamailioStack(t, stackOptions{})
+func flowPagerOnlyClient(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
 	first := sippStoreN(t, s, "user2", "pager", 3)
 	s.waitPending(t, "user2", 3)
 
@@ -150,7 +151,7 @@ func TestKamailioPagerOnlyClient(t *testing.T) {
 
 	// The next push: straight to pager mode. user2 is registered, so a
 	// MESSAGE now would reach it directly; these two are stored the way
-	// Kamailio stores one the client did not answer in time (the
+	// the proxy stores one the client did not answer in time (the
 	// message hook from failure_route), and its REGISTER refresh pushes.
 	var second []string
 	for i := 1; i <= 2; i++ {
@@ -177,11 +178,11 @@ func TestKamailioPagerOnlyClient(t *testing.T) {
 	waitFor(t, 10*time.Second, "user2's mailbox empty", func() bool { return s.counts(t, "user2") == plugin.Counts{} })
 }
 
-// TestKamailioPagerBelow: with pager_below 1, a one-message mailbox goes
+// flowPagerBelow: with pager_below 1, a one-message mailbox goes
 // by SIP MESSAGE even to a client that takes MSRP; two messages go in an
 // MSRP session.
-func TestKamailioPagerBelow(t *testing.T) {
-	s := startKamailioStack(t, stackOptions{policy: func(p *plugin.Policy) { p.PagerBelow = 1 }})
+func flowPagerBelow(t *testing.T, start startStack) {
+	s := start(t, stackOptions{policy: func(p *plugin.Policy) { p.PagerBelow = 1 }})
 	user1 := s.client(t, "user1", imclient.Config{})
 	if code := sendMessage(t, user1, "user2", []byte("just one")); code != 202 {
 		t.Fatalf("MESSAGE: %d, want 202", code)
@@ -214,11 +215,11 @@ func TestKamailioPagerBelow(t *testing.T) {
 	}
 }
 
-// TestKamailioPagerNoMSRPAnswer: a client that answers the INVITE 200
+// flowPagerNoMSRPAnswer: a client that answers the INVITE 200
 // but refuses the MSRP stream (port 0) gets the BYE, then its messages
 // by SIP MESSAGE.
-func TestKamailioPagerNoMSRPAnswer(t *testing.T) {
-	s := startKamailioStack(t, stackOptions{})
+func flowPagerNoMSRPAnswer(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
 	user1 := s.client(t, "user1", imclient.Config{})
 	for _, b := range []string{"first", "second"} {
 		if code := sendMessage(t, user1, "user2", []byte(b)); code != 202 {
@@ -296,14 +297,14 @@ func readNotification(t *testing.T, r imclient.Received) notification {
 	return n
 }
 
-// TestKamailioIMDN: a sender who asks for processing and negative-delivery
+// flowIMDN: a sender who asks for processing and negative-delivery
 // notifications hears "stored" when its message is stored for an offline
 // user, and "failed" when the message expires undelivered, each a valid
 // message/imdn+xml in CPIM that asks for none itself. The "failed" one
-// finds the sender offline: Kamailio stores it in deferpush like any
+// finds the sender offline: the proxy stores it in deferpush like any
 // message, and it is pushed when the sender registers again.
-func TestKamailioIMDN(t *testing.T) {
-	s := startKamailioStack(t, stackOptions{policy: func(p *plugin.Policy) { p.MessageTTL = plugin.Duration(2 * time.Second) }})
+func flowIMDN(t *testing.T, start startStack) {
+	s := start(t, stackOptions{policy: func(p *plugin.Policy) { p.MessageTTL = plugin.Duration(2 * time.Second) }})
 	alice := s.client(t, "alice", imclient.Config{})
 	s.register(t, alice)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -343,11 +344,11 @@ func TestKamailioIMDN(t *testing.T) {
 	waitFor(t, 10*time.Second, "alice's mailbox empty", func() bool { return s.counts(t, "alice") == plugin.Counts{} })
 }
 
-// TestKamailioPromptRetry: a client whose MSRP connection broke mid-push
+// flowPromptRetry: a client whose MSRP connection broke mid-push
 // and that registers again gets the rest within 2 s, although
 // retry_backoff is a minute; one that answered 486 keeps its backoff.
-func TestKamailioPromptRetry(t *testing.T) {
-	s := startKamailioStack(t, stackOptions{})
+func flowPromptRetry(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
 	user1 := s.client(t, "user1", imclient.Config{})
 	for i := range 6 {
 		if code := sendMessage(t, user1, "user2", fmt.Appendf(nil, "message %d", i+1)); code != 202 {
@@ -362,10 +363,10 @@ func TestKamailioPromptRetry(t *testing.T) {
 		c := s.counts(t, "user2")
 		return c.InFlight == 0 && c.Pending == 4
 	})
-	start := time.Now()
+	registered := time.Now()
 	s.register(t, user2)
 	waitClient(t, user2, "the rest", func(st imclient.Stats) bool { return st.Received >= 7 })
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(registered); d > 2*time.Second {
 		t.Errorf("the rest came %v after the REGISTER; want within 2 s", d.Round(time.Millisecond))
 	}
 	var bodies []string
@@ -395,3 +396,18 @@ func TestKamailioPromptRetry(t *testing.T) {
 		t.Errorf("user3 got %d INVITEs; want 1 (486 keeps the backoff)", st.Invites)
 	}
 }
+
+// Pager mode, notifications and the prompt push through each proxy with
+// its shipped script.
+
+func TestKamailioPagerOnlyClient(t *testing.T)   { flowPagerOnlyClient(t, kamailioStarter) }
+func TestKamailioPagerBelow(t *testing.T)        { flowPagerBelow(t, kamailioStarter) }
+func TestKamailioPagerNoMSRPAnswer(t *testing.T) { flowPagerNoMSRPAnswer(t, kamailioStarter) }
+func TestKamailioIMDN(t *testing.T)              { flowIMDN(t, kamailioStarter) }
+func TestKamailioPromptRetry(t *testing.T)       { flowPromptRetry(t, kamailioStarter) }
+
+func TestOpenSIPSPagerOnlyClient(t *testing.T)   { flowPagerOnlyClient(t, opensipsStarter) }
+func TestOpenSIPSPagerBelow(t *testing.T)        { flowPagerBelow(t, opensipsStarter) }
+func TestOpenSIPSPagerNoMSRPAnswer(t *testing.T) { flowPagerNoMSRPAnswer(t, opensipsStarter) }
+func TestOpenSIPSIMDN(t *testing.T)              { flowIMDN(t, opensipsStarter) }
+func TestOpenSIPSPromptRetry(t *testing.T)       { flowPromptRetry(t, opensipsStarter) }
