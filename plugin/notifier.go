@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -82,14 +83,17 @@ func (q *notices) requests(m *Message) (stored, failed bool) {
 	return q.n.Requests(m)
 }
 
-// send queues the notification d of m; when the queue is full it is
-// dropped (and counted).
+// send queues the notification d of m (a copy: the caller's buffers may
+// be reused once it returns); when the queue is full it is dropped (and
+// counted).
 func (q *notices) send(m *Message, d Disposition) {
 	if q == nil {
 		return
 	}
+	c := *m
+	c.Raw, c.Invite = bytes.Clone(m.Raw), bytes.Clone(m.Invite)
 	select {
-	case q.queue <- notice{m: m, d: d}:
+	case q.queue <- notice{m: &c, d: d}:
 	default:
 		q.log.Warn("notification dropped", "aor", m.Recipient, "msg_id", m.ID, "disposition", d)
 		q.notified(d, errNoticeDropped)
