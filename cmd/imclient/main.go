@@ -6,6 +6,7 @@
 //
 //	imclient --aor sip:user2@example.com --proxy 127.0.0.1:5060 [--wait 30s]
 //	         [--relay msrp://192.0.2.5:2855;tcp --relay-user u --relay-password p]
+//	         [--pager-only]
 package main
 
 import (
@@ -45,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	relay := fs.String("relay", "", "MSRP relay (RFC 4976) to receive through, e.g. msrp://192.0.2.5:2855;tcp")
 	relayUser := fs.String("relay-user", "", "user name for the relay's digest challenge")
 	relayPassword := fs.String("relay-password", "", "password for the relay's digest challenge (or IMCLIENT_RELAY_PASSWORD)")
+	pagerOnly := fs.Bool("pager-only", false, "act as a client without MSRP: answer INVITEs 488 and take SIP MESSAGEs (pager mode)")
 	verbose := fs.Bool("v", false, "log SIP and MSRP activity to stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -61,11 +63,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *relayPassword == "" {
 		*relayPassword = os.Getenv("IMCLIENT_RELAY_PASSWORD")
 	}
-	cl, err := imclient.New(imclient.Config{
+	cfg := imclient.Config{
 		AOR: *aor, Proxy: *proxy, Transport: *transport, Host: *host,
 		Setup: *setup, AcceptTypes: strings.Fields(*accept), Logger: log,
 		Relay: *relay, RelayUser: *relayUser, RelayPassword: *relayPassword,
-	})
+	}
+	if *pagerOnly {
+		cfg.InviteStatus = 488
+	}
+	cl, err := imclient.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "imclient: %v\n", err)
 		return 1
@@ -93,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_, err := cl.Wait(wctx, func(s imclient.Stats) bool { return s.Received > printed })
 		for _, r := range cl.Received()[printed:] {
 			out := map[string]any{
-				"outer_message_id": r.OuterID, "content_type": r.ContentType,
+				"pager": r.Pager, "outer_message_id": r.OuterID, "content_type": r.ContentType,
 				"encapsulation": r.Decoded.Encapsulation, "call_id": r.Decoded.CallID,
 				"message_id": r.Decoded.MessageID, "from": r.Decoded.From, "to": r.Decoded.To,
 				"date": r.Decoded.Date, "inner_content_type": r.Decoded.ContentType,
