@@ -356,28 +356,7 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, err.Error(), nil))
 		return
 	}
-	status := c.cfg.InviteStatus
-	if status < 0 {
-		_ = dlg.Respond(180, "Ringing", nil)
-		// sipgo's transaction layer answers a CANCEL itself (200, then 487
-		// to the INVITE); the dialog ends with ErrTransactionCanceled.
-		select {
-		case <-dlg.Context().Done():
-		case <-tx.Done():
-		}
-		if errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled) || errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
-			c.bump(func() { c.cancels++ })
-		}
-		return
-	}
-	if status != 0 && status != 200 {
-		_ = dlg.Respond(status, "Refused by test client", nil)
-		return
-	}
-	if c.cfg.NoMSRPAnswer {
-		// The MSRP stream refused (port 0, RFC 3264 §6): nothing to use.
-		refused := "v=0\r\no=- 1 1 IN IP4 " + c.cfg.Host + "\r\ns=-\r\nc=IN IP4 " + c.cfg.Host + "\r\nt=0 0\r\nm=message 0 TCP/MSRP *\r\n"
-		_ = dlg.RespondSDP([]byte(refused))
+	if c.refuseInvite(dlg, tx) {
 		return
 	}
 	offer, err := sdp.Parse(req.Body())
@@ -391,38 +370,13 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		c.answerViaRelay(req, dlg, offer, local)
 		return
 	}
-	if c.cfg.PathAddr != "" {
-		host, port, err := net.SplitHostPort(c.cfg.PathAddr)
-		if err != nil {
-			_ = dlg.Respond(500, err.Error(), nil)
-			return
-		}
-		local.Host = host
-		local.Port, _ = strconv.Atoi(port)
+	ms, err := c.newSession(local, offer)
+	if err == nil {
+		err = c.answer(dlg, ms)
 	}
-	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
 	if err != nil {
-		_ = dlg.Respond(500, err.Error(), nil)
-		return
-	}
-	if c.cfg.Setup == sdp.SetupPassive {
-		if err := c.msrpL.Add(ms, offer.Path); err != nil {
-			_ = dlg.Respond(500, err.Error(), nil)
-			return
-		}
-	}
-	c.mu.Lock()
-	c.sessions = append(c.sessions, ms)
-	c.mu.Unlock()
-	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: c.cfg.AcceptTypes,
-		AcceptWrappedTypes: c.cfg.AcceptWrappedTypes, Setup: c.cfg.Setup})
-	if err != nil {
-		_ = dlg.Respond(500, err.Error(), nil)
-		return
-	}
-	c.bump(func() { c.lastAnswer = answer })
-	if err := dlg.RespondSDP(answer); err != nil {
-		c.log.Warn("imclient: respond", "err", err)
+		c.log.Warn("imclient: answer", "err", err)
+		_ = dlg.Respond(500, err.Error(), nil) // fails when answered already
 		return
 	}
 	_ = c.event(Event{Kind: EventInviteAnswered})
@@ -435,6 +389,73 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 		}()
 	}
+}
+
+// refuseInvite answers the INVITE as Config says when it is not to be
+// taken: never finally (InviteStatus < 0, until a CANCEL), with an error
+// status, or with the MSRP stream refused (NoMSRPAnswer). It reports
+// whether it answered.
+func (c *Client) refuseInvite(dlg *sipgo.DialogServerSession, tx sip.ServerTransaction) bool {
+	switch status := c.cfg.InviteStatus; {
+	case status < 0:
+		_ = dlg.Respond(180, "Ringing", nil)
+		// sipgo's transaction layer answers a CANCEL itself (200, then 487
+		// to the INVITE); the dialog ends with ErrTransactionCanceled.
+		select {
+		case <-dlg.Context().Done():
+		case <-tx.Done():
+		}
+		if errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled) || errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
+			c.bump(func() { c.cancels++ })
+		}
+		return true
+	case status != 0 && status != 200:
+		_ = dlg.Respond(status, "Refused by test client", nil)
+		return true
+	case c.cfg.NoMSRPAnswer:
+		// The MSRP stream refused (port 0, RFC 3264 §6): nothing to use.
+		refused := "v=0\r\no=- 1 1 IN IP4 " + c.cfg.Host + "\r\ns=-\r\nc=IN IP4 " + c.cfg.Host + "\r\nt=0 0\r\nm=message 0 TCP/MSRP *\r\n"
+		_ = dlg.RespondSDP([]byte(refused))
+		return true
+	}
+	return false
+}
+
+// newSession makes the MSRP session of an answer, at PathAddr when set,
+// and registers it with the listener when the client is the passive side.
+func (c *Client) newSession(local msrp.URI, offer sdp.Media) (*msrp.Session, error) {
+	if c.cfg.PathAddr != "" {
+		host, port, err := net.SplitHostPort(c.cfg.PathAddr)
+		if err != nil {
+			return nil, err
+		}
+		local.Host = host
+		local.Port, _ = strconv.Atoi(port)
+	}
+	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.Setup == sdp.SetupPassive {
+		if err := c.msrpL.Add(ms, offer.Path); err != nil {
+			return nil, err
+		}
+	}
+	c.mu.Lock()
+	c.sessions = append(c.sessions, ms)
+	c.mu.Unlock()
+	return ms, nil
+}
+
+// answer sends the 200 with our SDP for ms.
+func (c *Client) answer(dlg *sipgo.DialogServerSession, ms *msrp.Session) error {
+	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: c.cfg.AcceptTypes,
+		AcceptWrappedTypes: c.cfg.AcceptWrappedTypes, Setup: c.cfg.Setup})
+	if err != nil {
+		return err
+	}
+	c.bump(func() { c.lastAnswer = answer })
+	return dlg.RespondSDP(answer)
 }
 
 // answerViaRelay answers an INVITE from behind the relay: the session
