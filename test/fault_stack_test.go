@@ -369,7 +369,9 @@ type resetRelay struct {
 	target string // the client's MSRP listener: set once the client runs
 	conns  int
 	reset  chan struct{} // closed when the reset happened
-	wg     sync.WaitGroup
+	// resetAt is when the reset was sent; read it once reset is closed.
+	resetAt time.Time
+	wg      sync.WaitGroup
 }
 
 func startResetRelay(t *testing.T, resetAfter int) *resetRelay {
@@ -467,6 +469,7 @@ func (r *resetRelay) serve() {
 			want := int64(len(msrpEndLine.FindAll(sent.Bytes(), -1)))
 			pollUntil(5*time.Second, func() bool { return answers.Load() >= want })
 			in.(*net.TCPConn).SetLinger(0)
+			r.resetAt = time.Now()
 			in.Close()
 			out.(*net.TCPConn).SetLinger(0)
 			out.Close()
