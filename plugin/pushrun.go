@@ -186,7 +186,13 @@ func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 // within a second, so that a short outage does not end a session whose
 // client goes on confirming; the store checks the lease on every try, and
 // a try whose earlier twin went through finds nothing (ErrNotFound).
+//
+// The client has the message: its ack is not given up because the push
+// is being cancelled (an unregistration arriving meanwhile, a shutdown),
+// which would only push it again. A lost lease still refuses it.
 func (r *pushRun) ack(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
 		err := r.e.cfg.Store.Ack(ctx, r.reg.AOR, r.token, id)

@@ -220,50 +220,83 @@ redis.call('DEL', lock)
 return {0, n}
 `)
 
-// expireScript is the sweeper's look at one mailbox: drop messages that
-// expired (except those in flight under a live lease: their push ends
-// first), then report when to look again.
+// expireScript is the sweeper's look at one mailbox: drop at most
+// ARGV[2] messages that expired (except those in flight under a live
+// lease: their push ends first), then report when to look again. The
+// batch bounds how long one call holds Redis: the caller calls again
+// while more is set.
+//
+// Expiry follows arrival when the TTL does not change, so the expired ids
+// are the heads of the lists and leave them by LPOP; ids that expired out
+// of that order (the policy's TTL was shortened) make the call rewrite the
+// lists once, without them.
 //
 //	KEYS  1-7 mailbox, 8 gone
-//	ARGV  1 now ms
-//	Returns {dropped, next}: next is the earliest remaining expiry (ms), or
-//	-1 when the mailbox is empty; then gone is set (for an hour) so that
-//	an append racing with the unindexing indexes the mailbox again.
+//	ARGV  1 now ms, 2 batch (most messages dropped by this call)
+//	Returns {dropped, next, more}: next is the earliest remaining expiry
+//	(ms), or -1 when the mailbox is empty (then gone is set for an hour, so
+//	that an append racing with the unindexing indexes the mailbox again);
+//	more is 1 when the batch was full and expired messages may remain.
 var expireScript = redis.NewScript(prelude + `
-local now = tonumber(ARGV[1])
-local ids = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
-local held = {}
+local now, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local held, nheld = {}, 0
 local v = redis.call('HMGET', lock, 'owner', 'until')
 if v[1] and tonumber(v[2]) > now then
-  for _, id in ipairs(redis.call('LRANGE', inflight, 0, -1)) do held[id] = true end
+  for _, id in ipairs(redis.call('LRANGE', inflight, 0, -1)) do held[id] = true; nheld = nheld + 1 end
 end
-local gone = {}
-local dropped = 0
+local ids = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, batch + nheld)
+local gone, list = {}, {}
 for _, id in ipairs(ids) do
-  if not held[id] then
+  if #list < batch and not held[id] then
     gone[id] = true
-    drop(id)
-    dropped = dropped + 1
+    list[#list + 1] = id
   end
 end
-if dropped > 0 then
-  for _, key in ipairs({pending, inflight, dead}) do
-    local keep = {}
+local dropped = #list
+for i = 1, dropped, 1000 do
+  local j = math.min(i + 999, dropped)
+  redis.call('HDEL', msgs, unpack(list, i, j))
+  redis.call('ZREM', expiry, unpack(list, i, j))
+  redis.call('HDEL', tries, unpack(list, i, j))
+end
+-- The heads of the lists first: LTRIM past the expired ids there.
+local left = dropped
+for _, key in ipairs({pending, dead, inflight}) do
+  if left > 0 then
+    local head = redis.call('LRANGE', key, 0, left - 1)
+    local n = 0
+    while n < #head and gone[head[n + 1]] do
+      gone[head[n + 1]] = false
+      n = n + 1
+    end
+    if n > 0 then
+      redis.call('LTRIM', key, n, -1)
+      left = left - n
+    end
+  end
+end
+if left > 0 then
+  for _, key in ipairs({pending, dead, inflight}) do
+    local keep, changed = {}, false
     for _, id in ipairs(redis.call('LRANGE', key, 0, -1)) do
-      if not gone[id] then keep[#keep + 1] = id end
+      if gone[id] then changed = true else keep[#keep + 1] = id end
     end
-    redis.call('DEL', key)
-    for i = 1, #keep, 1000 do
-      redis.call('RPUSH', key, unpack(keep, i, math.min(i + 999, #keep)))
+    if changed then
+      redis.call('DEL', key)
+      for i = 1, #keep, 1000 do
+        redis.call('RPUSH', key, unpack(keep, i, math.min(i + 999, #keep)))
+      end
     end
   end
 end
+local more = 0
+if dropped == batch then more = 1 end
 if redis.call('HLEN', msgs) == 0 then
   redis.call('SET', KEYS[8], '1', 'PX', 3600000)
-  return {dropped, -1}
+  return {dropped, -1, 0}
 end
 local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
-return {dropped, tonumber(first[2])}
+return {dropped, tonumber(first[2]), more}
 `)
 
 // indexCASScript changes one member of a global index (dp:mailboxes or
