@@ -87,11 +87,21 @@ func BenchmarkVsMsilo(b *testing.B) {
 			r.System, r.M, r.StoreRate, r.DeliverRate, ms(r.P50), ms(r.P99), r.CPUStore, r.CPUDeliver, r.BytesPerMsg, join(r.Err, r.Note))
 	}
 	// The report is written either way; a row with problems fails the run
-	// so that the servers' logs are shown and CI notices.
+	// so that the servers' logs are shown and CI notices, and so do a
+	// physical limit that could not be measured and a deferpush side that
+	// did not run (unless BENCH_DEFERPUSH=0 asked for that).
 	for _, r := range rep.Rows {
 		if r.Err != "" {
 			b.Errorf("%s at M=%d: %s", r.System, r.M, r.Err)
 		}
+	}
+	for _, l := range rep.Limits {
+		if l.Err != "" {
+			b.Errorf("physical limit %s not measured: %s", l.Name, l.Err)
+		}
+	}
+	if rep.DeferpushMissing != "" && os.Getenv("BENCH_DEFERPUSH") != "0" {
+		b.Errorf("the deferpush side did not run: %s", rep.DeferpushMissing)
 	}
 	b.ReportMetric(0, "ns/op")
 }
