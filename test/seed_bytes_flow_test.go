@@ -12,20 +12,30 @@ import (
 	"github.com/deferpush/deferpush/plugin/encap"
 )
 
-// TestKamailioSeedMessageBytes: the seed's first example, its SIP MESSAGE
-// (plugin/encap/testdata/seed1-message-sip.golden, addressed to this
-// deployment's domain and sent from this test's socket), goes through
-// Kamailio's message hook to an offline user2 and comes out of
-// deferpush's push as message/sip holding the bytes the sender sent, with
-// the one Date header deferpush adds after the Call-ID (as the seed's own
-// pushed example has it) and one difference Kamailio makes: its maxfwd
-// module decrements Max-Forwards in the received buffer ($mb) before the
-// script looks at the request.
+// TestKamailioSeedMessageBytes and TestOpenSIPSSeedMessageBytes: the
+// seed's first example, its SIP MESSAGE (flowSeedMessageBytes), byte for
+// byte through each proxy's message hook and deferpush's push.
 func TestKamailioSeedMessageBytes(t *testing.T) {
-	s := startKamailioStack(t, stackOptions{})
+	flowSeedMessageBytes(t, kamailioStarter(t, stackOptions{}))
+}
+
+func TestOpenSIPSSeedMessageBytes(t *testing.T) {
+	flowSeedMessageBytes(t, opensipsStarter(t, stackOptions{}))
+}
+
+// flowSeedMessageBytes: the seed's first example, its SIP MESSAGE
+// (plugin/encap/testdata/seed1-message-sip.golden, addressed to this
+// deployment's domain and sent from this test's socket), goes through the
+// proxy's message hook to an offline user2 and comes out of deferpush's
+// push as message/sip holding the bytes the sender sent, with the one Date
+// header deferpush adds after the Call-ID (as the seed's own pushed
+// example has it) and one difference the proxy makes: its maxfwd module
+// decrements Max-Forwards in the received buffer ($mb), which the hook
+// posts, before the script looks at the request.
+func flowSeedMessageBytes(t *testing.T, s *dpStack) {
 	seed := readSeed(t, "seed1-message-sip.golden")
 
-	conn, err := net.Dial("tcp", s.k.SIPAddr)
+	conn, err := net.Dial("tcp", s.proxyAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +49,7 @@ func TestKamailioSeedMessageBytes(t *testing.T) {
 	}
 	status, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil || !strings.HasPrefix(status, "SIP/2.0 202 ") {
-		t.Fatalf("the seed's MESSAGE through Kamailio: %q %v, want 202", status, err)
+		t.Fatalf("the seed's MESSAGE through %s: %q %v, want 202", s.proxy, status, err)
 	}
 	s.waitPending(t, "user2", 1)
 
