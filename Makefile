@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # The whole suite, end-to-end tests included, stays well under 15 minutes.
 TESTTIMEOUT ?= 14m
 
-.PHONY: build run demo test soak deps lint bench clean
+.PHONY: build run demo test soak deps lint bench mutate clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/deferpush
@@ -50,6 +50,15 @@ soak: deps
 	DEFERPUSH_SOAK_ROUNDS=$(ROUNDS) DEFERPUSH_FAULT_REPORT=$(CURDIR)/results/tmp/reliability.md \
 		$(GO) test -count=1 -timeout 30m -run '^TestSoak' -v ./test/
 	@cat results/tmp/reliability.md
+
+## mutate: break each critical line listed in test/mutate/mutations.go
+## (the ack only after a 200, the ack script's lease check, the token
+## comparisons, the size limits and their 413s, success REPORTs) one at a
+## time, on a copy of the tree, and run the tests that must notice; prints
+## the table and fails when a mutation survives. Not part of make test or
+## CI (about 10 minutes).
+mutate: deps
+	$(GO) run ./test/mutate $(ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

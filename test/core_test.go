@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,7 +112,9 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 		}
 	})
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
-	c.eng, err = plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: log, LockTTL: 10 * time.Second})
+	scanned := make(chan struct{})
+	engLog := slog.New(&onMessage{Handler: log.Handler(), msg: "start-up scan done", ch: scanned, once: new(sync.Once)})
+	c.eng, err = plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: engLog, LockTTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +141,42 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 		_, err := c.eng.Policy(ctx)
 		return err == nil && c.eng.Registered(ctx, plugin.Registration{AOR: plugin.MustParseAOR("sip:probe@invalid"), Contact: "sip:probe@127.0.0.1:9", Expires: time.Now().Add(time.Second)}) == nil
 	})
+	// And until its start-up scan is over: a scan that runs late finds the
+	// test's messages and registration and pushes once more on its own.
+	select {
+	case <-scanned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine's start-up scan did not end within 10 s")
+	}
 	return c
+}
+
+// onMessage is a slog.Handler that closes ch when a record with message
+// msg passes through it (once), and hands every record on.
+type onMessage struct {
+	slog.Handler
+	msg  string
+	ch   chan struct{}
+	once *sync.Once
+}
+
+func (h *onMessage) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.once.Do(func() { close(h.ch) })
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// Enabled lets the record through whatever the level of the handler
+// behind: Handle must see it.
+func (h *onMessage) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *onMessage) WithAttrs(as []slog.Attr) slog.Handler {
+	return &onMessage{Handler: h.Handler.WithAttrs(as), msg: h.msg, ch: h.ch, once: h.once}
+}
+
+func (h *onMessage) WithGroup(name string) slog.Handler {
+	return &onMessage{Handler: h.Handler.WithGroup(name), msg: h.msg, ch: h.ch, once: h.once}
 }
 
 // register tells the engine that client cl registered, as the proxy hook

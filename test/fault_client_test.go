@@ -2,12 +2,14 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/sdp"
 )
@@ -24,10 +26,12 @@ var clientFaults = []struct {
 
 // TestFaultClient: a client that resets its MSRP connection in the middle
 // of a chunk, one that never answers a SEND, and one that answers the INVITE
-// but never opens its MSRP connection. Each push ends within the MSRP
-// timeout (msrp.timeout, 3 s here) plus a margin, with a BYE; the messages
-// the client did not confirm stay stored, and a well-behaved registration
-// gets them all.
+// but never opens its MSRP connection. The reset ends the push at once
+// (its BYE well before the MSRP timeout could have); the silent client's
+// and the unconnected one's pushes end once msrp.timeout (3 s here) has
+// passed with nothing from the client, their BYE within 1.5 s more. Only
+// the message a session broke on is charged an attempt; what the client
+// did not confirm stays stored, and a well-behaved registration gets it.
 func TestFaultClient(t *testing.T) {
 	for _, cf := range clientFaults {
 		t.Run(cf.fault, func(t *testing.T) {
@@ -64,19 +68,24 @@ func faultClientRound(t *testing.T, s *kamailioStack, sender *imclient.Client, r
 	})
 	s.waitPending(t, user, n)
 
+	// When the client saw each step first: the INVITE, its 200 going out,
+	// the first message, the BYE.
 	var (
-		mu      sync.Mutex
-		invited time.Time
+		mu   sync.Mutex
+		seen = map[imclient.EventKind]time.Time{}
 	)
 	onEvent := func(ev imclient.Event) error {
-		if ev.Kind == imclient.EventInvite {
-			mu.Lock()
-			if invited.IsZero() {
-				invited = time.Now()
-			}
-			mu.Unlock()
+		mu.Lock()
+		if _, ok := seen[ev.Kind]; !ok {
+			seen[ev.Kind] = time.Now()
 		}
+		mu.Unlock()
 		return nil
+	}
+	at := func(k imclient.EventKind) time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[k]
 	}
 	release := make(chan struct{})
 	var releaseOnce sync.Once
@@ -110,24 +119,39 @@ func faultClientRound(t *testing.T, s *kamailioStack, sender *imclient.Client, r
 	}
 	s.register(t, bad)
 
-	// The push ends (BYE from deferpush, nothing left in flight) within the
-	// MSRP timeout and a margin.
-	bound := faultMSRPTimeout + 5*time.Second
-	waitFor(t, bound+10*time.Second, "the push to end", func() bool {
+	// The push ends: BYE from deferpush, nothing left in flight.
+	waitFor(t, faultMSRPTimeout+20*time.Second, "the push to end", func() bool {
 		return bad.Stats().Byes > 0 && s.counts(t, user).InFlight == 0
 	})
-	mu.Lock()
-	took := time.Since(invited)
-	mu.Unlock()
-	if took > bound {
-		t.Errorf("%s: the push took %v from its INVITE to its end, want at most %v", fault, took, bound)
-	}
-	if relay != nil {
+	// From what the client last did to deferpush's BYE: the reset ends the
+	// push at once, the silence and the missing connection once
+	// msrp.timeout has passed; 1.5 s more is the BYE's way to the client.
+	const byeWay = 1500 * time.Millisecond
+	bye := at(imclient.EventBye)
+	var (
+		took  time.Duration
+		since string
+	)
+	switch fault {
+	case "reset":
 		select {
 		case <-relay.reset:
+			took, since = bye.Sub(relay.resetAt), "the reset"
+			if took > faultMSRPTimeout/3 {
+				t.Errorf("reset: BYE %v after the reset, want it at once (the MSRP timeout is %v)", took, faultMSRPTimeout)
+			}
 		default:
 			t.Errorf("reset: the relay never reset the connection")
 		}
+	case "silent":
+		took, since = bye.Sub(at(imclient.EventMessage)), "the SEND it never answered"
+	case "noconnect":
+		took, since = bye.Sub(at(imclient.EventInviteAnswered)), "its 200 to the INVITE"
+	}
+	// (The lower bound, with some slack for the two paths' delays, says
+	// that the timeout, not something else, ended the push.)
+	if fault != "reset" && (took < faultMSRPTimeout-500*time.Millisecond || took > faultMSRPTimeout+byeWay) {
+		t.Errorf("%s: BYE %v after %s, want msrp.timeout (%v) and at most %v more", fault, took, since, faultMSRPTimeout, byeWay)
 	}
 	unblock()
 
@@ -144,10 +168,27 @@ func faultClientRound(t *testing.T, s *kamailioStack, sender *imclient.Client, r
 			t.Errorf("%s: %s neither confirmed nor stored after the push", fault, id)
 		}
 	}
+	// Only the message the session broke on is charged an attempt: the
+	// 60 KB one under the reset, the first SEND the silent client held;
+	// nothing when no SEND went out.
+	brokeOn := map[string]string{"reset": ids[1], "silent": ids[0]}[fault]
+	page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range page.Messages {
+		want := 0
+		if m.CallID == brokeOn {
+			want = 1
+		}
+		if m.Attempts != want {
+			t.Errorf("%s: %s has %d attempts after one broken push, want %d", fault, m.CallID, m.Attempts, want)
+		}
+	}
 	if c := s.counts(t, user); c.Dead != 0 {
 		t.Errorf("%s: %d dead letters after one failed push", fault, c.Dead)
 	}
-	t.Logf("%s: push ended %v after its INVITE; %d of %d confirmed, %d stored", fault, took.Round(time.Millisecond),
+	t.Logf("%s: BYE %v after %s; %d of %d confirmed, %d stored", fault, took.Round(time.Millisecond), since,
 		len(confirmed), n, len(stored))
 
 	// A well-behaved registration gets the rest; the reset relay lets a

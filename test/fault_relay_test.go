@@ -1,12 +1,13 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/deferpush/deferpush/adapters/imclient"
-
+	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
 )
 
@@ -96,6 +97,18 @@ func faultRelayRound(t *testing.T, s *kamailioStack, relayProc interface {
 			t.Errorf("%s neither confirmed nor stored after the push", id)
 		case confirmed[id] && stored[id]:
 			inDoubt = append(inDoubt, id)
+		}
+	}
+	// A REPORT that does not come charges no attempt: every message left
+	// has none (a dead-letter count could not show it, with max_attempts
+	// 5 after one push).
+	page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range page.Messages {
+		if m.Attempts != 0 {
+			t.Errorf("%s has %d attempts after the relay's restart, want none charged", m.CallID, m.Attempts)
 		}
 	}
 	if cn := s.counts(t, user); cn.Dead != 0 {

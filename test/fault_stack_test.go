@@ -287,38 +287,6 @@ func wantDups(t *testing.T, what string, got map[string]bool, want ...string) {
 	}
 }
 
-// redisClients returns the CLIENT LIST lines of r that match every part.
-func redisClients(t *testing.T, r *harness.RedisServer, parts ...string) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	list, err := harness.RedisDo(ctx, r.Addr, "CLIENT", "LIST")
-	if err != nil {
-		t.Errorf("CLIENT LIST: %v", err)
-		return nil
-	}
-	var out []string
-next:
-	for _, line := range strings.Split(list, "\n") {
-		for _, p := range parts {
-			if !strings.Contains(" "+line+" ", " "+p+" ") {
-				continue next
-			}
-		}
-		out = append(out, line)
-	}
-	return out
-}
-
-func redisDo(t *testing.T, r *harness.RedisServer, args ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := harness.RedisDo(ctx, r.Addr, args...); err != nil {
-		t.Errorf("%s: %v", strings.Join(args, " "), err)
-	}
-}
-
 // readyz returns the status of GET /readyz on deferpush's admin listener,
 // 0 when it does not answer.
 func readyz(addr string) int {
@@ -369,7 +337,9 @@ type resetRelay struct {
 	target string // the client's MSRP listener: set once the client runs
 	conns  int
 	reset  chan struct{} // closed when the reset happened
-	wg     sync.WaitGroup
+	// resetAt is when the reset was sent; read it once reset is closed.
+	resetAt time.Time
+	wg      sync.WaitGroup
 }
 
 func startResetRelay(t *testing.T, resetAfter int) *resetRelay {
@@ -467,6 +437,7 @@ func (r *resetRelay) serve() {
 			want := int64(len(msrpEndLine.FindAll(sent.Bytes(), -1)))
 			pollUntil(5*time.Second, func() bool { return answers.Load() >= want })
 			in.(*net.TCPConn).SetLinger(0)
+			r.resetAt = time.Now()
 			in.Close()
 			out.(*net.TCPConn).SetLinger(0)
 			out.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/guard"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/sdp"
 )
@@ -55,17 +56,13 @@ func startLoadPeer(t testing.TB) *loadPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	// A Contact without ;transport reaches us over UDP.
+	tl, ul, err := guard.ListenTCPAndUDP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.port = tl.Addr().(*net.TCPAddr).Port
 	p.sipAddr = tl.Addr().String()
-	// A Contact without ;transport reaches us over UDP.
-	ul, err := net.ListenPacket("udp", p.sipAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p.dialogs = sipgo.NewDialogServerCache(cli, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: p.port,
 		UriParams: sip.HeaderParams{{K: "transport", V: "tcp"}}}})
 	p.ml, err = msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0", Host: "127.0.0.1", Logger: log})

@@ -269,12 +269,45 @@ func TestPushRetriesAfterBackoff(t *testing.T) {
 		return nil
 	}})
 	c.register(t, aor, cl.Contact())
-	if rep := c.report(t); rep.Outcome != "partial" {
-		t.Fatalf("first push = %+v, want partial", rep)
+	first := c.report(t)
+	if first.Outcome != "partial" || first.Delivered != 1 || first.Failed != 1 {
+		t.Fatalf("first push = %+v, want partial: 1 delivered, 1 failed", first)
+	}
+	firstEnd := time.Now()
+	second := c.report(t)
+	if second.Outcome != "delivered" || second.Delivered != 1 {
+		t.Errorf("second push = %+v, want the refused message delivered", second)
+	}
+	// The engine waited for the backoff before trying again: a lower
+	// bound, which load cannot break (the first report reached the test
+	// a little after the push ended, hence the slack).
+	if gap := time.Since(firstEnd) - second.Duration; gap < 800*time.Millisecond {
+		t.Errorf("second push began %v after the first ended, want the 1 s backoff", gap)
 	}
 	waitClient(t, cl, "second delivery", func(s imclient.Stats) bool { return s.Received == 3 && s.Byes == 2 })
-	_ = want
+	// The client took message 1 (refused), message 2, then message 1 again
+	// with the same outer Message-ID, and nothing more.
+	got := cl.Received()
+	var calls []string
+	var answers []int
+	for _, r := range got {
+		calls = append(calls, r.Decoded.CallID)
+		answers = append(answers, r.Answered)
+	}
+	if diff := cmp.Diff([]string{want[0], want[1], want[0]}, calls); diff != "" {
+		t.Errorf("Call-IDs received (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{415, 200, 200}, answers); diff != "" {
+		t.Errorf("answers (-want +got):\n%s", diff)
+	}
+	if len(got) == 3 && got[0].OuterID != got[2].OuterID {
+		t.Errorf("the retry of %s came with Message-ID %s, the first try with %s: want the same", want[0], got[2].OuterID, got[0].OuterID)
+	}
+	if n := c.counts(t, aor); n != (plugin.Counts{}) {
+		t.Errorf("store after the retry = %+v, want empty", n)
+	}
 }
+
 func TestPushClientNeverOpensMSRP(t *testing.T) {
 	r := harness.Redis(t)
 	c := startCore(t, r.URL(), coreOptions{msrpTimeout: 2 * time.Second})

@@ -24,6 +24,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/guard"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/sdp"
 )
@@ -257,16 +258,11 @@ func (c *Client) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tl, err := net.Listen("tcp", net.JoinHostPort(c.cfg.Host, "0"))
+	tl, ul, err := guard.ListenTCPAndUDP(net.JoinHostPort(c.cfg.Host, "0"))
 	if err != nil {
 		return err
 	}
 	port := tl.Addr().(*net.TCPAddr).Port
-	ul, err := net.ListenPacket("udp", net.JoinHostPort(c.cfg.Host, strconv.Itoa(port)))
-	if err != nil {
-		tl.Close()
-		return err
-	}
 	c.sipAddr = net.JoinHostPort(c.cfg.Host, strconv.Itoa(port))
 	c.cli, err = sipgo.NewClient(c.ua, sipgo.WithClientHostname(c.cfg.Host), sipgo.WithClientLogger(c.log))
 	if err != nil {

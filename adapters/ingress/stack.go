@@ -71,7 +71,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	host, _, _ := net.SplitHostPort(cfg.Listen)
-	raw, err := net.Listen("tcp", cfg.Listen)
+	raw, udp, err := guard.ListenTCPAndUDP(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("sip listener: %w", err)
 	}
@@ -92,11 +92,6 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		EvictIdle: true, FirstByteTimeout: min(firstByteTimeout, cfg.IdleTimeout), IdleTimeout: cfg.IdleTimeout,
 		Logger: log,
 	})
-	udp, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		tcp.Close()
-		return nil, fmt.Errorf("sip listener: %w", err)
-	}
 	s := &Stack{tcp: tcp, udp: udp, log: log, host: host, port: port}
 	if cfg.Advertise != "" {
 		s.host = cfg.Advertise

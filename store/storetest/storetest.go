@@ -237,7 +237,11 @@ func testLimits(e *env) {
 	if !errors.Is(err, plugin.ErrTooLarge) || !errors.As(err, &le) || le.Max != 10 || le.Got != 11 {
 		e.t.Errorf("oversize: err = %v, want LimitError ErrTooLarge 10/11", err)
 	}
-	for i := range 3 {
+	// max_message_size is the largest size stored: exactly 10 octets fit.
+	if err := e.s.Append(e.ctx, e.msg(bob, "0123456789"), lim); err != nil {
+		e.t.Errorf("a message of exactly max_message_size: %v, want it stored", err)
+	}
+	for i := range 2 {
 		if err := e.s.Append(e.ctx, e.msg(bob, fmt.Sprint(i)), lim); err != nil {
 			e.t.Fatal(err)
 		}
