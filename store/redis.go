@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -69,11 +71,16 @@ type Redis struct {
 	replicas       int
 	replicaTimeout time.Duration
 	closers        []func() error
-	// batch carries the commands of Append: go-redis's autopipeliner
-	// writes those of concurrent callers to Redis together, one ordered
-	// stream, which cuts the syscalls and CPU of each append (see Append). Nil
-	// for a client that has none. Closing the client stops it.
+	// batch carries the commands of Append and Ack: go-redis's
+	// autopipeliner writes those of concurrent callers to Redis together,
+	// one ordered stream, which cuts the syscalls and CPU of each (see
+	// Append). Nil for a client that has none. Closing the client stops it.
 	batch *redis.AutoPipeliner
+	// fn runs the function library (library.go).
+	fn functions
+	// prepared is set once prepare succeeded; prepareMu serialises it.
+	prepared  atomic.Bool
+	prepareMu sync.Mutex
 }
 
 // New returns a store on cfg.Client or cfg.URL. It does not contact Redis:
@@ -103,6 +110,7 @@ func New(cfg Config) (*Redis, error) {
 		r.c = redis.NewUniversalClient(opts)
 		r.closers = append(r.closers, r.c.Close)
 	}
+	r.fn.c = r.c
 	if c, ok := r.c.(interface {
 		AsyncAutoPipeline() (*redis.AutoPipeliner, error)
 	}); ok {
@@ -148,11 +156,46 @@ func (r *Redis) Close() error {
 // Client returns the underlying client (for tests and diagnostics).
 func (r *Redis) Client() redis.UniversalClient { return r.c }
 
-// Ping reports whether Redis answers.
+// Ping reports whether Redis answers and the store is ready for it: the
+// function library loaded and what an earlier release stored converted
+// (see ready).
 func (r *Redis) Ping(ctx context.Context) error {
-	if err := r.c.Ping(ctx).Err(); err != nil {
+	err := r.c.Ping(ctx).Err()
+	if err == nil {
+		err = r.ready(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("store: ping: %w", err)
 	}
+	return nil
+}
+
+// ready makes Redis ready for this release, once per Redis value, before
+// the first operation that needs it (and in Ping, which cmd/deferpush
+// calls at start): it loads the function library where the server runs
+// another version of it, converts what an earlier release stored in its
+// layout (migrate.go), and writes dp:limits if it is missing. Until that
+// succeeded every operation fails with its error and tries again; it is
+// safe from several instances at once.
+func (r *Redis) ready(ctx context.Context) error {
+	if r.prepared.Load() {
+		return nil
+	}
+	r.prepareMu.Lock()
+	defer r.prepareMu.Unlock()
+	if r.prepared.Load() {
+		return nil
+	}
+	if err := r.fn.prepare(ctx); err != nil {
+		return err
+	}
+	if err := r.migrate(ctx); err != nil {
+		return err
+	}
+	if err := r.initLimits(ctx); err != nil {
+		return err
+	}
+	r.prepared.Store(true)
 	return nil
 }
 

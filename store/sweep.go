@@ -14,22 +14,24 @@ import (
 // Sweeping, and why the global indexes cannot lose a message.
 //
 // dp:leases lists recipients that may have messages in flight. Claim adds
-// the recipient (score: now) before it moves anything; the sweeper runs
-// recoverScript on each entry and removes an entry only when no lease is
-// live, nothing is in flight, the entry is older than leaseIdle and its
-// score is unchanged (indexCASScript). A Claim that starts after the
-// sweeper read the entry has rewritten its score, so its entry stays.
+// the recipient (score: now) in the round trip that moves messages; the
+// sweeper runs dp_recover on each entry and removes an entry only when no
+// lease is live, nothing is in flight, the entry is older than leaseIdle
+// and its score is unchanged (dp_index_cas). A Claim that starts after
+// the sweeper read the entry has rewritten its score, so its entry stays.
 // Should an entry still be missed, the next Lock or Claim for that
 // recipient requeues what a dead owner left in flight.
 //
 // dp:mailboxes lists recipients with stored messages, scored by the
 // earliest expiry to look at. Append lowers the score (ZADD LT) in the
 // same round trip; the sweeper visits entries whose score has passed,
-// drops expired messages, and either moves the score to the next expiry
-// or, for an empty mailbox, marks it gone (in its slot) and removes the
-// entry if its score is unchanged. An Append that finds the gone mark
-// indexes the mailbox again. A message missed by the index is never lost
-// or delivered late (Claim checks expiry); it is only removed later.
+// drops expired messages (dp_expire, a bounded batch a call, so that a
+// large mailbox never holds Redis long), and either moves the score to
+// the next expiry or, for an empty mailbox, marks it gone (in its slot)
+// and removes the entry if its score is unchanged. An Append that finds
+// the gone mark indexes the mailbox again. A message missed by the index
+// (or by a sweep, when its mailbox changed between two calls) is never
+// lost or delivered late (Claim checks expiry); it is only removed later.
 
 const (
 	// leaseIdle is how long an idle lease-index entry is kept: longer than
@@ -40,11 +42,20 @@ const (
 	// sweepMax bounds the mailboxes one Sweep looks at; the rest wait for
 	// the next.
 	sweepMax = 20000
+	// expireBatch bounds the ids one dp_expire call reads (and about 4 MB
+	// of records), and so the time it holds Redis; a larger mailbox takes
+	// several calls, other clients served in between.
+	expireBatch = 1000
+	// never is the index score of a mailbox whose messages never expire.
+	never = 1<<53 - 1
 )
 
 // Sweep implements plugin.Queue.
 func (r *Redis) Sweep(ctx context.Context, now time.Time) (plugin.SweepStats, error) {
 	var st plugin.SweepStats
+	if err := r.ready(ctx); err != nil {
+		return st, fmt.Errorf("store: sweep: %w", err)
+	}
 	if err := r.sweepLeases(ctx, now, &st); err != nil {
 		return st, fmt.Errorf("store: sweep leases: %w", err)
 	}
@@ -68,15 +79,12 @@ func (r *Redis) sweepLeases(ctx context.Context, now time.Time, st *plugin.Sweep
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, e := range batch {
-			cmds[i] = recoverScript.EvalSha(ctx, pipe, mailboxKeys(memberAOR(e.Member)), ms(now))
+			cmds[i] = r.fn.queue(ctx, pipe, "dp_recover", mailboxKeys(memberAOR(e.Member)), ms(now))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range batch {
 			aor := memberAOR(e.Member)
-			res, err := cmds[i].Slice()
-			if isNoScript(err) {
-				res, err = recoverScript.Run(ctx, r.c, mailboxKeys(aor), ms(now)).Slice()
-			}
+			res, err := r.fn.again(ctx, cmds[i], "dp_recover", mailboxKeys(aor), ms(now)).Slice()
 			if err != nil {
 				return fmt.Errorf("recover %s: %w", aor, err)
 			}
@@ -109,29 +117,26 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(entries))
 		for i, e := range entries {
-			aor := memberAOR(e.Member)
-			cmds[i] = expireScript.EvalSha(ctx, pipe, append(mailboxKeys(aor), goneKey(aor)), ms(now))
+			cmds[i] = r.fn.queue(ctx, pipe, "dp_expire", mailboxKeys(memberAOR(e.Member)), ms(now), expireBatch, 0)
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range entries {
 			aor := memberAOR(e.Member)
-			res, err := cmds[i].Slice()
-			if isNoScript(err) {
-				res, err = expireScript.Run(ctx, r.c, append(mailboxKeys(aor), goneKey(aor)), ms(now)).Slice()
-			}
+			x, err := r.expire(ctx, aor, now, cmds[i])
 			if err != nil {
 				return fmt.Errorf("expire %s: %w", aor, err)
 			}
-			st.Expired += int(res[0].(int64))
-			next := res[1].(int64)
+			st.Expired += x.dropped
 			switch {
-			case next < 0:
+			case x.empty:
 				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, "")
-			case next <= ms(now):
+			case x.next < 0:
+				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(never, 10))
+			case x.next <= ms(now):
 				offset++
 				continue
 			default:
-				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(next, 10))
+				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(x.next, 10))
 			}
 			if err != nil {
 				return err
@@ -144,8 +149,40 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 	return nil
 }
 
+// expiry is what the sweep of one mailbox found.
+type expiry struct {
+	dropped int
+	next    int64 // earliest expiry left (ms), -1 if none
+	empty   bool
+}
+
+// expire finishes the sweep of aor's mailbox whose first dp_expire call is
+// first: it calls again, one batch a call, until the mailbox was read to
+// its end.
+func (r *Redis) expire(ctx context.Context, aor plugin.AOR, now time.Time, first *redis.Cmd) (expiry, error) {
+	keys := mailboxKeys(aor)
+	x := expiry{next: -1}
+	cmd := r.fn.again(ctx, first, "dp_expire", keys, ms(now), expireBatch, 0)
+	for {
+		res, err := cmd.Slice()
+		if err != nil {
+			return x, err
+		}
+		cursor, next := res[1].(int64), res[2].(int64)
+		x.dropped += int(res[0].(int64))
+		x.empty = res[3].(int64) == 1
+		if next >= 0 && (x.next < 0 || next < x.next) {
+			x.next = next
+		}
+		if cursor < 0 {
+			return x, nil
+		}
+		cmd = r.fn.run(ctx, "dp_expire", keys, ms(now), expireBatch, cursor)
+	}
+}
+
 func (r *Redis) indexCAS(ctx context.Context, key string, aor plugin.AOR, old float64, next string) error {
-	err := indexCASScript.Run(ctx, r.c, []string{key}, aor.String(), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
+	err := r.fn.run(ctx, "dp_index_cas", []string{key}, aor.String(), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
 	if err != nil {
 		return fmt.Errorf("update %s for %s: %w", key, aor, err)
 	}
@@ -164,6 +201,9 @@ func memberAOR(member any) plugin.AOR {
 
 // Recipients implements plugin.Queue: a ZSCAN of the mailbox index.
 func (r *Redis) Recipients(ctx context.Context, cursor string, n int) ([]plugin.AOR, string, error) {
+	if err := r.ready(ctx); err != nil {
+		return nil, "", fmt.Errorf("store: recipients: %w", err)
+	}
 	var c uint64
 	if cursor != "" {
 		var err error
