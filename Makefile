@@ -29,7 +29,9 @@ demo: build deps
 	$(GO) build -o bin/demo ./test/demo
 	./bin/demo $(if $(STAY),--stay)
 
-## deps: install redis-server, kamailio and sip-tester when missing.
+## deps: install redis-server, kamailio, sip-tester and m4 when missing,
+## and build OpenSIPS 3.4 once per machine from ../shared/opensips (cached
+## in /var/cache/deferpush-opensips) when no opensips 3.4 is installed.
 deps:
 	@bash scripts/install-test-deps.sh
 
@@ -54,12 +56,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## bench: deferpush beside Kamailio msilo and beside the machine's limits
-## (real Kamailio, redis-server, SIPp): report.md, report.csv and
-## delivery.svg in results/<date>-<host>/; then the Go benchmarks of the hot
-## paths in results/go-bench.txt (benchstat input). U=users (200) and
-## M=messages per user (1,10,50) change the workload. QUICK=1 is the
-## under-a-minute variant CI runs; it writes to results/tmp/ instead.
+## bench: deferpush beside Kamailio's and OpenSIPS's msilo and beside the
+## machine's limits (real Kamailio, OpenSIPS, redis-server, SIPp):
+## report.md, report.csv and delivery.svg in results/<date>-<host>/; then
+## the Go benchmarks of the hot paths in results/go-bench.txt (benchstat
+## input). U=users (200) and M=messages per user (1,10,50) change the
+## workload. QUICK=1 is the under-a-minute variant CI runs; it writes to
+## results/tmp/ instead.
 BENCHOUT   = $(if $(QUICK),results/tmp/go-bench-quick.txt,results/go-bench.txt)
 BENCHFLAGS = $(if $(QUICK),-count 1 -benchtime 100ms,-count 5)
 bench: deps

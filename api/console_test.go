@@ -35,7 +35,11 @@ func TestConsoleServed(t *testing.T) {
 			t.Errorf("GET %s: X-Content-Type-Options %q, want nosniff", tt.path, got)
 		}
 	}
-	for _, p := range []string{"/console/", "/console/nope.js", "/console/../openapi.json", "/console/x/app.js", "/index.html"} {
+	// A dot segment is refused before routing (checkPath).
+	if res := perform(s, "GET", "/console/../openapi.json", "", "", nil); res.Code != 400 || !strings.Contains(res.Body.String(), `"invalid_path"`) {
+		t.Errorf("GET /console/../openapi.json = %d %s, want 400 invalid_path", res.Code, res.Body.Bytes())
+	}
+	for _, p := range []string{"/console/", "/console/nope.js", "/console/x/app.js", "/index.html"} {
 		if res := perform(s, "GET", p, "", "", nil); res.Code != 404 || !strings.Contains(res.Body.String(), `"not_found"`) {
 			t.Errorf("GET %s = %d %s, want 404 not_found", p, res.Code, res.Body.Bytes())
 		}

@@ -97,12 +97,12 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	if s.limiter != nil {
-		if ok, wait := s.limiter.allow(ip); !ok {
+		if ok, wait := s.limiter.Allow(ip); !ok {
 			s.cfg.Logger.Debug("hook call over the rate limit", "source", c.RemoteAddr().String(), "path", string(c.Path()))
 			secs := max(1, int(math.Ceil(wait.Seconds())))
 			c.Response.Header.Set("Retry-After", strconv.Itoa(secs))
 			s.hookRefused(c, fmt.Errorf("%w: more than %g hook calls a second (burst %d) from %s; retry after %d s",
-				plugin.ErrRateLimited, s.cfg.HooksRateLimit, int(s.limiter.burst), ip, secs), plugin.Policy{})
+				plugin.ErrRateLimited, s.cfg.HooksRateLimit, s.limiter.Burst(), ip, secs), plugin.Policy{})
 			c.Abort()
 			return
 		}
@@ -199,8 +199,16 @@ func (s *Server) hookMessage(d proxyDecoder) app.HandlerFunc {
 // of err under policy p.
 func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) {
 	o := plugin.OutcomeOf(err, p)
-	if o.Status == plugin.StatusError {
+	switch o.Status {
+	case plugin.StatusError:
 		s.cfg.Logger.Error("hook failed", "path", string(c.Path()), "err", err)
+	case plugin.StatusUnauthorized, plugin.StatusForbidden, plugin.StatusRateLimited:
+		// hookAuth logged it (a call over the rate limit at debug only).
+	default:
+		// A refusal the proxy logs at most as an HTTP status: say why here
+		// (the reason names the field, never the token).
+		s.cfg.Logger.Warn("hook call refused", "path", string(c.Path()), "source", c.RemoteAddr().String(),
+			"status", o.Status, "reason", err.Error())
 	}
 	writeHook(c, o, "", err)
 }

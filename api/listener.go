@@ -24,12 +24,17 @@ const (
 // the shutdown for the whole timeout.
 type trackingListener struct {
 	net.Listener
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
+	// firstRequest bounds the wait for a new connection's first request;
+	// hertz sets no read deadline before it (its ReadTimeout and
+	// IdleTimeout apply from the second request on), and overrides this
+	// one from then on.
+	firstRequest time.Duration
+	mu           sync.Mutex
+	conns        map[*trackedConn]struct{}
 }
 
-func newTrackingListener(l net.Listener) *trackingListener {
-	return &trackingListener{Listener: l, conns: map[*trackedConn]struct{}{}}
+func newTrackingListener(l net.Listener, firstRequest time.Duration) *trackingListener {
+	return &trackingListener{Listener: l, firstRequest: firstRequest, conns: map[*trackedConn]struct{}{}}
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -37,6 +42,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	_ = c.SetReadDeadline(time.Now().Add(l.firstRequest))
 	tc := &trackedConn{Conn: c, l: l}
 	l.mu.Lock()
 	l.conns[tc] = struct{}{}
@@ -79,4 +85,22 @@ func (c *trackedConn) Close() error {
 		_ = c.Conn.Close()
 	}()
 	return nil
+}
+
+// busyAnswer is what a connection gets when every connection in its way
+// is busy (guard.Config.Refuse).
+const busyAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n" +
+	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 89\r\n\r\n" +
+	`{"error":{"code":"too_many_connections","message":"too many connections; retry shortly"}}`
+
+// refuseHTTP answers 503 on a connection the listener cannot admit, and
+// closes it the lingering way.
+func refuseHTTP(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(lingerTime))
+	_, _ = io.WriteString(c, busyAnswer)
+	if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c, lingerBytes)
+	}
+	_ = c.Close()
 }

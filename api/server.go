@@ -18,6 +18,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/guard"
 )
 
 // Engine is what the API asks of the push engine (*plugin.Engine).
@@ -91,6 +92,21 @@ type Config struct {
 	// zero value folds the user part's case.
 	AORRules plugin.AORRules
 
+	// HooksConns and AdminConns bound each listener's connections; Budget,
+	// when set, bounds them together with the process's other listeners.
+	// At a bound, the connection idle longest is closed to make room (one
+	// that never sent a request first); when every one is busy, the new
+	// connection gets 503 and is closed. After the first request (see
+	// FirstRequestTimeout), hertz's read timeout (30 s) and idle timeout
+	// (2 minutes) bound a connection.
+	HooksConns ConnLimits
+	AdminConns ConnLimits
+	Budget     *guard.Budget
+	// FirstRequestTimeout bounds the wait for a new connection's first
+	// request (header and body): hertz sets no deadline before it. Zero
+	// means 10 s.
+	FirstRequestTimeout time.Duration
+
 	// AdminTokens are the admin API's bearer tokens. At least one.
 	AdminTokens []Token
 
@@ -110,10 +126,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ConnLimits bounds the connections of one listener: Max at once, PerHost
+// from one source address (IPv6: one /64). Zero means the defaults: 1024
+// and 256 for the hooks, 256 and 64 for the admin API.
+type ConnLimits struct {
+	Max     int
+	PerHost int
+}
+
 // Server serves the hooks and the admin API.
 type Server struct {
 	cfg       Config
-	limiter   *rateLimiter // nil: hooks not rate-limited
+	limiter   *guard.RateLimiter // nil: hooks not rate-limited
 	hooks     *server.Hertz
 	admin     *server.Hertz
 	listeners []*trackingListener
@@ -136,15 +160,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodySize == 0 {
 		cfg.MaxBodySize = 1 << 20
 	}
+	if cfg.FirstRequestTimeout == 0 {
+		cfg.FirstRequestTimeout = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg}
 	if cfg.HooksRateLimit > 0 {
-		s.limiter = newRateLimiter(cfg.HooksRateLimit, cfg.HooksRateBurst, time.Now)
+		s.limiter = guard.NewRateLimiter(cfg.HooksRateLimit, cfg.HooksRateBurst, time.Now)
 	}
-	s.hooks = s.newHertz(cfg.HooksListener, cfg.HooksTLS)
-	s.admin = s.newHertz(cfg.AdminListener, cfg.AdminTLS)
+	s.hooks = s.newHertz("hooks", cfg.HooksListener, cfg.HooksTLS, withDefaults(cfg.HooksConns, 1024, 256))
+	s.admin = s.newHertz("admin", cfg.AdminListener, cfg.AdminTLS, withDefaults(cfg.AdminConns, 256, 64))
 	for _, h := range []*server.Hertz{s.hooks, s.admin} {
 		h.GET("/healthz", s.healthz)
 		h.GET("/readyz", s.readyz)
@@ -154,8 +181,26 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) newHertz(ln net.Listener, tlsCfg *tls.Config) *server.Hertz {
-	tl := newTrackingListener(ln)
+func withDefaults(l ConnLimits, max, perHost int) ConnLimits {
+	if l.Max == 0 {
+		l.Max = max
+	}
+	if l.PerHost == 0 {
+		l.PerHost = perHost
+	}
+	return l
+}
+
+func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limits ConnLimits) *server.Hertz {
+	gc := guard.Config{
+		Name: name, MaxConns: limits.Max, MaxConnsPerHost: limits.PerHost,
+		Budget: s.cfg.Budget, EvictIdle: true, Logger: s.cfg.Logger,
+	}
+	if tlsCfg == nil {
+		// A TLS client would not read a plain answer: it is just closed.
+		gc.Refuse = refuseHTTP
+	}
+	tl := newTrackingListener(guard.Listen(ln, gc), s.cfg.FirstRequestTimeout)
 	s.listeners = append(s.listeners, tl)
 	opts := []config.Option{
 		server.WithListener(tl),
@@ -173,6 +218,7 @@ func (s *Server) newHertz(ln net.Listener, tlsCfg *tls.Config) *server.Hertz {
 		opts = append(opts, server.WithTLS(tlsCfg))
 	}
 	h := server.New(opts...)
+	h.Use(checkPath)
 	h.NoRoute(func(ctx context.Context, c *app.RequestContext) {
 		writeError(c, consts.StatusNotFound, "not_found", "no such resource: "+string(c.Path()))
 	})

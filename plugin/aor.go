@@ -382,6 +382,12 @@ func isUnreserved(c byte) bool {
 	return abnf.IsAlnum(c) || strings.IndexByte("-_.!~*'()", c) >= 0
 }
 
+// MaxExpires bounds how far ahead a registration may end: hook decoders
+// refuse an expiry beyond it (a registrar grants an hour or so; past a
+// year the value is an error, and past 292 years it overflows a
+// time.Duration).
+const MaxExpires = 365 * 24 * time.Hour
+
 // Registration is the last known binding of an AOR to a contact, as the
 // proxy reported it. The admin "push now" reuses it.
 type Registration struct {

@@ -112,6 +112,14 @@ var bob = plugin.MustParseAOR("sip:bob@example.com")
 
 func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engineEnv {
 	t.Helper()
+	e := newEngineWith(t, p, policy)
+	e.p = p
+	return e
+}
+
+// newEngineWith is newEngine with any Pusher.
+func newEngineWith(t *testing.T, p plugin.Pusher, policy func(*plugin.Policy)) *engineEnv {
+	t.Helper()
 	st := plugintest.NewStore(nil)
 	ctx := context.Background()
 	pol := plugin.DefaultPolicy()
@@ -140,7 +148,7 @@ func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engine
 	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
-	return &engineEnv{st: st, eng: eng, p: p, rec: rec}
+	return &engineEnv{st: st, eng: eng, rec: rec}
 }
 
 func (e *engineEnv) store(t *testing.T, n int) []string {
@@ -582,5 +590,48 @@ func TestEngineStartupPushesToRegistered(t *testing.T) {
 	}
 	if c, _ := st.Count(ctx, carol); c.Pending != 1 {
 		t.Errorf("carol (not registered) has %+v, want her message still pending", c)
+	}
+}
+
+// cancellingSession confirms its messages only after the push was cancelled
+// (an unregistration arriving while the client's 200s are on their way).
+type cancellingSession struct {
+	e   *engineEnv
+	got []string
+}
+
+func (s *cancellingSession) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
+	return s, nil
+}
+
+func (s *cancellingSession) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
+	if err := s.e.eng.Unregistered(context.Background(), bob, ""); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	for _, m := range msgs {
+		s.got = append(s.got, m.CallID)
+		done(m, nil) // confirmed by the client before it went
+	}
+	return ctx.Err()
+}
+
+func (s *cancellingSession) Close(context.Context) error { return nil }
+
+// TestEngineAckSurvivesCancel: messages the client confirmed are acked
+// even when the push is cancelled meanwhile; they would otherwise come
+// again (seen through OpenSIPS: an unregistration cancelled the acks on
+// their way, and the confirmed messages were pushed a second time).
+func TestEngineAckSurvivesCancel(t *testing.T) {
+	cs := &cancellingSession{}
+	e := newEngineWith(t, cs, nil)
+	cs.e = e
+	e.store(t, 3)
+	e.register(t)
+	if rep := e.report(t); rep.Outcome != plugin.OutcomeCancelled || rep.Delivered != 3 {
+		t.Errorf("report %+v, want cancelled with 3 delivered", rep)
+	}
+	if c := e.counts(t); c != (plugin.Counts{}) {
+		t.Errorf("counts after the cancelled push = %+v, want the confirmed messages gone", c)
 	}
 }

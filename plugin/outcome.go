@@ -25,6 +25,13 @@ var (
 	ErrNoDialog = errors.New("plugin: no such dialog")
 	// ErrUnavailable reports a request refused for now (shutting down).
 	ErrUnavailable = errors.New("plugin: unavailable")
+	// ErrNotTrusted reports a request that reached the SIP ingress from a
+	// peer that is not one of the proxies it serves (a source outside its
+	// networks, or without the shared secret). The sender gets 403.
+	ErrNotTrusted = errors.New("plugin: not a trusted peer")
+	// ErrNotServed reports a request for a service switched off (the SIP
+	// ingress, when the hooks store messages). The sender gets 405.
+	ErrNotServed = errors.New("plugin: not served")
 )
 
 // Status names how a request to deferpush ended, in the hooks' JSON, the
@@ -45,6 +52,8 @@ const (
 	StatusNotAcceptable Status = "not_acceptable"
 	StatusNoDialog      Status = "no_dialog"
 	StatusUnavailable   Status = "unavailable"
+	StatusNotTrusted    Status = "not_trusted"
+	StatusNotServed     Status = "not_served"
 	StatusError         Status = "error"
 )
 
@@ -81,6 +90,8 @@ var outcomes = map[Status]Outcome{
 	StatusNotAcceptable: {SIPCode: 488, SIPReason: "Not Acceptable Here", HTTP: http.StatusBadRequest, MSRP: 415},
 	StatusNoDialog:      {SIPCode: 481, SIPReason: "Call/Transaction Does Not Exist", HTTP: http.StatusNotFound, MSRP: 481},
 	StatusUnavailable:   {SIPCode: 503, SIPReason: "Service Unavailable", HTTP: http.StatusServiceUnavailable, MSRP: 403},
+	StatusNotTrusted:    {SIPCode: 403, SIPReason: "Forbidden", HTTP: http.StatusForbidden, MSRP: 403},
+	StatusNotServed:     {SIPCode: 405, SIPReason: "Method Not Allowed", HTTP: http.StatusMethodNotAllowed, MSRP: 501},
 	StatusError:         {SIPCode: 500, SIPReason: "Server Internal Error", HTTP: http.StatusServiceUnavailable, MSRP: 403},
 }
 
@@ -103,6 +114,8 @@ func StatusOf(err error) Status {
 		{ErrNotAcceptable, StatusNotAcceptable},
 		{ErrNoDialog, StatusNoDialog},
 		{ErrUnavailable, StatusUnavailable},
+		{ErrNotTrusted, StatusNotTrusted},
+		{ErrNotServed, StatusNotServed},
 	} {
 		if errors.Is(err, c.err) {
 			return c.s

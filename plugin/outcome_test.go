@@ -29,6 +29,8 @@ func TestOutcomeOf(t *testing.T) {
 		{ErrNotAcceptable, Outcome{StatusNotAcceptable, 488, "Not Acceptable Here", 400, 415}},
 		{ErrNoDialog, Outcome{StatusNoDialog, 481, "Call/Transaction Does Not Exist", 404, 481}},
 		{ErrUnavailable, Outcome{StatusUnavailable, 503, "Service Unavailable", 503, 403}},
+		{fmt.Errorf("%w: source 192.0.2.1", ErrNotTrusted), Outcome{StatusNotTrusted, 403, "Forbidden", 403, 403}},
+		{ErrNotServed, Outcome{StatusNotServed, 405, "Method Not Allowed", 405, 501}},
 		{errors.New("redis down"), Outcome{StatusError, 500, "Server Internal Error", 503, 403}},
 	}
 	for _, tt := range tests {

@@ -136,32 +136,46 @@ func DefaultPolicy() Policy {
 	}
 }
 
+// Bounds of the policy's fields, beyond which a value is refused (400
+// from the admin API): each is far past any sane setting and well below
+// what would overflow a counter, a timer or a Redis expiry.
+const (
+	MaxPerSessionLimit  = 10000                // max_per_session
+	MaxMessageTTL       = 365 * 24 * time.Hour // message_ttl
+	MaxMailboxLimit     = 1000000              // max_mailbox
+	MaxMessageSizeLimit = 16 << 20             // max_message_size (octets)
+	MinInviteTimeout    = time.Second          // invite_timeout
+	MaxInviteTimeout    = 5 * time.Minute      // invite_timeout
+	MaxRetryBackoff     = 24 * time.Hour       // retry_backoff
+	MaxAttemptsLimit    = 100                  // max_attempts
+)
+
 // Validate returns a *FieldError naming the first invalid field.
 func (p Policy) Validate() error {
 	bad := func(field, problem string) error { return &FieldError{Field: field, Problem: problem} }
 	switch {
 	case !p.DefaultPush.Valid():
 		return bad("default_push", `must be "on", "off" or "hold"`)
-	case p.MaxPerSession < 1:
-		return bad("max_per_session", "must be at least 1")
-	case p.MessageTTL < Duration(time.Second):
-		return bad("message_ttl", "must be at least 1s")
-	case p.MaxMailbox < 1:
-		return bad("max_mailbox", "must be at least 1")
-	case p.MaxMessageSize < 1:
-		return bad("max_message_size", "must be at least 1")
+	case p.MaxPerSession < 1 || p.MaxPerSession > MaxPerSessionLimit:
+		return bad("max_per_session", fmt.Sprintf("must be between 1 and %d", MaxPerSessionLimit))
+	case p.MessageTTL < Duration(time.Second) || p.MessageTTL > Duration(MaxMessageTTL):
+		return bad("message_ttl", "must be between 1s and 8760h (a year)")
+	case p.MaxMailbox < 1 || p.MaxMailbox > MaxMailboxLimit:
+		return bad("max_mailbox", fmt.Sprintf("must be between 1 and %d", MaxMailboxLimit))
+	case p.MaxMessageSize < 1 || p.MaxMessageSize > MaxMessageSizeLimit:
+		return bad("max_message_size", fmt.Sprintf("must be between 1 and %d octets (16 MiB)", MaxMessageSizeLimit))
 	case !p.Encapsulation.valid():
 		return bad("encapsulation", "unknown type "+string(p.Encapsulation))
 	case p.NoEncapFallback != FallbackHold && p.NoEncapFallback != FallbackBare:
 		return bad("no_encap_fallback", `must be "hold" or "bare"`)
 	case p.PushTarget != TargetContact && p.PushTarget != TargetAOR:
 		return bad("push_target", `must be "contact" or "aor"`)
-	case p.InviteTimeout <= 0:
-		return bad("invite_timeout", "must be positive")
-	case p.RetryBackoff < 0:
-		return bad("retry_backoff", "must not be negative")
-	case p.MaxAttempts < 1:
-		return bad("max_attempts", "must be at least 1")
+	case p.InviteTimeout < Duration(MinInviteTimeout) || p.InviteTimeout > Duration(MaxInviteTimeout):
+		return bad("invite_timeout", "must be between 1s and 5m")
+	case p.RetryBackoff < 0 || p.RetryBackoff > Duration(MaxRetryBackoff):
+		return bad("retry_backoff", "must be between 0s and 24h")
+	case p.MaxAttempts < 1 || p.MaxAttempts > MaxAttemptsLimit:
+		return bad("max_attempts", fmt.Sprintf("must be between 1 and %d", MaxAttemptsLimit))
 	case p.FullMailboxReply != 486 && p.FullMailboxReply != 480:
 		return bad("full_mailbox_reply", "must be 486 or 480")
 	case p.StoreDisabledReply != 403 && p.StoreDisabledReply != 480:
@@ -217,8 +231,8 @@ func (u UserSettings) Validate() error {
 	switch {
 	case u.Push != "" && !u.Push.Valid():
 		return &FieldError{Field: "push", Problem: `must be "on", "off" or "hold"`}
-	case u.MaxPerSession < 0:
-		return &FieldError{Field: "max_per_session", Problem: "must not be negative"}
+	case u.MaxPerSession < 0 || u.MaxPerSession > MaxPerSessionLimit:
+		return &FieldError{Field: "max_per_session", Problem: fmt.Sprintf("must be between 0 and %d", MaxPerSessionLimit)}
 	}
 	return nil
 }

@@ -119,3 +119,52 @@ func TestUserSettingsValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPolicyBounds: every bounded field takes its bounds and refuses the
+// values just past them and the ones a probe sent (an invite timeout of
+// 1ns or 2562047h, a TTL of 292 years, 2^63-1 messages a session).
+func TestPolicyBounds(t *testing.T) {
+	const maxInt = int(^uint(0) >> 1)
+	huge := Duration(2562047 * time.Hour) // time.Duration's largest hour count
+	tests := []struct {
+		field string
+		edit  func(*Policy)
+		ok    bool
+	}{
+		{"max_per_session", func(p *Policy) { p.MaxPerSession = MaxPerSessionLimit }, true},
+		{"max_per_session", func(p *Policy) { p.MaxPerSession = MaxPerSessionLimit + 1 }, false},
+		{"max_per_session", func(p *Policy) { p.MaxPerSession = maxInt }, false},
+		{"message_ttl", func(p *Policy) { p.MessageTTL = Duration(MaxMessageTTL) }, true},
+		{"message_ttl", func(p *Policy) { p.MessageTTL = Duration(MaxMessageTTL + time.Second) }, false},
+		{"message_ttl", func(p *Policy) { p.MessageTTL = huge }, false},
+		{"max_mailbox", func(p *Policy) { p.MaxMailbox = MaxMailboxLimit }, true},
+		{"max_mailbox", func(p *Policy) { p.MaxMailbox = MaxMailboxLimit + 1 }, false},
+		{"max_message_size", func(p *Policy) { p.MaxMessageSize = MaxMessageSizeLimit }, true},
+		{"max_message_size", func(p *Policy) { p.MaxMessageSize = MaxMessageSizeLimit + 1 }, false},
+		{"invite_timeout", func(p *Policy) { p.InviteTimeout = Duration(time.Second) }, true},
+		{"invite_timeout", func(p *Policy) { p.InviteTimeout = Duration(5 * time.Minute) }, true},
+		{"invite_timeout", func(p *Policy) { p.InviteTimeout = 1 }, false},
+		{"invite_timeout", func(p *Policy) { p.InviteTimeout = Duration(5*time.Minute + 1) }, false},
+		{"invite_timeout", func(p *Policy) { p.InviteTimeout = huge }, false},
+		{"retry_backoff", func(p *Policy) { p.RetryBackoff = 0 }, true},
+		{"retry_backoff", func(p *Policy) { p.RetryBackoff = Duration(MaxRetryBackoff) }, true},
+		{"retry_backoff", func(p *Policy) { p.RetryBackoff = Duration(MaxRetryBackoff + time.Second) }, false},
+		{"max_attempts", func(p *Policy) { p.MaxAttempts = MaxAttemptsLimit }, true},
+		{"max_attempts", func(p *Policy) { p.MaxAttempts = MaxAttemptsLimit + 1 }, false},
+	}
+	for _, tt := range tests {
+		p := DefaultPolicy()
+		tt.edit(&p)
+		err := p.Validate()
+		var fe *FieldError
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("%s at its bound: %v, want valid", tt.field, err)
+		case !tt.ok && (!errors.As(err, &fe) || fe.Field != tt.field):
+			t.Errorf("%s out of bounds (%+v): Validate() = %v, want a FieldError for it", tt.field, p, err)
+		}
+	}
+	if err := (UserSettings{MaxPerSession: MaxPerSessionLimit + 1}).Validate(); err == nil {
+		t.Error("user settings max_per_session past the bound accepted")
+	}
+}

@@ -424,12 +424,14 @@ redis.register_function('dp_expire', function(keys, args)
   -- position below.
   local function visit(key, from, count, keep, below)
     local ids = redis.call('LRANGE', key, from, from + count - 1)
+    if #ids == 0 then return 0, 0, 0 end
+    local recs = redis.call('HMGET', m, unpack(ids))
     local cuts, gone, under, read = {}, {}, 0, 0
     for i, id in ipairs(ids) do
       if bytes > 4194304 then break end
       read = i
       local p = from + i - 1
-      local rec = redis.call('HGET', m, id)
+      local rec = recs[i]
       local x = 0
       if rec then
         bytes = bytes + #rec

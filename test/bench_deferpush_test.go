@@ -39,26 +39,40 @@ func deferpushSideMissing() string {
 	return ""
 }
 
-// The deferpush rows of the report: the shipped cfg as is (the message
-// hook), and with -A STORE_VIA_SIP=1 (offline MESSAGEs relayed to the SIP
-// ingress over TCP).
+// The deferpush rows of the report: the shipped kamailio.cfg as is (the
+// message hook), with -A STORE_VIA_SIP=1 (offline MESSAGEs relayed to the
+// SIP ingress over TCP), and the shipped opensips.cfg (the message hook).
 const (
-	systemDeferpush        = "deferpush"
-	systemDeferpushViaSIP  = "deferpush (store via SIP)"
-	profileDeferpushViaSIP = "deferpush-viasip"
+	systemDeferpush          = "deferpush"
+	systemDeferpushViaSIP    = "deferpush (store via SIP)"
+	systemDeferpushOpenSIPS  = "deferpush (OpenSIPS)"
+	profileDeferpushViaSIP   = "deferpush-viasip"
+	profileDeferpushOpenSIPS = "deferpush-opensips"
 )
 
+// deferpushSide is one deferpush row: which proxy is in front, and for
+// Kamailio whether the cfg runs with STORE_VIA_SIP.
+type deferpushSide struct {
+	proxy  string
+	viaSIP bool
+}
+
+// shippedOpenSIPSCfg is the OpenSIPS routing script operators deploy.
+const shippedOpenSIPSCfg = "../adapters/opensips/opensips.cfg"
+
 // runDeferpushSide measures deferpush at M messages per user, on the same
-// workload as runMsilo: the real binary on a harness redis-server,
-// Kamailio with the shipped config, SIPp sending the MESSAGEs through
-// Kamailio, then U reference clients registering through Kamailio and
-// confirming every MSRP SEND. viaSIP runs the cfg with STORE_VIA_SIP.
-// ok is false when the side cannot run.
-func runDeferpushSide(b *testing.B, p benchParams, m int, viaSIP bool) (row benchRow, ok bool) {
+// workload as runMsilo: the real binary on a harness redis-server, the
+// proxy with its shipped config, SIPp sending the MESSAGEs through the
+// proxy, then U reference clients registering through it and confirming
+// every MSRP SEND. ok is false when the side cannot run.
+func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) (row benchRow, ok bool) {
 	b.Helper()
 	row = benchRow{System: systemDeferpush, Users: p.Users, M: m}
 	profName := "deferpush"
-	if viaSIP {
+	switch {
+	case side.proxy == proxyOpenSIPS:
+		row.System, profName = systemDeferpushOpenSIPS, profileDeferpushOpenSIPS
+	case side.viaSIP:
 		row.System, profName = systemDeferpushViaSIP, profileDeferpushViaSIP
 	}
 	if why := deferpushSideMissing(); why != "" {
@@ -82,17 +96,31 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, viaSIP bool) (row benc
 		"DP_HOOKS":      strconv.Quote("http://" + dp.HooksAddr),
 		"DP_TOKEN":      strconv.Quote(token),
 	}
-	if viaSIP {
-		defines["STORE_VIA_SIP"] = "1"
+	var k benchProxy
+	if side.proxy == proxyOpenSIPS {
+		o := harness.OpenSIPS(b, harness.OpenSIPSConfig{
+			ConfigFile: shippedOpenSIPSCfg,
+			SIPPort:    sipPort,
+			Defines:    defines,
+			// The same shared memory as the msilo side.
+			ExtraArgs: []string{"-m", "1024"},
+		})
+		k = benchProxy{Proc: o.Proc, SIPAddr: o.SIPAddr}
+	} else {
+		if side.viaSIP {
+			defines["STORE_VIA_SIP"] = "1"
+		}
+		kp := harness.Kamailio(b, harness.KamailioConfig{
+			ConfigFile: shippedKamailioCfg,
+			SIPPort:    sipPort,
+			Defines:    defines,
+			// The same shared memory as the msilo side: the harness's 64
+			// MB runs out of transactions ("out of mem" in tm) with 200
+			// users.
+			ExtraArgs: []string{"-m", "1024"},
+		})
+		k = benchProxy{Proc: kp.Proc, SIPAddr: kp.SIPAddr}
 	}
-	k := harness.Kamailio(b, harness.KamailioConfig{
-		ConfigFile: shippedKamailioCfg,
-		SIPPort:    sipPort,
-		Defines:    defines,
-		// The same shared memory as the msilo side: the harness's 64 MB
-		// runs out of transactions ("out of mem" in tm) with 200 users.
-		ExtraArgs: []string{"-m", "1024"},
-	})
 	st, err := store.New(store.Config{URL: r.URL()})
 	if err != nil {
 		b.Fatal(err)

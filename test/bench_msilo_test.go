@@ -19,16 +19,23 @@ import (
 	"github.com/deferpush/deferpush/test/harness"
 )
 
-// BenchmarkVsMsilo is `make bench`: deferpush beside Kamailio's own msilo
-// on the same machine, in one run, on the same workload (issue 8), and
-// beside the machine's physical limits. It writes report.md, report.csv
-// and delivery.svg under results/<date>-<host>/ (QUICK=1: results/tmp/).
+// BenchmarkVsMsilo is `make bench`: deferpush beside msilo, the offline
+// message store of Kamailio and of OpenSIPS, on the same machine, in one
+// run, on the same workload (issue 8), and beside the machine's physical
+// limits. It writes report.md, report.csv and delivery.svg under
+// results/<date>-<host>/ (QUICK=1: results/tmp/).
 //
 // Workload: U users x M messages each (env U, default 200; M, a
-// comma-separated list, default 1,10,50), sent by SIPp through Kamailio
+// comma-separated list, default 1,10,50), sent by SIPp through the proxy
 // while the users are offline; then all U users register, and the clock
 // runs until every message is confirmed by its client. QUICK=1 runs U=20,
 // M=1,5. Run it with -benchtime 1x: one call does the whole run.
+//
+// Each M has five rows: Kamailio msilo, deferpush attached to Kamailio
+// (the shipped kamailio.cfg, then with STORE_VIA_SIP), OpenSIPS msilo, and
+// deferpush attached to OpenSIPS (the shipped opensips.cfg). Without
+// OpenSIPS (not built, see scripts/install-test-deps.sh) its rows are left
+// out and the report says why; under CI=true that fails the run.
 func BenchmarkVsMsilo(b *testing.B) {
 	p := benchParamsFromEnv(b)
 	for _, bin := range [][2]string{{"kamailio", "kamailio"}, {"sipp", "sip-tester"},
@@ -37,21 +44,36 @@ func BenchmarkVsMsilo(b *testing.B) {
 	}
 	start := time.Now()
 	rep := &benchReport{Params: p, Machine: machineInfo(), Started: start}
+	if _, err := harness.FindOpenSIPS(); err != nil {
+		if harness.InCI() {
+			b.Fatalf("OpenSIPS 3.4 not found (%v): scripts/install-test-deps.sh builds it", err)
+		}
+		rep.OpenSIPSMissing = err.Error()
+	}
 	rep.Limits = append(rep.Limits, redisRPUSHLimit(b, p), msrpSendLimit(b, p))
 	only := os.Getenv("BENCH_ONLY") // msilo or deferpush, to look into one side
 	for _, m := range p.Ms {
-		if only != "deferpush" {
-			rep.Rows = append(rep.Rows, runMsilo(b, p, m))
-		}
-		if only == "msilo" {
-			continue
-		}
-		for _, viaSIP := range []bool{false, true} {
-			if row, ok := runDeferpushSide(b, p, m, viaSIP); ok {
-				rep.Rows = append(rep.Rows, row)
-			} else {
-				rep.DeferpushMissing = row.Err
-				break
+		for _, proxy := range []string{proxyKamailio, proxyOpenSIPS} {
+			if proxy == proxyOpenSIPS && rep.OpenSIPSMissing != "" {
+				continue
+			}
+			if only != "deferpush" {
+				rep.Rows = append(rep.Rows, runMsilo(b, p, m, proxy))
+			}
+			if only == "msilo" {
+				continue
+			}
+			sides := []deferpushSide{{proxy: proxy}}
+			if proxy == proxyKamailio {
+				sides = append(sides, deferpushSide{proxy: proxy, viaSIP: true})
+			}
+			for _, side := range sides {
+				if row, ok := runDeferpushSide(b, p, m, side); ok {
+					rep.Rows = append(rep.Rows, row)
+				} else {
+					rep.DeferpushMissing = row.Err
+					break
+				}
 			}
 		}
 	}
@@ -167,15 +189,44 @@ type benchLimit struct {
 	Err        string
 }
 
-// runMsilo measures Kamailio with msilo on db_sqlite at M messages per
-// user: SIPp sends the MESSAGEs, SIPp REGISTERs every user with its
-// contact on one SIPp UAS that answers 200 to each dumped MESSAGE.
-func runMsilo(b *testing.B, p benchParams, m int) benchRow {
+// The proxies of the bench.
+const (
+	proxyKamailio = "kamailio"
+	proxyOpenSIPS = "opensips"
+)
+
+// The msilo rows of the report.
+const (
+	systemMsilo         = "msilo"
+	systemMsiloOpenSIPS = "msilo (OpenSIPS)"
+)
+
+// runMsilo measures msilo on db_sqlite in Kamailio or in OpenSIPS (proxy)
+// at M messages per user: SIPp sends the MESSAGEs, SIPp REGISTERs every
+// user with its contact on one SIPp UAS that answers 200 to each dumped
+// MESSAGE.
+func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 	b.Helper()
-	row := benchRow{System: "msilo", Users: p.Users, M: m}
+	row := benchRow{System: systemMsilo, Users: p.Users, M: m}
+	if proxy == proxyOpenSIPS {
+		row.System = systemMsiloOpenSIPS
+	}
 	dir := memTempDir(b)
 	db := filepath.Join(dir, "msilo.db")
-	if err := createMsiloDB(db); err != nil {
+	schemaDir := sqliteSchemaDir
+	if proxy == proxyOpenSIPS {
+		inst := harness.RequireOpenSIPS(b)
+		if inst.DataDir == "" {
+			b.Fatalf("OpenSIPS %s has no share/opensips folder with the SQLite schemas", inst.Binary)
+		}
+		schemaDir = filepath.Join(inst.DataDir, "sqlite")
+	}
+	// WAL stays with the file: OpenSIPS's db_sqlite has no journal
+	// setting, and Kamailio's (DB_JOURNAL), which switches every new
+	// connection, then has nothing to switch; switching needs the file to
+	// itself, and Kamailio's processes connecting at once at start failed
+	// it with "database is locked".
+	if err := createMsiloDB(db, schemaDir); err != nil {
 		b.Fatal(err)
 	}
 	size0, err := sqliteSize(db)
@@ -184,18 +235,33 @@ func runMsilo(b *testing.B, p benchParams, m int) benchRow {
 	}
 	users := writeUsersCSV(b, dir, p.Users)
 	port := harness.FreePort(b)
-	k := harness.Kamailio(b, harness.KamailioConfig{
-		ConfigFile: "testdata/kamailio-msilo.cfg",
-		SIPPort:    port,
-		Defines: map[string]string{
-			"DB_URL":      strconv.Quote("sqlite:///" + db),
-			"DB_JOURNAL":  strconv.Quote(db + "=WAL;"),
-			"MSILO_PROXY": strconv.Quote(fmt.Sprintf("sip:127.0.0.1:%d", port)),
-		},
-		// Every dumped message is a transaction in shared memory at once
-		// (U x M of them when all users register together).
-		ExtraArgs: []string{"-m", "1024"},
-	})
+	var k benchProxy
+	if proxy == proxyOpenSIPS {
+		o := harness.OpenSIPS(b, harness.OpenSIPSConfig{
+			ConfigFile: "testdata/opensips-msilo.cfg",
+			SIPPort:    port,
+			Defines: map[string]string{
+				"DB_URL":      strconv.Quote("sqlite://" + db),
+				"MSILO_PROXY": strconv.Quote(fmt.Sprintf("sip:127.0.0.1:%d", port)),
+			},
+			ExtraArgs: []string{"-m", "1024"},
+		})
+		k = benchProxy{Proc: o.Proc, SIPAddr: o.SIPAddr}
+	} else {
+		kp := harness.Kamailio(b, harness.KamailioConfig{
+			ConfigFile: "testdata/kamailio-msilo.cfg",
+			SIPPort:    port,
+			Defines: map[string]string{
+				"DB_URL":      strconv.Quote("sqlite:///" + db),
+				"DB_JOURNAL":  strconv.Quote(db + "=WAL;"),
+				"MSILO_PROXY": strconv.Quote(fmt.Sprintf("sip:127.0.0.1:%d", port)),
+			},
+			// Every dumped message is a transaction in shared memory at
+			// once (U x M of them when all users register together).
+			ExtraArgs: []string{"-m", "1024"},
+		})
+		k = benchProxy{Proc: kp.Proc, SIPAddr: kp.SIPAddr}
+	}
 	server := func() float64 { return groupCPUSeconds(k.PID()) }
 
 	total := p.Users * m
@@ -434,14 +500,21 @@ func memTempDir(b *testing.B) string {
 
 const sqliteSchemaDir = "/usr/share/kamailio/db_sqlite"
 
-// createMsiloDB creates the msilo database from the schema files Debian's
-// kamailio-sqlite-modules ships.
-func createMsiloDB(path string) error {
-	var schema []byte
+// benchProxy is the proxy process of one row, Kamailio or OpenSIPS.
+type benchProxy struct {
+	*harness.Proc
+	SIPAddr string
+}
+
+// createMsiloDB creates the msilo database in WAL mode from the proxy's
+// schema files in dir (Debian's kamailio-sqlite-modules ships Kamailio's;
+// OpenSIPS installs its own).
+func createMsiloDB(path, dir string) error {
+	schema := []byte("PRAGMA journal_mode=WAL;\n")
 	for _, f := range []string{"standard-create.sql", "msilo-create.sql"} {
-		s, err := os.ReadFile(filepath.Join(sqliteSchemaDir, f))
+		s, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
-			return fmt.Errorf("msilo schema: %w (package kamailio-sqlite-modules)", err)
+			return fmt.Errorf("msilo schema: %w", err)
 		}
 		schema = append(schema, s...)
 	}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/test/harness"
 )
 
 // benchReport is everything one `make bench` run writes.
@@ -25,13 +27,15 @@ type benchReport struct {
 	Rows    []benchRow
 	// DeferpushMissing says why the deferpush side did not run.
 	DeferpushMissing string
+	// OpenSIPSMissing says why the OpenSIPS rows did not run.
+	OpenSIPSMissing string
 }
 
 // machine describes where the run ran.
 type machine struct {
-	Host, CPU, Kernel, Load           string
-	Cores                             int
-	Go, Kamailio, Redis, SIPp, SQLite string
+	Host, CPU, Kernel, Load                     string
+	Cores                                       int
+	Go, Kamailio, OpenSIPS, Redis, SIPp, SQLite string
 }
 
 func machineInfo() machine {
@@ -50,6 +54,10 @@ func machineInfo() machine {
 		m.Load = strings.Join(f[:3], " ")
 	}
 	m.Kamailio = strings.TrimPrefix(firstOutputLine("kamailio", "-v"), "version: ")
+	m.OpenSIPS = "OpenSIPS not found"
+	if inst, err := harness.FindOpenSIPS(); err == nil {
+		m.OpenSIPS = strings.TrimPrefix(inst.Version, "version: ")
+	}
 	m.Redis, _, _ = strings.Cut(firstOutputLine("redis-server", "--version"), " sha=")
 	m.SIPp = firstOutputLine("sipp", "-v")
 	m.SQLite, _, _ = strings.Cut(firstOutputLine("sqlite3", "--version"), " ")
@@ -147,7 +155,7 @@ func (r *benchReport) csv() ([]byte, error) {
 func (r *benchReport) markdown() ([]byte, error) {
 	var b bytes.Buffer
 	p, m := r.Params, r.Machine
-	fmt.Fprintf(&b, "# deferpush beside Kamailio msilo — %s, %s\n\n", r.Started.Format("2006-01-02 15:04 MST"), m.Host)
+	fmt.Fprintf(&b, "# deferpush beside Kamailio msilo and OpenSIPS msilo — %s, %s\n\n", r.Started.Format("2006-01-02 15:04 MST"), m.Host)
 	mode := "`make bench`"
 	if p.Quick {
 		mode = "`QUICK=1 make bench` (the CI variant: small, not the committed figures)"
@@ -155,7 +163,7 @@ func (r *benchReport) markdown() ([]byte, error) {
 	fmt.Fprintf(&b, "One run of %s: %d users × M messages (M = %s), %d MESSAGEs in flight while storing; "+
 		"the whole run took %v.\n\n", mode, p.Users, intsString(p.Ms), p.Concurrency, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "**Machine:** %d cores, %s; Linux %s; load average at start %s (the machine is shared).  \n", m.Cores, m.CPU, m.Kernel, m.Load)
-	fmt.Fprintf(&b, "**Software:** %s · %s · %s · SQLite %s · %s.\n\n", m.Kamailio, m.Redis, m.SIPp, m.SQLite, m.Go)
+	fmt.Fprintf(&b, "**Software:** %s · %s · %s · %s · SQLite %s · %s.\n\n", m.Kamailio, m.OpenSIPS, m.Redis, m.SIPp, m.SQLite, m.Go)
 
 	b.WriteString("## Results\n\n")
 	b.WriteString("| system | M | messages | store msgs/s | delivery msgs/s | REGISTER→last p50 ms | p99 ms | server CPU s (store + deliver) | DB bytes/msg | duplicates | problems and notes |\n")
@@ -168,16 +176,20 @@ func (r *benchReport) markdown() ([]byte, error) {
 	if r.DeferpushMissing != "" {
 		fmt.Fprintf(&b, "\ndeferpush side not measured: %s.\n", r.DeferpushMissing)
 	}
+	if r.OpenSIPSMissing != "" {
+		fmt.Fprintf(&b, "\nOpenSIPS rows not measured: %s.\n", r.OpenSIPSMissing)
+	}
 
-	b.WriteString("\n## Ratios (deferpush ÷ msilo)\n\n")
+	b.WriteString("\n## Ratios (deferpush ÷ msilo of the same proxy)\n\n")
 	b.WriteString("| M | store rate | delivery rate | REGISTER→last p99 (msilo ÷ deferpush) | CPU s per message (msilo ÷ deferpush) |\n|--:|--:|--:|--:|--:|\n")
-	for _, sys := range []string{systemDeferpush, systemDeferpushViaSIP} {
-		label := ""
-		if sys != systemDeferpush {
-			label = " (store via SIP)"
-		}
+	for _, pair := range []struct{ sys, msilo, label string }{
+		{systemDeferpush, systemMsilo, ""},
+		{systemDeferpushViaSIP, systemMsilo, " (store via SIP)"},
+		{systemDeferpushOpenSIPS, systemMsiloOpenSIPS, " (OpenSIPS)"},
+	} {
+		sys, label := pair.sys, pair.label
 		for _, mm := range p.Ms {
-			ms_, ok1 := r.row("msilo", mm)
+			ms_, ok1 := r.row(pair.msilo, mm)
 			dp, ok2 := r.row(sys, mm)
 			if !ok1 || !ok2 {
 				if sys == systemDeferpush {
@@ -225,6 +237,10 @@ func (r *benchReport) markdown() ([]byte, error) {
 		"the reference client (`adapters/imclient`), registering over TCP through Kamailio and confirming each MSRP SEND. " +
 		"**deferpush (store via SIP)** is the same with `-A STORE_VIA_SIP=1`: Kamailio relays each offline MESSAGE over one TCP " +
 		"connection to deferpush's SIP ingress instead of posting it to the message hook from an async worker; its delivery phase is the same as the first row's.\n")
+	b.WriteString("- **OpenSIPS 3.4:** **msilo (OpenSIPS)** runs `test/testdata/opensips-msilo.cfg`, the same registrar and msilo setup as the Kamailio one " +
+		"(db_sqlite in WAL mode, one SIP worker, in /dev/shm, UDP, the SIPp UAS); **deferpush (OpenSIPS)** runs the shipped " +
+		"`adapters/opensips/opensips.cfg` (the message hook through rest_client's async rest_post, the registration hooks from the usrloc events) " +
+		"with the same binary, redis-server and reference clients as the Kamailio rows.\n")
 	b.WriteString("- **Go benchmarks** of the hot paths are in `results/go-bench.txt` (benchstat input).\n")
 	return b.Bytes(), nil
 }
@@ -300,10 +316,11 @@ func intsString(v []int) string {
 func (r *benchReport) svg() ([]byte, error) {
 	const (
 		w, h                     = 640, 400
-		left, right, top, bottom = 80, 150, 40, 60
+		left, right, top, bottom = 80, 190, 40, 60
 	)
 	ms := r.Params.Ms
-	systems := []struct{ name, color string }{{"deferpush", "#1f77b4"}, {"msilo", "#d62728"}}
+	systems := []struct{ name, color string }{{systemDeferpush, "#1f77b4"}, {systemMsilo, "#d62728"},
+		{systemDeferpushOpenSIPS, "#17becf"}, {systemMsiloOpenSIPS, "#ff7f0e"}}
 	maxY := 0.0
 	for _, row := range r.Rows {
 		maxY = math.Max(maxY, row.DeliverRate)

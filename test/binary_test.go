@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -68,11 +69,25 @@ var tokenLine = regexp.MustCompile(`no (hooks|admin)[ .a-z]* configured; generat
 // "deferpush started".
 func startDeferpush(t testing.TB, env []string, args ...string) *deferpushProc {
 	t.Helper()
+	return startDeferpushLimited(t, 0, env, args...)
+}
+
+// startDeferpushLimited is startDeferpush with the process's open-file
+// limit (soft and hard) set to nofile, as `ulimit -n` would; zero leaves
+// the limit as it is.
+func startDeferpushLimited(t testing.TB, nofile int, env []string, args ...string) *deferpushProc {
+	t.Helper()
 	bin := deferpushBinary(t)
 	full := append([]string{"serve", "--log-format", "json", "--log-level", "debug",
 		"--hooks-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--sip-listen", "127.0.0.1:0", "--msrp-listen", "127.0.0.1:0"}, args...)
-	p := &deferpushProc{cmd: exec.Command(bin, full...), done: make(chan error, 1)}
+	cmd := exec.Command(bin, full...)
+	if nofile > 0 {
+		// The shell sets the limit and becomes deferpush (exec): the
+		// process signalled and waited for is deferpush itself.
+		cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile), bin}, full...)...)
+	}
+	p := &deferpushProc{cmd: cmd, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -146,6 +161,17 @@ func (p *deferpushProc) Log() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.log.String()
+}
+
+// Exited reports whether deferpush has ended, and how.
+func (p *deferpushProc) Exited() (bool, error) {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
 }
 
 // Stop sends SIGTERM and waits for the exit; it returns the exit error.

@@ -77,3 +77,19 @@ func TestHarnessSIPpAgainstKamailio(t *testing.T) {
 	}
 	// SIPp exits 0 only when every one of the -m calls succeeded.
 }
+
+// TestHarnessOpenSIPSAnswersOptions: the harness renders any OpenSIPS
+// script with m4, starts it in the foreground with the modules it found,
+// and waits until it answers.
+func TestHarnessOpenSIPSAnswersOptions(t *testing.T) {
+	o := harness.OpenSIPS(t, harness.OpenSIPSConfig{ConfigFile: "testdata/opensips-options.cfg"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := harness.SIPOptions(ctx, o.SIPAddr)
+	if err != nil {
+		t.Fatalf("OPTIONS to %s: %v", o.SIPAddr, err)
+	}
+	if want := "SIP/2.0 200 Harness OK"; got != want {
+		t.Errorf("OPTIONS answered %q, want %q", got, want)
+	}
+}

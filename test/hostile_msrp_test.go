@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	"github.com/deferpush/deferpush/plugin/sdp"
@@ -59,9 +60,9 @@ func (p *msrpPeer) send(tid, to, from string, extra []msrp.Header, body []byte, 
 }
 
 // openIngressSession sends deferpush's SIP ingress a session-mode INVITE
-// whose offer names from as our path, and returns the MSRP path of its
+// (with the ingress secret) whose offer names from as our path, and returns the MSRP path of its
 // answer; the session ends (BYE) with the test.
-func openIngressSession(t *testing.T, sipAddr, from string) msrp.URI {
+func openIngressSession(t *testing.T, sipAddr, secret, from string) msrp.URI {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -83,6 +84,8 @@ func openIngressSession(t *testing.T, sipAddr, from string) msrp.URI {
 	fh.Params.Add("tag", sip.GenerateTagN(10))
 	req.AppendHeader(fh)
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	// What a trusted proxy adds (sip.ingress_secret: the hooks token).
+	req.AppendHeader(sip.NewHeader(ingress.SecretHeader, secret))
 	req.SetBody(offer)
 	req.SetTransport("TCP")
 	req.SetDestination(sipAddr)
@@ -122,7 +125,7 @@ func TestHostileMSRPSender(t *testing.T) {
 	defer st.Close()
 	dp := startDeferpush(t, []string{"DEFERPUSH_MSRP_MAX_CONNECTIONS_PER_HOST=8"}, "--redis", r.URL())
 	const me = "msrp://127.0.0.1:9/hostile0001;tcp"
-	ours := openIngressSession(t, dp.SIPAddr, me)
+	ours := openIngressSession(t, dp.SIPAddr, dp.HooksToken, me)
 	to := ours.String()
 	ctx := context.Background()
 	pending := func() int {

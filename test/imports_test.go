@@ -81,21 +81,22 @@ var rules = map[string]importRule{
 	"plugin": {own: []string{"plugin/abnf"}, thirdParty: []string{"github.com/oklog/ulid"},
 		testOwn: []string{"plugin/plugintest"}, testThirdParty: []string{goCmp}},
 	"plugin/abnf":       {},
+	"plugin/guard":      {},
 	"plugin/plugintest": {own: []string{"plugin"}, testOwn: []string{"store/storetest"}},
-	"plugin/msrp":       {own: []string{"plugin/abnf"}, testThirdParty: []string{goCmp}},
+	"plugin/msrp":       {own: []string{"plugin/abnf", "plugin/guard"}, testThirdParty: []string{goCmp}},
 	"plugin/encap":      {own: []string{"plugin/abnf", "plugin/msrp"}, testThirdParty: []string{goCmp}},
 	"plugin/sdp":        {own: []string{"plugin/msrp"}, thirdParty: []string{"github.com/pion/sdp"}, testThirdParty: []string{goCmp}},
 	"plugin/push": {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp"}, thirdParty: []string{"github.com/emiago/sipgo"},
 		testThirdParty: []string{goCmp}},
 	// The proxies' hook tests hand the stored raw SIP on to
 	// ingress.Deferred, as the hook does.
-	"adapters": {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"},
+	"adapters": {own: []string{"plugin", "plugin/guard", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"},
 		testOwn: []string{"adapters/ingress"}, testThirdParty: []string{goCmp}},
 	"store": {own: []string{"plugin", "store/..."}, thirdParty: []string{"github.com/redis/go-redis", "github.com/alicebob/miniredis"},
 		testOwn: []string{"test/harness"}, testThirdParty: []string{goCmp}},
 	// hertz's ut (in-process requests) comes with hertz; kin-openapi
 	// checks the served OpenAPI document.
-	"api": {own: []string{"plugin", "adapters/...", "api/console"}, thirdParty: []string{"github.com/cloudwego/hertz", "github.com/prometheus/client_golang"},
+	"api": {own: []string{"plugin", "plugin/guard", "adapters/...", "api/console"}, thirdParty: []string{"github.com/cloudwego/hertz", "github.com/prometheus/client_golang"},
 		testOwn: []string{"plugin/plugintest"}, testThirdParty: []string{goCmp, "github.com/getkin/kin-openapi"}},
 	"api/console":     {},
 	"cmd":             {anyExternal: true, own: []string{"..."}},

@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
 	dpsdp "github.com/deferpush/deferpush/plugin/sdp"
@@ -39,8 +40,10 @@ func TestIngressDirect(t *testing.T) {
 	}
 	dp := startDeferpush(t, nil, "--redis", r.URL())
 	user1 := newClient(t, "sip:user1@"+domain, imclient.Config{Proxy: dp.SIPAddr})
+	// What a trusted proxy adds: the ingress's secret (the hooks token).
+	secret := sip.NewHeader(ingress.SecretHeader, dp.HooksToken)
 
-	res, err := user1.SendMessage(ctx, "sip:user2@"+domain, "text/plain", []byte("straight to the ingress"))
+	res, err := user1.SendMessage(ctx, "sip:user2@"+domain, "text/plain", []byte("straight to the ingress"), secret)
 	if err != nil || res.StatusCode != 202 {
 		t.Fatalf("MESSAGE to the ingress: %v %v, want 202", res, err)
 	}
@@ -75,6 +78,7 @@ func TestIngressDirect(t *testing.T) {
 			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			req.SetBody(offer)
 		}
+		req.AppendHeader(secret)
 		req.SetTransport("TCP")
 		req.SetDestination(dp.SIPAddr)
 		res, err := cli.Do(ctx, req)
@@ -83,7 +87,7 @@ func TestIngressDirect(t *testing.T) {
 		}
 	}
 
-	sess, err := user1.OpenSession(ctx, "sip:user2@"+domain)
+	sess, err := user1.OpenSession(ctx, "sip:user2@"+domain, secret)
 	if err != nil {
 		t.Fatalf("session INVITE to the ingress: %v", err)
 	}

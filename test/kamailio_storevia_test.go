@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +88,22 @@ func TestKamailioStoreViaSIP(t *testing.T) {
 			t.Errorf("user2's mailbox after the push: %+v, want empty", n)
 		}
 	})
+	t.Run("idle connection closed", func(t *testing.T) {
+		// deferpush closes Kamailio's connection after sip.idle_timeout;
+		// Kamailio opens a new one for the next MESSAGE.
+		s := startKamailioStack(t, stackOptions{storeViaSIP: true, dpEnv: []string{"DEFERPUSH_SIP_IDLE_TIMEOUT=1s"}})
+		user1 := s.client(t, "user1", imclient.Config{})
+		if code := sendWithID(t, user1, "user2", "via-sip-idle-1@user1", "before the idle close"); code != 202 {
+			t.Fatalf("first MESSAGE: %d, want 202", code)
+		}
+		waitFor(t, 10*time.Second, "deferpush closing the idle connection", func() bool {
+			return strings.Contains(s.dp.Log(), "idle connection closed")
+		})
+		if code := sendWithID(t, user1, "user2", "via-sip-idle-2@user1", "after the idle close"); code != 202 {
+			t.Fatalf("MESSAGE after deferpush closed the idle connection: %d, want 202", code)
+		}
+		s.waitPending(t, "user2", 2)
+	})
 	t.Run("failure_route", func(t *testing.T) {
 		s := startKamailioStack(t, stackOptions{storeViaSIP: true, messageTimeout: 1000})
 		silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -103,7 +120,7 @@ func TestKamailioStoreViaSIP(t *testing.T) {
 				defer c.Close()
 			}
 		}()
-		rawRegister(t, s.k.SIPAddr, "user2", "sip:user2@"+silent.Addr().String()+";transport=tcp", 300)
+		rawRegister(t, s.proxyAddr, "user2", "sip:user2@"+silent.Addr().String()+";transport=tcp", 300)
 		user1 := s.client(t, "user1", imclient.Config{})
 		if code := sendWithID(t, user1, "user2", "via-sip-fr@user1", "are you there?"); code != 202 {
 			t.Fatalf("MESSAGE to a silent registered contact: %d, want 202 from the failure route", code)

@@ -37,6 +37,7 @@ func TestSoakFaults(t *testing.T) {
 	}
 	run("two-instances", func(t *testing.T) faultRow { return faultTwoInstances(t, rounds) })
 	run("relay-mid-push", func(t *testing.T) faultRow { return faultRelayRounds(t, rounds) })
+	run("idle-flood", func(t *testing.T) faultRow { return faultFloodRounds(t, rounds) })
 	run("startup-push", func(t *testing.T) faultRow { return faultStartupRounds(t, rounds) })
 
 	var b strings.Builder

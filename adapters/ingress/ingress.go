@@ -52,6 +52,9 @@ type Config struct {
 	// AORRules are the registrar's rules for comparing addresses of
 	// record; the zero value folds the user part's case.
 	AORRules plugin.AORRules
+	// Trust says whom MESSAGE and INVITE are taken from; the zero value
+	// takes them from anyone.
+	Trust Trust
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -112,6 +115,10 @@ func New(cfg Config) (*Ingress, error) {
 // sender sent. A request with a single Via came straight from its sender
 // and keeps it.
 func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
+	if retry, err := in.cfg.Trust.admit(req); err != nil {
+		in.refuse(req, tx, retry, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
 	raw := []byte(req.String())
@@ -143,11 +150,14 @@ func (in *Ingress) outcome(ctx context.Context, err error) plugin.Outcome {
 	return plugin.OutcomeOf(err, p)
 }
 
-// respond answers req with o; a malformed request also gets a Warning
-// saying why.
-func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plugin.Outcome, err error) {
+// respond answers req with o and the extra headers; a malformed or
+// untrusted request also gets a Warning saying why.
+func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plugin.Outcome, err error, extra ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, o.SIPCode, o.SIPReason, nil)
-	if o.Status == plugin.StatusMalformed && err != nil {
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
+	if (o.Status == plugin.StatusMalformed || o.Status == plugin.StatusNotTrusted || o.Status == plugin.StatusNotServed) && err != nil {
 		res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
 	}
 	if werr := tx.Respond(res); werr != nil {
@@ -159,6 +169,10 @@ func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plu
 // user: deferpush becomes the far end of the MSRP session and stores each
 // message received in it.
 func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if retry, err := in.cfg.Trust.admit(req); err != nil {
+		in.refuse(req, tx, retry, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
 	st, offer, err := in.newSessionStore(ctx, req)

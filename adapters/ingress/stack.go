@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/guard"
 )
 
 // StackConfig configures a Stack.
@@ -22,9 +24,24 @@ type StackConfig struct {
 	// Advertise is the host[:port] put in Contact and Via, for when Listen
 	// is a wildcard address. Empty means the Listen address.
 	Advertise string
+	// MaxConns and MaxConnsPerHost bound the TCP connections accepted at
+	// once, all and from one source address; Budget, when set, bounds
+	// them together with the process's other listeners. At a bound the
+	// connection idle longest makes room. Zero means 1024 and 256.
+	MaxConns        int
+	MaxConnsPerHost int
+	Budget          *guard.Budget
+	// IdleTimeout closes an accepted TCP connection that sends nothing
+	// for this long (the proxy opens a new one for its next request); one
+	// that sends nothing at all is closed after 30 s. Zero means 5
+	// minutes.
+	IdleTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// firstByteTimeout closes a SIP connection that sends nothing at all.
+const firstByteTimeout = 30 * time.Second
 
 // Dialogs is what the stack asks of the pusher (*push.Pusher): the BYEs
 // of its push sessions. ReadBye returns sipgo.ErrDialogDoesNotExists (or
@@ -54,11 +71,27 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	host, _, _ := net.SplitHostPort(cfg.Listen)
-	tcp, err := net.Listen("tcp", cfg.Listen)
+	raw, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("sip listener: %w", err)
 	}
-	port := tcp.Addr().(*net.TCPAddr).Port
+	port := raw.Addr().(*net.TCPAddr).Port
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.MaxConnsPerHost == 0 {
+		cfg.MaxConnsPerHost = 256
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	// sipgo's accept loop returns on any error and sets no read deadline
+	// of its own: the guard retries, bounds and times out for it.
+	tcp := guard.Listen(raw, guard.Config{
+		Name: "sip", MaxConns: cfg.MaxConns, MaxConnsPerHost: cfg.MaxConnsPerHost, Budget: cfg.Budget,
+		EvictIdle: true, FirstByteTimeout: min(firstByteTimeout, cfg.IdleTimeout), IdleTimeout: cfg.IdleTimeout,
+		Logger: log,
+	})
 	udp, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		tcp.Close()
@@ -130,7 +163,11 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 	s.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = in.ReadAck(req, tx) })
 	s.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-		res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"))
+		allow := "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"
+		if in.cfg.Trust.Off {
+			allow = allowWithoutIngress
+		}
+		res.AppendHeader(sip.NewHeader("Allow", allow))
 		_ = tx.Respond(res)
 	})
 }

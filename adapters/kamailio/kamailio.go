@@ -12,6 +12,7 @@ package kamailio
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -48,6 +49,10 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 	}
 	if !r.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
+	}
+	if r.Expires.N > int64(plugin.MaxExpires/time.Second) {
+		return plugin.Registration{}, &plugin.FieldError{Field: "expires",
+			Problem: fmt.Sprintf("%d s is more than a year (%d s)", r.Expires.N, int64(plugin.MaxExpires/time.Second))}
 	}
 	return plugin.Registration{
 		AOR:       aor,

@@ -1,14 +1,17 @@
-// Package opensips decodes the JSON that the shipped OpenSIPS script,
+// Package opensips decodes the JSON that the shipped OpenSIPS 3.4 script,
 // opensips.cfg in this directory, posts to deferpush's hooks with
 // rest_client. The registration hook is fed by the usrloc events
 // E_UL_CONTACT_INSERT / E_UL_CONTACT_UPDATE (E_UL_CONTACT_DELETE for a
-// removal), whose parameters the script copies as they are: $param(aor) is
-// the user part only unless usrloc runs with use_domain, so the script adds
-// the domain it serves; $param(expires) is an absolute Unix time.
+// removal or an expiry), whose parameters the script copies as they are:
+// $param(aor) is the user part only unless usrloc runs with use_domain, so
+// the script adds the domain it serves; $param(expires) is an absolute Unix
+// time; $param(user_agent) is "n/a" when the client sent none, which reads
+// as no User-Agent; the +sip.instance comes from the contact's attributes
+// (registrar's attr_avp), the events carry none of their own.
 //
-// OpenSIPS is not packaged in Debian 12: this adapter is tested with payloads
-// shaped as the OpenSIPS 3.4 documentation describes, not against a live
-// OpenSIPS.
+// The golden files in testdata named *-live-* hold bodies captured from a
+// live OpenSIPS 3.4.18 running opensips.cfg (test/opensips_hooks_test.go
+// checks that OpenSIPS still posts the same members).
 package opensips
 
 import (
@@ -30,11 +33,15 @@ type event struct {
 	Received  string       `json:"received"`
 	UserAgent string       `json:"user_agent"`
 	Path      string       `json:"path"`
-	Instance  string       `json:"instance"`
-	Expires   hookjson.Int `json:"expires"` // $param(expires): absolute Unix time
+	Instance  string       `json:"instance"` // the contact's attr: its +sip.instance
+	Expires   hookjson.Int `json:"expires"`  // $param(expires): absolute Unix time
 	Socket    string       `json:"socket"`
 	CallID    string       `json:"callid"`
 }
+
+// noUserAgent is what usrloc reports as the user_agent of a contact whose
+// REGISTER had no User-Agent header.
+const noUserAgent = "n/a"
 
 // DecodeRegistration reads a registration event. An expiry that is not
 // after now makes it an unregistration for the engine. Errors are
@@ -54,6 +61,9 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 	if !e.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
+	if e.Expires.N > time.Now().Add(plugin.MaxExpires).Unix() {
+		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "more than a year from now"}
+	}
 	var path []string
 	for _, p := range strings.Split(e.Path, ",") {
 		p = strings.Trim(strings.TrimSpace(p), "<>")
@@ -61,13 +71,17 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 			path = append(path, p)
 		}
 	}
+	ua := strings.TrimSpace(e.UserAgent)
+	if ua == noUserAgent {
+		ua = ""
+	}
 	return plugin.Registration{
 		AOR:       aor,
 		Contact:   strings.TrimSpace(e.URI),
 		Expires:   time.Unix(e.Expires.N, 0).UTC(),
 		Received:  strings.TrimSpace(e.Received),
 		Instance:  strings.TrimSpace(e.Instance),
-		UserAgent: strings.TrimSpace(e.UserAgent),
+		UserAgent: ua,
 		Path:      path,
 	}, nil
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/guard"
 )
 
 // ListenerConfig configures a Listener. The zero value of each field
@@ -34,6 +36,10 @@ type ListenerConfig struct {
 	// and is closed.
 	MaxConns        int
 	MaxConnsPerHost int
+	// Budget, when set, bounds the connections accepted together with
+	// the process's other listeners (the open-file limit): at it, the
+	// oldest connection that has sent nothing is closed to make room.
+	Budget *guard.Budget
 	// Logger receives debug and warning logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -91,6 +97,9 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 			host = "localhost"
 		}
 	}
+	// The guard retries a failed accept (descriptors exhausted) with
+	// backoff instead of ending Run, and keeps the budget.
+	ln = guard.Listen(ln, guard.Config{Name: "msrp", Budget: cfg.Budget, Logger: cfg.Logger})
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}

@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/guard"
 )
 
 // dialFrom connects to l from the loopback address src.
@@ -153,4 +155,42 @@ func TestExpectPeer(t *testing.T) {
 			t.Errorf("peer after the impostor was dropped: %q, want 200", f.String())
 		}
 	})
+}
+
+// TestSilentConnectionClosed: a connection that never sends a byte is
+// closed Timeout after its accept.
+func TestSilentConnectionClosed(t *testing.T) {
+	l := startListener(t, ListenerConfig{Timeout: 300 * time.Millisecond})
+	p := dialRaw(t, l)
+	start := time.Now()
+	if _, err := p.r.ReadFrame(); err == nil {
+		t.Fatal("a frame on a silent connection")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed after %v, want about 300ms", d)
+	}
+}
+
+// TestListenerBudget: with a shared guard.Budget full of connections that
+// sent nothing, a new one takes the place of the oldest, and Run goes on.
+func TestListenerBudget(t *testing.T) {
+	b := guard.NewBudget(2)
+	l := startListener(t, ListenerConfig{Budget: b})
+	first, _ := dialRaw(t, l), dialRaw(t, l)
+	third := dialRaw(t, l)
+	if _, err := first.r.ReadFrame(); err == nil {
+		t.Fatal("a frame on a silent connection")
+	}
+	s := newSession(t, Config{Local: l.URI(), Handler: newInbox()})
+	if err := l.Add(s, nil); err != nil {
+		t.Fatal(err)
+	}
+	to := s.URI().String()
+	third.write(send("t0001", to[:len(to)-4]+"x;tcp", "msrp://127.0.0.1:9/peer1234;tcp", "", ""))
+	if f := third.read(); f.Status != StatusNoSession {
+		t.Errorf("the newest connection got %q, want it served (481)", f.String())
+	}
+	if n := b.Open(); n != 2 {
+		t.Errorf("%d connections under the budget, want 2", n)
+	}
 }

@@ -69,6 +69,12 @@ type HooksConfig struct {
 	// a runaway source is. Negative: no limit.
 	RateLimit int `yaml:"rate_limit"`
 	RateBurst int `yaml:"rate_burst"`
+	// MaxConnections bounds the hook connections open at once, and
+	// MaxConnectionsPerHost those from one address. At a bound the
+	// connection idle longest is closed to make room; when all are busy
+	// the new one gets 503. Zero means 1024 and 256.
+	MaxConnections        int `yaml:"max_connections"`
+	MaxConnectionsPerHost int `yaml:"max_connections_per_host"`
 }
 
 // AdminConfig configures the operators' REST API listener.
@@ -83,6 +89,10 @@ type AdminConfig struct {
 	// TLSCert and TLSKey, both set, serve the admin API over HTTPS.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// MaxConnections and MaxConnectionsPerHost bound the admin API's
+	// connections as the hooks' are. Zero means 256 and 64.
+	MaxConnections        int `yaml:"max_connections"`
+	MaxConnectionsPerHost int `yaml:"max_connections_per_host"`
 }
 
 // TokenConfig is one admin API bearer token.
@@ -121,7 +131,37 @@ type SIPConfig struct {
 	// sip:127.0.0.1:5060;transport=tcp. Empty sends them to the target
 	// directly.
 	OutboundProxy string `yaml:"outbound_proxy"`
+	// Ingress switches the SIP ingress (MESSAGE and session INVITE relayed
+	// by the proxy, kamailio.cfg's STORE_VIA_SIP) on or off; off, they get
+	// 405 and only the hooks store messages. Unset means on.
+	Ingress *bool `yaml:"ingress"`
+	// TrustedSources are the networks (CIDR prefixes) of the proxies the
+	// ingress takes MESSAGE and INVITE from; others get 403. Empty means
+	// loopback only (127.0.0.0/8 and ::1/128): a proxy on the same host.
+	TrustedSources []string `yaml:"trusted_sources"`
+	// IngressSecret is the shared secret the proxy adds to what it relays
+	// to the ingress, in the X-Deferpush-Secret header (the shipped
+	// kamailio.cfg adds DP_SIP_SECRET, by default DP_TOKEN); a request
+	// without it gets 403. Empty means hooks.token.
+	IngressSecret string `yaml:"ingress_secret"`
+	// RateLimit and RateBurst bound the ingress's MESSAGE and INVITE
+	// requests per source address as the hooks' rate limit does (503
+	// with Retry-After over it). Zero means 10000 a second with a burst
+	// of 20000; negative: no limit.
+	RateLimit int `yaml:"rate_limit"`
+	RateBurst int `yaml:"rate_burst"`
+	// MaxConnections and MaxConnectionsPerHost bound the TCP connections
+	// accepted at once, as the hooks' are. Zero means 1024 and 256.
+	MaxConnections        int `yaml:"max_connections"`
+	MaxConnectionsPerHost int `yaml:"max_connections_per_host"`
+	// IdleTimeout closes an accepted TCP connection that sends nothing for
+	// this long (the proxy reconnects for its next request); one that
+	// sends nothing at all is closed after 30 s. Zero means 5m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
+
+// IngressOn reports whether the SIP ingress is on.
+func (c SIPConfig) IngressOn() bool { return c.Ingress == nil || *c.Ingress }
 
 // MSRPConfig configures deferpush's MSRP endpoint.
 type MSRPConfig struct {
@@ -263,6 +303,18 @@ func (c *Config) defaults() {
 	if c.Hooks.RateBurst == 0 {
 		c.Hooks.RateBurst = 2 * max(c.Hooks.RateLimit, 0)
 	}
+	if c.SIP.RateLimit == 0 {
+		c.SIP.RateLimit = 10000
+	}
+	if c.SIP.RateBurst == 0 {
+		c.SIP.RateBurst = 2 * max(c.SIP.RateLimit, 0)
+	}
+	if len(c.SIP.TrustedSources) == 0 {
+		c.SIP.TrustedSources = []string{"127.0.0.0/8", "::1/128"}
+	}
+	if c.SIP.IdleTimeout == 0 {
+		c.SIP.IdleTimeout = 5 * time.Minute
+	}
 	if c.MSRP.Timeout == 0 {
 		c.MSRP.Timeout = 30 * time.Second
 	}
@@ -373,6 +425,17 @@ func (c HooksConfig) validate() error {
 	if c.RateLimit > 0 && c.RateBurst < 1 {
 		return bad("hooks.rate_burst", "must be at least 1 when hooks.rate_limit is set")
 	}
+	return validConns("hooks", c.MaxConnections, c.MaxConnectionsPerHost)
+}
+
+// validConns checks a listener's connection bounds.
+func validConns(section string, max, perHost int) error {
+	switch {
+	case max < 0:
+		return bad(section+".max_connections", "must not be negative")
+	case perHost < 0:
+		return bad(section+".max_connections_per_host", "must not be negative")
+	}
 	return nil
 }
 
@@ -395,7 +458,7 @@ func (c AdminConfig) validate() error {
 	if c.Token != "" && len(c.Token) < 16 {
 		return bad("admin.token", "must be at least 16 characters")
 	}
-	return nil
+	return validConns("admin", c.MaxConnections, c.MaxConnectionsPerHost)
 }
 
 func (c RedisConfig) validate() error {
@@ -420,7 +483,20 @@ func (c SIPConfig) validate() error {
 	if p := c.OutboundProxy; p != "" && !strings.HasPrefix(p, "sip:") && !strings.HasPrefix(p, "sips:") {
 		return bad("sip.outbound_proxy", "%q is not a sip: or sips: URI", p)
 	}
-	return nil
+	for i, cidr := range c.TrustedSources {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			return bad(fmt.Sprintf("sip.trusted_sources[%d]", i), "%q is not a CIDR prefix", cidr)
+		}
+	}
+	switch {
+	case c.IngressSecret != "" && len(c.IngressSecret) < 16:
+		return bad("sip.ingress_secret", "must be at least 16 characters")
+	case c.RateLimit > 0 && c.RateBurst < 1:
+		return bad("sip.rate_burst", "must be at least 1 when sip.rate_limit is set")
+	case c.IdleTimeout < time.Second:
+		return bad("sip.idle_timeout", "must be at least 1s")
+	}
+	return validConns("sip", c.MaxConnections, c.MaxConnectionsPerHost)
 }
 
 func (c MSRPConfig) validate() error {
@@ -570,12 +646,16 @@ func setScalar(v reflect.Value, raw string) error {
 			return fmt.Errorf("%q is not an integer", raw)
 		}
 		v.SetInt(int64(n))
-	case v.Kind() == reflect.Bool:
+	case v.Kind() == reflect.Bool || v.Type() == reflect.TypeFor[*bool]():
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
 			return fmt.Errorf("%q is not true or false", raw)
 		}
-		v.SetBool(b)
+		if v.Kind() == reflect.Pointer {
+			v.Set(reflect.ValueOf(&b))
+		} else {
+			v.SetBool(b)
+		}
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		var parts []string
 		for p := range strings.SplitSeq(raw, ",") {

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +28,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Log:      LogConfig{Level: "info", Format: "auto"},
-		Hooks:    HooksConfig{Listen: "127.0.0.1:8710", RateLimit: 10000, RateBurst: 20000},
-		Admin:    AdminConfig{Listen: "127.0.0.1:8711"},
-		SIP:      SIPConfig{Listen: "127.0.0.1:5070"},
+		Log:   LogConfig{Level: "info", Format: "auto"},
+		Hooks: HooksConfig{Listen: "127.0.0.1:8710", RateLimit: 10000, RateBurst: 20000},
+		Admin: AdminConfig{Listen: "127.0.0.1:8711"},
+		SIP: SIPConfig{Listen: "127.0.0.1:5070", TrustedSources: []string{"127.0.0.0/8", "::1/128"},
+			RateLimit: 10000, RateBurst: 20000, IdleTimeout: 5 * time.Minute},
 		MSRP:     MSRPConfig{Listen: "127.0.0.1:2855", ChunkSize: 2048, Timeout: 30 * time.Second},
 		Push:     PushConfig{MaxConcurrent: 256, LockTTL: 30 * time.Second},
 		Shutdown: ShutdownConfig{Timeout: 10 * time.Second},
@@ -58,6 +60,7 @@ log:
 		"DEFERPUSH_PUSH_LOCK_TTL":       "45s",
 		"DEFERPUSH_MSRP_TIMEOUT":        "3s",
 		"DEFERPUSH_MSRP_TRUSTED_RELAYS": "10.1.0.0/16,192.0.2.7/32",
+		"DEFERPUSH_SIP_INGRESS":         "false",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, err := Load(path, map[string]string{"redis.url": "redis://flag:6379/0"}, lookup)
@@ -73,6 +76,7 @@ log:
 		{"msrp.timeout (env)", cfg.MSRP.Timeout.String(), "3s"},
 		{"hooks.allow_cidrs (env list)", strings.Join(cfg.Hooks.AllowCIDRs, "|"), "127.0.0.0/8|::1/128"},
 		{"msrp.trusted_relays (env list)", strings.Join(cfg.MSRP.TrustedRelays, "|"), "10.1.0.0/16|192.0.2.7/32"},
+		{"sip.ingress (env, a switch whose default is on)", strconv.FormatBool(cfg.SIP.IngressOn()), "false"},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.field, c.got, c.want)
@@ -126,6 +130,26 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 			name: "msrp host not an address",
 			body: "msrp:\n  listen: 0.0.0.0:2855\n  advertise: msrp.example.com\n",
 			want: []string{"deferpush.yaml:3", "msrp.advertise", "not an IP address"},
+		},
+		{
+			name: "trusted source not a network",
+			body: "sip:\n  trusted_sources: [10.0.0.0/8, kamailio.example.com]\n",
+			want: []string{"deferpush.yaml:2", "sip.trusted_sources[1]", "not a CIDR"},
+		},
+		{
+			name: "short ingress secret",
+			body: "sip:\n  ingress_secret: short\n",
+			want: []string{"deferpush.yaml:2", "sip.ingress_secret", "at least 16"},
+		},
+		{
+			name: "negative connection bound",
+			body: "hooks:\n  max_connections: -1\n",
+			want: []string{"deferpush.yaml:2", "hooks.max_connections", "negative"},
+		},
+		{
+			name: "bad ingress switch",
+			env:  map[string]string{"DEFERPUSH_SIP_INGRESS": "maybe"},
+			want: []string{"environment DEFERPUSH_SIP_INGRESS", "sip.ingress", "not true or false"},
 		},
 		{
 			name: "bad environment value",
