@@ -157,7 +157,7 @@ func BenchmarkClaimAck(b *testing.B) {
 
 func testingProcs() int { return runtime.GOMAXPROCS(0) }
 
-func fill(b *testing.B, s *store.Redis, aor plugin.AOR, n int) {
+func fill(b testing.TB, s *store.Redis, aor plugin.AOR, n int) {
 	for range n {
 		m := &plugin.Message{Recipient: aor, Kind: plugin.KindSIPMessage, Raw: benchRaw, Received: time.Now()}
 		if err := s.Append(context.Background(), m, plugin.Limits{}); err != nil {
