@@ -168,7 +168,7 @@ func (f *functions) eachMaster(ctx context.Context, fn func(context.Context, *re
 }
 
 // eachMaster runs fn on every master: the one of a standalone or Sentinel
-// client, each of a cluster.
+// client, each of a cluster (concurrently).
 func eachMaster(ctx context.Context, c redis.UniversalClient, fn func(context.Context, *redis.Client) error) error {
 	switch c := c.(type) {
 	case *redis.ClusterClient:

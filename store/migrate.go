@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -43,7 +44,8 @@ func (r *Redis) migrate(ctx context.Context) error {
 	case err != nil && !errors.Is(err, redis.Nil):
 		return fmt.Errorf("read %s: %w", layoutKey, err)
 	}
-	var recipients, messages int64
+	// A cluster's masters are scanned at once.
+	var recipients, messages atomic.Int64
 	err = eachMaster(ctx, r.c, func(ctx context.Context, c *redis.Client) error {
 		var cursor uint64
 		for {
@@ -55,7 +57,8 @@ func (r *Redis) migrate(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			recipients, messages = recipients+n, messages+moved
+			recipients.Add(n)
+			messages.Add(moved)
 			if next == 0 {
 				return nil
 			}
@@ -65,8 +68,8 @@ func (r *Redis) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("convert the first layout: %w", err)
 	}
-	if recipients > 0 {
-		r.log.Info("store layout converted", "recipients", recipients, "messages", messages)
+	if n := recipients.Load(); n > 0 {
+		r.log.Info("store layout converted", "recipients", n, "messages", messages.Load())
 	}
 	if err := r.c.Set(ctx, layoutKey, layoutV2, 0).Err(); err != nil {
 		return fmt.Errorf("write %s: %w", layoutKey, err)

@@ -78,9 +78,17 @@ type Redis struct {
 	batch *redis.AutoPipeliner
 	// fn runs the function library (library.go).
 	fn functions
-	// prepared is set once prepare succeeded; prepareMu serialises it.
+	// prepared is set once ready's work succeeded; preparing is the
+	// attempt under way, if any (under prepareMu).
 	prepared  atomic.Bool
 	prepareMu sync.Mutex
+	preparing *attempt
+}
+
+// attempt is one run of ready's work: err is set before done closes.
+type attempt struct {
+	done chan struct{}
+	err  error
 }
 
 // New returns a store on cfg.Client or cfg.URL. It does not contact Redis:
@@ -174,29 +182,47 @@ func (r *Redis) Ping(ctx context.Context) error {
 // the first operation that needs it (and in Ping, which cmd/deferpush
 // calls at start): it loads the function library where the server runs
 // another version of it, converts what an earlier release stored in its
-// layout (migrate.go), and writes dp:limits if it is missing. Until that
-// succeeded every operation fails with its error and tries again; it is
-// safe from several instances at once.
+// layout (migrate.go), and writes dp:limits if it is missing. The work
+// runs on its own, whatever happens to the context of the call that
+// started it (a large keyspace takes longer to convert than a hook call
+// may wait); every caller waits for it, or for its own context. Until it
+// succeeded every operation fails with its error, and the next one tries
+// again. It is safe from several instances at once.
 func (r *Redis) ready(ctx context.Context) error {
 	if r.prepared.Load() {
 		return nil
 	}
 	r.prepareMu.Lock()
-	defer r.prepareMu.Unlock()
-	if r.prepared.Load() {
-		return nil
+	a := r.preparing
+	if a == nil {
+		a = &attempt{done: make(chan struct{})}
+		r.preparing = a
+		go func() {
+			a.err = r.prepare(context.WithoutCancel(ctx))
+			r.prepareMu.Lock()
+			r.prepared.Store(a.err == nil)
+			r.preparing = nil
+			r.prepareMu.Unlock()
+			close(a.done)
+		}()
 	}
+	r.prepareMu.Unlock()
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Redis) prepare(ctx context.Context) error {
 	if err := r.fn.prepare(ctx); err != nil {
 		return err
 	}
 	if err := r.migrate(ctx); err != nil {
 		return err
 	}
-	if err := r.initLimits(ctx); err != nil {
-		return err
-	}
-	r.prepared.Store(true)
-	return nil
+	return r.initLimits(ctx)
 }
 
 // ParseURL turns one of the URL forms of Config.URL into client options.
