@@ -48,8 +48,11 @@ const (
 	// expired messages takes 200 calls of 1.6 to 2.4 ms (p50) here, the
 	// longest 2.6 to 3 ms (BenchmarkSweepExpired100k, SLOWLOG).
 	expireBatch = 500
-	// never is the index score of a mailbox whose messages never expire.
-	never = 1<<53 - 1
+	// revisit is when to look again at a mailbox whose sweep found no
+	// message that expires (messages stored without a TTL, or a sweep
+	// that missed some because the mailbox changed between its calls):
+	// an append racing with the sweep may have left its expiry unindexed.
+	revisit = time.Hour
 )
 
 // Sweep implements plugin.Queue.
@@ -133,7 +136,7 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 			case x.empty:
 				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, "")
 			case x.next < 0:
-				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(never, 10))
+				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(ms(now.Add(revisit)), 10))
 			case x.next <= ms(now):
 				offset++
 				continue
