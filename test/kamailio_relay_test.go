@@ -301,3 +301,43 @@ func forgeReports(dp msrp.URI, path []msrp.URI, m *msrp.Message) error {
 	}
 	return nil
 }
+
+// TestOpenSIPSRelayPush is TestKamailioRelayPush with OpenSIPS's
+// msrp_relay (RFC 4976) as the client's relay: a second, independent MSRP
+// relay. OpenSIPS forwards to the client by the address in the client's
+// path, so the client advertises the address of the connection it opened
+// for AUTH (msrp.RelayConfig.Local); the success REPORTs come back the way
+// the relay chooses. Both messages are delivered once and confirmed, and
+// the mailbox is empty when the BYE comes.
+func TestOpenSIPSRelayPush(t *testing.T) {
+	s := startKamailioStack(t, stackOptions{})
+	relay := opensipsRelay(t)
+	const user = "behindopensips"
+	sender := s.client(t, "sender", imclient.Config{})
+	ids := storeCalls(t, sender, user, "osrelay-push", 2, nil)
+	s.waitPending(t, user, 2)
+
+	timer := &pushTimer{countsAtBye: func() int { return s.storedCount(user) }}
+	c := s.relayClient(t, user, relay, imclient.Config{OnEvent: timer.onEvent})
+	s.register(t, c)
+	waitClient(t, c, "the push's BYE", func(st imclient.Stats) bool { return st.Byes > 0 })
+	rs := c.Received()
+	if got := callIDs(rs); strings.Join(got, " ") != strings.Join(ids, " ") {
+		t.Errorf("received %v, want %v once each", got, ids)
+	}
+	for _, r := range rs {
+		if !r.ReportAsked || r.Answered != 200 {
+			t.Errorf("%s: report asked %v, answered %d; want a success REPORT asked through the relay, 200", r.Decoded.CallID, r.ReportAsked, r.Answered)
+		}
+	}
+	timer.mu.Lock()
+	atBye := timer.storedAtBye
+	timer.mu.Unlock()
+	if atBye != 0 {
+		t.Errorf("%d messages still stored when the BYE came, want the mailbox empty", atBye)
+	}
+	if n := s.counts(t, user); n != (plugin.Counts{}) {
+		t.Errorf("mailbox after the push: %+v, want empty", n)
+	}
+	t.Logf("pushed 2 messages through OpenSIPS's msrp_relay: INVITE to BYE in %v", timer.took().Round(time.Millisecond))
+}

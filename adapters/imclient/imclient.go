@@ -412,6 +412,8 @@ func (c *Client) answerViaRelay(req *sip.Request, dlg *sipgo.DialogServerSession
 		_ = dlg.Respond(500, "MSRP relay unavailable", nil)
 		return
 	}
+	// Behind the relay the client is at its connection's address.
+	local.Host, local.Port = rel.Local().Host, rel.Local().Port
 	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
 	if err != nil {
 		_ = dlg.Respond(500, err.Error(), nil)
@@ -462,8 +464,9 @@ func (c *Client) relayConn(ctx context.Context) (*msrp.Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("imclient: relay: %w", err)
 	}
-	local := c.msrpL.URI()
-	local.SessionID = msrp.NewSessionID()
+	// Port 0: the client is known to the relay at the address of the
+	// connection it opens (msrp.RelayConfig.Local).
+	local := msrp.URI{Host: c.msrpL.URI().Host, Transport: "tcp", SessionID: msrp.NewSessionID()}
 	rel, err = msrp.DialRelay(ctx, msrp.RelayConfig{URI: uri, Local: local, Username: c.cfg.RelayUser,
 		Password: c.cfg.RelayPassword, Logger: c.log})
 	if err != nil {

@@ -31,7 +31,13 @@ type RelayConfig struct {
 	// URI is the relay's URI, without a session id:
 	// msrps://relay.example.com:2855;tcp.
 	URI URI
-	// Local is this client's URI, the From-Path of the AUTH request.
+	// Local is this client's URI, the From-Path of the AUTH request. With
+	// Port zero, its host and port become the connection's own local
+	// address: a relay that forwards to the client by the address in its
+	// path (OpenSIPS's msrp_relay) then finds the connection the client
+	// opened, where one that routes by session id (Kamailio's msrp) does
+	// not care; a client behind NAT has no other address the relay could
+	// reach anyway.
 	Local URI
 	// Username and Password answer the relay's digest challenge (a 401
 	// to AUTH, RFC 4976 §5). Empty: no credentials are offered.
@@ -98,6 +104,11 @@ func DialRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("msrp: relay %s: %w", cfg.URI.Addr(), err)
+	}
+	if cfg.Local.Port == 0 {
+		if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
+			cfg.Local.Host, cfg.Local.Port = a.IP.String(), a.Port
+		}
 	}
 	r := &Relay{cfg: cfg, sessions: make(map[string]*Session)}
 	r.c = newConn(nc, cfg.Limits, cfg.Timeout, cfg.Logger.With("relay", cfg.URI.String()))
@@ -184,6 +195,12 @@ func (r *Relay) roundTrip(ctx context.Context, f *Frame) (*Frame, error) {
 // Path is the Use-Path the relay granted: the URIs a session through it
 // puts before its own in its SDP a=path.
 func (r *Relay) Path() []URI { return slices.Clone(r.path) }
+
+// Local is the client's URI as the relay knows it (RelayConfig.Local,
+// with the connection's address when its port was zero): the last hop of
+// the path a client behind the relay answers with, with its own session
+// id.
+func (r *Relay) Local() URI { return r.cfg.Local }
 
 // Expires is when the relay's authorisation ends; zero when the relay
 // did not say. Dial again before then: Relay does not refresh it.
