@@ -156,3 +156,35 @@ func TestEvalForm(t *testing.T) {
 		t.Error("no EVALSHA call in EVAL form")
 	}
 }
+
+// TestEvalFormReloads: in EVAL form a script cache flushed from the server
+// (SCRIPT FLUSH, a restart without persistence) is loaded again, for a
+// call alone, in a pipeline and through the autopipeliner.
+func TestEvalFormReloads(t *testing.T) {
+	srv := harness.Redis(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	s, err := New(Config{Client: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fn.mode.Store(modeEval)
+	ctx := context.Background()
+	steps := []func() error{
+		func() error { return s.Append(ctx, libMessage("one"), plugin.Limits{}) },
+		func() error { _, err := s.Claim(ctx, libBob, "t", 1, time.Minute); return err },
+		func() error { _, err := s.Count(ctx, libBob); return err },
+		func() error { _, err := s.Sweep(ctx, time.Now()); return err },
+	}
+	for i, step := range steps {
+		if err := c.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := step(); err != nil {
+			t.Errorf("step %d after SCRIPT FLUSH: %v", i, err)
+		}
+	}
+	if n, err := s.Count(ctx, libBob); err != nil || n != (plugin.Counts{InFlight: 1}) {
+		t.Errorf("Count = %+v, %v; want the message in flight", n, err)
+	}
+}

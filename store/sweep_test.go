@@ -59,7 +59,7 @@ func slowlogAll(tb testing.TB, srv *harness.RedisServer) {
 }
 
 // TestSweepExpiresInBatches: the sweeper drops a large mailbox's expired
-// messages a bounded batch per script call (main dropped 100,000 in one
+// messages a bounded batch per function call (main dropped 100,000 in one
 // call that held Redis 207 ms), in the usual order (expiry follows
 // arrival) and when a shortened TTL made later messages expire first;
 // what is left stays, in order.
@@ -76,7 +76,7 @@ func TestSweepExpiresInBatches(t *testing.T) {
 		name       string
 		fill       func(aor plugin.AOR) (keep []string)
 		expired    int
-		minScripts int // expire script calls at least: one per batch
+		minScripts int // dp_expire calls at least: one per batch
 	}{
 		{"in order", func(aor plugin.AOR) []string {
 			fillMailbox(t, s, aor, now.Add(-time.Hour), 2500, time.Minute)
@@ -100,7 +100,7 @@ func TestSweepExpiresInBatches(t *testing.T) {
 				t.Errorf("swept %d expired, want %d", st.Expired, tc.expired)
 			}
 			if n := expireCalls(t, s); n < tc.minScripts {
-				t.Errorf("%d expire script calls for %d expired messages, want at least %d (a bounded batch a call)", n, tc.expired, tc.minScripts)
+				t.Errorf("%d dp_expire calls for %d expired messages, want at least %d (a bounded batch a call)", n, tc.expired, tc.minScripts)
 			}
 			page, err := s.List(ctx, aor, 0, 0)
 			if err != nil {
@@ -122,7 +122,7 @@ func TestSweepExpiresInBatches(t *testing.T) {
 
 // BenchmarkSweepExpired100k sweeps a mailbox of 100,000 expired messages
 // and reports, from redis-server's SLOWLOG, the longest any one command
-// held the server (max-hold-ms: the expire script's batch) and the whole
+// held the server (max-hold-ms: dp_expire's batch) and the whole
 // sweep's time. Run it with -benchtime=1x: each round fills the mailbox.
 func BenchmarkSweepExpired100k(b *testing.B) {
 	srv := harness.Redis(b)
