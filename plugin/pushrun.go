@@ -16,8 +16,11 @@ import (
 //	         and move the oldest messages in flight under it, in one call;
 //	         nothing claimed: nothing to do (another push holds the lease,
 //	         or the mailbox is empty)
-//	open     INVITE the client and connect MSRP (the Pusher), once
-//	deliver  one SEND per message; ack the confirmed ones a window at a
+//	mode     MSRP or pager mode (delivery, pager_below, what an earlier
+//	         push learnt of the client)
+//	open     INVITE the client and connect MSRP (the Pusher), once; or
+//	         pager mode, one SIP MESSAGE per message
+//	deliver  one SEND (or MESSAGE) per message; ack the confirmed ones a window at a
 //	         time, fail each refused
 //	release  BYE, then unlock: whatever was not confirmed goes back
 //
@@ -38,6 +41,13 @@ type pushRun struct {
 	// them, before a Fail, and when a Deliver returns, so that a crash
 	// pushes at most one window of them again.
 	confirmed []string
+	// delivery is the user's delivery mode and below its pager_below;
+	// pager says the push goes by SIP MESSAGE (decided in mode after the
+	// first claim, or in open when the client refuses MSRP under
+	// delivery auto).
+	delivery Delivery
+	below    int
+	pager    bool
 }
 
 // push runs one push to reg; the report's Outcome is OutcomeNone when
@@ -72,6 +82,9 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	renewing := r.keepLease(ctx, cancel)
 	defer func() { rep.Duration = r.release(ctx, cancel, renewing) }()
+	if err := r.mode(ctx, msgs, min(r.e.cfg.Batch, limit)); err != nil {
+		return r.ended(ctx, err)
+	}
 
 	for sent := 0; len(msgs) > 0; {
 		if err := r.open(ctx); err != nil {
@@ -117,7 +130,39 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 		r.e.log.Debug("push not allowed", "aor", r.reg.AOR, "mode", r.policy.Push(u))
 		return 0, nil
 	}
+	r.delivery, r.below = r.policy.DeliveryFor(u)
 	return r.policy.SessionLimit(u), nil
+}
+
+// mode decides between an MSRP session and pager mode once the first
+// claim took msgs of the asked for (Pager). Only delivery auto needs to
+// know more, and reads it only then: what an earlier push learnt of this
+// client (the stored registration: the event's may come straight from
+// the proxy), and, under pager_below, the mailbox's size when the claim
+// does not tell it (it took all that was asked for, no more than
+// pager_below). A claim that took less than asked for took every message
+// pending.
+func (r *pushRun) mode(ctx context.Context, msgs []*Message, asked int) error {
+	if r.delivery != DeliveryAuto {
+		r.pager = Pager(r.delivery, r.below, len(msgs), r.reg.PagerOnly)
+		return nil
+	}
+	if !r.reg.PagerOnly {
+		// Not known: MSRP is offered first, as for a new client.
+		if stored, err := r.e.cfg.Store.Contact(ctx, r.reg.AOR); err == nil && stored.Binding() == r.reg.Binding() {
+			r.reg.PagerOnly = stored.PagerOnly
+		}
+	}
+	size := len(msgs)
+	if !r.reg.PagerOnly && size >= asked && size <= r.below {
+		c, err := r.e.cfg.Store.Count(ctx, r.reg.AOR)
+		if err != nil {
+			return fmt.Errorf("count: %w", err)
+		}
+		size = c.Pending + c.InFlight
+	}
+	r.pager = Pager(r.delivery, r.below, size, r.reg.PagerOnly)
+	return nil
 }
 
 // keepLease renews the lease while ctx lasts; losing it cancels ctx with
@@ -134,20 +179,34 @@ func (r *pushRun) keepLease(ctx context.Context, cancel context.CancelCauseFunc)
 	return done
 }
 
-// open sets up the session on the first claim.
+// open sets up the session on the first claim: an MSRP session, or pager
+// mode. Under delivery auto, a client that refuses MSRP gets pager mode
+// at once, and the refusal is recorded with its registration so that its
+// next pushes go straight to pager mode.
 func (r *pushRun) open(ctx context.Context) error {
 	if r.sess != nil {
 		return nil
 	}
-	t := Target{AOR: r.reg.AOR, URI: r.reg.Contact, Registration: r.reg, Policy: r.policy}
-	if r.policy.PushTarget == TargetAOR || t.URI == "" {
+	t := Target{AOR: r.reg.AOR, URI: r.reg.Contact, Registration: r.reg, Policy: r.policy, Pager: r.pager}
+	if !t.Pager && r.policy.PushTarget == TargetAOR || t.URI == "" {
 		t.URI = r.reg.AOR.String()
 	}
 	sess, err := r.e.cfg.Pusher.Open(ctx, t)
+	if err != nil && !t.Pager && r.delivery == DeliveryAuto && r.reg.Contact != "" && errors.Is(err, ErrMSRPRefused) {
+		r.e.log.Info("client refused MSRP; pager mode", "aor", r.reg.AOR, "contact", r.reg.Contact, "err", err)
+		if merr := r.e.cfg.Store.SetPagerOnly(ctx, r.reg.AOR, r.reg.Binding()); merr != nil {
+			// Only the next push's choice depends on it: it refuses again.
+			r.e.log.Warn("record pager mode", "aor", r.reg.AOR, "err", merr)
+		}
+		r.reg.PagerOnly, r.pager = true, true
+		t.Pager, t.URI, t.Registration = true, r.reg.Contact, r.reg
+		sess, err = r.e.cfg.Pusher.Open(ctx, t)
+	}
 	if err != nil {
 		return err
 	}
 	r.sess = sess
+	r.rep.Pager = r.pager
 	r.rep.ToFirstSend = r.e.cfg.Now().Sub(r.at)
 	return nil
 }
@@ -200,6 +259,9 @@ func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 		}
 		if dead {
 			r.rep.DeadLettered++
+			if _, failed := r.e.notices.requests(m); failed {
+				r.e.notices.send(m, DispositionFailed)
+			}
 		}
 	}
 	return nil

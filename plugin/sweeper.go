@@ -17,6 +17,8 @@ type sweeper struct {
 	log      *slog.Logger
 	// kick asks for a push to aor if it has a live registration.
 	kick func(ctx context.Context, aor AOR) error
+	// undelivered tells the sender of an expired message that asked.
+	undelivered func(m *Message)
 }
 
 // Run sweeps every interval until ctx ends.
@@ -35,6 +37,11 @@ func (s *sweeper) Run(ctx context.Context) error {
 
 func (s *sweeper) sweep(ctx context.Context) {
 	st, err := s.store.Sweep(ctx, s.now())
+	// A sweep that failed half-way has taken its failure notices out of
+	// the store: they are sent all the same.
+	for _, m := range st.Undelivered {
+		s.undelivered(m)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("sweep", "err", err)

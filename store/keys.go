@@ -17,11 +17,15 @@ import "github.com/deferpush/deferpush/plugin"
 //	                      lock    -> "<token> <until ms>" (the lease)
 //	                      n       -> ids in flight at the head of q
 //	dp:{aor}:d     LIST   dead-lettered ids, in order (only when some)
+//	dp:{aor}:f     ZSET   id -> expiry (ms) of the messages whose sender
+//	                      waits for a failure notice (only when some;
+//	                      notices.go)
 //	dp:{aor}:g     STRING "gone": set (PX 1 h) by the sweeper when it found
 //	                      the mailbox empty and unindexed it (sweep.go);
 //	                      an append that deletes it indexes the mailbox again
 //	dp:{aor}:s     STRING user settings JSON
-//	dp:{aor}:c     STRING last registration JSON (PX: its expiry + 1 h)
+//	dp:{aor}:c     STRING last registration JSON (PX: its expiry + 1 h),
+//	                      with pager_only once a push learnt it
 //	dp:mailboxes   ZSET   aor -> when to sweep it (earliest expiry, ms)
 //	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
 //	dp:stats       HASH   counters for Totals
@@ -37,8 +41,10 @@ import "github.com/deferpush/deferpush/plugin"
 //
 // The first layout, which migrate.go converts: dp:{aor}:pending, inflight,
 // dead (LISTs), msgs (HASH id -> record), expiry (ZSET id -> ms), tries
-// (HASH id -> attempts), lock (HASH owner, until), gone, settings and
-// contact.
+// (HASH id -> attempts), lock (HASH owner, until), gone, settings,
+// contact and notify (ZSET id -> ms), and the global dp:notices (ZSET aor
+// -> ms), which this layout does without (the mailbox index finds the
+// expired messages).
 
 const (
 	mailboxesKey   = "dp:mailboxes"
@@ -50,6 +56,8 @@ const (
 	changesChannel = "dp:changes"
 	// layoutPattern finds the keys of recipients (SCAN MATCH).
 	layoutPattern = "dp:{*}:*"
+	// firstNoticesKey is the first layout's index of notify sets.
+	firstNoticesKey = "dp:notices"
 )
 
 // tagOf is the prefix of every key of the recipient written aor.
@@ -61,26 +69,30 @@ func settingsKey(aor plugin.AOR) string { return tag(aor) + "s" }
 func contactKey(aor plugin.AOR) string  { return tag(aor) + "c" }
 
 // mailboxKeys are the keys of a recipient's mailbox, which every mailbox
-// function takes, in the order of library.lua's header: q, m, d, g.
+// function takes, in the order of library.lua's header: q, m, d, g, f.
 func mailboxKeys(aor plugin.AOR) []string {
 	t := tag(aor)
-	return []string{t + "q", t + "m", t + "d", t + "g"}
+	return []string{t + "q", t + "m", t + "d", t + "g", t + "f"}
 }
 
 // firstLayout are the key suffixes of the first layout, in the order
 // dp_migrate1 takes them.
-var firstLayout = []string{"pending", "inflight", "dead", "msgs", "expiry", "tries", "lock", "gone", "settings", "contact"}
+var firstLayout = []string{"pending", "inflight", "dead", "msgs", "expiry", "tries", "lock", "gone", "settings", "contact", "notify"}
+
+// secondLayout are the key suffixes of this layout, in the order
+// dp_migrate1 takes them after the first layout's.
+var secondLayout = []string{"q", "m", "d", "g", "s", "c", "f"}
 
 // migrateKeys are the keys dp_migrate1 takes for the recipient written
 // aor (as found in a key: migration does not parse it, so that a stored
-// AOR is converted as written): the first layout's, then q, m, d, g, s, c.
+// AOR is converted as written): the first layout's, then this one's.
 func migrateKeys(aor string) []string {
 	t := tagOf(aor)
-	keys := make([]string, 0, len(firstLayout)+6)
+	keys := make([]string, 0, len(firstLayout)+len(secondLayout))
 	for _, s := range firstLayout {
 		keys = append(keys, t+s)
 	}
-	for _, s := range []string{"q", "m", "d", "g", "s", "c"} {
+	for _, s := range secondLayout {
 		keys = append(keys, t+s)
 	}
 	return keys

@@ -10,7 +10,7 @@ records the callbacks, ARGV[1] naming the function (store/library.go).
 So everything here is local, and nothing runs at load time but
 register_function.
 
-Keys come from store/keys.go. Every mailbox function takes the four keys
+Keys come from store/keys.go. Every mailbox function takes the five keys
 of one recipient, in this order, all in its hash tag's slot:
 
   KEYS[1] q  dp:{aor}:q  LIST    ids pending or in flight, in delivery order
@@ -19,6 +19,9 @@ of one recipient, in this order, all in its hash tag's slot:
                                  n -> ids in flight (absent: 0)
   KEYS[3] d  dp:{aor}:d  LIST    dead-lettered ids, in order
   KEYS[4] g  dp:{aor}:g  STRING  "gone": the sweeper unindexed the mailbox
+  KEYS[5] f  dp:{aor}:f  ZSET    id -> expiry ms of the messages whose
+                                 sender waits for a failure notice (exists
+                                 only when some do)
 
 In flight = the first n ids of q. A lease is live for a token when lock
 holds that token and an until after now. Times are Unix milliseconds from
@@ -65,6 +68,14 @@ local function cut(key, positions)
   end
   for _, p in ipairs(positions) do redis.call('LSET', key, p, MARK) end
   redis.call('LREM', key, k, MARK)
+end
+
+-- zremall removes ids from the sorted set key, if it exists.
+local function zremall(key, ids)
+  if #ids == 0 or redis.call('EXISTS', key) == 0 then return end
+  for i = 1, #ids, 1000 do
+    redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids)))
+  end
 end
 
 -- forget removes ids' records and attempts from m.
@@ -226,7 +237,8 @@ end)
 
 -- dp_append stores one message at the tail of q. The hot path.
 --   KEYS  mailbox
---   ARGV  1 id, 2 record, 3 max mailbox (0: none)
+--   ARGV  1 id, 2 record, 3 max mailbox (0: none), 4 (only when its sender
+--         waits for a failure notice) its expiry ms, which f gets
 --   Returns {status, size}: status 1 stored; 2 stored, and the sweeper had
 --   unindexed the mailbox (the caller indexes it again); 0 the id was
 --   already stored (no-op); -1 mailbox full (nothing stored). size is the
@@ -245,14 +257,17 @@ redis.register_function('dp_append', function(keys, args)
   end
   if redis.call('HSETNX', m, args[1], args[2]) == 0 then return {0, n} end
   redis.call('RPUSH', q, args[1])
+  if args[4] then redis.call('ZADD', keys[5], args[4], args[1]) end
   if redis.call('DEL', g) == 1 then return {2, n} end
   return {1, n}
 end)
 
 -- dp_claim takes or extends the lease for a token, then moves up to
 -- ARGV[2] of the next pending ids in flight, dropping expired ones on the
--- way. A lease another token let lapse is taken over: its ids in flight
--- are requeued first.
+-- way. An expired one whose sender waits for a failure notice (in f)
+-- leaves q but keeps its record, for dp_expire to report and drop. A
+-- lease another token let lapse is taken over: its ids in flight are
+-- requeued first.
 --   KEYS  mailbox
 --   ARGV  1 token, 2 most messages (0: only the lease), 3 lease end ms,
 --         4 now ms
@@ -278,9 +293,11 @@ redis.register_function('dp_claim', function(keys, args)
     for _, id in ipairs(ids) do
       local rec = redis.call('HGET', m, id)
       if not rec or expired(rec, now) then
-        if rec then dropped = dropped + 1 end
         cuts[#cuts + 1] = pos
-        gone[#gone + 1] = id
+        if not rec or not redis.call('ZSCORE', keys[5], id) then
+          if rec then dropped = dropped + 1 end
+          gone[#gone + 1] = id
+        end
       else
         out[#out + 1] = id
         out[#out + 1] = rec
@@ -318,13 +335,15 @@ redis.register_function('dp_ack', function(keys, args)
   end
   if #acked > 0 then
     forget(m, acked)
+    zremall(keys[5], acked)
     setinflight(m, n)
   end
   return {#acked, size(q, d)}
 end)
 
 -- dp_fail counts a failed attempt of a message in flight; at max attempts
--- it moves from q to d.
+-- it moves from q to d, and out of f (the caller tells the sender now,
+-- not again when it expires).
 --   KEYS  mailbox
 --   ARGV  1 token, 2 id, 3 reason, 4 max attempts (0: never dead-letter),
 --         5 now ms
@@ -344,6 +363,7 @@ redis.register_function('dp_fail', function(keys, args)
     redis.call('LREM', q, 1, id)
     setinflight(m, n - 1)
     redis.call('RPUSH', d, id)
+    redis.call('ZREM', keys[5], id)
     return 2
   end
   return 1
@@ -404,21 +424,58 @@ end)
 -- calls again from the returned cursor until it is -1; an id may be missed
 -- when the mailbox changes between calls, and is then dropped at a later
 -- sweep (a claim never hands out an expired message).
+-- Every call first takes the expired entries of f (a message whose sender
+-- waits for a failure notice, in q, d or, left there by a claim, in no
+-- list) but those in flight under a live lease: it drops their records
+-- and returns them, for the caller to report once; their ids leave q
+-- and d as the cursor reaches them. When that fills the call's batch, it
+-- returns the cursor it was given, and the caller calls again.
 --   KEYS  mailbox
 --   ARGV  1 now ms, 2 batch, 3 cursor (0 to begin)
---   Returns {dropped, cursor, next, empty}: cursor -1 when the mailbox was
---   read to its end; next the earliest expiry (ms) of the ids read and
---   kept, -1 if none; empty 1 when the mailbox holds nothing any more
---   (then g is set for an hour, so that an append racing with the
---   unindexing indexes the mailbox again).
+--   Returns {dropped, cursor, next, empty, id, record, id, record, ...}:
+--   cursor -1 when the mailbox was read to its end; next the earliest
+--   expiry (ms) of the ids read and kept, -1 if none; empty 1 when the
+--   mailbox holds nothing any more (then g is set for an hour, so that an
+--   append racing with the unindexing indexes the mailbox again); then
+--   the messages taken out of f, whose senders are to be told.
 redis.register_function('dp_expire', function(keys, args)
-  local q, m, d, g = keys[1], keys[2], keys[3], keys[4]
+  local q, m, d, g, f = keys[1], keys[2], keys[3], keys[4], keys[5]
   local now, budget, cur = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
   local n = inflight(m)
   local held = 0
   local owner, ends = lease(m)
   if owner and ends > now then held = n end
   local dropped, next, bytes = 0, -1, 0
+  local out = {0, cur, -1, 0}
+  -- Failure notices first, before the ids they name can be cut.
+  if redis.call('EXISTS', f) == 1 then
+    local due = redis.call('ZRANGEBYSCORE', f, '-inf', now, 'LIMIT', 0, budget + held)
+    local keep = {}
+    if #due > 0 and held > 0 then
+      for _, id in ipairs(redis.call('LRANGE', q, 0, held - 1)) do keep[id] = true end
+    end
+    local taken = {}
+    for _, id in ipairs(due) do
+      if #taken >= budget or bytes > 4194304 then break end
+      if not keep[id] then
+        taken[#taken + 1] = id
+        local rec = redis.call('HGET', m, id)
+        if rec then
+          bytes = bytes + #rec
+          dropped = dropped + 1
+          out[#out + 1] = id
+          out[#out + 1] = rec
+        end
+      end
+    end
+    zremall(f, taken)
+    forget(m, taken)
+    budget = budget - #taken
+    if budget <= 0 or bytes > 4194304 then
+      out[1] = dropped
+      return out
+    end
+  end
   -- visit reads up to count ids of key from position from; returns how
   -- many it read, how many it cut and how many of those were before
   -- position below.
@@ -465,12 +522,21 @@ redis.register_function('dp_expire', function(keys, args)
     cur = cur + read - removed
     dlen = dlen - removed
   end
-  if qlen + dlen == 0 then
-    redis.call('SET', g, '1', 'PX', 3600000)
-    return {dropped, -1, -1, 1}
-  end
   if cur >= qlen + dlen then cur = -1 end
-  return {dropped, cur, next, 0}
+  out[1], out[2], out[3] = dropped, cur, next
+  if qlen + dlen == 0 then
+    -- Failure notices not due yet of messages in no list (a claim left
+    -- them) keep the mailbox indexed until they are.
+    local first = redis.call('ZRANGE', f, 0, 0, 'WITHSCORES')
+    if #first > 0 then
+      local x = tonumber(first[2])
+      if next < 0 or x < next then out[3] = x end
+      return out
+    end
+    redis.call('SET', g, '1', 'PX', 3600000)
+    out[4] = 1
+  end
+  return out
 end)
 
 -- dp_get reads one message and finds its state.
@@ -535,11 +601,13 @@ redis.register_function('dp_delete', function(keys, args)
     redis.call('LREM', d, 1, id)
   end
   forget(m, {id})
+  redis.call('ZREM', keys[5], id)
   if size(q, d) == 0 then return 2 end
   return 1
 end)
 
--- dp_delete_all removes every message of a mailbox; the lease stays.
+-- dp_delete_all removes every message of a mailbox (and the failure
+-- notices they wait for); the lease stays.
 --   KEYS  mailbox
 --   ARGV  none
 --   Returns the number of messages removed.
@@ -547,7 +615,7 @@ redis.register_function('dp_delete_all', function(keys)
   local q, m, d = keys[1], keys[2], keys[3]
   local n = size(q, d)
   local lock = redis.call('HGET', m, 'lock')
-  redis.call('DEL', q, m, d)
+  redis.call('DEL', q, m, d, keys[5])
   if lock then redis.call('HSET', m, 'lock', lock) end
   return n
 end)
@@ -603,6 +671,70 @@ redis.register_function('dp_index_cas', function(keys, args)
   return 1
 end)
 
+-- Registrations ---------------------------------------------------------------
+
+-- A registration is Go's JSON of plugin.Registration: an object whose
+-- pager_only member is left out when false.
+
+-- decoded returns the registration JSON v as a table, or nil.
+local function decoded(v)
+  if not v then return nil end
+  local ok, reg = pcall(cjson.decode, v)
+  if ok and type(reg) == 'table' then return reg end
+  return nil
+end
+
+-- binding is plugin.Registration.Binding: the instance when set, else the
+-- contact.
+local function binding(reg)
+  if type(reg.instance) == 'string' and reg.instance ~= '' then return reg.instance end
+  return reg.contact
+end
+
+-- pageronly is the registration JSON v (without pager_only) with
+-- pager_only set: the member goes before the closing brace, so the rest
+-- stays byte for byte.
+local function pageronly(v)
+  return string.sub(v, 1, -2) .. ',"pager_only":true}'
+end
+
+-- dp_set_contact records a registration, keeping the pager_only the
+-- stored one learnt when it is the same binding (a refresh, or the same
+-- instance at a new contact).
+--   KEYS  1 dp:{aor}:c
+--   ARGV  1 registration JSON, 2 its binding, or "" when there is nothing
+--         to keep (it says pager_only itself), 3 time to live ms (0: none)
+--   Returns 1 written as given, 2 written with pager_only kept.
+redis.register_function('dp_set_contact', function(keys, args)
+  local rec, res = args[1], 1
+  if args[2] ~= '' then
+    local old = decoded(redis.call('GET', keys[1]))
+    if old and old.pager_only == true and binding(old) == args[2] then
+      rec, res = pageronly(rec), 2
+    end
+  end
+  if tonumber(args[3]) > 0 then
+    redis.call('SET', keys[1], rec, 'PX', args[3])
+  else
+    redis.call('SET', keys[1], rec)
+  end
+  return res
+end)
+
+-- dp_set_pager_only marks the stored registration pager_only if it is
+-- still the given binding; its time to live stays.
+--   KEYS  1 dp:{aor}:c
+--   ARGV  1 binding
+--   Returns 1 marked (or it was), 0 nothing stored or another binding.
+redis.register_function('dp_set_pager_only', function(keys, args)
+  local v = redis.call('GET', keys[1])
+  local reg = decoded(v)
+  if not reg or binding(reg) ~= args[1] then return 0 end
+  if reg.pager_only == true then return 1 end
+  redis.call('SET', keys[1], pageronly(v), 'KEEPTTL')
+  return 1
+end)
+
 -- dp_delete_contact forgets a registration if its contact is the one
 -- given.
 --   KEYS  1 dp:{aor}:c
@@ -624,20 +756,24 @@ end)
 -- JSON records are still read); ids in flight go back among the pending
 -- as a requeue puts them (those with a failed attempt behind the others),
 -- attempts are kept, the lease is dropped, settings and the registration
--- move with their time to live. Keys of this layout that exist already
--- (written since the upgrade) are merged: what was stored before comes
--- first. Running it again finds nothing to do.
+-- move with their time to live, and so do the failure notices messages
+-- wait for (notify, with the messages a claim left there for the sweep).
+-- Keys of this layout that exist already (written since the upgrade) are
+-- merged: what was stored before comes first; a registration written
+-- since keeps the pager_only the earlier one had learnt for the same
+-- binding, as dp_set_contact would have. Running it again finds nothing
+-- to do.
 --   KEYS  1 pending, 2 inflight, 3 dead, 4 msgs, 5 expiry, 6 tries,
---         7 lock, 8 gone, 9 settings, 10 contact (the first layout's);
---         11 q, 12 m, 13 d, 14 g, 15 s, 16 c
+--         7 lock, 8 gone, 9 settings, 10 contact, 11 notify (the first
+--         layout's); 12 q, 13 m, 14 d, 15 g, 16 s, 17 c, 18 f
 --   ARGV  none
 --   Returns {messages moved, keys of the first layout removed}.
 redis.register_function('dp_migrate1', function(keys)
   local opending, oinflight, odead, omsgs = keys[1], keys[2], keys[3], keys[4]
   local oexpiry, otries, olock, ogone = keys[5], keys[6], keys[7], keys[8]
-  local osettings, ocontact = keys[9], keys[10]
-  local q, m, d, g, s, c = keys[11], keys[12], keys[13], keys[14], keys[15], keys[16]
-  local removed = redis.call('EXISTS', opending, oinflight, odead, omsgs, oexpiry, otries, olock, ogone, osettings, ocontact)
+  local osettings, ocontact, onotify = keys[9], keys[10], keys[11]
+  local q, m, d, g, s, c, f = keys[12], keys[13], keys[14], keys[15], keys[16], keys[17], keys[18]
+  local removed = redis.call('EXISTS', opending, oinflight, odead, omsgs, oexpiry, otries, olock, ogone, osettings, ocontact, onotify)
   if removed == 0 then return {0, 0} end
   -- records
   if redis.call('EXISTS', omsgs) == 1 then
@@ -696,9 +832,36 @@ redis.register_function('dp_migrate1', function(keys)
   if redis.call('EXISTS', osettings) == 1 and redis.call('EXISTS', s) == 0 then
     redis.call('RENAME', osettings, s)
   end
-  if redis.call('EXISTS', ocontact) == 1 and redis.call('EXISTS', c) == 0 then
-    redis.call('RENAME', ocontact, c)
+  if redis.call('EXISTS', ocontact) == 1 then
+    if redis.call('EXISTS', c) == 0 then
+      redis.call('RENAME', ocontact, c)
+    else
+      local old = decoded(redis.call('GET', ocontact))
+      if old and old.pager_only == true then
+        local v = redis.call('GET', c)
+        local new = decoded(v)
+        if new and new.pager_only ~= true and binding(new) == binding(old) then
+          redis.call('SET', c, pageronly(v), 'KEEPTTL')
+        end
+      end
+    end
   end
-  redis.call('DEL', opending, oinflight, odead, omsgs, oexpiry, otries, olock, ogone, osettings, ocontact)
+  -- failure notices
+  if redis.call('EXISTS', onotify) == 1 then
+    if redis.call('EXISTS', f) == 0 then
+      redis.call('RENAME', onotify, f)
+    else
+      local zs = redis.call('ZRANGE', onotify, 0, -1, 'WITHSCORES')
+      local args = {}
+      for i = 1, #zs, 2 do
+        args[#args + 1] = zs[i + 1]
+        args[#args + 1] = zs[i]
+      end
+      for i = 1, #args, 1000 do
+        redis.call('ZADD', f, unpack(args, i, math.min(i + 999, #args)))
+      end
+    end
+  end
+  redis.call('DEL', opending, oinflight, odead, omsgs, oexpiry, otries, olock, ogone, osettings, ocontact, onotify)
   return {moved, removed}
 end)

@@ -41,7 +41,10 @@ func usedMemory(t *testing.T, s *store.Redis) int64 {
 // message at each M, and, from M = 1 and 50, the bytes each message adds
 // and each mailbox costs besides its messages; it checks the goals of
 // issue 14: at most twice the message's own size per message at M = 10,
-// and at most 600 B per mailbox.
+// and at most 600 B per mailbox. A last round at M = 10 whose senders all
+// ask for a failure notice (RFC 5438) prints what that costs; the rounds
+// before must have made no notice key (dp:{aor}:f exists only when a
+// message asks).
 func TestMemoryPerMessage(t *testing.T) {
 	srv := harness.Redis(t)
 	s, err := store.New(store.Config{URL: srv.URL() + "?pool_size=32"})
@@ -53,7 +56,11 @@ func TestMemoryPerMessage(t *testing.T) {
 	const mailboxes = 1000
 	size := len(benchRaw)
 	perMailbox := map[int]float64{}
-	for _, m := range []int{1, 10, 50} {
+	for _, round := range []struct {
+		m      int
+		notify bool
+	}{{1, false}, {10, false}, {50, false}, {10, true}} {
+		m := round.m
 		if err := s.Client().FlushAll(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +79,8 @@ func TestMemoryPerMessage(t *testing.T) {
 					aor := plugin.MustParseAOR(fmt.Sprintf("sip:user%d@example.com", i))
 					for range m {
 						msg := &plugin.Message{Recipient: aor, Kind: plugin.KindSIPMessage, Raw: benchRaw, Received: time.Now(),
-							Sender: "sip:user1@example.com", CallID: "asd88asd77a@1.2.3.4", ContentType: "text/plain"}
+							Sender: "sip:user1@example.com", CallID: "asd88asd77a@1.2.3.4", ContentType: "text/plain",
+							NotifyFailure: round.notify}
 						if err := s.Append(ctx, msg, plugin.Limits{TTL: 72 * time.Hour}); err != nil {
 							errs <- err
 							return
@@ -88,6 +96,23 @@ func TestMemoryPerMessage(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // client buffers settle
 		delta := usedMemory(t, s) - before
+		notices := 0
+		it := s.Client().Scan(ctx, 0, "dp:{*}:f", 1000).Iterator()
+		for it.Next(ctx) {
+			notices++
+		}
+		switch {
+		case it.Err() != nil:
+			t.Fatal(it.Err())
+		case round.notify && notices != mailboxes:
+			t.Errorf("%d notice keys for %d mailboxes that asked", notices, mailboxes)
+		case round.notify:
+			t.Logf("M=10, each asking for a failure notice: %.0f B per message, %.0f B more than without",
+				float64(delta)/mailboxes/10, (float64(delta)/mailboxes-perMailbox[10])/10)
+			continue
+		case notices != 0:
+			t.Errorf("%d notice keys though no message asked for a notice", notices)
+		}
 		perMailbox[m] = float64(delta) / mailboxes
 		t.Logf("M=%-2d %9d B for %d messages: %4.0f B per message (%.2f× its %d B)",
 			m, delta, mailboxes*m, perMailbox[m]/float64(m), perMailbox[m]/float64(m)/float64(size), size)

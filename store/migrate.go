@@ -15,13 +15,16 @@ import (
 //
 // Releases before store v2 kept a recipient in up to ten keys
 // (dp:{aor}:pending, inflight, dead, msgs, expiry, tries, lock, gone,
-// settings, contact; keys.go). Before its first operation the store
+// settings, contact, notify; keys.go). Before its first operation the store
 // scans every master for keys of that layout and converts each recipient
 // it finds with dp_migrate1, a scan page (1,000 keys) at a time, one
 // function call per recipient: nothing stored is lost, messages keep
 // their order and attempts, what was in flight is pending again (its
-// lease is dropped: the release that held it is gone). A complete pass
-// sets dp:layout to "2", and later starts skip the scan. A recipient is
+// lease is dropped: the release that held it is gone), failure notices
+// still wait, a registration keeps what a push learnt (pager_only). A
+// complete pass deletes the first layout's index of notify sets
+// (dp:notices, which this layout does without) and sets dp:layout to
+// "2", and later starts skip the scan. A recipient is
 // converted as its key writes it, without parsing the AOR again.
 //
 // The scan sees every key that exists throughout it. Instances of the
@@ -70,6 +73,9 @@ func (r *Redis) migrate(ctx context.Context) error {
 	}
 	if n := recipients.Load(); n > 0 {
 		r.log.Info("store layout converted", "recipients", n, "messages", messages.Load())
+	}
+	if err := r.c.Del(ctx, firstNoticesKey).Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", firstNoticesKey, err)
 	}
 	if err := r.c.Set(ctx, layoutKey, layoutV2, 0).Err(); err != nil {
 		return fmt.Errorf("write %s: %w", layoutKey, err)

@@ -58,6 +58,10 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	aor := m.Recipient
 	keys := mailboxKeys(aor)
 	args := []any{m.ID, rec, max(lim.MaxMailbox, 0)}
+	if m.NotifyFailure && !m.Expires.IsZero() {
+		// Its sender waits for a failure notice (notices.go).
+		args = append(args, exp)
+	}
 	res, err := r.runAppend(ctx, aor, exp, keys, args)
 	if err != nil {
 		// Stored or not is unknown (stored, when not replicated): an

@@ -315,10 +315,43 @@ func (r *Redis) SetContact(ctx context.Context, reg plugin.Registration) error {
 		if !reg.Expires.IsZero() {
 			ttl = max(reg.Expires.Sub(r.now())+contactGrace, time.Second)
 		}
-		err = r.setJSON(ctx, contactKey(reg.AOR), reg, ttl)
+		err = r.setContact(ctx, reg, ttl)
 	}
 	if err != nil {
 		return fmt.Errorf("store: set contact %s: %w", reg.AOR, err)
+	}
+	return nil
+}
+
+// setContact writes reg with dp_set_contact, which keeps pager_only for
+// the same binding.
+func (r *Redis) setContact(ctx context.Context, reg plugin.Registration, ttl time.Duration) error {
+	if err := r.ready(ctx); err != nil {
+		return err
+	}
+	b, err := json.Marshal(reg)
+	if err != nil {
+		return err
+	}
+	keep := reg.Binding()
+	if reg.PagerOnly {
+		keep = "" // nothing to keep: it says so itself
+	}
+	return r.fn.run(ctx, "dp_set_contact", []string{contactKey(reg.AOR)}, b, keep, ttl.Milliseconds()).Err()
+}
+
+// SetPagerOnly implements plugin.Settings: dp_set_pager_only marks the
+// stored registration if its binding is still binding.
+func (r *Redis) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string) error {
+	err := checkAOR(aor)
+	if err == nil {
+		err = r.ready(ctx)
+	}
+	if err == nil {
+		err = r.fn.run(ctx, "dp_set_pager_only", []string{contactKey(aor)}, binding).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("store: set pager-only %s: %w", aor, err)
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ import (
 // the gone mark indexes the mailbox again. A message missed by the index
 // (or by a sweep, when its mailbox changed between two calls) is never
 // lost or delivered late (Claim checks expiry); it is only removed later.
+// The same visits report the failure notices (notices.go).
 
 const (
 	// leaseIdle is how long an idle lease-index entry is kept: longer than
@@ -64,11 +65,14 @@ func (r *Redis) Sweep(ctx context.Context, now time.Time) (plugin.SweepStats, er
 	if err := r.sweepLeases(ctx, now, &st); err != nil {
 		return st, fmt.Errorf("store: sweep leases: %w", err)
 	}
-	if err := r.sweepMailboxes(ctx, now, &st); err != nil {
-		return st, fmt.Errorf("store: sweep mailboxes: %w", err)
-	}
+	// What a sweep that failed half-way dropped is counted and, with its
+	// failure notices, returned all the same.
+	err := r.sweepMailboxes(ctx, now, &st)
 	if st.Expired > 0 {
-		r.c.HIncrBy(ctx, statsKey, "expired", int64(st.Expired))
+		r.c.HIncrBy(context.WithoutCancel(ctx), statsKey, "expired", int64(st.Expired))
+	}
+	if err != nil {
+		return st, fmt.Errorf("store: sweep mailboxes: %w", err)
 	}
 	return st, nil
 }
@@ -127,7 +131,7 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 		_, _ = pipe.Exec(ctx)
 		for i, e := range entries {
 			aor := memberAOR(e.Member)
-			x, err := r.expire(ctx, aor, now, cmds[i])
+			x, err := r.expire(ctx, aor, now, cmds[i], st)
 			if err != nil {
 				return fmt.Errorf("expire %s: %w", aor, err)
 			}
@@ -163,8 +167,8 @@ type expiry struct {
 
 // expire finishes the sweep of aor's mailbox whose first dp_expire call is
 // first: it calls again, one batch a call, until the mailbox was read to
-// its end.
-func (r *Redis) expire(ctx context.Context, aor plugin.AOR, now time.Time, first *redis.Cmd) (expiry, error) {
+// its end. The failure notices the calls return go to st.Undelivered.
+func (r *Redis) expire(ctx context.Context, aor plugin.AOR, now time.Time, first *redis.Cmd, st *plugin.SweepStats) (expiry, error) {
 	keys := mailboxKeys(aor)
 	x := expiry{next: -1}
 	cmd := r.fn.again(ctx, first, "dp_expire", keys, ms(now), expireBatch, 0)
@@ -175,6 +179,7 @@ func (r *Redis) expire(ctx context.Context, aor plugin.AOR, now time.Time, first
 		}
 		cursor, next := res[1].(int64), res[2].(int64)
 		x.dropped += int(res[0].(int64))
+		r.undelivered(aor, res[4:], st)
 		x.empty = res[3].(int64) == 1
 		if next >= 0 && (x.next < 0 || next < x.next) {
 			x.next = next

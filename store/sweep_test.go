@@ -2,14 +2,18 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/store"
+	"github.com/deferpush/deferpush/store/storetest"
 	"github.com/deferpush/deferpush/test/harness"
 )
 
@@ -157,4 +161,126 @@ func BenchmarkSweepExpired100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(hold.Microseconds())/1000, "max-hold-ms")
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "sweep-ms")
+}
+
+// TestSweepFailureNotices: the failure notices of a mailbox larger than
+// one dp_expire batch are each reported once, in batches, also those a
+// claim met expired and left in no list; a sweep whose clock is behind
+// the claim's (another instance) neither reports them early nor
+// unindexes the mailbox they keep, and a later one reports them.
+func TestSweepFailureNotices(t *testing.T) {
+	srv := harness.Redis(t)
+	clock := storetest.NewClock()
+	s, err := store.New(store.Config{URL: srv.URL(), Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	add := func(aor plugin.AOR, n int, ttl time.Duration) []string {
+		t.Helper()
+		ids := make([]string, n)
+		for i := range n {
+			at := clock.Now().Add(time.Duration(i) * time.Millisecond)
+			m := &plugin.Message{Recipient: aor, Kind: plugin.KindSIPMessage, Raw: []byte(fmt.Sprint("MESSAGE ", i)),
+				Received: at, Expires: at.Add(ttl), NotifyFailure: true}
+			if err := s.Append(ctx, m, plugin.Limits{}); err != nil {
+				t.Fatal(err)
+			}
+			ids[i] = m.ID
+		}
+		return ids
+	}
+	reported := func(st plugin.SweepStats) []string {
+		var ids []string
+		for _, m := range st.Undelivered {
+			if !m.NotifyFailure || len(m.Raw) == 0 {
+				t.Errorf("reported %+v: want it whole, with NotifyFailure", m)
+			}
+			ids = append(ids, m.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+
+	big := plugin.MustParseAOR("sip:big@example.com")
+	expired := add(big, 1200, time.Minute)
+	clock.Advance(time.Millisecond * 1200)
+	keep := add(big, 10, 24*time.Hour)
+	clock.Advance(time.Hour)
+	// A claim meets the 1200 expired on its way to 5 live ones: it
+	// takes them out of the list, keeping them for their notices.
+	if ok, err := s.Lock(ctx, big, "t", time.Minute); !ok || err != nil {
+		t.Fatalf("Lock = %v, %v", ok, err)
+	}
+	if _, err := s.Claim(ctx, big, "t", 5, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unlock(ctx, big, "t"); err != nil {
+		t.Fatal(err)
+	}
+	slowlogAll(t, srv)
+	st, err := s.Sweep(ctx, clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(expired, reported(st)); d != "" {
+		t.Errorf("notices (-want +got):\n%s", d)
+	}
+	if st.Expired != len(expired) {
+		t.Errorf("swept %d expired, want %d", st.Expired, len(expired))
+	}
+	if n := expireCalls(t, s); n < 3 {
+		t.Errorf("%d dp_expire calls for %d notices, want at least 3 (a bounded batch a call)", n, len(expired))
+	}
+	if st, err := s.Sweep(ctx, clock.Now()); err != nil || len(st.Undelivered) != 0 {
+		t.Errorf("second Sweep = %d notices, %v; want none", len(st.Undelivered), err)
+	}
+	page, err := s.List(ctx, big, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, m := range page.Messages {
+		left = append(left, m.ID)
+	}
+	if d := cmp.Diff(keep, left); d != "" {
+		t.Errorf("left (-want +got):\n%s", d)
+	}
+
+	// A mailbox whose only messages a claim left for their notices.
+	few := plugin.MustParseAOR("sip:few@example.com")
+	ids := add(few, 3, time.Minute)
+	clock.Advance(2 * time.Minute)
+	if ok, err := s.Lock(ctx, few, "t", time.Minute); !ok || err != nil {
+		t.Fatalf("Lock = %v, %v", ok, err)
+	}
+	if got, err := s.Claim(ctx, few, "t", 5, time.Minute); err != nil || len(got) != 0 {
+		t.Fatalf("Claim = %d, %v; want nothing", len(got), err)
+	}
+	if err := s.Unlock(ctx, few, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Count(ctx, few); err != nil || c != (plugin.Counts{}) {
+		t.Errorf("Count = %+v, %v; want nothing listed", c, err)
+	}
+	if err := s.Client().ZAdd(ctx, "dp:mailboxes", redis.Z{Score: 0, Member: few.String()}).Err(); err != nil {
+		t.Fatal(err) // due for any sweep
+	}
+	if st, err := s.Sweep(ctx, clock.Now().Add(-90*time.Second)); err != nil || len(st.Undelivered) != 0 {
+		t.Errorf("Sweep behind the claim's clock = %d notices, %v; want none yet", len(st.Undelivered), err)
+	}
+	if _, err := s.Client().ZScore(ctx, "dp:mailboxes", few.String()).Result(); err != nil {
+		t.Errorf("mailbox index entry after the early sweep: %v; want it kept", err)
+	}
+	st, err = s.Sweep(ctx, clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(ids, reported(st)); d != "" {
+		t.Errorf("notices of the messages the claim left (-want +got):\n%s", d)
+	}
+	if n, err := s.Client().Exists(ctx, "dp:{"+few.String()+"}:m", "dp:{"+few.String()+"}:f").Result(); err != nil || n != 0 {
+		t.Errorf("%d keys of the mailbox left, %v; want none", n, err)
+	}
 }

@@ -76,6 +76,11 @@ func BenchmarkVsMsilo(b *testing.B) {
 				}
 			}
 		}
+		if m == 1 && only != "msilo" && rep.DeferpushMissing == "" {
+			if row, ok := runDeferpushPager(b, p, m); ok {
+				rep.Rows = append(rep.Rows, row)
+			}
+		}
 	}
 	rep.Elapsed = time.Since(start)
 	if err := rep.write(p.OutDir); err != nil {

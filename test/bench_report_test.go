@@ -186,6 +186,7 @@ func (r *benchReport) markdown() ([]byte, error) {
 		{systemDeferpush, systemMsilo, ""},
 		{systemDeferpushViaSIP, systemMsilo, " (store via SIP)"},
 		{systemDeferpushOpenSIPS, systemMsiloOpenSIPS, " (OpenSIPS)"},
+		{systemDeferpushPager, systemMsilo, " (pager_below)"},
 	} {
 		sys, label := pair.sys, pair.label
 		for _, mm := range p.Ms {
@@ -237,6 +238,9 @@ func (r *benchReport) markdown() ([]byte, error) {
 		"the reference client (`adapters/imclient`), registering over TCP through Kamailio and confirming each MSRP SEND. " +
 		"**deferpush (store via SIP)** is the same with `-A STORE_VIA_SIP=1`: Kamailio relays each offline MESSAGE over one TCP " +
 		"connection to deferpush's SIP ingress instead of posting it to the message hook from an async worker; its delivery phase is the same as the first row's.\n")
+	b.WriteString("- **deferpush (pager_below)** (M=1 only) runs with the policy's `pager_below` at M: each user's messages go as SIP MESSAGEs " +
+		"(pager mode) through the shipped kamailio.cfg to msilo's own client, the SIPp UAS, registered by the same SIPp REGISTER scenario as msilo's; " +
+		"its store phase is the first row's.\n")
 	b.WriteString("- **OpenSIPS 3.4:** **msilo (OpenSIPS)** runs `test/testdata/opensips-msilo.cfg`, the same registrar and msilo setup as the Kamailio one " +
 		"(db_sqlite in WAL mode, one SIP worker, in /dev/shm, UDP, the SIPp UAS); **deferpush (OpenSIPS)** runs the shipped " +
 		"`adapters/opensips/opensips.cfg` (the message hook through rest_client's async rest_post, the registration hooks from the usrloc events) " +
@@ -286,7 +290,7 @@ func (r *benchReport) goals() []string {
 	if len(out) == 2 && r.DeferpushMissing != "" {
 		out = append(out, "store-rate goals: not measured in this run")
 	}
-	return out
+	return append(out, r.pagerGoal())
 }
 
 func ratio(a, b float64) string {
