@@ -32,6 +32,11 @@ type EngineConfig struct {
 	// Batch is how many messages one claim takes (and the pipeline depth
 	// the engine hands to a session at once). Zero means 64.
 	Batch int
+	// AckWindow is how many confirmed messages a push acks in one store
+	// call (sooner when the session's batch ends or before a Fail): after
+	// a crash at most that many confirmed messages are pushed again.
+	// Zero means 16, the push session's window (push.Config.Window).
+	AckWindow int
 	// SweepInterval is how often the engine sweeps expired leases and
 	// messages. Zero means 5 s.
 	SweepInterval time.Duration
@@ -57,8 +62,8 @@ type EngineConfig struct {
 //   - the scheduler (scheduler.go): pushes in progress, one per recipient
 //     and at most MaxConcurrent at once, and the backoff and retry timers
 //     of recipients whose push failed;
-//   - one push run (pushrun.go), started by the scheduler: lock → claim →
-//     open → deliver → ack or fail → release, with a lease renewer
+//   - one push run (pushrun.go), started by the scheduler: claim (with
+//     the lock) → open → deliver → ack or fail → release, with a lease renewer
 //     (renewer.go) while it lasts;
 //   - the sweeper (sweeper.go): requeues the messages of dead pushes and
 //     drops expired ones;
@@ -89,6 +94,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	if cfg.Batch == 0 {
 		cfg.Batch = 64
+	}
+	if cfg.AckWindow <= 0 {
+		cfg.AckWindow = 16
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second

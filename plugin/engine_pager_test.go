@@ -115,6 +115,13 @@ func TestEngineDeliveryModes(t *testing.T) {
 			modes: []string{"pager"}, outcome: plugin.OutcomeDelivered},
 		{name: "pager_below under the mailbox", policy: func(p *plugin.Policy) { p.PagerBelow = 2 }, stored: 3,
 			modes: []string{"msrp"}, outcome: plugin.OutcomeDelivered},
+		// The claim takes a batch (4 here): the mailbox's size is counted.
+		{name: "pager_below over a batch", policy: func(p *plugin.Policy) { p.PagerBelow = 6 }, stored: 6,
+			modes: []string{"pager"}, outcome: plugin.OutcomeDelivered},
+		{name: "pager_below at a batch", policy: func(p *plugin.Policy) { p.PagerBelow = 4 }, stored: 5,
+			modes: []string{"msrp"}, outcome: plugin.OutcomeDelivered},
+		{name: "pager_below at the session limit", policy: func(p *plugin.Policy) { p.PagerBelow = 2 },
+			user: plugin.UserSettings{MaxPerSession: 2}, stored: 3, modes: []string{"msrp"}, outcome: plugin.OutcomeDelivered},
 		{name: "pager_below under msrp", policy: func(p *plugin.Policy) { p.Delivery, p.PagerBelow = plugin.DeliveryMSRP, 5 }, stored: 1,
 			modes: []string{"msrp"}, outcome: plugin.OutcomeDelivered},
 		{name: "user pager", user: plugin.UserSettings{Delivery: plugin.DeliveryPager}, stored: 3,

@@ -11,11 +11,17 @@ import (
 // pushRun is one push to one recipient, the seed's Figure 2 as the engine
 // sees it, in named steps:
 //
-//	due      the policy allows it and something is stored
-//	lock     take the recipient's push lock (a lease), renewed meanwhile
-//	claim    move the oldest messages in flight under the lease
-//	open     INVITE the client and connect MSRP (the Pusher), once
-//	deliver  one SEND per message; ack each confirmed, fail each refused
+//	due      the policy allows it
+//	claim    take the recipient's push lock (a lease, renewed meanwhile)
+//	         and move the oldest messages in flight under it, in one call;
+//	         nothing claimed: nothing to do (another push holds the lease,
+//	         or the mailbox is empty)
+//	mode     MSRP or pager mode (delivery, pager_below, what an earlier
+//	         push learnt of the client)
+//	open     INVITE the client and connect MSRP (the Pusher), once; or
+//	         pager mode, one SIP MESSAGE per message
+//	deliver  one SEND (or MESSAGE) per message; ack the confirmed ones a window at a
+//	         time, fail each refused
 //	release  BYE, then unlock: whatever was not confirmed goes back
 //
 // claim and deliver repeat until the mailbox is empty or the session
@@ -30,10 +36,17 @@ type pushRun struct {
 	sess    PushSession
 	rep     PushReport
 	partial bool // a message was held, refused or not sent
-	// delivery is the user's delivery mode; pager says the push goes by
-	// SIP MESSAGE (decided in due, or in open when the client refuses
-	// MSRP under delivery auto).
+	// confirmed holds the ids the client confirmed and the store has not
+	// removed yet: they are acked in one call once there are AckWindow of
+	// them, before a Fail, and when a Deliver returns, so that a crash
+	// pushes at most one window of them again.
+	confirmed []string
+	// delivery is the user's delivery mode and below its pager_below;
+	// pager says the push goes by SIP MESSAGE (decided in mode after the
+	// first claim, or in open when the client refuses MSRP under
+	// delivery auto).
 	delivery Delivery
+	below    int
 	pager    bool
 }
 
@@ -50,34 +63,42 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 		return r.ended(ctx, err)
 	}
 	r.token = rand.Text()
-	locked, err := r.e.cfg.Store.Lock(ctx, r.reg.AOR, r.token, r.e.cfg.LockTTL)
-	if err != nil {
-		return r.ended(ctx, fmt.Errorf("lock: %w", err))
-	}
-	if !locked {
+	msgs, err := r.claim(ctx, limit)
+	switch {
+	case errors.Is(err, ErrLeaseLost):
 		// Another push (here or on another instance) owns the recipient;
 		// it delivers what is pending, new messages included.
 		r.e.log.Debug("push lock held elsewhere", "aor", r.reg.AOR)
+		return PushReport{}
+	case err != nil || len(msgs) == 0:
+		// Nothing stored, or the store failed: let go of the lease the
+		// claim took (or may have taken).
+		r.unlock(ctx)
+		if err != nil {
+			return r.ended(ctx, fmt.Errorf("claim: %w", err))
+		}
 		return PushReport{}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	renewing := r.keepLease(ctx, cancel)
 	defer func() { rep.Duration = r.release(ctx, cancel, renewing) }()
+	if err := r.mode(ctx, msgs, min(r.e.cfg.Batch, limit)); err != nil {
+		return r.ended(ctx, err)
+	}
 
-	for sent := 0; sent < limit; {
-		msgs, err := r.e.cfg.Store.Claim(ctx, r.reg.AOR, r.token, min(r.e.cfg.Batch, limit-sent), r.e.cfg.LockTTL)
-		if err != nil {
-			return r.ended(ctx, fmt.Errorf("claim: %w", err))
-		}
-		if len(msgs) == 0 {
-			break
-		}
+	for sent := 0; len(msgs) > 0; {
 		if err := r.open(ctx); err != nil {
 			return r.ended(ctx, err)
 		}
 		sent += len(msgs)
 		if err := r.deliver(ctx, cancel, msgs); err != nil {
 			return r.ended(ctx, err)
+		}
+		if sent >= limit {
+			break
+		}
+		if msgs, err = r.claim(ctx, limit-sent); err != nil {
+			return r.ended(ctx, fmt.Errorf("claim: %w", err))
 		}
 	}
 	r.rep.Outcome = OutcomeDelivered
@@ -87,8 +108,15 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 	return r.rep
 }
 
+// claim takes (or extends) the lease and the next messages, at most a
+// batch and what is left of limit.
+func (r *pushRun) claim(ctx context.Context, limit int) ([]*Message, error) {
+	return r.e.cfg.Store.Claim(ctx, r.reg.AOR, r.token, min(r.e.cfg.Batch, limit), r.e.cfg.LockTTL)
+}
+
 // due returns how many messages this push may send: zero when the policy
-// says not to push to this user or nothing is stored.
+// says not to push to this user. Whether anything is stored the first
+// claim finds out.
 func (r *pushRun) due(ctx context.Context) (int, error) {
 	var err error
 	if r.policy, err = r.e.Policy(ctx); err != nil {
@@ -102,19 +130,39 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 		r.e.log.Debug("push not allowed", "aor", r.reg.AOR, "mode", r.policy.Push(u))
 		return 0, nil
 	}
-	c, err := r.e.cfg.Store.Count(ctx, r.reg.AOR)
-	if err != nil || c.Pending == 0 && c.InFlight == 0 {
-		return 0, err
-	}
-	// What an earlier push learnt of this client is in the stored
-	// registration (the event's may come straight from the proxy).
-	if stored, err := r.e.cfg.Store.Contact(ctx, r.reg.AOR); err == nil && stored.Binding() == r.reg.Binding() {
-		r.reg.PagerOnly = r.reg.PagerOnly || stored.PagerOnly
-	}
-	var below int
-	r.delivery, below = r.policy.DeliveryFor(u)
-	r.pager = Pager(r.delivery, below, c.Pending+c.InFlight, r.reg.PagerOnly)
+	r.delivery, r.below = r.policy.DeliveryFor(u)
 	return r.policy.SessionLimit(u), nil
+}
+
+// mode decides between an MSRP session and pager mode once the first
+// claim took msgs of the asked for (Pager). Only delivery auto needs to
+// know more, and reads it only then: what an earlier push learnt of this
+// client (the stored registration: the event's may come straight from
+// the proxy), and, under pager_below, the mailbox's size when the claim
+// does not tell it (it took all that was asked for, no more than
+// pager_below). A claim that took less than asked for took every message
+// pending.
+func (r *pushRun) mode(ctx context.Context, msgs []*Message, asked int) error {
+	if r.delivery != DeliveryAuto {
+		r.pager = Pager(r.delivery, r.below, len(msgs), r.reg.PagerOnly)
+		return nil
+	}
+	if !r.reg.PagerOnly {
+		// Not known: MSRP is offered first, as for a new client.
+		if stored, err := r.e.cfg.Store.Contact(ctx, r.reg.AOR); err == nil && stored.Binding() == r.reg.Binding() {
+			r.reg.PagerOnly = stored.PagerOnly
+		}
+	}
+	size := len(msgs)
+	if !r.reg.PagerOnly && size >= asked && size <= r.below {
+		c, err := r.e.cfg.Store.Count(ctx, r.reg.AOR)
+		if err != nil {
+			return fmt.Errorf("count: %w", err)
+		}
+		size = c.Pending + c.InFlight
+	}
+	r.pager = Pager(r.delivery, r.below, size, r.reg.PagerOnly)
+	return nil
 }
 
 // keepLease renews the lease while ctx lasts; losing it cancels ctx with
@@ -164,7 +212,8 @@ func (r *pushRun) open(ctx context.Context) error {
 }
 
 // deliver hands msgs to the session and settles each as its fate is
-// known. A store error while settling ends the push (cancel).
+// known; when the session returns, the confirmed ones not yet acked are.
+// A store error while settling ends the push (cancel).
 func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, msgs []*Message) error {
 	var storeErr error
 	err := r.sess.Deliver(ctx, msgs, func(m *Message, err error) {
@@ -175,28 +224,35 @@ func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, m
 			cancel(storeErr)
 		}
 	})
+	if storeErr == nil {
+		storeErr = r.flush(ctx)
+	}
 	if storeErr != nil {
 		return storeErr
 	}
 	return err
 }
 
-// settle records the fate of one message: acked when confirmed; back to
-// pending at release when held, not sent or unconfirmed (no attempt); an
-// attempt (and maybe a dead letter) when refused or broken on.
+// settle records the fate of one message: confirmed, queued for the next
+// ack; back to pending at release when held, not sent or unconfirmed (no
+// attempt); an attempt (and maybe a dead letter) when refused or broken
+// on.
 func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 	aor := r.reg.AOR
 	switch {
 	case err == nil:
-		if aerr := r.ack(ctx, m.ID); aerr != nil && !errors.Is(aerr, ErrNotFound) {
-			return fmt.Errorf("ack: %w", aerr)
+		r.confirmed = append(r.confirmed, m.ID)
+		if len(r.confirmed) >= r.e.cfg.AckWindow {
+			return r.flush(ctx)
 		}
-		r.rep.Delivered++
 	case errors.Is(err, ErrHeld), errors.Is(err, ErrNotSent), errors.Is(err, ErrUnconfirmed):
 		r.partial = true
 	default:
 		r.rep.Failed++
 		r.partial = true
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
 		dead, ferr := r.e.cfg.Store.Fail(ctx, aor, r.token, m.ID, err.Error(), r.policy.MaxAttempts)
 		if ferr != nil {
 			return fmt.Errorf("fail: %w", ferr)
@@ -211,23 +267,29 @@ func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 	return nil
 }
 
-// ack removes a message the client confirmed. An error other than a lost
+// flush acks the confirmed messages queued, in one call. It runs even
+// when ctx was cancelled (an unregistration, a shutdown): what the client
+// confirmed is removed while the lease lasts. An error other than a lost
 // lease (a Redis restart: the reply never came) is tried again a few times
 // within a second, so that a short outage does not end a session whose
 // client goes on confirming; the store checks the lease on every try, and
-// a try whose earlier twin went through finds nothing (ErrNotFound).
-//
-// The client has the message: its ack is not given up because the push
-// is being cancelled (an unregistration arriving meanwhile, a shutdown),
-// which would only push it again. A lost lease still refuses it.
-func (r *pushRun) ack(ctx context.Context, id string) error {
+// a try whose earlier twin went through finds nothing to ack.
+func (r *pushRun) flush(ctx context.Context) error {
+	if len(r.confirmed) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		err := r.e.cfg.Store.Ack(ctx, r.reg.AOR, r.token, id)
-		if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) || try == 5 || ctx.Err() != nil {
-			return err
+		_, err := r.e.cfg.Store.Ack(ctx, r.reg.AOR, r.token, r.confirmed...)
+		if err == nil {
+			r.rep.Delivered += len(r.confirmed)
+			r.confirmed = r.confirmed[:0]
+			return nil
+		}
+		if errors.Is(err, ErrLeaseLost) || try == 5 || ctx.Err() != nil {
+			return fmt.Errorf("ack: %w", err)
 		}
 		sleepCtx(ctx, wait)
 		wait *= 2
@@ -248,12 +310,18 @@ func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, r
 	}
 	cancel(nil)
 	<-renewing
-	uctx, ucancel := context.WithTimeout(bg, 5*time.Second)
+	r.unlock(bg)
+	return r.e.cfg.Now().Sub(r.start)
+}
+
+// unlock drops the lease: whatever is in flight goes back to pending. It
+// runs even when ctx was cancelled.
+func (r *pushRun) unlock(ctx context.Context) {
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer ucancel()
 	if err := r.e.cfg.Store.Unlock(uctx, r.reg.AOR, r.token); err != nil && !errors.Is(err, ErrLeaseLost) {
 		r.e.log.Error("unlock", "aor", r.reg.AOR, "err", err)
 	}
-	return r.e.cfg.Now().Sub(r.start)
 }
 
 // ended is the report of a push that stopped early: cancelled when ctx

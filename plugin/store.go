@@ -29,14 +29,15 @@ type Limits struct {
 //
 // A push session for a recipient looks like:
 //
-//	ok, _ := Lock(aor, token, ttl)    // one push per recipient at a time
-//	msgs, _ := Claim(aor, token, n, ttl) // oldest n, now in flight
-//	... Ack(id) after each 200/REPORT, Fail(id) after an error,
-//	    RenewLock while the session lasts ...
-//	Unlock(aor, token)                // unacked messages go back, in order
+//	msgs, err := Claim(aor, token, n, ttl) // the lease, and the oldest n in flight
+//	                                       // (ErrLeaseLost: another push has the recipient)
+//	... Ack(ids...) for what the client confirmed, a window at a time,
+//	    Fail(id) after an error, RenewLock while the session lasts,
+//	    Claim again for more ...
+//	Unlock(aor, token)                     // unacked messages go back, in order
 //
 // The lock and the claim lease are one lease per recipient, owned by an
-// opaque token unique to the push. A message is removed only by Ack (or an
+// opaque token unique to the push; Lock takes it without claiming. A message is removed only by Ack (or an
 // operator, or expiry): if the owner dies, Sweep (or the next Lock or
 // Claim by someone else) puts its in-flight messages back at the head of
 // the pending list in their order, and they are delivered again with the
@@ -65,16 +66,19 @@ type Queue interface {
 	// pending first. ErrLeaseLost if another token holds a live lease.
 	Claim(ctx context.Context, aor AOR, token string, n int, lease time.Duration) ([]*Message, error)
 
-	// Ack removes an in-flight message for good, after the client took it.
-	// ErrLeaseLost if token's lease is not live (the message may be pushed
-	// again); ErrNotFound if id is not in flight (deleted meanwhile).
-	Ack(ctx context.Context, aor AOR, token, id string) error
+	// Ack removes in-flight messages for good, after the client took
+	// them, and returns how many it removed: ids not in flight (deleted
+	// meanwhile, acked before) are not an error, only not counted.
+	// ErrLeaseLost if token's lease is not live; nothing is removed then
+	// (the messages may be pushed again).
+	Ack(ctx context.Context, aor AOR, token string, ids ...string) (acked int, err error)
 
 	// Fail records a failed push of an in-flight message: attempts+1 and
 	// reason. Once attempts reaches maxAttempts (>0) the message moves to
 	// the dead-letter list and deadLettered is true; otherwise it stays in
-	// flight, in its place, until Release or Unlock puts it back. Errors as
-	// for Ack.
+	// flight, in its place, until Release or Unlock puts it back.
+	// ErrLeaseLost if token's lease is not live; ErrNotFound if id is not
+	// in flight (deleted meanwhile).
 	Fail(ctx context.Context, aor AOR, token, id, reason string, maxAttempts int) (deadLettered bool, err error)
 
 	// Release puts every in-flight message of aor back in pending (see
@@ -110,7 +114,8 @@ type Queue interface {
 	// expired leaves it to the Sweep), unless it was acked, deleted or
 	// dead-lettered first (Fail reports a dead letter; the caller tells
 	// the sender then). One in flight under a live lease waits for its
-	// push to end.
+	// push to end. A Sweep that fails half-way returns what it did
+	// before, Undelivered included.
 	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
 }
 

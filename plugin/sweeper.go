@@ -37,6 +37,11 @@ func (s *sweeper) Run(ctx context.Context) error {
 
 func (s *sweeper) sweep(ctx context.Context) {
 	st, err := s.store.Sweep(ctx, s.now())
+	// A sweep that failed half-way has taken its failure notices out of
+	// the store: they are sent all the same.
+	for _, m := range st.Undelivered {
+		s.undelivered(m)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("sweep", "err", err)
@@ -45,9 +50,6 @@ func (s *sweeper) sweep(ctx context.Context) {
 	}
 	if st.Requeued > 0 || st.Expired > 0 {
 		s.log.Info("swept", "requeued", st.Requeued, "expired", st.Expired)
-	}
-	for _, m := range st.Undelivered {
-		s.undelivered(m)
 	}
 	for _, aor := range st.Requeue {
 		if err := s.kick(ctx, aor); err != nil {

@@ -12,8 +12,7 @@ import (
 
 // List implements plugin.Mailboxes.
 func (r *Redis) List(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
-	p, err := r.list(ctx, aor, offset, limit, []plugin.State{plugin.StateInFlight, plugin.StatePending},
-		inflightKey(aor), pendingKey(aor))
+	p, err := r.list(ctx, aor, "q", offset, limit)
 	if err != nil {
 		return p, fmt.Errorf("store: list %s: %w", aor, err)
 	}
@@ -22,34 +21,34 @@ func (r *Redis) List(ctx context.Context, aor plugin.AOR, offset, limit int) (pl
 
 // DeadLetters implements plugin.Mailboxes.
 func (r *Redis) DeadLetters(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
-	p, err := r.list(ctx, aor, offset, limit, []plugin.State{plugin.StateDead}, deadKey(aor))
+	p, err := r.list(ctx, aor, "d", offset, limit)
 	if err != nil {
 		return p, fmt.Errorf("store: list dead letters %s: %w", aor, err)
 	}
 	return p, nil
 }
 
-func (r *Redis) list(ctx context.Context, aor plugin.AOR, offset, limit int, states []plugin.State, lists ...string) (plugin.Page, error) {
+// list pages through q (which: "q") or d ("d") with dp_list.
+func (r *Redis) list(ctx context.Context, aor plugin.AOR, which string, offset, limit int) (plugin.Page, error) {
 	page := plugin.Page{Messages: []*plugin.Message{}}
 	if err := checkAOR(aor); err != nil {
 		return page, err
 	}
+	if err := r.ready(ctx); err != nil {
+		return page, err
+	}
 	offset = max(offset, 0)
-	res, err := listScript.Run(ctx, r.c, append([]string{msgsKey(aor), triesKey(aor)}, lists...), offset, limit).Slice()
+	res, err := r.fn.run(ctx, "dp_list", mailboxKeys(aor), which, offset, limit).Slice()
 	if err != nil {
 		return page, err
 	}
 	page.Total = int(res[0].(int64))
 	for i := 1; i+3 < len(res); i += 4 {
-		id, rec := res[i].(string), res[i+1].(string)
-		if rec == "" {
-			continue // deleted between LRANGE and HGET cannot happen in a script; be safe
-		}
-		m, err := decode(aor, id, rec, res[i+2].(string))
+		m, err := decode(aor, res[i].(string), res[i+1].(string), res[i+2].(string))
 		if err != nil {
 			return page, err
 		}
-		m.State = states[res[i+3].(int64)-1]
+		m.State = plugin.State(res[i+3].(string))
 		page.Messages = append(page.Messages, m)
 	}
 	if end := offset + len(page.Messages); limit > 0 && end < page.Total {
@@ -71,7 +70,10 @@ func (r *Redis) get(ctx context.Context, aor plugin.AOR, id string) (*plugin.Mes
 	if err := checkAOR(aor); err != nil {
 		return nil, err
 	}
-	res, err := getScript.Run(ctx, r.c, mailboxKeys(aor), id).Slice()
+	if err := r.ready(ctx); err != nil {
+		return nil, err
+	}
+	res, err := r.fn.run(ctx, "dp_get", mailboxKeys(aor), id).Slice()
 	if err != nil {
 		return nil, err
 	}
@@ -88,16 +90,27 @@ func (r *Redis) get(ctx context.Context, aor plugin.AOR, id string) (*plugin.Mes
 
 // Delete implements plugin.Mailboxes.
 func (r *Redis) Delete(ctx context.Context, aor plugin.AOR, id string) error {
-	err := checkAOR(aor)
-	if err == nil {
-		var res int
-		res, err = deleteScript.Run(ctx, r.c, mailboxKeys(aor), id).Int()
-		if err == nil {
-			err = r.outcome(ctx, aor, res)
-		}
-	}
-	if err != nil {
+	if err := r.delete(ctx, aor, id); err != nil {
 		return fmt.Errorf("store: delete %s for %s: %w", id, aor, err)
+	}
+	return nil
+}
+
+func (r *Redis) delete(ctx context.Context, aor plugin.AOR, id string) error {
+	if err := checkAOR(aor); err != nil {
+		return err
+	}
+	if err := r.ready(ctx); err != nil {
+		return err
+	}
+	res, err := r.fn.run(ctx, "dp_delete", mailboxKeys(aor), id).Int()
+	switch {
+	case err != nil:
+		return err
+	case res == 0:
+		return plugin.ErrNotFound
+	case res == 2:
+		r.emptied(ctx, aor)
 	}
 	r.c.HIncrBy(ctx, statsKey, "deleted", 1)
 	return nil
@@ -106,9 +119,12 @@ func (r *Redis) Delete(ctx context.Context, aor plugin.AOR, id string) error {
 // DeleteAll implements plugin.Mailboxes.
 func (r *Redis) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
 	err := checkAOR(aor)
+	if err == nil {
+		err = r.ready(ctx)
+	}
 	n := 0
 	if err == nil {
-		n, err = deleteAllScript.Run(ctx, r.c, mailboxKeys(aor)).Int()
+		n, err = r.fn.run(ctx, "dp_delete_all", mailboxKeys(aor)).Int()
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: delete all for %s: %w", aor, err)
@@ -125,9 +141,12 @@ func (r *Redis) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
 // RequeueDeadLetters implements plugin.Mailboxes.
 func (r *Redis) RequeueDeadLetters(ctx context.Context, aor plugin.AOR) (int, error) {
 	err := checkAOR(aor)
+	if err == nil {
+		err = r.ready(ctx)
+	}
 	n := 0
 	if err == nil {
-		n, err = requeueDeadScript.Run(ctx, r.c, mailboxKeys(aor)).Int()
+		n, err = r.fn.run(ctx, "dp_requeue_dead", mailboxKeys(aor)).Int()
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: requeue dead letters for %s: %w", aor, err)
@@ -137,15 +156,18 @@ func (r *Redis) RequeueDeadLetters(ctx context.Context, aor plugin.AOR) (int, er
 
 // Count implements plugin.Mailboxes.
 func (r *Redis) Count(ctx context.Context, aor plugin.AOR) (plugin.Counts, error) {
-	if err := checkAOR(aor); err != nil {
+	err := checkAOR(aor)
+	if err == nil {
+		err = r.ready(ctx)
+	}
+	var res []int64
+	if err == nil {
+		res, err = r.fn.run(ctx, "dp_count", mailboxKeys(aor)).Int64Slice()
+	}
+	if err != nil {
 		return plugin.Counts{}, fmt.Errorf("store: count %s: %w", aor, err)
 	}
-	pipe := r.c.Pipeline()
-	p, f, d := pipe.LLen(ctx, pendingKey(aor)), pipe.LLen(ctx, inflightKey(aor)), pipe.LLen(ctx, deadKey(aor))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return plugin.Counts{}, fmt.Errorf("store: count %s: %w", aor, err)
-	}
-	return plugin.Counts{Pending: int(p.Val()), InFlight: int(f.Val()), Dead: int(d.Val())}, nil
+	return plugin.Counts{Pending: int(res[0] - res[1]), InFlight: int(res[1]), Dead: int(res[2])}, nil
 }
 
 // Totals implements plugin.Mailboxes.

@@ -26,15 +26,19 @@ func Example() {
 		}
 	}
 	msgs, _ := s.Claim(ctx, aor, "push-1", 10, 30*time.Second)
+	var confirmed []string
 	for _, m := range msgs {
 		fmt.Println(m.Recipient, string(m.Raw))
-		_ = s.Ack(ctx, aor, "push-1", m.ID)
+		confirmed = append(confirmed, m.ID) // the client took it
 	}
+	n, _ := s.Ack(ctx, aor, "push-1", confirmed...)
+	fmt.Println("acked", n)
 	_ = s.Unlock(ctx, aor, "push-1")
 	c, _ := s.Count(ctx, aor)
 	fmt.Printf("%+v\n", c)
 	// Output:
 	// sip:bob@example.com first
 	// sip:bob@example.com second
+	// acked 2
 	// {Pending:0 InFlight:0 Dead:0}
 }

@@ -5,66 +5,95 @@ import "github.com/deferpush/deferpush/plugin"
 // Every Redis key and channel name comes from this file.
 //
 // A recipient's keys carry the hash tag {aor}, so in Redis Cluster they
-// share one slot and one Lua script may touch them all. A canonical AOR
-// never contains '{' or '}' (plugin.ParseAOR rejects them), so the tag is
-// the whole AOR. Global keys are touched only by single-key commands.
+// share one slot and one function of the library (library.lua) may touch
+// them all. A canonical AOR never contains '{' or '}' (plugin.ParseAOR
+// rejects them), so the tag is the whole AOR. Global keys are touched
+// only by single-key commands and dp_index_cas.
 //
-//	dp:{aor}:pending   LIST   message ids waiting, oldest at the head
-//	dp:{aor}:inflight  LIST   ids claimed by the current push, in claim order
-//	dp:{aor}:dead      LIST   dead-lettered ids, in order
-//	dp:{aor}:msgs      HASH   id -> record (record.go, immutable)
-//	dp:{aor}:expiry    ZSET   id -> expiry (Unix ms)
-//	dp:{aor}:tries     HASH   id -> "<attempts> <last error>"
-//	dp:{aor}:lock      HASH   owner -> token, until -> lease end (Unix ms)
-//	dp:{aor}:gone      STRING set by the sweeper when it found the mailbox
-//	                          empty and unindexes it (see sweep.go)
-//	dp:{aor}:settings  STRING user settings JSON
-//	dp:{aor}:contact   STRING last registration JSON
-//	dp:{aor}:notify    ZSET   id -> expiry (Unix ms) of the messages whose
-//	                          sender asked to hear of a failure (notices.go)
-//	dp:mailboxes       ZSET   aor -> earliest expiry to sweep at (Unix ms)
-//	dp:leases          ZSET   aor -> last claim (Unix ms): in-flight work to watch
-//	dp:notices         ZSET   aor -> earliest dp:{aor}:notify expiry to look at
-//	dp:stats           HASH   counters for Totals
-//	dp:policy          STRING operator policy JSON
-//	dp:changes         pub/sub channel: "policy" after a SetPolicy
+//	dp:{aor}:q     LIST   ids pending or in flight, in delivery order; the
+//	                      first n of them are in flight
+//	dp:{aor}:m     HASH   <id>    -> record (record.go, immutable)
+//	                      t:<id>  -> "<attempts> <last error>" (after a Fail)
+//	                      lock    -> "<token> <until ms>" (the lease)
+//	                      n       -> ids in flight at the head of q
+//	dp:{aor}:d     LIST   dead-lettered ids, in order (only when some)
+//	dp:{aor}:f     ZSET   id -> expiry (ms) of the messages whose sender
+//	                      waits for a failure notice (only when some;
+//	                      notices.go)
+//	dp:{aor}:g     STRING "gone": set (PX 1 h) by the sweeper when it found
+//	                      the mailbox empty and unindexed it (sweep.go);
+//	                      an append that deletes it indexes the mailbox again
+//	dp:{aor}:s     STRING user settings JSON
+//	dp:{aor}:c     STRING last registration JSON (PX: its expiry + 1 h),
+//	                      with pager_only once a push learnt it
+//	dp:mailboxes   ZSET   aor -> when to sweep it (earliest expiry, ms)
+//	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
+//	dp:stats       HASH   counters for Totals
+//	dp:policy      STRING operator policy JSON (+ who, when)
+//	dp:limits      HASH   the store-side part of the policy (store_enabled
+//	                      0/1, max_message_size, max_mailbox, ttl_ms,
+//	                      full_mailbox_reply, store_disabled_reply), written
+//	                      with every policy change, for a proxy that stores
+//	                      into Redis itself
+//	dp:layout      STRING "2" once the keys of the first layout were
+//	                      converted (migrate.go)
+//	dp:changes     pub/sub channel: "policy" after a policy change
+//
+// The first layout, which migrate.go converts: dp:{aor}:pending, inflight,
+// dead (LISTs), msgs (HASH id -> record), expiry (ZSET id -> ms), tries
+// (HASH id -> attempts), lock (HASH owner, until), gone, settings,
+// contact and notify (ZSET id -> ms), and the global dp:notices (ZSET aor
+// -> ms), which this layout does without (the mailbox index finds the
+// expired messages).
 
 const (
 	mailboxesKey   = "dp:mailboxes"
 	leasesKey      = "dp:leases"
-	noticesKey     = "dp:notices"
 	statsKey       = "dp:stats"
 	policyKey      = "dp:policy"
+	limitsKey      = "dp:limits"
+	layoutKey      = "dp:layout"
 	changesChannel = "dp:changes"
+	// layoutPattern finds the keys of recipients (SCAN MATCH).
+	layoutPattern = "dp:{*}:*"
+	// firstNoticesKey is the first layout's index of notify sets.
+	firstNoticesKey = "dp:notices"
 )
 
-func tag(aor plugin.AOR) string { return "dp:{" + aor.String() + "}:" }
+// tagOf is the prefix of every key of the recipient written aor.
+func tagOf(aor string) string { return "dp:{" + aor + "}:" }
 
-func pendingKey(aor plugin.AOR) string  { return tag(aor) + "pending" }
-func inflightKey(aor plugin.AOR) string { return tag(aor) + "inflight" }
-func deadKey(aor plugin.AOR) string     { return tag(aor) + "dead" }
-func msgsKey(aor plugin.AOR) string     { return tag(aor) + "msgs" }
-func expiryKey(aor plugin.AOR) string   { return tag(aor) + "expiry" }
-func triesKey(aor plugin.AOR) string    { return tag(aor) + "tries" }
-func lockKey(aor plugin.AOR) string     { return tag(aor) + "lock" }
-func goneKey(aor plugin.AOR) string     { return tag(aor) + "gone" }
-func settingsKey(aor plugin.AOR) string { return tag(aor) + "settings" }
-func contactKey(aor plugin.AOR) string  { return tag(aor) + "contact" }
-func notifyKey(aor plugin.AOR) string   { return tag(aor) + "notify" }
+func tag(aor plugin.AOR) string { return tagOf(aor.String()) }
 
-// mailbox holds the keys of one recipient in the order the scripts take
-// them (KEYS[1..7]).
+func settingsKey(aor plugin.AOR) string { return tag(aor) + "s" }
+func contactKey(aor plugin.AOR) string  { return tag(aor) + "c" }
+
+// mailboxKeys are the keys of a recipient's mailbox, which every mailbox
+// function takes, in the order of library.lua's header: q, m, d, g, f.
 func mailboxKeys(aor plugin.AOR) []string {
-	return []string{pendingKey(aor), inflightKey(aor), deadKey(aor), msgsKey(aor),
-		expiryKey(aor), triesKey(aor), lockKey(aor)}
-}
-
-// appendKeys holds the keys appendScript takes.
-func appendKeys(aor plugin.AOR) []string {
 	t := tag(aor)
-	return []string{t + "pending", t + "msgs", t + "expiry", t + "gone", t + "notify"}
+	return []string{t + "q", t + "m", t + "d", t + "g", t + "f"}
 }
 
-// withNotify is the mailbox's keys and its notify set (KEYS[8]), for the
-// scripts that keep the notify set: claim and fail.
-func withNotify(aor plugin.AOR) []string { return append(mailboxKeys(aor), notifyKey(aor)) }
+// firstLayout are the key suffixes of the first layout, in the order
+// dp_migrate1 takes them.
+var firstLayout = []string{"pending", "inflight", "dead", "msgs", "expiry", "tries", "lock", "gone", "settings", "contact", "notify"}
+
+// secondLayout are the key suffixes of this layout, in the order
+// dp_migrate1 takes them after the first layout's.
+var secondLayout = []string{"q", "m", "d", "g", "s", "c", "f"}
+
+// migrateKeys are the keys dp_migrate1 takes for the recipient written
+// aor (as found in a key: migration does not parse it, so that a stored
+// AOR is converted as written): the first layout's, then this one's.
+func migrateKeys(aor string) []string {
+	t := tagOf(aor)
+	keys := make([]string, 0, len(firstLayout)+len(secondLayout))
+	for _, s := range firstLayout {
+		keys = append(keys, t+s)
+	}
+	for _, s := range secondLayout {
+		keys = append(keys, t+s)
+	}
+	return keys
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,16 +28,14 @@ func checkToken(token string) error {
 	return nil
 }
 
-func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
-
 // Append implements plugin.Queue.
 //
-// One round trip: [ZADD LT dp:mailboxes, EVALSHA append, HINCRBY stored]
+// One round trip: [ZADD LT dp:mailboxes, FCALL dp_append, HINCRBY stored]
 // pipelined, and batched with the appends of other goroutines by go-redis's
 // autopipeliner (in order: one goroutine's commands run in the order sent).
 // Once queued, the commands run even if ctx ends; Append then still waits
 // for them, bounded by the client's read and write timeouts. A batch that
-// go-redis retries after a dropped connection is harmless: the script
+// go-redis retries after a dropped connection is harmless: dp_append
 // stores an ID once. The index entry is written before (or, in a cluster, beside)
 // the message: the sweeper unindexes a mailbox only after marking it gone
 // inside the mailbox's slot, and an append that meets that mark indexes
@@ -55,14 +52,17 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	if err != nil {
 		return err
 	}
-	aor := m.Recipient
-	keys := appendKeys(aor)
-	notify, flag := m.NotifyFailure && !m.Expires.IsZero(), "0"
-	if notify {
-		flag = "1"
+	if err := r.ready(ctx); err != nil {
+		return err
 	}
-	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0), flag}
-	res, err := r.runAppend(ctx, aor, exp, notify, keys, args)
+	aor := m.Recipient
+	keys := mailboxKeys(aor)
+	args := []any{m.ID, rec, max(lim.MaxMailbox, 0)}
+	if m.NotifyFailure && !m.Expires.IsZero() {
+		// Its sender waits for a failure notice (notices.go).
+		args = append(args, exp)
+	}
+	res, err := r.runAppend(ctx, aor, exp, keys, args)
 	if err != nil {
 		// Stored or not is unknown (stored, when not replicated): an
 		// Append of the same m (same ID) again is safe.
@@ -113,54 +113,42 @@ func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string,
 	if !m.Expires.IsZero() {
 		exp = ms(m.Expires)
 	}
-	rec, err = encode(m)
-	return exp, rec, err
+	return exp, encode(m), nil
 }
 
-// runAppend indexes the mailbox (and, for a message whose sender waits
-// for a failure notice, its notify set: notify), runs appendScript and
-// counts the message stored in one round trip (on the batcher when there
-// is one), and returns the script's result.
-func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, notify bool, keys []string, args []any) ([]any, error) {
+// runAppend indexes the mailbox, runs dp_append and counts the message
+// stored in one round trip (on the batcher when there is one), and returns
+// dp_append's result.
+func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
 	if r.replicas > 0 {
-		return r.runAppendReplicated(ctx, aor, exp, notify, keys, args)
+		return r.runAppendReplicated(ctx, aor, exp, keys, args)
 	}
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd
 	if r.batch != nil {
 		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		if notify {
-			r.batch.ZAddLT(ctx, noticesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		}
-		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
+		cmd = r.fn.queue(ctx, r.batch, "dp_append", keys, args...)
 		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
 		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		if notify {
-			pipe.ZAddLT(ctx, noticesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		}
-		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
+		cmd = r.fn.queue(ctx, pipe, "dp_append", keys, args...)
 		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
 	}
 	// In a cluster the counter lives on another node than the mailbox:
 	// wait for it too, so that Totals read after Append counts it.
 	_ = counted.Err()
-	res, err := cmd.Slice()
-	if isNoScript(err) {
-		res, err = appendScript.Run(ctx, r.c, keys, args...).Slice()
-	}
-	return res, err
+	return r.fn.again(ctx, cmd, "dp_append", keys, args...).Slice()
 }
 
 // runAppendReplicated is runAppend when Config.MinReplicas is set: the
-// script and a WAIT go in one pipeline on the connection to the master
+// function call and a WAIT go in one pipeline on the connection to the master
 // that holds the mailbox, so that WAIT counts the replicas that have this
 // message. (The batcher shares connections between callers, and a
 // cluster routes a keyless WAIT to any node.) The index and the counter
 // follow, the way runAppend writes them.
-func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int64, notify bool, keys []string, args []any) ([]any, error) {
+func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
 	node := redis.Cmdable(r.c)
 	if cc, ok := r.c.(*redis.ClusterClient); ok {
 		n, err := cc.MasterForKey(ctx, keys[0])
@@ -169,16 +157,16 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 		}
 		node = n
 	}
-	run := func(eval func(redis.Pipeliner) *redis.Cmd) (*redis.Cmd, *redis.Cmd) {
+	run := func() (*redis.Cmd, *redis.Cmd) {
 		pipe := node.Pipeline()
-		cmd := eval(pipe)
+		cmd := r.fn.queue(ctx, pipe, "dp_append", keys, args...)
 		wait := pipe.Do(ctx, "WAIT", r.replicas, r.replicaTimeout.Milliseconds())
 		_, _ = pipe.Exec(ctx) // errors are per command
 		return cmd, wait
 	}
-	cmd, wait := run(func(p redis.Pipeliner) *redis.Cmd { return appendScript.EvalSha(ctx, p, keys, args...) })
-	if isNoScript(cmd.Err()) {
-		cmd, wait = run(func(p redis.Pipeliner) *redis.Cmd { return appendScript.Eval(ctx, p, keys, args...) })
+	cmd, wait := run()
+	if r.fn.heal(ctx, cmd.Err()) {
+		cmd, wait = run()
 	}
 	res, err := cmd.Slice()
 	if err != nil {
@@ -186,9 +174,6 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 	}
 	pipe := r.c.Pipeline()
 	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-	if notify {
-		pipe.ZAddLT(ctx, noticesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-	}
 	pipe.HIncrBy(ctx, statsKey, "stored", 1)
 	_, _ = pipe.Exec(ctx) // best effort: see append's case 2
 	if n, werr := wait.Int64(); res[0].(int64) > 0 && (werr != nil || n < int64(r.replicas)) {
@@ -203,10 +188,13 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 
 // Claim implements plugin.Queue.
 //
-// Two round trips: the recipient goes into the lease index first, then the
-// script moves messages. A crash between them leaves an index entry with
-// nothing in flight, which the sweeper drops; the reverse order could leave
-// in-flight messages nobody watches.
+// One round trip: [ZADD dp:leases, FCALL dp_claim] pipelined. The lease
+// index entry is how the sweeper finds in-flight messages whose push died;
+// should it fail to be written, Claim fails, and the push that called it
+// unlocks (its messages go back). In a cluster the two commands go to two
+// nodes and may run in either order; the entry lands all the same, and
+// until it does nothing is lost: the next Claim or Lock for the recipient
+// takes over a lapsed lease and requeues what it held.
 func (r *Redis) Claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
 	msgs, err := r.claim(ctx, aor, token, n, lease)
 	if err != nil {
@@ -219,16 +207,24 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
 		return nil, err
 	}
-	now := r.now()
-	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()}).Err(); err != nil {
-		return nil, fmt.Errorf("index lease: %w", err)
+	if err := r.ready(ctx); err != nil {
+		return nil, err
 	}
-	res, err := claimScript.Run(ctx, r.c, withNotify(aor), token, max(n, 0), ms(now.Add(lease)), ms(now)).Slice()
+	now := r.now()
+	keys, args := mailboxKeys(aor), []any{token, max(n, 0), ms(now.Add(lease)), ms(now)}
+	pipe := r.c.Pipeline()
+	index := pipe.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()})
+	cmd := r.fn.queue(ctx, pipe, "dp_claim", keys, args...)
+	_, _ = pipe.Exec(ctx) // errors are per command
+	res, err := r.fn.again(ctx, cmd, "dp_claim", keys, args...).Slice()
 	if err != nil {
 		return nil, err
 	}
 	if res[0].(int64) < 0 {
 		return nil, plugin.ErrLeaseLost
+	}
+	if err := index.Err(); err != nil {
+		return nil, fmt.Errorf("index lease: %w", err)
 	}
 	if expired := res[2].(int64); expired > 0 {
 		r.c.HIncrBy(ctx, statsKey, "expired", expired)
@@ -246,122 +242,172 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 }
 
 // Ack implements plugin.Queue.
-func (r *Redis) Ack(ctx context.Context, aor plugin.AOR, token, id string) error {
-	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
-		return fmt.Errorf("store: ack %s for %s: %w", id, aor, err)
+//
+// One round trip: [FCALL dp_ack, HINCRBY pushed] pipelined (through the
+// autopipeliner, shared with the acks of concurrent pushes); the counter
+// is corrected afterwards by what was not acked.
+func (r *Redis) Ack(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	n, err := r.ack(ctx, aor, token, ids)
+	if err != nil {
+		return 0, fmt.Errorf("store: ack %d for %s: %w", len(ids), aor, err)
 	}
-	// The script and the counter go in one round trip (through the
-	// autopipeliner, shared with the acks of concurrent pushes); the
-	// counter is taken back when the ack did not happen.
-	keys, args := mailboxKeys(aor), []any{token, id, ms(r.now())}
+	return n, nil
+}
+
+func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return 0, err
+	}
+	if err := r.ready(ctx); err != nil {
+		return 0, err
+	}
+	keys, args := mailboxKeys(aor), make([]any, 0, 2+len(ids))
+	args = append(args, token, ms(r.now()))
+	for _, id := range ids {
+		args = append(args, id)
+	}
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd
 	if r.batch != nil {
-		cmd = r.batch.EvalSha(ctx, ackScript.Hash(), keys, args...)
-		counted = r.batch.HIncrBy(ctx, statsKey, "pushed", 1)
+		cmd = r.fn.queue(ctx, r.batch, "dp_ack", keys, args...)
+		counted = r.batch.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 	} else {
 		pipe := r.c.Pipeline()
-		cmd = ackScript.EvalSha(ctx, pipe, keys, args...)
-		counted = pipe.HIncrBy(ctx, statsKey, "pushed", 1)
+		cmd = r.fn.queue(ctx, pipe, "dp_ack", keys, args...)
+		counted = pipe.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 		_, _ = pipe.Exec(ctx) // errors are per command
 	}
 	_ = counted.Err() // see Append
-	res, err := cmd.Int()
-	if isNoScript(err) {
-		res, err = ackScript.Run(ctx, r.c, keys, args...).Int()
-	}
+	res, err := r.fn.again(ctx, cmd, "dp_ack", keys, args...).Slice()
+	acked := int64(-1)
 	if err == nil {
-		err = r.outcome(ctx, aor, res)
+		acked = res[0].(int64)
 	}
-	if err != nil {
-		r.c.HIncrBy(ctx, statsKey, "pushed", -1)
-		return fmt.Errorf("store: ack %s for %s: %w", id, aor, err)
+	if missed := int64(len(ids)) - max(acked, 0); missed > 0 {
+		r.c.HIncrBy(ctx, statsKey, "pushed", -missed)
 	}
-	return nil
+	switch {
+	case err != nil:
+		return 0, err
+	case acked < 0:
+		return 0, plugin.ErrLeaseLost
+	case acked > 0 && res[1].(int64) == 0:
+		r.emptied(ctx, aor)
+	}
+	return int(acked), nil
 }
 
-// outcome maps the common script results -1 (lease lost) and 0 (not
-// found) to errors, and brings a mailbox that became empty (2) up for the
-// next sweep so it leaves the index soon.
-func (r *Redis) outcome(ctx context.Context, aor plugin.AOR, res int) error {
-	switch res {
-	case -1:
-		return plugin.ErrLeaseLost
-	case 0:
-		return plugin.ErrNotFound
-	case 2:
-		r.c.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: aor.String()})
+// emptied brings a mailbox that became empty up for the next sweep, so
+// that it leaves the index soon. Nothing waits for it: a missed update
+// only keeps the entry until the mailbox's old sweep time.
+func (r *Redis) emptied(ctx context.Context, aor plugin.AOR) {
+	z := redis.Z{Score: float64(ms(r.now())), Member: aor.String()}
+	if r.batch != nil {
+		r.batch.ZAddXX(context.WithoutCancel(ctx), mailboxesKey, z)
+		return
 	}
-	return nil
+	r.c.ZAddXX(ctx, mailboxesKey, z)
 }
 
 // Fail implements plugin.Queue.
 func (r *Redis) Fail(ctx context.Context, aor plugin.AOR, token, id, reason string, maxAttempts int) (bool, error) {
-	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
-		return false, fmt.Errorf("store: fail %s for %s: %w", id, aor, err)
-	}
-	res, err := failScript.Run(ctx, r.c, withNotify(aor), token, id, reason, max(maxAttempts, 0), ms(r.now())).Int()
-	if err == nil && res <= 0 {
-		err = r.outcome(ctx, aor, res)
-	}
+	dead, err := r.fail(ctx, aor, token, id, reason, maxAttempts)
 	if err != nil {
 		return false, fmt.Errorf("store: fail %s for %s: %w", id, aor, err)
 	}
-	pipe := r.c.Pipeline()
-	pipe.HIncrBy(ctx, statsKey, "failed", 1)
-	if res == 2 {
-		pipe.HIncrBy(ctx, statsKey, "dead_lettered", 1)
+	return dead, nil
+}
+
+func (r *Redis) fail(ctx context.Context, aor plugin.AOR, token, id, reason string, maxAttempts int) (bool, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return false, err
 	}
-	_, _ = pipe.Exec(ctx)
-	return res == 2, nil
+	if err := r.ready(ctx); err != nil {
+		return false, err
+	}
+	keys, args := mailboxKeys(aor), []any{token, id, reason, max(maxAttempts, 0), ms(r.now())}
+	pipe := r.c.Pipeline()
+	cmd := r.fn.queue(ctx, pipe, "dp_fail", keys, args...)
+	pipe.HIncrBy(ctx, statsKey, "failed", 1)
+	_, _ = pipe.Exec(ctx) // errors are per command
+	res, err := r.fn.again(ctx, cmd, "dp_fail", keys, args...).Int()
+	if err != nil || res <= 0 {
+		r.c.HIncrBy(ctx, statsKey, "failed", -1)
+	}
+	switch {
+	case err != nil:
+		return false, err
+	case res < 0:
+		return false, plugin.ErrLeaseLost
+	case res == 0:
+		return false, plugin.ErrNotFound
+	case res == 2:
+		r.c.HIncrBy(ctx, statsKey, "dead_lettered", 1)
+		return true, nil
+	}
+	return false, nil
 }
 
 // Release implements plugin.Queue.
 func (r *Redis) Release(ctx context.Context, aor plugin.AOR, token string) (int, error) {
-	n, err := r.leaseOp(ctx, releaseScript, aor, token, ms(r.now()))
+	n, err := r.leaseOp(ctx, "dp_release", aor, token, ms(r.now()))
 	if err != nil {
 		return 0, fmt.Errorf("store: release %s: %w", aor, err)
 	}
 	return n, nil
 }
 
-// Lock implements plugin.Queue.
+// Lock implements plugin.Queue: dp_claim for no message.
 func (r *Redis) Lock(ctx context.Context, aor plugin.AOR, token string, ttl time.Duration) (bool, error) {
-	now := r.now()
-	_, err := r.leaseOp(ctx, lockScript, aor, token, ms(now.Add(ttl)), ms(now))
-	if errors.Is(err, plugin.ErrLeaseLost) {
-		return false, nil
-	}
+	ok, err := r.lock(ctx, aor, token, ttl)
 	if err != nil {
 		return false, fmt.Errorf("store: lock %s: %w", aor, err)
 	}
-	return true, nil
+	return ok, nil
+}
+
+func (r *Redis) lock(ctx context.Context, aor plugin.AOR, token string, ttl time.Duration) (bool, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return false, err
+	}
+	if err := r.ready(ctx); err != nil {
+		return false, err
+	}
+	now := r.now()
+	res, err := r.fn.run(ctx, "dp_claim", mailboxKeys(aor), token, 0, ms(now.Add(ttl)), ms(now)).Slice()
+	if err != nil {
+		return false, err
+	}
+	return res[0].(int64) > 0, nil
 }
 
 // RenewLock implements plugin.Queue.
 func (r *Redis) RenewLock(ctx context.Context, aor plugin.AOR, token string, ttl time.Duration) error {
 	now := r.now()
-	if _, err := r.leaseOp(ctx, renewScript, aor, token, ms(now.Add(ttl)), ms(now)); err != nil {
+	if _, err := r.leaseOp(ctx, "dp_renew", aor, token, ms(now.Add(ttl)), ms(now)); err != nil {
 		return fmt.Errorf("store: renew lock %s: %w", aor, err)
 	}
 	return nil
 }
 
-// Unlock implements plugin.Queue.
+// Unlock implements plugin.Queue: one call requeues and drops the lease.
 func (r *Redis) Unlock(ctx context.Context, aor plugin.AOR, token string) error {
-	if _, err := r.leaseOp(ctx, unlockScript, aor, token); err != nil {
+	if _, err := r.leaseOp(ctx, "dp_unlock", aor, token); err != nil {
 		return fmt.Errorf("store: unlock %s: %w", aor, err)
 	}
 	return nil
 }
 
-// leaseOp runs a script whose ARGV[1] is the token and whose result is -1
-// for "lease not ours", else a count.
-func (r *Redis) leaseOp(ctx context.Context, s *redis.Script, aor plugin.AOR, token string, args ...any) (int, error) {
+// leaseOp runs a function whose ARGV[1] is the token and whose result is
+// -1 for "lease not ours", else a count.
+func (r *Redis) leaseOp(ctx context.Context, name string, aor plugin.AOR, token string, args ...any) (int, error) {
 	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
 		return 0, err
 	}
-	n, err := s.Run(ctx, r.c, mailboxKeys(aor), append([]any{token}, args...)...).Int()
+	if err := r.ready(ctx); err != nil {
+		return 0, err
+	}
+	n, err := r.fn.run(ctx, name, mailboxKeys(aor), append([]any{token}, args...)...).Int()
 	if err != nil {
 		return 0, err
 	}

@@ -13,14 +13,20 @@ import (
 )
 
 // record is the stored, immutable part of a plugin.Message. ID and
-// Recipient are the hash field and the key; attempts live in tries.
+// Recipient are the hash field and the key; attempts live beside it (t:<id>).
 //
-// A record is written in a compact binary form (encode): the version byte
-// recordV1, then each field in the order of this struct, times as
-// time.Time.MarshalBinary, everything prefixed by its length as a uvarint.
-// It costs less to build on every Append than JSON, whose base64 of the
-// bodies also made the record a third larger. Records stored as JSON by
-// earlier versions (they start with '{') are still read.
+// A record is written in the v2 form (encode), which Lua reads as well as
+// Go (the sweeper's expiry check is one string.match; a proxy that stores
+// into Redis itself writes it):
+//
+//	"\x02" <received ms> " " <expires ms> " " <kind> " " <len sender> " "
+//	<len call-id> " " <len message-id> " " <len content-type> " "
+//	<len invite> "\n" sender call-id message-id content-type invite raw
+//
+// with decimal numbers (expires 0: never) and raw the rest. Times keep
+// the millisecond. Records written by earlier releases are still read:
+// v1 (the byte 1, then each field prefixed by its length as a uvarint,
+// times as time.Time.MarshalBinary) and JSON (they start with '{').
 type record struct {
 	Sender      string      `json:"s,omitempty"`
 	Received    time.Time   `json:"r"`
@@ -33,29 +39,48 @@ type record struct {
 	ContentType string      `json:"t,omitempty"`
 }
 
-const recordV1 = 1
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
-func encode(m *plugin.Message) (string, error) {
-	received, err := m.Received.MarshalBinary()
-	if err != nil {
-		return "", fmt.Errorf("encode received time: %w", err)
+// encode writes m's record in the v2 form.
+func encode(m *plugin.Message) string {
+	b := make([]byte, 0, 64+len(m.Sender)+len(m.CallID)+len(m.MessageID)+len(m.ContentType)+len(m.Invite)+len(m.Raw))
+	b = append(b, recordV2)
+	b = strconv.AppendInt(b, unixMilli(m.Received), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, unixMilli(m.Expires), 10)
+	b = append(b, ' ')
+	b = append(b, m.Kind...)
+	for _, n := range [...]int{len(m.Sender), len(m.CallID), len(m.MessageID), len(m.ContentType), len(m.Invite)} {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(n), 10)
 	}
-	expires, err := m.Expires.MarshalBinary()
-	if err != nil {
-		return "", fmt.Errorf("encode expiry: %w", err)
+	b = append(b, '\n')
+	b = append(b, m.Sender...)
+	b = append(b, m.CallID...)
+	b = append(b, m.MessageID...)
+	b = append(b, m.ContentType...)
+	b = append(b, m.Invite...)
+	b = append(b, m.Raw...)
+	return string(b)
+}
+
+// unixMilli is t in Unix milliseconds, 0 for the zero time.
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
-	n := 1 + 9*binary.MaxVarintLen32 + len(m.Sender) + len(received) + len(expires) + len(m.Kind) +
-		len(m.Raw) + len(m.Invite) + len(m.CallID) + len(m.MessageID) + len(m.ContentType)
-	b := make([]byte, 1, n)
-	b[0] = recordV1
-	for _, f := range [...][]byte{
-		[]byte(m.Sender), received, expires, []byte(m.Kind), m.Raw, m.Invite,
-		[]byte(m.CallID), []byte(m.MessageID), []byte(m.ContentType),
-	} {
-		b = binary.AppendUvarint(b, uint64(len(f)))
-		b = append(b, f...)
+	return t.UnixMilli()
+}
+
+// fromMilli is the inverse of unixMilli.
+func fromMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
 	}
-	return string(b), nil
+	return time.UnixMilli(ms)
 }
 
 var errRecord = errors.New("truncated or unknown record")
@@ -63,11 +88,13 @@ var errRecord = errors.New("truncated or unknown record")
 // decodeRecord reads either form of a record.
 func decodeRecord(rec string) (record, error) {
 	var r record
-	if strings.HasPrefix(rec, "{") {
+	switch {
+	case strings.HasPrefix(rec, "{"):
 		err := json.Unmarshal([]byte(rec), &r)
 		return r, err
-	}
-	if len(rec) == 0 || rec[0] != recordV1 {
+	case len(rec) > 0 && rec[0] == recordV2:
+		return decodeV2(rec[1:])
+	case len(rec) == 0 || rec[0] != recordV1:
 		return r, errRecord
 	}
 	rest := rec[1:]
@@ -101,6 +128,38 @@ func decodeRecord(rec string) (record, error) {
 	if f[5] != "" {
 		r.Invite = []byte(f[5])
 	}
+	return r, nil
+}
+
+// decodeV2 reads a v2 record after its version byte.
+func decodeV2(rec string) (record, error) {
+	var r record
+	header, body, ok := strings.Cut(rec, "\n")
+	f := strings.Split(header, " ")
+	if !ok || len(f) != 8 {
+		return r, errRecord
+	}
+	var n [7]int64
+	for i, s := range [...]string{f[0], f[1], f[3], f[4], f[5], f[6], f[7]} {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || i >= 2 && (v < 0 || v > int64(len(body))) {
+			return r, errRecord
+		}
+		n[i] = v
+	}
+	r.Received, r.Expires, r.Kind = fromMilli(n[0]), fromMilli(n[1]), plugin.Kind(f[2])
+	var parts [5]string
+	for i, l := range n[2:] {
+		if l > int64(len(body)) {
+			return r, errRecord
+		}
+		parts[i], body = body[:l], body[l:]
+	}
+	r.Sender, r.CallID, r.MessageID, r.ContentType = parts[0], parts[1], parts[2], parts[3]
+	if parts[4] != "" {
+		r.Invite = []byte(parts[4])
+	}
+	r.Raw = []byte(body)
 	return r, nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -69,11 +71,24 @@ type Redis struct {
 	replicas       int
 	replicaTimeout time.Duration
 	closers        []func() error
-	// batch carries the commands of Append: go-redis's autopipeliner
-	// writes those of concurrent callers to Redis together, one ordered
-	// stream, which cuts the syscalls and CPU of each append (see Append). Nil
-	// for a client that has none. Closing the client stops it.
+	// batch carries the commands of Append and Ack: go-redis's
+	// autopipeliner writes those of concurrent callers to Redis together,
+	// one ordered stream, which cuts the syscalls and CPU of each (see
+	// Append). Nil for a client that has none. Closing the client stops it.
 	batch *redis.AutoPipeliner
+	// fn runs the function library (library.go).
+	fn functions
+	// prepared is set once ready's work succeeded; preparing is the
+	// attempt under way, if any (under prepareMu).
+	prepared  atomic.Bool
+	prepareMu sync.Mutex
+	preparing *attempt
+}
+
+// attempt is one run of ready's work: err is set before done closes.
+type attempt struct {
+	done chan struct{}
+	err  error
 }
 
 // New returns a store on cfg.Client or cfg.URL. It does not contact Redis:
@@ -103,6 +118,7 @@ func New(cfg Config) (*Redis, error) {
 		r.c = redis.NewUniversalClient(opts)
 		r.closers = append(r.closers, r.c.Close)
 	}
+	r.fn.c = r.c
 	if c, ok := r.c.(interface {
 		AsyncAutoPipeline() (*redis.AutoPipeliner, error)
 	}); ok {
@@ -148,12 +164,65 @@ func (r *Redis) Close() error {
 // Client returns the underlying client (for tests and diagnostics).
 func (r *Redis) Client() redis.UniversalClient { return r.c }
 
-// Ping reports whether Redis answers.
+// Ping reports whether Redis answers and the store is ready for it: the
+// function library loaded and what an earlier release stored converted
+// (see ready).
 func (r *Redis) Ping(ctx context.Context) error {
-	if err := r.c.Ping(ctx).Err(); err != nil {
+	err := r.c.Ping(ctx).Err()
+	if err == nil {
+		err = r.ready(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("store: ping: %w", err)
 	}
 	return nil
+}
+
+// ready makes Redis ready for this release, once per Redis value, before
+// the first operation that needs it (and in Ping, which cmd/deferpush
+// calls at start): it loads the function library where the server runs
+// another version of it, converts what an earlier release stored in its
+// layout (migrate.go), and writes dp:limits if it is missing. The work
+// runs on its own, whatever happens to the context of the call that
+// started it (a large keyspace takes longer to convert than a hook call
+// may wait); every caller waits for it, or for its own context. Until it
+// succeeded every operation fails with its error, and the next one tries
+// again. It is safe from several instances at once.
+func (r *Redis) ready(ctx context.Context) error {
+	if r.prepared.Load() {
+		return nil
+	}
+	r.prepareMu.Lock()
+	a := r.preparing
+	if a == nil {
+		a = &attempt{done: make(chan struct{})}
+		r.preparing = a
+		go func() {
+			a.err = r.prepare(context.WithoutCancel(ctx))
+			r.prepareMu.Lock()
+			r.prepared.Store(a.err == nil)
+			r.preparing = nil
+			r.prepareMu.Unlock()
+			close(a.done)
+		}()
+	}
+	r.prepareMu.Unlock()
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Redis) prepare(ctx context.Context) error {
+	if err := r.fn.prepare(ctx); err != nil {
+		return err
+	}
+	if err := r.migrate(ctx); err != nil {
+		return err
+	}
+	return r.initLimits(ctx)
 }
 
 // ParseURL turns one of the URL forms of Config.URL into client options.

@@ -153,8 +153,8 @@ func TestSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestNoScriptFallback: scripts flushed from the server (as after a
-// restart without persistence of the script cache) are reloaded.
+// TestNoScriptFallback: the function library flushed from the server (as
+// after a restart without persistence) is loaded again.
 func TestNoScriptFallback(t *testing.T) {
 	srv := harness.Redis(t)
 	s, err := store.New(store.Config{URL: srv.URL()})
@@ -168,7 +168,7 @@ func TestNoScriptFallback(t *testing.T) {
 		if err := s.Append(ctx, m, plugin.Limits{}); err != nil {
 			t.Fatalf("append %d: %v", i, err)
 		}
-		if err := s.Client().ScriptFlush(ctx).Err(); err != nil {
+		if err := s.Client().FunctionFlush(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Sweep(ctx, time.Now()); err != nil {

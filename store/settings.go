@@ -41,7 +41,11 @@ func (r *Redis) SetPolicy(ctx context.Context, p plugin.Policy, who string) erro
 	if err != nil {
 		return fmt.Errorf("store: set policy: %w", err)
 	}
-	if err := r.c.Set(ctx, policyKey, b, 0).Err(); err != nil {
+	_, err = r.c.TxPipelined(ctx, func(tx redis.Pipeliner) error { return r.queuePolicy(ctx, tx, b, p) })
+	if err == nil {
+		err = r.afterPolicy(ctx, p)
+	}
+	if err != nil {
 		return fmt.Errorf("store: set policy: %w", err)
 	}
 	// A lost notification is caught by the watchers' poll.
@@ -49,6 +53,66 @@ func (r *Redis) SetPolicy(ctx context.Context, p plugin.Policy, who string) erro
 		return fmt.Errorf("store: notify policy change: %w", err)
 	}
 	return nil
+}
+
+// queuePolicy queues on tx (a MULTI) the policy record b of p and the
+// mirror of p's limits in dp:limits, so both change together. A cluster
+// keeps the two keys in two slots, which one transaction cannot hold:
+// there the caller writes the limits right after (afterPolicy), and a
+// crash between the two leaves dp:limits behind until the next change.
+func (r *Redis) queuePolicy(ctx context.Context, tx redis.Pipeliner, b []byte, p plugin.Policy) error {
+	tx.Set(ctx, policyKey, b, 0)
+	if r.cluster() {
+		return nil
+	}
+	return r.writeLimits(ctx, tx, p)
+}
+
+// afterPolicy writes dp:limits after the transaction of queuePolicy, in a
+// cluster.
+func (r *Redis) afterPolicy(ctx context.Context, p plugin.Policy) error {
+	if !r.cluster() {
+		return nil
+	}
+	return r.writeLimits(ctx, r.c, p)
+}
+
+// writeLimits writes dp:limits, the store-side part of p (keys.go).
+func (r *Redis) writeLimits(ctx context.Context, c redis.Cmdable, p plugin.Policy) error {
+	enabled := 0
+	if p.StoreEnabled {
+		enabled = 1
+	}
+	return c.HSet(ctx, limitsKey,
+		"store_enabled", enabled,
+		"max_message_size", p.MaxMessageSize,
+		"max_mailbox", p.MaxMailbox,
+		"ttl_ms", time.Duration(p.MessageTTL).Milliseconds(),
+		"full_mailbox_reply", p.FullMailboxReply,
+		"store_disabled_reply", p.StoreDisabledReply,
+	).Err()
+}
+
+// initLimits writes dp:limits from the policy in force when it is missing
+// (a Redis last written by an earlier release).
+func (r *Redis) initLimits(ctx context.Context) error {
+	n, err := r.c.Exists(ctx, limitsKey).Result()
+	if err != nil || n == 1 {
+		return err
+	}
+	p, err := policyOf(r.c.Get(ctx, policyKey))
+	if err == nil {
+		err = r.writeLimits(ctx, r.c, p)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", limitsKey, err)
+	}
+	return nil
+}
+
+func (r *Redis) cluster() bool {
+	_, ok := r.c.(*redis.ClusterClient)
+	return ok
 }
 
 // maxTxTries bounds the optimistic transactions of UpdatePolicy and
@@ -75,8 +139,11 @@ func (r *Redis) UpdatePolicy(ctx context.Context, who string, change func(*plugi
 		if err != nil {
 			return nil, err
 		}
-		return func(p redis.Pipeliner) error { return p.Set(ctx, policyKey, b, 0).Err() }, nil
+		return func(tx redis.Pipeliner) error { return r.queuePolicy(ctx, tx, b, updated) }, nil
 	})
+	if err == nil {
+		err = r.afterPolicy(ctx, updated)
+	}
 	if err != nil {
 		return old, old, fmt.Errorf("store: update policy: %w", err)
 	}
@@ -172,7 +239,7 @@ func (r *Redis) UserSettings(ctx context.Context, aor plugin.AOR) (plugin.UserSe
 
 // UpdateUserSettings implements plugin.Settings, as UpdatePolicy does.
 func (r *Redis) UpdateUserSettings(ctx context.Context, aor plugin.AOR, change func(*plugin.UserSettings) error) (old, updated plugin.UserSettings, err error) {
-	if err := checkAOR(aor); err != nil {
+	if err := errors.Join(checkAOR(aor), r.ready(ctx)); err != nil {
 		return old, old, err
 	}
 	key := settingsKey(aor)
@@ -222,6 +289,9 @@ func (r *Redis) SetUserSettings(ctx context.Context, aor plugin.AOR, u plugin.Us
 func (r *Redis) DeleteUserSettings(ctx context.Context, aor plugin.AOR) error {
 	err := checkAOR(aor)
 	if err == nil {
+		err = r.ready(ctx)
+	}
+	if err == nil {
 		err = r.c.Del(ctx, settingsKey(aor)).Err()
 	}
 	if err != nil {
@@ -253,27 +323,32 @@ func (r *Redis) SetContact(ctx context.Context, reg plugin.Registration) error {
 	return nil
 }
 
-// setContact writes reg with setContactScript, which keeps PagerOnly for
-// the same binding: the script is given reg as it is and with PagerOnly
-// set, and picks.
+// setContact writes reg with dp_set_contact, which keeps pager_only for
+// the same binding.
 func (r *Redis) setContact(ctx context.Context, reg plugin.Registration, ttl time.Duration) error {
-	as, err := json.Marshal(reg)
+	if err := r.ready(ctx); err != nil {
+		return err
+	}
+	b, err := json.Marshal(reg)
 	if err != nil {
 		return err
 	}
-	reg.PagerOnly = true
-	pager, err := json.Marshal(reg)
-	if err != nil {
-		return err
+	keep := reg.Binding()
+	if reg.PagerOnly {
+		keep = "" // nothing to keep: it says so itself
 	}
-	return setContactScript.Run(ctx, r.c, []string{contactKey(reg.AOR)}, as, pager, reg.Binding(), ttl.Milliseconds()).Err()
+	return r.fn.run(ctx, "dp_set_contact", []string{contactKey(reg.AOR)}, b, keep, ttl.Milliseconds()).Err()
 }
 
-// SetPagerOnly implements plugin.Settings.
+// SetPagerOnly implements plugin.Settings: dp_set_pager_only marks the
+// stored registration if its binding is still binding.
 func (r *Redis) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string) error {
 	err := checkAOR(aor)
 	if err == nil {
-		err = setPagerOnlyScript.Run(ctx, r.c, []string{contactKey(aor)}, binding).Err()
+		err = r.ready(ctx)
+	}
+	if err == nil {
+		err = r.fn.run(ctx, "dp_set_pager_only", []string{contactKey(aor)}, binding).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("store: set pager-only %s: %w", aor, err)
@@ -281,13 +356,16 @@ func (r *Redis) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string
 	return nil
 }
 
-// DeleteContact implements plugin.Settings: one script compares the
+// DeleteContact implements plugin.Settings: one function compares the
 // stored contact and deletes it, so a registration that lands meanwhile
 // from another device is not deleted with it.
 func (r *Redis) DeleteContact(ctx context.Context, aor plugin.AOR, contact string) error {
 	err := checkAOR(aor)
 	if err == nil {
-		err = deleteContactScript.Run(ctx, r.c, []string{contactKey(aor)}, contact).Err()
+		err = r.ready(ctx)
+	}
+	if err == nil {
+		err = r.fn.run(ctx, "dp_delete_contact", []string{contactKey(aor)}, contact).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("store: delete contact %s: %w", aor, err)
@@ -312,6 +390,9 @@ func (r *Redis) getJSON(ctx context.Context, aor plugin.AOR, key string, v any) 
 	if err := checkAOR(aor); err != nil {
 		return err
 	}
+	if err := r.ready(ctx); err != nil {
+		return err
+	}
 	b, err := r.c.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return plugin.ErrNotFound
@@ -323,6 +404,9 @@ func (r *Redis) getJSON(ctx context.Context, aor plugin.AOR, key string, v any) 
 }
 
 func (r *Redis) setJSON(ctx context.Context, key string, v any, ttl time.Duration) error {
+	if err := r.ready(ctx); err != nil {
+		return err
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -14,22 +14,25 @@ import (
 // Sweeping, and why the global indexes cannot lose a message.
 //
 // dp:leases lists recipients that may have messages in flight. Claim adds
-// the recipient (score: now) before it moves anything; the sweeper runs
-// recoverScript on each entry and removes an entry only when no lease is
-// live, nothing is in flight, the entry is older than leaseIdle and its
-// score is unchanged (indexCASScript). A Claim that starts after the
-// sweeper read the entry has rewritten its score, so its entry stays.
+// the recipient (score: now) in the round trip that moves messages; the
+// sweeper runs dp_recover on each entry and removes an entry only when no
+// lease is live, nothing is in flight, the entry is older than leaseIdle
+// and its score is unchanged (dp_index_cas). A Claim that starts after
+// the sweeper read the entry has rewritten its score, so its entry stays.
 // Should an entry still be missed, the next Lock or Claim for that
 // recipient requeues what a dead owner left in flight.
 //
 // dp:mailboxes lists recipients with stored messages, scored by the
 // earliest expiry to look at. Append lowers the score (ZADD LT) in the
 // same round trip; the sweeper visits entries whose score has passed,
-// drops expired messages, and either moves the score to the next expiry
-// or, for an empty mailbox, marks it gone (in its slot) and removes the
-// entry if its score is unchanged. An Append that finds the gone mark
-// indexes the mailbox again. A message missed by the index is never lost
-// or delivered late (Claim checks expiry); it is only removed later.
+// drops expired messages (dp_expire, a bounded batch a call, so that a
+// large mailbox never holds Redis long), and either moves the score to
+// the next expiry or, for an empty mailbox, marks it gone (in its slot)
+// and removes the entry if its score is unchanged. An Append that finds
+// the gone mark indexes the mailbox again. A message missed by the index
+// (or by a sweep, when its mailbox changed between two calls) is never
+// lost or delivered late (Claim checks expiry); it is only removed later.
+// The same visits report the failure notices (notices.go).
 
 const (
 	// leaseIdle is how long an idle lease-index entry is kept: longer than
@@ -40,27 +43,36 @@ const (
 	// sweepMax bounds the mailboxes one Sweep looks at; the rest wait for
 	// the next.
 	sweepMax = 20000
-	// expireBatch bounds the messages one expireScript call drops, and so
-	// the time it holds Redis (under 4 ms here, for a mailbox of 100,000:
-	// BenchmarkSweepExpired100k); a mailbox with more expired is visited
-	// again at once.
-	expireBatch = 1000
+	// expireBatch bounds the ids one dp_expire call reads (and about 4 MB
+	// of records), and so the time it holds Redis: a larger mailbox takes
+	// several calls, other clients served in between. A mailbox of 100,000
+	// expired messages takes 200 calls of 1.6 to 2.4 ms (p50) here, the
+	// longest 2.6 to 3 ms (BenchmarkSweepExpired100k, SLOWLOG).
+	expireBatch = 500
+	// revisit is when to look again at a mailbox whose sweep found no
+	// message that expires (messages stored without a TTL, or a sweep
+	// that missed some because the mailbox changed between its calls):
+	// an append racing with the sweep may have left its expiry unindexed.
+	revisit = time.Hour
 )
 
 // Sweep implements plugin.Queue.
 func (r *Redis) Sweep(ctx context.Context, now time.Time) (plugin.SweepStats, error) {
 	var st plugin.SweepStats
+	if err := r.ready(ctx); err != nil {
+		return st, fmt.Errorf("store: sweep: %w", err)
+	}
 	if err := r.sweepLeases(ctx, now, &st); err != nil {
 		return st, fmt.Errorf("store: sweep leases: %w", err)
 	}
-	if err := r.sweepNotices(ctx, now, &st); err != nil {
-		return st, fmt.Errorf("store: sweep notices: %w", err)
-	}
-	if err := r.sweepMailboxes(ctx, now, &st); err != nil {
-		return st, fmt.Errorf("store: sweep mailboxes: %w", err)
-	}
+	// What a sweep that failed half-way dropped is counted and, with its
+	// failure notices, returned all the same.
+	err := r.sweepMailboxes(ctx, now, &st)
 	if st.Expired > 0 {
-		r.c.HIncrBy(ctx, statsKey, "expired", int64(st.Expired))
+		r.c.HIncrBy(context.WithoutCancel(ctx), statsKey, "expired", int64(st.Expired))
+	}
+	if err != nil {
+		return st, fmt.Errorf("store: sweep mailboxes: %w", err)
 	}
 	return st, nil
 }
@@ -76,15 +88,12 @@ func (r *Redis) sweepLeases(ctx context.Context, now time.Time, st *plugin.Sweep
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, e := range batch {
-			cmds[i] = recoverScript.EvalSha(ctx, pipe, mailboxKeys(memberAOR(e.Member)), ms(now))
+			cmds[i] = r.fn.queue(ctx, pipe, "dp_recover", mailboxKeys(memberAOR(e.Member)), ms(now))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range batch {
 			aor := memberAOR(e.Member)
-			res, err := cmds[i].Slice()
-			if isNoScript(err) {
-				res, err = recoverScript.Run(ctx, r.c, mailboxKeys(aor), ms(now)).Slice()
-			}
+			res, err := r.fn.again(ctx, cmds[i], "dp_recover", mailboxKeys(aor), ms(now)).Slice()
 			if err != nil {
 				return fmt.Errorf("recover %s: %w", aor, err)
 			}
@@ -117,35 +126,26 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.Cmd, len(entries))
 		for i, e := range entries {
-			aor := memberAOR(e.Member)
-			cmds[i] = expireScript.EvalSha(ctx, pipe, append(mailboxKeys(aor), goneKey(aor)), ms(now), expireBatch)
+			cmds[i] = r.fn.queue(ctx, pipe, "dp_expire", mailboxKeys(memberAOR(e.Member)), ms(now), expireBatch, 0)
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, e := range entries {
 			aor := memberAOR(e.Member)
-			res, err := cmds[i].Slice()
-			if isNoScript(err) {
-				res, err = r.expire(ctx, aor, now)
-			}
-			// A full batch: the rest of this mailbox's expired messages,
-			// one batch a call, other clients served in between.
-			for err == nil && res[2].(int64) == 1 {
-				st.Expired += int(res[0].(int64))
-				res, err = r.expire(ctx, aor, now)
-			}
+			x, err := r.expire(ctx, aor, now, cmds[i], st)
 			if err != nil {
 				return fmt.Errorf("expire %s: %w", aor, err)
 			}
-			st.Expired += int(res[0].(int64))
-			next := res[1].(int64)
+			st.Expired += x.dropped
 			switch {
-			case next < 0:
+			case x.empty:
 				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, "")
-			case next <= ms(now):
+			case x.next < 0:
+				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(ms(now.Add(revisit)), 10))
+			case x.next <= ms(now):
 				offset++
 				continue
 			default:
-				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(next, 10))
+				err = r.indexCAS(ctx, mailboxesKey, aor, e.Score, strconv.FormatInt(x.next, 10))
 			}
 			if err != nil {
 				return err
@@ -158,13 +158,41 @@ func (r *Redis) sweepMailboxes(ctx context.Context, now time.Time, st *plugin.Sw
 	return nil
 }
 
-// expire runs expireScript once on aor's mailbox.
-func (r *Redis) expire(ctx context.Context, aor plugin.AOR, now time.Time) ([]any, error) {
-	return expireScript.Run(ctx, r.c, append(mailboxKeys(aor), goneKey(aor)), ms(now), expireBatch).Slice()
+// expiry is what the sweep of one mailbox found.
+type expiry struct {
+	dropped int
+	next    int64 // earliest expiry left (ms), -1 if none
+	empty   bool
+}
+
+// expire finishes the sweep of aor's mailbox whose first dp_expire call is
+// first: it calls again, one batch a call, until the mailbox was read to
+// its end. The failure notices the calls return go to st.Undelivered.
+func (r *Redis) expire(ctx context.Context, aor plugin.AOR, now time.Time, first *redis.Cmd, st *plugin.SweepStats) (expiry, error) {
+	keys := mailboxKeys(aor)
+	x := expiry{next: -1}
+	cmd := r.fn.again(ctx, first, "dp_expire", keys, ms(now), expireBatch, 0)
+	for {
+		res, err := cmd.Slice()
+		if err != nil {
+			return x, err
+		}
+		cursor, next := res[1].(int64), res[2].(int64)
+		x.dropped += int(res[0].(int64))
+		r.undelivered(aor, res[4:], st)
+		x.empty = res[3].(int64) == 1
+		if next >= 0 && (x.next < 0 || next < x.next) {
+			x.next = next
+		}
+		if cursor < 0 {
+			return x, nil
+		}
+		cmd = r.fn.run(ctx, "dp_expire", keys, ms(now), expireBatch, cursor)
+	}
 }
 
 func (r *Redis) indexCAS(ctx context.Context, key string, aor plugin.AOR, old float64, next string) error {
-	err := indexCASScript.Run(ctx, r.c, []string{key}, aor.String(), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
+	err := r.fn.run(ctx, "dp_index_cas", []string{key}, aor.String(), strconv.FormatFloat(old, 'f', -1, 64), next).Err()
 	if err != nil {
 		return fmt.Errorf("update %s for %s: %w", key, aor, err)
 	}
@@ -183,6 +211,9 @@ func memberAOR(member any) plugin.AOR {
 
 // Recipients implements plugin.Queue: a ZSCAN of the mailbox index.
 func (r *Redis) Recipients(ctx context.Context, cursor string, n int) ([]plugin.AOR, string, error) {
+	if err := r.ready(ctx); err != nil {
+		return nil, "", fmt.Errorf("store: recipients: %w", err)
+	}
 	var c uint64
 	if cursor != "" {
 		var err error

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
@@ -35,6 +36,10 @@ type coreOptions struct {
 	outboundProxy string
 	policy        func(*plugin.Policy)
 	msrpTimeout   time.Duration
+	// redisHook, when set, sees every command the store sends.
+	redisHook redis.Hook
+	// sweepInterval is the engine's; zero means its default.
+	sweepInterval time.Duration
 }
 
 func (c *core) PushDone(r plugin.PushReport) {
@@ -61,6 +66,9 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	if o.redisHook != nil {
+		st.Client().AddHook(o.redisHook)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if o.policy != nil {
 		p, err := st.Policy(ctx)
@@ -114,7 +122,8 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
 	scanned := make(chan struct{})
 	engLog := slog.New(&onMessage{Handler: log.Handler(), msg: "start-up scan done", ch: scanned, once: new(sync.Once)})
-	c.eng, err = plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: engLog, LockTTL: 10 * time.Second})
+	c.eng, err = plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: engLog, LockTTL: 10 * time.Second,
+		SweepInterval: o.sweepInterval})
 	if err != nil {
 		t.Fatal(err)
 	}

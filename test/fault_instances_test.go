@@ -16,7 +16,9 @@ import (
 // lock, in the middle of the session. The other instance, told of the
 // registration at once, leaves the recipient alone while the lease lives,
 // then takes over (its sweeper requeues the dead instance's messages) and
-// delivers the rest: nothing lost, no duplicate.
+// delivers the rest: nothing lost; the only duplicates are the messages
+// the client confirmed before the kill, whose ack waited for their window
+// (16) to fill.
 func TestFaultTwoInstances(t *testing.T) {
 	faultTwoInstances(t, 1).report(t)
 }
@@ -60,8 +62,8 @@ func faultTwoInstancesRound(t *testing.T, s *kamailioStack, other *deferpushProc
 			invites = append(invites, time.Now())
 			mu.Unlock()
 		case ev.Kind == imclient.EventMessage && ev.N == k:
-			if !pollUntil(10*time.Second, func() bool { return s.unacked(user, n-(k-1)) }) {
-				t.Errorf("messages 1..%d not acked before the kill", k-1)
+			if !s.unacked(user, n) {
+				t.Errorf("messages 1..%d acked before their window filled", k-1)
 			}
 			u := s.leaseUntil(t, user)
 			a.Kill(t)
@@ -105,5 +107,5 @@ func faultTwoInstancesRound(t *testing.T, s *kamailioStack, other *deferpushProc
 	t.Logf("%s: lease ran out %v after the kill; the other instance's INVITE came %v after the kill",
 		user, until.Sub(killedAt).Round(time.Millisecond), invites[1].Sub(killedAt).Round(time.Millisecond))
 	dups := row.add(t, ids, rcv.Received())
-	wantDups(t, "two instances", dups)
+	wantDups(t, "two instances", dups, ids[:k-1]...)
 }

@@ -145,11 +145,13 @@ func (s *kamailioStack) leaseUntil(t *testing.T, user string) time.Time {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	v, err := harness.RedisDo(ctx, s.redis.Addr, "HGET", "dp:{sip:"+user+"@"+domain+"}:lock", "until")
+	// The lease is the field lock of the mailbox's hash: "<token> <until ms>".
+	v, err := harness.RedisDo(ctx, s.redis.Addr, "HGET", "dp:{sip:"+user+"@"+domain+"}:m", "lock")
 	if err != nil {
 		t.Fatalf("read the lock of %s: %v", user, err)
 	}
-	ms, err := strconv.ParseInt(v, 10, 64)
+	_, until, _ := strings.Cut(v, " ")
+	ms, err := strconv.ParseInt(until, 10, 64)
 	if v == "" || err != nil {
 		return time.Time{}
 	}

@@ -1,6 +1,7 @@
 package msrp
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,8 +49,16 @@ type conn struct {
 	txns     map[string]*txn
 	sessions map[*Session]struct{}
 	err      error // set when closed
-	done     chan struct{}
+	// werr is set when a write failed: nothing more is written, and the
+	// connection closes once the reader has taken what the peer sent
+	// before it went (see writeFailed).
+	werr error
+	done chan struct{}
 }
+
+// drainGrace bounds how long a connection whose write failed waits for
+// its reader to reach the end of what the peer sent.
+const drainGrace = 500 * time.Millisecond
 
 // txn is a request waiting for its response.
 type txn struct {
@@ -100,13 +109,35 @@ func (c *conn) write(f *Frame) error {
 		return c.closedErr()
 	default:
 	}
+	c.mu.Lock()
+	werr := c.werr
+	c.mu.Unlock()
+	if werr != nil {
+		return werr
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	if err := c.w.WriteFrame(f); err != nil {
-		c.close(fmt.Errorf("msrp: write: %w", err))
-		return c.closedErr()
+		return c.writeFailed(fmt.Errorf("msrp: write: %w", err))
 	}
 	c.touch()
 	return nil
+}
+
+// writeFailed stops c's writes after a failed one, and returns err. The
+// connection is not closed at once: a peer that answered some SENDs and
+// then went (a client that closed after its 200s, its socket reset by
+// our next write) left those answers in our receive buffer, and they
+// confirm messages. The reader takes them and closes the connection at
+// the end of the stream; a peer that sends nothing more is closed on
+// after drainGrace. The transactions still waiting then fail with err.
+func (c *conn) writeFailed(err error) error {
+	c.mu.Lock()
+	if c.werr == nil && c.err == nil {
+		c.werr = err
+		time.AfterFunc(drainGrace, func() { c.close(err) })
+	}
+	c.mu.Unlock()
+	return err
 }
 
 // request registers a transaction for f and writes f. done is called
@@ -121,8 +152,7 @@ func (c *conn) request(f *Frame, done func(error)) error {
 func (c *conn) requestResp(f *Frame, resp func(*Frame), done func(error)) error {
 	t := &txn{done: done, resp: resp}
 	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
+	if err := cmp.Or(c.err, c.werr); err != nil {
 		c.mu.Unlock()
 		done(err)
 		return err
@@ -249,7 +279,10 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var se *SyntaxError
 			if !errors.As(err, &se) {
-				c.close(err)
+				c.mu.Lock()
+				cause := cmp.Or(c.werr, err) // the write failed first
+				c.mu.Unlock()
+				c.close(cause)
 				return
 			}
 			c.log.Debug("bad frame", "err", err)

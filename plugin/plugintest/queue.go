@@ -111,33 +111,38 @@ func (s *Store) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 }
 
 // Ack implements plugin.Queue.
-func (s *Store) Ack(ctx context.Context, aor plugin.AOR, token, id string) error {
-	if err := s.ack(ctx, aor, token, id); err != nil {
-		return fmt.Errorf("plugintest: ack %s for %s: %w", id, aor, err)
+func (s *Store) Ack(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	n, err := s.ack(ctx, aor, token, ids)
+	if err != nil {
+		return 0, fmt.Errorf("plugintest: ack %d for %s: %w", len(ids), aor, err)
 	}
-	return nil
+	return n, nil
 }
 
-func (s *Store) ack(ctx context.Context, aor plugin.AOR, token, id string) error {
+func (s *Store) ack(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
 	if err := leaseCall(ctx, aor, token); err != nil {
-		return err
+		return 0, err
 	}
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.box(aor, false)
 	if !b.live(token, now) {
-		return plugin.ErrLeaseLost
+		return 0, plugin.ErrLeaseLost
 	}
-	i := slices.Index(b.inflight, id)
-	if i < 0 {
-		return plugin.ErrNotFound
+	acked := 0
+	for _, id := range ids {
+		i := slices.Index(b.inflight, id)
+		if i < 0 {
+			continue // acked before, or deleted meanwhile
+		}
+		b.inflight = slices.Delete(b.inflight, i, i+1)
+		delete(b.msgs, id)
+		delete(b.notify, id)
+		acked++
 	}
-	b.inflight = slices.Delete(b.inflight, i, i+1)
-	delete(b.msgs, id)
-	delete(b.notify, id)
-	s.totals.Pushed++
-	return nil
+	s.totals.Pushed += int64(acked)
+	return acked, nil
 }
 
 // Fail implements plugin.Queue.

@@ -4,7 +4,7 @@
 // store package, so the dependency directions hold in test code too.
 //
 // Store follows the contract of plugin.Store as documented there and as
-// the Redis store implements it (its Lua scripts define the semantics),
+// the Redis store implements it (its Lua functions, store/library.lua, define the semantics),
 // and it passes the same conformance suite, store/storetest. It keeps
 // nothing across processes: it stands in for one shared Redis only within
 // one test binary.
@@ -29,7 +29,7 @@ var _ plugin.Store = (*Store)(nil)
 
 // Store is an in-memory plugin.Store. Every method runs under one mutex
 // (WatchPolicy only while it reads the policy), so each is atomic, as each
-// Lua script of the Redis store is. Messages go in and come out as copies:
+// Lua function of the Redis store is. Messages go in and come out as copies:
 // a caller may change what it gave or got without touching what is
 // stored. Times are compared as they are, where the Redis store compares
 // Unix milliseconds.

@@ -19,7 +19,7 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// The tests below pin down what the Redis store does (store/scripts.go)
+// The tests below pin down what the Redis store does (store/library.lua)
 // where the conformance suite does not look.
 
 var bob = plugin.MustParseAOR("sip:bob@example.com")
@@ -44,7 +44,7 @@ func wantCounts(t *testing.T, s plugin.Store, want plugin.Counts) {
 }
 
 // An expired message in flight under a live lease stays until its push
-// ends (expireScript); an expired pending one beside it goes.
+// ends (dp_expire); an expired pending one beside it goes.
 func TestSweepKeepsExpiredInFlightUnderLiveLease(t *testing.T) {
 	ctx, clock := context.Background(), storetest.NewClock()
 	s := plugintest.NewStore(clock.Now)
@@ -61,13 +61,13 @@ func TestSweepKeepsExpiredInFlightUnderLiveLease(t *testing.T) {
 		t.Fatalf("Sweep = %+v, %v; want only the pending message expired", st, err)
 	}
 	wantCounts(t, s, plugin.Counts{InFlight: 1})
-	if err := s.Ack(ctx, bob, "t", held.ID); err != nil {
-		t.Errorf("Ack of the held message after the sweep: %v", err)
+	if n, err := s.Ack(ctx, bob, "t", held.ID); n != 1 || err != nil {
+		t.Errorf("Ack of the held message after the sweep = %d, %v; want 1", n, err)
 	}
 }
 
 // Unlock works for the owner of a lease that ended and when nobody owns
-// the lease (unlockScript); what was in flight goes back either way.
+// the lease (dp_unlock); what was in flight goes back either way.
 func TestUnlockWithoutLiveLease(t *testing.T) {
 	ctx, clock := context.Background(), storetest.NewClock()
 	s := plugintest.NewStore(clock.Now)

@@ -51,6 +51,7 @@ func Run(t *testing.T, open Factory) {
 		fn   func(e *env)
 	}{
 		{"AppendClaimAckInOrder", testAppendClaimAck},
+		{"AckWindow", testAckWindow},
 		{"EnvelopeRoundTrip", testEnvelope},
 		{"Limits", testLimits},
 		{"BadInput", testBadInput},
@@ -124,13 +125,33 @@ func ids(msgs []*plugin.Message) []string {
 	return out
 }
 
+// ack acks ids one call each, every one of them in flight.
 func (e *env) ack(to plugin.AOR, token string, ids ...string) {
 	e.t.Helper()
 	for _, id := range ids {
-		if err := e.s.Ack(e.ctx, to, token, id); err != nil {
-			e.t.Fatalf("Ack(%s): %v", id, err)
+		if n, err := e.s.Ack(e.ctx, to, token, id); n != 1 || err != nil {
+			e.t.Fatalf("Ack(%s) = %d, %v; want 1", id, n, err)
 		}
 	}
+}
+
+// acked acks ids in one call and checks how many it reports acked.
+func (e *env) acked(to plugin.AOR, token string, want int, ids ...string) {
+	e.t.Helper()
+	if n, err := e.s.Ack(e.ctx, to, token, ids...); n != want || err != nil {
+		e.t.Errorf("Ack(%d ids) = %d, %v; want %d", len(ids), n, err, want)
+	}
+}
+
+// ackErr acks ids in one call and returns its error, which must come
+// with a count of 0.
+func (e *env) ackErr(to plugin.AOR, token string, ids ...string) error {
+	e.t.Helper()
+	n, err := e.s.Ack(e.ctx, to, token, ids...)
+	if n != 0 {
+		e.t.Errorf("Ack(%d ids) = %d, %v; want 0 with the error", len(ids), n, err)
+	}
+	return err
 }
 
 func (e *env) counts(to plugin.AOR, want plugin.Counts) {
@@ -169,7 +190,7 @@ func testAppendClaimAck(e *env) {
 	diff(e.t, "first claim", want[:3], got)
 	e.counts(bob, plugin.Counts{Pending: 2, InFlight: 3})
 	e.ack(bob, "t1", got...)
-	e.wantErr("second ack", e.s.Ack(e.ctx, bob, "t1", got[0]), plugin.ErrNotFound)
+	e.acked(bob, "t1", 0, got[0]) // acked before: not counted, no error
 	diff(e.t, "second claim", want[3:], e.claim(bob, "t1", 10))
 	diff(e.t, "empty claim", []string{}, e.claim(bob, "t1", 10))
 	e.ack(bob, "t1", want[3:]...)
@@ -184,6 +205,53 @@ func testAppendClaimAck(e *env) {
 	}
 	if tot.Stored != 7 || tot.Pushed != 5 {
 		e.t.Errorf("Totals = %+v, want stored 7 pushed 5", tot)
+	}
+}
+
+// testAckWindow: one Ack removes several messages in flight, skips and
+// does not count ids that are not (pending, unknown, dead-lettered,
+// deleted, acked before, given twice), and removes nothing without the
+// lease.
+func testAckWindow(e *env) {
+	want := e.appendN(bob, "m", 8)
+	got := e.claim(bob, "t", 5)
+	diff(e.t, "claim", want[:5], got)
+	e.wantErr("Ack by another token", e.ackErr(bob, "u", got...), plugin.ErrLeaseLost)
+	e.counts(bob, plugin.Counts{Pending: 3, InFlight: 5})
+	if dead, err := e.s.Fail(e.ctx, bob, "t", got[4], "415", 1); !dead || err != nil {
+		e.t.Fatalf("Fail = %v, %v; want dead-lettered", dead, err)
+	}
+	if err := e.s.Delete(e.ctx, bob, got[3]); err != nil {
+		e.t.Fatal(err)
+	}
+	const unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+	// in flight: got[0..2]; pending: want[5] (not in flight); dead:
+	// got[4]; deleted: got[3]; got[1] twice.
+	e.acked(bob, "t", 3, got[2], want[5], got[0], unknown, got[4], got[3], got[1], got[1])
+	e.counts(bob, plugin.Counts{Pending: 3, Dead: 1})
+	e.acked(bob, "t", 0, got[0], got[1], got[2])
+	e.acked(bob, "t", 0)
+	// The claim after it takes the next ones, in order.
+	diff(e.t, "next claim", want[5:], e.claim(bob, "t", 10))
+	e.acked(bob, "t", 3, want[5:]...)
+	if err := e.s.Unlock(e.ctx, bob, "t"); err != nil {
+		e.t.Fatal(err)
+	}
+	e.counts(bob, plugin.Counts{Dead: 1})
+	// Without a live lease nothing goes.
+	got = e.claim(alice, "a", 0)
+	diff(e.t, "empty claim", []string{}, got)
+	ids := e.appendN(alice, "x", 2)
+	e.claim(alice, "a", 2)
+	e.clock.Advance(lease + time.Second)
+	e.wantErr("Ack after the lease", e.ackErr(alice, "a", ids...), plugin.ErrLeaseLost)
+	e.counts(alice, plugin.Counts{InFlight: 2})
+	tot, err := e.s.Totals(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if tot.Pushed != 6 {
+		e.t.Errorf("Totals.Pushed = %d, want 6 (only what was acked)", tot.Pushed)
 	}
 }
 
@@ -292,7 +360,7 @@ func testBadInput(e *env) {
 	e.wantErr("Get unknown", err, plugin.ErrNotFound)
 	e.wantErr("Delete unknown", e.s.Delete(e.ctx, bob, unknown), plugin.ErrNotFound)
 	e.claim(bob, "t", 1)
-	e.wantErr("Ack unknown", e.s.Ack(e.ctx, bob, "t", unknown), plugin.ErrNotFound)
+	e.acked(bob, "t", 0, unknown)
 	_, err = e.s.Fail(e.ctx, bob, "t", unknown, "x", 3)
 	e.wantErr("Fail unknown", err, plugin.ErrNotFound)
 	_, err = e.s.Claim(e.ctx, bob, "", 1, lease)
@@ -312,7 +380,7 @@ func testLeaseExclusive(e *env) {
 	_, err := e.s.Claim(e.ctx, bob, "b", 1, lease)
 	e.wantErr("Claim b", err, plugin.ErrLeaseLost)
 	got := e.claim(bob, "a", 1)
-	e.wantErr("Ack by b", e.s.Ack(e.ctx, bob, "b", got[0]), plugin.ErrLeaseLost)
+	e.wantErr("Ack by b", e.ackErr(bob, "b", got[0]), plugin.ErrLeaseLost)
 	_, err = e.s.Release(e.ctx, bob, "b")
 	e.wantErr("Release by b", err, plugin.ErrLeaseLost)
 	e.wantErr("Unlock by b", e.s.Unlock(e.ctx, bob, "b"), plugin.ErrLeaseLost)
@@ -341,14 +409,14 @@ func testCrashSweep(e *env) {
 		e.t.Fatalf("Sweep before lease end = %+v, %v; want nothing requeued", st, err)
 	}
 	e.clock.Advance(lease + time.Second)
-	e.wantErr("Ack after lease end", e.s.Ack(e.ctx, bob, "dead-instance", got[0]), plugin.ErrLeaseLost)
+	e.wantErr("Ack after lease end", e.ackErr(bob, "dead-instance", got[0]), plugin.ErrLeaseLost)
 	st, err = e.s.Sweep(e.ctx, e.clock.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	diff(e.t, "sweep", plugin.SweepStats{Requeued: 2, Requeue: []plugin.AOR{bob}}, st)
 	e.counts(bob, plugin.Counts{Pending: 4})
-	e.wantErr("Ack after requeue", e.s.Ack(e.ctx, bob, "dead-instance", got[0]), plugin.ErrLeaseLost)
+	e.wantErr("Ack after requeue", e.ackErr(bob, "dead-instance", got[0]), plugin.ErrLeaseLost)
 	diff(e.t, "redelivery", want, e.claim(bob, "new", 10))
 	// A second sweep finds nothing.
 	st, err = e.s.Sweep(e.ctx, e.clock.Now())
@@ -515,7 +583,7 @@ func testAdmin(e *env) {
 	if err := e.s.Delete(e.ctx, bob, want[3]); err != nil {
 		e.t.Fatal(err)
 	}
-	e.wantErr("Ack of deleted", e.s.Ack(e.ctx, bob, "t", want[0]), plugin.ErrNotFound)
+	e.acked(bob, "t", 0, want[0]) // deleted meanwhile: not counted, no error
 	e.counts(bob, plugin.Counts{Pending: 2, InFlight: 1})
 	n, err := e.s.DeleteAll(e.ctx, bob)
 	if err != nil || n != 3 {
@@ -796,10 +864,11 @@ func testConcurrent(e *env) {
 					}
 					lastSeq[key] = seq
 					mu.Unlock()
-					if err := e.s.Ack(e.ctx, aor, token, m.ID); err != nil {
-						fail(err)
-						return
-					}
+				}
+				// Ack a claim in one call, as the engine acks a window.
+				if n, err := e.s.Ack(e.ctx, aor, token, ids(msgs)...); err != nil || n != len(msgs) {
+					fail(fmt.Errorf("ack of %d = %d, %v", len(msgs), n, err))
+					return
 				}
 				if err := e.s.Unlock(e.ctx, aor, token); err != nil {
 					fail(err)
@@ -1010,8 +1079,8 @@ func testFailureNotices(e *env) {
 	if got := e.claim(bob, "t1", 4); len(got) != 4 || got[0] != a.ID {
 		e.t.Fatalf("Claim = %v", got)
 	}
-	if err := e.s.Ack(ctx, bob, "t1", acked.ID); err != nil {
-		e.t.Fatal(err)
+	if n, err := e.s.Ack(ctx, bob, "t1", acked.ID); n != 1 || err != nil {
+		e.t.Fatalf("Ack = %d, %v", n, err)
 	}
 	if d, err := e.s.Fail(ctx, bob, "t1", dead.ID, "refused", 1); !d || err != nil {
 		e.t.Fatalf("Fail: %v %v", d, err)

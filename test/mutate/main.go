@@ -1,6 +1,6 @@
 // Command mutate is `make mutate`: it breaks the critical lines listed in
 // mutations.go one at a time (the ack only after a 200, the lease check of
-// the ack script, the token comparisons, the size limits and their 413s,
+// the ack function, the token comparisons, the size limits and their 413s,
 // asking for and waiting for success REPORTs) and runs the tests that must
 // notice each. It prints a table (mutation | file | killed by | result)
 // and fails when a mutation survives, when one no longer applies (the code

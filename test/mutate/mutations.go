@@ -47,9 +47,9 @@ var mutations = []mutation{
 	},
 	// The lease: an ack from a push that lost its lease changes nothing.
 	{
-		Name: "the ack script does not check the lease",
-		File: "store/scripts.go", After: "var ackScript",
-		From: "if not live(ARGV[1], tonumber(ARGV[3])) then return -1 end\n", To: "\n",
+		Name: "the ack function does not check the lease",
+		File: "store/library.lua", After: "redis.register_function('dp_ack'",
+		From: "  if not live(m, args[1], tonumber(args[2])) then return {-1, 0} end\n", To: "\n",
 		Tests: []string{"./store/"},
 	},
 	// Authentication.
