@@ -85,7 +85,7 @@ func runRegistrarRegister(b *testing.B, p benchParams) regRow {
 		// UDP only (no -N), as the clients.
 		ExtraArgs: []string{"-m", "1024", "-n", strconv.Itoa(p.Workers)},
 	})
-	row := measureRegisters(b, p, k.SIPAddr, []int{k.PID()}, nil)
+	row := measureRegisters(b, p, "registrar", k.SIPAddr, []int{k.PID()}, nil)
 	k.Stop()
 	return row
 }
@@ -95,7 +95,7 @@ func runRegistrarRegister(b *testing.B, p benchParams) regRow {
 func runMsiloRegister(b *testing.B, p benchParams) regRow {
 	b.Helper()
 	k, db, _ := startMsilo(b, memTempDir(b), proxyKamailio)
-	row := measureRegisters(b, p, k.SIPAddr, []int{k.PID()}, nil)
+	row := measureRegisters(b, p, "msilo", k.SIPAddr, []int{k.PID()}, nil)
 	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err != nil || n != 0 {
 		row.Err = join(row.Err, fmt.Sprintf("msilo's database holds %d messages (%v), want none", n, err))
 	}
@@ -117,7 +117,7 @@ func runDeferpushRegister(b *testing.B, p benchParams, mode deferpushMode) regRo
 	if err != nil {
 		b.Fatal(err)
 	}
-	row := measureRegisters(b, p, s.proxy.SIPAddr, s.servers(), func(ctx context.Context) (int, error) {
+	row := measureRegisters(b, p, mode.Profile, s.proxy.SIPAddr, s.servers(), func(ctx context.Context) (int, error) {
 		n, err := redisDBSize(ctx, s.redis.Addr)
 		return n - keys0, err
 	})
@@ -134,14 +134,16 @@ func runDeferpushRegister(b *testing.B, p benchParams, mode deferpushMode) regRo
 // flight) and measures the rate and the CPU of the server processes
 // (servers and their children) until they are idle again. handled, when
 // set, says how many registrations the server side has handled; the row
-// waits (bounded by Phase) until it says all.
-func measureRegisters(b *testing.B, p benchParams, addr string, servers []int, handled func(context.Context) (int, error)) regRow {
+// waits (bounded by Phase) until it says all. With BENCH_PROFILE=1 the
+// servers are profiled meanwhile (profile-register-NAME.txt).
+func measureRegisters(b *testing.B, p benchParams, name, addr string, servers []int, handled func(context.Context) (int, error)) regRow {
 	b.Helper()
 	row := regRow{N: p.RegUsers, Recorded: -1}
 	dir := b.TempDir()
 	users := writeUsersCSV(b, dir, p.RegUsers)
 	logPath := filepath.Join(dir, "reg.log")
 	meter := cpuMeter{servers: servers}
+	prof := startProfile(b, p.OutDir, "register-"+name, procTree(servers...))
 	r0 := meter.read()
 	res := harness.RunSIPp(b, harness.SIPpConfig{
 		Scenario: "testdata/bench/register-uac.xml",
@@ -174,6 +176,7 @@ func measureRegisters(b *testing.B, p benchParams, addr string, servers []int, h
 	}
 	settleCPU(servers...)
 	cpu := between(r0, meter.read())
+	prof.stop(b)
 	row.CPU, row.ClientCPU, row.ClientBusy = cpu.Server, cpu.Client, cpu.clientBusy(p.CPUs)
 	row.Err = join(row.Err, checkServersPinned(p.CPUs, servers...))
 
