@@ -268,7 +268,7 @@ func selfCPUSeconds() float64 {
 const clockTicks = 100
 
 type statFields struct {
-	ppid, pgrp     int
+	ppid           int
 	utime, stime   int64
 	cutime, cstime int64
 }
@@ -285,13 +285,13 @@ func procStat(pid int) (statFields, bool) {
 		return statFields{}, false
 	}
 	fs := strings.Fields(string(raw[i+1:]))
-	// fs[0] is field 3 (state): ppid is field 4, pgrp 5, utime 14, stime
-	// 15, cutime 16, cstime 17.
+	// fs[0] is field 3 (state): ppid is field 4, utime 14, stime 15,
+	// cutime 16, cstime 17.
 	if len(fs) < 15 {
 		return statFields{}, false
 	}
 	n := func(j int) int64 { v, _ := strconv.ParseInt(fs[j], 10, 64); return v }
-	return statFields{ppid: int(n(1)), pgrp: int(n(2)), utime: n(11), stime: n(12), cutime: n(13), cstime: n(14)}, true
+	return statFields{ppid: int(n(1)), utime: n(11), stime: n(12), cutime: n(13), cstime: n(14)}, true
 }
 
 func procName(pid int) string {

@@ -112,10 +112,13 @@ func (s *deferpushStack) servers() []int {
 	return []int{s.dp.cmd.Process.Pid, s.redis.Proc().PID(), s.proxy.PID()}
 }
 
+// stop stops the servers and closes the store client: idle servers, and
+// the connections and ports of one row, stay out of the next row's way.
 func (s *deferpushStack) stop(b *testing.B) {
 	s.proxy.Stop()
 	_ = s.dp.Stop(b)
 	s.redis.Proc().Stop()
+	_ = s.st.Close()
 }
 
 // startDeferpushStack starts redis-server, deferpush and the proxy with
@@ -128,7 +131,15 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 	for internalPort == sipPort {
 		internalPort = harness.FreePort(b)
 	}
+	// The SIP listener takes a TCP and a UDP port of the same number: one
+	// from harness.FreePort, below the ephemeral range where the clients'
+	// sockets are, rather than :0.
+	dpSIPPort := harness.FreePort(b)
+	for dpSIPPort == sipPort || dpSIPPort == internalPort {
+		dpSIPPort = harness.FreePort(b)
+	}
 	args := append([]string{"--redis", s.redis.URL(), "--log-level", "info",
+		"--sip-listen", fmt.Sprintf("127.0.0.1:%d", dpSIPPort),
 		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort)}, side.mode.DeferpushArgs...)
 	s.dp = startDeferpush(b, []string{"DEFERPUSH_HOOKS_TOKEN=" + token}, args...)
 	pinServer(b, p.CPUs, s.dp.cmd.Process.Pid)
@@ -171,7 +182,6 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { s.st.Close() })
 	return s
 }
 
@@ -202,11 +212,21 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 	b.Helper()
 	row := benchRow{Users: p.Users, M: m}
 	s := startDeferpushStack(b, p, side)
+	defer s.stop(b)
 	k := s.proxy
 
 	// The clients exist before the clock starts, as the SIPp UAS of the
-	// msilo side does; they register only in the delivery phase.
+	// msilo side does; they register only in the delivery phase. They
+	// are closed when the row ends: 200 of them per row would otherwise
+	// hold their ports and goroutines until the whole run ends.
 	clients := make([]*imclient.Client, p.Users)
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
 	for i := range clients {
 		// imclient takes a free TCP port and the same UDP port, which
 		// another process may hold: try again on another.
@@ -222,7 +242,6 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 				b.Fatal(err)
 			}
 		}
-		b.Cleanup(c.Close)
 		clients[i] = c
 	}
 
@@ -326,8 +345,6 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 	}
 	row.fillDelivery(regs, del, row.Stored)
 	row.Err = join(row.Err, checkServersPinned(p.CPUs, servers...))
-	// Idle servers of this M stay out of the next M's way.
-	s.stop(b)
 	return row
 }
 

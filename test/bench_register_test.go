@@ -66,7 +66,8 @@ type regRow struct {
 	// Server and client CPU seconds from the first REGISTER until the
 	// servers were idle again; ClientBusy as in benchRow.
 	CPU, ClientCPU, ClientBusy float64
-	Err, Note                  string
+	// Err says what went wrong (the run fails).
+	Err string
 }
 
 // CPUPerReg is the server CPU microseconds per REGISTER answered.
@@ -74,7 +75,7 @@ func (r regRow) CPUPerReg() float64 { return perItemMicros(r.CPU, r.OK) }
 
 func (r regRow) summary() string {
 	return fmt.Sprintf("%-27s %d REGISTERs: %7.0f/s (200s), %7.0f/s (handled)  %6.1f µs CPU/REGISTER  clients %3.0f%%  %s",
-		r.System, r.N, r.Rate, r.DoneRate, r.CPUPerReg(), 100*r.ClientBusy, join(r.Err, r.Note))
+		r.System, r.N, r.Rate, r.DoneRate, r.CPUPerReg(), 100*r.ClientBusy, r.Err)
 }
 
 // runRegistrarRegister is the baseline: test/testdata/bench/kamailio-registrar.cfg.
@@ -112,6 +113,7 @@ func runMsiloRegister(b *testing.B, p benchParams) regRow {
 func runDeferpushRegister(b *testing.B, p benchParams, mode deferpushMode) regRow {
 	b.Helper()
 	s := startDeferpushStack(b, p, deferpushSide{proxy: proxyKamailio, mode: mode})
+	defer s.stop(b)
 	ctx := context.Background()
 	keys0, err := redisDBSize(ctx, s.redis.Addr)
 	if err != nil {
@@ -125,7 +127,6 @@ func runDeferpushRegister(b *testing.B, p benchParams, mode deferpushMode) regRo
 	if row.Recorded != row.N {
 		row.Err = join(row.Err, fmt.Sprintf("deferpush recorded %d of %d registrations", row.Recorded, row.N))
 	}
-	s.stop(b)
 	return row
 }
 

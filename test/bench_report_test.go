@@ -230,14 +230,12 @@ func (g regGroup) stat(f func(regRow) float64) stat {
 func (g regGroup) problems() string {
 	var out []string
 	for _, r := range g.Runs {
-		for _, p := range []string{r.Err, r.Note} {
-			if p == "" {
-				continue
-			}
-			if len(g.Runs) > 1 {
-				p = fmt.Sprintf("run %d: %s", r.Run, p)
-			}
-			out = append(out, p)
+		switch {
+		case r.Err == "":
+		case len(g.Runs) > 1:
+			out = append(out, fmt.Sprintf("run %d: %s", r.Run, r.Err))
+		default:
+			out = append(out, r.Err)
 		}
 	}
 	return strings.Join(out, "; ")
@@ -342,7 +340,7 @@ func (r *benchReport) regCSV() ([]byte, error) {
 		}
 		_ = w.Write([]string{row.System, strconv.Itoa(row.Run), strconv.Itoa(row.N), strconv.Itoa(row.OK), rec,
 			fmtF(row.Time.Seconds(), 3), fmtF(row.Rate, 0), fmtF(row.Done.Seconds(), 3), fmtF(row.DoneRate, 0),
-			fmtF(row.CPU, 2), fmtF(row.CPUPerReg(), 1), fmtF(row.ClientCPU, 2), join(row.Err, row.Note)})
+			fmtF(row.CPU, 2), fmtF(row.CPUPerReg(), 1), fmtF(row.ClientCPU, 2), row.Err})
 	}
 	w.Flush()
 	return buf.Bytes(), w.Error()
