@@ -126,7 +126,7 @@ func (s stat) cell(prec int) string {
 	if s.N == 0 {
 		return "–"
 	}
-	if s.N == 1 || s.Min == s.Max {
+	if s.N == 1 || num(s.Min, prec) == num(s.Max, prec) {
 		return num(s.Med, prec)
 	}
 	return fmt.Sprintf("%s (%s–%s)", num(s.Med, prec), num(s.Min, prec), num(s.Max, prec))
@@ -354,10 +354,13 @@ func (r *benchReport) markdown() ([]byte, error) {
 	if p.Quick {
 		mode = "`QUICK=1 make bench` (the CI variant: small, not the committed figures)"
 	}
-	fmt.Fprintf(&b, "One run of %s: %d users × M messages (M = %s) and %s REGISTERs of users with empty mailboxes; "+
-		"every row ran %d time(s), the runs of all rows interleaved; figures are the median with the spread (min–max) in brackets. "+
-		"%d MESSAGEs (REGISTERs) in flight; the whole run took %v.\n\n",
-		mode, p.Users, intsString(p.Ms), num(float64(p.RegUsers), 0), p.Runs, p.Concurrency, r.Elapsed.Round(time.Second))
+	runs := "once"
+	if p.Runs > 1 {
+		runs = fmt.Sprintf("%d times, the runs of all rows interleaved; figures are the median with the spread (min–max) in brackets", p.Runs)
+	}
+	fmt.Fprintf(&b, "%s: %d users × M messages (M = %s) and %s REGISTERs of users with empty mailboxes; "+
+		"every row ran %s. %d MESSAGEs (REGISTERs) in flight; the whole run took %v.\n\n",
+		mode, p.Users, intsString(p.Ms), num(float64(p.RegUsers), 0), runs, p.Concurrency, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "**Machine:** %d cores, %s; Linux %s; load average %s at the start, %s at the end.  \n", m.Cores, m.CPU, m.Kernel, m.Load, m.LoadEnd)
 	fmt.Fprintf(&b, "**Software:** %s · %s · %s · %s · SQLite %s · %s.  \n", m.Kamailio, m.OpenSIPS, m.Redis, m.SIPp, m.SQLite, m.Go)
 	if p.CPUs.pinned() {
@@ -386,8 +389,8 @@ func (r *benchReport) markdown() ([]byte, error) {
 		if g.Runs[0].MsgSize > 0 {
 			size = g.stat(func(r benchRow) float64 { return r.MsgSize }).cell(0)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n",
-			g.System, g.M, g.Runs[0].Users*g.M,
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n",
+			g.System, g.M, num(float64(g.Runs[0].Users*g.M), 0),
 			g.stat(func(r benchRow) float64 { return r.StoreRate }).cell(0),
 			g.stat(benchRow.StoreCPUPerMsg).cell(1),
 			g.stat(func(r benchRow) float64 { return r.DeliverRate }).cell(0),
@@ -412,6 +415,7 @@ func (r *benchReport) markdown() ([]byte, error) {
 	}
 
 	b.WriteString("\n### Ratios (deferpush ÷ msilo of the same proxy, medians)\n\n")
+	b.WriteString("Above 1× is better for the rates, below 1× for the CPU and the p99.\n\n")
 	b.WriteString("| M | deferpush mode | store rate | store CPU/msg | delivery rate | delivery CPU/msg | REGISTER→last p99 |\n|--:|---|--:|--:|--:|--:|--:|\n")
 	for _, mm := range p.Ms {
 		for _, pair := range r.pairs() {
