@@ -22,8 +22,8 @@ import (
 // BenchmarkVsMsilo is `make bench`: deferpush beside msilo, the offline
 // message store of Kamailio and of OpenSIPS, on the same machine, in one
 // run, on the same workload (issues 8 and 14), and beside the machine's
-// physical limits. It writes report.md, report.csv and delivery.svg under
-// results/<date>-<host>/ (QUICK=1: results/tmp/).
+// physical limits. It writes report.md, report.csv, report-register.csv
+// and delivery.svg under results/<date>-<host>/ (QUICK=1: results/tmp/).
 //
 // The bench is fair by construction (issue 14, item 6): the servers run
 // on one set of CPUs and the load generators on another (pinBench); every
