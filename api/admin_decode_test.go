@@ -14,11 +14,11 @@ func TestSetFieldsPolicy(t *testing.T) {
 	full := `{"store_enabled":true,"push_enabled":false,"default_push":"hold","max_per_session":10,
 		"message_ttl":"1h","max_mailbox":5,"max_message_size":100,"encapsulation":"message/cpim",
 		"no_encap_fallback":"bare","push_target":"aor","invite_timeout":"5s","retry_backoff":"0s",
-		"max_attempts":2,"success_reports":true,"full_mailbox_reply":480,"store_disabled_reply":403}`
+		"max_attempts":2,"success_reports":true,"full_mailbox_reply":480,"store_disabled_reply":403,"delivery":"pager","pager_below":3}`
 	want := plugin.Policy{StoreEnabled: true, DefaultPush: plugin.PushHold, MaxPerSession: 10,
 		MessageTTL: plugin.Duration(time.Hour), MaxMailbox: 5, MaxMessageSize: 100, Encapsulation: plugin.EncapCPIM,
 		NoEncapFallback: plugin.FallbackBare, PushTarget: plugin.TargetAOR, InviteTimeout: plugin.Duration(5 * time.Second),
-		MaxAttempts: 2, SuccessReports: true, FullMailboxReply: 480, StoreDisabledReply: 403}
+		MaxAttempts: 2, SuccessReports: true, FullMailboxReply: 480, StoreDisabledReply: 403, Delivery: plugin.DeliveryPager, PagerBelow: 3}
 	patched := plugin.DefaultPolicy()
 	patched.MaxPerSession = 3
 	patched.PushEnabled = false

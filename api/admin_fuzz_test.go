@@ -19,7 +19,7 @@ func FuzzAdminJSON(f *testing.F) {
 		aor   string
 		body  string
 	}{
-		{0, 0, "sip:bob@example.com", `{"store_enabled":true,"push_enabled":true,"default_push":"on","max_per_session":50,"message_ttl":"72h","max_mailbox":1000,"max_message_size":65536,"encapsulation":"auto","no_encap_fallback":"hold","push_target":"contact","invite_timeout":"32s","retry_backoff":"1m","max_attempts":5,"success_reports":false,"full_mailbox_reply":486,"store_disabled_reply":480}`},
+		{0, 0, "sip:bob@example.com", `{"store_enabled":true,"push_enabled":true,"default_push":"on","max_per_session":50,"message_ttl":"72h","max_mailbox":1000,"max_message_size":65536,"encapsulation":"auto","no_encap_fallback":"hold","push_target":"contact","invite_timeout":"32s","retry_backoff":"1m","max_attempts":5,"success_reports":false,"full_mailbox_reply":486,"store_disabled_reply":480,"delivery":"auto","pager_below":0}`},
 		{1, 1, "sip:bob@example.com", `{"max_per_session":7,"message_ttl":null}`},
 		{1, 0, "sip:bob@example.com", `{"message_ttl":1e400}`},
 		{1, 0, "sip:bob@example.com", `{"max_mailbox":-1}`},

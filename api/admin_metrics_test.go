@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,9 @@ func TestMetricsObservePushes(t *testing.T) {
 	m := NewMetrics()
 	s := newTestServer(t, m)
 	m.PushDone(plugin.PushReport{AOR: plugin.MustParseAOR("sip:a@example.com"), Outcome: "delivered", Delivered: 3, ToFirstSend: 40 * time.Millisecond, Duration: 300 * time.Millisecond})
-	m.PushDone(plugin.PushReport{AOR: plugin.MustParseAOR("sip:b@example.com"), Outcome: "failed", Failed: 2, DeadLettered: 1, Duration: time.Second})
+	m.PushDone(plugin.PushReport{AOR: plugin.MustParseAOR("sip:b@example.com"), Outcome: "failed", Failed: 2, DeadLettered: 1, Duration: time.Second, Pager: true})
+	m.Notified(plugin.DispositionStored, nil)
+	m.Notified(plugin.DispositionFailed, errors.New("SIP/2.0 404 Not Found"))
 
 	res := perform(s, "GET", "/metrics", testViewerToken, "", nil)
 	if res.Code != 200 {
@@ -20,8 +23,11 @@ func TestMetricsObservePushes(t *testing.T) {
 	}
 	body := res.Body.String()
 	for _, want := range []string{
-		`deferpush_push_sessions_total{outcome="delivered"} 1`,
-		`deferpush_push_sessions_total{outcome="failed"} 1`,
+		`deferpush_push_sessions_total{mode="msrp",outcome="delivered"} 1`,
+		`deferpush_push_sessions_total{mode="pager",outcome="failed"} 1`,
+		`deferpush_imdn_notifications_total{result="sent",status="stored"} 1`,
+		`deferpush_imdn_notifications_total{result="error",status="failed"} 1`,
+		`deferpush_imdn_notifications_total{result="dropped",status="failed"} 0`,
 		`deferpush_push_messages_total{result="delivered"} 3`,
 		`deferpush_push_messages_total{result="failed"} 2`,
 		`deferpush_push_messages_total{result="dead_lettered"} 1`,

@@ -68,7 +68,8 @@ func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRe
 		return err
 	}
 	c.Response.Header.Set("ETag", etagOf(u))
-	a.log.InfoContext(ctx, "user settings changed", "changed_by", r.who.name, "aor", r.aor, "push", u.Push, "max_per_session", u.MaxPerSession)
+	a.log.InfoContext(ctx, "user settings changed", "changed_by", r.who.name, "aor", r.aor, "push", u.Push, "max_per_session", u.MaxPerSession,
+		"delivery", u.Delivery, "pager_below", u.PagerBelow)
 	return reply(c, consts.StatusOK, u)
 }
 

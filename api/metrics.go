@@ -24,6 +24,7 @@ type Metrics struct {
 	messages    *prometheus.CounterVec
 	duration    prometheus.Histogram
 	toFirstSend prometheus.Histogram
+	notices     *prometheus.CounterVec
 }
 
 var _ plugin.Observer = (*Metrics)(nil)
@@ -34,8 +35,8 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "deferpush_push_sessions_total",
-			Help: "Push runs of this instance by outcome (delivered, partial, failed, cancelled).",
-		}, []string{"outcome"}),
+			Help: "Push runs of this instance by outcome (delivered, partial, failed, cancelled) and mode (msrp, pager: SIP MESSAGE).",
+		}, []string{"outcome", "mode"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "deferpush_push_messages_total",
 			Help: "Messages handled by this instance's pushes by result (delivered, failed, dead_lettered).",
@@ -50,15 +51,30 @@ func NewMetrics() *Metrics {
 			Help:    "Time from the registration event to the first message handed to the MSRP session.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms .. 41 s
 		}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deferpush_imdn_notifications_total",
+			Help: "Disposition notifications (RFC 5438) this instance sent senders, by status (stored, failed) and result (sent, error, dropped).",
+		}, []string{"status", "result"}),
 	}
-	m.reg.MustRegister(m.sessions, m.messages, m.duration, m.toFirstSend,
+	// Every series exists from the start, so that rates and dashboards
+	// show 0 rather than nothing.
+	for _, st := range []plugin.Disposition{plugin.DispositionStored, plugin.DispositionFailed} {
+		for _, res := range []string{"sent", "error", "dropped"} {
+			m.notices.WithLabelValues(string(st), res)
+		}
+	}
+	m.reg.MustRegister(m.sessions, m.messages, m.duration, m.toFirstSend, m.notices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // PushDone implements plugin.Observer.
 func (m *Metrics) PushDone(r plugin.PushReport) {
-	m.sessions.WithLabelValues(string(r.Outcome)).Inc()
+	mode := "msrp"
+	if r.Pager {
+		mode = "pager"
+	}
+	m.sessions.WithLabelValues(string(r.Outcome), mode).Inc()
 	m.messages.WithLabelValues("delivered").Add(float64(r.Delivered))
 	m.messages.WithLabelValues("failed").Add(float64(r.Failed))
 	m.messages.WithLabelValues("dead_lettered").Add(float64(r.DeadLettered))
@@ -66,6 +82,18 @@ func (m *Metrics) PushDone(r plugin.PushReport) {
 	if r.ToFirstSend > 0 {
 		m.toFirstSend.Observe(r.ToFirstSend.Seconds())
 	}
+}
+
+// Notified implements plugin.Observer.
+func (m *Metrics) Notified(d plugin.Disposition, err error) {
+	result := "sent"
+	switch {
+	case plugin.NoticeDropped(err):
+		result = "dropped"
+	case err != nil:
+		result = "error"
+	}
+	m.notices.WithLabelValues(string(d), result).Inc()
 }
 
 // handler serves m (a fresh one when m is nil) and the store's totals.

@@ -398,4 +398,21 @@ type Registration struct {
 	Instance  string    `json:"instance,omitempty"`   // +sip.instance
 	UserAgent string    `json:"user_agent,omitempty"` // User-Agent header
 	Path      []string  `json:"path,omitempty"`       // Path header URIs, in order
+	// PagerOnly says that the client refused an MSRP session during this
+	// registration (415, 488 or 606 to the push's INVITE, or an answer
+	// without a usable MSRP m-line): under delivery auto its pushes go
+	// straight to pager mode. Settings.SetPagerOnly sets it; SetContact
+	// keeps it while the binding (Binding) stays the same, so a refresh
+	// keeps it and a new device or contact starts without it.
+	PagerOnly bool `json:"pager_only,omitempty"`
+}
+
+// Binding names the device behind a registration: its +sip.instance
+// (RFC 5626) when it has one, which survives a change of contact
+// address, else its contact URI.
+func (r Registration) Binding() string {
+	if r.Instance != "" {
+		return r.Instance
+	}
+	return r.Contact
 }

@@ -37,6 +37,9 @@ type EngineConfig struct {
 	SweepInterval time.Duration
 	// Observer receives push reports; nil means none.
 	Observer Observer
+	// Notifier sends senders the disposition notifications (RFC 5438)
+	// they asked for; nil sends none.
+	Notifier Notifier
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -66,10 +69,11 @@ type EngineConfig struct {
 // in reverse: the scheduler first, so that cancelled pushes put their
 // messages back while the store is still in use.
 type Engine struct {
-	cfg    EngineConfig
-	log    *slog.Logger
-	policy *policyInForce
-	sched  *scheduler
+	cfg     EngineConfig
+	log     *slog.Logger
+	policy  *policyInForce
+	sched   *scheduler
+	notices *notices // nil without a Notifier
 }
 
 // NewEngine returns an Engine; call Run to start it.
@@ -98,6 +102,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: cfg.Logger}
 	e.policy = &policyInForce{store: cfg.Store, log: cfg.Logger}
 	e.sched = newScheduler(cfg.MaxConcurrent, cfg.Now, cfg.Logger, e.policy.current, e.push, e.pushed)
+	if cfg.Notifier != nil {
+		e.notices = newNotices(cfg.Notifier, cfg.Logger, cfg.Observer)
+	}
 	return e, nil
 }
 
@@ -111,7 +118,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		return nil // ctx ended first
 	}
 	sw := &sweeper{store: e.cfg.Store, interval: e.cfg.SweepInterval, now: e.cfg.Now, log: e.log,
-		kick: func(ctx context.Context, aor AOR) error { _, err := e.kickRegistered(ctx, aor); return err }}
+		kick:        func(ctx context.Context, aor AOR) error { _, err := e.kickRegistered(ctx, aor); return err },
+		undelivered: func(m *Message) { e.notices.send(m, DispositionFailed) }}
 	scan := &startupScan{store: e.cfg.Store, log: e.log, kick: e.kickRegistered}
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -119,6 +127,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = e.policy.Run(bg) }()
 	go func() { defer wg.Done(); _ = sw.Run(bg) }()
 	go func() { defer wg.Done(); _ = scan.Run(bg) }()
+	if e.notices != nil {
+		wg.Go(func() { _ = e.notices.Run(bg) })
+	}
 	err := e.sched.Run(ctx)
 	stopBg()
 	wg.Wait()
@@ -150,8 +161,13 @@ func (e *Engine) Store(ctx context.Context, m *Message) error {
 	if !p.StoreEnabled {
 		return ErrStoreDisabled
 	}
+	var stored bool
+	stored, m.NotifyFailure = e.notices.requests(m)
 	if err := e.cfg.Store.Append(ctx, m, p.Limits()); err != nil {
 		return err
+	}
+	if stored {
+		e.notices.send(m, DispositionStored)
 	}
 	// A push running for this recipient claims until the mailbox is
 	// empty; should it have claimed for the last time already, it runs

@@ -17,24 +17,39 @@ import (
 // fakePusher stands in for plugin/push in the engine's unit tests: the
 // real pusher needs a SIP peer, which the end-to-end tests in test/ bring.
 type fakePusher struct {
-	mu       sync.Mutex
-	opens    int
-	closes   int
-	got      []string // Call-IDs delivered, in order
-	openErr  error
-	failAt   map[string]error // Call-ID -> error for that message
-	breakAt  string           // Call-ID at which the session breaks
-	gate     chan struct{}    // when set, Deliver waits on it
-	started  chan struct{}    // closed when the first Deliver starts
-	startOne sync.Once
+	mu      sync.Mutex
+	opens   int
+	closes  int
+	got     []string // Call-IDs delivered, in order
+	openErr error
+	// openGate, when set, holds every Open until it is closed, after a
+	// send on openStarted.
+	openGate, openStarted chan struct{}
+	targets               []plugin.Target // every Open's target, in order
+	// refuseMSRP makes every Open of an MSRP session fail as a client
+	// without MSRP answers (488); pager-mode opens succeed.
+	refuseMSRP bool
+	failAt     map[string]error // Call-ID -> error for that message
+	breakAt    string           // Call-ID at which the session breaks
+	gate       chan struct{}    // when set, Deliver waits on it
+	started    chan struct{}    // closed when the first Deliver starts
+	startOne   sync.Once
 }
 
 func (p *fakePusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
+	if p.openGate != nil {
+		p.openStarted <- struct{}{}
+		<-p.openGate
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.opens++
+	p.targets = append(p.targets, t)
 	if p.openErr != nil {
 		return nil, p.openErr
+	}
+	if p.refuseMSRP && !t.Pager {
+		return nil, &plugin.SessionError{Op: "invite", Status: 488, Err: fmt.Errorf("%w: Not Acceptable Here", plugin.ErrMSRPRefused)}
 	}
 	return &fakeSession{p: p}, nil
 }
@@ -89,9 +104,16 @@ func (s *fakeSession) Close(ctx context.Context) error {
 }
 
 type recorder struct {
-	mu   sync.Mutex
-	reps []plugin.PushReport
-	ch   chan plugin.PushReport
+	mu       sync.Mutex
+	notified []string // "<disposition> <error>" of each notification
+	reps     []plugin.PushReport
+	ch       chan plugin.PushReport
+}
+
+func (r *recorder) Notified(d plugin.Disposition, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notified = append(r.notified, fmt.Sprintf("%s %v", d, err))
 }
 
 func (r *recorder) PushDone(rep plugin.PushReport) {

@@ -61,6 +61,12 @@ type Message struct {
 	LastError string `json:"last_error,omitempty"`
 	// State is filled in by Store.Get, List and DeadLetters; Append ignores it.
 	State State `json:"state,omitempty"`
+	// NotifyFailure says the sender asked to be told when the message is
+	// not delivered (an RFC 5438 negative-delivery request, see
+	// Notifier). Append records it, so that the Sweep that drops the
+	// message on expiry reports it (SweepStats.Undelivered); messages
+	// read back from a store have it false.
+	NotifyFailure bool `json:"-"`
 }
 
 // Size is what Limits.MaxMessageSize is checked against: the stored bytes.

@@ -110,6 +110,13 @@ type Policy struct {
 	FullMailboxReply int `json:"full_mailbox_reply"`
 	// StoreDisabledReply is the SIP status when storing is off: 403 or 480.
 	StoreDisabledReply int `json:"store_disabled_reply"`
+	// Delivery is how messages reach a client (delivery.go): an MSRP
+	// session, SIP MESSAGEs (pager mode), or auto, MSRP first and pager
+	// mode for a client that refuses MSRP.
+	Delivery Delivery `json:"delivery"`
+	// PagerBelow sends a mailbox of at most this many messages by SIP
+	// MESSAGE even to an MSRP client, under Delivery auto; 0 never does.
+	PagerBelow int `json:"pager_below"`
 }
 
 // DefaultPolicy is the policy of a fresh store: store and push on, 72 h
@@ -133,6 +140,8 @@ func DefaultPolicy() Policy {
 		SuccessReports:     false,
 		FullMailboxReply:   486,
 		StoreDisabledReply: 480,
+		Delivery:           DeliveryAuto,
+		PagerBelow:         0,
 	}
 }
 
@@ -181,7 +190,7 @@ func (p Policy) Validate() error {
 	case p.StoreDisabledReply != 403 && p.StoreDisabledReply != 480:
 		return bad("store_disabled_reply", "must be 403 or 480")
 	}
-	return nil
+	return validateDelivery(p.Delivery, p.PagerBelow, false)
 }
 
 func (e Encapsulation) valid() bool {
@@ -224,6 +233,10 @@ type UserSettings struct {
 	Push PushMode `json:"push,omitempty"`
 	// MaxPerSession lowers Policy.MaxPerSession for this user; 0 keeps it.
 	MaxPerSession int `json:"max_per_session,omitempty"`
+	// Delivery replaces Policy.Delivery for this user; empty keeps it.
+	Delivery Delivery `json:"delivery,omitempty"`
+	// PagerBelow replaces Policy.PagerBelow for this user; 0 keeps it.
+	PagerBelow int `json:"pager_below,omitempty"`
 }
 
 // Validate returns a *FieldError naming the first invalid field.
@@ -234,5 +247,5 @@ func (u UserSettings) Validate() error {
 	case u.MaxPerSession < 0 || u.MaxPerSession > MaxPerSessionLimit:
 		return &FieldError{Field: "max_per_session", Problem: fmt.Sprintf("must be between 0 and %d", MaxPerSessionLimit)}
 	}
-	return nil
+	return validateDelivery(u.Delivery, u.PagerBelow, true)
 }

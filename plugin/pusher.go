@@ -52,7 +52,17 @@ type Target struct {
 	// Policy is the operator policy in force when the push started
 	// (encapsulation, fallback, INVITE timeout, success reports).
 	Policy Policy
+	// Pager delivers each message as a SIP MESSAGE to URI (pager mode,
+	// RFC 3428) instead of in an MSRP session: Open sends nothing then.
+	Pager bool
 }
+
+// ErrMSRPRefused reports a client that refused the MSRP session itself:
+// it answered the INVITE 415, 488 or 606, or answered 2xx without a
+// usable MSRP m-line (the session is then ended with BYE). It is not a
+// refusal of the push (486 Busy Here, 603 Decline): under delivery auto
+// the push goes on in pager mode. A *SessionError wraps it.
+var ErrMSRPRefused = errors.New("plugin: the client refused an MSRP session")
 
 // ErrHeld reports a message that was not sent because the client accepts
 // no type it can be encapsulated in and the policy says to hold it. It is
@@ -84,7 +94,7 @@ func (e *RejectedError) Error() string {
 // SessionError reports a push session that could not be set up or was
 // ended by the peer, with the SIP status when there was one.
 type SessionError struct {
-	Op     string // "invite", "msrp", "bye"
+	Op     string // "invite", "msrp", "bye", "message" (pager mode)
 	Status int    // SIP status code; 0 when none (timeout, network)
 	Err    error
 }
@@ -104,6 +114,9 @@ type Observer interface {
 	// PushDone is called once per push run that opened a session or tried
 	// to.
 	PushDone(r PushReport)
+	// Notified is called once per notification sent to a sender (RFC
+	// 5438), with the error that kept it from going out, if any.
+	Notified(d Disposition, err error)
 }
 
 // PushOutcome is how a push run ended; its value is the metrics label.
@@ -135,5 +148,7 @@ type PushReport struct {
 	ToFirstSend time.Duration
 	// Duration is the whole run, lock to unlock.
 	Duration time.Duration
-	Err      error
+	// Pager says the messages went by SIP MESSAGE (pager mode).
+	Pager bool
+	Err   error
 }

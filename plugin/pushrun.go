@@ -30,6 +30,11 @@ type pushRun struct {
 	sess    PushSession
 	rep     PushReport
 	partial bool // a message was held, refused or not sent
+	// delivery is the user's delivery mode; pager says the push goes by
+	// SIP MESSAGE (decided in due, or in open when the client refuses
+	// MSRP under delivery auto).
+	delivery Delivery
+	pager    bool
 }
 
 // push runs one push to reg; the report's Outcome is OutcomeNone when
@@ -101,6 +106,14 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 	if err != nil || c.Pending == 0 && c.InFlight == 0 {
 		return 0, err
 	}
+	// What an earlier push learnt of this client is in the stored
+	// registration (the event's may come straight from the proxy).
+	if stored, err := r.e.cfg.Store.Contact(ctx, r.reg.AOR); err == nil && stored.Binding() == r.reg.Binding() {
+		r.reg.PagerOnly = r.reg.PagerOnly || stored.PagerOnly
+	}
+	var below int
+	r.delivery, below = r.policy.DeliveryFor(u)
+	r.pager = Pager(r.delivery, below, c.Pending+c.InFlight, r.reg.PagerOnly)
 	return r.policy.SessionLimit(u), nil
 }
 
@@ -118,20 +131,34 @@ func (r *pushRun) keepLease(ctx context.Context, cancel context.CancelCauseFunc)
 	return done
 }
 
-// open sets up the session on the first claim.
+// open sets up the session on the first claim: an MSRP session, or pager
+// mode. Under delivery auto, a client that refuses MSRP gets pager mode
+// at once, and the refusal is recorded with its registration so that its
+// next pushes go straight to pager mode.
 func (r *pushRun) open(ctx context.Context) error {
 	if r.sess != nil {
 		return nil
 	}
-	t := Target{AOR: r.reg.AOR, URI: r.reg.Contact, Registration: r.reg, Policy: r.policy}
-	if r.policy.PushTarget == TargetAOR || t.URI == "" {
+	t := Target{AOR: r.reg.AOR, URI: r.reg.Contact, Registration: r.reg, Policy: r.policy, Pager: r.pager}
+	if !t.Pager && r.policy.PushTarget == TargetAOR || t.URI == "" {
 		t.URI = r.reg.AOR.String()
 	}
 	sess, err := r.e.cfg.Pusher.Open(ctx, t)
+	if err != nil && !t.Pager && r.delivery == DeliveryAuto && r.reg.Contact != "" && errors.Is(err, ErrMSRPRefused) {
+		r.e.log.Info("client refused MSRP; pager mode", "aor", r.reg.AOR, "contact", r.reg.Contact, "err", err)
+		if merr := r.e.cfg.Store.SetPagerOnly(ctx, r.reg.AOR, r.reg.Binding()); merr != nil {
+			// Only the next push's choice depends on it: it refuses again.
+			r.e.log.Warn("record pager mode", "aor", r.reg.AOR, "err", merr)
+		}
+		r.reg.PagerOnly, r.pager = true, true
+		t.Pager, t.URI, t.Registration = true, r.reg.Contact, r.reg
+		sess, err = r.e.cfg.Pusher.Open(ctx, t)
+	}
 	if err != nil {
 		return err
 	}
 	r.sess = sess
+	r.rep.Pager = r.pager
 	r.rep.ToFirstSend = r.e.cfg.Now().Sub(r.at)
 	return nil
 }
@@ -176,6 +203,9 @@ func (r *pushRun) settle(ctx context.Context, m *Message, err error) error {
 		}
 		if dead {
 			r.rep.DeadLettered++
+			if _, failed := r.e.notices.requests(m); failed {
+				r.e.notices.send(m, DispositionFailed)
+			}
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,39 @@ type schedRun struct {
 type backoffState struct {
 	failures int
 	until    time.Time
+	// reg is the registration the failed push went to; transport says
+	// the transport broke it (a reset, no answer) rather than the
+	// client refusing (see brokenByTransport).
+	reg       Registration
+	transport bool
+}
+
+// waits reports whether a registration r arriving during the backoff
+// waits for it. It does not when r is a new contact or flow (another
+// binding, or the same one registering from another source: a new
+// connection), nor when the transport broke the failed push: a client
+// that lost its connection and registers again is pushed at once. A
+// client's refusal (486, 603) keeps the backoff.
+func (b backoffState) waits(r Registration) bool {
+	return !b.transport && r.Binding() == b.reg.Binding() && r.Received == b.reg.Received
+}
+
+// brokenByTransport reports whether a failed push ended for want of a
+// working path to the client — a reset or closed connection, no answer in
+// time (SIP 408, a local MSRP 408, a timed-out INVITE), the proxy unable
+// to reach it (477) or a server error — rather than a refusal by the
+// client (a 4xx or 6xx final answer to the INVITE, 486 Busy Here or 603
+// Decline among them).
+func brokenByTransport(err error) bool {
+	var se *SessionError
+	if !errors.As(err, &se) {
+		return err != nil
+	}
+	switch s := se.Status; {
+	case s == 0, s == 408, s == 477, s >= 500 && s < 600:
+		return true
+	}
+	return false
 }
 
 type retryTimer struct {
@@ -175,8 +209,12 @@ func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
 	if ev.force {
 		delete(s.backoff, aor)
 	} else if b, ok := s.backoff[aor]; ok && ev.at.Before(b.until) {
-		s.log.Debug("push backing off", "aor", aor, "until", b.until)
-		return
+		if b.waits(ev.reg) {
+			s.log.Debug("push backing off", "aor", aor, "until", b.until)
+			return
+		}
+		s.log.Info("push at once despite the backoff", "aor", aor, "contact", ev.reg.Contact,
+			"broken_by_transport", b.transport, "until", b.until)
 	}
 	s.queue(ctx, ev.reg, ev.at)
 }
@@ -216,6 +254,13 @@ func (s *scheduler) start(ctx context.Context, r *schedRun) {
 func (s *scheduler) onEnded(ctx context.Context, ev endedEvent) {
 	r := s.runs[ev.aor]
 	s.after(ctx, ev.aor, ev.reg, ev.rep)
+	// What arrived meanwhile (a registration, a message) runs the push
+	// again, unless the client refused this one: then it waits for the
+	// backoff like a registration that comes later.
+	if b, ok := s.backoff[ev.aor]; ok && r.again && b.waits(r.reg) && s.now().Before(b.until) {
+		s.log.Debug("push backing off", "aor", ev.aor, "until", b.until)
+		r.again = false
+	}
 	if r.again && ctx.Err() == nil {
 		r.at = s.now()
 		s.start(ctx, r)
@@ -235,7 +280,7 @@ func (s *scheduler) after(ctx context.Context, aor AOR, reg Registration, rep Pu
 	// finds the backoff already recorded.
 	defer s.pushed(rep)
 	log := s.log.With("aor", aor, "outcome", rep.Outcome, "delivered", rep.Delivered,
-		"failed", rep.Failed, "dead_lettered", rep.DeadLettered, "duration", rep.Duration)
+		"failed", rep.Failed, "dead_lettered", rep.DeadLettered, "duration", rep.Duration, "pager", rep.Pager)
 	if rep.Err != nil {
 		log = log.With("err", rep.Err)
 	}
@@ -258,6 +303,7 @@ func (s *scheduler) after(ctx context.Context, aor AOR, reg Registration, rep Pu
 	b.failures++
 	d := time.Duration(p.RetryBackoff) << min(b.failures-1, 6)
 	b.until = s.now().Add(d)
+	b.reg, b.transport = reg, rep.Outcome == OutcomeFailed && brokenByTransport(rep.Err)
 	s.backoff[aor] = b
 	log.Warn("push incomplete", "retry_in", d, "failures", b.failures)
 	if b.failures >= p.MaxAttempts || d <= 0 || !reg.Expires.After(b.until) {

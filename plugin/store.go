@@ -104,6 +104,13 @@ type Queue interface {
 	// Sweep requeues in-flight messages whose lease expired before now,
 	// drops messages that expired before now, and reports what it did.
 	// Run it periodically on every instance; concurrent sweeps are safe.
+	//
+	// A message appended with NotifyFailure that expired undelivered is
+	// reported in Undelivered by exactly one Sweep (a Claim that meets it
+	// expired leaves it to the Sweep), unless it was acked, deleted or
+	// dead-lettered first (Fail reports a dead letter; the caller tells
+	// the sender then). One in flight under a live lease waits for its
+	// push to end.
 	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
 }
 
@@ -112,6 +119,9 @@ type SweepStats struct {
 	Requeued int   // in-flight messages put back to pending
 	Expired  int   // messages dropped because they expired
 	Requeue  []AOR // recipients whose messages were requeued: push them again
+	// Undelivered are the expired messages whose sender asked to hear
+	// of it (Message.NotifyFailure), as stored.
+	Undelivered []*Message
 }
 
 // Mailboxes is the admin view of stored messages.
@@ -195,8 +205,15 @@ type Settings interface {
 	// DeleteUserSettings removes aor's settings (back to the policy).
 	DeleteUserSettings(ctx context.Context, aor AOR) error
 
-	// SetContact records the last registration of r.AOR.
+	// SetContact records the last registration of r.AOR. r.PagerOnly is
+	// kept as stored when the stored registration has the same binding
+	// (Registration.Binding) and says PagerOnly: a refresh does not
+	// forget what the client refused; a new binding starts as r says.
 	SetContact(ctx context.Context, r Registration) error
+	// SetPagerOnly marks aor's stored registration PagerOnly if its
+	// binding is still binding; otherwise (a new registration came
+	// meanwhile, or none is stored) nothing changes and it is no error.
+	SetPagerOnly(ctx context.Context, aor AOR, binding string) error
 	// DeleteContact forgets the last registration of aor when its contact
 	// is contact (whichever it is when contact is empty): the client
 	// unregistered, or its binding expired, and nobody may be pushed to

@@ -17,6 +17,8 @@ type sweeper struct {
 	log      *slog.Logger
 	// kick asks for a push to aor if it has a live registration.
 	kick func(ctx context.Context, aor AOR) error
+	// undelivered tells the sender of an expired message that asked.
+	undelivered func(m *Message)
 }
 
 // Run sweeps every interval until ctx ends.
@@ -43,6 +45,9 @@ func (s *sweeper) sweep(ctx context.Context) {
 	}
 	if st.Requeued > 0 || st.Expired > 0 {
 		s.log.Info("swept", "requeued", st.Requeued, "expired", st.Expired)
+	}
+	for _, m := range st.Undelivered {
+		s.undelivered(m)
 	}
 	for _, aor := range st.Requeue {
 		if err := s.kick(ctx, aor); err != nil {

@@ -20,8 +20,11 @@ import "github.com/deferpush/deferpush/plugin"
 //	                          empty and unindexes it (see sweep.go)
 //	dp:{aor}:settings  STRING user settings JSON
 //	dp:{aor}:contact   STRING last registration JSON
+//	dp:{aor}:notify    ZSET   id -> expiry (Unix ms) of the messages whose
+//	                          sender asked to hear of a failure (notices.go)
 //	dp:mailboxes       ZSET   aor -> earliest expiry to sweep at (Unix ms)
 //	dp:leases          ZSET   aor -> last claim (Unix ms): in-flight work to watch
+//	dp:notices         ZSET   aor -> earliest dp:{aor}:notify expiry to look at
 //	dp:stats           HASH   counters for Totals
 //	dp:policy          STRING operator policy JSON
 //	dp:changes         pub/sub channel: "policy" after a SetPolicy
@@ -29,6 +32,7 @@ import "github.com/deferpush/deferpush/plugin"
 const (
 	mailboxesKey   = "dp:mailboxes"
 	leasesKey      = "dp:leases"
+	noticesKey     = "dp:notices"
 	statsKey       = "dp:stats"
 	policyKey      = "dp:policy"
 	changesChannel = "dp:changes"
@@ -46,6 +50,7 @@ func lockKey(aor plugin.AOR) string     { return tag(aor) + "lock" }
 func goneKey(aor plugin.AOR) string     { return tag(aor) + "gone" }
 func settingsKey(aor plugin.AOR) string { return tag(aor) + "settings" }
 func contactKey(aor plugin.AOR) string  { return tag(aor) + "contact" }
+func notifyKey(aor plugin.AOR) string   { return tag(aor) + "notify" }
 
 // mailbox holds the keys of one recipient in the order the scripts take
 // them (KEYS[1..7]).
@@ -57,5 +62,9 @@ func mailboxKeys(aor plugin.AOR) []string {
 // appendKeys holds the keys appendScript takes.
 func appendKeys(aor plugin.AOR) []string {
 	t := tag(aor)
-	return []string{t + "pending", t + "msgs", t + "expiry", t + "gone"}
+	return []string{t + "pending", t + "msgs", t + "expiry", t + "gone", t + "notify"}
 }
+
+// withNotify is the mailbox's keys and its notify set (KEYS[8]), for the
+// scripts that keep the notify set: claim and fail.
+func withNotify(aor plugin.AOR) []string { return append(mailboxKeys(aor), notifyKey(aor)) }

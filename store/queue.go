@@ -57,8 +57,12 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	}
 	aor := m.Recipient
 	keys := appendKeys(aor)
-	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0)}
-	res, err := r.runAppend(ctx, aor, exp, keys, args)
+	notify, flag := m.NotifyFailure && !m.Expires.IsZero(), "0"
+	if notify {
+		flag = "1"
+	}
+	args := []any{m.ID, rec, exp, max(lim.MaxMailbox, 0), flag}
+	res, err := r.runAppend(ctx, aor, exp, notify, keys, args)
 	if err != nil {
 		// Stored or not is unknown (stored, when not replicated): an
 		// Append of the same m (same ID) again is safe.
@@ -113,22 +117,29 @@ func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string,
 	return exp, rec, err
 }
 
-// runAppend indexes the mailbox, runs appendScript and counts the message
-// stored in one round trip (on the batcher when there is one), and returns
-// the script's result.
-func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
+// runAppend indexes the mailbox (and, for a message whose sender waits
+// for a failure notice, its notify set: notify), runs appendScript and
+// counts the message stored in one round trip (on the batcher when there
+// is one), and returns the script's result.
+func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, notify bool, keys []string, args []any) ([]any, error) {
 	if r.replicas > 0 {
-		return r.runAppendReplicated(ctx, aor, exp, keys, args)
+		return r.runAppendReplicated(ctx, aor, exp, notify, keys, args)
 	}
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd
 	if r.batch != nil {
 		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		if notify {
+			r.batch.ZAddLT(ctx, noticesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		}
 		cmd = r.batch.EvalSha(ctx, appendScript.Hash(), keys, args...)
 		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
 		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		if notify {
+			pipe.ZAddLT(ctx, noticesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		}
 		cmd = appendScript.EvalSha(ctx, pipe, keys, args...)
 		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
@@ -149,7 +160,7 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 // message. (The batcher shares connections between callers, and a
 // cluster routes a keyless WAIT to any node.) The index and the counter
 // follow, the way runAppend writes them.
-func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
+func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int64, notify bool, keys []string, args []any) ([]any, error) {
 	node := redis.Cmdable(r.c)
 	if cc, ok := r.c.(*redis.ClusterClient); ok {
 		n, err := cc.MasterForKey(ctx, keys[0])
@@ -175,6 +186,9 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 	}
 	pipe := r.c.Pipeline()
 	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+	if notify {
+		pipe.ZAddLT(ctx, noticesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+	}
 	pipe.HIncrBy(ctx, statsKey, "stored", 1)
 	_, _ = pipe.Exec(ctx) // best effort: see append's case 2
 	if n, werr := wait.Int64(); res[0].(int64) > 0 && (werr != nil || n < int64(r.replicas)) {
@@ -209,7 +223,7 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	if err := r.c.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()}).Err(); err != nil {
 		return nil, fmt.Errorf("index lease: %w", err)
 	}
-	res, err := claimScript.Run(ctx, r.c, mailboxKeys(aor), token, max(n, 0), ms(now.Add(lease)), ms(now)).Slice()
+	res, err := claimScript.Run(ctx, r.c, withNotify(aor), token, max(n, 0), ms(now.Add(lease)), ms(now)).Slice()
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +300,7 @@ func (r *Redis) Fail(ctx context.Context, aor plugin.AOR, token, id, reason stri
 	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
 		return false, fmt.Errorf("store: fail %s for %s: %w", id, aor, err)
 	}
-	res, err := failScript.Run(ctx, r.c, mailboxKeys(aor), token, id, reason, max(maxAttempts, 0), ms(r.now())).Int()
+	res, err := failScript.Run(ctx, r.c, withNotify(aor), token, id, reason, max(maxAttempts, 0), ms(r.now())).Int()
 	if err == nil && res <= 0 {
 		err = r.outcome(ctx, aor, res)
 	}

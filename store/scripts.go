@@ -68,8 +68,9 @@ end
 // the keys it touches and does without the prelude (whose closures every
 // call would build again).
 //
-//	KEYS  1 pending, 2 msgs, 3 expiry, 4 gone (appendKeys)
-//	ARGV  1 id, 2 record, 3 expiry ms, 4 max mailbox (0: none)
+//	KEYS  1 pending, 2 msgs, 3 expiry, 4 gone, 5 notify (appendKeys)
+//	ARGV  1 id, 2 record, 3 expiry ms, 4 max mailbox (0: none), 5 "1" when
+//	      the sender asked to hear of a failure (notify gets the id)
 //	Returns {status, stored count}: status 1 stored; 2 stored, and the
 //	sweeper had unindexed the mailbox (the caller must index it again);
 //	0 the id was already stored (no-op); -1 mailbox full (nothing stored).
@@ -86,15 +87,18 @@ if max > 0 then
 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {0, n} end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 if redis.call('DEL', KEYS[4]) == 1 then return {2, n} end
 return {1, n}
 `)
 
 // claimScript takes or extends the lease and moves the oldest pending
-// messages to in-flight, dropping expired ones on the way.
+// messages to in-flight, dropping expired ones on the way. An expired one
+// whose sender waits for a failure notice (in notify) leaves pending but
+// is not dropped: the sweeper reports it, then drops it.
 //
-//	KEYS  1-7 mailbox
+//	KEYS  1-7 mailbox, 8 notify
 //	ARGV  1 token, 2 max messages, 3 lease end ms, 4 now ms
 //	Returns {-1} when another token holds a live lease, else
 //	{1, requeued, expired, id, record, tries, id, record, tries, ...}.
@@ -110,8 +114,12 @@ while got < n do
   local rec = redis.call('HGET', msgs, id)
   local exp = tonumber(redis.call('ZSCORE', expiry, id))
   if not rec or (exp and exp <= now) then
-    if rec then expired = expired + 1 end
-    drop(id)
+    if rec and redis.call('ZSCORE', KEYS[8], id) then
+      -- left for the sweeper's notice (notices.go)
+    else
+      if rec then expired = expired + 1 end
+      drop(id)
+    end
   else
     redis.call('RPUSH', inflight, id)
     out[#out + 1] = id
@@ -139,9 +147,10 @@ return 1
 `)
 
 // failScript counts a failed attempt; at max attempts the message moves
-// from in-flight to dead.
+// from in-flight to dead (and out of notify: the caller tells the sender
+// now, not again when it expires).
 //
-//	KEYS  1-7 mailbox
+//	KEYS  1-7 mailbox, 8 notify
 //	ARGV  1 token, 2 id, 3 reason, 4 max attempts (0: never dead-letter), 5 now ms
 //	Returns -1 lease not live, 0 id not in flight, 1 counted (still in
 //	flight), 2 dead-lettered.
@@ -155,6 +164,7 @@ local max = tonumber(ARGV[4])
 if max > 0 and a >= max then
   redis.call('LREM', inflight, 1, ARGV[2])
   redis.call('RPUSH', dead, ARGV[2])
+  redis.call('ZREM', KEYS[8], ARGV[2])
   return 2
 end
 return 1
@@ -414,5 +424,56 @@ local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 if ARGV[1] ~= '' and cjson.decode(v).contact ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+return 1
+`)
+
+// bindingLua is the Lua of plugin.Registration.Binding for a decoded
+// registration: its instance when set, else its contact.
+const bindingLua = `
+local function binding(reg)
+  if type(reg.instance) == 'string' and reg.instance ~= '' then return reg.instance end
+  return reg.contact
+end
+`
+
+// setContactScript records a registration, keeping what the stored one
+// learnt (pager_only) when it is the same binding.
+//
+//	KEYS  1 contact
+//	ARGV  1 registration JSON, 2 the same with pager_only set, 3 its
+//	      binding, 4 TTL ms (0: none)
+//	Returns 1 written as given, 2 written with pager_only kept.
+var setContactScript = redis.NewScript(bindingLua + `
+local rec, res = ARGV[1], 1
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, old = pcall(cjson.decode, v)
+  if ok and type(old) == 'table' and old.pager_only == true and binding(old) == ARGV[3] then
+    rec, res = ARGV[2], 2
+  end
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('SET', KEYS[1], rec, 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], rec)
+end
+return res
+`)
+
+// setPagerOnlyScript marks the stored registration pager_only if it is
+// still the given binding. The JSON is Go's (an object without
+// pager_only when it is false): the member is added before the closing
+// brace, so the rest stays byte for byte, and the TTL is kept.
+//
+//	KEYS  1 contact
+//	ARGV  1 binding
+//	Returns 1 marked (or already), 0 nothing stored or another binding.
+var setPagerOnlyScript = redis.NewScript(bindingLua + `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, old = pcall(cjson.decode, v)
+if not ok or type(old) ~= 'table' or binding(old) ~= ARGV[1] then return 0 end
+if old.pager_only == true then return 1 end
+redis.call('SET', KEYS[1], string.sub(v, 1, -2) .. ',"pager_only":true}', 'KEEPTTL')
 return 1
 `)

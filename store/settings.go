@@ -245,10 +245,38 @@ func (r *Redis) SetContact(ctx context.Context, reg plugin.Registration) error {
 		if !reg.Expires.IsZero() {
 			ttl = max(reg.Expires.Sub(r.now())+contactGrace, time.Second)
 		}
-		err = r.setJSON(ctx, contactKey(reg.AOR), reg, ttl)
+		err = r.setContact(ctx, reg, ttl)
 	}
 	if err != nil {
 		return fmt.Errorf("store: set contact %s: %w", reg.AOR, err)
+	}
+	return nil
+}
+
+// setContact writes reg with setContactScript, which keeps PagerOnly for
+// the same binding: the script is given reg as it is and with PagerOnly
+// set, and picks.
+func (r *Redis) setContact(ctx context.Context, reg plugin.Registration, ttl time.Duration) error {
+	as, err := json.Marshal(reg)
+	if err != nil {
+		return err
+	}
+	reg.PagerOnly = true
+	pager, err := json.Marshal(reg)
+	if err != nil {
+		return err
+	}
+	return setContactScript.Run(ctx, r.c, []string{contactKey(reg.AOR)}, as, pager, reg.Binding(), ttl.Milliseconds()).Err()
+}
+
+// SetPagerOnly implements plugin.Settings.
+func (r *Redis) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string) error {
+	err := checkAOR(aor)
+	if err == nil {
+		err = setPagerOnlyScript.Run(ctx, r.c, []string{contactKey(aor)}, binding).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("store: set pager-only %s: %w", aor, err)
 	}
 	return nil
 }

@@ -53,6 +53,9 @@ func (r *Redis) Sweep(ctx context.Context, now time.Time) (plugin.SweepStats, er
 	if err := r.sweepLeases(ctx, now, &st); err != nil {
 		return st, fmt.Errorf("store: sweep leases: %w", err)
 	}
+	if err := r.sweepNotices(ctx, now, &st); err != nil {
+		return st, fmt.Errorf("store: sweep notices: %w", err)
+	}
 	if err := r.sweepMailboxes(ctx, now, &st); err != nil {
 		return st, fmt.Errorf("store: sweep mailboxes: %w", err)
 	}

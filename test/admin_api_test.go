@@ -62,6 +62,7 @@ func TestAdminAPI(t *testing.T) {
 
 	policy := plugin.DefaultPolicy()
 	policy.MaxPerSession = 20
+	policy.Delivery, policy.PagerBelow = plugin.DeliveryPager, 2
 	policyBody := mustJSON(t, policy)
 	big := append([]byte(`{"max_per_session":1,"x":"`), bytes.Repeat([]byte("a"), 70<<10)...)
 	big = append(big, `"}`...)
@@ -150,6 +151,23 @@ func TestAdminAPI(t *testing.T) {
 			}())},
 		{name: "patch policy null resets to default", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctJSON, body: []byte(`{"max_per_session":null,"message_ttl":null}`), want: 200,
 			check: wantPolicy(func() plugin.Policy { p := policy; p.MaxPerSession = 50; return p }())},
+		{name: "patch policy delivery", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"delivery":"auto","pager_below":1}`), want: 200,
+			check: wantPolicy(func() plugin.Policy {
+				p := policy
+				p.MaxPerSession = 50
+				p.Delivery, p.PagerBelow = plugin.DeliveryAuto, 1
+				return p
+			}())},
+		{name: "patch policy delivery null resets to default", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"delivery":null,"pager_below":null}`), want: 200,
+			check: wantPolicy(func() plugin.Policy {
+				p := policy
+				p.MaxPerSession = 50
+				p.Delivery, p.PagerBelow = plugin.DeliveryAuto, 0
+				return p
+			}())},
+		{name: "patch policy unknown delivery", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"delivery":"sms"}`), want: 400, code: "invalid_value", field: "delivery"},
+		{name: "patch policy pager_below too large", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"pager_below":1001}`), want: 400, code: "invalid_value", field: "pager_below"},
+		{name: "patch policy pager_below negative", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"pager_below":-1}`), want: 400, code: "invalid_value", field: "pager_below"},
 		{name: "patch policy invalid duration", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: []byte(`{"invite_timeout":"soon"}`), want: 400, code: "invalid_value", field: "invite_timeout"},
 		{name: "patch policy text/plain", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: "text/plain", body: []byte(`{}`), want: 415, code: "unsupported_media_type"},
 		{name: "patch policy too large", method: "PATCH", path: "/v1/policy", token: adminToken, ctype: ctPatch, body: big, want: 413, code: "body_too_large"},
@@ -159,6 +177,9 @@ func TestAdminAPI(t *testing.T) {
 		{name: "get settings none", method: "GET", path: bobP + "/settings", token: viewerToken, want: 200, check: wantBody(`{}`)},
 		{name: "put settings hold", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"push":"hold","max_per_session":5}`), want: 200, check: wantBody(`{"push":"hold","max_per_session":5}`)},
 		{name: "get settings escaped AOR", method: "GET", path: bobE + "/settings", token: viewerToken, want: 200, check: wantBody(`{"push":"hold","max_per_session":5}`)},
+		{name: "put settings delivery", method: "PUT", path: "/v1/users/sip:erin@example.com/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"delivery":"msrp","pager_below":4}`), want: 200, check: wantBody(`{"delivery":"msrp","pager_below":4}`)},
+		{name: "put settings bad delivery", method: "PUT", path: "/v1/users/sip:erin@example.com/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"delivery":"MSRP"}`), want: 400, code: "invalid_value", field: "delivery"},
+		{name: "put settings bad pager_below", method: "PUT", path: "/v1/users/sip:erin@example.com/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"pager_below":-3}`), want: 400, code: "invalid_value", field: "pager_below"},
 		{name: "put settings bad mode", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"push":"maybe"}`), want: 400, code: "invalid_value", field: "push"},
 		{name: "put settings unknown field", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"pushh":"on"}`), want: 400, code: "unknown_field", field: "pushh"},
 		{name: "put settings above policy", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"max_per_session":51}`), want: 422, code: "exceeds_policy", field: "max_per_session"},
@@ -252,8 +273,9 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	t.Run("policy in force on the engine", func(t *testing.T) {
-		want := policy // after the PATCH that reset max_per_session and message_ttl
+		want := policy // after the PATCHes that reset max_per_session, message_ttl, delivery and pager_below
 		want.MaxPerSession = 50
+		want.Delivery, want.PagerBelow = plugin.DeliveryAuto, 0
 		waitFor(t, time.Second, "engine policy", func() bool {
 			p, err := c.eng.Policy(ctx)
 			return err == nil && p == want

@@ -67,6 +67,9 @@ type deferpushMode struct {
 	Defines func(redisAddr string) map[string]string
 	// DeferpushArgs are further arguments of deferpush serve.
 	DeferpushArgs []string
+	// Policy, when set, changes the operator policy before deferpush
+	// starts.
+	Policy func(*plugin.Policy)
 	// Missing says why the mode cannot be measured ("not built yet");
 	// its rows then say so instead of a figure.
 	Missing string
@@ -126,6 +129,18 @@ func (s *deferpushStack) stop(b *testing.B) {
 func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *deferpushStack {
 	b.Helper()
 	s := &deferpushStack{redis: harness.Redis(b)}
+	var err error
+	if s.st, err = store.New(store.Config{URL: s.redis.URL()}); err != nil {
+		b.Fatal(err)
+	}
+	if side.mode.Policy != nil {
+		if _, _, err := s.st.UpdatePolicy(context.Background(), "bench", func(pol *plugin.Policy) error {
+			side.mode.Policy(pol)
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
 	const token = "bench-hooks-token-0123456789"
 	sipPort, internalPort := harness.FreePort(b), harness.FreePort(b)
 	for internalPort == sipPort {
@@ -176,11 +191,6 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 			ExtraArgs: []string{"-m", "1024", "-n", workers, "-N", workers},
 		})
 		s.proxy = benchProxy{Proc: kp.Proc, SIPAddr: kp.SIPAddr}
-	}
-	var err error
-	s.st, err = store.New(store.Config{URL: s.redis.URL()})
-	if err != nil {
-		b.Fatal(err)
 	}
 	return s
 }
@@ -247,45 +257,10 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 
 	dir := b.TempDir()
 	users := writeUsersCSV(b, dir, p.Users)
-	total := p.Users * m
-	ctx := context.Background()
-	used0 := redisDataMemory(b, s.redis.Addr)
-	keys0, err := redisKeysMemory(ctx, s.redis.Addr)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s.storePhase(b, p, &row, users, dir, fmt.Sprintf("%s-M%d-store", side.mode.Profile, m))
 	servers := s.servers()
-	pids := procTree(servers...)
 	meter := cpuMeter{servers: servers}
-	prof := startProfile(b, p.OutDir, fmt.Sprintf("%s-M%d-store", side.mode.Profile, m), pids)
-	r0 := meter.read()
-	sr := sippStore(b, p, k.SIPAddr, users, dir, total)
-	row.StoreTime, row.Err = sr.Time, sr.Err
-	settleCPU(servers...)
-	store := between(r0, meter.read())
-	row.CPUStore, row.ClientCPUStore, row.ClientBusyStore = store.Server, store.Client, store.clientBusy(p.CPUs)
-	prof.stop(b)
-	if tot, err := s.st.Totals(ctx); err != nil {
-		row.Err = join(row.Err, err.Error())
-	} else {
-		row.Stored = int(tot.Stored)
-	}
-	if row.Stored != total {
-		row.Err = join(row.Err, fmt.Sprintf("%d of %d stored, %d refused", row.Stored, total, sr.Refused))
-	}
-	row.StoreRate = rate(row.Stored, row.StoreTime)
-	if row.Stored > 0 {
-		row.UsedMemPerMsg = float64(redisDataMemory(b, s.redis.Addr)-used0) / float64(row.Stored)
-		if keys1, err := redisKeysMemory(ctx, s.redis.Addr); err != nil {
-			row.Err = join(row.Err, err.Error())
-		} else {
-			row.BytesPerMsg = float64(keys1-keys0) / float64(row.Stored)
-		}
-	}
-
-	if row.MsgSize, err = storedMessageSize(ctx, s.st, p.Users); err != nil {
-		row.Err = join(row.Err, err.Error())
-	}
+	ctx := context.Background()
 
 	// Delivery: every client registers at once and waits for its M
 	// messages; the time its wait ends is its last confirmation.
@@ -297,7 +272,7 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 	dctx, cancel := context.WithTimeout(ctx, p.Phase)
 	defer cancel()
 	start := make(chan struct{})
-	prof = startProfile(b, p.OutDir, fmt.Sprintf("%s-M%d-deliver", side.mode.Profile, m), pids)
+	prof := startProfile(b, p.OutDir, fmt.Sprintf("%s-M%d-deliver", side.mode.Profile, m), procTree(servers...))
 	r1 := meter.read()
 	for i, c := range clients {
 		user := benchUser(i)
@@ -346,6 +321,51 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 	row.fillDelivery(regs, del, row.Stored)
 	row.Err = join(row.Err, checkServersPinned(p.CPUs, servers...))
 	return row
+}
+
+// storePhase is the store phase of a deferpush row: SIPp sends U×M
+// MESSAGEs through the proxy (sippStore) while no user is registered,
+// and row gets the rate, the server CPU, the count the store holds, and
+// the store's bytes per message beside a stored message's own size.
+func (s *deferpushStack) storePhase(b *testing.B, p benchParams, row *benchRow, users, dir, profile string) {
+	b.Helper()
+	total := row.Users * row.M
+	ctx := context.Background()
+	used0 := redisDataMemory(b, s.redis.Addr)
+	keys0, err := redisKeysMemory(ctx, s.redis.Addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	servers := s.servers()
+	meter := cpuMeter{servers: servers}
+	prof := startProfile(b, p.OutDir, profile, procTree(servers...))
+	r0 := meter.read()
+	sr := sippStore(b, p, s.proxy.SIPAddr, users, dir, total)
+	row.StoreTime, row.Err = sr.Time, join(row.Err, sr.Err)
+	settleCPU(servers...)
+	store := between(r0, meter.read())
+	row.CPUStore, row.ClientCPUStore, row.ClientBusyStore = store.Server, store.Client, store.clientBusy(p.CPUs)
+	prof.stop(b)
+	if tot, err := s.st.Totals(ctx); err != nil {
+		row.Err = join(row.Err, err.Error())
+	} else {
+		row.Stored = int(tot.Stored)
+	}
+	if row.Stored != total {
+		row.Err = join(row.Err, fmt.Sprintf("%d of %d stored, %d refused", row.Stored, total, sr.Refused))
+	}
+	row.StoreRate = rate(row.Stored, row.StoreTime)
+	if row.Stored > 0 {
+		row.UsedMemPerMsg = float64(redisDataMemory(b, s.redis.Addr)-used0) / float64(row.Stored)
+		if keys1, err := redisKeysMemory(ctx, s.redis.Addr); err != nil {
+			row.Err = join(row.Err, err.Error())
+		} else {
+			row.BytesPerMsg = float64(keys1-keys0) / float64(row.Stored)
+		}
+	}
+	if row.MsgSize, err = storedMessageSize(ctx, s.st, row.Users); err != nil {
+		row.Err = join(row.Err, err.Error())
+	}
 }
 
 // storedMessageSize is the mean size of the first stored message of up to

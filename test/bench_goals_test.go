@@ -111,7 +111,7 @@ func (r *benchReport) goals() []goal {
 	}{{1, 0.5}, {10, 2}, {50, 5}} {
 		out = append(out, r.deliveryGoal(dg.m, dg.x))
 	}
-	out = append(out, r.latencyGoal(10), r.bytesGoal(10), r.mailboxGoal(), r.appendGoal())
+	out = append(out, r.latencyGoal(10), r.bytesGoal(10), r.mailboxGoal(), r.appendGoal(), r.pagerGoal())
 	return out
 }
 

@@ -250,7 +250,7 @@ func messageSystems(rep *benchReport) []messageSystem {
 			return runDeferpushSide(b, p, m, deferpushSide{proxy: proxyKamailio, mode: mode})
 		}})
 	}
-	out := kamailio
+	out := append(kamailio, messageSystem{Name: systemDeferpushPager, Side: sideDeferpush, OnlyM: []int{1}, Run: runDeferpushPager})
 	if rep.OpenSIPSMissing == "" {
 		out = append(out,
 			messageSystem{Name: systemMsiloOpenSIPS, Side: sideMsilo, Run: func(b *testing.B, p benchParams, m int) benchRow {
@@ -429,20 +429,53 @@ func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 		row.BytesPerMsg = float64(size1-size0) / float64(row.Stored)
 	}
 
+	// msilo deletes a message when its 200 came back, on its check_time
+	// timer: that work is part of delivering, so the phase waits for it.
+	drained := func() bool {
+		n, err := sqliteCount(db, "SELECT count(*) FROM silo")
+		return err == nil && n == 0
+	}
+	sippDeliveryPhase(b, p, &row, k.SIPAddr, users, dir, meter, drained, "")
+	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err == nil && n > 0 {
+		// msilo's behaviour, not the harness's: they will be dumped again
+		// at the next REGISTER (duplicates).
+		row.Note = join(row.Note, fmt.Sprintf("%d confirmed messages still in the database 5 s after the last confirmation", n))
+	}
+	row.Err = join(row.Err, checkServersPinned(p.CPUs, k.PID()))
+	k.Stop()
+	return row
+}
+
+// sippDeliveryPhase is the delivery phase of the rows whose users' client
+// is SIPp (msilo's, and deferpush's in pager mode): one SIPp UAS answers
+// 200 to every MESSAGE for every user (testdata/bench/message-uas.xml),
+// and SIPp registers every user at once (testdata/bench/register-uac.xml)
+// with that UAS as its contact, over UDP. The phase lasts until every
+// stored message was confirmed and drained reports the server done with
+// them (at most 5 s more; the store forgets a message after its 200),
+// and fills in row's delivery figures and CPU. profile names its perf
+// profile ("" for none).
+func sippDeliveryPhase(b *testing.B, p benchParams, row *benchRow, addr, users, dir string, meter cpuMeter, drained func() bool, profile string) {
+	b.Helper()
 	uasLog := filepath.Join(dir, "uas.log")
 	uas, uasPort := harness.StartSIPp(b, harness.SIPpConfig{
 		Scenario: "testdata/bench/message-uas.xml",
 		Args:     []string{"-trace_logs", "-log_file", uasLog, "-buff_size", "4194304"},
 		Timeout:  10 * time.Minute,
 	})
+	defer uas.Stop()
 	waitUDPBound(b, uas, uasPort)
 	regLog := filepath.Join(dir, "reg.log")
 	meter.clients = []int{uas.PID()}
+	var prof *phaseProfile
+	if profile != "" {
+		prof = startProfile(b, p.OutDir, profile, procTree(meter.servers...))
+	}
 	r1 := meter.read()
 	res := harness.RunSIPp(b, harness.SIPpConfig{
 		Scenario: "testdata/bench/register-uac.xml",
-		Remote:   k.SIPAddr,
-		Args: []string{"-inf", users, "-m", strconv.Itoa(p.Users), "-r", "100000", "-l", strconv.Itoa(p.Users),
+		Remote:   addr,
+		Args: []string{"-inf", users, "-m", strconv.Itoa(row.Users), "-r", "100000", "-l", strconv.Itoa(row.Users),
 			"-key", "uas_port", strconv.Itoa(uasPort), "-trace_logs", "-log_file", regLog},
 		Timeout: p.Phase,
 	})
@@ -459,27 +492,17 @@ func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// msilo deletes a message when its 200 came back, on its check_time
-	// timer: that work is part of delivering, so wait for it (bounded).
 	for range 50 {
-		if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err == nil && n == 0 {
+		if drained() {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	settleCPU(meter.servers...)
 	deliver := between(r1, meter.read())
+	prof.stop(b)
 	row.CPUDeliver, row.ClientCPUDeliver, row.ClientBusyDeliver = deliver.Server, deliver.Client, deliver.clientBusy(p.CPUs)
-	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err == nil && n > 0 {
-		// msilo's behaviour, not the harness's: they will be dumped again
-		// at the next REGISTER (duplicates).
-		row.Note = fmt.Sprintf("%d confirmed messages still in the database 5 s after the last confirmation", n)
-	}
-	row.Err = join(row.Err, checkServersPinned(p.CPUs, k.PID()))
-	regs := parseRegisters(regLog)
-	row.fillDelivery(regs, del, want)
-	uas.Stop()
-	k.Stop()
-	return row
+	row.fillDelivery(parseRegisters(regLog), del, want)
 }
 
 // startMsilo creates an empty msilo database in dir and starts Kamailio

@@ -184,7 +184,8 @@ func TestBenchGoalsNotMeasured(t *testing.T) {
 	r.Rows, r.RegRows, r.Limits = keep, nil, []benchLimit{{Name: "store-append", Err: "redis-benchmark missing"}}
 	goals := r.goals()
 	for _, prefix := range []string{"delivery rate ≥ 2.0× msilo's at M=10", "Redis bytes per deferred message at M=10",
-		"a REGISTER with an empty mailbox", "Redis per-mailbox overhead", "the Go benchmark of the store's append"} {
+		"a REGISTER with an empty mailbox", "Redis per-mailbox overhead", "the Go benchmark of the store's append",
+		"delivery rate with pager_below"} {
 		g := findGoal(t, goals, prefix)
 		if g.Measured || g.Met || !strings.Contains(g.String(), "not measured in this run") {
 			t.Errorf("%s: %s, want not measured", prefix, g)

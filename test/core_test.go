@@ -43,6 +43,8 @@ func (c *core) PushDone(r plugin.PushReport) {
 	}
 }
 
+func (c *core) Notified(plugin.Disposition, error) {}
+
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() || os.Getenv("DEFERPUSH_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

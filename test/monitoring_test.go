@@ -167,7 +167,7 @@ func TestMonitoringAgainstPrometheus(t *testing.T) {
 	}
 	waitClient(t, c, "the pushed message", func(st imclient.Stats) bool { return st.Received == 1 })
 	waitFor(t, 10*time.Second, "the push's report", func() bool {
-		return strings.Contains(scrape(t, s), `deferpush_push_sessions_total{outcome="delivered"} 1`)
+		return strings.Contains(scrape(t, s), `deferpush_push_sessions_total{mode="msrp",outcome="delivered"} 1`)
 	})
 
 	served := map[string]bool{}

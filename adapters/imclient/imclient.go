@@ -49,8 +49,20 @@ type Config struct {
 	// the RFC 4975 default) or "active" (we connect). Empty means passive.
 	Setup string
 	// InviteStatus is our final answer to an INVITE. Zero means 200. A
-	// negative value means never answer finally (only 180 Ringing).
+	// negative value means never answer finally (only 180 Ringing). A
+	// client without MSRP (a pager-only softphone) answers 488 or 415.
 	InviteStatus int
+	// NoMSRPAnswer answers the INVITE 200 with the MSRP stream refused
+	// (m=message port 0, RFC 3264): a client that took the call but not
+	// MSRP.
+	NoMSRPAnswer bool
+	// MessageStatus chooses our final answer to the n-th received message
+	// when it comes as a SIP MESSAGE (pager mode; n counts MSRP messages
+	// too). Nil answers 200; a negative answer never answers.
+	MessageStatus func(n int, req *sip.Request) int
+	// Instance, when set, is the +sip.instance of our Contact in
+	// REGISTER (RFC 5626), e.g. "<urn:uuid:...>".
+	Instance string
 	// NeverConnect with Setup "active": answer 200 but never open MSRP.
 	NeverConnect bool
 	// Answer chooses the MSRP answer to the n-th received message (from
@@ -65,7 +77,8 @@ type Config struct {
 	// session, before the client goes on, so that a test can inject a
 	// fault (kill deferpush, pause Redis) at a precise point. A non-nil
 	// error at EventMessage drops the connection without answering, as
-	// DropAt does; at the other events it is ignored.
+	// DropAt does (in pager mode: leaves the MESSAGE unanswered); at the
+	// other events it is ignored.
 	OnEvent func(ev Event) error
 	// PathAddr, when set, is the host:port put in our a=path instead of
 	// the MSRP listener's: a relay in front of the listener, which routes
@@ -97,7 +110,7 @@ const (
 	// EventAck: the ACK of our 200 arrived.
 	EventAck EventKind = "ack"
 	// EventMessage: the N-th message (from 1, over the client's life) is
-	// complete; it is not answered yet.
+	// complete, in an MSRP SEND or a SIP MESSAGE; it is not answered yet.
 	EventMessage EventKind = "message"
 	// EventBye: a BYE arrived; it is not answered yet.
 	EventBye EventKind = "bye"
@@ -106,9 +119,11 @@ const (
 // Event is one step of a push session.
 type Event struct {
 	Kind EventKind
-	// N and Message are set for EventMessage.
+	// N is set for EventMessage, and Message for one in an MSRP SEND
+	// (Request for one in a SIP MESSAGE).
 	N       int
 	Message *msrp.Message
+	Request *sip.Request
 }
 
 // event calls Config.OnEvent, if set.
@@ -121,8 +136,16 @@ func (c *Client) event(ev Event) error {
 
 // Received is one message the client took, decoded.
 type Received struct {
-	// OuterID is the Message-ID of the SEND that carried it.
-	OuterID     string
+	// Pager says it came as a SIP MESSAGE (pager mode): ContentType is
+	// then message/sip and Body the whole request as received, so that
+	// Decoded holds its Call-ID, From, To, Date, identity headers, and
+	// its own Content-Type and body.
+	Pager bool
+	// OuterID is the Message-ID of the SEND that carried it ("" in pager
+	// mode).
+	OuterID string
+	// CSeq is the CSeq number of the MESSAGE that carried it (pager mode).
+	CSeq        uint32
 	ContentType string
 	Body        []byte
 	// Decoded is Body unwrapped; DecodeErr says why not when it failed.
@@ -260,6 +283,7 @@ func (c *Client) start(ctx context.Context) error {
 	c.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 	})
+	c.srv.OnMessage(c.onMessage)
 	c.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
@@ -298,7 +322,14 @@ func (c *Client) Register(ctx context.Context, expires int) (int, error) {
 	from := &sip.FromHeader{Address: c.aor, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(10))
 	req.AppendHeader(from)
-	req.AppendHeader(sip.HeaderClone(&c.contact))
+	contact := sip.HeaderClone(&c.contact).(*sip.ContactHeader)
+	if c.cfg.Instance != "" {
+		if contact.Params == nil {
+			contact.Params = sip.NewParams()
+		}
+		contact.Params.Add("+sip.instance", `"`+c.cfg.Instance+`"`)
+	}
+	req.AppendHeader(contact)
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
 	c.route(req)
 	res, err := c.cli.Do(ctx, req, sipgo.ClientRequestRegisterBuild)
@@ -325,22 +356,7 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, err.Error(), nil))
 		return
 	}
-	status := c.cfg.InviteStatus
-	if status < 0 {
-		_ = dlg.Respond(180, "Ringing", nil)
-		// sipgo's transaction layer answers a CANCEL itself (200, then 487
-		// to the INVITE); the dialog ends with ErrTransactionCanceled.
-		select {
-		case <-dlg.Context().Done():
-		case <-tx.Done():
-		}
-		if errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled) || errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
-			c.bump(func() { c.cancels++ })
-		}
-		return
-	}
-	if status != 0 && status != 200 {
-		_ = dlg.Respond(status, "Refused by test client", nil)
+	if c.refuseInvite(dlg, tx) {
 		return
 	}
 	offer, err := sdp.Parse(req.Body())
@@ -354,38 +370,13 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		c.answerViaRelay(req, dlg, offer, local)
 		return
 	}
-	if c.cfg.PathAddr != "" {
-		host, port, err := net.SplitHostPort(c.cfg.PathAddr)
-		if err != nil {
-			_ = dlg.Respond(500, err.Error(), nil)
-			return
-		}
-		local.Host = host
-		local.Port, _ = strconv.Atoi(port)
+	ms, err := c.newSession(local, offer)
+	if err == nil {
+		err = c.answer(dlg, ms)
 	}
-	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
 	if err != nil {
-		_ = dlg.Respond(500, err.Error(), nil)
-		return
-	}
-	if c.cfg.Setup == sdp.SetupPassive {
-		if err := c.msrpL.Add(ms, offer.Path); err != nil {
-			_ = dlg.Respond(500, err.Error(), nil)
-			return
-		}
-	}
-	c.mu.Lock()
-	c.sessions = append(c.sessions, ms)
-	c.mu.Unlock()
-	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: c.cfg.AcceptTypes,
-		AcceptWrappedTypes: c.cfg.AcceptWrappedTypes, Setup: c.cfg.Setup})
-	if err != nil {
-		_ = dlg.Respond(500, err.Error(), nil)
-		return
-	}
-	c.bump(func() { c.lastAnswer = answer })
-	if err := dlg.RespondSDP(answer); err != nil {
-		c.log.Warn("imclient: respond", "err", err)
+		c.log.Warn("imclient: answer", "err", err)
+		_ = dlg.Respond(500, err.Error(), nil) // fails when answered already
 		return
 	}
 	_ = c.event(Event{Kind: EventInviteAnswered})
@@ -398,6 +389,73 @@ func (c *Client) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 		}()
 	}
+}
+
+// refuseInvite answers the INVITE as Config says when it is not to be
+// taken: never finally (InviteStatus < 0, until a CANCEL), with an error
+// status, or with the MSRP stream refused (NoMSRPAnswer). It reports
+// whether it answered.
+func (c *Client) refuseInvite(dlg *sipgo.DialogServerSession, tx sip.ServerTransaction) bool {
+	switch status := c.cfg.InviteStatus; {
+	case status < 0:
+		_ = dlg.Respond(180, "Ringing", nil)
+		// sipgo's transaction layer answers a CANCEL itself (200, then 487
+		// to the INVITE); the dialog ends with ErrTransactionCanceled.
+		select {
+		case <-dlg.Context().Done():
+		case <-tx.Done():
+		}
+		if errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled) || errors.Is(tx.Err(), sip.ErrTransactionCanceled) {
+			c.bump(func() { c.cancels++ })
+		}
+		return true
+	case status != 0 && status != 200:
+		_ = dlg.Respond(status, "Refused by test client", nil)
+		return true
+	case c.cfg.NoMSRPAnswer:
+		// The MSRP stream refused (port 0, RFC 3264 §6): nothing to use.
+		refused := "v=0\r\no=- 1 1 IN IP4 " + c.cfg.Host + "\r\ns=-\r\nc=IN IP4 " + c.cfg.Host + "\r\nt=0 0\r\nm=message 0 TCP/MSRP *\r\n"
+		_ = dlg.RespondSDP([]byte(refused))
+		return true
+	}
+	return false
+}
+
+// newSession makes the MSRP session of an answer, at PathAddr when set,
+// and registers it with the listener when the client is the passive side.
+func (c *Client) newSession(local msrp.URI, offer sdp.Media) (*msrp.Session, error) {
+	if c.cfg.PathAddr != "" {
+		host, port, err := net.SplitHostPort(c.cfg.PathAddr)
+		if err != nil {
+			return nil, err
+		}
+		local.Host = host
+		local.Port, _ = strconv.Atoi(port)
+	}
+	ms, err := msrp.NewSession(msrp.Config{Local: local, Handler: msrp.HandlerFunc(c.serveMSRP), Logger: c.log})
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.Setup == sdp.SetupPassive {
+		if err := c.msrpL.Add(ms, offer.Path); err != nil {
+			return nil, err
+		}
+	}
+	c.mu.Lock()
+	c.sessions = append(c.sessions, ms)
+	c.mu.Unlock()
+	return ms, nil
+}
+
+// answer sends the 200 with our SDP for ms.
+func (c *Client) answer(dlg *sipgo.DialogServerSession, ms *msrp.Session) error {
+	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: c.cfg.AcceptTypes,
+		AcceptWrappedTypes: c.cfg.AcceptWrappedTypes, Setup: c.cfg.Setup})
+	if err != nil {
+		return err
+	}
+	c.bump(func() { c.lastAnswer = answer })
+	return dlg.RespondSDP(answer)
 }
 
 // answerViaRelay answers an INVITE from behind the relay: the session
@@ -518,6 +576,39 @@ func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message
 	}
 	c.bump(func() { c.received = append(c.received, r) })
 	return err
+}
+
+// onMessage takes a message in pager mode: a SIP MESSAGE, received as
+// Received with the whole request as its message/sip body.
+func (c *Client) onMessage(req *sip.Request, tx sip.ServerTransaction) {
+	c.mu.Lock()
+	c.n++
+	n := c.n
+	c.mu.Unlock()
+	raw := []byte(req.String())
+	r := Received{Pager: true, ContentType: encap.TypeSIP, Body: raw}
+	if cs := req.CSeq(); cs != nil {
+		r.CSeq = cs.SeqNo
+	}
+	r.Decoded, r.DecodeErr = encap.Decode(encap.TypeSIP, raw)
+	status := 200
+	if c.cfg.MessageStatus != nil {
+		status = c.cfg.MessageStatus(n, req)
+	}
+	if c.event(Event{Kind: EventMessage, N: n, Request: req}) != nil {
+		status = -1
+	}
+	if status < 0 {
+		c.bump(func() { c.received = append(c.received, r) })
+		return
+	}
+	r.Answered = status
+	c.bump(func() { c.received = append(c.received, r) })
+	reason := "OK"
+	if status >= 300 {
+		reason = "Refused by test client"
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, status, reason, nil))
 }
 
 // bump applies a change under the lock and wakes the waiters.

@@ -169,6 +169,12 @@ func (s *server) newPusher(context.Context) error {
 
 func (s *server) newEngine(context.Context) error {
 	s.metrics = api.NewMetrics()
+	// Notifications go to senders through the proxy, which delivers or
+	// stores them; without one there is nowhere to send them.
+	var notifier plugin.Notifier
+	if s.cfg.SIP.OutboundProxy != "" {
+		notifier = s.pusher
+	}
 	var err error
 	s.engine, err = plugin.NewEngine(plugin.EngineConfig{
 		Store:         s.store,
@@ -176,6 +182,7 @@ func (s *server) newEngine(context.Context) error {
 		MaxConcurrent: s.cfg.Push.MaxConcurrent,
 		LockTTL:       s.cfg.Push.LockTTL,
 		Observer:      s.metrics,
+		Notifier:      notifier,
 		Logger:        s.log,
 	})
 	return err

@@ -28,6 +28,14 @@
 // client can correlate and de-duplicate. [Decode] reverses any of these
 // encapsulations; the reference client and the tests use it.
 //
+// A client that takes no MSRP gets its messages in pager mode instead:
+// [PageOf] gives the part of a SIP MESSAGE that comes from the stored
+// message (its headers as stored, less the sender's hop and routing, and
+// its body). A stored message whose CPIM body asks for disposition
+// notifications (RFC 5438) is read by [ReadIMDNRequest], and
+// [BuildNotification] writes the "stored" and "failed" notifications
+// deferpush sends as the intermediary that stored it.
+//
 // The seed's examples are reproduced as golden files under testdata, in
 // correct RFC form: golden_test.go lists each deviation from the seed's
 // literal text (its indentation, stray spaces, a wrong Byte-Range and

@@ -174,3 +174,59 @@ func FuzzPushSession(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPage: a page of a stored MESSAGE is its header lines minus the
+// dropped ones, and a body that is the stored one.
+func FuzzPage(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		p, err := encap.PageOf(encap.Deferred{Kind: encap.KindSIP, Stored: raw})
+		if err != nil {
+			if !errors.Is(err, encap.ErrMalformed) {
+				t.Fatalf("PageOf error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if p.CSeq == 0 || p.CSeq >= 1<<31 {
+			t.Fatalf("CSeq %d", p.CSeq)
+		}
+		if !bytes.HasSuffix(raw, p.Body) || len(p.Head) > len(raw) {
+			t.Fatalf("page is not part of the stored message:\n%q\n%q", raw, p.Head)
+		}
+		for l := range strings.SplitSeq(string(p.Head), "\r\n") {
+			if strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t") {
+				continue // a continuation line
+			}
+			name, _, _ := strings.Cut(l, ":")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "via", "v", "route", "record-route", "cseq", "content-length", "l", "max-forwards", "proxy-authorization", "authorization":
+				t.Fatalf("page keeps %q", l)
+			}
+		}
+	})
+}
+
+// FuzzIMDN: whatever a stored message holds, reading its IMDN request
+// fails cleanly, and a notification built from it parses as CPIM and asks
+// for no notification itself.
+func FuzzIMDN(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, ok, err := encap.ReadIMDNRequest(raw)
+		if err != nil {
+			if !errors.Is(err, encap.ErrMalformed) {
+				t.Fatalf("ReadIMDNRequest error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if !ok {
+			return
+		}
+		ct, body := encap.BuildNotification(r, encap.Notification{Status: encap.IMDNFailed, Recipient: "sip:bob@example.com", MessageID: "n1"})
+		d, err := encap.Decode(ct, body)
+		if err != nil {
+			t.Fatalf("notification does not decode: %v\n%q", err, body)
+		}
+		if d.ContentType != encap.TypeIMDN || bytes.Contains(body, []byte("Disposition-Notification")) {
+			t.Fatalf("notification:\n%q", body)
+		}
+	})
+}

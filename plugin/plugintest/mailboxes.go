@@ -132,6 +132,7 @@ func (s *Store) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
 	n := len(b.msgs)
 	b.pending, b.inflight, b.dead = nil, nil, nil
 	clear(b.msgs)
+	clear(b.notify)
 	s.totals.Deleted += int64(n)
 	s.tidy(aor)
 	return n, nil

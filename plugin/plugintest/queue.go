@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/deferpush/deferpush/plugin"
@@ -56,8 +57,14 @@ func (s *Store) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		return &plugin.LimitError{Err: plugin.ErrMailboxFull, Limit: "max_mailbox", Max: lim.MaxMailbox, Got: len(b.msgs)}
 	}
 	c := clone(m, "")
-	c.Attempts, c.LastError = 0, ""
+	c.Attempts, c.LastError, c.NotifyFailure = 0, "", false
 	b.msgs[c.ID] = c
+	if m.NotifyFailure && !m.Expires.IsZero() {
+		if b.notify == nil {
+			b.notify = map[string]bool{}
+		}
+		b.notify[c.ID] = true
+	}
 	b.pending = append(b.pending, c.ID)
 	s.totals.Stored++
 	return nil
@@ -89,8 +96,12 @@ func (s *Store) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 		b.pending = b.pending[1:]
 		m := b.msgs[id]
 		if expired(m, now) {
-			delete(b.msgs, id)
-			s.totals.Expired++
+			// One whose sender waits for a failure notice stays stored,
+			// in no list, for Sweep to report and drop.
+			if !b.notify[id] {
+				delete(b.msgs, id)
+				s.totals.Expired++
+			}
 			continue
 		}
 		b.inflight = append(b.inflight, id)
@@ -124,6 +135,7 @@ func (s *Store) ack(ctx context.Context, aor plugin.AOR, token, id string) error
 	}
 	b.inflight = slices.Delete(b.inflight, i, i+1)
 	delete(b.msgs, id)
+	delete(b.notify, id)
 	s.totals.Pushed++
 	return nil
 }
@@ -161,6 +173,7 @@ func (s *Store) fail(ctx context.Context, aor plugin.AOR, token, id, reason stri
 	}
 	b.inflight = slices.Delete(b.inflight, i, i+1)
 	b.dead = append(b.dead, id)
+	delete(b.notify, id) // the caller tells the sender now
 	s.totals.DeadLettered++
 	return true, nil
 }
@@ -248,7 +261,24 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (plugin.SweepStats, er
 			b.owner, b.until = "", time.Time{}
 		}
 		// An expired message in flight under a live lease waits for its
-		// push to end.
+		// push to end. Failure notices first: by expiry, then id.
+		var notices []*plugin.Message
+		for id := range b.notify {
+			m := b.msgs[id]
+			if m != nil && expired(m, now) && !(held && slices.Contains(b.inflight, id)) {
+				c := clone(m, "")
+				c.NotifyFailure = true
+				notices = append(notices, c)
+				delete(b.notify, id)
+			}
+		}
+		slices.SortFunc(notices, func(x, y *plugin.Message) int {
+			if c := x.Expires.Compare(y.Expires); c != 0 {
+				return c
+			}
+			return strings.Compare(x.ID, y.ID)
+		})
+		st.Undelivered = append(st.Undelivered, notices...)
 		for id, m := range b.msgs {
 			if expired(m, now) && !(held && slices.Contains(b.inflight, id)) {
 				b.drop(id)

@@ -145,7 +145,24 @@ func (s *Store) SetContact(ctx context.Context, r plugin.Registration) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if old, ok := s.contacts[r.AOR]; ok && old.PagerOnly && old.Binding() == r.Binding() {
+		r.PagerOnly = true
+	}
 	s.contacts[r.AOR] = cloneRegistration(r)
+	return nil
+}
+
+// SetPagerOnly implements plugin.Settings.
+func (s *Store) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string) error {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return fmt.Errorf("plugintest: set pager-only %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.contacts[aor]; ok && r.Binding() == binding {
+		r.PagerOnly = true
+		s.contacts[aor] = r
+	}
 	return nil
 }
 

@@ -56,9 +56,12 @@ type mailbox struct {
 	dead     []string // dead-lettered ids, in order
 	// msgs holds every stored message by id, with Attempts and LastError
 	// kept up to date; State is set only on the copies handed out.
-	msgs  map[string]*plugin.Message
-	owner string    // lease owner token; "" when nobody holds the lease
-	until time.Time // lease end
+	msgs map[string]*plugin.Message
+	// notify holds the ids of messages whose sender waits for a failure
+	// notice (Message.NotifyFailure), the Redis store's dp:{aor}:notify.
+	notify map[string]bool
+	owner  string    // lease owner token; "" when nobody holds the lease
+	until  time.Time // lease end
 }
 
 // NewStore returns an empty store whose clock (for leases, Claim's expiry
@@ -165,6 +168,7 @@ func (b *mailbox) drop(id string) {
 	del := func(ids []string) []string { return slices.DeleteFunc(ids, func(x string) bool { return x == id }) }
 	b.pending, b.inflight, b.dead = del(b.pending), del(b.inflight), del(b.dead)
 	delete(b.msgs, id)
+	delete(b.notify, id)
 }
 
 // state says which list holds id.

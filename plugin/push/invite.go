@@ -18,11 +18,15 @@ import (
 // Steps 2–7 of the seed's Figure 2: the INVITE with an MSRP offer
 // through the proxy, the client's 200, our ACK, and the MSRP connection.
 
-// Open sends the INVITE and sets up the MSRP session (steps 2–7).
+// Open sends the INVITE and sets up the MSRP session (steps 2–7); with
+// t.Pager it returns a pager-mode session (pager.go) and sends nothing.
 func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession, error) {
 	var ruri sip.Uri
 	if err := sip.ParseUri(t.URI, &ruri); err != nil {
 		return nil, &plugin.SessionError{Op: "invite", Err: fmt.Errorf("request-uri %q: %w", t.URI, err)}
+	}
+	if t.Pager {
+		return p.openPager(t, ruri), nil
 	}
 	local := p.cfg.MSRP.URI()
 	local.SessionID = msrp.NewSessionID()
@@ -85,7 +89,11 @@ func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, loca
 		dlg.Close()
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) {
-			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: errors.New(de.Res.Reason)}
+			reason := errors.New(de.Res.Reason)
+			if refusesMSRP(de.Res.StatusCode) {
+				reason = fmt.Errorf("%w: %s", plugin.ErrMSRPRefused, de.Res.Reason)
+			}
+			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: reason}
 		}
 		if ictx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("no answer within %v (cancelled): %w", time.Duration(t.Policy.InviteTimeout), err)
@@ -95,6 +103,12 @@ func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, loca
 	return dlg, nil
 }
 
+// refusesMSRP reports whether a final answer to the INVITE refuses the
+// MSRP session rather than the push: 415 Unsupported Media Type (no SDP,
+// or no MSRP), 488 Not Acceptable Here (no acceptable media), 606 Not
+// Acceptable (RFC 3261 §21.6.4). Busy Here and Decline refuse the push.
+func refusesMSRP(status int) bool { return status == 415 || status == 488 || status == 606 }
+
 // acknowledge sends the ACK (step 6) and reads the client's SDP answer.
 func (p *Pusher) acknowledge(ctx context.Context, s *session) error {
 	if err := s.dlg.Ack(ctx); err != nil {
@@ -102,7 +116,8 @@ func (p *Pusher) acknowledge(ctx context.Context, s *session) error {
 	}
 	ans, err := sdp.Parse(s.dlg.InviteResponse.Body())
 	if err != nil {
-		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("answer: %w", err)}
+		// No usable MSRP m-line: the client took the call but not MSRP.
+		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: answer: %w", plugin.ErrMSRPRefused, err)}
 	}
 	s.answer = ans
 	return nil
@@ -130,19 +145,7 @@ func (p *Pusher) connect(ctx context.Context, mcfg msrp.Config, ans sdp.Media) (
 // newInvite builds the INVITE of step 2.
 func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Request {
 	req := sip.NewRequest(sip.INVITE, ruri)
-	var routes []string
-	if p.route != nil {
-		routes = append(routes, p.route.String())
-	}
-	// A registration through edge proxies (RFC 3327 Path) is reached
-	// through them, when we target the contact ourselves.
-	if t.Policy.PushTarget != plugin.TargetAOR {
-		routes = append(routes, t.Registration.Path...)
-	}
-	for _, r := range routes {
-		if !strings.HasPrefix(r, "<") {
-			r = "<" + r + ">"
-		}
+	for _, r := range p.routes(t, t.Policy.PushTarget != plugin.TargetAOR) {
 		req.AppendHeader(sip.NewHeader("Route", r))
 	}
 	from := &sip.FromHeader{Address: p.from, Params: sip.NewParams()}
@@ -157,10 +160,34 @@ func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Req
 	req.AppendHeader(sip.NewHeader("User-Agent", "deferpush"))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
+	p.setTransport(req)
+	return req
+}
+
+// routes are the Route values of a request to t: the outbound proxy,
+// then, when we target the contact ourselves (toContact), the edge
+// proxies it registered through (RFC 3327 Path), each in angle brackets.
+func (p *Pusher) routes(t plugin.Target, toContact bool) []string {
+	var routes []string
+	if p.route != nil {
+		routes = append(routes, p.route.String())
+	}
+	if toContact {
+		routes = append(routes, t.Registration.Path...)
+	}
+	for i, r := range routes {
+		if !strings.HasPrefix(r, "<") {
+			routes[i] = "<" + r + ">"
+		}
+	}
+	return routes
+}
+
+// setTransport sends req over the outbound proxy's transport.
+func (p *Pusher) setTransport(req *sip.Request) {
 	if p.route != nil {
 		if tp, ok := p.route.UriParams.Get("transport"); ok && tp != "" {
 			req.SetTransport(strings.ToUpper(tp))
 		}
 	}
-	return req
 }

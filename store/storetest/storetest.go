@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +63,8 @@ func Run(t *testing.T, open Factory) {
 		{"Admin", testAdmin},
 		{"Policy", testPolicy},
 		{"UserSettingsAndContact", testSettings},
+		{"PagerOnly", testPagerOnly},
+		{"FailureNotices", testFailureNotices},
 		{"AtomicUpdates", testAtomicUpdates},
 		{"Recipients", testRecipients},
 		{"ConcurrentExactlyOnce", testConcurrent},
@@ -631,6 +634,92 @@ func testSettings(e *env) {
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
 }
 
+// testPagerOnly: what a push learnt of a client (it refused MSRP) lasts
+// as long as its binding: a refresh keeps it, another instance or (with
+// no instance) another contact drops it, and a mark for a binding that is
+// no longer stored changes nothing.
+func testPagerOnly(e *env) {
+	contact := func(r plugin.Registration) plugin.Registration {
+		e.t.Helper()
+		got, err := e.s.Contact(e.ctx, r.AOR)
+		if err != nil {
+			e.t.Fatalf("Contact: %v", err)
+		}
+		return got
+	}
+	set := func(r plugin.Registration) {
+		e.t.Helper()
+		if err := e.s.SetContact(e.ctx, r); err != nil {
+			e.t.Fatalf("SetContact: %v", err)
+		}
+	}
+	mark := func(aor plugin.AOR, binding string) {
+		e.t.Helper()
+		if err := e.s.SetPagerOnly(e.ctx, aor, binding); err != nil {
+			e.t.Fatalf("SetPagerOnly: %v", err)
+		}
+	}
+	if err := e.s.SetPagerOnly(e.ctx, bob, "sip:bob@192.0.2.1"); err != nil {
+		e.t.Errorf("SetPagerOnly with nothing stored: %v", err)
+	}
+	if _, err := e.s.Contact(e.ctx, bob); !errors.Is(err, plugin.ErrNotFound) {
+		e.t.Errorf("SetPagerOnly with nothing stored made a registration: %v", err)
+	}
+
+	// By contact (no instance).
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@192.0.2.1:5070;transport=tcp", Expires: e.clock.Now().Add(time.Hour),
+		Path: []string{"<sip:edge.example.com;lr>"}}
+	set(reg)
+	mark(bob, "sip:bob@192.0.2.9:5070")
+	if contact(reg).PagerOnly {
+		e.t.Error("marked through another binding")
+	}
+	mark(bob, reg.Contact)
+	want := reg
+	want.PagerOnly = true
+	diff(e.t, "marked registration", want, contact(reg))
+	mark(bob, reg.Contact) // again: no change
+	diff(e.t, "marked twice", want, contact(reg))
+	refresh := reg
+	refresh.Expires = e.clock.Now().Add(2 * time.Hour)
+	set(refresh)
+	want = refresh
+	want.PagerOnly = true
+	diff(e.t, "refreshed registration", want, contact(reg))
+	moved := reg
+	moved.Contact = "sip:bob@192.0.2.2:5070;transport=tcp"
+	set(moved)
+	diff(e.t, "registration of another contact", moved, contact(reg))
+
+	// By instance: a new contact address of the same device keeps it,
+	// another device does not.
+	dev := plugin.Registration{AOR: alice, Contact: "sip:alice@192.0.2.3:5070", Instance: "<urn:uuid:a1>", Expires: e.clock.Now().Add(time.Hour)}
+	set(dev)
+	mark(alice, dev.Contact) // the contact is not the binding
+	if contact(dev).PagerOnly {
+		e.t.Error("marked through the contact of a registration with an instance")
+	}
+	mark(alice, dev.Instance)
+	roamed := dev
+	roamed.Contact = "sip:alice@198.51.100.7:5070"
+	set(roamed)
+	want = roamed
+	want.PagerOnly = true
+	diff(e.t, "same instance, new contact", want, contact(dev))
+	other := roamed
+	other.Instance = "<urn:uuid:a2>"
+	set(other)
+	diff(e.t, "another instance", other, contact(dev))
+
+	// Its expiry is the registration's.
+	if err := e.s.SetPagerOnly(e.ctx, alice, other.Instance); err != nil {
+		e.t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Hour)
+	_, err := e.s.Contact(e.ctx, alice)
+	e.wantErr("expired marked registration", err, plugin.ErrNotFound)
+}
+
 // testConcurrent: producers append to the same and different recipients
 // while consumers push; every message is delivered exactly once and in
 // order per producer and recipient.
@@ -863,4 +952,115 @@ func testRecipients(e *env) {
 		cursor = next
 	}
 	diff(e.t, "recipients", want, got)
+}
+
+// testFailureNotices: a message whose sender asked to hear of a failure
+// (NotifyFailure) is reported by the one Sweep that finds it expired —
+// also when a Claim met it expired first — and not when it was acked,
+// deleted or dead-lettered before, nor while a live push holds it.
+func testFailureNotices(e *env) {
+	ctx := e.ctx
+	add := func(to plugin.AOR, body string, notify bool) *plugin.Message {
+		e.t.Helper()
+		m := e.msg(to, body)
+		m.NotifyFailure = notify
+		if err := e.s.Append(ctx, m, limits); err != nil {
+			e.t.Fatalf("Append: %v", err)
+		}
+		return m
+	}
+	sweep := func() plugin.SweepStats {
+		e.t.Helper()
+		st, err := e.s.Sweep(ctx, e.clock.Now())
+		if err != nil {
+			e.t.Fatalf("Sweep: %v", err)
+		}
+		return st
+	}
+	undelivered := func(st plugin.SweepStats) []string {
+		out := []string{}
+		for _, m := range st.Undelivered {
+			if !m.NotifyFailure || len(m.Raw) == 0 || m.Recipient.IsZero() {
+				e.t.Errorf("reported message %+v: want it whole, with NotifyFailure", m)
+			}
+			out = append(out, m.CallID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	a := add(bob, "a", true)
+	add(bob, "b", false)
+	acked := add(bob, "acked", true)
+	dead := add(bob, "dead", true)
+	deleted := add(bob, "deleted", true)
+	add(alice, "c", true)
+	add(alice, "met", true)
+	if err := e.s.Delete(ctx, bob, deleted.ID); err != nil {
+		e.t.Fatal(err)
+	}
+	// Ack one, dead-letter one (Claim takes a, b, acked and dead; a and b
+	// go back at Unlock).
+	if ok, err := e.s.Lock(ctx, bob, "t1", lease); !ok || err != nil {
+		e.t.Fatalf("Lock: %v %v", ok, err)
+	}
+	if got := e.claim(bob, "t1", 4); len(got) != 4 || got[0] != a.ID {
+		e.t.Fatalf("Claim = %v", got)
+	}
+	if err := e.s.Ack(ctx, bob, "t1", acked.ID); err != nil {
+		e.t.Fatal(err)
+	}
+	if d, err := e.s.Fail(ctx, bob, "t1", dead.ID, "refused", 1); !d || err != nil {
+		e.t.Fatalf("Fail: %v %v", d, err)
+	}
+	if err := e.s.Unlock(ctx, bob, "t1"); err != nil {
+		e.t.Fatal(err)
+	}
+	if got := undelivered(sweep()); len(got) != 0 {
+		e.t.Fatalf("notices before expiry: %v", got)
+	}
+
+	// After the expiry, a Claim meets alice's two: it leaves them to the
+	// sweep, which reports them with bob's.
+	e.clock.Advance(2 * time.Hour)
+	if ok, err := e.s.Lock(ctx, alice, "t2", lease); !ok || err != nil {
+		e.t.Fatalf("Lock: %v %v", ok, err)
+	}
+	if got := e.claim(alice, "t2", 5); len(got) != 0 {
+		e.t.Fatalf("Claim after expiry = %v; want nothing", got)
+	}
+	if err := e.s.Unlock(ctx, alice, "t2"); err != nil {
+		e.t.Fatal(err)
+	}
+	st := sweep()
+	if diff := cmp.Diff([]string{"call-a", "call-c", "call-met"}, undelivered(st)); diff != "" {
+		e.t.Errorf("notices (-want +got):\n%s", diff)
+	}
+	if st.Expired != 5 { // a, b, the dead letter (told at Fail), c, met
+		e.t.Errorf("expired %d, want 5", st.Expired)
+	}
+	if st2 := sweep(); len(st2.Undelivered) != 0 {
+		e.t.Errorf("notices reported twice: %v", undelivered(st2))
+	}
+
+	// A message held by a live push when it expires waits for the push.
+	h := add(alice, "h2", true)
+	if ok, err := e.s.Lock(ctx, alice, "t3", 4*time.Hour); !ok || err != nil {
+		e.t.Fatalf("Lock: %v %v", ok, err)
+	}
+	if got, err := e.s.Claim(ctx, alice, "t3", 1, 4*time.Hour); err != nil || len(got) != 1 || got[0].ID != h.ID {
+		e.t.Fatalf("Claim = %v, %v", ids(got), err)
+	}
+	e.clock.Advance(2 * time.Hour)
+	if got := undelivered(sweep()); len(got) != 0 {
+		e.t.Errorf("notice of a message a live push holds: %v", got)
+	}
+	if err := e.s.Unlock(ctx, alice, "t3"); err != nil {
+		e.t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"call-h2"}, undelivered(sweep())); diff != "" {
+		e.t.Errorf("notice after the push (-want +got):\n%s", diff)
+	}
+	if c, _ := e.s.Count(ctx, alice); c != (plugin.Counts{}) {
+		e.t.Errorf("alice's mailbox after the sweeps: %+v, want empty", c)
+	}
 }

@@ -27,6 +27,8 @@ const POLICY_FIELDS = [
   { name: 'success_reports', type: 'bool', label: 'Ack on MSRP success REPORTs' },
   { name: 'full_mailbox_reply', type: 'code', label: 'SIP reply when a mailbox is full', values: [486, 480] },
   { name: 'store_disabled_reply', type: 'code', label: 'SIP reply when storing is off', values: [403, 480] },
+  { name: 'delivery', type: 'enum', label: 'Delivery (auto: MSRP, SIP MESSAGE when refused)', values: ['auto', 'msrp', 'pager'] },
+  { name: 'pager_below', type: 'int', label: 'SIP MESSAGE for mailboxes of at most (auto; 0: never)' },
 ];
 
 const STATS = [

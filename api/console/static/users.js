@@ -26,7 +26,7 @@ export class Users {
       ev.preventDefault();
       this.saveSettings();
     });
-    for (const id of ['user-push', 'user-max']) {
+    for (const id of ['user-push', 'user-max', 'user-delivery', 'user-pager-below']) {
       $(id).addEventListener('input', () => { this.settingsDirty = true; });
     }
     $('settings-reset').addEventListener('click', () => this.resetSettings());
@@ -93,6 +93,8 @@ export class Users {
     if (!this.settingsDirty) {
       $('user-push').value = data.push || '';
       $('user-max').value = data.max_per_session ? String(data.max_per_session) : '';
+      $('user-delivery').value = data.delivery || '';
+      $('user-pager-below').value = data.pager_below ? String(data.pager_below) : '';
     }
   }
 
@@ -106,6 +108,14 @@ export class Users {
     }
     if (max) {
       body.max_per_session = /^-?\d+$/.test(max) ? Number(max) : max;
+    }
+    const delivery = $('user-delivery').value;
+    const below = $('user-pager-below').value.trim();
+    if (delivery) {
+      body.delivery = delivery;
+    }
+    if (below) {
+      body.pager_below = /^-?\d+$/.test(below) ? Number(below) : below;
     }
     try {
       await this.client.call('PUT', userPath(this.aor, 'settings'), { json: body, etag: this.settingsETag });

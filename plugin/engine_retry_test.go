@@ -1,0 +1,116 @@
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// TestEnginePromptRetry: with an hour of retry_backoff, a registration
+// that follows a push broken by the transport, or comes from a new
+// contact or flow, pushes at once; one that follows the client's refusal
+// from the same contact and flow waits.
+func TestEnginePromptRetry(t *testing.T) {
+	reg := func(contact, received string) plugin.Registration {
+		return plugin.Registration{AOR: bob, Contact: contact, Received: received, Expires: time.Now().Add(time.Hour)}
+	}
+	const a, b = "sip:bob@127.0.0.1:5099;transport=tcp", "sip:bob@127.0.0.1:6000;transport=tcp"
+	busy := &plugin.SessionError{Op: "invite", Status: 486, Err: errors.New("Busy Here")}
+	timeout := &plugin.SessionError{Op: "invite", Status: 408, Err: errors.New("Request Timeout")}
+	noAnswer := &plugin.SessionError{Op: "invite", Err: errors.New("no answer within 32s (cancelled)")}
+	decline := &plugin.SessionError{Op: "invite", Status: 603, Err: errors.New("Decline")}
+	for _, tt := range []struct {
+		name     string
+		openErr  error  // the first push's
+		breakAt  string // or: the first push breaks at this message
+		again    plugin.Registration
+		wantPush bool
+	}{
+		{name: "reset mid-push, same contact", breakAt: "call-1", again: reg(a, "tcp:127.0.0.1:40000"), wantPush: true},
+		{name: "no answer, same contact", openErr: noAnswer, again: reg(a, "tcp:127.0.0.1:40000"), wantPush: true},
+		{name: "408, same contact", openErr: timeout, again: reg(a, "tcp:127.0.0.1:40000"), wantPush: true},
+		{name: "486, same contact and flow", openErr: busy, again: reg(a, "tcp:127.0.0.1:40000"), wantPush: false},
+		{name: "603, same contact and flow", openErr: decline, again: reg(a, "tcp:127.0.0.1:40000"), wantPush: false},
+		{name: "486, new flow", openErr: busy, again: reg(a, "tcp:127.0.0.1:40001"), wantPush: true},
+		{name: "486, new contact", openErr: busy, again: reg(b, "tcp:127.0.0.1:40000"), wantPush: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &fakePusher{openErr: tt.openErr, breakAt: tt.breakAt}
+			e := newEngine(t, p, func(p *plugin.Policy) { p.RetryBackoff = plugin.Duration(time.Hour) })
+			e.store(t, 3)
+			ctx := context.Background()
+			if err := e.eng.Registered(ctx, reg(a, "tcp:127.0.0.1:40000")); err != nil {
+				t.Fatal(err)
+			}
+			if rep := e.report(t); rep.Outcome != plugin.OutcomeFailed {
+				t.Fatalf("first push %+v; want failed", rep)
+			}
+			p.mu.Lock()
+			p.openErr, p.breakAt = nil, ""
+			p.mu.Unlock()
+			if err := e.eng.Registered(ctx, tt.again); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case rep := <-e.rec.ch:
+				if !tt.wantPush {
+					t.Fatalf("pushed during the backoff: %+v", rep)
+				}
+				if rep.Outcome != plugin.OutcomeDelivered {
+					t.Errorf("second push %+v; want the rest delivered", rep)
+				}
+			case <-time.After(300 * time.Millisecond):
+				if tt.wantPush {
+					t.Fatal("no push within 300 ms of the registration")
+				}
+			}
+		})
+	}
+}
+
+// TestEngineRefusalHoldsWhatArrivedMeanwhile: a registration that comes
+// while a push runs runs it again at its end — unless the client refused
+// it (486): then it waits for the backoff like a later one.
+func TestEngineRefusalHoldsWhatArrivedMeanwhile(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		openErr  error
+		wantPush bool
+	}{
+		{"486", &plugin.SessionError{Op: "invite", Status: 486, Err: errors.New("Busy Here")}, false},
+		{"no answer", &plugin.SessionError{Op: "invite", Err: errors.New("no answer within 32s (cancelled)")}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &fakePusher{openErr: tt.openErr, openGate: make(chan struct{}), openStarted: make(chan struct{}, 10)}
+			e := newEngine(t, p, func(p *plugin.Policy) { p.RetryBackoff = plugin.Duration(time.Hour) })
+			e.store(t, 1)
+			r := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Received: "tcp:127.0.0.1:40000", Expires: time.Now().Add(time.Hour)}
+			ctx := context.Background()
+			if err := e.eng.Registered(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			<-p.openStarted
+			if err := e.eng.Registered(ctx, r); err != nil { // a refresh during the push
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the scheduler takes the event
+			close(p.openGate)
+			if rep := e.report(t); rep.Outcome != plugin.OutcomeFailed {
+				t.Fatalf("first push %+v", rep)
+			}
+			select {
+			case rep := <-e.rec.ch:
+				if !tt.wantPush {
+					t.Fatalf("ran again during the backoff: %+v", rep)
+				}
+			case <-time.After(300 * time.Millisecond):
+				if tt.wantPush {
+					t.Fatal("did not run again")
+				}
+			}
+		})
+	}
+}

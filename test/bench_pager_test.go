@@ -1,0 +1,69 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// systemDeferpushPager is the row of deferpush with pager_below: small
+// mailboxes go by SIP MESSAGE (pager mode, issue 15), as msilo delivers.
+const systemDeferpushPager = "deferpush (pager_below)"
+
+// pagerMode is the shipped kamailio.cfg as shipped (the message hook),
+// deferpush's policy with delivery auto and pager_below m.
+func pagerMode(m int) deferpushMode {
+	return deferpushMode{System: systemDeferpushPager, Profile: "deferpush-pager",
+		Policy: func(pol *plugin.Policy) { pol.Delivery, pol.PagerBelow = plugin.DeliveryAuto, m }}
+}
+
+// runDeferpushPager measures deferpush with pager_below = M on the
+// workload of runMsilo, with msilo's own client: the shipped
+// kamailio.cfg and the real binary on redis-server store the MESSAGEs
+// SIPp sends (the deferpush row's store phase); then every user registers
+// with SIPp, its Contact the SIPp UAS that answers 200 to each MESSAGE
+// (sippDeliveryPhase, as msilo's row), and deferpush sends each user's
+// messages as SIP MESSAGEs through Kamailio — no INVITE, no MSRP. Only
+// the client differs from the deferpush row: MSRP needs the reference
+// client, pager mode does not.
+func runDeferpushPager(b *testing.B, p benchParams, m int) benchRow {
+	b.Helper()
+	row := benchRow{Users: p.Users, M: m}
+	mode := pagerMode(m)
+	s := startDeferpushStack(b, p, deferpushSide{proxy: proxyKamailio, mode: mode})
+	defer s.stop(b)
+	dir := b.TempDir()
+	users := writeUsersCSV(b, dir, p.Users)
+	s.storePhase(b, p, &row, users, dir, fmt.Sprintf("%s-M%d-store", mode.Profile, m))
+
+	// A message leaves Redis with its ack, after the client's 200: that
+	// work is part of delivering, as msilo's deletions are.
+	ctx := context.Background()
+	acked := func() bool {
+		n, err := s.st.Totals(ctx)
+		return err == nil && n.Pushed >= int64(row.Stored)
+	}
+	sippDeliveryPhase(b, p, &row, s.proxy.SIPAddr, users, dir, cpuMeter{servers: s.servers()}, acked,
+		fmt.Sprintf("%s-M%d-deliver", mode.Profile, m))
+	if n, err := s.st.Totals(ctx); err == nil && n.Pushed < int64(row.Stored) {
+		row.Note = join(row.Note, fmt.Sprintf("%d of %d messages acked in Redis 5 s after the last confirmation", n.Pushed, row.Stored))
+	}
+	row.Err = join(row.Err, checkServersPinned(p.CPUs, s.servers()...))
+	return row
+}
+
+// pagerGoal is issue 15's goal for the pager_below row.
+func (r *benchReport) pagerGoal() goal {
+	g := goal{Text: "delivery rate with pager_below ≥ msilo's at M=1 (issue 15)"}
+	ref, ok1 := r.med(systemMsilo, 1, deliverRate)
+	rate, ok2 := r.med(systemDeferpushPager, 1, deliverRate)
+	if !ok1 || !ok2 || ref == 0 {
+		g.Detail = "no msilo or no pager_below row at M=1"
+		return g
+	}
+	g.Measured, g.Met = true, rate >= ref
+	g.Detail = fmt.Sprintf("%.2f× (%s vs %s msgs/s)", rate/ref, num(rate, 0), num(ref, 0))
+	return g
+}
