@@ -21,21 +21,39 @@ import (
 
 // BenchmarkVsMsilo is `make bench`: deferpush beside msilo, the offline
 // message store of Kamailio and of OpenSIPS, on the same machine, in one
-// run, on the same workload (issue 8), and beside the machine's physical
-// limits. It writes report.md, report.csv and delivery.svg under
-// results/<date>-<host>/ (QUICK=1: results/tmp/).
+// run, on the same workload (issues 8 and 14), and beside the machine's
+// physical limits. It writes report.md, report.csv, report-register.csv
+// and delivery.svg under results/<date>-<host>/ (QUICK=1: results/tmp/).
 //
-// Workload: U users x M messages each (env U, default 200; M, a
+// The bench is fair by construction (issue 14, item 6): the servers run
+// on one set of CPUs and the load generators on another (pinBench); every
+// client speaks SIP over UDP to the proxy; Kamailio runs the same number
+// of SIP workers in every row where the modules allow it (BENCH_WORKERS,
+// default 1, the most msilo's db_sqlite takes); and each row reports the
+// server CPU per message beside its rates.
+//
+// Message rows: U users x M messages each (env U, default 200; M, a
 // comma-separated list, default 1,10,50), sent by SIPp through the proxy
 // while the users are offline; then all U users register, and the clock
-// runs until every message is confirmed by its client. QUICK=1 runs U=20,
-// M=1,5. Run it with -benchtime 1x: one call does the whole run.
+// runs until every message is confirmed by its client. Each M has a row
+// per system of messageSystems.
 //
-// Each M has five rows: Kamailio msilo, deferpush attached to Kamailio
-// (the shipped kamailio.cfg, then with STORE_VIA_SIP), OpenSIPS msilo, and
-// deferpush attached to OpenSIPS (the shipped opensips.cfg). Without
-// OpenSIPS (not built, see scripts/install-test-deps.sh) its rows are left
-// out and the report says why; under CI=true that fails the run.
+// Registration rows: REG_N REGISTERs (default 10,000) of REG_N users with
+// empty mailboxes, by one SIPp scenario, through each system of
+// registerSystems: plain Kamailio (the registrar alone), Kamailio with
+// msilo, and Kamailio with each deferpush mode.
+//
+// Every row runs RUNS times (default 3; the runs of all rows interleave,
+// so that a noisy minute spreads over every system), and the report gives
+// the median and the spread. QUICK=1 runs U=20, M=1,5, REG_N=1000 and one
+// run. Run it with -benchtime 1x: one call does the whole run.
+//
+// Without OpenSIPS (not built, see scripts/install-test-deps.sh) its rows
+// are left out and the report says why; under CI=true that fails the run.
+// A row with a problem, a physical limit that could not be measured and a
+// deferpush side that could not run (unless BENCH_DEFERPUSH=0) fail the
+// run once the report is written. A system that is not built yet (the
+// Redis-direct mode) is listed as such and fails nothing.
 func BenchmarkVsMsilo(b *testing.B) {
 	p := benchParamsFromEnv(b)
 	for _, bin := range [][2]string{{"kamailio", "kamailio"}, {"sipp", "sip-tester"},
@@ -43,6 +61,7 @@ func BenchmarkVsMsilo(b *testing.B) {
 		harness.Require(b, bin[0], bin[1])
 	}
 	start := time.Now()
+	p.CPUs = pinBench(b)
 	rep := &benchReport{Params: p, Machine: machineInfo(), Started: start}
 	if _, err := harness.FindOpenSIPS(); err != nil {
 		if harness.InCI() {
@@ -50,94 +69,132 @@ func BenchmarkVsMsilo(b *testing.B) {
 		}
 		rep.OpenSIPSMissing = err.Error()
 	}
-	rep.Limits = append(rep.Limits, redisRPUSHLimit(b, p), msrpSendLimit(b, p))
-	only := os.Getenv("BENCH_ONLY") // msilo or deferpush, to look into one side
-	for _, m := range p.Ms {
-		for _, proxy := range []string{proxyKamailio, proxyOpenSIPS} {
-			if proxy == proxyOpenSIPS && rep.OpenSIPSMissing != "" {
-				continue
-			}
-			if only != "deferpush" {
-				rep.Rows = append(rep.Rows, runMsilo(b, p, m, proxy))
-			}
-			if only == "msilo" {
-				continue
-			}
-			sides := []deferpushSide{{proxy: proxy}}
-			if proxy == proxyKamailio {
-				sides = append(sides, deferpushSide{proxy: proxy, viaSIP: true})
-			}
-			for _, side := range sides {
-				if row, ok := runDeferpushSide(b, p, m, side); ok {
-					rep.Rows = append(rep.Rows, row)
-				} else {
-					rep.DeferpushMissing = row.Err
-					break
+	rep.DeferpushMissing = deferpushSideMissing()
+	for _, limit := range []func(*testing.B, benchParams) benchLimit{redisRPUSHLimit, storeAppendLimit, msrpSendLimit} {
+		t0 := time.Now()
+		l := limit(b, p)
+		rep.Limits = append(rep.Limits, l)
+		b.Logf("limit %s (%4.1f s): %.0f/s %s", l.Name, time.Since(t0).Seconds(), l.Rate, l.Err)
+	}
+	systems := rep.selected(messageSystems(rep))
+	regs := rep.selectedReg(registerSystems(rep))
+	for run := 1; run <= p.Runs; run++ {
+		for _, m := range p.Ms {
+			for _, sys := range systems {
+				if !sys.runsAt(m) {
+					continue
 				}
+				t0 := time.Now()
+				row := sys.Run(b, p, m)
+				row.System, row.Run = sys.Name, run
+				rep.Rows = append(rep.Rows, row)
+				b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
 			}
 		}
-		if m == 1 && only != "msilo" && rep.DeferpushMissing == "" {
-			if row, ok := runDeferpushPager(b, p, m); ok {
-				rep.Rows = append(rep.Rows, row)
-			}
+		if p.RegUsers == 0 {
+			continue
+		}
+		for _, sys := range regs {
+			t0 := time.Now()
+			row := sys.Run(b, p)
+			row.System, row.Run = sys.Name, run
+			rep.RegRows = append(rep.RegRows, row)
+			b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
 		}
 	}
 	rep.Elapsed = time.Since(start)
+	rep.Machine.LoadEnd = loadAverage()
 	if err := rep.write(p.OutDir); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("report written to %s in %v", p.OutDir, rep.Elapsed.Round(time.Second))
-	for _, r := range rep.Rows {
-		b.Logf("%-25s M=%-3d store %8.0f msgs/s  deliver %8.0f msgs/s  p50 %7.1f ms  p99 %7.1f ms  cpu %5.2f+%5.2f s  %6.0f B/msg  %s",
-			r.System, r.M, r.StoreRate, r.DeliverRate, ms(r.P50), ms(r.P99), r.CPUStore, r.CPUDeliver, r.BytesPerMsg, join(r.Err, r.Note))
+	for _, g := range rep.goals() {
+		b.Log("goal: " + g.String())
 	}
-	// The report is written either way; a row with problems fails the run
-	// so that the servers' logs are shown and CI notices, and so do a
-	// physical limit that could not be measured and a deferpush side that
-	// did not run (unless BENCH_DEFERPUSH=0 asked for that).
-	for _, r := range rep.Rows {
-		if r.Err != "" {
-			b.Errorf("%s at M=%d: %s", r.System, r.M, r.Err)
-		}
-	}
-	for _, l := range rep.Limits {
-		if l.Err != "" {
-			b.Errorf("physical limit %s not measured: %s", l.Name, l.Err)
-		}
-	}
-	if rep.DeferpushMissing != "" && os.Getenv("BENCH_DEFERPUSH") != "0" {
-		b.Errorf("the deferpush side did not run: %s", rep.DeferpushMissing)
+	// The report is written either way; what failures lists fails the
+	// run, so that the servers' logs are shown and CI notices.
+	for _, f := range rep.failures(os.Getenv("BENCH_DEFERPUSH") == "0") {
+		b.Error(f)
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// failures are what makes the run fail once the report is written: a row
+// with a problem, a physical limit that could not be measured, and a
+// deferpush side that could not run unless skipped on purpose
+// (BENCH_DEFERPUSH=0). A system not built yet fails nothing: its rows say
+// so in the report.
+func (r *benchReport) failures(deferpushSkipped bool) []string {
+	var out []string
+	for _, row := range r.Rows {
+		if row.Err != "" {
+			out = append(out, fmt.Sprintf("%s at M=%d, run %d: %s", row.System, row.M, row.Run, row.Err))
+		}
+	}
+	for _, row := range r.RegRows {
+		if row.Err != "" {
+			out = append(out, fmt.Sprintf("%s, %d REGISTERs, run %d: %s", row.System, row.N, row.Run, row.Err))
+		}
+	}
+	for _, l := range r.Limits {
+		if l.Err != "" {
+			out = append(out, fmt.Sprintf("physical limit %s not measured: %s", l.Name, l.Err))
+		}
+	}
+	if r.DeferpushMissing != "" && !deferpushSkipped {
+		out = append(out, "the deferpush side did not run: "+r.DeferpushMissing)
+	}
+	return out
 }
 
 // benchParams are the knobs of one run.
 type benchParams struct {
 	Users int
 	Ms    []int
-	// Concurrency is the number of MESSAGEs in flight in the store phase
-	// (SIPp -l) and redis-benchmark's -c.
+	// Runs is how many times each row runs (median and spread).
+	Runs int
+	// RegUsers is the number of REGISTERs (one per user) of the
+	// registration rows; 0 leaves them out.
+	RegUsers int
+	// Concurrency is the number of MESSAGEs (REGISTERs) in flight in the
+	// store phase and the registration rows (SIPp -l), and redis-benchmark's
+	// and the store benchmark's -c.
 	Concurrency int
-	Quick       bool
-	OutDir      string
+	// Workers is Kamailio's children and tcp_children (-n, -N) in every row
+	// but msilo's, which runs one (db_sqlite), and OpenSIPS's udp_workers
+	// and tcp_workers in the shipped opensips.cfg's row.
+	Workers int
+	Quick   bool
+	OutDir  string
 	// Phase bounds the wait for one phase to complete.
 	Phase time.Duration
+	// CPUs is how the machine is split between servers and clients.
+	CPUs benchCPUs
 }
 
 func benchParamsFromEnv(b *testing.B) benchParams {
 	b.Helper()
-	p := benchParams{Users: 200, Ms: []int{1, 10, 50}, Concurrency: 50, Phase: 2 * time.Minute}
+	p := benchParams{Users: 200, Ms: []int{1, 10, 50}, Runs: 3, RegUsers: 10000, Concurrency: 50, Workers: 1, Phase: 2 * time.Minute}
 	p.Quick, _ = strconv.ParseBool(os.Getenv("QUICK"))
 	if p.Quick {
-		p.Users, p.Ms, p.Phase = 20, []int{1, 5}, 20*time.Second
+		p.Users, p.Ms, p.Runs, p.RegUsers, p.Phase = 20, []int{1, 5}, 1, 1000, 20*time.Second
 	}
-	if v := os.Getenv("U"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 10000 {
-			b.Fatalf("U=%q: want a number of users from 1 to 10000", v)
+	envInt := func(name string, lo, hi int, dst *int) {
+		v := os.Getenv(name)
+		if v == "" {
+			return
 		}
-		p.Users = n
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			b.Fatalf("%s=%q: want a number from %d to %d", name, v, lo, hi)
+		}
+		*dst = n
 	}
+	envInt("U", 1, 10000, &p.Users)
+	envInt("RUNS", 1, 20, &p.Runs)
+	envInt("REG_N", 0, 100000, &p.RegUsers)
+	envInt("BENCH_CONCURRENCY", 1, 1000, &p.Concurrency)
+	envInt("BENCH_WORKERS", 1, 32, &p.Workers)
 	if v := os.Getenv("M"); v != "" {
 		p.Ms = nil
 		for f := range strings.SplitSeq(v, ",") {
@@ -147,13 +204,6 @@ func benchParamsFromEnv(b *testing.B) benchParams {
 			}
 			p.Ms = append(p.Ms, n)
 		}
-	}
-	if v := os.Getenv("BENCH_CONCURRENCY"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("BENCH_CONCURRENCY=%q: want a positive number", v)
-		}
-		p.Concurrency = n
 	}
 	host, _ := os.Hostname()
 	name := time.Now().Format("2006-01-02") + "-" + host
@@ -169,9 +219,97 @@ func benchParamsFromEnv(b *testing.B) benchParams {
 	return p
 }
 
-// benchRow is one system at one M.
+// messageSystem is one kind of row of the message table: Run measures one
+// run of it at M messages per user and returns the row (System and Run
+// are filled in by the caller). Each system's function stands alone, so
+// that a branch adding a row adds a system here and its own function.
+type messageSystem struct {
+	Name string
+	// Side is "msilo" or "deferpush" (BENCH_ONLY selects one).
+	Side string
+	// OnlyM, when set, are the only M the row runs at.
+	OnlyM []int
+	Run   func(b *testing.B, p benchParams, m int) benchRow
+}
+
+func (s messageSystem) runsAt(m int) bool { return len(s.OnlyM) == 0 || slices.Contains(s.OnlyM, m) }
+
+// messageSystems are the rows of the message table, in the report's
+// order. A deferpush mode that is not built yet is recorded in
+// rep.Missing instead.
+func messageSystems(rep *benchReport) []messageSystem {
+	kamailio := []messageSystem{{Name: systemMsilo, Side: sideMsilo, Run: func(b *testing.B, p benchParams, m int) benchRow {
+		return runMsilo(b, p, m, proxyKamailio)
+	}}}
+	for _, mode := range kamailioModes() {
+		if mode.Missing != "" {
+			rep.Missing = append(rep.Missing, missingSystem{Name: mode.System, Why: mode.Missing})
+			continue
+		}
+		kamailio = append(kamailio, messageSystem{Name: mode.System, Side: sideDeferpush, Run: func(b *testing.B, p benchParams, m int) benchRow {
+			return runDeferpushSide(b, p, m, deferpushSide{proxy: proxyKamailio, mode: mode})
+		}})
+	}
+	out := append(kamailio, messageSystem{Name: systemDeferpushPager, Side: sideDeferpush, OnlyM: []int{1}, Run: runDeferpushPager})
+	if rep.OpenSIPSMissing == "" {
+		out = append(out,
+			messageSystem{Name: systemMsiloOpenSIPS, Side: sideMsilo, Run: func(b *testing.B, p benchParams, m int) benchRow {
+				return runMsilo(b, p, m, proxyOpenSIPS)
+			}},
+			messageSystem{Name: systemDeferpushOpenSIPS, Side: sideDeferpush, Run: func(b *testing.B, p benchParams, m int) benchRow {
+				return runDeferpushSide(b, p, m, deferpushSide{proxy: proxyOpenSIPS, mode: openSIPSHookMode()})
+			}})
+	}
+	return out
+}
+
+// The sides of the bench (BENCH_ONLY=msilo or deferpush runs one; the
+// registration rows' baseline runs with msilo's side).
+const (
+	sideMsilo     = "msilo"
+	sideDeferpush = "deferpush"
+)
+
+// selected keeps the systems BENCH_ONLY asks for, and none of deferpush's
+// when its side cannot run.
+func (r *benchReport) selected(all []messageSystem) []messageSystem {
+	var out []messageSystem
+	for _, s := range all {
+		if r.keep(s.Side) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *benchReport) selectedReg(all []registerSystem) []registerSystem {
+	var out []registerSystem
+	for _, s := range all {
+		if r.keep(s.Side) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *benchReport) keep(side string) bool {
+	if side == sideDeferpush && r.DeferpushMissing != "" {
+		return false
+	}
+	only := os.Getenv("BENCH_ONLY") // msilo or deferpush, to look into one side
+	return only == "" || only == side
+}
+
+// missingSystem is a row that could not be measured because what it
+// measures does not exist yet.
+type missingSystem struct {
+	Name, Why string
+}
+
+// benchRow is one run of one system at one M.
 type benchRow struct {
 	System string
+	Run    int
 	Users  int
 	M      int
 	// Stored is how many messages the store confirmed (202/200 to SIPp
@@ -188,20 +326,53 @@ type benchRow struct {
 	// P50 and P99 are over users: from the user's REGISTER to the
 	// confirmation of its last message.
 	P50, P99 time.Duration
-	// CPU seconds of the server-side processes in each phase.
-	CPUStore, CPUDeliver float64
-	// BytesPerMsg is the growth of the database (SQLite file after a
-	// checkpoint; Redis used_memory) per stored message.
-	BytesPerMsg float64
+	// CPU seconds of the server-side processes in each phase, and of the
+	// clients (the bench process and the SIPp it runs).
+	CPUStore, CPUDeliver             float64
+	ClientCPUStore, ClientCPUDeliver float64
+	// ClientBusyStore and ClientBusyDeliver are the share of the client
+	// CPUs the clients used in each phase (near 1: the rate may be the
+	// clients' limit, not the server's).
+	ClientBusyStore, ClientBusyDeliver float64
+	// BytesPerMsg is the growth of the database per stored message: the
+	// SQLite file after a checkpoint; Redis's keys (redisKeysMemory).
+	// UsedMemPerMsg is Redis's used_memory growth less the clients'
+	// memory (redisDataMemory), for comparison.
+	BytesPerMsg, UsedMemPerMsg float64
+	// MsgSize is the mean size of a stored message as the store holds it
+	// (deferpush: plugin.Message.Size of a sample), 0 when not measured.
+	MsgSize float64
 	// Err says what went wrong (the run fails); Note is an observation.
 	Err, Note string
+}
+
+// StoreCPUPerMsg and DeliverCPUPerMsg are server CPU microseconds per
+// stored and per delivered message.
+func (r benchRow) StoreCPUPerMsg() float64 { return perItemMicros(r.CPUStore, r.Stored) }
+
+func (r benchRow) DeliverCPUPerMsg() float64 { return perItemMicros(r.CPUDeliver, r.Delivered) }
+
+func perItemMicros(seconds float64, n int) float64 {
+	if n <= 0 {
+		return 0
+	}
+	return seconds * 1e6 / float64(n)
+}
+
+func (r benchRow) summary() string {
+	return fmt.Sprintf("%-27s M=%-3d store %7.0f msgs/s %6.1f µs/msg  deliver %7.0f msgs/s %6.1f µs/msg  p50 %7.1f ms  p99 %7.1f ms  %6.0f B/msg  clients %3.0f%%/%3.0f%%  %s",
+		r.System, r.M, r.StoreRate, r.StoreCPUPerMsg(), r.DeliverRate, r.DeliverCPUPerMsg(), ms(r.P50), ms(r.P99), r.BytesPerMsg,
+		100*r.ClientBusyStore, 100*r.ClientBusyDeliver, join(r.Err, r.Note))
 }
 
 // benchLimit is one physical-limit figure.
 type benchLimit struct {
 	Name, What string
 	Rate       float64
-	Err        string
+	// Ref is the figure Rate is compared with (store-append: raw RPUSH
+	// right after, same server, same concurrency), 0 when none.
+	Ref float64
+	Err string
 }
 
 // The proxies of the bench.
@@ -219,14 +390,129 @@ const (
 // runMsilo measures msilo on db_sqlite in Kamailio or in OpenSIPS (proxy)
 // at M messages per user: SIPp sends the MESSAGEs, SIPp REGISTERs every
 // user with its contact on one SIPp UAS that answers 200 to each dumped
-// MESSAGE.
+// MESSAGE. All over UDP; one SIP worker (db_sqlite sets no busy timeout).
 func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 	b.Helper()
-	row := benchRow{System: systemMsilo, Users: p.Users, M: m}
-	if proxy == proxyOpenSIPS {
-		row.System = systemMsiloOpenSIPS
-	}
+	row := benchRow{Users: p.Users, M: m}
 	dir := memTempDir(b)
+	users := writeUsersCSV(b, dir, p.Users)
+	k, db, size0 := startMsilo(b, dir, proxy)
+
+	total := p.Users * m
+	meter := cpuMeter{servers: []int{k.PID()}}
+	r0 := meter.read()
+	sr := sippStore(b, p, k.SIPAddr, users, dir, total)
+	row.StoreTime, row.Err = sr.Time, sr.Err
+	settleCPU(meter.servers...)
+	store := between(r0, meter.read())
+	row.CPUStore, row.ClientCPUStore, row.ClientBusyStore = store.Server, store.Client, store.clientBusy(p.CPUs)
+	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err != nil {
+		row.Err = join(row.Err, err.Error())
+	} else {
+		row.Stored = n
+	}
+	switch {
+	case row.Stored == total:
+	case sr.Refused > 0 && row.Stored+sr.Refused == total:
+		// msilo's answer, not the harness's: the sender was told (503)
+		// and nothing it was told is stored is missing.
+		why := ""
+		if strings.Contains(k.Log(), "database is locked") {
+			why = ": SQLite was busy (\"database is locked\" in Kamailio's log; db_sqlite sets no busy timeout)"
+		}
+		row.Note = join(row.Note, fmt.Sprintf("%d of %d MESSAGEs refused by msilo with an error%s", sr.Refused, total, why))
+	default:
+		row.Err = join(row.Err, fmt.Sprintf("%d of %d stored, %d refused", row.Stored, total, sr.Refused))
+	}
+	row.StoreRate = rate(row.Stored, row.StoreTime)
+	if size1, err := sqliteSize(db); err == nil && row.Stored > 0 {
+		row.BytesPerMsg = float64(size1-size0) / float64(row.Stored)
+	}
+
+	// msilo deletes a message when its 200 came back, on its check_time
+	// timer: that work is part of delivering, so the phase waits for it.
+	drained := func() bool {
+		n, err := sqliteCount(db, "SELECT count(*) FROM silo")
+		return err == nil && n == 0
+	}
+	sippDeliveryPhase(b, p, &row, k.SIPAddr, users, dir, meter, drained, "")
+	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err == nil && n > 0 {
+		// They will be dumped again at the next REGISTER (duplicates).
+		// message-uas.xml keeps each call 32 s after its 200, so a MESSAGE
+		// retransmitted after its 200 was lost (UDP drops at M=50) gets
+		// the 200 again: rows left are msilo's own. (A UAS that ended its
+		// calls at once left up to half of them, issue 19.)
+		row.Note = join(row.Note, fmt.Sprintf("%d confirmed messages still in the database 5 s after the last confirmation", n))
+	}
+	row.Err = join(row.Err, checkServersPinned(p.CPUs, k.PID()))
+	k.Stop()
+	return row
+}
+
+// sippDeliveryPhase is the delivery phase of the rows whose users' client
+// is SIPp (msilo's, and deferpush's in pager mode): one SIPp UAS answers
+// 200 to every MESSAGE for every user (testdata/bench/message-uas.xml),
+// and SIPp registers every user at once (testdata/bench/register-uac.xml)
+// with that UAS as its contact, over UDP. The phase lasts until every
+// stored message was confirmed and drained reports the server done with
+// them (at most 5 s more; the store forgets a message after its 200),
+// and fills in row's delivery figures and CPU. profile names its perf
+// profile ("" for none).
+func sippDeliveryPhase(b *testing.B, p benchParams, row *benchRow, addr, users, dir string, meter cpuMeter, drained func() bool, profile string) {
+	b.Helper()
+	uasLog := filepath.Join(dir, "uas.log")
+	uas, uasPort := harness.StartSIPp(b, harness.SIPpConfig{
+		Scenario: "testdata/bench/message-uas.xml",
+		Args:     []string{"-trace_logs", "-log_file", uasLog, "-buff_size", "4194304"},
+		Timeout:  10 * time.Minute,
+	})
+	defer uas.Stop()
+	waitUDPBound(b, uas, uasPort)
+	regLog := filepath.Join(dir, "reg.log")
+	meter.clients = []int{uas.PID()}
+	var prof *phaseProfile
+	if profile != "" {
+		prof = startProfile(b, p.OutDir, profile, procTree(meter.servers...))
+	}
+	r1 := meter.read()
+	res := harness.RunSIPp(b, harness.SIPpConfig{
+		Scenario: "testdata/bench/register-uac.xml",
+		Remote:   addr,
+		Args: []string{"-inf", users, "-m", strconv.Itoa(row.Users), "-r", "100000", "-l", strconv.Itoa(row.Users),
+			"-key", "uas_port", strconv.Itoa(uasPort), "-trace_logs", "-log_file", regLog},
+		Timeout: p.Phase,
+	})
+	if res.Err != nil {
+		row.Err = join(row.Err, "REGISTER: "+firstLine(res.Log))
+	}
+	want := row.Stored
+	deadline := time.Now().Add(p.Phase)
+	var del deliveries
+	for {
+		del = parseDeliveries(uasLog)
+		if del.distinct() >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for range 50 {
+		if drained() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	settleCPU(meter.servers...)
+	deliver := between(r1, meter.read())
+	prof.stop(b)
+	row.CPUDeliver, row.ClientCPUDeliver, row.ClientBusyDeliver = deliver.Server, deliver.Client, deliver.clientBusy(p.CPUs)
+	row.fillDelivery(parseRegisters(regLog), del, want)
+}
+
+// startMsilo creates an empty msilo database in dir and starts Kamailio
+// or OpenSIPS with its msilo configuration on it, one SIP worker (UDP).
+// It returns the proxy, the database and its size.
+func startMsilo(b *testing.B, dir, proxy string) (benchProxy, string, int64) {
+	b.Helper()
 	db := filepath.Join(dir, "msilo.db")
 	schemaDir := sqliteSchemaDir
 	if proxy == proxyOpenSIPS {
@@ -248,10 +534,9 @@ func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 	if err != nil {
 		b.Fatal(err)
 	}
-	users := writeUsersCSV(b, dir, p.Users)
 	port := harness.FreePort(b)
-	var k benchProxy
 	if proxy == proxyOpenSIPS {
+		// udp_workers=1 is in the script (OpenSIPS's script overrides -n).
 		o := harness.OpenSIPS(b, harness.OpenSIPSConfig{
 			ConfigFile: "testdata/opensips-msilo.cfg",
 			SIPPort:    port,
@@ -261,92 +546,23 @@ func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 			},
 			ExtraArgs: []string{"-m", "1024"},
 		})
-		k = benchProxy{Proc: o.Proc, SIPAddr: o.SIPAddr}
-	} else {
-		kp := harness.Kamailio(b, harness.KamailioConfig{
-			ConfigFile: "testdata/kamailio-msilo.cfg",
-			SIPPort:    port,
-			Defines: map[string]string{
-				"DB_URL":      strconv.Quote("sqlite:///" + db),
-				"DB_JOURNAL":  strconv.Quote(db + "=WAL;"),
-				"MSILO_PROXY": strconv.Quote(fmt.Sprintf("sip:127.0.0.1:%d", port)),
-			},
-			// Every dumped message is a transaction in shared memory at
-			// once (U x M of them when all users register together).
-			ExtraArgs: []string{"-m", "1024"},
-		})
-		k = benchProxy{Proc: kp.Proc, SIPAddr: kp.SIPAddr}
+		return benchProxy{Proc: o.Proc, SIPAddr: o.SIPAddr}, db, size0
 	}
-	server := func() float64 { return groupCPUSeconds(k.PID()) }
-
-	total := p.Users * m
-	cpu0 := server()
-	row.StoreTime, row.Err = sippStore(b, p, k.SIPAddr, users, dir, total)
-	row.CPUStore = server() - cpu0
-	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err != nil {
-		row.Err = join(row.Err, err.Error())
-	} else {
-		row.Stored = n
-	}
-	if row.Stored != total {
-		row.Err = join(row.Err, fmt.Sprintf("%d of %d stored", row.Stored, total))
-	}
-	row.StoreRate = rate(row.Stored, row.StoreTime)
-	if size1, err := sqliteSize(db); err == nil && row.Stored > 0 {
-		row.BytesPerMsg = float64(size1-size0) / float64(row.Stored)
-	}
-
-	uasLog := filepath.Join(dir, "uas.log")
-	uas, uasPort := harness.StartSIPp(b, harness.SIPpConfig{
-		Scenario: "testdata/bench/message-uas.xml",
-		Args:     []string{"-trace_logs", "-log_file", uasLog, "-buff_size", "4194304"},
-		Timeout:  10 * time.Minute,
+	kp := harness.Kamailio(b, harness.KamailioConfig{
+		ConfigFile: "testdata/kamailio-msilo.cfg",
+		SIPPort:    port,
+		Defines: map[string]string{
+			"DB_URL":      strconv.Quote("sqlite:///" + db),
+			"DB_JOURNAL":  strconv.Quote(db + "=WAL;"),
+			"MSILO_PROXY": strconv.Quote(fmt.Sprintf("sip:127.0.0.1:%d", port)),
+		},
+		// Every dumped message is a transaction in shared memory at
+		// once (U x M of them when all users register together). One
+		// SIP worker: db_sqlite sets no busy timeout, and a second
+		// worker's stores fail with "database is locked".
+		ExtraArgs: []string{"-m", "1024", "-n", "1"},
 	})
-	waitUDPBound(b, uas, uasPort)
-	regLog := filepath.Join(dir, "reg.log")
-	cpu1 := server()
-	res := harness.RunSIPp(b, harness.SIPpConfig{
-		Scenario: "testdata/bench/register-uac.xml",
-		Remote:   k.SIPAddr,
-		Args: []string{"-inf", users, "-m", strconv.Itoa(p.Users), "-r", "100000", "-l", strconv.Itoa(p.Users),
-			"-key", "uas_port", strconv.Itoa(uasPort), "-trace_logs", "-log_file", regLog},
-		Timeout: p.Phase,
-	})
-	if res.Err != nil {
-		row.Err = join(row.Err, "REGISTER: "+firstLine(res.Log))
-	}
-	want := row.Stored
-	deadline := time.Now().Add(p.Phase)
-	var del deliveries
-	for {
-		del = parseDeliveries(uasLog)
-		if del.distinct() >= want || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// msilo deletes a message when its 200 came back, on its check_time
-	// timer: that work is part of delivering, so wait for it (bounded).
-	for range 50 {
-		if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err == nil && n == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	row.CPUDeliver = server() - cpu1
-	if n, err := sqliteCount(db, "SELECT count(*) FROM silo"); err == nil && n > 0 {
-		// They will be dumped again at the next REGISTER (duplicates).
-		// message-uas.xml keeps each call 32 s after its 200, so a MESSAGE
-		// retransmitted after its 200 was lost (UDP drops at M=50) gets
-		// the 200 again: rows left are msilo's own. (A UAS that ended its
-		// calls at once left up to half of them, issue 19.)
-		row.Note = fmt.Sprintf("%d confirmed messages still in the database 5 s after the last confirmation", n)
-	}
-	regs := parseRegisters(regLog)
-	row.fillDelivery(regs, del, want)
-	uas.Stop()
-	k.Stop()
-	return row
+	return benchProxy{Proc: kp.Proc, SIPAddr: kp.SIPAddr}, db, size0
 }
 
 // fillDelivery computes the delivery figures from when each user
@@ -380,10 +596,18 @@ func (row *benchRow) fillDelivery(regs map[string]time.Time, del deliveries, wan
 	row.P50, row.P99 = percentile(perUser, 50), percentile(perUser, 99)
 }
 
+// storeRun is what SIPp saw of a store phase.
+type storeRun struct {
+	// Time runs from the first MESSAGE sent to the last 2xx.
+	Time time.Duration
+	// Refused counts the MESSAGEs the proxy answered 480, 500 or 503.
+	Refused int
+	Err     string
+}
+
 // sippStore sends total MESSAGEs through the proxy at addr with SIPp,
-// Concurrency in flight, and returns the time from the first sent to
-// the last answered.
-func sippStore(b *testing.B, p benchParams, addr, users, dir string, total int) (time.Duration, string) {
+// Concurrency in flight.
+func sippStore(b *testing.B, p benchParams, addr, users, dir string, total int) storeRun {
 	b.Helper()
 	logPath := filepath.Join(dir, "store.log")
 	res := harness.RunSIPp(b, harness.SIPpConfig{
@@ -393,23 +617,30 @@ func sippStore(b *testing.B, p benchParams, addr, users, dir string, total int) 
 			"-trace_logs", "-log_file", logPath},
 		Timeout: p.Phase,
 	})
-	var errs string
+	var run storeRun
 	if res.Err != nil {
-		errs = "store: " + firstLine(res.Log)
+		run.Err = "store: " + firstLine(res.Log)
 	}
 	var first, last time.Time
 	for _, l := range readLog(logPath) {
 		if first.IsZero() || l.at.Before(first) {
 			first = l.at
 		}
-		if l.kind == "STORED" && l.at.After(last) {
-			last = l.at
+		switch l.kind {
+		case "STORED":
+			if l.at.After(last) {
+				last = l.at
+			}
+		case "REFUSED":
+			run.Refused++
 		}
 	}
 	if first.IsZero() || last.IsZero() {
-		return 0, join(errs, "store: no timestamps in the SIPp log")
+		run.Err = join(run.Err, "store: no timestamps in the SIPp log")
+		return run
 	}
-	return last.Sub(first), errs
+	run.Time = last.Sub(first)
+	return run
 }
 
 // logLine is one -trace_logs line of the bench scenarios:
@@ -503,19 +734,6 @@ func writeUsersCSV(b *testing.B, dir string, users int) string {
 	return path
 }
 
-// memTempDir is a temporary directory in memory (/dev/shm) when there is
-// one: the SQLite database lives there, so that msilo pays no fsync, as
-// the harness's redis-server, which runs without persistence, pays none.
-func memTempDir(b *testing.B) string {
-	b.Helper()
-	dir, err := os.MkdirTemp("/dev/shm", "deferpush-bench-")
-	if err != nil {
-		return b.TempDir()
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 const sqliteSchemaDir = "/usr/share/kamailio/db_sqlite"
 
 // benchProxy is the proxy process of one row, Kamailio or OpenSIPS.
@@ -580,60 +798,6 @@ func waitUDPBound(b *testing.B, p *harness.Proc, port int) {
 		c.Close()
 		return fmt.Errorf("port %d not bound yet", port)
 	})
-}
-
-// groupCPUSeconds is the user+system CPU time of every live process in
-// the process group pgid (Kamailio's workers are in its group).
-func groupCPUSeconds(pgid int) float64 {
-	entries, _ := os.ReadDir("/proc")
-	var ticks int64
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, ok := procStat(pid)
-		if ok && st.pgrp == pgid {
-			ticks += st.utime + st.stime
-		}
-	}
-	return float64(ticks) / clockTicks
-}
-
-// processCPUSeconds is the user+system CPU time of one process.
-func processCPUSeconds(pid int) float64 {
-	st, _ := procStat(pid)
-	return float64(st.utime+st.stime) / clockTicks
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-type statFields struct {
-	pgrp         int
-	utime, stime int64
-}
-
-func procStat(pid int) (statFields, bool) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return statFields{}, false
-	}
-	// The command name is in parentheses and may hold spaces: the fields
-	// that follow start after the last ')'.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return statFields{}, false
-	}
-	fs := strings.Fields(string(raw[i+1:]))
-	// fs[0] is field 3 (state): pgrp is field 5, utime 14, stime 15.
-	if len(fs) < 13 {
-		return statFields{}, false
-	}
-	pgrp, _ := strconv.Atoi(fs[2])
-	ut, _ := strconv.ParseInt(fs[11], 10, 64)
-	stt, _ := strconv.ParseInt(fs[12], 10, 64)
-	return statFields{pgrp: pgrp, utime: ut, stime: stt}, true
 }
 
 func rate(n int, d time.Duration) float64 {

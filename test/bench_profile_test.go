@@ -89,19 +89,3 @@ func (p *phaseProfile) stop(b *testing.B) {
 		_ = os.WriteFile(p.out, []byte(sb.String()), 0o644)
 	}
 }
-
-// groupPIDs lists the live processes of a process group.
-func groupPIDs(pgid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := procStat(pid); ok && st.pgrp == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}

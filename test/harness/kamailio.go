@@ -79,7 +79,7 @@ func Kamailio(t T, cfg KamailioConfig) *KamailioProc {
 // ports and runtime directory, and waits until it is ready.
 func (k *KamailioProc) Start(t T) {
 	t.Helper()
-	k.Proc = startProc(t, k.RunDir, k.name, k.bin, k.args...)
+	k.Proc = startServer(t, k.RunDir, k.name, k.bin, k.args...)
 	k.WaitFor(t, 20*time.Second, "SIP listener", func(ctx context.Context) error { return k.ready(ctx, k) })
 }
 

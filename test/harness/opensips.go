@@ -75,7 +75,7 @@ func OpenSIPS(t testing.TB, cfg OpenSIPSConfig) *OpenSIPSProc {
 	}
 	args := append([]string{"-F", "-f", path, "-w", dir, "-m", "64", "-M", "16"}, cfg.ExtraArgs...)
 	o := &OpenSIPSProc{SIPAddr: net.JoinHostPort(defs["SIP_ADDR"], defs["SIP_PORT"]), Dir: dir, ConfigPath: path}
-	o.Proc = startProc(t, dir, "opensips-"+defs["SIP_PORT"], inst.Binary, args...)
+	o.Proc = startServer(t, dir, "opensips-"+defs["SIP_PORT"], inst.Binary, args...)
 	ready := cfg.Ready
 	if ready == nil {
 		ready = func(ctx context.Context, o *OpenSIPSProc) error {

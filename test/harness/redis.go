@@ -79,7 +79,7 @@ func (r *RedisServer) Proc() *Proc { return r.proc }
 // waits until it answers PING.
 func (r *RedisServer) Start(t T) {
 	t.Helper()
-	r.proc = startProc(t, r.dir, "redis-server-"+portOf(r.Addr), r.bin, r.args...)
+	r.proc = startServer(t, r.dir, "redis-server-"+portOf(r.Addr), r.bin, r.args...)
 	r.proc.WaitFor(t, 10*time.Second, "PING", func(ctx context.Context) error {
 		got, err := RedisDo(ctx, r.Addr, "PING")
 		if err != nil {
