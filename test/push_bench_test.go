@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,4 +67,68 @@ func BenchmarkPushThroughput(b *testing.B) {
 	b.ReportMetric(float64(firstSend[len(firstSend)/2].Microseconds())/1000, "first-send-p50-ms")
 	b.ReportMetric(float64(firstSend[len(firstSend)*99/100].Microseconds())/1000, "first-send-p99-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkPushOne is the everyday push, one message per user (the bench's
+// M=1 row without the proxy): up to 100 users with one stored message each
+// register at once; an op is one push, registration to the push's report
+// (every message confirmed by its client; real redis-server, real SIP and
+// MSRP over loopback, in-process reference clients). cpu-us/push is the CPU
+// of this whole process per push — deferpush's side and the clients', not
+// Redis's — from getrusage over the timed part; B/op and allocs/op count
+// both sides too.
+func BenchmarkPushOne(b *testing.B) {
+	const users = 100
+	r := harness.Redis(b)
+	c := startCore(b, r.URL(), coreOptions{})
+	aors := make([]plugin.AOR, users)
+	clients := make([]*imclient.Client, users)
+	for i := range users {
+		aors[i] = plugin.MustParseAOR(fmt.Sprintf("sip:one%03d@example.com", i))
+		clients[i] = newClient(b, aors[i].String(), imclient.Config{})
+	}
+	var cpu time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		n := min(users, b.N-done)
+		base := make([]int, n)
+		for i := range n {
+			storeN(b, c, aors[i], 1)
+			base[i] = clients[i].Stats().Received
+		}
+		cpu0 := processCPU(b)
+		b.StartTimer()
+		for i := range n {
+			c.register(b, aors[i], clients[i].Contact())
+		}
+		for range n {
+			if rep := c.report(b); rep.Delivered != 1 {
+				b.Fatalf("push to %s delivered %d, want 1 (%v)", rep.AOR, rep.Delivered, rep.Err)
+			}
+		}
+		b.StopTimer()
+		cpu += processCPU(b) - cpu0
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		for i := range n {
+			if _, err := clients[i].Wait(ctx, func(s imclient.Stats) bool { return s.Received >= base[i]+1 }); err != nil {
+				b.Fatalf("client %d: %v", i, err)
+			}
+		}
+		cancel()
+		done += n
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/push")
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
