@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"syscall"
 	"testing"
@@ -76,11 +78,14 @@ func BenchmarkPushThroughput(b *testing.B) {
 // MSRP over loopback, in-process reference clients). cpu-us/push is the CPU
 // of this whole process per push — deferpush's side and the clients', not
 // Redis's — from getrusage over the timed part; B/op and allocs/op count
-// both sides too.
+// both sides too. deferpush logs as the binary does by default (JSON,
+// level info), to io.Discard.
 func BenchmarkPushOne(b *testing.B) {
 	const users = 100
 	r := harness.Redis(b)
-	c := startCore(b, r.URL(), coreOptions{})
+	// deferpush's own logging as it runs: JSON at level info.
+	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c := startCore(b, r.URL(), coreOptions{logger: log})
 	aors := make([]plugin.AOR, users)
 	clients := make([]*imclient.Client, users)
 	for i := range users {
