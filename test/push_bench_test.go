@@ -1,11 +1,17 @@
 package test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -139,4 +145,84 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPushOneBinary is BenchmarkPushOne against the deferpush binary,
+// run as make bench runs it (JSON logs at level info, the default), so
+// that its CPU is its own: 100 users with one message each (stored through
+// the message hook, untimed) register through the registered hook at once;
+// an op is one push, hook to the BYE at the client. deferpush-us/push is
+// the deferpush process's CPU per push (hook included; the proxy's share
+// of the bench's M=1 row aside), redis-us/push redis-server's, both from
+// schedstat as make bench counts server CPU.
+func BenchmarkPushOneBinary(b *testing.B) {
+	const users = 100
+	r := harness.Redis(b)
+	cfg := filepath.Join(b.TempDir(), "deferpush.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("hooks:\n  token: %s\n", consoleHooksToken)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	dp := startDeferpush(b, nil, "--config", cfg, "--redis", r.URL(), "--log-level", "info")
+	hook := func(path string, body any) {
+		b.Helper()
+		raw, _ := json.Marshal(body)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+dp.HooksAddr+path, bytes.NewReader(raw))
+		req.Header.Set("X-Deferpush-Token", consoleHooksToken)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			b.Fatalf("%s: %d %s", path, res.StatusCode, out)
+		}
+	}
+	aors := make([]string, users)
+	clients := make([]*imclient.Client, users)
+	for i := range users {
+		aors[i] = fmt.Sprintf("sip:bin%03d@example.com", i)
+		clients[i] = newClient(b, aors[i], imclient.Config{})
+	}
+	var dpCPU, redisCPU float64
+	b.ResetTimer()
+	for done, round := 0, 0; done < b.N; round++ {
+		b.StopTimer()
+		n := min(users, b.N-done)
+		base := make([]imclient.Stats, n)
+		for i := range n {
+			callID := fmt.Sprintf("bin-%d-%d@example.com", round, i)
+			raw := "MESSAGE " + aors[i] + " SIP/2.0\r\n" +
+				"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK" + strings.ReplaceAll(callID, "@", ".") + "\r\n" +
+				"From: <sip:alice@example.com>;tag=1\r\nTo: <" + aors[i] + ">\r\nCall-ID: " + callID + "\r\nCSeq: 1 MESSAGE\r\n" +
+				"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+			hook("/hooks/kamailio/message", map[string]string{"raw": raw, "aor": aors[i]})
+			base[i] = clients[i].Stats()
+		}
+		dp0, redis0 := processCPUSeconds(dp.cmd.Process.Pid), processCPUSeconds(r.Proc().PID())
+		b.StartTimer()
+		for i := range n {
+			hook("/hooks/kamailio/registered", map[string]any{"aor": aors[i], "contact": clients[i].Contact(), "expires": 300})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		for i := range n {
+			if _, err := clients[i].Wait(ctx, func(s imclient.Stats) bool {
+				return s.Received >= base[i].Received+1 && s.Byes >= base[i].Byes+1
+			}); err != nil {
+				b.Fatalf("client %d: %v", i, err)
+			}
+		}
+		cancel()
+		b.StopTimer()
+		// The unlock follows the BYE's answer: let the last ones run
+		// before the CPU is read.
+		time.Sleep(20 * time.Millisecond)
+		dpCPU += processCPUSeconds(dp.cmd.Process.Pid) - dp0
+		redisCPU += processCPUSeconds(r.Proc().PID()) - redis0
+		done += n
+		b.StartTimer()
+	}
+	b.ReportMetric(dpCPU*1e6/float64(b.N), "deferpush-us/push")
+	b.ReportMetric(redisCPU*1e6/float64(b.N), "redis-us/push")
 }
