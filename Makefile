@@ -70,17 +70,20 @@ lint:
 ## the servers on one set of CPUs and the clients on another (taskset):
 ## report.md, report.csv, report-register.csv and delivery.svg in
 ## results/<date>-<host>/; then the Go benchmarks of the hot paths in
-## results/go-bench.txt (benchstat input). U=users (200), M=messages per
+## results/go-bench.txt (benchstat input), the cost of one push
+## (test/ BenchmarkPushOne*) last. U=users (200), M=messages per
 ## user (1,10,50), REG_N=REGISTERs of the registration rows (10000) and
 ## RUNS=runs of each row (3) change the workload. QUICK=1 is the small
 ## variant CI runs (one run of each row, about a minute); it writes to
 ## results/tmp/ instead.
 BENCHOUT   = $(if $(QUICK),results/tmp/go-bench-quick.txt,results/go-bench.txt)
 BENCHFLAGS = $(if $(QUICK),-count 1 -benchtime 100ms,-count 5)
+PUSHBENCHFLAGS = $(if $(QUICK),-count 1 -benchtime 200x,-count 5 -benchtime 2000x)
 bench: deps
 	@mkdir -p results/tmp
 	QUICK=$(QUICK) U=$(U) M=$(M) REG_N=$(REG_N) RUNS=$(RUNS) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkVsMsilo$$' -benchtime 1x -timeout 25m -v ./test/
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./plugin/... ./store/... ./adapters/... > $(BENCHOUT) || { cat $(BENCHOUT); exit 1; }
+	$(GO) test -run '^$$' -bench '^BenchmarkPushOne' -benchmem $(PUSHBENCHFLAGS) ./test/ >> $(BENCHOUT) || { cat $(BENCHOUT); exit 1; }
 	@cat $(BENCHOUT)
 
 clean:

@@ -246,8 +246,9 @@ func (e *Engine) kickRegistered(ctx context.Context, aor AOR) (bool, error) {
 // kick asks the scheduler for a push to r unless the effective policy
 // says not to push to this user: the decision is taken here, so that a
 // user who is not pushed to never counts as a push in progress. The push
-// checks again when it starts (the policy may change meanwhile). force
-// ignores and clears a backoff.
+// checks again when it starts (the policy may change meanwhile), with the
+// settings read here when it starts at once (scheduler.go, settingsFresh).
+// force ignores and clears a backoff.
 func (e *Engine) kick(ctx context.Context, r Registration, at time.Time, force bool) error {
 	p, err := e.Policy(ctx)
 	if err != nil {
@@ -261,7 +262,7 @@ func (e *Engine) kick(ctx context.Context, r Registration, at time.Time, force b
 		e.log.Debug("push not allowed", "aor", r.AOR, "mode", mode)
 		return nil
 	}
-	return e.sched.kick(r, at, force)
+	return e.sched.kick(r, at, force, u)
 }
 
 // pushed reports a push that ended to the observer.

@@ -24,8 +24,8 @@ import (
 //	         time, fail each refused
 //	release  BYE, then unlock: whatever was not confirmed goes back
 //
-// claim and deliver repeat until the mailbox is empty or the session
-// limit is reached.
+// claim and deliver repeat until the mailbox is empty (a claim took less
+// than it asked for) or the session limit is reached.
 type pushRun struct {
 	e       *Engine
 	reg     Registration
@@ -48,12 +48,15 @@ type pushRun struct {
 	delivery Delivery
 	below    int
 	pager    bool
+	// settings, when not nil, are the user's settings the kick read.
+	settings *UserSettings
 }
 
 // push runs one push to reg; the report's Outcome is OutcomeNone when
-// there was nothing to do.
-func (e *Engine) push(ctx context.Context, reg Registration, at time.Time) PushReport {
-	r := &pushRun{e: e, reg: reg, at: at, start: e.cfg.Now(), rep: PushReport{AOR: reg.AOR}}
+// there was nothing to do. u, when not nil, are the user's settings as
+// the kick that asked for the push read them an instant ago.
+func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, u *UserSettings) PushReport {
+	r := &pushRun{e: e, reg: reg, at: at, start: e.cfg.Now(), rep: PushReport{AOR: reg.AOR}, settings: u}
 	return r.run(ctx)
 }
 
@@ -86,17 +89,26 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 		return r.ended(ctx, err)
 	}
 
-	for sent := 0; len(msgs) > 0; {
+	for sent, asked := 0, min(r.e.cfg.Batch, limit); len(msgs) > 0; {
 		if err := r.open(ctx); err != nil {
 			return r.ended(ctx, err)
 		}
 		sent += len(msgs)
+		failed := r.rep.Failed
 		if err := r.deliver(ctx, cancel, msgs); err != nil {
 			return r.ended(ctx, err)
 		}
-		if sent >= limit {
+		// A claim that took less than it asked for emptied the pending
+		// list: claiming again would find only what arrived meanwhile,
+		// and a message stored during the push nudges the scheduler,
+		// which runs the push once more (scheduler.go). That saves the
+		// everyday push its last, empty claim. A message refused
+		// meanwhile went back to the tail (Fail): the next claim takes
+		// it again, as before.
+		if sent >= limit || len(msgs) < asked && r.rep.Failed == failed {
 			break
 		}
+		asked = min(r.e.cfg.Batch, limit-sent)
 		if msgs, err = r.claim(ctx, limit-sent); err != nil {
 			return r.ended(ctx, fmt.Errorf("claim: %w", err))
 		}
@@ -122,8 +134,10 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 	if r.policy, err = r.e.Policy(ctx); err != nil {
 		return 0, err
 	}
-	u, err := r.e.cfg.Store.UserSettings(ctx, r.reg.AOR)
-	if err != nil {
+	var u UserSettings
+	if r.settings != nil {
+		u = *r.settings
+	} else if u, err = r.e.cfg.Store.UserSettings(ctx, r.reg.AOR); err != nil {
 		return 0, err
 	}
 	if r.policy.Push(u) != PushOn {

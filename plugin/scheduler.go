@@ -18,7 +18,7 @@ type scheduler struct {
 	log    *slog.Logger
 	policy func() Policy
 	// push runs one push (pushrun.go); pushed reports its end.
-	push   func(ctx context.Context, reg Registration, at time.Time) PushReport
+	push   func(ctx context.Context, reg Registration, at time.Time, u *UserSettings) PushReport
 	pushed func(PushReport)
 
 	events  chan event
@@ -34,11 +34,14 @@ type scheduler struct {
 
 // schedRun is a recipient with a push queued or running.
 type schedRun struct {
-	reg     Registration // the registration to push to next
-	at      time.Time    // when the event that asked for it arrived
-	contact string       // the contact of the push running now
-	cancel  context.CancelFunc
-	again   bool // something arrived while it ran: run once more
+	reg Registration // the registration to push to next
+	at  time.Time    // when the event that asked for it arrived
+	// settings are the user's settings as the kick that queued the run
+	// read them, handed to its first push only (see settingsFresh).
+	settings *UserSettings
+	contact  string // the contact of the push running now
+	cancel   context.CancelFunc
+	again    bool // something arrived while it ran: run once more
 }
 
 type backoffState struct {
@@ -88,9 +91,10 @@ type retryTimer struct {
 type (
 	event     any
 	kickEvent struct {
-		reg   Registration
-		at    time.Time
-		force bool // ignore and clear the backoff (an operator's push now)
+		reg      Registration
+		at       time.Time
+		force    bool          // ignore and clear the backoff (an operator's push now)
+		settings *UserSettings // as the kick read them
 	}
 	cancelEvent struct {
 		aor     AOR
@@ -109,7 +113,7 @@ type (
 )
 
 func newScheduler(maxConcurrent int, now func() time.Time, log *slog.Logger, policy func() Policy,
-	push func(context.Context, Registration, time.Time) PushReport, pushed func(PushReport)) *scheduler {
+	push func(context.Context, Registration, time.Time, *UserSettings) PushReport, pushed func(PushReport)) *scheduler {
 	return &scheduler{
 		sem: make(chan struct{}, maxConcurrent), now: now, log: log, policy: policy,
 		push: push, pushed: pushed,
@@ -160,9 +164,10 @@ func (s *scheduler) send(ev event) error {
 	}
 }
 
-// kick asks for a push to r.
-func (s *scheduler) kick(r Registration, at time.Time, force bool) error {
-	return s.send(kickEvent{reg: r, at: at, force: force})
+// kick asks for a push to r; u are the user's settings the caller read
+// to decide it.
+func (s *scheduler) kick(r Registration, at time.Time, force bool, u UserSettings) error {
+	return s.send(kickEvent{reg: r, at: at, force: force, settings: &u})
 }
 
 // cancel ends a push to contact of aor (any contact when empty) and its
@@ -200,7 +205,7 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 			return // stopped or replaced after it fired
 		}
 		delete(s.retries, ev.aor)
-		s.queue(ctx, ev.t.reg, s.now())
+		s.queue(ctx, ev.t.reg, s.now(), nil)
 	}
 }
 
@@ -216,32 +221,44 @@ func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
 		s.log.Info("push at once despite the backoff", "aor", aor, "contact", ev.reg.Contact,
 			"broken_by_transport", b.transport, "until", b.until)
 	}
-	s.queue(ctx, ev.reg, ev.at)
+	s.queue(ctx, ev.reg, ev.at, ev.settings)
 }
 
-// queue starts a push to reg, or has the one running run once more.
-func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time) {
+// queue starts a push to reg, or has the one running run once more. u,
+// when not nil, are the user's settings the kick just read.
+func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time, u *UserSettings) {
 	if r, ok := s.runs[reg.AOR]; ok {
 		r.again = true
 		r.reg = reg
 		return
 	}
-	r := &schedRun{reg: reg, at: at}
+	r := &schedRun{reg: reg, at: at, settings: u}
 	s.runs[reg.AOR] = r
 	s.count.Add(1)
 	s.start(ctx, r)
 }
 
+// settingsFresh is how old the settings a kick read may be when its push
+// starts for the push to take them rather than read them again: a push
+// that starts at once after the registration spares Redis the second
+// read of the same key; one that waited for a slot (MaxConcurrent) reads
+// them again, as the operator may have changed them meanwhile.
+const settingsFresh = 100 * time.Millisecond
+
 // start runs one push for r in its own goroutine, once a slot is free.
 func (s *scheduler) start(ctx context.Context, r *schedRun) {
 	rctx, cancel := context.WithCancel(ctx)
 	r.cancel, r.again, r.contact = cancel, false, r.reg.Contact
-	reg, at := r.reg, r.at
+	reg, at, u := r.reg, r.at, r.settings
+	r.settings = nil // a run once more reads them again
 	go func() {
 		var rep PushReport
 		select {
 		case s.sem <- struct{}{}:
-			rep = s.push(rctx, reg, at)
+			if u != nil && s.now().Sub(at) > settingsFresh {
+				u = nil // it waited for a slot: read them again
+			}
+			rep = s.push(rctx, reg, at, u)
 			<-s.sem
 		case <-rctx.Done():
 		}

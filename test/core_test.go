@@ -40,6 +40,8 @@ type coreOptions struct {
 	redisHook redis.Hook
 	// sweepInterval is the engine's; zero means its default.
 	sweepInterval time.Duration
+	// logger replaces testLogger's.
+	logger *slog.Logger
 }
 
 func (c *core) PushDone(r plugin.PushReport) {
@@ -61,6 +63,9 @@ func testLogger(t testing.TB) *slog.Logger {
 func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 	t.Helper()
 	log := testLogger(t)
+	if o.logger != nil {
+		log = o.logger
+	}
 	st, err := store.New(store.Config{URL: redisURL, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -173,12 +178,19 @@ func (h *onMessage) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == h.msg {
 		h.once.Do(func() { close(h.ch) })
 	}
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
 	return h.Handler.Handle(ctx, r)
 }
 
-// Enabled lets the record through whatever the level of the handler
-// behind: Handle must see it.
-func (h *onMessage) Enabled(context.Context, slog.Level) bool { return true }
+// Enabled lets records of level info and above through whatever the level
+// of the handler behind (Handle must see msg, an info record), and the
+// others as that handler would, so that the engine builds no debug
+// record the handler drops, as it runs in deferpush.
+func (h *onMessage) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || h.Handler.Enabled(ctx, l)
+}
 
 func (h *onMessage) WithAttrs(as []slog.Attr) slog.Handler {
 	return &onMessage{Handler: h.Handler.WithAttrs(as), msg: h.msg, ch: h.ch, once: h.once}

@@ -1,9 +1,18 @@
 package test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,4 +75,167 @@ func BenchmarkPushThroughput(b *testing.B) {
 	b.ReportMetric(float64(firstSend[len(firstSend)/2].Microseconds())/1000, "first-send-p50-ms")
 	b.ReportMetric(float64(firstSend[len(firstSend)*99/100].Microseconds())/1000, "first-send-p99-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkPushOne is the everyday push, one message per user (the bench's
+// M=1 row without the proxy): up to 100 users with one stored message each
+// register at once; an op is one push, registration to the push's report
+// (every message confirmed by its client; real redis-server, real SIP and
+// MSRP over loopback, in-process reference clients). cpu-us/push is the CPU
+// of this whole process per push — deferpush's side and the clients', not
+// Redis's — from getrusage over the timed part; B/op and allocs/op count
+// both sides too. deferpush logs as the binary does by default (JSON,
+// level info), to io.Discard.
+func BenchmarkPushOne(b *testing.B) {
+	const users = 100
+	quietSIP(b)
+	r := harness.Redis(b)
+	// deferpush's own logging as it runs: JSON at level info.
+	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c := startCore(b, r.URL(), coreOptions{logger: log})
+	aors := make([]plugin.AOR, users)
+	clients := make([]*imclient.Client, users)
+	for i := range users {
+		aors[i] = plugin.MustParseAOR(fmt.Sprintf("sip:one%03d@example.com", i))
+		clients[i] = newClient(b, aors[i].String(), imclient.Config{})
+	}
+	var cpu time.Duration
+	var redisCPU float64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		n := min(users, b.N-done)
+		base := make([]int, n)
+		for i := range n {
+			storeN(b, c, aors[i], 1)
+			base[i] = clients[i].Stats().Received
+		}
+		cpu0, redis0 := processCPU(b), processCPUSeconds(r.Proc().PID())
+		b.StartTimer()
+		for i := range n {
+			c.register(b, aors[i], clients[i].Contact())
+		}
+		for range n {
+			if rep := c.report(b); rep.Delivered != 1 {
+				b.Fatalf("push to %s delivered %d, want 1 (%v)", rep.AOR, rep.Delivered, rep.Err)
+			}
+		}
+		b.StopTimer()
+		cpu += processCPU(b) - cpu0
+		redisCPU += processCPUSeconds(r.Proc().PID()) - redis0
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		for i := range n {
+			if _, err := clients[i].Wait(ctx, func(s imclient.Stats) bool { return s.Received >= base[i]+1 }); err != nil {
+				b.Fatalf("client %d: %v", i, err)
+			}
+		}
+		cancel()
+		done += n
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/push")
+	b.ReportMetric(redisCPU*1e6/float64(b.N), "redis-us/push")
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPushOneBinary is BenchmarkPushOne against the deferpush binary,
+// run as make bench runs it (JSON logs at level info, the default), so
+// that its CPU is its own: 100 users with one message each (stored through
+// the message hook, untimed) register through the registered hook at once;
+// an op is one push, hook to the BYE at the client. deferpush-us/push is
+// the deferpush process's CPU per push (hook included; the proxy's share
+// of the bench's M=1 row aside), redis-us/push redis-server's, both from
+// schedstat as make bench counts server CPU. Its B/op and allocs/op are
+// the bench process's (the clients and the hook calls), not deferpush's.
+func BenchmarkPushOneBinary(b *testing.B) {
+	const users = 100
+	quietSIP(b)
+	r := harness.Redis(b)
+	cfg := filepath.Join(b.TempDir(), "deferpush.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("hooks:\n  token: %s\n", consoleHooksToken)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	dp := startDeferpush(b, nil, "--config", cfg, "--redis", r.URL(), "--log-level", "info")
+	hook := func(path string, body any) {
+		b.Helper()
+		raw, _ := json.Marshal(body)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+dp.HooksAddr+path, bytes.NewReader(raw))
+		req.Header.Set("X-Deferpush-Token", consoleHooksToken)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			b.Fatalf("%s: %d %s", path, res.StatusCode, out)
+		}
+	}
+	aors := make([]string, users)
+	clients := make([]*imclient.Client, users)
+	for i := range users {
+		aors[i] = fmt.Sprintf("sip:bin%03d@example.com", i)
+		clients[i] = newClient(b, aors[i], imclient.Config{})
+	}
+	var dpCPU, redisCPU float64
+	b.ResetTimer()
+	for done, round := 0, 0; done < b.N; round++ {
+		b.StopTimer()
+		n := min(users, b.N-done)
+		base := make([]imclient.Stats, n)
+		for i := range n {
+			callID := fmt.Sprintf("bin-%d-%d@example.com", round, i)
+			raw := "MESSAGE " + aors[i] + " SIP/2.0\r\n" +
+				"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK" + strings.ReplaceAll(callID, "@", ".") + "\r\n" +
+				"From: <sip:alice@example.com>;tag=1\r\nTo: <" + aors[i] + ">\r\nCall-ID: " + callID + "\r\nCSeq: 1 MESSAGE\r\n" +
+				"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+			hook("/hooks/kamailio/message", map[string]string{"raw": raw, "aor": aors[i]})
+			base[i] = clients[i].Stats()
+		}
+		dp0, redis0 := processCPUSeconds(dp.cmd.Process.Pid), processCPUSeconds(r.Proc().PID())
+		b.StartTimer()
+		for i := range n {
+			hook("/hooks/kamailio/registered", map[string]any{"aor": aors[i], "contact": clients[i].Contact(), "expires": 300})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		for i := range n {
+			if _, err := clients[i].Wait(ctx, func(s imclient.Stats) bool {
+				return s.Received >= base[i].Received+1 && s.Byes >= base[i].Byes+1
+			}); err != nil {
+				b.Fatalf("client %d: %v", i, err)
+			}
+		}
+		cancel()
+		b.StopTimer()
+		// The unlock follows the BYE's answer: let the last ones run
+		// before the CPU is read.
+		time.Sleep(20 * time.Millisecond)
+		dpCPU += processCPUSeconds(dp.cmd.Process.Pid) - dp0
+		redisCPU += processCPUSeconds(r.Proc().PID()) - redis0
+		done += n
+		b.StartTimer()
+	}
+	b.ReportMetric(dpCPU*1e6/float64(b.N), "deferpush-us/push")
+	b.ReportMetric(redisCPU*1e6/float64(b.N), "redis-us/push")
+}
+
+// quietSIP silences sipgo's package logger (slog's default) for the
+// benchmark: under load it warns of its TCP connections' reference counts
+// ("TCP ref went negative") on the benchmark's output, where go test
+// merges it into the result lines benchstat reads.
+func quietSIP(b *testing.B) {
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	b.Cleanup(func() { slog.SetDefault(prev) })
 }

@@ -2,6 +2,7 @@ package msrp
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,10 +22,13 @@ import (
 // at a few KB/s, the chunks of a pipeline queued behind each other) is
 // waited for, and a peer that stops is given up on after timeout.
 type conn struct {
-	nc      net.Conn
-	r       *Reader
-	log     *slog.Logger
-	timeout time.Duration // write deadline and idle time before a local 408
+	nc  net.Conn
+	r   *Reader
+	log *slog.Logger // see debug
+	// logSession is the session id its records name, for a connection a
+	// session opened (Connect).
+	logSession string
+	timeout    time.Duration // write deadline and idle time before a local 408
 	// moved is when bytes last went out or came in (UnixNano).
 	moved atomic.Int64
 	// route finds the session a request is for: a status other than 0 is
@@ -72,7 +76,7 @@ func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *
 	c := &conn{
 		nc:       nc,
 		w:        NewWriter(nc),
-		log:      log.With("remote", nc.RemoteAddr().String()),
+		log:      log,
 		timeout:  timeout,
 		txns:     make(map[string]*txn),
 		sessions: make(map[*Session]struct{}),
@@ -92,6 +96,21 @@ func (p progressReader) Read(b []byte) (int, error) {
 		p.c.touch()
 	}
 	return n, err
+}
+
+// debug logs at debug level with the connection's remote address (and
+// its session's id): built only for a record that is logged, rather than
+// with Logger.With for every connection, which a JSON handler formats at
+// once, records or not.
+func (c *conn) debug(msg string, args ...any) {
+	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []any{"remote", c.nc.RemoteAddr().String()}
+	if c.logSession != "" {
+		attrs = append(attrs, "session", c.logSession)
+	}
+	c.log.Debug(msg, append(attrs, args...)...)
 }
 
 // touch records progress now.
@@ -285,7 +304,7 @@ func (c *conn) readLoop() {
 				c.close(cause)
 				return
 			}
-			c.log.Debug("bad frame", "err", err)
+			c.debug("bad frame", "err", err)
 			if f != nil && f.IsRequest() {
 				c.reply(f, se.Code, "")
 			}
@@ -297,7 +316,7 @@ func (c *conn) readLoop() {
 		}
 		if !f.IsRequest() {
 			if !c.complete(f.TID, f, responseError(f)) {
-				c.log.Debug("response to no transaction", "tid", f.TID, "status", f.Status)
+				c.debug("response to no transaction", "tid", f.TID, "status", f.Status)
 			}
 			continue
 		}
@@ -371,6 +390,6 @@ func (c *conn) reply(f *Frame, code int, comment string) {
 		Flag:    FlagEnd,
 	}
 	if err := c.write(r); err != nil {
-		c.log.Debug("write response", "err", err)
+		c.debug("write response", "err", err)
 	}
 }

@@ -173,6 +173,24 @@ func (l *Listener) AddActive(s *Session) error {
 	return nil
 }
 
+// Activate turns s, a session added to l (Add) that no connection has
+// bound yet, into one that connects itself (Connect), as AddActive adds
+// it: an offerer that registered its session before the answer said
+// which side connects (a=setup:actpass, RFC 6135) keeps it when the
+// answer makes it the active side. From then on no peer's connection
+// binds s (481). It fails, changing nothing, when s is not such a
+// session: closed, bound, active already, or not added to l.
+func (l *Listener) Activate(s *Session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.lis != l || s.active || s.conn != nil || s.relay != nil {
+		return errors.New("msrp: activate: session closed, bound, active or not added here")
+	}
+	s.active = true
+	s.remote = nil
+	return nil
+}
+
 func (l *Listener) remove(s *Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

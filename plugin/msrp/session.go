@@ -136,7 +136,7 @@ func NewSession(cfg Config) (*Session, error) {
 	s := &Session{
 		cfg:      cfg,
 		local:    cfg.Local,
-		log:      cfg.Logger.With("session", cfg.Local.SessionID),
+		log:      cfg.Logger,
 		window:   make(chan struct{}, cfg.Window),
 		sending:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -180,6 +180,7 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	}
 	c := newConn(nc, s.cfg.Limits, s.cfg.Timeout, s.log)
 	c.self = s.local
+	c.logSession = s.local.SessionID
 	c.route = func(c *conn, f *Frame, id string) (*Session, int) {
 		if id != s.local.SessionID {
 			return nil, StatusNoSession
@@ -797,7 +798,7 @@ func (s *Session) serve(d delivery) {
 		Flag: FlagEnd,
 	}
 	if err := d.c.write(r); err != nil {
-		s.log.Debug("write report", "msg_id", d.m.ID, "err", err)
+		s.log.Debug("write report", "session", s.local.SessionID, "msg_id", d.m.ID, "err", err)
 	}
 }
 
@@ -836,18 +837,18 @@ func (s *Session) onReport(c *conn, f *Frame) {
 	remote := s.remote
 	s.mu.Unlock()
 	if w == nil {
-		s.log.Debug("report for no message in flight", "msg_id", id)
+		s.log.Debug("report for no message in flight", "session", s.local.SessionID, "msg_id", id)
 		return
 	}
 	code, comment, ok := parseStatus(f.Value(HeaderStatus))
 	if !ok {
-		s.log.Debug("bad report status", "msg_id", id)
+		s.log.Debug("bad report status", "session", s.local.SessionID, "msg_id", id)
 		return
 	}
 	success := code >= 200 && code < 300
 	if !own {
 		if err := s.relayed(c, f, remote, success); err != nil {
-			s.log.Warn("msrp report ignored", "msg_id", id, "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
+			s.log.Warn("msrp report ignored", "session", s.local.SessionID, "msg_id", id, "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
 			return
 		}
 	}
@@ -859,7 +860,7 @@ func (s *Session) onReport(c *conn, f *Frame) {
 		// (RFC 4975 §7.1.2): the message is delivered once one covers it
 		// whole.
 		if br, berr := ParseByteRange(v); berr != nil || br.Start != 1 || br.End != br.Total || br.Total != w.size {
-			s.log.Debug("partial success report", "msg_id", id, "byte_range", v, "size", w.size)
+			s.log.Debug("partial success report", "session", s.local.SessionID, "msg_id", id, "byte_range", v, "size", w.size)
 			return
 		}
 	}

@@ -132,6 +132,7 @@ func ParseURI(s string) (URI, error) {
 // String formats u; ParseURI(u.String()) == u for any parsed u.
 func (u URI) String() string {
 	var b strings.Builder
+	b.Grow(len("msrps://@[]:65535/;") + len(u.User) + len(u.Host) + len(u.SessionID) + max(len(u.Transport), 3))
 	if u.Secure {
 		b.WriteString("msrps://")
 	} else {

@@ -63,8 +63,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 		s.awaiting = true
 		return s, nil
 	}
-	passive.Close()
-	if s.ms, err = p.connect(ctx, mcfg, s.answer); err != nil {
+	if s.ms, err = p.connect(ctx, mcfg, passive, s.answer); err != nil {
 		s.bye()
 		return nil, &plugin.SessionError{Op: "msrp", Err: err}
 	}
@@ -123,15 +122,23 @@ func (p *Pusher) acknowledge(ctx context.Context, s *session) error {
 	return nil
 }
 
-// connect opens the MSRP connection to the client's path (step 7).
-func (p *Pusher) connect(ctx context.Context, mcfg msrp.Config, ans sdp.Media) (*msrp.Session, error) {
-	active, err := msrp.NewSession(mcfg)
+// connect opens the MSRP connection to the client's path (step 7). The
+// session registered for a client that would have connected (passive)
+// becomes the active one: the listener keeps routing it the REPORTs a
+// relay on the client's path brings over a connection of its own. Should
+// a connection have bound it meanwhile (a peer that read the session id
+// in our offer), it is closed, that connection with it, and a new
+// session with the same URI connects.
+func (p *Pusher) connect(ctx context.Context, mcfg msrp.Config, passive *msrp.Session, ans sdp.Media) (*msrp.Session, error) {
+	active := passive
+	err := p.cfg.MSRP.Activate(passive)
 	if err != nil {
-		return nil, err
+		passive.Close()
+		if active, err = msrp.NewSession(mcfg); err != nil {
+			return nil, err
+		}
+		err = p.cfg.MSRP.AddActive(active)
 	}
-	// The listener routes it the REPORTs a relay on the client's path
-	// brings over a connection of its own.
-	err = p.cfg.MSRP.AddActive(active)
 	if err == nil {
 		err = active.Connect(ctx, ans.Path)
 	}

@@ -4,10 +4,12 @@
 package sdp
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"net"
+	"strconv"
 	"strings"
 
 	psdp "github.com/pion/sdp/v3"
@@ -60,57 +62,72 @@ func Build(m Media) ([]byte, error) {
 	if port == 0 {
 		port = msrp.DefaultPort
 	}
-	proto := []string{"TCP", "MSRP"}
+	proto := "TCP/MSRP"
 	if self.Secure {
-		proto = []string{"TCP", "TLS", "MSRP"}
+		proto = "TCP/TLS/MSRP"
 	}
+	setup := cmp.Or(m.Setup, SetupActPass)
 	// The origin's session id only has to be unique per offerer: derive it
 	// from the MSRP session id so that a description is reproducible.
 	h := fnv.New64a()
 	h.Write([]byte(self.SessionID))
 	id := h.Sum64() >> 1
-	d := &psdp.SessionDescription{
-		Origin: psdp.Origin{
-			Username: "-", SessionID: id, SessionVersion: id,
-			NetworkType: "IN", AddressType: addrType, UnicastAddress: self.Host,
-		},
-		SessionName: "-",
-		ConnectionInformation: &psdp.ConnectionInformation{
-			NetworkType: "IN", AddressType: addrType, Address: &psdp.Address{Address: self.Host},
-		},
-		TimeDescriptions: []psdp.TimeDescription{{Timing: psdp.Timing{}}},
-		MediaDescriptions: []*psdp.MediaDescription{{
-			MediaName: psdp.MediaName{
-				Media:   "message",
-				Port:    psdp.RangedPort{Value: port},
-				Protos:  proto,
-				Formats: []string{"*"},
-			},
-			Attributes: m.attributes(),
-		}},
+	// Written directly, one allocation, every push's offer (and every
+	// reference client's answer) being one of these; the bytes are those
+	// pion/sdp's Marshal wrote for the same description
+	// (TestBuildAsPion): its lines in RFC 4566 order, the media's a=
+	// lines accept-types, accept-wrapped-types, path and setup.
+	path := msrp.FormatPath(m.Path)
+	size := 160 + 2*len(self.Host) + len(path)
+	for _, t := range m.AcceptTypes {
+		size += len(t) + 1
 	}
-	b, err := d.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("sdp: build: %w", err)
+	for _, t := range m.AcceptWrappedTypes {
+		size += len(t) + 1
 	}
-	return b, nil
+	b := make([]byte, 0, size)
+	b = append(b, "v=0\r\no=- "...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, " IN "...)
+	b = append(b, addrType...)
+	b = append(b, ' ')
+	b = append(b, self.Host...)
+	b = append(b, "\r\ns=-\r\nc=IN "...)
+	b = append(b, addrType...)
+	b = append(b, ' ')
+	b = append(b, self.Host...)
+	b = append(b, "\r\nt=0 0\r\nm=message "...)
+	b = strconv.AppendInt(b, int64(port), 10)
+	b = append(b, ' ')
+	b = append(b, proto...)
+	b = append(b, " *\r\n"...)
+	b = appendAttribute(b, "accept-types", m.AcceptTypes...)
+	if m.AcceptWrappedTypes != nil {
+		b = appendAttribute(b, "accept-wrapped-types", m.AcceptWrappedTypes...)
+	}
+	b = appendAttribute(b, "path", path)
+	return appendAttribute(b, "setup", setup), nil
 }
 
-// attributes are the media's a= lines: accept-types, accept-wrapped-types,
-// path and setup (actpass when not set), in that order.
-func (m Media) attributes() []psdp.Attribute {
-	setup := m.Setup
-	if setup == "" {
-		setup = SetupActPass
+// appendAttribute appends the line a=key:value, the values separated by
+// spaces; a=key alone when they make an empty value.
+func appendAttribute(b []byte, key string, values ...string) []byte {
+	b = append(b, "a="...)
+	b = append(b, key...)
+	colon := len(b)
+	b = append(b, ':')
+	for i, v := range values {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, v...)
 	}
-	attrs := []psdp.Attribute{psdp.NewAttribute("accept-types", strings.Join(m.AcceptTypes, " "))}
-	if m.AcceptWrappedTypes != nil {
-		attrs = append(attrs, psdp.NewAttribute("accept-wrapped-types", strings.Join(m.AcceptWrappedTypes, " ")))
+	if len(b) == colon+1 {
+		b = b[:colon]
 	}
-	return append(attrs,
-		psdp.NewAttribute("path", msrp.FormatPath(m.Path)),
-		psdp.NewAttribute("setup", setup),
-	)
+	return append(b, "\r\n"...)
 }
 
 // Parse reads the first MSRP media of a session description.

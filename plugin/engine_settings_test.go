@@ -1,0 +1,91 @@
+package plugin_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/plugintest"
+)
+
+// TestEngineSettingsReadAgainAfterWait: a push takes the user's settings
+// its registration's kick read only when it starts at once; one that
+// waited for a slot (MaxConcurrent) reads them again, and an operator's
+// hold set meanwhile stops it.
+func TestEngineSettingsReadAgainAfterWait(t *testing.T) {
+	ctx := context.Background()
+	carol := plugin.MustParseAOR("sip:carol@example.com")
+	st := plugintest.NewStore(nil)
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64 // added to the engine's clock
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
+		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- eng.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for !eng.Running() {
+		time.Sleep(time.Millisecond)
+	}
+	for _, aor := range []plugin.AOR{bob, carol} {
+		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
+			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}
+		if err := eng.Store(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register := func(aor plugin.AOR) {
+		t.Helper()
+		err := eng.Registered(ctx, plugin.Registration{AOR: aor, Contact: "sip:" + aor.User() + "@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	register(bob)
+	<-p.started // bob's push holds the only slot
+	register(carol)
+	// carol's kick read push on; the operator holds her before her push
+	// gets the slot, a second later.
+	if err := st.SetUserSettings(ctx, carol, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
+		t.Fatal(err)
+	}
+	skew.Store(int64(time.Second))
+	close(p.gate)
+	if rep := (&engineEnv{rec: rec}).report(t); rep.AOR != bob || rep.Delivered != 1 {
+		t.Fatalf("report %+v, want bob's push delivering 1", rep)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for eng.Active() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pushes still active", eng.Active())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, tg := range p.targets {
+		if tg.AOR == carol {
+			t.Errorf("pushed to carol, whom the operator put on hold while her push waited for a slot")
+		}
+	}
+	if c, err := st.Count(ctx, carol); err != nil || c.Pending != 1 {
+		t.Errorf("carol's mailbox %+v (%v), want her message pending", c, err)
+	}
+}
