@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,5 +225,26 @@ func TestKamailioDirectTwoInstances(t *testing.T) {
 		if st := c.Stats(); st.Invites != 1 {
 			t.Errorf("two%d got %d INVITEs, want 1", i, st.Invites)
 		}
+	}
+}
+
+// TestKamailioDirectContactExpiry: usrloc's expiry of a contact runs
+// event_route[usrloc:contact-expired], whose dp_unregister (kind expired)
+// deletes the registration deferpush keeps (which would otherwise stay
+// an hour past its expiry) and leaves the unregistration's mark.
+func TestKamailioDirectContactExpiry(t *testing.T) {
+	s := kamailioDirectStarter(t, stackOptions{})
+	ctx := context.Background()
+	addr, _ := silentContact(t)
+	rawRegister(t, s.proxyAddr, "user3", "sip:user3@"+addr, 2)
+	key := "dp:{sip:user3@" + domain + "}:"
+	waitFor(t, 5*time.Second, "the registration recorded", func() bool {
+		return s.st.Client().Exists(ctx, key+"c").Val() == 1
+	})
+	waitFor(t, 15*time.Second, "the registration deleted by the expiry's dp_unregister", func() bool {
+		return s.st.Client().Exists(ctx, key+"c").Val() == 0
+	})
+	if mark := s.st.Client().Get(ctx, key+"a").Val(); !strings.Contains(mark, " u sip:user3@"+addr) {
+		t.Errorf("dp:{aor}:a = %q, want the unregistration of the contact", mark)
 	}
 }
