@@ -711,7 +711,9 @@ end
 local function setcontact(c, rec, keep, ttl)
   local res = 1
   if keep ~= '' then
-    local old = decoded(redis.call('GET', c))
+    local v = redis.call('GET', c)
+    -- Decoded only when it may say pager_only.
+    local old = v and string.find(v, '"pager_only":true', 1, true) and decoded(v)
     if old and old.pager_only == true and binding(old) == keep then
       rec, res = pageronly(rec), 2
     end
@@ -1327,6 +1329,7 @@ end}
 local JSONESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
   ['<'] = '\\u003c', ['>'] = '\\u003e', ['&'] = '\\u0026'}
 local function jsonstring(s)
+  if not string.find(s, '[%z\1-\31"\\<>&\226]') then return '"' .. s .. '"' end
   s = string.gsub(s, '[%z\1-\31"\\<>&]', function(c)
     return JSONESC[c] or string.format('\\u%04x', string.byte(c))
   end)
