@@ -501,3 +501,32 @@ func TestDirectNotInCluster(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDirectStoreDuringPush: dp_store writes a "stored" event only while
+// a push to the recipient runs (its lease is live), for the push to claim
+// once more; otherwise none (the next registration pushes).
+func TestDirectStoreDuringPush(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	bob := plugin.MustParseAOR("sip:bob@example.com")
+	events := func() int64 { n, _ := c.XLen(ctx, "dp:events").Result(); return n }
+	dpStore(t, c, "sip:bob@example.com", directMessages[0].raw)
+	if n := events(); n != 0 {
+		t.Fatalf("%d events without a push running, want 0", n)
+	}
+	if ok, err := s.Lock(ctx, bob, "push", time.Minute); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	dpStore(t, c, "sip:bob@example.com", directMessages[1].raw)
+	evs, err := s.ReadEvents(ctx, "a", 10, 100*time.Millisecond)
+	if err != nil || len(evs) != 1 || evs[0].Kind != plugin.EventStored || evs[0].AOR != bob {
+		t.Fatalf("events %+v, %v; want one stored event for bob", evs, err)
+	}
+	if err := s.Unlock(ctx, bob, "push"); err != nil {
+		t.Fatal(err)
+	}
+	dpStore(t, c, "sip:bob@example.com", directMessages[2].raw)
+	if n := events(); n != 1 {
+		t.Errorf("%d events after the push ended, want still 1", n)
+	}
+}

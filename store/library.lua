@@ -1267,12 +1267,22 @@ local function newid(ms)
   return base32(ms, 10) .. base32(0, 5) .. base32(seq, 11)
 end
 
+-- event appends one registration event to dp:events (MAXLEN ~: the
+-- stream keeps about the last 100,000).
+local function event(kind, aor, contact, expires, at)
+  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', 'kind', kind, 'aor', aor, 'contact', contact,
+    'expires', num(expires), 'at', num(at))
+end
+
 -- dp_store stores a MESSAGE for an offline user, as the message hook
 -- does: the policy of dp:limits, the record the Go store writes
 -- (record.go: kind sip-message, sender, Call-ID and Content-Type read
 -- from the raw headers, a Date added after Call-ID when there is none,
 -- received Redis's TIME, expires received + ttl), appended by dp_append's
--- code, indexed and counted.
+-- code, indexed and counted. When a push to the recipient runs (its
+-- lease is live), a "stored" event tells deferpush, whose push then
+-- claims once more, as after the hook's store (a push that had claimed
+-- for the last time would otherwise leave it for the next registration).
 --   KEYS  none
 --   ARGV  1 the recipient's AOR as the proxy built it (sip:user@domain),
 --         2 the raw MESSAGE
@@ -1319,6 +1329,8 @@ redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, call
     redis.call('ZADD', 'dp:mailboxes', 'LT', num(score), aor)
   end
   redis.call('HINCRBY', 'dp:stats', 'stored', 1)
+  local owner, ends = lease(t .. 'm')
+  if owner and ends > received then event('stored', aor, '', 0, sec * 1000000 + usec) end
   return {202, 'Accepted', id}
 end}
 
@@ -1422,12 +1434,6 @@ local function pushallowed(lim, s)
   local u = decoded(redis.call('GET', s))
   if u and type(u.push) == 'string' and u.push ~= '' then mode = u.push end
   return mode == 'on'
-end
-
--- event appends one registration event to dp:events.
-local function event(kind, aor, contact, expires, at)
-  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', 'kind', kind, 'aor', aor, 'contact', contact,
-    'expires', num(expires), 'at', num(at))
 end
 
 -- unregister is dp_unregister's work, which dp_register shares for an
