@@ -30,11 +30,22 @@ import "github.com/deferpush/deferpush/plugin"
 //	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
 //	dp:stats       HASH   counters for Totals
 //	dp:policy      STRING operator policy JSON (+ who, when)
-//	dp:limits      HASH   the store-side part of the policy (store_enabled
-//	                      0/1, max_message_size, max_mailbox, ttl_ms,
-//	                      full_mailbox_reply, store_disabled_reply), written
-//	                      with every policy change, for a proxy that stores
-//	                      into Redis itself
+//	dp:limits      HASH   the part of the policy a proxy that calls the
+//	                      library itself applies (store_enabled 0/1,
+//	                      max_message_size, max_mailbox, ttl_ms,
+//	                      full_mailbox_reply, store_disabled_reply,
+//	                      push_enabled 0/1, default_push), written with
+//	                      every policy change, and case_sensitive_user 0/1
+//	                      (configuration: written at start)
+//	dp:{aor}:a     STRING "<at µs> <r|u> <contact>": the last registration
+//	                      (r) or unregistration (u) a proxy recorded with
+//	                      dp_register / dp_unregister, for their ordering
+//	                      rule (PX: the registration's; an hour for u)
+//	dp:seq         STRING the counter in the ids dp_store makes
+//	dp:events      STREAM registration events dp_register / dp_unregister
+//	                      append (kind, aor, contact, expires ms, at µs),
+//	                      MAXLEN ~ 100000, read by the consumer group
+//	                      "deferpush" (events.go)
 //	dp:layout      STRING "2" once the keys of the first layout were
 //	                      converted (migrate.go)
 //	dp:changes     pub/sub channel: "policy" after a policy change

@@ -26,7 +26,8 @@ type lib struct {
 	code string
 	// script is the same source for EVAL, where FUNCTION does not exist:
 	// a prelude shadows redis by a table whose register_function records
-	// the callbacks, the source follows (without its #! line, which EVAL
+	// the callbacks (either form: name and callback, or a table with
+	// flags), the source follows (without its #! line, which EVAL
 	// would refuse; line numbers stay), and ARGV[1] names the function to
 	// call with KEYS and the rest of ARGV.
 	script *redis.Script
@@ -42,7 +43,9 @@ func newLib(src string) *lib {
 		body = "\n" + rest
 	}
 	const prelude = "local dp_fns = {}; " +
-		"local redis = setmetatable({register_function = function(name, fn) dp_fns[name] = fn end}, {__index = redis})"
+		"local redis = setmetatable({register_function = function(name, fn) " +
+		"if type(name) == 'table' then fn = name.callback; name = name.function_name end; " +
+		"dp_fns[name] = fn end}, {__index = redis})"
 	const dispatch = `
 local dp_args = {}
 for i = 2, #ARGV do dp_args[i - 1] = ARGV[i] end

@@ -225,6 +225,27 @@ local function size(q, d)
   return redis.call('LLEN', q) + redis.call('LLEN', d)
 end
 
+-- append stores one message at the tail of q: dp_append's work, which
+-- dp_store shares. max 0: no maximum; notify, when set, is the expiry ms
+-- f gets (its sender waits for a failure notice). Returns status and
+-- size as dp_append documents.
+local function append(q, m, d, g, f, id, rec, max, notify)
+  local n = 0
+  if max > 0 then
+    n = size(q, d)
+    if n >= max then
+      if redis.call('HEXISTS', m, id) == 1 then return {0, n} end
+      return {-1, n}
+    end
+    n = n + 1
+  end
+  if redis.call('HSETNX', m, id, rec) == 0 then return {0, n} end
+  redis.call('RPUSH', q, id)
+  if notify then redis.call('ZADD', f, notify, id) end
+  if redis.call('DEL', g) == 1 then return {2, n} end
+  return {1, n}
+end
+
 -- The functions ---------------------------------------------------------------
 
 -- dp_version returns the library's version.
@@ -245,21 +266,7 @@ end)
 --   mailbox's size (q and d) counted with this message, only when ARGV[3]
 --   sets a maximum, else 0.
 redis.register_function('dp_append', function(keys, args)
-  local q, m, d, g = keys[1], keys[2], keys[3], keys[4]
-  local n, max = 0, tonumber(args[3])
-  if max > 0 then
-    n = size(q, d)
-    if n >= max then
-      if redis.call('HEXISTS', m, args[1]) == 1 then return {0, n} end
-      return {-1, n}
-    end
-    n = n + 1
-  end
-  if redis.call('HSETNX', m, args[1], args[2]) == 0 then return {0, n} end
-  redis.call('RPUSH', q, args[1])
-  if args[4] then redis.call('ZADD', keys[5], args[4], args[1]) end
-  if redis.call('DEL', g) == 1 then return {2, n} end
-  return {1, n}
+  return append(keys[1], keys[2], keys[3], keys[4], keys[5], args[1], args[2], tonumber(args[3]), args[4])
 end)
 
 -- dp_claim takes or extends the lease for a token, then moves up to
@@ -698,6 +705,39 @@ local function pageronly(v)
   return string.sub(v, 1, -2) .. ',"pager_only":true}'
 end
 
+-- setcontact records the registration JSON rec at c: dp_set_contact's
+-- work, which dp_register shares. keep is its binding, or "" when there
+-- is nothing to keep; ttl in ms (0: none).
+local function setcontact(c, rec, keep, ttl)
+  local res = 1
+  if keep ~= '' then
+    local old = decoded(redis.call('GET', c))
+    if old and old.pager_only == true and binding(old) == keep then
+      rec, res = pageronly(rec), 2
+    end
+  end
+  if ttl > 0 then
+    redis.call('SET', c, rec, 'PX', ttl)
+  else
+    redis.call('SET', c, rec)
+  end
+  return res
+end
+
+-- deletecontact forgets the registration at c if its contact is the one
+-- given ("" matches any): dp_delete_contact's work, which dp_unregister
+-- shares. Returns 1 deleted, 0 nothing.
+local function deletecontact(c, contact)
+  local v = redis.call('GET', c)
+  if not v then return 0 end
+  if contact ~= '' then
+    local ok, reg = pcall(cjson.decode, v)
+    if ok and type(reg) == 'table' and reg.contact ~= contact then return 0 end
+  end
+  redis.call('DEL', c)
+  return 1
+end
+
 -- dp_set_contact records a registration, keeping the pager_only the
 -- stored one learnt when it is the same binding (a refresh, or the same
 -- instance at a new contact).
@@ -706,19 +746,7 @@ end
 --         to keep (it says pager_only itself), 3 time to live ms (0: none)
 --   Returns 1 written as given, 2 written with pager_only kept.
 redis.register_function('dp_set_contact', function(keys, args)
-  local rec, res = args[1], 1
-  if args[2] ~= '' then
-    local old = decoded(redis.call('GET', keys[1]))
-    if old and old.pager_only == true and binding(old) == args[2] then
-      rec, res = pageronly(rec), 2
-    end
-  end
-  if tonumber(args[3]) > 0 then
-    redis.call('SET', keys[1], rec, 'PX', args[3])
-  else
-    redis.call('SET', keys[1], rec)
-  end
-  return res
+  return setcontact(keys[1], args[1], args[2], tonumber(args[3]))
 end)
 
 -- dp_set_pager_only marks the stored registration pager_only if it is
@@ -741,14 +769,7 @@ end)
 --   ARGV  1 contact URI ("" matches any)
 --   Returns 1 deleted, 0 nothing (none stored, or another contact).
 redis.register_function('dp_delete_contact', function(keys, args)
-  local v = redis.call('GET', keys[1])
-  if not v then return 0 end
-  if args[1] ~= '' then
-    local ok, reg = pcall(cjson.decode, v)
-    if ok and type(reg) == 'table' and reg.contact ~= args[1] then return 0 end
-  end
-  redis.call('DEL', keys[1])
-  return 1
+  return deletecontact(keys[1], args[1])
 end)
 
 -- dp_migrate1 converts one recipient's keys from the first layout
@@ -865,3 +886,615 @@ redis.register_function('dp_migrate1', function(keys)
   redis.call('DEL', opending, oinflight, odead, omsgs, oexpiry, otries, olock, ogone, osettings, ocontact, onotify)
   return {moved, removed}
 end)
+
+-- The proxy's own calls ---------------------------------------------------------
+
+--[[
+dp_store, dp_register and dp_unregister are what a proxy calls itself
+(Kamailio's ndb_redis, OpenSIPS's cachedb_redis raw queries) instead of an
+HTTP hook. They take no keys: they name the recipient's keys from the
+canonical AOR the way store/keys.go does, and touch global keys
+(dp:limits, dp:mailboxes, dp:stats, dp:seq, dp:events), so they are
+registered no-cluster: a proxy-direct deployment is a standalone Redis or
+Sentinel. Their policy is the mirror deferpush keeps in dp:limits.
+]]
+
+-- limitsOf returns dp:limits as a table, or nil when deferpush never
+-- wrote it.
+local function limitsOf()
+  local kv = redis.call('HGETALL', 'dp:limits')
+  if #kv == 0 then return nil end
+  local t = {}
+  for i = 1, #kv, 2 do t[kv[i]] = kv[i + 1] end
+  return t
+end
+
+-- num writes an integer-valued number without an exponent.
+local function num(n)
+  return string.format('%.0f', n)
+end
+
+-- now returns Redis's clock: seconds, microseconds.
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]), tonumber(t[2])
+end
+
+-- unset is "" for what a proxy prints for an unset variable.
+local function unset(s)
+  if s == nil or s == '<null>' then return '' end
+  return s
+end
+
+local function unreserved(c)
+  return string.find("-_.!~*'()", c, 1, true) ~= nil or string.match(c, '^%w$') ~= nil
+end
+
+local function ishex(c)
+  return string.match(c, '^%x$') ~= nil
+end
+
+-- canonicaluser is plugin's canonUser: the user part checked against RFC
+-- 3261 "user", %-escapes of unreserved characters decoded, others kept
+-- with upper-case hex; then lower-cased unless sensitive (but for the
+-- escapes' hex).
+local function canonicaluser(u, sensitive)
+  if u == '' then return nil end
+  local out, i = {}, 1
+  while i <= #u do
+    local c = string.sub(u, i, i)
+    if c == '%' then
+      local h = string.sub(u, i + 1, i + 2)
+      if #h < 2 or not ishex(string.sub(h, 1, 1)) or not ishex(string.sub(h, 2, 2)) then return nil end
+      local v = string.char(tonumber(h, 16))
+      if unreserved(v) then
+        if not sensitive then v = string.lower(v) end
+        out[#out + 1] = v
+      else
+        out[#out + 1] = '%' .. string.upper(h)
+      end
+      i = i + 3
+    elseif unreserved(c) or string.find('&=+$,;?/', c, 1, true) then
+      if not sensitive then c = string.lower(c) end
+      out[#out + 1] = c
+      i = i + 1
+    else
+      return nil
+    end
+  end
+  return table.concat(out)
+end
+
+-- canonicalhost is plugin's canonHostPort.
+local function canonicalhost(hp)
+  local host, port, hasport
+  if string.sub(hp, 1, 1) == '[' then
+    local e = string.find(hp, ']', 1, true)
+    if not e or e == 2 then return nil end
+    host = string.sub(hp, 1, e)
+    if string.find(string.sub(hp, 2, e - 1), '[^%x:%.]') then return nil end
+    local after = string.sub(hp, e + 1)
+    if after ~= '' then
+      if string.sub(after, 1, 1) ~= ':' then return nil end
+      port, hasport = string.sub(after, 2), true
+    end
+  else
+    local c = string.find(hp, ':', 1, true)
+    if c then
+      host, port, hasport = string.sub(hp, 1, c - 1), string.sub(hp, c + 1), true
+    else
+      host = hp
+    end
+    if host == '' or string.find(host, '[^%w%-%.]') then return nil end
+  end
+  host = string.lower(host)
+  if not hasport then return host end
+  if not string.match(port, '^[1-9]%d*$') or #port > 5 or tonumber(port) > 65535 then return nil end
+  return host .. ':' .. port
+end
+
+-- canonical is plugin.AORRules.Parse for the plain SIP AOR a proxy builds
+-- (sip:user@host[:port], or sips:): nil for anything else. sensitive is
+-- dp:limits' case_sensitive_user.
+local function canonical(aor, sensitive)
+  if #aor > 2048 then return nil end
+  local scheme, rest = string.match(aor, '^(%a+):(.*)$')
+  if not scheme then return nil end
+  scheme = string.lower(scheme)
+  if scheme ~= 'sip' and scheme ~= 'sips' then return nil end
+  local userinfo, hostport = string.match(rest, '^(.*)@(.-)$')
+  if not userinfo then return nil end
+  local user = string.match(userinfo, '^([^:]*)')
+  user = canonicaluser(user, sensitive)
+  if not user then return nil end
+  hostport = string.match(hostport, '^([^;?]*)')
+  local hp = canonicalhost(hostport)
+  if not hp then return nil end
+  local a = scheme .. ':' .. user .. '@' .. hp
+  if #a > 512 then return nil end
+  return a
+end
+
+-- sensitiveOf reads case_sensitive_user from limits.
+local function sensitiveOf(lim)
+  return lim ~= nil and lim.case_sensitive_user == '1'
+end
+
+-- Dates ---------------------------------------------------------------------------
+
+-- civil is the date of the day d days after 1970-01-01.
+local function civil(d)
+  local z = d + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local mo = mp + 3
+  if mp >= 10 then mo = mp - 9 end
+  if mo <= 2 then y = y + 1 end
+  return y, mo, day
+end
+
+local WEEKDAYS = {'Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'}
+local MONTHS = {'Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'}
+
+-- rfc1123 is the SIP Date of Unix second sec (RFC 3261 §20.17), as
+-- plugin/encap writes it.
+local function rfc1123(sec)
+  local d = math.floor(sec / 86400)
+  local s = sec - d * 86400
+  local y, mo, day = civil(d)
+  return string.format('%s, %02d %s %04d %02d:%02d:%02d GMT', WEEKDAYS[(d + 4) % 7 + 1], day, MONTHS[mo], y,
+    math.floor(s / 3600), math.floor(s / 60) % 60, s % 60)
+end
+
+-- rfc3339 is Unix time sec + usec as Go's JSON writes a UTC time.
+local function rfc3339(sec, usec)
+  local d = math.floor(sec / 86400)
+  local s = sec - d * 86400
+  local y, mo, day = civil(d)
+  local out = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, mo, day, math.floor(s / 3600), math.floor(s / 60) % 60, s % 60)
+  if usec > 0 then
+    out = out .. '.' .. string.gsub(string.format('%06d', usec), '0+$', '')
+  end
+  return out .. 'Z'
+end
+
+-- Reading a SIP MESSAGE -----------------------------------------------------------
+
+-- The bounds of plugin/encap.HeadLimits the SIP ingress applies.
+local MAXLINE, MAXHEAD, MAXHEADERS = 8192, 65536, 256
+
+-- sipkey is plugin/encap's sipKey: the canonical name of a header the
+-- store reads, long or compact; nil for the others.
+local LONG = {['call-id'] = 'Call-ID', from = 'From', to = 'To', date = 'Date', ['p-asserted-identity'] = 'P-Asserted-Identity',
+  subject = 'Subject', ['content-type'] = 'Content-Type', ['content-length'] = 'Content-Length', via = 'Via'}
+local COMPACT = {i = 'Call-ID', f = 'From', t = 'To', s = 'Subject', c = 'Content-Type', l = 'Content-Length', v = 'Via'}
+local function sipkey(name)
+  local n = string.lower(name)
+  if #n == 1 then return COMPACT[n] end
+  return LONG[n]
+end
+
+local function istoken(s)
+  return s ~= '' and not string.find(s, "[^%w%-%.!%%%*_%+`'~]")
+end
+
+local function trim(s)
+  return (string.gsub(string.gsub(s, '^[ \t]+', ''), '[ \t]+$', ''))
+end
+
+-- splitaddress is plugin/encap's splitAddress: the URI of a From or To
+-- value, or nil.
+local function splitaddress(v)
+  v = string.gsub(string.gsub(v, '^%s+', ''), '%s+$', '')
+  local rest, display = v, ''
+  if string.sub(v, 1, 1) == '"' then
+    local i, e = 2, nil
+    while i <= #v do
+      local c = string.sub(v, i, i)
+      if c == '\\' then
+        i = i + 1
+      elseif c == '"' then
+        e = i
+        break
+      end
+      i = i + 1
+    end
+    if not e then return nil end
+    display, rest = string.sub(v, 1, e), string.sub(v, e + 1)
+  end
+  local uri
+  local lt = string.find(rest, '<', 1, true)
+  if lt then
+    local gt = string.find(rest, '>', lt, true)
+    if not gt then return nil end
+    uri = string.sub(rest, lt + 1, gt - 1)
+  elseif display == '' then
+    uri = string.gsub(string.gsub(string.match(rest, '^([^;]*)'), '^%s+', ''), '%s+$', '')
+  else
+    uri = ''
+  end
+  if not string.find(uri, ':', 1, true) or string.find(uri, '[%z\1-\32\127<>]') then return nil end
+  return uri
+end
+
+-- validvia is plugin/encap's validVia.
+local function validvia(v)
+  local transport, host = string.match(v, '^[Ss][Ii][Pp]%s*/%s*2%.0%s*/[ \t]*([^ \t]+)[ \t]+(.*)$')
+  if not transport or not istoken(transport) then return false end
+  host = trim(string.match(host, '^([^;]*)'))
+  return host ~= '' and not string.find(host, '[%z\1-\32\127]')
+end
+
+-- readmessage is plugin/encap.ReadMessage for a MESSAGE to store, with
+-- the SIP ingress's header limits: it returns a table {callid, from,
+-- contenttype, dated (the request with a Date added after Call-ID when
+-- it has none)}, or nil, a SIP code (400, 513) and why.
+local function readmessage(raw, sec)
+  local hend = string.find(raw, '\r\n\r\n', 1, true)
+  if not hend then
+    if #raw > MAXHEAD then return nil, 513, 'header section too large' end
+    return nil, 400, 'no blank line after the headers'
+  end
+  local head = string.sub(raw, 1, hend + 1)
+  if #head > MAXHEAD then return nil, 513, 'header section too large' end
+  local body = string.sub(raw, hend + 4)
+  local hs, seen, method = {}, {}, nil
+  local off = 1
+  while off <= #head do
+    local i = string.find(head, '\n', off, true)
+    if not i or i == off or string.byte(head, i - 1) ~= 13 then return nil, 400, 'bare LF' end
+    local line, nxt = string.sub(head, off, i - 2), i + 1
+    if string.find(line, '[%z\1-\8\10-\31\127]') then return nil, 400, 'control character in the headers' end
+    if not method then
+      local m, uri, ver = string.match(line, '^([^ ]+) ([^ ]+) ([^ ]+)$')
+      if not m or not istoken(m) or string.upper(ver) ~= 'SIP/2.0' or string.find(uri, '[%z\1-\32\127]') then
+        return nil, 400, 'not a SIP request'
+      end
+      method = m
+    elseif string.find(line, '^[ \t]') then
+      local h = hs[#hs]
+      if not h then return nil, 400, 'continuation line before any header' end
+      h.stop = nxt
+      if h.key then h.value = trim(h.value .. ' ' .. trim(line)) end
+    else
+      local c = string.find(line, ':', 1, true)
+      if not c then return nil, 400, 'header line without colon' end
+      local name = string.gsub(string.sub(line, 1, c - 1), '[ \t]+$', '')
+      if not istoken(name) then return nil, 400, 'bad header name' end
+      local key = sipkey(name)
+      if key and key ~= 'Via' and key ~= 'P-Asserted-Identity' then
+        if seen[key] then return nil, 400, 'more than one ' .. key end
+        seen[key] = true
+      end
+      if #hs >= MAXHEADERS then return nil, 513, 'too many headers' end
+      local h = {key = key, value = '', start = off, stop = nxt}
+      if key then h.value = trim(string.sub(line, c + 1)) end
+      hs[#hs + 1] = h
+    end
+    local h = hs[#hs]
+    if h and h.stop - h.start > MAXLINE then return nil, 513, 'header line too long' end
+    off = nxt
+  end
+  local v = {}
+  local vias = 0
+  for _, h in ipairs(hs) do
+    if h.key == 'Via' then
+      for via in string.gmatch(h.value, '[^,]+') do
+        if not validvia(trim(via)) then return nil, 400, 'bad Via' end
+        vias = vias + 1
+      end
+    elseif h.key then
+      v[h.key] = h.value
+    end
+  end
+  if v['Content-Length'] then
+    local n = v['Content-Length']
+    if not string.match(n, '^%d+$') or tonumber(n) ~= #body then return nil, 400, 'Content-Length differs from the body' end
+  end
+  if vias == 0 then return nil, 400, 'no Via' end
+  if not v['Call-ID'] or v['Call-ID'] == '' then return nil, 400, 'no Call-ID' end
+  local from
+  for _, k in ipairs({'From', 'To'}) do
+    if not v[k] or v[k] == '' then return nil, 400, 'no ' .. k end
+    local uri = splitaddress(v[k])
+    if not uri then return nil, 400, 'bad ' .. k end
+    if k == 'From' then from = uri end
+  end
+  local ct = v['Content-Type']
+  if #body > 0 and not ct then return nil, 400, 'a body without Content-Type' end
+  if ct and not string.match(ct, "^[%w%-%.!%%%*_%+`'~]+/[%w%-%.!%%%*_%+`'~]+%s*$") and
+    not string.match(ct, "^[%w%-%.!%%%*_%+`'~]+/[%w%-%.!%%%*_%+`'~]+%s*;") then
+    return nil, 400, 'bad Content-Type'
+  end
+  if v.Date and not string.match(v.Date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$') then
+    return nil, 400, 'Date not in RFC 1123 GMT form'
+  end
+  if method ~= 'MESSAGE' then return nil, 400, 'not a MESSAGE' end
+  local dated = raw
+  if not v.Date then
+    local at = 0
+    for _, h in ipairs(hs) do
+      if h.key == 'Call-ID' then at = h.stop - 1 end
+    end
+    dated = string.sub(raw, 1, at) .. 'Date: ' .. rfc1123(sec) .. '\r\n' .. string.sub(raw, at + 1)
+  end
+  return {callid = v['Call-ID'], from = from, contenttype = ct or '', dated = dated}
+end
+
+-- ULIDs -----------------------------------------------------------------------------
+
+local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+
+-- base32 writes n (an integer below 2^53) in width Crockford digits.
+local function base32(n, width)
+  local out = {}
+  for i = width, 1, -1 do
+    local d = n % 32
+    out[i] = string.sub(CROCKFORD, d + 1, d + 1)
+    n = (n - d) / 32
+  end
+  return table.concat(out)
+end
+
+-- newid is a ULID for a message received at ms: its time part is ms, its
+-- 80 "random" bits a counter (INCR dp:seq) unique in this Redis, so ids
+-- are unique and sort by arrival (within a millisecond, by the counter).
+local function newid(ms)
+  local seq = redis.call('INCR', 'dp:seq')
+  return base32(ms, 10) .. base32(0, 5) .. base32(seq, 11)
+end
+
+-- dp_store stores a MESSAGE for an offline user, as the message hook
+-- does: the policy of dp:limits, the record the Go store writes
+-- (record.go: kind sip-message, sender, Call-ID and Content-Type read
+-- from the raw headers, a Date added after Call-ID when there is none,
+-- received Redis's TIME, expires received + ttl), appended by dp_append's
+-- code, indexed and counted.
+--   KEYS  none
+--   ARGV  1 the recipient's AOR as the proxy built it (sip:user@domain),
+--         2 the raw MESSAGE
+--   Returns {code, reason, id}: {202, 'Accepted', id}, or with id "":
+--   400 (an AOR or a request that cannot be stored), 513 too large,
+--   dp:limits' full_mailbox_reply (486/480) for a full mailbox, its
+--   store_disabled_reply (403/480) when storing is off, 480 when
+--   deferpush never wrote dp:limits.
+redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, callback = function(_, args)
+  local lim = limitsOf()
+  if not lim then return {480, 'Temporarily Unavailable', ''} end
+  local aor = canonical(args[1] or '', sensitiveOf(lim))
+  if not aor then return {400, 'Bad Request', ''} end
+  if lim.store_enabled ~= '1' then
+    local code = tonumber(lim.store_disabled_reply) or 480
+    if code == 403 then return {403, 'Forbidden', ''} end
+    return {code, 'Temporarily Unavailable', ''}
+  end
+  local sec, usec = now()
+  local msg, code = readmessage(args[2] or '', sec)
+  if not msg then
+    if code == 513 then return {513, 'Message Too Large', ''} end
+    return {400, 'Bad Request', ''}
+  end
+  local maxsize = tonumber(lim.max_message_size) or 0
+  if maxsize > 0 and #msg.dated > maxsize then return {513, 'Message Too Large', ''} end
+  local received = sec * 1000 + math.floor(usec / 1000)
+  local ttl = tonumber(lim.ttl_ms) or 0
+  local expires, score = 0, 9007199254740991
+  if ttl > 0 then expires, score = received + ttl, received + ttl end
+  local id = newid(received)
+  local rec = '\2' .. num(received) .. ' ' .. num(expires) .. ' sip-message ' .. #msg.from .. ' ' .. #msg.callid ..
+    ' 0 ' .. #msg.contenttype .. ' 0\n' .. msg.from .. msg.callid .. msg.contenttype .. msg.dated
+  local t = 'dp:{' .. aor .. '}:'
+  local res = append(t .. 'q', t .. 'm', t .. 'd', t .. 'g', t .. 'f', id, rec, tonumber(lim.max_mailbox) or 0, nil)
+  if res[1] == -1 then
+    local full = tonumber(lim.full_mailbox_reply) or 486
+    if full == 480 then return {480, 'Temporarily Unavailable', ''} end
+    return {full, 'Busy Here', ''}
+  end
+  if res[1] == 2 then
+    redis.call('ZADD', 'dp:mailboxes', num(score), aor)
+  else
+    redis.call('ZADD', 'dp:mailboxes', 'LT', num(score), aor)
+  end
+  redis.call('HINCRBY', 'dp:stats', 'stored', 1)
+  return {202, 'Accepted', id}
+end}
+
+-- Registrations from the proxy ------------------------------------------------------
+
+-- jsonstring writes s as Go's encoding/json writes a string (HTML
+-- characters escaped too).
+local JSONESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+  ['<'] = '\\u003c', ['>'] = '\\u003e', ['&'] = '\\u0026'}
+local function jsonstring(s)
+  s = string.gsub(s, '[%z\1-\31"\\<>&]', function(c)
+    return JSONESC[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  s = string.gsub(s, '\226\128\168', '\\u2028')
+  s = string.gsub(s, '\226\128\169', '\\u2029')
+  return '"' .. s .. '"'
+end
+
+-- splitpath is adapters/kamailio's splitPath: the URIs of a Path header
+-- value, in order.
+local function splitpath(v)
+  local out = {}
+  local depth, quoted, start = 0, false, 1
+  for i = 1, #v + 1 do
+    local c = string.sub(v, i, i)
+    local split = i > #v
+    if not split then
+      if c == '"' and (i == 1 or string.sub(v, i - 1, i - 1) ~= '\\') then
+        quoted = not quoted
+      elseif not quoted and c == '<' then
+        depth = depth + 1
+      elseif not quoted and c == '>' then
+        depth = depth - 1
+      end
+      split = c == ',' and not quoted and depth <= 0
+    end
+    if split then
+      local p = string.gsub(string.gsub(string.sub(v, start, i - 1), '^%s+', ''), '%s+$', '')
+      start = i + 1
+      if p ~= '' and p ~= '<null>' then
+        local lt = string.find(p, '<', 1, true)
+        local gt
+        for k = #p, 1, -1 do
+          if string.sub(p, k, k) == '>' then gt = k; break end
+        end
+        if lt and gt and gt > lt then p = string.sub(p, lt + 1, gt - 1) end
+        out[#out + 1] = p
+      end
+    end
+  end
+  return out
+end
+
+-- registration is the JSON plugin.Registration marshals to (without
+-- pager_only, which setcontact keeps).
+local function registration(aor, contact, expsec, expusec, received, instance, ua, path)
+  local out = '{"aor":' .. jsonstring(aor) .. ',"contact":' .. jsonstring(contact) ..
+    ',"expires":' .. jsonstring(rfc3339(expsec, expusec))
+  if received ~= '' then out = out .. ',"received":' .. jsonstring(received) end
+  if instance ~= '' then out = out .. ',"instance":' .. jsonstring(instance) end
+  if ua ~= '' then out = out .. ',"user_agent":' .. jsonstring(ua) end
+  local p = splitpath(path)
+  if #p > 0 then
+    local q = {}
+    for i, u in ipairs(p) do q[i] = jsonstring(u) end
+    out = out .. ',"path":[' .. table.concat(q, ',') .. ']'
+  end
+  return out .. '}'
+end
+
+-- micros reads a proxy's time: integer microseconds since the epoch, or
+-- "<seconds>.<microseconds>" where the part after the dot is an integer
+-- count of microseconds (Kamailio's $TV(s).$TV(u); zero-padded or not).
+local function micros(s)
+  s = unset(s)
+  local sec, us = string.match(s, '^(%d+)%.(%d+)$')
+  if sec then
+    if #us > 6 then return nil end
+    return tonumber(sec) * 1000000 + tonumber(us)
+  end
+  if string.match(s, '^%d+$') then return tonumber(s) end
+  return nil
+end
+
+-- lastof reads dp:{aor}:a, the last registration or unregistration a
+-- proxy recorded: {at, kind ('r' or 'u'), contact}, or nil.
+local function lastof(a)
+  local v = redis.call('GET', a)
+  if not v then return nil end
+  local at, kind, contact = string.match(v, '^(%d+) (%a) (.*)$')
+  if not at then return nil end
+  return {at = tonumber(at), kind = kind, contact = contact}
+end
+
+-- pushallowed is plugin.Policy.Push for the recipient whose settings are
+-- at s: the global switch, then the user's mode or the default.
+local function pushallowed(lim, s)
+  if lim.push_enabled == '0' then return false end
+  local mode = lim.default_push or 'on'
+  local u = decoded(redis.call('GET', s))
+  if u and type(u.push) == 'string' and u.push ~= '' then mode = u.push end
+  return mode == 'on'
+end
+
+-- event appends one registration event to dp:events.
+local function event(kind, aor, contact, expires, at)
+  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', 'kind', kind, 'aor', aor, 'contact', contact,
+    'expires', num(expires), 'at', num(at))
+end
+
+-- unregister is dp_unregister's work, which dp_register shares for an
+-- expiry of 0.
+local function unregister(aor, contact, at, kind)
+  local t = 'dp:{' .. aor .. '}:'
+  local last = lastof(t .. 'a')
+  if last and last.kind == 'r' and last.at > at and (contact == '' or last.contact == contact) then
+    return 0 -- a newer registration
+  end
+  local deleted = deletecontact(t .. 'c', contact)
+  if deleted == 1 or not last or last.contact == contact then
+    redis.call('SET', t .. 'a', num(at) .. ' u ' .. contact, 'PX', 3600000)
+  end
+  local owner, ends = lease(t .. 'm')
+  local sec, usec = now()
+  if not owner or ends <= sec * 1000 + math.floor(usec / 1000) then return 0 end
+  event(kind, aor, contact, 0, at)
+  return 1
+end
+
+-- dp_register records a registration the proxy accepted (save()), and
+-- appends a "registered" event to dp:events when the recipient has
+-- messages and the policy lets deferpush push to them. The registration
+-- is the JSON plugin.Registration marshals to (expires: Redis's TIME +
+-- the given seconds), kept an hour past its expiry as the Go store keeps
+-- it, with the pager_only learnt for the same binding (dp_set_contact's
+-- code). One that is older than the last registration or unregistration
+-- recorded for the same contact (at, compared in dp:{aor}:a) is ignored:
+-- a proxy's workers may run two REGISTERs of one client in either order.
+-- An expiry of 0 or less is an unregistration (dp_unregister).
+--   KEYS  none
+--   ARGV  1 AOR, 2 contact URI, 3 expires (seconds from now), 4 at (the
+--         proxy's time: micros above), 5 received, 6 user agent,
+--         7 +sip.instance, 8 Path header value (5 to 8 may be "" or
+--         "<null>")
+--   Returns 1 when an event was written, 0 when not; an error for a bad
+--   AOR, contact, expires or at.
+redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
+  local lim = limitsOf() or {}
+  local aor = canonical(unset(args[1]), sensitiveOf(lim))
+  if not aor then return redis.error_reply('ERR dp_register: not a plain SIP AOR') end
+  local contact = unset(args[2])
+  if contact == '' then return redis.error_reply('ERR dp_register: no contact') end
+  local exp = tonumber(unset(args[3]))
+  if not exp or exp ~= math.floor(exp) or exp > 31536000 then return redis.error_reply('ERR dp_register: bad expires') end
+  local at = micros(args[4])
+  if not at then return redis.error_reply('ERR dp_register: bad at') end
+  if exp <= 0 then return unregister(aor, contact, at, 'unregistered') end
+  local t = 'dp:{' .. aor .. '}:'
+  local last = lastof(t .. 'a')
+  if last and last.contact == contact and last.at > at then return 0 end
+  local sec, usec = now()
+  local instance = unset(args[7])
+  local rec = registration(aor, contact, sec + exp, usec, unset(args[5]), instance, unset(args[6]), unset(args[8]))
+  local keep = contact
+  if instance ~= '' then keep = instance end
+  local ttl = exp * 1000 + 3600000
+  setcontact(t .. 'c', rec, keep, ttl)
+  redis.call('SET', t .. 'a', num(at) .. ' r ' .. contact, 'PX', ttl)
+  if redis.call('LLEN', t .. 'q') == 0 or not pushallowed(lim, t .. 's') then return 0 end
+  event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at)
+  return 1
+end}
+
+-- dp_unregister forgets a registration the proxy removed (an
+-- unregistration, or usrloc's expiry of the contact) if it is the one
+-- recorded (dp_delete_contact's code) and not newer than at, and appends
+-- an event of that kind to dp:events when a push to the recipient may be
+-- running (its lease is live), so that deferpush cancels it.
+--   KEYS  none
+--   ARGV  1 AOR, 2 contact URI ("*" or "": every contact), 3 at (as
+--         dp_register's), 4 "unregistered" or "expired"
+--   Returns 1 when an event was written, 0 when not; an error for bad
+--   arguments.
+redis.register_function{function_name = 'dp_unregister', flags = {'no-cluster'}, callback = function(_, args)
+  local lim = limitsOf() or {}
+  local aor = canonical(unset(args[1]), sensitiveOf(lim))
+  if not aor then return redis.error_reply('ERR dp_unregister: not a plain SIP AOR') end
+  local contact = unset(args[2])
+  if contact == '*' then contact = '' end
+  local at = micros(args[3])
+  if not at then return redis.error_reply('ERR dp_unregister: bad at') end
+  local kind = args[4]
+  if kind ~= 'unregistered' and kind ~= 'expired' then
+    return redis.error_reply('ERR dp_unregister: kind must be unregistered or expired')
+  end
+  return unregister(aor, contact, at, kind)
+end}

@@ -12,11 +12,12 @@ import (
 	"github.com/deferpush/deferpush/test/harness"
 )
 
-// TestLimitsMirror: dp:limits holds the store-side part of the policy in
-// force (what a proxy storing into Redis itself needs) after SetPolicy and
-// UpdatePolicy, on a standalone Redis and a cluster (where dp:policy and
-// dp:limits live in two slots), and is written at start when a Redis of an
-// earlier release has none.
+// TestLimitsMirror: dp:limits holds the part of the policy in force a
+// proxy calling the library itself needs (store and push side) and the
+// registrar's AOR rules, after SetPolicy and UpdatePolicy, on a
+// standalone Redis and a cluster (where dp:policy and dp:limits live in
+// two slots), and is written at start when a Redis of an earlier release
+// has none, or one without the push side.
 func TestLimitsMirror(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -26,7 +27,7 @@ func TestLimitsMirror(t *testing.T) {
 		{"cluster", func(t *testing.T) string { return harness.RedisCluster(t).URL() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := store.New(store.Config{URL: tc.url(t)})
+			s, err := store.New(store.Config{URL: tc.url(t), AORRules: plugin.AORRules{CaseSensitiveUser: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,31 +46,40 @@ func TestLimitsMirror(t *testing.T) {
 			if err := s.Client().Set(ctx, "dp:policy", raw, 0).Err(); err != nil {
 				t.Fatal(err)
 			}
+			// ... and the dp:limits of a release without its push side.
+			if err := s.Client().HSet(ctx, "dp:limits", "store_enabled", "1", "max_mailbox", "1").Err(); err != nil {
+				t.Fatal(err)
+			}
 			if err := s.Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
 			want := map[string]string{"store_enabled": "1", "max_message_size": "65536", "max_mailbox": "77",
-				"ttl_ms": "259200000", "full_mailbox_reply": "486", "store_disabled_reply": "480"}
+				"ttl_ms": "259200000", "full_mailbox_reply": "486", "store_disabled_reply": "480",
+				"push_enabled": "1", "default_push": "on", "case_sensitive_user": "1"}
 			if d := cmp.Diff(want, limits()); d != "" {
 				t.Errorf("dp:limits at start (-want +got):\n%s", d)
 			}
 			p := plugin.DefaultPolicy()
 			p.StoreEnabled, p.MaxMessageSize, p.MessageTTL = false, 1000, plugin.Duration(time.Hour)
+			p.PushEnabled, p.DefaultPush = false, plugin.PushHold
 			if err := s.SetPolicy(ctx, p, "admin"); err != nil {
 				t.Fatal(err)
 			}
 			want = map[string]string{"store_enabled": "0", "max_message_size": "1000", "max_mailbox": "1000",
-				"ttl_ms": "3600000", "full_mailbox_reply": "486", "store_disabled_reply": "480"}
+				"ttl_ms": "3600000", "full_mailbox_reply": "486", "store_disabled_reply": "480",
+				"push_enabled": "0", "default_push": "hold", "case_sensitive_user": "1"}
 			if d := cmp.Diff(want, limits()); d != "" {
 				t.Errorf("dp:limits after SetPolicy (-want +got):\n%s", d)
 			}
 			if _, _, err := s.UpdatePolicy(ctx, "admin", func(p *plugin.Policy) error {
 				p.MaxMailbox, p.FullMailboxReply, p.StoreDisabledReply = 5, 480, 403
+				p.PushEnabled, p.DefaultPush = true, plugin.PushOff
 				return nil
 			}); err != nil {
 				t.Fatal(err)
 			}
 			want["max_mailbox"], want["full_mailbox_reply"], want["store_disabled_reply"] = "5", "480", "403"
+			want["push_enabled"], want["default_push"] = "1", "off"
 			if d := cmp.Diff(want, limits()); d != "" {
 				t.Errorf("dp:limits after UpdatePolicy (-want +got):\n%s", d)
 			}

@@ -54,6 +54,11 @@ type Config struct {
 	MinReplicas int
 	// ReplicaTimeout bounds the wait for MinReplicas. Zero means 1 s.
 	ReplicaTimeout time.Duration
+	// AORRules are the registrar's rules the hooks and the SIP ingress
+	// parse AORs with. The store mirrors CaseSensitiveUser in dp:limits,
+	// where the library's dp_store and dp_register (called by a proxy
+	// itself) canonicalise AORs the same way.
+	AORRules plugin.AORRules
 	// Now is the clock for leases and expiry; nil means time.Now. All
 	// instances sharing a Redis should have synchronised clocks (NTP):
 	// leases are compared against the caller's clock, not Redis's.
@@ -70,7 +75,9 @@ type Redis struct {
 	// ReplicaTimeout.
 	replicas       int
 	replicaTimeout time.Duration
-	closers        []func() error
+	// rules are Config.AORRules.
+	rules   plugin.AORRules
+	closers []func() error
 	// batch carries the commands of Append and Ack: go-redis's
 	// autopipeliner writes those of concurrent callers to Redis together,
 	// one ordered stream, which cuts the syscalls and CPU of each (see
@@ -100,7 +107,8 @@ func New(cfg Config) (*Redis, error) {
 	if cfg.ReplicaTimeout == 0 {
 		cfg.ReplicaTimeout = time.Second
 	}
-	r := &Redis{c: cfg.Client, log: cfg.Logger, now: cfg.Now, replicas: cfg.MinReplicas, replicaTimeout: cfg.ReplicaTimeout}
+	r := &Redis{c: cfg.Client, log: cfg.Logger, now: cfg.Now, replicas: cfg.MinReplicas, replicaTimeout: cfg.ReplicaTimeout,
+		rules: cfg.AORRules}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

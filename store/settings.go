@@ -77,32 +77,43 @@ func (r *Redis) afterPolicy(ctx context.Context, p plugin.Policy) error {
 	return r.writeLimits(ctx, r.c, p)
 }
 
-// writeLimits writes dp:limits, the store-side part of p (keys.go).
+// writeLimits writes dp:limits, the policy's part a proxy that calls the
+// library itself (dp_store, dp_register) applies, and the registrar's AOR
+// rules (keys.go).
 func (r *Redis) writeLimits(ctx context.Context, c redis.Cmdable, p plugin.Policy) error {
-	enabled := 0
-	if p.StoreEnabled {
-		enabled = 1
-	}
 	return c.HSet(ctx, limitsKey,
-		"store_enabled", enabled,
+		"store_enabled", flag(p.StoreEnabled),
 		"max_message_size", p.MaxMessageSize,
 		"max_mailbox", p.MaxMailbox,
 		"ttl_ms", time.Duration(p.MessageTTL).Milliseconds(),
 		"full_mailbox_reply", p.FullMailboxReply,
 		"store_disabled_reply", p.StoreDisabledReply,
+		"push_enabled", flag(p.PushEnabled),
+		"default_push", string(p.DefaultPush),
+		"case_sensitive_user", flag(r.rules.CaseSensitiveUser),
 	).Err()
 }
 
-// initLimits writes dp:limits from the policy in force when it is missing
-// (a Redis last written by an earlier release).
-func (r *Redis) initLimits(ctx context.Context) error {
-	n, err := r.c.Exists(ctx, limitsKey).Result()
-	if err != nil || n == 1 {
-		return err
+// flag is a boolean as dp:limits writes it.
+func flag(b bool) int {
+	if b {
+		return 1
 	}
-	p, err := policyOf(r.c.Get(ctx, policyKey))
-	if err == nil {
-		err = r.writeLimits(ctx, r.c, p)
+	return 0
+}
+
+// initLimits writes dp:limits from the policy in force when it misses a
+// field (a Redis last written by an earlier release), and this
+// instance's AOR rules in any case: they are configuration, not policy.
+func (r *Redis) initLimits(ctx context.Context) error {
+	n, err := r.c.HExists(ctx, limitsKey, "push_enabled").Result()
+	if err == nil && n {
+		err = r.c.HSet(ctx, limitsKey, "case_sensitive_user", flag(r.rules.CaseSensitiveUser)).Err()
+	} else if err == nil {
+		var p plugin.Policy
+		if p, err = policyOf(r.c.Get(ctx, policyKey)); err == nil {
+			err = r.writeLimits(ctx, r.c, p)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", limitsKey, err)

@@ -66,8 +66,8 @@ func (s *server) openStore(ctx context.Context) error {
 	var err error
 	if s.cfg.Redis.URL == "" {
 		s.log.Warn("no redis configured: using the embedded in-memory store; deferred messages do NOT survive a restart (set --redis or redis.url)")
-		s.store, err = store.NewEmbedded(store.Config{Logger: s.log})
-	} else if s.store, err = store.New(store.Config{URL: s.cfg.Redis.URL, Logger: s.log,
+		s.store, err = store.NewEmbedded(store.Config{Logger: s.log, AORRules: s.aorRules()})
+	} else if s.store, err = store.New(store.Config{URL: s.cfg.Redis.URL, Logger: s.log, AORRules: s.aorRules(),
 		MinReplicas: s.cfg.Redis.MinReplicas, ReplicaTimeout: s.cfg.Redis.ReplicaTimeout}); err != nil {
 		err = fmt.Errorf("redis: %w", err)
 	} else if perr := s.store.Ping(ctx); perr != nil {
