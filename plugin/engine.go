@@ -45,6 +45,13 @@ type EngineConfig struct {
 	// Notifier sends senders the disposition notifications (RFC 5438)
 	// they asked for; nil sends none.
 	Notifier Notifier
+	// Events is the log of registration events a proxy writes into the
+	// store itself (events.go); nil reads none (the hooks call Registered
+	// and Unregistered instead).
+	Events Events
+	// EventClaimIdle is how long an event read by an instance and not
+	// acked waits before another takes it over. Zero means 30 s.
+	EventClaimIdle time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -68,11 +75,16 @@ type EngineConfig struct {
 //   - the sweeper (sweeper.go): requeues the messages of dead pushes and
 //     drops expired ones;
 //   - the start-up scan (startup.go): once, a push to every recipient
-//     with stored messages and a live registration.
+//     with stored messages and a live registration;
+//   - the events reader (events.go), with EngineConfig.Events: the
+//     registrations and unregistrations a proxy wrote into the store
+//     itself, each kicking or cancelling a push.
 //
 // Run starts them in that order once the policy is known, and stops them
-// in reverse: the scheduler first, so that cancelled pushes put their
-// messages back while the store is still in use.
+// in reverse: the events reader and the scheduler first (both as soon as
+// Run's context ends: an event read and not yet acked is taken over by
+// another instance), so that cancelled pushes put their messages back
+// while the store is still in use.
 type Engine struct {
 	cfg     EngineConfig
 	log     *slog.Logger
@@ -100,6 +112,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second
+	}
+	if cfg.EventClaimIdle <= 0 {
+		cfg.EventClaimIdle = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -137,6 +152,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = scan.Run(bg) }()
 	if e.notices != nil {
 		wg.Go(func() { _ = e.notices.Run(bg) })
+	}
+	if e.cfg.Events != nil {
+		events := &eventReader{events: e.cfg.Events, consumer: consumerName(), idle: e.cfg.EventClaimIdle,
+			log: e.log, handle: e.registrationEvent}
+		wg.Go(func() { _ = events.Run(ctx) })
 	}
 	err := e.sched.Run(ctx)
 	stopBg()

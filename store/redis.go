@@ -190,7 +190,8 @@ func (r *Redis) Ping(ctx context.Context) error {
 // the first operation that needs it (and in Ping, which cmd/deferpush
 // calls at start): it loads the function library where the server runs
 // another version of it, converts what an earlier release stored in its
-// layout (migrate.go), and writes dp:limits if it is missing. The work
+// layout (migrate.go), creates the consumer group of the registration
+// events (events.go), and writes dp:limits if it is missing. The work
 // runs on its own, whatever happens to the context of the call that
 // started it (a large keyspace takes longer to convert than a hook call
 // may wait); every caller waits for it, or for its own context. Until it
@@ -228,6 +229,9 @@ func (r *Redis) prepare(ctx context.Context) error {
 		return err
 	}
 	if err := r.migrate(ctx); err != nil {
+		return err
+	}
+	if err := r.createGroup(ctx); err != nil {
 		return err
 	}
 	return r.initLimits(ctx)

@@ -183,7 +183,10 @@ func (s *server) newEngine(context.Context) error {
 		LockTTL:       s.cfg.Push.LockTTL,
 		Observer:      s.metrics,
 		Notifier:      notifier,
-		Logger:        s.log,
+		// What a proxy that calls the store's library itself
+		// (kamailio.cfg's REDIS_DIRECT) writes instead of the hooks.
+		Events: s.store,
+		Logger: s.log,
 	})
 	return err
 }

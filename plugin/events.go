@@ -1,0 +1,173 @@
+package plugin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Kinds of registration events (RegistrationEvent.Kind).
+const (
+	EventRegistered   = "registered"   // the proxy saved a registration; the user has messages
+	EventUnregistered = "unregistered" // the client unregistered while a push may run
+	EventExpired      = "expired"      // the proxy's registrar let the contact expire
+)
+
+// RegistrationEvent is one event of a proxy's registrar that the proxy
+// wrote into the store itself (store/library.lua's dp_register and
+// dp_unregister): the registration or unregistration is already recorded
+// (Settings.Contact reads it); what is left is the push to start or
+// cancel.
+type RegistrationEvent struct {
+	// ID names the event for AckEvents.
+	ID   string
+	Kind string // EventRegistered, EventUnregistered or EventExpired
+	// AOR is the recipient; the zero AOR for an event that could not be
+	// read (it is dropped).
+	AOR     AOR
+	Contact string    // the contact URI; "" for every contact of AOR
+	Expires time.Time // EventRegistered: when the registration ends
+	At      time.Time // when the proxy handled the REGISTER
+}
+
+// Events is a durable log of registration events that every deferpush
+// instance reads as one group: each event goes to one reader, and stays
+// pending for it until acked, so that another reader can take it over
+// when that one died (at-least-once). store.Redis implements it with a
+// Redis stream and a consumer group.
+type Events interface {
+	// ReadEvents returns up to n events no reader of the group has read
+	// yet, delivered to consumer, waiting up to block for the first one;
+	// none (and no error) when block passed.
+	ReadEvents(ctx context.Context, consumer string, n int, block time.Duration) ([]RegistrationEvent, error)
+	// ClaimEvents takes over, for consumer, up to n events another
+	// reader (or consumer itself) read and has not acked for at least
+	// idle.
+	ClaimEvents(ctx context.Context, consumer string, idle time.Duration, n int) ([]RegistrationEvent, error)
+	// AckEvents marks events handled: no reader gets them again.
+	AckEvents(ctx context.Context, ids ...string) error
+}
+
+// Defaults of the events reader.
+const (
+	eventsBatch = 100
+	eventsBlock = time.Second
+)
+
+// eventReader is the engine component that reads the registration events
+// a proxy writes into the store (EngineConfig.Events) and handles each as
+// the hooks' calls are handled: a registration kicks a push unless it has
+// expired, an unregistration or expiry cancels the push in progress. It
+// acks an event once handled; one whose handling failed (the store or the
+// scheduler not answering) stays pending, and a reader takes it over once
+// it has been idle for idle (every idle/3, each reader claims what is
+// idle: the events of an instance that died holding them, or its own).
+type eventReader struct {
+	events   Events
+	consumer string
+	idle     time.Duration
+	log      *slog.Logger
+	handle   func(context.Context, RegistrationEvent) error
+}
+
+// consumerName names this process in the events' group: host, process id
+// and random, so that a restarted instance is another reader (what the
+// one before held is claimed when idle).
+func consumerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "deferpush"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// Run reads and handles events until ctx ends.
+func (r *eventReader) Run(ctx context.Context) error {
+	claim := time.NewTicker(max(r.idle/3, time.Millisecond))
+	defer claim.Stop()
+	failures := 0
+	for ctx.Err() == nil {
+		var evs []RegistrationEvent
+		var err error
+		select {
+		case <-claim.C:
+			evs, err = r.events.ClaimEvents(ctx, r.consumer, r.idle, eventsBatch)
+			if err == nil && len(evs) > 0 {
+				r.log.Info("registration events taken over", "count", len(evs))
+			}
+		default:
+			evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, eventsBlock)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			// The store is down: wait a little, more each time, up to 5 s.
+			failures++
+			r.log.Warn("read registration events", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
+			}
+			continue
+		}
+		failures = 0
+		r.handleAll(ctx, evs)
+	}
+	return nil
+}
+
+// handleAll handles evs in order and acks those handled.
+func (r *eventReader) handleAll(ctx context.Context, evs []RegistrationEvent) {
+	if len(evs) == 0 {
+		return
+	}
+	done := make([]string, 0, len(evs))
+	for _, ev := range evs {
+		if err := r.handle(ctx, ev); err != nil {
+			// Left pending: claimed again once idle.
+			r.log.Warn("registration event not handled", "aor", ev.AOR, "kind", ev.Kind, "event_id", ev.ID, "err", err)
+			continue
+		}
+		done = append(done, ev.ID)
+	}
+	if len(done) == 0 {
+		return
+	}
+	if err := r.events.AckEvents(context.WithoutCancel(ctx), done...); err != nil {
+		// Handled but not acked: handled again later, which a push
+		// tolerates (a kick of a push in progress, a cancel of none).
+		r.log.Warn("ack registration events", "count", len(done), "err", err)
+	}
+}
+
+// registrationEvent handles one event read from EngineConfig.Events, as
+// Registered and Unregistered handle the hooks' calls; the store holds
+// the registration's change already.
+func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent) error {
+	if ev.AOR.IsZero() {
+		e.log.Warn("registration event dropped", "event_id", ev.ID, "kind", ev.Kind, "reason", "no valid aor")
+		return nil
+	}
+	switch ev.Kind {
+	case EventRegistered:
+		if !ev.Expires.After(e.cfg.Now()) {
+			e.log.Debug("registration event dropped", "aor", ev.AOR, "event_id", ev.ID, "reason", "registration expired")
+			return nil
+		}
+		// The registration recorded now, which a later REGISTER may have
+		// replaced: that is the one to push to.
+		_, err := e.kickRegistered(ctx, ev.AOR)
+		return err
+	case EventUnregistered, EventExpired:
+		return e.sched.cancel(ev.AOR, ev.Contact)
+	}
+	e.log.Warn("registration event dropped", "aor", ev.AOR, "event_id", ev.ID, "reason", "unknown kind "+ev.Kind)
+	return nil
+}

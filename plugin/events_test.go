@@ -1,0 +1,187 @@
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/plugintest"
+)
+
+// eventsEnv is an engine reading registration events from an in-memory
+// log, the contact recorded in the store as the proxy's dp_register
+// records it.
+type eventsEnv struct {
+	*engineEnv
+	ev *plugintest.Events
+}
+
+func newEventsEngine(t *testing.T, p *fakePusher, ev plugin.Events, idle time.Duration) *engineEnv {
+	t.Helper()
+	st := plugintest.NewStore(nil)
+	ctx := context.Background()
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
+		Events: ev, EventClaimIdle: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- eng.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for !eng.Running() {
+		time.Sleep(time.Millisecond)
+	}
+	return &engineEnv{st: st, eng: eng, rec: rec, p: p}
+}
+
+func newEvents(t *testing.T, p *fakePusher, idle time.Duration) *eventsEnv {
+	ev := plugintest.NewEvents(nil)
+	return &eventsEnv{engineEnv: newEventsEngine(t, p, ev, idle), ev: ev}
+}
+
+// registered records bob's contact as dp_register does and adds its
+// event, expiring at exp.
+func (e *eventsEnv) registered(t *testing.T, exp time.Time) string {
+	t.Helper()
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: exp}
+	if exp.After(time.Now()) {
+		if err := e.st.SetContact(context.Background(), reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: reg.Contact, Expires: exp, At: time.Now()})
+}
+
+// acked waits until no event is unread or pending.
+func (e *eventsEnv) acked(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.ev.Unread() > 0 || len(e.ev.Pending()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("events not acked: %d unread, pending %v", e.ev.Unread(), e.ev.Pending())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestEventsRegisteredPushes: a registered event pushes the messages
+// stored, as the registration hook does, and is acked.
+func TestEventsRegisteredPushes(t *testing.T) {
+	p := &fakePusher{}
+	e := newEvents(t, p, time.Minute)
+	want := e.store(t, 3)
+	e.registered(t, time.Now().Add(time.Hour))
+	if rep := e.report(t); rep.Outcome != "delivered" || rep.Delivered != 3 {
+		t.Fatalf("report %+v, want 3 delivered", rep)
+	}
+	e.acked(t)
+	if len(p.got) != len(want) {
+		t.Errorf("delivered %v, want %v", p.got, want)
+	}
+}
+
+// TestEventsExpiredRegistrationDropped: an event whose registration has
+// expired by the time it is read (deferpush was down meanwhile) is acked
+// and pushes nothing; the next one, live, pushes.
+func TestEventsExpiredRegistrationDropped(t *testing.T) {
+	p := &fakePusher{}
+	e := newEvents(t, p, time.Minute)
+	e.store(t, 2)
+	e.registered(t, time.Now().Add(-time.Second))
+	e.acked(t)
+	// A live registration's event after it: the only push is its.
+	e.registered(t, time.Now().Add(time.Hour))
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want 2 delivered", rep)
+	}
+	e.acked(t)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.opens != 1 {
+		t.Errorf("%d sessions opened, want 1 (the expired registration's event pushes nothing)", p.opens)
+	}
+}
+
+// TestEventsUnregisteredCancels: an unregistered (or expired) event
+// cancels the push in progress to that contact; the messages stay.
+func TestEventsUnregisteredCancels(t *testing.T) {
+	for _, kind := range []string{plugin.EventUnregistered, plugin.EventExpired} {
+		t.Run(kind, func(t *testing.T) {
+			p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+			e := newEvents(t, p, time.Minute)
+			e.store(t, 3)
+			e.registered(t, time.Now().Add(time.Hour))
+			<-p.started
+			e.ev.Add(plugin.RegistrationEvent{Kind: kind, AOR: bob, Contact: "sip:bob@127.0.0.1:5099", At: time.Now()})
+			if rep := e.report(t); rep.Outcome != "cancelled" {
+				t.Errorf("outcome = %q (%v), want cancelled", rep.Outcome, rep.Err)
+			}
+			e.acked(t)
+			if c := e.counts(t); c.Pending != 3 {
+				t.Errorf("counts = %+v, want 3 pending", c)
+			}
+		})
+	}
+}
+
+// TestEventsTakenOver: an event another instance read and never acked
+// (it died) is taken over once idle, and handled: at-least-once.
+func TestEventsTakenOver(t *testing.T) {
+	p := &fakePusher{}
+	ev := plugintest.NewEvents(nil)
+	// The dead instance read it before this one started.
+	e := &eventsEnv{ev: ev}
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)}
+	ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: reg.Contact, Expires: reg.Expires})
+	got, err := ev.ReadEvents(context.Background(), "dead", 10, time.Millisecond)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("dead reader got %v, %v", got, err)
+	}
+	e.engineEnv = newEventsEngine(t, p, ev, 300*time.Millisecond)
+	e.store(t, 2)
+	if err := e.st.SetContact(context.Background(), reg); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want 2 delivered", rep)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("taken over after %v, want about the idle time (300 ms) and its third", d)
+	}
+	e.acked(t)
+}
+
+// TestEventsStoreDown: while the log does not answer the reader keeps
+// trying; once it answers, the event is handled.
+func TestEventsStoreDown(t *testing.T) {
+	p := &fakePusher{}
+	ev := plugintest.NewEvents(nil)
+	ev.SetErr(errors.New("connection refused"))
+	e := &eventsEnv{ev: ev, engineEnv: newEventsEngine(t, p, ev, time.Minute)}
+	e.store(t, 1)
+	e.registered(t, time.Now().Add(time.Hour))
+	time.Sleep(300 * time.Millisecond) // a few failed reads
+	if ev.Unread() != 1 {
+		t.Fatalf("%d unread while the log failed, want 1", ev.Unread())
+	}
+	ev.SetErr(nil)
+	if rep := e.report(t); rep.Delivered != 1 {
+		t.Fatalf("report %+v, want 1 delivered", rep)
+	}
+	e.acked(t)
+}

@@ -1,0 +1,86 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/test/harness"
+)
+
+// TestEvents: the registration events dp_register writes are read by the
+// group once (two consumers: one gets each), with the fields the library
+// wrote; one a consumer read and never acked (it died) is taken over by
+// another once idle, and gone from the pending entries once acked.
+func TestEvents(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	if code, _, _ := dpStore(t, c, "sip:bob@example.com", directMessages[0].raw); code != 202 {
+		t.Fatal(code)
+	}
+	at := time.Now()
+	if n := dpRegister(t, c, "sip:Bob@example.com", "sip:bob@h:5", 600, fmt.Sprintf("%d.%d", at.Unix(), at.Nanosecond()/1000), "", "", "", ""); n != 1 {
+		t.Fatalf("dp_register = %d", n)
+	}
+	evs, err := s.ReadEvents(ctx, "a", 10, 100*time.Millisecond)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("a read %v, %v; want one event", evs, err)
+	}
+	ev := evs[0]
+	if ev.Kind != plugin.EventRegistered || ev.AOR.String() != "sip:bob@example.com" || ev.Contact != "sip:bob@h:5" ||
+		!ev.At.Equal(at.Truncate(time.Microsecond)) || time.Until(ev.Expires) < 590*time.Second || time.Until(ev.Expires) > 601*time.Second {
+		t.Errorf("event %+v (at %v)", ev, at)
+	}
+	if evs, err := s.ReadEvents(ctx, "b", 10, 100*time.Millisecond); err != nil || len(evs) != 0 {
+		t.Errorf("b read %v, %v; want nothing (a has it)", evs, err)
+	}
+	// a dies holding it: b takes it over once idle, not before.
+	if evs, err := s.ClaimEvents(ctx, "b", time.Minute, 10); err != nil || len(evs) != 0 {
+		t.Errorf("b claimed %v, %v before the idle time", evs, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	evs, err = s.ClaimEvents(ctx, "b", 100*time.Millisecond, 10)
+	if err != nil || len(evs) != 1 || evs[0].ID != ev.ID {
+		t.Fatalf("b claimed %v, %v; want %s", evs, err, ev.ID)
+	}
+	if err := s.AckEvents(ctx, ev.ID); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := c.XPending(ctx, "dp:events", "deferpush").Result(); p.Count != 0 {
+		t.Errorf("%d pending after ack", p.Count)
+	}
+	// A group lost meanwhile (a Redis without persistence restarted) is
+	// created again by the next read.
+	if err := c.XGroupDestroy(ctx, "dp:events", "deferpush").Err(); err != nil {
+		t.Fatal(err)
+	}
+	dpRegister(t, c, "sip:bob@example.com", "sip:bob@h:5", 600, fmt.Sprint(time.Now().UnixMicro()), "", "", "", "")
+	if evs, err := s.ReadEvents(ctx, "a", 10, 100*time.Millisecond); err != nil || len(evs) != 2 {
+		t.Errorf("after the group was lost: read %d events, %v; want both from the start", len(evs), err)
+	}
+}
+
+// TestEventsBeforeFirstStart: events a proxy wrote before deferpush first
+// created its group are read: the group starts at the stream's start.
+func TestEventsBeforeFirstStart(t *testing.T) {
+	srv := harness.Redis(t)
+	s, err := New(Config{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour).UnixMilli()
+	if err := s.Client().XAdd(ctx, &redis.XAddArgs{Stream: "dp:events", Values: []string{"kind", "registered",
+		"aor", "sip:bob@example.com", "contact", "sip:b@h", "expires", fmt.Sprint(exp), "at", "1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.ReadEvents(ctx, "a", 10, 100*time.Millisecond)
+	if err != nil || len(evs) != 1 || evs[0].Expires.UnixMilli() != exp {
+		t.Fatalf("read %v, %v; want the event written before", evs, err)
+	}
+}
