@@ -15,13 +15,16 @@ const (
 	EventRegistered   = "registered"   // the proxy saved a registration; the user has messages
 	EventUnregistered = "unregistered" // the client unregistered while a push may run
 	EventExpired      = "expired"      // the proxy's registrar let the contact expire
+	// EventStored: the proxy stored a message while a push to the user
+	// runs (which then claims once more, as after Engine.Store).
+	EventStored = "stored"
 )
 
 // RegistrationEvent is one event of a proxy's registrar that the proxy
 // wrote into the store itself (store/library.lua's dp_register and
-// dp_unregister): the registration or unregistration is already recorded
-// (Settings.Contact reads it); what is left is the push to start or
-// cancel.
+// dp_unregister; dp_store's "stored"): the registration or
+// unregistration (or the message) is already recorded (Settings.Contact
+// reads it); what is left is the push to start, cancel or prolong.
 type RegistrationEvent struct {
 	// ID names the event for AckEvents.
 	ID   string
@@ -167,6 +170,9 @@ func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent) er
 		return err
 	case EventUnregistered, EventExpired:
 		return e.sched.cancel(ev.AOR, ev.Contact)
+	case EventStored:
+		e.sched.nudge(ev.AOR)
+		return nil
 	}
 	e.log.Warn("registration event dropped", "aor", ev.AOR, "event_id", ev.ID, "reason", "unknown kind "+ev.Kind)
 	return nil

@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,13 @@ type eventsEnv struct {
 func newEventsEngine(t *testing.T, p *fakePusher, ev plugin.Events, idle time.Duration) *engineEnv {
 	t.Helper()
 	st := plugintest.NewStore(nil)
+	return newEventsEngineOn(t, st, st, p, ev, idle)
+}
+
+// newEventsEngineOn is newEventsEngine on the store s (st, or st
+// wrapped).
+func newEventsEngineOn(t *testing.T, st *plugintest.Store, s plugin.Store, p *fakePusher, ev plugin.Events, idle time.Duration) *engineEnv {
+	t.Helper()
 	ctx := context.Background()
 	pol := plugin.DefaultPolicy()
 	pol.RetryBackoff = 0
@@ -28,7 +36,7 @@ func newEventsEngine(t *testing.T, p *fakePusher, ev plugin.Events, idle time.Du
 		t.Fatal(err)
 	}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: s, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
 		Events: ev, EventClaimIdle: idle})
 	if err != nil {
 		t.Fatal(err)
@@ -184,4 +192,62 @@ func TestEventsStoreDown(t *testing.T) {
 		t.Fatalf("report %+v, want 1 delivered", rep)
 	}
 	e.acked(t)
+}
+
+// lastClaimHeld holds the claim of a push that finds nothing left (its
+// last) until release is closed, after a send on held.
+type lastClaimHeld struct {
+	*plugintest.Store
+	held, release chan struct{}
+	once          sync.Once
+}
+
+func (s *lastClaimHeld) Claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
+	msgs, err := s.Store.Claim(ctx, aor, token, n, lease)
+	if err == nil && len(msgs) == 0 && n > 0 {
+		s.once.Do(func() {
+			s.held <- struct{}{}
+			<-s.release
+		})
+	}
+	return msgs, err
+}
+
+// TestEventsStoredProlongsPush: a message the proxy stores itself while
+// a push to the user runs, after the push's last claim, comes with a
+// "stored" event: the push runs once more and delivers it, as after
+// the hook's store (Engine.Store), instead of leaving it for the next
+// registration.
+func TestEventsStoredProlongsPush(t *testing.T) {
+	p := &fakePusher{}
+	st := plugintest.NewStore(nil)
+	wrapped := &lastClaimHeld{Store: st, held: make(chan struct{}), release: make(chan struct{})}
+	ev := plugintest.NewEvents(nil)
+	e := &eventsEnv{ev: ev, engineEnv: newEventsEngineOn(t, st, wrapped, p, ev, time.Minute)}
+	e.store(t, 1)
+	e.registered(t, time.Now().Add(time.Hour))
+	select {
+	case <-wrapped.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the push never made its last claim")
+	}
+	// The proxy stores one more (dp_store) and writes its event.
+	late := &plugin.Message{Recipient: bob, Sender: "sip:alice@example.com", Received: time.Now(),
+		Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE late"), CallID: "call-late"}
+	if err := st.Append(context.Background(), late, plugin.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	ev.Add(plugin.RegistrationEvent{Kind: plugin.EventStored, AOR: bob, At: time.Now()})
+	e.acked(t)
+	close(wrapped.release)
+	// The push ends with the first message, then runs once more.
+	if rep := e.report(t); rep.Delivered != 1 {
+		t.Fatalf("first report %+v, want the first message", rep)
+	}
+	if rep := e.report(t); rep.Delivered != 1 {
+		t.Fatalf("second report %+v, want the late message", rep)
+	}
+	if c := e.counts(t); c != (plugin.Counts{}) {
+		t.Errorf("counts %+v, want an empty mailbox", c)
+	}
 }

@@ -23,7 +23,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 pkgs=(redis-server redis-tools kamailio kamailio-json-modules
       kamailio-utils-modules kamailio-extra-modules kamailio-sqlite-modules
-      sip-tester sqlite3 m4)
+      kamailio-redis-modules sip-tester sqlite3 m4)
 # Chromium for the console's browser tests, promtool (package prometheus)
 # and a Prometheus server for the monitoring rules' tests.
 pkgs+=(chromium prometheus)
@@ -43,6 +43,7 @@ declare -A probe=(
   [kamailio-utils-modules]='/usr/lib/*/kamailio/modules/http_client.so'
   [kamailio-extra-modules]='/usr/lib/*/kamailio/modules/msrp.so'
   [kamailio-sqlite-modules]='/usr/lib/*/kamailio/modules/db_sqlite.so'
+  [kamailio-redis-modules]='/usr/lib/*/kamailio/modules/ndb_redis.so'
   [sip-tester]=/usr/bin/sipp
   [sqlite3]=/usr/bin/sqlite3
   [m4]=/usr/bin/m4

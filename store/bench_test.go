@@ -166,3 +166,40 @@ func fill(b testing.TB, s *store.Redis, aor plugin.AOR, n int) {
 		}
 	}
 }
+
+// BenchmarkDirectStore: what a proxy in the REDIS_DIRECT mode runs per
+// offline MESSAGE, FCALL dp_store (the raw request parsed, checked and
+// dated in Lua, then appended), spread over 1000 recipients, one call at
+// a time per client as ndb_redis makes them (no pipelining).
+func BenchmarkDirectStore(b *testing.B) {
+	s, srv := benchStore(b)
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	c := s.Client()
+	raw := string(benchRaw)
+	var next atomic.Int64
+	benchParallelism(b)
+	b.SetBytes(int64(len(benchRaw)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			res, err := c.FCall(ctx, "dp_store", nil, fmt.Sprintf("sip:u%d@example.com", i%1000), raw).Slice()
+			if err != nil || res[0].(int64) != 202 {
+				b.Errorf("dp_store = %v, %v", res, err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "msgs/s")
+	if b.N >= 10000 {
+		if rpush := rpushRate(b, srv); rpush > 0 {
+			b.ReportMetric(rpush, "rpush/s")
+			b.ReportMetric(rate/rpush, "ratio")
+		}
+	}
+}

@@ -184,6 +184,10 @@ func TestDirectStoreRefusals(t *testing.T) {
 		{name: "two Call-IDs", raw: strings.Replace(ok, "Call-ID:", "i: x\r\nCall-ID:", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "no Via", raw: strings.Replace(ok, "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK776sgdkse\r\n", "", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "wrong Content-Length", raw: strings.Replace(ok, "Content-Length: 18", "Content-Length: 99", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "bare CR", raw: strings.Replace(ok, "Max-Forwards: 70\r\n", "Max-Forwards: 7\r0\r\n", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "control character", raw: strings.Replace(ok, "Max-Forwards: 70\r\n", "Max-Forwards: 7\x010\r\n", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "header without colon", raw: strings.Replace(ok, "Max-Forwards: 70\r\n", "Max-Forwards 70\r\n", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "continuation first", raw: strings.Replace(ok, "Via:", " folded\r\nVia:", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "bare LF", raw: strings.Replace(ok, "Max-Forwards: 70\r\n", "Max-Forwards: 70\n", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "no blank line", raw: "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n", code: 400, reason: "Bad Request", hookErr: true},
 		{name: "bad Date", raw: strings.Replace(ok, "Call-ID:", "Date: yesterday\r\nCall-ID:", 1), code: 400, reason: "Bad Request", hookErr: true},
@@ -495,5 +499,34 @@ func TestDirectNotInCluster(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// TestDirectStoreDuringPush: dp_store writes a "stored" event only while
+// a push to the recipient runs (its lease is live), for the push to claim
+// once more; otherwise none (the next registration pushes).
+func TestDirectStoreDuringPush(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	bob := plugin.MustParseAOR("sip:bob@example.com")
+	events := func() int64 { n, _ := c.XLen(ctx, "dp:events").Result(); return n }
+	dpStore(t, c, "sip:bob@example.com", directMessages[0].raw)
+	if n := events(); n != 0 {
+		t.Fatalf("%d events without a push running, want 0", n)
+	}
+	if ok, err := s.Lock(ctx, bob, "push", time.Minute); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	dpStore(t, c, "sip:bob@example.com", directMessages[1].raw)
+	evs, err := s.ReadEvents(ctx, "a", 10, 100*time.Millisecond)
+	if err != nil || len(evs) != 1 || evs[0].Kind != plugin.EventStored || evs[0].AOR != bob {
+		t.Fatalf("events %+v, %v; want one stored event for bob", evs, err)
+	}
+	if err := s.Unlock(ctx, bob, "push"); err != nil {
+		t.Fatal(err)
+	}
+	dpStore(t, c, "sip:bob@example.com", directMessages[2].raw)
+	if n := events(); n != 1 {
+		t.Errorf("%d events after the push ended, want still 1", n)
 	}
 }

@@ -711,7 +711,9 @@ end
 local function setcontact(c, rec, keep, ttl)
   local res = 1
   if keep ~= '' then
-    local old = decoded(redis.call('GET', c))
+    local v = redis.call('GET', c)
+    -- Decoded only when it may say pager_only.
+    local old = v and string.find(v, '"pager_only":true', 1, true) and decoded(v)
     if old and old.pager_only == true and binding(old) == keep then
       rec, res = pageronly(rec), 2
     end
@@ -899,13 +901,19 @@ registered no-cluster: a proxy-direct deployment is a standalone Redis or
 Sentinel. Their policy is the mirror deferpush keeps in dp:limits.
 ]]
 
+-- LIMITS are the fields of dp:limits the proxy's functions read.
+local LIMITS = {'store_enabled', 'max_message_size', 'max_mailbox', 'ttl_ms', 'full_mailbox_reply',
+  'store_disabled_reply', 'push_enabled', 'default_push', 'case_sensitive_user'}
+
 -- limitsOf returns dp:limits as a table, or nil when deferpush never
 -- wrote it.
 local function limitsOf()
-  local kv = redis.call('HGETALL', 'dp:limits')
-  if #kv == 0 then return nil end
+  local vs = redis.call('HMGET', 'dp:limits', unpack(LIMITS))
+  if not vs[1] then return nil end
   local t = {}
-  for i = 1, #kv, 2 do t[kv[i]] = kv[i + 1] end
+  for i, k in ipairs(LIMITS) do
+    if vs[i] then t[k] = vs[i] end
+  end
   return t
 end
 
@@ -940,6 +948,11 @@ end
 -- escapes' hex).
 local function canonicaluser(u, sensitive)
   if u == '' then return nil end
+  -- Most users: no escape, only allowed characters.
+  if not string.find(u, "[^%w%-_%.!~%*'%(%)&=%+%$,;%?/]") then
+    if sensitive then return u end
+    return string.lower(u)
+  end
   local out, i = {}, 1
   while i <= #u do
     local c = string.sub(u, i, i)
@@ -967,6 +980,7 @@ end
 
 -- canonicalhost is plugin's canonHostPort.
 local function canonicalhost(hp)
+  if string.find(hp, '^[%w%-%.]+$') then return string.lower(hp) end
   local host, port, hasport
   if string.sub(hp, 1, 1) == '[' then
     local e = string.find(hp, ']', 1, true)
@@ -1084,7 +1098,7 @@ local function istoken(s)
 end
 
 local function trim(s)
-  return (string.gsub(string.gsub(s, '^[ \t]+', ''), '[ \t]+$', ''))
+  return string.match(s, '^[ \t]*(.-)[ \t]*$')
 end
 
 -- splitaddress is plugin/encap's splitAddress: the URI of a From or To
@@ -1133,7 +1147,9 @@ end
 -- readmessage is plugin/encap.ReadMessage for a MESSAGE to store, with
 -- the SIP ingress's header limits: it returns a table {callid, from,
 -- contenttype, dated (the request with a Date added after Call-ID when
--- it has none)}, or nil, a SIP code (400, 513) and why.
+-- it has none)}, or nil, a SIP code (400, 513) and why. It is dp_store's
+-- hot path: the header section is checked for stray characters in one
+-- pass, then read line by line with one match each.
 local function readmessage(raw, sec)
   local hend = string.find(raw, '\r\n\r\n', 1, true)
   if not hend then
@@ -1142,46 +1158,51 @@ local function readmessage(raw, sec)
   end
   local head = string.sub(raw, 1, hend + 1)
   if #head > MAXHEAD then return nil, 513, 'header section too large' end
+  -- Lines end in CRLF: no bare CR or LF; no control character but HTAB.
+  if string.find(head, '[%z\1-\8\11\12\14-\31\127]') or string.find(head, '\r[^\n]') or
+    string.find(head, '[^\r]\n') or string.sub(head, 1, 1) == '\n' then
+    return nil, 400, 'control character or bare CR/LF in the headers'
+  end
   local body = string.sub(raw, hend + 4)
-  local hs, seen, method = {}, {}, nil
+  local hs, seen, method, v = {}, {}, nil, {}
+  local n, vias, callidend = 0, 0, nil
   local off = 1
-  while off <= #head do
-    local i = string.find(head, '\n', off, true)
-    if not i or i == off or string.byte(head, i - 1) ~= 13 then return nil, 400, 'bare LF' end
-    local line, nxt = string.sub(head, off, i - 2), i + 1
-    if string.find(line, '[%z\1-\8\10-\31\127]') then return nil, 400, 'control character in the headers' end
+  for line in string.gmatch(head, '(.-)\r\n') do
+    local nxt = off + #line + 2
     if not method then
       local m, uri, ver = string.match(line, '^([^ ]+) ([^ ]+) ([^ ]+)$')
       if not m or not istoken(m) or string.upper(ver) ~= 'SIP/2.0' or string.find(uri, '[%z\1-\32\127]') then
         return nil, 400, 'not a SIP request'
       end
       method = m
-    elseif string.find(line, '^[ \t]') then
-      local h = hs[#hs]
-      if not h then return nil, 400, 'continuation line before any header' end
-      h.stop = nxt
-      if h.key then h.value = trim(h.value .. ' ' .. trim(line)) end
     else
-      local c = string.find(line, ':', 1, true)
-      if not c then return nil, 400, 'header line without colon' end
-      local name = string.gsub(string.sub(line, 1, c - 1), '[ \t]+$', '')
-      if not istoken(name) then return nil, 400, 'bad header name' end
-      local key = sipkey(name)
-      if key and key ~= 'Via' and key ~= 'P-Asserted-Identity' then
-        if seen[key] then return nil, 400, 'more than one ' .. key end
-        seen[key] = true
+      local c1 = string.byte(line, 1)
+      if c1 == 32 or c1 == 9 then
+        local h = hs[n]
+        if not h then return nil, 400, 'continuation line before any header' end
+        h.stop = nxt
+        if h.key then h.value = trim(h.value .. ' ' .. trim(line)) end
+      else
+        local name, value = string.match(line, '^([^:]*):(.*)$')
+        if not name then return nil, 400, 'header line without colon' end
+        name = string.match(name, '^(.-)[ \t]*$')
+        if not istoken(name) then return nil, 400, 'bad header name' end
+        local key = sipkey(name)
+        if key and key ~= 'Via' and key ~= 'P-Asserted-Identity' then
+          if seen[key] then return nil, 400, 'more than one ' .. key end
+          seen[key] = true
+        end
+        if n >= MAXHEADERS then return nil, 513, 'too many headers' end
+        n = n + 1
+        local h = {key = key, value = '', start = off, stop = nxt}
+        if key then h.value = trim(value) end
+        hs[n] = h
       end
-      if #hs >= MAXHEADERS then return nil, 513, 'too many headers' end
-      local h = {key = key, value = '', start = off, stop = nxt}
-      if key then h.value = trim(string.sub(line, c + 1)) end
-      hs[#hs + 1] = h
+      local h = hs[n]
+      if h and h.stop - h.start > MAXLINE then return nil, 513, 'header line too long' end
     end
-    local h = hs[#hs]
-    if h and h.stop - h.start > MAXLINE then return nil, 513, 'header line too long' end
     off = nxt
   end
-  local v = {}
-  local vias = 0
   for _, h in ipairs(hs) do
     if h.key == 'Via' then
       for via in string.gmatch(h.value, '[^,]+') do
@@ -1190,11 +1211,12 @@ local function readmessage(raw, sec)
       end
     elseif h.key then
       v[h.key] = h.value
+      if h.key == 'Call-ID' then callidend = h.stop - 1 end
     end
   end
   if v['Content-Length'] then
-    local n = v['Content-Length']
-    if not string.match(n, '^%d+$') or tonumber(n) ~= #body then return nil, 400, 'Content-Length differs from the body' end
+    local cl = v['Content-Length']
+    if not string.match(cl, '^%d+$') or tonumber(cl) ~= #body then return nil, 400, 'Content-Length differs from the body' end
   end
   if vias == 0 then return nil, 400, 'no Via' end
   if not v['Call-ID'] or v['Call-ID'] == '' then return nil, 400, 'no Call-ID' end
@@ -1217,11 +1239,7 @@ local function readmessage(raw, sec)
   if method ~= 'MESSAGE' then return nil, 400, 'not a MESSAGE' end
   local dated = raw
   if not v.Date then
-    local at = 0
-    for _, h in ipairs(hs) do
-      if h.key == 'Call-ID' then at = h.stop - 1 end
-    end
-    dated = string.sub(raw, 1, at) .. 'Date: ' .. rfc1123(sec) .. '\r\n' .. string.sub(raw, at + 1)
+    dated = string.sub(raw, 1, callidend) .. 'Date: ' .. rfc1123(sec) .. '\r\n' .. string.sub(raw, callidend + 1)
   end
   return {callid = v['Call-ID'], from = from, contenttype = ct or '', dated = dated}
 end
@@ -1249,12 +1267,22 @@ local function newid(ms)
   return base32(ms, 10) .. base32(0, 5) .. base32(seq, 11)
 end
 
+-- event appends one registration event to dp:events (MAXLEN ~: the
+-- stream keeps about the last 100,000).
+local function event(kind, aor, contact, expires, at)
+  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', 'kind', kind, 'aor', aor, 'contact', contact,
+    'expires', num(expires), 'at', num(at))
+end
+
 -- dp_store stores a MESSAGE for an offline user, as the message hook
 -- does: the policy of dp:limits, the record the Go store writes
 -- (record.go: kind sip-message, sender, Call-ID and Content-Type read
 -- from the raw headers, a Date added after Call-ID when there is none,
 -- received Redis's TIME, expires received + ttl), appended by dp_append's
--- code, indexed and counted.
+-- code, indexed and counted. When a push to the recipient runs (its
+-- lease is live), a "stored" event tells deferpush, whose push then
+-- claims once more, as after the hook's store (a push that had claimed
+-- for the last time would otherwise leave it for the next registration).
 --   KEYS  none
 --   ARGV  1 the recipient's AOR as the proxy built it (sip:user@domain),
 --         2 the raw MESSAGE
@@ -1301,6 +1329,8 @@ redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, call
     redis.call('ZADD', 'dp:mailboxes', 'LT', num(score), aor)
   end
   redis.call('HINCRBY', 'dp:stats', 'stored', 1)
+  local owner, ends = lease(t .. 'm')
+  if owner and ends > received then event('stored', aor, '', 0, sec * 1000000 + usec) end
   return {202, 'Accepted', id}
 end}
 
@@ -1311,6 +1341,7 @@ end}
 local JSONESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
   ['<'] = '\\u003c', ['>'] = '\\u003e', ['&'] = '\\u0026'}
 local function jsonstring(s)
+  if not string.find(s, '[%z\1-\31"\\<>&\226]') then return '"' .. s .. '"' end
   s = string.gsub(s, '[%z\1-\31"\\<>&]', function(c)
     return JSONESC[c] or string.format('\\u%04x', string.byte(c))
   end)
@@ -1403,12 +1434,6 @@ local function pushallowed(lim, s)
   local u = decoded(redis.call('GET', s))
   if u and type(u.push) == 'string' and u.push ~= '' then mode = u.push end
   return mode == 'on'
-end
-
--- event appends one registration event to dp:events.
-local function event(kind, aor, contact, expires, at)
-  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', 'kind', kind, 'aor', aor, 'contact', contact,
-    'expires', num(expires), 'at', num(at))
 end
 
 -- unregister is dp_unregister's work, which dp_register shares for an

@@ -2,6 +2,7 @@ package test
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/deferpush/deferpush/plugin"
@@ -38,6 +39,10 @@ type stackOptions struct {
 	// relayed to deferpush's SIP ingress instead of the message hook
 	// (Kamailio only).
 	storeViaSIP bool
+	// redisDirect runs the cfg with REDIS_DIRECT: MESSAGEs are stored and
+	// registrations reported through deferpush's Redis functions
+	// (ndb_redis) instead of the hooks (Kamailio only).
+	redisDirect bool
 	// kamailioArgs are more Kamailio command-line arguments (-m for the
 	// shared memory of thousands of users).
 	kamailioArgs []string
@@ -71,6 +76,11 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 	}
 	if o.storeViaSIP {
 		defines["STORE_VIA_SIP"] = "1"
+	}
+	if o.redisDirect {
+		host, port, _ := strings.Cut(s.redis.Addr, ":")
+		defines["REDIS_DIRECT"] = "1"
+		defines["REDIS_SERVER"] = strconv.Quote("name=dp;addr=" + host + ";port=" + port)
 	}
 	s.k = harness.Kamailio(t, harness.KamailioConfig{
 		ConfigFile: "../adapters/kamailio/kamailio.cfg",

@@ -39,6 +39,7 @@ func TestSoakFaults(t *testing.T) {
 	run("idle-flood", func(t *testing.T) faultRow { return faultFloodRounds(t, rounds) })
 	run("startup-push", func(t *testing.T) faultRow { return faultStartupRounds(t, rounds) })
 	run("pager-kill", func(t *testing.T) faultRow { return faultPagerRounds(t, rounds) })
+	run("direct-all-down", func(t *testing.T) faultRow { return faultDirectDownRounds(t, rounds) })
 
 	var b strings.Builder
 	b.WriteString(reliabilityHeader)

@@ -1,0 +1,250 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/test/harness"
+)
+
+// The REDIS_DIRECT mode of the shipped kamailio.cfg: Kamailio stores
+// MESSAGEs and reports registrations through deferpush's Redis functions
+// (ndb_redis), and deferpush reads the registration events.
+
+// kamailioDirectStarter starts the Kamailio stack in the REDIS_DIRECT
+// mode, for the shared flows. The hooks URL the cfg is given goes
+// nowhere: in this mode nothing may depend on the hooks.
+func kamailioDirectStarter(t *testing.T, o stackOptions) *dpStack {
+	t.Helper()
+	return startKamailioDirect(t, o).dpStack
+}
+
+func startKamailioDirect(t *testing.T, o stackOptions) *kamailioStack {
+	t.Helper()
+	o.redisDirect = true
+	if o.hooks == nil {
+		o.hooks = func(string) string { return fmt.Sprintf("http://127.0.0.1:%d", harness.FreePort(t)) }
+	}
+	return startKamailioStack(t, o)
+}
+
+// events is how many registration events dp:events holds, and how many
+// the group has not acked.
+func (s *dpStack) events(t *testing.T) (n, pending int64) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := s.st.Client().XLen(ctx, "dp:events").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.st.Client().XPending(ctx, "dp:events", "deferpush").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, p.Count
+}
+
+// TestKamailioDirectSeed: the seed's flow through Kamailio in the
+// REDIS_DIRECT mode: the MESSAGE is stored by dp_store from the route
+// script, the MSRP session through the SIP ingress, the REGISTER reported
+// by dp_register's event (read and acked), and both pushed.
+func TestKamailioDirectSeed(t *testing.T) {
+	s := kamailioDirectStarter(t, stackOptions{})
+	flowSeed(t, s)
+	if n, pending := s.events(t); n != 1 || pending != 0 {
+		t.Errorf("dp:events holds %d events, %d pending; want the registration's, acked", n, pending)
+	}
+}
+
+func TestKamailioDirectLargeMessage(t *testing.T) {
+	flowLargeMessage(t, kamailioDirectStarter(t, stackOptions{}))
+}
+
+func TestKamailioDirectPushToAOR(t *testing.T) { flowPushToAOR(t, kamailioDirectStarter) }
+
+func TestKamailioDirectFailureRouteStores(t *testing.T) {
+	flowFailureRouteStores(t, kamailioDirectStarter)
+}
+
+// TestKamailioDirectUnregisterCancelsPush: the unregistration's
+// dp_unregister writes an event (a push runs) and deferpush cancels it.
+func TestKamailioDirectUnregisterCancelsPush(t *testing.T) {
+	flowUnregisterCancelsPush(t, kamailioDirectStarter)
+}
+
+// TestKamailioDirectRefusals: dp_store's refusals reach the sender as the
+// SIP replies the hook gives, and nothing is stored: too large 513, a
+// full mailbox the policy's reply (480 here), storing disabled the
+// policy's (403, then 480); Redis down: 480.
+func TestKamailioDirectRefusals(t *testing.T) {
+	t.Run("limits", func(t *testing.T) {
+		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
+			p.MaxMailbox = 1
+			p.MaxMessageSize = 2000
+			p.FullMailboxReply = 480
+		}})
+		user1 := s.client(t, "user1", imclient.Config{})
+		if code := sendMessage(t, user1, "user2", bytes.Repeat([]byte("x"), 3000)); code != 513 {
+			t.Errorf("oversize MESSAGE: %d, want 513", code)
+		}
+		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
+			t.Errorf("stored %+v after the oversize one, want nothing", n)
+		}
+		if code := sendMessage(t, user1, "user2", []byte("first")); code != 202 {
+			t.Errorf("first MESSAGE: %d, want 202", code)
+		}
+		if code := sendMessage(t, user1, "user2", []byte("second")); code != 480 {
+			t.Errorf("MESSAGE to a full mailbox: %d, want 480 (the policy's full_mailbox_reply)", code)
+		}
+		if n := s.counts(t, "user2"); n.Pending != 1 {
+			t.Errorf("stored %+v, want the first message only", n)
+		}
+	})
+	t.Run("store disabled", func(t *testing.T) {
+		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
+			p.StoreEnabled, p.StoreDisabledReply = false, 403
+		}})
+		user1 := s.client(t, "user1", imclient.Config{})
+		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 403 {
+			t.Errorf("MESSAGE with storing off: %d, want 403", code)
+		}
+		// A policy change reaches the script through dp:limits at once.
+		if _, _, err := s.st.UpdatePolicy(context.Background(), "test", func(p *plugin.Policy) error {
+			p.StoreDisabledReply = 480
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 480 {
+			t.Errorf("MESSAGE with storing off, reply 480: %d, want 480", code)
+		}
+		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
+			t.Errorf("stored %+v, want nothing", n)
+		}
+	})
+	t.Run("redis down", func(t *testing.T) {
+		s := kamailioDirectStarter(t, stackOptions{})
+		user1 := s.client(t, "user1", imclient.Config{})
+		s.redis.Kill()
+		start := time.Now()
+		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 480 {
+			t.Errorf("MESSAGE while Redis is down: %d, want 480", code)
+		}
+		t.Logf("480 after %v", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// TestKamailioDirectRegisterNothingStored: a REGISTER of a user with an
+// empty mailbox costs one Redis call: the contact is recorded, no event
+// is written, and deferpush does nothing (no INVITE comes).
+func TestKamailioDirectRegisterNothingStored(t *testing.T) {
+	s := kamailioDirectStarter(t, stackOptions{})
+	user2 := s.client(t, "user2", imclient.Config{})
+	s.register(t, user2)
+	ctx := context.Background()
+	var reg plugin.Registration
+	// save() answers before dp_register runs.
+	waitFor(t, 5*time.Second, "the registration recorded by dp_register", func() bool {
+		var err error
+		reg, err = s.st.Contact(ctx, plugin.MustParseAOR("sip:user2@"+domain))
+		return err == nil
+	})
+	if time.Until(reg.Expires) < 250*time.Second {
+		t.Errorf("registration expires %v, want about 300 s ahead", reg.Expires)
+	}
+	if n, _ := s.events(t); n != 0 {
+		t.Errorf("dp:events holds %d events, want none", n)
+	}
+	if st := user2.Stats(); st.Invites != 0 {
+		t.Errorf("user2 got %d INVITEs for an empty mailbox", st.Invites)
+	}
+	// user2 leaves (dp_unregister: no push runs, no event), something is
+	// stored, user2 registers again: pushed.
+	uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if code, err := user2.Register(uctx, 0); err != nil || code != 200 {
+		t.Fatalf("unREGISTER: %d %v", code, err)
+	}
+	waitFor(t, 5*time.Second, "the registration removed by dp_unregister", func() bool {
+		_, err := s.st.Contact(ctx, plugin.MustParseAOR("sip:user2@"+domain))
+		return err != nil
+	})
+	if n, _ := s.events(t); n != 0 {
+		t.Errorf("dp:events holds %d events after the unREGISTER, want none (no push ran)", n)
+	}
+	// Then something is stored and the client registers again: pushed.
+	user1 := s.client(t, "user1", imclient.Config{})
+	if code := sendMessage(t, user1, "user2", []byte("now there is one")); code != 202 {
+		t.Fatalf("MESSAGE: %d", code)
+	}
+	s.register(t, user2)
+	waitClient(t, user2, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	if st := user2.Stats(); st.Invites != 1 || st.Received != 1 {
+		t.Errorf("user2 saw %+v; want one push of one message (none for the first REGISTER)", st)
+	}
+}
+
+// TestKamailioDirectTwoInstances: two deferpush instances read the events
+// as one group: each registration is pushed once, and every event is
+// acked.
+func TestKamailioDirectTwoInstances(t *testing.T) {
+	s := startKamailioDirect(t, stackOptions{})
+	s.otherInstance(t)
+	sender := s.client(t, "sender", imclient.Config{})
+	const users = 6
+	clients := make([]*imclient.Client, users)
+	for i := range users {
+		user := fmt.Sprintf("two%d", i)
+		if code := sendMessage(t, sender, user, []byte("for "+user)); code != 202 {
+			t.Fatalf("MESSAGE to %s: %d", user, code)
+		}
+		clients[i] = s.client(t, user, imclient.Config{})
+	}
+	for _, c := range clients {
+		s.register(t, c)
+	}
+	for i, c := range clients {
+		waitClient(t, c, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+		if st := c.Stats(); st.Invites != 1 || st.Received != 1 {
+			t.Errorf("two%d saw %+v; want one push of its message", i, st)
+		}
+	}
+	waitFor(t, 10*time.Second, "every event acked", func() bool {
+		n, pending := s.events(t)
+		return n == users && pending == 0
+	})
+	// No second push comes late.
+	time.Sleep(500 * time.Millisecond) // a second push would have started by now
+	for i, c := range clients {
+		if st := c.Stats(); st.Invites != 1 {
+			t.Errorf("two%d got %d INVITEs, want 1", i, st.Invites)
+		}
+	}
+}
+
+// TestKamailioDirectContactExpiry: usrloc's expiry of a contact runs
+// event_route[usrloc:contact-expired], whose dp_unregister (kind expired)
+// deletes the registration deferpush keeps (which would otherwise stay
+// an hour past its expiry) and leaves the unregistration's mark.
+func TestKamailioDirectContactExpiry(t *testing.T) {
+	s := kamailioDirectStarter(t, stackOptions{})
+	ctx := context.Background()
+	addr, _ := silentContact(t)
+	rawRegister(t, s.proxyAddr, "user3", "sip:user3@"+addr, 2)
+	key := "dp:{sip:user3@" + domain + "}:"
+	waitFor(t, 5*time.Second, "the registration recorded", func() bool {
+		return s.st.Client().Exists(ctx, key+"c").Val() == 1
+	})
+	waitFor(t, 15*time.Second, "the registration deleted by the expiry's dp_unregister", func() bool {
+		return s.st.Client().Exists(ctx, key+"c").Val() == 0
+	})
+	if mark := s.st.Client().Get(ctx, key+"a").Val(); !strings.Contains(mark, " u sip:user3@"+addr) {
+		t.Errorf("dp:{aor}:a = %q, want the unregistration of the contact", mark)
+	}
+}
