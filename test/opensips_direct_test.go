@@ -32,7 +32,8 @@ func startOpenSIPSDirect(t *testing.T, o stackOptions) *opensipsStack {
 		t.Cleanup(srv.Close)
 		return srv.URL
 	}
-	s := startOpenSIPSMode(t, o, true)
+	o.redisDirect = true
+	s := startOpenSIPSStack(t, o)
 	// Cleanups run last first: this one before the stack stops.
 	t.Cleanup(func() { waitPushesDone(s.dp) })
 	return s
@@ -166,21 +167,14 @@ func TestOpenSIPSDirectRefusals(t *testing.T) {
 // TestOpenSIPSDirectRegistrations: dp_register records what OpenSIPS saved
 // (the contact, its User-Agent and +sip.instance) and, with nothing
 // stored, writes no event to dp:events — deferpush hears nothing; with a
-// message stored, the next REGISTER writes one "registered" event.
+// message stored, the client's REGISTER writes one "registered" event,
+// which deferpush reads, acks and pushes.
 // dp_unregister forgets the contact on an unREGISTER, and on usrloc's
 // expiry.
 func TestOpenSIPSDirectRegistrations(t *testing.T) {
 	s := opensipsDirectStarter(t, stackOptions{})
 	ctx := context.Background()
 	rdb := s.st.Client()
-	xlen := func() int64 {
-		t.Helper()
-		n, err := rdb.XLen(ctx, "dp:events").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	aor := plugin.MustParseAOR("sip:user3@" + domain)
 	const instance = "<urn:uuid:2b7cbd53-8e3a-4b2e-9a8c-0e1f3d5a6b7c>"
 	contact := "sip:user3@127.0.0.1:5999"
@@ -200,29 +194,40 @@ func TestOpenSIPSDirectRegistrations(t *testing.T) {
 	if left := time.Until(reg.Expires); left < 290*time.Second || left > 301*time.Second {
 		t.Errorf("recorded expiry in %v, want about 300 s", left)
 	}
-	if n := xlen(); n != 0 {
+	if n, _ := s.events(t); n != 0 {
 		t.Errorf("dp:events holds %d events after a REGISTER with nothing stored, want 0", n)
 	}
 
-	// Something to push: the next REGISTER (a refresh) writes the event.
-	// The client is a silent address: the push that follows fails, which
-	// is not this test's business.
+	// Something to push: the client's REGISTER writes the event, and
+	// deferpush pushes.
 	user1 := s.client(t, "user1", imclient.Config{})
 	if code := sendMessage(t, user1, "user3", []byte("hello")); code != 202 {
 		t.Fatalf("MESSAGE: %d, want 202", code)
 	}
-	rawRegister(t, s.proxyAddr, "user3", contact, 300)
-	waitFor(t, 10*time.Second, "a registered event in dp:events", func() bool { return xlen() == 1 })
+	user3 := s.client(t, "user3", imclient.Config{})
+	s.register(t, user3)
+	waitFor(t, 10*time.Second, "a registered event in dp:events, read and acked by deferpush", func() bool {
+		n, pending := s.events(t)
+		return n == 1 && pending == 0
+	})
 	ev, err := rdb.XRange(ctx, "dp:events", "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := ev[0].Values; v["kind"] != "registered" || v["aor"] != aor.String() || v["contact"] != contact {
-		t.Errorf("event %v; want registered for %s, %s", v, aor, contact)
+	if v := ev[0].Values; v["kind"] != "registered" || v["aor"] != aor.String() || v["contact"] != user3.Contact() {
+		t.Errorf("event %v; want registered for %s, %s", v, aor, user3.Contact())
+	}
+	waitClient(t, user3, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	if got := user3.Received(); len(got) != 1 || string(got[0].Decoded.Body) != "hello" {
+		t.Errorf("user3 received %+v, want the stored message", got)
 	}
 
 	// unREGISTER: the contact is forgotten.
-	rawRegister(t, s.proxyAddr, "user3", contact, 0)
+	ctx2, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if code, err := user3.Register(ctx2, 0); err != nil || code != 200 {
+		t.Fatalf("unREGISTER: %d %v", code, err)
+	}
 	waitFor(t, 10*time.Second, "the contact forgotten after the unREGISTER", func() bool {
 		_, err := s.st.Contact(ctx, aor)
 		return errors.Is(err, plugin.ErrNotFound)

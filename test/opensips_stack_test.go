@@ -39,14 +39,6 @@ func opensipsDefines(s *dpStack, o stackOptions, internalPort int) map[string]st
 
 func startOpenSIPSStack(t *testing.T, o stackOptions) *opensipsStack {
 	t.Helper()
-	return startOpenSIPSMode(t, o, false)
-}
-
-// startOpenSIPSMode starts the stack with opensips.cfg in its hook mode,
-// or, when direct, in its Redis mode (REDIS_DIRECT: cachedb_redis raw
-// queries to deferpush's Redis functions, no HTTP).
-func startOpenSIPSMode(t *testing.T, o stackOptions, direct bool) *opensipsStack {
-	t.Helper()
 	if o.storeViaSIP || len(o.kamailioArgs) > 0 {
 		t.Fatal("storeViaSIP and kamailioArgs are Kamailio's options")
 	}
@@ -58,7 +50,7 @@ func startOpenSIPSMode(t *testing.T, o stackOptions, direct bool) *opensipsStack
 	}
 	s := &opensipsStack{dpStack: startDeferpushSide(t, o, "OpenSIPS", internalPort)}
 	defs := opensipsDefines(s.dpStack, o, internalPort)
-	if direct {
+	if o.redisDirect {
 		defs["REDIS_DIRECT"] = "1"
 		defs["REDIS_ADDR"] = s.redis.Addr
 		defs["REDIS_TIMEOUT"] = "1000"
