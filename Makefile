@@ -52,7 +52,7 @@ soak: deps
 	@cat results/tmp/reliability.md
 
 ## mutate: break each critical line listed in test/mutate/mutations.go
-## (the ack only after a 200, the ack script's lease check, the token
+## (the ack only after a 200, the ack function's lease check, the token
 ## comparisons, the size limits and their 413s, success REPORTs) one at a
 ## time, on a copy of the tree, and run the tests that must notice; prints
 ## the table and fails when a mutation survives. Not part of make test or

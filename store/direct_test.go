@@ -530,3 +530,78 @@ func TestDirectStoreDuringPush(t *testing.T) {
 		t.Errorf("%d events after the push ended, want still 1", n)
 	}
 }
+
+// pctEscape is what the OpenSIPS script does before a raw query: every
+// '%' and every character a query cannot carry as %XX.
+func pctEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '%', '"', '\'', ' ', '\t', '\r', '\n', 0:
+			fmt.Fprintf(&b, "%%%02X", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// TestDirectPct: with the trailing "pct" argument (a proxy whose raw
+// queries cannot carry quotes or white space), the functions decode
+// their %-escaped arguments first: dp_store stores exactly what the
+// unescaped call stores, and refuses a raw whose decoded length is not
+// the one the proxy gives (its escaping cut it); dp_register and
+// dp_unregister record the same as unescaped.
+func TestDirectPct(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	raw := directMessages[3].raw // quoted display name with escaped quotes, folded
+	res, err := c.FCall(ctx, "dp_store", nil, pctEscape("sip:bob@example.com"), pctEscape(raw), "pct", len(raw)).Slice()
+	if err != nil || res[0].(int64) != 202 {
+		t.Fatalf("dp_store pct = %v, %v", res, err)
+	}
+	got, _ := c.HGet(ctx, "dp:{sip:bob@example.com}:m", res[2].(string)).Result()
+	r, err := decodeRecord(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ingress.Deferred([]byte(raw), "sip:bob@example.com", r.Received, plugin.AORRules{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ID, m.Expires = res[2].(string), r.Expires
+	if want := encode(m); got != want {
+		t.Errorf("pct record differs from the hook's:\n got %q\nwant %q", got, want)
+	}
+	// Cut at a NUL by the proxy's escaping: refused, nothing stored.
+	cut := raw[:40]
+	if res, err := c.FCall(ctx, "dp_store", nil, "sip:bob@example.com", pctEscape(cut), "pct", len(raw)).Slice(); err != nil ||
+		res[0].(int64) != 400 || res[1] != "Bad Request" {
+		t.Errorf("dp_store of a cut raw = %v, %v; want 400", res, err)
+	}
+	if res, err := c.FCall(ctx, "dp_store", nil, "sip:bob@example.com", pctEscape(raw), "pct").Slice(); err != nil || res[0].(int64) != 400 {
+		t.Errorf("dp_store pct without a length = %v, %v; want 400", res, err)
+	}
+	if n, _ := c.LLen(ctx, "dp:{sip:bob@example.com}:q").Result(); n != 1 {
+		t.Errorf("%d stored, want 1", n)
+	}
+	// dp_register: a user agent with spaces and quotes, a contact with
+	// its own %-escape.
+	const contact = "sip:b%40b@127.0.0.1:5099"
+	ua := `Some "client" 1.0 'x'`
+	if err := c.FCall(ctx, "dp_register", nil, pctEscape("sip:bob@example.com"), pctEscape(contact), "600",
+		pctEscape(fmt.Sprint(time.Now().UnixMicro())), "", pctEscape(ua), "", "", "pct").Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := s.Contact(ctx, plugin.MustParseAOR("sip:bob@example.com"))
+	if err != nil || reg.Contact != contact || reg.UserAgent != ua {
+		t.Fatalf("registration %+v, %v; want contact %q and user agent %q", reg, err, contact, ua)
+	}
+	if err := c.FCall(ctx, "dp_unregister", nil, pctEscape("sip:bob@example.com"), pctEscape(contact),
+		fmt.Sprint(time.Now().Add(time.Second).UnixMicro()), "unregistered", "pct").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Contact(ctx, plugin.MustParseAOR("sip:bob@example.com")); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("after dp_unregister pct: %v, want not found", err)
+	}
+}

@@ -8,7 +8,9 @@ import "github.com/deferpush/deferpush/plugin"
 // share one slot and one function of the library (library.lua) may touch
 // them all. A canonical AOR never contains '{' or '}' (plugin.ParseAOR
 // rejects them), so the tag is the whole AOR. Global keys are touched
-// only by single-key commands and dp_index_cas.
+// only by single-key commands and dp_index_cas, but for the proxy's own
+// functions (dp_store, dp_register, dp_unregister), which are
+// registered no-cluster.
 //
 //	dp:{aor}:q     LIST   ids pending or in flight, in delivery order; the
 //	                      first n of them are in flight
@@ -26,6 +28,10 @@ import "github.com/deferpush/deferpush/plugin"
 //	dp:{aor}:s     STRING user settings JSON
 //	dp:{aor}:c     STRING last registration JSON (PX: its expiry + 1 h),
 //	                      with pager_only once a push learnt it
+//	dp:{aor}:a     STRING "<at µs> <r|u> <contact>": the last registration
+//	                      (r) or unregistration (u) a proxy recorded with
+//	                      dp_register / dp_unregister, for their ordering
+//	                      rule (PX: the registration's; an hour for u)
 //	dp:mailboxes   ZSET   aor -> when to sweep it (earliest expiry, ms)
 //	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
 //	dp:stats       HASH   counters for Totals
@@ -37,13 +43,10 @@ import "github.com/deferpush/deferpush/plugin"
 //	                      push_enabled 0/1, default_push), written with
 //	                      every policy change, and case_sensitive_user 0/1
 //	                      (configuration: written at start)
-//	dp:{aor}:a     STRING "<at µs> <r|u> <contact>": the last registration
-//	                      (r) or unregistration (u) a proxy recorded with
-//	                      dp_register / dp_unregister, for their ordering
-//	                      rule (PX: the registration's; an hour for u)
 //	dp:seq         STRING the counter in the ids dp_store makes
 //	dp:events      STREAM registration events dp_register / dp_unregister
-//	                      append (kind, aor, contact, expires ms, at µs),
+//	                      (and dp_store's "stored") append (kind, aor,
+//	                      contact, expires ms, at µs),
 //	                      MAXLEN ~ 100000, read by the consumer group
 //	                      "deferpush" (events.go)
 //	dp:layout      STRING "2" once the keys of the first layout were

@@ -1267,6 +1267,21 @@ local function newid(ms)
   return base32(ms, 10) .. base32(0, 5) .. base32(seq, 11)
 end
 
+-- unpct decodes, when the argument after the n fixed ones is "pct", the
+-- %XX escapes of those n arguments in place: a proxy whose raw queries
+-- split on white space and quotes (OpenSIPS's cachedb_redis) escapes
+-- every '%' and every character it cannot pass, and says so. Returns
+-- whether it did.
+local function unpct(args, n)
+  if args[n + 1] ~= 'pct' then return false end
+  for i = 1, n do
+    if args[i] then
+      args[i] = string.gsub(args[i], '%%(%x%x)', function(h) return string.char(tonumber(h, 16)) end)
+    end
+  end
+  return true
+end
+
 -- event appends one registration event to dp:events (MAXLEN ~: the
 -- stream keeps about the last 100,000).
 local function event(kind, aor, contact, expires, at)
@@ -1285,13 +1300,17 @@ end
 -- for the last time would otherwise leave it for the next registration).
 --   KEYS  none
 --   ARGV  1 the recipient's AOR as the proxy built it (sip:user@domain),
---         2 the raw MESSAGE
+--         2 the raw MESSAGE; optionally 3 "pct" (1 and 2 are %-escaped:
+--         unpct) and 4 the raw MESSAGE's length as the proxy received it
+--         (a decoded raw of another length is refused, 400: the proxy's
+--         escaping cut it)
 --   Returns {code, reason, id}: {202, 'Accepted', id}, or with id "":
 --   400 (an AOR or a request that cannot be stored), 513 too large,
 --   dp:limits' full_mailbox_reply (486/480) for a full mailbox, its
 --   store_disabled_reply (403/480) when storing is off, 480 when
 --   deferpush never wrote dp:limits.
 redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, callback = function(_, args)
+  if unpct(args, 2) and #(args[2] or '') ~= tonumber(args[4]) then return {400, 'Bad Request', ''} end
   local lim = limitsOf()
   if not lim then return {480, 'Temporarily Unavailable', ''} end
   local aor = canonical(args[1] or '', sensitiveOf(lim))
@@ -1469,10 +1488,11 @@ end
 --   ARGV  1 AOR, 2 contact URI, 3 expires (seconds from now), 4 at (the
 --         proxy's time: micros above), 5 received, 6 user agent,
 --         7 +sip.instance, 8 Path header value (5 to 8 may be "" or
---         "<null>")
+--         "<null>"); optionally 9 "pct" (1 to 8 are %-escaped: unpct)
 --   Returns 1 when an event was written, 0 when not; an error for a bad
 --   AOR, contact, expires or at.
 redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
+  unpct(args, 8)
   local lim = limitsOf() or {}
   local aor = canonical(unset(args[1]), sensitiveOf(lim))
   if not aor then return redis.error_reply('ERR dp_register: not a plain SIP AOR') end
@@ -1506,10 +1526,12 @@ end}
 -- running (its lease is live), so that deferpush cancels it.
 --   KEYS  none
 --   ARGV  1 AOR, 2 contact URI ("*" or "": every contact), 3 at (as
---         dp_register's), 4 "unregistered" or "expired"
+--         dp_register's), 4 "unregistered" or "expired"; optionally
+--         5 "pct" (1 to 4 are %-escaped: unpct)
 --   Returns 1 when an event was written, 0 when not; an error for bad
 --   arguments.
 redis.register_function{function_name = 'dp_unregister', flags = {'no-cluster'}, callback = function(_, args)
+  unpct(args, 4)
   local lim = limitsOf() or {}
   local aor = canonical(unset(args[1]), sensitiveOf(lim))
   if not aor then return redis.error_reply('ERR dp_unregister: not a plain SIP AOR') end

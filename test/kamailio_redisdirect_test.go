@@ -80,8 +80,8 @@ func TestKamailioDirectUnregisterCancelsPush(t *testing.T) {
 
 // TestKamailioDirectRefusals: dp_store's refusals reach the sender as the
 // SIP replies the hook gives, and nothing is stored: too large 513, a
-// full mailbox the policy's reply (480 here), storing disabled the
-// policy's (403, then 480); Redis down: 480.
+// full mailbox the policy's reply (480, and the default 486), storing
+// disabled the policy's (403, then 480); Redis down: 480.
 func TestKamailioDirectRefusals(t *testing.T) {
 	t.Run("limits", func(t *testing.T) {
 		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
@@ -104,6 +104,16 @@ func TestKamailioDirectRefusals(t *testing.T) {
 		}
 		if n := s.counts(t, "user2"); n.Pending != 1 {
 			t.Errorf("stored %+v, want the first message only", n)
+		}
+	})
+	t.Run("full 486", func(t *testing.T) {
+		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) { p.MaxMailbox = 1 }})
+		user1 := s.client(t, "user1", imclient.Config{})
+		if code := sendMessage(t, user1, "user2", []byte("first")); code != 202 {
+			t.Errorf("first MESSAGE: %d, want 202", code)
+		}
+		if code := sendMessage(t, user1, "user2", []byte("second")); code != 486 {
+			t.Errorf("MESSAGE to a full mailbox: %d, want 486 (the default full_mailbox_reply)", code)
 		}
 	})
 	t.Run("store disabled", func(t *testing.T) {
