@@ -32,6 +32,21 @@ func (r *Redis) createGroup(ctx context.Context) error {
 	return nil
 }
 
+// restore puts back, when the group is gone, what a proxy calling the
+// library itself needs and a Redis restarted without persistence (or
+// flushed) lost with it: the library, dp:limits and the group. Until
+// then its calls fail (no function) or answer 480 (no dp:limits); the
+// events reader's next read, within a second or so, gets here.
+func (r *Redis) restore(ctx context.Context) error {
+	if err := r.fn.prepare(ctx); err != nil {
+		return err
+	}
+	if err := r.initLimits(ctx); err != nil {
+		return err
+	}
+	return r.createGroup(ctx)
+}
+
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
 // ReadEvents implements plugin.Events: XREADGROUP of new entries. A
@@ -52,7 +67,7 @@ func (r *Redis) readEvents(ctx context.Context, consumer string, n int, block ti
 	args := &redis.XReadGroupArgs{Group: eventsGroup, Consumer: consumer, Streams: []string{eventsKey, ">"}, Count: int64(n), Block: block}
 	res, err := r.c.XReadGroup(ctx, args).Result()
 	if isNoGroup(err) {
-		if err = r.createGroup(ctx); err == nil {
+		if err = r.restore(ctx); err == nil {
 			res, err = r.c.XReadGroup(ctx, args).Result()
 		}
 	}

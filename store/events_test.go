@@ -84,3 +84,27 @@ func TestEventsBeforeFirstStart(t *testing.T) {
 		t.Fatalf("read %v, %v; want the event written before", evs, err)
 	}
 }
+
+// TestEventsRestoreAfterFlush: a Redis that lost everything (restarted
+// without persistence) gets back, at the events reader's next read, what
+// a proxy calling the library needs: the functions and dp:limits (and
+// the group), so dp_store stores again without deferpush restarting.
+func TestEventsRestoreAfterFlush(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.FunctionFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.FCall(ctx, "dp_store", nil, "sip:bob@example.com", directMessages[0].raw).Err(); err == nil {
+		t.Fatal("dp_store answered after FUNCTION FLUSH")
+	}
+	if _, err := s.ReadEvents(ctx, "a", 10, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := dpStore(t, c, "sip:bob@example.com", directMessages[0].raw); code != 202 {
+		t.Errorf("dp_store after the reader's read = %d, want 202", code)
+	}
+}

@@ -81,7 +81,8 @@ func TestKamailioDirectUnregisterCancelsPush(t *testing.T) {
 // TestKamailioDirectRefusals: dp_store's refusals reach the sender as the
 // SIP replies the hook gives, and nothing is stored: too large 513, a
 // full mailbox the policy's reply (480, and the default 486), storing
-// disabled the policy's (403, then 480); Redis down: 480.
+// disabled the policy's (403, then 480); Redis down: 480, and stored
+// again once it is back (empty: deferpush restores the library).
 func TestKamailioDirectRefusals(t *testing.T) {
 	t.Run("limits", func(t *testing.T) {
 		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
@@ -147,6 +148,15 @@ func TestKamailioDirectRefusals(t *testing.T) {
 			t.Errorf("MESSAGE while Redis is down: %d, want 480", code)
 		}
 		t.Logf("480 after %v", time.Since(start).Round(time.Millisecond))
+		// Back, empty (no persistence): Kamailio reconnects and deferpush
+		// puts the library and dp:limits back; storing works again.
+		s.redis.Start(t)
+		waitFor(t, 15*time.Second, "a MESSAGE stored again", func() bool {
+			return sendMessage(t, user1, "user2", []byte("hello again")) == 202
+		})
+		if n := s.counts(t, "user2"); n.Pending != 1 {
+			t.Errorf("stored %+v after Redis came back, want 1 pending", n)
+		}
 	})
 }
 
