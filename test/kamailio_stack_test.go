@@ -41,7 +41,8 @@ type stackOptions struct {
 	storeViaSIP bool
 	// redisDirect runs the cfg with REDIS_DIRECT: MESSAGEs are stored and
 	// registrations reported through deferpush's Redis functions
-	// (ndb_redis) instead of the hooks (Kamailio only).
+	// (Kamailio's ndb_redis, OpenSIPS's cachedb_redis) instead of the
+	// hooks.
 	redisDirect bool
 	// kamailioArgs are more Kamailio command-line arguments (-m for the
 	// shared memory of thousands of users).

@@ -39,11 +39,20 @@ func TestOpenSIPSConfigChecks(t *testing.T) {
 			"DP_TOKEN": `"0123456789abcdef0123456789abcdef"`, "MESSAGE_TIMEOUT": "3",
 			"MIN_EXPIRES": "30", "TIMER_INTERVAL": "5", "HOOK_TIMEOUT": "2",
 		}),
+		// The Redis mode: cachedb_redis instead of rest_client and json.
+		"redis direct": with(map[string]string{
+			"REDIS_DIRECT": "1", "REDIS_ADDR": ":secret@127.0.0.2:6380,127.0.0.3:6381", "REDIS_TIMEOUT": "500",
+		}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			script := harness.RenderOpenSIPSConfig(t, shippedOpenSIPSCfg, defs)
 			if regexp.MustCompile(`m4_(ifdef|define|divert|dnl)`).Match(script) {
 				t.Fatalf("an m4 macro was left unexpanded:\n%s", script)
+			}
+			// Each mode has its own routes; the Redis mode makes no HTTP call.
+			hooks, direct := regexp.MustCompile(`(?m)^[^#\n]*(rest_post|/hooks/)`).Match(script), strings.Contains(string(script), "FCALL dp_store ")
+			if _, redis := defs["REDIS_DIRECT"]; hooks == redis || direct != redis {
+				t.Fatalf("REDIS_DIRECT set: %v; the script posts to hooks: %v, calls dp_store: %v", redis, hooks, direct)
 			}
 			path := filepath.Join(t.TempDir(), "opensips.cfg")
 			if err := os.WriteFile(path, script, 0o644); err != nil {
@@ -54,7 +63,7 @@ func TestOpenSIPSConfigChecks(t *testing.T) {
 			}
 			// The check itself can fail: the same script with a call
 			// that takes no expression as an argument.
-			bad := append(script, []byte("\nroute[BROKEN] {\n\trest_append_hf(\"a\" + \"b\");\n}\n")...)
+			bad := append(script, []byte("\nroute[BROKEN] {\n\tappend_hf(\"a\" + \"b\");\n}\n")...)
 			if err := os.WriteFile(path, bad, 0o644); err != nil {
 				t.Fatal(err)
 			}

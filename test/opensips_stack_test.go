@@ -49,10 +49,16 @@ func startOpenSIPSStack(t *testing.T, o stackOptions) *opensipsStack {
 		internalPort = harness.FreePort(t)
 	}
 	s := &opensipsStack{dpStack: startDeferpushSide(t, o, "OpenSIPS", internalPort)}
+	defs := opensipsDefines(s.dpStack, o, internalPort)
+	if o.redisDirect {
+		defs["REDIS_DIRECT"] = "1"
+		defs["REDIS_ADDR"] = s.redis.Addr
+		defs["REDIS_TIMEOUT"] = "1000"
+	}
 	s.o = harness.OpenSIPS(t, harness.OpenSIPSConfig{
 		ConfigFile: "../adapters/opensips/opensips.cfg",
 		SIPPort:    sipPort,
-		Defines:    opensipsDefines(s.dpStack, o, internalPort),
+		Defines:    defs,
 	})
 	s.proxyAddr = s.o.SIPAddr
 	return s

@@ -125,3 +125,69 @@ func TestReadmeOpenSIPSRecipe(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeOpenSIPSRedisRecipe runs the m4 line of the README's
+// OpenSIPS Redis mode as written (its modules folder added) and has
+// OpenSIPS check the script: cachedb_redis pointed at REDIS_ADDR, and the
+// settings the tests' Redis-mode stack gives are the ones it gives.
+func TestReadmeOpenSIPSRedisRecipe(t *testing.T) {
+	inst := harness.RequireOpenSIPS(t)
+	harness.Require(t, "m4", "m4")
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### OpenSIPS talking to Redis directly (`REDIS_DIRECT`)\n")
+	if !ok {
+		t.Fatal("README has no OpenSIPS Redis mode section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "```sh\n")
+	if !ok {
+		t.Fatal("the section has no sh block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	m4Line, rest, ok := strings.Cut(block, "> /etc/opensips/opensips.cfg\n")
+	if !ok || !strings.HasPrefix(m4Line, "m4 -P -DREDIS_DIRECT=1 ") {
+		t.Fatalf("the recipe does not start with m4 -P -DREDIS_DIRECT=1 ... > /etc/opensips/opensips.cfg:\n%s", block)
+	}
+	if !strings.Contains(rest, "deferpush serve --redis redis://192.0.2.30:6379/0 ") {
+		t.Errorf("the recipe does not start deferpush on the Redis it gives OpenSIPS:\n%s", rest)
+	}
+	given := map[string]bool{}
+	for _, m := range regexp.MustCompile(`-D([A-Z_]+)=`).FindAllStringSubmatch(m4Line, -1) {
+		given[m[1]] = true
+	}
+	// The stack's own: timeouts that take seconds, and the hooks URL,
+	// which this mode does not use.
+	testsOwn := map[string]bool{"MESSAGE_TIMEOUT": true, "HOOK_TIMEOUT": true, "MIN_EXPIRES": true, "TIMER_INTERVAL": true,
+		"REDIS_TIMEOUT": true, "DP_HOOKS": true}
+	for name := range opensipsDefines(&dpStack{dp: &deferpushProc{}}, stackOptions{}, 5062) {
+		if !given[name] && !testsOwn[name] {
+			t.Errorf("the tests set %s, which the recipe does not", name)
+		}
+	}
+	if !strings.Contains(section, "`REDIS_TIMEOUT`") {
+		t.Error("the README does not name REDIS_TIMEOUT, which the tests set")
+	}
+
+	out := filepath.Join(t.TempDir(), "opensips.cfg")
+	line := m4Line
+	if inst.ModulesDir != "" {
+		line = strings.Replace(line, "m4 -P ", "m4 -P -DMPATH='\""+inst.ModulesDir+"/\"' ", 1)
+	}
+	cmd := exec.Command("bash", "-c", line+"> "+out)
+	cmd.Dir = ".."
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the recipe's m4 line: %v\n%s", err, b)
+	}
+	if b, err := harness.CheckOpenSIPSConfig(t, out); err != nil {
+		t.Fatalf("opensips -C refused the script the recipe renders: %v\n%s", err, b)
+	}
+	rendered, _ := os.ReadFile(out)
+	for _, want := range []string{`"redis:dp://192.0.2.30:6379/"`, `loadmodule "cachedb_redis.so"`, "FCALL dp_store 0 "} {
+		if !strings.Contains(string(rendered), want) {
+			t.Errorf("the rendered script lacks %q", want)
+		}
+	}
+}

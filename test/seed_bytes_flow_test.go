@@ -34,22 +34,30 @@ func TestOpenSIPSSeedMessageBytes(t *testing.T) {
 // posts, before the script looks at the request.
 func flowSeedMessageBytes(t *testing.T, s *dpStack) {
 	seed := readSeed(t, "seed1-message-sip.golden")
+	flowMessageBytes(t, s, func(local string) []byte {
+		sent := bytes.ReplaceAll(seed.received[0], []byte("user1pc.imserver.com"), []byte(local))
+		return bytes.ReplaceAll(sent, []byte("imserver.com"), []byte(domain))
+	})
+}
 
+// flowMessageBytes is flowSeedMessageBytes for the MESSAGE build returns
+// given the sender's host:port: a MESSAGE to user2 at this deployment's
+// domain, with Max-Forwards: 70 and no Date.
+func flowMessageBytes(t *testing.T, s *dpStack, build func(local string) []byte) {
 	conn, err := net.Dial("tcp", s.proxyAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	sent := bytes.ReplaceAll(seed.received[0], []byte("user1pc.imserver.com"), []byte(conn.LocalAddr().String()))
-	sent = bytes.ReplaceAll(sent, []byte("imserver.com"), []byte(domain))
+	sent := build(conn.LocalAddr().String())
 	before := time.Now().Add(-time.Second)
 	if _, err := conn.Write(sent); err != nil {
 		t.Fatal(err)
 	}
 	status, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil || !strings.HasPrefix(status, "SIP/2.0 202 ") {
-		t.Fatalf("the seed's MESSAGE through %s: %q %v, want 202", s.proxy, status, err)
+		t.Fatalf("the MESSAGE through %s: %q %v, want 202", s.proxy, status, err)
 	}
 	s.waitPending(t, "user2", 1)
 
@@ -69,7 +77,7 @@ func flowSeedMessageBytes(t *testing.T, s *dpStack) {
 	}
 	asSeen := bytes.Replace(sent, []byte("\r\nMax-Forwards: 70\r\n"), []byte("\r\nMax-Forwards: 69\r\n"), 1)
 	if bytes.Equal(asSeen, sent) {
-		t.Fatal("the seed's MESSAGE has no Max-Forwards: 70")
+		t.Fatal("the MESSAGE has no Max-Forwards: 70")
 	}
 	want, err := encap.AddDate(asSeen, r.Decoded.Date)
 	if err != nil {

@@ -47,3 +47,51 @@ func TestConfigMatchesDecoder(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigRedisQueries keeps the Redis mode's raw queries in step with
+// the functions' arguments (store/library.lua): FCALL name 0, the fixed
+// arguments, each one double-quoted or a single script variable, then
+// "pct" (every argument percent-escaped), and for dp_store the message
+// length. cachedb_redis splits a query on whitespace, keeping a
+// double-quoted argument whole; the split here is the same.
+func TestConfigRedisQueries(t *testing.T) {
+	b, err := os.ReadFile("opensips.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"dp_store":      {`"$var(aor)"`, `"$var(raw)"`, "pct", "$ml"},
+		"dp_register":   {`"$var(aor)"`, `"$var(ct)"`, "$var(exp)", "$var(at_s)$(var(at_us){s.fill.left,0,6})", `"$var(rcv)"`, `"$var(ua)"`, `"$var(inst)"`, `"$var(path)"`, "pct"},
+		"dp_unregister": {`"$var(aor)"`, `"$var(ct)"`, "$var(at_s)$(var(at_us){s.fill.left,0,6})", "$param(3)", "pct"},
+	}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`cache_raw_query\("redis:dp", "FCALL ((?:[^"\\]|\\.)*)"`).FindAllStringSubmatch(string(b), -1) {
+		query := strings.ReplaceAll(m[1], `\"`, `"`)
+		var args []string
+		for rest := strings.TrimSpace(query); rest != ""; rest = strings.TrimSpace(rest) {
+			end := strings.IndexAny(rest, " \t")
+			if rest[0] == '"' {
+				end = strings.IndexByte(rest[1:], '"') + 2
+			}
+			if end < 0 {
+				end = len(rest)
+			}
+			args = append(args, rest[:end])
+			rest = rest[end:]
+		}
+		if len(args) < 2 || args[1] != "0" {
+			t.Errorf("FCALL %s: want a function name and 0 keys", query)
+			continue
+		}
+		fn := args[0]
+		seen[fn] = true
+		if !reflect.DeepEqual(args[2:], want[fn]) {
+			t.Errorf("FCALL %s passes\n%q\nwant\n%q", fn, args[2:], want[fn])
+		}
+	}
+	for fn := range want {
+		if !seen[fn] {
+			t.Errorf("opensips.cfg never calls %s", fn)
+		}
+	}
+}
