@@ -15,3 +15,7 @@ func TestKamailioPushToAOR(t *testing.T) { flowPushToAOR(t, kamailioStarter) }
 // TestKamailioUnregisterCancelsPush: an unregistration reported by
 // Kamailio cancels the push in progress (flowUnregisterCancelsPush).
 func TestKamailioUnregisterCancelsPush(t *testing.T) { flowUnregisterCancelsPush(t, kamailioStarter) }
+
+// TestKamailioCaseMismatch: a client registered as "BoB" gets what was
+// sent to "Bob", "bob" and "BOB" (flowCaseMismatch).
+func TestKamailioCaseMismatch(t *testing.T) { flowCaseMismatch(t, kamailioStarter) }

@@ -268,3 +268,7 @@ func TestKamailioDirectContactExpiry(t *testing.T) {
 		t.Errorf("dp:{aor}:a = %q, want the unregistration of the contact", mark)
 	}
 }
+
+// TestKamailioDirectCaseMismatch: dp_store and dp_register fold the user
+// part's case as the hooks do (flowCaseMismatch).
+func TestKamailioDirectCaseMismatch(t *testing.T) { flowCaseMismatch(t, kamailioDirectStarter) }

@@ -248,3 +248,7 @@ func TestOpenSIPSDirectRegistrations(t *testing.T) {
 		return err == nil && n == 0
 	})
 }
+
+// TestOpenSIPSDirectCaseMismatch: flowCaseMismatch in OpenSIPS's Redis
+// mode.
+func TestOpenSIPSDirectCaseMismatch(t *testing.T) { flowCaseMismatch(t, opensipsDirectStarter) }

@@ -53,3 +53,6 @@ func TestOpenSIPSUnreachableContactStores(t *testing.T) {
 	}
 	s.waitPending(t, "user2", 1)
 }
+
+// TestOpenSIPSCaseMismatch: flowCaseMismatch through OpenSIPS.
+func TestOpenSIPSCaseMismatch(t *testing.T) { flowCaseMismatch(t, opensipsStarter) }

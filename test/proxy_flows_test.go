@@ -475,3 +475,33 @@ func rawRegisterStatus(t *testing.T, network, proxy, aor, contact string, expire
 	line, _, _ := strings.Cut(string(got), "\r\n")
 	return line
 }
+
+// flowCaseMismatch: the user part's case differs between the senders'
+// Request-URIs and the client's registration, as a registrar folding
+// case (usrloc's default) allows: MESSAGEs to "Bob" and to "bob" land in
+// one mailbox, and the client registered as "BoB" gets both, in order,
+// leaving it empty.
+func flowCaseMismatch(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
+	user1 := s.client(t, "user1", imclient.Config{})
+	for _, to := range []string{"Bob", "bob", "BOB"} {
+		if code := sendMessage(t, user1, to, []byte("to "+to)); code != 202 {
+			t.Fatalf("MESSAGE to %s: %d, want 202", to, code)
+		}
+	}
+	s.waitPending(t, "bob", 3)
+	if c := s.counts(t, "Bob"); c.Pending != 3 {
+		t.Fatalf("the mailbox of sip:Bob@%s holds %+v, want the same 3 as bob's", domain, c)
+	}
+	rcv := s.client(t, "BoB", imclient.Config{})
+	s.register(t, rcv)
+	waitClient(t, rcv, "the three messages", func(st imclient.Stats) bool { return st.Received >= 3 })
+	var got []string
+	for _, r := range rcv.Received() {
+		got = append(got, string(r.Decoded.Body))
+	}
+	if want := []string{"to Bob", "to bob", "to BOB"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("client registered as BoB got %q, want %q", got, want)
+	}
+	waitFor(t, 10*time.Second, "bob's mailbox empty", func() bool { return s.counts(t, "bob") == plugin.Counts{} })
+}
