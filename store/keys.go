@@ -81,6 +81,7 @@ func tag(aor plugin.AOR) string { return tagOf(aor.String()) }
 
 func settingsKey(aor plugin.AOR) string { return tag(aor) + "s" }
 func contactKey(aor plugin.AOR) string  { return tag(aor) + "c" }
+func orderKey(aor plugin.AOR) string    { return tag(aor) + "a" }
 
 // mailboxKeys are the keys of a recipient's mailbox, which every mailbox
 // function takes, in the order of library.lua's header: q, m, d, g, f.
