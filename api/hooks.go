@@ -38,7 +38,7 @@ type hookReply struct {
 // with the registrar's rules for addresses of record.
 type proxyDecoder struct {
 	registration   func(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error)
-	unregistration func(body []byte, rules plugin.AORRules) (plugin.AOR, string, error)
+	unregistration func(body []byte, rules plugin.AORRules) (plugin.Unregistration, error)
 	message        func(body []byte) (raw []byte, aor string, err error)
 }
 
@@ -140,7 +140,7 @@ func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 		}
 		// A binding that ends now is an unregistration, and answered so.
 		if !r.Expires.After(time.Now()) {
-			if err := s.cfg.Engine.Unregistered(ctx, r.AOR, r.Contact); err != nil {
+			if err := s.cfg.Engine.Unregistered(ctx, plugin.Unregistration{AOR: r.AOR, Contact: r.Contact, At: r.At}); err != nil {
 				s.hookRefused(c, err, plugin.Policy{})
 				return
 			}
@@ -160,9 +160,9 @@ func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 
 func (s *Server) hookUnregistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
-		aor, contact, err := d.unregistration(c.Request.Body(), s.cfg.AORRules)
+		u, err := d.unregistration(c.Request.Body(), s.cfg.AORRules)
 		if err == nil {
-			err = s.cfg.Engine.Unregistered(ctx, aor, contact)
+			err = s.cfg.Engine.Unregistered(ctx, u)
 		}
 		if err != nil {
 			s.hookRefused(c, err, plugin.Policy{})

@@ -50,10 +50,10 @@ func (e *hookEngine) Registered(_ context.Context, r plugin.Registration) error 
 	return nil
 }
 
-func (e *hookEngine) Unregistered(_ context.Context, aor plugin.AOR, contact string) error {
+func (e *hookEngine) Unregistered(_ context.Context, u plugin.Unregistration) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.unregs = append(e.unregs, aor.String()+" "+contact)
+	e.unregs = append(e.unregs, u.AOR.String()+" "+u.Contact)
 	return nil
 }
 

@@ -28,7 +28,7 @@ type Engine interface {
 	// Registered reports a registration (Expires in the past: removal).
 	Registered(ctx context.Context, r plugin.Registration) error
 	// Unregistered reports a removed contact (empty: every contact).
-	Unregistered(ctx context.Context, aor plugin.AOR, contact string) error
+	Unregistered(ctx context.Context, u plugin.Unregistration) error
 	// PushNow pushes to the last known contact; plugin.ErrNotFound if none.
 	PushNow(ctx context.Context, aor plugin.AOR) error
 	// Active is the number of pushes queued or running on this instance.

@@ -405,6 +405,18 @@ type Registration struct {
 	// keeps it while the binding (Binding) stays the same, so a refresh
 	// keeps it and a new device or contact starts without it.
 	PagerOnly bool `json:"pager_only,omitempty"`
+	// At is when the proxy handled the REGISTER, by the proxy's clock
+	// (the hook's "at"); Settings.SetContact orders one contact's
+	// registrations by it. Zero: unknown, not ordered. Not stored.
+	At time.Time `json:"-"`
+}
+
+// Unregistration is a contact the proxy removed: the client unregistered
+// it, or it expired.
+type Unregistration struct {
+	AOR     AOR
+	Contact string    // the contact removed; "" for every contact of AOR
+	At      time.Time // as Registration.At; zero: unknown, not ordered
 }
 
 // Binding names the device behind a registration: its +sip.instance

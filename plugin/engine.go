@@ -208,13 +208,18 @@ func (e *Engine) Store(ctx context.Context, m *Message) error {
 // asks the scheduler to push, unless the recipient is backing off after a
 // failed push. It returns once the event is recorded, not when the push
 // ends. A registration whose Expires is not in the future is an
-// unregistration.
+// unregistration. One that the proxy handled before the last
+// unregistration of the same contact (r.At, see Settings.SetContact)
+// changes nothing: the proxy posted the two out of order.
 func (e *Engine) Registered(ctx context.Context, r Registration) error {
 	now := e.cfg.Now()
 	if !r.Expires.After(now) {
-		return e.Unregistered(ctx, r.AOR, r.Contact)
+		return e.Unregistered(ctx, Unregistration{AOR: r.AOR, Contact: r.Contact, At: r.At})
 	}
-	if err := e.cfg.Store.SetContact(ctx, r); err != nil {
+	if err := e.cfg.Store.SetContact(ctx, r); errors.Is(err, ErrSuperseded) {
+		e.log.Debug("registration superseded", "aor", r.AOR, "contact", r.Contact)
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("record contact of %s: %w", r.AOR, err)
 	}
 	return e.kick(ctx, r, now, false)
@@ -234,12 +239,17 @@ func (e *Engine) PushNow(ctx context.Context, aor AOR) error {
 // when contact is empty) and its retry, and forgets the registration, so
 // that nothing (a retry, the sweeper, an operator's push now) is sent to
 // a contact that may belong to another device by now. Unconfirmed
-// messages stay stored.
-func (e *Engine) Unregistered(ctx context.Context, aor AOR, contact string) error {
-	if err := e.cfg.Store.DeleteContact(ctx, aor, contact); err != nil {
-		return fmt.Errorf("forget contact of %s: %w", aor, err)
+// messages stay stored. One that the proxy handled before the last
+// registration of the contact (u.At, see Settings.DeleteContact) changes
+// nothing, and cancels nothing.
+func (e *Engine) Unregistered(ctx context.Context, u Unregistration) error {
+	if err := e.cfg.Store.DeleteContact(ctx, u.AOR, u.Contact, u.At); errors.Is(err, ErrSuperseded) {
+		e.log.Debug("unregistration superseded", "aor", u.AOR, "contact", u.Contact)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("forget contact of %s: %w", u.AOR, err)
 	}
-	return e.sched.cancel(aor, contact)
+	return e.sched.cancel(u.AOR, u.Contact)
 }
 
 // Running reports whether Run has started the components (it waits for

@@ -627,7 +627,7 @@ func (s *cancellingSession) Open(ctx context.Context, t plugin.Target) (plugin.P
 }
 
 func (s *cancellingSession) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
-	if err := s.e.eng.Unregistered(context.Background(), bob, ""); err != nil {
+	if err := s.e.eng.Unregistered(context.Background(), plugin.Unregistration{AOR: bob}); err != nil {
 		return err
 	}
 	<-ctx.Done()

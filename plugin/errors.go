@@ -26,6 +26,10 @@ var (
 	// ErrInvalid reports an invalid value (policy, settings, message
 	// envelope). A *FieldError carries the offending field.
 	ErrInvalid = errors.New("plugin: invalid value")
+	// ErrSuperseded reports a registration or unregistration that the
+	// store ignored because the proxy recorded a newer one of the same
+	// contact (Registration.At): the proxy posted the two out of order.
+	ErrSuperseded = errors.New("plugin: superseded by a newer registration event")
 )
 
 // LimitError is returned when a limit refuses a message. It unwraps to

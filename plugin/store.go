@@ -214,6 +214,14 @@ type Settings interface {
 	// kept as stored when the stored registration has the same binding
 	// (Registration.Binding) and says PagerOnly: a refresh does not
 	// forget what the client refused; a new binding starts as r says.
+	//
+	// Registrations and unregistrations that carry the proxy's time (a
+	// non-zero At) are ordered per contact, as the Redis functions
+	// dp_register and dp_unregister order them: SetContact ignores r,
+	// returning ErrSuperseded, when the last registration or
+	// unregistration of r.Contact recorded with a time is newer than
+	// r.At (equal times: r is applied); a zero At is not ordered and
+	// records no time.
 	SetContact(ctx context.Context, r Registration) error
 	// SetPagerOnly marks aor's stored registration PagerOnly if its
 	// binding is still binding; otherwise (a new registration came
@@ -222,8 +230,14 @@ type Settings interface {
 	// DeleteContact forgets the last registration of aor when its contact
 	// is contact (whichever it is when contact is empty): the client
 	// unregistered, or its binding expired, and nobody may be pushed to
-	// there any more. Deleting what is not there is no error.
-	DeleteContact(ctx context.Context, aor AOR, contact string) error
+	// there any more. Deleting what is not there is no error. With a
+	// non-zero at (the proxy's time of the unregistration) it is ordered
+	// as SetContact says: when the last event recorded with a time is a
+	// registration of contact (of any contact when contact is empty)
+	// newer than at, nothing changes and it returns ErrSuperseded;
+	// otherwise, when it concerned the contact recorded last (or deleted
+	// something), at is recorded for an hour.
+	DeleteContact(ctx context.Context, aor AOR, contact string, at time.Time) error
 	// Contact returns the last registration of aor; ErrNotFound if none is
 	// known or it has expired.
 	Contact(ctx context.Context, aor AOR) (Registration, error)

@@ -30,8 +30,10 @@ import "github.com/deferpush/deferpush/plugin"
 //	                      with pager_only once a push learnt it
 //	dp:{aor}:a     STRING "<at µs> <r|u> <contact>": the last registration
 //	                      (r) or unregistration (u) a proxy recorded with
-//	                      dp_register / dp_unregister, for their ordering
-//	                      rule (PX: the registration's; an hour for u)
+//	                      dp_register / dp_unregister, or a hook with its
+//	                      "at" (SetContact / DeleteContact), for their
+//	                      ordering rule (PX: the registration's; an hour
+//	                      for u)
 //	dp:mailboxes   ZSET   aor -> when to sweep it (earliest expiry, ms)
 //	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
 //	dp:stats       HASH   counters for Totals
@@ -81,6 +83,7 @@ func tag(aor plugin.AOR) string { return tagOf(aor.String()) }
 
 func settingsKey(aor plugin.AOR) string { return tag(aor) + "s" }
 func contactKey(aor plugin.AOR) string  { return tag(aor) + "c" }
+func orderKey(aor plugin.AOR) string    { return tag(aor) + "a" }
 
 // mailboxKeys are the keys of a recipient's mailbox, which every mailbox
 // function takes, in the order of library.lua's header: q, m, d, g, f.

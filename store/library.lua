@@ -740,15 +740,89 @@ local function deletecontact(c, contact)
   return 1
 end
 
+-- num writes an integer-valued number without an exponent.
+local function num(n)
+  return string.format('%.0f', n)
+end
+
+-- lastof reads dp:{aor}:a, the last registration or unregistration a
+-- proxy recorded: {at, kind ('r' or 'u'), contact}, or nil.
+local function lastof(a)
+  local v = redis.call('GET', a)
+  if not v then return nil end
+  local at, kind, contact = string.match(v, '^(%d+) (%a) (.*)$')
+  if not at then return nil end
+  return {at = tonumber(at), kind = kind, contact = contact}
+end
+
+-- register records the registration JSON rec of contact at c (setcontact)
+-- unless the last registration or unregistration of the same contact
+-- recorded at a is newer than at (µs), and then records it at a: of two
+-- REGISTERs of one contact that reach Redis in either order, the later
+-- one wins. at nil: no ordering, a is left as it is (a proxy that sends
+-- no time). Returns 0 ignored, else setcontact's answer. dp_register
+-- and dp_set_contact share it.
+local function register(c, a, contact, at, rec, keep, ttl)
+  if at then
+    local last = lastof(a)
+    if last and last.contact == contact and last.at > at then return 0 end
+  end
+  local res = setcontact(c, rec, keep, ttl)
+  if at then
+    if ttl > 0 then
+      redis.call('SET', a, num(at) .. ' r ' .. contact, 'PX', ttl)
+    else
+      redis.call('SET', a, num(at) .. ' r ' .. contact)
+    end
+  end
+  return res
+end
+
+-- forget forgets the registration at c (deletecontact) unless a
+-- registration recorded at a is newer than at (µs) and of the contact
+-- given ("" any), and records the unregistration at a for an hour when
+-- it concerned the contact recorded there. at nil: no ordering, a is left
+-- as it is. Returns 1 deleted, 0 nothing, -1 ignored (a newer
+-- registration). dp_unregister and dp_delete_contact share it.
+local function forget(c, a, contact, at)
+  local last = at and lastof(a)
+  if last and last.kind == 'r' and last.at > at and (contact == '' or last.contact == contact) then
+    return -1
+  end
+  local deleted = deletecontact(c, contact)
+  if at and (deleted == 1 or not last or last.contact == contact) then
+    redis.call('SET', a, num(at) .. ' u ' .. contact, 'PX', 3600000)
+  end
+  return deleted
+end
+
+-- orderedat reads the optional time of dp_set_contact and
+-- dp_delete_contact: integer microseconds, or "" (or absent, or a call
+-- with the single key of before) for none.
+local function orderedat(keys, v)
+  if not keys[2] or not v or v == '' then return nil end
+  local at = tonumber(v)
+  if not at or at ~= math.floor(at) or at < 0 then return false end
+  return at
+end
+
 -- dp_set_contact records a registration, keeping the pager_only the
 -- stored one learnt when it is the same binding (a refresh, or the same
 -- instance at a new contact).
---   KEYS  1 dp:{aor}:c
+-- With a time (ARGV 5), it follows dp_register's ordering rule
+-- (register): one older than the last registration or unregistration of
+-- the same contact is ignored.
+--   KEYS  1 dp:{aor}:c, 2 dp:{aor}:a
 --   ARGV  1 registration JSON, 2 its binding, or "" when there is nothing
---         to keep (it says pager_only itself), 3 time to live ms (0: none)
---   Returns 1 written as given, 2 written with pager_only kept.
+--         to keep (it says pager_only itself), 3 time to live ms (0: none),
+--         4 its contact URI, 5 the proxy's time of the registration
+--         (integer µs since the epoch), or "" for none
+--   Returns 1 written as given, 2 written with pager_only kept, 0 ignored
+--   (older); an error for a bad time.
 redis.register_function('dp_set_contact', function(keys, args)
-  return setcontact(keys[1], args[1], args[2], tonumber(args[3]))
+  local at = orderedat(keys, args[5])
+  if at == false then return redis.error_reply('ERR dp_set_contact: bad at') end
+  return register(keys[1], keys[2], args[4] or '', at, args[1], args[2], tonumber(args[3]))
 end)
 
 -- dp_set_pager_only marks the stored registration pager_only if it is
@@ -766,12 +840,17 @@ redis.register_function('dp_set_pager_only', function(keys, args)
 end)
 
 -- dp_delete_contact forgets a registration if its contact is the one
--- given.
---   KEYS  1 dp:{aor}:c
---   ARGV  1 contact URI ("" matches any)
---   Returns 1 deleted, 0 nothing (none stored, or another contact).
+-- given. With a time (ARGV 2), it follows dp_unregister's ordering rule
+-- (forget): a registration of that contact newer than it stays.
+--   KEYS  1 dp:{aor}:c, 2 dp:{aor}:a
+--   ARGV  1 contact URI ("" matches any), 2 the proxy's time of the
+--         unregistration (integer µs since the epoch), or "" for none
+--   Returns 1 deleted, 0 nothing (none stored, or another contact), -1
+--   ignored (a newer registration); an error for a bad time.
 redis.register_function('dp_delete_contact', function(keys, args)
-  return deletecontact(keys[1], args[1])
+  local at = orderedat(keys, args[2])
+  if at == false then return redis.error_reply('ERR dp_delete_contact: bad at') end
+  return forget(keys[1], keys[2], args[1], at)
 end)
 
 -- dp_migrate1 converts one recipient's keys from the first layout
@@ -915,11 +994,6 @@ local function limitsOf()
     if vs[i] then t[k] = vs[i] end
   end
   return t
-end
-
--- num writes an integer-valued number without an exponent.
-local function num(n)
-  return string.format('%.0f', n)
 end
 
 -- now returns Redis's clock: seconds, microseconds.
@@ -1435,16 +1509,6 @@ local function micros(s)
   return nil
 end
 
--- lastof reads dp:{aor}:a, the last registration or unregistration a
--- proxy recorded: {at, kind ('r' or 'u'), contact}, or nil.
-local function lastof(a)
-  local v = redis.call('GET', a)
-  if not v then return nil end
-  local at, kind, contact = string.match(v, '^(%d+) (%a) (.*)$')
-  if not at then return nil end
-  return {at = tonumber(at), kind = kind, contact = contact}
-end
-
 -- pushallowed is plugin.Policy.Push for the recipient whose settings are
 -- at s: the global switch, then the user's mode or the default.
 local function pushallowed(lim, s)
@@ -1459,13 +1523,8 @@ end
 -- expiry of 0.
 local function unregister(aor, contact, at, kind)
   local t = 'dp:{' .. aor .. '}:'
-  local last = lastof(t .. 'a')
-  if last and last.kind == 'r' and last.at > at and (contact == '' or last.contact == contact) then
+  if forget(t .. 'c', t .. 'a', contact, at) < 0 then
     return 0 -- a newer registration
-  end
-  local deleted = deletecontact(t .. 'c', contact)
-  if deleted == 1 or not last or last.contact == contact then
-    redis.call('SET', t .. 'a', num(at) .. ' u ' .. contact, 'PX', 3600000)
   end
   local owner, ends = lease(t .. 'm')
   local sec, usec = now()
@@ -1504,16 +1563,12 @@ redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, c
   if not at then return redis.error_reply('ERR dp_register: bad at') end
   if exp <= 0 then return unregister(aor, contact, at, 'unregistered') end
   local t = 'dp:{' .. aor .. '}:'
-  local last = lastof(t .. 'a')
-  if last and last.contact == contact and last.at > at then return 0 end
   local sec, usec = now()
   local instance = unset(args[7])
   local rec = registration(aor, contact, sec + exp, usec, unset(args[5]), instance, unset(args[6]), unset(args[8]))
   local keep = contact
   if instance ~= '' then keep = instance end
-  local ttl = exp * 1000 + 3600000
-  setcontact(t .. 'c', rec, keep, ttl)
-  redis.call('SET', t .. 'a', num(at) .. ' r ' .. contact, 'PX', ttl)
+  if register(t .. 'c', t .. 'a', contact, at, rec, keep, exp * 1000 + 3600000) == 0 then return 0 end
   if redis.call('LLEN', t .. 'q') == 0 or not pushallowed(lim, t .. 's') then return 0 end
   event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at)
   return 1

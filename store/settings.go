@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -348,7 +349,21 @@ func (r *Redis) setContact(ctx context.Context, reg plugin.Registration, ttl tim
 	if reg.PagerOnly {
 		keep = "" // nothing to keep: it says so itself
 	}
-	return r.fn.run(ctx, "dp_set_contact", []string{contactKey(reg.AOR)}, b, keep, ttl.Milliseconds()).Err()
+	n, err := r.fn.run(ctx, "dp_set_contact", []string{contactKey(reg.AOR), orderKey(reg.AOR)},
+		b, keep, ttl.Milliseconds(), reg.Contact, atArg(reg.At)).Int()
+	if err == nil && n == 0 {
+		err = plugin.ErrSuperseded
+	}
+	return err
+}
+
+// atArg is a proxy's time of a registration event as dp_set_contact and
+// dp_delete_contact take it: integer microseconds, or "" when unknown.
+func atArg(at time.Time) string {
+	if at.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(at.UnixMicro(), 10)
 }
 
 // SetPagerOnly implements plugin.Settings: dp_set_pager_only marks the
@@ -369,14 +384,19 @@ func (r *Redis) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string
 
 // DeleteContact implements plugin.Settings: one function compares the
 // stored contact and deletes it, so a registration that lands meanwhile
-// from another device is not deleted with it.
-func (r *Redis) DeleteContact(ctx context.Context, aor plugin.AOR, contact string) error {
+// from another device is not deleted with it, and orders it after the
+// registrations of the same contact by at (dp_unregister's rule).
+func (r *Redis) DeleteContact(ctx context.Context, aor plugin.AOR, contact string, at time.Time) error {
 	err := checkAOR(aor)
 	if err == nil {
 		err = r.ready(ctx)
 	}
 	if err == nil {
-		err = r.fn.run(ctx, "dp_delete_contact", []string{contactKey(aor)}, contact).Err()
+		var n int64
+		n, err = r.fn.run(ctx, "dp_delete_contact", []string{contactKey(aor), orderKey(aor)}, contact, atArg(at)).Int64()
+		if err == nil && n < 0 {
+			err = plugin.ErrSuperseded
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("store: delete contact %s: %w", aor, err)

@@ -34,7 +34,7 @@ func FuzzHook(f *testing.F) {
 		}
 		_, err := kamailio.DecodeRegistration(body, now, plugin.AORRules{})
 		check("registration", err)
-		_, _, err = kamailio.DecodeUnregistration(body, plugin.AORRules{})
+		_, err = kamailio.DecodeUnregistration(body, plugin.AORRules{})
 		check("unregistration", err)
 		m, err := kamailio.DecodeMessage(body)
 		check("message", err)

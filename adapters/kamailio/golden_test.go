@@ -56,15 +56,31 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// decodedRegistration shows a registration with its At, which
+// plugin.Registration does not marshal.
+type decodedRegistration struct {
+	plugin.Registration
+	At string `json:"at,omitempty"`
+}
+
 func decode(t *testing.T, hook string, body []byte) string {
 	var v any
 	var err error
 	switch hook {
 	case "registered":
-		v, err = kamailio.DecodeRegistration(body, now, plugin.AORRules{})
+		r, derr := kamailio.DecodeRegistration(body, now, plugin.AORRules{})
+		d := decodedRegistration{Registration: r}
+		if !r.At.IsZero() {
+			d.At = r.At.Format(time.RFC3339Nano)
+		}
+		v, err = d, derr
 	case "unregistered", "expired":
-		aor, contact, derr := kamailio.DecodeUnregistration(body, plugin.AORRules{})
-		v, err = map[string]string{"aor": aor.String(), "contact": contact}, derr
+		u, derr := kamailio.DecodeUnregistration(body, plugin.AORRules{})
+		m := map[string]string{"aor": u.AOR.String(), "contact": u.Contact}
+		if !u.At.IsZero() {
+			m["at"] = u.At.Format(time.RFC3339Nano)
+		}
+		v, err = m, derr
 	case "message":
 		m, derr := kamailio.DecodeMessage(body)
 		v, err = map[string]string{"raw": string(m.Raw), "aor": m.AOR, "source": m.Source}, derr

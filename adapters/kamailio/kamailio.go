@@ -29,6 +29,7 @@ type registration struct {
 	Instance  hookjson.String `json:"instance"`   // +sip.instance of the Contact
 	UserAgent hookjson.String `json:"user_agent"` // $ua
 	Path      hookjson.String `json:"path"`       // $hdr(Path): comma-separated name-addrs
+	At        hookjson.At     `json:"at"`         // $TV(s).$TV(u) in the REGISTER's worker; optional
 }
 
 // DecodeRegistration reads a registration hook body. Expires is relative to
@@ -62,6 +63,7 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 		Instance:  r.Instance.String(),
 		UserAgent: r.UserAgent.String(),
 		Path:      splitPath(r.Path.String()),
+		At:        r.At.T,
 	}, nil
 }
 
@@ -70,20 +72,22 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 type binding struct {
 	AOR     hookjson.String `json:"aor"`
 	Contact hookjson.String `json:"contact"` // empty: every contact of the AOR
+	At      hookjson.At     `json:"at"`      // as registration's; optional
 }
 
 // DecodeUnregistration reads an unregistration or contact-expired hook
-// body: the AOR and the contact removed ("" for all of them).
-func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.AOR, string, error) {
+// body: the AOR, the contact removed ("" for all of them) and, when the
+// body has one, the proxy's time of the event.
+func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.Unregistration, error) {
 	var b binding
 	if err := decode(body, &b); err != nil {
-		return plugin.AOR{}, "", err
+		return plugin.Unregistration{}, err
 	}
 	aor, err := parseAOR(b.AOR.String(), rules)
 	if err != nil {
-		return plugin.AOR{}, "", err
+		return plugin.Unregistration{}, err
 	}
-	return aor, b.Contact.String(), nil
+	return plugin.Unregistration{AOR: aor, Contact: b.Contact.String(), At: b.At.T}, nil
 }
 
 // Message is an offline MESSAGE as the message hook carries it.

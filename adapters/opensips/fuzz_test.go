@@ -35,7 +35,7 @@ func FuzzHook(f *testing.F) {
 		}
 		_, err := opensips.DecodeRegistration(body, plugin.AORRules{})
 		check("registration", err)
-		_, _, err = opensips.DecodeUnregistration(body, plugin.AORRules{})
+		_, err = opensips.DecodeUnregistration(body, plugin.AORRules{})
 		check("unregistration", err)
 		m, err := opensips.DecodeMessage(body)
 		check("message", err)

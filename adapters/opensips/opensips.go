@@ -37,6 +37,7 @@ type event struct {
 	Expires   hookjson.Int `json:"expires"`  // $param(expires): absolute Unix time
 	Socket    string       `json:"socket"`
 	CallID    string       `json:"callid"`
+	At        hookjson.At  `json:"at"` // when the event route ran: integer µs; optional
 }
 
 // noUserAgent is what usrloc reports as the user_agent of a contact whose
@@ -83,21 +84,23 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 		Instance:  strings.TrimSpace(e.Instance),
 		UserAgent: ua,
 		Path:      path,
+		At:        e.At.T,
 	}, nil
 }
 
-// DecodeUnregistration reads a contact-delete event: the AOR and the
-// contact removed ("" for all of them).
-func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.AOR, string, error) {
+// DecodeUnregistration reads a contact-delete event: the AOR, the
+// contact removed ("" for all of them) and, when the body has one, the
+// time the event route ran.
+func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.Unregistration, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
-		return plugin.AOR{}, "", err
+		return plugin.Unregistration{}, err
 	}
 	aor, err := e.aor(rules)
 	if err != nil {
-		return plugin.AOR{}, "", err
+		return plugin.Unregistration{}, err
 	}
-	return aor, strings.TrimSpace(e.URI), nil
+	return plugin.Unregistration{AOR: aor, Contact: strings.TrimSpace(e.URI), At: e.At.T}, nil
 }
 
 // aor builds the AOR from $param(aor) and the domain: "bob" and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/deferpush/deferpush/plugin"
 )
@@ -143,13 +144,38 @@ func (s *Store) SetContact(ctx context.Context, r plugin.Registration) error {
 	if err != nil {
 		return fmt.Errorf("plugintest: set contact %s: %w", r.AOR, err)
 	}
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	at, timed := r.At.UnixMicro(), !r.At.IsZero()
+	last, ok := s.last(r.AOR, now)
+	if timed && ok && last.contact == r.Contact && last.at > at {
+		return fmt.Errorf("plugintest: set contact %s: %w", r.AOR, plugin.ErrSuperseded)
+	}
 	if old, ok := s.contacts[r.AOR]; ok && old.PagerOnly && old.Binding() == r.Binding() {
 		r.PagerOnly = true
 	}
+	r.At = time.Time{} // not stored, as in Redis
 	s.contacts[r.AOR] = cloneRegistration(r)
+	if timed {
+		e := lastEvent{at: at, registered: true, contact: r.Contact}
+		if !r.Expires.IsZero() {
+			e.until = r.Expires.Add(time.Hour) // the contact's grace
+		}
+		s.lasts[r.AOR] = e
+	}
 	return nil
+}
+
+// last returns aor's last timed registration event while it is kept.
+// The caller holds s.mu.
+func (s *Store) last(aor plugin.AOR, now time.Time) (lastEvent, bool) {
+	e, ok := s.lasts[aor]
+	if ok && !e.until.IsZero() && !e.until.After(now) {
+		delete(s.lasts, aor)
+		return lastEvent{}, false
+	}
+	return e, ok
 }
 
 // SetPagerOnly implements plugin.Settings.
@@ -167,14 +193,25 @@ func (s *Store) SetPagerOnly(ctx context.Context, aor plugin.AOR, binding string
 }
 
 // DeleteContact implements plugin.Settings.
-func (s *Store) DeleteContact(ctx context.Context, aor plugin.AOR, contact string) error {
+func (s *Store) DeleteContact(ctx context.Context, aor plugin.AOR, contact string, at time.Time) error {
 	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
 		return fmt.Errorf("plugintest: delete contact %s: %w", aor, err)
 	}
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	timed := !at.IsZero()
+	last, haveLast := s.last(aor, now)
+	if timed && haveLast && last.registered && last.at > at.UnixMicro() && (contact == "" || last.contact == contact) {
+		return fmt.Errorf("plugintest: delete contact %s: %w", aor, plugin.ErrSuperseded)
+	}
+	deleted := false
 	if r, ok := s.contacts[aor]; ok && (contact == "" || r.Contact == contact) {
 		delete(s.contacts, aor)
+		deleted = true
+	}
+	if timed && (deleted || !haveLast || last.contact == contact) {
+		s.lasts[aor] = lastEvent{at: at.UnixMicro(), contact: contact, until: now.Add(time.Hour)}
 	}
 	return nil
 }

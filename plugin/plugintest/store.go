@@ -46,6 +46,19 @@ type Store struct {
 	changed  chan struct{} // closed and replaced by each SetPolicy
 	settings map[plugin.AOR]plugin.UserSettings
 	contacts map[plugin.AOR]plugin.Registration
+	// lasts is the last registration event recorded with a time, per
+	// recipient: the Redis store's dp:{aor}:a.
+	lasts map[plugin.AOR]lastEvent
+}
+
+// lastEvent is the last registration (registered) or unregistration of
+// contact a proxy timed, at in microseconds, kept until until (zero:
+// for ever).
+type lastEvent struct {
+	at         int64
+	registered bool
+	contact    string
+	until      time.Time
 }
 
 // mailbox is one recipient's messages and lease, the keys dp:{aor}:* of
@@ -78,6 +91,7 @@ func NewStore(now func() time.Time) *Store {
 		changed:  make(chan struct{}),
 		settings: map[plugin.AOR]plugin.UserSettings{},
 		contacts: map[plugin.AOR]plugin.Registration{},
+		lasts:    map[plugin.AOR]lastEvent{},
 	}
 }
 

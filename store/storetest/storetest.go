@@ -65,6 +65,7 @@ func Run(t *testing.T, open Factory) {
 		{"Policy", testPolicy},
 		{"UserSettingsAndContact", testSettings},
 		{"PagerOnly", testPagerOnly},
+		{"ContactOrderedByTime", testContactOrder},
 		{"FailureNotices", testFailureNotices},
 		{"AtomicUpdates", testAtomicUpdates},
 		{"Recipients", testRecipients},
@@ -676,24 +677,24 @@ func testSettings(e *env) {
 	}
 	diff(e.t, "contact", reg, got)
 	// Another device's unregistration leaves this one; its own removes it.
-	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070"); err != nil {
+	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070", time.Time{}); err != nil {
 		e.t.Fatal(err)
 	}
 	if _, err := e.s.Contact(e.ctx, bob); err != nil {
 		e.t.Errorf("contact after another one's removal: %v", err)
 	}
-	if err := e.s.DeleteContact(e.ctx, bob, reg.Contact); err != nil {
+	if err := e.s.DeleteContact(e.ctx, bob, reg.Contact, time.Time{}); err != nil {
 		e.t.Fatal(err)
 	}
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("removed contact", err, plugin.ErrNotFound)
-	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+	if err := e.s.DeleteContact(e.ctx, bob, "", time.Time{}); err != nil {
 		e.t.Errorf("removing what is not there: %v", err)
 	}
 	if err := e.s.SetContact(e.ctx, reg); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.s.DeleteContact(e.ctx, bob, ""); err != nil {
+	if err := e.s.DeleteContact(e.ctx, bob, "", time.Time{}); err != nil {
 		e.t.Fatal(err)
 	}
 	_, err = e.s.Contact(e.ctx, bob)
@@ -704,6 +705,97 @@ func testSettings(e *env) {
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
+}
+
+// testContactOrder: registrations and unregistrations that carry the
+// proxy's time are ordered per contact, as dp_register and dp_unregister
+// order them (a proxy's workers post them in either order); without a
+// time they apply as they come.
+func testContactOrder(e *env) {
+	const ct, other = "sip:u@192.0.2.1:5070;transport=tcp", "sip:u@192.0.2.2:5070;transport=tcp"
+	t1 := e.clock.Now().Add(-time.Second)
+	t2 := t1.Add(time.Microsecond) // the stores keep microseconds
+	reg := func(aor plugin.AOR, contact string, at time.Time) plugin.Registration {
+		return plugin.Registration{AOR: aor, Contact: contact, Expires: e.clock.Now().Add(time.Hour), At: at}
+	}
+	// step is one SetContact (r set) or DeleteContact (of u.AOR, u.Contact
+	// at u.At), and whether the store must ignore it.
+	type step struct {
+		r          *plugin.Registration
+		u          *plugin.Unregistration
+		superseded bool
+	}
+	set := func(r plugin.Registration, superseded bool) step { return step{r: &r, superseded: superseded} }
+	del := func(aor plugin.AOR, contact string, at time.Time, superseded bool) step {
+		return step{u: &plugin.Unregistration{AOR: aor, Contact: contact, At: at}, superseded: superseded}
+	}
+	for i, tt := range []struct {
+		name  string
+		steps func(aor plugin.AOR) []step
+		want  string // the contact stored at the end; "" none
+	}{
+		{"older registration after a newer unregistration is ignored", func(a plugin.AOR) []step {
+			return []step{del(a, ct, t2, false), set(reg(a, ct, t1), true)}
+		}, ""},
+		{"older registration after a newer unregistration of a registered contact", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t1.Add(-time.Second)), false), del(a, ct, t2, false), set(reg(a, ct, t1), true)}
+		}, ""},
+		{"older unregistration after a newer registration is ignored", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t2), false), del(a, ct, t1, true)}
+		}, ct},
+		{"older unregistration of every contact after a newer registration", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t2), false), del(a, "", t1, true)}
+		}, ct},
+		{"newer unregistration after a registration", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t1), false), del(a, ct, t2, false)}
+		}, ""},
+		{"newer registration after an unregistration", func(a plugin.AOR) []step {
+			return []step{del(a, ct, t1, false), set(reg(a, ct, t2), false)}
+		}, ct},
+		{"older refresh after a newer one is ignored", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t2), false), set(reg(a, ct, t1), true)}
+		}, ct},
+		{"equal times: the unregistration applies", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t1), false), del(a, ct, t1, false)}
+		}, ""},
+		{"equal times: the registration applies", func(a plugin.AOR) []step {
+			return []step{del(a, ct, t1, false), set(reg(a, ct, t1), false)}
+		}, ct},
+		{"no time: a registration applies as today", func(a plugin.AOR) []step {
+			return []step{del(a, ct, t2, false), set(reg(a, ct, time.Time{}), false)}
+		}, ct},
+		{"no time: an unregistration applies as today", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t2), false), del(a, ct, time.Time{}, false)}
+		}, ""},
+		{"another contact is not ordered against it", func(a plugin.AOR) []step {
+			return []step{set(reg(a, ct, t2), false), del(a, other, t1, false), set(reg(a, other, t1), false)}
+		}, other},
+	} {
+		aor := plugin.MustParseAOR(fmt.Sprintf("sip:order%d@example.com", i))
+		for j, st := range tt.steps(aor) {
+			var err error
+			if st.r != nil {
+				err = e.s.SetContact(e.ctx, *st.r)
+			} else {
+				err = e.s.DeleteContact(e.ctx, st.u.AOR, st.u.Contact, st.u.At)
+			}
+			if st.superseded {
+				e.wantErr(fmt.Sprintf("%s: step %d", tt.name, j), err, plugin.ErrSuperseded)
+			} else if err != nil {
+				e.t.Errorf("%s: step %d: %v", tt.name, j, err)
+			}
+		}
+		got, err := e.s.Contact(e.ctx, aor)
+		switch {
+		case tt.want == "" && !errors.Is(err, plugin.ErrNotFound):
+			e.t.Errorf("%s: contact %q (err %v), want none", tt.name, got.Contact, err)
+		case tt.want != "" && (err != nil || got.Contact != tt.want):
+			e.t.Errorf("%s: contact %q (err %v), want %q", tt.name, got.Contact, err, tt.want)
+		}
+		if err == nil && !got.At.IsZero() {
+			e.t.Errorf("%s: stored registration has At %v: it is not stored", tt.name, got.At)
+		}
+	}
 }
 
 // testPagerOnly: what a push learnt of a client (it refused MSRP) lasts
