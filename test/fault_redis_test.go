@@ -91,6 +91,13 @@ func faultRedisMidStore(t *testing.T, rounds int) faultRow {
 						refused[res.StatusCode]++
 					}
 					mu.Unlock()
+					if err != nil || res.StatusCode != 202 {
+						// A sender pauses after a refusal, as a client
+						// would: resending at once made thousands of 480s a
+						// second, each a transaction Kamailio keeps for its
+						// wait timer, until its shared memory ran out.
+						time.Sleep(20 * time.Millisecond)
+					}
 				}
 			}()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -34,9 +35,45 @@ func startOpenSIPSDirect(t *testing.T, o stackOptions) *opensipsStack {
 	}
 	o.redisDirect = true
 	s := startOpenSIPSStack(t, o)
+	waitEventRoutes(t, s)
 	// Cleanups run last first: this one before the stack stops.
 	t.Cleanup(func() { waitPushesDone(s.dp) })
 	return s
+}
+
+// waitEventRoutes waits until OpenSIPS runs its usrloc event routes: a
+// REGISTER answered in the first moments after start may raise its
+// E_UL_CONTACT_INSERT before the event routes are subscribed (seen here:
+// 200 to the REGISTER, no dp_register). Probe users register until four
+// in a row are recorded in Redis, then unregister; they store nothing,
+// so no event is written for them.
+func waitEventRoutes(t *testing.T, s *opensipsStack) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(15 * time.Second)
+	for i, inRow := 0, 0; inRow < 4; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("OpenSIPS's usrloc event routes did not record a registration within 15 s")
+		}
+		aor := plugin.MustParseAOR(fmt.Sprintf("sip:dp-probe-%d@%s", i, domain))
+		contact := fmt.Sprintf("sip:dp-probe-%d@127.0.0.1:9", i)
+		if got := rawRegisterStatus(t, "udp", s.proxyAddr, aor.String(), contact, 60); !strings.HasPrefix(got, "SIP/2.0 200") {
+			t.Fatalf("probe REGISTER: %q", got)
+		}
+		recorded := false
+		for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if _, err := s.st.Contact(ctx, aor); err == nil {
+				recorded = true
+				break
+			}
+		}
+		if recorded {
+			inRow++
+		} else {
+			inRow = 0
+		}
+		rawRegisterStatus(t, "udp", s.proxyAddr, aor.String(), contact, 0)
+	}
 }
 
 // waitPushesDone polls deferpush's admin API (for at most 5 s) until it
