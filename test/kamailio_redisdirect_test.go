@@ -84,8 +84,44 @@ func TestKamailioDirectUnregisterCancelsPush(t *testing.T) {
 // disabled the policy's (403, then 480); Redis down: 480, and stored
 // again once it is back (empty: deferpush restores the library).
 func TestKamailioDirectRefusals(t *testing.T) {
+	flowDirectRefusals(t, kamailioDirectStarter,
+		func(t *testing.T, s *dpStack, sender *imclient.Client) {
+			// A policy change reaches the script through dp:limits at once.
+			if _, _, err := s.st.UpdatePolicy(context.Background(), "test", func(p *plugin.Policy) error {
+				p.StoreDisabledReply = 480
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if code := sendMessage(t, sender, "user2", []byte("hello")); code != 480 {
+				t.Errorf("MESSAGE with storing off, reply 480: %d, want 480", code)
+			}
+			if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
+				t.Errorf("stored %+v, want nothing", n)
+			}
+		},
+		func(t *testing.T, s *dpStack, sender *imclient.Client) {
+			// Back, empty (no persistence): Kamailio reconnects and
+			// deferpush puts the library and dp:limits back; storing
+			// works again.
+			s.redis.Start(t)
+			waitFor(t, 15*time.Second, "a MESSAGE stored again", func() bool {
+				return sendMessage(t, sender, "user2", []byte("hello again")) == 202
+			})
+			if n := s.counts(t, "user2"); n.Pending != 1 {
+				t.Errorf("stored %+v after Redis came back, want 1 pending", n)
+			}
+		})
+}
+
+// flowDirectRefusals: dp_store's refusals reach the sender as the SIP
+// replies the hook gives, and nothing refused is stored: too large 513, a
+// full mailbox the policy's reply (480, and the default 486), storing
+// disabled the policy's (403); Redis down: 480. afterDisabled and
+// afterRedisDown, when set, go on in the stack of those two cases.
+func flowDirectRefusals(t *testing.T, start startStack, afterDisabled, afterRedisDown func(t *testing.T, s *dpStack, sender *imclient.Client)) {
 	t.Run("limits", func(t *testing.T) {
-		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
+		s := start(t, stackOptions{policy: func(p *plugin.Policy) {
 			p.MaxMailbox = 1
 			p.MaxMessageSize = 2000
 			p.FullMailboxReply = 480
@@ -108,7 +144,7 @@ func TestKamailioDirectRefusals(t *testing.T) {
 		}
 	})
 	t.Run("full 486", func(t *testing.T) {
-		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) { p.MaxMailbox = 1 }})
+		s := start(t, stackOptions{policy: func(p *plugin.Policy) { p.MaxMailbox = 1 }})
 		user1 := s.client(t, "user1", imclient.Config{})
 		if code := sendMessage(t, user1, "user2", []byte("first")); code != 202 {
 			t.Errorf("first MESSAGE: %d, want 202", code)
@@ -118,44 +154,31 @@ func TestKamailioDirectRefusals(t *testing.T) {
 		}
 	})
 	t.Run("store disabled", func(t *testing.T) {
-		s := kamailioDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
+		s := start(t, stackOptions{policy: func(p *plugin.Policy) {
 			p.StoreEnabled, p.StoreDisabledReply = false, 403
 		}})
 		user1 := s.client(t, "user1", imclient.Config{})
 		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 403 {
 			t.Errorf("MESSAGE with storing off: %d, want 403", code)
 		}
-		// A policy change reaches the script through dp:limits at once.
-		if _, _, err := s.st.UpdatePolicy(context.Background(), "test", func(p *plugin.Policy) error {
-			p.StoreDisabledReply = 480
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 480 {
-			t.Errorf("MESSAGE with storing off, reply 480: %d, want 480", code)
-		}
 		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
 			t.Errorf("stored %+v, want nothing", n)
 		}
+		if afterDisabled != nil {
+			afterDisabled(t, s, user1)
+		}
 	})
 	t.Run("redis down", func(t *testing.T) {
-		s := kamailioDirectStarter(t, stackOptions{})
+		s := start(t, stackOptions{})
 		user1 := s.client(t, "user1", imclient.Config{})
 		s.redis.Kill()
-		start := time.Now()
+		begun := time.Now()
 		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 480 {
 			t.Errorf("MESSAGE while Redis is down: %d, want 480", code)
 		}
-		t.Logf("480 after %v", time.Since(start).Round(time.Millisecond))
-		// Back, empty (no persistence): Kamailio reconnects and deferpush
-		// puts the library and dp:limits back; storing works again.
-		s.redis.Start(t)
-		waitFor(t, 15*time.Second, "a MESSAGE stored again", func() bool {
-			return sendMessage(t, user1, "user2", []byte("hello again")) == 202
-		})
-		if n := s.counts(t, "user2"); n.Pending != 1 {
-			t.Errorf("stored %+v after Redis came back, want 1 pending", n)
+		t.Logf("480 after %v", time.Since(begun).Round(time.Millisecond))
+		if afterRedisDown != nil {
+			afterRedisDown(t, s, user1)
 		}
 	})
 }

@@ -144,62 +144,7 @@ func TestOpenSIPSDirectUnregisterCancelsPush(t *testing.T) {
 // hook's answers would (513 too large, the policy's full_mailbox_reply,
 // its store_disabled_reply); with Redis down the sender gets 480. Nothing
 // refused is stored.
-func TestOpenSIPSDirectRefusals(t *testing.T) {
-	t.Run("limits", func(t *testing.T) {
-		s := opensipsDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
-			p.MaxMailbox = 1
-			p.MaxMessageSize = 2000
-			p.FullMailboxReply = 480
-		}})
-		user1 := s.client(t, "user1", imclient.Config{})
-		if code := sendMessage(t, user1, "user2", []byte(strings.Repeat("x", 3000))); code != 513 {
-			t.Errorf("oversize MESSAGE: %d, want 513", code)
-		}
-		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
-			t.Errorf("stored %+v after the oversize one, want nothing", n)
-		}
-		if code := sendMessage(t, user1, "user2", []byte("first")); code != 202 {
-			t.Errorf("first MESSAGE: %d, want 202", code)
-		}
-		if code := sendMessage(t, user1, "user2", []byte("second")); code != 480 {
-			t.Errorf("MESSAGE to a full mailbox: %d, want 480 (the policy's full_mailbox_reply)", code)
-		}
-		if n := s.counts(t, "user2"); n.Pending != 1 {
-			t.Errorf("stored %+v, want the first message only", n)
-		}
-	})
-	t.Run("full 486", func(t *testing.T) {
-		s := opensipsDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) { p.MaxMailbox = 1 }})
-		user1 := s.client(t, "user1", imclient.Config{})
-		if code := sendMessage(t, user1, "user2", []byte("first")); code != 202 {
-			t.Errorf("first MESSAGE: %d, want 202", code)
-		}
-		if code := sendMessage(t, user1, "user2", []byte("second")); code != 486 {
-			t.Errorf("MESSAGE to a full mailbox: %d, want 486 (the default full_mailbox_reply)", code)
-		}
-	})
-	t.Run("store disabled", func(t *testing.T) {
-		s := opensipsDirectStarter(t, stackOptions{policy: func(p *plugin.Policy) {
-			p.StoreEnabled = false
-			p.StoreDisabledReply = 403
-		}})
-		user1 := s.client(t, "user1", imclient.Config{})
-		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 403 {
-			t.Errorf("MESSAGE while storing is off: %d, want 403 (the policy's store_disabled_reply)", code)
-		}
-		if n := s.counts(t, "user2"); n != (plugin.Counts{}) {
-			t.Errorf("stored %+v, want nothing", n)
-		}
-	})
-	t.Run("Redis down", func(t *testing.T) {
-		s := opensipsDirectStarter(t, stackOptions{})
-		user1 := s.client(t, "user1", imclient.Config{})
-		s.redis.Kill()
-		if code := sendMessage(t, user1, "user2", []byte("hello")); code != 480 {
-			t.Errorf("MESSAGE while Redis is down: %d, want 480", code)
-		}
-	})
-}
+func TestOpenSIPSDirectRefusals(t *testing.T) { flowDirectRefusals(t, opensipsDirectStarter, nil, nil) }
 
 // TestOpenSIPSDirectRegistrations: dp_register records what OpenSIPS saved
 // (the contact, its User-Agent and +sip.instance) and, with nothing
