@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -275,7 +276,7 @@ const (
 func (r *benchReport) selected(all []messageSystem) []messageSystem {
 	var out []messageSystem
 	for _, s := range all {
-		if r.keep(s.Side) {
+		if r.keep(s.Side) && rowWanted(s.Name) {
 			out = append(out, s)
 		}
 	}
@@ -285,11 +286,27 @@ func (r *benchReport) selected(all []messageSystem) []messageSystem {
 func (r *benchReport) selectedReg(all []registerSystem) []registerSystem {
 	var out []registerSystem
 	for _, s := range all {
-		if r.keep(s.Side) {
+		if r.keep(s.Side) && rowWanted(s.Name) {
 			out = append(out, s)
 		}
 	}
 	return out
+}
+
+// rowWanted reports whether BENCH_ROWS, a regular expression matched
+// against the row's system name (e.g. "^msilo$|Redis direct"), keeps the
+// row; every row when it is unset. It is for looking into a few rows: the
+// goals of a report missing rows are not judged.
+func rowWanted(name string) bool {
+	expr := os.Getenv("BENCH_ROWS")
+	if expr == "" {
+		return true
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		panic(fmt.Sprintf("BENCH_ROWS=%q: %v", expr, err))
+	}
+	return re.MatchString(name)
 }
 
 func (r *benchReport) keep(side string) bool {
