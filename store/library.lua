@@ -29,7 +29,9 @@ the caller's clock, never the server's. Records are immutable; their
 expiry is read from them (expiry below), for each of the three forms
 deferpush has written (record.go). Global keys (dp:mailboxes, dp:leases,
 dp:stats) are the Go side's, in the same pipeline as the call, except in
-index_cas, which takes one of them and nothing else.
+index_cas, which takes one of them and nothing else, and dp_append, which
+takes dp:mailboxes and dp:stats after the mailbox where they share one
+Redis (not a cluster).
 ]]
 
 -- version is a hash of this file, written in when deferpush loads it.
