@@ -193,6 +193,10 @@ func TestDirectStoreRefusals(t *testing.T) {
 		{name: "bare LF", raw: strings.Replace(ok, "Max-Forwards: 70\r\n", "Max-Forwards: 70\n", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "no blank line", raw: "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n", code: 400, reason: "Bad Request", hookErr: true},
 		{name: "bad Date", raw: strings.Replace(ok, "Call-ID:", "Date: yesterday\r\nCall-ID:", 1), code: 400, reason: "Bad Request", hookErr: true},
+		// A run of blanks inside a value: refused as the hook refuses it,
+		// in time linear in the run (a pattern trim took 0.3 s of Redis
+		// for this one).
+		{name: "blanks inside a Via host", raw: strings.Replace(ok, "127.0.0.1:5062", "127.0.0.1"+strings.Repeat(" ", 4000)+"x", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "empty Via part", raw: strings.Replace(ok, "branch=z9hG4bK776sgdkse\r\n", "branch=z9hG4bK776sgdkse, \r\n", 1), code: 400, reason: "Bad Request", hookErr: true},
 		// The order of the checks is the hook's: a line, then the header it
 		// belongs to, line after line; Via, Content-Length and the others
