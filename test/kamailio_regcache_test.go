@@ -28,7 +28,7 @@ type redisMonitor struct {
 	calls []string // the AOR argument of each FCALL dp_register
 }
 
-func monitorRegisters(t *testing.T, addr string) *redisMonitor {
+func monitorRegisters(t testing.TB, addr string) *redisMonitor {
 	t.Helper()
 	m := &redisMonitor{}
 	conn, err := net.Dial("tcp", addr)
@@ -64,6 +64,13 @@ func monitorRegisters(t *testing.T, addr string) *redisMonitor {
 	return m
 }
 
+// total is how many dp_register calls Redis ran.
+func (m *redisMonitor) total() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.calls)
+}
+
 // count is how many dp_register calls named user.
 func (m *redisMonitor) count(user string) int {
 	m.mu.Lock()
@@ -78,7 +85,7 @@ func (m *redisMonitor) count(user string) int {
 }
 
 // waitWarm waits until Kamailio k has loaded the pending users from Redis.
-func waitWarm(t *testing.T, k *harness.KamailioProc, loads int) {
+func waitWarm(t testing.TB, k interface{ Log() string }, loads int) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "the cache loaded from Redis", func() bool {
 		return strings.Count(k.Log(), "pending users loaded from Redis") >= loads
