@@ -154,7 +154,7 @@ func (r *Redis) RequeueDeadLetters(ctx context.Context, aor plugin.AOR) (int, er
 	if n > 0 {
 		// Pending again: a proxy's cache of who may have messages must
 		// hear of it (best effort, as the index).
-		r.c.ZAdd(ctx, recentKey, r.recent(aor))
+		r.addRecent(ctx, r.c, aor)
 	}
 	return n, nil
 }

@@ -40,7 +40,8 @@ import "github.com/deferpush/deferpush/plugin"
 //	                      requeue of dead letters, a migration): a proxy
 //	                      that caches who may have messages polls it
 //	                      (library.lua's dp_recent, which drops what is
-//	                      older than an hour)
+//	                      older than a minute); written only while
+//	dp:recent:on   STRING exists (set by each poll, for 10 minutes)
 //	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
 //	dp:stats       HASH   counters for Totals
 //	dp:policy      STRING operator policy JSON (+ who, when)
@@ -71,6 +72,7 @@ import "github.com/deferpush/deferpush/plugin"
 const (
 	mailboxesKey   = "dp:mailboxes"
 	recentKey      = "dp:recent"
+	recentOnKey    = "dp:recent:on"
 	leasesKey      = "dp:leases"
 	statsKey       = "dp:stats"
 	policyKey      = "dp:policy"

@@ -113,7 +113,7 @@ func (r *Redis) migratePage(ctx context.Context, keys []string) (recipients, mes
 		// A proxy's cache of who may have messages, warm already, hears
 		// of the moved mailbox (best effort, as the index; one that had
 		// nothing costs the proxy one dp_register).
-		r.c.ZAdd(ctx, recentKey, redis.Z{Score: float64(ms(r.now())), Member: aor})
+		r.addRecentMember(ctx, r.c, aor)
 	}
 	return recipients, messages, nil
 }

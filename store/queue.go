@@ -127,13 +127,13 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 	var counted *redis.IntCmd
 	if r.batch != nil {
 		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		r.batch.ZAdd(ctx, recentKey, r.recent(aor))
+		r.addRecent(ctx, r.batch, aor)
 		cmd = r.fn.queue(ctx, r.batch, "dp_append", keys, args...)
 		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
 		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		pipe.ZAdd(ctx, recentKey, r.recent(aor))
+		r.addRecent(ctx, pipe, aor)
 		cmd = r.fn.queue(ctx, pipe, "dp_append", keys, args...)
 		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
@@ -176,7 +176,7 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 	}
 	pipe := r.c.Pipeline()
 	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-	pipe.ZAdd(ctx, recentKey, r.recent(aor))
+	r.addRecent(ctx, pipe, aor)
 	pipe.HIncrBy(ctx, statsKey, "stored", 1)
 	_, _ = pipe.Exec(ctx) // best effort: see append's case 2
 	if n, werr := wait.Int64(); res[0].(int64) > 0 && (werr != nil || n < int64(r.replicas)) {
@@ -298,13 +298,6 @@ func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []str
 		r.emptied(ctx, aor)
 	}
 	return int(acked), nil
-}
-
-// recent is aor's dp:recent entry for a message stored now: a proxy
-// that caches who may have messages (kamailio.cfg's REDIS_DIRECT mode)
-// learns of stores made elsewhere from it (library.lua's dp_recent).
-func (r *Redis) recent(aor plugin.AOR) redis.Z {
-	return redis.Z{Score: float64(ms(r.now())), Member: aor.String()}
 }
 
 // emptied brings a mailbox that became empty up for the next sweep, so

@@ -28,23 +28,42 @@ func dpRecent(t *testing.T, c redis.UniversalClient, args ...any) (string, []str
 	return res[0], aors
 }
 
-// TestDirectRecent: every way a mailbox gets something to push adds its
-// AOR to dp:recent (dp_store, the Go store's Append, a requeue of dead
-// letters), dp_recent returns those stored since a time it gave (with
-// its slack before), drops entries older than an hour, and pages through
-// dp:mailboxes with "scan".
+// TestDirectRecent: while a proxy polls (dp_recent set dp:recent:on),
+// every way a mailbox gets something to push adds its AOR to dp:recent
+// (dp_store, the Go store's Append, a requeue of dead letters), and
+// nothing does before; dp_recent returns those stored since a time it
+// gave (with its slack before), drops entries older than a minute,
+// refuses a since older than that, and pages through dp:mailboxes with
+// "scan".
 func TestDirectRecent(t *testing.T) {
 	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
 	ctx := context.Background()
 
+	// No proxy polls yet: stores leave dp:recent alone.
+	if code, _, _ := dpStore(t, c, "sip:early@example.com", directMessages[0].raw); code != 202 {
+		t.Fatalf("dp_store = %d", code)
+	}
+	if err := s.Append(ctx, &plugin.Message{Recipient: plugin.MustParseAOR("sip:early2@example.com"), Kind: plugin.KindSIPMessage,
+		Raw: []byte(directMessages[0].raw), Received: time.Now()}, plugin.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.Exists(ctx, "dp:recent").Result(); n != 0 {
+		t.Errorf("dp:recent written while no proxy polls it")
+	}
+
 	since, aors := dpRecent(t, c, "0")
 	if len(aors) != 0 {
-		t.Fatalf("nothing stored: dp_recent = %v, want none", aors)
+		t.Fatalf("nothing stored since a proxy polls: dp_recent = %v, want none", aors)
+	}
+	if ttl, _ := c.PTTL(ctx, "dp:recent:on").Result(); ttl <= 0 {
+		t.Fatalf("dp_recent did not set dp:recent:on (PTTL %v)", ttl)
 	}
 	redisNow, err := strconv.ParseInt(since, 10, 64)
 	if err != nil || time.Since(time.UnixMilli(redisNow)).Abs() > time.Minute {
 		t.Fatalf("dp_recent's next = %q, want Redis's clock in ms", since)
 	}
+	// The Go store reads dp:recent:on at most once per recentCheck.
+	time.Sleep(recentCheck + 100*time.Millisecond)
 	if code, _, _ := dpStore(t, c, "sip:Bob@example.com", directMessages[0].raw); code != 202 {
 		t.Fatalf("dp_store = %d", code)
 	}
@@ -58,19 +77,22 @@ func TestDirectRecent(t *testing.T) {
 		t.Errorf("after two stores: dp_recent = %v, want %v", aors, want)
 	}
 
-	// Older than since minus the slack: not returned; older than an
-	// hour: dropped.
-	old := float64(redisNow - 3*3600*1000)
+	// Older than since minus the slack: not returned; older than a
+	// minute: dropped.
+	old := float64(redisNow - 3*60*1000)
 	c.ZAdd(ctx, "dp:recent", redis.Z{Score: old, Member: "sip:old@example.com"})
-	c.ZAdd(ctx, "dp:recent", redis.Z{Score: float64(redisNow - 10*60*1000), Member: "sip:earlier@example.com"})
+	c.ZAdd(ctx, "dp:recent", redis.Z{Score: float64(redisNow - 30*1000), Member: "sip:earlier@example.com"})
 	if _, aors = dpRecent(t, c, since); slices.Contains(aors, "sip:old@example.com") || slices.Contains(aors, "sip:earlier@example.com") {
 		t.Errorf("dp_recent since %s = %v, want nothing from before it", since, aors)
 	}
 	if n, _ := c.ZScore(ctx, "dp:recent", "sip:old@example.com").Result(); n != 0 {
-		t.Errorf("an entry of 3 h ago is still in dp:recent")
+		t.Errorf("an entry of 3 min ago is still in dp:recent")
 	}
-	if _, aors = dpRecent(t, c, fmt.Sprint(redisNow-3600*1000)); !slices.Contains(aors, "sip:earlier@example.com") {
-		t.Errorf("dp_recent an hour back = %v, want the entry of 10 min ago", aors)
+	if _, aors = dpRecent(t, c, fmt.Sprint(redisNow-50*1000)); !slices.Contains(aors, "sip:earlier@example.com") {
+		t.Errorf("dp_recent 50 s back = %v, want the entry of 30 s ago", aors)
+	}
+	if err := c.FCall(ctx, "dp_recent", nil, fmt.Sprint(redisNow-2*60*1000)).Err(); err == nil {
+		t.Errorf("dp_recent since 2 min ago: no error, want one (dp:recent keeps a minute: the proxy must load again)")
 	}
 
 	// A requeue of dead letters makes the mailbox pending again: listed.
