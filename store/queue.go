@@ -127,11 +127,13 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 	var counted *redis.IntCmd
 	if r.batch != nil {
 		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		r.addRecent(ctx, r.batch, aor)
 		cmd = r.fn.queue(ctx, r.batch, "dp_append", keys, args...)
 		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
 		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		r.addRecent(ctx, pipe, aor)
 		cmd = r.fn.queue(ctx, pipe, "dp_append", keys, args...)
 		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
@@ -174,6 +176,7 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 	}
 	pipe := r.c.Pipeline()
 	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+	r.addRecent(ctx, pipe, aor)
 	pipe.HIncrBy(ctx, statsKey, "stored", 1)
 	_, _ = pipe.Exec(ctx) // best effort: see append's case 2
 	if n, werr := wait.Int64(); res[0].(int64) > 0 && (werr != nil || n < int64(r.replicas)) {
