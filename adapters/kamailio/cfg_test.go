@@ -50,6 +50,10 @@ func TestConfigMatchesDecoder(t *testing.T) {
 			}
 		}
 	}
+	// http_client_query makes a curl handle, so a TCP connection, per call.
+	if strings.Contains(cfg, "http_client_query(") {
+		t.Errorf("kamailio.cfg calls http_client_query: a new TCP connection per hook call")
+	}
 	for _, s := range []string{"/hooks/kamailio/registered", "/hooks/kamailio/unregistered", "/hooks/kamailio/expired",
 		"/hooks/kamailio/message", "://kamailio:$(def(DP_TOKEN){s.unquote})@", `http_connect("dp", `, "pv_buffer_size=", "tcp_rd_buf_size=",
 		`modparam("http_client", "query_result", 0)`, "async_workers=", "record_route()"} {
