@@ -1,12 +1,15 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"fmt"
 	"math"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -107,10 +110,9 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 			return
 		}
 	}
-	got := c.Request.Header.Peek(TokenHeader)
-	if subtle.ConstantTimeCompare(got, []byte(s.cfg.HooksToken)) != 1 {
+	if subtle.ConstantTimeCompare(hookToken(c), []byte(s.cfg.HooksToken)) != 1 {
 		s.cfg.Logger.Warn("hook call with a wrong token", "source", c.RemoteAddr().String(), "path", string(c.Path()))
-		s.hookRefused(c, fmt.Errorf("%w: missing or wrong %s", plugin.ErrUnauthorized, TokenHeader), plugin.Policy{})
+		s.hookRefused(c, fmt.Errorf("%w: missing or wrong %s (or HTTP Basic password)", plugin.ErrUnauthorized, TokenHeader), plugin.Policy{})
 		c.Abort()
 		return
 	}
@@ -120,6 +122,31 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 		return
 	}
 	c.Next(ctx)
+}
+
+// hookToken is the token a hook call presents: its X-Deferpush-Token
+// header, or when it has none the password of its HTTP Basic
+// credentials (RFC 7617; any user name), which is how Kamailio's
+// http_client sends it over a kept-alive connection (http_connect has no
+// custom headers). Nil when it presents neither.
+func hookToken(c *app.RequestContext) []byte {
+	if t := c.Request.Header.Peek(TokenHeader); len(t) > 0 {
+		return t
+	}
+	auth := c.Request.Header.Peek("Authorization")
+	const scheme = "basic "
+	if len(auth) <= len(scheme) || !strings.EqualFold(string(auth[:len(scheme)]), scheme) {
+		return nil
+	}
+	cred, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(auth[len(scheme):])))
+	if err != nil {
+		return nil
+	}
+	_, pass, ok := bytes.Cut(cred, []byte(":"))
+	if !ok {
+		return nil
+	}
+	return pass
 }
 
 func (s *Server) hookSourceAllowed(ip netip.Addr) bool {

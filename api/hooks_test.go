@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -133,10 +134,19 @@ func startHooksWith(t *testing.T, eng *hookEngine, edit func(*Config)) string {
 
 func postHook(t *testing.T, url, token string, body string) (int, map[string]any) {
 	t.Helper()
+	return postHookAuth(t, url, token, "", body)
+}
+
+// postHookAuth is postHook with an Authorization header too, when set.
+func postHookAuth(t *testing.T, url, token, authorization, body string) (int, map[string]any) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set(TokenHeader, token)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -273,24 +283,35 @@ func TestHookRegistration(t *testing.T) {
 // allow-list, a hook call changes nothing and says why.
 func TestHookAuth(t *testing.T) {
 	body := `{"raw":` + jsonString(rawMessage) + `}`
+	basic := func(cred string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(cred)) }
 	tests := []struct {
 		name, token string
-		allow       []string
-		http        int
-		status      string
+		// authorization, when set, is sent as the Authorization header.
+		authorization string
+		allow         []string
+		http          int
+		status        string
 	}{
-		{"no token", "", nil, 401, "unauthorized"},
-		{"wrong token", "hooks-token-0123456788", nil, 401, "unauthorized"},
-		{"token prefix", testHooksToken[:10], nil, 401, "unauthorized"},
-		{"source not allowed", testHooksToken, []string{"10.0.0.0/8", "::1/128"}, 403, "forbidden"},
-		{"source allowed", testHooksToken, []string{"10.0.0.0/8", "127.0.0.0/8"}, 200, "stored"},
+		{"no token", "", "", nil, 401, "unauthorized"},
+		{"wrong token", "hooks-token-0123456788", "", nil, 401, "unauthorized"},
+		{"token prefix", testHooksToken[:10], "", nil, 401, "unauthorized"},
+		{"source not allowed", testHooksToken, "", []string{"10.0.0.0/8", "::1/128"}, 403, "forbidden"},
+		{"source allowed", testHooksToken, "", []string{"10.0.0.0/8", "127.0.0.0/8"}, 200, "stored"},
+		{"basic password", "", basic("deferpush:" + testHooksToken), nil, 200, "stored"},
+		{"basic scheme in capitals", "", "BASIC " + basic("kamailio:" + testHooksToken)[6:], nil, 200, "stored"},
+		{"basic wrong password", "", basic("deferpush:hooks-token-0123456788"), nil, 401, "unauthorized"},
+		{"basic token as user name", "", basic(testHooksToken + ":"), nil, 401, "unauthorized"},
+		{"basic without colon", "", basic(testHooksToken), nil, 401, "unauthorized"},
+		{"basic not base64", "", "Basic %%%" + testHooksToken, nil, 401, "unauthorized"},
+		{"bearer", "", "Bearer " + testHooksToken, nil, 401, "unauthorized"},
+		{"wrong header beats right basic", "hooks-token-0123456788", basic("deferpush:" + testHooksToken), nil, 401, "unauthorized"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := &hookEngine{policy: plugin.DefaultPolicy()}
 			base := startHooks(t, eng, tt.allow...)
 			for _, path := range []string{"/hooks/kamailio/message", "/hooks/kamailio/registered", "/hooks/opensips/expired"} {
-				code, got := postHook(t, base+path, tt.token, body)
+				code, got := postHookAuth(t, base+path, tt.token, tt.authorization, body)
 				if path != "/hooks/kamailio/message" && code == 400 && tt.http == 200 {
 					continue // authenticated; the body is a message, not a registration
 				}

@@ -151,6 +151,11 @@ func (r *Redis) RequeueDeadLetters(ctx context.Context, aor plugin.AOR) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("store: requeue dead letters for %s: %w", aor, err)
 	}
+	if n > 0 {
+		// Pending again: a proxy's cache of who may have messages must
+		// hear of it (best effort, as the index).
+		r.addRecent(ctx, r.c, aor)
+	}
 	return n, nil
 }
 

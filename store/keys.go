@@ -35,6 +35,13 @@ import "github.com/deferpush/deferpush/plugin"
 //	                      ordering rule (PX: the registration's; an hour
 //	                      for u)
 //	dp:mailboxes   ZSET   aor -> when to sweep it (earliest expiry, ms)
+//	dp:recent      ZSET   aor -> when a message was last stored for it
+//	                      (ms), beside the index (Append, dp_store, a
+//	                      requeue of dead letters, a migration): a proxy
+//	                      that caches who may have messages polls it
+//	                      (library.lua's dp_recent, which drops what is
+//	                      older than a minute); written only while
+//	dp:recent:on   STRING exists (set by each poll, for 10 minutes)
 //	dp:leases      ZSET   aor -> last claim (ms): in-flight work to watch
 //	dp:stats       HASH   counters for Totals
 //	dp:policy      STRING operator policy JSON (+ who, when)
@@ -64,6 +71,8 @@ import "github.com/deferpush/deferpush/plugin"
 
 const (
 	mailboxesKey   = "dp:mailboxes"
+	recentKey      = "dp:recent"
+	recentOnKey    = "dp:recent:on"
 	leasesKey      = "dp:leases"
 	statsKey       = "dp:stats"
 	policyKey      = "dp:policy"

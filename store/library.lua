@@ -1543,6 +1543,7 @@ redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, call
     return {full, 'Busy Here', ''}
   end
   indexed('dp:mailboxes', 'dp:stats', aor, num(score), status)
+  if redis.call('EXISTS', 'dp:recent:on') == 1 then redis.call('ZADD', 'dp:recent', num(received), aor) end
   local owner, ends = lease(m)
   if owner and ends > received then event('stored', aor, '', 0, sec * 1000000 + usec) end
   return {202, 'Accepted', id}
@@ -1669,8 +1670,12 @@ end
 --         proxy's time: micros above), 5 received, 6 user agent,
 --         7 +sip.instance, 8 Path header value (5 to 8 may be "" or
 --         "<null>"); optionally 9 "pct" (1 to 8 are %-escaped: unpct)
---   Returns 1 when an event was written, 0 when not; an error for a bad
---   AOR, contact, expires or at.
+--   Returns 1 when an event was written; 2 when the registration was
+--   recorded and the mailbox holds nothing to push (none pending or in
+--   flight: a proxy that keeps a cache of who may have messages drops
+--   the user from it); 0 otherwise (ignored as older, an unregistration
+--   that wrote no event, or messages the policy does not push now); an
+--   error for a bad AOR, contact, expires or at.
 redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
   unpct(args, 8)
   local lim = limitsOf() or {}
@@ -1690,7 +1695,8 @@ redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, c
   local keep = contact
   if instance ~= '' then keep = instance end
   if register(t .. 'c', t .. 'a', contact, at, rec, keep, exp * 1000 + 3600000) == 0 then return 0 end
-  if redis.call('LLEN', t .. 'q') == 0 or not pushallowed(lim, t .. 's') then return 0 end
+  if redis.call('LLEN', t .. 'q') == 0 then return 2 end
+  if not pushallowed(lim, t .. 's') then return 0 end
   event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at)
   return 1
 end}
@@ -1720,4 +1726,53 @@ redis.register_function{function_name = 'dp_unregister', flags = {'no-cluster'},
     return redis.error_reply('ERR dp_unregister: kind must be unregistered or expired')
   end
   return unregister(aor, contact, at, kind)
+end}
+
+-- RECENT_HOLD is how long dp:recent keeps an AOR after a store (ms),
+-- RECENT_SLACK how far before since dp_recent looks (ms: the Go store
+-- scores dp:recent by its own clock, dp_store by Redis's), and RECENT_ON
+-- how long dp:recent:on, the sign that a proxy polls, lasts after the
+-- last poll (ms). Nothing writes dp:recent while no proxy polls it.
+local RECENT_HOLD, RECENT_SLACK, RECENT_ON = 60000, 2000, 600000
+
+-- dp_recent feeds a proxy's cache of the users who may have messages
+-- (kamailio.cfg's htable "pending"), so that the proxy calls dp_register
+-- only for them: with "scan" it pages through dp:mailboxes (the warm-up:
+-- every recipient with messages is there), else it returns the AORs
+-- stored into since a time, from dp:recent, and drops what dp:recent
+-- holds from more than RECENT_HOLD ago. Every call but a scan (re)sets
+-- dp:recent:on: while it lasts, every store adds its AOR to dp:recent
+-- (dp_store at once; the Go store checks it once a second, so a proxy
+-- starts its scan of dp:mailboxes at least two seconds after its first
+-- call, and anything the Go store did not add to dp:recent is in the
+-- scan). The proxy polls from the time its first call answered.
+--   KEYS  none
+--   ARGV  1 since: Unix ms of Redis's clock, as an earlier answer gave it
+--         (0: the first call of a load); or "scan", then 2 the ZSCAN
+--         cursor of dp:mailboxes ("0" first)
+--   Returns {next, aor, aor, ...}: next is Redis's clock now (ms), the
+--   AORs those stored into since since - RECENT_SLACK; with "scan", next
+--   is the cursor of the next page ("0": done), the AORs one page of
+--   dp:mailboxes. An error when since is older than RECENT_HOLD allows
+--   (what was stored in between may be gone from dp:recent: the proxy
+--   loads again).
+redis.register_function{function_name = 'dp_recent', flags = {'no-cluster'}, callback = function(_, args)
+  if args[1] == 'scan' then
+    local r = redis.call('ZSCAN', 'dp:mailboxes', args[2] or '0', 'COUNT', 500)
+    local out = {r[1]}
+    for i = 1, #r[2], 2 do out[#out + 1] = r[2][i] end
+    return out
+  end
+  local since = tonumber(args[1])
+  if not since then return redis.error_reply('ERR dp_recent: bad since') end
+  local sec, usec = now()
+  local ms = sec * 1000 + math.floor(usec / 1000)
+  if since > 0 and since < ms - RECENT_HOLD + RECENT_SLACK then
+    return redis.error_reply('ERR dp_recent: since is older than dp:recent keeps, load again')
+  end
+  redis.call('SET', 'dp:recent:on', '1', 'PX', RECENT_ON)
+  redis.call('ZREMRANGEBYSCORE', 'dp:recent', '-inf', '(' .. num(ms - RECENT_HOLD))
+  local out = redis.call('ZRANGEBYSCORE', 'dp:recent', num(since - RECENT_SLACK), '+inf')
+  table.insert(out, 1, num(ms))
+  return out
 end}

@@ -110,6 +110,10 @@ func (r *Redis) migratePage(ctx context.Context, keys []string) (recipients, mes
 			recipients++
 			messages += res[0]
 		}
+		// A proxy's cache of who may have messages, warm already, hears
+		// of the moved mailbox (best effort, as the index; one that had
+		// nothing costs the proxy one dp_register).
+		r.addRecentMember(ctx, r.c, aor)
 	}
 	return recipients, messages, nil
 }

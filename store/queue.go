@@ -100,7 +100,9 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 
 // appendIndexed is append on one Redis (no cluster, no replicas to wait
 // for): dp_append indexes and counts the message itself, so the call is
-// one command, and a message not stored needs no correction of the count.
+// one command (two while a proxy polls dp:recent: its entry goes first,
+// as runAppend's does), and a message not stored needs no correction of
+// the count.
 func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin.Limits, exp int64, rec string) error {
 	aor := m.Recipient.String()
 	t := tagOf(aor)
@@ -115,6 +117,7 @@ func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin
 	if r.batch != nil {
 		c = r.batch
 	}
+	r.addRecentMember(ctx, c, aor)
 	cmd := r.fn.again(ctx, r.fn.queue(ctx, c, "dp_append", keys, args...), "dp_append", keys, args...)
 	res, err := cmd.Slice()
 	if err != nil {
@@ -162,11 +165,13 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 	var counted *redis.IntCmd
 	if r.batch != nil {
 		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		r.addRecent(ctx, r.batch, aor)
 		cmd = r.fn.queue(ctx, r.batch, "dp_append", keys, args...)
 		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
 	} else {
 		pipe := r.c.Pipeline()
 		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+		r.addRecent(ctx, pipe, aor)
 		cmd = r.fn.queue(ctx, pipe, "dp_append", keys, args...)
 		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
 		_, _ = pipe.Exec(ctx) // errors are per command
@@ -209,6 +214,7 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 	}
 	pipe := r.c.Pipeline()
 	pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+	r.addRecent(ctx, pipe, aor)
 	pipe.HIncrBy(ctx, statsKey, "stored", 1)
 	_, _ = pipe.Exec(ctx) // best effort: see append's case 2
 	if n, werr := wait.Int64(); res[0].(int64) > 0 && (werr != nil || n < int64(r.replicas)) {

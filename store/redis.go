@@ -85,6 +85,8 @@ type Redis struct {
 	batch *redis.AutoPipeliner
 	// fn runs the function library (library.go).
 	fn functions
+	// recent is whether a proxy polls dp:recent (recent.go).
+	recent recentSign
 	// prepared is set once ready's work succeeded; preparing is the
 	// attempt under way, if any (under prepareMu).
 	prepared  atomic.Bool

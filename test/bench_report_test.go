@@ -545,7 +545,9 @@ func (r *benchReport) howMeasured(b *bytes.Buffer) {
 		"save() then m_dump, which queries SQLite and finds nothing), and each deferpush mode (the shipped kamailio.cfg: save(), then the " +
 		"registered hook from an async worker; deferpush records the registration and finds the mailbox empty). \"200s\" is REGISTERs ÷ (first sent → " +
 		"last 200); \"handled\" runs until deferpush has recorded every registration (Redis DBSIZE, polled every 20 ms; each one is then " +
-		"checked with Settings.Contact), the same as 200s for Kamailio alone.\n")
+		"checked with Settings.Contact), the same as 200s for Kamailio alone and for the Redis-direct mode, whose cache of the users who may " +
+		"have messages (loaded before the run) lets none of these REGISTERs through to Redis: its row checks that Redis ran no dp_register " +
+		"(MONITOR) and recorded nothing.\n")
 	b.WriteString("- **Bytes per message:** msilo: growth of the SQLite file after a WAL checkpoint; deferpush: growth of the memory of Redis's keys, " +
 		"`MEMORY USAGE key SAMPLES 0` summed over every key (the key, its value and its keyspace entry, exactly; `used_memory` also " +
 		"moves with the clients' buffers, 16 KB and more per connection, which INFO accounts for a second late: report.csv has its " +

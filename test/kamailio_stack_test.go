@@ -15,6 +15,9 @@ import (
 type kamailioStack struct {
 	*dpStack
 	k *harness.KamailioProc
+	// defines are the -A defines k runs with (a second proxy on the same
+	// deferpush and Redis starts from them).
+	defines map[string]string
 }
 
 type stackOptions struct {
@@ -83,6 +86,7 @@ func startKamailioStack(t *testing.T, o stackOptions) *kamailioStack {
 		defines["REDIS_DIRECT"] = "1"
 		defines["REDIS_SERVER"] = strconv.Quote("name=dp;addr=" + host + ";port=" + port)
 	}
+	s.defines = defines
 	s.k = harness.Kamailio(t, harness.KamailioConfig{
 		ConfigFile: "../adapters/kamailio/kamailio.cfg",
 		SIPPort:    sipPort,

@@ -21,7 +21,9 @@ func jsonTags(v any) map[string]bool {
 
 // TestConfigMatchesDecoder keeps kamailio.cfg and this package in step:
 // every member the script sets with jansson_set is one the decoder of that
-// hook reads, every hook it posts to is served, and it sends the token.
+// hook reads, every hook it posts to is served, and it sends the token
+// (the HTTP Basic password of its kept-alive connection dp, which the
+// hooks take as X-Deferpush-Token) over that connection.
 func TestConfigMatchesDecoder(t *testing.T) {
 	b, err := os.ReadFile("kamailio.cfg")
 	if err != nil {
@@ -48,8 +50,12 @@ func TestConfigMatchesDecoder(t *testing.T) {
 			}
 		}
 	}
+	// http_client_query makes a curl handle, so a TCP connection, per call.
+	if strings.Contains(cfg, "http_client_query(") {
+		t.Errorf("kamailio.cfg calls http_client_query: a new TCP connection per hook call")
+	}
 	for _, s := range []string{"/hooks/kamailio/registered", "/hooks/kamailio/unregistered", "/hooks/kamailio/expired",
-		"/hooks/kamailio/message", "X-Deferpush-Token: ", "pv_buffer_size=", "tcp_rd_buf_size=",
+		"/hooks/kamailio/message", "://kamailio:$(def(DP_TOKEN){s.unquote})@", `http_connect("dp", `, "pv_buffer_size=", "tcp_rd_buf_size=",
 		`modparam("http_client", "query_result", 0)`, "async_workers=", "record_route()"} {
 		if !strings.Contains(cfg, s) {
 			t.Errorf("kamailio.cfg lacks %q", s)
