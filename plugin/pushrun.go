@@ -22,7 +22,8 @@ import (
 //	         pager mode, one SIP MESSAGE per message
 //	deliver  one SEND (or MESSAGE) per message; ack the confirmed ones a window at a
 //	         time, fail each refused
-//	release  BYE, then unlock: whatever was not confirmed goes back
+//	release  ack what is left confirmed and unlock, in one call (whatever
+//	         was not confirmed goes back), then BYE
 //
 // claim and deliver repeat until the mailbox is empty (a claim took less
 // than it asked for) or the session limit is reached.
@@ -84,7 +85,7 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	renewing := r.keepLease(ctx, cancel)
-	defer func() { rep.Duration = r.release(ctx, cancel, renewing) }()
+	defer func() { r.release(ctx, cancel, renewing, &rep) }()
 	if err := r.mode(ctx, msgs, min(r.e.cfg.Batch, limit)); err != nil {
 		return r.ended(ctx, err)
 	}
@@ -106,7 +107,10 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 		// meanwhile went back to the tail (Fail): the next claim takes
 		// it again, as before.
 		if sent >= limit || len(msgs) < asked && r.rep.Failed == failed {
-			break
+			break // release acks what is left, with the unlock
+		}
+		if err := r.flush(ctx); err != nil {
+			return r.ended(ctx, err)
 		}
 		asked = min(r.e.cfg.Batch, limit-sent)
 		if msgs, err = r.claim(ctx, limit-sent); err != nil {
@@ -226,7 +230,8 @@ func (r *pushRun) open(ctx context.Context) error {
 }
 
 // deliver hands msgs to the session and settles each as its fate is
-// known; when the session returns, the confirmed ones not yet acked are.
+// known. The confirmed ones not yet acked when the session returns are
+// acked before the next claim, or with the unlock (release).
 // A store error while settling ends the push (cancel).
 func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, msgs []*Message) error {
 	var storeErr error
@@ -238,9 +243,6 @@ func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, m
 			cancel(storeErr)
 		}
 	})
-	if storeErr == nil {
-		storeErr = r.flush(ctx)
-	}
 	if storeErr != nil {
 		return storeErr
 	}
@@ -292,11 +294,17 @@ func (r *pushRun) flush(ctx context.Context) error {
 	if len(r.confirmed) == 0 {
 		return nil
 	}
+	return r.acking(ctx, r.e.cfg.Store.Ack)
+}
+
+// acking calls ack (Store.Ack, or Store.Finish) with the confirmed
+// messages queued, as flush says.
+func (r *pushRun) acking(ctx context.Context, ack func(context.Context, AOR, string, ...string) (int, error)) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		_, err := r.e.cfg.Store.Ack(ctx, r.reg.AOR, r.token, r.confirmed...)
+		_, err := ack(ctx, r.reg.AOR, r.token, r.confirmed...)
 		if err == nil {
 			r.rep.Delivered += len(r.confirmed)
 			r.confirmed = r.confirmed[:0]
@@ -310,11 +318,26 @@ func (r *pushRun) flush(ctx context.Context) error {
 	}
 }
 
-// release ends the session (BYE), stops the renewer and unlocks: the
-// unconfirmed messages go back to pending, in order. It runs even when
-// ctx was cancelled, and returns the push's duration.
-func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, renewing <-chan struct{}) time.Duration {
+// release stops the renewer, acks the confirmed messages not acked yet
+// and unlocks in one call (Store.Finish: the unconfirmed messages go
+// back to pending, in order), then ends the session (BYE). The lease is
+// not needed for the BYE: nothing more is sent in the session, and a
+// client that does not answer it holds up no other push. It runs even
+// when ctx was cancelled, and completes rep: the messages acked now, an
+// ack that failed (the push's first error is kept), the duration.
+func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, renewing <-chan struct{}, rep *PushReport) {
 	bg := context.WithoutCancel(ctx)
+	cancel(nil)
+	<-renewing
+	before := r.rep.Delivered
+	err := r.acking(bg, r.e.cfg.Store.Finish)
+	rep.Delivered += r.rep.Delivered - before
+	switch {
+	case err != nil && len(r.confirmed) > 0 && rep.Err == nil:
+		rep.Err, rep.Outcome = err, OutcomeFailed
+	case err != nil && !errors.Is(err, ErrLeaseLost):
+		r.e.log.Error("unlock", "aor", r.reg.AOR, "err", err)
+	}
 	if r.sess != nil {
 		cctx, ccancel := context.WithTimeout(bg, 5*time.Second)
 		if err := r.sess.Close(cctx); err != nil {
@@ -322,10 +345,7 @@ func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, r
 		}
 		ccancel()
 	}
-	cancel(nil)
-	<-renewing
-	r.unlock(bg)
-	return r.e.cfg.Now().Sub(r.start)
+	rep.Duration = r.e.cfg.Now().Sub(r.start)
 }
 
 // unlock drops the lease: whatever is in flight goes back to pending. It
