@@ -49,15 +49,15 @@ type pushRun struct {
 	delivery Delivery
 	below    int
 	pager    bool
-	// settings, when not nil, are the user's settings the kick read.
-	settings *UserSettings
+	// read, when not nil, is what the kick read an instant ago.
+	read *kickRead
 }
 
 // push runs one push to reg; the report's Outcome is OutcomeNone when
-// there was nothing to do. u, when not nil, are the user's settings as
-// the kick that asked for the push read them an instant ago.
-func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, u *UserSettings) PushReport {
-	r := &pushRun{e: e, reg: reg, at: at, start: e.cfg.Now(), rep: PushReport{AOR: reg.AOR}, settings: u}
+// there was nothing to do. k, when not nil, is what the kick that asked
+// for the push read an instant ago.
+func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, k *kickRead) PushReport {
+	r := &pushRun{e: e, reg: reg, at: at, start: e.cfg.Now(), rep: PushReport{AOR: reg.AOR}, read: k}
 	return r.run(ctx)
 }
 
@@ -139,8 +139,8 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var u UserSettings
-	if r.settings != nil {
-		u = *r.settings
+	if r.read != nil {
+		u = r.read.settings
 	} else if u, err = r.e.cfg.Store.UserSettings(ctx, r.reg.AOR); err != nil {
 		return 0, err
 	}
@@ -155,8 +155,8 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 // mode decides between an MSRP session and pager mode once the first
 // claim took msgs of the asked for (Pager). Only delivery auto needs to
 // know more, and reads it only then: what an earlier push learnt of this
-// client (the stored registration: the event's may come straight from
-// the proxy), and, under pager_below, the mailbox's size when the claim
+// client (the stored registration, unless the kick read it with the
+// settings: a hook's comes straight from the proxy), and, under pager_below, the mailbox's size when the claim
 // does not tell it (it took all that was asked for, no more than
 // pager_below). A claim that took less than asked for took every message
 // pending.
@@ -165,8 +165,9 @@ func (r *pushRun) mode(ctx context.Context, msgs []*Message, asked int) error {
 		r.pager = Pager(r.delivery, r.below, len(msgs), r.reg.PagerOnly)
 		return nil
 	}
-	if !r.reg.PagerOnly {
-		// Not known: MSRP is offered first, as for a new client.
+	if !r.reg.PagerOnly && (r.read == nil || !r.read.stored) {
+		// Not known (a hook's registration, or the kick's read is
+		// stale): MSRP is offered first, as for a new client.
 		if stored, err := r.e.cfg.Store.Contact(ctx, r.reg.AOR); err == nil && stored.Binding() == r.reg.Binding() {
 			r.reg.PagerOnly = stored.PagerOnly
 		}

@@ -251,4 +251,7 @@ type Settings interface {
 	// Contact returns the last registration of aor; ErrNotFound if none is
 	// known or it has expired.
 	Contact(ctx context.Context, aor AOR) (Registration, error)
+	// ContactAndSettings is Contact and UserSettings in one call (a push
+	// that a registration event asks for needs both).
+	ContactAndSettings(ctx context.Context, aor AOR) (Registration, UserSettings, error)
 }

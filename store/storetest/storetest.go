@@ -730,6 +730,23 @@ func testSettings(e *env) {
 		e.t.Fatal(err)
 	}
 	diff(e.t, "contact", reg, got)
+	// Both in one call, with settings and without.
+	got, u, err = e.s.ContactAndSettings(e.ctx, bob)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "ContactAndSettings, no settings", []any{reg, plugin.UserSettings{}}, []any{got, u})
+	if err := e.s.SetUserSettings(e.ctx, bob, want); err != nil {
+		e.t.Fatal(err)
+	}
+	got, u, err = e.s.ContactAndSettings(e.ctx, bob)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "ContactAndSettings", []any{reg, want}, []any{got, u})
+	if err := e.s.DeleteUserSettings(e.ctx, bob); err != nil {
+		e.t.Fatal(err)
+	}
 	// Another device's unregistration leaves this one; its own removes it.
 	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070", time.Time{}); err != nil {
 		e.t.Fatal(err)
@@ -742,6 +759,8 @@ func testSettings(e *env) {
 	}
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("removed contact", err, plugin.ErrNotFound)
+	_, _, err = e.s.ContactAndSettings(e.ctx, bob)
+	e.wantErr("ContactAndSettings of a removed contact", err, plugin.ErrNotFound)
 	if err := e.s.DeleteContact(e.ctx, bob, "", time.Time{}); err != nil {
 		e.t.Errorf("removing what is not there: %v", err)
 	}
@@ -759,6 +778,8 @@ func testSettings(e *env) {
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
+	_, _, err = e.s.ContactAndSettings(e.ctx, bob)
+	e.wantErr("ContactAndSettings of an expired contact", err, plugin.ErrNotFound)
 }
 
 // testContactOrder: registrations and unregistrations that carry the
