@@ -38,10 +38,10 @@ type schedRun struct {
 	at  time.Time    // when the event that asked for it arrived
 	// read is what the kick that queued the run read, handed to its
 	// first push only (see settingsFresh).
-	read *kickRead
-	contact  string // the contact of the push running now
-	cancel   context.CancelFunc
-	again    bool // something arrived while it ran: run once more
+	read    *kickRead
+	contact string // the contact of the push running now
+	cancel  context.CancelFunc
+	again   bool // something arrived while it ran: run once more
 }
 
 type backoffState struct {
@@ -91,10 +91,10 @@ type retryTimer struct {
 type (
 	event     any
 	kickEvent struct {
-		reg      Registration
-		at       time.Time
-		force    bool          // ignore and clear the backoff (an operator's push now)
-		read     *kickRead     // what the kick read
+		reg   Registration
+		at    time.Time
+		force bool      // ignore and clear the backoff (an operator's push now)
+		read  *kickRead // what the kick read
 	}
 	cancelEvent struct {
 		aor     AOR
