@@ -263,14 +263,14 @@ func (e *Engine) Active() int { return e.sched.active() }
 // sweeper's follow-up of requeued messages, the start-up scan) and
 // reports whether it asked for a push.
 func (e *Engine) kickRegistered(ctx context.Context, aor AOR) (bool, error) {
-	r, err := e.cfg.Store.Contact(ctx, aor)
+	r, u, err := e.cfg.Store.ContactAndSettings(ctx, aor)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil // not registered: the next registration pushes
 	}
 	if err != nil {
 		return false, err
 	}
-	return true, e.kick(ctx, r, e.cfg.Now(), false)
+	return true, e.kickRead(ctx, r, e.cfg.Now(), false, kickRead{settings: u, stored: true})
 }
 
 // kick asks the scheduler for a push to r unless the effective policy
@@ -280,19 +280,25 @@ func (e *Engine) kickRegistered(ctx context.Context, aor AOR) (bool, error) {
 // settings read here when it starts at once (scheduler.go, settingsFresh).
 // force ignores and clears a backoff.
 func (e *Engine) kick(ctx context.Context, r Registration, at time.Time, force bool) error {
-	p, err := e.Policy(ctx)
-	if err != nil {
-		return err
-	}
 	u, err := e.cfg.Store.UserSettings(ctx, r.AOR)
 	if err != nil {
 		return fmt.Errorf("settings of %s: %w", r.AOR, err)
 	}
-	if mode := p.Push(u); mode != PushOn {
+	return e.kickRead(ctx, r, at, force, kickRead{settings: u})
+}
+
+// kickRead is kick with the user's settings (and maybe the stored
+// registration, k.stored) read already.
+func (e *Engine) kickRead(ctx context.Context, r Registration, at time.Time, force bool, k kickRead) error {
+	p, err := e.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	if mode := p.Push(k.settings); mode != PushOn {
 		e.log.Debug("push not allowed", "aor", r.AOR, "mode", mode)
 		return nil
 	}
-	return e.sched.kick(r, at, force, u)
+	return e.sched.kick(r, at, force, k)
 }
 
 // pushed reports a push that ended to the observer.

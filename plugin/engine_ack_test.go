@@ -31,6 +31,16 @@ func (s *ackLog) Ack(ctx context.Context, aor plugin.AOR, token string, ids ...s
 	return n, err
 }
 
+// Finish is logged as "finish <n>", its acks counted as Ack's.
+func (s *ackLog) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	n, err := s.Store.Finish(ctx, aor, token, ids...)
+	s.mu.Lock()
+	s.calls = append(s.calls, fmt.Sprint("finish ", len(ids)))
+	s.acked += n
+	s.mu.Unlock()
+	return n, err
+}
+
 func (s *ackLog) Fail(ctx context.Context, aor plugin.AOR, token, id, reason string, maxAttempts int) (bool, error) {
 	s.mu.Lock()
 	s.calls = append(s.calls, "fail")
@@ -81,9 +91,10 @@ func (s *windowSession) Deliver(ctx context.Context, msgs []*plugin.Message, don
 func (s *windowSession) Close(ctx context.Context) error { return nil }
 
 // TestEngineAcksAWindowAtATime: the push acks confirmed messages 16 to a
-// call (the session's window), flushes before a Fail and when a Deliver
-// returns, so that a crash at any moment would push at most one window
-// again; every message is acked once.
+// call (the session's window), flushes before a Fail and before the
+// next claim, and acks the last ones with the unlock (Finish), so that a
+// crash at any moment would push at most one window again; every message
+// is acked once.
 func TestEngineAcksAWindowAtATime(t *testing.T) {
 	st := &ackLog{Store: plugintest.NewStore(nil)}
 	ctx := context.Background()
@@ -119,11 +130,12 @@ func TestEngineAcksAWindowAtATime(t *testing.T) {
 		t.Errorf("pushed (-want +got):\n%s", d)
 	}
 	// Claims of 40 and 5. The first: 16 acked, 4 before the Fail of
-	// call-20, 16 more, 3 when Deliver returned; the second: 5.
+	// call-20, 16 more, 3 before the second claim; the second: 5, with
+	// the unlock.
 	st.mu.Lock()
 	calls := st.calls
 	st.mu.Unlock()
-	if d := cmp.Diff([]string{"ack 16", "ack 4", "fail", "ack 16", "ack 3", "ack 5"}, calls); d != "" {
+	if d := cmp.Diff([]string{"ack 16", "ack 4", "fail", "ack 16", "ack 3", "finish 5"}, calls); d != "" {
 		t.Errorf("store calls (-want +got):\n%s", d)
 	}
 	if p.worst > p.window {

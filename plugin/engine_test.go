@@ -525,6 +525,19 @@ func (s *flakyAck) Ack(ctx context.Context, aor plugin.AOR, token string, ids ..
 	return acked, err
 }
 
+// Finish fails once as Ack does: the push's last acks go with it.
+func (s *flakyAck) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	s.mu.Lock()
+	s.calls++
+	n := s.calls
+	s.mu.Unlock()
+	acked, err := s.Store.Finish(ctx, aor, token, ids...)
+	if n == 1 && err == nil {
+		return 0, errors.New("store: finish: EOF")
+	}
+	return acked, err
+}
+
 // An ack whose reply is lost once (Redis restarting) is tried again: the
 // push goes on, and the second try, finding the messages gone, is no
 // error.

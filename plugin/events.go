@@ -47,6 +47,13 @@ type Events interface {
 	// yet, delivered to consumer, waiting up to block for the first one;
 	// none (and no error) when block passed.
 	ReadEvents(ctx context.Context, consumer string, n int, block time.Duration) ([]RegistrationEvent, error)
+	// AckAndReadEvents acks ack (as AckEvents), then returns up to n
+	// events as ReadEvents does but without waiting: none when there
+	// are none now. Both in one call, so that a reader busy with events
+	// pays one round trip per batch. After an error ack may or may not
+	// be acked (acking again is harmless), and what was read stays
+	// pending for consumer, taken over once idle (ClaimEvents).
+	AckAndReadEvents(ctx context.Context, consumer string, ack []string, n int) ([]RegistrationEvent, error)
 	// ClaimEvents takes over, for consumer, up to n events another
 	// reader (or consumer itself) read and has not acked for at least
 	// idle.
@@ -90,22 +97,34 @@ func consumerName() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
-// Run reads and handles events until ctx ends.
+// Run reads and handles events until ctx ends. The events of a batch
+// are acked with the read of the next (AckAndReadEvents), which does
+// not wait; once that finds none, the reader waits for more (ReadEvents).
 func (r *eventReader) Run(ctx context.Context) error {
 	claim := time.NewTicker(max(r.idle/3, time.Millisecond))
 	defer claim.Stop()
+	var handled []string // handled, not acked yet
+	defer func() { r.ack(ctx, handled) }()
 	failures := 0
 	for ctx.Err() == nil {
 		var evs []RegistrationEvent
 		var err error
 		select {
 		case <-claim.C:
+			r.ack(ctx, handled)
+			handled = handled[:0]
 			evs, err = r.events.ClaimEvents(ctx, r.consumer, r.idle, eventsBatch)
 			if err == nil && len(evs) > 0 {
 				r.log.Info("registration events taken over", "count", len(evs))
 			}
 		default:
-			evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, eventsBlock)
+			if len(handled) == 0 {
+				evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, eventsBlock)
+				break
+			}
+			if evs, err = r.events.AckAndReadEvents(ctx, r.consumer, handled, eventsBatch); err == nil {
+				handled = handled[:0]
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -121,17 +140,14 @@ func (r *eventReader) Run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		r.handleAll(ctx, evs)
+		handled = r.handleAll(ctx, evs, handled)
 	}
 	return nil
 }
 
-// handleAll handles evs in order and acks those handled.
-func (r *eventReader) handleAll(ctx context.Context, evs []RegistrationEvent) {
-	if len(evs) == 0 {
-		return
-	}
-	done := make([]string, 0, len(evs))
+// handleAll handles evs in order and returns done with the ids of those
+// handled appended, to be acked.
+func (r *eventReader) handleAll(ctx context.Context, evs []RegistrationEvent, done []string) []string {
 	for _, ev := range evs {
 		if err := r.handle(ctx, ev); err != nil {
 			// Left pending: claimed again once idle.
@@ -140,6 +156,12 @@ func (r *eventReader) handleAll(ctx context.Context, evs []RegistrationEvent) {
 		}
 		done = append(done, ev.ID)
 	}
+	return done
+}
+
+// ack acks the events handled (done) on their own: before a claim, and
+// when the reader stops.
+func (r *eventReader) ack(ctx context.Context, done []string) {
 	if len(done) == 0 {
 		return
 	}

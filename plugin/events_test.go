@@ -211,6 +211,17 @@ func (s *ackHeld) Ack(ctx context.Context, aor plugin.AOR, token string, ids ...
 	return s.Store.Ack(ctx, aor, token, ids...)
 }
 
+// Finish is held as Ack is: a push of one claim acks with its unlock.
+func (s *ackHeld) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	if len(ids) > 0 {
+		s.once.Do(func() {
+			s.held <- struct{}{}
+			<-s.release
+		})
+	}
+	return s.Store.Finish(ctx, aor, token, ids...)
+}
+
 // TestEventsStoredProlongsPush: a message the proxy stores itself while
 // a push to the user runs, after the push's claim, comes with a
 // "stored" event: the push runs once more and delivers it, as after

@@ -22,7 +22,8 @@ import (
 //	         pager mode, one SIP MESSAGE per message
 //	deliver  one SEND (or MESSAGE) per message; ack the confirmed ones a window at a
 //	         time, fail each refused
-//	release  BYE, then unlock: whatever was not confirmed goes back
+//	release  ack what is left confirmed and unlock, in one call (whatever
+//	         was not confirmed goes back), then BYE
 //
 // claim and deliver repeat until the mailbox is empty (a claim took less
 // than it asked for) or the session limit is reached.
@@ -48,15 +49,15 @@ type pushRun struct {
 	delivery Delivery
 	below    int
 	pager    bool
-	// settings, when not nil, are the user's settings the kick read.
-	settings *UserSettings
+	// read, when not nil, is what the kick read an instant ago.
+	read *kickRead
 }
 
 // push runs one push to reg; the report's Outcome is OutcomeNone when
-// there was nothing to do. u, when not nil, are the user's settings as
-// the kick that asked for the push read them an instant ago.
-func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, u *UserSettings) PushReport {
-	r := &pushRun{e: e, reg: reg, at: at, start: e.cfg.Now(), rep: PushReport{AOR: reg.AOR}, settings: u}
+// there was nothing to do. k, when not nil, is what the kick that asked
+// for the push read an instant ago.
+func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, k *kickRead) PushReport {
+	r := &pushRun{e: e, reg: reg, at: at, start: e.cfg.Now(), rep: PushReport{AOR: reg.AOR}, read: k}
 	return r.run(ctx)
 }
 
@@ -84,7 +85,7 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	renewing := r.keepLease(ctx, cancel)
-	defer func() { rep.Duration = r.release(ctx, cancel, renewing) }()
+	defer func() { r.release(ctx, cancel, renewing, &rep) }()
 	if err := r.mode(ctx, msgs, min(r.e.cfg.Batch, limit)); err != nil {
 		return r.ended(ctx, err)
 	}
@@ -106,7 +107,10 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 		// meanwhile went back to the tail (Fail): the next claim takes
 		// it again, as before.
 		if sent >= limit || len(msgs) < asked && r.rep.Failed == failed {
-			break
+			break // release acks what is left, with the unlock
+		}
+		if err := r.flush(ctx); err != nil {
+			return r.ended(ctx, err)
 		}
 		asked = min(r.e.cfg.Batch, limit-sent)
 		if msgs, err = r.claim(ctx, limit-sent); err != nil {
@@ -135,8 +139,8 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var u UserSettings
-	if r.settings != nil {
-		u = *r.settings
+	if r.read != nil {
+		u = r.read.settings
 	} else if u, err = r.e.cfg.Store.UserSettings(ctx, r.reg.AOR); err != nil {
 		return 0, err
 	}
@@ -151,8 +155,8 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 // mode decides between an MSRP session and pager mode once the first
 // claim took msgs of the asked for (Pager). Only delivery auto needs to
 // know more, and reads it only then: what an earlier push learnt of this
-// client (the stored registration: the event's may come straight from
-// the proxy), and, under pager_below, the mailbox's size when the claim
+// client (the stored registration, unless the kick read it with the
+// settings: a hook's comes straight from the proxy), and, under pager_below, the mailbox's size when the claim
 // does not tell it (it took all that was asked for, no more than
 // pager_below). A claim that took less than asked for took every message
 // pending.
@@ -161,8 +165,9 @@ func (r *pushRun) mode(ctx context.Context, msgs []*Message, asked int) error {
 		r.pager = Pager(r.delivery, r.below, len(msgs), r.reg.PagerOnly)
 		return nil
 	}
-	if !r.reg.PagerOnly {
-		// Not known: MSRP is offered first, as for a new client.
+	if !r.reg.PagerOnly && (r.read == nil || !r.read.stored) {
+		// Not known (a hook's registration, or the kick's read is
+		// stale): MSRP is offered first, as for a new client.
 		if stored, err := r.e.cfg.Store.Contact(ctx, r.reg.AOR); err == nil && stored.Binding() == r.reg.Binding() {
 			r.reg.PagerOnly = stored.PagerOnly
 		}
@@ -226,7 +231,8 @@ func (r *pushRun) open(ctx context.Context) error {
 }
 
 // deliver hands msgs to the session and settles each as its fate is
-// known; when the session returns, the confirmed ones not yet acked are.
+// known. The confirmed ones not yet acked when the session returns are
+// acked before the next claim, or with the unlock (release).
 // A store error while settling ends the push (cancel).
 func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, msgs []*Message) error {
 	var storeErr error
@@ -238,9 +244,6 @@ func (r *pushRun) deliver(ctx context.Context, cancel context.CancelCauseFunc, m
 			cancel(storeErr)
 		}
 	})
-	if storeErr == nil {
-		storeErr = r.flush(ctx)
-	}
 	if storeErr != nil {
 		return storeErr
 	}
@@ -292,11 +295,17 @@ func (r *pushRun) flush(ctx context.Context) error {
 	if len(r.confirmed) == 0 {
 		return nil
 	}
+	return r.acking(ctx, r.e.cfg.Store.Ack)
+}
+
+// acking calls ack (Store.Ack, or Store.Finish) with the confirmed
+// messages queued, as flush says.
+func (r *pushRun) acking(ctx context.Context, ack func(context.Context, AOR, string, ...string) (int, error)) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
-		_, err := r.e.cfg.Store.Ack(ctx, r.reg.AOR, r.token, r.confirmed...)
+		_, err := ack(ctx, r.reg.AOR, r.token, r.confirmed...)
 		if err == nil {
 			r.rep.Delivered += len(r.confirmed)
 			r.confirmed = r.confirmed[:0]
@@ -310,11 +319,26 @@ func (r *pushRun) flush(ctx context.Context) error {
 	}
 }
 
-// release ends the session (BYE), stops the renewer and unlocks: the
-// unconfirmed messages go back to pending, in order. It runs even when
-// ctx was cancelled, and returns the push's duration.
-func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, renewing <-chan struct{}) time.Duration {
+// release stops the renewer, acks the confirmed messages not acked yet
+// and unlocks in one call (Store.Finish: the unconfirmed messages go
+// back to pending, in order), then ends the session (BYE). The lease is
+// not needed for the BYE: nothing more is sent in the session, and a
+// client that does not answer it holds up no other push. It runs even
+// when ctx was cancelled, and completes rep: the messages acked now, an
+// ack that failed (the push's first error is kept), the duration.
+func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, renewing <-chan struct{}, rep *PushReport) {
 	bg := context.WithoutCancel(ctx)
+	cancel(nil)
+	<-renewing
+	before := r.rep.Delivered
+	err := r.acking(bg, r.e.cfg.Store.Finish)
+	rep.Delivered += r.rep.Delivered - before
+	switch {
+	case err != nil && len(r.confirmed) > 0 && rep.Err == nil:
+		rep.Err, rep.Outcome = err, OutcomeFailed
+	case err != nil && !errors.Is(err, ErrLeaseLost):
+		r.e.log.Error("unlock", "aor", r.reg.AOR, "err", err)
+	}
 	if r.sess != nil {
 		cctx, ccancel := context.WithTimeout(bg, 5*time.Second)
 		if err := r.sess.Close(cctx); err != nil {
@@ -322,10 +346,7 @@ func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, r
 		}
 		ccancel()
 	}
-	cancel(nil)
-	<-renewing
-	r.unlock(bg)
-	return r.e.cfg.Now().Sub(r.start)
+	rep.Duration = r.e.cfg.Now().Sub(r.start)
 }
 
 // unlock drops the lease: whatever is in flight goes back to pending. It

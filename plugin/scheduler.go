@@ -18,7 +18,7 @@ type scheduler struct {
 	log    *slog.Logger
 	policy func() Policy
 	// push runs one push (pushrun.go); pushed reports its end.
-	push   func(ctx context.Context, reg Registration, at time.Time, u *UserSettings) PushReport
+	push   func(ctx context.Context, reg Registration, at time.Time, k *kickRead) PushReport
 	pushed func(PushReport)
 
 	events  chan event
@@ -36,12 +36,12 @@ type scheduler struct {
 type schedRun struct {
 	reg Registration // the registration to push to next
 	at  time.Time    // when the event that asked for it arrived
-	// settings are the user's settings as the kick that queued the run
-	// read them, handed to its first push only (see settingsFresh).
-	settings *UserSettings
-	contact  string // the contact of the push running now
-	cancel   context.CancelFunc
-	again    bool // something arrived while it ran: run once more
+	// read is what the kick that queued the run read, handed to its
+	// first push only (see settingsFresh).
+	read    *kickRead
+	contact string // the contact of the push running now
+	cancel  context.CancelFunc
+	again   bool // something arrived while it ran: run once more
 }
 
 type backoffState struct {
@@ -91,10 +91,10 @@ type retryTimer struct {
 type (
 	event     any
 	kickEvent struct {
-		reg      Registration
-		at       time.Time
-		force    bool          // ignore and clear the backoff (an operator's push now)
-		settings *UserSettings // as the kick read them
+		reg   Registration
+		at    time.Time
+		force bool      // ignore and clear the backoff (an operator's push now)
+		read  *kickRead // what the kick read
 	}
 	cancelEvent struct {
 		aor     AOR
@@ -113,7 +113,7 @@ type (
 )
 
 func newScheduler(maxConcurrent int, now func() time.Time, log *slog.Logger, policy func() Policy,
-	push func(context.Context, Registration, time.Time, *UserSettings) PushReport, pushed func(PushReport)) *scheduler {
+	push func(context.Context, Registration, time.Time, *kickRead) PushReport, pushed func(PushReport)) *scheduler {
 	return &scheduler{
 		sem: make(chan struct{}, maxConcurrent), now: now, log: log, policy: policy,
 		push: push, pushed: pushed,
@@ -164,10 +164,18 @@ func (s *scheduler) send(ev event) error {
 	}
 }
 
-// kick asks for a push to r; u are the user's settings the caller read
-// to decide it.
-func (s *scheduler) kick(r Registration, at time.Time, force bool, u UserSettings) error {
-	return s.send(kickEvent{reg: r, at: at, force: force, settings: &u})
+// kickRead is what a kick read to decide a push, which the push takes
+// when it starts at once rather than read it again (settingsFresh).
+type kickRead struct {
+	settings UserSettings // the user's settings
+	// stored says the registration is the one the store holds, read
+	// with the settings (PagerOnly included), not one a hook brought.
+	stored bool
+}
+
+// kick asks for a push to r; k is what the caller read to decide it.
+func (s *scheduler) kick(r Registration, at time.Time, force bool, k kickRead) error {
+	return s.send(kickEvent{reg: r, at: at, force: force, read: &k})
 }
 
 // cancel ends a push to contact of aor (any contact when empty) and its
@@ -221,18 +229,18 @@ func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
 		s.log.Info("push at once despite the backoff", "aor", aor, "contact", ev.reg.Contact,
 			"broken_by_transport", b.transport, "until", b.until)
 	}
-	s.queue(ctx, ev.reg, ev.at, ev.settings)
+	s.queue(ctx, ev.reg, ev.at, ev.read)
 }
 
-// queue starts a push to reg, or has the one running run once more. u,
-// when not nil, are the user's settings the kick just read.
-func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time, u *UserSettings) {
+// queue starts a push to reg, or has the one running run once more. k,
+// when not nil, is what the kick just read.
+func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time, k *kickRead) {
 	if r, ok := s.runs[reg.AOR]; ok {
 		r.again = true
 		r.reg = reg
 		return
 	}
-	r := &schedRun{reg: reg, at: at, settings: u}
+	r := &schedRun{reg: reg, at: at, read: k}
 	s.runs[reg.AOR] = r
 	s.count.Add(1)
 	s.start(ctx, r)
@@ -249,16 +257,16 @@ const settingsFresh = 100 * time.Millisecond
 func (s *scheduler) start(ctx context.Context, r *schedRun) {
 	rctx, cancel := context.WithCancel(ctx)
 	r.cancel, r.again, r.contact = cancel, false, r.reg.Contact
-	reg, at, u := r.reg, r.at, r.settings
-	r.settings = nil // a run once more reads them again
+	reg, at, k := r.reg, r.at, r.read
+	r.read = nil // a run once more reads them again
 	go func() {
 		var rep PushReport
 		select {
 		case s.sem <- struct{}{}:
-			if u != nil && s.now().Sub(at) > settingsFresh {
-				u = nil // it waited for a slot: read them again
+			if k != nil && s.now().Sub(at) > settingsFresh {
+				k = nil // it waited for a slot: read them again
 			}
-			rep = s.push(rctx, reg, at, u)
+			rep = s.push(rctx, reg, at, k)
 			<-s.sem
 		case <-rctx.Done():
 		}

@@ -99,6 +99,16 @@ type Queue interface {
 	// ErrLeaseLost if another token owns it now; nothing changes then.
 	Unlock(ctx context.Context, aor AOR, token string) error
 
+	// Finish ends a push in one call: it acks ids as Ack does, then
+	// unlocks as Unlock does, and returns how many it removed.
+	// ErrLeaseLost if another token owns the lease (nothing changes
+	// then), or if ids are given and token's lease is not live (nothing
+	// is acked; the lease is dropped all the same when token owned it).
+	// A lease that is nobody's with none of ids stored any more is no
+	// error: it is what a retry finds when the first try went through
+	// and its reply was lost.
+	Finish(ctx context.Context, aor AOR, token string, ids ...string) (acked int, err error)
+
 	// Recipients lists recipients with stored messages, about n at a time,
 	// from cursor ("" to begin); next is "" after the last page. A scan
 	// sees every recipient that has messages throughout it, some maybe
@@ -241,4 +251,7 @@ type Settings interface {
 	// Contact returns the last registration of aor; ErrNotFound if none is
 	// known or it has expired.
 	Contact(ctx context.Context, aor AOR) (Registration, error)
+	// ContactAndSettings is Contact and UserSettings in one call (a push
+	// that a registration event asks for needs both).
+	ContactAndSettings(ctx context.Context, aor AOR) (Registration, UserSettings, error)
 }

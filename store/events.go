@@ -84,6 +84,46 @@ func (r *Redis) readEvents(ctx context.Context, consumer string, n int, block ti
 	return evs, nil
 }
 
+// AckAndReadEvents implements plugin.Events: [XACK, XREADGROUP without
+// BLOCK] pipelined.
+func (r *Redis) AckAndReadEvents(ctx context.Context, consumer string, ack []string, n int) ([]plugin.RegistrationEvent, error) {
+	evs, err := r.ackAndReadEvents(ctx, consumer, ack, n)
+	if err != nil {
+		return nil, fmt.Errorf("store: ack %d events and read: %w", len(ack), err)
+	}
+	return evs, nil
+}
+
+func (r *Redis) ackAndReadEvents(ctx context.Context, consumer string, ack []string, n int) ([]plugin.RegistrationEvent, error) {
+	if len(ack) == 0 {
+		return r.readEvents(ctx, consumer, n, -1)
+	}
+	if err := r.ready(ctx); err != nil {
+		return nil, err
+	}
+	pipe := r.c.Pipeline()
+	acked := pipe.XAck(ctx, eventsKey, eventsGroup, ack...)
+	read := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{Group: eventsGroup, Consumer: consumer, Streams: []string{eventsKey, ">"},
+		Count: int64(n), Block: -1})
+	_, _ = pipe.Exec(ctx) // errors are per command
+	res, err := read.Result()
+	switch {
+	case isNoGroup(err):
+		// Lost with Redis's data: nothing to ack; read in the new group.
+		return r.readEvents(ctx, consumer, n, -1)
+	case errors.Is(err, redis.Nil):
+		err = nil
+	}
+	if err = errors.Join(acked.Err(), err); err != nil {
+		return nil, err
+	}
+	var evs []plugin.RegistrationEvent
+	for _, s := range res {
+		evs = append(evs, r.eventsOf(s.Messages)...)
+	}
+	return evs, nil
+}
+
 // ClaimEvents implements plugin.Events: XAUTOCLAIM from the start of the
 // pending entries.
 func (r *Redis) ClaimEvents(ctx context.Context, consumer string, idle time.Duration, n int) ([]plugin.RegistrationEvent, error) {

@@ -64,6 +64,54 @@ func TestEvents(t *testing.T) {
 	}
 }
 
+// TestEventsAckAndRead: one call acks the events handled and reads the
+// next ones, without waiting when there are none.
+func TestEventsAckAndRead(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	if code, _, _ := dpStore(t, c, "sip:bob@example.com", directMessages[0].raw); code != 202 {
+		t.Fatal(code)
+	}
+	register := func() {
+		t.Helper()
+		if n := dpRegister(t, c, "sip:bob@example.com", "sip:bob@h:5", 600, fmt.Sprint(time.Now().UnixMicro()), "", "", "", ""); n != 1 {
+			t.Fatalf("dp_register = %d", n)
+		}
+	}
+	pending := func() int64 {
+		t.Helper()
+		p, err := c.XPending(ctx, "dp:events", "deferpush").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Count
+	}
+	register()
+	first, err := s.ReadEvents(ctx, "a", 10, 100*time.Millisecond)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("read %v, %v; want one event", first, err)
+	}
+	register()
+	evs, err := s.AckAndReadEvents(ctx, "a", []string{first[0].ID}, 10)
+	if err != nil || len(evs) != 1 || evs[0].ID == first[0].ID {
+		t.Fatalf("ack and read %v, %v; want the second event", evs, err)
+	}
+	if n := pending(); n != 1 {
+		t.Errorf("%d pending, want the second event only", n)
+	}
+	start := time.Now()
+	none, err := s.AckAndReadEvents(ctx, "a", []string{evs[0].ID}, 10)
+	if err != nil || len(none) != 0 {
+		t.Errorf("ack and read with nothing new: %v, %v; want none", none, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("ack and read with nothing new took %v: it waited", d)
+	}
+	if n := pending(); n != 0 {
+		t.Errorf("%d pending after the last ack", n)
+	}
+}
+
 // TestEventsBeforeFirstStart: events a proxy wrote before deferpush first
 // created its group are read: the group starts at the stream's start.
 func TestEventsBeforeFirstStart(t *testing.T) {

@@ -350,18 +350,17 @@ redis.register_function('dp_claim', function(keys, args)
   return out
 end)
 
--- dp_ack removes messages the client confirmed: every given id that is in
--- flight; the others (acked before, deleted meanwhile) are skipped.
---   KEYS  mailbox
---   ARGV  1 token, 2 now ms, 3.. ids
---   Returns {-1, 0} when the lease is not live (nothing done), else
---   {acked, size}: size is what the mailbox holds afterwards (q and d).
-redis.register_function('dp_ack', function(keys, args)
+-- ack removes the ids args[from..] that are in flight under a live lease
+-- of token (dp_ack, dp_finish); the others (acked before, deleted
+-- meanwhile) are skipped. Returns {-1, 0} when the lease is not live
+-- (nothing done), else {acked, size}: size is what the mailbox holds
+-- afterwards (q and d).
+local function ack(keys, token, now, args, from)
   local q, m, d = keys[1], keys[2], keys[3]
-  if not live(m, args[1], tonumber(args[2])) then return {-1, 0} end
+  if not live(m, token, now) then return {-1, 0} end
   local n = inflight(m)
   local acked = {}
-  for i = 3, #args do
+  for i = from, #args do
     local id = args[i]
     if n > 0 and redis.call('LPOS', q, id, 'MAXLEN', n) then
       redis.call('LREM', q, 1, id)
@@ -375,6 +374,16 @@ redis.register_function('dp_ack', function(keys, args)
     setinflight(m, n)
   end
   return {#acked, size(q, d)}
+end
+
+-- dp_ack removes messages the client confirmed: every given id that is in
+-- flight; the others (acked before, deleted meanwhile) are skipped.
+--   KEYS  mailbox
+--   ARGV  1 token, 2 now ms, 3.. ids
+--   Returns {-1, 0} when the lease is not live (nothing done), else
+--   {acked, size}: size is what the mailbox holds afterwards (q and d).
+redis.register_function('dp_ack', function(keys, args)
+  return ack(keys, args[1], tonumber(args[2]), args, 3)
 end)
 
 -- dp_fail counts a failed attempt of a message in flight; at max attempts
@@ -426,6 +435,34 @@ redis.register_function('dp_unlock', function(keys, args)
   local n = requeue(keys[1], keys[2])
   redis.call('HDEL', keys[2], 'lock')
   return n
+end)
+
+-- dp_finish ends a push in one call: dp_ack of the ids the client
+-- confirmed last, then dp_unlock (what else is in flight goes back to
+-- pending, in order, and the lease is dropped).
+--   KEYS  mailbox
+--   ARGV  1 token, 2 now ms, 3.. ids
+--   Returns {-2, 0} when another token owns the lease (nothing done);
+--   else {acked, size} as dp_ack's, the lease dropped. acked is -1 when
+--   the lease had lapsed (nothing acked), or when it is nobody's and an
+--   id is still stored: the sweeper requeued them. Nobody's lease and
+--   none of the ids stored is what a retry finds after its first try
+--   went through, its reply lost: {0, size}.
+redis.register_function('dp_finish', function(keys, args)
+  local owner = lease(keys[2])
+  if owner and owner ~= args[1] then return {-2, 0} end
+  local res = {0, 0}
+  if #args >= 3 and owner then
+    res = ack(keys, args[1], tonumber(args[2]), args, 3)
+  elseif #args >= 3 then
+    res = {0, size(keys[1], keys[3])}
+    for i = 3, #args do
+      if redis.call('HEXISTS', keys[2], args[i]) == 1 then res = {-1, 0} break end
+    end
+  end
+  requeue(keys[1], keys[2])
+  redis.call('HDEL', keys[2], 'lock')
+  return res
 end)
 
 -- dp_renew extends a live lease.

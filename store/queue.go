@@ -439,6 +439,61 @@ func (r *Redis) Unlock(ctx context.Context, aor plugin.AOR, token string) error 
 	return nil
 }
 
+// Finish implements plugin.Queue: one call acks ids and unlocks.
+//
+// One round trip: [FCALL dp_finish, HINCRBY pushed] pipelined, the
+// counter corrected afterwards by what was not acked, as Ack does.
+func (r *Redis) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	n, err := r.finish(ctx, aor, token, ids)
+	if err != nil {
+		return 0, fmt.Errorf("store: finish %s (ack %d): %w", aor, len(ids), err)
+	}
+	return n, nil
+}
+
+func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return 0, err
+	}
+	if err := r.ready(ctx); err != nil {
+		return 0, err
+	}
+	keys, args := mailboxKeys(aor), make([]any, 0, 2+len(ids))
+	args = append(args, token, ms(r.now()))
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	var cmd *redis.Cmd
+	var counted *redis.IntCmd
+	if len(ids) > 0 {
+		pipe := r.c.Pipeline()
+		cmd = r.fn.queue(ctx, pipe, "dp_finish", keys, args...)
+		counted = pipe.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
+		_, _ = pipe.Exec(ctx) // errors are per command
+		_ = counted.Err()     // see Append
+		cmd = r.fn.again(ctx, cmd, "dp_finish", keys, args...)
+	} else {
+		cmd = r.fn.run(ctx, "dp_finish", keys, args...)
+	}
+	res, err := cmd.Slice()
+	acked := int64(-1)
+	if err == nil {
+		acked = res[0].(int64)
+	}
+	if missed := int64(len(ids)) - max(acked, 0); len(ids) > 0 && missed > 0 {
+		r.c.HIncrBy(ctx, statsKey, "pushed", -missed)
+	}
+	switch {
+	case err != nil:
+		return 0, err
+	case acked == -2 || acked < 0 && len(ids) > 0:
+		return 0, plugin.ErrLeaseLost
+	case acked > 0 && res[1].(int64) == 0:
+		r.emptied(ctx, aor)
+	}
+	return int(max(acked, 0)), nil
+}
+
 // leaseOp runs a function whose ARGV[1] is the token and whose result is
 // -1 for "lease not ours", else a count.
 func (r *Redis) leaseOp(ctx context.Context, name string, aor plugin.AOR, token string, args ...any) (int, error) {

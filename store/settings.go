@@ -417,6 +417,46 @@ func (r *Redis) Contact(ctx context.Context, aor plugin.AOR) (plugin.Registratio
 	return reg, nil
 }
 
+// ContactAndSettings implements plugin.Settings: one round trip, both
+// GETs pipelined (one slot: the keys share the recipient's hash tag).
+func (r *Redis) ContactAndSettings(ctx context.Context, aor plugin.AOR) (plugin.Registration, plugin.UserSettings, error) {
+	reg, u, err := r.contactAndSettings(ctx, aor)
+	if err != nil {
+		return plugin.Registration{}, plugin.UserSettings{}, fmt.Errorf("store: contact and settings %s: %w", aor, err)
+	}
+	return reg, u, nil
+}
+
+func (r *Redis) contactAndSettings(ctx context.Context, aor plugin.AOR) (reg plugin.Registration, u plugin.UserSettings, err error) {
+	if err := errors.Join(checkAOR(aor), r.ready(ctx)); err != nil {
+		return reg, u, err
+	}
+	pipe := r.c.Pipeline()
+	c, s := pipe.Get(ctx, contactKey(aor)), pipe.Get(ctx, settingsKey(aor))
+	_, _ = pipe.Exec(ctx) // errors are per command
+	b, err := c.Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return reg, u, plugin.ErrNotFound
+	case err != nil:
+		return reg, u, err
+	}
+	if err := json.Unmarshal(b, &reg); err != nil {
+		return reg, u, err
+	}
+	if !reg.Expires.IsZero() && !reg.Expires.After(r.now()) {
+		return plugin.Registration{}, u, plugin.ErrNotFound
+	}
+	b, err = s.Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return reg, u, nil
+	case err != nil:
+		return reg, u, err
+	}
+	return reg, u, json.Unmarshal(b, &u)
+}
+
 func (r *Redis) getJSON(ctx context.Context, aor plugin.AOR, key string, v any) error {
 	if err := checkAOR(aor); err != nil {
 		return err

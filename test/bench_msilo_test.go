@@ -251,7 +251,13 @@ func messageSystems(rep *benchReport) []messageSystem {
 			return runDeferpushSide(b, p, m, deferpushSide{proxy: proxyKamailio, mode: mode})
 		}})
 	}
-	out := append(kamailio, messageSystem{Name: systemDeferpushPager, Side: sideDeferpush, OnlyM: []int{1}, Run: runDeferpushPager})
+	out := append(kamailio,
+		messageSystem{Name: systemDeferpushPager, Side: sideDeferpush, OnlyM: []int{1}, Run: func(b *testing.B, p benchParams, m int) benchRow {
+			return runDeferpushPager(b, p, m, false)
+		}},
+		messageSystem{Name: systemDeferpushPagerRedis, Side: sideDeferpush, OnlyM: []int{1}, Run: func(b *testing.B, p benchParams, m int) benchRow {
+			return runDeferpushPager(b, p, m, true)
+		}})
 	if rep.OpenSIPSMissing == "" {
 		out = append(out,
 			messageSystem{Name: systemMsiloOpenSIPS, Side: sideMsilo, Run: func(b *testing.B, p benchParams, m int) benchRow {

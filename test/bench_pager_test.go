@@ -3,20 +3,33 @@ package test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/deferpush/deferpush/plugin"
 )
 
-// systemDeferpushPager is the row of deferpush with pager_below: small
-// mailboxes go by SIP MESSAGE (pager mode, issue 15), as msilo delivers.
-const systemDeferpushPager = "deferpush (pager_below)"
+// The rows of deferpush with pager_below: small mailboxes go by SIP
+// MESSAGE (pager mode, issue 15), as msilo delivers. The first runs the
+// shipped kamailio.cfg as shipped (the hooks: each REGISTER posts the
+// registered hook from an async worker), the second its Redis-direct
+// mode (dp_store, dp_register and the registration events).
+const (
+	systemDeferpushPager      = "deferpush (pager_below)"
+	systemDeferpushPagerRedis = "deferpush (pager_below, Redis direct)"
+)
 
 // pagerMode is the shipped kamailio.cfg as shipped (the message hook),
-// deferpush's policy with delivery auto and pager_below m.
-func pagerMode(m int) deferpushMode {
-	return deferpushMode{System: systemDeferpushPager, Profile: "deferpush-pager",
-		Policy: func(pol *plugin.Policy) { pol.Delivery, pol.PagerBelow = plugin.DeliveryAuto, m }}
+// or in its Redis-direct mode (direct), deferpush's policy with delivery
+// auto and pager_below m.
+func pagerMode(m int, direct bool) deferpushMode {
+	mode := deferpushMode{System: systemDeferpushPager, Profile: "deferpush-pager"}
+	if direct {
+		mode = redisDirectMode()
+		mode.System, mode.Profile = systemDeferpushPagerRedis, "deferpush-pager-redis"
+	}
+	mode.Policy = func(pol *plugin.Policy) { pol.Delivery, pol.PagerBelow = plugin.DeliveryAuto, m }
+	return mode
 }
 
 // runDeferpushPager measures deferpush with pager_below = M on the
@@ -27,11 +40,12 @@ func pagerMode(m int) deferpushMode {
 // (sippDeliveryPhase, as msilo's row), and deferpush sends each user's
 // messages as SIP MESSAGEs through Kamailio — no INVITE, no MSRP. Only
 // the client differs from the deferpush row: MSRP needs the reference
-// client, pager mode does not.
-func runDeferpushPager(b *testing.B, p benchParams, m int) benchRow {
+// client, pager mode does not. direct runs Kamailio's Redis-direct mode
+// (its store phase is the Redis-direct row's).
+func runDeferpushPager(b *testing.B, p benchParams, m int, direct bool) benchRow {
 	b.Helper()
 	row := benchRow{Users: p.Users, M: m}
-	mode := pagerMode(m)
+	mode := pagerMode(m, direct)
 	s := startDeferpushStack(b, p, deferpushSide{proxy: proxyKamailio, mode: mode})
 	defer s.stop(b)
 	dir := b.TempDir()
@@ -54,16 +68,28 @@ func runDeferpushPager(b *testing.B, p benchParams, m int) benchRow {
 	return row
 }
 
-// pagerGoal is issue 15's goal for the pager_below row.
+// pagerGoal is issue 15's goal for the pager_below rows: the better of
+// the two, each shown.
 func (r *benchReport) pagerGoal() goal {
 	g := goal{Text: "delivery rate with pager_below ≥ msilo's at M=1 (issue 15)"}
-	ref, ok1 := r.med(systemMsilo, 1, deliverRate)
-	rate, ok2 := r.med(systemDeferpushPager, 1, deliverRate)
-	if !ok1 || !ok2 || ref == 0 {
-		g.Detail = "no msilo or no pager_below row at M=1"
+	ref, ok := r.med(systemMsilo, 1, deliverRate)
+	if !ok || ref == 0 {
+		g.Detail = "no msilo row at M=1"
 		return g
 	}
-	g.Measured, g.Met = true, rate >= ref
-	g.Detail = fmt.Sprintf("%.2f× (%s vs %s msgs/s)", rate/ref, num(rate, 0), num(ref, 0))
+	var parts []string
+	for _, sys := range []struct{ name, label string }{{systemDeferpushPager, "hooks"}, {systemDeferpushPagerRedis, "Redis direct"}} {
+		rate, ok := r.med(sys.name, 1, deliverRate)
+		if !ok {
+			continue
+		}
+		g.Measured, g.Met = true, g.Met || rate >= ref
+		parts = append(parts, fmt.Sprintf("%s: %.2f× (%s vs %s msgs/s)", sys.label, rate/ref, num(rate, 0), num(ref, 0)))
+	}
+	if !g.Measured {
+		g.Detail = "no pager_below row at M=1"
+		return g
+	}
+	g.Detail = strings.Join(parts, "; ")
 	return g
 }

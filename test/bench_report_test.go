@@ -490,7 +490,8 @@ func (r *benchReport) pairs() []pair {
 	for _, mode := range kamailioModes() {
 		out = append(out, pair{mode.System, systemMsilo})
 	}
-	return append(out, pair{systemDeferpushPager, systemMsilo}, pair{systemDeferpushOpenSIPS, systemMsiloOpenSIPS})
+	return append(out, pair{systemDeferpushPager, systemMsilo}, pair{systemDeferpushPagerRedis, systemMsilo},
+		pair{systemDeferpushOpenSIPS, systemMsiloOpenSIPS})
 }
 
 func pct(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
@@ -565,7 +566,10 @@ func (r *benchReport) howMeasured(b *bytes.Buffer) {
 		"(`test/bench_redisdirect_test.go`); rows marked \"not built yet\" have no figure.\n")
 	b.WriteString("- **deferpush (pager_below)** (M=1 only) runs the shipped kamailio.cfg as shipped with the policy's `delivery` auto and " +
 		"`pager_below` M: each user's messages go as SIP MESSAGEs (pager mode) through Kamailio to msilo's own client, the SIPp UAS, " +
-		"registered by the same SIPp scenario as msilo's; its store phase is the hook row's.\n")
+		"registered by the same SIPp scenario as msilo's; its store phase is the hook row's, and each REGISTER reaches deferpush " +
+		"through the registered hook (an async worker, libcurl, HTTP). **deferpush (pager_below, Redis direct)** is the same in " +
+		"kamailio.cfg's Redis-direct mode: Kamailio stores with dp_store and records each REGISTER with dp_register, whose " +
+		"registration event deferpush reads; its store phase is the Redis-direct row's.\n")
 	b.WriteString("- **OpenSIPS 3.4:** **msilo (OpenSIPS)** runs `test/testdata/opensips-msilo.cfg`, the same registrar and msilo setup " +
 		"(db_sqlite in WAL mode, in /dev/shm, the SIPp UAS); **deferpush (OpenSIPS)** runs the shipped `adapters/opensips/opensips.cfg` " +
 		"(the message hook through rest_client's async rest_post, the registration hooks from the usrloc events).\n")
@@ -606,7 +610,7 @@ func (r *benchReport) svg() ([]byte, error) {
 	)
 	ms := r.Params.Ms
 	systems := []struct{ name, color string }{{systemDeferpush, "#1f77b4"}, {systemDeferpushViaSIP, "#9467bd"},
-		{systemDeferpushRedis, "#2ca02c"}, {systemDeferpushPager, "#8c564b"}, {systemMsilo, "#d62728"},
+		{systemDeferpushRedis, "#2ca02c"}, {systemDeferpushPager, "#8c564b"}, {systemDeferpushPagerRedis, "#e377c2"}, {systemMsilo, "#d62728"},
 		{systemDeferpushOpenSIPS, "#17becf"}, {systemMsiloOpenSIPS, "#ff7f0e"}}
 	maxY := 0.0
 	for _, row := range r.Rows {

@@ -42,6 +42,9 @@ type coreOptions struct {
 	sweepInterval time.Duration
 	// logger replaces testLogger's.
 	logger *slog.Logger
+	// events has the engine read registration events from the store's
+	// stream (Redis-direct mode: the proxy's dp_register writes them).
+	events bool
 }
 
 func (c *core) PushDone(r plugin.PushReport) {
@@ -127,8 +130,12 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
 	scanned := make(chan struct{})
 	engLog := slog.New(&onMessage{Handler: log.Handler(), msg: "start-up scan done", ch: scanned, once: new(sync.Once)})
-	c.eng, err = plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: engLog, LockTTL: 10 * time.Second,
-		SweepInterval: o.sweepInterval})
+	cfg := plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: engLog, LockTTL: 10 * time.Second,
+		SweepInterval: o.sweepInterval}
+	if o.events {
+		cfg.Events = st
+	}
+	c.eng, err = plugin.NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

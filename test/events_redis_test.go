@@ -66,6 +66,11 @@ func (c claimOnly) ReadEvents(ctx context.Context, _ string, _ int, block time.D
 	}
 }
 
+// AckAndReadEvents acks, and reads nothing either.
+func (c claimOnly) AckAndReadEvents(ctx context.Context, _ string, ack []string, _ int) ([]plugin.RegistrationEvent, error) {
+	return nil, c.AckEvents(ctx, ack...)
+}
+
 // eventsEngine runs an engine on the store st reading events from ev,
 // taking over events idle for idle; it returns once the engine's
 // start-up scan is over.

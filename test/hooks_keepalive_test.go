@@ -24,8 +24,9 @@ func TestKamailioHooksKeepAlive(t *testing.T) { flowHooksKeepAlive(t, kamailioSt
 
 // TestOpenSIPSHooksKeepAlive: the same through the shipped opensips.cfg
 // (rest_client keeps its curl handles, and their connections, per
-// process).
-func TestOpenSIPSHooksKeepAlive(t *testing.T) { flowHooksKeepAlive(t, opensipsStarter, 4) }
+// process): the message hook runs in its 4 UDP and 4 TCP workers, the
+// registration hooks in the usrloc event routes' processes, so up to 10.
+func TestOpenSIPSHooksKeepAlive(t *testing.T) { flowHooksKeepAlive(t, opensipsStarter, 10) }
 
 // flowHooksKeepAlive stores 30 MESSAGEs and registers 10 users through
 // the proxy start starts, and checks that its hook calls reached

@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
 )
 
@@ -157,15 +160,52 @@ func processCPU(b *testing.B) time.Duration {
 // of the bench's M=1 row aside), redis-us/push redis-server's, both from
 // schedstat as make bench counts server CPU. Its B/op and allocs/op are
 // the bench process's (the clients and the hook calls), not deferpush's.
-func BenchmarkPushOneBinary(b *testing.B) {
+func BenchmarkPushOneBinary(b *testing.B) { pushOneBinary(b, false, false) }
+
+// BenchmarkPushOneDirect is BenchmarkPushOneBinary in Redis-direct mode:
+// each user registers as Kamailio's REDIS_DIRECT script records it (FCALL
+// dp_register, whose registration event deferpush reads), so that no
+// hook call is in deferpush's CPU; dp_register's own work is in
+// redis-us/push, as the bench counts it.
+func BenchmarkPushOneDirect(b *testing.B) { pushOneBinary(b, true, false) }
+
+// BenchmarkPushOnePagerDirect is BenchmarkPushOneDirect in pager mode
+// (delivery auto, pager_below 1, as the bench's pager rows): the message
+// goes as a SIP MESSAGE to the client's contact, no INVITE, no MSRP; an
+// op is one push, registration to the client's MESSAGE.
+func BenchmarkPushOnePagerDirect(b *testing.B) { pushOneBinary(b, true, true) }
+
+// pushOneBinary runs the benchmarks above: registrations through the
+// hook or, direct, through dp_register; MSRP or, pager, pager mode.
+func pushOneBinary(b *testing.B, direct, pager bool) {
 	const users = 100
 	quietSIP(b)
 	r := harness.Redis(b)
+	if pager {
+		st, err := store.New(store.Config{URL: r.URL()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _, err = st.UpdatePolicy(context.Background(), "bench", func(p *plugin.Policy) error {
+			p.Delivery, p.PagerBelow = plugin.DeliveryAuto, 1
+			return nil
+		})
+		st.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 	cfg := filepath.Join(b.TempDir(), "deferpush.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("hooks:\n  token: %s\n", consoleHooksToken)), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	dp := startDeferpush(b, nil, "--config", cfg, "--redis", r.URL(), "--log-level", "info")
+	opt, err := redis.ParseURL(r.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	b.Cleanup(func() { rc.Close() })
 	hook := func(path string, body any) {
 		b.Helper()
 		raw, _ := json.Marshal(body)
@@ -180,6 +220,18 @@ func BenchmarkPushOneBinary(b *testing.B) {
 		res.Body.Close()
 		if res.StatusCode != http.StatusOK {
 			b.Fatalf("%s: %d %s", path, res.StatusCode, out)
+		}
+	}
+	register := func(aor, contact string) {
+		b.Helper()
+		if !direct {
+			hook("/hooks/kamailio/registered", map[string]any{"aor": aor, "contact": contact, "expires": 300})
+			return
+		}
+		n, err := rc.FCall(context.Background(), "dp_register", nil, aor, contact, 300,
+			fmt.Sprint(time.Now().UnixMicro()), "", "", "", "").Int()
+		if err != nil || n != 1 {
+			b.Fatalf("dp_register %s = %d, %v; want an event", aor, n, err)
 		}
 	}
 	aors := make([]string, users)
@@ -206,25 +258,35 @@ func BenchmarkPushOneBinary(b *testing.B) {
 		dp0, redis0 := processCPUSeconds(dp.cmd.Process.Pid), processCPUSeconds(r.Proc().PID())
 		b.StartTimer()
 		for i := range n {
-			hook("/hooks/kamailio/registered", map[string]any{"aor": aors[i], "contact": clients[i].Contact(), "expires": 300})
+			register(aors[i], clients[i].Contact())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		for i := range n {
 			if _, err := clients[i].Wait(ctx, func(s imclient.Stats) bool {
-				return s.Received >= base[i].Received+1 && s.Byes >= base[i].Byes+1
+				return s.Received >= base[i].Received+1 && (pager || s.Byes >= base[i].Byes+1)
 			}); err != nil {
 				b.Fatalf("client %d: %v", i, err)
 			}
 		}
 		cancel()
 		b.StopTimer()
-		// The unlock follows the BYE's answer: let the last ones run
-		// before the CPU is read.
+		// The BYE's answer (in pager mode the MESSAGE's 200, then the
+		// ack and unlock) comes last: let the last ones run before the
+		// CPU is read.
 		time.Sleep(20 * time.Millisecond)
 		dpCPU += processCPUSeconds(dp.cmd.Process.Pid) - dp0
 		redisCPU += processCPUSeconds(r.Proc().PID()) - redis0
 		done += n
 		b.StartTimer()
+	}
+	if pager {
+		for i := range users {
+			for _, m := range clients[i].Received() {
+				if !m.Pager {
+					b.Fatalf("client %d got a message over MSRP, want pager mode", i)
+				}
+			}
+		}
 	}
 	b.ReportMetric(dpCPU*1e6/float64(b.N), "deferpush-us/push")
 	b.ReportMetric(redisCPU*1e6/float64(b.N), "redis-us/push")

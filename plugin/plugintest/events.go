@@ -107,6 +107,14 @@ func (e *Events) ReadEvents(ctx context.Context, consumer string, n int, block t
 	}
 }
 
+// AckAndReadEvents implements plugin.Events.
+func (e *Events) AckAndReadEvents(ctx context.Context, consumer string, ack []string, n int) ([]plugin.RegistrationEvent, error) {
+	if err := e.AckEvents(ctx, ack...); err != nil {
+		return nil, err
+	}
+	return e.ReadEvents(ctx, consumer, n, 0)
+}
+
 // ClaimEvents implements plugin.Events.
 func (e *Events) ClaimEvents(ctx context.Context, consumer string, idle time.Duration, n int) ([]plugin.RegistrationEvent, error) {
 	e.mu.Lock()

@@ -246,6 +246,46 @@ func (s *Store) Unlock(ctx context.Context, aor plugin.AOR, token string) error 
 	return nil
 }
 
+// Finish implements plugin.Queue: Ack, then Unlock, under one lock. A
+// lease that is nobody's, none of ids stored, is a retry whose first try
+// went through: no error.
+func (s *Store) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
+	if err := leaseCall(ctx, aor, token); err != nil {
+		return 0, fmt.Errorf("plugintest: finish %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.box(aor, false)
+	if b == nil {
+		return 0, nil // nothing stored: a retry whose first try went through
+	}
+	if b.owner != "" && b.owner != token {
+		return 0, fmt.Errorf("plugintest: finish %s: %w", aor, plugin.ErrLeaseLost)
+	}
+	acked := 0
+	var err error
+	stored := slices.ContainsFunc(ids, func(id string) bool { _, ok := b.msgs[id]; return ok })
+	if b.owner == "" && stored || b.owner != "" && len(ids) > 0 && !b.live(token, s.now()) {
+		err = fmt.Errorf("plugintest: finish %s: %w", aor, plugin.ErrLeaseLost)
+	} else {
+		for _, id := range ids {
+			i := slices.Index(b.inflight, id)
+			if i < 0 {
+				continue // acked before, or deleted meanwhile
+			}
+			b.inflight = slices.Delete(b.inflight, i, i+1)
+			delete(b.msgs, id)
+			delete(b.notify, id)
+			acked++
+		}
+		s.totals.Pushed += int64(acked)
+	}
+	b.requeue()
+	b.owner, b.until = "", time.Time{}
+	s.tidy(aor)
+	return acked, err
+}
+
 // Sweep implements plugin.Queue. Leases and expiry are judged at now, not
 // by the store's clock, as the contract says.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (plugin.SweepStats, error) {

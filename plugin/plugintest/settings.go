@@ -238,3 +238,13 @@ func cloneRegistration(r plugin.Registration) plugin.Registration {
 	r.Expires = r.Expires.Round(0)
 	return r
 }
+
+// ContactAndSettings implements plugin.Settings.
+func (s *Store) ContactAndSettings(ctx context.Context, aor plugin.AOR) (plugin.Registration, plugin.UserSettings, error) {
+	r, err := s.Contact(ctx, aor)
+	if err != nil {
+		return r, plugin.UserSettings{}, err
+	}
+	u, err := s.UserSettings(ctx, aor)
+	return r, u, err
+}

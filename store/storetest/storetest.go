@@ -52,6 +52,7 @@ func Run(t *testing.T, open Factory) {
 	}{
 		{"AppendClaimAckInOrder", testAppendClaimAck},
 		{"AckWindow", testAckWindow},
+		{"FinishAcksAndUnlocks", testFinish},
 		{"EnvelopeRoundTrip", testEnvelope},
 		{"Limits", testLimits},
 		{"BadInput", testBadInput},
@@ -426,6 +427,59 @@ func testCrashSweep(e *env) {
 	}
 }
 
+// testFinish: one Finish acks what the client confirmed and unlocks
+// (the rest in flight goes back to pending, in order, and another token
+// may claim); by another token it changes nothing; a retry after it went
+// through is no error; after the sweeper took a lapsed lease back, or
+// with the lease lapsed, its acks are refused and the lease still drops.
+func testFinish(e *env) {
+	finish := func(token string, want int, ids ...string) error {
+		e.t.Helper()
+		n, err := e.s.Finish(e.ctx, bob, token, ids...)
+		if n != want {
+			e.t.Errorf("Finish(%s, %d ids) = %d, %v; want %d", token, len(ids), n, err, want)
+		}
+		return err
+	}
+	want := e.appendN(bob, "m", 5)
+	got := e.claim(bob, "t", 3)
+	e.wantErr("Finish by another token", finish("u", 0, got[0]), plugin.ErrLeaseLost)
+	e.counts(bob, plugin.Counts{Pending: 2, InFlight: 3})
+	if err := finish("t", 2, got[0], got[2]); err != nil {
+		e.t.Fatal(err)
+	}
+	e.counts(bob, plugin.Counts{Pending: 3})
+	// The same call again, as after a reply lost on its way back.
+	if err := finish("t", 0, got[0], got[2]); err != nil {
+		e.t.Errorf("Finish retried: %v, want no error", err)
+	}
+	diff(e.t, "claim after Finish", []string{got[1], want[3]}, e.claim(bob, "u", 2))
+	if err := finish("u", 0); err != nil {
+		e.t.Fatal(err)
+	}
+	e.counts(bob, plugin.Counts{Pending: 3})
+	// A lapsed lease: no ack, the lease drops.
+	got = e.claim(bob, "v", 1)
+	e.clock.Advance(lease + time.Second)
+	e.wantErr("Finish after lease end", finish("v", 0, got[0]), plugin.ErrLeaseLost)
+	e.counts(bob, plugin.Counts{Pending: 3})
+	// Swept: the lease is nobody's, the id stored again.
+	got = e.claim(bob, "w", 1)
+	e.clock.Advance(lease + time.Second)
+	if _, err := e.s.Sweep(e.ctx, e.clock.Now()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.wantErr("Finish after the sweep", finish("w", 0, got[0]), plugin.ErrLeaseLost)
+	e.counts(bob, plugin.Counts{Pending: 3})
+	tot, err := e.s.Totals(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if tot.Pushed != 2 {
+		e.t.Errorf("Totals.Pushed = %d, want 2", tot.Pushed)
+	}
+}
+
 func testCrashTakeover(e *env) {
 	want := e.appendN(bob, "m", 3)
 	e.claim(bob, "dead-instance", 2)
@@ -676,6 +730,23 @@ func testSettings(e *env) {
 		e.t.Fatal(err)
 	}
 	diff(e.t, "contact", reg, got)
+	// Both in one call, with settings and without.
+	got, u, err = e.s.ContactAndSettings(e.ctx, bob)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "ContactAndSettings, no settings", []any{reg, plugin.UserSettings{}}, []any{got, u})
+	if err := e.s.SetUserSettings(e.ctx, bob, want); err != nil {
+		e.t.Fatal(err)
+	}
+	got, u, err = e.s.ContactAndSettings(e.ctx, bob)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "ContactAndSettings", []any{reg, want}, []any{got, u})
+	if err := e.s.DeleteUserSettings(e.ctx, bob); err != nil {
+		e.t.Fatal(err)
+	}
 	// Another device's unregistration leaves this one; its own removes it.
 	if err := e.s.DeleteContact(e.ctx, bob, "sip:bob@192.0.2.99:5070", time.Time{}); err != nil {
 		e.t.Fatal(err)
@@ -688,6 +759,8 @@ func testSettings(e *env) {
 	}
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("removed contact", err, plugin.ErrNotFound)
+	_, _, err = e.s.ContactAndSettings(e.ctx, bob)
+	e.wantErr("ContactAndSettings of a removed contact", err, plugin.ErrNotFound)
 	if err := e.s.DeleteContact(e.ctx, bob, "", time.Time{}); err != nil {
 		e.t.Errorf("removing what is not there: %v", err)
 	}
@@ -705,6 +778,8 @@ func testSettings(e *env) {
 	e.clock.Advance(2 * time.Hour)
 	_, err = e.s.Contact(e.ctx, bob)
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
+	_, _, err = e.s.ContactAndSettings(e.ctx, bob)
+	e.wantErr("ContactAndSettings of an expired contact", err, plugin.ErrNotFound)
 }
 
 // testContactOrder: registrations and unregistrations that carry the

@@ -48,15 +48,21 @@ var mutations = []mutation{
 	// The lease: an ack from a push that lost its lease changes nothing.
 	{
 		Name: "the ack function does not check the lease",
-		File: "store/library.lua", After: "redis.register_function('dp_ack'",
-		From: "  if not live(m, args[1], tonumber(args[2])) then return {-1, 0} end\n", To: "\n",
+		File: "store/library.lua", After: "local function ack(keys, token, now, args, from)",
+		From: "  if not live(m, token, now) then return {-1, 0} end\n", To: "\n",
+		Tests: []string{"./store/"},
+	},
+	{
+		Name: "the finish function ignores another push's lease",
+		File: "store/library.lua", After: "redis.register_function('dp_finish'",
+		From: "  if owner and owner ~= args[1] then return {-2, 0} end\n", To: "\n",
 		Tests: []string{"./store/"},
 	},
 	// Authentication.
 	{
 		Name: "the hooks take any token",
 		File: "api/hooks.go",
-		From: "subtle.ConstantTimeCompare(got, []byte(s.cfg.HooksToken)) != 1", To: "subtle.ConstantTimeCompare(got, got) != 1",
+		From: "subtle.ConstantTimeCompare(hookToken(c), []byte(s.cfg.HooksToken)) != 1", To: "subtle.ConstantTimeCompare(hookToken(c), hookToken(c)) != 1",
 		Tests: []string{"./api/"},
 	},
 	{
