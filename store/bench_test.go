@@ -8,9 +8,12 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/store"
@@ -39,26 +42,70 @@ func benchStore(b *testing.B) (*store.Redis, *harness.RedisServer) {
 	return s, srv
 }
 
+// rpushN is how many RPUSHes rpushRate sends.
+const rpushN = 200000
+
 // rpushRate runs redis-benchmark's unpipelined RPUSH at benchClients
-// against srv and returns requests per second, or 0 when not installed.
-func rpushRate(b *testing.B, srv *harness.RedisServer) float64 {
+// against srv and returns requests per second and the server CPU time
+// they took, or 0 when not installed.
+func rpushRate(b *testing.B, srv *harness.RedisServer, c redis.UniversalClient) (float64, time.Duration) {
 	bin, err := exec.LookPath("redis-benchmark")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	host, port, _ := net.SplitHostPort(srv.Addr)
+	before := serverCPU(b, c)
 	out, err := exec.Command(bin, "-h", host, "-p", port, "-t", "rpush", "-P", "1",
-		"-c", strconv.Itoa(benchClients), "-n", "200000", "-q").Output()
+		"-c", strconv.Itoa(benchClients), "-n", strconv.Itoa(rpushN), "-q").Output()
 	if err != nil {
 		b.Logf("redis-benchmark: %v", err)
-		return 0
+		return 0, 0
 	}
+	used := serverCPU(b, c) - before
 	m := regexp.MustCompile(`RPUSH: ([0-9.]+) requests per second`).FindSubmatch(out)
 	if m == nil {
-		return 0
+		return 0, 0
 	}
 	rate, _ := strconv.ParseFloat(string(m[1]), 64)
-	return rate
+	return rate, used
+}
+
+// serverCPU is the CPU time redis-server has used (INFO cpu: its user and
+// system time, from getrusage). Per operation it is what an operation
+// costs the server, which other work on a shared machine does not
+// inflate as it does a rate.
+func serverCPU(b *testing.B, c redis.UniversalClient) time.Duration {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for line := range strings.SplitSeq(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", line, err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// reportServerCPU reports the server's CPU time per operation since
+// before (server-µs/op), and, when rpush is set (a redis-benchmark RPUSH
+// run's), that figure for RPUSH (rpush-server-µs/op) and RPUSH's share
+// of it (cpu-ratio: above 0.5, an operation costs the server less than
+// two unpipelined RPUSHes).
+func reportServerCPU(b *testing.B, used time.Duration, rpush time.Duration) {
+	per := float64(used.Microseconds()) / float64(b.N)
+	b.ReportMetric(per, "server-µs/op")
+	if rpush > 0 {
+		r := float64(rpush.Microseconds()) / rpushN
+		b.ReportMetric(r, "rpush-server-µs/op")
+		b.ReportMetric(r/per, "cpu-ratio")
+	}
 }
 
 func benchParallelism(b *testing.B) {
@@ -70,9 +117,13 @@ func benchParallelism(b *testing.B) {
 func BenchmarkAppend(b *testing.B) {
 	s, srv := benchStore(b)
 	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
 	var next atomic.Int64
 	benchParallelism(b)
 	b.SetBytes(int64(len(benchRaw)))
+	cpu := serverCPU(b, s.Client())
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -86,15 +137,25 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	})
 	b.StopTimer()
+	reportRates(b, srv, s.Client(), serverCPU(b, s.Client())-cpu)
+}
+
+// reportRates reports the operations' rate and server CPU time, and, after
+// at least 10,000 of them, redis-benchmark's unpipelined RPUSH on the same
+// server, at the same concurrency, right after: rpush/s and the ratio of
+// the rates, the ratio of the CPU times (reportServerCPU).
+func reportRates(b *testing.B, srv *harness.RedisServer, c redis.UniversalClient, used time.Duration) {
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "msgs/s")
+	var rpushCPU time.Duration
 	if b.N >= 10000 {
-		// Same server, same machine, same concurrency, right after.
-		if rpush := rpushRate(b, srv); rpush > 0 {
+		var rpush float64
+		if rpush, rpushCPU = rpushRate(b, srv, c); rpush > 0 {
 			b.ReportMetric(rpush, "rpush/s")
 			b.ReportMetric(rate/rpush, "ratio")
 		}
 	}
+	reportServerCPU(b, used, rpushCPU)
 }
 
 // BenchmarkClaimAck: each goroutine drains its own recipients as a push
@@ -182,6 +243,7 @@ func BenchmarkDirectStore(b *testing.B) {
 	var next atomic.Int64
 	benchParallelism(b)
 	b.SetBytes(int64(len(benchRaw)))
+	cpu := serverCPU(b, c)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -194,12 +256,5 @@ func BenchmarkDirectStore(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	rate := float64(b.N) / b.Elapsed().Seconds()
-	b.ReportMetric(rate, "msgs/s")
-	if b.N >= 10000 {
-		if rpush := rpushRate(b, srv); rpush > 0 {
-			b.ReportMetric(rpush, "rpush/s")
-			b.ReportMetric(rate/rpush, "ratio")
-		}
-	}
+	reportRates(b, srv, c, serverCPU(b, c)-cpu)
 }

@@ -29,7 +29,9 @@ the caller's clock, never the server's. Records are immutable; their
 expiry is read from them (expiry below), for each of the three forms
 deferpush has written (record.go). Global keys (dp:mailboxes, dp:leases,
 dp:stats) are the Go side's, in the same pipeline as the call, except in
-index_cas, which takes one of them and nothing else.
+index_cas, which takes one of them and nothing else, and dp_append, which
+takes dp:mailboxes and dp:stats after the mailbox where they share one
+Redis (not a cluster).
 ]]
 
 -- version is a hash of this file, written in when deferpush loads it.
@@ -228,22 +230,40 @@ end
 -- append stores one message at the tail of q: dp_append's work, which
 -- dp_store shares. max 0: no maximum; notify, when set, is the expiry ms
 -- f gets (its sender waits for a failure notice). Returns status and
--- size as dp_append documents.
+-- size as dp_append documents (two values, not a table: dp_store's hot
+-- path).
 local function append(q, m, d, g, f, id, rec, max, notify)
   local n = 0
   if max > 0 then
     n = size(q, d)
     if n >= max then
-      if redis.call('HEXISTS', m, id) == 1 then return {0, n} end
-      return {-1, n}
+      if redis.call('HEXISTS', m, id) == 1 then return 0, n end
+      return -1, n
     end
     n = n + 1
   end
-  if redis.call('HSETNX', m, id, rec) == 0 then return {0, n} end
+  if redis.call('HSETNX', m, id, rec) == 0 then return 0, n end
   redis.call('RPUSH', q, id)
   if notify then redis.call('ZADD', f, notify, id) end
-  if redis.call('DEL', g) == 1 then return {2, n} end
-  return {1, n}
+  if redis.call('DEL', g) == 1 then return 2, n end
+  return 1, n
+end
+
+-- indexed indexes and counts a message append stored (status 1 or 2)
+-- for the recipient aor, whose earliest expiry is now at most score
+-- (ms, a string): in mailboxes (dp:mailboxes) at the lower of its score
+-- and this one, or at this one when the sweeper had unindexed the
+-- mailbox (2: its compare-and-remove then cannot undo it), and in
+-- stats' stored (dp:stats). Nothing for the other statuses.
+local function indexed(mailboxes, stats, aor, score, status)
+  if status == 2 then
+    redis.call('ZADD', mailboxes, score, aor)
+  elseif status == 1 then
+    redis.call('ZADD', mailboxes, 'LT', score, aor)
+  else
+    return
+  end
+  redis.call('HINCRBY', stats, 'stored', 1)
 end
 
 -- The functions ---------------------------------------------------------------
@@ -256,17 +276,26 @@ redis.register_function('dp_version', function()
   return version
 end)
 
--- dp_append stores one message at the tail of q. The hot path.
---   KEYS  mailbox
---   ARGV  1 id, 2 record, 3 max mailbox (0: none), 4 (only when its sender
---         waits for a failure notice) its expiry ms, which f gets
+-- dp_append stores one message at the tail of q. The hot path. Given
+-- the two global keys too (a standalone or Sentinel Redis: one slot), it
+-- also indexes and counts the message it stored (indexed), which the
+-- caller otherwise does in the same pipeline (a cluster).
+--   KEYS  mailbox; optionally 6 dp:mailboxes, 7 dp:stats
+--   ARGV  1 id, 2 record, 3 max mailbox (0: none), 4 (when its sender
+--         waits for a failure notice) its expiry ms, which f gets, else ""
+--         or absent; with keys 6 and 7: 5 the mailbox's index score (the
+--         message's expiry ms), 6 the AOR
 --   Returns {status, size}: status 1 stored; 2 stored, and the sweeper had
---   unindexed the mailbox (the caller indexes it again); 0 the id was
---   already stored (no-op); -1 mailbox full (nothing stored). size is the
---   mailbox's size (q and d) counted with this message, only when ARGV[3]
---   sets a maximum, else 0.
+--   unindexed the mailbox (the caller indexes it again, unless keys 6
+--   and 7 were given); 0 the id was already stored (no-op); -1 mailbox
+--   full (nothing stored). size is the mailbox's size (q and d) counted
+--   with this message, only when ARGV[3] sets a maximum, else 0.
 redis.register_function('dp_append', function(keys, args)
-  return append(keys[1], keys[2], keys[3], keys[4], keys[5], args[1], args[2], tonumber(args[3]), args[4])
+  local notify = args[4]
+  if notify == '' then notify = nil end
+  local status, n = append(keys[1], keys[2], keys[3], keys[4], keys[5], args[1], args[2], tonumber(args[3]), notify)
+  if keys[6] then indexed(keys[6], keys[7], args[6], args[5], status) end
+  return {status, n}
 end)
 
 -- dp_claim takes or extends the lease for a token, then moves up to
@@ -1123,6 +1152,12 @@ end
 -- dp:limits' case_sensitive_user.
 local function canonical(aor, sensitive)
   if #aor > 2048 then return nil end
+  -- Most AORs take the quick paths of canonicaluser and canonicalhost
+  -- whole: sip:user@host of plain characters, one '@', no port.
+  if not sensitive and #aor <= 512 and
+    string.find(aor, "^[sS][iI][pP][sS]?:[%w%-_%.!~%*'%(%)&=%+%$,;%?/]+@[%w%-%.]+$") then
+    return string.lower(aor)
+  end
   local scheme, rest = string.match(aor, '^(%a+):(.*)$')
   if not scheme then return nil end
   scheme = string.lower(scheme)
@@ -1193,37 +1228,68 @@ end
 -- The bounds of plugin/encap.HeadLimits the SIP ingress applies.
 local MAXLINE, MAXHEAD, MAXHEADERS = 8192, 65536, 256
 
--- sipkey is plugin/encap's sipKey: the canonical name of a header the
--- store reads, long or compact; nil for the others.
-local LONG = {['call-id'] = 'Call-ID', from = 'From', to = 'To', date = 'Date', ['p-asserted-identity'] = 'P-Asserted-Identity',
-  subject = 'Subject', ['content-type'] = 'Content-Type', ['content-length'] = 'Content-Length', via = 'Via'}
-local COMPACT = {i = 'Call-ID', f = 'From', t = 'To', s = 'Subject', c = 'Content-Type', l = 'Content-Length', v = 'Via'}
+-- KEYOF is plugin/encap's sipKey for a header name as written: the
+-- canonical name of a header the store reads (long or compact, any case),
+-- false for one it does not. It holds the usual spellings, so that most
+-- names cost one lookup; sipkey lower-cases the others.
+local KEYOF = {
+  ['call-id'] = 'Call-ID', ['Call-ID'] = 'Call-ID', ['Call-Id'] = 'Call-ID', i = 'Call-ID', I = 'Call-ID',
+  from = 'From', From = 'From', f = 'From', F = 'From',
+  to = 'To', To = 'To', t = 'To', T = 'To',
+  date = 'Date', Date = 'Date',
+  ['p-asserted-identity'] = 'P-Asserted-Identity', ['P-Asserted-Identity'] = 'P-Asserted-Identity',
+  subject = 'Subject', Subject = 'Subject', s = 'Subject', S = 'Subject',
+  ['content-type'] = 'Content-Type', ['Content-Type'] = 'Content-Type', c = 'Content-Type', C = 'Content-Type',
+  ['content-length'] = 'Content-Length', ['Content-Length'] = 'Content-Length', l = 'Content-Length',
+  L = 'Content-Length',
+  via = 'Via', Via = 'Via', v = 'Via', V = 'Via',
+  ['Max-Forwards'] = false, CSeq = false, Contact = false, ['Record-Route'] = false, Route = false,
+  ['User-Agent'] = false, Expires = false, Allow = false, Supported = false, Require = false,
+  ['Content-Disposition'] = false, Accept = false, ['Accept-Contact'] = false, ['P-Preferred-Identity'] = false,
+  ['X-Deferpush-Secret'] = false,
+}
 local function sipkey(name)
-  local n = string.lower(name)
-  if #n == 1 then return COMPACT[n] end
-  return LONG[n]
+  local k = KEYOF[name]
+  if k == nil then k = KEYOF[string.lower(name)] or false end
+  return k
 end
 
 local function istoken(s)
   return s ~= '' and not string.find(s, "[^%w%-%.!%%%*_%+`'~]")
 end
 
+-- span is s from i to j (where s[j + 1], if any, is not SP or HTAB)
+-- without leading and trailing SP and HTAB, in time linear in its length
+-- (the pattern '^[ \t]*(.-)[ \t]*$' is quadratic in a run of blanks
+-- inside: a Via of 8 KB could hold Redis for a tenth of a second).
+local function span(s, i, j)
+  i = string.find(s, '[^ \t]', i)
+  if not i or i > j then return '' end
+  local b = string.byte(s, j)
+  while b == 32 or b == 9 do
+    j = j - 1
+    b = string.byte(s, j)
+  end
+  return string.sub(s, i, j)
+end
+
+-- trim is s without leading and trailing SP and HTAB.
 local function trim(s)
-  return string.match(s, '^[ \t]*(.-)[ \t]*$')
+  return span(s, 1, #s)
 end
 
 -- splitaddress is plugin/encap's splitAddress: the URI of a From or To
--- value, or nil.
+-- value, or nil. v is trimmed of SP and HTAB, and holds no other white
+-- space (readmessage refuses the other control characters).
 local function splitaddress(v)
-  v = string.gsub(string.gsub(v, '^%s+', ''), '%s+$', '')
   local rest, display = v, ''
-  if string.sub(v, 1, 1) == '"' then
+  if string.byte(v, 1) == 34 then
     local i, e = 2, nil
     while i <= #v do
-      local c = string.sub(v, i, i)
-      if c == '\\' then
+      local c = string.byte(v, i)
+      if c == 92 then
         i = i + 1
-      elseif c == '"' then
+      elseif c == 34 then
         e = i
         break
       end
@@ -1255,127 +1321,173 @@ local function validvia(v)
   return host ~= '' and not string.find(host, '[%z\1-\32\127]')
 end
 
+-- validvias is plugin/encap's Via check of one header value: each of its
+-- comma-separated parts (an empty one too) a valid via-parm.
+local function validvias(v)
+  if not string.find(v, ',', 1, true) then return validvia(v) end
+  local i = 1
+  while true do
+    local c = string.find(v, ',', i, true)
+    if not validvia(trim(string.sub(v, i, (c or 0) - 1))) then return false end
+    if not c then return true end
+    i = c + 1
+  end
+end
+
+-- A line of the header section: no control character but HTAB, CRLF.
+-- (A run of allowed characters is the cheapest scan Lua's patterns make:
+-- one class test a byte.)
+local LINE = '^[ -~\t\128-\255]*\r\n'
+-- A header name (an RFC 3261 token), optional blanks, the colon.
+local NAME = "^([%w%-%.!%%%*_%+`'~]+)[ \t]*:"
+
 -- readmessage is plugin/encap.ReadMessage for a MESSAGE to store, with
--- the SIP ingress's header limits: it returns a table {callid, from,
--- contenttype, dated (the request with a Date added after Call-ID when
--- it has none)}, or nil, a SIP code (400, 513) and why. It is dp_store's
--- hot path: the header section is checked for stray characters in one
--- pass, then read line by line with one match each.
-local function readmessage(raw, sec)
+-- the SIP ingress's header limits, in the order it checks them (a line,
+-- then the header it belongs to, line after line). It returns the
+-- Call-ID, the From URI, the Content-Type ("" when none) and, when the
+-- request has no Date, the index of raw after which one goes (the end
+-- of the Call-ID header), else false; or nil and a SIP code (400, 513).
+-- It is dp_store's hot path: one pass over the header section, from
+-- position to position, one find per line and one per header name, a
+-- string made only of the values the store reads.
+local function readmessage(raw)
   local hend = string.find(raw, '\r\n\r\n', 1, true)
   if not hend then
-    if #raw > MAXHEAD then return nil, 513, 'header section too large' end
-    return nil, 400, 'no blank line after the headers'
+    if #raw > MAXHEAD then return nil, 513 end
+    return nil, 400
   end
-  local head = string.sub(raw, 1, hend + 1)
-  if #head > MAXHEAD then return nil, 513, 'header section too large' end
-  -- Lines end in CRLF: no bare CR or LF; no control character but HTAB.
-  if string.find(head, '[%z\1-\8\11\12\14-\31\127]') or string.find(head, '\r[^\n]') or
-    string.find(head, '[^\r]\n') or string.sub(head, 1, 1) == '\n' then
-    return nil, 400, 'control character or bare CR/LF in the headers'
+  -- The header section is raw up to hend + 1, its last CRLF.
+  if hend + 1 > MAXHEAD then return nil, 513 end
+  local byte, find = string.byte, string.find
+  -- The request line.
+  local _, e = find(raw, LINE, 1)
+  if not e then return nil, 400 end
+  e = e - 1
+  local method, uri, ver = string.match(string.sub(raw, 1, e - 1), '^([^ ]+) ([^ ]+) ([^ ]+)$')
+  if not method or not istoken(method) or string.upper(ver) ~= 'SIP/2.0' or find(uri, '[%z\1-\32\127]') then
+    return nil, 400
   end
-  local body = string.sub(raw, hend + 4)
-  local hs, seen, method, v = {}, {}, nil, {}
-  local n, vias, callidend = 0, 0, nil
-  local off = 1
-  for line in string.gmatch(head, '(.-)\r\n') do
-    local nxt = off + #line + 2
-    if not method then
-      local m, uri, ver = string.match(line, '^([^ ]+) ([^ ]+) ([^ ]+)$')
-      if not m or not istoken(m) or string.upper(ver) ~= 'SIP/2.0' or string.find(uri, '[%z\1-\32\127]') then
-        return nil, 400, 'not a SIP request'
-      end
-      method = m
-    else
-      local c1 = string.byte(line, 1)
-      if c1 == 32 or c1 == 9 then
-        local h = hs[n]
-        if not h then return nil, 400, 'continuation line before any header' end
-        h.stop = nxt
-        if h.key then h.value = trim(h.value .. ' ' .. trim(line)) end
-      else
-        local name, value = string.match(line, '^([^:]*):(.*)$')
-        if not name then return nil, 400, 'header line without colon' end
-        name = string.match(name, '^(.-)[ \t]*$')
-        if not istoken(name) then return nil, 400, 'bad header name' end
-        local key = sipkey(name)
-        if key and key ~= 'Via' and key ~= 'P-Asserted-Identity' then
-          if seen[key] then return nil, 400, 'more than one ' .. key end
-          seen[key] = true
+  local callid, from, to, date, subject, ct, cl
+  local n, via, vias, callidend = 0, nil, nil, nil
+  local off = e + 2
+  while off <= hend do
+    -- One header: its first line, then its continuation lines.
+    local c1 = byte(raw, off)
+    if c1 == 32 or c1 == 9 then return nil, 400 end -- continuation before any header
+    _, e = find(raw, LINE, off)
+    if not e then return nil, 400 end -- a control character or a bare CR or LF
+    e = e - 1
+    local _, colon, name = find(raw, NAME, off)
+    if not colon or colon > e then return nil, 400 end -- no colon, or a bad name
+    local key = sipkey(name)
+    if key == 'Call-ID' and callid or key == 'From' and from or key == 'To' and to or key == 'Date' and date or
+      key == 'Subject' and subject or key == 'Content-Type' and ct or key == 'Content-Length' and cl then
+      return nil, 400 -- more than one
+    end
+    if n >= MAXHEADERS then return nil, 513 end
+    n = n + 1
+    local start, nxt = off, e + 2
+    if nxt - start > MAXLINE then return nil, 513 end
+    local value
+    if key then value = span(raw, colon + 1, e - 1) end
+    c1 = byte(raw, nxt)
+    while nxt <= hend and (c1 == 32 or c1 == 9) do
+      _, e = find(raw, LINE, nxt)
+      if not e then return nil, 400 end
+      e = e - 1
+      if key then
+        local more = span(raw, nxt, e - 1)
+        if value == '' then
+          value = more
+        elseif more ~= '' then
+          value = value .. ' ' .. more
         end
-        if n >= MAXHEADERS then return nil, 513, 'too many headers' end
-        n = n + 1
-        local h = {key = key, value = '', start = off, stop = nxt}
-        if key then h.value = trim(value) end
-        hs[n] = h
       end
-      local h = hs[n]
-      if h and h.stop - h.start > MAXLINE then return nil, 513, 'header line too long' end
+      nxt = e + 2
+      if nxt - start > MAXLINE then return nil, 513 end
+      c1 = byte(raw, nxt)
+    end
+    if key == 'Via' then
+      -- Checked after the loop, as ReadMessage does (a later header's
+      -- 513 comes first). Most requests have one Via header: no table.
+      if not via then
+        via = value
+      else
+        vias = vias or {}
+        vias[#vias + 1] = value
+      end
+    elseif key == 'Call-ID' then
+      callid, callidend = value, nxt - 1
+    elseif key == 'From' then
+      from = value
+    elseif key == 'To' then
+      to = value
+    elseif key == 'Date' then
+      date = value
+    elseif key == 'Subject' then
+      subject = value
+    elseif key == 'Content-Type' then
+      ct = value
+    elseif key == 'Content-Length' then
+      cl = value
     end
     off = nxt
   end
-  for _, h in ipairs(hs) do
-    if h.key == 'Via' then
-      for via in string.gmatch(h.value, '[^,]+') do
-        if not validvia(trim(via)) then return nil, 400, 'bad Via' end
-        vias = vias + 1
-      end
-    elseif h.key then
-      v[h.key] = h.value
-      if h.key == 'Call-ID' then callidend = h.stop - 1 end
+  local body = #raw - hend - 3
+  if cl and (not string.match(cl, '^%d+$') or tonumber(cl) ~= body) then return nil, 400 end
+  if not via or not validvias(via) then return nil, 400 end
+  if vias then
+    for i = 1, #vias do
+      if not validvias(vias[i]) then return nil, 400 end
     end
   end
-  if v['Content-Length'] then
-    local cl = v['Content-Length']
-    if not string.match(cl, '^%d+$') or tonumber(cl) ~= #body then return nil, 400, 'Content-Length differs from the body' end
-  end
-  if vias == 0 then return nil, 400, 'no Via' end
-  if not v['Call-ID'] or v['Call-ID'] == '' then return nil, 400, 'no Call-ID' end
-  local from
-  for _, k in ipairs({'From', 'To'}) do
-    if not v[k] or v[k] == '' then return nil, 400, 'no ' .. k end
-    local uri = splitaddress(v[k])
-    if not uri then return nil, 400, 'bad ' .. k end
-    if k == 'From' then from = uri end
-  end
-  local ct = v['Content-Type']
-  if #body > 0 and not ct then return nil, 400, 'a body without Content-Type' end
+  if not callid or callid == '' or not from or from == '' or not to or to == '' then return nil, 400 end
+  from = splitaddress(from)
+  if not from or not splitaddress(to) then return nil, 400 end
+  if body > 0 and not ct then return nil, 400 end
   if ct and not string.match(ct, "^[%w%-%.!%%%*_%+`'~]+/[%w%-%.!%%%*_%+`'~]+%s*$") and
     not string.match(ct, "^[%w%-%.!%%%*_%+`'~]+/[%w%-%.!%%%*_%+`'~]+%s*;") then
-    return nil, 400, 'bad Content-Type'
+    return nil, 400
   end
-  if v.Date and not string.match(v.Date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$') then
-    return nil, 400, 'Date not in RFC 1123 GMT form'
-  end
-  if method ~= 'MESSAGE' then return nil, 400, 'not a MESSAGE' end
-  local dated = raw
-  if not v.Date then
-    dated = string.sub(raw, 1, callidend) .. 'Date: ' .. rfc1123(sec) .. '\r\n' .. string.sub(raw, callidend + 1)
-  end
-  return {callid = v['Call-ID'], from = from, contenttype = ct or '', dated = dated}
+  if date and not string.match(date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$') then return nil, 400 end
+  if method ~= 'MESSAGE' then return nil, 400 end
+  return callid, from, ct or '', not date and callidend
 end
 
 -- ULIDs -----------------------------------------------------------------------------
 
-local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+-- CROCKFORD are the bytes of Crockford's base 32 digits, by value + 1
+-- ('0123456789ABCDEFGHJKMNPQRSTVWXYZ'; nothing but register_function may
+-- run at load time).
+local CROCKFORD = {48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 65, 66, 67, 68, 69, 70,
+  71, 72, 74, 75, 77, 78, 80, 81, 82, 83, 84, 86, 87, 88, 89, 90}
 
--- base32 writes n (an integer below 2^53) in width Crockford digits.
-local function base32(n, width)
-  local out = {}
-  for i = width, 1, -1 do
-    local d = n % 32
-    out[i] = string.sub(CROCKFORD, d + 1, d + 1)
-    n = (n - d) / 32
-  end
-  return table.concat(out)
+-- five writes n (an integer below 2^25) in five Crockford digits.
+local function five(n)
+  local e = n % 32
+  n = (n - e) / 32
+  local d = n % 32
+  n = (n - d) / 32
+  local c = n % 32
+  n = (n - c) / 32
+  local b = n % 32
+  local a = (n - b) / 32
+  return string.char(CROCKFORD[a + 1], CROCKFORD[b + 1], CROCKFORD[c + 1], CROCKFORD[d + 1], CROCKFORD[e + 1])
 end
 
 -- newid is a ULID for a message received at ms: its time part is ms, its
 -- 80 "random" bits a counter (INCR dp:seq) unique in this Redis, so ids
 -- are unique and sort by arrival (within a millisecond, by the counter).
+-- The time part is ten digits (ms below 2^50), the counter sixteen: five
+-- zeros, then eleven (below 2^53).
 local function newid(ms)
   local seq = redis.call('INCR', 'dp:seq')
-  return base32(ms, 10) .. base32(0, 5) .. base32(seq, 11)
+  local lo = seq % 33554432
+  local mid = (seq - lo) / 33554432
+  local hi = mid % 33554432
+  mid, hi = hi, (mid - hi) / 33554432
+  local mslo = ms % 33554432
+  return five((ms - mslo) / 33554432) .. five(mslo) .. '00000' .. string.char(CROCKFORD[hi + 1]) .. five(mid) .. five(lo)
 end
 
 -- unpct decodes, when the argument after the n fixed ones is "pct", the
@@ -1422,45 +1534,54 @@ end
 --   deferpush never wrote dp:limits.
 redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, callback = function(_, args)
   if unpct(args, 2) and #(args[2] or '') ~= tonumber(args[4]) then return {400, 'Bad Request', ''} end
-  local lim = limitsOf()
-  if not lim then return {480, 'Temporarily Unavailable', ''} end
-  local aor = canonical(args[1] or '', sensitiveOf(lim))
+  -- The fields of dp:limits it reads (limitsOf's, without a table).
+  local lim = redis.call('HMGET', 'dp:limits', 'store_enabled', 'case_sensitive_user', 'store_disabled_reply',
+    'max_message_size', 'ttl_ms', 'max_mailbox', 'full_mailbox_reply')
+  if not lim[1] then return {480, 'Temporarily Unavailable', ''} end
+  local aor = canonical(args[1] or '', lim[2] == '1')
   if not aor then return {400, 'Bad Request', ''} end
-  if lim.store_enabled ~= '1' then
-    local code = tonumber(lim.store_disabled_reply) or 480
+  if lim[1] ~= '1' then
+    local code = tonumber(lim[3]) or 480
     if code == 403 then return {403, 'Forbidden', ''} end
     return {code, 'Temporarily Unavailable', ''}
   end
-  local sec, usec = now()
-  local msg, code = readmessage(args[2] or '', sec)
-  if not msg then
-    if code == 513 then return {513, 'Message Too Large', ''} end
+  local raw = args[2] or ''
+  local callid, from, ct, dateat = readmessage(raw)
+  if not callid then
+    if from == 513 then return {513, 'Message Too Large', ''} end
     return {400, 'Bad Request', ''}
   end
-  local maxsize = tonumber(lim.max_message_size) or 0
-  if maxsize > 0 and #msg.dated > maxsize then return {513, 'Message Too Large', ''} end
+  local sec, usec = now()
+  local date, size = '', #raw
+  if dateat then
+    date = 'Date: ' .. rfc1123(sec) .. '\r\n'
+    size = size + #date
+  end
+  local maxsize = tonumber(lim[4]) or 0
+  if maxsize > 0 and size > maxsize then return {513, 'Message Too Large', ''} end
   local received = sec * 1000 + math.floor(usec / 1000)
-  local ttl = tonumber(lim.ttl_ms) or 0
+  local ttl = tonumber(lim[5]) or 0
   local expires, score = 0, 9007199254740991
   if ttl > 0 then expires, score = received + ttl, received + ttl end
   local id = newid(received)
-  local rec = '\2' .. num(received) .. ' ' .. num(expires) .. ' sip-message ' .. #msg.from .. ' ' .. #msg.callid ..
-    ' 0 ' .. #msg.contenttype .. ' 0\n' .. msg.from .. msg.callid .. msg.contenttype .. msg.dated
+  local rec = '\2' .. num(received) .. ' ' .. num(expires) .. ' sip-message ' .. #from .. ' ' .. #callid .. ' 0 ' ..
+    #ct .. ' 0\n' .. from .. callid .. ct
+  if dateat then
+    rec = rec .. string.sub(raw, 1, dateat) .. date .. string.sub(raw, dateat + 1)
+  else
+    rec = rec .. raw
+  end
   local t = 'dp:{' .. aor .. '}:'
-  local res = append(t .. 'q', t .. 'm', t .. 'd', t .. 'g', t .. 'f', id, rec, tonumber(lim.max_mailbox) or 0, nil)
-  if res[1] == -1 then
-    local full = tonumber(lim.full_mailbox_reply) or 486
+  local m = t .. 'm'
+  local status = append(t .. 'q', m, t .. 'd', t .. 'g', t .. 'f', id, rec, tonumber(lim[6]) or 0, nil)
+  if status == -1 then
+    local full = tonumber(lim[7]) or 486
     if full == 480 then return {480, 'Temporarily Unavailable', ''} end
     return {full, 'Busy Here', ''}
   end
-  if res[1] == 2 then
-    redis.call('ZADD', 'dp:mailboxes', num(score), aor)
-  else
-    redis.call('ZADD', 'dp:mailboxes', 'LT', num(score), aor)
-  end
-  redis.call('HINCRBY', 'dp:stats', 'stored', 1)
+  indexed('dp:mailboxes', 'dp:stats', aor, num(score), status)
   if redis.call('EXISTS', 'dp:recent:on') == 1 then redis.call('ZADD', 'dp:recent', num(received), aor) end
-  local owner, ends = lease(t .. 'm')
+  local owner, ends = lease(m)
   if owner and ends > received then event('stored', aor, '', 0, sec * 1000000 + usec) end
   return {202, 'Accepted', id}
 end}

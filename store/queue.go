@@ -30,16 +30,20 @@ func checkToken(token string) error {
 
 // Append implements plugin.Queue.
 //
-// One round trip: [ZADD LT dp:mailboxes, FCALL dp_append, HINCRBY stored]
-// pipelined, and batched with the appends of other goroutines by go-redis's
-// autopipeliner (in order: one goroutine's commands run in the order sent).
-// Once queued, the commands run even if ctx ends; Append then still waits
-// for them, bounded by the client's read and write timeouts. A batch that
-// go-redis retries after a dropped connection is harmless: dp_append
-// stores an ID once. The index entry is written before (or, in a cluster, beside)
-// the message: the sweeper unindexes a mailbox only after marking it gone
-// inside the mailbox's slot, and an append that meets that mark indexes
-// the mailbox again, so a stored message is never left unindexed.
+// One command on a standalone or Sentinel Redis: FCALL dp_append with the
+// global keys too, which stores, indexes and counts the message in one
+// call; in a cluster, where those keys live in other slots, one round
+// trip of [ZADD LT dp:mailboxes, FCALL dp_append, HINCRBY stored]
+// pipelined. Either is batched with the appends of other goroutines by
+// go-redis's autopipeliner (in order: one goroutine's commands run in the
+// order sent). Once queued, the commands run even if ctx ends; Append then
+// still waits for them, bounded by the client's read and write timeouts. A
+// batch that go-redis retries after a dropped connection is harmless:
+// dp_append stores an ID once. The index entry is written with (or, in a
+// cluster, before or beside) the message: the sweeper unindexes a mailbox
+// only after marking it gone inside the mailbox's slot, and an append that
+// meets that mark indexes the mailbox again, so a stored message is never
+// left unindexed.
 func (r *Redis) Append(ctx context.Context, m *plugin.Message, lim plugin.Limits) error {
 	if err := r.append(ctx, m, lim); err != nil {
 		return fmt.Errorf("store: append for %s: %w", m.Recipient, err)
@@ -56,6 +60,9 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		return err
 	}
 	aor := m.Recipient
+	if r.replicas == 0 && !r.cluster() {
+		return r.appendIndexed(ctx, m, lim, exp, rec)
+	}
 	keys := mailboxKeys(aor)
 	args := []any{m.ID, rec, max(lim.MaxMailbox, 0)}
 	if m.NotifyFailure && !m.Expires.IsZero() {
@@ -87,6 +94,37 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		if err := r.c.ZAdd(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()}).Err(); err != nil {
 			r.log.Warn("index mailbox", "aor", aor.String(), "err", err)
 		}
+	}
+	return nil
+}
+
+// appendIndexed is append on one Redis (no cluster, no replicas to wait
+// for): dp_append indexes and counts the message itself, so the call is
+// one command (two while a proxy polls dp:recent: its entry goes first,
+// as runAppend's does), and a message not stored needs no correction of
+// the count.
+func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin.Limits, exp int64, rec string) error {
+	aor := m.Recipient.String()
+	t := tagOf(aor)
+	keys := []string{t + "q", t + "m", t + "d", t + "g", t + "f", mailboxesKey, statsKey}
+	var notify any = ""
+	if m.NotifyFailure && !m.Expires.IsZero() {
+		// Its sender waits for a failure notice (notices.go).
+		notify = exp
+	}
+	args := []any{m.ID, rec, max(lim.MaxMailbox, 0), notify, exp, aor}
+	var c redis.Cmdable = r.c
+	if r.batch != nil {
+		c = r.batch
+	}
+	r.addRecentMember(ctx, c, aor)
+	cmd := r.fn.again(ctx, r.fn.queue(ctx, c, "dp_append", keys, args...), "dp_append", keys, args...)
+	res, err := cmd.Slice()
+	if err != nil {
+		return err
+	}
+	if status, count := res[0].(int64), res[1].(int64); status == -1 {
+		return &plugin.LimitError{Err: plugin.ErrMailboxFull, Limit: "max_mailbox", Max: lim.MaxMailbox, Got: int(count)}
 	}
 	return nil
 }

@@ -130,9 +130,11 @@ func New(cfg Config) (*Redis, error) {
 	}
 	r.fn.c = r.c
 	if c, ok := r.c.(interface {
-		AsyncAutoPipeline() (*redis.AutoPipeliner, error)
+		AsyncAutoPipelineWithOptions(*redis.AutoPipelineOptions) (*redis.AutoPipeliner, error)
 	}); ok {
-		ap, err := c.AsyncAutoPipeline()
+		o := redis.DefaultAutoPipelineOptions()
+		o.FullDuplex = true
+		ap, err := c.AsyncAutoPipelineWithOptions(o)
 		if err != nil {
 			return nil, fmt.Errorf("store: autopipeline: %w", err)
 		}
