@@ -296,16 +296,9 @@ func (r *Redis) Ack(ctx context.Context, aor plugin.AOR, token string, ids ...st
 }
 
 func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
-	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+	keys, args, err := r.ackArgs(ctx, aor, token, ids)
+	if err != nil {
 		return 0, err
-	}
-	if err := r.ready(ctx); err != nil {
-		return 0, err
-	}
-	keys, args := mailboxKeys(aor), make([]any, 0, 2+len(ids))
-	args = append(args, token, ms(r.now()))
-	for _, id := range ids {
-		args = append(args, id)
 	}
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd
@@ -336,6 +329,23 @@ func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []str
 		r.emptied(ctx, aor)
 	}
 	return int(acked), nil
+}
+
+// ackArgs checks an ack's arguments, makes sure the store is ready, and
+// returns the keys and arguments of dp_ack and dp_finish: token, now, ids.
+func (r *Redis) ackArgs(ctx context.Context, aor plugin.AOR, token string, ids []string) ([]string, []any, error) {
+	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+		return nil, nil, err
+	}
+	if err := r.ready(ctx); err != nil {
+		return nil, nil, err
+	}
+	args := make([]any, 0, 2+len(ids))
+	args = append(args, token, ms(r.now()))
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return mailboxKeys(aor), args, nil
 }
 
 // emptied brings a mailbox that became empty up for the next sweep, so
@@ -452,16 +462,9 @@ func (r *Redis) Finish(ctx context.Context, aor plugin.AOR, token string, ids ..
 }
 
 func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
-	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
+	keys, args, err := r.ackArgs(ctx, aor, token, ids)
+	if err != nil {
 		return 0, err
-	}
-	if err := r.ready(ctx); err != nil {
-		return 0, err
-	}
-	keys, args := mailboxKeys(aor), make([]any, 0, 2+len(ids))
-	args = append(args, token, ms(r.now()))
-	for _, id := range ids {
-		args = append(args, id)
 	}
 	var cmd *redis.Cmd
 	var counted *redis.IntCmd

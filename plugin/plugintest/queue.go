@@ -130,17 +130,7 @@ func (s *Store) ack(ctx context.Context, aor plugin.AOR, token string, ids []str
 	if !b.live(token, now) {
 		return 0, plugin.ErrLeaseLost
 	}
-	acked := 0
-	for _, id := range ids {
-		i := slices.Index(b.inflight, id)
-		if i < 0 {
-			continue // acked before, or deleted meanwhile
-		}
-		b.inflight = slices.Delete(b.inflight, i, i+1)
-		delete(b.msgs, id)
-		delete(b.notify, id)
-		acked++
-	}
+	acked := b.ack(ids)
 	s.totals.Pushed += int64(acked)
 	return acked, nil
 }
@@ -268,16 +258,7 @@ func (s *Store) Finish(ctx context.Context, aor plugin.AOR, token string, ids ..
 	if b.owner == "" && stored || b.owner != "" && len(ids) > 0 && !b.live(token, s.now()) {
 		err = fmt.Errorf("plugintest: finish %s: %w", aor, plugin.ErrLeaseLost)
 	} else {
-		for _, id := range ids {
-			i := slices.Index(b.inflight, id)
-			if i < 0 {
-				continue // acked before, or deleted meanwhile
-			}
-			b.inflight = slices.Delete(b.inflight, i, i+1)
-			delete(b.msgs, id)
-			delete(b.notify, id)
-			acked++
-		}
+		acked = b.ack(ids)
 		s.totals.Pushed += int64(acked)
 	}
 	b.requeue()

@@ -222,3 +222,21 @@ func (s *Store) sortedAORs() []plugin.AOR {
 	slices.SortFunc(aors, func(a, b plugin.AOR) int { return strings.Compare(a.String(), b.String()) })
 	return aors
 }
+
+// ack removes the in-flight messages among ids and returns how many it
+// removed (one acked before, or deleted meanwhile, is skipped): Ack's and
+// Finish's work.
+func (b *mailbox) ack(ids []string) int {
+	acked := 0
+	for _, id := range ids {
+		i := slices.Index(b.inflight, id)
+		if i < 0 {
+			continue
+		}
+		b.inflight = slices.Delete(b.inflight, i, i+1)
+		delete(b.msgs, id)
+		delete(b.notify, id)
+		acked++
+	}
+	return acked
+}
