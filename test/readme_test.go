@@ -54,20 +54,7 @@ func TestReadmeConfigExample(t *testing.T) {
 func TestReadmeOpenSIPSRecipe(t *testing.T) {
 	inst := harness.RequireOpenSIPS(t)
 	harness.Require(t, "m4", "m4")
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "\n## Attaching OpenSIPS\n")
-	if !ok {
-		t.Fatal("README has no Attaching OpenSIPS section")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	_, block, ok := strings.Cut(section, "```sh\n")
-	if !ok {
-		t.Fatal("the Attaching OpenSIPS section has no sh block")
-	}
-	block, _, _ = strings.Cut(block, "```")
+	section, block := readmeShBlock(t, "\n## Attaching OpenSIPS\n")
 	m4Line, rest, ok := strings.Cut(block, "> /etc/opensips/opensips.cfg\n")
 	if !ok || !strings.HasPrefix(m4Line, "m4 -P ") {
 		t.Fatalf("the recipe does not start with m4 -P ... > /etc/opensips/opensips.cfg:\n%s", block)
@@ -133,20 +120,7 @@ func TestReadmeOpenSIPSRecipe(t *testing.T) {
 func TestReadmeOpenSIPSRedisRecipe(t *testing.T) {
 	inst := harness.RequireOpenSIPS(t)
 	harness.Require(t, "m4", "m4")
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "\n### OpenSIPS talking to Redis directly (`REDIS_DIRECT`)\n")
-	if !ok {
-		t.Fatal("README has no OpenSIPS Redis mode section")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	_, block, ok := strings.Cut(section, "```sh\n")
-	if !ok {
-		t.Fatal("the section has no sh block")
-	}
-	block, _, _ = strings.Cut(block, "```")
+	section, block := readmeShBlock(t, "\n### OpenSIPS talking to Redis directly (`REDIS_DIRECT`)\n")
 	m4Line, rest, ok := strings.Cut(block, "> /etc/opensips/opensips.cfg\n")
 	if !ok || !strings.HasPrefix(m4Line, "m4 -P -DREDIS_DIRECT=1 ") {
 		t.Fatalf("the recipe does not start with m4 -P -DREDIS_DIRECT=1 ... > /etc/opensips/opensips.cfg:\n%s", block)
@@ -190,4 +164,26 @@ func TestReadmeOpenSIPSRedisRecipe(t *testing.T) {
 			t.Errorf("the rendered script lacks %q", want)
 		}
 	}
+}
+
+// readmeShBlock returns the README section whose heading line is heading
+// (with its newlines), up to the next "## " heading, and its first sh
+// code block.
+func readmeShBlock(t *testing.T, heading string) (section, block string) {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), heading)
+	if !ok {
+		t.Fatalf("README has no section %q", strings.TrimSpace(heading))
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok = strings.Cut(section, "```sh\n")
+	if !ok {
+		t.Fatalf("README section %q has no sh block", strings.TrimSpace(heading))
+	}
+	block, _, _ = strings.Cut(block, "```")
+	return section, block
 }
