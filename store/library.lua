@@ -196,6 +196,10 @@ local function rfc3339(s)
   return t * 1000 + ms
 end
 
+-- jsontime is rfc3339, under a name that the writer of the same name
+-- (Registrations from the proxy) does not hide.
+local jsontime = rfc3339
+
 -- expiry returns when the record expires (Unix ms), 0 for never. A v2
 -- record says it in its header; v1 records and JSON ones (written by
 -- earlier releases, and still read) are decoded as far as needed.
@@ -298,27 +302,24 @@ redis.register_function('dp_append', function(keys, args)
   return {status, n}
 end)
 
--- dp_claim takes or extends the lease for a token, then moves up to
--- ARGV[2] of the next pending ids in flight, dropping expired ones on the
--- way. An expired one whose sender waits for a failure notice (in f)
--- leaves q but keeps its record, for dp_expire to report and drop. A
--- lease another token let lapse is taken over: its ids in flight are
--- requeued first.
---   KEYS  mailbox
---   ARGV  1 token, 2 most messages (0: only the lease), 3 lease end ms,
---         4 now ms
---   Returns {-1} when another token holds a live lease, else
---   {1, requeued, expired, id, record, attempts, id, record, attempts, ...}.
-redis.register_function('dp_claim', function(keys, args)
+-- claim takes or extends the lease for a token up to a time (ms), then
+-- moves up to want of the next pending ids in flight, dropping expired
+-- ones on the way. An expired one whose sender waits for a failure
+-- notice (in f) leaves q but keeps its record, for dp_expire to report
+-- and drop. A lease another token let lapse is taken over: its ids in
+-- flight are requeued first. Returns {-1} when another token holds a live
+-- lease, else {1, requeued, expired, id, record, attempts, id, record,
+-- attempts, ...}. dp_claim and the proxy's pages (dp_register, dp_page)
+-- share it.
+local function claim(keys, token, want, upto, now)
   local q, m = keys[1], keys[2]
-  local token, want, now = args[1], tonumber(args[2]), tonumber(args[4])
   local owner, ends = lease(m)
   local requeued = 0
   if owner ~= token then
     if owner and ends > now then return {-1} end
     requeued = requeue(q, m)
   end
-  redis.call('HSET', m, 'lock', token .. ' ' .. args[3])
+  redis.call('HSET', m, 'lock', token .. ' ' .. upto)
   local out = {1, requeued, 0}
   if want <= 0 then return out end
   local n = inflight(m)
@@ -348,6 +349,15 @@ redis.register_function('dp_claim', function(keys, args)
   setinflight(m, n + got)
   out[3] = dropped
   return out
+end
+
+-- dp_claim is claim.
+--   KEYS  mailbox
+--   ARGV  1 token, 2 most messages (0: only the lease), 3 lease end ms,
+--         4 now ms
+--   Returns claim's answer.
+redis.register_function('dp_claim', function(keys, args)
+  return claim(keys, args[1], tonumber(args[2]), args[3], tonumber(args[4]))
 end)
 
 -- ack removes the ids args[from..] that are in flight under a live lease
@@ -1048,7 +1058,7 @@ Sentinel. Their policy is the mirror deferpush keeps in dp:limits.
 
 -- LIMITS are the fields of dp:limits the proxy's functions read.
 local LIMITS = {'store_enabled', 'max_message_size', 'max_mailbox', 'ttl_ms', 'full_mailbox_reply',
-  'store_disabled_reply', 'push_enabled', 'default_push', 'case_sensitive_user'}
+  'store_disabled_reply', 'push_enabled', 'default_push', 'case_sensitive_user', 'delivery', 'pager_below'}
 
 -- limitsOf returns dp:limits as a table, or nil when deferpush never
 -- wrote it.
@@ -1669,13 +1679,14 @@ local function micros(s)
 end
 
 -- pushallowed is plugin.Policy.Push for the recipient whose settings are
--- at s: the global switch, then the user's mode or the default.
+-- at s: the global switch, then the user's mode or the default. It also
+-- returns the settings it read (a table, or nil).
 local function pushallowed(lim, s)
   if lim.push_enabled == '0' then return false end
   local mode = lim.default_push or 'on'
   local u = decoded(redis.call('GET', s))
   if u and type(u.push) == 'string' and u.push ~= '' then mode = u.push end
-  return mode == 'on'
+  return mode == 'on', u
 end
 
 -- unregister is dp_unregister's work, which dp_register shares for an
@@ -1692,6 +1703,181 @@ local function unregister(aor, contact, at, kind)
   return 1
 end
 
+-- Pages sent by the proxy ---------------------------------------------------
+
+-- A proxy that says so (dp_register's "page" flag: Kamailio's Redis-direct
+-- mode) sends a pager-mode push itself, the way msilo does: when the
+-- registration it reports finds messages that the policy sends by SIP
+-- MESSAGE (pagerfor), dp_register takes the lease for the proxy's page
+-- session (token "pg:<nonce>", the nonce the proxy's), claims the first
+-- message and answers the request to send, built here from the stored
+-- one (pageof). The proxy sends it to where the REGISTER came from and
+-- reports the final answer with dp_page, which acks a 2xx and answers the
+-- next page, one message at a time, in order, until the mailbox is
+-- empty. Any other answer, or none (the proxy's timeout), ends the
+-- session: what is in flight goes back to pending, uncharged, and a
+-- "registered" event hands the push to deferpush, whose rules (attempts,
+-- dead letters, backoff, learning the client) apply from there. A proxy
+-- that dies mid-session leaves a lease that lapses after PAGE_LEASE; the
+-- sweeper then requeues and pushes (dp:leases lists the mailbox).
+
+-- PAGE_LEASE is the lease of a page session (ms), renewed by each page:
+-- longer than a proxy waits for an answer.
+local PAGE_LEASE = 60000
+
+-- PAGEDROP are the headers of a stored MESSAGE a page leaves out
+-- (encap.PageOf's pageDropped), by lower-cased long and compact name;
+-- the page writes CSeq anew, with the stored number.
+local PAGEDROP = {['via'] = true, ['v'] = true, ['route'] = true, ['record-route'] = true,
+  ['max-forwards'] = true, ['cseq'] = true, ['content-length'] = true, ['l'] = true,
+  ['authorization'] = true, ['proxy-authorization'] = true, ['proxy-require'] = true}
+
+-- pagerfor is plugin.Pager under plugin.Policy.DeliveryFor: whether a
+-- push of a mailbox of size pending or in flight goes by SIP MESSAGE,
+-- under dp:limits and the user's settings u (nil: none); pageronly is
+-- what the registration's binding taught (it refused MSRP).
+local function pagerfor(lim, u, size, pageronly)
+  local d, below = lim.delivery or 'auto', tonumber(lim.pager_below) or 0
+  if u then
+    if type(u.delivery) == 'string' and u.delivery ~= '' then d = u.delivery end
+    if type(u.pager_below) == 'number' and u.pager_below > 0 then below = u.pager_below end
+  end
+  if d == 'pager' then return true end
+  return d == 'auto' and (pageronly or size > 0 and size <= below)
+end
+
+-- pageof returns the MESSAGE a proxy sends for the record rec: the
+-- stored request re-sent as encap.PageOf and the Go pager build it
+-- (plugin/push/pager.go): the request line to ruri, a Via of the proxy's
+-- (proto, hostport, branch), Max-Forwards, the stored header lines in
+-- order but those of PAGEDROP, CSeq with the stored number, Content-Length
+-- and the stored body. nil when the proxy cannot send it so (a record of
+-- another form or kind, a CSeq that is not one number and one method, or
+-- a folded one, a body with a NUL): deferpush pushes it then.
+local function pageof(rec, ruri, proto, hostport, branch)
+  if string.byte(rec, 1) ~= 2 then return nil end
+  local nl = string.find(rec, '\n', 1, true)
+  if not nl then return nil end
+  local kind, a, b, c, d, e = string.match(string.sub(rec, 2, nl - 1), '^%d+ %d+ (%S+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  if kind ~= 'sip-message' then return nil end
+  local start = nl + 1 + tonumber(a) + tonumber(b) + tonumber(c) + tonumber(d) + tonumber(e)
+  local hend = string.find(rec, '\r\n\r\n', start, true)
+  local pos = string.find(rec, '\r\n', start, true)
+  if not hend or not pos then return nil end
+  local body = string.sub(rec, hend + 4)
+  if string.find(body, '%z') then return nil end
+  local out = {'MESSAGE ', ruri, ' SIP/2.0\r\nVia: SIP/2.0/', proto, ' ', hostport, ';branch=', branch,
+    ';rport\r\nMax-Forwards: 70\r\n'}
+  local cseq, keep, last = nil, false, ''
+  pos = pos + 2
+  while pos <= hend do
+    local eol = string.find(rec, '\r\n', pos, true)
+    local line = string.sub(rec, pos, eol + 1)
+    local first = string.byte(line, 1)
+    if first == 32 or first == 9 then
+      if last == 'cseq' then return nil end
+      if keep then out[#out + 1] = line end
+    else
+      local name, value = string.match(line, '^([^:]-)[ \t]*:(.*)\r\n$')
+      if not name then return nil end
+      last = string.lower(name)
+      keep = not PAGEDROP[last]
+      if keep then
+        out[#out + 1] = line
+      elseif last == 'cseq' then
+        local n = string.match(value, '^[ \t]*(%d+)[ \t]+%S+[ \t]*$')
+        n = tonumber(n)
+        if not n or n < 1 or n > 2147483647 then return nil end
+        cseq = n
+      end
+    end
+    pos = eol + 2
+  end
+  if not cseq then return nil end
+  out[#out + 1] = 'CSeq: ' .. num(cseq) .. ' MESSAGE\r\nContent-Length: ' .. #body .. '\r\n\r\n'
+  out[#out + 1] = body
+  return table.concat(out)
+end
+
+-- pagekeys are the mailbox keys of an AOR.
+local function pagekeys(aor)
+  local t = 'dp:{' .. aor .. '}:'
+  return {t .. 'q', t .. 'm', t .. 'd', t .. 'g', t .. 'f'}
+end
+
+-- pagerelease ends a page session: what is in flight goes back to
+-- pending and the lease is dropped, if token holds it.
+local function pagerelease(keys, token)
+  if lease(keys[2]) ~= token then return end
+  requeue(keys[1], keys[2])
+  redis.call('HDEL', keys[2], 'lock')
+end
+
+-- pagenext claims the next message for the page session nonce and
+-- answers {3, request, id, aor}. Else nil and why: "locked" (another
+-- token holds the lease: nothing done), "none" (nothing left to send) or
+-- "unsendable" (pageof); the session is released for both.
+local function pagenext(aor, keys, nonce, ruri, proto, hostport, ms)
+  local token = 'pg:' .. nonce
+  local c = claim(keys, token, 1, ms + PAGE_LEASE, ms)
+  if c[1] ~= 1 then return nil, 'locked' end
+  redis.call('ZADD', 'dp:leases', ms, aor)
+  local id = c[4]
+  local req = id and pageof(c[5], ruri, proto, hostport, 'z9hG4bKdp' .. nonce .. 'x' .. id)
+  if req then return {3, req, id, aor} end
+  pagerelease(keys, token)
+  if id then return nil, 'unsendable' end
+  return nil, 'none'
+end
+
+-- pagehandoff hands aor's push to deferpush: a "registered" event of the
+-- registration recorded, if it is still there.
+local function pagehandoff(aor)
+  local t = 'dp:{' .. aor .. '}:'
+  local reg = decoded(redis.call('GET', t .. 'c'))
+  if not reg or type(reg.contact) ~= 'string' then return end
+  local at = lastof(t .. 'a')
+  local sec, usec = now()
+  local when = sec * 1000000 + usec
+  if at and at.contact == reg.contact then when = at.at end
+  event('registered', aor, reg.contact, jsontime(reg.expires), when)
+end
+
+-- dp_page is the proxy's report of a page's final answer (or of none:
+-- code 408, its timeout; or of a page it could not send: 503). A 2xx acks
+-- the message and answers the next page, to the same contact, or ends
+-- the session when the mailbox has nothing more pending; any other code
+-- ends it and hands the push to deferpush.
+--   KEYS  none
+--   ARGV  1 AOR (as dp_register answered it), 2 nonce, 3 id, 4 status
+--         code, 5 the Via's transport, 6 its host:port, 7 the contact
+--   Returns {3, request, id, aor}: the next page; 1: done (the mailbox
+--   holds nothing more to send); 0: handed off; -1: the session's lease
+--   is gone (nothing done: the sweeper or deferpush took the mailbox
+--   over, and sends the message again).
+redis.register_function{function_name = 'dp_page', flags = {'no-cluster'}, callback = function(_, args)
+  local aor, nonce, id, code = args[1] or '', args[2] or '', args[3] or '', tonumber(args[4]) or 0
+  local keys = pagekeys(aor)
+  local token = 'pg:' .. nonce
+  local sec, usec = now()
+  local ms = sec * 1000 + math.floor(usec / 1000)
+  if not live(keys[2], token, ms) then return -1 end
+  if code < 200 or code > 299 then
+    pagerelease(keys, token)
+    pagehandoff(aor)
+    return 0
+  end
+  local r = ack(keys, token, ms, {id}, 1)
+  if r[1] > 0 then redis.call('HINCRBY', 'dp:stats', 'pushed', r[1]) end
+  local p, why = pagenext(aor, keys, nonce, args[7] or '', args[5] or '', args[6] or '', ms)
+  if p then return p end
+  if why == 'unsendable' then
+    pagehandoff(aor)
+    return 0
+  end
+  return 1
+end}
+
 -- dp_register records a registration the proxy accepted (save()), and
 -- appends a "registered" event to dp:events when the recipient has
 -- messages and the policy lets deferpush push to them. The registration
@@ -1706,14 +1892,21 @@ end
 --   ARGV  1 AOR, 2 contact URI, 3 expires (seconds from now), 4 at (the
 --         proxy's time: micros above), 5 received, 6 user agent,
 --         7 +sip.instance, 8 Path header value (5 to 8 may be "" or
---         "<null>"); optionally 9 "pct" (1 to 8 are %-escaped: unpct)
+--         "<null>"); optionally 9 "pct" (1 to 8 are %-escaped: unpct),
+--         or "page" (the proxy sends pages itself, above), then 10 the
+--         page session's nonce (letters and digits), 11 the transport
+--         and 12 the host:port of the proxy's Via
 --   Returns 1 when an event was written; 2 when the registration was
 --   recorded and the mailbox holds nothing to push (none pending or in
 --   flight: a proxy that keeps a cache of who may have messages drops
---   the user from it); 0 otherwise (ignored as older, an unregistration
---   that wrote no event, or messages the policy does not push now); an
---   error for a bad AOR, contact, expires or at.
+--   the user from it); {3, request, id, aor} for "page" when the proxy
+--   is to send the first page of a session (a registration without
+--   Path, a policy that pushes by SIP MESSAGE, no live lease), which it
+--   sends to where the REGISTER came from; 0 otherwise (ignored as
+--   older, an unregistration that wrote no event, or messages the policy
+--   does not push now); an error for a bad AOR, contact, expires or at.
 redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
+  local page = args[9] == 'page' and string.match(args[10] or '', '^%w+$')
   unpct(args, 8)
   local lim = limitsOf() or {}
   local aor = canonical(unset(args[1]), sensitiveOf(lim))
@@ -1731,9 +1924,21 @@ redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, c
   local rec = registration(aor, contact, sec + exp, usec, unset(args[5]), instance, unset(args[6]), unset(args[8]))
   local keep = contact
   if instance ~= '' then keep = instance end
-  if register(t .. 'c', t .. 'a', contact, at, rec, keep, exp * 1000 + 3600000) == 0 then return 0 end
-  if redis.call('LLEN', t .. 'q') == 0 then return 2 end
-  if not pushallowed(lim, t .. 's') then return 0 end
+  local res = register(t .. 'c', t .. 'a', contact, at, rec, keep, exp * 1000 + 3600000)
+  if res == 0 then return 0 end
+  local size = redis.call('LLEN', t .. 'q')
+  if size == 0 then return 2 end
+  local allowed, u = pushallowed(lim, t .. 's')
+  if not allowed then return 0 end
+  local ms = sec * 1000 + math.floor(usec / 1000)
+  if page and unset(args[8]) == '' and pagerfor(lim, u, size, res == 2) then
+    local keys = pagekeys(aor)
+    local owner, ends = lease(keys[2])
+    if not owner or ends <= ms then
+      local p = pagenext(aor, keys, page, contact, args[11] or '', args[12] or '', ms)
+      if p then return p end
+    end
+  end
   event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at)
   return 1
 end}

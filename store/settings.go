@@ -91,6 +91,8 @@ func (r *Redis) writeLimits(ctx context.Context, c redis.Cmdable, p plugin.Polic
 		"store_disabled_reply", p.StoreDisabledReply,
 		"push_enabled", flag(p.PushEnabled),
 		"default_push", string(p.DefaultPush),
+		"delivery", string(p.Delivery),
+		"pager_below", p.PagerBelow,
 		"case_sensitive_user", flag(r.rules.CaseSensitiveUser),
 	).Err()
 }
@@ -107,7 +109,7 @@ func flag(b bool) int {
 // field (a Redis last written by an earlier release), and this
 // instance's AOR rules in any case: they are configuration, not policy.
 func (r *Redis) initLimits(ctx context.Context) error {
-	n, err := r.c.HExists(ctx, limitsKey, "push_enabled").Result()
+	n, err := r.c.HExists(ctx, limitsKey, "pager_below").Result()
 	if err == nil && n {
 		err = r.c.HSet(ctx, limitsKey, "case_sensitive_user", flag(r.rules.CaseSensitiveUser)).Err()
 	} else if err == nil {
