@@ -49,7 +49,8 @@ import "github.com/deferpush/deferpush/plugin"
 //	                      library itself applies (store_enabled 0/1,
 //	                      max_message_size, max_mailbox, ttl_ms,
 //	                      full_mailbox_reply, store_disabled_reply,
-//	                      push_enabled 0/1, default_push), written with
+//	                      push_enabled 0/1, default_push, delivery,
+//	                      pager_below), written with
 //	                      every policy change, and case_sensitive_user 0/1
 //	                      (configuration: written at start)
 //	dp:seq         STRING the counter in the ids dp_store makes

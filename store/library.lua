@@ -1718,12 +1718,17 @@ end
 -- session: what is in flight goes back to pending, uncharged, and a
 -- "registered" event hands the push to deferpush, whose rules (attempts,
 -- dead letters, backoff, learning the client) apply from there. A proxy
--- that dies mid-session leaves a lease that lapses after PAGE_LEASE; the
+-- that dies mid-session leaves a lease that lapses (the proxy gives its
+-- length, longer than it waits for an answer, renewed by each page); the
 -- sweeper then requeues and pushes (dp:leases lists the mailbox).
 
--- PAGE_LEASE is the lease of a page session (ms), renewed by each page:
--- longer than a proxy waits for an answer.
-local PAGE_LEASE = 60000
+-- pagelease is the lease a proxy asks for (ms): from 1 s to 10 minutes,
+-- a minute when it gives none.
+local function pagelease(v)
+  local n = tonumber(v)
+  if not n then return 60000 end
+  return math.max(1000, math.min(600000, math.floor(n)))
+end
 
 -- PAGEDROP are the headers of a stored MESSAGE a page leaves out
 -- (encap.PageOf's pageDropped), by lower-cased long and compact name;
@@ -1817,9 +1822,9 @@ end
 -- answers {3, request, id, aor}. Else nil and why: "locked" (another
 -- token holds the lease: nothing done), "none" (nothing left to send) or
 -- "unsendable" (pageof); the session is released for both.
-local function pagenext(aor, keys, nonce, ruri, proto, hostport, ms)
+local function pagenext(aor, keys, nonce, ruri, proto, hostport, ms, len)
   local token = 'pg:' .. nonce
-  local c = claim(keys, token, 1, ms + PAGE_LEASE, ms)
+  local c = claim(keys, token, 1, ms + len, ms)
   if c[1] ~= 1 then return nil, 'locked' end
   redis.call('ZADD', 'dp:leases', ms, aor)
   local id = c[4]
@@ -1850,7 +1855,8 @@ end
 -- ends it and hands the push to deferpush.
 --   KEYS  none
 --   ARGV  1 AOR (as dp_register answered it), 2 nonce, 3 id, 4 status
---         code, 5 the Via's transport, 6 its host:port, 7 the contact
+--         code, 5 the Via's transport, 6 its host:port, 7 the contact,
+--         8 the lease (ms, pagelease)
 --   Returns {3, request, id, aor}: the next page; 1: done (the mailbox
 --   holds nothing more to send); 0: handed off; -1: the session's lease
 --   is gone (nothing done: the sweeper or deferpush took the mailbox
@@ -1869,7 +1875,7 @@ redis.register_function{function_name = 'dp_page', flags = {'no-cluster'}, callb
   end
   local r = ack(keys, token, ms, {id}, 1)
   if r[1] > 0 then redis.call('HINCRBY', 'dp:stats', 'pushed', r[1]) end
-  local p, why = pagenext(aor, keys, nonce, args[7] or '', args[5] or '', args[6] or '', ms)
+  local p, why = pagenext(aor, keys, nonce, args[7] or '', args[5] or '', args[6] or '', ms, pagelease(args[8]))
   if p then return p end
   if why == 'unsendable' then
     pagehandoff(aor)
@@ -1895,7 +1901,8 @@ end}
 --         "<null>"); optionally 9 "pct" (1 to 8 are %-escaped: unpct),
 --         or "page" (the proxy sends pages itself, above), then 10 the
 --         page session's nonce (letters and digits), 11 the transport
---         and 12 the host:port of the proxy's Via
+--         and 12 the host:port of the proxy's Via, 13 the lease (ms,
+--         pagelease)
 --   Returns 1 when an event was written; 2 when the registration was
 --   recorded and the mailbox holds nothing to push (none pending or in
 --   flight: a proxy that keeps a cache of who may have messages drops
@@ -1935,7 +1942,7 @@ redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, c
     local keys = pagekeys(aor)
     local owner, ends = lease(keys[2])
     if not owner or ends <= ms then
-      local p = pagenext(aor, keys, page, contact, args[11] or '', args[12] or '', ms)
+      local p = pagenext(aor, keys, page, contact, args[11] or '', args[12] or '', ms, pagelease(args[13]))
       if p then return p end
     end
   end

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func dpRegisterPage(t *testing.T, c redis.UniversalClient, aor, nonce, path stri
 	t.Helper()
 	res, err := c.FCall(context.Background(), "dp_register", nil, aor, pageContact, 3600,
 		fmt.Sprint(time.Now().UnixMicro()), "sip:127.0.0.1:5099;transport=tcp", "<null>", "<null>", path,
-		"page", nonce, "TCP", "127.0.0.1:5060").Result()
+		"page", nonce, "TCP", "127.0.0.1:5060", 60000).Result()
 	if err != nil {
 		t.Fatalf("FCALL dp_register: %v", err)
 	}
@@ -47,7 +48,7 @@ func dpRegisterPage(t *testing.T, c redis.UniversalClient, aor, nonce, path stri
 // dpPage reports a page's final answer as the proxy does.
 func dpPage(t *testing.T, c redis.UniversalClient, aor, nonce, id string, code int) any {
 	t.Helper()
-	res, err := c.FCall(context.Background(), "dp_page", nil, aor, nonce, id, code, "TCP", "127.0.0.1:5060", pageContact).Result()
+	res, err := c.FCall(context.Background(), "dp_page", nil, aor, nonce, id, code, "TCP", "127.0.0.1:5060", pageContact, 60000).Result()
 	if err != nil {
 		t.Fatalf("FCALL dp_page: %v", err)
 	}
@@ -150,6 +151,12 @@ func TestDirectPageSession(t *testing.T) {
 	_, id, aor, ok := pageOf(dpRegisterPage(t, c, "sip:bob@example.com", "abc", "<null>"))
 	if !ok || id != ids[0] {
 		t.Fatalf("first page %q (%v), want %q", id, ok, ids[0])
+	}
+	// The lease is the proxy's (60 s here), for its token.
+	lock := strings.Fields(c.HGet(ctx, "dp:{sip:bob@example.com}:m", "lock").Val())
+	if until, _ := strconv.ParseInt(lock[len(lock)-1], 10, 64); lock[0] != "pg:abc" ||
+		time.Until(time.UnixMilli(until)) < 55*time.Second || time.Until(time.UnixMilli(until)) > time.Minute {
+		t.Errorf("lease %q, want pg:abc's for a minute", lock)
 	}
 	// A second REGISTER while the session runs: the lease is live, so the
 	// event path (deferpush sees the lease and waits).

@@ -13,7 +13,8 @@ import (
 // MESSAGE (pager mode, issue 15), as msilo delivers. The first runs the
 // shipped kamailio.cfg as shipped (the hooks: each REGISTER posts the
 // registered hook from an async worker), the second its Redis-direct
-// mode (dp_store, dp_register and the registration events).
+// mode (dp_store; dp_register answers the first page, which Kamailio
+// sends itself, dp_page the next ones).
 const (
 	systemDeferpushPager      = "deferpush (pager_below)"
 	systemDeferpushPagerRedis = "deferpush (pager_below, Redis direct)"

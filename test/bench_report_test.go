@@ -568,8 +568,9 @@ func (r *benchReport) howMeasured(b *bytes.Buffer) {
 		"`pager_below` M: each user's messages go as SIP MESSAGEs (pager mode) through Kamailio to msilo's own client, the SIPp UAS, " +
 		"registered by the same SIPp scenario as msilo's; its store phase is the hook row's, and each REGISTER reaches deferpush " +
 		"through the registered hook (an async worker, libcurl, HTTP). **deferpush (pager_below, Redis direct)** is the same in " +
-		"kamailio.cfg's Redis-direct mode: Kamailio stores with dp_store and records each REGISTER with dp_register, whose " +
-		"registration event deferpush reads; its store phase is the Redis-direct row's.\n")
+		"kamailio.cfg's Redis-direct mode: Kamailio stores with dp_store, and each REGISTER's dp_register answers the first page, " +
+		"which Kamailio sends itself (the proxy's own pages), each 200 going to dp_page for the next; deferpush is not on the path. " +
+		"Its store phase is the Redis-direct row's.\n")
 	b.WriteString("- **OpenSIPS 3.4:** **msilo (OpenSIPS)** runs `test/testdata/opensips-msilo.cfg`, the same registrar and msilo setup " +
 		"(db_sqlite in WAL mode, in /dev/shm, the SIPp UAS); **deferpush (OpenSIPS)** runs the shipped `adapters/opensips/opensips.cfg` " +
 		"(the message hook through rest_client's async rest_post, the registration hooks from the usrloc events).\n")

@@ -93,9 +93,10 @@ var rules = map[string]importRule{
 	"adapters": {own: []string{"plugin", "plugin/guard", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"},
 		testOwn: []string{"adapters/ingress"}, testThirdParty: []string{goCmp}},
 	// The store's tests compare what the library's dp_store writes for a
-	// proxy with what the hook stores (ingress.Deferred).
+	// proxy with what the hook stores (ingress.Deferred), and the pages it
+	// answers a proxy with what the Go pager sends (encap.PageOf).
 	"store": {own: []string{"plugin", "store/..."}, thirdParty: []string{"github.com/redis/go-redis", "github.com/alicebob/miniredis"},
-		testOwn: []string{"test/harness", "adapters/ingress"}, testThirdParty: []string{goCmp}},
+		testOwn: []string{"test/harness", "adapters/ingress", "plugin/encap"}, testThirdParty: []string{goCmp}},
 	// hertz's ut (in-process requests) comes with hertz; kin-openapi
 	// checks the served OpenAPI document.
 	"api": {own: []string{"plugin", "plugin/guard", "adapters/...", "api/console"}, thirdParty: []string{"github.com/cloudwego/hertz", "github.com/prometheus/client_golang"},

@@ -40,6 +40,7 @@ func TestSoakFaults(t *testing.T) {
 	run("startup-push", func(t *testing.T) faultRow { return faultStartupRounds(t, rounds) })
 	run("pager-kill", func(t *testing.T) faultRow { return faultPagerRounds(t, rounds) })
 	run("direct-all-down", func(t *testing.T) faultRow { return faultDirectDownRounds(t, rounds) })
+	run("proxy-pages-kill", func(t *testing.T) faultRow { return faultProxyPagesRounds(t, rounds) })
 
 	var b strings.Builder
 	b.WriteString(reliabilityHeader)
