@@ -1,0 +1,89 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deferpush/deferpush/adapters/imclient"
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// registerQuery sends a REGISTER without Contact for user (RFC 3261
+// 10.2.3: a query of the bindings, which changes none) over UDP to
+// addr and returns the reply's status line.
+func registerQuery(t *testing.T, addr, user string) string {
+	t.Helper()
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	tag := fmt.Sprint(time.Now().UnixNano())
+	req := strings.Join([]string{
+		"REGISTER sip:" + domain + " SIP/2.0",
+		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bKq" + tag + ";rport",
+		"Max-Forwards: 70",
+		"From: <sip:" + user + "@" + domain + ">;tag=" + tag,
+		"To: <sip:" + user + "@" + domain + ">",
+		"Call-ID: query-" + tag,
+		"CSeq: 1 REGISTER",
+		"Content-Length: 0", "", ""}, "\r\n")
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer to the query REGISTER: %v", err)
+	}
+	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+	return line
+}
+
+// flowRegisterQuery: a REGISTER without Contact (a query of the
+// bindings) leaves the registration deferpush recorded as it was: it is
+// neither an unregistration nor a registration.
+func flowRegisterQuery(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
+	ctx := context.Background()
+	aor := plugin.MustParseAOR("sip:user2@" + domain)
+	// Held: the message stays, the registration is recorded, no push.
+	if err := s.st.SetUserSettings(ctx, aor, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
+		t.Fatal(err)
+	}
+	user1 := s.client(t, "user1", imclient.Config{})
+	if code := sendMessage(t, user1, "user2", []byte("held")); code != 202 {
+		t.Fatalf("MESSAGE: %d, want 202", code)
+	}
+	s.waitPending(t, "user2", 1)
+	user2 := s.client(t, "user2", imclient.Config{})
+	s.register(t, user2)
+	var before plugin.Registration
+	waitFor(t, 10*time.Second, "user2's registration recorded", func() bool {
+		r, err := s.st.Contact(ctx, aor)
+		before = r
+		return err == nil
+	})
+	if before.Instance != "" {
+		t.Errorf("instance recorded as %q for a Contact without +sip.instance", before.Instance)
+	}
+	if line := registerQuery(t, s.proxyAddr, "user2"); !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("query REGISTER answered %q, want 200", line)
+	}
+	time.Sleep(time.Second)
+	after, err := s.st.Contact(ctx, aor)
+	if err != nil || after.Contact != before.Contact || !after.Expires.Equal(before.Expires) {
+		t.Errorf("after the query: %+v, %v; want the registration unchanged (%+v)", after, err, before)
+	}
+}
+
+func TestKamailioRegisterQuery(t *testing.T)       { flowRegisterQuery(t, kamailioStarter) }
+func TestKamailioDirectRegisterQuery(t *testing.T) { flowRegisterQuery(t, kamailioDirectStarter) }
+func TestOpenSIPSRegisterQuery(t *testing.T)       { flowRegisterQuery(t, opensipsStarter) }
+func TestOpenSIPSDirectRegisterQuery(t *testing.T) { flowRegisterQuery(t, opensipsDirectStarter) }
