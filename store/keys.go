@@ -99,7 +99,11 @@ func orderKey(aor plugin.AOR) string    { return tag(aor) + "a" }
 // function takes, in the order of library.lua's header: q, m, d, g, f.
 func mailboxKeys(aor plugin.AOR) []string {
 	t := tag(aor)
-	return []string{t + "q", t + "m", t + "d", t + "g", t + "f"}
+	// Room for dp:mailboxes and dp:stats, which dp_append takes after
+	// them on one Redis (appendIndexed), without another allocation.
+	keys := make([]string, 5, 7)
+	keys[0], keys[1], keys[2], keys[3], keys[4] = t+"q", t+"m", t+"d", t+"g", t+"f"
+	return keys
 }
 
 // firstLayout are the key suffixes of the first layout, in the order

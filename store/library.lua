@@ -144,6 +144,15 @@ local function requeue(q, m)
   return #ids
 end
 
+-- unlock requeues what is in flight and drops the lease (the end of
+-- dp_unlock, dp_finish, dp_recover and a proxy's page session). Returns
+-- the number requeued.
+local function unlock(q, m)
+  local n = requeue(q, m)
+  redis.call('HDEL', m, 'lock')
+  return n
+end
+
 -- Records -------------------------------------------------------------------
 
 -- uvarint reads an unsigned varint of s at i; returns it and the index
@@ -442,9 +451,7 @@ end)
 redis.register_function('dp_unlock', function(keys, args)
   local owner = lease(keys[2])
   if owner and owner ~= args[1] then return -1 end
-  local n = requeue(keys[1], keys[2])
-  redis.call('HDEL', keys[2], 'lock')
-  return n
+  return unlock(keys[1], keys[2])
 end)
 
 -- dp_finish ends a push in one call: dp_ack of the ids the client
@@ -470,8 +477,7 @@ redis.register_function('dp_finish', function(keys, args)
       if redis.call('HEXISTS', keys[2], args[i]) == 1 then res = {-1, 0} break end
     end
   end
-  requeue(keys[1], keys[2])
-  redis.call('HDEL', keys[2], 'lock')
+  unlock(keys[1], keys[2])
   return res
 end)
 
@@ -494,9 +500,7 @@ end)
 redis.register_function('dp_recover', function(keys, args)
   local owner, ends = lease(keys[2])
   if owner and ends > tonumber(args[1]) then return {1, 0} end
-  local n = requeue(keys[1], keys[2])
-  redis.call('HDEL', keys[2], 'lock')
-  return {0, n}
+  return {0, unlock(keys[1], keys[2])}
 end)
 
 -- dp_expire is the sweeper's look at one mailbox, a bounded part of it a
@@ -1783,9 +1787,12 @@ local function pageof(rec, ruri, proto, hostport, branch)
       if last == 'cseq' then return nil end
       if keep then out[#out + 1] = line end
     else
-      local name, value = string.match(line, '^([^:]-)[ \t]*:(.*)\r\n$')
-      if not name then return nil end
-      last = string.lower(name)
+      -- The name ends at the first colon, blanks before it aside (span:
+      -- linear, where a pattern would backtrack over a run of blanks).
+      local colon = string.find(line, ':', 1, true)
+      if not colon then return nil end
+      local value = string.sub(line, colon + 1, -3)
+      last = string.lower(span(line, 1, colon - 1))
       keep = not PAGEDROP[last]
       if keep then
         out[#out + 1] = line
@@ -1813,9 +1820,7 @@ end
 -- pagerelease ends a page session: what is in flight goes back to
 -- pending and the lease is dropped, if token holds it.
 local function pagerelease(keys, token)
-  if lease(keys[2]) ~= token then return end
-  requeue(keys[1], keys[2])
-  redis.call('HDEL', keys[2], 'lock')
+  if lease(keys[2]) == token then unlock(keys[1], keys[2]) end
 end
 
 -- pagenext claims the next message for the page session nonce and

@@ -105,8 +105,7 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 // the count.
 func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin.Limits, exp int64, rec string) error {
 	aor := m.Recipient.String()
-	t := tagOf(aor)
-	keys := []string{t + "q", t + "m", t + "d", t + "g", t + "f", mailboxesKey, statsKey}
+	keys := append(mailboxKeys(m.Recipient), mailboxesKey, statsKey)
 	var notify any = ""
 	if m.NotifyFailure && !m.Expires.IsZero() {
 		// Its sender waits for a failure notice (notices.go).

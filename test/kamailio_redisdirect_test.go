@@ -215,13 +215,21 @@ func TestKamailioDirectRegisterNothingStored(t *testing.T) {
 	}
 	// Then something is stored and the client registers again: pushed.
 	user1 := s.client(t, "user1", imclient.Config{})
-	if code := sendMessage(t, user1, "user2", []byte("now there is one")); code != 202 {
+	storeThenOnePush(t, s.dpStack, user1, "user2", user2, "(none for the first REGISTER)")
+}
+
+// storeThenOnePush sends one MESSAGE from sender to user (stored: the
+// client rcv is not registered), registers rcv and checks that it gets
+// exactly one push of that one message; why says why no other.
+func storeThenOnePush(t *testing.T, s *dpStack, sender *imclient.Client, user string, rcv *imclient.Client, why string) {
+	t.Helper()
+	if code := sendMessage(t, sender, user, []byte("now there is one")); code != 202 {
 		t.Fatalf("MESSAGE: %d", code)
 	}
-	s.register(t, user2)
-	waitClient(t, user2, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
-	if st := user2.Stats(); st.Invites != 1 || st.Received != 1 {
-		t.Errorf("user2 saw %+v; want one push of one message (none for the first REGISTER)", st)
+	s.register(t, rcv)
+	waitClient(t, rcv, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	if st := rcv.Stats(); st.Invites != 1 || st.Received != 1 {
+		t.Errorf("%s saw %+v; want one push of one message %s", user, st, why)
 	}
 }
 

@@ -136,14 +136,7 @@ func TestKamailioDirectCacheEmptyMailbox(t *testing.T) {
 	if code, err := user2.Register(uctx, 0); err != nil || code != 200 {
 		t.Fatalf("unREGISTER: %d %v", code, err)
 	}
-	if code := sendMessage(t, sender, "User2", []byte("now there is one")); code != 202 {
-		t.Fatalf("MESSAGE: %d", code)
-	}
-	s.register(t, user2)
-	waitClient(t, user2, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
-	if st := user2.Stats(); st.Invites != 1 || st.Received != 1 {
-		t.Errorf("user2 saw %+v; want one push of one message", st)
-	}
+	storeThenOnePush(t, s.dpStack, sender, "User2", user2, "(the store was for another spelling)")
 	waitFor(t, 10*time.Second, "user2's mailbox emptied", func() bool { return s.counts(t, "user2").Pending == 0 })
 	if n := mon.count("user2"); n != 1 {
 		t.Errorf("dp_register calls for user2 after the store's REGISTER: %d, want 1", n)
