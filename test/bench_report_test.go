@@ -534,7 +534,8 @@ func (r *benchReport) howMeasured(b *bytes.Buffer) {
 		"again (retransmission, second dump) counts once, as a duplicate. p50/p99 are over users: their REGISTER → their last message.\n")
 	b.WriteString("- **Server CPU:** the time on CPU of every thread of every server process and all its descendants (Kamailio's and OpenSIPS's " +
 		"workers), from /proc/PID/task/TID/schedstat in nanoseconds (/proc/PID/stat's utime+stime is the same time in 10 ms ticks, too " +
-		"coarse for M=1's 200 messages), read before and after each phase; a phase ends when its last answer is in and the " +
+		"coarse for M=1's 200 messages), read before and after each phase; a phase starts once the servers have been idle (under 5 ms " +
+		"of CPU in 200 ms: what they still did after starting or after the last phase is not its work) and ends when its last answer is in and the " +
 		"servers have been idle (under 5 ms of CPU in 200 ms; work queued behind the answers — Kamailio's async hooks, deferpush's acks — is counted). " +
 		"msilo: the proxy's processes (SQLite runs inside them); deferpush: deferpush, redis-server and the proxy's processes. " +
 		"Per message: store CPU ÷ messages stored, delivery CPU ÷ messages delivered; per REGISTER: CPU ÷ REGISTERs answered.\n")

@@ -17,6 +17,13 @@ import (
 // addr and returns the reply's status line.
 func registerQuery(t *testing.T, addr, user string) string {
 	t.Helper()
+	return registerRaw(t, addr, user)
+}
+
+// registerRaw sends a REGISTER for user with the extra header lines
+// over UDP to addr and returns the reply's status line.
+func registerRaw(t *testing.T, addr, user string, extra ...string) string {
+	t.Helper()
 	conn, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -24,15 +31,16 @@ func registerQuery(t *testing.T, addr, user string) string {
 	defer conn.Close()
 	local := conn.LocalAddr().String()
 	tag := fmt.Sprint(time.Now().UnixNano())
-	req := strings.Join([]string{
+	lines := []string{
 		"REGISTER sip:" + domain + " SIP/2.0",
 		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bKq" + tag + ";rport",
 		"Max-Forwards: 70",
 		"From: <sip:" + user + "@" + domain + ">;tag=" + tag,
 		"To: <sip:" + user + "@" + domain + ">",
 		"Call-ID: query-" + tag,
-		"CSeq: 1 REGISTER",
-		"Content-Length: 0", "", ""}, "\r\n")
+		"CSeq: 1 REGISTER"}
+	lines = append(lines, extra...)
+	req := strings.Join(append(lines, "Content-Length: 0", "", ""), "\r\n")
 	if _, err := conn.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +48,7 @@ func registerQuery(t *testing.T, addr, user string) string {
 	buf := make([]byte, 4096)
 	n, err := conn.Read(buf)
 	if err != nil {
-		t.Fatalf("no answer to the query REGISTER: %v", err)
+		t.Fatalf("no answer to the REGISTER: %v", err)
 	}
 	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
 	return line
@@ -87,3 +95,48 @@ func TestKamailioRegisterQuery(t *testing.T)       { flowRegisterQuery(t, kamail
 func TestKamailioDirectRegisterQuery(t *testing.T) { flowRegisterQuery(t, kamailioDirectStarter) }
 func TestOpenSIPSRegisterQuery(t *testing.T)       { flowRegisterQuery(t, opensipsStarter) }
 func TestOpenSIPSDirectRegisterQuery(t *testing.T) { flowRegisterQuery(t, opensipsDirectStarter) }
+
+// flowRegisterExpiresParam: a Contact's expires parameter overrides the
+// Expires header (RFC 3261 10.2.1.1): "Expires: 0" with ";expires=600"
+// registers the contact for 600 s, which deferpush records as such, not
+// as an unregistration.
+func flowRegisterExpiresParam(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
+	ctx := context.Background()
+	aor := plugin.MustParseAOR("sip:user2@" + domain)
+	// Held: the message stays and every registration is recorded.
+	if err := s.st.SetUserSettings(ctx, aor, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
+		t.Fatal(err)
+	}
+	user1 := s.client(t, "user1", imclient.Config{})
+	if code := sendMessage(t, user1, "user2", []byte("held")); code != 202 {
+		t.Fatalf("MESSAGE: %d, want 202", code)
+	}
+	s.waitPending(t, "user2", 1)
+	contact := "sip:user2@127.0.0.1:5999;transport=udp"
+	at := time.Now()
+	if line := registerRaw(t, s.proxyAddr, "user2", "Contact: <"+contact+">;expires=600", "Expires: 0"); !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("REGISTER answered %q, want 200", line)
+	}
+	var got plugin.Registration
+	waitFor(t, 10*time.Second, "user2's registration recorded", func() bool {
+		r, err := s.st.Contact(ctx, aor)
+		got = r
+		return err == nil
+	})
+	if got.Contact != contact {
+		t.Errorf("recorded contact %q, want %q", got.Contact, contact)
+	}
+	if d := got.Expires.Sub(at); d < 595*time.Second || d > 605*time.Second {
+		t.Errorf("recorded expiry %v after the REGISTER, want 600 s (the Contact's parameter)", d)
+	}
+}
+
+func TestKamailioRegisterExpiresParam(t *testing.T) { flowRegisterExpiresParam(t, kamailioStarter) }
+func TestKamailioDirectRegisterExpiresParam(t *testing.T) {
+	flowRegisterExpiresParam(t, kamailioDirectStarter)
+}
+func TestOpenSIPSRegisterExpiresParam(t *testing.T) { flowRegisterExpiresParam(t, opensipsStarter) }
+func TestOpenSIPSDirectRegisterExpiresParam(t *testing.T) {
+	flowRegisterExpiresParam(t, opensipsDirectStarter)
+}
