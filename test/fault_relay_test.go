@@ -120,5 +120,19 @@ func faultRelayRound(t *testing.T, s *kamailioStack, relayProc interface {
 	// The client authenticates to the restarted relay and gets the rest.
 	s.deliverAll(t, c, user, ids)
 	dups := row.add(t, ids, c.Received())
-	wantDups(t, "relay restart", dups, inDoubt...)
+	// A message the client confirmed while deferpush still held it after
+	// the push is sent again; one deferpush had removed never is. The
+	// client may confirm SENDs of the dead session it had read before the
+	// kill only after the check above (once its event handler returns):
+	// those were still held too, and their duplicates are as legitimate.
+	for id := range dups {
+		if !stored[id] {
+			t.Errorf("relay restart: %s duplicated, but deferpush had removed it after the first push", id)
+		}
+	}
+	for _, id := range inDoubt {
+		if !dups[id] {
+			t.Errorf("relay restart: %s was confirmed and still stored after the first push, but not sent again", id)
+		}
+	}
 }
