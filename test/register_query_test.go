@@ -54,15 +54,14 @@ func registerRaw(t *testing.T, addr, user string, extra ...string) string {
 	return line
 }
 
-// flowRegisterQuery: a REGISTER without Contact (a query of the
-// bindings) leaves the registration deferpush recorded as it was: it is
-// neither an unregistration nor a registration.
-func flowRegisterQuery(t *testing.T, start startStack) {
+// startHeldUser2 starts a stack in which user2 has one message stored
+// and pushes held: the message stays, and every registration of user2 is
+// recorded (something waits), none pushed.
+func startHeldUser2(t *testing.T, start startStack) (*dpStack, plugin.AOR) {
+	t.Helper()
 	s := start(t, stackOptions{})
-	ctx := context.Background()
 	aor := plugin.MustParseAOR("sip:user2@" + domain)
-	// Held: the message stays, the registration is recorded, no push.
-	if err := s.st.SetUserSettings(ctx, aor, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
+	if err := s.st.SetUserSettings(context.Background(), aor, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
 		t.Fatal(err)
 	}
 	user1 := s.client(t, "user1", imclient.Config{})
@@ -70,6 +69,15 @@ func flowRegisterQuery(t *testing.T, start startStack) {
 		t.Fatalf("MESSAGE: %d, want 202", code)
 	}
 	s.waitPending(t, "user2", 1)
+	return s, aor
+}
+
+// flowRegisterQuery: a REGISTER without Contact (a query of the
+// bindings) leaves the registration deferpush recorded as it was: it is
+// neither an unregistration nor a registration.
+func flowRegisterQuery(t *testing.T, start startStack) {
+	s, aor := startHeldUser2(t, start)
+	ctx := context.Background()
 	user2 := s.client(t, "user2", imclient.Config{})
 	s.register(t, user2)
 	var before plugin.Registration
@@ -101,18 +109,8 @@ func TestOpenSIPSDirectRegisterQuery(t *testing.T) { flowRegisterQuery(t, opensi
 // registers the contact for 600 s, which deferpush records as such, not
 // as an unregistration.
 func flowRegisterExpiresParam(t *testing.T, start startStack) {
-	s := start(t, stackOptions{})
+	s, aor := startHeldUser2(t, start)
 	ctx := context.Background()
-	aor := plugin.MustParseAOR("sip:user2@" + domain)
-	// Held: the message stays and every registration is recorded.
-	if err := s.st.SetUserSettings(ctx, aor, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
-		t.Fatal(err)
-	}
-	user1 := s.client(t, "user1", imclient.Config{})
-	if code := sendMessage(t, user1, "user2", []byte("held")); code != 202 {
-		t.Fatalf("MESSAGE: %d, want 202", code)
-	}
-	s.waitPending(t, "user2", 1)
 	contact := "sip:user2@127.0.0.1:5999;transport=udp"
 	at := time.Now()
 	if line := registerRaw(t, s.proxyAddr, "user2", "Contact: <"+contact+">;expires=600", "Expires: 0"); !strings.HasPrefix(line, "SIP/2.0 200") {
