@@ -205,10 +205,6 @@ local function rfc3339(s)
   return t * 1000 + ms
 end
 
--- jsontime is rfc3339, under a name that the writer of the same name
--- (Registrations from the proxy) does not hide.
-local jsontime = rfc3339
-
 -- expiry returns when the record expires (Unix ms), 0 for never. A v2
 -- record says it in its header; v1 records and JSON ones (written by
 -- earlier releases, and still read) are decoded as far as needed.
@@ -1225,8 +1221,9 @@ local function rfc1123(sec)
     math.floor(s / 3600), math.floor(s / 60) % 60, s % 60)
 end
 
--- rfc3339 is Unix time sec + usec as Go's JSON writes a UTC time.
-local function rfc3339(sec, usec)
+-- rfc3339of is Unix time sec + usec as Go's JSON writes a UTC time (the
+-- writer of what rfc3339 reads).
+local function rfc3339of(sec, usec)
   local d = math.floor(sec / 86400)
   local s = sec - d * 86400
   local y, mo, day = civil(d)
@@ -1655,7 +1652,7 @@ end
 -- pager_only, which setcontact keeps).
 local function registration(aor, contact, expsec, expusec, received, instance, ua, path)
   local out = '{"aor":' .. jsonstring(aor) .. ',"contact":' .. jsonstring(contact) ..
-    ',"expires":' .. jsonstring(rfc3339(expsec, expusec))
+    ',"expires":' .. jsonstring(rfc3339of(expsec, expusec))
   if received ~= '' then out = out .. ',"received":' .. jsonstring(received) end
   if instance ~= '' then out = out .. ',"instance":' .. jsonstring(instance) end
   if ua ~= '' then out = out .. ',"user_agent":' .. jsonstring(ua) end
@@ -1811,9 +1808,9 @@ local function pageof(rec, ruri, proto, hostport, branch)
   return table.concat(out)
 end
 
--- pagekeys are the mailbox keys of an AOR.
-local function pagekeys(aor)
-  local t = 'dp:{' .. aor .. '}:'
+-- pagekeys are the mailbox keys of the AOR whose key tag is t
+-- ('dp:{<aor>}:').
+local function pagekeys(t)
   return {t .. 'q', t .. 'm', t .. 'd', t .. 'g', t .. 'f'}
 end
 
@@ -1850,7 +1847,7 @@ local function pagehandoff(aor)
   local sec, usec = now()
   local when = sec * 1000000 + usec
   if at and at.contact == reg.contact then when = at.at end
-  event('registered', aor, reg.contact, jsontime(reg.expires), when)
+  event('registered', aor, reg.contact, rfc3339(reg.expires), when)
 end
 
 -- dp_page is the proxy's report of a page's final answer (or of none:
@@ -1868,7 +1865,7 @@ end
 --   over, and sends the message again).
 redis.register_function{function_name = 'dp_page', flags = {'no-cluster'}, callback = function(_, args)
   local aor, nonce, id, code = args[1] or '', args[2] or '', args[3] or '', tonumber(args[4]) or 0
-  local keys = pagekeys(aor)
+  local keys = pagekeys('dp:{' .. aor .. '}:')
   local token = 'pg:' .. nonce
   local sec, usec = now()
   local ms = sec * 1000 + math.floor(usec / 1000)
@@ -1944,12 +1941,10 @@ redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, c
   if not allowed then return 0 end
   local ms = sec * 1000 + math.floor(usec / 1000)
   if page and unset(args[8]) == '' and pagerfor(lim, u, size, res == 2) then
-    local keys = pagekeys(aor)
-    local owner, ends = lease(keys[2])
-    if not owner or ends <= ms then
-      local p = pagenext(aor, keys, page, contact, args[11] or '', args[12] or '', ms, pagelease(args[13]))
-      if p then return p end
-    end
+    -- A live lease of another push: claim refuses ("locked"), and the
+    -- event goes as without pages.
+    local p = pagenext(aor, pagekeys(t), page, contact, args[11] or '', args[12] or '', ms, pagelease(args[13]))
+    if p then return p end
   end
   event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at)
   return 1

@@ -327,6 +327,14 @@ type reading struct {
 	server, client float64
 }
 
+// start is the reading a phase starts from, once the servers have been
+// idle (settleCPU): what they were still doing before it (start-up, the
+// last phase) is not its work.
+func (c cpuMeter) start() reading {
+	settleCPU(c.servers...)
+	return c.read()
+}
+
 func (c cpuMeter) read() reading {
 	return reading{at: time.Now(), server: treeCPUSeconds(c.servers...), client: selfCPUSeconds() + treeCPUSeconds(c.clients...)}
 }

@@ -273,10 +273,7 @@ func runDeferpushSide(b *testing.B, p benchParams, m int, side deferpushSide) be
 	defer cancel()
 	start := make(chan struct{})
 	prof := startProfile(b, p.OutDir, fmt.Sprintf("%s-M%d-deliver", side.mode.Profile, m), procTree(servers...))
-	// Every phase starts with the servers idle: what they were still
-	// doing before it (start-up, the last phase) is not its work.
-	settleCPU(servers...)
-	r1 := meter.read()
+	r1 := meter.start()
 	for i, c := range clients {
 		user := benchUser(i)
 		wg.Go(func() {
@@ -342,8 +339,7 @@ func (s *deferpushStack) storePhase(b *testing.B, p benchParams, row *benchRow, 
 	servers := s.servers()
 	meter := cpuMeter{servers: servers}
 	prof := startProfile(b, p.OutDir, profile, procTree(servers...))
-	settleCPU(servers...) // as in the delivery phase
-	r0 := meter.read()
+	r0 := meter.start()
 	sr := sippStore(b, p, s.proxy.SIPAddr, users, dir, total)
 	row.StoreTime, row.Err = sr.Time, join(row.Err, sr.Err)
 	settleCPU(servers...)

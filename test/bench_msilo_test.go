@@ -423,8 +423,7 @@ func runMsilo(b *testing.B, p benchParams, m int, proxy string) benchRow {
 
 	total := p.Users * m
 	meter := cpuMeter{servers: []int{k.PID()}}
-	settleCPU(meter.servers...) // every phase starts idle (runDeferpush)
-	r0 := meter.read()
+	r0 := meter.start()
 	sr := sippStore(b, p, k.SIPAddr, users, dir, total)
 	row.StoreTime, row.Err = sr.Time, sr.Err
 	settleCPU(meter.servers...)
@@ -498,8 +497,7 @@ func sippDeliveryPhase(b *testing.B, p benchParams, row *benchRow, addr, users, 
 	if profile != "" {
 		prof = startProfile(b, p.OutDir, profile, procTree(meter.servers...))
 	}
-	settleCPU(meter.servers...)
-	r1 := meter.read()
+	r1 := meter.start()
 	res := harness.RunSIPp(b, harness.SIPpConfig{
 		Scenario: "testdata/bench/register-uac.xml",
 		Remote:   addr,

@@ -162,8 +162,7 @@ func measureRegisters(b *testing.B, p benchParams, name, addr string, servers []
 	logPath := filepath.Join(dir, "reg.log")
 	meter := cpuMeter{servers: servers}
 	prof := startProfile(b, p.OutDir, "register-"+name, procTree(servers...))
-	settleCPU(servers...) // starts idle, as the message phases
-	r0 := meter.read()
+	r0 := meter.start()
 	res := harness.RunSIPp(b, harness.SIPpConfig{
 		Scenario: "testdata/bench/register-uac.xml",
 		Remote:   addr,
