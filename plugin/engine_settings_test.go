@@ -89,3 +89,103 @@ func TestEngineSettingsReadAgainAfterWait(t *testing.T) {
 		t.Errorf("carol's mailbox %+v (%v), want her message pending", c, err)
 	}
 }
+
+// readCounter counts the reads of a user's settings and registration.
+type readCounter struct {
+	*plugintest.Store
+	contact, settings, both atomic.Int32
+}
+
+func (c *readCounter) Contact(ctx context.Context, aor plugin.AOR) (plugin.Registration, error) {
+	c.contact.Add(1)
+	return c.Store.Contact(ctx, aor)
+}
+
+func (c *readCounter) UserSettings(ctx context.Context, aor plugin.AOR) (plugin.UserSettings, error) {
+	c.settings.Add(1)
+	return c.Store.UserSettings(ctx, aor)
+}
+
+func (c *readCounter) ContactAndSettings(ctx context.Context, aor plugin.AOR) (plugin.Registration, plugin.UserSettings, error) {
+	c.both.Add(1)
+	return c.Store.ContactAndSettings(ctx, aor)
+}
+
+// TestEngineReadAgainOnce: a push that waited for a slot reads the
+// user's settings and registration again in one call (ContactAndSettings),
+// not one read each, and still finds what an earlier push learnt of the
+// client under delivery auto (PagerOnly: it goes in pager mode).
+func TestEngineReadAgainOnce(t *testing.T) {
+	ctx := context.Background()
+	carol := plugin.MustParseAOR("sip:carol@example.com")
+	st := &readCounter{Store: plugintest.NewStore(nil)}
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	pol.Delivery = plugin.DeliveryAuto
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
+		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- eng.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	for !eng.Running() {
+		time.Sleep(time.Millisecond)
+	}
+	for _, aor := range []plugin.AOR{bob, carol} {
+		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
+			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}
+		if err := eng.Store(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := func(aor plugin.AOR) plugin.Registration {
+		return plugin.Registration{AOR: aor, Contact: "sip:" + aor.User() + "@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)}
+	}
+	if err := eng.Registered(ctx, reg(bob)); err != nil {
+		t.Fatal(err)
+	}
+	<-p.started // bob's push holds the only slot
+	if err := eng.Registered(ctx, reg(carol)); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier push learnt that carol's client takes no MSRP.
+	if err := st.SetPagerOnly(ctx, carol, reg(carol).Binding()); err != nil {
+		t.Fatal(err)
+	}
+	st.contact.Store(0)
+	st.settings.Store(0)
+	st.both.Store(0)
+	skew.Store(int64(time.Second)) // carol's kick read is stale when her push starts
+	close(p.gate)
+	env := &engineEnv{rec: rec}
+	for range 2 {
+		if rep := env.report(t); rep.Delivered != 1 {
+			t.Fatalf("report %+v, want 1 delivered", rep)
+		}
+	}
+	if c, s, b := st.contact.Load(), st.settings.Load(), st.both.Load(); b != 1 || c != 0 || s != 0 {
+		t.Errorf("carol's push read Contact %d, UserSettings %d, ContactAndSettings %d times; want only ContactAndSettings, once", c, s, b)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, tg := range p.targets {
+		if tg.AOR == carol && !tg.Pager {
+			t.Errorf("carol's push went by MSRP; her stored registration says pager only")
+		}
+	}
+}

@@ -138,18 +138,41 @@ func (r *pushRun) due(ctx context.Context) (int, error) {
 	if r.policy, err = r.e.Policy(ctx); err != nil {
 		return 0, err
 	}
-	var u UserSettings
-	if r.read != nil {
-		u = r.read.settings
-	} else if u, err = r.e.cfg.Store.UserSettings(ctx, r.reg.AOR); err != nil {
-		return 0, err
+	if r.read == nil {
+		if r.read, err = r.reread(ctx); err != nil {
+			return 0, err
+		}
 	}
+	u := r.read.settings
 	if r.policy.Push(u) != PushOn {
 		r.e.log.Debug("push not allowed", "aor", r.reg.AOR, "mode", r.policy.Push(u))
 		return 0, nil
 	}
 	r.delivery, r.below = r.policy.DeliveryFor(u)
 	return r.policy.SessionLimit(u), nil
+}
+
+// reread reads what the kick had read, for a push that starts without it
+// (it waited, or it runs once more): the user's settings and the stored
+// registration in one round trip, the latter's PagerOnly taken when it is
+// this registration's binding (mode needs it then, and reads nothing
+// more). No live registration stored (a hook's the store has not kept):
+// the settings alone.
+func (r *pushRun) reread(ctx context.Context) (*kickRead, error) {
+	stored, u, err := r.e.cfg.Store.ContactAndSettings(ctx, r.reg.AOR)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if u, err = r.e.cfg.Store.UserSettings(ctx, r.reg.AOR); err != nil {
+			return nil, err
+		}
+		return &kickRead{settings: u}, nil
+	case err != nil:
+		return nil, err
+	}
+	if !r.reg.PagerOnly && stored.Binding() == r.reg.Binding() {
+		r.reg.PagerOnly = stored.PagerOnly
+	}
+	return &kickRead{settings: u, stored: true}, nil
 }
 
 // mode decides between an MSRP session and pager mode once the first
