@@ -13,7 +13,8 @@ import (
 
 // SentinelSet is a Redis master, one replica of it and three Sentinels
 // watching them on loopback, as an operator runs for failover: the
-// Sentinels promote the replica when the master stays down for a second.
+// Sentinels promote the replica when the master stays down for a second,
+// and never the first master (replica-priority 0).
 type SentinelSet struct {
 	Master, Replica *RedisServer
 	// Sentinels are host:port of the three Sentinels.
@@ -33,7 +34,13 @@ func RedisSentinel(t T, via func(master string) string) *SentinelSet {
 	// A replica that rejoins syncs at once, not after the diskless
 	// sync's default 5 s wait for more replicas.
 	fast := WithArgs("--repl-diskless-sync-delay", "0")
-	set := &SentinelSet{Master: Redis(t, fast)}
+	// The first master runs without persistence: killed and started
+	// again it is empty, and the Sentinels must never promote it back
+	// while it is (a stall of the promoted replica, over
+	// down-after-milliseconds on a loaded machine, had them fail over to
+	// it and the replica sync its emptiness: Redis's documentation warns
+	// of exactly this). With priority 0 they only make it a replica.
+	set := &SentinelSet{Master: Redis(t, fast, WithArgs("--replica-priority", "0"))}
 	set.Replica = Redis(t, fast)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
