@@ -298,7 +298,7 @@ func (e *Engine) kickRead(ctx context.Context, r Registration, at time.Time, for
 		e.log.Debug("push not allowed", "aor", r.AOR, "mode", mode)
 		return nil
 	}
-	return e.sched.kick(r, at, force, k)
+	return e.sched.kick(r, at, force, &k)
 }
 
 // pushed reports a push that ended to the observer.

@@ -90,10 +90,21 @@ func TestEngineSettingsReadAgainAfterWait(t *testing.T) {
 	}
 }
 
-// readCounter counts the reads of a user's settings and registration.
+// readCounter counts the reads of a user's settings and registration,
+// and the claims.
 type readCounter struct {
 	*plugintest.Store
-	contact, settings, both atomic.Int32
+	contact, settings, both, claims, claimReads atomic.Int32
+}
+
+func (c *readCounter) Claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
+	c.claims.Add(1)
+	return c.Store.Claim(ctx, aor, token, n, lease)
+}
+
+func (c *readCounter) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) (plugin.ClaimRead, error) {
+	c.claimReads.Add(1)
+	return c.Store.ClaimAndRead(ctx, aor, token, n, lease)
 }
 
 func (c *readCounter) Contact(ctx context.Context, aor plugin.AOR) (plugin.Registration, error) {
@@ -111,11 +122,12 @@ func (c *readCounter) ContactAndSettings(ctx context.Context, aor plugin.AOR) (p
 	return c.Store.ContactAndSettings(ctx, aor)
 }
 
-// TestEngineReadAgainOnce: a push that waited for a slot reads the
-// user's settings and registration again in one call (ContactAndSettings),
-// not one read each, and still finds what an earlier push learnt of the
-// client under delivery auto (PagerOnly: it goes in pager mode).
-func TestEngineReadAgainOnce(t *testing.T) {
+// TestEngineReadWithClaim: a push that waited for a slot reads the
+// user's settings and registration again in its first claim's round trip
+// (ClaimAndRead), not in calls of their own, and still finds what an
+// earlier push learnt of the client under delivery auto (PagerOnly: it
+// goes in pager mode).
+func TestEngineReadWithClaim(t *testing.T) {
 	ctx := context.Background()
 	carol := plugin.MustParseAOR("sip:carol@example.com")
 	st := &readCounter{Store: plugintest.NewStore(nil)}
@@ -167,9 +179,9 @@ func TestEngineReadAgainOnce(t *testing.T) {
 	if err := st.SetPagerOnly(ctx, carol, reg(carol).Binding()); err != nil {
 		t.Fatal(err)
 	}
-	st.contact.Store(0)
-	st.settings.Store(0)
-	st.both.Store(0)
+	for _, n := range []*atomic.Int32{&st.contact, &st.settings, &st.both, &st.claims, &st.claimReads} {
+		n.Store(0)
+	}
 	skew.Store(int64(time.Second)) // carol's kick read is stale when her push starts
 	close(p.gate)
 	env := &engineEnv{rec: rec}
@@ -178,8 +190,11 @@ func TestEngineReadAgainOnce(t *testing.T) {
 			t.Fatalf("report %+v, want 1 delivered", rep)
 		}
 	}
-	if c, s, b := st.contact.Load(), st.settings.Load(), st.both.Load(); b != 1 || c != 0 || s != 0 {
-		t.Errorf("carol's push read Contact %d, UserSettings %d, ContactAndSettings %d times; want only ContactAndSettings, once", c, s, b)
+	if c, s, b := st.contact.Load(), st.settings.Load(), st.both.Load(); b+c+s != 0 {
+		t.Errorf("carol's push read Contact %d, UserSettings %d, ContactAndSettings %d times; want none (the claim reads)", c, s, b)
+	}
+	if c, cr := st.claims.Load(), st.claimReads.Load(); c != 0 || cr != 1 {
+		t.Errorf("carol's push claimed %d times and %d times with ClaimAndRead; want one ClaimAndRead", c, cr)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -35,6 +35,10 @@ type RegistrationEvent struct {
 	Contact string    // the contact URI; "" for every contact of AOR
 	Expires time.Time // EventRegistered: when the registration ends
 	At      time.Time // when the proxy handled the REGISTER
+	// EventRegistered: the registration's +sip.instance and the address
+	// its REGISTER came from, when it has them (a push's backoff compares
+	// them, Registration.Binding and Received).
+	Instance, Received string
 }
 
 // Events is a durable log of registration events that every deferpush
@@ -186,10 +190,14 @@ func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent) er
 			e.log.Debug("registration event dropped", "aor", ev.AOR, "event_id", ev.ID, "reason", "registration expired")
 			return nil
 		}
-		// The registration recorded now, which a later REGISTER may have
-		// replaced: that is the one to push to.
-		_, err := e.kickRegistered(ctx, ev.AOR)
-		return err
+		// dp_register wrote the event having applied the policy to the
+		// user's settings: the push reads them again, with the
+		// registration recorded now, in its first claim's round trip
+		// (pushRun.claimReading), and goes only if that registration is
+		// still this contact's.
+		reg := Registration{AOR: ev.AOR, Contact: ev.Contact, Expires: ev.Expires, Instance: ev.Instance,
+			Received: ev.Received, At: ev.At}
+		return e.sched.kick(reg, e.cfg.Now(), false, nil)
 	case EventUnregistered, EventExpired:
 		return e.sched.cancel(ev.AOR, ev.Contact)
 	case EventStored:

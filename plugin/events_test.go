@@ -260,3 +260,139 @@ func TestEventsStoredProlongsPush(t *testing.T) {
 		t.Errorf("counts %+v, want an empty mailbox", c)
 	}
 }
+
+// idle waits until the engine has handled every event and, for 50 ms on
+// end, runs no push and holds nothing in flight (a push an event kicked
+// may start an instant after the event's ack). What a push that should
+// not have run did anyway shows later: the tests check every session
+// opened.
+func (e *eventsEnv) idle(t *testing.T) {
+	t.Helper()
+	e.acked(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for quiet := 0; quiet < 10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pushes still active, %+v", e.eng.Active(), e.counts(t))
+		}
+		quiet++
+		if e.eng.Active() != 0 || e.counts(t).InFlight != 0 {
+			quiet = 0
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestEventsPushReadsWithClaim: a registered event's push reads the
+// registration recorded (Path, received, instance: what the INVITE
+// needs) and the user's settings in its first claim's round trip, with
+// no read of its own before.
+func TestEventsPushReadsWithClaim(t *testing.T) {
+	p := &fakePusher{}
+	st := &readCounter{Store: plugintest.NewStore(nil)}
+	ev := plugintest.NewEvents(nil)
+	e := &eventsEnv{engineEnv: newEventsEngineOn(t, st.Store, st, p, ev, time.Minute), ev: ev}
+	e.store(t, 2)
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: time.Now().Add(time.Hour),
+		Received: "127.0.0.1:5099", Instance: "<urn:uuid:b0b>", Path: []string{"<sip:edge.example.com;lr>"}}
+	if err := st.SetContact(context.Background(), reg); err != nil {
+		t.Fatal(err)
+	}
+	e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: reg.Contact, Expires: reg.Expires,
+		Instance: reg.Instance, Received: reg.Received, At: time.Now()})
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want 2 delivered", rep)
+	}
+	e.idle(t)
+	if c, s, b := st.contact.Load(), st.settings.Load(), st.both.Load(); b+c+s != 0 {
+		t.Errorf("the push read Contact %d, UserSettings %d, ContactAndSettings %d times; want none (its claim reads)", c, s, b)
+	}
+	if c, cr := st.claims.Load(), st.claimReads.Load(); c != 0 || cr != 1 {
+		t.Errorf("the push claimed %d times and %d times with ClaimAndRead; want one ClaimAndRead", c, cr)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.targets) != 1 {
+		t.Fatalf("%d sessions opened, want 1", len(p.targets))
+	}
+	got := p.targets[0].Registration
+	got.At = time.Time{}
+	diff := got.Contact != reg.Contact || got.Received != reg.Received || got.Instance != reg.Instance ||
+		len(got.Path) != 1 || got.Path[0] != reg.Path[0]
+	if diff {
+		t.Errorf("pushed to %+v, want the registration recorded %+v", got, reg)
+	}
+}
+
+// TestEventsNotTheRecordedContact: a registered event whose contact is no
+// longer the one recorded (another contact registered since, or it was
+// removed) pushes nothing and leaves the messages pending, unlocked: the
+// recorded contact's own event pushes them.
+func TestEventsNotTheRecordedContact(t *testing.T) {
+	p := &fakePusher{}
+	e := newEvents(t, p, time.Minute)
+	want := e.store(t, 2)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: "sip:bob@127.0.0.1:5098", Expires: exp, At: time.Now()})
+	e.idle(t) // nothing recorded: no push
+	newer := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: exp}
+	if err := e.st.SetContact(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: "sip:bob@127.0.0.1:5098", Expires: exp, At: time.Now()})
+	e.idle(t) // another contact recorded: no push
+	p.mu.Lock()
+	opens := p.opens
+	p.mu.Unlock()
+	if opens != 0 {
+		t.Fatalf("%d sessions opened for a contact that is not the one recorded", opens)
+	}
+	if c := e.counts(t); c.Pending != 2 || c.InFlight != 0 {
+		t.Fatalf("counts %+v, want 2 pending, none in flight", c)
+	}
+	e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: newer.Contact, Expires: exp, At: time.Now()})
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want the recorded contact's push to deliver 2", rep)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.got) != len(want) || p.targets[0].Registration.Contact != newer.Contact {
+		t.Errorf("delivered %v to %s, want %v to %s", p.got, p.targets[0].Registration.Contact, want, newer.Contact)
+	}
+}
+
+// TestEventsHoldBeforePush: the operator holds the user after the proxy
+// wrote the event (its dp_register saw push on): the push, which reads
+// the settings with its claim, sends nothing and puts the messages back.
+func TestEventsHoldBeforePush(t *testing.T) {
+	p := &fakePusher{}
+	e := newEvents(t, p, time.Minute)
+	e.store(t, 2)
+	ctx := context.Background()
+	if err := e.st.SetUserSettings(ctx, bob, plugin.UserSettings{Push: plugin.PushHold}); err != nil {
+		t.Fatal(err)
+	}
+	e.registered(t, time.Now().Add(time.Hour))
+	e.idle(t)
+	p.mu.Lock()
+	opens := p.opens
+	p.mu.Unlock()
+	if opens != 0 {
+		t.Fatalf("%d sessions opened for a user on hold", opens)
+	}
+	if c := e.counts(t); c.Pending != 2 || c.InFlight != 0 {
+		t.Fatalf("counts %+v, want 2 pending, none in flight", c)
+	}
+	if err := e.st.DeleteUserSettings(ctx, bob); err != nil {
+		t.Fatal(err)
+	}
+	e.registered(t, time.Now().Add(time.Hour))
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want 2 delivered once the hold is lifted", rep)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.opens != 1 {
+		t.Errorf("%d sessions opened, want 1 (none while on hold)", p.opens)
+	}
+}

@@ -62,12 +62,19 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, k *ki
 }
 
 func (r *pushRun) run(ctx context.Context) (rep PushReport) {
-	limit, err := r.due(ctx)
-	if err != nil || limit == 0 {
-		return r.ended(ctx, err)
-	}
 	r.token = rand.Text()
-	msgs, err := r.claim(ctx, limit)
+	var msgs []*Message
+	var limit int
+	var err error
+	if r.read != nil {
+		if limit, err = r.due(ctx); err != nil || limit == 0 {
+			return r.ended(ctx, err)
+		}
+		msgs, err = r.claim(ctx, limit)
+	} else if msgs, limit, err = r.claimReading(ctx); err == nil && limit == 0 {
+		r.unlock(ctx) // not to be pushed to: what it claimed goes back
+		return PushReport{}
+	}
 	switch {
 	case errors.Is(err, ErrLeaseLost):
 		// Another push (here or on another instance) owns the recipient;
@@ -130,49 +137,61 @@ func (r *pushRun) claim(ctx context.Context, limit int) ([]*Message, error) {
 	return r.e.cfg.Store.Claim(ctx, r.reg.AOR, r.token, min(r.e.cfg.Batch, limit), r.e.cfg.LockTTL)
 }
 
-// due returns how many messages this push may send: zero when the policy
-// says not to push to this user. Whether anything is stored the first
-// claim finds out.
+// due returns how many messages this push may send, by the policy and
+// the settings its kick read: zero when the policy says not to push to
+// this user. Whether anything is stored the first claim finds out.
 func (r *pushRun) due(ctx context.Context) (int, error) {
 	var err error
 	if r.policy, err = r.e.Policy(ctx); err != nil {
 		return 0, err
 	}
-	if r.read == nil {
-		if r.read, err = r.reread(ctx); err != nil {
-			return 0, err
-		}
-	}
-	u := r.read.settings
-	if r.policy.Push(u) != PushOn {
-		r.e.log.Debug("push not allowed", "aor", r.reg.AOR, "mode", r.policy.Push(u))
-		return 0, nil
-	}
-	r.delivery, r.below = r.policy.DeliveryFor(u)
-	return r.policy.SessionLimit(u), nil
+	return r.allowed(r.read.settings), nil
 }
 
-// reread reads what the kick had read, for a push that starts without it
-// (it waited, or it runs once more): the user's settings and the stored
-// registration in one round trip, the latter's PagerOnly taken when it is
-// this registration's binding (mode needs it then, and reads nothing
-// more). No live registration stored (a hook's the store has not kept):
-// the settings alone.
-func (r *pushRun) reread(ctx context.Context) (*kickRead, error) {
-	stored, u, err := r.e.cfg.Store.ContactAndSettings(ctx, r.reg.AOR)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		if u, err = r.e.cfg.Store.UserSettings(ctx, r.reg.AOR); err != nil {
-			return nil, err
-		}
-		return &kickRead{settings: u}, nil
-	case err != nil:
-		return nil, err
+// allowed applies the policy to the user's settings u: the session's
+// limit, zero when the policy says not to push to this user.
+func (r *pushRun) allowed(u UserSettings) int {
+	if r.policy.Push(u) != PushOn {
+		r.e.log.Debug("push not allowed", "aor", r.reg.AOR, "mode", r.policy.Push(u))
+		return 0
 	}
-	if !r.reg.PagerOnly && stored.Binding() == r.reg.Binding() {
-		r.reg.PagerOnly = stored.PagerOnly
+	r.delivery, r.below = r.policy.DeliveryFor(u)
+	return r.policy.SessionLimit(u)
+}
+
+// claimReading is due and the first claim of a push that has read
+// nothing yet (a registration event's, which the proxy's dp_register
+// wrote having applied the policy; one that waited for a slot; one that
+// runs once more; a retry), in one round trip (ClaimAndRead): the lease
+// and a batch, the registration recorded now and the user's settings.
+// The push goes to that registration, if it is the contact the push was
+// asked for: a newer registration of another contact has its own push
+// (it wrote its own event, or its hook ran its own kick, which runs this
+// push once more), and none (unregistered, expired) means no push. A
+// limit of 0 says not to push (the caller unlocks); the messages beyond
+// the session's limit stay in flight until the release puts them back.
+func (r *pushRun) claimReading(ctx context.Context) ([]*Message, int, error) {
+	var err error
+	if r.policy, err = r.e.Policy(ctx); err != nil {
+		return nil, 0, err
 	}
-	return &kickRead{settings: u, stored: true}, nil
+	cr, err := r.e.cfg.Store.ClaimAndRead(ctx, r.reg.AOR, r.token, r.e.cfg.Batch, r.e.cfg.LockTTL)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !cr.Registered || cr.Registration.Contact != r.reg.Contact {
+		r.e.log.Debug("push not started", "aor", r.reg.AOR, "contact", r.reg.Contact,
+			"reason", "not the registration recorded now", "recorded", cr.Registration.Contact)
+		return cr.Messages, 0, nil
+	}
+	at := r.reg.At
+	r.reg, r.reg.At = cr.Registration, at
+	r.read = &kickRead{settings: cr.Settings, stored: true}
+	limit := r.allowed(cr.Settings)
+	if limit < len(cr.Messages) {
+		cr.Messages = cr.Messages[:limit]
+	}
+	return cr.Messages, limit, nil
 }
 
 // mode decides between an MSRP session and pager mode once the first

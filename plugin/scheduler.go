@@ -173,9 +173,10 @@ type kickRead struct {
 	stored bool
 }
 
-// kick asks for a push to r; k is what the caller read to decide it.
-func (s *scheduler) kick(r Registration, at time.Time, force bool, k kickRead) error {
-	return s.send(kickEvent{reg: r, at: at, force: force, read: &k})
+// kick asks for a push to r; k is what the caller read to decide it,
+// nil when it read nothing (the push reads with its first claim).
+func (s *scheduler) kick(r Registration, at time.Time, force bool, k *kickRead) error {
+	return s.send(kickEvent{reg: r, at: at, force: force, read: k})
 }
 
 // cancel ends a push to contact of aor (any contact when empty) and its

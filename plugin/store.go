@@ -65,6 +65,10 @@ type Queue interface {
 	// token that let it expire, that token's in-flight messages go back to
 	// pending first. ErrLeaseLost if another token holds a live lease.
 	Claim(ctx context.Context, aor AOR, token string, n int, lease time.Duration) ([]*Message, error)
+	// ClaimAndRead is Claim together with what a push that has read
+	// nothing yet needs before it sends: aor's stored registration and
+	// settings (Settings.ContactAndSettings), in the same round trip.
+	ClaimAndRead(ctx context.Context, aor AOR, token string, n int, lease time.Duration) (ClaimRead, error)
 
 	// Ack removes in-flight messages for good, after the client took
 	// them, and returns how many it removed: ids not in flight (deleted
@@ -137,6 +141,17 @@ type SweepStats struct {
 	// Undelivered are the expired messages whose sender asked to hear
 	// of it (Message.NotifyFailure), as stored.
 	Undelivered []*Message
+}
+
+// ClaimRead is what Queue.ClaimAndRead returns.
+type ClaimRead struct {
+	Messages []*Message // claimed, as Claim returns them
+	// Registration is aor's stored registration when Registered; not
+	// Registered: none is known or it has expired (Contact's
+	// ErrNotFound).
+	Registration Registration
+	Registered   bool
+	Settings     UserSettings // aor's settings, when Registered
 }
 
 // Mailboxes is the admin view of stored messages.

@@ -154,13 +154,15 @@ func (r *Redis) AckEvents(ctx context.Context, ids ...string) error {
 }
 
 // eventsOf reads stream entries as written by the library's event():
-// kind, aor, contact, expires (ms, 0: none), at (µs). An entry whose AOR
+// kind, aor, contact, expires (ms, 0: none), at (µs), and a registered
+// one's instance and received when it has them. An entry whose AOR
 // does not parse keeps the zero AOR, for the reader to drop.
 func (r *Redis) eventsOf(msgs []redis.XMessage) []plugin.RegistrationEvent {
 	evs := make([]plugin.RegistrationEvent, 0, len(msgs))
 	for _, m := range msgs {
 		str := func(k string) string { s, _ := m.Values[k].(string); return s }
-		ev := plugin.RegistrationEvent{ID: m.ID, Kind: str("kind"), Contact: str("contact")}
+		ev := plugin.RegistrationEvent{ID: m.ID, Kind: str("kind"), Contact: str("contact"),
+			Instance: str("instance"), Received: str("received")}
 		// The library wrote the canonical form: read it back as is.
 		if aor, err := (plugin.AORRules{CaseSensitiveUser: true}).Parse(str("aor")); err == nil && aor.String() == str("aor") {
 			ev.AOR = aor

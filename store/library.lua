@@ -1517,10 +1517,21 @@ local function unpct(args, n)
 end
 
 -- event appends one registration event to dp:events (MAXLEN ~: the
--- stream keeps about the last 100,000).
-local function event(kind, aor, contact, expires, at)
-  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', 'kind', kind, 'aor', aor, 'contact', contact,
-    'expires', num(expires), 'at', num(at))
+-- stream keeps about the last 100,000). A "registered" one also carries
+-- the registration's +sip.instance and received, when it has them: with
+-- its contact, what deferpush compares with a push's backoff before it
+-- reads the registration recorded (with the push's first claim).
+local function event(kind, aor, contact, expires, at, instance, received)
+  local f = {'kind', kind, 'aor', aor, 'contact', contact, 'expires', num(expires), 'at', num(at)}
+  if instance and instance ~= '' then
+    f[#f + 1] = 'instance'
+    f[#f + 1] = instance
+  end
+  if received and received ~= '' then
+    f[#f + 1] = 'received'
+    f[#f + 1] = received
+  end
+  redis.call('XADD', 'dp:events', 'MAXLEN', '~', 100000, '*', unpack(f))
 end
 
 -- dp_store stores a MESSAGE for an offline user, as the message hook
@@ -1847,7 +1858,10 @@ local function pagehandoff(aor)
   local sec, usec = now()
   local when = sec * 1000000 + usec
   if at and at.contact == reg.contact then when = at.at end
-  event('registered', aor, reg.contact, rfc3339(reg.expires), when)
+  local instance, received = reg.instance, reg.received
+  if type(instance) ~= 'string' then instance = nil end
+  if type(received) ~= 'string' then received = nil end
+  event('registered', aor, reg.contact, rfc3339(reg.expires), when, instance, received)
 end
 
 -- dp_page is the proxy's report of a page's final answer (or of none:
@@ -1946,7 +1960,7 @@ redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, c
     local p = pagenext(aor, pagekeys(t), page, contact, args[11] or '', args[12] or '', ms, pagelease(args[13]))
     if p then return p end
   end
-  event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at)
+  event('registered', aor, contact, (sec + exp) * 1000 + math.floor(usec / 1000), at, instance, unset(args[5]))
   return 1
 end}
 

@@ -236,14 +236,40 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 // until it does nothing is lost: the next Claim or Lock for the recipient
 // takes over a lapsed lease and requeues what it held.
 func (r *Redis) Claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
-	msgs, err := r.claim(ctx, aor, token, n, lease)
+	msgs, err := r.claim(ctx, aor, token, n, lease, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: claim for %s: %w", aor, err)
 	}
 	return msgs, nil
 }
 
-func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
+// ClaimAndRead implements plugin.Queue: Claim's pipeline with the two
+// GETs of ContactAndSettings in front (one slot: the keys share the
+// recipient's hash tag).
+func (r *Redis) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) (plugin.ClaimRead, error) {
+	var read contactRead
+	msgs, err := r.claim(ctx, aor, token, n, lease, &read)
+	if err != nil {
+		return plugin.ClaimRead{}, fmt.Errorf("store: claim for %s: %w", aor, err)
+	}
+	cr := plugin.ClaimRead{Messages: msgs}
+	cr.Registration, cr.Settings, err = r.decodeContactAndSettings(read.contact, read.settings)
+	switch {
+	case errors.Is(err, plugin.ErrNotFound):
+	case err != nil:
+		// The messages stay in flight under the lease, which the caller
+		// lets go of on an error, as after a failed claim.
+		return plugin.ClaimRead{}, fmt.Errorf("store: claim for %s: contact and settings: %w", aor, err)
+	default:
+		cr.Registered = true
+	}
+	return cr, nil
+}
+
+// contactRead holds the GETs ClaimAndRead queues with the claim.
+type contactRead struct{ contact, settings *redis.StringCmd }
+
+func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration, read *contactRead) ([]*plugin.Message, error) {
 	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
 		return nil, err
 	}
@@ -253,6 +279,9 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	now := r.now()
 	keys, args := mailboxKeys(aor), []any{token, max(n, 0), ms(now.Add(lease)), ms(now)}
 	pipe := r.c.Pipeline()
+	if read != nil {
+		read.contact, read.settings = pipe.Get(ctx, contactKey(aor)), pipe.Get(ctx, settingsKey(aor))
+	}
 	index := pipe.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()})
 	cmd := r.fn.queue(ctx, pipe, "dp_claim", keys, args...)
 	_, _ = pipe.Exec(ctx) // errors are per command

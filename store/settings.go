@@ -436,6 +436,13 @@ func (r *Redis) contactAndSettings(ctx context.Context, aor plugin.AOR) (reg plu
 	pipe := r.c.Pipeline()
 	c, s := pipe.Get(ctx, contactKey(aor)), pipe.Get(ctx, settingsKey(aor))
 	_, _ = pipe.Exec(ctx) // errors are per command
+	return r.decodeContactAndSettings(c, s)
+}
+
+// decodeContactAndSettings reads the answers to the GETs of a contact
+// and of settings: ErrNotFound when no registration is stored or it has
+// expired.
+func (r *Redis) decodeContactAndSettings(c, s *redis.StringCmd) (reg plugin.Registration, u plugin.UserSettings, err error) {
 	b, err := c.Bytes()
 	switch {
 	case errors.Is(err, redis.Nil):

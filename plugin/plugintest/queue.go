@@ -79,6 +79,25 @@ func (s *Store) Claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	return msgs, nil
 }
 
+// ClaimAndRead implements plugin.Queue.
+func (s *Store) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) (plugin.ClaimRead, error) {
+	msgs, err := s.Claim(ctx, aor, token, n, lease)
+	if err != nil {
+		return plugin.ClaimRead{}, err
+	}
+	cr := plugin.ClaimRead{Messages: msgs}
+	cr.Registration, cr.Settings, err = s.ContactAndSettings(ctx, aor)
+	switch {
+	case errors.Is(err, plugin.ErrNotFound):
+		cr.Registration, cr.Settings = plugin.Registration{}, plugin.UserSettings{}
+	case err != nil:
+		return plugin.ClaimRead{}, err
+	default:
+		cr.Registered = true
+	}
+	return cr, nil
+}
+
 func (s *Store) claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
 	if err := leaseCall(ctx, aor, token); err != nil {
 		return nil, err

@@ -67,6 +67,7 @@ func Run(t *testing.T, open Factory) {
 		{"UserSettingsAndContact", testSettings},
 		{"PagerOnly", testPagerOnly},
 		{"ContactOrderedByTime", testContactOrder},
+		{"ClaimAndRead", testClaimAndRead},
 		{"FailureNotices", testFailureNotices},
 		{"AtomicUpdates", testAtomicUpdates},
 		{"Recipients", testRecipients},
@@ -780,6 +781,56 @@ func testSettings(e *env) {
 	e.wantErr("expired contact", err, plugin.ErrNotFound)
 	_, _, err = e.s.ContactAndSettings(e.ctx, bob)
 	e.wantErr("ContactAndSettings of an expired contact", err, plugin.ErrNotFound)
+}
+
+// testClaimAndRead: ClaimAndRead claims as Claim does (the lease, the
+// oldest first, another token's live lease refused) and reads the
+// registration recorded and the settings with it; no registration, or an
+// expired one: claimed all the same, not Registered.
+func testClaimAndRead(e *env) {
+	want := e.appendN(bob, "m", 3)
+	cr, err := e.s.ClaimAndRead(e.ctx, bob, "t1", 2, lease)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "claimed without a registration", want[:2], ids(cr.Messages))
+	if cr.Registered {
+		e.t.Errorf("Registered with no registration stored: %+v", cr.Registration)
+	}
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@192.0.2.1:5070;transport=tcp",
+		Expires: e.clock.Now().Add(time.Hour), Received: "192.0.2.1:5070", Instance: "<urn:uuid:1>",
+		Path: []string{"<sip:edge.example.com;lr>"}}
+	if err := e.s.SetContact(e.ctx, reg); err != nil {
+		e.t.Fatal(err)
+	}
+	u := plugin.UserSettings{Push: plugin.PushHold, MaxPerSession: 5}
+	if err := e.s.SetUserSettings(e.ctx, bob, u); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.s.ClaimAndRead(e.ctx, bob, "t2", 2, lease); !errors.Is(err, plugin.ErrLeaseLost) {
+		e.t.Errorf("ClaimAndRead under another token's live lease: %v, want ErrLeaseLost", err)
+	}
+	cr, err = e.s.ClaimAndRead(e.ctx, bob, "t1", 2, lease)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "claimed with the lease held", want[2:], ids(cr.Messages))
+	if !cr.Registered {
+		e.t.Fatal("not Registered with a registration stored")
+	}
+	diff(e.t, "registration and settings", []any{reg, u}, []any{cr.Registration, cr.Settings})
+	e.counts(bob, plugin.Counts{InFlight: 3})
+	e.clock.Advance(2 * time.Hour) // the registration expires; the messages' TTL is an hour
+	if err := e.s.Unlock(e.ctx, bob, "t1"); err != nil {
+		e.t.Fatal(err)
+	}
+	cr, err = e.s.ClaimAndRead(e.ctx, bob, "t3", 1, lease)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if cr.Registered {
+		e.t.Errorf("Registered with an expired registration: %+v", cr.Registration)
+	}
 }
 
 // testContactOrder: registrations and unregistrations that carry the
