@@ -278,13 +278,25 @@ func (e *Engine) kickRegistered(ctx context.Context, aor AOR) (bool, error) {
 // user who is not pushed to never counts as a push in progress. The push
 // checks again when it starts (the policy may change meanwhile), with the
 // settings read here when it starts at once (scheduler.go, settingsFresh).
-// force ignores and clears a backoff.
+// The stored registration comes in the same round trip: when it is r's
+// binding, what an earlier push learnt of the client (PagerOnly), which
+// the push needs under delivery auto, is taken from it here rather than
+// read again by the push. force ignores and clears a backoff.
 func (e *Engine) kick(ctx context.Context, r Registration, at time.Time, force bool) error {
-	u, err := e.cfg.Store.UserSettings(ctx, r.AOR)
+	stored, u, err := e.cfg.Store.ContactAndSettings(ctx, r.AOR)
+	if errors.Is(err, ErrNotFound) {
+		// None stored, or it expired: the settings alone.
+		u, err = e.cfg.Store.UserSettings(ctx, r.AOR)
+	}
 	if err != nil {
 		return fmt.Errorf("settings of %s: %w", r.AOR, err)
 	}
-	return e.kickRead(ctx, r, at, force, kickRead{settings: u})
+	k := kickRead{settings: u}
+	if stored.AOR == r.AOR && stored.Binding() == r.Binding() {
+		r.PagerOnly = r.PagerOnly || stored.PagerOnly
+		k.stored = true
+	}
+	return e.kickRead(ctx, r, at, force, k)
 }
 
 // kickRead is kick with the user's settings (and maybe the stored
