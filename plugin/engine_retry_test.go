@@ -114,3 +114,79 @@ func TestEngineRefusalHoldsWhatArrivedMeanwhile(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineRetryGoesToNewerContact: the client refuses a push (486: a
+// backoff and a retry), then the same device registers again at another
+// contact from the same source, which the backoff holds back; the retry
+// goes to that newer registration (the push goes only to the one
+// recorded now) and delivers.
+func TestEngineRetryGoesToNewerContact(t *testing.T) {
+	p := &fakePusher{openErr: &plugin.SessionError{Op: "invite", Status: 486, Err: errors.New("Busy Here")}}
+	e := newEngine(t, p, func(pol *plugin.Policy) { pol.RetryBackoff = plugin.Duration(300 * time.Millisecond) })
+	want := e.store(t, 1)
+	ctx := context.Background()
+	reg := func(contact string) plugin.Registration {
+		return plugin.Registration{AOR: bob, Contact: contact, Instance: "<urn:uuid:b0b>", Received: "127.0.0.1:5099",
+			Expires: time.Now().Add(time.Hour)}
+	}
+	if err := e.eng.Registered(ctx, reg("sip:bob@127.0.0.1:5099")); err != nil {
+		t.Fatal(err)
+	}
+	if rep := e.report(t); rep.Outcome != plugin.OutcomeFailed {
+		t.Fatalf("report %+v, want the refused push", rep)
+	}
+	p.mu.Lock()
+	p.openErr = nil
+	p.mu.Unlock()
+	newer := reg("sip:bob@127.0.0.1:5098;ob")
+	if err := e.eng.Registered(ctx, newer); err != nil { // held back by the backoff
+		t.Fatal(err)
+	}
+	rep := e.report(t)
+	if rep.Delivered != 1 {
+		t.Fatalf("report %+v, want the retry to deliver 1", rep)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.targets); n != 2 || p.targets[1].Registration.Contact != newer.Contact {
+		t.Errorf("sessions opened to %v, want the retry's to %s", p.targets, newer.Contact)
+	}
+	if len(p.got) != 1 || p.got[0] != want[0] {
+		t.Errorf("delivered %v, want %v", p.got, want)
+	}
+}
+
+// TestEngineCancelKeepsNewerContact: while a push to contact A runs, the
+// user registers contact B (the push runs once more, for B), then A
+// unregisters: the push to A ends, the one for B still runs and
+// delivers.
+func TestEngineCancelKeepsNewerContact(t *testing.T) {
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	e := newEngine(t, p, nil)
+	want := e.store(t, 2)
+	ctx := context.Background()
+	a := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5097", Expires: time.Now().Add(time.Hour)}
+	b := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5096", Expires: time.Now().Add(time.Hour)}
+	if err := e.eng.Registered(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	<-p.started // the push to A holds its messages
+	if err := e.eng.Registered(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.eng.Unregistered(ctx, plugin.Unregistration{AOR: bob, Contact: a.Contact}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := e.report(t); rep.Outcome != plugin.OutcomeCancelled {
+		t.Fatalf("report %+v, want the push to A cancelled", rep)
+	}
+	close(p.gate)
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want the push to B to deliver 2", rep)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last := p.targets[len(p.targets)-1].Registration.Contact; last != b.Contact || len(p.got) != len(want) {
+		t.Errorf("delivered %v to %s, want %v to %s", p.got, last, want, b.Contact)
+	}
+}

@@ -27,8 +27,9 @@ func TestEngineSettingsReadAgainAfterWait(t *testing.T) {
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	log, scanned := scanLogger()
 	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
-		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now})
+		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +45,7 @@ func TestEngineSettingsReadAgainAfterWait(t *testing.T) {
 	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
+	waitScan(t, scanned)
 	for _, aor := range []plugin.AOR{bob, carol} {
 		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
 			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}
@@ -141,8 +143,9 @@ func TestEngineReadWithClaim(t *testing.T) {
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	log, scanned := scanLogger()
 	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
-		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now})
+		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +161,7 @@ func TestEngineReadWithClaim(t *testing.T) {
 	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
+	waitScan(t, scanned)
 	for _, aor := range []plugin.AOR{bob, carol} {
 		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
 			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}

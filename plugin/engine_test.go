@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -153,7 +154,9 @@ func newEngineWith(t *testing.T, p plugin.Pusher, policy func(*plugin.Policy)) *
 		t.Fatal(err)
 	}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second})
+	log, scanned := scanLogger()
+	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
+		Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,44 @@ func newEngineWith(t *testing.T, p plugin.Pusher, policy func(*plugin.Policy)) *
 	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
+	waitScan(t, scanned)
 	return &engineEnv{st: st, eng: eng, rec: rec}
+}
+
+// scanLogger is an engine's logger that discards everything and closes
+// the channel it returns once the start-up scan is done: a test that
+// waits for it stores its messages after the scan, which would otherwise
+// push them too, beside the push the test asks for.
+func scanLogger() (*slog.Logger, <-chan struct{}) {
+	h := &scanHandler{done: make(chan struct{})}
+	return slog.New(h), h.done
+}
+
+type scanHandler struct {
+	once sync.Once
+	done chan struct{}
+}
+
+func (h *scanHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *scanHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "start-up scan done" {
+		h.once.Do(func() { close(h.done) })
+	}
+	return nil
+}
+
+func (h *scanHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *scanHandler) WithGroup(string) slog.Handler      { return h }
+
+// waitScan waits for scanLogger's channel.
+func waitScan(t *testing.T, scanned <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-scanned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine's start-up scan did not end within 10 s")
+	}
 }
 
 func (e *engineEnv) store(t *testing.T, n int) []string {

@@ -36,8 +36,9 @@ func newEventsEngineOn(t *testing.T, st *plugintest.Store, s plugin.Store, p *fa
 		t.Fatal(err)
 	}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	log, scanned := scanLogger()
 	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: s, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
-		Events: ev, EventClaimIdle: idle})
+		Events: ev, EventClaimIdle: idle, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +54,7 @@ func newEventsEngineOn(t *testing.T, st *plugintest.Store, s plugin.Store, p *fa
 	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
+	waitScan(t, scanned)
 	return &engineEnv{st: st, eng: eng, rec: rec, p: p}
 }
 
@@ -394,5 +396,30 @@ func TestEventsHoldBeforePush(t *testing.T) {
 	defer p.mu.Unlock()
 	if p.opens != 1 {
 		t.Errorf("%d sessions opened, want 1 (none while on hold)", p.opens)
+	}
+}
+
+// TestEventsSessionLimitFromClaim: the settings a registration event's
+// push reads with its claim bound the session (max_per_session 1): one
+// message goes, the others stay pending, none is left in flight.
+func TestEventsSessionLimitFromClaim(t *testing.T) {
+	p := &fakePusher{}
+	e := newEvents(t, p, time.Minute)
+	want := e.store(t, 3)
+	if err := e.st.SetUserSettings(context.Background(), bob, plugin.UserSettings{MaxPerSession: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.registered(t, time.Now().Add(time.Hour))
+	if rep := e.report(t); rep.Delivered != 1 {
+		t.Fatalf("report %+v, want 1 delivered (max_per_session 1)", rep)
+	}
+	e.idle(t)
+	if c := e.counts(t); c.Pending != 2 || c.InFlight != 0 {
+		t.Fatalf("counts %+v, want 2 pending, none in flight", c)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.got) != 1 || p.got[0] != want[0] {
+		t.Errorf("delivered %v, want the oldest, %s", p.got, want[0])
 	}
 }

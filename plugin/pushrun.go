@@ -71,9 +71,14 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 			return r.ended(ctx, err)
 		}
 		msgs, err = r.claim(ctx, limit)
-	} else if msgs, limit, err = r.claimReading(ctx); err == nil && limit == 0 {
-		r.unlock(ctx) // not to be pushed to: what it claimed goes back
-		return PushReport{}
+	} else {
+		if r.policy, err = r.e.Policy(ctx); err != nil {
+			return r.ended(ctx, err)
+		}
+		if msgs, limit, err = r.claimReading(ctx); err == nil && limit == 0 {
+			r.unlock(ctx) // not to be pushed to: what it claimed goes back
+			return PushReport{}
+		}
 	}
 	switch {
 	case errors.Is(err, ErrLeaseLost):
@@ -171,11 +176,8 @@ func (r *pushRun) allowed(u UserSettings) int {
 // limit of 0 says not to push (the caller unlocks); the messages beyond
 // the session's limit stay in flight until the release puts them back.
 func (r *pushRun) claimReading(ctx context.Context) ([]*Message, int, error) {
-	var err error
-	if r.policy, err = r.e.Policy(ctx); err != nil {
-		return nil, 0, err
-	}
-	cr, err := r.e.cfg.Store.ClaimAndRead(ctx, r.reg.AOR, r.token, r.e.cfg.Batch, r.e.cfg.LockTTL)
+	// The user's settings can only lower the policy's session limit.
+	cr, err := r.e.cfg.Store.ClaimAndRead(ctx, r.reg.AOR, r.token, min(r.e.cfg.Batch, r.policy.MaxPerSession), r.e.cfg.LockTTL)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -184,8 +186,9 @@ func (r *pushRun) claimReading(ctx context.Context) ([]*Message, int, error) {
 			"reason", "not the registration recorded now", "recorded", cr.Registration.Contact)
 		return cr.Messages, 0, nil
 	}
-	at := r.reg.At
-	r.reg, r.reg.At = cr.Registration, at
+	reg := cr.Registration
+	reg.AOR, reg.At = r.reg.AOR, r.reg.At
+	r.reg = reg
 	r.read = &kickRead{settings: cr.Settings, stored: true}
 	limit := r.allowed(cr.Settings)
 	if limit < len(cr.Messages) {

@@ -168,8 +168,8 @@ func (s *scheduler) send(ev event) error {
 // when it starts at once rather than read it again (settingsFresh).
 type kickRead struct {
 	settings UserSettings // the user's settings
-	// stored says the registration is the one the store holds, read
-	// with the settings (PagerOnly included), not one a hook brought.
+	// stored says the push's registration is the one the store holds
+	// (its binding), read with the settings: PagerOnly included.
 	stored bool
 }
 
@@ -198,11 +198,17 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 	case kickEvent:
 		s.onKick(ctx, ev)
 	case cancelEvent:
+		// The push to the contact removed ends, and its retry; one queued
+		// to run next for another contact (a newer registration) stays.
 		if r, ok := s.runs[ev.aor]; ok && (ev.contact == "" || r.contact == ev.contact) {
-			r.again = false
+			if ev.contact == "" || r.reg.Contact == ev.contact {
+				r.again = false
+			}
 			r.cancel()
 		}
-		s.stopRetry(ev.aor)
+		if rt, ok := s.retries[ev.aor]; ok && (ev.contact == "" || rt.reg.Contact == ev.contact) {
+			s.stopRetry(ev.aor)
+		}
 	case nudgeEvent:
 		if r, ok := s.runs[AOR(ev)]; ok {
 			r.again = true
@@ -225,6 +231,7 @@ func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
 	} else if b, ok := s.backoff[aor]; ok && ev.at.Before(b.until) {
 		if b.waits(ev.reg) {
 			s.log.Debug("push backing off", "aor", aor, "until", b.until)
+			s.retryTo(ev.reg)
 			return
 		}
 		s.log.Info("push at once despite the backoff", "aor", aor, "contact", ev.reg.Contact,
@@ -286,6 +293,7 @@ func (s *scheduler) onEnded(ctx context.Context, ev endedEvent) {
 	if b, ok := s.backoff[ev.aor]; ok && r.again && b.waits(r.reg) && s.now().Before(b.until) {
 		s.log.Debug("push backing off", "aor", ev.aor, "until", b.until)
 		r.again = false
+		s.retryTo(r.reg)
 	}
 	if r.again && ctx.Err() == nil {
 		r.at = s.now()
@@ -344,6 +352,17 @@ func (s *scheduler) after(ctx context.Context, aor AOR, reg Registration, rep Pu
 		}
 	})
 	s.retries[aor] = rt
+}
+
+// retryTo points the retry pending for reg's recipient, if any, at reg:
+// a registration the backoff holds back (the same device, from the same
+// source) is the newest, and the retry goes to it, not to the contact
+// the failed push used, which the push would find replaced (it pushes
+// only to the registration recorded now).
+func (s *scheduler) retryTo(reg Registration) {
+	if rt, ok := s.retries[reg.AOR]; ok {
+		rt.reg = reg
+	}
 }
 
 func (s *scheduler) stopRetry(aor AOR) {

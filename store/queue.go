@@ -244,8 +244,8 @@ func (r *Redis) Claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 }
 
 // ClaimAndRead implements plugin.Queue: Claim's pipeline with the two
-// GETs of ContactAndSettings in front (one slot: the keys share the
-// recipient's hash tag).
+// GETs of ContactAndSettings after the claim (one slot: the keys share
+// the recipient's hash tag).
 func (r *Redis) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) (plugin.ClaimRead, error) {
 	var read contactRead
 	msgs, err := r.claim(ctx, aor, token, n, lease, &read)
@@ -279,11 +279,15 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	now := r.now()
 	keys, args := mailboxKeys(aor), []any{token, max(n, 0), ms(now.Add(lease)), ms(now)}
 	pipe := r.c.Pipeline()
-	if read != nil {
-		read.contact, read.settings = pipe.Get(ctx, contactKey(aor)), pipe.Get(ctx, settingsKey(aor))
-	}
 	index := pipe.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()})
 	cmd := r.fn.queue(ctx, pipe, "dp_claim", keys, args...)
+	if read != nil {
+		// After the claim: a proxy's unregistration that runs before the
+		// reads has deleted what they read, and one that runs after
+		// finds the lease live and writes its event (dp_unregister), so
+		// that the push is cancelled either way.
+		read.contact, read.settings = pipe.Get(ctx, contactKey(aor)), pipe.Get(ctx, settingsKey(aor))
+	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	res, err := r.fn.again(ctx, cmd, "dp_claim", keys, args...).Slice()
 	if err != nil {

@@ -828,9 +828,13 @@ func testClaimAndRead(e *env) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if cr.Registered {
-		e.t.Errorf("Registered with an expired registration: %+v", cr.Registration)
+	if cr.Registered || cr.Settings != (plugin.UserSettings{}) {
+		e.t.Errorf("Registered %v (%+v), settings %+v with an expired registration; want neither", cr.Registered, cr.Registration, cr.Settings)
 	}
+	if len(cr.Messages) != 0 {
+		e.t.Errorf("claimed %v; the messages expired with the registration", ids(cr.Messages))
+	}
+	e.counts(bob, plugin.Counts{})
 }
 
 // testContactOrder: registrations and unregistrations that carry the
