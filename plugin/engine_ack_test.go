@@ -105,20 +105,7 @@ func TestEngineAcksAWindowAtATime(t *testing.T) {
 	}
 	p := &windowPusher{st: st, window: 16}
 	rec := &recorder{ch: make(chan plugin.PushReport, 10)}
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 40, LockTTL: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- eng.Run(rctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	for !eng.Running() {
-		time.Sleep(time.Millisecond)
-	}
+	eng := startEngine(t, plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 40, LockTTL: 5 * time.Second})
 	e := &engineEnv{st: st.Store, eng: eng, rec: rec}
 	want := e.store(t, 45)
 	e.register(t)

@@ -18,41 +18,7 @@ func TestEngineSettingsReadAgainAfterWait(t *testing.T) {
 	ctx := context.Background()
 	carol := plugin.MustParseAOR("sip:carol@example.com")
 	st := plugintest.NewStore(nil)
-	pol := plugin.DefaultPolicy()
-	pol.RetryBackoff = 0
-	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
-		t.Fatal(err)
-	}
-	var skew atomic.Int64 // added to the engine's clock
-	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
-	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
-	log, scanned := scanLogger()
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
-		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- eng.Run(rctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	for !eng.Running() {
-		time.Sleep(time.Millisecond)
-	}
-	waitScan(t, scanned)
-	for _, aor := range []plugin.AOR{bob, carol} {
-		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
-			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}
-		if err := eng.Store(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	eng, p, rec, skew := slotEngine(t, st, bob, carol)
 	register := func(aor plugin.AOR) {
 		t.Helper()
 		err := eng.Registered(ctx, plugin.Registration{AOR: aor, Contact: "sip:" + aor.User() + "@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)})
@@ -99,6 +65,19 @@ type readCounter struct {
 	contact, settings, both, claims, claimReads atomic.Int32
 }
 
+// onlyClaimRead checks that what was counted (since the counters were
+// last zeroed) is one ClaimAndRead, and no other claim or read: who's
+// push read with its claim.
+func (c *readCounter) onlyClaimRead(t *testing.T, who string) {
+	t.Helper()
+	if n, s, b := c.contact.Load(), c.settings.Load(), c.both.Load(); n+s+b != 0 {
+		t.Errorf("%s read Contact %d, UserSettings %d, ContactAndSettings %d times; want none (its claim reads)", who, n, s, b)
+	}
+	if n, cr := c.claims.Load(), c.claimReads.Load(); n != 0 || cr != 1 {
+		t.Errorf("%s claimed %d times and %d times with ClaimAndRead; want one ClaimAndRead", who, n, cr)
+	}
+}
+
 func (c *readCounter) Claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
 	c.claims.Add(1)
 	return c.Store.Claim(ctx, aor, token, n, lease)
@@ -133,42 +112,7 @@ func TestEngineReadWithClaim(t *testing.T) {
 	ctx := context.Background()
 	carol := plugin.MustParseAOR("sip:carol@example.com")
 	st := &readCounter{Store: plugintest.NewStore(nil)}
-	pol := plugin.DefaultPolicy()
-	pol.RetryBackoff = 0
-	pol.Delivery = plugin.DeliveryAuto
-	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
-		t.Fatal(err)
-	}
-	var skew atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
-	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
-	log, scanned := scanLogger()
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
-		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- eng.Run(rctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	for !eng.Running() {
-		time.Sleep(time.Millisecond)
-	}
-	waitScan(t, scanned)
-	for _, aor := range []plugin.AOR{bob, carol} {
-		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
-			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}
-		if err := eng.Store(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	eng, p, rec, skew := slotEngine(t, st, bob, carol)
 	reg := func(aor plugin.AOR) plugin.Registration {
 		return plugin.Registration{AOR: aor, Contact: "sip:" + aor.User() + "@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)}
 	}
@@ -194,12 +138,7 @@ func TestEngineReadWithClaim(t *testing.T) {
 			t.Fatalf("report %+v, want 1 delivered", rep)
 		}
 	}
-	if c, s, b := st.contact.Load(), st.settings.Load(), st.both.Load(); b+c+s != 0 {
-		t.Errorf("carol's push read Contact %d, UserSettings %d, ContactAndSettings %d times; want none (the claim reads)", c, s, b)
-	}
-	if c, cr := st.claims.Load(), st.claimReads.Load(); c != 0 || cr != 1 {
-		t.Errorf("carol's push claimed %d times and %d times with ClaimAndRead; want one ClaimAndRead", c, cr)
-	}
+	st.onlyClaimRead(t, "carol's push")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, tg := range p.targets {
@@ -207,4 +146,33 @@ func TestEngineReadWithClaim(t *testing.T) {
 			t.Errorf("carol's push went by MSRP; her stored registration says pager only")
 		}
 	}
+}
+
+// slotEngine runs an engine on st with one push at a time (MaxConcurrent
+// 1), the default policy (delivery auto) without retry backoff, a clock
+// the test moves forward by skew,
+// and a pusher whose sessions wait for its gate; one message is stored
+// for each of aors.
+func slotEngine(t *testing.T, st plugin.Store, aors ...plugin.AOR) (*plugin.Engine, *fakePusher, *recorder, *atomic.Int64) {
+	t.Helper()
+	ctx := context.Background()
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
+		t.Fatal(err)
+	}
+	skew := new(atomic.Int64)
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng := startEngine(t, plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4,
+		LockTTL: 5 * time.Second, MaxConcurrent: 1, Now: now})
+	for _, aor := range aors {
+		m := &plugin.Message{Recipient: aor, Sender: "sip:alice@example.com", Received: time.Now(),
+			Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE"), CallID: "call-" + aor.User()}
+		if err := eng.Store(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return eng, p, rec, skew
 }

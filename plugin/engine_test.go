@@ -154,13 +154,22 @@ func newEngineWith(t *testing.T, p plugin.Pusher, policy func(*plugin.Policy)) *
 		t.Fatal(err)
 	}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng := startEngine(t, plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second})
+	return &engineEnv{st: st, eng: eng, rec: rec}
+}
+
+// startEngine runs an engine on cfg until the test ends (its Logger is
+// scanLogger's) and returns it once it runs — Run reads the policy
+// before it starts the scheduler — and its start-up scan is done.
+func startEngine(t *testing.T, cfg plugin.EngineConfig) *plugin.Engine {
+	t.Helper()
 	log, scanned := scanLogger()
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
-		Logger: log})
+	cfg.Logger = log
+	eng, err := plugin.NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- eng.Run(rctx) }()
 	t.Cleanup(func() {
@@ -169,12 +178,11 @@ func newEngineWith(t *testing.T, p plugin.Pusher, policy func(*plugin.Policy)) *
 			t.Errorf("Run: %v", err)
 		}
 	})
-	// Run reads the policy before it starts the scheduler.
 	for !eng.Running() {
 		time.Sleep(time.Millisecond)
 	}
 	waitScan(t, scanned)
-	return &engineEnv{st: st, eng: eng, rec: rec}
+	return eng
 }
 
 // scanLogger is an engine's logger that discards everything and closes

@@ -36,25 +36,8 @@ func newEventsEngineOn(t *testing.T, st *plugintest.Store, s plugin.Store, p *fa
 		t.Fatal(err)
 	}
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
-	log, scanned := scanLogger()
-	eng, err := plugin.NewEngine(plugin.EngineConfig{Store: s, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
-		Events: ev, EventClaimIdle: idle, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- eng.Run(rctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	for !eng.Running() {
-		time.Sleep(time.Millisecond)
-	}
-	waitScan(t, scanned)
+	eng := startEngine(t, plugin.EngineConfig{Store: s, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
+		Events: ev, EventClaimIdle: idle})
 	return &engineEnv{st: st, eng: eng, rec: rec, p: p}
 }
 
@@ -305,12 +288,7 @@ func TestEventsPushReadsWithClaim(t *testing.T) {
 		t.Fatalf("report %+v, want 2 delivered", rep)
 	}
 	e.idle(t)
-	if c, s, b := st.contact.Load(), st.settings.Load(), st.both.Load(); b+c+s != 0 {
-		t.Errorf("the push read Contact %d, UserSettings %d, ContactAndSettings %d times; want none (its claim reads)", c, s, b)
-	}
-	if c, cr := st.claims.Load(), st.claimReads.Load(); c != 0 || cr != 1 {
-		t.Errorf("the push claimed %d times and %d times with ClaimAndRead; want one ClaimAndRead", c, cr)
-	}
+	st.onlyClaimRead(t, "the push")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.targets) != 1 {
