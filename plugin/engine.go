@@ -284,6 +284,7 @@ func (e *Engine) kickRegistered(ctx context.Context, aor AOR) (bool, error) {
 // read again by the push. force ignores and clears a backoff.
 func (e *Engine) kick(ctx context.Context, r Registration, at time.Time, force bool) error {
 	stored, u, err := e.cfg.Store.ContactAndSettings(ctx, r.AOR)
+	found := err == nil
 	if errors.Is(err, ErrNotFound) {
 		// None stored, or it expired: the settings alone.
 		u, err = e.cfg.Store.UserSettings(ctx, r.AOR)
@@ -292,7 +293,7 @@ func (e *Engine) kick(ctx context.Context, r Registration, at time.Time, force b
 		return fmt.Errorf("settings of %s: %w", r.AOR, err)
 	}
 	k := kickRead{settings: u}
-	if stored.AOR == r.AOR && stored.Binding() == r.Binding() {
+	if found && stored.Binding() == r.Binding() {
 		r.PagerOnly = r.PagerOnly || stored.PagerOnly
 		k.stored = true
 	}

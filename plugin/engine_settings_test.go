@@ -156,11 +156,7 @@ func TestEngineReadWithClaim(t *testing.T) {
 func slotEngine(t *testing.T, st plugin.Store, aors ...plugin.AOR) (*plugin.Engine, *fakePusher, *recorder, *atomic.Int64) {
 	t.Helper()
 	ctx := context.Background()
-	pol := plugin.DefaultPolicy()
-	pol.RetryBackoff = 0
-	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
-		t.Fatal(err)
-	}
+	setPolicy(t, st, nil)
 	skew := new(atomic.Int64)
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}

@@ -144,18 +144,24 @@ func newEngine(t *testing.T, p *fakePusher, policy func(*plugin.Policy)) *engine
 func newEngineWith(t *testing.T, p plugin.Pusher, policy func(*plugin.Policy)) *engineEnv {
 	t.Helper()
 	st := plugintest.NewStore(nil)
-	ctx := context.Background()
-	pol := plugin.DefaultPolicy()
-	pol.RetryBackoff = 0
-	if policy != nil {
-		policy(&pol)
-	}
-	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
-		t.Fatal(err)
-	}
+	setPolicy(t, st, policy)
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
 	eng := startEngine(t, plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second})
 	return &engineEnv{st: st, eng: eng, rec: rec}
+}
+
+// setPolicy stores the tests' policy in st: the default without retry
+// backoff, then change (when not nil).
+func setPolicy(t *testing.T, st plugin.Store, change func(*plugin.Policy)) {
+	t.Helper()
+	pol := plugin.DefaultPolicy()
+	pol.RetryBackoff = 0
+	if change != nil {
+		change(&pol)
+	}
+	if err := st.SetPolicy(context.Background(), pol, "test"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startEngine runs an engine on cfg until the test ends (its Logger is

@@ -29,12 +29,7 @@ func newEventsEngine(t *testing.T, p *fakePusher, ev plugin.Events, idle time.Du
 // wrapped).
 func newEventsEngineOn(t *testing.T, st *plugintest.Store, s plugin.Store, p *fakePusher, ev plugin.Events, idle time.Duration) *engineEnv {
 	t.Helper()
-	ctx := context.Background()
-	pol := plugin.DefaultPolicy()
-	pol.RetryBackoff = 0
-	if err := st.SetPolicy(ctx, pol, "test"); err != nil {
-		t.Fatal(err)
-	}
+	setPolicy(t, st, nil)
 	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
 	eng := startEngine(t, plugin.EngineConfig{Store: s, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
 		Events: ev, EventClaimIdle: idle})
@@ -267,6 +262,22 @@ func (e *eventsEnv) idle(t *testing.T) {
 	}
 }
 
+// nothingSent checks that p opened no session (why: for whom it would
+// have been) and that bob's pending messages are all pending, none in
+// flight.
+func (e *eventsEnv) nothingSent(t *testing.T, p *fakePusher, why string, pending int) {
+	t.Helper()
+	p.mu.Lock()
+	opens := p.opens
+	p.mu.Unlock()
+	if opens != 0 {
+		t.Fatalf("%d sessions opened %s", opens, why)
+	}
+	if c := e.counts(t); c.Pending != pending || c.InFlight != 0 {
+		t.Fatalf("counts %+v, want %d pending, none in flight", c, pending)
+	}
+}
+
 // TestEventsPushReadsWithClaim: a registered event's push reads the
 // registration recorded (Path, received, instance: what the INVITE
 // needs) and the user's settings in its first claim's round trip, with
@@ -321,15 +332,7 @@ func TestEventsNotTheRecordedContact(t *testing.T) {
 	}
 	e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: "sip:bob@127.0.0.1:5098", Expires: exp, At: time.Now()})
 	e.idle(t) // another contact recorded: no push
-	p.mu.Lock()
-	opens := p.opens
-	p.mu.Unlock()
-	if opens != 0 {
-		t.Fatalf("%d sessions opened for a contact that is not the one recorded", opens)
-	}
-	if c := e.counts(t); c.Pending != 2 || c.InFlight != 0 {
-		t.Fatalf("counts %+v, want 2 pending, none in flight", c)
-	}
+	e.nothingSent(t, p, "for a contact that is not the one recorded", 2)
 	e.ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: bob, Contact: newer.Contact, Expires: exp, At: time.Now()})
 	if rep := e.report(t); rep.Delivered != 2 {
 		t.Fatalf("report %+v, want the recorded contact's push to deliver 2", rep)
@@ -354,15 +357,7 @@ func TestEventsHoldBeforePush(t *testing.T) {
 	}
 	e.registered(t, time.Now().Add(time.Hour))
 	e.idle(t)
-	p.mu.Lock()
-	opens := p.opens
-	p.mu.Unlock()
-	if opens != 0 {
-		t.Fatalf("%d sessions opened for a user on hold", opens)
-	}
-	if c := e.counts(t); c.Pending != 2 || c.InFlight != 0 {
-		t.Fatalf("counts %+v, want 2 pending, none in flight", c)
-	}
+	e.nothingSent(t, p, "for a user on hold", 2)
 	if err := e.st.DeleteUserSettings(ctx, bob); err != nil {
 		t.Fatal(err)
 	}

@@ -62,23 +62,23 @@ func (e *Engine) push(ctx context.Context, reg Registration, at time.Time, k *ki
 }
 
 func (r *pushRun) run(ctx context.Context) (rep PushReport) {
+	var err error
+	if r.policy, err = r.e.Policy(ctx); err != nil {
+		return r.ended(ctx, err)
+	}
 	r.token = rand.Text()
 	var msgs []*Message
 	var limit int
-	var err error
 	if r.read != nil {
-		if limit, err = r.due(ctx); err != nil || limit == 0 {
-			return r.ended(ctx, err)
-		}
-		msgs, err = r.claim(ctx, limit)
-	} else {
-		if r.policy, err = r.e.Policy(ctx); err != nil {
-			return r.ended(ctx, err)
-		}
-		if msgs, limit, err = r.claimReading(ctx); err == nil && limit == 0 {
-			r.unlock(ctx) // not to be pushed to: what it claimed goes back
+		// The settings its kick read; whether anything is stored the
+		// first claim finds out.
+		if limit = r.allowed(r.read.settings); limit == 0 {
 			return PushReport{}
 		}
+		msgs, err = r.claim(ctx, limit)
+	} else if msgs, limit, err = r.claimReading(ctx); err == nil && limit == 0 {
+		r.unlock(ctx) // not to be pushed to: what it claimed goes back
+		return PushReport{}
 	}
 	switch {
 	case errors.Is(err, ErrLeaseLost):
@@ -142,17 +142,6 @@ func (r *pushRun) claim(ctx context.Context, limit int) ([]*Message, error) {
 	return r.e.cfg.Store.Claim(ctx, r.reg.AOR, r.token, min(r.e.cfg.Batch, limit), r.e.cfg.LockTTL)
 }
 
-// due returns how many messages this push may send, by the policy and
-// the settings its kick read: zero when the policy says not to push to
-// this user. Whether anything is stored the first claim finds out.
-func (r *pushRun) due(ctx context.Context) (int, error) {
-	var err error
-	if r.policy, err = r.e.Policy(ctx); err != nil {
-		return 0, err
-	}
-	return r.allowed(r.read.settings), nil
-}
-
 // allowed applies the policy to the user's settings u: the session's
 // limit, zero when the policy says not to push to this user.
 func (r *pushRun) allowed(u UserSettings) int {
@@ -164,7 +153,7 @@ func (r *pushRun) allowed(u UserSettings) int {
 	return r.policy.SessionLimit(u)
 }
 
-// claimReading is due and the first claim of a push that has read
+// claimReading is allowed and the first claim of a push that has read
 // nothing yet (a registration event's, which the proxy's dp_register
 // wrote having applied the policy; one that waited for a slot; one that
 // runs once more; a retry), in one round trip (ClaimAndRead): the lease

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -152,6 +153,19 @@ type ClaimRead struct {
 	Registration Registration
 	Registered   bool
 	Settings     UserSettings // aor's settings, when Registered
+}
+
+// NewClaimRead is the ClaimRead of the claimed msgs and of what
+// Settings.ContactAndSettings answered (reg, u, err): not Registered on
+// ErrNotFound, err itself on any other error.
+func NewClaimRead(msgs []*Message, reg Registration, u UserSettings, err error) (ClaimRead, error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return ClaimRead{Messages: msgs}, nil
+	case err != nil:
+		return ClaimRead{}, err
+	}
+	return ClaimRead{Messages: msgs, Registration: reg, Registered: true, Settings: u}, nil
 }
 
 // Mailboxes is the admin view of stored messages.

@@ -252,16 +252,12 @@ func (r *Redis) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, 
 	if err != nil {
 		return plugin.ClaimRead{}, fmt.Errorf("store: claim for %s: %w", aor, err)
 	}
-	cr := plugin.ClaimRead{Messages: msgs}
-	cr.Registration, cr.Settings, err = r.decodeContactAndSettings(read.contact, read.settings)
-	switch {
-	case errors.Is(err, plugin.ErrNotFound):
-	case err != nil:
+	reg, u, err := r.decodeContactAndSettings(read.contact, read.settings)
+	cr, err := plugin.NewClaimRead(msgs, reg, u, err)
+	if err != nil {
 		// The messages stay in flight under the lease, which the caller
 		// lets go of on an error, as after a failed claim.
 		return plugin.ClaimRead{}, fmt.Errorf("store: claim for %s: contact and settings: %w", aor, err)
-	default:
-		cr.Registered = true
 	}
 	return cr, nil
 }

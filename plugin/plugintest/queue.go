@@ -85,17 +85,8 @@ func (s *Store) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, 
 	if err != nil {
 		return plugin.ClaimRead{}, err
 	}
-	cr := plugin.ClaimRead{Messages: msgs}
-	cr.Registration, cr.Settings, err = s.ContactAndSettings(ctx, aor)
-	switch {
-	case errors.Is(err, plugin.ErrNotFound):
-		cr.Registration, cr.Settings = plugin.Registration{}, plugin.UserSettings{}
-	case err != nil:
-		return plugin.ClaimRead{}, err
-	default:
-		cr.Registered = true
-	}
-	return cr, nil
+	reg, u, err := s.ContactAndSettings(ctx, aor)
+	return plugin.NewClaimRead(msgs, reg, u, err)
 }
 
 func (s *Store) claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration) ([]*plugin.Message, error) {
