@@ -79,6 +79,7 @@ func BenchmarkVsMsilo(b *testing.B) {
 	}
 	systems := rep.selected(messageSystems(rep))
 	regs := rep.selectedReg(registerSystems(rep))
+	floors := rep.selectedFloors(floorSystems())
 	for run := 1; run <= p.Runs; run++ {
 		for _, m := range p.Ms {
 			for _, sys := range systems {
@@ -91,6 +92,13 @@ func BenchmarkVsMsilo(b *testing.B) {
 				rep.Rows = append(rep.Rows, row)
 				b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
 			}
+		}
+		for _, sys := range floors {
+			t0 := time.Now()
+			row := sys.Run(b, p)
+			row.System, row.Run = sys.Name, run
+			rep.FloorRows = append(rep.FloorRows, row)
+			b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
 		}
 		if p.RegUsers == 0 {
 			continue
@@ -135,6 +143,11 @@ func (r *benchReport) failures(deferpushSkipped bool) []string {
 	for _, row := range r.RegRows {
 		if row.Err != "" {
 			out = append(out, fmt.Sprintf("%s, %d REGISTERs, run %d: %s", row.System, row.N, row.Run, row.Err))
+		}
+	}
+	for _, row := range r.FloorRows {
+		if row.Err != "" {
+			out = append(out, fmt.Sprintf("%s, run %d: %s", row.System, row.Run, row.Err))
 		}
 	}
 	for _, l := range r.Limits {
@@ -623,9 +636,10 @@ func (row *benchRow) fillDelivery(regs map[string]time.Time, del deliveries, wan
 type storeRun struct {
 	// Time runs from the first MESSAGE sent to the last 2xx.
 	Time time.Duration
-	// Refused counts the MESSAGEs the proxy answered 480, 500 or 503.
-	Refused int
-	Err     string
+	// Stored counts the MESSAGEs the proxy answered 2xx, Refused those it
+	// answered 480, 500 or 503.
+	Stored, Refused int
+	Err             string
 }
 
 // sippStore sends total MESSAGEs through the proxy at addr with SIPp,
@@ -651,6 +665,7 @@ func sippStore(b *testing.B, p benchParams, addr, users, dir string, total int) 
 		}
 		switch l.kind {
 		case "STORED":
+			run.Stored++
 			if l.at.After(last) {
 				last = l.at
 			}

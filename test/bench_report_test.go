@@ -29,6 +29,8 @@ type benchReport struct {
 	// run of each system.
 	Rows    []benchRow
 	RegRows []regRow
+	// FloorRows are the floors of the store: one per run of each.
+	FloorRows []floorRow
 	// Missing are systems not built yet: listed, not measured.
 	Missing []missingSystem
 	// DeferpushMissing says why the deferpush side did not run.
@@ -272,8 +274,8 @@ func (r *benchReport) limit(name string) benchLimit {
 	return benchLimit{}
 }
 
-// write writes report.md, report.csv, report-register.csv and
-// delivery.svg into dir.
+// write writes report.md, report.csv, report-register.csv,
+// report-floors.csv and delivery.svg into dir.
 func (r *benchReport) write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -282,6 +284,7 @@ func (r *benchReport) write(dir string) error {
 		"report.md":           r.markdown,
 		"report.csv":          r.csv,
 		"report-register.csv": r.regCSV,
+		"report-floors.csv":   r.floorCSV,
 		"delivery.svg":        r.svg,
 	} {
 		b, err := f()
@@ -458,6 +461,8 @@ func (r *benchReport) markdown() ([]byte, error) {
 			fmt.Fprintf(&b, "| %s | %s | – | – | – | – | – |\n", ms.Name, ms.Why)
 		}
 	}
+
+	r.floorsMarkdown(&b)
 
 	b.WriteString("\n## Physical limits (same machine, same run)\n\n| limit | what | per second |\n|---|---|--:|\n")
 	for _, l := range r.Limits {

@@ -79,7 +79,8 @@ func TestBenchLinearFit(t *testing.T) {
 // 4,000 msgs/s at M=1, 10, 50 with a p99 of 90 ms; Redis holds 500 B per
 // mailbox and 700 B per message of 400 B; the registrar costs 100 µs per
 // REGISTER, deferpush 115 µs (hook) and 130 µs (via SIP); the append
-// benchmark runs at 45% of RPUSH.
+// benchmark runs at 45% of RPUSH; the floors of the store cost 40 µs
+// (202 alone) and 75 µs (one RPUSH) per message, at 5,000 msgs/s.
 func fakeReport() *benchReport {
 	r := &benchReport{Params: benchParams{Users: 200, Ms: []int{1, 10, 50}, Runs: 3, RegUsers: 1000, Concurrency: 50}}
 	deliver := map[int]float64{1: 600, 10: 2500, 50: 4000}
@@ -112,6 +113,10 @@ func fakeReport() *benchReport {
 			if m == 1 {
 				r.Rows = append(r.Rows, row(systemDeferpushPager, 700, 200, 500), row(systemDeferpushPagerRedis, 1600, 60, 1100))
 			}
+		}
+		for sys, cpu := range map[string]float64{systemFloor202: 40, systemFloorRPUSH: 75} {
+			r.FloorRows = append(r.FloorRows, floorRow{System: sys, Run: run, N: 10000, Stored: 10000,
+				Time: 2 * time.Second, CPU: cpu * (1 + jitter) * 10000 / 1e6})
 		}
 		for sys, cpu := range map[string]float64{systemRegistrar: 100, systemMsilo: 180, systemDeferpush: 115, systemDeferpushViaSIP: 130} {
 			r.RegRows = append(r.RegRows, regRow{System: sys, Run: run, N: 1000, OK: 1000, CPU: cpu * 1000 / 1e6, Recorded: -1,
@@ -204,10 +209,11 @@ func TestBenchFailures(t *testing.T) {
 	}
 	r.Limits = append(r.Limits, benchLimit{Name: "msrp-send", Err: "go test failed"})
 	r.RegRows[0].Err = "3 of 1000 REGISTERs answered 200"
+	r.FloorRows[1].Err = "Redis holds 9999 messages"
 	r.DeferpushMissing = "adapters/kamailio/kamailio.cfg is not committed yet"
 	got := strings.Join(r.failures(false), "\n")
 	for _, want := range []string{"physical limit msrp-send not measured: go test failed", "3 of 1000 REGISTERs answered 200",
-		"the deferpush side did not run"} {
+		"the deferpush side did not run", "Redis holds 9999 messages"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("failures lack %q:\n%s", want, got)
 		}
@@ -231,6 +237,11 @@ func TestBenchReportMarkdown(t *testing.T) {
 		"| deferpush | 1 | 200 | 700 (693–707) |",
 		"| plain registrar | 5,000 | 5,000 | 100.0 | 1.00× |",
 		"servers on CPU 0, clients on CPU 1",
+		// The floors at 10,000 messages beside msilo's store CPU at M=50
+		// (100 µs), and what the goal allows.
+		"| Kamailio, 202 without storing | 5,000 | 40.0 (39.6–40.4) | 0.40× |",
+		"| Kamailio, 202 after one RPUSH | 5,000 | 75.0 (74.2–75.8) | 0.75× |",
+		"at most 0.7× msilo's CPU per stored message: 70.0 µs at M=50",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)

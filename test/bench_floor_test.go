@@ -1,0 +1,229 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/deferpush/deferpush/test/harness"
+)
+
+// The floors of the store: what Kamailio spends on a MESSAGE to an
+// offline user before any store (a transaction and its 202), and that
+// plus the least a store in another process adds (one RPUSH through
+// ndb_redis, in the SIP worker). Beside msilo's row they show how much of
+// a stored message's CPU no store design can take away, and how much one
+// round trip to Redis costs on this machine.
+const (
+	systemFloor202   = "Kamailio, 202 without storing"
+	systemFloorRPUSH = "Kamailio, 202 after one RPUSH"
+)
+
+// floorSystem is one row of the floors' table.
+type floorSystem struct {
+	Name string
+	Run  func(b *testing.B, p benchParams) floorRow
+}
+
+func floorSystems() []floorSystem {
+	return []floorSystem{
+		{Name: systemFloor202, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, false) }},
+		{Name: systemFloorRPUSH, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, true) }},
+	}
+}
+
+// selectedFloors keeps the floors BENCH_ROWS asks for; they run with
+// msilo's side (BENCH_ONLY=deferpush leaves them out).
+func (r *benchReport) selectedFloors(all []floorSystem) []floorSystem {
+	var out []floorSystem
+	for _, s := range all {
+		if r.keep(sideMsilo) && rowWanted(s.Name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// floorRow is one run of a floor.
+type floorRow struct {
+	System string
+	Run    int
+	// N is how many MESSAGEs were sent, Stored how many were answered
+	// 202 (and, with RPUSH, are in Redis).
+	N, Stored int
+	Time      time.Duration
+	// CPU is the servers' CPU seconds of the phase; ClientBusy as in
+	// benchRow.
+	CPU, ClientBusy float64
+	Err             string
+}
+
+func (r floorRow) Rate() float64      { return rate(r.Stored, r.Time) }
+func (r floorRow) CPUPerMsg() float64 { return perItemMicros(r.CPU, r.Stored) }
+
+func (r floorRow) summary() string {
+	return fmt.Sprintf("%-30s %d MESSAGEs: %7.0f/s  %6.1f µs CPU/msg  clients %3.0f%%  %s",
+		r.System, r.N, r.Rate(), r.CPUPerMsg(), 100*r.ClientBusy, r.Err)
+}
+
+// runStoreFloor sends U × (the largest M) MESSAGEs to offline users with
+// the store phase's SIPp scenario through test/testdata/bench/
+// kamailio-store-floor.cfg, with the rows' worker count, and, when rpush
+// is set, its RPUSH define and a redis-server beside it.
+func runStoreFloor(b *testing.B, p benchParams, rpush bool) floorRow {
+	b.Helper()
+	row := floorRow{N: p.Users * slices.Max(p.Ms)}
+	defines := map[string]string{"DOMAIN": strconv.Quote(benchDomain)}
+	var rs *harness.RedisServer
+	if rpush {
+		rs = harness.Redis(b)
+		defer rs.Proc().Stop()
+		host, port, _ := strings.Cut(rs.Addr, ":")
+		defines["RPUSH"] = "1"
+		defines["REDIS_SERVER"] = strconv.Quote("name=dp;addr=" + host + ";port=" + port)
+	}
+	k := harness.Kamailio(b, harness.KamailioConfig{
+		ConfigFile: "testdata/bench/kamailio-store-floor.cfg",
+		Defines:    defines,
+		// UDP only (no -N), as the clients; msilo's shared memory.
+		ExtraArgs: []string{"-m", "1024", "-n", strconv.Itoa(p.Workers)},
+	})
+	defer k.Stop()
+	servers := []int{k.PID()}
+	if rs != nil {
+		servers = append(servers, rs.Proc().PID())
+	}
+	dir := b.TempDir()
+	users := writeUsersCSV(b, dir, p.Users)
+	meter := cpuMeter{servers: servers}
+	settleCPU(servers...)
+	r0 := meter.start()
+	sr := sippStore(b, p, k.SIPAddr, users, dir, row.N)
+	settleCPU(servers...)
+	used := between(r0, meter.read())
+	row.Stored, row.Time, row.Err = sr.Stored, sr.Time, sr.Err
+	row.CPU, row.ClientBusy = used.Server, used.clientBusy(p.CPUs)
+	if row.Stored != row.N {
+		row.Err = join(row.Err, fmt.Sprintf("%d of %d answered 202, %d refused", row.Stored, row.N, sr.Refused))
+	}
+	if rs != nil {
+		if n, err := floorListed(rs.Addr, p.Users); err != nil || n != row.Stored {
+			row.Err = join(row.Err, fmt.Sprintf("Redis holds %d messages (%v), want %d", n, err, row.Stored))
+		}
+	}
+	row.Err = join(row.Err, checkServersPinned(p.CPUs, servers...))
+	return row
+}
+
+// floorListed counts the messages the RPUSH floor left in Redis (one list
+// per user).
+func floorListed(addr string, users int) (int, error) {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pipe := c.Pipeline()
+	lens := make([]*redis.IntCmd, users)
+	for i := range lens {
+		lens[i] = pipe.LLen(ctx, "floor:"+benchUser(i))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range lens {
+		n += int(l.Val())
+	}
+	return n, nil
+}
+
+// floorCSV is one line per run of each floor.
+func (r *benchReport) floorCSV() ([]byte, error) {
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	_ = w.Write([]string{"system", "run", "messages", "answered_202", "store_s", "msgs_per_s", "cpu_s", "cpu_us_per_msg", "problems"})
+	for _, row := range r.FloorRows {
+		_ = w.Write([]string{row.System, strconv.Itoa(row.Run), strconv.Itoa(row.N), strconv.Itoa(row.Stored),
+			fmtF(row.Time.Seconds(), 3), fmtF(row.Rate(), 0), fmtF(row.CPU, 3), fmtF(row.CPUPerMsg(), 1), row.Err})
+	}
+	w.Flush()
+	return buf.Bytes(), w.Error()
+}
+
+// floorGroup is every run of one floor.
+type floorGroup struct {
+	System string
+	Runs   []floorRow
+}
+
+func (g floorGroup) stat(f func(floorRow) float64) stat {
+	vs := make([]float64, len(g.Runs))
+	for i, r := range g.Runs {
+		vs[i] = f(r)
+	}
+	return statOf(vs)
+}
+
+func (g floorGroup) problems() string {
+	var out []string
+	for _, r := range g.Runs {
+		if r.Err != "" {
+			out = append(out, fmt.Sprintf("run %d: %s", r.Run, r.Err))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func (r *benchReport) floorGroups() []floorGroup {
+	var out []floorGroup
+	for _, row := range r.FloorRows {
+		i := slices.IndexFunc(out, func(g floorGroup) bool { return g.System == row.System })
+		if i < 0 {
+			out = append(out, floorGroup{System: row.System})
+			i = len(out) - 1
+		}
+		out[i].Runs = append(out[i].Runs, row)
+	}
+	return out
+}
+
+// floorsMarkdown is the report's section on the floors: each beside
+// msilo's store CPU at the same message count, and the 0.7× the goal
+// allows.
+func (r *benchReport) floorsMarkdown(b *bytes.Buffer) {
+	groups := r.floorGroups()
+	if len(groups) == 0 {
+		return
+	}
+	m := slices.Max(r.Params.Ms)
+	b.WriteString("\n## Floors of the store\n\n")
+	fmt.Fprintf(b, "%s MESSAGEs to offline users (U × the largest M), by the store phase's SIPp scenario, through "+
+		"`test/testdata/bench/kamailio-store-floor.cfg`: msilo's route with m_store taken out, each MESSAGE "+
+		"answered 202 in its transaction (t_newtran, t_reply), nothing stored; then the same with one RPUSH of the "+
+		"message to a Redis list through ndb_redis in the SIP worker before the 202 (the least a store in another "+
+		"process costs: one blocking round trip, the simplest command; redis-server on the server CPU too). "+
+		"Same workers and CPUs as the rows above.\n\n", num(float64(r.Params.Users*m), 0))
+	ref, hasRef := r.group(systemMsilo, m)
+	fmt.Fprintf(b, "| floor | msgs/s | server CPU µs/msg | ÷ msilo's CPU at M=%d | clients' CPU | problems |\n|---|--:|--:|--:|--:|---|\n", m)
+	for _, g := range groups {
+		x := "–"
+		if hasRef {
+			x = ratio(g.stat(floorRow.CPUPerMsg).Med, ref.stat(benchRow.StoreCPUPerMsg).Med)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", g.System, g.stat(floorRow.Rate).cell(0),
+			g.stat(floorRow.CPUPerMsg).cell(1), x, pct(g.stat(func(r floorRow) float64 { return r.ClientBusy }).Med),
+			orDash(g.problems()))
+	}
+	if hasRef {
+		fmt.Fprintf(b, "\nThe store goal asks for at most 0.7× msilo's CPU per stored message: %s µs at M=%d.\n",
+			num(0.7*ref.stat(benchRow.StoreCPUPerMsg).Med, 1), m)
+	}
+}
