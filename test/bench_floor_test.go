@@ -13,18 +13,32 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/store"
 	"github.com/deferpush/deferpush/test/harness"
 )
 
 // The floors of the store: what Kamailio spends on a MESSAGE to an
-// offline user before any store (a transaction and its 202), and that
-// plus the least a store in another process adds (one RPUSH through
-// ndb_redis, in the SIP worker). Beside msilo's row they show how much of
-// a stored message's CPU no store design can take away, and how much one
-// round trip to Redis costs on this machine.
+// offline user before any store (a transaction and its 202), that plus
+// the least a store in another process adds (one RPUSH through ndb_redis,
+// in the SIP worker), and that route storing with deferpush's dp_store
+// instead. Beside msilo's row and the REDIS_DIRECT row they show how much
+// of a stored message's CPU no store design can take away, what one round
+// trip to Redis costs on this machine, and what dp_store and the shipped
+// route script add to it.
 const (
-	systemFloor202   = "Kamailio, 202 without storing"
-	systemFloorRPUSH = "Kamailio, 202 after one RPUSH"
+	systemFloor202     = "Kamailio, 202 without storing"
+	systemFloorRPUSH   = "Kamailio, 202 after one RPUSH"
+	systemFloorDPStore = "Kamailio, 202 after dp_store"
+)
+
+// What a floor's route does before its 202.
+type floorStore int
+
+const (
+	floorNothing floorStore = iota
+	floorRPUSH
+	floorDPStore
 )
 
 // floorSystem is one row of the floors' table.
@@ -35,8 +49,9 @@ type floorSystem struct {
 
 func floorSystems() []floorSystem {
 	return []floorSystem{
-		{Name: systemFloor202, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, false) }},
-		{Name: systemFloorRPUSH, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, true) }},
+		{Name: systemFloor202, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, floorNothing) }},
+		{Name: systemFloorRPUSH, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, floorRPUSH) }},
+		{Name: systemFloorDPStore, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, floorDPStore) }},
 	}
 }
 
@@ -76,19 +91,38 @@ func (r floorRow) summary() string {
 
 // runStoreFloor sends U × (the largest M) MESSAGEs to offline users with
 // the store phase's SIPp scenario through test/testdata/bench/
-// kamailio-store-floor.cfg, with the rows' worker count, and, when rpush
-// is set, its RPUSH define and a redis-server beside it.
-func runStoreFloor(b *testing.B, p benchParams, rpush bool) floorRow {
+// kamailio-store-floor.cfg, with the rows' worker count and, to store,
+// its RPUSH or DPSTORE define and a redis-server beside it (for dp_store
+// with deferpush's library and dp:limits, as deferpush leaves them: the
+// default policy).
+func runStoreFloor(b *testing.B, p benchParams, how floorStore) floorRow {
 	b.Helper()
 	row := floorRow{N: p.Users * slices.Max(p.Ms)}
 	defines := map[string]string{"DOMAIN": strconv.Quote(benchDomain)}
 	var rs *harness.RedisServer
-	if rpush {
+	var st *store.Redis
+	if how != floorNothing {
 		rs = harness.Redis(b)
 		defer rs.Proc().Stop()
 		host, port, _ := strings.Cut(rs.Addr, ":")
-		defines["RPUSH"] = "1"
 		defines["REDIS_SERVER"] = strconv.Quote("name=dp;addr=" + host + ";port=" + port)
+		defines["RPUSH"] = "1"
+		if how == floorDPStore {
+			delete(defines, "RPUSH")
+			defines["DPSTORE"] = "1"
+			var err error
+			if st, err = store.New(store.Config{URL: rs.URL()}); err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			ctx := context.Background()
+			if err := st.SetPolicy(ctx, plugin.DefaultPolicy(), "bench"); err != nil {
+				b.Fatal(err)
+			}
+			if err := st.Ping(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 	k := harness.Kamailio(b, harness.KamailioConfig{
 		ConfigFile: "testdata/bench/kamailio-store-floor.cfg",
@@ -114,9 +148,14 @@ func runStoreFloor(b *testing.B, p benchParams, rpush bool) floorRow {
 	if row.Stored != row.N {
 		row.Err = join(row.Err, fmt.Sprintf("%d of %d answered 202, %d refused", row.Stored, row.N, sr.Refused))
 	}
-	if rs != nil {
+	switch how {
+	case floorRPUSH:
 		if n, err := floorListed(rs.Addr, p.Users); err != nil || n != row.Stored {
 			row.Err = join(row.Err, fmt.Sprintf("Redis holds %d messages (%v), want %d", n, err, row.Stored))
+		}
+	case floorDPStore:
+		if tot, err := st.Totals(context.Background()); err != nil || int(tot.Stored) != row.Stored {
+			row.Err = join(row.Err, fmt.Sprintf("the store holds %d messages (%v), want %d", tot.Stored, err, row.Stored))
 		}
 	}
 	row.Err = join(row.Err, checkServersPinned(p.CPUs, servers...))
