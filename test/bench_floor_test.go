@@ -72,7 +72,7 @@ type floorRow struct {
 	System string
 	Run    int
 	// N is how many MESSAGEs were sent, Stored how many were answered
-	// 202 (and, with RPUSH, are in Redis).
+	// 202 (and, where the floor stores, checked to be in Redis).
 	N, Stored int
 	Time      time.Duration
 	// CPU is the servers' CPU seconds of the phase; ClientBusy as in
@@ -248,8 +248,9 @@ func (r *benchReport) floorsMarkdown(b *bytes.Buffer) {
 		"`test/testdata/bench/kamailio-store-floor.cfg`: msilo's route with m_store taken out, each MESSAGE "+
 		"answered 202 in its transaction (t_newtran, t_reply), nothing stored; then the same with one RPUSH of the "+
 		"message to a Redis list through ndb_redis in the SIP worker before the 202 (the least a store in another "+
-		"process costs: one blocking round trip, the simplest command; redis-server on the server CPU too). "+
-		"Same workers and CPUs as the rows above.\n\n", num(float64(r.Params.Users*m), 0))
+		"process costs: one blocking round trip, the simplest command; redis-server on the server CPU too); then "+
+		"the same storing with deferpush's FCALL dp_store as the shipped kamailio.cfg's REDIS_DIRECT calls it, "+
+		"answered with its code, without the shipped script's other steps. Same workers and CPUs as the rows above.\n\n", num(float64(r.Params.Users*m), 0))
 	ref, hasRef := r.group(systemMsilo, m)
 	fmt.Fprintf(b, "| floor | msgs/s | server CPU µs/msg | ÷ msilo's CPU at M=%d | clients' CPU | problems |\n|---|--:|--:|--:|--:|---|\n", m)
 	for _, g := range groups {
