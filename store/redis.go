@@ -33,11 +33,13 @@ type Config struct {
 	//
 	//	redis://[[user]:password@]host:port[/db]        standalone
 	//	rediss://...                                    standalone over TLS
+	//	unix://[[user]:password@]/path/redis.sock[?db=N] standalone over
+	//	                                                a Unix socket
 	//	redis+sentinel://[[user]:password@]h1:p1,h2:p2/master[?db=N]
 	//	redis+cluster://[[user]:password@]h1:p1,h2:p2
 	//	(rediss+sentinel and rediss+cluster: the same over TLS)
 	//
-	// redis:// and rediss:// accept go-redis's query options
+	// redis://, rediss:// and unix:// accept go-redis's query options
 	// (dial_timeout=, pool_size=, ...).
 	URL string
 	// Logger receives warnings from background work (WatchPolicy); nil
@@ -248,17 +250,28 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 		return nil, fmt.Errorf("store: bad redis URL: %w", err)
 	}
 	switch u.Scheme {
-	case "redis", "rediss":
+	case "redis", "rediss", "unix":
 		o, err := redis.ParseURL(raw)
 		if err != nil {
 			return nil, fmt.Errorf("store: bad redis URL: %w", err)
 		}
-		return &redis.UniversalOptions{
+		uo := &redis.UniversalOptions{
 			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password,
 			TLSConfig: o.TLSConfig, Protocol: o.Protocol, ClientName: o.ClientName,
 			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 			PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, MaxRetries: o.MaxRetries,
-		}, nil
+		}
+		if o.Network == "unix" {
+			// UniversalOptions has no network: its dialer names it. A
+			// Redis beside the proxy and deferpush skips TCP's work on
+			// every round trip.
+			path := o.Addr
+			uo.Dialer = func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			}
+		}
+		return uo, nil
 	case "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
 	default:
 		return nil, fmt.Errorf("store: bad redis URL: unsupported scheme %q", u.Scheme)

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,6 +191,8 @@ func TestParseURL(t *testing.T) {
 		{url: "redis://127.0.0.1:6379/2", want: redis.UniversalOptions{Addrs: []string{"127.0.0.1:6379"}, DB: 2}},
 		{url: "redis://:pw@h:1", want: redis.UniversalOptions{Addrs: []string{"h:1"}, Password: "pw"}},
 		{url: "redis+cluster://h1:1,h2:2", want: redis.UniversalOptions{Addrs: []string{"h1:1", "h2:2"}, IsClusterMode: true}},
+		{url: "unix:///run/redis/redis.sock?db=2", want: redis.UniversalOptions{Addrs: []string{"/run/redis/redis.sock"}, DB: 2}},
+		{url: "unix://u:pw@/run/redis.sock", want: redis.UniversalOptions{Addrs: []string{"/run/redis.sock"}, Username: "u", Password: "pw"}},
 		{url: "redis+cluster://u:pw@h1:1", want: redis.UniversalOptions{Addrs: []string{"h1:1"}, Username: "u", Password: "pw", IsClusterMode: true}},
 		{url: "redis+sentinel://s1:26379,s2:26379/mymaster?db=3", want: redis.UniversalOptions{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster", DB: 3}},
 		{url: "redis+sentinel://s1:26379", bad: true},
@@ -224,6 +228,12 @@ func TestParseURL(t *testing.T) {
 			}
 		})
 	}
+	if o, err := store.ParseURL("unix:///run/redis.sock"); err != nil || o.Dialer == nil {
+		t.Errorf("unix://: %v, dialer set %v", err, err == nil && o.Dialer != nil)
+	}
+	if o, _ := store.ParseURL("redis://h:1"); o.Dialer != nil {
+		t.Error("redis://: a dialer of its own")
+	}
 	if _, err := store.ParseURL("rediss+cluster://h:1"); err != nil {
 		t.Error(err)
 	} else if o, _ := store.ParseURL("rediss+cluster://h:1"); o.TLSConfig == nil || o.TLSConfig.ServerName != "h" {
@@ -239,5 +249,37 @@ func TestSentinelURLBuildsFailoverClient(t *testing.T) {
 	defer s.Close()
 	if _, ok := s.Client().(*redis.Client); !ok {
 		t.Errorf("client is %T, want the failover *redis.Client", s.Client())
+	}
+}
+
+// TestUnixSocketURL: a store reached over a Unix socket (unix://) stores
+// and claims as over TCP, and the connection is the socket's.
+func TestUnixSocketURL(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	srv := harness.Redis(t, harness.WithArgs("--unixsocket", sock, "--unixsocketperm", "700"))
+	s, err := store.New(store.Config{URL: "unix://" + sock + "?db=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	aor := plugin.MustParseAOR("sip:unix@example.com")
+	m := &plugin.Message{Recipient: aor, Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE sip:unix@example.com SIP/2.0\r\n\r\n"), Received: time.Now()}
+	if err := s.Append(ctx, m, plugin.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Claim(ctx, aor, "tok", 10, time.Minute)
+	if err != nil || len(got) != 1 || got[0].ID != m.ID {
+		t.Fatalf("Claim = %v, %v; want the message stored", got, err)
+	}
+	// The message is in db 1 of that server, over the socket.
+	tcp := redis.NewClient(&redis.Options{Addr: srv.Addr, DB: 1})
+	defer tcp.Close()
+	if n, err := tcp.DBSize(ctx).Result(); err != nil || n == 0 {
+		t.Errorf("db 1 over TCP holds %d keys (%v), want the store's", n, err)
+	}
+	info, err := s.Client().ClientInfo(ctx).Result()
+	if err != nil || !strings.HasPrefix(info.Addr, "/") && !strings.HasPrefix(info.LAddr, "/") {
+		t.Errorf("client info %+v, %v: want a Unix socket connection", info, err)
 	}
 }

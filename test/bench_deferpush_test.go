@@ -62,9 +62,10 @@ type deferpushMode struct {
 	// System is the row's name, Profile the stem of its perf profiles.
 	System, Profile string
 	// Defines are the script's defines that select the mode, beside the
-	// addresses every mode gets (ports, DP_* of deferpush); redisAddr is
-	// host:port of the run's redis-server. Nil: none.
-	Defines func(redisAddr string) map[string]string
+	// addresses every mode gets (ports, DP_* of deferpush); server is the
+	// run's redis-server as ndb_redis's server parameter names it
+	// (ndbRedisServer). Nil: none.
+	Defines func(server string) map[string]string
 	// DeferpushArgs are further arguments of deferpush serve.
 	DeferpushArgs []string
 	// Policy, when set, changes the operator policy before deferpush
@@ -128,7 +129,7 @@ func (s *deferpushStack) stop(b *testing.B) {
 // its shipped script in side's mode, Workers SIP workers.
 func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *deferpushStack {
 	b.Helper()
-	s := &deferpushStack{redis: harness.Redis(b)}
+	s := &deferpushStack{redis: benchRedis(b, p)}
 	var err error
 	if s.st, err = store.New(store.Config{URL: s.redis.URL()}); err != nil {
 		b.Fatal(err)
@@ -153,7 +154,7 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 	for dpSIPPort == sipPort || dpSIPPort == internalPort {
 		dpSIPPort = harness.FreePort(b)
 	}
-	args := append([]string{"--redis", s.redis.URL(), "--log-level", "info",
+	args := append([]string{"--redis", benchRedisURL(s.redis, p), "--log-level", "info",
 		"--sip-listen", fmt.Sprintf("127.0.0.1:%d", dpSIPPort),
 		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort)}, side.mode.DeferpushArgs...)
 	s.dp = startDeferpush(b, []string{"DEFERPUSH_HOOKS_TOKEN=" + token}, args...)
@@ -167,7 +168,7 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 		"DP_TOKEN":      strconv.Quote(token),
 	}
 	if side.mode.Defines != nil {
-		maps.Copy(defines, side.mode.Defines(s.redis.Addr))
+		maps.Copy(defines, side.mode.Defines(ndbRedisServer(s.redis, p)))
 	}
 	workers := strconv.Itoa(p.Workers)
 	if side.proxy == proxyOpenSIPS {

@@ -102,10 +102,9 @@ func runStoreFloor(b *testing.B, p benchParams, how floorStore) floorRow {
 	var rs *harness.RedisServer
 	var st *store.Redis
 	if how != floorNothing {
-		rs = harness.Redis(b)
+		rs = benchRedis(b, p)
 		defer rs.Proc().Stop()
-		host, port, _ := strings.Cut(rs.Addr, ":")
-		defines["REDIS_SERVER"] = strconv.Quote("name=dp;addr=" + host + ";port=" + port)
+		defines["REDIS_SERVER"] = strconv.Quote(ndbRedisServer(rs, p))
 		defines["RPUSH"] = "1"
 		if how == floorDPStore {
 			delete(defines, "RPUSH")

@@ -184,12 +184,17 @@ type benchParams struct {
 	Phase time.Duration
 	// CPUs is how the machine is split between servers and clients.
 	CPUs benchCPUs
+	// RedisUnix (BENCH_REDIS_UNIX=1): deferpush and Kamailio's ndb_redis
+	// reach the deferpush rows' and the floors' redis-server over a Unix
+	// socket instead of TCP on 127.0.0.1.
+	RedisUnix bool
 }
 
 func benchParamsFromEnv(b *testing.B) benchParams {
 	b.Helper()
 	p := benchParams{Users: 200, Ms: []int{1, 10, 50}, Runs: 3, RegUsers: 10000, Concurrency: 50, Workers: 1, Phase: 2 * time.Minute}
 	p.Quick, _ = strconv.ParseBool(os.Getenv("QUICK"))
+	p.RedisUnix, _ = strconv.ParseBool(os.Getenv("BENCH_REDIS_UNIX"))
 	if p.Quick {
 		p.Users, p.Ms, p.Runs, p.RegUsers, p.Phase = 20, []int{1, 5}, 1, 1000, 20*time.Second
 	}

@@ -521,6 +521,13 @@ func (r *benchReport) howMeasured(b *bytes.Buffer) {
 		"as a SIP MESSAGE over that UDP contact (one transaction per message); deferpush pushes an INVITE over that UDP contact, then the messages over " +
 		"one MSRP connection (TCP, RFC 4975 has no UDP), then BYE; between Kamailio and deferpush (hooks over HTTP, `STORE_VIA_SIP`, " +
 		"deferpush's INVITEs to the internal port) it is TCP, server side.\n")
+	if p.RedisUnix {
+		b.WriteString("- **Redis:** deferpush and Kamailio's ndb_redis reach redis-server over a Unix socket (`BENCH_REDIS_UNIX=1`; " +
+			"the bench's own clients over TCP).\n")
+	} else {
+		b.WriteString("- **Redis:** deferpush and Kamailio's ndb_redis reach redis-server over TCP on 127.0.0.1 (`BENCH_REDIS_UNIX=1`: " +
+			"over a Unix socket).\n")
+	}
 	fmt.Fprintf(b, "- **Workers:** Kamailio runs `-n %d -N %d` (children, tcp_children) in the plain-registrar row and every deferpush row, "+
 		"overriding the shipped kamailio.cfg's 4 and 4 (its async_workers, 4, which run the hooks, stay); msilo runs one SIP worker "+
 		"(`-n 1`, UDP only): db_sqlite sets no busy timeout and a second worker's writes fail with \"database is locked\"", p.Workers, p.Workers)

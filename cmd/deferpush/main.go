@@ -107,7 +107,7 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	// Each flag overrides one field, named by its YAML path.
 	fields := map[string]string{}
 	for _, f := range []struct{ name, field, usage string }{
-		{"redis", "redis.url", "Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://); empty: embedded in-memory store"},
+		{"redis", "redis.url", "Redis `URL` (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://); empty: embedded in-memory store"},
 		{"hooks-listen", "hooks.listen", "`host:port` of the proxy hooks (default 127.0.0.1:8710)"},
 		{"admin-listen", "admin.listen", "`host:port` of the admin API (default 127.0.0.1:8711)"},
 		{"sip-listen", "sip.listen", "`host:port` of SIP over UDP and TCP (default 127.0.0.1:5070)"},

@@ -72,6 +72,18 @@ func Redis(t T, opts ...RedisOption) *RedisServer {
 // URL is the redis:// URL of the server.
 func (r *RedisServer) URL() string { return "redis://" + r.Addr + "/0" }
 
+// Arg is the value the server was started with for a command-line
+// directive ("--unixsocket"), the last one given; "" when none.
+func (r *RedisServer) Arg(name string) string {
+	v := ""
+	for i := 0; i+1 < len(r.args); i++ {
+		if r.args[i] == name {
+			v = r.args[i+1]
+		}
+	}
+	return v
+}
+
 // Proc is the running process (for Kill, PID and Log).
 func (r *RedisServer) Proc() *Proc { return r.proc }
 

@@ -106,7 +106,8 @@ type TokenConfig struct {
 
 // RedisConfig selects the store.
 type RedisConfig struct {
-	// URL is redis://, rediss://, redis+sentinel:// or redis+cluster://.
+	// URL is redis://, rediss://, unix://, redis+sentinel:// or
+	// redis+cluster://.
 	// Empty means the embedded in-memory store: nothing survives a restart.
 	URL string `yaml:"url"`
 	// MinReplicas, above zero, answers "stored" only once that many
