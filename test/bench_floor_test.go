@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -197,41 +196,12 @@ func (r *benchReport) floorCSV() ([]byte, error) {
 }
 
 // floorGroup is every run of one floor.
-type floorGroup struct {
-	System string
-	Runs   []floorRow
-}
+type floorGroup = runGroup[floorRow]
 
-func (g floorGroup) stat(f func(floorRow) float64) stat {
-	vs := make([]float64, len(g.Runs))
-	for i, r := range g.Runs {
-		vs[i] = f(r)
-	}
-	return statOf(vs)
-}
+func (r floorRow) system() string     { return r.System }
+func (r floorRow) run() (int, string) { return r.Run, r.Err }
 
-func (g floorGroup) problems() string {
-	var out []string
-	for _, r := range g.Runs {
-		if r.Err != "" {
-			out = append(out, fmt.Sprintf("run %d: %s", r.Run, r.Err))
-		}
-	}
-	return strings.Join(out, "; ")
-}
-
-func (r *benchReport) floorGroups() []floorGroup {
-	var out []floorGroup
-	for _, row := range r.FloorRows {
-		i := slices.IndexFunc(out, func(g floorGroup) bool { return g.System == row.System })
-		if i < 0 {
-			out = append(out, floorGroup{System: row.System})
-			i = len(out) - 1
-		}
-		out[i].Runs = append(out[i].Runs, row)
-	}
-	return out
-}
+func (r *benchReport) floorGroups() []floorGroup { return groupRuns(r.FloorRows) }
 
 // floorsMarkdown is the report's section on the floors: each beside
 // msilo's store CPU at the same message count, and the 0.7× the goal

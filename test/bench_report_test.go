@@ -215,13 +215,21 @@ func (r *benchReport) group(system string, m int) (rowGroup, bool) {
 	return rowGroup{}, false
 }
 
-// regGroup is every run of one registration row.
-type regGroup struct {
-	System string
-	Runs   []regRow
+// runRow is a row of a table whose rows are grouped by system over the
+// runs (the registration rows, the floors).
+type runRow interface {
+	system() string
+	// run is the row's run and what went wrong in it ("" when nothing).
+	run() (int, string)
 }
 
-func (g regGroup) stat(f func(regRow) float64) stat {
+// runGroup is every run of one such row.
+type runGroup[R runRow] struct {
+	System string
+	Runs   []R
+}
+
+func (g runGroup[R]) stat(f func(R) float64) stat {
 	vs := make([]float64, len(g.Runs))
 	for i, r := range g.Runs {
 		vs[i] = f(r)
@@ -229,32 +237,42 @@ func (g regGroup) stat(f func(regRow) float64) stat {
 	return statOf(vs)
 }
 
-func (g regGroup) problems() string {
+func (g runGroup[R]) problems() string {
 	var out []string
 	for _, r := range g.Runs {
+		n, err := r.run()
 		switch {
-		case r.Err == "":
+		case err == "":
 		case len(g.Runs) > 1:
-			out = append(out, fmt.Sprintf("run %d: %s", r.Run, r.Err))
+			out = append(out, fmt.Sprintf("run %d: %s", n, err))
 		default:
-			out = append(out, r.Err)
+			out = append(out, err)
 		}
 	}
 	return strings.Join(out, "; ")
 }
 
-func (r *benchReport) regGroups() []regGroup {
-	var out []regGroup
-	for _, row := range r.RegRows {
-		i := slices.IndexFunc(out, func(g regGroup) bool { return g.System == row.System })
+// groupRuns groups rows by system, in the order they first ran.
+func groupRuns[R runRow](rows []R) []runGroup[R] {
+	var out []runGroup[R]
+	for _, row := range rows {
+		i := slices.IndexFunc(out, func(g runGroup[R]) bool { return g.System == row.system() })
 		if i < 0 {
-			out = append(out, regGroup{System: row.System})
+			out = append(out, runGroup[R]{System: row.system()})
 			i = len(out) - 1
 		}
 		out[i].Runs = append(out[i].Runs, row)
 	}
 	return out
 }
+
+// regGroup is every run of one registration row.
+type regGroup = runGroup[regRow]
+
+func (r regRow) system() string     { return r.System }
+func (r regRow) run() (int, string) { return r.Run, r.Err }
+
+func (r *benchReport) regGroups() []regGroup { return groupRuns(r.RegRows) }
 
 func (r *benchReport) regGroup(system string) (regGroup, bool) {
 	for _, g := range r.regGroups() {
