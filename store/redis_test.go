@@ -256,7 +256,7 @@ func TestSentinelURLBuildsFailoverClient(t *testing.T) {
 // and claims as over TCP, and the connection is the socket's.
 func TestUnixSocketURL(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "redis.sock")
-	srv := harness.Redis(t, harness.WithArgs("--unixsocket", sock, "--unixsocketperm", "700"))
+	srv := harness.Redis(t, harness.WithUnixSocket(sock))
 	s, err := store.New(store.Config{URL: "unix://" + sock + "?db=1"})
 	if err != nil {
 		t.Fatal(err)

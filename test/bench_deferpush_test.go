@@ -154,7 +154,7 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 	for dpSIPPort == sipPort || dpSIPPort == internalPort {
 		dpSIPPort = harness.FreePort(b)
 	}
-	args := append([]string{"--redis", benchRedisURL(s.redis, p), "--log-level", "info",
+	args := append([]string{"--redis", benchRedisURL(s.redis), "--log-level", "info",
 		"--sip-listen", fmt.Sprintf("127.0.0.1:%d", dpSIPPort),
 		"--outbound-proxy", fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", internalPort)}, side.mode.DeferpushArgs...)
 	s.dp = startDeferpush(b, []string{"DEFERPUSH_HOOKS_TOKEN=" + token}, args...)
@@ -168,7 +168,7 @@ func startDeferpushStack(b *testing.B, p benchParams, side deferpushSide) *defer
 		"DP_TOKEN":      strconv.Quote(token),
 	}
 	if side.mode.Defines != nil {
-		maps.Copy(defines, side.mode.Defines(ndbRedisServer(s.redis, p)))
+		maps.Copy(defines, side.mode.Defines(ndbRedisServer(s.redis)))
 	}
 	workers := strconv.Itoa(p.Workers)
 	if side.proxy == proxyOpenSIPS {

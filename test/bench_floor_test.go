@@ -40,30 +40,16 @@ const (
 	floorDPStore
 )
 
-// floorSystem is one row of the floors' table.
-type floorSystem struct {
-	Name string
-	Run  func(b *testing.B, p benchParams) floorRow
-}
-
-func floorSystems() []floorSystem {
-	return []floorSystem{
-		{Name: systemFloor202, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, floorNothing) }},
-		{Name: systemFloorRPUSH, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, floorRPUSH) }},
-		{Name: systemFloorDPStore, Run: func(b *testing.B, p benchParams) floorRow { return runStoreFloor(b, p, floorDPStore) }},
+// floorSystems are the rows of the floors' table, on msilo's side
+// (BENCH_ONLY=deferpush leaves them out).
+func floorSystems() []rowSystem[floorRow] {
+	floor := func(name string, how floorStore) rowSystem[floorRow] {
+		return rowSystem[floorRow]{Name: name, Side: sideMsilo, Run: func(b *testing.B, p benchParams) floorRow {
+			return runStoreFloor(b, p, how)
+		}}
 	}
-}
-
-// selectedFloors keeps the floors BENCH_ROWS asks for; they run with
-// msilo's side (BENCH_ONLY=deferpush leaves them out).
-func (r *benchReport) selectedFloors(all []floorSystem) []floorSystem {
-	var out []floorSystem
-	for _, s := range all {
-		if r.keep(sideMsilo) && rowWanted(s.Name) {
-			out = append(out, s)
-		}
-	}
-	return out
+	return []rowSystem[floorRow]{floor(systemFloor202, floorNothing), floor(systemFloorRPUSH, floorRPUSH),
+		floor(systemFloorDPStore, floorDPStore)}
 }
 
 // floorRow is one run of a floor.
@@ -103,10 +89,10 @@ func runStoreFloor(b *testing.B, p benchParams, how floorStore) floorRow {
 	if how != floorNothing {
 		rs = benchRedis(b, p)
 		defer rs.Proc().Stop()
-		defines["REDIS_SERVER"] = strconv.Quote(ndbRedisServer(rs, p))
-		defines["RPUSH"] = "1"
-		if how == floorDPStore {
-			delete(defines, "RPUSH")
+		defines["REDIS_SERVER"] = strconv.Quote(ndbRedisServer(rs))
+		if how == floorRPUSH {
+			defines["RPUSH"] = "1"
+		} else {
 			defines["DPSTORE"] = "1"
 			var err error
 			if st, err = store.New(store.Config{URL: rs.URL()}); err != nil {
@@ -200,6 +186,10 @@ type floorGroup = runGroup[floorRow]
 
 func (r floorRow) system() string     { return r.System }
 func (r floorRow) run() (int, string) { return r.Run, r.Err }
+func (r floorRow) named(system string, run int) floorRow {
+	r.System, r.Run = system, run
+	return r
+}
 
 func (r *benchReport) floorGroups() []floorGroup { return groupRuns(r.FloorRows) }
 

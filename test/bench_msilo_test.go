@@ -77,9 +77,9 @@ func BenchmarkVsMsilo(b *testing.B) {
 		rep.Limits = append(rep.Limits, l)
 		b.Logf("limit %s (%4.1f s): %.0f/s %s", l.Name, time.Since(t0).Seconds(), l.Rate, l.Err)
 	}
-	systems := rep.selected(messageSystems(rep))
-	regs := rep.selectedReg(registerSystems(rep))
-	floors := rep.selectedFloors(floorSystems())
+	systems := selectSystems(rep, messageSystems(rep))
+	regs := selectSystems(rep, registerSystems(rep))
+	floors := selectSystems(rep, floorSystems())
 	for run := 1; run <= p.Runs; run++ {
 		for _, m := range p.Ms {
 			for _, sys := range systems {
@@ -93,22 +93,9 @@ func BenchmarkVsMsilo(b *testing.B) {
 				b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
 			}
 		}
-		for _, sys := range floors {
-			t0 := time.Now()
-			row := sys.Run(b, p)
-			row.System, row.Run = sys.Name, run
-			rep.FloorRows = append(rep.FloorRows, row)
-			b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
-		}
-		if p.RegUsers == 0 {
-			continue
-		}
-		for _, sys := range regs {
-			t0 := time.Now()
-			row := sys.Run(b, p)
-			row.System, row.Run = sys.Name, run
-			rep.RegRows = append(rep.RegRows, row)
-			b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
+		rep.FloorRows = append(rep.FloorRows, runEach(b, p, run, floors)...)
+		if p.RegUsers > 0 {
+			rep.RegRows = append(rep.RegRows, runEach(b, p, run, regs)...)
 		}
 	}
 	rep.Elapsed = time.Since(start)
@@ -295,26 +282,49 @@ const (
 	sideDeferpush = "deferpush"
 )
 
-// selected keeps the systems BENCH_ONLY asks for, and none of deferpush's
-// when its side cannot run.
-func (r *benchReport) selected(all []messageSystem) []messageSystem {
-	var out []messageSystem
+// benchSystem is a row of one of the report's tables, to run.
+type benchSystem interface {
+	// nameSide is the row's system name and its side (BENCH_ONLY).
+	nameSide() (name, side string)
+}
+
+func (s messageSystem) nameSide() (string, string) { return s.Name, s.Side }
+
+// selectSystems keeps the systems BENCH_ONLY and BENCH_ROWS ask for, and
+// none of deferpush's when its side cannot run.
+func selectSystems[S benchSystem](r *benchReport, all []S) []S {
+	var out []S
 	for _, s := range all {
-		if r.keep(s.Side) && rowWanted(s.Name) {
+		if name, side := s.nameSide(); r.keep(side) && rowWanted(name) {
 			out = append(out, s)
 		}
 	}
 	return out
 }
 
-func (r *benchReport) selectedReg(all []registerSystem) []registerSystem {
-	var out []registerSystem
-	for _, s := range all {
-		if r.keep(s.Side) && rowWanted(s.Name) {
-			out = append(out, s)
-		}
+// rowSystem is one row of a table whose rows run once a run of the bench,
+// whatever M (the registrations, the floors of the store).
+type rowSystem[R runRow[R]] struct {
+	Name string
+	// Side is msilo's or deferpush's, for BENCH_ONLY.
+	Side string
+	// Run measures one run (runEach names it).
+	Run func(b *testing.B, p benchParams) R
+}
+
+func (s rowSystem[R]) nameSide() (string, string) { return s.Name, s.Side }
+
+// runEach runs each of systems once, as the bench's run number run, and
+// returns their rows, named and logged.
+func runEach[R runRow[R]](b *testing.B, p benchParams, run int, systems []rowSystem[R]) []R {
+	var rows []R
+	for _, sys := range systems {
+		t0 := time.Now()
+		row := sys.Run(b, p).named(sys.Name, run)
+		rows = append(rows, row)
+		b.Logf("run %d (%4.1f s): %s", run, time.Since(t0).Seconds(), row.summary())
 	}
-	return out
+	return rows
 }
 
 // rowWanted reports whether BENCH_ROWS, a regular expression matched

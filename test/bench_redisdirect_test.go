@@ -35,27 +35,22 @@ func benchRedis(b *testing.B, p benchParams) *harness.RedisServer {
 	if !p.RedisUnix {
 		return harness.Redis(b)
 	}
-	sock := filepath.Join(memTempDir(b), "redis.sock")
-	return harness.Redis(b, harness.WithArgs("--unixsocket", sock, "--unixsocketperm", "700"))
+	return harness.Redis(b, harness.WithUnixSocket(filepath.Join(memTempDir(b), "redis.sock")))
 }
 
-// redisSocket is the Unix socket benchRedis gave r, or "".
-func redisSocket(r *harness.RedisServer) string {
-	return r.Arg("--unixsocket")
-}
-
-// benchRedisURL is deferpush's --redis for r.
-func benchRedisURL(r *harness.RedisServer, p benchParams) string {
-	if sock := redisSocket(r); p.RedisUnix && sock != "" {
-		return "unix://" + sock
+// benchRedisURL is deferpush's --redis for r: its socket when it has one.
+func benchRedisURL(r *harness.RedisServer) string {
+	if r.Socket != "" {
+		return "unix://" + r.Socket
 	}
 	return r.URL()
 }
 
-// ndbRedisServer is ndb_redis's server parameter for r, named dp.
-func ndbRedisServer(r *harness.RedisServer, p benchParams) string {
-	if sock := redisSocket(r); p.RedisUnix && sock != "" {
-		return "name=dp;unix=" + sock
+// ndbRedisServer is ndb_redis's server parameter for r, named dp: its
+// socket when it has one.
+func ndbRedisServer(r *harness.RedisServer) string {
+	if r.Socket != "" {
+		return "name=dp;unix=" + r.Socket
 	}
 	host, port, _ := strings.Cut(r.Addr, ":")
 	return "name=dp;addr=" + host + ";port=" + port

@@ -20,13 +20,9 @@ import (
 const systemRegistrar = "plain registrar"
 
 // registerSystem is one row of the registration table: Run measures one
-// run of REG_N REGISTERs (System and Run are filled in by the caller).
-type registerSystem struct {
-	Name string
-	// Side: the baseline and msilo are on msilo's side for BENCH_ONLY.
-	Side string
-	Run  func(b *testing.B, p benchParams) regRow
-}
+// run of REG_N REGISTERs. The baseline and msilo are on msilo's side for
+// BENCH_ONLY.
+type registerSystem = rowSystem[regRow]
 
 // registerSystems are the rows of the registration table: plain Kamailio
 // (the registrar alone), Kamailio with msilo (m_dump on REGISTER), and

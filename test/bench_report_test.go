@@ -215,16 +215,19 @@ func (r *benchReport) group(system string, m int) (rowGroup, bool) {
 	return rowGroup{}, false
 }
 
-// runRow is a row of a table whose rows are grouped by system over the
-// runs (the registration rows, the floors).
-type runRow interface {
+// runRow is one run of a row of a table whose rows are grouped by system
+// over the runs (the registration rows, the floors); R is its own type.
+type runRow[R any] interface {
 	system() string
 	// run is the row's run and what went wrong in it ("" when nothing).
 	run() (int, string)
+	// named is the row as the run number run of system.
+	named(system string, run int) R
+	summary() string
 }
 
 // runGroup is every run of one such row.
-type runGroup[R runRow] struct {
+type runGroup[R runRow[R]] struct {
 	System string
 	Runs   []R
 }
@@ -253,7 +256,7 @@ func (g runGroup[R]) problems() string {
 }
 
 // groupRuns groups rows by system, in the order they first ran.
-func groupRuns[R runRow](rows []R) []runGroup[R] {
+func groupRuns[R runRow[R]](rows []R) []runGroup[R] {
 	var out []runGroup[R]
 	for _, row := range rows {
 		i := slices.IndexFunc(out, func(g runGroup[R]) bool { return g.System == row.system() })
@@ -271,6 +274,10 @@ type regGroup = runGroup[regRow]
 
 func (r regRow) system() string     { return r.System }
 func (r regRow) run() (int, string) { return r.Run, r.Err }
+func (r regRow) named(system string, run int) regRow {
+	r.System, r.Run = system, run
+	return r
+}
 
 func (r *benchReport) regGroups() []regGroup { return groupRuns(r.RegRows) }
 

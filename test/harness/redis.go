@@ -18,6 +18,9 @@ import (
 type RedisServer struct {
 	// Addr is host:port of the server.
 	Addr string
+	// Socket is the Unix socket it also listens on (WithUnixSocket), or
+	// "".
+	Socket string
 
 	bin  string
 	dir  string
@@ -30,13 +33,23 @@ type RedisServer struct {
 type RedisOption func(*redisOptions)
 
 type redisOptions struct {
-	aof  bool
-	args []string
+	aof    bool
+	socket string
+	args   []string
 }
 
 // WithArgs adds command-line arguments (configuration directives).
 func WithArgs(args ...string) RedisOption {
 	return func(o *redisOptions) { o.args = append(o.args, args...) }
+}
+
+// WithUnixSocket has the server listen on the Unix socket path too
+// (mode 700), beside its TCP port.
+func WithUnixSocket(path string) RedisOption {
+	return func(o *redisOptions) {
+		o.socket = path
+		o.args = append(o.args, "--unixsocket", path, "--unixsocketperm", "700")
+	}
 }
 
 // WithAOF turns on the append-only file with appendfsync always, so that
@@ -64,25 +77,13 @@ func Redis(t T, opts ...RedisOption) *RedisServer {
 		args = append(args, "--appendonly", "no")
 	}
 	args = append(args, o.args...)
-	r := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, args: args, t: t}
+	r := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Socket: o.socket, bin: bin, dir: dir, args: args, t: t}
 	r.Start(t)
 	return r
 }
 
 // URL is the redis:// URL of the server.
 func (r *RedisServer) URL() string { return "redis://" + r.Addr + "/0" }
-
-// Arg is the value the server was started with for a command-line
-// directive ("--unixsocket"), the last one given; "" when none.
-func (r *RedisServer) Arg(name string) string {
-	v := ""
-	for i := 0; i+1 < len(r.args); i++ {
-		if r.args[i] == name {
-			v = r.args[i+1]
-		}
-	}
-	return v
-}
 
 // Proc is the running process (for Kill, PID and Log).
 func (r *RedisServer) Proc() *Proc { return r.proc }
