@@ -189,10 +189,14 @@ func faultSentinelRound(t *testing.T, replicas int) sentinelResult {
 		a, err := set.MasterAddr(ctx)
 		return err == nil && a == set.Replica.Addr
 	})
-	// The old master comes back (empty: no AOF here) and the Sentinels
-	// make it a replica of the new one: with min_replicas 1 stores are
-	// acknowledged again once it has caught up.
-	set.Master.Start(t)
+	// The old master comes back (empty: no AOF here) as a replica of
+	// the new one, as an operator brings it back: with min_replicas 1
+	// stores are acknowledged again once it has caught up. (Started as
+	// a master, it was one for a moment, to which a Sentinel that took
+	// the loaded new master for down could fail over before learning
+	// its priority of 0: the empty server promoted, every message
+	// gone, whatever deferpush does.)
+	set.Master.StartReplicaOf(t, set.Replica.Addr)
 	defer func() {
 		if t.Failed() {
 			for _, a := range []string{set.Master.Addr, set.Replica.Addr} {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -92,7 +93,25 @@ func (r *RedisServer) Proc() *Proc { return r.proc }
 // waits until it answers PING.
 func (r *RedisServer) Start(t T) {
 	t.Helper()
-	r.proc = startServer(t, r.dir, "redis-server-"+portOf(r.Addr), r.bin, r.args...)
+	r.start(t)
+}
+
+// StartReplicaOf is Start with the server a replica of master (host:port)
+// from its first moment, as an operator brings back a failed master
+// once the Sentinels have promoted another: never a master, however
+// briefly, whose emptiness a Sentinel could promote.
+func (r *RedisServer) StartReplicaOf(t T, master string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(master)
+	if err != nil {
+		t.Fatalf("StartReplicaOf %q: %v", master, err)
+	}
+	r.start(t, "--replicaof", host, port)
+}
+
+func (r *RedisServer) start(t T, extra ...string) {
+	t.Helper()
+	r.proc = startServer(t, r.dir, "redis-server-"+portOf(r.Addr), r.bin, append(slices.Clone(r.args), extra...)...)
 	r.proc.WaitFor(t, 10*time.Second, "PING", func(ctx context.Context) error {
 		got, err := RedisDo(ctx, r.Addr, "PING")
 		if err != nil {
