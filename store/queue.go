@@ -52,6 +52,8 @@ func (r *Redis) Append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 }
 
 func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits) error {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	exp, rec, err := prepareAppend(m, lim)
 	if err != nil {
 		return err
@@ -117,8 +119,13 @@ func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin
 		c = r.batch
 	}
 	r.addRecentMember(ctx, c, aor)
-	cmd := r.fn.again(ctx, r.fn.queue(ctx, c, "dp_append", keys, args...), "dp_append", keys, args...)
-	res, err := cmd.Slice()
+	queued := r.fn.queue(ctx, c, "dp_append", keys, args...)
+	if r.batch != nil {
+		if err := settle(ctx, func() { _ = queued.Err() }); err != nil {
+			return err
+		}
+	}
+	res, err := r.fn.again(ctx, queued, "dp_append", keys, args...).Slice()
 	if err != nil {
 		return err
 	}
@@ -177,6 +184,11 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 	}
 	// In a cluster the counter lives on another node than the mailbox:
 	// wait for it too, so that Totals read after Append counts it.
+	if r.batch != nil {
+		if err := settle(ctx, func() { _, _ = counted.Err(), cmd.Err() }); err != nil {
+			return nil, err
+		}
+	}
 	_ = counted.Err()
 	return r.fn.again(ctx, cmd, "dp_append", keys, args...).Slice()
 }
@@ -228,7 +240,8 @@ func (r *Redis) runAppendReplicated(ctx context.Context, aor plugin.AOR, exp int
 
 // Claim implements plugin.Queue.
 //
-// One round trip: [ZADD dp:leases, FCALL dp_claim] pipelined. The lease
+// One round trip: [ZADD dp:leases, FCALL dp_claim] pipelined (through the
+// autopipeliner, shared with the calls of concurrent pushes). The lease
 // index entry is how the sweeper finds in-flight messages whose push died;
 // should it fail to be written, Claim fails, and the push that called it
 // unlocks (its messages go back). In a cluster the two commands go to two
@@ -266,6 +279,8 @@ func (r *Redis) ClaimAndRead(ctx context.Context, aor plugin.AOR, token string, 
 type contactRead struct{ contact, settings *redis.StringCmd }
 
 func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, lease time.Duration, read *contactRead) ([]*plugin.Message, error) {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	if err := errors.Join(checkAOR(aor), checkToken(token)); err != nil {
 		return nil, err
 	}
@@ -274,17 +289,19 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	}
 	now := r.now()
 	keys, args := mailboxKeys(aor), []any{token, max(n, 0), ms(now.Add(lease)), ms(now)}
-	pipe := r.c.Pipeline()
-	index := pipe.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()})
-	cmd := r.fn.queue(ctx, pipe, "dp_claim", keys, args...)
+	p := r.pipeline()
+	index := p.ZAdd(ctx, leasesKey, redis.Z{Score: float64(ms(now)), Member: aor.String()})
+	cmd := r.fn.queue(ctx, p, "dp_claim", keys, args...)
 	if read != nil {
 		// After the claim: a proxy's unregistration that runs before the
 		// reads has deleted what they read, and one that runs after
 		// finds the lease live and writes its event (dp_unregister), so
 		// that the push is cancelled either way.
-		read.contact, read.settings = pipe.Get(ctx, contactKey(aor)), pipe.Get(ctx, settingsKey(aor))
+		read.contact, read.settings = p.Get(ctx, contactKey(aor)), p.Get(ctx, settingsKey(aor))
 	}
-	_, _ = pipe.Exec(ctx) // errors are per command
+	if err := r.exec(ctx, p); err != nil {
+		return nil, err // the lease, if taken, lapses (or Unlock drops it)
+	}
 	res, err := r.fn.again(ctx, cmd, "dp_claim", keys, args...).Slice()
 	if err != nil {
 		return nil, err
@@ -324,20 +341,17 @@ func (r *Redis) Ack(ctx context.Context, aor plugin.AOR, token string, ids ...st
 }
 
 func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	keys, args, err := r.ackArgs(ctx, aor, token, ids)
 	if err != nil {
 		return 0, err
 	}
-	var cmd *redis.Cmd
-	var counted *redis.IntCmd
-	if r.batch != nil {
-		cmd = r.fn.queue(ctx, r.batch, "dp_ack", keys, args...)
-		counted = r.batch.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
-	} else {
-		pipe := r.c.Pipeline()
-		cmd = r.fn.queue(ctx, pipe, "dp_ack", keys, args...)
-		counted = pipe.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
-		_, _ = pipe.Exec(ctx) // errors are per command
+	p := r.pipeline()
+	cmd := r.fn.queue(ctx, p, "dp_ack", keys, args...)
+	counted := p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
+	if err := r.exec(ctx, p); err != nil {
+		return 0, err
 	}
 	_ = counted.Err() // see Append
 	res, err := r.fn.again(ctx, cmd, "dp_ack", keys, args...).Slice()
@@ -386,6 +400,71 @@ func (r *Redis) emptied(ctx context.Context, aor plugin.AOR) {
 		return
 	}
 	r.c.ZAddXX(ctx, mailboxesKey, z)
+}
+
+// pipeline returns a pipeline for one call's commands: on the
+// autopipeliner's connection when there is one (go-redis writes it there
+// as one contiguous batch, in order, beside the commands of concurrent
+// callers: the claims and finishes of pushes running at once share
+// writes to Redis and Redis's reads of them), else on a connection of
+// its own. Run it with exec.
+func (r *Redis) pipeline() redis.Pipeliner {
+	if r.batch != nil {
+		return r.batch.Pipeline()
+	}
+	return r.c.Pipeline()
+}
+
+// exec runs p (from pipeline). Errors are per command, but for a Redis
+// that did not answer in time (settle), when none of p's results may be
+// read.
+func (r *Redis) exec(ctx context.Context, p redis.Pipeliner) error {
+	if r.batch == nil {
+		_, _ = p.Exec(ctx) // bounded by ctx and the client's read timeout
+		return nil
+	}
+	return settle(ctx, func() { _, _ = p.Exec(ctx) })
+}
+
+// stallBound is how long a call on the autopipeliner waits for Redis
+// when its context has no earlier deadline: go-redis's default read
+// timeout, which bounds every other command (the full-duplex
+// connection's reader waits without one).
+const stallBound = 3 * time.Second
+
+// bounded returns ctx with a deadline no later than stallBound from now,
+// for a call that uses the autopipeliner: the whole call (its other
+// reads included) ends by then.
+func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.batch == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, stallBound, errStalled)
+}
+
+// errStalled is why a call ended when Redis did not answer within
+// stallBound.
+var errStalled = errors.New("redis did not answer within " + stallBound.String())
+
+// settle runs wait, which returns once Redis has answered commands queued
+// on the autopipeliner, and returns nil when it does, or an error when
+// ctx (bounded) ends first: Redis stalled (a long command, a fork,
+// CLIENT PAUSE, a frozen host). Queued commands cannot be taken back:
+// they run when Redis wakes (an Append then stores the message its
+// caller was told failed, whose sender may send it again: a duplicate,
+// never a loss), and wait goes on in the background until they have.
+func settle(ctx context.Context, wait func()) error {
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("no answer from redis in time: %w", context.Cause(ctx))
+	}
 }
 
 // Fail implements plugin.Queue.
@@ -479,8 +558,9 @@ func (r *Redis) Unlock(ctx context.Context, aor plugin.AOR, token string) error 
 
 // Finish implements plugin.Queue: one call acks ids and unlocks.
 //
-// One round trip: [FCALL dp_finish, HINCRBY pushed] pipelined, the
-// counter corrected afterwards by what was not acked, as Ack does.
+// One round trip: [FCALL dp_finish, HINCRBY pushed] pipelined (through the
+// autopipeliner, as Ack), the counter corrected afterwards by what was not
+// acked, as Ack does.
 func (r *Redis) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
 	n, err := r.finish(ctx, aor, token, ids)
 	if err != nil {
@@ -490,22 +570,25 @@ func (r *Redis) Finish(ctx context.Context, aor plugin.AOR, token string, ids ..
 }
 
 func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	keys, args, err := r.ackArgs(ctx, aor, token, ids)
 	if err != nil {
 		return 0, err
 	}
-	var cmd *redis.Cmd
 	var counted *redis.IntCmd
+	p := r.pipeline()
+	cmd := r.fn.queue(ctx, p, "dp_finish", keys, args...)
 	if len(ids) > 0 {
-		pipe := r.c.Pipeline()
-		cmd = r.fn.queue(ctx, pipe, "dp_finish", keys, args...)
-		counted = pipe.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
-		_, _ = pipe.Exec(ctx) // errors are per command
-		_ = counted.Err()     // see Append
-		cmd = r.fn.again(ctx, cmd, "dp_finish", keys, args...)
-	} else {
-		cmd = r.fn.run(ctx, "dp_finish", keys, args...)
+		counted = p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 	}
+	if err := r.exec(ctx, p); err != nil {
+		return 0, err
+	}
+	if counted != nil {
+		_ = counted.Err() // see Append
+	}
+	cmd = r.fn.again(ctx, cmd, "dp_finish", keys, args...)
 	res, err := cmd.Slice()
 	acked := int64(-1)
 	if err == nil {
