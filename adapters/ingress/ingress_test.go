@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,18 +15,28 @@ import (
 	"github.com/deferpush/deferpush/plugin/msrp"
 )
 
-// fakeEngine keeps what it is asked to store, or refuses with err.
+// fakeEngine keeps what it is asked to store, or refuses with err. A
+// test that stores through a running Stack reads it with messages.
 type fakeEngine struct {
+	mu     sync.Mutex
 	stored []*plugin.Message
 	err    error
 }
 
 func (e *fakeEngine) Store(_ context.Context, m *plugin.Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.err != nil {
 		return e.err
 	}
 	e.stored = append(e.stored, m)
 	return nil
+}
+
+func (e *fakeEngine) messages() []*plugin.Message {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*plugin.Message(nil), e.stored...)
 }
 
 func (e *fakeEngine) Policy(context.Context) (plugin.Policy, error) {

@@ -100,12 +100,17 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 			s.port, _ = strconv.Atoi(p)
 		}
 	}
-	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("deferpush"), sipgo.WithUserAgentHostname(s.host))
+	// Every layer of sipgo logs through SIPLogger: its transport writes
+	// the requests it cannot parse, secret and all, into its records.
+	sipLog := SIPLogger(log.With("component", "sip"))
+	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("deferpush"), sipgo.WithUserAgentHostname(s.host),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)))
 	if err == nil {
-		s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(log))
+		s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	}
 	if err == nil {
-		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(log))
+		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog))
 	}
 	if err != nil {
 		s.Close()
