@@ -196,6 +196,11 @@ func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 // newSessionStore checks a session INVITE: an MSRP offer, a recipient,
 // the head of the INVITE to store with each message, storing switched on.
 func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sessionStore, sdp.Media, error) {
+	// sipgo's parser checked the number (below 2^31), not the method
+	// (RFC 3261 §8.1.1.5).
+	if cs := req.CSeq(); cs == nil || cs.MethodName != req.Method {
+		return nil, sdp.Media{}, fmt.Errorf("%w: the CSeq method is not INVITE", plugin.ErrMalformed)
+	}
 	offer, err := sdp.Parse(req.Body())
 	if err != nil {
 		return nil, offer, fmt.Errorf("%w: %v", plugin.ErrNotAcceptable, err)

@@ -294,3 +294,46 @@ func TestStackUnparsableLogged(t *testing.T) {
 		t.Errorf("%d records of the unparsable requests in a window, want at most %d", n, logLimitLines)
 	}
 }
+
+// TestStackCSeq: over the SIP ingress, a MESSAGE (or session INVITE)
+// whose CSeq names another method is refused 400 with a Warning saying
+// so, and nothing is stored (RFC 3261 §8.1.1.5). The same MESSAGE with
+// its own method is stored.
+//
+// A request line's method in lower case ("message sip:...") cannot be
+// refused here: sipgo's parser upper-cases it (sip/parser.go
+// parseRequestLine) before deferpush sees the request, so it is stored
+// as a MESSAGE; the hooks, which read the raw bytes, refuse it
+// (TestDeferredRefuses).
+func TestStackCSeq(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret})
+	secret := "X-Deferpush-Secret: " + testSecret
+	for _, tr := range []string{"UDP", "TCP"} {
+		exchange := exchangeUDP
+		addr := s.udp.LocalAddr()
+		if tr == "TCP" {
+			exchange, addr = exchangeTCP, s.Addr()
+		}
+		raw := strings.Replace(request(tr, "cseq"+tr, secret), "CSeq: 1 MESSAGE", "CSeq: 1 INVITE", 1)
+		res := exchange(t, addr, raw, 5*time.Second)
+		if res == nil || res.StatusCode != 400 {
+			t.Fatalf("%s: MESSAGE with CSeq 1 INVITE: %v, want 400", tr, res)
+		}
+		if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), "CSeq method") {
+			t.Errorf("%s: 400 Warning %v, want one naming the CSeq method", tr, w)
+		}
+		invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE").Replace(request(tr, "cseqinv"+tr, secret))
+		if res := exchange(t, addr, invite, 5*time.Second); res == nil || res.StatusCode != 400 {
+			t.Errorf("%s: INVITE with CSeq 1 MESSAGE: %v, want 400", tr, res)
+		}
+		if n := len(s.engine.messages()); n != 0 {
+			t.Fatalf("%s: stored %d, want 0", tr, n)
+		}
+	}
+	if res := exchangeUDP(t, s.udp.LocalAddr(), request("UDP", "cseqok", secret), 5*time.Second); res == nil || res.StatusCode != 202 {
+		t.Fatalf("MESSAGE with CSeq 1 MESSAGE: %v, want 202", res)
+	}
+	if n := len(s.engine.messages()); n != 1 {
+		t.Errorf("stored %d, want 1", n)
+	}
+}
