@@ -21,6 +21,7 @@ type fakeEngine struct {
 	mu     sync.Mutex
 	stored []*plugin.Message
 	err    error
+	gate   chan struct{} // set: Policy waits for it to close (a pending INVITE)
 }
 
 func (e *fakeEngine) Store(_ context.Context, m *plugin.Message) error {
@@ -39,7 +40,14 @@ func (e *fakeEngine) messages() []*plugin.Message {
 	return append([]*plugin.Message(nil), e.stored...)
 }
 
-func (e *fakeEngine) Policy(context.Context) (plugin.Policy, error) {
+func (e *fakeEngine) Policy(ctx context.Context) (plugin.Policy, error) {
+	if e.gate != nil {
+		select {
+		case <-e.gate:
+		case <-ctx.Done():
+			return plugin.Policy{}, ctx.Err()
+		}
+	}
 	return plugin.DefaultPolicy(), nil
 }
 

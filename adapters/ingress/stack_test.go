@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -335,5 +336,104 @@ func TestStackCSeq(t *testing.T) {
 	}
 	if n := len(s.engine.messages()); n != 1 {
 		t.Errorf("stored %d, want 1", n)
+	}
+}
+
+// other is request (a MESSAGE over UDP) with method in its request line
+// and CSeq.
+func other(method, branch string) string {
+	return strings.NewReplacer("MESSAGE sip:", method+" sip:", "CSeq: 1 MESSAGE", "CSeq: 1 "+method).Replace(request("UDP", branch))
+}
+
+// TestStackRoutes: what deferpush does not serve is answered as RFC 3261
+// says, not as sipgo would by default: 405 with Allow for a method it
+// knows (§8.2.1), 501 for one it does not (§21.5.2), 481 for a CANCEL
+// matching nothing (§9.2), 505 in SIP/2.0 for another SIP version
+// (§8.2.2); with the ingress switched off, Allow leaves out MESSAGE and
+// INVITE.
+func TestStackRoutes(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		allow := allowWithIngress
+		if off {
+			allow = allowWithoutIngress
+		}
+		s := startStack(t, Trust{Off: off, Secret: testSecret})
+		tests := []struct {
+			name, raw string
+			code      int
+			allow     bool
+		}{
+			{"REGISTER", other("REGISTER", "reg"), 405, true},
+			{"SUBSCRIBE", other("SUBSCRIBE", "sub"), 405, true},
+			{"NOTIFY", other("NOTIFY", "not"), 405, true},
+			{"INFO", other("INFO", "info"), 405, true},
+			{"UPDATE", other("UPDATE", "upd"), 405, true},
+			{"PUBLISH", other("PUBLISH", "pub"), 405, true},
+			{"unknown method", other("FOO", "foo"), 501, true},
+			{"CANCEL of nothing", other("CANCEL", "cancel"), 481, false},
+			{"OPTIONS", other("OPTIONS", "opt"), 200, true},
+			{"SIP/3.0", strings.Replace(request("UDP", "v3"), " SIP/2.0\r\n", " SIP/3.0\r\n", 1), 505, false},
+			{"SIP/3.0 REGISTER", strings.Replace(other("REGISTER", "v3reg"), " SIP/2.0\r\n", " SIP/3.0\r\n", 1), 505, false},
+		}
+		for _, tt := range tests {
+			res := exchangeUDP(t, s.udp.LocalAddr(), tt.raw, 5*time.Second)
+			if res == nil || res.StatusCode != tt.code || res.SipVersion != "SIP/2.0" {
+				t.Errorf("off %v: %s: %v, want SIP/2.0 %d", off, tt.name, res, tt.code)
+				continue
+			}
+			if a := res.GetHeader("Allow"); tt.allow && (a == nil || a.Value() != allow) {
+				t.Errorf("off %v: %s: Allow %v, want %q", off, tt.name, a, allow)
+			}
+		}
+	}
+}
+
+// TestStackCancelPending: a CANCEL of an INVITE still pending is
+// answered 200 and the INVITE 487, by sipgo's transaction layer, as
+// before the stack answered other CANCELs 481.
+func TestStackCancelPending(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret})
+	s.engine.gate = make(chan struct{}) // the INVITE waits for the policy
+	defer close(s.engine.gate)
+	const offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\n"
+	invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
+		"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
+	).Replace(request("UDP", "pending", "X-Deferpush-Secret: "+testSecret))
+	cancel := strings.NewReplacer("MESSAGE sip:", "CANCEL sip:", "CSeq: 1 MESSAGE", "CSeq: 1 CANCEL",
+		"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", "Content-Length: 0\r\n\r\n").Replace(request("UDP", "pending"))
+
+	c, err := net.Dial("udp", s.udp.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	read := func() *sip.Response {
+		t.Helper()
+		buf := make([]byte, 65535)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		return parseResponse(t, buf[:n])
+	}
+	if _, err := c.Write([]byte(invite)); err != nil {
+		t.Fatal(err)
+	}
+	if res := read(); res.StatusCode != 100 {
+		t.Fatalf("INVITE: %v, want 100 Trying first", res)
+	}
+	if _, err := c.Write([]byte(cancel)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for range 2 {
+		res := read()
+		got[string(res.CSeq().MethodName)] = res.StatusCode
+	}
+	if got["CANCEL"] != 200 || got["INVITE"] != 487 {
+		t.Errorf("responses %v, want CANCEL 200 and INVITE 487", got)
 	}
 }

@@ -109,7 +109,8 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// The methods the stack serves with the ingress switched off.
+// The methods the stack serves with the ingress switched off (see
+// allowWithIngress).
 const allowWithoutIngress = "ACK, BYE, CANCEL, OPTIONS"
 
 // refuse answers a request the trust settings refused.
