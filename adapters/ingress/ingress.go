@@ -169,6 +169,10 @@ func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plu
 // user: deferpush becomes the far end of the MSRP session and stores each
 // message received in it.
 func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
+	// sipgo's INVITE transaction reads the request from a goroutine of its
+	// own (its 100 Trying after 200 ms): admit removes the secret from a
+	// copy, the request everything below reads, as sipgo's dialogs do.
+	req = req.Clone()
 	if retry, err := in.cfg.Trust.admit(req); err != nil {
 		in.refuse(req, tx, retry, err)
 		return

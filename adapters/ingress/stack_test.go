@@ -47,14 +47,15 @@ func (b *syncBuffer) String() string {
 }
 
 // testStack is a running Stack on a free loopback port, routed to an
-// Ingress storing into a fakeEngine; its log (JSON, Debug and up) is kept.
+// Ingress storing into e (nil: a new fakeEngine); its log (JSON, Debug
+// and up) is kept.
 type testStack struct {
 	*Stack
 	engine *fakeEngine
 	log    *syncBuffer
 }
 
-func startStack(t *testing.T, trust Trust) *testStack {
+func startStack(t *testing.T, trust Trust, e *fakeEngine) *testStack {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -68,7 +69,9 @@ func startStack(t *testing.T, trust Trust) *testStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	e := &fakeEngine{}
+	if e == nil {
+		e = &fakeEngine{}
+	}
 	in, err := New(Config{Engine: e, Client: s.Client(), Contact: s.Contact(), MSRP: ln, Trust: trust, Logger: log})
 	if err != nil {
 		s.Close()
@@ -247,7 +250,7 @@ func TestStackUnparsableLogged(t *testing.T) {
 		{"Content-Length too large", "Content-Length: 5", "Content-Length: 99999999999"},
 		{"CSeq abc", "CSeq: 1 MESSAGE", "CSeq: abc MESSAGE"},
 	}
-	s := startStack(t, Trust{Secret: testSecret})
+	s := startStack(t, Trust{Secret: testSecret}, nil)
 	udp := s.udp.LocalAddr()
 	for i, b := range bad {
 		raw := strings.Replace(request("UDP", "bad"+b.name[:4], secretLine), b.from, b.to, 1)
@@ -307,7 +310,7 @@ func TestStackUnparsableLogged(t *testing.T) {
 // as a MESSAGE; the hooks, which read the raw bytes, refuse it
 // (TestDeferredRefuses).
 func TestStackCSeq(t *testing.T) {
-	s := startStack(t, Trust{Secret: testSecret})
+	s := startStack(t, Trust{Secret: testSecret}, nil)
 	secret := "X-Deferpush-Secret: " + testSecret
 	for _, tr := range []string{"UDP", "TCP"} {
 		exchange := exchangeUDP
@@ -357,7 +360,7 @@ func TestStackRoutes(t *testing.T) {
 		if off {
 			allow = allowWithoutIngress
 		}
-		s := startStack(t, Trust{Off: off, Secret: testSecret})
+		s := startStack(t, Trust{Off: off, Secret: testSecret}, nil)
 		tests := []struct {
 			name, raw string
 			code      int
@@ -392,9 +395,9 @@ func TestStackRoutes(t *testing.T) {
 // answered 200 and the INVITE 487, by sipgo's transaction layer, as
 // before the stack answered other CANCELs 481.
 func TestStackCancelPending(t *testing.T) {
-	s := startStack(t, Trust{Secret: testSecret})
-	s.engine.gate = make(chan struct{}) // the INVITE waits for the policy
-	defer close(s.engine.gate)
+	gate := make(chan struct{}) // the INVITE waits for the policy
+	defer close(gate)
+	s := startStack(t, Trust{Secret: testSecret}, &fakeEngine{gate: gate})
 	const offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
 		"m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\n"
 	invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
