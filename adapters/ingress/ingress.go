@@ -169,6 +169,10 @@ func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plu
 // user: deferpush becomes the far end of the MSRP session and stores each
 // message received in it.
 func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
+	// sipgo's INVITE transaction reads the request from a goroutine of its
+	// own (its 100 Trying after 200 ms): admit removes the secret from a
+	// copy, the request everything below reads, as sipgo's dialogs do.
+	req = req.Clone()
 	if retry, err := in.cfg.Trust.admit(req); err != nil {
 		in.refuse(req, tx, retry, err)
 		return
@@ -196,6 +200,11 @@ func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 // newSessionStore checks a session INVITE: an MSRP offer, a recipient,
 // the head of the INVITE to store with each message, storing switched on.
 func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sessionStore, sdp.Media, error) {
+	// sipgo's parser checked the number (below 2^31), not the method
+	// (RFC 3261 §8.1.1.5).
+	if cs := req.CSeq(); cs == nil || cs.MethodName != req.Method {
+		return nil, sdp.Media{}, fmt.Errorf("%w: the CSeq method is not INVITE", plugin.ErrMalformed)
+	}
 	offer, err := sdp.Parse(req.Body())
 	if err != nil {
 		return nil, offer, fmt.Errorf("%w: %v", plugin.ErrNotAcceptable, err)

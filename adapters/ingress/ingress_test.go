@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +15,18 @@ import (
 	"github.com/deferpush/deferpush/plugin/msrp"
 )
 
-// fakeEngine keeps what it is asked to store, or refuses with err.
+// fakeEngine keeps what it is asked to store, or refuses with err. A
+// test that stores through a running Stack reads it with messages.
 type fakeEngine struct {
+	mu     sync.Mutex
 	stored []*plugin.Message
 	err    error
+	gate   chan struct{} // set: Policy waits for it to close (a pending INVITE)
 }
 
 func (e *fakeEngine) Store(_ context.Context, m *plugin.Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.err != nil {
 		return e.err
 	}
@@ -28,7 +34,20 @@ func (e *fakeEngine) Store(_ context.Context, m *plugin.Message) error {
 	return nil
 }
 
-func (e *fakeEngine) Policy(context.Context) (plugin.Policy, error) {
+func (e *fakeEngine) messages() []*plugin.Message {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*plugin.Message(nil), e.stored...)
+}
+
+func (e *fakeEngine) Policy(ctx context.Context) (plugin.Policy, error) {
+	if e.gate != nil {
+		select {
+		case <-e.gate:
+		case <-ctx.Done():
+			return plugin.Policy{}, ctx.Err()
+		}
+	}
 	return plugin.DefaultPolicy(), nil
 }
 

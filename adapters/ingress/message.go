@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +31,7 @@ var headLimits = encap.HeadLimits{
 // names the recipient, or the To header when the Request-URI has no user.
 //
 // An error wraps plugin.ErrMalformed and says why (see encap.ReadMessage;
-// also: not a MESSAGE, no recipient); a header section over headLimits
+// also: not a MESSAGE, no recipient, a CSeq that is not checkCSeq's); a header section over headLimits
 // wraps plugin.ErrTooLarge instead.
 func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules) (*plugin.Message, error) {
 	in, err := encap.ReadMessage(raw, now, headLimits)
@@ -40,6 +42,9 @@ func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules
 		return nil, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
 	case in.Method != "MESSAGE":
 		return nil, fmt.Errorf("%w: method %s, not MESSAGE", plugin.ErrMalformed, sanitize(in.Method))
+	}
+	if err := checkCSeq(raw, in.Method); err != nil {
+		return nil, fmt.Errorf("%w: %v", plugin.ErrMalformed, err)
 	}
 	aor, err := recipientOf(recipient, in, rules)
 	if err != nil {
@@ -54,6 +59,47 @@ func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules
 		CallID:      in.CallID,
 		ContentType: in.ContentType,
 	}, nil
+}
+
+// checkCSeq checks the CSeq of a request read by encap.ReadMessage (which
+// refuses a second one): exactly one, its number 1 to 2^31-1 and its
+// method the request's (RFC 3261 §8.1.1.5, §20.16: a UAS answers 400
+// otherwise). RFC 3261 lets the number be 0; it is refused here as the
+// pager mode refuses it (encap.PageOf numbers the page it sends from the
+// stored CSeq): a message taken here must not fail there, at every
+// attempt, after its sender was told 202.
+func checkCSeq(raw []byte, method string) error {
+	var values []string
+	for h := range headerLines(raw) {
+		if h.colon && strings.EqualFold(string(bytes.TrimSpace(h.name)), "CSeq") {
+			values = append(values, string(h.value))
+		}
+	}
+	switch {
+	case len(values) == 0:
+		return errors.New("no CSeq header")
+	case len(values) > 1:
+		return errors.New("more than one CSeq header")
+	}
+	f := strings.Fields(values[0])
+	if len(f) != 2 {
+		return fmt.Errorf("CSeq %q is not a number and a method", clip(values[0]))
+	}
+	if n, err := strconv.ParseUint(f[0], 10, 31); err != nil || n == 0 {
+		return fmt.Errorf("CSeq number %q is not 1 to 2147483647", clip(f[0]))
+	}
+	if f[1] != method {
+		return fmt.Errorf("CSeq method %q is not the request's, %s", clip(f[1]), method)
+	}
+	return nil
+}
+
+// clip keeps a piece of a request short and printable in an error.
+func clip(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return sanitize(s)
 }
 
 // recipientOf is the proxy's AOR when given, else the Request-URI's when
@@ -73,43 +119,65 @@ func recipientOf(proxy string, in encap.Incoming, rules plugin.AORRules) (plugin
 // values loses only its first value. raw is returned unchanged when its
 // header section has no Via.
 func dropTopVia(raw []byte) []byte {
-	head := raw
-	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
-		head = raw[:i+2]
-	}
-	// Skip the start line; then every line start is a header or a fold.
-	pos := bytes.Index(head, []byte("\r\n"))
-	for pos >= 0 && pos+2 < len(head) {
-		start := pos + 2
-		next := bytes.Index(head[start:], []byte("\r\n"))
-		if next < 0 {
-			return raw
+	for h := range headerLines(raw) {
+		if n := string(bytes.TrimSpace(h.name)); !h.colon || !strings.EqualFold(n, "Via") && !strings.EqualFold(n, "v") {
+			continue
 		}
-		end := start + next // the CRLF ending this physical line
-		// The header's logical end: folded continuation lines belong to it.
-		for end+2 < len(head) && (head[end+2] == ' ' || head[end+2] == '\t') {
-			n := bytes.Index(head[end+2:], []byte("\r\n"))
-			if n < 0 {
-				break
-			}
-			end += 2 + n
+		out := make([]byte, 0, len(raw))
+		out = append(out, raw[:h.start]...)
+		if _, rest, several := cutViaValue(h.value); several {
+			out = append(out, h.name...)
+			out = append(out, ':', ' ')
+			out = append(out, bytes.TrimLeft(rest, " \t\r\n")...)
+			out = append(out, raw[h.end:]...)
+			return out
 		}
-		name, value, ok := bytes.Cut(head[start:end], []byte(":"))
-		if n := string(bytes.TrimSpace(name)); ok && (strings.EqualFold(n, "Via") || strings.EqualFold(n, "v")) {
-			out := make([]byte, 0, len(raw))
-			out = append(out, raw[:start]...)
-			if _, rest, several := cutViaValue(value); several {
-				out = append(out, name...)
-				out = append(out, ':', ' ')
-				out = append(out, bytes.TrimLeft(rest, " \t\r\n")...)
-				out = append(out, raw[end:]...)
-				return out
-			}
-			return append(out, raw[end+2:]...)
-		}
-		pos = end
+		return append(out, raw[h.end+2:]...)
 	}
 	return raw
+}
+
+// headerLine is one header of a raw request: raw[start:end] is the whole
+// of it, folded continuation lines included, less its final CRLF; name
+// and value are what is either side of its first colon, as written.
+type headerLine struct {
+	start, end  int
+	name, value []byte
+	colon       bool // false: a line without a colon, all of it in name
+}
+
+// headerLines yields the headers of raw's header section in order (the
+// start line skipped).
+func headerLines(raw []byte) iter.Seq[headerLine] {
+	return func(yield func(headerLine) bool) {
+		head := raw
+		if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
+			head = raw[:i+2]
+		}
+		// Skip the start line; then every line start is a header or a fold.
+		pos := bytes.Index(head, []byte("\r\n"))
+		for pos >= 0 && pos+2 < len(head) {
+			start := pos + 2
+			next := bytes.Index(head[start:], []byte("\r\n"))
+			if next < 0 {
+				return
+			}
+			end := start + next // the CRLF ending this physical line
+			// The header's logical end: folded continuation lines belong to it.
+			for end+2 < len(head) && (head[end+2] == ' ' || head[end+2] == '\t') {
+				n := bytes.Index(head[end+2:], []byte("\r\n"))
+				if n < 0 {
+					break
+				}
+				end += 2 + n
+			}
+			name, value, colon := bytes.Cut(head[start:end], []byte(":"))
+			if !yield(headerLine{start: start, end: end, name: name, value: value, colon: colon}) {
+				return
+			}
+			pos = end
+		}
+	}
 }
 
 // cutViaValue splits a Via header value at its first comma outside quotes.

@@ -43,6 +43,12 @@ func TestDeferred(t *testing.T) {
 	if err != nil || m.Recipient.String() != "sip:user2@imserver.com" {
 		t.Errorf("with the proxy's AOR: recipient %q, %v", m.Recipient, err)
 	}
+	// A CSeq at the bounds, in any case of its name, with more white space.
+	for _, cseq := range []string{"CSeq: 2147483647 MESSAGE", "cseq:  1\t MESSAGE ", "CSEQ: 0001 MESSAGE", "CSeq: 1\r\n MESSAGE"} {
+		if _, err := ingress.Deferred([]byte(strings.Replace(seed, "CSeq: 1 MESSAGE", cseq, 1)), "", now, plugin.AORRules{}); err != nil {
+			t.Errorf("%q: %v", cseq, err)
+		}
+	}
 }
 
 func TestDeferredRefuses(t *testing.T) {
@@ -76,6 +82,21 @@ func TestDeferredRefuses(t *testing.T) {
 		{"negative Content-Length", strings.Replace(seed, "Content-Length: 18", "Content-Length: -5", 1), "", `Content-Length "-5" is not a number of octets`},
 		{"Content-Length over 64 bits", strings.Replace(seed, "Content-Length: 18", "Content-Length: 99999999999999999999", 1), "", `Content-Length "99999999999999999999" is not a number of octets`},
 		{"two Content-Lengths", strings.Replace(seed, "Content-Length: 18", "Content-Length: 18\r\nContent-Length: 0", 1), "", "more than one Content-Length header"},
+		// RFC 3261 §8.1.1.5, §20.16: a number below 2^31 (and not 0, which
+		// the pager mode cannot send), the request's method, one CSeq.
+		{"CSeq of another method", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 INVITE", 1), "", `CSeq method "INVITE" is not the request's, MESSAGE`},
+		{"CSeq method in lower case", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 message", 1), "", `CSeq method "message"`},
+		{"CSeq not a number", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: abc MESSAGE", 1), "", `CSeq number "abc"`},
+		{"CSeq over 64 bits", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 99999999999999999999 MESSAGE", 1), "", `CSeq number "99999999999999999999"`},
+		{"CSeq 2^31", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 2147483648 MESSAGE", 1), "", `CSeq number "2147483648"`},
+		{"CSeq 0", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 0 MESSAGE", 1), "", `CSeq number "0"`},
+		{"CSeq negative", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: -1 MESSAGE", 1), "", `CSeq number "-1"`},
+		{"CSeq without method", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1", 1), "", "is not a number and a method"},
+		{"CSeq with more", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE x", 1), "", "is not a number and a method"},
+		{"no CSeq", strings.Replace(seed, "CSeq: 1 MESSAGE\r\n", "", 1), "", "no CSeq header"},
+		{"two CSeqs", strings.Replace(seed, "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE\r\ncseq: 2 MESSAGE", 1), "", "more than one CSeq header"},
+		// Methods are case-sensitive (RFC 3261 §7.1).
+		{"method in lower case", strings.Replace(strings.Replace(seed, "MESSAGE sip:", "message sip:", 1), "CSeq: 1 MESSAGE", "CSeq: 1 message", 1), "", "method message, not MESSAGE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -100,12 +100,17 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 			s.port, _ = strconv.Atoi(p)
 		}
 	}
-	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("deferpush"), sipgo.WithUserAgentHostname(s.host))
+	// Every layer of sipgo logs through SIPLogger: its transport writes
+	// the requests it cannot parse, secret and all, into its records.
+	sipLog := SIPLogger(log.With("component", "sip"))
+	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("deferpush"), sipgo.WithUserAgentHostname(s.host),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)))
 	if err == nil {
-		s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(log))
+		s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	}
 	if err == nil {
-		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(log))
+		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog))
 	}
 	if err != nil {
 		s.Close()
@@ -129,9 +134,21 @@ func (s *Stack) Contact() string {
 // Route sends the requests deferpush serves to their handlers: BYEs of
 // push sessions to the pusher's dialogs, and what the proxy relays for
 // offline users (MESSAGE, session-mode INVITE and its ACK and BYE) to the
-// ingress. Call it once, before Run.
+// ingress. What sipgo would otherwise answer on its own, in ways RFC 3261
+// does not allow, is answered here: a request of another SIP version gets
+// 505 (§8.2.2), a method deferpush does not serve 405 with Allow
+// (§8.2.1), one it does not know 501 (§21.5.2), and a CANCEL matching no
+// pending INVITE 481 (§9.2; one that matches is answered by sipgo's
+// transaction layer before routing). Call it once, before Run.
 func (s *Stack) Route(p Dialogs, in *Ingress) {
-	s.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+	allow := allowWithIngress
+	if in.cfg.Trust.Off {
+		allow = allowWithoutIngress
+	}
+	handle := func(method sip.RequestMethod, h sipgo.RequestHandler) {
+		s.srv.OnRequest(method, s.sipVersion(h))
+	}
+	handle(sip.BYE, func(req *sip.Request, tx sip.ServerTransaction) {
 		err := p.ReadBye(req, tx)
 		if errors.Is(err, sipgo.ErrDialogDoesNotExists) || errors.Is(err, sipgo.ErrDialogOutsideDialog) {
 			err = in.ReadBye(req, tx)
@@ -140,8 +157,8 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 			respond(s.log, req, tx, plugin.OutcomeOf(plugin.ErrNoDialog, plugin.Policy{}), nil)
 		}
 	})
-	s.srv.OnMessage(in.OnMessage)
-	s.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+	handle(sip.MESSAGE, in.OnMessage)
+	handle(sip.INVITE, func(req *sip.Request, tx sip.ServerTransaction) {
 		// A re-INVITE (a To tag: inside a dialog, e.g. a session refresh)
 		// is not a new session to store; deferpush changes nothing in its
 		// short sessions, and a refused re-INVITE leaves the dialog as it
@@ -155,16 +172,60 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 	// An ACK confirms an ingress session; a stray one (after a non-2xx,
 	// which the transaction layer absorbs) matches nothing and is ignored,
 	// as RFC 3261 has no response to ACK.
-	s.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = in.ReadAck(req, tx) })
-	s.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+	handle(sip.ACK, func(req *sip.Request, tx sip.ServerTransaction) { _ = in.ReadAck(req, tx) })
+	// sipgo's transaction layer answers a CANCEL of a pending INVITE
+	// itself (200, then 487 to the INVITE); what reaches here matches none.
+	handle(sip.CANCEL, func(req *sip.Request, tx sip.ServerTransaction) {
+		respond(s.log, req, tx, plugin.OutcomeOf(plugin.ErrNoDialog, plugin.Policy{}), nil)
+	})
+	handle(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-		allow := "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"
-		if in.cfg.Trust.Off {
-			allow = allowWithoutIngress
-		}
 		res.AppendHeader(sip.NewHeader("Allow", allow))
 		_ = tx.Respond(res)
 	})
+	s.srv.OnNoRoute(s.sipVersion(func(req *sip.Request, tx sip.ServerTransaction) {
+		o := plugin.Outcome{SIPCode: 501, SIPReason: "Not Implemented"}
+		if knownMethod(req.Method) {
+			o = plugin.Outcome{SIPCode: 405, SIPReason: "Method Not Allowed"}
+		}
+		respond(s.log, req, tx, o, nil, sip.NewHeader("Allow", allow))
+	}))
+}
+
+// The methods the stack serves with the ingress on; allowWithoutIngress
+// are those with it off.
+const allowWithIngress = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"
+
+// knownMethod reports whether m is a SIP method of the IETF's standards:
+// deferpush serves some and answers the others 405 (RFC 3261 §21.4.6); a
+// method not among them gets 501 (§21.5.2).
+func knownMethod(m sip.RequestMethod) bool {
+	switch m {
+	case sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY,
+		sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH:
+		return true
+	}
+	return false
+}
+
+// sipVersion answers a request of another SIP version than 2.0 with 505
+// Version Not Supported (RFC 3261 §8.2.2; an ACK gets nothing) and hands
+// the others to h. sipgo's parser takes any version beginning "SIP".
+func (s *Stack) sipVersion(h sipgo.RequestHandler) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if req.SipVersion == "SIP/2.0" {
+			h(req, tx)
+			return
+		}
+		if req.IsAck() {
+			return
+		}
+		res := sip.NewResponseFromRequest(req, 505, "Version Not Supported", nil)
+		res.SipVersion = "SIP/2.0"
+		if err := tx.Respond(res); err != nil {
+			s.log.Warn("respond failed", "call_id", callID(req), "err", err)
+		}
+	}
 }
 
 // Run serves both listeners until ctx ends, then closes the stack.

@@ -38,15 +38,15 @@ type Trust struct {
 }
 
 // admit checks req against the trust settings and returns the refusal,
-// or nil; it removes the secret from req either way. retryAfter is set
-// (seconds) when the refusal is the rate limit.
+// or nil; it removes the secret from req either way, every instance of
+// SecretHeader whatever the case of its name (header names are
+// case-insensitive, RFC 3261 §7.3.1). When a Secret is set, req must carry
+// exactly one SecretHeader, holding it: the proxy scripts remove any the
+// sender added before adding theirs, so a second one is refused rather
+// than one of them chosen. retryAfter is set (seconds) when the refusal is
+// the rate limit.
 func (t Trust) admit(req *sip.Request) (retryAfter int, err error) {
-	got := ""
-	for _, h := range req.GetHeaders(SecretHeader) {
-		got = h.Value()
-	}
-	for req.RemoveHeader(SecretHeader) {
-	}
+	secrets := removeSecret(req)
 	if t.Off {
 		return 0, fmt.Errorf("%w: the SIP ingress is switched off (sip.ingress: false)", plugin.ErrNotServed)
 	}
@@ -61,10 +61,33 @@ func (t Trust) admit(req *sip.Request) (retryAfter int, err error) {
 				plugin.ErrRateLimited, t.Limiter.Rate(), t.Limiter.Burst(), src, secs)
 		}
 	}
-	if t.Secret != "" && subtle.ConstantTimeCompare([]byte(got), []byte(t.Secret)) != 1 {
+	if t.Secret == "" {
+		return 0, nil
+	}
+	if len(secrets) > 1 {
+		return 0, fmt.Errorf("%w: %d %s headers, want one", plugin.ErrNotTrusted, len(secrets), SecretHeader)
+	}
+	if len(secrets) == 0 || subtle.ConstantTimeCompare([]byte(secrets[0]), []byte(t.Secret)) != 1 {
 		return 0, fmt.Errorf("%w: missing or wrong %s header", plugin.ErrNotTrusted, SecretHeader)
 	}
 	return 0, nil
+}
+
+// removeSecret removes every SecretHeader from req, whatever the case of
+// its name, and returns their values in order. sipgo's GetHeaders matches
+// names in any case but its RemoveHeader only the exact spelling given, so
+// each instance is removed by the name it was written with.
+func removeSecret(req *sip.Request) []string {
+	hs := req.GetHeaders(SecretHeader)
+	values := make([]string, 0, len(hs))
+	for _, h := range hs {
+		values = append(values, h.Value())
+	}
+	for _, h := range hs {
+		for req.RemoveHeader(h.Name()) {
+		}
+	}
+	return values
 }
 
 // sourceAddr is the address of a request's source ("host:port"); the zero
@@ -86,7 +109,8 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// The methods the stack serves with the ingress switched off.
+// The methods the stack serves with the ingress switched off (see
+// allowWithIngress).
 const allowWithoutIngress = "ACK, BYE, CANCEL, OPTIONS"
 
 // refuse answers a request the trust settings refused.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/api"
 	"github.com/deferpush/deferpush/cmd/internal/config"
 )
@@ -22,8 +23,10 @@ import (
 func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	routeHertzLogs(log)
-	// sipgo's transport and transaction layers log through a global.
-	sip.SetDefaultLogger(log.With("component", "sip"))
+	// What of sipgo is not built by the SIP stack (which gives each of its
+	// layers this logger) logs through a global; ingress.SIPLogger keeps
+	// raw SIP, secrets included, out of its records.
+	sip.SetDefaultLogger(ingress.SIPLogger(log.With("component", "sip")))
 	if path != "" {
 		log.Info("configuration loaded", "file", path)
 	}

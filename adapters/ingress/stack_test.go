@@ -1,0 +1,442 @@
+package ingress
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin/msrp"
+)
+
+// noDialogs is a pusher with no push sessions.
+type noDialogs struct{}
+
+func (noDialogs) ReadBye(*sip.Request, sip.ServerTransaction) error {
+	return sipgo.ErrDialogDoesNotExists
+}
+
+// syncBuffer is a log destination the stack's goroutines write to while
+// the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testStack is a running Stack on a free loopback port, routed to an
+// Ingress storing into e (nil: a new fakeEngine); its log (JSON, Debug
+// and up) is kept.
+type testStack struct {
+	*Stack
+	engine *fakeEngine
+	log    *syncBuffer
+}
+
+func startStack(t *testing.T, trust Trust, e *fakeEngine) *testStack {
+	t.Helper()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := NewStack(StackConfig{Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if e == nil {
+		e = &fakeEngine{}
+	}
+	in, err := New(Config{Engine: e, Client: s.Client(), Contact: s.Contact(), MSRP: ln, Trust: trust, Logger: log})
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	s.Route(noDialogs{}, in)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		in.Close()
+		if t.Failed() {
+			t.Logf("stack log:\n%s", logs)
+		}
+	})
+	return &testStack{Stack: s, engine: e, log: logs}
+}
+
+// request is a MESSAGE to user2 from 127.0.0.1 over transport, its Via
+// branch from branch, with the headers given before Content-Length.
+func request(transport, branch string, hdrs ...string) string {
+	h := ""
+	for _, l := range hdrs {
+		h += l + "\r\n"
+	}
+	return "MESSAGE sip:user2@example.com SIP/2.0\r\n" +
+		"Via: SIP/2.0/" + transport + " 127.0.0.1:5999;rport;branch=z9hG4bK" + branch + "\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:user1@example.com>;tag=49583\r\n" +
+		"To: <sip:user2@example.com>\r\n" +
+		"Call-ID: " + branch + "@127.0.0.1\r\n" +
+		"CSeq: 1 MESSAGE\r\n" +
+		h +
+		"Content-Type: text/plain\r\n" +
+		"Content-Length: 5\r\n" +
+		"\r\n" +
+		"hello"
+}
+
+// exchangeUDP sends raw in one datagram and returns the final response
+// (provisional ones skipped), or nil when none came within wait.
+func exchangeUDP(t *testing.T, addr net.Addr, raw string, wait time.Duration) *sip.Response {
+	t.Helper()
+	c, err := net.Dial("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	deadline := time.Now().Add(wait)
+	for {
+		_ = c.SetReadDeadline(deadline)
+		n, err := c.Read(buf)
+		if err != nil {
+			return nil
+		}
+		res := parseResponse(t, buf[:n])
+		if res.StatusCode >= 200 {
+			return res
+		}
+	}
+}
+
+// exchangeTCP sends raw on a new connection and returns the final
+// response, or nil when the connection closed or none came within wait.
+func exchangeTCP(t *testing.T, addr net.Addr, raw string, wait time.Duration) *sip.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	br := bufio.NewReader(c)
+	for {
+		var msg bytes.Buffer
+		length := 0
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return nil
+			}
+			msg.WriteString(line)
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+				length = atoi(strings.TrimSpace(v))
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		body := make([]byte, length)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return nil
+		}
+		msg.Write(body)
+		res := parseResponse(t, msg.Bytes())
+		if res.StatusCode >= 200 {
+			return res
+		}
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func parseResponse(t *testing.T, raw []byte) *sip.Response {
+	t.Helper()
+	msg, err := sip.NewParser().ParseSIP(raw)
+	if err != nil {
+		t.Fatalf("response does not parse: %v\n%s", err, raw)
+	}
+	res, ok := msg.(*sip.Response)
+	if !ok {
+		t.Fatalf("got a request, not a response:\n%s", raw)
+	}
+	return res
+}
+
+// logLines are the JSON records of the stack's log with msg.
+func logLines(t *testing.T, logs string, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(logs), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, line)
+		}
+		if rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// waitLog polls the stack's log until it has n records with msg.
+func waitLog(t *testing.T, s *testStack, msg string, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := logLines(t, s.log.String(), msg)
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStackUnparsableLogged: a request sipgo cannot parse, over UDP or
+// TCP, is logged without its bytes (the secret the proxy added, the
+// sender's body): its length only, at Warn, and a flood of them at most
+// logLimitLines times a window.
+func TestStackUnparsableLogged(t *testing.T) {
+	const secretLine = "X-Deferpush-Secret: " + testSecret
+	bad := []struct{ name, from, to string }{
+		{"Content-Length abc", "Content-Length: 5", "Content-Length: abc"},
+		{"Content-Length -1", "Content-Length: 5", "Content-Length: -1"},
+		{"Content-Length too large", "Content-Length: 5", "Content-Length: 99999999999"},
+		{"CSeq abc", "CSeq: 1 MESSAGE", "CSeq: abc MESSAGE"},
+	}
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	udp := s.udp.LocalAddr()
+	for i, b := range bad {
+		raw := strings.Replace(request("UDP", "bad"+b.name[:4], secretLine), b.from, b.to, 1)
+		if res := exchangeUDP(t, udp, raw, 200*time.Millisecond); res != nil {
+			t.Logf("%s over UDP: %d", b.name, res.StatusCode)
+		}
+		raw = strings.Replace(request("TCP", "bad"+b.name[:4], secretLine), b.from, b.to, 1)
+		_ = exchangeTCP(t, s.Addr(), raw, 2*time.Second) // closed by the stack
+		recs := waitLog(t, s, "unparsable sip message dropped", 2*(i+1))
+		if len(recs) != 2*(i+1) {
+			t.Fatalf("%s: %d records of the unparsable requests, want %d", b.name, len(recs), 2*(i+1))
+		}
+	}
+	logs := s.log.String()
+	for _, leak := range []string{testSecret, "Deferpush-Secret", "hello", "user1@example.com", "MESSAGE sip:"} {
+		if strings.Contains(logs, leak) {
+			t.Errorf("the log holds %q", leak)
+		}
+	}
+	if strings.Contains(logs, `"msg":"failed to parse"`) || strings.Contains(logs, `"data":`) {
+		t.Errorf("sipgo's record is logged as it was")
+	}
+	for _, rec := range logLines(t, logs, "unparsable sip message dropped") {
+		if rec["level"] != "WARN" || rec["data_len"] == nil || rec["component"] != "sip" {
+			t.Errorf("record %v, want WARN with data_len and component sip", rec)
+		}
+	}
+
+	// A flood: 3 windows' worth of bad datagrams, then an OPTIONS whose
+	// answer shows every one before it was read.
+	for range 3 * logLimitLines {
+		raw := strings.Replace(request("UDP", "flood", secretLine), "Content-Length: 5", "Content-Length: abc", 1)
+		c, err := net.Dial("udp", udp.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte(raw))
+		c.Close()
+	}
+	opts := strings.NewReplacer("MESSAGE sip:user2@example.com", "OPTIONS sip:127.0.0.1", "1 MESSAGE", "1 OPTIONS").Replace(request("UDP", "opts"))
+	if res := exchangeUDP(t, udp, opts, 5*time.Second); res == nil || res.StatusCode != 200 {
+		t.Fatalf("OPTIONS after the flood: %v", res)
+	}
+	if n := len(logLines(t, s.log.String(), "unparsable sip message dropped")); n > logLimitLines {
+		t.Errorf("%d records of the unparsable requests in a window, want at most %d", n, logLimitLines)
+	}
+}
+
+// TestStackCSeq: over the SIP ingress, a MESSAGE (or session INVITE)
+// whose CSeq names another method is refused 400 with a Warning saying
+// so, and nothing is stored (RFC 3261 §8.1.1.5). The same MESSAGE with
+// its own method is stored.
+//
+// A request line's method in lower case ("message sip:...") cannot be
+// refused here: sipgo's parser upper-cases it (sip/parser.go
+// parseRequestLine) before deferpush sees the request, so it is stored
+// as a MESSAGE; the hooks, which read the raw bytes, refuse it
+// (TestDeferredRefuses).
+func TestStackCSeq(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	secret := "X-Deferpush-Secret: " + testSecret
+	for _, tr := range []string{"UDP", "TCP"} {
+		exchange := exchangeUDP
+		addr := s.udp.LocalAddr()
+		if tr == "TCP" {
+			exchange, addr = exchangeTCP, s.Addr()
+		}
+		raw := strings.Replace(request(tr, "cseq"+tr, secret), "CSeq: 1 MESSAGE", "CSeq: 1 INVITE", 1)
+		res := exchange(t, addr, raw, 5*time.Second)
+		if res == nil || res.StatusCode != 400 {
+			t.Fatalf("%s: MESSAGE with CSeq 1 INVITE: %v, want 400", tr, res)
+		}
+		if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), "CSeq method") {
+			t.Errorf("%s: 400 Warning %v, want one naming the CSeq method", tr, w)
+		}
+		invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE").Replace(request(tr, "cseqinv"+tr, secret))
+		if res := exchange(t, addr, invite, 5*time.Second); res == nil || res.StatusCode != 400 {
+			t.Errorf("%s: INVITE with CSeq 1 MESSAGE: %v, want 400", tr, res)
+		}
+		if n := len(s.engine.messages()); n != 0 {
+			t.Fatalf("%s: stored %d, want 0", tr, n)
+		}
+	}
+	if res := exchangeUDP(t, s.udp.LocalAddr(), request("UDP", "cseqok", secret), 5*time.Second); res == nil || res.StatusCode != 202 {
+		t.Fatalf("MESSAGE with CSeq 1 MESSAGE: %v, want 202", res)
+	}
+	if n := len(s.engine.messages()); n != 1 {
+		t.Errorf("stored %d, want 1", n)
+	}
+}
+
+// other is request (a MESSAGE over UDP) with method in its request line
+// and CSeq.
+func other(method, branch string) string {
+	return strings.NewReplacer("MESSAGE sip:", method+" sip:", "CSeq: 1 MESSAGE", "CSeq: 1 "+method).Replace(request("UDP", branch))
+}
+
+// TestStackRoutes: what deferpush does not serve is answered as RFC 3261
+// says, not as sipgo would by default: 405 with Allow for a method it
+// knows (§8.2.1), 501 for one it does not (§21.5.2), 481 for a CANCEL
+// matching nothing (§9.2), 505 in SIP/2.0 for another SIP version
+// (§8.2.2); with the ingress switched off, Allow leaves out MESSAGE and
+// INVITE.
+func TestStackRoutes(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		allow := allowWithIngress
+		if off {
+			allow = allowWithoutIngress
+		}
+		s := startStack(t, Trust{Off: off, Secret: testSecret}, nil)
+		tests := []struct {
+			name, raw string
+			code      int
+			allow     bool
+		}{
+			{"REGISTER", other("REGISTER", "reg"), 405, true},
+			{"SUBSCRIBE", other("SUBSCRIBE", "sub"), 405, true},
+			{"NOTIFY", other("NOTIFY", "not"), 405, true},
+			{"INFO", other("INFO", "info"), 405, true},
+			{"UPDATE", other("UPDATE", "upd"), 405, true},
+			{"PUBLISH", other("PUBLISH", "pub"), 405, true},
+			{"unknown method", other("FOO", "foo"), 501, true},
+			{"CANCEL of nothing", other("CANCEL", "cancel"), 481, false},
+			{"OPTIONS", other("OPTIONS", "opt"), 200, true},
+			{"SIP/3.0", strings.Replace(request("UDP", "v3"), " SIP/2.0\r\n", " SIP/3.0\r\n", 1), 505, false},
+			{"SIP/3.0 REGISTER", strings.Replace(other("REGISTER", "v3reg"), " SIP/2.0\r\n", " SIP/3.0\r\n", 1), 505, false},
+		}
+		for _, tt := range tests {
+			res := exchangeUDP(t, s.udp.LocalAddr(), tt.raw, 5*time.Second)
+			if res == nil || res.StatusCode != tt.code || res.SipVersion != "SIP/2.0" {
+				t.Errorf("off %v: %s: %v, want SIP/2.0 %d", off, tt.name, res, tt.code)
+				continue
+			}
+			if a := res.GetHeader("Allow"); tt.allow && (a == nil || a.Value() != allow) {
+				t.Errorf("off %v: %s: Allow %v, want %q", off, tt.name, a, allow)
+			}
+		}
+	}
+}
+
+// TestStackCancelPending: a CANCEL of an INVITE still pending is
+// answered 200 and the INVITE 487, by sipgo's transaction layer, as
+// before the stack answered other CANCELs 481.
+func TestStackCancelPending(t *testing.T) {
+	gate := make(chan struct{}) // the INVITE waits for the policy
+	defer close(gate)
+	s := startStack(t, Trust{Secret: testSecret}, &fakeEngine{gate: gate})
+	const offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\n"
+	invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
+		"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
+	).Replace(request("UDP", "pending", "X-Deferpush-Secret: "+testSecret))
+	cancel := strings.NewReplacer("MESSAGE sip:", "CANCEL sip:", "CSeq: 1 MESSAGE", "CSeq: 1 CANCEL",
+		"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", "Content-Length: 0\r\n\r\n").Replace(request("UDP", "pending"))
+
+	c, err := net.Dial("udp", s.udp.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	read := func() *sip.Response {
+		t.Helper()
+		buf := make([]byte, 65535)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		return parseResponse(t, buf[:n])
+	}
+	if _, err := c.Write([]byte(invite)); err != nil {
+		t.Fatal(err)
+	}
+	if res := read(); res.StatusCode != 100 {
+		t.Fatalf("INVITE: %v, want 100 Trying first", res)
+	}
+	if _, err := c.Write([]byte(cancel)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for range 2 {
+		res := read()
+		got[string(res.CSeq().MethodName)] = res.StatusCode
+	}
+	if got["CANCEL"] != 200 || got["INVITE"] != 487 {
+		t.Errorf("responses %v, want CANCEL 200 and INVITE 487", got)
+	}
+}
