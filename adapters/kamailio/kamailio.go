@@ -33,7 +33,9 @@ type registration struct {
 }
 
 // DecodeRegistration reads a registration hook body. Expires is relative to
-// now; zero or negative makes it an unregistration for the engine. Errors
+// now; zero or negative makes it an unregistration for the engine. The
+// contact must be a SIP or SIPS URI with a valid host and port
+// (hookjson.SIPURI), and no member may hold a control character. Errors
 // are *plugin.FieldError (plugin.ErrInvalid) naming the field.
 func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error) {
 	var r registration
@@ -48,12 +50,27 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 	if contact == "" {
 		return plugin.Registration{}, &plugin.FieldError{Field: "contact", Problem: "missing"}
 	}
+	if err := hookjson.SIPURI(contact); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: "contact", Problem: err.Error()}
+	}
 	if !r.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
 	if r.Expires.N > int64(plugin.MaxExpires/time.Second) {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires",
 			Problem: fmt.Sprintf("%d s is more than a year (%d s)", r.Expires.N, int64(plugin.MaxExpires/time.Second))}
+	}
+	// A control character would be copied into the push's requests (the
+	// Path becomes Route headers) or the store; none comes so from
+	// Kamailio. The Path is checked whole: splitting drops what follows a
+	// '>'.
+	for _, f := range []struct {
+		name string
+		v    hookjson.String
+	}{{"received", r.Received}, {"instance", r.Instance}, {"user_agent", r.UserAgent}, {"path", r.Path}} {
+		if err := hookjson.Text(f.v.String()); err != nil {
+			return plugin.Registration{}, &plugin.FieldError{Field: f.name, Problem: err.Error()}
+		}
 	}
 	return plugin.Registration{
 		AOR:       aor,
@@ -86,6 +103,12 @@ func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.Unregistra
 	aor, err := parseAOR(b.AOR.String(), rules)
 	if err != nil {
 		return plugin.Unregistration{}, err
+	}
+	// The contact is only compared with the one recorded, but it is
+	// logged and goes to the store's ordering record: no control
+	// characters either.
+	if err := hookjson.Text(b.Contact.String()); err != nil {
+		return plugin.Unregistration{}, &plugin.FieldError{Field: "contact", Problem: err.Error()}
 	}
 	return plugin.Unregistration{AOR: aor, Contact: b.Contact.String(), At: b.At.T}, nil
 }
