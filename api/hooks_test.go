@@ -341,6 +341,63 @@ func TestHookRegistrationBadFields(t *testing.T) {
 	}
 }
 
+// TestHookRegistrationExpiresBounds: both proxies' registration hooks
+// read any expiry at or before now as an unregistration, however far
+// back (Kamailio's relative seconds wrapped into the future below about
+// -292 years, -9223372037 s, when multiplied by a second), and refuse
+// one beyond a year.
+func TestHookRegistrationExpiresBounds(t *testing.T) {
+	now := time.Now().Unix()
+	tests := []struct {
+		proxy, expires string
+		http           int
+		status         string
+	}{
+		{"kamailio", "-9223372036", 200, "unregistered"},
+		{"kamailio", "-9223372037", 200, "unregistered"},
+		{"kamailio", "-9223372036854775808", 200, "unregistered"},
+		{"kamailio", "-1", 200, "unregistered"},
+		{"kamailio", "0", 200, "unregistered"},
+		{"kamailio", "1", 200, "registered"},
+		{"kamailio", "31536000", 200, "registered"},
+		{"kamailio", "31536001", 400, "malformed"},
+		{"kamailio", "9223372036854775807", 400, "malformed"},
+		{"kamailio", "-9223372036854775809", 400, "malformed"},
+		{"opensips", "-9223372036854775808", 200, "unregistered"},
+		{"opensips", "-1", 200, "unregistered"},
+		{"opensips", "0", 200, "unregistered"},
+		{"opensips", strconv.FormatInt(now-1, 10), 200, "unregistered"},
+		{"opensips", strconv.FormatInt(now+60, 10), 200, "registered"},
+		{"opensips", strconv.FormatInt(now+int64(plugin.MaxExpires/time.Second)-60, 10), 200, "registered"},
+		{"opensips", strconv.FormatInt(now+int64(plugin.MaxExpires/time.Second)+60, 10), 400, "malformed"},
+		{"opensips", "9223372036854775807", 400, "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.proxy+"/"+tt.expires, func(t *testing.T) {
+			eng := &hookEngine{policy: plugin.DefaultPolicy()}
+			base := startHooks(t, eng)
+			body := `{"aor":"sip:user2@example.com","contact":"sip:user2@192.0.2.7","expires":` + tt.expires + `}`
+			if tt.proxy == "opensips" {
+				body = `{"aor":"user2","domain":"example.com","uri":"sip:user2@192.0.2.7","expires":` + tt.expires + `}`
+			}
+			code, got := postHook(t, base+"/hooks/"+tt.proxy+"/registered", testHooksToken, body)
+			if code != tt.http || got["status"] != tt.status {
+				t.Fatalf("%d %v, want %d %s", code, got, tt.http, tt.status)
+			}
+			var regs, unregs int
+			switch tt.status {
+			case "registered":
+				regs = 1
+			case "unregistered":
+				unregs = 1
+			}
+			if len(eng.regs) != regs || len(eng.unregs) != unregs {
+				t.Errorf("engine got registrations %+v, unregistrations %v; want %d and %d", eng.regs, eng.unregs, regs, unregs)
+			}
+		})
+	}
+}
+
 // TestHookAuth: without the token, or from a source outside the
 // allow-list, a hook call changes nothing and says why.
 func TestHookAuth(t *testing.T) {

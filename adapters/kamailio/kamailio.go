@@ -33,10 +33,12 @@ type registration struct {
 }
 
 // DecodeRegistration reads a registration hook body. Expires is relative to
-// now; zero or negative makes it an unregistration for the engine. The
-// contact must be a SIP or SIPS URI with a valid host and port
-// (hookjson.SIPURI), and no member may hold a control character. Errors
-// are *plugin.FieldError (plugin.ErrInvalid) naming the field.
+// now, at most a year (plugin.MaxExpires); zero or negative, however far
+// below, makes it an unregistration for the engine (Expires is then now),
+// as an expiry in the past does in the OpenSIPS hook. The contact must be
+// a SIP or SIPS URI with a valid host and port (hookjson.SIPURI), and no
+// member may hold a control character. Errors are *plugin.FieldError
+// (plugin.ErrInvalid) naming the field.
 func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error) {
 	var r registration
 	if err := decode(body, &r); err != nil {
@@ -73,9 +75,12 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 		}
 	}
 	return plugin.Registration{
-		AOR:       aor,
-		Contact:   contact,
-		Expires:   now.Add(time.Duration(r.Expires.N) * time.Second),
+		AOR:     aor,
+		Contact: contact,
+		// Any expiry of zero or less ends the binding now: multiplied by
+		// a second, one below about -292 years would wrap round into the
+		// future.
+		Expires:   now.Add(time.Duration(max(r.Expires.N, 0)) * time.Second),
 		Received:  r.Received.String(),
 		Instance:  r.Instance.String(),
 		UserAgent: r.UserAgent.String(),

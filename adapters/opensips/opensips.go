@@ -44,8 +44,10 @@ type event struct {
 // REGISTER had no User-Agent header.
 const noUserAgent = "n/a"
 
-// DecodeRegistration reads a registration event. An expiry that is not
-// after now makes it an unregistration for the engine. The uri must be a
+// DecodeRegistration reads a registration event. Expires is a Unix time,
+// at most a year from now (plugin.MaxExpires); one that is not after now,
+// however far back, makes it an unregistration for the engine, as zero
+// or negative seconds do in the Kamailio hook. The uri must be a
 // SIP or SIPS URI with a valid host and port (hookjson.SIPURI), and no
 // member may hold a control character. Errors are *plugin.FieldError
 // (plugin.ErrInvalid) naming the field.
@@ -93,9 +95,11 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 		ua = ""
 	}
 	return plugin.Registration{
-		AOR:       aor,
-		Contact:   contact,
-		Expires:   time.Unix(e.Expires.N, 0).UTC(),
+		AOR:     aor,
+		Contact: contact,
+		// Before 1970 reads as 1970: as much in the past, and a year
+		// that time.Time still marshals (JSON takes 0 to 9999).
+		Expires:   time.Unix(max(e.Expires.N, 0), 0).UTC(),
 		Received:  strings.TrimSpace(e.Received),
 		Instance:  strings.TrimSpace(e.Instance),
 		UserAgent: ua,
