@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
@@ -76,13 +77,13 @@ var proxies = map[string]proxyDecoder{
 // Each needs the X-Deferpush-Token header, a source inside HooksAllow when
 // it is set, and a source under its rate limit; otherwise nothing happens
 // and the reply says why.
-func (s *Server) routeHooks(h *server.Hertz) {
+func (s *Server) routeHooks(h *server.Hertz, rt *routes) {
 	for name, d := range proxies {
 		g := h.Group("/hooks/"+name, s.hookAuth)
-		g.POST("/registered", s.hookRegistered(d))
-		g.POST("/unregistered", s.hookUnregistered(d))
-		g.POST("/expired", s.hookUnregistered(d))
-		g.POST("/message", s.hookMessage(d))
+		rt.handle(g, consts.MethodPost, "/registered", s.hookRegistered(d))
+		rt.handle(g, consts.MethodPost, "/unregistered", s.hookUnregistered(d))
+		rt.handle(g, consts.MethodPost, "/expired", s.hookUnregistered(d))
+		rt.handle(g, consts.MethodPost, "/message", s.hookMessage(d))
 	}
 }
 
