@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -152,5 +153,49 @@ func TestHeadAsGet(t *testing.T) {
 	res, _ := do(t, "HEAD", admin+"/v1/policy", true)
 	if !strings.HasPrefix(res.Header.Get("ETag"), `"`) {
 		t.Errorf("HEAD /v1/policy: ETag %q, want a strong tag", res.Header.Get("ETag"))
+	}
+}
+
+// TestHookChallenge: a hook call refused 401 carries WWW-Authenticate
+// (RFC 9110 §15.5.2), naming Basic, the HTTP scheme the hooks take the
+// token in; other answers carry none.
+func TestHookChallenge(t *testing.T) {
+	base := startHooks(t, &hookEngine{policy: plugin.DefaultPolicy()}, "127.0.0.0/8")
+	basic := func(cred string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(cred)) }
+	for _, tt := range []struct {
+		name, token, authorization string
+		http                       int
+	}{
+		{"no token", "", "", 401},
+		{"wrong token", "hooks-token-0123456788", "", 401},
+		{"wrong basic password", "", basic("kamailio:nope"), 401},
+		{"bearer", "", "Bearer " + testHooksToken, 401},
+		{"token", testHooksToken, "", 400},
+		{"basic", "", basic("kamailio:" + testHooksToken), 400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, base+"/hooks/kamailio/registered", strings.NewReader(`{}`))
+			req.Header.Set("Content-Type", "application/json")
+			if tt.token != "" {
+				req.Header.Set(TokenHeader, tt.token)
+			}
+			if tt.authorization != "" {
+				req.Header.Set("Authorization", tt.authorization)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			got := res.Header.Get("WWW-Authenticate")
+			switch {
+			case res.StatusCode != tt.http:
+				t.Errorf("%d, want %d", res.StatusCode, tt.http)
+			case tt.http == 401 && got != `Basic realm="deferpush hooks", charset="UTF-8"`:
+				t.Errorf("WWW-Authenticate %q, want the Basic challenge", got)
+			case tt.http != 401 && got != "":
+				t.Errorf("WWW-Authenticate %q on a %d", got, res.StatusCode)
+			}
+		})
 	}
 }

@@ -241,7 +241,16 @@ func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) 
 	writeHook(c, o, "", err)
 }
 
+// hookChallenge is the WWW-Authenticate of a hook call refused 401 (RFC
+// 9110 §15.5.2 requires one): HTTP Basic, whose password is the token.
+// The X-Deferpush-Token header, which the hooks take first, is no HTTP
+// authentication scheme and has no challenge of its own.
+const hookChallenge = `Basic realm="deferpush hooks", charset="UTF-8"`
+
 func writeHook(c *app.RequestContext, o plugin.Outcome, id string, err error) {
+	if o.HTTP == consts.StatusUnauthorized {
+		c.Response.Header.Set("WWW-Authenticate", hookChallenge)
+	}
 	r := hookReply{Status: o.Status, SIPCode: o.SIPCode, SIPReason: o.SIPReason, ID: id}
 	if err != nil {
 		r.Error = &errorDetail{Code: string(o.Status), Message: err.Error()}
