@@ -193,7 +193,11 @@ func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *admin
 		if err := checkIfMatch(c, "policy", *p); err != nil {
 			return err
 		}
-		return change(p)
+		if err := change(p); err != nil {
+			return err
+		}
+		p.Encapsulation = foldMediaType(p.Encapsulation)
+		return nil
 	})
 	if err != nil {
 		return err
@@ -202,6 +206,17 @@ func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *admin
 	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),
 		"push_enabled", p.PushEnabled, "store_enabled", p.StoreEnabled)
 	return reply(c, consts.StatusOK, p)
+}
+
+// foldMediaType lower-cases an encapsulation that is a media type
+// ("MESSAGE/SIP"): type and subtype compare without case (RFC 9110
+// §8.3.1), and the policy keeps the canonical form. The keyword "auto"
+// matches exactly, as every other keyword of the policy does.
+func foldMediaType(e plugin.Encapsulation) plugin.Encapsulation {
+	if strings.Contains(string(e), "/") {
+		return plugin.Encapsulation(strings.ToLower(string(e)))
+	}
+	return e
 }
 
 // ---- /v1/stats ----

@@ -199,3 +199,38 @@ func TestHookChallenge(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyMediaTypeCase: media types compare without case (RFC 9110
+// §8.3.1): "MESSAGE/SIP" as the policy's encapsulation is taken, and kept
+// as "message/sip" (it was 400). Keywords still match exactly.
+func TestPolicyMediaTypeCase(t *testing.T) {
+	s := newTestServer(t, nil)
+	full, _ := json.Marshal(plugin.DefaultPolicy())
+	put := strings.Replace(string(full), `"encapsulation":"auto"`, `"encapsulation":"Message/CPIM"`, 1)
+	for _, tt := range []struct {
+		method, body string
+		http         int
+		want         plugin.Encapsulation // after the change
+	}{
+		{"PATCH", `{"encapsulation":"MESSAGE/SIP"}`, 200, plugin.EncapSIP},
+		{"PATCH", `{"encapsulation":"Multipart/Mixed"}`, 200, plugin.EncapMultipart},
+		{"PUT", put, 200, plugin.EncapCPIM},
+		{"PATCH", `{"encapsulation":"message/sip"}`, 200, plugin.EncapSIP},
+		{"PATCH", `{"encapsulation":"MESSAGE/NOPE"}`, 400, plugin.EncapSIP},
+		{"PATCH", `{"encapsulation":"AUTO"}`, 400, plugin.EncapSIP},
+	} {
+		ct := "application/merge-patch+json"
+		if tt.method == "PUT" {
+			ct = "application/json"
+		}
+		res := perform(s, tt.method, "/v1/policy", testAdminToken, ct, []byte(tt.body))
+		if res.Code != tt.http {
+			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.body, res.Code, res.Body.Bytes(), tt.http)
+		}
+		res = perform(s, "GET", "/v1/policy", testAdminToken, "", nil)
+		var p plugin.Policy
+		if err := json.Unmarshal(res.Body.Bytes(), &p); err != nil || p.Encapsulation != tt.want {
+			t.Errorf("after %s %s: encapsulation %q (%v), want %q", tt.method, tt.body, p.Encapsulation, err, tt.want)
+		}
+	}
+}
