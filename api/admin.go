@@ -48,7 +48,7 @@ type adminHandler func(ctx context.Context, c *app.RequestContext, who *adminTok
 
 // routeAdmin registers the admin API (/v1/...), /metrics, the OpenAPI
 // document and the console.
-func (s *Server) routeAdmin(h *server.Hertz) {
+func (s *Server) routeAdmin(h *server.Hertz, rt *routes) {
 	a := &admin{store: s.cfg.Store, engine: s.cfg.Engine, log: s.cfg.Logger, aorRules: s.cfg.AORRules}
 	for _, t := range s.cfg.AdminTokens {
 		a.tokens = append(a.tokens, adminToken{sum: sha256.Sum256([]byte(t.Token)), name: t.Name, role: t.Role})
@@ -56,23 +56,23 @@ func (s *Server) routeAdmin(h *server.Hertz) {
 	a.metrics = s.cfg.Metrics.handler(s.cfg.Store, s.cfg.Engine)
 	a.users = a.userRoutes()
 
-	h.GET("/v1/openapi.json", serveOpenAPI)
-	h.GET("/metrics", a.handle(RoleViewer, func(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+	const get, put, patch = consts.MethodGet, consts.MethodPut, consts.MethodPatch
+	rt.handle(h, get, "/v1/openapi.json", serveOpenAPI)
+	rt.handle(h, get, "/metrics", a.handle(RoleViewer, func(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
 		a.metrics(ctx, c)
 		return nil
 	}))
-	h.GET("/v1/policy", a.handle(RoleViewer, a.getPolicy))
-	h.PUT("/v1/policy", a.handle(RoleAdmin, a.putPolicy))
-	h.PATCH("/v1/policy", a.handle(RoleAdmin, a.patchPolicy))
-	h.GET("/v1/stats", a.handle(RoleViewer, a.stats))
-	h.GET("/v1/whoami", a.handle(RoleViewer, a.whoami))
-	routeConsole(h)
+	rt.handle(h, get, "/v1/policy", a.handle(RoleViewer, a.getPolicy))
+	rt.handle(h, put, "/v1/policy", a.handle(RoleAdmin, a.putPolicy))
+	rt.handle(h, patch, "/v1/policy", a.handle(RoleAdmin, a.patchPolicy))
+	rt.handle(h, get, "/v1/stats", a.handle(RoleViewer, a.stats))
+	rt.handle(h, get, "/v1/whoami", a.handle(RoleViewer, a.whoami))
+	routeConsole(h, rt)
 	// The AOR in /v1/users/{aor}/... holds ':' and '@', and may arrive
-	// %-escaped (even a '/' of its user part as %2F): one catch-all route,
-	// and the rest of the path is parsed from the raw request path.
-	for _, m := range []string{consts.MethodGet, consts.MethodPut, consts.MethodDelete, consts.MethodPost} {
-		h.Handle(m, "/v1/users/*rest", a.serveUsers)
-	}
+	// %-escaped (even a '/' of its user part as %2F): one catch-all route
+	// for every method, and the rest of the path is parsed from the raw
+	// request path, which also says which methods each resource takes.
+	rt.handleAll(h, "/v1/users/*rest", a.serveUsers)
 }
 
 // handle authenticates the caller, checks its role and runs h.
@@ -193,7 +193,11 @@ func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *admin
 		if err := checkIfMatch(c, "policy", *p); err != nil {
 			return err
 		}
-		return change(p)
+		if err := change(p); err != nil {
+			return err
+		}
+		p.Encapsulation = foldMediaType(p.Encapsulation)
+		return nil
 	})
 	if err != nil {
 		return err
@@ -202,6 +206,17 @@ func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *admin
 	a.log.InfoContext(ctx, "policy changed", "changed_by", who.name, "fields", changedFields(old, p),
 		"push_enabled", p.PushEnabled, "store_enabled", p.StoreEnabled)
 	return reply(c, consts.StatusOK, p)
+}
+
+// foldMediaType lower-cases an encapsulation that is a media type
+// ("MESSAGE/SIP"): type and subtype compare without case (RFC 9110
+// §8.3.1), and the policy keeps the canonical form. The keyword "auto"
+// matches exactly, as every other keyword of the policy does.
+func foldMediaType(e plugin.Encapsulation) plugin.Encapsulation {
+	if strings.Contains(string(e), "/") {
+		return plugin.Encapsulation(strings.ToLower(string(e)))
+	}
+	return e
 }
 
 // ---- /v1/stats ----
@@ -305,7 +320,8 @@ func (a *admin) routeUser(ctx context.Context, c *app.RequestContext, who *admin
 			continue
 		}
 		allowed = append(allowed, r.method)
-		if r.method != method {
+		// HEAD is GET without the body (hertz leaves it out).
+		if r.method != method && (method != consts.MethodHead || r.method != consts.MethodGet) {
 			continue
 		}
 		if !who.may(r.role) {
@@ -324,6 +340,6 @@ func (a *admin) routeUser(ctx context.Context, c *app.RequestContext, who *admin
 	if len(allowed) == 0 {
 		return errNoResource(raw)
 	}
-	c.Response.Header.Set("Allow", strings.Join(allowed, ", "))
+	c.Response.Header.Set(consts.HeaderAllow, strings.Join(allowHead(allowed), ", "))
 	return errMethod(method, raw)
 }

@@ -14,9 +14,9 @@ import (
 // its files under /console/. They need no token: they hold no secret; the
 // page asks for the token and sends it to /v1 in the Authorization header
 // only.
-func routeConsole(h *server.Hertz) {
-	h.GET("/", serveConsole)
-	h.GET(console.Prefix+"*file", serveConsole)
+func routeConsole(h *server.Hertz, rt *routes) {
+	rt.handle(h, consts.MethodGet, "/", serveConsole)
+	rt.handle(h, consts.MethodGet, console.Prefix+"*file", serveConsole)
 }
 
 func serveConsole(ctx context.Context, c *app.RequestContext) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/adapters/kamailio"
@@ -76,13 +77,13 @@ var proxies = map[string]proxyDecoder{
 // Each needs the X-Deferpush-Token header, a source inside HooksAllow when
 // it is set, and a source under its rate limit; otherwise nothing happens
 // and the reply says why.
-func (s *Server) routeHooks(h *server.Hertz) {
+func (s *Server) routeHooks(h *server.Hertz, rt *routes) {
 	for name, d := range proxies {
 		g := h.Group("/hooks/"+name, s.hookAuth)
-		g.POST("/registered", s.hookRegistered(d))
-		g.POST("/unregistered", s.hookUnregistered(d))
-		g.POST("/expired", s.hookUnregistered(d))
-		g.POST("/message", s.hookMessage(d))
+		rt.handle(g, consts.MethodPost, "/registered", s.hookRegistered(d))
+		rt.handle(g, consts.MethodPost, "/unregistered", s.hookUnregistered(d))
+		rt.handle(g, consts.MethodPost, "/expired", s.hookUnregistered(d))
+		rt.handle(g, consts.MethodPost, "/message", s.hookMessage(d))
 	}
 }
 
@@ -240,7 +241,16 @@ func (s *Server) hookRefused(c *app.RequestContext, err error, p plugin.Policy) 
 	writeHook(c, o, "", err)
 }
 
+// hookChallenge is the WWW-Authenticate of a hook call refused 401 (RFC
+// 9110 §15.5.2 requires one): HTTP Basic, whose password is the token.
+// The X-Deferpush-Token header, which the hooks take first, is no HTTP
+// authentication scheme and has no challenge of its own.
+const hookChallenge = `Basic realm="deferpush hooks", charset="UTF-8"`
+
 func writeHook(c *app.RequestContext, o plugin.Outcome, id string, err error) {
+	if o.HTTP == consts.StatusUnauthorized {
+		c.Response.Header.Set("WWW-Authenticate", hookChallenge)
+	}
 	r := hookReply{Status: o.Status, SIPCode: o.SIPCode, SIPReason: o.SIPReason, ID: id}
 	if err != nil {
 		r.Error = &errorDetail{Code: string(o.Status), Message: err.Error()}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -276,6 +277,124 @@ func TestHookRegistration(t *testing.T) {
 	want := []string{"sip:user2@example.com sip:user2@192.0.2.7:5071;transport=tcp", "sip:user3@example.com ", "sip:user5@example.com sip:user5@192.0.2.9"}
 	if diff := cmp.Diff(want, eng.unregs); diff != "" {
 		t.Errorf("unregistrations (-want +got):\n%s", diff)
+	}
+}
+
+// TestHookRegistrationBadFields: a registration whose contact is not a
+// SIP URI deferpush can send to, or whose members would put a header line
+// of their own into the push's INVITE (CR/LF or another control
+// character), is refused 400 malformed naming the field, and reaches
+// neither the engine's registrations nor its unregistrations.
+func TestHookRegistrationBadFields(t *testing.T) {
+	const kam, ops = "/hooks/kamailio/", "/hooks/opensips/"
+	reg := func(contact, extra string) string {
+		return `{"aor":"sip:user2@example.com","contact":` + jsonString(contact) + `,"expires":300` + extra + `}`
+	}
+	future := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	event := func(uri, extra string) string {
+		return `{"aor":"user5","domain":"example.com","uri":` + jsonString(uri) + `,"expires":` + future + extra + `}`
+	}
+	tests := []struct {
+		name, path, body, field string
+	}{
+		{"garbage", kam + "registered", reg("garbage", ""), "contact"},
+		{"unclosed IPv6", kam + "registered", reg("sip:[::1", ""), "contact"},
+		{"port out of range", kam + "registered", reg("sip:x@127.0.0.1:99999;transport=tcp", ""), "contact"},
+		{"CRLF header injection", kam + "registered", reg("sip:inj@127.0.0.1:26999;transport=tcp\r\nX-Evil: yes", ""), "contact"},
+		{"CRLF even when unregistering", kam + "registered", `{"aor":"sip:user2@example.com","contact":"sip:a@127.0.0.1\r\nX: y","expires":0}`, "contact"},
+		{"CRLF in path", kam + "registered", reg("sip:user2@192.0.2.7", `,"path":"<sip:edge.example.com;lr>\r\nX-Evil: yes"`), "path"},
+		{"LF in received", kam + "registered", reg("sip:user2@192.0.2.7", `,"received":"sip:192.0.2.7:5060\nX: y"`), "received"},
+		{"CR in user agent", kam + "registered", reg("sip:user2@192.0.2.7", `,"user_agent":"phone\rX: y"`), "user_agent"},
+		{"NUL in instance", kam + "registered", reg("sip:user2@192.0.2.7", `,"instance":"<urn:uuid:1\u0000>"`), "instance"},
+		{"CRLF in an unregistration", kam + "unregistered", `{"aor":"sip:user2@example.com","contact":"sip:a@127.0.0.1\r\nX: y"}`, "contact"},
+		{"CRLF in an expiry", kam + "expired", `{"aor":"sip:user2@example.com","contact":"sip:a@127.0.0.1\r\nX: y"}`, "contact"},
+		{"opensips garbage", ops + "registered", event("garbage", ""), "uri"},
+		{"opensips port out of range", ops + "registered", event("sip:x@127.0.0.1:99999;transport=tcp", ""), "uri"},
+		{"opensips CRLF header injection", ops + "registered", event("sip:inj@127.0.0.1:26999;transport=tcp\r\nX-Evil: yes", ""), "uri"},
+		{"opensips CRLF in path", ops + "registered", event("sip:user5@127.0.0.1:9", `,"path":"<sip:edge.example.net;lr>\r\nX: y"`), "path"},
+		{"opensips CRLF in an unregistration", ops + "unregistered", `{"aor":"user5","domain":"example.com","uri":"sip:a@127.0.0.1\r\nX: y"}`, "uri"},
+	}
+	eng := &hookEngine{policy: plugin.DefaultPolicy()}
+	base := startHooks(t, eng)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, got := postHook(t, base+tt.path, testHooksToken, tt.body)
+			e, _ := got["error"].(map[string]any)
+			msg, _ := e["message"].(string)
+			if code != 400 || got["status"] != "malformed" || !strings.HasPrefix(msg, "invalid "+tt.field+": ") {
+				t.Errorf("%d %v, want 400 malformed with an error naming %s", code, got, tt.field)
+			}
+		})
+	}
+	if n := eng.calls(); n != 0 {
+		t.Errorf("engine called %d times by refused registrations: %+v %v", n, eng.regs, eng.unregs)
+	}
+	// The same bodies with a good contact are taken.
+	for _, b := range []struct{ path, body string }{
+		{kam + "registered", reg("sip:x@127.0.0.1:65535;transport=tcp", "")},
+		{kam + "registered", reg("sips:user2@[2001:db8::7]:5061;ob", "")},
+		{ops + "registered", event("sip:user5@127.0.0.1:9;transport=tcp", "")},
+	} {
+		if code, got := postHook(t, base+b.path, testHooksToken, b.body); code != 200 || got["status"] != "registered" {
+			t.Errorf("%s %s: %d %v, want 200 registered", b.path, b.body, code, got)
+		}
+	}
+}
+
+// TestHookRegistrationExpiresBounds: both proxies' registration hooks
+// read any expiry at or before now as an unregistration, however far
+// back (Kamailio's relative seconds wrapped into the future below about
+// -292 years, -9223372037 s, when multiplied by a second), and refuse
+// one beyond a year.
+func TestHookRegistrationExpiresBounds(t *testing.T) {
+	now := time.Now().Unix()
+	tests := []struct {
+		proxy, expires string
+		http           int
+		status         string
+	}{
+		{"kamailio", "-9223372036", 200, "unregistered"},
+		{"kamailio", "-9223372037", 200, "unregistered"},
+		{"kamailio", "-9223372036854775808", 200, "unregistered"},
+		{"kamailio", "-1", 200, "unregistered"},
+		{"kamailio", "0", 200, "unregistered"},
+		{"kamailio", "1", 200, "registered"},
+		{"kamailio", "31536000", 200, "registered"},
+		{"kamailio", "31536001", 400, "malformed"},
+		{"kamailio", "9223372036854775807", 400, "malformed"},
+		{"kamailio", "-9223372036854775809", 400, "malformed"},
+		{"opensips", "-9223372036854775808", 200, "unregistered"},
+		{"opensips", "-1", 200, "unregistered"},
+		{"opensips", "0", 200, "unregistered"},
+		{"opensips", strconv.FormatInt(now-1, 10), 200, "unregistered"},
+		{"opensips", strconv.FormatInt(now+60, 10), 200, "registered"},
+		{"opensips", strconv.FormatInt(now+int64(plugin.MaxExpires/time.Second)-60, 10), 200, "registered"},
+		{"opensips", strconv.FormatInt(now+int64(plugin.MaxExpires/time.Second)+60, 10), 400, "malformed"},
+		{"opensips", "9223372036854775807", 400, "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.proxy+"/"+tt.expires, func(t *testing.T) {
+			eng := &hookEngine{policy: plugin.DefaultPolicy()}
+			base := startHooks(t, eng)
+			body := `{"aor":"sip:user2@example.com","contact":"sip:user2@192.0.2.7","expires":` + tt.expires + `}`
+			if tt.proxy == "opensips" {
+				body = `{"aor":"user2","domain":"example.com","uri":"sip:user2@192.0.2.7","expires":` + tt.expires + `}`
+			}
+			code, got := postHook(t, base+"/hooks/"+tt.proxy+"/registered", testHooksToken, body)
+			if code != tt.http || got["status"] != tt.status {
+				t.Fatalf("%d %v, want %d %s", code, got, tt.http, tt.status)
+			}
+			var regs, unregs int
+			switch tt.status {
+			case "registered":
+				regs = 1
+			case "unregistered":
+				unregs = 1
+			}
+			if len(eng.regs) != regs || len(eng.unregs) != unregs {
+				t.Errorf("engine got registrations %+v, unregistrations %v; want %d and %d", eng.regs, eng.unregs, regs, unregs)
+			}
+		})
 	}
 }
 

@@ -170,14 +170,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HooksRateLimit > 0 {
 		s.limiter = guard.NewRateLimiter(cfg.HooksRateLimit, cfg.HooksRateBurst, time.Now)
 	}
-	s.hooks = s.newHertz("hooks", cfg.HooksListener, cfg.HooksTLS, withDefaults(cfg.HooksConns, 1024, 256))
-	s.admin = s.newHertz("admin", cfg.AdminListener, cfg.AdminTLS, withDefaults(cfg.AdminConns, 256, 64))
-	for _, h := range []*server.Hertz{s.hooks, s.admin} {
-		h.GET("/healthz", s.healthz)
-		h.GET("/readyz", s.readyz)
+	hooks, admin := &routes{}, &routes{}
+	s.hooks = s.newHertz("hooks", cfg.HooksListener, cfg.HooksTLS, withDefaults(cfg.HooksConns, 1024, 256), hooks)
+	s.admin = s.newHertz("admin", cfg.AdminListener, cfg.AdminTLS, withDefaults(cfg.AdminConns, 256, 64), admin)
+	for _, l := range []struct {
+		h  *server.Hertz
+		rt *routes
+	}{{s.hooks, hooks}, {s.admin, admin}} {
+		l.rt.handle(l.h, consts.MethodGet, "/healthz", s.healthz)
+		l.rt.handle(l.h, consts.MethodGet, "/readyz", s.readyz)
 	}
-	s.routeHooks(s.hooks)
-	s.routeAdmin(s.admin)
+	s.routeHooks(s.hooks, hooks)
+	s.routeAdmin(s.admin, admin)
 	return s, nil
 }
 
@@ -191,7 +195,9 @@ func withDefaults(l ConnLimits, max, perHost int) ConnLimits {
 	return l
 }
 
-func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limits ConnLimits) *server.Hertz {
+// newHertz builds one listener's server; rt is where its routes are
+// registered, which its 405 answers read.
+func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limits ConnLimits, rt *routes) *server.Hertz {
 	gc := guard.Config{
 		Name: name, MaxConns: limits.Max, MaxConnsPerHost: limits.PerHost,
 		Budget: s.cfg.Budget, EvictIdle: true, Logger: s.cfg.Logger,
@@ -222,9 +228,7 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 	h.NoRoute(func(ctx context.Context, c *app.RequestContext) {
 		writeError(c, consts.StatusNotFound, "not_found", "no such resource: "+string(c.Path()))
 	})
-	h.NoMethod(func(ctx context.Context, c *app.RequestContext) {
-		writeError(c, consts.StatusMethodNotAllowed, "method_not_allowed", "method "+string(c.Method())+" not allowed on "+string(c.Path()))
-	})
+	h.NoMethod(rt.noMethod)
 	return h
 }
 

@@ -185,7 +185,7 @@ func TestAdminAPI(t *testing.T) {
 		{name: "put settings above policy", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"max_per_session":51}`), want: 422, code: "exceeds_policy", field: "max_per_session"},
 		{name: "put settings form body", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: "application/x-www-form-urlencoded", body: []byte(`push=on`), want: 415, code: "unsupported_media_type"},
 		{name: "put settings too large", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: big, want: 413, code: "body_too_large"},
-		{name: "post settings", method: "POST", path: bobP + "/settings", token: adminToken, want: 405, code: "method_not_allowed", allowedHeader: "GET, PUT, DELETE"},
+		{name: "post settings", method: "POST", path: bobP + "/settings", token: adminToken, want: 405, code: "method_not_allowed", allowedHeader: "GET, HEAD, PUT, DELETE"},
 		{name: "unknown user resource", method: "GET", path: bobP + "/nothing", token: adminToken, want: 404, code: "not_found"},
 		{name: "unknown resource", method: "GET", path: "/v1/nothing", token: adminToken, want: 404, code: "not_found"},
 

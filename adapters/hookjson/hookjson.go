@@ -3,16 +3,21 @@
 // variable may be unset (Kamailio prints "<null>" for it inside a
 // string), a number may come as a string (a value copied through a string
 // variable), and a member may be missing. Each reads as "absent" the same
-// way for every proxy.
+// way for every proxy. Text and SIPURI check the members that deferpush
+// copies into the SIP requests it sends, for every proxy alike.
 package hookjson
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Null is how Kamailio prints an unset variable inside a string.
@@ -129,4 +134,92 @@ func digits(s string, max int) bool {
 		}
 	}
 	return true
+}
+
+// Text checks a member that deferpush may copy into a SIP message it
+// sends (a Route from a Path, a Request-URI from a contact) or into the
+// store: a control character (an octet below 0x20, or DEL) would end a
+// header line there and start another. No proxy puts one in these
+// values; a body that has one is not the proxy's.
+func Text(s string) error {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return fmt.Errorf("control character %#02x at offset %d", c, i)
+		}
+	}
+	return nil
+}
+
+// SIPURI checks a contact URI of a registration, which the push sends
+// its INVITE or MESSAGE to: no control characters (Text), a sip: or
+// sips: URI that sipgo parses (as the push does), with a host (a name,
+// an IPv4 address or an [IPv6] reference) and, when it names a port, one
+// from 1 to 65535.
+func SIPURI(s string) error {
+	if err := Text(s); err != nil {
+		return err
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(s, &u); err != nil {
+		return fmt.Errorf("not a SIP URI: %v", err)
+	}
+	scheme, rest, _ := strings.Cut(s, ":")
+	if !strings.EqualFold(scheme, "sip") && !strings.EqualFold(scheme, "sips") {
+		return fmt.Errorf("scheme %.20q: want sip or sips", scheme)
+	}
+	// The user part may hold ';' and '?' but never '@' (RFC 3261 §25.1),
+	// and neither may the parameters or headers: the host starts after
+	// the last '@' and ends at the first ';' or '?' after it.
+	hostport := rest[strings.LastIndexByte(rest, '@')+1:]
+	if i := strings.IndexAny(hostport, ";?"); i >= 0 {
+		hostport = hostport[:i]
+	}
+	return checkHostPort(hostport)
+}
+
+// checkHostPort checks RFC 3261's hostport: a host name or IPv4 address
+// (letters, digits, '-' and '.') or an IPv6 reference, and an optional
+// port from 1 to 65535.
+func checkHostPort(hp string) error {
+	host, port, hasPort := hp, "", false
+	if strings.HasPrefix(hp, "[") {
+		end := strings.IndexByte(hp, ']')
+		if end < 0 {
+			return errors.New("unterminated IPv6 reference")
+		}
+		if a, err := netip.ParseAddr(hp[1:end]); err != nil || !a.Is6() || a.Zone() != "" {
+			return fmt.Errorf("bad IPv6 reference %.50q", hp[:end+1])
+		}
+		switch after := hp[end+1:]; {
+		case after == "":
+		case after[0] == ':':
+			port, hasPort = after[1:], true
+		default:
+			return fmt.Errorf("junk %.20q after the IPv6 reference", after)
+		}
+	} else {
+		host, port, hasPort = strings.Cut(hp, ":")
+		if host == "" {
+			return errors.New("no host")
+		}
+		for i := 0; i < len(host); i++ {
+			if c := host[i]; !isAlnum(c) && c != '-' && c != '.' {
+				return fmt.Errorf("character %q not allowed in the host", c)
+			}
+		}
+	}
+	if !hasPort {
+		return nil
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || port[0] == '+' || port[0] == '-' {
+		return fmt.Errorf("port %.20q: want 1 to 65535", port)
+	}
+	return nil
+}
+
+// isAlnum is plugin/abnf's IsAlnum, which the import rules keep out of
+// the adapters.
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

@@ -2,6 +2,7 @@ package hookjson
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,6 +70,63 @@ func TestAt(t *testing.T) {
 		err := json.Unmarshal([]byte(tt.in), &got)
 		if (err != nil) != tt.wantErr || got.V != tt.want {
 			t.Errorf("%s: got %+v, %v; want %+v, error %v", tt.in, got.V, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestSIPURI: a contact is a sip: or sips: URI with a host and a port in
+// range, and no control character; what the push could not send to, or
+// would send a header line more to, is refused.
+func TestSIPURI(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // part of the error; "" for none
+	}{
+		{"sip:user2@192.0.2.7:5071;transport=tcp", ""},
+		{"sip:192.0.2.7", ""},
+		{"SIP:user2@Host-1.Example.COM", ""},
+		{"sips:user2@[2001:db8::7]:5061;ob", ""},
+		{"sip:user2@[::1]", ""},
+		{"sip:alice;day=tuesday@example.com:65535?Subject=x", ""},
+		{"sip:a@b:1", ""},
+		{"garbage", "not a SIP URI"},
+		{"sip:[::1", "not a SIP URI"},
+		{"sip:x@127.0.0.1:99999;transport=tcp", `port "99999"`},
+		{"sip:x@127.0.0.1:0", `port "0"`},
+		{"sip:x@127.0.0.1:", "not a SIP URI"},
+		{"sip:x@127.0.0.1:+5060", `port "+5060"`},
+		{"sip:x@[::1]:70000", `port "70000"`},
+		{"sip:x@[::1]x", "junk"},
+		{"sip:x@[192.0.2.1]", "bad IPv6 reference"},
+		{"sip:x@[fe80::1%eth0]", "bad IPv6 reference"},
+		{"sip:x@:5060", "no host"},
+		{"sip:x@ex ample.com", "not allowed in the host"},
+		{"sip:x@ex_ample.com", "not allowed in the host"},
+		{"tel:+4930123", "scheme"},
+		{"http://example.com/", "scheme"},
+		{"sip:inj@127.0.0.1:26999;transport=tcp\r\nX-Evil: yes", "control character 0x0d"},
+		{"sip:inj@127.0.0.1\n", "control character 0x0a"},
+		{"sip:inj@127.0.0.1;x=\x00", "control character 0x00"},
+		{"sip:inj@127.0.0.1;x=\t", "control character 0x09"},
+		{"sip:inj@127.0.0.1;x=\x7f", "control character 0x7f"},
+	} {
+		err := SIPURI(tt.in)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("SIPURI(%q) = %v, want nil", tt.in, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("SIPURI(%q) = %v, want an error saying %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestText(t *testing.T) {
+	for in, want := range map[string]bool{
+		"": true, "Grandstream GXP2170 1.0.11.3": true, `"<urn:uuid:f81d4fae>"`: true, "Téléphone ✓": true,
+		"a\r\nb": false, "a\x00": false, "\x1fa": false, "a\x7f": false, "a\tb": false,
+	} {
+		if got := Text(in) == nil; got != want {
+			t.Errorf("Text(%q) = %v, want ok %v", in, Text(in), want)
 		}
 	}
 }

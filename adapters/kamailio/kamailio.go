@@ -33,8 +33,12 @@ type registration struct {
 }
 
 // DecodeRegistration reads a registration hook body. Expires is relative to
-// now; zero or negative makes it an unregistration for the engine. Errors
-// are *plugin.FieldError (plugin.ErrInvalid) naming the field.
+// now, at most a year (plugin.MaxExpires); zero or negative, however far
+// below, makes it an unregistration for the engine (Expires is then now),
+// as an expiry in the past does in the OpenSIPS hook. The contact must be
+// a SIP or SIPS URI with a valid host and port (hookjson.SIPURI), and no
+// member may hold a control character. Errors are *plugin.FieldError
+// (plugin.ErrInvalid) naming the field.
 func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plugin.Registration, error) {
 	var r registration
 	if err := decode(body, &r); err != nil {
@@ -48,6 +52,9 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 	if contact == "" {
 		return plugin.Registration{}, &plugin.FieldError{Field: "contact", Problem: "missing"}
 	}
+	if err := hookjson.SIPURI(contact); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: "contact", Problem: err.Error()}
+	}
 	if !r.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
@@ -55,10 +62,25 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires",
 			Problem: fmt.Sprintf("%d s is more than a year (%d s)", r.Expires.N, int64(plugin.MaxExpires/time.Second))}
 	}
+	// A control character would be copied into the push's requests (the
+	// Path becomes Route headers) or the store; none comes so from
+	// Kamailio. The Path is checked whole: splitting drops what follows a
+	// '>'.
+	for _, f := range []struct {
+		name string
+		v    hookjson.String
+	}{{"received", r.Received}, {"instance", r.Instance}, {"user_agent", r.UserAgent}, {"path", r.Path}} {
+		if err := hookjson.Text(f.v.String()); err != nil {
+			return plugin.Registration{}, &plugin.FieldError{Field: f.name, Problem: err.Error()}
+		}
+	}
 	return plugin.Registration{
-		AOR:       aor,
-		Contact:   contact,
-		Expires:   now.Add(time.Duration(r.Expires.N) * time.Second),
+		AOR:     aor,
+		Contact: contact,
+		// Any expiry of zero or less ends the binding now: multiplied by
+		// a second, one below about -292 years would wrap round into the
+		// future.
+		Expires:   now.Add(time.Duration(max(r.Expires.N, 0)) * time.Second),
 		Received:  r.Received.String(),
 		Instance:  r.Instance.String(),
 		UserAgent: r.UserAgent.String(),
@@ -86,6 +108,12 @@ func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.Unregistra
 	aor, err := parseAOR(b.AOR.String(), rules)
 	if err != nil {
 		return plugin.Unregistration{}, err
+	}
+	// The contact is only compared with the one recorded, but it is
+	// logged and goes to the store's ordering record: no control
+	// characters either.
+	if err := hookjson.Text(b.Contact.String()); err != nil {
+		return plugin.Unregistration{}, &plugin.FieldError{Field: "contact", Problem: err.Error()}
 	}
 	return plugin.Unregistration{AOR: aor, Contact: b.Contact.String(), At: b.At.T}, nil
 }

@@ -44,9 +44,13 @@ type event struct {
 // REGISTER had no User-Agent header.
 const noUserAgent = "n/a"
 
-// DecodeRegistration reads a registration event. An expiry that is not
-// after now makes it an unregistration for the engine. Errors are
-// *plugin.FieldError (plugin.ErrInvalid) naming the field.
+// DecodeRegistration reads a registration event. Expires is a Unix time,
+// at most a year from now (plugin.MaxExpires); one that is not after now,
+// however far back, makes it an unregistration for the engine, as zero
+// or negative seconds do in the Kamailio hook. The uri must be a
+// SIP or SIPS URI with a valid host and port (hookjson.SIPURI), and no
+// member may hold a control character. Errors are *plugin.FieldError
+// (plugin.ErrInvalid) naming the field.
 func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration, error) {
 	var e event
 	if err := decode(body, &e); err != nil {
@@ -56,14 +60,28 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 	if err != nil {
 		return plugin.Registration{}, err
 	}
-	if strings.TrimSpace(e.URI) == "" {
+	contact := strings.TrimSpace(e.URI)
+	if contact == "" {
 		return plugin.Registration{}, &plugin.FieldError{Field: "uri", Problem: "missing"}
+	}
+	if err := hookjson.SIPURI(contact); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: "uri", Problem: err.Error()}
 	}
 	if !e.Expires.Set {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "missing"}
 	}
 	if e.Expires.N > time.Now().Add(plugin.MaxExpires).Unix() {
 		return plugin.Registration{}, &plugin.FieldError{Field: "expires", Problem: "more than a year from now"}
+	}
+	// A control character would be copied into the push's requests (the
+	// Path becomes Route headers) or the store; none comes so from
+	// OpenSIPS. The Path is checked whole, before the split trims it.
+	for _, f := range []struct{ name, v string }{
+		{"received", e.Received}, {"instance", e.Instance}, {"user_agent", e.UserAgent}, {"path", e.Path},
+	} {
+		if err := hookjson.Text(strings.TrimSpace(f.v)); err != nil {
+			return plugin.Registration{}, &plugin.FieldError{Field: f.name, Problem: err.Error()}
+		}
 	}
 	var path []string
 	for _, p := range strings.Split(e.Path, ",") {
@@ -77,9 +95,11 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 		ua = ""
 	}
 	return plugin.Registration{
-		AOR:       aor,
-		Contact:   strings.TrimSpace(e.URI),
-		Expires:   time.Unix(e.Expires.N, 0).UTC(),
+		AOR:     aor,
+		Contact: contact,
+		// Before 1970 reads as 1970: as much in the past, and a year
+		// that time.Time still marshals (JSON takes 0 to 9999).
+		Expires:   time.Unix(max(e.Expires.N, 0), 0).UTC(),
 		Received:  strings.TrimSpace(e.Received),
 		Instance:  strings.TrimSpace(e.Instance),
 		UserAgent: ua,
@@ -100,7 +120,14 @@ func DecodeUnregistration(body []byte, rules plugin.AORRules) (plugin.Unregistra
 	if err != nil {
 		return plugin.Unregistration{}, err
 	}
-	return plugin.Unregistration{AOR: aor, Contact: strings.TrimSpace(e.URI), At: e.At.T}, nil
+	// The contact is only compared with the one recorded, but it is
+	// logged and goes to the store's ordering record: no control
+	// characters either.
+	contact := strings.TrimSpace(e.URI)
+	if err := hookjson.Text(contact); err != nil {
+		return plugin.Unregistration{}, &plugin.FieldError{Field: "uri", Problem: err.Error()}
+	}
+	return plugin.Unregistration{AOR: aor, Contact: contact, At: e.At.T}, nil
 }
 
 // aor builds the AOR from $param(aor) and the domain: "bob" and
