@@ -192,6 +192,16 @@ func TestDirectStoreRefusals(t *testing.T) {
 		{name: "continuation first", raw: strings.Replace(ok, "Via:", " folded\r\nVia:", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "bare LF", raw: strings.Replace(ok, "Max-Forwards: 70\r\n", "Max-Forwards: 70\n", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "no blank line", raw: "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n", code: 400, reason: "Bad Request", hookErr: true},
+		{name: "no CSeq", raw: strings.Replace(ok, "CSeq: 1 MESSAGE\r\n", "", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "two CSeqs", raw: strings.Replace(ok, "CSeq: 1 MESSAGE\r\n", "CSeq: 1 MESSAGE\r\ncseq: 1 MESSAGE\r\n", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq of another method", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 1 INVITE", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq method in lower case", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 1 message", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq not a number", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: abc MESSAGE", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq 0", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 0 MESSAGE", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq over 2^31-1", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 2147483648 MESSAGE", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq of 20 digits", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 99999999999999999999 MESSAGE", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq without a method", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 1", 1), code: 400, reason: "Bad Request", hookErr: true},
+		{name: "CSeq split at a no-break space", raw: strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 1\u00a0MESSAGE", 1), code: 400, reason: "Bad Request", hookErr: true},
 		{name: "bad Date", raw: strings.Replace(ok, "Call-ID:", "Date: yesterday\r\nCall-ID:", 1), code: 400, reason: "Bad Request", hookErr: true},
 		// A run of blanks inside a value: refused as the hook refuses it,
 		// in time linear in the run (a pattern trim took 0.3 s of Redis
@@ -617,5 +627,24 @@ func TestDirectPct(t *testing.T) {
 	}
 	if _, err := s.Contact(ctx, plugin.MustParseAOR("sip:bob@example.com")); !errors.Is(err, plugin.ErrNotFound) {
 		t.Errorf("after dp_unregister pct: %v, want not found", err)
+	}
+}
+
+// TestDirectStoreCSeqForms: the CSeq forms the SIP ingress takes
+// (ingress.Deferred's checkCSeq), dp_store takes too.
+func TestDirectStoreCSeqForms(t *testing.T) {
+	_, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ok := directMessages[0].raw
+	for _, cseq := range []string{"CSeq: 2147483647 MESSAGE", "cseq:  1\t MESSAGE ", "CSEQ: 0001 MESSAGE", "CSeq: 1\r\n MESSAGE"} {
+		raw := strings.Replace(ok, "CSeq: 1 MESSAGE", cseq, 1)
+		if raw == ok && cseq != "CSeq: 1 MESSAGE" {
+			t.Fatalf("the test message has no CSeq: 1 MESSAGE")
+		}
+		if _, err := ingress.Deferred([]byte(raw), "sip:bob@example.com", time.Now(), plugin.AORRules{}); err != nil {
+			t.Errorf("%q: the ingress refuses it: %v", cseq, err)
+		}
+		if code, reason, _ := dpStore(t, c, "sip:bob@example.com", raw); code != 202 {
+			t.Errorf("%q: dp_store = %d %s, want 202", cseq, code, reason)
+		}
 	}
 }

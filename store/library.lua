@@ -1254,7 +1254,8 @@ local KEYOF = {
   ['content-length'] = 'Content-Length', ['Content-Length'] = 'Content-Length', l = 'Content-Length',
   L = 'Content-Length',
   via = 'Via', Via = 'Via', v = 'Via', V = 'Via',
-  ['Max-Forwards'] = false, CSeq = false, Contact = false, ['Record-Route'] = false, Route = false,
+  CSeq = 'CSeq', cseq = 'CSeq',
+  ['Max-Forwards'] = false, Contact = false, ['Record-Route'] = false, Route = false,
   ['User-Agent'] = false, Expires = false, Allow = false, Supported = false, Require = false,
   ['Content-Disposition'] = false, Accept = false, ['Accept-Contact'] = false, ['P-Preferred-Identity'] = false,
   ['X-Deferpush-Secret'] = false,
@@ -1378,7 +1379,7 @@ local function readmessage(raw)
   if not method or not istoken(method) or string.upper(ver) ~= 'SIP/2.0' or find(uri, '[%z\1-\32\127]') then
     return nil, 400
   end
-  local callid, from, to, date, subject, ct, cl
+  local callid, from, to, date, subject, ct, cl, cseq
   local n, via, vias, callidend = 0, nil, nil, nil
   local off = e + 2
   while off <= hend do
@@ -1392,7 +1393,8 @@ local function readmessage(raw)
     if not colon or colon > e then return nil, 400 end -- no colon, or a bad name
     local key = sipkey(name)
     if key == 'Call-ID' and callid or key == 'From' and from or key == 'To' and to or key == 'Date' and date or
-      key == 'Subject' and subject or key == 'Content-Type' and ct or key == 'Content-Length' and cl then
+      key == 'Subject' and subject or key == 'Content-Type' and ct or key == 'Content-Length' and cl or
+      key == 'CSeq' and cseq then
       return nil, 400 -- more than one
     end
     if n >= MAXHEADERS then return nil, 513 end
@@ -1441,6 +1443,8 @@ local function readmessage(raw)
       ct = value
     elseif key == 'Content-Length' then
       cl = value
+    elseif key == 'CSeq' then
+      cseq = value
     end
     off = nxt
   end
@@ -1462,6 +1466,12 @@ local function readmessage(raw)
   end
   if date and not string.match(date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$') then return nil, 400 end
   if method ~= 'MESSAGE' then return nil, 400 end
+  -- The SIP ingress's checkCSeq: one CSeq, its number 1 to 2^31-1, its
+  -- method the request's (a page is numbered from it).
+  local seq, cmethod = string.match(cseq or '', '^(%d+)[ \t]+([^ \t]+)$')
+  if not seq or cmethod ~= method or #seq > 10 or tonumber(seq) < 1 or tonumber(seq) > 2147483647 then
+    return nil, 400
+  end
   return callid, from, ct or '', not date and callidend
 end
 

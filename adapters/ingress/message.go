@@ -31,8 +31,8 @@ var headLimits = encap.HeadLimits{
 // names the recipient, or the To header when the Request-URI has no user.
 //
 // An error wraps plugin.ErrMalformed and says why (see encap.ReadMessage;
-// also: not a MESSAGE, no recipient, a CSeq that is not checkCSeq's); a header section over headLimits
-// wraps plugin.ErrTooLarge instead.
+// also: not a MESSAGE, no recipient, a CSeq that is not checkCSeq's); a
+// header section over headLimits wraps plugin.ErrTooLarge instead.
 func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules) (*plugin.Message, error) {
 	in, err := encap.ReadMessage(raw, now, headLimits)
 	switch {
@@ -81,7 +81,10 @@ func checkCSeq(raw []byte, method string) error {
 	case len(values) > 1:
 		return errors.New("more than one CSeq header")
 	}
-	f := strings.Fields(values[0])
+	// Split at SP and HTAB, SIP's blanks, and the CRLF of a folded value
+	// (ReadMessage refuses a bare CR or LF); strings.Fields would split at
+	// U+00A0 too, where dp_store does not.
+	f := strings.FieldsFunc(values[0], func(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' })
 	if len(f) != 2 {
 		return fmt.Errorf("CSeq %q is not a number and a method", clip(values[0]))
 	}
