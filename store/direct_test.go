@@ -445,10 +445,25 @@ func TestDirectRegister(t *testing.T) {
 		{"sip:bob@example.com", "", 60, us(0), "", "", "", ""},
 		{"sip:bob@example.com", contact, "soon", us(0), "", "", "", ""},
 		{"sip:bob@example.com", contact, 60, "now", "", "", "", ""},
+		// A control character (the probe's header injection through the
+		// hook's contact): in the contact, the received, the user agent,
+		// the instance, the Path; %-escaped too.
+		{"sip:bob@example.com", contact + "\r\nX-Evil: yes", 60, us(0), "", "", "", ""},
+		{"sip:bob@example.com", contact, 60, us(0), "sip:1.2.3.4\n", "", "", ""},
+		{"sip:bob@example.com", contact, 60, us(0), "", "UA\x00", "", ""},
+		{"sip:bob@example.com", contact, 60, us(0), "", "", "<urn:uuid:1>\r", ""},
+		{"sip:bob@example.com", contact, 60, us(0), "", "", "", "<sip:p@h;lr>\r\nX: y"},
+		{"sip:bob@example.com", "sip:bob@127.0.0.1:5099%0D%0AX-Evil:%20yes", 60, us(0), "", "", "", "", "pct"},
 	} {
 		if err := c.FCall(ctx, "dp_register", nil, args...).Err(); err == nil {
-			t.Errorf("dp_register %v: no error", args)
+			t.Errorf("dp_register %q: no error", args)
 		}
+	}
+	if reg, err := s.Contact(ctx, bob); err == nil && strings.ContainsAny(reg.Contact+reg.Received+reg.UserAgent+reg.Instance+strings.Join(reg.Path, ""), "\r\n\x00") {
+		t.Errorf("a control character was recorded: %+v", reg)
+	}
+	if err := c.FCall(ctx, "dp_unregister", nil, "sip:bob@example.com", contact+"\r\n", us(0), "unregistered").Err(); err == nil {
+		t.Errorf("dp_unregister with a CRLF in the contact: no error")
 	}
 }
 

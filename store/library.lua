@@ -1526,6 +1526,18 @@ local function unpct(args, n)
   return true
 end
 
+-- controls reports whether any of args 1 to n holds a control character
+-- (HTAB too): a registration's fields end up in the SIP requests sent to
+-- the user (the contact in a Request-URI, Path in Route headers), where a
+-- CR or LF would start a header of the sender's choosing. The hooks
+-- refuse the same (adapters/hookjson).
+local function controls(args, n)
+  for i = 1, n do
+    if args[i] and string.find(args[i], '[%z\1-\31\127]') then return true end
+  end
+  return false
+end
+
 -- event appends one registration event to dp:events (MAXLEN ~: the
 -- stream keeps about the last 100,000). A "registered" one also carries
 -- the registration's +sip.instance and received, when it has them: with
@@ -1941,6 +1953,7 @@ end}
 redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
   local page = args[9] == 'page' and string.match(args[10] or '', '^%w+$')
   unpct(args, 8)
+  if controls(args, 8) then return redis.error_reply('ERR dp_register: a control character in an argument') end
   local lim = limitsOf() or {}
   local aor = canonical(unset(args[1]), sensitiveOf(lim))
   if not aor then return redis.error_reply('ERR dp_register: not a plain SIP AOR') end
@@ -1987,6 +2000,7 @@ end}
 --   arguments.
 redis.register_function{function_name = 'dp_unregister', flags = {'no-cluster'}, callback = function(_, args)
   unpct(args, 4)
+  if controls(args, 4) then return redis.error_reply('ERR dp_unregister: a control character in an argument') end
   local lim = limitsOf() or {}
   local aor = canonical(unset(args[1]), sensitiveOf(lim))
   if not aor then return redis.error_reply('ERR dp_unregister: not a plain SIP AOR') end
