@@ -71,8 +71,10 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 }
 
 // invite sends the INVITE with our offer (step 2) and waits for the
-// client's final answer (steps 3–5), within the policy's invite_timeout
-// (the INVITE is CANCELled after it).
+// client's final answer (steps 3–5), within the policy's invite_timeout:
+// the INVITE is CANCELled after it, once a provisional answer came (RFC
+// 3261 §9.1 forbids a CANCEL before one: a proxy's 100 Trying is one;
+// without any, the INVITE runs to its transaction timeout, Timer B).
 func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, local msrp.URI) (*sipgo.DialogClientSession, error) {
 	offer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: acceptTypes, Setup: sdp.SetupActPass})
 	if err != nil {
@@ -84,7 +86,12 @@ func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, loca
 	if err != nil {
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
-	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{}); err != nil {
+	provisional := false // onResponse runs in WaitAnswer, on this goroutine
+	onResponse := func(res *sip.Response) error {
+		provisional = provisional || res.IsProvisional()
+		return nil
+	}
+	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{OnResponse: onResponse}); err != nil {
 		dlg.Close()
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) {
@@ -94,8 +101,13 @@ func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, loca
 			}
 			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: reason}
 		}
-		if ictx.Err() != nil && ctx.Err() == nil {
+		switch {
+		case ictx.Err() == nil || ctx.Err() != nil:
+		case provisional || dlg.InviteResponse != nil:
 			err = fmt.Errorf("no answer within %v (cancelled): %w", time.Duration(t.Policy.InviteTimeout), err)
+		default:
+			err = fmt.Errorf("no answer within %v, and no provisional one: not cancellable (RFC 3261 §9.1), ended at the INVITE's timeout: %w",
+				time.Duration(t.Policy.InviteTimeout), err)
 		}
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
