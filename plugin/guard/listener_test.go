@@ -393,3 +393,50 @@ func TestRequestTimeout(t *testing.T) {
 		t.Errorf("the trickling connection was never ended")
 	}
 }
+
+// TestRequestTimeoutAfterAnswer: a connection whose request was answered
+// while the server was already waiting for the next one (a server reads
+// on at once) is idle from the answer: it is ended by IdleTimeout, not by
+// RequestTimeout counted from its request.
+func TestRequestTimeoutAfterAnswer(t *testing.T) {
+	inner := loopback(t)
+	const request, idle = 300 * time.Millisecond, 900 * time.Millisecond
+	l := Listen(inner, Config{IdleTimeout: idle, RequestTimeout: request})
+	ended := make(chan int, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+		answered := make(chan struct{})
+		go func() {
+			// Answer while the next Read below waits with the request's
+			// deadline.
+			time.Sleep(100 * time.Millisecond)
+			c.Write([]byte("ok"))
+			close(answered)
+		}()
+		_, err = c.Read(buf)
+		<-answered
+		if err != nil {
+			ended <- 0
+		}
+	}()
+	c := dial(t, inner.Addr().String(), "")
+	c.Write([]byte("x"))
+	begin := time.Now()
+	select {
+	case <-ended:
+		d := time.Since(begin)
+		if d < idle-50*time.Millisecond {
+			t.Errorf("the answered connection was ended after %v, before its idle timeout %v", d, idle)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the idle connection was never ended")
+	}
+}
