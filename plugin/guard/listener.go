@@ -364,6 +364,7 @@ type conn struct {
 func (c *conn) Read(p []byte) (int, error) {
 	cfg := &c.l.cfg
 	timed := cfg.FirstByteTimeout > 0 || cfg.IdleTimeout > 0 || cfg.RequestTimeout > 0
+	slow := false // the deadline is RequestTimeout's
 	if timed {
 		var d time.Time
 		if !c.used.Load() && cfg.FirstByteTimeout > 0 {
@@ -373,7 +374,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		if cfg.RequestTimeout > 0 && c.busy.Load() {
 			if r := time.Unix(0, c.since.Load()).Add(cfg.RequestTimeout); d.IsZero() || r.Before(d) {
-				d = r // until an answer is written (Write)
+				d, slow = r, true
 			}
 		}
 		_ = c.Conn.SetReadDeadline(d)
@@ -389,7 +390,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.last.Store(now)
 	}
 	if timed && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		if cfg.RequestTimeout > 0 && c.busy.Load() {
+		if slow {
 			c.l.log.Info("connection closed: a request unfinished after the request timeout", "remote", c.RemoteAddr().String(),
 				"timeout", cfg.RequestTimeout)
 		} else {
@@ -403,17 +404,8 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if n > 0 {
-		now := time.Now()
-		c.last.Store(now.UnixNano())
-		if c.busy.Swap(false) && c.l.cfg.RequestTimeout > 0 {
-			// The Read waiting meanwhile has the request's deadline: the
-			// connection is idle now, and has the idle one.
-			var d time.Time
-			if c.l.cfg.IdleTimeout > 0 {
-				d = now.Add(c.l.cfg.IdleTimeout)
-			}
-			_ = c.Conn.SetReadDeadline(d)
-		}
+		c.busy.Store(false)
+		c.last.Store(time.Now().UnixNano())
 	}
 	return n, err
 }
