@@ -43,14 +43,6 @@ type StackConfig struct {
 // firstByteTimeout closes a SIP connection that sends nothing at all.
 const firstByteTimeout = 30 * time.Second
 
-// requestTimeout closes a SIP connection that has sent since its last
-// answer for this long without getting one: a request trickled a byte at
-// a time (slowloris), which would otherwise hold its connection for good
-// (a connection in the middle of a request is never closed for room). A
-// proxy's connection whose last request was an ACK (no answer) is closed
-// too, and the proxy opens a new one for its next request.
-const requestTimeout = 30 * time.Second
-
 // Dialogs is what the stack asks of the pusher (*push.Pusher): the BYEs
 // of its push sessions. ReadBye returns sipgo.ErrDialogDoesNotExists (or
 // ErrDialogOutsideDialog) for a BYE that is none of its own.
@@ -98,7 +90,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	tcp := guard.Listen(raw, guard.Config{
 		Name: "sip", MaxConns: cfg.MaxConns, MaxConnsPerHost: cfg.MaxConnsPerHost, Budget: cfg.Budget,
 		EvictIdle: true, FirstByteTimeout: min(firstByteTimeout, cfg.IdleTimeout), IdleTimeout: cfg.IdleTimeout,
-		RequestTimeout: min(requestTimeout, cfg.IdleTimeout), Logger: log,
+		Logger: log,
 	})
 	s := &Stack{tcp: tcp, udp: udp, log: log, host: host, port: port}
 	if cfg.Advertise != "" {

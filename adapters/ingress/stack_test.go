@@ -57,17 +57,9 @@ type testStack struct {
 
 func startStack(t *testing.T, trust Trust, e *fakeEngine) *testStack {
 	t.Helper()
-	return startStackWith(t, trust, e, StackConfig{})
-}
-
-// startStackWith is startStack with cfg's bounds (its Listen and Logger
-// are the test's).
-func startStackWith(t *testing.T, trust Trust, e *fakeEngine, cfg StackConfig) *testStack {
-	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Listen, cfg.Logger = "127.0.0.1:0", log
-	s, err := NewStack(cfg)
+	s, err := NewStack(StackConfig{Listen: "127.0.0.1:0", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,47 +438,5 @@ func TestStackCancelPending(t *testing.T) {
 	}
 	if got["CANCEL"] != 200 || got["INVITE"] != 487 {
 		t.Errorf("responses %v, want CANCEL 200 and INVITE 487", got)
-	}
-}
-
-// TestStackRequestTimeout: a SIP connection that trickles a request a
-// byte at a time, never finishing it (slowloris), is closed once it has
-// waited for an answer as long as the request timeout (here the idle
-// timeout's 1 s, which bounds it), although it is never idle; a request
-// sent whole on another connection is answered meanwhile.
-func TestStackRequestTimeout(t *testing.T) {
-	s := startStackWith(t, Trust{}, nil, StackConfig{IdleTimeout: time.Second})
-	addr := s.Stack.tcp.Addr()
-	slow, err := net.Dial("tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	partial := request("TCP", "z9hG4bKslow")
-	start := time.Now()
-	closed := make(chan time.Duration, 1)
-	go func() {
-		buf := make([]byte, 1)
-		slow.Read(buf) // returns when the server closes
-		closed <- time.Since(start)
-	}()
-	for i := 0; ; i++ {
-		select {
-		case d := <-closed:
-			if d < 900*time.Millisecond || d > 2500*time.Millisecond {
-				t.Errorf("the trickling connection was closed after %v, want about 1 s", d)
-			}
-			if res := exchangeTCP(t, addr, other("OPTIONS", "z9hG4bKwhole"), 2*time.Second); res == nil {
-				t.Errorf("a whole request got no answer")
-			}
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("the trickling connection is still open after %v", time.Since(start))
-		}
-		if i < len(partial)-4 { // never the blank line that ends it
-			slow.Write([]byte{partial[i]})
-		}
 	}
 }

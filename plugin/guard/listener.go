@@ -48,13 +48,6 @@ type Config struct {
 	// the peer had closed.
 	FirstByteTimeout time.Duration
 	IdleTimeout      time.Duration
-	// RequestTimeout, when set, closes a connection that has been busy
-	// (read since its last write: in the middle of a request, or of a
-	// pipeline of them) for this long without a write: a request
-	// trickled a byte at a time (slowloris) holds its connection, which
-	// is never evicted for room, no longer than this. Like the two
-	// above, it makes the Listener set the read deadline.
-	RequestTimeout time.Duration
 	// Refuse, when set, answers a connection that cannot be admitted
 	// (every connection in its way is busy) before it is closed, in a
 	// goroutine of its own (at most 16 at once; past that, closed
@@ -356,46 +349,29 @@ type conn struct {
 	accepted time.Time
 	used     atomic.Bool  // has read a byte
 	busy     atomic.Bool  // has read since its last write
-	since    atomic.Int64 // unix nano of the first read since its last write
 	last     atomic.Int64 // unix nano of the last read or write
 	removed  bool         // under l.b.mu
 }
 
 func (c *conn) Read(p []byte) (int, error) {
-	cfg := &c.l.cfg
-	timed := cfg.FirstByteTimeout > 0 || cfg.IdleTimeout > 0 || cfg.RequestTimeout > 0
-	slow := false // the deadline is RequestTimeout's
+	timed := c.l.cfg.FirstByteTimeout > 0 || c.l.cfg.IdleTimeout > 0
 	if timed {
 		var d time.Time
-		if !c.used.Load() && cfg.FirstByteTimeout > 0 {
-			d = c.accepted.Add(cfg.FirstByteTimeout)
-		} else if cfg.IdleTimeout > 0 {
-			d = time.Now().Add(cfg.IdleTimeout)
-		}
-		if cfg.RequestTimeout > 0 && c.busy.Load() {
-			if r := time.Unix(0, c.since.Load()).Add(cfg.RequestTimeout); d.IsZero() || r.Before(d) {
-				d, slow = r, true
-			}
+		if !c.used.Load() && c.l.cfg.FirstByteTimeout > 0 {
+			d = c.accepted.Add(c.l.cfg.FirstByteTimeout)
+		} else if c.l.cfg.IdleTimeout > 0 {
+			d = time.Now().Add(c.l.cfg.IdleTimeout)
 		}
 		_ = c.Conn.SetReadDeadline(d)
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		now := time.Now().UnixNano()
 		c.used.Store(true)
-		if !c.busy.Load() {
-			c.since.Store(now)
-			c.busy.Store(true)
-		}
-		c.last.Store(now)
+		c.busy.Store(true)
+		c.last.Store(time.Now().UnixNano())
 	}
 	if timed && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		if slow {
-			c.l.log.Info("connection closed: a request unfinished after the request timeout", "remote", c.RemoteAddr().String(),
-				"timeout", cfg.RequestTimeout)
-		} else {
-			c.l.log.Debug("idle connection closed", "remote", c.RemoteAddr().String())
-		}
+		c.l.log.Debug("idle connection closed", "remote", c.RemoteAddr().String())
 		return n, io.EOF
 	}
 	return n, err

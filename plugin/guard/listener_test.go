@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -315,81 +314,5 @@ func TestFirstByteAndIdleTimeouts(t *testing.T) {
 	<-errc
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Errorf("a connection that sent a byte was ended after %v, before its idle timeout", d)
-	}
-}
-
-// TestRequestTimeout: a connection that keeps sending a byte at a time
-// but never gets an answer (a request trickled out, slowloris) is ended
-// RequestTimeout after its first byte, although it is never idle; one
-// that is answered between its requests stays open.
-func TestRequestTimeout(t *testing.T) {
-	inner := loopback(t)
-	const timeout = 400 * time.Millisecond
-	l := Listen(inner, Config{IdleTimeout: 5 * time.Second, RequestTimeout: timeout})
-	ended := make(chan time.Duration, 2)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				start := time.Now()
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						ended <- time.Since(start)
-						return
-					}
-					// "!" ends a request: answer it, as a server does.
-					if bytes.IndexByte(buf[:n], '!') >= 0 {
-						if _, err := c.Write([]byte("ok")); err != nil {
-							return
-						}
-					}
-				}
-			}()
-		}
-	}()
-	slow := dial(t, inner.Addr().String(), "")
-	fast := dial(t, inner.Addr().String(), "")
-	stop := time.After(4 * timeout)
-	tick := time.NewTicker(timeout / 8)
-	defer tick.Stop()
-	slowOpen := true
-	for done := false; !done; {
-		select {
-		case <-tick.C:
-			if slowOpen {
-				if _, err := slow.Write([]byte("x")); err != nil {
-					slowOpen = false
-				}
-			}
-			if _, err := fast.Write([]byte("x!")); err != nil {
-				t.Fatalf("the answered connection was closed: %v", err)
-			}
-			buf := make([]byte, 2)
-			fast.SetReadDeadline(time.Now().Add(time.Second))
-			if _, err := io.ReadFull(fast, buf); err != nil {
-				t.Fatalf("the answered connection: %v", err)
-			}
-		case d := <-ended:
-			if d < timeout-50*time.Millisecond || d > timeout+300*time.Millisecond {
-				t.Errorf("the trickling connection ended after %v, want about %v", d, timeout)
-			}
-			slowOpen = false
-		case <-stop:
-			done = true
-		}
-	}
-	select {
-	case d := <-ended:
-		t.Errorf("a second connection ended (after %v): the answered one must stay", d)
-	default:
-	}
-	if slowOpen {
-		t.Errorf("the trickling connection was never ended")
 	}
 }
