@@ -650,7 +650,7 @@ func TestDirectPct(t *testing.T) {
 func TestDirectStoreCSeqForms(t *testing.T) {
 	_, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
 	ok := directMessages[0].raw
-	for _, cseq := range []string{"CSeq: 2147483647 MESSAGE", "cseq:  1\t MESSAGE ", "CSEQ: 0001 MESSAGE", "CSeq: 1\r\n MESSAGE"} {
+	for _, cseq := range []string{"CSeq: 2147483647 MESSAGE", "cseq:  1\t MESSAGE ", "CSEQ: 0001 MESSAGE", "CSeq: 1\r\n MESSAGE", "CSeq: 000000000002147483647 MESSAGE"} {
 		raw := strings.Replace(ok, "CSeq: 1 MESSAGE", cseq, 1)
 		if raw == ok && cseq != "CSeq: 1 MESSAGE" {
 			t.Fatalf("the test message has no CSeq: 1 MESSAGE")

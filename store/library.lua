@@ -1468,7 +1468,7 @@ local function readmessage(raw)
   if method ~= 'MESSAGE' then return nil, 400 end
   -- The SIP ingress's checkCSeq: one CSeq, its number 1 to 2^31-1, its
   -- method the request's (a page is numbered from it).
-  local seq, cmethod = string.match(cseq or '', '^(%d+)[ \t]+([^ \t]+)$')
+  local seq, cmethod = string.match(cseq or '', '^0*(%d+)[ \t]+([^ \t]+)$')
   if not seq or cmethod ~= method or #seq > 10 or tonumber(seq) < 1 or tonumber(seq) > 2147483647 then
     return nil, 400
   end
@@ -1953,7 +1953,7 @@ end}
 redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
   local page = args[9] == 'page' and string.match(args[10] or '', '^%w+$')
   unpct(args, 8)
-  if controls(args, 8) then return redis.error_reply('ERR dp_register: a control character in an argument') end
+  if controls(args, 13) then return redis.error_reply('ERR dp_register: a control character in an argument') end
   local lim = limitsOf() or {}
   local aor = canonical(unset(args[1]), sensitiveOf(lim))
   if not aor then return redis.error_reply('ERR dp_register: not a plain SIP AOR') end

@@ -36,8 +36,8 @@ func checkToken(token string) error {
 // trip of [ZADD LT dp:mailboxes, FCALL dp_append, HINCRBY stored]
 // pipelined. Either is batched with the appends of other goroutines by
 // go-redis's autopipeliner (in order: one goroutine's commands run in the
-// order sent). Once queued, the commands run even if ctx ends; Append then
-// still waits for them, bounded by the client's read and write timeouts. A
+// order sent). Once queued, the commands run even if ctx ends; Append
+// waits for them until ctx ends or stallBound passes (settle). A
 // batch that go-redis retries after a dropped connection is harmless:
 // dp_append stores an ID once. The index entry is written with (or, in a
 // cluster, before or beside) the message: the sweeper unindexes a mailbox
@@ -76,7 +76,7 @@ func (r *Redis) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 		// Stored or not is unknown (stored, when not replicated): an
 		// Append of the same m (same ID) again is safe.
 		if !errors.Is(err, ErrNotReplicated) {
-			r.c.HIncrBy(ctx, statsKey, "stored", -1)
+			r.c.HIncrBy(context.WithoutCancel(ctx), statsKey, "stored", -1)
 		}
 		return err
 	}
@@ -121,7 +121,7 @@ func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin
 	r.addRecentMember(ctx, c, aor)
 	queued := r.fn.queue(ctx, c, "dp_append", keys, args...)
 	if r.batch != nil {
-		if err := settle(ctx, func() { _ = queued.Err() }); err != nil {
+		if err := settle(ctx, func() { _ = queued.Err() }, nil); err != nil {
 			return err
 		}
 	}
@@ -185,7 +185,7 @@ func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys [
 	// In a cluster the counter lives on another node than the mailbox:
 	// wait for it too, so that Totals read after Append counts it.
 	if r.batch != nil {
-		if err := settle(ctx, func() { _, _ = counted.Err(), cmd.Err() }); err != nil {
+		if err := settle(ctx, func() { _, _ = counted.Err(), cmd.Err() }, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -299,8 +299,10 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 		// that the push is cancelled either way.
 		read.contact, read.settings = p.Get(ctx, contactKey(aor)), p.Get(ctx, settingsKey(aor))
 	}
-	if err := r.exec(ctx, p); err != nil {
-		return nil, err // the lease, if taken, lapses (or Unlock drops it)
+	if err := r.exec(ctx, p, nil); err != nil {
+		// The claim may still run: the caller's Unlock, behind it on
+		// the same connection, drops what it took.
+		return nil, err
 	}
 	res, err := r.fn.again(ctx, cmd, "dp_claim", keys, args...).Slice()
 	if err != nil {
@@ -350,17 +352,16 @@ func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []str
 	p := r.pipeline()
 	cmd := r.fn.queue(ctx, p, "dp_ack", keys, args...)
 	counted := p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
-	if err := r.exec(ctx, p); err != nil {
+	if err := r.exec(ctx, p, func() { r.uncount(ctx, cmd, len(ids)) }); err != nil {
 		return 0, err
 	}
 	_ = counted.Err() // see Append
-	res, err := r.fn.again(ctx, cmd, "dp_ack", keys, args...).Slice()
+	cmd = r.fn.again(ctx, cmd, "dp_ack", keys, args...)
+	r.uncount(ctx, cmd, len(ids))
+	res, err := cmd.Slice()
 	acked := int64(-1)
 	if err == nil {
 		acked = res[0].(int64)
-	}
-	if missed := int64(len(ids)) - max(acked, 0); missed > 0 {
-		r.c.HIncrBy(ctx, statsKey, "pushed", -missed)
 	}
 	switch {
 	case err != nil:
@@ -417,19 +418,23 @@ func (r *Redis) pipeline() redis.Pipeliner {
 
 // exec runs p (from pipeline). Errors are per command, but for a Redis
 // that did not answer in time (settle), when none of p's results may be
-// read.
-func (r *Redis) exec(ctx context.Context, p redis.Pipeliner) error {
+// read; after, if not nil, then runs in the background once they are
+// (to take back what a call that gave up had counted).
+func (r *Redis) exec(ctx context.Context, p redis.Pipeliner, after func()) error {
 	if r.batch == nil {
-		_, _ = p.Exec(ctx) // bounded by ctx and the client's read timeout
+		_, _ = p.Exec(ctx) // bounded by the client's read timeout
 		return nil
 	}
-	return settle(ctx, func() { _, _ = p.Exec(ctx) })
+	return settle(ctx, func() { _, _ = p.Exec(ctx) }, after)
 }
 
 // stallBound is how long a call on the autopipeliner waits for Redis
 // when its context has no earlier deadline: go-redis's default read
-// timeout, which bounds every other command (the full-duplex
-// connection's reader waits without one).
+// timeout. The autopipeliner's connection bounds each reply by that
+// timeout too, but then replays what was unanswered on a new connection
+// (MaxRetries times), so that its wait for a stalled Redis is several
+// times the timeout; a call gives up at this bound and leaves the replay
+// to finish (settle).
 const stallBound = 3 * time.Second
 
 // bounded returns ctx with a deadline no later than stallBound from now,
@@ -452,8 +457,9 @@ var errStalled = errors.New("redis did not answer within " + stallBound.String()
 // CLIENT PAUSE, a frozen host). Queued commands cannot be taken back:
 // they run when Redis wakes (an Append then stores the message its
 // caller was told failed, whose sender may send it again: a duplicate,
-// never a loss), and wait goes on in the background until they have.
-func settle(ctx context.Context, wait func()) error {
+// never a loss), and wait goes on in the background until they have,
+// then after (if not nil).
+func settle(ctx context.Context, wait func(), after func()) error {
 	done := make(chan struct{})
 	go func() {
 		wait()
@@ -463,7 +469,30 @@ func settle(ctx context.Context, wait func()) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		select {
+		case <-done: // both ready: the answer counts
+			return nil
+		default:
+		}
+		if after != nil {
+			go func() {
+				<-done
+				after()
+			}()
+		}
 		return fmt.Errorf("no answer from redis in time: %w", context.Cause(ctx))
+	}
+}
+
+// uncount takes back from dp:stats' pushed, counted with the ack or
+// finish cmd (answered) of n ids, those it did not ack.
+func (r *Redis) uncount(ctx context.Context, cmd *redis.Cmd, n int) {
+	acked := int64(-1)
+	if res, err := cmd.Slice(); err == nil {
+		acked = res[0].(int64)
+	}
+	if missed := int64(n) - max(acked, 0); n > 0 && missed > 0 {
+		r.c.HIncrBy(context.WithoutCancel(ctx), statsKey, "pushed", -missed)
 	}
 }
 
@@ -582,20 +611,18 @@ func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []
 	if len(ids) > 0 {
 		counted = p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 	}
-	if err := r.exec(ctx, p); err != nil {
+	if err := r.exec(ctx, p, func() { r.uncount(ctx, cmd, len(ids)) }); err != nil {
 		return 0, err
 	}
 	if counted != nil {
 		_ = counted.Err() // see Append
 	}
 	cmd = r.fn.again(ctx, cmd, "dp_finish", keys, args...)
+	r.uncount(ctx, cmd, len(ids))
 	res, err := cmd.Slice()
 	acked := int64(-1)
 	if err == nil {
 		acked = res[0].(int64)
-	}
-	if missed := int64(len(ids)) - max(acked, 0); len(ids) > 0 && missed > 0 {
-		r.c.HIncrBy(ctx, statsKey, "pushed", -missed)
 	}
 	switch {
 	case err != nil:
@@ -617,7 +644,17 @@ func (r *Redis) leaseOp(ctx context.Context, name string, aor plugin.AOR, token 
 	if err := r.ready(ctx); err != nil {
 		return 0, err
 	}
-	n, err := r.fn.run(ctx, name, mailboxKeys(aor), append([]any{token}, args...)...).Int()
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
+	// On the claims' connection, behind them: an Unlock after a claim
+	// that gave up (settle) drops what that claim takes when it runs.
+	keys, args := mailboxKeys(aor), append([]any{token}, args...)
+	p := r.pipeline()
+	cmd := r.fn.queue(ctx, p, name, keys, args...)
+	if err := r.exec(ctx, p, nil); err != nil {
+		return 0, err
+	}
+	n, err := r.fn.again(ctx, cmd, name, keys, args...).Int()
 	if err != nil {
 		return 0, err
 	}

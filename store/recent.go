@@ -32,7 +32,18 @@ func (r *Redis) polled(ctx context.Context) bool {
 	if now-last < int64(recentCheck) || !r.recent.checked.CompareAndSwap(last, now) {
 		return r.recent.on.Load()
 	}
-	n, err := r.c.Exists(ctx, recentOnKey).Result()
+	var n int64
+	var err error
+	if r.batch != nil {
+		// On the autopipeliner, within the call's bound (settle): a
+		// stalled Redis costs the store that reads one wait, not two.
+		cmd := r.batch.Exists(ctx, recentOnKey)
+		if err = settle(ctx, func() { _ = cmd.Err() }, nil); err == nil {
+			n, err = cmd.Result()
+		}
+	} else {
+		n, err = r.c.Exists(ctx, recentOnKey).Result()
+	}
 	if err == nil {
 		r.recent.on.Store(n > 0)
 	}

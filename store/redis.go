@@ -127,9 +127,6 @@ func New(cfg Config) (*Redis, error) {
 		if err != nil {
 			return nil, err
 		}
-		// A call's deadline bounds its wait for Redis (see bounded), not
-		// only the read timeout.
-		opts.ContextTimeoutEnabled = true
 		r.c = redis.NewUniversalClient(opts)
 		r.closers = append(r.closers, r.c.Close)
 	}

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestStallBounded(t *testing.T) {
 	}
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer admin.Close()
-	const pause = 6 * time.Second
+	const pause = 9 * time.Second
 	paused := time.Now()
 	if err := admin.Do(ctx, "CLIENT", "PAUSE", pause.Milliseconds(), "ALL").Err(); err != nil {
 		t.Fatal(err)
@@ -54,6 +55,10 @@ func TestStallBounded(t *testing.T) {
 			_, err := s.Claim(ctx, aor, "stall-token", 10, time.Minute)
 			return err
 		}},
+		// The push that gave up on its claim lets go of the lease: the
+		// claim still runs when Redis wakes, and the Unlock, behind it on
+		// the same connection, drops what it took.
+		{"Unlock", 500 * time.Millisecond, func(ctx context.Context) error { return s.Unlock(ctx, aor, "stall-token") }},
 		{"Append without a deadline", 0, func(ctx context.Context) error { return s.Append(ctx, msg(), plugin.Limits{}) }},
 	} {
 		cctx, cancel := ctx, context.CancelFunc(func() {})
@@ -77,9 +82,29 @@ func TestStallBounded(t *testing.T) {
 		}
 		t.Logf("%s: %v after %v", c.name, err, took.Round(time.Millisecond))
 	}
-	// Redis wakes: what was stored before is there.
+	// Redis wakes: what was stored before is there, and no lease is left
+	// held by the claim that ran after its caller gave up.
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	for {
+		got, err := s.Claim(waitCtx, aor, "after-token", 10, time.Minute)
+		if err == nil {
+			if len(got) == 0 {
+				t.Errorf("claim after the stall: nothing, want the messages stored")
+			}
+			break
+		}
+		if errors.Is(err, plugin.ErrLeaseLost) || waitCtx.Err() != nil {
+			t.Fatalf("claim after the stall: %v (the stalled claim's lease was left held)", err)
+		}
+		// Still stalled: let go as a push does (this claim too runs
+		// when Redis wakes), and try again.
+		_ = s.Unlock(waitCtx, aor, "after-token")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.Unlock(ctx, aor, "after-token"); err != nil {
+		t.Fatal(err)
+	}
 	for {
 		page, err := s.List(waitCtx, aor, 0, 0)
 		if err == nil {

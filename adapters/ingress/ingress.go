@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -200,9 +201,15 @@ func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 // newSessionStore checks a session INVITE: an MSRP offer, a recipient,
 // the head of the INVITE to store with each message, storing switched on.
 func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sessionStore, sdp.Media, error) {
-	// sipgo's parser checked the number (below 2^31), not the method
-	// (RFC 3261 §8.1.1.5).
-	if cs := req.CSeq(); cs == nil || cs.MethodName != req.Method {
+	// checkCSeq's rule, on what sipgo parsed (a number below 2^32; the
+	// method is what follows the first blank, blanks and all).
+	cs := req.CSeq()
+	switch {
+	case len(req.GetHeaders("CSeq")) != 1 || cs == nil:
+		return nil, sdp.Media{}, fmt.Errorf("%w: not one CSeq header", plugin.ErrMalformed)
+	case cs.SeqNo == 0 || cs.SeqNo > 1<<31-1:
+		return nil, sdp.Media{}, fmt.Errorf("%w: CSeq number %d is not 1 to 2147483647", plugin.ErrMalformed, cs.SeqNo)
+	case strings.Trim(string(cs.MethodName), " \t") != string(req.Method):
 		return nil, sdp.Media{}, fmt.Errorf("%w: the CSeq method is not INVITE", plugin.ErrMalformed)
 	}
 	offer, err := sdp.Parse(req.Body())

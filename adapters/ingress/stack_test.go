@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -329,6 +330,12 @@ func TestStackCSeq(t *testing.T) {
 		invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 MESSAGE").Replace(request(tr, "cseqinv"+tr, secret))
 		if res := exchange(t, addr, invite, 5*time.Second); res == nil || res.StatusCode != 400 {
 			t.Errorf("%s: INVITE with CSeq 1 MESSAGE: %v, want 400", tr, res)
+		}
+		for i, cseq := range []string{"CSeq: 0 INVITE", "CSeq: 1 INVITE\r\nCSeq: 2 INVITE"} {
+			invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", cseq).Replace(request(tr, fmt.Sprintf("cseqinv%d%s", i, tr), secret))
+			if res := exchange(t, addr, invite, 5*time.Second); res == nil || res.StatusCode != 400 {
+				t.Errorf("%s: INVITE with %q: %v, want 400", tr, cseq, res)
+			}
 		}
 		if n := len(s.engine.messages()); n != 0 {
 			t.Fatalf("%s: stored %d, want 0", tr, n)

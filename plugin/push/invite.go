@@ -86,32 +86,47 @@ func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, loca
 	if err != nil {
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
-	provisional := false // onResponse runs in WaitAnswer, on this goroutine
-	onResponse := func(res *sip.Response) error {
-		provisional = provisional || res.IsProvisional()
-		return nil
-	}
-	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{OnResponse: onResponse}); err != nil {
-		dlg.Close()
+	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{}); err != nil {
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) {
+			dlg.Close()
 			reason := errors.New(de.Res.Reason)
 			if refusesMSRP(de.Res.StatusCode) {
 				reason = fmt.Errorf("%w: %s", plugin.ErrMSRPRefused, de.Res.Reason)
 			}
 			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: reason}
 		}
+		last := dlg.InviteResponse // the last answer WaitAnswer read
 		switch {
 		case ictx.Err() == nil || ctx.Err() != nil:
-		case provisional || dlg.InviteResponse != nil:
+		case last != nil && last.IsSuccess():
+			// Answered while waiting to CANCEL: sipgo gives up on the
+			// dialog; end the session it set up at the client.
+			p.endLate(dlg)
+			err = fmt.Errorf("answered %d after invite_timeout %v, while cancelling: session ended (ACK, BYE): %w",
+				last.StatusCode, time.Duration(t.Policy.InviteTimeout), err)
+		case last != nil && last.IsProvisional():
 			err = fmt.Errorf("no answer within %v (cancelled): %w", time.Duration(t.Policy.InviteTimeout), err)
 		default:
 			err = fmt.Errorf("no answer within %v, and no provisional one: not cancellable (RFC 3261 §9.1), ended at the INVITE's timeout: %w",
 				time.Duration(t.Policy.InviteTimeout), err)
 		}
+		dlg.Close()
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
 	return dlg, nil
+}
+
+// endLate ACKs and BYEs a session the client accepted after the push had
+// given up on it (best effort, within a few seconds): the client would
+// otherwise hold it until its own 2xx retransmissions time out.
+func (p *Pusher) endLate(dlg *sipgo.DialogClientSession) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := dlg.Ack(ctx); err != nil {
+		return
+	}
+	_ = dlg.Bye(ctx)
 }
 
 // refusesMSRP reports whether a final answer to the INVITE refuses the
