@@ -120,10 +120,8 @@ func (r *Redis) appendIndexed(ctx context.Context, m *plugin.Message, lim plugin
 	}
 	r.addRecentMember(ctx, c, aor)
 	queued := r.fn.queue(ctx, c, "dp_append", keys, args...)
-	if r.batch != nil {
-		if err := settle(ctx, func() { _ = queued.Err() }, nil); err != nil {
-			return err
-		}
+	if err := r.await(ctx, queued); err != nil {
+		return err
 	}
 	res, err := r.fn.again(ctx, queued, "dp_append", keys, args...).Slice()
 	if err != nil {
@@ -161,35 +159,23 @@ func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string,
 }
 
 // runAppend indexes the mailbox, runs dp_append and counts the message
-// stored in one round trip (on the batcher when there is one), and returns
-// dp_append's result.
+// stored in one round trip (a pipeline: on the autopipeliner when there
+// is one), and returns dp_append's result.
 func (r *Redis) runAppend(ctx context.Context, aor plugin.AOR, exp int64, keys []string, args []any) ([]any, error) {
 	if r.replicas > 0 {
 		return r.runAppendReplicated(ctx, aor, exp, keys, args)
 	}
-	var cmd *redis.Cmd
-	var counted *redis.IntCmd
-	if r.batch != nil {
-		r.batch.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		r.addRecent(ctx, r.batch, aor)
-		cmd = r.fn.queue(ctx, r.batch, "dp_append", keys, args...)
-		counted = r.batch.HIncrBy(ctx, statsKey, "stored", 1)
-	} else {
-		pipe := r.c.Pipeline()
-		pipe.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
-		r.addRecent(ctx, pipe, aor)
-		cmd = r.fn.queue(ctx, pipe, "dp_append", keys, args...)
-		counted = pipe.HIncrBy(ctx, statsKey, "stored", 1)
-		_, _ = pipe.Exec(ctx) // errors are per command
-	}
+	p := r.pipeline()
+	p.ZAddLT(ctx, mailboxesKey, redis.Z{Score: float64(exp), Member: aor.String()})
+	r.addRecent(ctx, p, aor)
+	cmd := r.fn.queue(ctx, p, "dp_append", keys, args...)
 	// In a cluster the counter lives on another node than the mailbox:
-	// wait for it too, so that Totals read after Append counts it.
-	if r.batch != nil {
-		if err := settle(ctx, func() { _, _ = counted.Err(), cmd.Err() }, nil); err != nil {
-			return nil, err
-		}
+	// the pipeline waits for it too, so that Totals read after Append
+	// counts it.
+	p.HIncrBy(ctx, statsKey, "stored", 1)
+	if err := r.exec(ctx, p, nil); err != nil {
+		return nil, err
 	}
-	_ = counted.Err()
 	return r.fn.again(ctx, cmd, "dp_append", keys, args...).Slice()
 }
 
@@ -351,11 +337,10 @@ func (r *Redis) ack(ctx context.Context, aor plugin.AOR, token string, ids []str
 	}
 	p := r.pipeline()
 	cmd := r.fn.queue(ctx, p, "dp_ack", keys, args...)
-	counted := p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
+	p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 	if err := r.exec(ctx, p, func() { r.uncount(ctx, cmd, len(ids)) }); err != nil {
 		return 0, err
 	}
-	_ = counted.Err() // see Append
 	cmd = r.fn.again(ctx, cmd, "dp_ack", keys, args...)
 	r.uncount(ctx, cmd, len(ids))
 	res, err := cmd.Slice()
@@ -426,6 +411,21 @@ func (r *Redis) exec(ctx context.Context, p redis.Pipeliner, after func()) error
 		return nil
 	}
 	return settle(ctx, func() { _, _ = p.Exec(ctx) }, after)
+}
+
+// await waits for cmds queued on the autopipeliner (one by one, not in a
+// pipeline) as exec does for a pipeline: nil once Redis has answered
+// them, an error when the call's bound passes first (settle). Without
+// the autopipeliner it returns at once: the commands have run.
+func (r *Redis) await(ctx context.Context, cmds ...redis.Cmder) error {
+	if r.batch == nil {
+		return nil
+	}
+	return settle(ctx, func() {
+		for _, c := range cmds {
+			_ = c.Err()
+		}
+	}, nil)
 }
 
 // stallBound is how long a call on the autopipeliner waits for Redis
@@ -605,17 +605,13 @@ func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []
 	if err != nil {
 		return 0, err
 	}
-	var counted *redis.IntCmd
 	p := r.pipeline()
 	cmd := r.fn.queue(ctx, p, "dp_finish", keys, args...)
 	if len(ids) > 0 {
-		counted = p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
+		p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 	}
 	if err := r.exec(ctx, p, func() { r.uncount(ctx, cmd, len(ids)) }); err != nil {
 		return 0, err
-	}
-	if counted != nil {
-		_ = counted.Err() // see Append
 	}
 	cmd = r.fn.again(ctx, cmd, "dp_finish", keys, args...)
 	r.uncount(ctx, cmd, len(ids))

@@ -32,20 +32,16 @@ func (r *Redis) polled(ctx context.Context) bool {
 	if now-last < int64(recentCheck) || !r.recent.checked.CompareAndSwap(last, now) {
 		return r.recent.on.Load()
 	}
-	var n int64
-	var err error
+	// On the autopipeliner when there is one, within the call's bound
+	// (await): a stalled Redis costs the store that reads one wait, not
+	// two.
+	var c redis.Cmdable = r.c
 	if r.batch != nil {
-		// On the autopipeliner, within the call's bound (settle): a
-		// stalled Redis costs the store that reads one wait, not two.
-		cmd := r.batch.Exists(ctx, recentOnKey)
-		if err = settle(ctx, func() { _ = cmd.Err() }, nil); err == nil {
-			n, err = cmd.Result()
-		}
-	} else {
-		n, err = r.c.Exists(ctx, recentOnKey).Result()
+		c = r.batch
 	}
-	if err == nil {
-		r.recent.on.Store(n > 0)
+	cmd := c.Exists(ctx, recentOnKey)
+	if r.await(ctx, cmd) == nil && cmd.Err() == nil {
+		r.recent.on.Store(cmd.Val() > 0)
 	}
 	return r.recent.on.Load()
 }

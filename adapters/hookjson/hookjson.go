@@ -150,6 +150,17 @@ func Text(s string) error {
 	return nil
 }
 
+// Texts checks fields given as name, value pairs with Text, and returns
+// the name of the first that fails, with Text's error.
+func Texts(nameValues ...string) (string, error) {
+	for i := 0; i+1 < len(nameValues); i += 2 {
+		if err := Text(nameValues[i+1]); err != nil {
+			return nameValues[i], err
+		}
+	}
+	return "", nil
+}
+
 // SIPURI checks a contact URI of a registration, which the push sends
 // its INVITE or MESSAGE to: no control characters (Text), a sip: or
 // sips: URI that sipgo parses (as the push does), with a host (a name,

@@ -66,13 +66,9 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 	// Path becomes Route headers) or the store; none comes so from
 	// Kamailio. The Path is checked whole: splitting drops what follows a
 	// '>'.
-	for _, f := range []struct {
-		name string
-		v    hookjson.String
-	}{{"received", r.Received}, {"instance", r.Instance}, {"user_agent", r.UserAgent}, {"path", r.Path}} {
-		if err := hookjson.Text(f.v.String()); err != nil {
-			return plugin.Registration{}, &plugin.FieldError{Field: f.name, Problem: err.Error()}
-		}
+	if name, err := hookjson.Texts("received", r.Received.String(), "instance", r.Instance.String(),
+		"user_agent", r.UserAgent.String(), "path", r.Path.String()); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: name, Problem: err.Error()}
 	}
 	return plugin.Registration{
 		AOR:     aor,

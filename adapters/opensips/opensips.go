@@ -76,12 +76,9 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 	// A control character would be copied into the push's requests (the
 	// Path becomes Route headers) or the store; none comes so from
 	// OpenSIPS. The Path is checked whole, before the split trims it.
-	for _, f := range []struct{ name, v string }{
-		{"received", e.Received}, {"instance", e.Instance}, {"user_agent", e.UserAgent}, {"path", e.Path},
-	} {
-		if err := hookjson.Text(strings.TrimSpace(f.v)); err != nil {
-			return plugin.Registration{}, &plugin.FieldError{Field: f.name, Problem: err.Error()}
-		}
+	if name, err := hookjson.Texts("received", strings.TrimSpace(e.Received), "instance", strings.TrimSpace(e.Instance),
+		"user_agent", strings.TrimSpace(e.UserAgent), "path", strings.TrimSpace(e.Path)); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: name, Problem: err.Error()}
 	}
 	var path []string
 	for _, p := range strings.Split(e.Path, ",") {
