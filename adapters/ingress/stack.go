@@ -36,6 +36,10 @@ type StackConfig struct {
 	// that sends nothing at all is closed after 30 s. Zero means 5
 	// minutes.
 	IdleTimeout time.Duration
+	// RequestTimeout closes an accepted TCP connection whose message has
+	// been arriving for this long from its first octet, whatever trickles
+	// in meanwhile (as Kamailio's tcp_msg_read_timeout). Zero means 20 s.
+	RequestTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -85,11 +89,15 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 20 * time.Second
+	}
 	// sipgo's accept loop returns on any error and sets no read deadline
 	// of its own: the guard retries, bounds and times out for it.
 	tcp := guard.Listen(raw, guard.Config{
 		Name: "sip", MaxConns: cfg.MaxConns, MaxConnsPerHost: cfg.MaxConnsPerHost, Budget: cfg.Budget,
 		EvictIdle: true, FirstByteTimeout: min(firstByteTimeout, cfg.IdleTimeout), IdleTimeout: cfg.IdleTimeout,
+		NewFramer: newSIPFramer, RequestTimeout: cfg.RequestTimeout,
 		Logger: log,
 	})
 	s := &Stack{tcp: tcp, udp: udp, log: log, host: host, port: port}

@@ -58,9 +58,17 @@ type testStack struct {
 
 func startStack(t *testing.T, trust Trust, e *fakeEngine) *testStack {
 	t.Helper()
+	return startStackConfig(t, StackConfig{}, trust, e)
+}
+
+// startStackConfig is startStack with cfg's timeouts and bounds (its
+// Listen and Logger are the test's).
+func startStackConfig(t *testing.T, cfg StackConfig, trust Trust, e *fakeEngine) *testStack {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := NewStack(StackConfig{Listen: "127.0.0.1:0", Logger: log})
+	cfg.Listen, cfg.Logger = "127.0.0.1:0", log
+	s, err := NewStack(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +162,13 @@ func exchangeTCP(t *testing.T, addr net.Addr, raw string, wait time.Duration) *s
 		t.Fatal(err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(wait))
-	br := bufio.NewReader(c)
+	return readTCP(t, bufio.NewReader(c))
+}
+
+// readTCP reads responses from br until a final one, which it returns;
+// nil when the connection closed or its read deadline passed first.
+func readTCP(t *testing.T, br *bufio.Reader) *sip.Response {
+	t.Helper()
 	for {
 		var msg bytes.Buffer
 		length := 0

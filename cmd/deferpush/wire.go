@@ -120,7 +120,8 @@ func (s *server) openSIP(context.Context) error {
 	stack, err := ingress.NewStack(ingress.StackConfig{
 		Listen: s.cfg.SIP.Listen, Advertise: s.cfg.SIP.Advertise,
 		MaxConns: s.cfg.SIP.MaxConnections, MaxConnsPerHost: s.cfg.SIP.MaxConnectionsPerHost,
-		IdleTimeout: s.cfg.SIP.IdleTimeout, Budget: s.budget, Logger: s.log,
+		IdleTimeout: s.cfg.SIP.IdleTimeout, RequestTimeout: s.cfg.SIP.RequestTimeout,
+		Budget: s.budget, Logger: s.log,
 	})
 	if err != nil {
 		return err

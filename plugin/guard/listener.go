@@ -48,6 +48,14 @@ type Config struct {
 	// the peer had closed.
 	FirstByteTimeout time.Duration
 	IdleTimeout      time.Duration
+	// NewFramer, when set, gives each connection a Framer that reads its
+	// byte stream as the protocol frames it, and RequestTimeout closes a
+	// connection whose message has been arriving for this long (from its
+	// first byte; a peer trickling a request a byte at a time holds its
+	// connection no longer). Between messages IdleTimeout applies, as
+	// without a Framer. RequestTimeout needs a Framer.
+	NewFramer      func() Framer
+	RequestTimeout time.Duration
 	// Refuse, when set, answers a connection that cannot be admitted
 	// (every connection in its way is busy) before it is closed, in a
 	// goroutine of its own (at most 16 at once; past that, closed
@@ -55,6 +63,16 @@ type Config struct {
 	Refuse func(c net.Conn)
 	// Logger; nil discards.
 	Logger *slog.Logger
+}
+
+// A Framer follows one connection's byte stream as its protocol frames
+// messages, so that the Listener can tell a connection that is between
+// messages from one in the middle of one.
+type Framer interface {
+	// Feed takes the bytes next read. open reports whether they end
+	// inside a message (one has begun and not ended); began, whether that
+	// open message began within them.
+	Feed(p []byte) (open, began bool)
 }
 
 // Budget bounds the connections of several Listeners together, so that
@@ -181,6 +199,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		delay = 0
 		c := &conn{Conn: nc, l: l, src: sourceKey(SourceOf(nc.RemoteAddr())), accepted: time.Now()}
+		if l.cfg.NewFramer != nil {
+			c.framer = l.cfg.NewFramer()
+		}
 		c.last.Store(c.accepted.UnixNano())
 		victims, ok := l.b.admit(c)
 		l.closeVictims(victims)
@@ -351,27 +372,52 @@ type conn struct {
 	busy     atomic.Bool  // has read since its last write
 	last     atomic.Int64 // unix nano of the last read or write
 	removed  bool         // under l.b.mu
+
+	// Read's own, when the listener has a Framer: the time the message
+	// arriving began (zero between messages).
+	framer   Framer
+	msgStart time.Time
 }
 
 func (c *conn) Read(p []byte) (int, error) {
-	timed := c.l.cfg.FirstByteTimeout > 0 || c.l.cfg.IdleTimeout > 0
+	cfg := &c.l.cfg
+	timed := cfg.FirstByteTimeout > 0 || cfg.IdleTimeout > 0 || cfg.RequestTimeout > 0
+	inRequest := false
 	if timed {
 		var d time.Time
-		if !c.used.Load() && c.l.cfg.FirstByteTimeout > 0 {
-			d = c.accepted.Add(c.l.cfg.FirstByteTimeout)
-		} else if c.l.cfg.IdleTimeout > 0 {
-			d = time.Now().Add(c.l.cfg.IdleTimeout)
+		switch {
+		case !c.used.Load() && cfg.FirstByteTimeout > 0:
+			d = c.accepted.Add(cfg.FirstByteTimeout)
+		case !c.msgStart.IsZero() && cfg.RequestTimeout > 0:
+			d = c.msgStart.Add(cfg.RequestTimeout)
+			inRequest = true
+		case cfg.IdleTimeout > 0:
+			d = time.Now().Add(cfg.IdleTimeout)
 		}
 		_ = c.Conn.SetReadDeadline(d)
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
+		now := time.Now()
 		c.used.Store(true)
 		c.busy.Store(true)
-		c.last.Store(time.Now().UnixNano())
+		c.last.Store(now.UnixNano())
+		if c.framer != nil {
+			switch open, began := c.framer.Feed(p[:n]); {
+			case !open:
+				c.msgStart = time.Time{}
+			case began:
+				c.msgStart = now
+			}
+		}
 	}
 	if timed && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		c.l.log.Debug("idle connection closed", "remote", c.RemoteAddr().String())
+		if inRequest && c.l.throttle() {
+			c.l.log.Info("connection closed: a message still incomplete after the request timeout",
+				"remote", c.RemoteAddr().String(), "timeout", cfg.RequestTimeout)
+		} else if !inRequest {
+			c.l.log.Debug("idle connection closed", "remote", c.RemoteAddr().String())
+		}
 		return n, io.EOF
 	}
 	return n, err

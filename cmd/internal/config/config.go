@@ -159,6 +159,11 @@ type SIPConfig struct {
 	// this long (the proxy reconnects for its next request); one that
 	// sends nothing at all is closed after 30 s. Zero means 5m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// RequestTimeout closes a TCP connection whose SIP message has been
+	// arriving for this long from its first octet (a peer trickling a
+	// request holds its connection no longer). Zero means 20s, as
+	// Kamailio's tcp_msg_read_timeout.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
 }
 
 // IngressOn reports whether the SIP ingress is on.
@@ -315,6 +320,9 @@ func (c *Config) defaults() {
 	}
 	if c.SIP.IdleTimeout == 0 {
 		c.SIP.IdleTimeout = 5 * time.Minute
+	}
+	if c.SIP.RequestTimeout == 0 {
+		c.SIP.RequestTimeout = 20 * time.Second
 	}
 	if c.MSRP.Timeout == 0 {
 		c.MSRP.Timeout = 30 * time.Second
@@ -496,6 +504,8 @@ func (c SIPConfig) validate() error {
 		return bad("sip.rate_burst", "must be at least 1 when sip.rate_limit is set")
 	case c.IdleTimeout < time.Second:
 		return bad("sip.idle_timeout", "must be at least 1s")
+	case c.RequestTimeout < time.Second:
+		return bad("sip.request_timeout", "must be at least 1s")
 	}
 	return validConns("sip", c.MaxConnections, c.MaxConnectionsPerHost)
 }

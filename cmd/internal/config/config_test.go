@@ -32,7 +32,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Hooks: HooksConfig{Listen: "127.0.0.1:8710", RateLimit: 10000, RateBurst: 20000},
 		Admin: AdminConfig{Listen: "127.0.0.1:8711"},
 		SIP: SIPConfig{Listen: "127.0.0.1:5070", TrustedSources: []string{"127.0.0.0/8", "::1/128"},
-			RateLimit: 10000, RateBurst: 20000, IdleTimeout: 5 * time.Minute},
+			RateLimit: 10000, RateBurst: 20000, IdleTimeout: 5 * time.Minute, RequestTimeout: 20 * time.Second},
 		MSRP:     MSRPConfig{Listen: "127.0.0.1:2855", ChunkSize: 2048, Timeout: 30 * time.Second},
 		Push:     PushConfig{MaxConcurrent: 256, LockTTL: 30 * time.Second},
 		Shutdown: ShutdownConfig{Timeout: 10 * time.Second},
@@ -140,6 +140,11 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 			name: "short ingress secret",
 			body: "sip:\n  ingress_secret: short\n",
 			want: []string{"deferpush.yaml:2", "sip.ingress_secret", "at least 16"},
+		},
+		{
+			name: "request timeout under a second",
+			body: "sip:\n  request_timeout: 500ms\n",
+			want: []string{"deferpush.yaml:2", "sip.request_timeout", "at least 1s"},
 		},
 		{
 			name: "negative connection bound",
