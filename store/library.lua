@@ -1466,10 +1466,10 @@ local function readmessage(raw)
   end
   if date and not string.match(date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$') then return nil, 400 end
   if method ~= 'MESSAGE' then return nil, 400 end
-  -- The SIP ingress's checkCSeq: one CSeq, its number 1 to 2^31-1, its
-  -- method the request's (a page is numbered from it).
+  -- The SIP ingress's checkCSeq: one CSeq, its number 0 to 2^31-1 (RFC
+  -- 3261 8.1.1.5), its method the request's (a page is numbered from it).
   local seq, cmethod = string.match(cseq or '', '^0*(%d+)[ \t]+([^ \t]+)$')
-  if not seq or cmethod ~= method or #seq > 10 or tonumber(seq) < 1 or tonumber(seq) > 2147483647 then
+  if not seq or cmethod ~= method or #seq > 10 or tonumber(seq) > 2147483647 then
     return nil, 400
   end
   return callid, from, ct or '', not date and callidend
@@ -1829,7 +1829,7 @@ local function pageof(rec, ruri, proto, hostport, branch)
       elseif last == 'cseq' then
         local n = string.match(value, '^[ \t]*(%d+)[ \t]+%S+[ \t]*$')
         n = tonumber(n)
-        if not n or n < 1 or n > 2147483647 then return nil end
+        if not n or n > 2147483647 then return nil end
         cseq = n
       end
     end

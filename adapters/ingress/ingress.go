@@ -122,6 +122,13 @@ func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
+	// A MESSAGE with a To tag belongs to a dialog (RFC 3428 §4), and
+	// deferpush has none that takes one: 481 (RFC 3261 §12.2.2), never a
+	// deferred message of a dialog its recipient is not in.
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		in.reply(ctx, req, tx, fmt.Errorf("%w: a MESSAGE with a To tag", plugin.ErrNoDialog), "message")
+		return
+	}
 	raw := []byte(req.String())
 	if len(req.GetHeaders("Via")) > 1 {
 		raw = dropTopVia(raw)
@@ -207,14 +214,19 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	switch {
 	case len(req.GetHeaders("CSeq")) != 1 || cs == nil:
 		return nil, sdp.Media{}, fmt.Errorf("%w: not one CSeq header", plugin.ErrMalformed)
-	case cs.SeqNo == 0 || cs.SeqNo > 1<<31-1:
-		return nil, sdp.Media{}, fmt.Errorf("%w: CSeq number %d is not 1 to 2147483647", plugin.ErrMalformed, cs.SeqNo)
+	case cs.SeqNo > 1<<31-1:
+		return nil, sdp.Media{}, fmt.Errorf("%w: CSeq number %d is not 0 to 2147483647", plugin.ErrMalformed, cs.SeqNo)
 	case strings.Trim(string(cs.MethodName), " \t") != string(req.Method):
 		return nil, sdp.Media{}, fmt.Errorf("%w: the CSeq method is not INVITE", plugin.ErrMalformed)
 	}
 	offer, err := sdp.Parse(req.Body())
 	if err != nil {
 		return nil, offer, fmt.Errorf("%w: %v", plugin.ErrNotAcceptable, err)
+	}
+	// The answer's transport is the offer's (RFC 3264 §6): MSRP over TLS
+	// only where the listener speaks it, plain MSRP only where it does not.
+	if secure := in.cfg.MSRP.URI().Secure; offer.Path[len(offer.Path)-1].Secure != secure {
+		return nil, offer, fmt.Errorf("%w: the offer's MSRP transport is not the listener's (TLS %v)", plugin.ErrNotAcceptable, secure)
 	}
 	aor, err := in.cfg.AORRules.Parse(req.Recipient.String())
 	if err != nil || req.Recipient.User == "" {
@@ -261,7 +273,7 @@ func (in *Ingress) answer(dlg *sipgo.DialogServerSession, st *sessionStore, offe
 		in.untrack(ms)
 		dlg.Close()
 	})
-	answer, err := sdp.Build(sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup})
+	answer, err := sdp.Answer(dlg.InviteRequest.Body(), sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup})
 	if err == nil {
 		err = dlg.RespondSDP(answer)
 	}

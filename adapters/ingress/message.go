@@ -62,12 +62,12 @@ func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules
 }
 
 // checkCSeq checks the CSeq of a request read by encap.ReadMessage (which
-// refuses a second one): exactly one, its number 1 to 2^31-1 and its
+// refuses a second one): exactly one, its number 0 to 2^31-1 and its
 // method the request's (RFC 3261 §8.1.1.5, §20.16: a UAS answers 400
-// otherwise). RFC 3261 lets the number be 0; it is refused here as the
-// pager mode refuses it (encap.PageOf numbers the page it sends from the
-// stored CSeq): a message taken here must not fail there, at every
-// attempt, after its sender was told 202.
+// otherwise; the number may be 0). The pager mode takes the same numbers
+// (encap.PageOf numbers the page it sends from the stored CSeq): a
+// message taken here must not fail there, at every attempt, after its
+// sender was told 202.
 func checkCSeq(raw []byte, method string) error {
 	var values []string
 	for h := range headerLines(raw) {
@@ -88,8 +88,9 @@ func checkCSeq(raw []byte, method string) error {
 	if len(f) != 2 {
 		return fmt.Errorf("CSeq %q is not a number and a method", clip(values[0]))
 	}
-	if n, err := strconv.ParseUint(f[0], 10, 31); err != nil || n == 0 {
-		return fmt.Errorf("CSeq number %q is not 1 to 2147483647", clip(f[0]))
+	// RFC 3261 §8.1.1.5: any number below 2^31, zero included.
+	if _, err := strconv.ParseUint(f[0], 10, 31); err != nil {
+		return fmt.Errorf("CSeq number %q is not 0 to 2147483647", clip(f[0]))
 	}
 	if f[1] != method {
 		return fmt.Errorf("CSeq method %q is not the request's, %s", clip(f[1]), method)

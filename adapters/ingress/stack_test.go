@@ -345,7 +345,13 @@ func TestStackCSeq(t *testing.T) {
 		if res := exchange(t, addr, invite, 5*time.Second); res == nil || res.StatusCode != 400 {
 			t.Errorf("%s: INVITE with CSeq 1 MESSAGE: %v, want 400", tr, res)
 		}
-		for i, cseq := range []string{"CSeq: 0 INVITE", "CSeq: 1 INVITE\r\nCSeq: 2 INVITE"} {
+		// 0 is a CSeq number (RFC 3261 §8.1.1.5): this INVITE is refused
+		// for its body (no MSRP offer), not for its CSeq.
+		zero := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 0 INVITE").Replace(request(tr, "cseqzero"+tr, secret))
+		if res := exchange(t, addr, zero, 5*time.Second); res == nil || res.GetHeader("Warning") != nil && strings.Contains(res.GetHeader("Warning").Value(), "CSeq") {
+			t.Errorf("%s: INVITE with CSeq 0: %v, want an answer that is not about the CSeq", tr, res)
+		}
+		for i, cseq := range []string{"CSeq: 1 INVITE\r\nCSeq: 2 INVITE"} {
 			invite := strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", cseq).Replace(request(tr, fmt.Sprintf("cseqinv%d%s", i, tr), secret))
 			if res := exchange(t, addr, invite, 5*time.Second); res == nil || res.StatusCode != 400 {
 				t.Errorf("%s: INVITE with %q: %v, want 400", tr, cseq, res)
@@ -459,5 +465,70 @@ func TestStackCancelPending(t *testing.T) {
 	}
 	if got["CANCEL"] != 200 || got["INVITE"] != 487 {
 		t.Errorf("responses %v, want CANCEL 200 and INVITE 487", got)
+	}
+}
+
+// TestStackMessageWithToTag: a MESSAGE inside a dialog (a To tag) matches
+// none of deferpush's and gets 481 (RFC 3261 §12.2.2); nothing is stored.
+// The same MESSAGE without the tag is stored.
+func TestStackMessageWithToTag(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	secret := "X-Deferpush-Secret: " + testSecret
+	for _, tr := range []string{"UDP", "TCP"} {
+		exchange := exchangeUDP
+		addr := s.udp.LocalAddr()
+		if tr == "TCP" {
+			exchange, addr = exchangeTCP, s.Addr()
+		}
+		tagged := strings.Replace(request(tr, "totag"+tr, secret), "To: <sip:user2@example.com>", "To: <sip:user2@example.com>;tag=abc", 1)
+		if res := exchange(t, addr, tagged, 5*time.Second); res == nil || res.StatusCode != 481 {
+			t.Errorf("%s: MESSAGE with a To tag: %v, want 481", tr, res)
+		}
+		if res := exchange(t, addr, request(tr, "notag"+tr, secret), 5*time.Second); res == nil || res.StatusCode != 202 {
+			t.Errorf("%s: MESSAGE without a To tag: %v, want 202", tr, res)
+		}
+	}
+	s.engine.mu.Lock()
+	defer s.engine.mu.Unlock()
+	if len(s.engine.stored) != 2 {
+		t.Errorf("%d messages stored, want the 2 without a To tag", len(s.engine.stored))
+	}
+}
+
+// TestStackSessionAnswerMLines: a session INVITE offering audio, MSRP
+// and video is answered with as many m-lines as the offer, in its order,
+// the MSRP one ours and the others refused with port 0 (RFC 3264 §6); an
+// MSRP offer over TLS to a plain listener is refused 488, not answered
+// with plain MSRP.
+func TestStackSessionAnswerMLines(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	invite := func(branch, media string) string {
+		offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" + media
+		return strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
+			"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+			"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
+		).Replace(request("UDP", branch, "X-Deferpush-Secret: "+testSecret))
+	}
+	msrpMedia := "m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:active\r\n"
+	res := exchangeUDP(t, s.udp.LocalAddr(), invite("mlines", "m=audio 49170 RTP/AVP 0 8\r\n"+msrpMedia+"m=video 51372 RTP/AVP 31\r\n"), 5*time.Second)
+	if res == nil || res.StatusCode != 200 {
+		t.Fatalf("INVITE audio+MSRP+video: %v, want 200", res)
+	}
+	var mlines []string
+	for _, l := range strings.Split(string(res.Body()), "\r\n") {
+		if strings.HasPrefix(l, "m=") {
+			mlines = append(mlines, l)
+		}
+	}
+	if len(mlines) != 3 || mlines[0] != "m=audio 0 RTP/AVP 0 8" || !strings.HasPrefix(mlines[1], "m=message ") ||
+		strings.HasPrefix(mlines[1], "m=message 0 ") || mlines[2] != "m=video 0 RTP/AVP 31" {
+		t.Errorf("answer's m-lines %q, want audio refused, our MSRP, video refused", mlines)
+	}
+	if !strings.Contains(string(res.Body()), "a=path:msrp://") {
+		t.Errorf("answer without our a=path:\n%s", res.Body())
+	}
+	tls := strings.Replace(strings.Replace(msrpMedia, "TCP/MSRP", "TCP/TLS/MSRP", 1), "msrp://", "msrps://", 1)
+	if res := exchangeUDP(t, s.udp.LocalAddr(), invite("tls", tls), 5*time.Second); res == nil || res.StatusCode != 488 {
+		t.Errorf("INVITE offering MSRP over TLS to a plain listener: %v, want 488", res)
 	}
 }

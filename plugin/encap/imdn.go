@@ -139,7 +139,10 @@ func ReadIMDNRequest(stored []byte) (r IMDNRequest, ok bool, err error) {
 			}
 		}
 	}
-	if r.MessageID == "" || r.From == "" || !r.Processing && !r.NegativeDelivery {
+	// RFC 5438 §6.3: an IM asking for notifications carries imdn.Message-ID
+	// and DateTime, which the notification's XML must give back (its
+	// <datetime> is not optional, §9); without them it asks for nothing.
+	if r.MessageID == "" || r.DateTime == "" || r.From == "" || !r.Processing && !r.NegativeDelivery {
 		return r, false, nil
 	}
 	return r, true, nil
@@ -199,9 +202,7 @@ func BuildNotification(r IMDNRequest, n Notification) (contentType string, body 
 		doc.WriteString("</" + name + ">\r\n")
 	}
 	element("message-id", r.MessageID)
-	if r.DateTime != "" {
-		element("datetime", r.DateTime)
-	}
+	element("datetime", r.DateTime)
 	element("recipient-uri", n.Recipient)
 	orig := r.OriginalTo
 	if orig == "" {

@@ -58,6 +58,7 @@ func TestReadIMDNRequest(t *testing.T) {
 		"no namespace":   strings.Replace(imdnIM, "NS: n <urn:ietf:params:imdn>\n", "", 1),
 		"other ns":       strings.Replace(imdnIM, "urn:ietf:params:imdn", "urn:example:other", 1),
 		"no Message-ID":  strings.Replace(imdnIM, "n.Message-ID: 34jk324j\n", "", 1),
+		"no DateTime":    strings.Replace(imdnIM, "DateTime: 2006-04-04T12:16:49-05:00\n", "", 1),
 		"a notification": strings.Replace(imdnIM, "Content-type: text/plain", "Content-type: message/imdn+xml", 1),
 		"disposition":    strings.Replace(imdnIM, "Content-type: text/plain", "Content-Disposition: notification\nContent-type: text/plain", 1),
 	} {

@@ -38,7 +38,7 @@ type Page struct {
 	// Head is the kept header lines, each with its CRLF (continuation
 	// lines included).
 	Head []byte
-	// CSeq is the sequence number for the CSeq header (1 to 2^31-1).
+	// CSeq is the sequence number for the CSeq header (0 to 2^31-1).
 	CSeq uint32
 	// ContentType is the body's type ("" when there is no body).
 	ContentType string
@@ -115,7 +115,7 @@ func cseqNumber(v string) (uint32, bool) {
 		return 0, false
 	}
 	n, err := strconv.ParseUint(f[0], 10, 31)
-	if err != nil || n == 0 {
+	if err != nil {
 		return 0, false
 	}
 	return uint32(n), true

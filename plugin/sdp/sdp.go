@@ -137,11 +137,7 @@ func Parse(b []byte) (Media, error) {
 		return Media{}, fmt.Errorf("sdp: parse: %w", err)
 	}
 	for _, md := range d.MediaDescriptions {
-		if md.MediaName.Media != "message" || md.MediaName.Port.Value == 0 {
-			continue
-		}
-		proto := strings.ToUpper(strings.Join(md.MediaName.Protos, "/"))
-		if proto != "TCP/MSRP" && proto != "TCP/TLS/MSRP" {
+		if !usable(md) {
 			continue
 		}
 		var m Media
@@ -201,4 +197,54 @@ func accepts(types []string, contentType string) bool {
 // offerer active when the answer has no a=setup).
 func OffererConnects(answer Media) bool {
 	return answer.Setup != SetupActive
+}
+
+// Answer returns the answer to offer with m as its MSRP media: the
+// description Build writes, with every other m-line of the offer kept
+// in its place with port 0, refused (RFC 3264 §6: as many m-lines as the
+// offer, in its order; a refused stream keeps its media, transport and
+// formats). m answers the offer's first MSRP media, the one Parse reads.
+func Answer(offer []byte, m Media) ([]byte, error) {
+	var d psdp.SessionDescription
+	if err := d.Unmarshal(offer); err != nil {
+		return nil, fmt.Errorf("sdp: answer: %w", err)
+	}
+	var before, after []byte
+	chosen := false
+	for _, md := range d.MediaDescriptions {
+		if !chosen && usable(md) {
+			chosen = true
+			continue
+		}
+		line := "m=" + md.MediaName.Media + " 0 " + strings.Join(md.MediaName.Protos, "/") + " " +
+			cmp.Or(strings.Join(md.MediaName.Formats, " "), "*") + "\r\n"
+		if chosen {
+			after = append(after, line...)
+		} else {
+			before = append(before, line...)
+		}
+	}
+	if !chosen {
+		return nil, errors.New("sdp: answer: no MSRP media in the offer")
+	}
+	b, err := Build(m)
+	if err != nil || len(before)+len(after) == 0 {
+		return b, err
+	}
+	at := strings.Index(string(b), "\r\nm=message ") + 2
+	out := make([]byte, 0, len(b)+len(before)+len(after))
+	out = append(out, b[:at]...)
+	out = append(out, before...)
+	out = append(out, b[at:]...)
+	return append(out, after...), nil
+}
+
+// usable reports whether md is MSRP media Parse would read: m=message,
+// a port, TCP/MSRP or TCP/TLS/MSRP.
+func usable(md *psdp.MediaDescription) bool {
+	if md.MediaName.Media != "message" || md.MediaName.Port.Value == 0 {
+		return false
+	}
+	proto := strings.ToUpper(strings.Join(md.MediaName.Protos, "/"))
+	return proto == "TCP/MSRP" || proto == "TCP/TLS/MSRP"
 }

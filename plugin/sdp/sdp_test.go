@@ -147,3 +147,38 @@ func TestBuildErrors(t *testing.T) {
 		t.Error("no accept-types accepted")
 	}
 }
+
+// TestAnswerKeepsMLines: the answer has the offer's m-lines in its order,
+// the MSRP media answered with Build's lines, the others refused (port
+// 0, their transport and formats); to an offer of MSRP alone it is
+// Build's description byte for byte.
+func TestAnswerKeepsMLines(t *testing.T) {
+	m := Media{Path: []msrp.URI{{Host: "192.0.2.1", Port: 2855, SessionID: "abc", Transport: "tcp"}}, AcceptTypes: []string{"*"}, Setup: SetupPassive}
+	built, err := Build(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+	media := "m=message 7394 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://192.0.2.9:7394/x;tcp\r\n"
+	alone, err := Answer([]byte(head+media), m)
+	if err != nil || string(alone) != string(built) {
+		t.Errorf("answer to MSRP alone:\n%s\nerr %v; want Build's:\n%s", alone, err, built)
+	}
+	offer := head + "m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" + media +
+		"m=message 7395 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://192.0.2.9:7395/y;tcp\r\nm=video 0 RTP/AVP 31\r\n"
+	got, err := Answer([]byte(offer), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(built), "m=message")
+	want := string(built[:i]) + "m=audio 0 RTP/AVP 0\r\n" + string(built[i:]) + "m=message 0 TCP/MSRP *\r\nm=video 0 RTP/AVP 31\r\n"
+	if string(got) != want {
+		t.Errorf("answer:\n%s\nwant:\n%s", got, want)
+	}
+	if _, err := Parse(got); err != nil {
+		t.Errorf("the answer does not parse: %v", err)
+	}
+	if _, err := Answer([]byte(head+"m=audio 49170 RTP/AVP 0\r\n"), m); err == nil {
+		t.Error("answered an offer without MSRP")
+	}
+}
