@@ -146,18 +146,31 @@ func TestHostileMSRPSender(t *testing.T) {
 	t.Run("a session it does not own", func(t *testing.T) {
 		bound.t = t
 		p := dialMSRP(t, ours.Addr())
-		if got := p.send("own00001", to, "msrp://127.0.0.1:9/impostor01;tcp", nil, nil, msrp.FlagEnd); got != 481 {
+		if got := p.send("own00001", to, "msrp://127.0.0.1:9/impostor01;tcp", id("m00001"), nil, msrp.FlagEnd); got != 481 {
 			t.Errorf("binding from a path the offer did not name: %d, want 481", got)
 		}
 		other := ours
 		other.SessionID = msrp.NewSessionID()
-		if got := p.send("own00002", other.String(), me, nil, nil, msrp.FlagEnd); got != 481 {
+		if got := p.send("own00002", other.String(), me, id("m00002"), nil, msrp.FlagEnd); got != 481 {
 			t.Errorf("a session that does not exist: %d, want 481", got)
 		}
-		if got := bound.send("own00003", to, me, nil, nil, msrp.FlagEnd); got != 200 {
+		if got := bound.send("own00003", to, me, id("m00003"), nil, msrp.FlagEnd); got != 200 {
 			t.Fatalf("binding as the offer's path: %d, want 200", got)
 		}
-		if got := dialMSRP(t, ours.Addr()).send("own00004", to, me, nil, nil, msrp.FlagEnd); got != 506 {
+		// On the bound connection: a To-Path must be one URI, ours
+		// (RFC 4975 §7.3), and a SEND must have a Message-ID.
+		elsewhere := ours
+		elsewhere.Host = "192.0.2.99"
+		if got := bound.send("own00005", elsewhere.String(), me, id("m00005"), nil, msrp.FlagEnd); got != 481 {
+			t.Errorf("our session id at another host: %d, want 481", got)
+		}
+		if got := bound.send("own00006", to+" "+to, me, id("m00006"), nil, msrp.FlagEnd); got != 481 {
+			t.Errorf("a To-Path of two URIs: %d, want 481", got)
+		}
+		if got := bound.send("own00007", to, me, nil, nil, msrp.FlagEnd); got != 400 {
+			t.Errorf("a SEND without Message-ID: %d, want 400", got)
+		}
+		if got := dialMSRP(t, ours.Addr()).send("own00004", to, me, id("m00004"), nil, msrp.FlagEnd); got != 506 {
 			t.Errorf("a second connection for the bound session: %d, want 506", got)
 		}
 	})

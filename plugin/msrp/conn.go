@@ -31,11 +31,13 @@ type conn struct {
 	timeout    time.Duration // write deadline and idle time before a local 408
 	// moved is when bytes last went out or came in (UnixNano).
 	moved atomic.Int64
-	// route finds the session a request is for: a status other than 0 is
-	// the answer to give instead (481, 506).
-	route func(c *conn, f *Frame, sessionID string) (*Session, int)
-	// self is this end's URI, the From-Path of answers to requests whose
-	// To-Path is missing.
+	// route finds the session a request is for, named by to, the one URI
+	// of its To-Path: a status other than 0 is the answer to give instead
+	// (481, 506). A session matches only when to equals its URI (RFC 4975
+	// §6.1 comparison), not by session id alone.
+	route func(c *conn, f *Frame, to URI) (*Session, int)
+	// self is this end's URI, the From-Path of answers to requests no
+	// session of the connection is named by.
 	self URI
 	// bindBy, when set, closes the connection if no session is bound to
 	// it by then (connections a Listener accepts): a peer cannot keep an
@@ -306,7 +308,7 @@ func (c *conn) readLoop() {
 			}
 			c.debug("bad frame", "err", err)
 			if f != nil && f.IsRequest() {
-				c.reply(f, se.Code, "")
+				c.reply(c.responder(f), f, se.Code, "")
 			}
 			if !se.Resync {
 				c.close(err)
@@ -331,17 +333,24 @@ func responseError(f *Frame) error {
 	return &StatusError{Code: f.Status, Comment: f.Comment}
 }
 
-// serve handles one well-formed request.
+// serve handles one well-formed request. At an endpoint the To-Path has
+// exactly one URI, which must be that of a session associated with the
+// connection; otherwise the answer is 481 (RFC 4975 §7.3). A relay on
+// the way has removed itself from the To-Path (RFC 4976 §7.2), so a
+// longer one is not for us: it is not routed by its first URI.
 func (c *conn) serve(f *Frame) {
 	if f.Method != "SEND" && f.Method != "REPORT" {
-		c.reply(f, StatusUnknownMethod, "")
+		c.reply(c.responder(f), f, StatusUnknownMethod, "")
 		return
 	}
-	first, _, _ := strings.Cut(f.Header[0].Value, " ")
-	to, _ := ParseURI(first) // checked by the Reader
-	s, code := c.route(c, f, to.SessionID)
+	to, _ := ParsePath(f.Header[0].Value) // checked by the Reader
+	if len(to) != 1 {
+		c.reply(c.self, f, StatusNoSession, "")
+		return
+	}
+	s, code := c.route(c, f, to[0])
 	if code != 0 {
-		c.reply(f, code, "")
+		c.reply(c.self, f, code, "")
 		return
 	}
 	if f.Method == "REPORT" {
@@ -351,10 +360,30 @@ func (c *conn) serve(f *Frame) {
 	s.onSend(c, f)
 }
 
-// reply answers request f with code. REPORTs are never answered, and the
-// request's Failure-Report says which answers are wanted (RFC 4975 §7.1.2).
-// A request without paths cannot be answered: the connection is closed.
-func (c *conn) reply(f *Frame, code int, comment string) {
+// responder is the URI that answers f before it is routed (a frame the
+// Reader refused, an unknown method): the session of this connection its
+// To-Path names, when it names one, else c.self. The request's To-Path is
+// never echoed as such: an answer comes from our own URI (RFC 4975 §7.2).
+func (c *conn) responder(f *Frame) URI {
+	to, err := ParsePath(f.Value(HeaderToPath))
+	if err != nil || len(to) != 1 {
+		return c.self
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.sessions {
+		if to[0].Equal(s.local) {
+			return s.local
+		}
+	}
+	return c.self
+}
+
+// reply answers request f with code, from the URI self. REPORTs are never
+// answered, and the request's Failure-Report says which answers are
+// wanted (RFC 4975 §7.1.2). A request without a From-Path cannot be
+// answered: the connection is closed.
+func (c *conn) reply(self URI, f *Frame, code int, comment string) {
 	if f.Method == "REPORT" {
 		return
 	}
@@ -372,13 +401,8 @@ func (c *conn) reply(f *Frame, code int, comment string) {
 		c.close(errors.New("msrp: request without From-Path"))
 		return
 	}
-	from, ok := f.Get(HeaderToPath)
-	if !ok {
-		from = c.self.String()
-	}
-	// A response goes to the previous hop only, from this hop.
+	// A response goes to the previous hop only (RFC 4975 §7.2).
 	to, _, _ = strings.Cut(to, " ")
-	from, _, _ = strings.Cut(from, " ")
 	if comment == "" {
 		comment = StatusText(code)
 	}
@@ -386,7 +410,7 @@ func (c *conn) reply(f *Frame, code int, comment string) {
 		TID:     f.TID,
 		Status:  code,
 		Comment: comment,
-		Header:  []Header{{HeaderToPath, to}, {HeaderFromPath, from}},
+		Header:  []Header{{HeaderToPath, to}, {HeaderFromPath, self.String()}},
 		Flag:    FlagEnd,
 	}
 	if err := c.write(r); err != nil {

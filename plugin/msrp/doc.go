@@ -10,7 +10,8 @@
 // actively (Session.Connect dials the peer's path and sends a bodiless
 // SEND, RFC 6135 a=setup:active) or passively (Listener.Add, then the peer
 // connects to the Listener, which hands each connection to the session
-// named by its To-Path). Either way, Session.Send sends a message in chunks
+// named by its To-Path: one URI, equal to the session's, RFC 4975 §7.3).
+// Either way, Session.Send sends a message in chunks
 // of Config.ChunkSize with pipelining, and Config.Handler receives the
 // peer's messages reassembled. Send returns when the message is
 // acknowledged: every chunk answered 200 and, when asked for, the success

@@ -230,12 +230,13 @@ func (s *Session) Expect(remote []URI) error {
 }
 
 // route finds the session of a request that arrived on c, binding it to c
-// when it is unbound.
-func (l *Listener) route(c *conn, f *Frame, id string) (*Session, int) {
+// when it is unbound. to must be the session's URI, host and port
+// included: the peer copied it from our a=path.
+func (l *Listener) route(c *conn, f *Frame, to URI) (*Session, int) {
 	l.mu.Lock()
-	s := l.sessions[id]
+	s := l.sessions[to.SessionID]
 	l.mu.Unlock()
-	if s == nil {
+	if s == nil || !to.Equal(s.local) {
 		return nil, StatusNoSession
 	}
 	if f.Method == "REPORT" {
@@ -322,7 +323,7 @@ func (l *Listener) refuse(c *conn) {
 		defer func() { <-l.refusing }()
 		c.nc.SetReadDeadline(time.Now().Add(min(l.cfg.Timeout, 2*time.Second)))
 		if f, err := c.r.ReadFrame(); err == nil && f.IsRequest() {
-			c.reply(f, StatusForbidden, "Too many connections")
+			c.reply(c.self, f, StatusForbidden, "Too many connections")
 		}
 		c.close(errors.New("msrp: too many connections"))
 	}()

@@ -125,12 +125,12 @@ func TestExpectPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		imp := dialRaw(t, l)
-		imp.write(send("t0001", s.URI().String(), other, "", ""))
+		imp.write(send("t0001", s.URI().String(), other, "Message-ID: m0001\r\n", ""))
 		if f := imp.read(); f.Status != StatusNoSession {
 			t.Errorf("impostor got %q, want 481", f.String())
 		}
 		real := dialRaw(t, l)
-		real.write(send("t0002", s.URI().String(), peer, "", ""))
+		real.write(send("t0002", s.URI().String(), peer, "Message-ID: m0002\r\n", ""))
 		if f := real.read(); f.Status != StatusOK {
 			t.Errorf("peer got %q, want 200", f.String())
 		}
@@ -141,7 +141,7 @@ func TestExpectPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		imp := dialRaw(t, l)
-		imp.write(send("t0003", s.URI().String(), other, "", ""))
+		imp.write(send("t0003", s.URI().String(), other, "Message-ID: m0003\r\n", ""))
 		if f := imp.read(); f.Status != StatusOK {
 			t.Fatalf("impostor binding a session without a named peer: %q", f.String())
 		}
@@ -150,7 +150,7 @@ func TestExpectPeer(t *testing.T) {
 		}
 		imp.expectClosed() // it served no other session
 		real := dialRaw(t, l)
-		real.write(send("t0004", s.URI().String(), peer, "", ""))
+		real.write(send("t0004", s.URI().String(), peer, "Message-ID: m0004\r\n", ""))
 		if f := real.read(); f.Status != StatusOK {
 			t.Errorf("peer after the impostor was dropped: %q, want 200", f.String())
 		}

@@ -114,10 +114,10 @@ func DialRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	r.c = newConn(nc, cfg.Limits, cfg.Timeout, cfg.Logger.With("relay", cfg.URI.String()))
 	r.c.self = cfg.Local
 	r.c.keep = true
-	r.c.route = func(_ *conn, _ *Frame, id string) (*Session, int) {
+	r.c.route = func(_ *conn, _ *Frame, to URI) (*Session, int) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if s := r.sessions[id]; s != nil {
+		if s := r.sessions[to.SessionID]; s != nil && to.Equal(s.local) {
 			return s, 0
 		}
 		return nil, StatusNoSession

@@ -25,8 +25,15 @@ type Config struct {
 	Local URI
 	// Handler receives the messages the peer sends. Nil answers them 403.
 	Handler Handler
-	// ChunkSize is the largest body of one SEND: 2048 octets. Keep it well
-	// under 10 KB when a Kamailio relay is on the path.
+	// Accept, when set, says whether the session takes a message of the
+	// given Content-Type (its a=accept-types, RFC 4975 §8.6). A chunk of
+	// another type is answered 415 at once, before it is reassembled or
+	// the Handler sees it. Nil leaves every type to the Handler.
+	Accept func(contentType string) bool
+	// ChunkSize is the largest body of one SEND: 2048 octets. Chunks are
+	// written whole with a known range end, which RFC 4975 §7.1.1 allows
+	// only up to 2048 octets (a larger chunk must be interruptible): keep
+	// it at most that.
 	ChunkSize int
 	// Window is the number of transactions that may await their response
 	// at once (pipelining): 32.
@@ -181,8 +188,8 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	c := newConn(nc, s.cfg.Limits, s.cfg.Timeout, s.log)
 	c.self = s.local
 	c.logSession = s.local.SessionID
-	c.route = func(c *conn, f *Frame, id string) (*Session, int) {
-		if id != s.local.SessionID {
+	c.route = func(c *conn, f *Frame, to URI) (*Session, int) {
+		if !to.Equal(s.local) {
 			return nil, StatusNoSession
 		}
 		return s, 0
@@ -224,9 +231,15 @@ func (s *Session) dialHop(ctx context.Context, hop URI) (net.Conn, error) {
 }
 
 // bind sends the bodiless SEND that binds the session to c (RFC 4975
-// §5.4: whoever connects sends first) and waits for its answer.
+// §5.4: whoever connects sends first) and waits for its answer. It has a
+// Message-ID, as every SEND must, and Byte-Range 1-0/0: RFC 4975 §7.1.1
+// lets a message in one chunk leave Byte-Range out, but strict receivers
+// want it on every SEND.
 func (s *Session) bind(ctx context.Context, c *conn) error {
-	req := s.request("SEND", newIdent(), []Header{{HeaderMessageID, newIdent()}})
+	req := s.request("SEND", newIdent(), []Header{
+		{HeaderMessageID, newIdent()},
+		{HeaderByteRange, ByteRange{Start: 1, End: 0, Total: 0}.String()},
+	})
 	errc := make(chan error, 1)
 	if err := c.request(req, func(err error) { errc <- err }); err != nil {
 		return err
@@ -627,14 +640,15 @@ func newTID(body []byte) string {
 
 // onSend handles a SEND routed to s.
 func (s *Session) onSend(c *conn, f *Frame) {
-	if f.Body == nil {
-		// A bodiless SEND binds the session or keeps it alive.
-		c.reply(f, StatusOK, "")
-		return
-	}
 	id := f.Value(HeaderMessageID)
 	if id == "" {
-		c.reply(f, StatusBadRequest, "no Message-ID")
+		// Every SEND has one, the bodiless one too (RFC 4975 §7.1.1).
+		c.reply(s.local, f, StatusBadRequest, "no Message-ID")
+		return
+	}
+	if f.Body == nil {
+		// A bodiless SEND binds the session or keeps it alive.
+		c.reply(s.local, f, StatusOK, "")
 		return
 	}
 	n := int64(len(f.Body))
@@ -650,15 +664,25 @@ func (s *Session) onSend(c *conn, f *Frame) {
 		s.refuse(c, f, id)
 		return
 	}
+	// Every chunk with a body names its type (RFC 4975 §7.1's
+	// content-stuff); a later chunk that leaves it out was checked with
+	// the first one.
+	if ct := f.Value(HeaderContentType); s.cfg.Accept != nil && (ct != "" || off == 0) && !s.cfg.Accept(ct) {
+		s.mu.Lock()
+		delete(s.partials, id)
+		s.mu.Unlock()
+		c.reply(s.local, f, StatusUnsupportedMedia, "")
+		return
+	}
 	switch m, verdict := s.reassemble(f, id, off); verdict {
 	case chunkRefused:
-		c.reply(f, StatusStopSending, "")
+		c.reply(s.local, f, StatusStopSending, "")
 	case chunkTooMany:
 		s.refuse(c, f, id)
 	case chunkComplete:
 		s.deliver(c, f, m)
 	default:
-		c.reply(f, StatusOK, "")
+		c.reply(s.local, f, StatusOK, "")
 	}
 }
 
@@ -734,7 +758,7 @@ func (s *Session) refuse(c *conn, f *Frame, id string) {
 	}
 	s.refused = append(s.refused, id)
 	s.mu.Unlock()
-	c.reply(f, StatusStopSending, "")
+	c.reply(s.local, f, StatusStopSending, "")
 }
 
 func (s *Session) deliver(c *conn, last *Frame, m *Message) {
@@ -779,7 +803,7 @@ func (s *Session) serve(d delivery) {
 			code, comment = se.Code, se.Comment
 		}
 	}
-	d.c.reply(d.last, code, comment)
+	d.c.reply(s.local, d.last, code, comment)
 	if code != StatusOK || !d.m.SuccessReport {
 		return
 	}

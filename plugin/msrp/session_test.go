@@ -367,6 +367,9 @@ func TestListenerBadInput(t *testing.T) {
 		{"no Message-ID", func(to string) string {
 			return send("t0009", to, peerURI, "", "hello")
 		}, 400, false},
+		{"bodiless, no Message-ID", func(to string) string {
+			return send("t0014", to, peerURI, "", "")
+		}, 400, false},
 		{"mismatched end-line", func(to string) string {
 			return "MSRP t0010 SEND\r\nTo-Path: " + to + "\r\nFrom-Path: " + peerURI + "\r\n-------t9999$\r\n"
 		}, 400, true},
@@ -439,7 +442,7 @@ func TestReportsAreNeverAnswered(t *testing.T) {
 	p.write("MSRP r0001 REPORT\r\nTo-Path: msrp://127.0.0.1:9/nosession;tcp\r\nFrom-Path: " + peer + "\r\nMessage-ID: m0001\r\nStatus: 000 200 OK\r\n-------r0001$\r\n")
 	p.write("MSRP r0002 REPORT\r\nTo-Path: " + s.URI().String() + "\r\nFrom-Path: " + peer + "\r\nMessage-ID: m0001\r\nStatus: bogus\r\n-------r0002$\r\n")
 	p.write("MSRP r0003 REPORT\r\nFrom-Path: " + peer + "\r\n-------r0003$\r\n")
-	p.write(send("t0300", s.URI().String(), peer, "", ""))
+	p.write(send("t0300", s.URI().String(), peer, "Message-ID: m0300\r\n", ""))
 	if f := p.read(); f.TID != "t0300" || f.Status != StatusOK {
 		t.Errorf("got %q, want the SEND's 200", f.String())
 	}
@@ -455,7 +458,7 @@ func TestFailureReportNo(t *testing.T) {
 	p := dialRaw(t, l)
 	peer := "msrp://127.0.0.1:9/peer1234;tcp"
 	p.write(send("t0400", s.URI().String(), peer, "Message-ID: m0400\r\nFailure-Report: no\r\n", "quiet"))
-	p.write(send("t0401", s.URI().String(), peer, "", ""))
+	p.write(send("t0401", s.URI().String(), peer, "Message-ID: m0401\r\n", ""))
 	if f := p.read(); f.TID != "t0401" {
 		t.Errorf("got %q, want only the answer to t0401", f.String())
 	}

@@ -30,7 +30,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	}
 	local := p.cfg.MSRP.URI()
 	local.SessionID = msrp.NewSessionID()
-	mcfg := msrp.Config{Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log}
+	mcfg := p.sessionConfig(local, t.AOR)
 	// Registered before the INVITE leaves: a client answering
 	// a=setup:active may connect as soon as it sends its 200.
 	passive, err := msrp.NewSession(mcfg)

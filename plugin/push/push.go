@@ -91,9 +91,10 @@ type Pusher struct {
 
 var _ plugin.Pusher = (*Pusher)(nil)
 
-// acceptTypes is what our offer's a=accept-types lists. deferpush receives
-// nothing in a push session but REPORTs (which carry no content type), yet
-// RFC 4975 requires the attribute: it names what we send.
+// acceptTypes is what our offer's a=accept-types lists: the types
+// deferpush takes in a push session (RFC 4975 §8.6), message/cpim among
+// them for a client's IMDNs (inbound.go). They are the types it sends,
+// too: the list is kept as it was, so the offer's bytes did not change.
 var acceptTypes = []string{encap.TypeSIP, encap.TypeMSRP, encap.TypeMultipart, encap.TypeCPIM, encap.TypeSIPFrag}
 
 // New returns a Pusher.

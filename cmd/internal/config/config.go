@@ -176,7 +176,8 @@ type MSRPConfig struct {
 	// Advertise is the host put in our MSRP path. Empty means the Listen
 	// host.
 	Advertise string `yaml:"advertise"`
-	// ChunkSize is the largest body of one SEND, in octets. Zero means 2048.
+	// ChunkSize is the largest body of one SEND, in octets: 64 to 2048.
+	// Zero means 2048.
 	ChunkSize int `yaml:"chunk_size"`
 	// Timeout bounds the wait for each response to a SEND in a push (a
 	// local 408 after it) and for a client that connects to us to do so.
@@ -523,9 +524,11 @@ func (c MSRPConfig) validate() error {
 		}
 	}
 	switch {
-	case c.ChunkSize < 64 || c.ChunkSize > 10000:
-		// Kamailio's msrp relay cannot route frames of 11,239 bytes or more.
-		return bad("msrp.chunk_size", "%d is not between 64 and 10000 octets", c.ChunkSize)
+	case c.ChunkSize < 64 || c.ChunkSize > 2048:
+		// Chunks go out whole with a known range end, which RFC 4975
+		// §7.1.1 allows only up to 2048 octets: a larger chunk must be
+		// interruptible, and receivers and relays need take no more.
+		return bad("msrp.chunk_size", "%d is not between 64 and 2048 octets (RFC 4975 §7.1.1)", c.ChunkSize)
 	case c.Timeout < time.Second:
 		return bad("msrp.timeout", "must be at least 1s")
 	case c.MaxConnections < 0 || c.MaxConnectionsPerHost < 0:

@@ -132,6 +132,12 @@ func TestLoadConfigErrorsNameFileLineAndField(t *testing.T) {
 			want: []string{"deferpush.yaml:3", "msrp.advertise", "not an IP address"},
 		},
 		{
+			// Larger chunks would have to be interruptible (RFC 4975 §7.1.1).
+			name: "chunk size over 2048",
+			body: "msrp:\n  chunk_size: 2049\n",
+			want: []string{"deferpush.yaml:2", "msrp.chunk_size", "between 64 and 2048"},
+		},
+		{
 			name: "trusted source not a network",
 			body: "sip:\n  trusted_sources: [10.0.0.0/8, kamailio.example.com]\n",
 			want: []string{"deferpush.yaml:2", "sip.trusted_sources[1]", "not a CIDR"},

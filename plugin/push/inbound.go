@@ -1,0 +1,99 @@
+package push
+
+import (
+	"context"
+	"encoding/xml"
+	"log/slog"
+	"mime"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/encap"
+	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
+)
+
+// What a client sends back in a push session. Our offer's a=accept-types
+// lists what deferpush is willing to receive (RFC 4975 §8.6), and a client
+// may send those in the session: an OMA/RCS client sends its IMDN
+// "delivered" and "displayed" notifications there as message/cpim (RFC
+// 5438 in session mode). They are taken (200, and the success REPORT when
+// one is asked for) and dropped: the push has nothing to do with them, as
+// a message counts as delivered by the answer to our SEND (or its REPORT),
+// and the notification is about a message the client already confirmed.
+// A type we did not offer is answered 415 (RFC 4975 §7.3) before any of
+// it is reassembled.
+
+// sessionConfig is the msrp.Config of a push session to aor at local.
+func (p *Pusher) sessionConfig(local msrp.URI, aor plugin.AOR) msrp.Config {
+	offered := sdp.Media{AcceptTypes: acceptTypes}
+	return msrp.Config{
+		Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log,
+		Accept:  offered.Accepts,
+		Handler: inbound{aor: aor, log: p.log},
+	}
+}
+
+// inbound takes what a client sends in its push session, logging it at
+// debug level (an IMDN by its message-id and status, never a body).
+type inbound struct {
+	aor plugin.AOR
+	log *slog.Logger
+}
+
+var _ msrp.Handler = inbound{}
+
+// ServeMSRP takes m and drops it.
+func (h inbound) ServeMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
+	if !h.log.Enabled(ctx, slog.LevelDebug) {
+		return nil
+	}
+	d, err := encap.Decode(m.ContentType, m.Body)
+	if mt, _, _ := mime.ParseMediaType(d.ContentType); err == nil && mt == encap.TypeIMDN {
+		kind, status, id := readIMDN(d.Body)
+		h.log.Debug("imdn from client", "aor", h.aor, "session", s.URI().SessionID, "msg_id", m.ID,
+			"imdn_message_id", id, "notification", kind, "status", status)
+		return nil
+	}
+	h.log.Debug("message from client dropped", "aor", h.aor, "session", s.URI().SessionID, "msg_id", m.ID,
+		"content_type", m.ContentType, "size", len(m.Body))
+	return nil
+}
+
+// imdnDoc is what readIMDN reads of an IMDN document (RFC 5438 §9).
+type imdnDoc struct {
+	MessageID  string      `xml:"message-id"`
+	Delivery   *imdnStatus `xml:"delivery-notification"`
+	Display    *imdnStatus `xml:"display-notification"`
+	Processing *imdnStatus `xml:"processing-notification"`
+}
+
+// imdnStatus holds the status element, whose one child names the status
+// (<delivered/>, <displayed/>, <failed/>, ...).
+type imdnStatus struct {
+	Status struct {
+		Values []struct{ XMLName xml.Name } `xml:",any"`
+	} `xml:"status"`
+}
+
+// readIMDN returns the notification's kind ("delivery", "display",
+// "processing"), its status and the message-id it is about; empty strings
+// for what the document does not say or when it does not parse.
+func readIMDN(body []byte) (kind, status, messageID string) {
+	var doc imdnDoc
+	if xml.Unmarshal(body, &doc) != nil {
+		return "", "", ""
+	}
+	for _, n := range []struct {
+		kind string
+		st   *imdnStatus
+	}{{"delivery", doc.Delivery}, {"display", doc.Display}, {"processing", doc.Processing}} {
+		if n.st != nil {
+			kind = n.kind
+			if len(n.st.Status.Values) > 0 {
+				status = n.st.Status.Values[0].XMLName.Local
+			}
+			break
+		}
+	}
+	return kind, status, doc.MessageID
+}

@@ -1,0 +1,151 @@
+package push
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/msrp"
+)
+
+// records keeps the debug records logged, each as its message and
+// attributes.
+type records struct {
+	mu  sync.Mutex
+	got []map[string]string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *records) WithGroup(string) slog.Handler            { return r }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	m := map[string]string{"msg": rec.Message}
+	rec.Attrs(func(a slog.Attr) bool {
+		m[a.Key] = a.Value.String()
+		return true
+	})
+	r.mu.Lock()
+	r.got = append(r.got, m)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *records) find(msg string) map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.got {
+		if m["msg"] == msg {
+			return m
+		}
+	}
+	return nil
+}
+
+// clientIMDN is an RCS client's "delivered" notification for message
+// 34jk324j, as it sends it back in the push session (RFC 5438 §7.1.1.3).
+const clientIMDN = "From: <sip:bob@example.com>\r\nTo: <sip:alice@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n" +
+	"imdn.Message-ID: d834jied93rf\r\nDateTime: 2026-11-26T12:00:05Z\r\n\r\n" +
+	"Content-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\r\n" +
+	`<?xml version="1.0" encoding="UTF-8"?>` + "\r\n" +
+	`<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>34jk324j</message-id>` +
+	`<datetime>2026-11-26T12:00:00Z</datetime><recipient-uri>sip:bob@example.com</recipient-uri>` +
+	`<delivery-notification><status><delivered/></status></delivery-notification></imdn>` + "\r\n"
+
+// TestPushSessionTakesOfferedTypes: the push session (the config Open
+// gives it) takes a SEND of a type its offer's a=accept-types lists — an
+// IMDN as message/cpim: 200, the success REPORT asked for, the IMDN
+// logged at debug — and answers 415 to another type, 413 past the
+// reassembly bound as before. Before, every SEND with a body got 403.
+func TestPushSessionTakesOfferedTypes(t *testing.T) {
+	l, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- l.Run(context.Background()) }()
+	t.Cleanup(func() {
+		l.Close()
+		<-runErr
+	})
+	logs := &records{}
+	p := &Pusher{cfg: Config{MSRP: l, ChunkSize: 2048, MSRPTimeout: 5 * time.Second}, log: slog.New(logs)}
+	local := l.URI()
+	local.SessionID = msrp.NewSessionID()
+	s, err := msrp.NewSession(p.sessionConfig(local, plugin.MustParseAOR("sip:bob@example.com")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := l.Add(s, nil); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", l.URI().Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	r, w := msrp.NewReader(nc, msrp.Limits{}), msrp.NewWriter(nc)
+	peer := "msrp://127.0.0.1:9/client01;tcp"
+	sendFrame := func(tid, ct string, extra []msrp.Header, body string) {
+		t.Helper()
+		h := append([]msrp.Header{{Name: msrp.HeaderToPath, Value: local.String()}, {Name: msrp.HeaderFromPath, Value: peer}}, extra...)
+		f := &msrp.Frame{TID: tid, Method: "SEND", Header: h, Flag: msrp.FlagEnd}
+		if ct != "" {
+			f.Header = append(f.Header, msrp.Header{Name: msrp.HeaderContentType, Value: ct})
+			f.Body = []byte(body)
+		}
+		if err := w.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The answers, and the REPORT the deliverer writes, in any order.
+	read := func(n int) []string {
+		var got []string
+		for range n {
+			f, err := r.ReadFrame()
+			if err != nil {
+				t.Errorf("read: %v", err)
+				break
+			}
+			if f.IsRequest() {
+				got = append(got, f.Method+" "+f.Value(msrp.HeaderMessageID)+" "+f.Value(msrp.HeaderStatus))
+			} else {
+				got = append(got, f.TID+" "+f.Comment)
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+
+	sendFrame("bind0001", "", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "bind0001"}}, "")
+	sendFrame("imdn0001", "message/cpim", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "imdn0001"},
+		{Name: msrp.HeaderSuccessReport, Value: "yes"}}, clientIMDN)
+	sendFrame("text0001", "text/plain", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "text0001"}}, "hello")
+	sendFrame("huge0001", "message/cpim", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "huge0001"},
+		{Name: msrp.HeaderByteRange, Value: "1-5/99999999"}}, "hello")
+	nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	got := read(5)
+	want := []string{"REPORT imdn0001 000 200 OK", "bind0001 OK", "huge0001 Stop Sending Message",
+		"imdn0001 OK", "text0001 Unsupported Media Type"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("answers (-want +got):\n%s", diff)
+	}
+	rec := logs.find("imdn from client")
+	if rec == nil {
+		t.Fatalf("no imdn logged; records: %v", logs.got)
+	}
+	for k, v := range map[string]string{"imdn_message_id": "34jk324j", "notification": "delivery", "status": "delivered",
+		"msg_id": "imdn0001", "aor": "sip:bob@example.com"} {
+		if rec[k] != v {
+			t.Errorf("imdn record %s = %q, want %q", k, rec[k], v)
+		}
+	}
+}
