@@ -188,6 +188,20 @@ func TestDeliverPipelined(t *testing.T) {
 			wantBreak: true,
 		},
 		{
+			// 506: the client has the session bound elsewhere; nothing is
+			// charged, the session ends.
+			name: "506 session already bound", n: 5, window: 1,
+			answer: func(n int) error {
+				if n == 3 {
+					return msrp.Status(msrp.StatusSessionAlreadyBound)
+				}
+				return nil
+			},
+			want:      []string{confirmed, confirmed, notSent, notSent, notSent},
+			received:  3,
+			wantBreak: true,
+		},
+		{
 			name: "context ended first", n: 3, window: 4, answer: func(int) error { return nil },
 			cancelled: true,
 			want:      repeat(notSent, 3),

@@ -26,8 +26,16 @@ import (
 // client), 480 and 5xx, or no final answer within the policy's
 // invite_timeout, break the session as a broken MSRP connection does:
 // that message is charged an attempt and the ones after it are not sent.
-// Any other final answer refuses that message only (as an MSRP 4xx does),
-// and the session goes on with the next.
+// A 3xx, 401 or 407 also breaks it, charging nothing: it is about the
+// route or deferpush's credentials (which it has none of), not about the
+// message, and would come back for every message (the push is retried
+// after retry_backoff; message_ttl bounds the retries). Any other final
+// answer refuses that message only (as an MSRP 4xx does), and the session
+// goes on with the next.
+
+// errNotTheMessage marks a page's answer that says nothing about the
+// message (3xx, 401, 407): no attempt at it is charged.
+var errNotTheMessage = errors.New("an answer about the route, not the message")
 
 // pagerSession is a push session in pager mode. Open sends nothing: each
 // message is its own transaction.
@@ -70,6 +78,10 @@ func (s *pagerSession) Deliver(ctx context.Context, msgs []*plugin.Message, done
 			done(m, plugin.ErrNotSent)
 		case errors.As(err, &se):
 			broken = se
+			if errors.Is(err, errNotTheMessage) {
+				done(m, plugin.ErrNotSent)
+				continue
+			}
 			done(m, err)
 		default:
 			done(m, err)
@@ -102,6 +114,8 @@ func (s *pagerSession) send(ctx context.Context, m *plugin.Message) error {
 		return nil
 	case res.StatusCode == 408 || res.StatusCode == 477 || res.StatusCode == 480 || res.StatusCode >= 500 && res.StatusCode < 600:
 		return &plugin.SessionError{Op: "message", Status: res.StatusCode, Err: errors.New(res.Reason)}
+	case res.StatusCode < 400 || res.StatusCode == 401 || res.StatusCode == 407:
+		return &plugin.SessionError{Op: "message", Status: res.StatusCode, Err: fmt.Errorf("%w: %s", errNotTheMessage, res.Reason)}
 	}
 	// The push's reports and the message's last_error say it in SIP's
 	// terms; RejectedError carries the code.

@@ -196,6 +196,32 @@ func TestPagerNoAnswer(t *testing.T) {
 	}
 }
 
+// TestPagerRouteAnswers: a 3xx, 401 or 407 to a page is about the route
+// or credentials, not the message: the session ends, and neither that
+// message nor the next is charged.
+func TestPagerRouteAnswers(t *testing.T) {
+	for _, code := range []int{302, 401, 407} {
+		peer := startPagerPeer(t, map[string]int{"call-2": code})
+		p := newTestPusher(t, "sip:"+peer.addr+";transport=tcp")
+		pol := plugin.DefaultPolicy()
+		pol.InviteTimeout = plugin.Duration(5 * time.Second)
+		contact := "sip:bob@127.0.0.1:5099;transport=tcp"
+		sess, err := p.Open(context.Background(), plugin.Target{URI: contact, Pager: true, Policy: pol, Registration: plugin.Registration{Contact: contact}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fates []string
+		err = sess.Deliver(context.Background(), stored(t, 3), func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) })
+		var se *plugin.SessionError
+		if !errors.As(err, &se) || se.Status != code {
+			t.Errorf("%d: Deliver = %v; want the session ended by it", code, err)
+		}
+		if diff := cmp.Diff([]string{confirmed, notSent, notSent}, fates); diff != "" {
+			t.Errorf("%d: fates (-want +got):\n%s", code, diff)
+		}
+	}
+}
+
 // TestPagerBadStored: a stored message that is not a MESSAGE any more
 // fails alone, as an unencapsulable one does in MSRP.
 func TestPagerBadStored(t *testing.T) {

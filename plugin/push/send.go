@@ -300,6 +300,12 @@ func (d *delivery) outcome(ctx context.Context, err error, charged *bool, breakO
 			d.stall(d.noReport)
 		}
 		return plugin.ErrUnconfirmed
+	case errors.As(err, &se) && se.Code == msrp.StatusSessionAlreadyBound:
+		// 506: the client holds the session bound to another connection
+		// (RFC 4975 §7.3.1) and will take nothing on this one. That is
+		// about the connection, not the message: no attempt at it.
+		breakOff(err)
+		return plugin.ErrNotSent
 	case errors.As(err, &se) && se.Code != msrp.StatusTimeout && se.Code != msrp.StatusNoSession:
 		// The client refused this message (413, 415, ...): the
 		// session goes on with the next one.
