@@ -270,6 +270,24 @@ func checkNoContact(t *testing.T, r uasReq) {
 	}
 }
 
+// TestInviteHeaders: the INVITE says which methods deferpush takes in the
+// push dialog and which extensions it supports (none), both SHOULDs of
+// RFC 3261 §13.2.1.
+func TestInviteHeaders(t *testing.T) {
+	u := startUAS(t)
+	_, ch := u.open(t, 5*time.Second)
+	inv := u.next(t, sip.INVITE)
+	u.answer(t, inv, "486 Busy Here", "t1", "")
+	u.next(t, sip.ACK)
+	waitOpen(t, ch)
+	if got, want := values(inv.Request, "Allow"), []string{"INVITE, ACK, CANCEL, BYE, OPTIONS"}; !cmp.Equal(got, want) {
+		t.Errorf("INVITE Allow %q, want %q", got, want)
+	}
+	if got, want := values(inv.Request, "Supported"), []string{""}; !cmp.Equal(got, want) {
+		t.Errorf("INVITE Supported %q, want one, empty: deferpush supports no extension", got)
+	}
+}
+
 // TestInviteCancel: past invite_timeout, an INVITE answered only
 // provisionally (with a To tag and a Record-Route: an early dialog) is
 // cancelled with a CANCEL of RFC 3261 §9.1 — the INVITE's Request-URI,

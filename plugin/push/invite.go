@@ -197,6 +197,11 @@ func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Req
 	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
 	req.AppendHeader(sip.NewHeader("Subject", "deferred messages"))
 	req.AppendHeader(sip.NewHeader("User-Agent", "deferpush"))
+	// RFC 3261 §13.2.1 (SHOULDs): Allow lists what the stack serves in
+	// the dialog (a BYE, a refused re-INVITE, OPTIONS; adapters/ingress
+	// Stack.Route); Supported, empty, says no extension is.
+	req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
+	req.AppendHeader(sip.NewHeader("Supported", ""))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
 	req.AppendHeader(sip.HeaderClone(&p.contact))
