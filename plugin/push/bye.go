@@ -30,11 +30,11 @@ func (s *session) bye() {
 }
 
 func (s *session) byeCtx(ctx context.Context) error {
-	defer s.dlg.Close()
-	if s.dlg.LoadState() == sip.DialogStateEnded {
+	defer s.dlg.close()
+	if s.dlg.ended() {
 		return nil
 	}
-	if err := s.dlg.Bye(ctx); err != nil {
+	if err := s.p.sendBye(ctx, newInDialog(sip.BYE, s.dlg.invite, s.dlg.res)); err != nil {
 		return &plugin.SessionError{Op: "bye", Err: err}
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin"
@@ -16,7 +15,8 @@ import (
 )
 
 // Steps 2–7 of the seed's Figure 2: the INVITE with an MSRP offer
-// through the proxy, the client's 200, our ACK, and the MSRP connection.
+// through the proxy, the client's 200, our ACK (dialog.go), and the MSRP
+// connection.
 
 // Open sends the INVITE and sets up the MSRP session (steps 2–7); with
 // t.Pager it returns a pager-mode session (pager.go) and sends nothing.
@@ -47,7 +47,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 		return nil, err
 	}
 	s := &session{p: p, dlg: dlg, policy: t.Policy, aor: t.AOR}
-	if err := p.acknowledge(ctx, s); err != nil {
+	if err := s.readAnswer(); err != nil {
 		passive.Close()
 		s.bye()
 		return nil, err
@@ -70,63 +70,71 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	return s, nil
 }
 
-// invite sends the INVITE with our offer (step 2) and waits for the
-// client's final answer (steps 3–5), within the policy's invite_timeout:
-// the INVITE is CANCELled after it, once a provisional answer came (RFC
-// 3261 §9.1 forbids a CANCEL before one: a proxy's 100 Trying is one;
-// without any, the INVITE runs to its transaction timeout, Timer B).
-func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, local msrp.URI) (*sipgo.DialogClientSession, error) {
+// invite sends the INVITE with our offer (step 2), waits for the
+// client's final answer (steps 3–5) and ACKs a 2xx (step 6), within the
+// policy's invite_timeout: the INVITE is CANCELled after it, once a
+// provisional answer came (RFC 3261 §9.1 forbids a CANCEL before one: a
+// proxy's 100 Trying is one; without any, the INVITE runs to its
+// transaction timeout, Timer B).
+func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, local msrp.URI) (*dialog, error) {
 	offer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: acceptTypes, Setup: sdp.SetupActPass})
 	if err != nil {
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
 	ictx, cancel := context.WithTimeout(ctx, time.Duration(t.Policy.InviteTimeout))
 	defer cancel()
-	dlg, err := p.dialogs.WriteInvite(ictx, p.newInvite(ruri, t, offer))
+	d, err := p.startInvite(ictx, p.newInvite(ruri, t, offer))
 	if err != nil {
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}
-	if err := dlg.WaitAnswer(ictx, sipgo.AnswerOptions{}); err != nil {
-		var de *sipgo.ErrDialogResponse
-		if errors.As(err, &de) {
-			dlg.Close()
-			reason := errors.New(de.Res.Reason)
-			if refusesMSRP(de.Res.StatusCode) {
-				reason = fmt.Errorf("%w: %s", plugin.ErrMSRPRefused, de.Res.Reason)
-			}
-			return nil, &plugin.SessionError{Op: "invite", Status: de.Res.StatusCode, Err: reason}
+	res, provisional, cancelled, err := d.wait(ictx)
+	timeout := time.Duration(t.Policy.InviteTimeout)
+	switch {
+	case res != nil && res.IsSuccess():
+		if err := d.answered(res); err != nil {
+			d.close()
+			return nil, &plugin.SessionError{Op: "ack", Err: err}
 		}
-		last := dlg.InviteResponse // the last answer WaitAnswer read
-		switch {
-		case ictx.Err() == nil || ctx.Err() != nil:
-		case last != nil && last.IsSuccess():
-			// Answered while waiting to CANCEL: sipgo gives up on the
-			// dialog; end the session it set up at the client.
-			p.endLate(dlg)
-			err = fmt.Errorf("answered %d after invite_timeout %v, while cancelling: session ended (ACK, BYE): %w",
-				last.StatusCode, time.Duration(t.Policy.InviteTimeout), err)
-		case last != nil && last.IsProvisional():
-			err = fmt.Errorf("no answer within %v (cancelled): %w", time.Duration(t.Policy.InviteTimeout), err)
-		default:
-			err = fmt.Errorf("no answer within %v, and no provisional one: not cancellable (RFC 3261 §9.1), ended at the INVITE's timeout: %w",
-				time.Duration(t.Policy.InviteTimeout), err)
+		if !cancelled {
+			return d, nil
 		}
-		dlg.Close()
-		return nil, &plugin.SessionError{Op: "invite", Err: err}
+		// Answered while being cancelled: the client set up a session
+		// the push gave up on; end it rather than leave it to the
+		// client's 2xx retransmissions to time out.
+		p.endLate(d)
+		return nil, &plugin.SessionError{Op: "invite", Err: fmt.Errorf("answered %d after invite_timeout %v, while cancelling: session ended (ACK, BYE): %w",
+			res.StatusCode, timeout, ictx.Err())}
+	case res != nil && (!cancelled || !provisional):
+		// A refusal, or one that came past the timeout before anything
+		// let the INVITE be cancelled: the client's answer all the same.
+		d.close()
+		reason := errors.New(res.Reason)
+		if refusesMSRP(res.StatusCode) {
+			reason = fmt.Errorf("%w: %s", plugin.ErrMSRPRefused, res.Reason)
+		}
+		return nil, &plugin.SessionError{Op: "invite", Status: res.StatusCode, Err: reason}
 	}
-	return dlg, nil
+	d.close()
+	switch {
+	case !cancelled:
+	case ctx.Err() != nil:
+		err = errors.Join(ctx.Err(), err)
+	case provisional:
+		err = fmt.Errorf("no answer within %v (cancelled): %w", timeout, errors.Join(ictx.Err(), err))
+	default:
+		err = fmt.Errorf("no answer within %v, and no provisional one: not cancellable (RFC 3261 §9.1), ended at the INVITE's timeout: %w",
+			timeout, errors.Join(ictx.Err(), err))
+	}
+	return nil, &plugin.SessionError{Op: "invite", Err: err}
 }
 
-// endLate ACKs and BYEs a session the client accepted after the push had
-// given up on it (best effort, within a few seconds): the client would
-// otherwise hold it until its own 2xx retransmissions time out.
-func (p *Pusher) endLate(dlg *sipgo.DialogClientSession) {
+// endLate sends BYE in a dialog the push gave up on (best effort, within
+// a few seconds).
+func (p *Pusher) endLate(d *dialog) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := dlg.Ack(ctx); err != nil {
-		return
-	}
-	_ = dlg.Bye(ctx)
+	_ = p.sendBye(ctx, newInDialog(sip.BYE, d.invite, d.res))
+	d.close()
 }
 
 // refusesMSRP reports whether a final answer to the INVITE refuses the
@@ -135,12 +143,9 @@ func (p *Pusher) endLate(dlg *sipgo.DialogClientSession) {
 // Acceptable (RFC 3261 §21.6.4). Busy Here and Decline refuse the push.
 func refusesMSRP(status int) bool { return status == 415 || status == 488 || status == 606 }
 
-// acknowledge sends the ACK (step 6) and reads the client's SDP answer.
-func (p *Pusher) acknowledge(ctx context.Context, s *session) error {
-	if err := s.dlg.Ack(ctx); err != nil {
-		return &plugin.SessionError{Op: "ack", Err: err}
-	}
-	ans, err := sdp.Parse(s.dlg.InviteResponse.Body())
+// readAnswer reads the client's SDP answer from its 2xx.
+func (s *session) readAnswer() error {
+	ans, err := sdp.Parse(s.dlg.res.Body())
 	if err != nil {
 		// No usable MSRP m-line: the client took the call but not MSRP.
 		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: answer: %w", plugin.ErrMSRPRefused, err)}
@@ -192,8 +197,14 @@ func (p *Pusher) newInvite(ruri sip.Uri, t plugin.Target, offer []byte) *sip.Req
 	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
 	req.AppendHeader(sip.NewHeader("Subject", "deferred messages"))
 	req.AppendHeader(sip.NewHeader("User-Agent", "deferpush"))
+	// RFC 3261 §13.2.1 (SHOULDs): Allow lists what the stack serves in
+	// the dialog (a BYE, a refused re-INVITE, OPTIONS; adapters/ingress
+	// Stack.Route); Supported, empty, says no extension is.
+	req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
+	req.AppendHeader(sip.NewHeader("Supported", ""))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
+	req.AppendHeader(sip.HeaderClone(&p.contact))
 	p.setTransport(req)
 	return req
 }

@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -85,7 +86,7 @@ type Pusher struct {
 	contact sip.ContactHeader
 	from    sip.Uri
 	route   *sip.Uri
-	dialogs *sipgo.DialogClientCache
+	dialogs sync.Map // dialog ID → *dialog, of the sessions in progress
 	log     *slog.Logger
 }
 
@@ -136,15 +137,7 @@ func New(cfg Config) (*Pusher, error) {
 		u.UriParams.Add("lr", "")
 		p.route = &u
 	}
-	p.dialogs = sipgo.NewDialogClientCache(cfg.Client, p.contact)
 	return p, nil
-}
-
-// ReadBye answers a BYE from a client in one of our push dialogs and ends
-// that session. It returns sipgo.ErrDialogDoesNotExists when the BYE
-// belongs to no push dialog, so the caller can hand it to someone else.
-func (p *Pusher) ReadBye(req *sip.Request, tx sip.ServerTransaction) error {
-	return p.dialogs.ReadBye(req, tx)
 }
 
 // deferred is what encap needs of a stored message.

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emiago/sipgo"
-
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/plugin/msrp"
@@ -21,7 +19,7 @@ import (
 // session is one push session: a confirmed dialog and its MSRP session.
 type session struct {
 	p      *Pusher
-	dlg    *sipgo.DialogClientSession
+	dlg    *dialog
 	ms     *msrp.Session
 	answer sdp.Media
 	policy plugin.Policy
@@ -40,9 +38,19 @@ var _ plugin.PushSession = (*session)(nil)
 func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
 	// A BYE from the client ends the dialog: stop sending then.
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := context.AfterFunc(s.dlg.Context(), func() { cancel(errClientBye) })
-	defer stop()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-s.dlg.bye:
+			cancel(errClientBye)
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		cancel(nil)
+		<-watched
+	}()
 
 	d := s.delivery(ctx, cancel)
 	// A client that answered a=setup:active must connect within the MSRP

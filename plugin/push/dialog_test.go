@@ -1,0 +1,413 @@
+package push
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/deferpush/deferpush/plugin"
+)
+
+// uas is the client end of a push's INVITE, written by hand on loopback
+// TCP so that a test chooses every answer byte by byte and sees every
+// request as it came, and on which connection.
+type uas struct {
+	port int
+	reqs chan uasReq
+}
+
+// uasReq is a request the uas got and the connection it came on.
+type uasReq struct {
+	*sip.Request
+	conn net.Conn
+}
+
+func startUAS(t *testing.T) *uas {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &uas{port: ln.Addr().(*net.TCPAddr).Port, reqs: make(chan uasReq, 32)}
+	var conns []net.Conn
+	accepted := make(chan net.Conn)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+			go u.read(t, c)
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for c := range accepted {
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return u
+}
+
+func (u *uas) read(t *testing.T, c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		raw, err := readSIP(br)
+		if err != nil {
+			return
+		}
+		m, err := sip.ParseMessage(raw)
+		if err != nil {
+			t.Errorf("uas: unparseable message %q: %v", raw, err)
+			return
+		}
+		if req, ok := m.(*sip.Request); ok {
+			u.reqs <- uasReq{Request: req, conn: c}
+		}
+	}
+}
+
+// readSIP reads one SIP message (header section and Content-Length
+// octets of body) from br, skipping keep-alive CRLFs.
+func readSIP(br *bufio.Reader) ([]byte, error) {
+	var head bytes.Buffer
+	n := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		if line == "\r\n" && head.Len() == 0 {
+			continue
+		}
+		head.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return nil, err
+	}
+	return append(head.Bytes(), body...), nil
+}
+
+// next returns the next request the uas got, which must be a method one.
+func (u *uas) next(t *testing.T, method sip.RequestMethod) uasReq {
+	t.Helper()
+	select {
+	case r := <-u.reqs:
+		if r.Method != method {
+			t.Fatalf("uas got %s, want %s:\n%s", r.Method, method, r)
+		}
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("uas: no %s within 10 s", method)
+	}
+	return uasReq{}
+}
+
+// recordRoute is what the uas's answers carry as Record-Route, contact
+// their Contact, both naming the uas itself, tagged by dialog.
+func (u *uas) recordRoute(dlg string) string {
+	return fmt.Sprintf("Record-Route: <sip:127.0.0.1:%d;transport=tcp;lr;rr=%s-second>\r\n"+
+		"Record-Route: <sip:127.0.0.1:%d;transport=tcp;lr;rr=%s-first>\r\n", u.port, dlg, u.port, dlg)
+}
+
+func (u *uas) contact(dlg string) string {
+	return fmt.Sprintf("sip:bob@127.0.0.1:%d;transport=tcp;dlg=%s", u.port, dlg)
+}
+
+// answer writes a response to r on its connection: status ("200 OK"),
+// the To tag added when tag is set, dialog headers (Record-Route,
+// Contact) when dlg is set, and an SDP answer with a=setup:active (the
+// client connects: Open returns without an MSRP connection) on a 2xx to
+// INVITE.
+func (u *uas) answer(t *testing.T, r uasReq, status, tag, dlg string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("SIP/2.0 " + status + "\r\n")
+	for _, v := range r.GetHeaders("Via") {
+		b.WriteString("Via: " + v.Value() + "\r\n")
+	}
+	to := r.To().Value()
+	if tag != "" {
+		to += ";tag=" + tag
+	}
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\n", r.From().Value(), to, r.CallID().Value(), r.CSeq().Value())
+	if dlg != "" {
+		b.WriteString(u.recordRoute(dlg))
+		fmt.Fprintf(&b, "Contact: <%s>\r\n", u.contact(dlg))
+	}
+	body := ""
+	if r.IsInvite() && strings.HasPrefix(status, "2") {
+		body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\n" +
+			"a=accept-types:message/sip message/cpim\r\na=path:msrp://127.0.0.1:9/clientsess01;tcp\r\na=setup:active\r\n"
+		b.WriteString("Content-Type: application/sdp\r\n")
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(body), body)
+	raw := b.String()
+	u.write(t, r, raw)
+	return raw
+}
+
+func (u *uas) write(t *testing.T, r uasReq, raw string) {
+	t.Helper()
+	if _, err := io.WriteString(r.conn, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// values are the values of r's name headers, in order.
+func values(r *sip.Request, name string) []string {
+	var vs []string
+	for _, h := range r.GetHeaders(name) {
+		vs = append(vs, h.Value())
+	}
+	return vs
+}
+
+// opened is what Open returned.
+type opened struct {
+	sess plugin.PushSession
+	err  error
+}
+
+// open runs p.Open to the uas in the background, with an outbound
+// proxy (the uas itself) so that the INVITE carries a Route.
+func (u *uas) open(t *testing.T, timeout time.Duration) (*Pusher, <-chan opened) {
+	t.Helper()
+	p := newTestPusher(t, fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", u.port))
+	pol := plugin.DefaultPolicy()
+	pol.InviteTimeout = plugin.Duration(timeout)
+	tgt := plugin.Target{AOR: plugin.MustParseAOR("sip:bob@example.com"), URI: fmt.Sprintf("sip:bob@127.0.0.1:%d;transport=tcp", u.port), Policy: pol}
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := p.Open(context.Background(), tgt)
+		ch <- opened{s, err}
+	}()
+	return p, ch
+}
+
+func waitOpen(t *testing.T, ch <-chan opened) opened {
+	t.Helper()
+	select {
+	case o := <-ch:
+		return o
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open did not return within 10 s")
+	}
+	return opened{}
+}
+
+// checkInDialog checks a request of the dialog a 2xx set up (RFC 3261
+// §12.2.1.1): Request-URI the 2xx's Contact, Route its Record-Route
+// reversed, From and Call-ID the INVITE's, To the 2xx's (with its tag),
+// CSeq the INVITE's number plus inc with method m, a Via of its own.
+func checkInDialog(t *testing.T, u *uas, r, inv uasReq, m sip.RequestMethod, tag, dlg string, inc uint32) {
+	t.Helper()
+	if got, want := r.Recipient.String(), u.contact(dlg); got != want {
+		t.Errorf("%s Request-URI %q, want the 2xx's Contact %q", m, got, want)
+	}
+	wantRoute := []string{
+		fmt.Sprintf("<sip:127.0.0.1:%d;transport=tcp;lr;rr=%s-first>", u.port, dlg),
+		fmt.Sprintf("<sip:127.0.0.1:%d;transport=tcp;lr;rr=%s-second>", u.port, dlg),
+	}
+	if diff := cmp.Diff(wantRoute, values(r.Request, "Route")); diff != "" {
+		t.Errorf("%s Route, not the 2xx's Record-Route reversed (-want +got):\n%s", m, diff)
+	}
+	if got, want := r.From().Value(), inv.From().Value(); got != want {
+		t.Errorf("%s From %q, want %q", m, got, want)
+	}
+	if got, want := r.To().Value(), inv.To().Value()+";tag="+tag; got != want {
+		t.Errorf("%s To %q, want %q", m, got, want)
+	}
+	if got, want := r.CallID().Value(), inv.CallID().Value(); got != want {
+		t.Errorf("%s Call-ID %q, want %q", m, got, want)
+	}
+	if got, want := r.CSeq().Value(), fmt.Sprintf("%d %s", inv.CSeq().SeqNo+inc, m); got != want {
+		t.Errorf("%s CSeq %q, want %q", m, got, want)
+	}
+	if vias := values(r.Request, "Via"); len(vias) != 1 || branch(r.Request) == branch(inv.Request) {
+		t.Errorf("%s Via %q: want one, of a new branch (INVITE's %q)", m, vias, inv.Via().Value())
+	}
+}
+
+func branch(r *sip.Request) string {
+	b, _ := r.Via().Params.Get("branch")
+	return b
+}
+
+// checkNoContact: Contact is "-" for BYE and CANCEL in RFC 3261 §20
+// Table 3, which makes it not allowed.
+func checkNoContact(t *testing.T, r uasReq) {
+	t.Helper()
+	if c := r.Contact(); c != nil {
+		t.Errorf("%s has Contact %q: not allowed in it (RFC 3261 §20, Table 3)", r.Method, c.Value())
+	}
+}
+
+// TestInviteHeaders: the INVITE says which methods deferpush takes in the
+// push dialog and which extensions it supports (none), both SHOULDs of
+// RFC 3261 §13.2.1.
+func TestInviteHeaders(t *testing.T) {
+	u := startUAS(t)
+	_, ch := u.open(t, 5*time.Second)
+	inv := u.next(t, sip.INVITE)
+	u.answer(t, inv, "486 Busy Here", "t1", "")
+	u.next(t, sip.ACK)
+	waitOpen(t, ch)
+	if got, want := values(inv.Request, "Allow"), []string{"INVITE, ACK, CANCEL, BYE, OPTIONS"}; !cmp.Equal(got, want) {
+		t.Errorf("INVITE Allow %q, want %q", got, want)
+	}
+	if got, want := values(inv.Request, "Supported"), []string{""}; !cmp.Equal(got, want) {
+		t.Errorf("INVITE Supported %q, want one, empty: deferpush supports no extension", got)
+	}
+}
+
+// TestInviteCancel: past invite_timeout, an INVITE answered only
+// provisionally (with a To tag and a Record-Route: an early dialog) is
+// cancelled with a CANCEL of RFC 3261 §9.1 — the INVITE's Request-URI,
+// Call-ID, From, To (no tag), CSeq number, top Via, Route and
+// Max-Forwards, no Contact, on the INVITE's connection — and the push
+// waits for the INVITE's final answer. A 2xx crossing the CANCEL sets up
+// a session the push no longer wants: it is ACKed, then ended with BYE.
+func TestInviteCancel(t *testing.T) {
+	tests := []struct {
+		name    string
+		final   string // the INVITE's final answer after the CANCEL
+		wantErr string
+	}{
+		{name: "487", final: "487 Request Terminated", wantErr: "no answer within 300ms (cancelled)"},
+		{name: "answered while cancelling", final: "200 OK", wantErr: "answered 200 after invite_timeout 300ms, while cancelling"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := startUAS(t)
+			_, ch := u.open(t, 300*time.Millisecond)
+			inv := u.next(t, sip.INVITE)
+			u.answer(t, inv, "180 Ringing", "early", "early")
+			c := u.next(t, sip.CANCEL)
+			if c.conn != inv.conn {
+				t.Error("CANCEL came on another connection than the INVITE")
+			}
+			if got, want := c.Recipient.String(), inv.Recipient.String(); got != want {
+				t.Errorf("CANCEL Request-URI %q, want the INVITE's %q", got, want)
+			}
+			for _, h := range []string{"Call-ID", "From", "To", "Route", "Max-Forwards"} {
+				if diff := cmp.Diff(values(inv.Request, h), values(c.Request, h)); diff != "" {
+					t.Errorf("CANCEL %s, not the INVITE's (-INVITE +CANCEL):\n%s", h, diff)
+				}
+			}
+			if got, want := values(c.Request, "Via"), []string{inv.Via().Value()}; !cmp.Equal(got, want) {
+				t.Errorf("CANCEL Via %q, want the INVITE's top Via %q", got, want)
+			}
+			if got, want := c.CSeq().Value(), fmt.Sprintf("%d CANCEL", inv.CSeq().SeqNo); got != want {
+				t.Errorf("CANCEL CSeq %q, want %q", got, want)
+			}
+			checkNoContact(t, c)
+			u.answer(t, c, "200 OK", "", "")
+			u.answer(t, inv, tt.final, "final", "final")
+			ack := u.next(t, sip.ACK)
+			if tt.final == "200 OK" {
+				checkInDialog(t, u, ack, inv, sip.ACK, "final", "final", 0)
+				bye := u.next(t, sip.BYE)
+				checkInDialog(t, u, bye, inv, sip.BYE, "final", "final", 1)
+				checkNoContact(t, bye)
+				u.answer(t, bye, "200 OK", "", "")
+			}
+			o := waitOpen(t, ch)
+			if o.err == nil || !strings.Contains(o.err.Error(), tt.wantErr) {
+				t.Errorf("Open: %v, want an error with %q", o.err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestSessionDialog: the 2xx is ACKed (again for each retransmission of
+// it, with the same ACK), and the session's BYE is sent within the dialog
+// (RFC 3261 §15.1.1), without Contact.
+func TestSessionDialog(t *testing.T) {
+	u := startUAS(t)
+	_, ch := u.open(t, 5*time.Second)
+	inv := u.next(t, sip.INVITE)
+	u.answer(t, inv, "180 Ringing", "c1", "c1")
+	ok := u.answer(t, inv, "200 OK", "c1", "c1")
+	ack := u.next(t, sip.ACK)
+	checkInDialog(t, u, ack, inv, sip.ACK, "c1", "c1", 0)
+	o := waitOpen(t, ch)
+	if o.err != nil {
+		t.Fatalf("Open: %v", o.err)
+	}
+	u.write(t, inv, ok)
+	again := u.next(t, sip.ACK)
+	if got, want := again.String(), ack.String(); got != want {
+		t.Errorf("ACK to the retransmitted 2xx:\n%s\nwant the first ACK again:\n%s", got, want)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- o.sess.Close(context.Background()) }()
+	bye := u.next(t, sip.BYE)
+	checkInDialog(t, u, bye, inv, sip.BYE, "c1", "c1", 1)
+	checkNoContact(t, bye)
+	u.answer(t, bye, "200 OK", "", "")
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// TestForkedAnswers: a proxy that forks the INVITE may bring a 2xx from
+// each device (RFC 3261 §13.2.2.4). The push keeps the first dialog; each
+// other 2xx gets an ACK built from it (its To tag, Contact, Record-Route),
+// each retransmission of it too, and its dialog one BYE.
+func TestForkedAnswers(t *testing.T) {
+	u := startUAS(t)
+	_, ch := u.open(t, 5*time.Second)
+	inv := u.next(t, sip.INVITE)
+	u.answer(t, inv, "200 OK", "c1", "c1")
+	checkInDialog(t, u, u.next(t, sip.ACK), inv, sip.ACK, "c1", "c1", 0)
+	o := waitOpen(t, ch)
+	if o.err != nil {
+		t.Fatalf("Open: %v", o.err)
+	}
+	for _, f := range []struct{ status, tag string }{{"200 OK", "fork2"}, {"202 Accepted", "fork3"}} {
+		raw := u.answer(t, inv, f.status, f.tag, f.tag)
+		checkInDialog(t, u, u.next(t, sip.ACK), inv, sip.ACK, f.tag, f.tag, 0)
+		bye := u.next(t, sip.BYE)
+		checkInDialog(t, u, bye, inv, sip.BYE, f.tag, f.tag, 1)
+		checkNoContact(t, bye)
+		u.answer(t, bye, "200 OK", "", "")
+		u.write(t, inv, raw) // a retransmission: ACKed again, not BYEd again
+		checkInDialog(t, u, u.next(t, sip.ACK), inv, sip.ACK, f.tag, f.tag, 0)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- o.sess.Close(context.Background()) }()
+	bye := u.next(t, sip.BYE)
+	checkInDialog(t, u, bye, inv, sip.BYE, "c1", "c1", 1)
+	u.answer(t, bye, "200 OK", "", "")
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
