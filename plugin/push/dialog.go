@@ -195,17 +195,18 @@ func (d *dialog) ended() bool {
 }
 
 // close forgets the dialog: a BYE for it from now on is none of ours. The
-// INVITE's transaction lives on to its Timer M (RFC 6026), its hook
-// ACKing any 2xx still to come.
+// INVITE's transaction ends with it: RFC 6026 would keep it to Timer M
+// (32 s) to ACK a fork's 2xx that comes later still, but at a thousand
+// pushes a second that is some 30,000 transactions held, each with its
+// INVITE and 2xx; a fork's 2xx during the session is ACKed and BYEd, and
+// one after it goes unanswered (its UAS gives up after 64·T1).
 func (d *dialog) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.id != "" {
 		d.p.dialogs.CompareAndDelete(d.id, d)
 	}
-	if d.res == nil {
-		d.tx.Terminate()
-	}
+	d.tx.Terminate()
 }
 
 // readBye answers a BYE from the client in d and ends d.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -409,5 +410,30 @@ func TestForkedAnswers(t *testing.T) {
 	u.answer(t, bye, "200 OK", "", "")
 	if err := <-closed; err != nil {
 		t.Errorf("Close: %v", err)
+	}
+}
+
+// TestAnswerNotSDP: a 2xx whose body is not labelled application/sdp
+// carries no SDP answer (RFC 3261 §13.2.1), whatever its bytes: it is
+// ACKed, its session ended with BYE, and Open reports MSRP refused.
+func TestAnswerNotSDP(t *testing.T) {
+	u := startUAS(t)
+	_, ch := u.open(t, 5*time.Second)
+	inv := u.next(t, sip.INVITE)
+	body := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\n" +
+		"a=accept-types:message/sip\r\na=path:msrp://127.0.0.1:9/clientsess01;tcp\r\na=setup:active\r\n"
+	var vias strings.Builder
+	for _, v := range inv.GetHeaders("Via") {
+		vias.WriteString("Via: " + v.Value() + "\r\n")
+	}
+	u.write(t, inv, fmt.Sprintf("SIP/2.0 200 OK\r\n%sFrom: %s\r\nTo: %s;tag=c1\r\nCall-ID: %s\r\nCSeq: %s\r\n%sContact: <%s>\r\n"+
+		"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
+		vias.String(), inv.From().Value(), inv.To().Value(), inv.CallID().Value(), inv.CSeq().Value(),
+		u.recordRoute("c1"), u.contact("c1"), len(body), body))
+	u.next(t, sip.ACK)
+	bye := u.next(t, sip.BYE)
+	u.answer(t, bye, "200 OK", "", "")
+	if o := waitOpen(t, ch); !errors.Is(o.err, plugin.ErrMSRPRefused) {
+		t.Errorf("Open = %v, %v; want MSRP refused", o.sess, o.err)
 	}
 }

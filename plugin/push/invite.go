@@ -145,13 +145,28 @@ func refusesMSRP(status int) bool { return status == 415 || status == 488 || sta
 
 // readAnswer reads the client's SDP answer from its 2xx.
 func (s *session) readAnswer() error {
-	ans, err := sdp.Parse(s.dlg.res.Body())
+	// RFC 3261 §13.2.1: the answer is the 2xx's application/sdp body; a
+	// body of another type is no answer, whatever it looks like.
+	var err error
+	var ans sdp.Media
+	if ct := s.dlg.res.ContentType(); ct == nil || !isSDP(ct.Value()) {
+		err = errors.New("the 2xx has no application/sdp body")
+	} else {
+		ans, err = sdp.Parse(s.dlg.res.Body())
+	}
 	if err != nil {
 		// No usable MSRP m-line: the client took the call but not MSRP.
 		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: answer: %w", plugin.ErrMSRPRefused, err)}
 	}
 	s.answer = ans
 	return nil
+}
+
+// isSDP reports whether a Content-Type is application/sdp, in any case,
+// with any parameters.
+func isSDP(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/sdp")
 }
 
 // connect opens the MSRP connection to the client's path (step 7). The
