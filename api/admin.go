@@ -148,7 +148,11 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 	if err != nil {
 		return err
 	}
-	c.Response.Header.Set("ETag", etagOf(p))
+	tag := etagOf(p)
+	if notModified(c, tag) {
+		return nil
+	}
+	c.Response.Header.Set("ETag", tag)
 	return reply(c, consts.StatusOK, p)
 }
 
@@ -187,10 +191,10 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 // setPolicy writes a change through the engine's policy in force (the
 // store, atomically, then this instance at once; other instances through
 // the store), if the policy is still the one the request's If-Match
-// names.
+// names and not one its If-None-Match names.
 func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
 	old, p, err := a.engine.UpdatePolicy(ctx, who.name, func(p *plugin.Policy) error {
-		if err := checkIfMatch(c, "policy", *p); err != nil {
+		if err := checkPreconditions(c, "policy", *p); err != nil {
 			return err
 		}
 		if err := change(p); err != nil {

@@ -29,7 +29,11 @@ func (a *admin) getSettings(ctx context.Context, c *app.RequestContext, r userRe
 	if err != nil {
 		return err
 	}
-	c.Response.Header.Set("ETag", etagOf(u))
+	tag := etagOf(u)
+	if notModified(c, tag) {
+		return nil
+	}
+	c.Response.Header.Set("ETag", tag)
 	return reply(c, consts.StatusOK, u)
 }
 
@@ -59,7 +63,7 @@ func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRe
 			"max_per_session %d is above the operator's max_per_session %d: a user may only lower it", u.MaxPerSession, p.MaxPerSession))
 	}
 	if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
-		if err := checkIfMatch(c, "user's settings", *cur); err != nil {
+		if err := checkPreconditions(c, "user's settings", *cur); err != nil {
 			return err
 		}
 		*cur = u
@@ -77,10 +81,11 @@ func (a *admin) deleteSettings(ctx context.Context, c *app.RequestContext, r use
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	if len(c.Request.Header.Peek("If-Match")) > 0 {
-		// Conditional: back to the policy only if unchanged since read.
+	if len(c.Request.Header.Peek("If-Match")) > 0 || len(c.Request.Header.Peek("If-None-Match")) > 0 {
+		// Conditional: back to the policy only if If-Match and
+		// If-None-Match hold for the settings in force.
 		if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
-			if err := checkIfMatch(c, "user's settings", *cur); err != nil {
+			if err := checkPreconditions(c, "user's settings", *cur); err != nil {
 				return err
 			}
 			*cur = plugin.UserSettings{}

@@ -14,7 +14,6 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
 	"github.com/cloudwego/hertz/pkg/common/config"
-	"github.com/cloudwego/hertz/pkg/network/standard"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/deferpush/deferpush/plugin"
@@ -211,8 +210,9 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 	opts := []config.Option{
 		server.WithListener(tl),
 		// The standard transport serves any net.Listener and TLS; netpoll
-		// would need its own listener.
-		server.WithTransport(standard.NewTransporter),
+		// would need its own listener. It is wrapped to refuse request
+		// framing hertz would accept (framing.go).
+		server.WithTransport(newFramingTransport(s.cfg.Logger)),
 		server.WithMaxRequestBodySize(s.cfg.MaxBodySize),
 		server.WithExitWaitTime(s.cfg.ShutdownTimeout),
 		server.WithReadTimeout(30 * time.Second),

@@ -331,7 +331,8 @@ func decodePage(t *testing.T, r adminResponse) messagePage {
 
 // testAdminIfMatch: the policy and a user's settings carry an ETag; a
 // write with a stale If-Match gets 412 and changes nothing, one with the
-// current tag goes through and returns the new tag.
+// current tag goes through and returns the new tag. If-None-Match with
+// the current tag gets 304 on a GET, 412 on a write.
 func testAdminIfMatch(t *testing.T, a adminClient) {
 	const ctJSON, ctPatch = "application/json", "application/merge-patch+json"
 	etag := func(r adminResponse) string {
@@ -385,5 +386,14 @@ func testAdminIfMatch(t *testing.T, a adminClient) {
 	if r := must(a.do(t, "GET", u, adminToken, "", nil), 200); string(r.Body) != `{"push":"hold"}` || etag(r) != after {
 		t.Errorf("settings after refused writes: %s %s", r.Header.Get("ETag"), r.Body)
 	}
+	// If-None-Match (RFC 9110 §13.1.2): the current tag gets 304 with it
+	// on a GET, 412 on a write.
+	for _, path := range []string{"/v1/policy", u} {
+		tag := etag(must(a.do(t, "GET", path, adminToken, "", nil), 200))
+		if r := must(a.doWith(t, "GET", path, adminToken, "", nil, map[string]string{"If-None-Match": tag}), 304); r.Header.Get("ETag") != tag || len(r.Body) != 0 {
+			t.Errorf("GET %s If-None-Match: ETag %q body %q, want %s and none", path, r.Header.Get("ETag"), r.Body, tag)
+		}
+	}
+	stale(a.doWith(t, "PUT", u, adminToken, ctJSON, []byte(`{"push":"off"}`), map[string]string{"If-None-Match": "*"}))
 	must(a.doWith(t, "DELETE", u, adminToken, "", nil, map[string]string{"If-Match": after}), 204)
 }
