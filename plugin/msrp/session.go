@@ -213,8 +213,15 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	return nil
 }
 
-// dialHop opens the TCP or TLS connection to the first hop of the path.
+// dialHop opens the TCP or TLS connection to the first hop of the path,
+// within Config.Timeout: nothing moves while it connects, so it gets the
+// timeout of any step without progress. Without it a path whose address
+// drops SYNs (a client behind NAT or a firewall) holds the caller for the
+// kernel's retries, about 2 minutes, and a peer that accepts and never
+// answers the TLS handshake, for as long as it likes.
 func (s *Session) dialHop(ctx context.Context, hop URI) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
 	d := &net.Dialer{}
 	switch {
 	case s.dial != nil:

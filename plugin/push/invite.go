@@ -141,6 +141,9 @@ func (p *Pusher) acknowledge(ctx context.Context, s *session) error {
 		return &plugin.SessionError{Op: "ack", Err: err}
 	}
 	ans, err := sdp.Parse(s.dlg.InviteResponse.Body())
+	if err == nil && ans.Path[0].Secure != p.cfg.MSRP.URI().Secure { // the offer's transport (RFC 3264 §6)
+		err = fmt.Errorf("MSRP over TLS %v, the offer's %v", ans.Path[0].Secure, p.cfg.MSRP.URI().Secure)
+	}
 	if err != nil {
 		// No usable MSRP m-line: the client took the call but not MSRP.
 		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: answer: %w", plugin.ErrMSRPRefused, err)}
