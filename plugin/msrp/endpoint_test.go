@@ -150,7 +150,7 @@ func TestAccept(t *testing.T) {
 
 	// A type not taken, in one chunk and as the first of several.
 	p.write(frame("t0001", "text/plain", "Message-ID: m0001\r\n", "hello"))
-	p.write(frame("t0002", "text/plain", "Message-ID: m0002\r\nByte-Range: 1-5/10\r\n", "hello"))
+	p.write(strings.TrimSuffix(frame("t0002", "text/plain", "Message-ID: m0002\r\nByte-Range: 1-5/10\r\n", "hello"), "$\r\n") + "+\r\n")
 	for _, tid := range []string{"t0001", "t0002"} {
 		if f := p.read(); f.TID != tid || f.Status != StatusUnsupportedMedia || f.Value(HeaderFromPath) != to {
 			t.Errorf("got %q, want %s answered 415 from %s", f.String(), tid, to)

@@ -468,11 +468,17 @@ func (r *Reader) checkFrame(f *Frame) error {
 	} else if !r.encapsulated {
 		return bad("To-Path and From-Path must be the first headers")
 	}
+	ranges := 0
 	for _, h := range rest {
 		switch {
 		case strings.EqualFold(h.Name, HeaderToPath), strings.EqualFold(h.Name, HeaderFromPath):
 			return bad("repeated path header")
 		case strings.EqualFold(h.Name, HeaderByteRange):
+			// One chunk has one range (RFC 4975 §7.1.1 and its grammar,
+			// §9): of two, either could be the one meant.
+			if ranges++; ranges > 1 {
+				return bad("repeated Byte-Range")
+			}
 			if _, ok := parseByteRange(h.Value); !ok {
 				return bad("bad Byte-Range")
 			}

@@ -30,10 +30,13 @@ type ListenerConfig struct {
 	// without binding a session, counted from its accept: 30 s.
 	Timeout time.Duration
 	// MaxConns bounds the connections open at once: 4096.
-	// MaxConnsPerHost bounds those from one IP address: 1024 (a relay such
-	// as Kamailio's msrp module brings many senders from one address).
-	// A connection over either bound gets its first request answered 403
-	// and is closed.
+	// MaxConnsPerHost bounds those from one IP address (IPv6: one /64):
+	// 1024 (a relay such as Kamailio's msrp module brings many senders
+	// from one address). At either bound the connection that has sent
+	// nothing for longest is closed to make room; one that has sent a
+	// byte (it may carry a session) never is. Only when every one has is
+	// the new connection refused: its first request is answered 403 and
+	// it is closed.
 	MaxConns        int
 	MaxConnsPerHost int
 	// Budget, when set, bounds the connections accepted together with
@@ -60,12 +63,8 @@ type Listener struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	conns    map[*conn]struct{}
-	perHost  map[string]int
 	closed   bool
 	wg       sync.WaitGroup
-	// refusing bounds the goroutines answering refused connections; past
-	// it, they are closed without an answer.
-	refusing chan struct{}
 }
 
 // NewListener binds the listening socket; Run serves it.
@@ -97,22 +96,30 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 			host = "localhost"
 		}
 	}
-	// The guard retries a failed accept (descriptors exhausted) with
-	// backoff instead of ending Run, and keeps the budget.
-	ln = guard.Listen(ln, guard.Config{Name: "msrp", Budget: cfg.Budget, Logger: cfg.Logger})
-	if cfg.TLS != nil {
-		ln = tls.NewListener(ln, cfg.TLS)
-	}
-	return &Listener{
+	l := &Listener{
 		cfg:      cfg,
-		ln:       ln,
 		uri:      URI{Secure: cfg.TLS != nil, Host: host, Port: addr.Port, Transport: "tcp"},
 		log:      cfg.Logger,
 		sessions: make(map[string]*Session),
 		conns:    make(map[*conn]struct{}),
-		perHost:  make(map[string]int),
-		refusing: make(chan struct{}, 16),
-	}, nil
+	}
+	// The guard keeps the bounds and the budget: at a bound it closes the
+	// connection that has sent nothing for longest, which no session can
+	// be bound to (a session is bound by a request the peer sent), so
+	// that a flood of silent connections from a host does not lock out
+	// the working peers behind the same address (EvictIdle stays false:
+	// a connection that sent something may carry a session). It also
+	// retries a failed accept (descriptors exhausted) with backoff
+	// instead of ending Run.
+	ln = guard.Listen(ln, guard.Config{
+		Name: "msrp", MaxConns: cfg.MaxConns, MaxConnsPerHost: cfg.MaxConnsPerHost,
+		Budget: cfg.Budget, Refuse: l.refuse, Logger: cfg.Logger,
+	})
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	l.ln = ln
+	return l, nil
 }
 
 // URI returns the listener's URI without a session id: the Config.Local
@@ -278,20 +285,16 @@ func (l *Listener) Run(ctx context.Context) error {
 		c.route = l.route
 		c.self = l.uri
 		c.bindBy = time.Now().Add(l.cfg.Timeout)
-		host, _, _ := net.SplitHostPort(nc.RemoteAddr().String())
+		// The TLS handshake runs within the first read, under bindBy; its
+		// writes get the same deadline (conn.write sets its own later).
+		nc.SetWriteDeadline(c.bindBy)
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			nc.Close()
 			return nil
 		}
-		if len(l.conns) >= l.cfg.MaxConns || l.perHost[host] >= l.cfg.MaxConnsPerHost {
-			l.mu.Unlock()
-			l.refuse(c)
-			continue
-		}
 		l.conns[c] = struct{}{}
-		l.perHost[host]++
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go func() {
@@ -299,34 +302,36 @@ func (l *Listener) Run(ctx context.Context) error {
 			c.readLoop()
 			l.mu.Lock()
 			delete(l.conns, c)
-			if l.perHost[host]--; l.perHost[host] <= 0 {
-				delete(l.perHost, host)
-			}
 			l.mu.Unlock()
 		}()
 	}
 }
 
 // refuse answers the first request of a connection over the bounds 403
-// and closes it; when many are being refused already, it just closes it.
-func (l *Listener) refuse(c *conn) {
-	l.log.Warn("msrp connection refused: too many connections", "remote", c.nc.RemoteAddr().String())
-	select {
-	case l.refusing <- struct{}{}:
-	default:
-		c.nc.Close()
+// and closes it: the guard calls it (at most 16 at once, closing the
+// others silently) for a connection it could not make room for. The
+// deadline bounds the TLS handshake too. Run waits for it.
+func (l *Listener) refuse(nc net.Conn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		nc.Close()
 		return
 	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		defer func() { <-l.refusing }()
-		c.nc.SetReadDeadline(time.Now().Add(min(l.cfg.Timeout, 2*time.Second)))
-		if f, err := c.r.ReadFrame(); err == nil && f.IsRequest() {
-			c.reply(c.self, f, StatusForbidden, "Too many connections")
-		}
-		c.close(errors.New("msrp: too many connections"))
-	}()
+	l.wg.Add(1) // under l.mu before Close: Run's Wait comes after
+	l.mu.Unlock()
+	defer l.wg.Done()
+	l.log.Warn("msrp connection refused: too many connections", "remote", nc.RemoteAddr().String())
+	if l.cfg.TLS != nil {
+		nc = tls.Server(nc, l.cfg.TLS)
+	}
+	c := newConn(nc, l.cfg.Limits, l.cfg.Timeout, l.log)
+	c.self = l.uri
+	nc.SetDeadline(time.Now().Add(min(l.cfg.Timeout, 2*time.Second)))
+	if f, err := c.r.ReadFrame(); err == nil && f.IsRequest() {
+		c.reply(c.self, f, StatusForbidden, "Too many connections")
+	}
+	c.close(errors.New("msrp: too many connections"))
 }
 
 // Close stops accepting and closes every accepted connection. Sessions

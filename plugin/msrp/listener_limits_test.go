@@ -194,3 +194,51 @@ func TestListenerBudget(t *testing.T) {
 		t.Errorf("%d connections under the budget, want 2", n)
 	}
 }
+
+// TestListenerEvictsSilentForRoom: at MaxConnsPerHost a new connection
+// from the host takes the place of the one that has sent nothing for
+// longest (README, Security: Connections); a connection that carries a
+// session is never closed for room, and only when every connection has
+// sent something is the new one refused 403.
+func TestListenerEvictsSilentForRoom(t *testing.T) {
+	l := startListener(t, ListenerConfig{MaxConnsPerHost: 3})
+	s := newSession(t, Config{Local: l.URI(), Handler: newInbox()})
+	if err := l.Add(s, nil); err != nil {
+		t.Fatal(err)
+	}
+	const peer = "msrp://127.0.0.1:9/peer1234;tcp"
+	to := s.URI().String()
+	other := to[:len(to)-4] + "x;tcp" // no such session: 481
+	bound := dialFrom(t, l, "127.0.0.1")
+	bound.write(send("t0001", to, peer, "Message-ID: m0001\r\n", ""))
+	if f := bound.read(); f.Status != StatusOK {
+		t.Fatalf("binding the session: %q", f.String())
+	}
+	silent1 := dialFrom(t, l, "127.0.0.1")
+	silent2 := dialFrom(t, l, "127.0.0.1")
+
+	// status is the answer to a request on a new connection from the host.
+	status := func(tid string) (*rawPeer, int) {
+		t.Helper()
+		p := dialFrom(t, l, "127.0.0.1")
+		p.write(send(tid, other, peer, "", ""))
+		return p, p.read().Status
+	}
+	if _, got := status("t0002"); got != StatusNoSession {
+		t.Fatalf("new connection at the bound with silent ones open: %d, want it served (481)", got)
+	}
+	silent1.expectClosed()
+	if _, got := status("t0003"); got != StatusNoSession {
+		t.Fatalf("second new connection: %d, want it served (481) in place of the other silent one", got)
+	}
+	silent2.expectClosed()
+	p, got := status("t0004")
+	if got != StatusForbidden {
+		t.Fatalf("every connection has sent something: %d, want 403", got)
+	}
+	p.expectClosed()
+	bound.write(send("t0005", to, peer, "Message-ID: m0005\r\n", ""))
+	if f := bound.read(); f.Status != StatusOK {
+		t.Errorf("the session's connection after the bound: %q, want 200", f.String())
+	}
+}

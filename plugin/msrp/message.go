@@ -41,9 +41,12 @@ func (f HandlerFunc) ServeMSRP(ctx context.Context, s *Session, m *Message) erro
 var _ Handler = HandlerFunc(nil)
 
 // partial is a message being reassembled from its chunks. It is complete
-// once the chunk ended by "$" has come and every octet before its end.
+// once the chunk ended by "$" has come and every octet before its end,
+// which is the total when a chunk named it (onSend checks that the "$"
+// chunk ends there).
 type partial struct {
 	contentType string
+	total       int64 // the size the chunks declare; -1 until one does
 	buf         []byte
 	have        []span // received octet ranges, sorted, merged, 0-based [start,end)
 	last        bool   // the chunk with FlagEnd has arrived

@@ -213,8 +213,15 @@ func (s *Session) Connect(ctx context.Context, remote []URI) error {
 	return nil
 }
 
-// dialHop opens the TCP or TLS connection to the first hop of the path.
+// dialHop opens the TCP or TLS connection to the first hop of the path,
+// within Config.Timeout: nothing moves while it connects, so it gets the
+// timeout of any step without progress. Without it a path whose address
+// drops SYNs (a client behind NAT or a firewall) holds the caller for the
+// kernel's retries, about 2 minutes, and a peer that accepts and never
+// answers the TLS handshake, for as long as it likes.
 func (s *Session) dialHop(ctx context.Context, hop URI) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
 	d := &net.Dialer{}
 	switch {
 	case s.dial != nil:
@@ -656,13 +663,26 @@ func (s *Session) onSend(c *conn, f *Frame) {
 	if v, ok := f.Get(HeaderByteRange); ok {
 		br, _ = ParseByteRange(v) // checked by the Reader
 	}
-	// The end-line, not Byte-Range, delimits the chunk: a range end that
-	// disagrees with the body (as in RFC 4975's own §7 example) is not
-	// trusted, only the start is.
+	// The end-line delimits the chunk; its Byte-Range must describe it
+	// all the same (RFC 4975 §7.1.1), else the message is not what the
+	// sender declared and a malformed request is answered 400 (§7.3):
+	// a range end that is a number is the chunk's last octet (RFC 4975's
+	// own §7.1 example, whose 23-octet body is counted 25, is refused
+	// too), no chunk reaches past the total, and the last chunk ("$")
+	// ends at it. An aborted chunk ("#") is dropped whatever it says.
 	off := br.Start - 1
 	if br.Total > s.cfg.MaxMessageSize || off+n > s.cfg.MaxMessageSize {
 		s.refuse(c, f, id)
 		return
+	}
+	// Checked after the size: a total we would never take is 413
+	// whatever the chunk, so that the sender stops the whole message.
+	if f.Flag != FlagAbort {
+		if reason := rangeMismatch(br, off+n, f.Flag == FlagEnd); reason != "" {
+			s.dropPartial(id)
+			c.reply(s.local, f, StatusBadRequest, reason)
+			return
+		}
 	}
 	// Every chunk with a body names its type (RFC 4975 §7.1's
 	// content-stuff); a later chunk that leaves it out was checked with
@@ -674,7 +694,9 @@ func (s *Session) onSend(c *conn, f *Frame) {
 		c.reply(s.local, f, StatusUnsupportedMedia, "")
 		return
 	}
-	switch m, verdict := s.reassemble(f, id, off); verdict {
+	switch m, verdict := s.reassemble(f, id, off, br.Total); verdict {
+	case chunkBadTotal:
+		c.reply(s.local, f, StatusBadRequest, "Byte-Range total differs from the first chunk's")
 	case chunkRefused:
 		c.reply(s.local, f, StatusStopSending, "")
 	case chunkTooMany:
@@ -692,11 +714,35 @@ const (
 	chunkComplete        // the message is whole: deliver it
 	chunkRefused         // its message was refused before: 413 again
 	chunkTooMany         // too many messages in reassembly: refuse it
+	chunkBadTotal        // its total is not the message's: 400, message dropped
 )
 
-// reassemble adds the chunk f (at offset off of message id) to its
-// message, and returns the message when it is complete.
-func (s *Session) reassemble(f *Frame, id string, off int64) (*Message, int) {
+// rangeMismatch says why br does not describe a chunk whose body ends at
+// the 0-based offset end ("" when it does); last is set for the chunk
+// that ends the message.
+func rangeMismatch(br ByteRange, end int64, last bool) string {
+	switch {
+	case br.End >= 0 && br.End != end:
+		return "Byte-Range end is not the chunk's"
+	case br.Total >= 0 && end > br.Total:
+		return "chunk reaches past the Byte-Range total"
+	case br.Total >= 0 && last && end != br.Total:
+		return "last chunk ends before the Byte-Range total"
+	}
+	return ""
+}
+
+// dropPartial forgets what was reassembled of message id.
+func (s *Session) dropPartial(id string) {
+	s.mu.Lock()
+	delete(s.partials, id)
+	s.mu.Unlock()
+}
+
+// reassemble adds the chunk f (at offset off of message id, whose total
+// it says is total, -1 unknown) to its message, and returns the message
+// when it is complete.
+func (s *Session) reassemble(f *Frame, id string, off, total int64) (*Message, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if slices.Contains(s.refused, id) {
@@ -708,12 +754,23 @@ func (s *Session) reassemble(f *Frame, id string, off int64) (*Message, int) {
 		delete(s.partials, id)
 		return nil, chunkTaken
 	case p == nil && off == 0 && f.Flag == FlagEnd:
-		// The whole message in one chunk: no reassembly.
+		// The whole message in one chunk (onSend checked that it ends at
+		// the total): no reassembly.
 		return &Message{ID: id, ContentType: f.Value(HeaderContentType), Body: f.Body}, chunkComplete
 	case p == nil:
 		if p = s.newPartial(id); p == nil {
 			return nil, chunkTooMany
 		}
+	}
+	// The total is the size of the whole message (RFC 4975 §7.1.1): it
+	// cannot change from chunk to chunk; the first that names it fixes it.
+	switch {
+	case total < 0:
+	case p.total < 0:
+		p.total = total
+	case total != p.total:
+		delete(s.partials, id)
+		return nil, chunkBadTotal
 	}
 	if p.contentType == "" {
 		p.contentType = f.Value(HeaderContentType)
@@ -744,7 +801,7 @@ func (s *Session) newPartial(id string) *partial {
 	if len(s.partials) >= s.cfg.MaxPartial {
 		return nil
 	}
-	p := &partial{}
+	p := &partial{total: -1}
 	s.partials[id] = p
 	return p
 }

@@ -508,24 +508,3 @@ func TestUnboundConnectionTimesOut(t *testing.T) {
 	p := dialRaw(t, l)
 	p.expectClosed()
 }
-
-// TestRFCExampleDelivered sends RFC 4975 §7.1's SEND, whose Byte-Range
-// counts 25 octets for a 23-octet body, to a session: the end-line is what
-// delimits the body, so the message is taken as it is.
-func TestRFCExampleDelivered(t *testing.T) {
-	l := startListener(t, ListenerConfig{})
-	in := newInbox()
-	s := newSession(t, Config{Local: l.URI(), Handler: in})
-	if err := l.Add(s, nil); err != nil {
-		t.Fatal(err)
-	}
-	p := dialRaw(t, l)
-	p.write(send("a786hjs2", s.URI().String(), "msrp://atlanta.example.com:7654/jshA7weztas;tcp",
-		"Message-ID: 87652491\r\nByte-Range: 1-25/25\r\n", "Hey Bob, are you there?"))
-	if f := p.read(); f.Status != StatusOK {
-		t.Errorf("got %q, want 200", f.String())
-	}
-	if m := in.next(t); string(m.Body) != "Hey Bob, are you there?" || m.ID != "87652491" {
-		t.Errorf("got %s %q", m.ID, m.Body)
-	}
-}

@@ -154,6 +154,9 @@ func (s *session) readAnswer() error {
 	} else {
 		ans, err = sdp.Parse(s.dlg.res.Body())
 	}
+	if secure := s.p.cfg.MSRP.URI().Secure; err == nil && ans.Path[0].Secure != secure { // the offer's transport (RFC 3264 §6)
+		err = fmt.Errorf("MSRP over TLS %v, the offer's %v", ans.Path[0].Secure, secure)
+	}
 	if err != nil {
 		// No usable MSRP m-line: the client took the call but not MSRP.
 		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: answer: %w", plugin.ErrMSRPRefused, err)}

@@ -149,6 +149,17 @@ func Parse(b []byte) (Media, error) {
 		if err != nil {
 			return Media{}, fmt.Errorf("sdp: parse: a=path: %w", err)
 		}
+		// The m-line names the transport and the path's scheme does too
+		// (RFC 4975 §6: msrps is TLS; §8.1: TCP/TLS/MSRP): a media whose
+		// two disagree says nothing usable, as the probe's answer that
+		// offered TCP/MSRP with an msrps path, which would have made the
+		// offerer wait for a TLS handshake it never asked for. The first
+		// hop (where the connection goes) and the last (the endpoint) are
+		// checked; hops between relays are the relays' business.
+		tls := strings.EqualFold(strings.Join(md.MediaName.Protos, "/"), "TCP/TLS/MSRP")
+		if path[0].Secure != tls || path[len(path)-1].Secure != tls {
+			return Media{}, fmt.Errorf("sdp: parse: a=path %s does not use the m-line's transport %s", strings.TrimSpace(pathAttr), strings.Join(md.MediaName.Protos, "/"))
+		}
 		m.Path = path
 		if v, ok := md.Attribute("accept-types"); ok {
 			m.AcceptTypes = strings.Fields(v)

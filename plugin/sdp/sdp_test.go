@@ -126,6 +126,10 @@ func TestParseErrors(t *testing.T) {
 		"no accept-types":   head + "m=message 2855 TCP/MSRP *\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n",
 		"not sdp":           "hello",
 		"rejected (port 0)": head + "m=message 0 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n",
+		// The path's scheme contradicts the m-line's transport (RFC 4975 §6, §8.1).
+		"msrps path, TCP/MSRP":      head + "m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrps://192.0.2.1:2855/s;tcp\r\n",
+		"msrp path, TCP/TLS/MSRP":   head + "m=message 2855 TCP/TLS/MSRP *\r\na=accept-types:*\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n",
+		"msrps first hop, TCP/MSRP": head + "m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrps://192.0.2.9:2855/r;tcp msrp://192.0.2.1:2855/s;tcp\r\n",
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
