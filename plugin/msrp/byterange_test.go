@@ -50,6 +50,11 @@ func TestByteRangeMustDescribeChunk(t *testing.T) {
 		}, want: "helloworld"},
 		{name: "unknown end and total", chunks: []chunk{{[]string{"1-*/*"}, "hello", '$', 200}}, want: "hello"},
 		{name: "one chunk", chunks: []chunk{{[]string{"1-5/5"}, "hello", '$', 200}}, want: "hello"},
+		// RFC 4975 §7.1's example counts the CRLF before the end-line: one
+		// whole chunk 2 octets short of its range is taken as sent; 3 is not.
+		{name: "the RFC's example count", chunks: []chunk{{[]string{"1-25/25"}, "Hey Bob, are you there?", '$', 200}}, want: "Hey Bob, are you there?"},
+		{name: "3 octets short", chunks: []chunk{{[]string{"1-26/26"}, "Hey Bob, are you there?", '$', 400}}},
+		{name: "2 short, more to come", chunks: []chunk{{[]string{"1-7/20"}, "hello", '+', 400}}},
 	}
 	tid := 0
 	var want []string

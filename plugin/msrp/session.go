@@ -722,6 +722,11 @@ const (
 // that ends the message.
 func rangeMismatch(br ByteRange, end int64, last bool) string {
 	switch {
+	case last && br.Start == 1 && br.End == br.Total && br.Total == end+2:
+		// A whole message in one chunk counted with the CRLF before its
+		// end-line, as RFC 4975 §7.1's own example does (23 octets,
+		// 1-25/25): the end-line delimits the body, which is whole.
+		return ""
 	case br.End >= 0 && br.End != end:
 		return "Byte-Range end is not the chunk's"
 	case br.Total >= 0 && end > br.Total:
