@@ -342,6 +342,13 @@ func (in *Ingress) ReadBye(req *sip.Request, tx sip.ServerTransaction) error {
 	return in.dialogs.ReadBye(req, tx)
 }
 
+// HasDialog reports whether req belongs to a session we answered that
+// has not ended.
+func (in *Ingress) HasDialog(req *sip.Request) bool {
+	_, err := in.dialogs.MatchDialogRequest(req)
+	return err == nil
+}
+
 // Close ends every open session; their unfinished messages are lost to us
 // (the sender got no 200 for them).
 func (in *Ingress) Close() {

@@ -49,9 +49,11 @@ const firstByteTimeout = 30 * time.Second
 
 // Dialogs is what the stack asks of the pusher (*push.Pusher): the BYEs
 // of its push sessions. ReadBye returns sipgo.ErrDialogDoesNotExists (or
-// ErrDialogOutsideDialog) for a BYE that is none of its own.
+// ErrDialogOutsideDialog) for a BYE that is none of its own; HasDialog
+// reports whether an in-dialog request belongs to one of them.
 type Dialogs interface {
 	ReadBye(req *sip.Request, tx sip.ServerTransaction) error
+	HasDialog(req *sip.Request) bool
 }
 
 // Stack is deferpush's SIP user agent: one listener for UDP and TCP on
@@ -170,9 +172,14 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 		// A re-INVITE (a To tag: inside a dialog, e.g. a session refresh)
 		// is not a new session to store; deferpush changes nothing in its
 		// short sessions, and a refused re-INVITE leaves the dialog as it
-		// was (RFC 3261 §14.2).
+		// was (RFC 3261 §14.2). One whose dialog deferpush does not have
+		// (ended, or never one of its own) gets 481 (§12.2.2).
 		if to := req.To(); to != nil && to.Params.Has("tag") {
-			respond(s.log, req, tx, plugin.OutcomeOf(plugin.ErrNotAcceptable, plugin.Policy{}), nil)
+			err := plugin.ErrNotAcceptable
+			if !p.HasDialog(req) && !in.HasDialog(req) {
+				err = plugin.ErrNoDialog
+			}
+			respond(s.log, req, tx, plugin.OutcomeOf(err, plugin.Policy{}), nil)
 			return
 		}
 		in.OnInvite(req, tx)

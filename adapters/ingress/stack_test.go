@@ -28,6 +28,8 @@ func (noDialogs) ReadBye(*sip.Request, sip.ServerTransaction) error {
 	return sipgo.ErrDialogDoesNotExists
 }
 
+func (noDialogs) HasDialog(*sip.Request) bool { return false }
+
 // syncBuffer is a log destination the stack's goroutines write to while
 // the test reads it.
 type syncBuffer struct {
@@ -530,5 +532,39 @@ func TestStackSessionAnswerMLines(t *testing.T) {
 	tls := strings.Replace(strings.Replace(msrpMedia, "TCP/MSRP", "TCP/TLS/MSRP", 1), "msrp://", "msrps://", 1)
 	if res := exchangeUDP(t, s.udp.LocalAddr(), invite("tls", tls), 5*time.Second); res == nil || res.StatusCode != 488 {
 		t.Errorf("INVITE offering MSRP over TLS to a plain listener: %v, want 488", res)
+	}
+}
+
+// TestStackReInvite: a re-INVITE within a session deferpush answered is
+// refused 488 and leaves the session as it was (RFC 3261 §14.2); one
+// whose dialog deferpush does not have gets 481 (§12.2.2).
+func TestStackReInvite(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	invite := func(branch string) string {
+		offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+			"m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:active\r\n"
+		return strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
+			"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+			"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
+		).Replace(request("UDP", branch, "X-Deferpush-Secret: "+testSecret))
+	}
+	res := exchangeUDP(t, s.udp.LocalAddr(), invite("reinv"), 5*time.Second)
+	if res == nil || res.StatusCode != 200 {
+		t.Fatalf("INVITE: %v, want 200", res)
+	}
+	tag, _ := res.To().Params.Get("tag")
+	if tag == "" {
+		t.Fatalf("200 without a To tag: %v", res)
+	}
+	reinvite := func(branch, toTag string) string {
+		return strings.NewReplacer("Call-ID: "+branch+"@", "Call-ID: reinv@",
+			"To: <sip:user2@example.com>", "To: <sip:user2@example.com>;tag="+toTag,
+			"CSeq: 1 INVITE", "CSeq: 2 INVITE").Replace(invite(branch))
+	}
+	if res := exchangeUDP(t, s.udp.LocalAddr(), reinvite("reinv2", tag), 5*time.Second); res == nil || res.StatusCode != 488 {
+		t.Errorf("re-INVITE in the session: %v, want 488", res)
+	}
+	if res := exchangeUDP(t, s.udp.LocalAddr(), reinvite("reinv3", tag+"x"), 5*time.Second); res == nil || res.StatusCode != 481 {
+		t.Errorf("re-INVITE of no dialog: %v, want 481", res)
 	}
 }

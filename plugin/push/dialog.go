@@ -243,6 +243,17 @@ func (p *Pusher) ReadBye(req *sip.Request, tx sip.ServerTransaction) error {
 	return d.(*dialog).readBye(req, tx)
 }
 
+// HasDialog reports whether req, received, belongs to one of the
+// pusher's open push dialogs.
+func (p *Pusher) HasDialog(req *sip.Request) bool {
+	id, err := sip.DialogIDFromRequestUAC(req)
+	if err != nil {
+		return false
+	}
+	_, ok := p.dialogs.Load(id)
+	return ok
+}
+
 // newCancel builds the CANCEL of invite (RFC 3261 §9.1): its Request-URI,
 // top Via (the server matches the INVITE by its branch), Route,
 // Max-Forwards, From, To, Call-ID and CSeq number, to its destination.
