@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"mime"
@@ -12,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/cloudwego/hertz/pkg/app"
+
+	"github.com/deferpush/deferpush/adapters/hookjson"
 )
 
 // maxAdminBody bounds admin request bodies. A policy is well under 1 KiB;
@@ -60,6 +63,9 @@ func parseObject(body []byte) (map[string]json.RawMessage, error) {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errInvalidJSON("unexpected data after the JSON object")
+	}
+	if k, dup := hookjson.DuplicateKey(body); dup {
+		return nil, errInvalidJSON(fmt.Sprintf("member %q given twice", k))
 	}
 	return obj, nil
 }

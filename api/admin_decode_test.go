@@ -85,6 +85,8 @@ func TestParseObject(t *testing.T) {
 		{"two objects", `{}{}`, false},
 		{"trailing garbage", `{} x`, false},
 		{"truncated", `{"a":`, false},
+		{"member twice", `{"a":1,"b":2,"a":3}`, false},
+		{"same member in two objects", `{"a":{"x":1},"b":{"x":2}}`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseObject([]byte(tc.body))

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math"
+	"mime"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -88,8 +89,9 @@ func (s *Server) routeHooks(h *server.Hertz, rt *routes) {
 }
 
 // hookAuth refuses calls from a source outside HooksAllow, over its rate
-// limit, without the shared token, or with a body nested deeper than any
-// hook body is. The limit comes before the token so that nobody can try
+// limit, without the shared token, with a body declared of another type
+// than JSON (415; one without Content-Type is read as JSON), or with a body
+// nested deeper than any hook body is. The limit comes before the token so that nobody can try
 // tokens faster than it.
 func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
@@ -117,12 +119,25 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 		c.Abort()
 		return
 	}
+	if ct := c.Request.Header.ContentType(); len(ct) > 0 && !jsonMediaType(string(ct)) {
+		c.Response.Header.Set("Accept", mimeJSON)
+		s.hookRefused(c, fmt.Errorf("%w: Content-Type %s: send %s", plugin.ErrMediaType, ct, mimeJSON), plugin.Policy{})
+		c.Abort()
+		return
+	}
 	if d := jsonDepth(c.Request.Body(), maxHookDepth); d > maxHookDepth {
 		s.hookRefused(c, &plugin.FieldError{Field: "body", Problem: fmt.Sprintf("JSON nested deeper than %d levels", maxHookDepth)}, plugin.Policy{})
 		c.Abort()
 		return
 	}
 	c.Next(ctx)
+}
+
+// jsonMediaType reports whether ct names JSON: application/json or a
+// structured syntax suffix +json (RFC 6839), any parameters.
+func jsonMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == mimeJSON || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
 // hookToken is the token a hook call presents: its X-Deferpush-Token

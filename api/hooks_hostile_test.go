@@ -70,6 +70,7 @@ func TestHookHostileInput(t *testing.T) {
 			400, "malformed", 400, "JSON nested deeper than 8 levels"},
 		{"unclosed nesting bomb", strings.Repeat(`{"a":`, 200000), 400, "malformed", 400, "JSON nested deeper than 8 levels"},
 		{"two JSON values", msg(rawMessage) + msg(rawMessage), 400, "malformed", 400, "more than one JSON value"},
+		{"a member twice", `{"raw":` + jsonString(rawMessage) + `,"aor":"sip:user2@example.com","aor":"sip:user3@example.com"}`, 400, "malformed", 400, "aor: given twice"},
 		{"raw not a string", `{"raw":{"a":1}}`, 400, "malformed", 400, "not the expected JSON object"},
 		{"two To headers with empty tags (CVE-2018-14767)", msg(replace("To: <sip:user2@example.com>\r\n",
 			"To: <sip:user2@example.com>;tag=\r\nTo: <sip:user3@example.com>;tag=\r\n")), 400, "malformed", 400, "more than one To header"},
@@ -200,3 +201,39 @@ func TestJSONDepth(t *testing.T) {
 }
 
 func hookPolicy() plugin.Policy { return plugin.DefaultPolicy() }
+
+// TestHookContentType: a hook body declared of another type than JSON is
+// refused 415 unsupported_media_type, naming the type to send, with
+// Accept (RFC 9110 §15.5.16) and the SIP reply 500 for the route script,
+// and nothing reaches the engine; JSON with parameters, a +json type and a
+// call without Content-Type are read as JSON.
+func TestHookContentType(t *testing.T) {
+	body := `{"raw":` + jsonString(rawMessage) + `,"aor":"sip:user2@example.com"}`
+	eng := &hookEngine{policy: hookPolicy()}
+	base := startHooks(t, eng)
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json-patch", "not a type"} {
+		r := callHook(t, base+"/hooks/kamailio/message", "", strings.NewReader(body), map[string]string{"Content-Type": ct})
+		if r.http != 415 || r.reply == nil || r.reply["status"] != "unsupported_media_type" || r.reply["sip_code"] != 500.0 {
+			t.Errorf("Content-Type %q: HTTP %d %s, want 415 unsupported_media_type sip_code 500", ct, r.http, r.body)
+			continue
+		}
+		if a := r.header.Get("Accept"); a != "application/json" {
+			t.Errorf("Content-Type %q: Accept %q, want application/json", ct, a)
+		}
+		if e, _ := r.reply["error"].(map[string]any); !strings.Contains(e["message"].(string), "send application/json") {
+			t.Errorf("Content-Type %q: error %v does not say what to send", ct, e)
+		}
+	}
+	if n := eng.calls(); n != 0 {
+		t.Fatalf("engine called %d times by refused hook calls", n)
+	}
+	for i, ct := range []string{"application/json; charset=utf-8", "Application/JSON", "application/vnd.deferpush+json", ""} {
+		r := callHook(t, base+"/hooks/kamailio/message", "", strings.NewReader(body), map[string]string{"Content-Type": ct})
+		if r.http != 200 || r.reply["status"] != "stored" {
+			t.Errorf("Content-Type %q: HTTP %d %s, want 200 stored", ct, r.http, r.body)
+		}
+		if n := eng.calls(); n != i+1 {
+			t.Errorf("Content-Type %q: %d messages stored, want %d", ct, n, i+1)
+		}
+	}
+}

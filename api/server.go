@@ -219,6 +219,9 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 		server.WithIdleTimeout(2 * time.Minute),
 		server.WithDisablePrintRoute(true),
 		server.WithHandleMethodNotAllowed(true),
+		// A multipart body is no hook or admin body: refused 415 by the
+		// handlers, not parsed (and answered in plain text) by hertz.
+		server.WithDisablePreParseMultipartForm(true),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, server.WithTLS(tlsCfg))

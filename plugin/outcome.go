@@ -32,6 +32,8 @@ var (
 	// ErrNotServed reports a request for a service switched off (the SIP
 	// ingress, when the hooks store messages). The sender gets 405.
 	ErrNotServed = errors.New("plugin: not served")
+	// ErrMediaType: a body declared of a media type deferpush does not take.
+	ErrMediaType = errors.New("plugin: unsupported media type")
 )
 
 // Status names how a request to deferpush ended, in the hooks' JSON, the
@@ -54,6 +56,7 @@ const (
 	StatusUnavailable   Status = "unavailable"
 	StatusNotTrusted    Status = "not_trusted"
 	StatusNotServed     Status = "not_served"
+	StatusMediaType     Status = "unsupported_media_type"
 	StatusError         Status = "error"
 )
 
@@ -92,7 +95,10 @@ var outcomes = map[Status]Outcome{
 	StatusUnavailable:   {SIPCode: 503, SIPReason: "Service Unavailable", HTTP: http.StatusServiceUnavailable, MSRP: 403},
 	StatusNotTrusted:    {SIPCode: 403, SIPReason: "Forbidden", HTTP: http.StatusForbidden, MSRP: 403},
 	StatusNotServed:     {SIPCode: 405, SIPReason: "Method Not Allowed", HTTP: http.StatusMethodNotAllowed, MSRP: 501},
-	StatusError:         {SIPCode: 500, SIPReason: "Server Internal Error", HTTP: http.StatusServiceUnavailable, MSRP: 403},
+	// A hook call whose body is declared as something else than JSON: the
+	// route script's fault, not the sender's.
+	StatusMediaType: {SIPCode: 500, SIPReason: "Server Internal Error", HTTP: http.StatusUnsupportedMediaType, MSRP: 415},
+	StatusError:     {SIPCode: 500, SIPReason: "Server Internal Error", HTTP: http.StatusServiceUnavailable, MSRP: 403},
 }
 
 // StatusOf names the outcome of err: nil is StatusStored; an error the
@@ -116,6 +122,7 @@ func StatusOf(err error) Status {
 		{ErrUnavailable, StatusUnavailable},
 		{ErrNotTrusted, StatusNotTrusted},
 		{ErrNotServed, StatusNotServed},
+		{ErrMediaType, StatusMediaType},
 	} {
 		if errors.Is(err, c.err) {
 			return c.s

@@ -234,3 +234,84 @@ func checkHostPort(hp string) error {
 func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
+
+// DuplicateKey returns the first member name that appears twice in one
+// object of the JSON text b, and whether there is one. encoding/json keeps
+// the last of them silently, another reader may keep the first (RFC 8259
+// §4: names SHOULD be unique, behaviour is unpredictable otherwise), so a
+// body with one is refused rather than read one way. b is expected to be
+// valid JSON (decode it first); on other input the answer means nothing.
+func DuplicateKey(b []byte) (string, bool) {
+	// One stack of open values and one of the member names seen in them:
+	// a frame's names are keys[base:] while it is the innermost; an
+	// object with many names moves them to a set.
+	type frame struct {
+		object, wantKey bool
+		base            int
+		set             map[string]struct{}
+	}
+	var frames [8]frame
+	var names [32][]byte
+	stack, keys := frames[:0], names[:0]
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '{', '[':
+			stack = append(stack, frame{object: c == '{', wantKey: c == '{', base: len(keys)})
+		case '}', ']':
+			if n := len(stack); n > 0 {
+				keys = keys[:stack[n-1].base]
+				stack = stack[:n-1]
+			}
+		case ',':
+			if n := len(stack); n > 0 && stack[n-1].object {
+				stack[n-1].wantKey = true
+			}
+		case ':':
+			if n := len(stack); n > 0 {
+				stack[n-1].wantKey = false
+			}
+		case '"':
+			start := i + 1
+			escaped := false
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					escaped = true
+					i++
+				}
+			}
+			n := len(stack)
+			if n == 0 || !stack[n-1].wantKey || i >= len(b) {
+				continue
+			}
+			f := &stack[n-1]
+			key := b[start:i]
+			if escaped {
+				var s string
+				if json.Unmarshal(b[start-1:i+1], &s) == nil {
+					key = []byte(s)
+				}
+			}
+			if f.set != nil {
+				if _, dup := f.set[string(key)]; dup {
+					return string(key), true
+				}
+				f.set[string(key)] = struct{}{}
+				continue
+			}
+			for _, k := range keys[f.base:] {
+				if bytes.Equal(k, key) {
+					return string(key), true
+				}
+			}
+			keys = append(keys, key)
+			if len(keys)-f.base > 16 {
+				f.set = make(map[string]struct{}, 2*(len(keys)-f.base))
+				for _, k := range keys[f.base:] {
+					f.set[string(k)] = struct{}{}
+				}
+				keys = keys[:f.base]
+			}
+		}
+	}
+	return "", false
+}

@@ -2,6 +2,7 @@ package hookjson
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,39 @@ func TestText(t *testing.T) {
 	} {
 		if got := Text(in) == nil; got != want {
 			t.Errorf("Text(%q) = %v, want ok %v", in, Text(in), want)
+		}
+	}
+}
+
+func TestDuplicateKey(t *testing.T) {
+	many := `{`
+	for i := range 40 {
+		many += `"k` + strconv.Itoa(i) + `":1,`
+	}
+	tests := []struct {
+		in   string
+		want string
+		dup  bool
+	}{
+		{`{"a":1,"b":2}`, "", false},
+		{`{"a":1,"a":2}`, "a", true},
+		{`{"a":{"b":1},"b":{"b":2}}`, "", false},
+		{`{"a":{"b":1,"b":2}}`, "b", true},
+		{`[{"a":1},{"a":2}]`, "", false},
+		{`{"a":"\"a\"","b":"a"}`, "", false},
+		{`{"a\u0062":1,"ab":2}`, "ab", true},
+		{`{"x":[1,"x",{"x":1}],"y":1}`, "", false},
+		{`{"x":[1,{"y":1}],"x":1}`, "x", true},
+		{`{"a":{"b":1,"c":{"d":1}},"e":1,"a":2}`, "a", true},
+		{`{"a":{"b":1},"c":{"b":1,"d":{"b":1}},"e":{"b":1}}`, "", false},
+		{many + `"k7":2}`, "k7", true},
+		{many + `"k40":2}`, "", false},
+		{`"a"`, "", false},
+	}
+	for _, tt := range tests {
+		got, dup := DuplicateKey([]byte(tt.in))
+		if got != tt.want || dup != tt.dup {
+			t.Errorf("DuplicateKey(%s) = %q, %v, want %q, %v", tt.in, got, dup, tt.want, tt.dup)
 		}
 	}
 }

@@ -183,5 +183,8 @@ func decode(body []byte, v any) error {
 	if dec.More() {
 		return &plugin.FieldError{Field: "body", Problem: "more than one JSON value"}
 	}
+	if k, dup := hookjson.DuplicateKey(body); dup {
+		return &plugin.FieldError{Field: k, Problem: "given twice"}
+	}
 	return nil
 }
