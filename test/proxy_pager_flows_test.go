@@ -267,8 +267,9 @@ type imdnDocument struct {
 }
 
 type imdnStatus struct {
-	Stored *struct{} `xml:"stored"`
-	Failed *struct{} `xml:"failed"`
+	Stored    *struct{} `xml:"stored"`
+	Failed    *struct{} `xml:"failed"`
+	Delivered *struct{} `xml:"delivered"`
 }
 
 // notification is an IMDN a client received, read down to its status.
@@ -296,6 +297,8 @@ func readNotification(t *testing.T, r imclient.Received) notification {
 		n.status = "stored"
 	case doc.Delivery != nil && doc.Delivery.Failed != nil:
 		n.status = "failed"
+	case doc.Delivery != nil && doc.Delivery.Delivered != nil:
+		n.status = "delivered"
 	}
 	return n
 }
@@ -345,6 +348,38 @@ func flowIMDN(t *testing.T, start startStack) {
 		t.Errorf("alice received %d messages, want 2", st.Received)
 	}
 	waitFor(t, 10*time.Second, "alice's mailbox empty", func() bool { return s.counts(t, "alice") == plugin.Counts{} })
+}
+
+// flowClientDelivered: the "delivered" notification a recipient sends
+// back inside the push session (as an RCS client does) reaches the
+// sender: deferpush forwards it as a SIP MESSAGE through the proxy, from
+// the recipient, the client's CPIM body unchanged.
+func flowClientDelivered(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
+	alice := s.client(t, "alice", imclient.Config{})
+	s.register(t, alice)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := alice.SendMessage(ctx, "sip:bob@"+domain, encap.TypeCPIM,
+		imdnCPIM("sip:alice@"+domain, "sip:bob@"+domain, "imdn-msg-2", "hello bob"))
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("MESSAGE to offline bob: %v %v", res, err)
+	}
+	waitClient(t, alice, "the stored notification", func(st imclient.Stats) bool { return st.Received == 1 })
+	bob := s.client(t, "bob", imclient.Config{Delivered: true})
+	s.register(t, bob)
+	waitClient(t, bob, "the message", func(st imclient.Stats) bool { return st.Received == 1 })
+	waitClient(t, alice, "the delivered notification", func(st imclient.Stats) bool { return st.Received == 2 })
+	r := alice.Received()[1]
+	if n := readNotification(t, r); n != (notification{messageID: "imdn-msg-2", status: "delivered"}) {
+		t.Errorf("second notification %+v; want delivered for imdn-msg-2, asking for none", n)
+	}
+	if !strings.Contains(r.Decoded.From, "sip:bob@"+domain) {
+		t.Errorf("delivered notification from %q, want bob", r.Decoded.From)
+	}
+	waitFor(t, 10*time.Second, "both mailboxes empty", func() bool {
+		return s.counts(t, "alice") == plugin.Counts{} && s.counts(t, "bob") == plugin.Counts{}
+	})
 }
 
 // flowPromptRetry: a client whose MSRP connection broke mid-push
@@ -407,10 +442,12 @@ func TestKamailioPagerOnlyClient(t *testing.T)   { flowPagerOnlyClient(t, kamail
 func TestKamailioPagerBelow(t *testing.T)        { flowPagerBelow(t, kamailioStarter) }
 func TestKamailioPagerNoMSRPAnswer(t *testing.T) { flowPagerNoMSRPAnswer(t, kamailioStarter) }
 func TestKamailioIMDN(t *testing.T)              { flowIMDN(t, kamailioStarter) }
+func TestKamailioClientDelivered(t *testing.T)   { flowClientDelivered(t, kamailioStarter) }
 func TestKamailioPromptRetry(t *testing.T)       { flowPromptRetry(t, kamailioStarter) }
 
 func TestOpenSIPSPagerOnlyClient(t *testing.T)   { flowPagerOnlyClient(t, opensipsStarter) }
 func TestOpenSIPSPagerBelow(t *testing.T)        { flowPagerBelow(t, opensipsStarter) }
 func TestOpenSIPSPagerNoMSRPAnswer(t *testing.T) { flowPagerNoMSRPAnswer(t, opensipsStarter) }
 func TestOpenSIPSIMDN(t *testing.T)              { flowIMDN(t, opensipsStarter) }
+func TestOpenSIPSClientDelivered(t *testing.T)   { flowClientDelivered(t, opensipsStarter) }
 func TestOpenSIPSPromptRetry(t *testing.T)       { flowPromptRetry(t, opensipsStarter) }

@@ -11,6 +11,7 @@ package imclient
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,6 +97,11 @@ type Config struct {
 	// MSRP listener play no part then.
 	Relay                    string
 	RelayUser, RelayPassword string
+	// Delivered: after answering a pushed message (message/sip) whose
+	// CPIM asks for positive-delivery (RFC 5438), send the "delivered"
+	// notification back in the push session as message/cpim, as an RCS
+	// client does; deferpush forwards it to the sender.
+	Delivered bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -571,7 +577,28 @@ func (c *Client) serveMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message
 		r.Answered = se.Code
 	}
 	c.bump(func() { c.received = append(c.received, r) })
+	if err == nil && c.cfg.Delivered && r.DecodeErr == nil && r.Decoded.Encapsulation == encap.TypeSIP {
+		c.sendDelivered(s, m.Body)
+	}
 	return err
+}
+
+// sendDelivered sends, after our answer to it, the "delivered"
+// notification of raw (a SIP MESSAGE) in session s, when raw asks for it.
+func (c *Client) sendDelivered(s *msrp.Session, raw []byte) {
+	r, _, err := encap.ReadIMDNRequest(raw)
+	if err != nil || !r.PositiveDelivery || r.MessageID == "" || r.DateTime == "" || r.From == "" {
+		return
+	}
+	ct, body := encap.BuildNotification(r, encap.Notification{Status: encap.IMDNDelivered, Recipient: c.cfg.AOR,
+		MessageID: rand.Text()[:20], Now: time.Now()})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Send(ctx, msrp.Message{ContentType: ct, Body: body}); err != nil {
+			c.log.Warn("delivered notification not sent", "imdn_message_id", r.MessageID, "err", err)
+		}
+	}()
 }
 
 // onMessage takes a message in pager mode: a SIP MESSAGE, received as

@@ -50,6 +50,9 @@ type IMDNRequest struct {
 	RecordRoute []string
 	// What the sender asked for.
 	Processing, NegativeDelivery bool
+	// PositiveDelivery: the sender asked the recipient for "delivered"
+	// (the recipient's to send; deferpush forwards it).
+	PositiveDelivery bool
 }
 
 // Target is where a notification goes: the first IMDN-Record-Route, else
@@ -119,6 +122,8 @@ func ReadIMDNRequest(stored []byte) (r IMDNRequest, ok bool, err error) {
 					r.Processing = true
 				case "negative-delivery":
 					r.NegativeDelivery = true
+				case "positive-delivery":
+					r.PositiveDelivery = true
 				}
 			}
 		}
@@ -166,12 +171,15 @@ const (
 	// IMDNFailed is the delivery notification "failed": the message
 	// expired or was given up undelivered.
 	IMDNFailed = "failed"
+	// IMDNDelivered is the delivery notification "delivered", a
+	// recipient's (the reference client sends it).
+	IMDNDelivered = "delivered"
 )
 
 // Notification is what deferpush sends a sender: a message/cpim body
 // holding a message/imdn+xml document.
 type Notification struct {
-	// Status is IMDNStored or IMDNFailed.
+	// Status is IMDNStored, IMDNFailed or (a recipient's) IMDNDelivered.
 	Status string
 	// Recipient is the URI of the recipient deferpush stores for: the
 	// CPIM From of the notification and its recipient-uri.
@@ -233,4 +241,64 @@ func BuildNotification(r IMDNRequest, n Notification) (contentType string, body 
 	b.WriteString("Content-Length: " + strconv.Itoa(doc.Len()) + "\r\n\r\n")
 	b.Write(doc.Bytes())
 	return TypeCPIM, b.Bytes()
+}
+
+// NotificationTarget reads a notification a recipient sends back as a
+// message/cpim body (RFC 5438 §7.1.1.3, as an RCS client does inside an
+// MSRP session) and returns where it goes: the URI of its first
+// imdn.IMDN-Route, else of its CPIM To (the sender of the message it is
+// about). ok is false when the body is no notification: no IMDN
+// namespace, or an encapsulated Content-Type other than
+// message/imdn+xml. Errors wrap ErrMalformed.
+func NotificationTarget(cpim []byte) (target string, ok bool, err error) {
+	hdrs, rest, err := cpimHeaders(cpim)
+	if err != nil {
+		return "", false, err
+	}
+	prefix, to := "", ""
+	var route []string
+	for _, h := range hdrs {
+		if h[0] == "NS" {
+			name, uri, found := strings.Cut(h[1], "<")
+			if found && strings.TrimSuffix(strings.TrimSpace(uri), ">") == imdnNS {
+				prefix = strings.TrimSpace(name) + "."
+			}
+		}
+	}
+	if prefix == "." || prefix == "" {
+		return "", false, nil
+	}
+	for _, h := range hdrs {
+		switch h[0] {
+		case "To":
+			if to == "" {
+				to = addressURI(h[1])
+			}
+		case prefix + "IMDN-Route":
+			if u := addressURI(h[1]); u != "" {
+				route = append(route, u)
+			}
+		}
+	}
+	mimeHdrs, _, err := cpimHeaders(rest)
+	if err != nil {
+		return "", false, err
+	}
+	isIMDN := false
+	for _, h := range mimeHdrs {
+		if strings.EqualFold(h[0], keyContentType) {
+			mt, _, _ := mime.ParseMediaType(h[1])
+			isIMDN = mt == TypeIMDN
+		}
+	}
+	if !isIMDN {
+		return "", false, nil
+	}
+	if len(route) > 0 {
+		return route[0], true, nil
+	}
+	if to == "" {
+		return "", false, malformed("notification without a CPIM To")
+	}
+	return to, true, nil
 }

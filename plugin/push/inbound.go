@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"mime"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/plugin/msrp"
@@ -17,9 +19,12 @@ import (
 // may send those in the session: an OMA/RCS client sends its IMDN
 // "delivered" and "displayed" notifications there as message/cpim (RFC
 // 5438 in session mode). They are taken (200, and the success REPORT when
-// one is asked for) and dropped: the push has nothing to do with them, as
-// a message counts as delivered by the answer to our SEND (or its REPORT),
-// and the notification is about a message the client already confirmed.
+// one is asked for) and, when a notification in message/cpim, forwarded
+// to the sender of the message it is about as a SIP MESSAGE through the
+// outbound proxy (forwardIMDN): deferpush stood in for that sender when it
+// pushed the message, so the notification, addressed to the sender, would
+// otherwise end here. Anything else is dropped: a message counts as
+// delivered by the answer to our SEND (or its REPORT), not by an IMDN.
 // A type we did not offer is answered 415 (RFC 4975 §7.3) before any of
 // it is reassembled.
 
@@ -29,21 +34,38 @@ func (p *Pusher) sessionConfig(local msrp.URI, aor plugin.AOR) msrp.Config {
 	return msrp.Config{
 		Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log,
 		Accept:  offered.Accepts,
-		Handler: inbound{aor: aor, log: p.log},
+		Handler: inbound{aor: aor, log: p.log, forward: p.forwardIMDN},
 	}
 }
 
-// inbound takes what a client sends in its push session, logging it at
-// debug level (an IMDN by its message-id and status, never a body).
+// inbound takes what a client sends in its push session: a notification
+// is forwarded, everything is logged at debug level (an IMDN by its
+// message-id and status, never a body).
 type inbound struct {
-	aor plugin.AOR
-	log *slog.Logger
+	aor     plugin.AOR
+	log     *slog.Logger
+	forward func(aor plugin.AOR, target sip.Uri, cpim []byte)
 }
 
 var _ msrp.Handler = inbound{}
 
-// ServeMSRP takes m and drops it.
+// ServeMSRP takes m: a notification in message/cpim is forwarded to its
+// target, anything else dropped.
 func (h inbound) ServeMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
+	mt, _, _ := mime.ParseMediaType(m.ContentType)
+	if mt == encap.TypeCPIM && h.forward != nil {
+		target, ok, err := encap.NotificationTarget(m.Body)
+		var u sip.Uri
+		switch {
+		case err != nil:
+			h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID, "err", err)
+		case ok && !sipURI(target, &u):
+			h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID,
+				"err", "its target is no sip: or sips: URI", "target", target)
+		case ok:
+			h.forward(h.aor, u, m.Body)
+		}
+	}
 	if !h.log.Enabled(ctx, slog.LevelDebug) {
 		return nil
 	}

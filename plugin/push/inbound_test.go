@@ -5,10 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/deferpush/deferpush/plugin"
@@ -147,5 +150,62 @@ func TestPushSessionTakesOfferedTypes(t *testing.T) {
 		if rec[k] != v {
 			t.Errorf("imdn record %s = %q, want %q", k, rec[k], v)
 		}
+	}
+}
+
+// TestForwardClientIMDN: a notification a client sends back in its push
+// session goes on to the sender of the message it is about, as a SIP
+// MESSAGE through the outbound proxy from the client's AOR with the CPIM
+// body as the client wrote it: to the first imdn.IMDN-Route when it has
+// one, else to its CPIM To. A message/cpim holding no notification, one
+// whose target is no SIP URI, and any notification when no outbound proxy
+// is configured, go nowhere.
+func TestForwardClientIMDN(t *testing.T) {
+	peer := startPagerPeer(t, nil)
+	p := newTestPusher(t, "sip:"+peer.addr+";transport=tcp")
+	aor := plugin.MustParseAOR("sip:bob@example.com")
+	h := p.sessionConfig(p.cfg.MSRP.URI(), aor).Handler
+	routed := strings.Replace(clientIMDN, "DateTime:", "imdn.IMDN-Route: <sip:imdn@relay.example.com>\r\nimdn.IMDN-Route: <sip:other@relay.example.com>\r\nDateTime:", 1)
+	notIMDN := strings.Replace(clientIMDN, "Content-Type: message/imdn+xml", "Content-Type: text/plain", 1)
+	imTarget := strings.Replace(clientIMDN, "To: <sip:alice@example.com>", "To: <im:alice@example.com>", 1)
+	for i, body := range []string{clientIMDN, notIMDN, routed, imTarget} {
+		m := &msrp.Message{ID: "m" + strconv.Itoa(i), ContentType: "message/cpim", Body: []byte(body)}
+		if err := h.ServeMSRP(context.Background(), nil, m); err != nil {
+			t.Fatalf("ServeMSRP %d: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(peer.requests()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a third, should one wrongly go out
+	got := peer.requests()
+	if len(got) != 2 {
+		t.Fatalf("%d MESSAGEs forwarded, want 2 (the notifications with a SIP target)", len(got))
+	}
+	slices.SortFunc(got, func(a, b *sip.Request) int { return strings.Compare(a.Recipient.String(), b.Recipient.String()) })
+	for i, want := range []struct{ target, body string }{{"sip:alice@example.com", clientIMDN}, {"sip:imdn@relay.example.com", routed}} {
+		r := got[i]
+		if r.Recipient.String() != want.target || r.To().Address.String() != want.target || r.From().Address.String() != "sip:bob@example.com" {
+			t.Errorf("forward %d: %s to %s from %s, want to %s from the client's AOR", i, r.Recipient.String(), r.To().Address.String(), r.From().Address.String(), want.target)
+		}
+		if h := r.GetHeader("Route"); h == nil || !strings.Contains(h.Value(), peer.addr) {
+			t.Errorf("forward %d: Route %v, want the outbound proxy", i, h)
+		}
+		if ct := r.ContentType(); ct == nil || ct.Value() != "message/cpim" || string(r.Body()) != want.body {
+			t.Errorf("forward %d: %v\n%s\nwant the client's body unchanged", i, ct, r.Body())
+		}
+	}
+
+	// Without an outbound proxy nothing is forwarded.
+	lone := newTestPusher(t, "")
+	peer2 := startPagerPeer(t, nil)
+	h = lone.sessionConfig(lone.cfg.MSRP.URI(), aor).Handler
+	if err := h.ServeMSRP(context.Background(), nil, &msrp.Message{ID: "x", ContentType: "message/cpim", Body: []byte(clientIMDN)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(peer2.requests()) + len(peer.requests()) - 2; n != 0 {
+		t.Errorf("%d MESSAGEs forwarded without an outbound proxy", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -90,3 +91,62 @@ func sipURI(s string, u *sip.Uri) bool {
 	}
 	return u.Scheme == "sip" || u.Scheme == "sips"
 }
+
+// forwardIMDN sends a notification a client gave back in its push session
+// (cpim, a message/cpim body holding message/imdn+xml) on to target, the
+// sender of the message it is about, as a SIP MESSAGE through the
+// outbound proxy from the client's AOR, the body as the client wrote it.
+// It returns at once: the MESSAGE goes out in the background, at most
+// maxForwards at a time (more are dropped and logged), each waiting
+// noticeTimeout for its answer. Best effort, as deferpush's own
+// notifications: without an outbound proxy, or when the proxy refuses
+// it, the notification is logged and dropped.
+func (p *Pusher) forwardIMDN(aor plugin.AOR, target sip.Uri, cpim []byte) {
+	if p.route == nil {
+		p.log.Debug("notification from client not forwarded", "aor", aor, "err", "no sip.outbound_proxy")
+		return
+	}
+	select {
+	case p.forwards <- struct{}{}:
+	default:
+		p.log.Warn("notification from client dropped", "aor", aor, "to", target.String(),
+			"err", fmt.Sprintf("%d forwards in flight", cap(p.forwards)))
+		return
+	}
+	var from sip.Uri
+	if err := sip.ParseUri(aor.String(), &from); err != nil {
+		<-p.forwards
+		p.log.Warn("notification from client not forwarded", "aor", aor, "err", err)
+		return
+	}
+	req := sip.NewRequest(sip.MESSAGE, target)
+	req.AppendHeader(sip.NewHeader("Route", "<"+p.route.String()+">"))
+	fh := &sip.FromHeader{Address: from, Params: sip.NewParams()}
+	fh.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(fh)
+	req.AppendHeader(&sip.ToHeader{Address: target, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("Content-Type", encap.TypeCPIM))
+	req.SetBody(slices.Clone(cpim))
+	p.setTransport(req)
+	go func() {
+		defer func() { <-p.forwards }()
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		defer cancel()
+		res, err := p.cfg.Client.Do(ctx, req, sipgo.ClientRequestBuild)
+		switch {
+		case err != nil:
+			p.log.Warn("notification from client not forwarded", "aor", aor, "to", target.String(), "err", err)
+		case !res.IsSuccess():
+			p.log.Warn("notification from client not forwarded", "aor", aor, "to", target.String(), "answer", res.StartLine())
+		default:
+			p.log.Debug("notification from client forwarded", "aor", aor, "to", target.String(), "answer", res.StatusCode)
+		}
+	}()
+}
+
+const (
+	// maxForwards bounds the client notifications being forwarded at
+	// once; forwardTimeout the wait for the proxy's final answer to each.
+	maxForwards    = 64
+	forwardTimeout = 10 * time.Second
+)

@@ -87,7 +87,10 @@ type Pusher struct {
 	from    sip.Uri
 	route   *sip.Uri
 	dialogs sync.Map // dialog ID → *dialog, of the sessions in progress
-	log     *slog.Logger
+	// forwards holds a token per client notification being forwarded
+	// (forwardIMDN).
+	forwards chan struct{}
+	log      *slog.Logger
 }
 
 var _ plugin.Pusher = (*Pusher)(nil)
@@ -115,7 +118,7 @@ func New(cfg Config) (*Pusher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pusher{cfg: cfg, log: cfg.Logger}
+	p := &Pusher{cfg: cfg, log: cfg.Logger, forwards: make(chan struct{}, maxForwards)}
 	if err := sip.ParseUri(cfg.Contact, &p.contact.Address); err != nil {
 		return nil, fmt.Errorf("push: contact %q: %w", cfg.Contact, err)
 	}
