@@ -64,8 +64,9 @@ func TestIngressDirect(t *testing.T) {
 		want   int
 	}{
 		{sip.INVITE, false, false, 488}, {sip.OPTIONS, false, false, 200}, {sip.BYE, true, false, 481},
-		// A re-INVITE (To tag) with an MSRP offer is no new session to store.
-		{sip.INVITE, true, true, 488},
+		// A re-INVITE (To tag) with an MSRP offer is no new session to
+		// store; its dialog is none deferpush has (RFC 3261 §12.2.2).
+		{sip.INVITE, true, true, 481},
 	} {
 		req := sip.NewRequest(tt.method, sip.Uri{Scheme: "sip", User: "user2", Host: domain})
 		to := &sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "user2", Host: domain}, Params: sip.NewParams()}
