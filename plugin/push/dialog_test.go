@@ -287,6 +287,12 @@ func TestInviteHeaders(t *testing.T) {
 	if got, want := values(inv.Request, "Supported"), []string{""}; !cmp.Equal(got, want) {
 		t.Errorf("INVITE Supported %q, want one, empty: deferpush supports no extension", got)
 	}
+	// The offer: what deferpush takes back inside message/cpim is
+	// notifications alone (RFC 4975 §8.6).
+	if b := string(inv.Request.Body()); !strings.Contains(b, "\r\na=accept-wrapped-types:message/imdn+xml\r\n") ||
+		!strings.Contains(b, "a=accept-types:message/sip message/msrp multipart/mixed message/cpim message/sipfrag\r\n") {
+		t.Errorf("INVITE offer:\n%s\nwant the accept-types and accept-wrapped-types:message/imdn+xml", b)
+	}
 }
 
 // TestInviteCancel: past invite_timeout, an INVITE answered only

@@ -19,14 +19,16 @@ import (
 // may send those in the session: an OMA/RCS client sends its IMDN
 // "delivered" and "displayed" notifications there as message/cpim (RFC
 // 5438 in session mode). They are taken (200, and the success REPORT when
-// one is asked for) and, when a notification in message/cpim, forwarded
-// to the sender of the message it is about as a SIP MESSAGE through the
-// outbound proxy (forwardIMDN): deferpush stood in for that sender when it
-// pushed the message, so the notification, addressed to the sender, would
-// otherwise end here. Anything else is dropped: a message counts as
-// delivered by the answer to our SEND (or its REPORT), not by an IMDN.
-// A type we did not offer is answered 415 (RFC 4975 §7.3) before any of
-// it is reassembled.
+// one is asked for) and forwarded to the sender of the message they are
+// about as a SIP MESSAGE through the outbound proxy (forwardIMDN):
+// deferpush stood in for that sender when it pushed the message, so the
+// notification, addressed to the sender, would otherwise end here. (A
+// message counts as delivered by the answer to our SEND, or its REPORT,
+// not by an IMDN.) Our offer says so: a=accept-wrapped-types lists
+// message/imdn+xml alone. Anything else is answered 415 (RFC 4975 §7.3):
+// a type we did not offer before any of it is reassembled, another
+// (message/cpim holding no notification, message/sip, ...) once whole,
+// for deferpush has nowhere to deliver it.
 
 // sessionConfig is the msrp.Config of a push session to aor at local.
 func (p *Pusher) sessionConfig(local msrp.URI, aor plugin.AOR) msrp.Config {
@@ -50,36 +52,40 @@ type inbound struct {
 var _ msrp.Handler = inbound{}
 
 // ServeMSRP takes m: a notification in message/cpim is forwarded to its
-// target, anything else dropped.
+// target (200); anything else is refused 415, as deferpush has nowhere to
+// deliver it (RFC 4975 §7.2: a 200 would tell the client it was taken).
 func (h inbound) ServeMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
 	mt, _, _ := mime.ParseMediaType(m.ContentType)
-	if mt == encap.TypeCPIM && h.forward != nil {
-		target, ok, err := encap.NotificationTarget(m.Body)
-		var u sip.Uri
-		switch {
-		case err != nil:
-			h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID, "err", err)
-		case ok && !sipURI(target, &u):
-			h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID,
-				"err", "its target is no sip: or sips: URI", "target", target)
-		case ok:
-			h.forward(h.aor, u, m.Body)
+	if mt != encap.TypeCPIM {
+		h.log.Debug("message from client refused", "aor", h.aor, "msg_id", m.ID, "content_type", m.ContentType, "size", len(m.Body))
+		return errNotNotification
+	}
+	target, ok, err := encap.NotificationTarget(m.Body)
+	if err != nil || !ok {
+		h.log.Debug("message from client refused", "aor", h.aor, "msg_id", m.ID, "content_type", m.ContentType,
+			"size", len(m.Body), "err", err)
+		return errNotNotification
+	}
+	var u sip.Uri
+	if !sipURI(target, &u) {
+		h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID,
+			"err", "its target is no sip: or sips: URI", "target", target)
+	} else if h.forward != nil {
+		h.forward(h.aor, u, m.Body)
+	}
+	if h.log.Enabled(ctx, slog.LevelDebug) {
+		if d, err := encap.Decode(m.ContentType, m.Body); err == nil {
+			kind, status, id := readIMDN(d.Body)
+			h.log.Debug("imdn from client", "aor", h.aor, "session", s.URI().SessionID, "msg_id", m.ID,
+				"imdn_message_id", id, "notification", kind, "status", status)
 		}
 	}
-	if !h.log.Enabled(ctx, slog.LevelDebug) {
-		return nil
-	}
-	d, err := encap.Decode(m.ContentType, m.Body)
-	if mt, _, _ := mime.ParseMediaType(d.ContentType); err == nil && mt == encap.TypeIMDN {
-		kind, status, id := readIMDN(d.Body)
-		h.log.Debug("imdn from client", "aor", h.aor, "session", s.URI().SessionID, "msg_id", m.ID,
-			"imdn_message_id", id, "notification", kind, "status", status)
-		return nil
-	}
-	h.log.Debug("message from client dropped", "aor", h.aor, "session", s.URI().SessionID, "msg_id", m.ID,
-		"content_type", m.ContentType, "size", len(m.Body))
 	return nil
 }
+
+// errNotNotification answers what a client sends in its push session
+// that is no notification.
+var errNotNotification = &msrp.StatusError{Code: 415, Comment: "deferpush takes only IMDN notifications here"}
 
 // imdnDoc is what readIMDN reads of an IMDN document (RFC 5438 §9).
 type imdnDoc struct {

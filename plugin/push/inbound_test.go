@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"slices"
@@ -62,10 +63,11 @@ const clientIMDN = "From: <sip:bob@example.com>\r\nTo: <sip:alice@example.com>\r
 	`<delivery-notification><status><delivered/></status></delivery-notification></imdn>` + "\r\n"
 
 // TestPushSessionTakesOfferedTypes: the push session (the config Open
-// gives it) takes a SEND of a type its offer's a=accept-types lists — an
-// IMDN as message/cpim: 200, the success REPORT asked for, the IMDN
-// logged at debug — and answers 415 to another type, 413 past the
-// reassembly bound as before. Before, every SEND with a body got 403.
+// gives it) takes a notification in message/cpim — 200, the success
+// REPORT asked for, the IMDN logged at debug — and answers 415 to what is
+// no notification: a type not offered before reassembly, a CPIM message
+// or a message/sip once whole (deferpush has nowhere to deliver them);
+// 413 past the reassembly bound as before.
 func TestPushSessionTakesOfferedTypes(t *testing.T) {
 	l, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
 	if err != nil {
@@ -132,12 +134,16 @@ func TestPushSessionTakesOfferedTypes(t *testing.T) {
 	sendFrame("imdn0001", "message/cpim", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "imdn0001"},
 		{Name: msrp.HeaderSuccessReport, Value: "yes"}}, clientIMDN)
 	sendFrame("text0001", "text/plain", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "text0001"}}, "hello")
+	sendFrame("chat0001", "message/cpim", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "chat0001"}},
+		"From: <sip:bob@example.com>\r\nTo: <sip:alice@example.com>\r\n\r\nContent-Type: text/plain\r\n\r\nhi alice")
+	sendFrame("msip0001", "message/sip", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "msip0001"}},
+		"MESSAGE sip:alice@example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n")
 	sendFrame("huge0001", "message/cpim", []msrp.Header{{Name: msrp.HeaderMessageID, Value: "huge0001"},
 		{Name: msrp.HeaderByteRange, Value: "1-5/99999999"}}, "hello")
 	nc.SetReadDeadline(time.Now().Add(3 * time.Second))
-	got := read(5)
-	want := []string{"REPORT imdn0001 000 200 OK", "bind0001 OK", "huge0001 Stop Sending Message",
-		"imdn0001 OK", "text0001 Unsupported Media Type"}
+	got := read(7)
+	want := []string{"REPORT imdn0001 000 200 OK", "bind0001 OK", "chat0001 deferpush takes only IMDN notifications here", "huge0001 Stop Sending Message",
+		"imdn0001 OK", "msip0001 deferpush takes only IMDN notifications here", "text0001 Unsupported Media Type"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("answers (-want +got):\n%s", diff)
 	}
@@ -170,7 +176,12 @@ func TestForwardClientIMDN(t *testing.T) {
 	imTarget := strings.Replace(clientIMDN, "To: <sip:alice@example.com>", "To: <im:alice@example.com>", 1)
 	for i, body := range []string{clientIMDN, notIMDN, routed, imTarget} {
 		m := &msrp.Message{ID: "m" + strconv.Itoa(i), ContentType: "message/cpim", Body: []byte(body)}
-		if err := h.ServeMSRP(context.Background(), nil, m); err != nil {
+		err := h.ServeMSRP(context.Background(), nil, m)
+		var se *msrp.StatusError
+		if body == notIMDN && (!errors.As(err, &se) || se.Code != 415) {
+			t.Errorf("ServeMSRP of a CPIM message that is no notification: %v, want 415", err)
+		}
+		if body != notIMDN && err != nil {
 			t.Fatalf("ServeMSRP %d: %v", i, err)
 		}
 	}

@@ -77,7 +77,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 // proxy's 100 Trying is one; without any, the INVITE runs to its
 // transaction timeout, Timer B).
 func (p *Pusher) invite(ctx context.Context, t plugin.Target, ruri sip.Uri, local msrp.URI) (*dialog, error) {
-	offer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: acceptTypes, Setup: sdp.SetupActPass})
+	offer, err := sdp.Build(sdp.Media{Path: []msrp.URI{local}, AcceptTypes: acceptTypes, AcceptWrappedTypes: acceptWrappedTypes, Setup: sdp.SetupActPass})
 	if err != nil {
 		return nil, &plugin.SessionError{Op: "invite", Err: err}
 	}

@@ -101,6 +101,12 @@ var _ plugin.Pusher = (*Pusher)(nil)
 // too: the list is kept as it was, so the offer's bytes did not change.
 var acceptTypes = []string{encap.TypeSIP, encap.TypeMSRP, encap.TypeMultipart, encap.TypeCPIM, encap.TypeSIPFrag}
 
+// acceptWrappedTypes is our offer's a=accept-wrapped-types: inside
+// message/cpim deferpush takes a client's notifications (RFC 5438), which
+// it forwards to their sender, and nothing else (RFC 4975 §8.6: without
+// the attribute a client could wrap only what a=accept-types lists).
+var acceptWrappedTypes = []string{encap.TypeIMDN}
+
 // New returns a Pusher.
 func New(cfg Config) (*Pusher, error) {
 	if cfg.Client == nil || cfg.MSRP == nil || cfg.Contact == "" {
