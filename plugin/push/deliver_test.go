@@ -202,6 +202,19 @@ func TestDeliverPipelined(t *testing.T) {
 			wantBreak: true,
 		},
 		{
+			// 481: the client has no such session; as 506.
+			name: "481 no session", n: 5, window: 1,
+			answer: func(n int) error {
+				if n == 3 {
+					return msrp.Status(msrp.StatusNoSession)
+				}
+				return nil
+			},
+			want:      []string{confirmed, confirmed, notSent, notSent, notSent},
+			received:  3,
+			wantBreak: true,
+		},
+		{
 			name: "context ended first", n: 3, window: 4, answer: func(int) error { return nil },
 			cancelled: true,
 			want:      repeat(notSent, 3),

@@ -308,13 +308,14 @@ func (d *delivery) outcome(ctx context.Context, err error, charged *bool, breakO
 			d.stall(d.noReport)
 		}
 		return plugin.ErrUnconfirmed
-	case errors.As(err, &se) && se.Code == msrp.StatusSessionAlreadyBound:
+	case errors.As(err, &se) && (se.Code == msrp.StatusSessionAlreadyBound || se.Code == msrp.StatusNoSession):
 		// 506: the client holds the session bound to another connection
-		// (RFC 4975 §7.3.1) and will take nothing on this one. That is
-		// about the connection, not the message: no attempt at it.
+		// (RFC 4975 §7.3.1) and will take nothing on this one; 481: it
+		// has no such session (§7.3). That is about the session, not the
+		// message: no attempt at it.
 		breakOff(err)
 		return plugin.ErrNotSent
-	case errors.As(err, &se) && se.Code != msrp.StatusTimeout && se.Code != msrp.StatusNoSession:
+	case errors.As(err, &se) && se.Code != msrp.StatusTimeout:
 		// The client refused this message (413, 415, ...): the
 		// session goes on with the next one.
 		return &plugin.RejectedError{Status: se.Code, Reason: se.Comment}
