@@ -443,3 +443,32 @@ func TestAnswerNotSDP(t *testing.T) {
 		t.Errorf("Open = %v, %v; want MSRP refused", o.sess, o.err)
 	}
 }
+
+// TestAnswerSetupNotUsable: an answer whose a=setup is holdconn (no
+// connection now) or actpass (no answer's value, RFC 4145 §4.1) has no
+// usable MSRP: ACKed, BYEd, MSRP refused, where deferpush connected.
+func TestAnswerSetupNotUsable(t *testing.T) {
+	for _, setup := range []string{"holdconn", "actpass"} {
+		t.Run(setup, func(t *testing.T) {
+			u := startUAS(t)
+			_, ch := u.open(t, 5*time.Second)
+			inv := u.next(t, sip.INVITE)
+			body := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\n" +
+				"a=accept-types:message/sip\r\na=path:msrp://127.0.0.1:9/clientsess01;tcp\r\na=setup:" + setup + "\r\n"
+			var vias strings.Builder
+			for _, v := range inv.GetHeaders("Via") {
+				vias.WriteString("Via: " + v.Value() + "\r\n")
+			}
+			u.write(t, inv, fmt.Sprintf("SIP/2.0 200 OK\r\n%sFrom: %s\r\nTo: %s;tag=c1\r\nCall-ID: %s\r\nCSeq: %s\r\n%sContact: <%s>\r\n"+
+				"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
+				vias.String(), inv.From().Value(), inv.To().Value(), inv.CallID().Value(), inv.CSeq().Value(),
+				u.recordRoute("c1"), u.contact("c1"), len(body), body))
+			u.next(t, sip.ACK)
+			bye := u.next(t, sip.BYE)
+			u.answer(t, bye, "200 OK", "", "")
+			if o := waitOpen(t, ch); !errors.Is(o.err, plugin.ErrMSRPRefused) || !strings.Contains(o.err.Error(), "a=setup:"+setup) {
+				t.Errorf("Open = %v, %v; want MSRP refused for a=setup:%s", o.sess, o.err, setup)
+			}
+		})
+	}
+}

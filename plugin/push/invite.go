@@ -157,6 +157,11 @@ func (s *session) readAnswer() error {
 	if secure := s.p.cfg.MSRP.URI().Secure; err == nil && ans.Path[0].Secure != secure { // the offer's transport (RFC 3264 §6)
 		err = fmt.Errorf("MSRP over TLS %v, the offer's %v", ans.Path[0].Secure, secure)
 	}
+	// To our actpass the answer says active, passive or nothing (RFC 4145
+	// §4.1: actpass is no answer's; holdconn opens no connection now).
+	if err == nil && ans.Setup != "" && ans.Setup != sdp.SetupActive && ans.Setup != sdp.SetupPassive {
+		err = fmt.Errorf("a=setup:%s", ans.Setup)
+	}
 	if err != nil {
 		// No usable MSRP m-line: the client took the call but not MSRP.
 		return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: answer: %w", plugin.ErrMSRPRefused, err)}
