@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -293,13 +296,20 @@ func newInDialog(method sip.RequestMethod, invite *sip.Request, res *sip.Respons
 		routes = append(routes, rr[i].Value())
 	}
 	req := sip.NewRequest(method, *target.Clone())
-	// A first route without lr is a strict router (RFC 2543): it takes
-	// the Request-URI, and the remote target goes last in Route.
+	// next is the URI the request goes to: the first route, else the
+	// remote target (RFC 3261 §8.1.2).
+	next, strict := target, false
 	if len(routes) > 0 {
 		var first sip.Uri
-		if _, err := sip.ParseAddressValue(routes[0], &first, nil); err == nil && !first.UriParams.Has("lr") {
-			req.Recipient = first
-			routes = append(routes[1:], "<"+target.String()+">")
+		if _, err := sip.ParseAddressValue(routes[0], &first, nil); err == nil {
+			next = first
+			// A first route without lr is a strict router (RFC 2543): it
+			// takes the Request-URI, and the remote target goes last in
+			// Route.
+			if !first.UriParams.Has("lr") {
+				req.Recipient, strict = first, true
+				routes = append(routes[1:], "<"+target.String()+">")
+			}
 		}
 	}
 	req.SipVersion = invite.SipVersion
@@ -320,6 +330,32 @@ func newInDialog(method sip.RequestMethod, invite *sip.Request, res *sip.Respons
 		req.AppendHeader(sip.HeaderClone(c))
 	}
 	req.SetBody(nil)
-	req.SetTransport(invite.Transport())
+	// The transport is the one next names (RFC 3263 §4.1: a Record-Route
+	// of a proxy bridging transports, a Contact with ;transport=); a URI
+	// naming none keeps the INVITE's, where RFC 3263 would pick UDP for
+	// a sip: URI of a numeric address: the proxy took the INVITE on it.
+	tp := invite.Transport()
+	if v, ok := next.UriParams.Get("transport"); ok && v != "" {
+		tp = strings.ToUpper(v)
+	}
+	req.SetTransport(tp)
+	if strict {
+		// sipgo sends to the first Route, which is now the remote target:
+		// the request goes to the strict router, its Request-URI.
+		req.SetDestination(hostPort(next))
+	}
 	return req
+}
+
+// hostPort is u's host and port, the port SIP's default for u's scheme
+// when u gives none.
+func hostPort(u sip.Uri) string {
+	port := u.Port
+	if port == 0 {
+		port = 5060
+		if u.IsEncrypted() {
+			port = 5061
+		}
+	}
+	return net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port))
 }

@@ -472,3 +472,80 @@ func TestAnswerSetupNotUsable(t *testing.T) {
 		})
 	}
 }
+
+// TestInDialogNextHop: the ACK and BYE go where RFC 3261 §8.1.2 says,
+// over the transport that hop's URI names (RFC 3263 §4.1): to a
+// Record-Route's proxy over UDP when it says transport=udp (the INVITE
+// went over TCP), and to a strict router (a first route without lr) that
+// takes the Request-URI, with the remote target last in Route — sipgo
+// alone would send it to that last Route, past the router.
+func TestInDialogNextHop(t *testing.T) {
+	answer200 := func(t *testing.T, u *uas, inv uasReq, headers string) {
+		var vias strings.Builder
+		for _, v := range inv.GetHeaders("Via") {
+			vias.WriteString("Via: " + v.Value() + "\r\n")
+		}
+		// A body that is no SDP: the push ACKs and BYEs at once.
+		u.write(t, inv, fmt.Sprintf("SIP/2.0 200 OK\r\n%sFrom: %s\r\nTo: %s;tag=c1\r\nCall-ID: %s\r\nCSeq: %s\r\n%s"+
+			"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+			vias.String(), inv.From().Value(), inv.To().Value(), inv.CallID().Value(), inv.CSeq().Value(), headers))
+	}
+
+	t.Run("record-route over udp", func(t *testing.T) {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		udpPort := pc.LocalAddr().(*net.UDPAddr).Port
+		u := startUAS(t)
+		_, ch := u.open(t, 5*time.Second)
+		inv := u.next(t, sip.INVITE)
+		answer200(t, u, inv, fmt.Sprintf("Record-Route: <sip:127.0.0.1:%d;lr;transport=udp>\r\nContact: <%s>\r\n", udpPort, u.contact("c1")))
+		readUDP := func(method sip.RequestMethod) (*sip.Request, net.Addr) {
+			t.Helper()
+			buf := make([]byte, 65535)
+			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("waiting for the %s over UDP: %v", method, err)
+			}
+			msg, err := sip.ParseMessage(buf[:n])
+			req, ok := msg.(*sip.Request)
+			if err != nil || !ok || req.Method != method {
+				t.Fatalf("got %v (%v) over UDP, want a %s", msg, err, method)
+			}
+			if v := req.Via(); v == nil || !strings.EqualFold(v.Transport, "UDP") {
+				t.Errorf("%s Via %v, want UDP", method, v)
+			}
+			return req, from
+		}
+		readUDP(sip.ACK)
+		bye, from := readUDP(sip.BYE)
+		if _, err := pc.WriteTo([]byte(sip.NewResponseFromRequest(bye, 200, "OK", nil).String()), from); err != nil {
+			t.Fatal(err)
+		}
+		waitOpen(t, ch)
+	})
+
+	t.Run("strict router", func(t *testing.T) {
+		router := startUAS(t)
+		u := startUAS(t)
+		_, ch := u.open(t, 5*time.Second)
+		inv := u.next(t, sip.INVITE)
+		routerURI := fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", router.port)
+		answer200(t, u, inv, "Record-Route: <"+routerURI+">\r\nContact: <"+u.contact("c1")+">\r\n")
+		ack := router.next(t, sip.ACK)
+		bye := router.next(t, sip.BYE)
+		for _, r := range []uasReq{ack, bye} {
+			if r.Recipient.String() != routerURI {
+				t.Errorf("%s Request-URI %s, want the strict router's %s", r.Method, r.Recipient.String(), routerURI)
+			}
+			if got, want := values(r.Request, "Route"), []string{"<" + u.contact("c1") + ">"}; !cmp.Equal(got, want) {
+				t.Errorf("%s Route %q, want the remote target %q", r.Method, got, want)
+			}
+		}
+		router.answer(t, bye, "200 OK", "", "")
+		waitOpen(t, ch)
+	})
+}
