@@ -120,7 +120,13 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))
 	}
 	if err == nil {
-		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientLogger(sipLog))
+		// Via sent-by is the listener's (advertised) address with rport
+		// (RFC 3581), not the connection's ephemeral port: should the
+		// connection a request went out on close before its response,
+		// the proxy connects to the sent-by port (RFC 3261 §18.2.2), and
+		// only the listener is there.
+		s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.host), sipgo.WithClientPort(s.port),
+			sipgo.WithClientNAT(), sipgo.WithClientLogger(sipLog))
 	}
 	if err != nil {
 		s.Close()

@@ -568,3 +568,69 @@ func TestStackReInvite(t *testing.T) {
 		t.Errorf("re-INVITE of no dialog: %v, want 481", res)
 	}
 }
+
+// TestStackViaSentBy: a request deferpush sends carries the listener's
+// port in its Via sent-by, with rport (RFC 3581), not the connection's
+// ephemeral port; so a peer whose connection closed before it answered
+// reaches the stack by connecting to the sent-by port (RFC 3261 §18.2.2)
+// and the request gets its answer.
+func TestStackViaSentBy(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	got := make(chan *sip.Request, 1)
+	go func() {
+		c, err := peer.Accept()
+		if err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var raw []byte
+		buf := make([]byte, 4096)
+		for !bytes.Contains(raw, []byte("\r\n\r\n")) {
+			n, err := c.Read(buf)
+			if err != nil {
+				c.Close()
+				return
+			}
+			raw = append(raw, buf[:n]...)
+		}
+		// Close the connection the request came on, then answer over a
+		// new one to the sent-by address.
+		c.Close()
+		msg, err := sip.ParseMessage(raw)
+		req, _ := msg.(*sip.Request)
+		if err != nil || req == nil {
+			return
+		}
+		got <- req
+		v := req.Via()
+		back, err := net.Dial("tcp", net.JoinHostPort(v.Host, strconv.Itoa(v.Port)))
+		if err != nil {
+			return
+		}
+		defer back.Close()
+		io.WriteString(back, sip.NewResponseFromRequest(req, 200, "OK", nil).String())
+		time.Sleep(time.Second)
+	}()
+	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: peer.Addr().(*net.TCPAddr).Port})
+	req.SetTransport("TCP")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := s.Client().Do(ctx, req)
+	if err != nil || res.StatusCode != 200 {
+		t.Errorf("OPTIONS answered over a new connection to the sent-by port: %v %v, want 200", res, err)
+	}
+	select {
+	case r := <-got:
+		v := r.Via()
+		if port := s.Addr().(*net.TCPAddr).Port; v.Host != "127.0.0.1" || v.Port != port || !v.Params.Has("rport") {
+			t.Errorf("Via %s, want sent-by 127.0.0.1:%d with rport", v.Value(), port)
+		}
+	default:
+		t.Error("the peer read no request")
+	}
+}
