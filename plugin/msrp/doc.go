@@ -11,13 +11,14 @@
 // SEND, RFC 6135 a=setup:active) or passively (Listener.Add, then the peer
 // connects to the Listener, which hands each connection to the session
 // named by its To-Path: one URI, equal to the session's, RFC 4975 §7.3).
-// Either way, Session.Send sends a message in chunks
-// of Config.ChunkSize with pipelining, and Config.Handler receives the
-// peer's messages reassembled. Send returns when the message is
-// acknowledged: every chunk answered 200 and, when asked for, the success
-// REPORT received. Session.Start pipelines whole messages: it returns once
-// the message is on the wire, in call order, and a wait function that
-// blocks until it is acknowledged. Errors carrying an MSRP status are
+// Either way, Session.Send sends a message in chunks of Config.ChunkSize
+// with pipelining, and Config.Handler receives the peer's messages
+// reassembled. Send returns when the message is acknowledged: every chunk
+// answered 200 and, when asked for, success REPORTs covering the whole
+// message received (one for all of it, or one per chunk, added up).
+// Session.Start pipelines whole messages: it returns once the message is
+// on the wire, in call order, and a wait function that blocks until it is
+// acknowledged. Errors carrying an MSRP status are
 // *StatusError; a success REPORT that never came is ErrNoReport.
 //
 // Relays (RFC 4976) take part on both sides. A session that connects

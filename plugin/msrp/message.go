@@ -2,6 +2,7 @@ package msrp
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"time"
 )
@@ -54,6 +55,7 @@ type partial struct {
 	updated     time.Time
 }
 
+// span is a range of octets, 0-based and half-open: [start, end).
 type span struct{ start, end int64 }
 
 // add places data at the 0-based offset off and records the range.
@@ -72,18 +74,32 @@ func (p *partial) add(off int64, data []byte) {
 	if len(data) == 0 {
 		return
 	}
-	p.have = append(p.have, span{off, end})
-	sort.Slice(p.have, func(i, j int) bool { return p.have[i].start < p.have[j].start })
-	merged := p.have[:1]
-	for _, s := range p.have[1:] {
-		top := &merged[len(merged)-1]
-		if s.start <= top.end {
-			top.end = max(top.end, s.end)
-		} else {
-			merged = append(merged, s)
-		}
+	s := span{off, end}
+	i, j := touching(p.have, s)
+	p.have = mergeSpan(p.have, i, j, s)
+}
+
+// touching returns the spans have[i:j] that s overlaps or adjoins; have
+// is sorted, its spans disjoint and not adjacent. i == j when s touches
+// none, and i is then where s goes.
+func touching(have []span, s span) (i, j int) {
+	i = sort.Search(len(have), func(k int) bool { return have[k].end >= s.start })
+	j = i
+	for j < len(have) && have[j].start <= s.end {
+		j++
 	}
-	p.have = merged
+	return i, j
+}
+
+// mergeSpan replaces have[i:j], the spans s touches (see touching), with
+// their union with s, and returns have still sorted, disjoint and not
+// adjacent.
+func mergeSpan(have []span, i, j int, s span) []span {
+	if i < j {
+		s.start = min(s.start, have[i].start)
+		s.end = max(s.end, have[j-1].end)
+	}
+	return slices.Replace(have, i, j, s)
 }
 
 // complete reports whether every octet up to the end has arrived.

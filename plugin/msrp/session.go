@@ -401,14 +401,15 @@ func (st *sendState) failLocked(err error) {
 
 // Send sends m in chunks of Config.ChunkSize, pipelined within the window,
 // and returns once every chunk is answered 200 and, when m.SuccessReport is
-// set, the success REPORT has arrived. A non-200 answer (413: the peer
-// wants no more of it) stops the message: the rest is not sent, and the
-// answer is returned as a *StatusError. So is a local 408 when no answer
-// comes within Config.Timeout, and a failure REPORT. A success REPORT that
-// does not come within Config.Timeout after the last answer is
-// ErrNoReport. When ctx ends, the message is stopped the same way and
-// ctx.Err() returned. On a passive session Send first waits for the peer
-// to connect.
+// set, success REPORTs covering the whole of m have arrived: one for all
+// of it, or several for its parts, in any order. A non-200 answer (413:
+// the peer wants no more of it) stops the message: the rest is not sent,
+// and the answer is returned as a *StatusError. So is a local 408 when no
+// answer comes within Config.Timeout, and a failure REPORT. When the
+// success REPORTs do not cover m within Config.Timeout after the last
+// answer (none came, or they leave a gap), Send returns ErrNoReport. When
+// ctx ends, the message is stopped the same way and ctx.Err() returned.
+// On a passive session Send first waits for the peer to connect.
 //
 // Send is Start followed by its wait.
 func (s *Session) Send(ctx context.Context, m Message) error {
@@ -888,10 +889,48 @@ func (s *Session) serve(d delivery) {
 	}
 }
 
+// maxReportSpans bounds the separate ranges the success REPORTs of one
+// message may leave confirmed at once. A receiver reporting per chunk, in
+// order or not, leaves a few gaps at most (about the window); a relay that
+// re-chunks a message may leave more. A REPORT that would leave one more
+// is ignored, so that a peer sending many tiny ranges holds at most
+// maxReportSpans spans per message (16 octets each).
+const maxReportSpans = 256
+
 // reportWait is a message in flight whose success REPORT is awaited.
 type reportWait struct {
 	ch   chan error // the outcome: nil for success, a *StatusError for failure
-	size int64      // the message's size, which a success REPORT must cover
+	size int64      // the message's size, which success REPORTs must cover
+
+	// mu guards covered: REPORTs for one message may come on the
+	// session's connection and on a relay's at once.
+	mu sync.Mutex
+	// covered is what the success REPORTs so far confirm, 0-based, sorted,
+	// merged (see touching).
+	covered []span
+}
+
+// cover adds the octets of br, from a success REPORT, to what the
+// message's success REPORTs confirm, and says whether they now cover it
+// whole. It refuses a range that is not of this message (its total is
+// not the message's size, or its end is unknown) and one that would leave
+// more than maxReportSpans separate ranges: nothing is added, and reason
+// says why.
+func (w *reportWait) cover(br ByteRange) (whole bool, reason string) {
+	if br.Total != w.size || br.End < 0 {
+		// ParseByteRange checked the rest: 1 <= Start <= End+1 <= Total+1.
+		return false, "Byte-Range total is not the message's size, or its end is unknown"
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := (span{br.Start - 1, br.End}); s.start < s.end {
+		i, j := touching(w.covered, s)
+		if len(w.covered)-(j-i) >= maxReportSpans {
+			return false, "too many separate Byte-Ranges reported"
+		}
+		w.covered = mergeSpan(w.covered, i, j, s)
+	}
+	return w.size == 0 || len(w.covered) == 1 && w.covered[0].start == 0 && w.covered[0].end == w.size, ""
 }
 
 // onReport consumes a REPORT that arrived on c: it completes the Send
@@ -905,16 +944,20 @@ type reportWait struct {
 //
 //   - its Message-ID is a message of the session awaiting its success
 //     REPORT (sent with Success-Report: yes, its REPORT not yet in);
-//   - its Status parses; a success (2xx) covers the whole message: no
-//     Byte-Range, or 1-N/N where N is the message's size;
+//   - its Status parses; a success (2xx) has no Byte-Range, which
+//     covers the whole message, or one whose total is N, the message's
+//     size (a receiver may report each chunk or what it has so far, RFC
+//     4975 §7.1.2);
 //   - on another connection than the session's own (see relayed): the
 //     session's path goes through a relay, the connection comes from an
 //     address of that first hop, and the From-Path is the session's path,
 //     hop by hop (RFC 4975 §6.1 comparison) — a failure REPORT may come
 //     from a relay on it, so its From-Path may be a leading part of it.
 //
-// Whatever fails a check confirms nothing: the message then stays
-// unconfirmed until its own timeout.
+// The message is confirmed once the success REPORTs that count cover
+// 1..N between them, in whatever order, overlapping or not; a failure
+// REPORT for any part of it fails it. Whatever fails a check confirms
+// nothing: the message then stays unconfirmed until its own timeout.
 func (s *Session) onReport(c *conn, f *Frame) {
 	id := f.Value(HeaderMessageID)
 	s.mu.Lock()
@@ -939,21 +982,30 @@ func (s *Session) onReport(c *conn, f *Frame) {
 		}
 	}
 	var err error
+	done := true
 	if !success {
 		err = &StatusError{Code: code, Comment: comment}
 	} else if v, has := f.Get(HeaderByteRange); has {
-		// A success REPORT may cover only the chunks received so far
-		// (RFC 4975 §7.1.2): the message is delivered once one covers it
-		// whole.
-		if br, berr := ParseByteRange(v); berr != nil || br.Start != 1 || br.End != br.Total || br.Total != w.size {
-			s.log.Debug("partial success report", "session", s.local.SessionID, "msg_id", id, "byte_range", v, "size", w.size)
+		// A success REPORT may cover one chunk, or the chunks received so
+		// far (RFC 4975 §7.1.2): the message is delivered once those that
+		// came cover it between them.
+		reason := "bad Byte-Range"
+		if br, berr := ParseByteRange(v); berr == nil {
+			done, reason = w.cover(br)
+		}
+		if reason != "" {
+			s.log.Debug("success report ignored", "session", s.local.SessionID, "msg_id", id, "byte_range", v, "size", w.size, "reason", reason)
 			return
 		}
 	}
 	if !own {
-		// A relay's connection that brings good REPORTs stays open while
-		// it does.
+		// A relay's connection that brings good REPORTs, a part of a
+		// message's or the whole, stays open while it does.
 		c.bindBy = time.Now().Add(c.timeout)
+	}
+	if !done {
+		s.log.Debug("success report for part of the message", "session", s.local.SessionID, "msg_id", id, "byte_range", f.Value(HeaderByteRange), "size", w.size)
+		return
 	}
 	select {
 	case w.ch <- err:
