@@ -45,6 +45,13 @@ var mutations = []mutation{
 		From: "\treturn st.errNow()\n", To: "\treturn nil\n",
 		Tests: []string{"./plugin/msrp/"},
 	},
+	{
+		Name:  "a success REPORT for part of a message confirms all of it (reportWait.cover)",
+		File:  "plugin/msrp/session.go",
+		From:  "\treturn w.size == 0 || len(w.covered) == 1 && w.covered[0].start == 0 && w.covered[0].end == w.size, \"\"\n",
+		To:    "\treturn true, \"\"\n",
+		Tests: []string{"./plugin/msrp/"},
+	},
 	// The lease: an ack from a push that lost its lease changes nothing.
 	{
 		Name: "the ack function does not check the lease",
