@@ -179,7 +179,7 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 		}
 		switch t {
 		case TypeSIP:
-			return Payload{ContentType: TypeSIP, Body: stored}, true, nil
+			return Payload{ContentType: TypeSIP, Body: sipBody(stored, m)}, true, nil
 		case TypeSIPFrag:
 			return Payload{ContentType: TypeSIPFrag, Body: sipfrag(stored, m)}, true, nil
 		case TypeCPIM:
@@ -212,6 +212,34 @@ func (m *sipMsg) cpimAddresses(f *cpimFields) error {
 	}
 	f.to, err = cpimAddress(to)
 	return err
+}
+
+// sipBody returns the message/sip variant of a stored MESSAGE: the request
+// as stored, less its private headers (the sender's Authorization and
+// Proxy-Authorization, Proxy-Require, Route and Record-Route), which are
+// the sender's and its proxies' business, not the recipient's — pager mode
+// leaves them out too. Everything else stays as stored, Via, Max-Forwards,
+// CSeq and Content-Length included, as the seed's example 1 shows. A
+// message without private headers is returned as it is.
+func sipBody(stored []byte, m *sipMsg) []byte {
+	kept := 0
+	for _, h := range m.headers {
+		if !isPrivate(headerName(stored[h.start:h.end])) {
+			kept++
+		}
+	}
+	if kept == len(m.headers) {
+		return stored
+	}
+	out := make([]byte, 0, len(stored))
+	out = append(out, stored[:m.headers[0].start]...)
+	for _, h := range m.headers {
+		if line := stored[h.start:h.end]; !isPrivate(headerName(line)) {
+			out = append(out, line...)
+		}
+	}
+	// The blank line and the body.
+	return append(out, stored[m.headers[len(m.headers)-1].end:]...)
 }
 
 // sipfrag returns the message/sipfrag variant of a stored MESSAGE (RFC
