@@ -87,11 +87,14 @@ type Options struct {
 	// AcceptTypes is the client's SDP a=accept-types, one entry per media
 	// type or "*". None accepted means every Build holds.
 	AcceptTypes []string
-	// AcceptWrappedTypes is the client's a=accept-wrapped-types: types the
-	// client takes only inside a wrapper. Inside message/cpim and
-	// multipart/mixed, Build allows these and AcceptTypes (RFC 4975 §8.6);
-	// the content of message/sip, message/sipfrag and message/msrp is not
-	// checked, being part of the encapsulated message.
+	// AcceptWrappedTypes is the client's a=accept-wrapped-types: the types
+	// the client takes inside a wrapper (RFC 4975 §8.6). Inside
+	// message/cpim and multipart/mixed, Build puts only these when the
+	// client gave any, else the types of AcceptTypes; the content of
+	// message/sip, message/sipfrag and message/msrp is not checked, being
+	// part of the encapsulated message. A stored message whose content is
+	// already message/cpim goes as it is to a client that accepts
+	// message/cpim, never wrapped in a second CPIM envelope.
 	AcceptWrappedTypes []string
 	Preference         Preference
 	Fallback           Fallback
@@ -183,7 +186,13 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 		case TypeSIPFrag:
 			return Payload{ContentType: TypeSIPFrag, Body: sipfrag(stored, m)}, true, nil
 		case TypeCPIM:
-			if ct == "" || !accepted(ct, o.AcceptTypes, o.AcceptWrappedTypes) {
+			if accepted(ct, []string{TypeCPIM}) {
+				// Already CPIM (an RCS client's page-mode message): sent
+				// as it is, its IMDN headers where the client looks for
+				// them, never in a second envelope.
+				return Payload{ContentType: TypeCPIM, Body: m.body}, true, nil
+			}
+			if ct == "" || !wrappable(ct, o) {
 				continue
 			}
 			f := cpimFields{contentType: ct, body: m.body, pai: m.joined(keyPAI)}
@@ -294,8 +303,7 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 		}
 		switch t {
 		case TypeMultipart:
-			if !accepted(TypeSIP, o.AcceptTypes, o.AcceptWrappedTypes) ||
-				!accepted(TypeMSRP, o.AcceptTypes, o.AcceptWrappedTypes) {
+			if !wrappable(TypeSIP, o) || !wrappable(TypeMSRP, o) {
 				continue
 			}
 			b := o.Boundary
@@ -310,7 +318,10 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 		case TypeMSRP:
 			return Payload{ContentType: TypeMSRP, Body: stored}, true, nil
 		case TypeCPIM:
-			if f.contentType == "" || !accepted(f.contentType, o.AcceptTypes, o.AcceptWrappedTypes) {
+			if accepted(f.contentType, []string{TypeCPIM}) {
+				return Payload{ContentType: TypeCPIM, Body: f.body}, true, nil
+			}
+			if f.contentType == "" || !wrappable(f.contentType, o) {
 				continue
 			}
 			p, err := sessionCPIM(h, f)

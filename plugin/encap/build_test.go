@@ -203,6 +203,56 @@ func TestBuildLeavesOutPrivateHeaders(t *testing.T) {
 	}
 }
 
+// TestBuildStoredCPIM: a stored message that is already message/cpim (an
+// RCS client's page-mode message asking for notifications) goes to a
+// client taking message/cpim as it is — its IMDN headers where the client
+// acts on them — and never in a second CPIM envelope (INTEROP finding 4);
+// a message of another type goes in CPIM only when its type is among the
+// client's accept-wrapped-types, when it gave any (RFC 4975 §8.6).
+func TestBuildStoredCPIM(t *testing.T) {
+	page := encap.Deferred{Kind: encap.KindSIP, Stored: cpimMessage(imdnIM)}
+	send, err := encap.StoredSEND("dkei38sd", "m456", "message/cpim", crlf(imdnIM), storeTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := encap.Deferred{Kind: encap.KindMSRP, Stored: send, Head: session(t).Head}
+	rcs := encap.Options{AcceptTypes: []string{"message/cpim", "application/im-iscomposing+xml"},
+		AcceptWrappedTypes: []string{"text/plain", "message/imdn+xml"}}
+	for name, d := range map[string]encap.Deferred{"from a MESSAGE": page, "from a session": sess} {
+		for _, o := range []encap.Options{rcs, {AcceptTypes: []string{"Message/CPIM"}}, {AcceptTypes: []string{"*"}, Preference: encap.PreferCPIM}} {
+			p, err := encap.Build(d, o)
+			if err != nil {
+				t.Fatalf("%s, %q/%q: Build: %v", name, o.AcceptTypes, o.AcceptWrappedTypes, err)
+			}
+			if p.ContentType != encap.TypeCPIM || string(p.Body) != string(crlf(imdnIM)) {
+				t.Errorf("%s, %q/%q: pushed %s\n%s\nwant the stored CPIM as it is", name, o.AcceptTypes, o.AcceptWrappedTypes, p.ContentType, p.Body)
+			}
+			r, ok, err := encap.ReadIMDNRequest(append(crlf("MESSAGE sip:b@x SIP/2.0\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@x>\nCall-ID: c\nCSeq: 1 MESSAGE\nContent-Type: message/cpim\n\n"), p.Body...))
+			if err != nil || !ok || !r.PositiveDelivery {
+				t.Errorf("%s: the client reads no positive-delivery request in what it got: %+v %v %v", name, r, ok, err)
+			}
+		}
+	}
+
+	text := stored(t) // text/plain
+	for _, tt := range []struct {
+		name    string
+		o       encap.Options
+		wantErr error
+	}{
+		{"text among the wrapped types", rcs, nil},
+		{"text in accept-types, not among the wrapped types", encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}, AcceptWrappedTypes: []string{"message/imdn+xml"}}, encap.ErrHold},
+		{"no wrapped types: accept-types", encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}}, nil},
+	} {
+		p, err := encap.Build(text, tt.o)
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: Build error = %v, want %v", tt.name, err, tt.wantErr)
+		} else if err == nil && p.ContentType != encap.TypeCPIM {
+			t.Errorf("%s: pushed %s, want message/cpim", tt.name, p.ContentType)
+		}
+	}
+}
+
 func TestBuildRandomBoundary(t *testing.T) {
 	msrp := session(t)
 	o := encap.Options{AcceptTypes: []string{"*"}}
