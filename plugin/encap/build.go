@@ -98,6 +98,10 @@ type Options struct {
 	AcceptWrappedTypes []string
 	Preference         Preference
 	Fallback           Fallback
+	// MaxSize is the client's a=max-size (RFC 4975 §8.6): Build returns
+	// no payload larger (it tries the next encapsulation, then holds, as
+	// for a type the client does not accept). Zero or less: no limit.
+	MaxSize int64
 	// Boundary is the multipart/mixed boundary; "" draws a random one.
 	// Tests set it to get deterministic output.
 	Boundary string
@@ -133,8 +137,8 @@ func msrpOrder(p Preference) []string {
 }
 
 // Build returns the payload that pushes d to a client with the given
-// accept-types, chosen as Options and Preference describe. It returns
-// ErrHold (wrapped) when nothing fits, ErrInvalid for bad Options or Kind,
+// accept-types, chosen as Options and Preference describe, no larger than
+// the client's max-size. It returns ErrHold (wrapped) when nothing fits, ErrInvalid for bad Options or Kind,
 // and ErrMalformed when the stored bytes do not parse.
 func Build(d Deferred, o Options) (Payload, error) {
 	switch o.Preference {
@@ -164,8 +168,8 @@ func Build(d Deferred, o Options) (Payload, error) {
 		return Payload{}, fmt.Errorf("build %v: %w", d.Kind, err)
 	}
 	if !ok {
-		return Payload{}, fmt.Errorf("%w: accept-types %q, wrapped %q, fallback %q",
-			ErrHold, o.AcceptTypes, o.AcceptWrappedTypes, o.Fallback)
+		return Payload{}, fmt.Errorf("%w: accept-types %q, wrapped %q, max-size %d, fallback %q",
+			ErrHold, o.AcceptTypes, o.AcceptWrappedTypes, o.MaxSize, o.Fallback)
 	}
 	return p, nil
 }
@@ -180,17 +184,19 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 		if !accepted(t, o.AcceptTypes) {
 			continue
 		}
+		var p Payload
 		switch t {
 		case TypeSIP:
-			return Payload{ContentType: TypeSIP, Body: sipBody(stored, m)}, true, nil
+			p = Payload{ContentType: TypeSIP, Body: sipBody(stored, m)}
 		case TypeSIPFrag:
-			return Payload{ContentType: TypeSIPFrag, Body: sipfrag(stored, m)}, true, nil
+			p = Payload{ContentType: TypeSIPFrag, Body: sipfrag(stored, m)}
 		case TypeCPIM:
 			if accepted(ct, []string{TypeCPIM}) {
 				// Already CPIM (an RCS client's page-mode message): sent
 				// as it is, its IMDN headers where the client looks for
 				// them, never in a second envelope.
-				return Payload{ContentType: TypeCPIM, Body: m.body}, true, nil
+				p = Payload{ContentType: TypeCPIM, Body: m.body}
+				break
 			}
 			if ct == "" || !wrappable(ct, o) {
 				continue
@@ -202,13 +208,21 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 			if err := m.cpimAddresses(&f); err != nil {
 				return Payload{}, false, err
 			}
-			return Payload{ContentType: TypeCPIM, Body: writeCPIM(f)}, true, nil
+			p = Payload{ContentType: TypeCPIM, Body: writeCPIM(f)}
+		}
+		if o.fits(p) {
+			return p, true, nil
 		}
 	}
-	if o.Fallback == FallbackBare && ct != "" && accepted(ct, o.AcceptTypes) {
-		return Payload{ContentType: ct, Body: m.body}, true, nil
+	if p := (Payload{ContentType: ct, Body: m.body}); o.Fallback == FallbackBare && ct != "" && accepted(ct, o.AcceptTypes) && o.fits(p) {
+		return p, true, nil
 	}
 	return Payload{}, false, nil
+}
+
+// fits reports whether p is within the client's a=max-size.
+func (o Options) fits(p Payload) bool {
+	return o.MaxSize <= 0 || int64(len(p.Body)) <= o.MaxSize
 }
 
 // cpimAddresses fills the CPIM From and To from the SIP ones.
@@ -301,6 +315,7 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 		if !accepted(t, o.AcceptTypes) {
 			continue
 		}
+		var p Payload
 		switch t {
 		case TypeMultipart:
 			if !wrappable(TypeSIP, o) || !wrappable(TypeMSRP, o) {
@@ -314,22 +329,27 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 			if err != nil {
 				return Payload{}, false, err
 			}
-			return Payload{ContentType: TypeMultipart + `; boundary="` + b + `"`, Body: body}, true, nil
+			p = Payload{ContentType: TypeMultipart + `; boundary="` + b + `"`, Body: body}
 		case TypeMSRP:
-			return Payload{ContentType: TypeMSRP, Body: stored}, true, nil
+			p = Payload{ContentType: TypeMSRP, Body: stored}
 		case TypeCPIM:
 			if accepted(f.contentType, []string{TypeCPIM}) {
-				return Payload{ContentType: TypeCPIM, Body: f.body}, true, nil
+				p = Payload{ContentType: TypeCPIM, Body: f.body}
+				break
 			}
 			if f.contentType == "" || !wrappable(f.contentType, o) {
 				continue
 			}
-			p, err := sessionCPIM(h, f)
-			return p, err == nil, err
+			if p, err = sessionCPIM(h, f); err != nil {
+				return Payload{}, false, err
+			}
+		}
+		if o.fits(p) {
+			return p, true, nil
 		}
 	}
-	if o.Fallback == FallbackBare && f.contentType != "" && accepted(f.contentType, o.AcceptTypes) {
-		return Payload{ContentType: f.contentType, Body: f.body}, true, nil
+	if p := (Payload{ContentType: f.contentType, Body: f.body}); o.Fallback == FallbackBare && f.contentType != "" && accepted(f.contentType, o.AcceptTypes) && o.fits(p) {
+		return p, true, nil
 	}
 	return Payload{}, false, nil
 }

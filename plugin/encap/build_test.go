@@ -253,6 +253,58 @@ func TestBuildStoredCPIM(t *testing.T) {
 	}
 }
 
+// TestBuildMaxSize: no payload is larger than the client's a=max-size
+// (RFC 4975 §8.6, INTEROP finding 6): Build goes on to the next
+// encapsulation the client accepts, the bare body when the policy allows
+// it, else holds the message.
+func TestBuildMaxSize(t *testing.T) {
+	d := stored(t)
+	size := func(typ string) int64 {
+		p, err := encap.Build(d, encap.Options{AcceptTypes: []string{typ, "text/plain"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(len(p.Body))
+	}
+	sip, frag, cpim := size(encap.TypeSIP), size(encap.TypeSIPFrag), size(encap.TypeCPIM)
+	if !(sip > frag && frag > 18 && cpim > 18) {
+		t.Fatalf("sizes: message/sip %d, sipfrag %d, cpim %d", sip, frag, cpim)
+	}
+	all := []string{encap.TypeSIP, encap.TypeSIPFrag, "text/plain"}
+	tests := []struct {
+		name    string
+		o       encap.Options
+		want    string
+		wantErr error
+	}{
+		{"no limit", encap.Options{AcceptTypes: all}, encap.TypeSIP, nil},
+		{"message/sip just fits", encap.Options{AcceptTypes: all, MaxSize: sip}, encap.TypeSIP, nil},
+		{"sipfrag when message/sip is larger", encap.Options{AcceptTypes: all, MaxSize: sip - 1}, encap.TypeSIPFrag, nil},
+		{"bare body when every encapsulation is larger", encap.Options{AcceptTypes: all, MaxSize: 18, Fallback: encap.FallbackBare}, "text/plain", nil},
+		{"held when every encapsulation is larger", encap.Options{AcceptTypes: all, MaxSize: frag - 1}, "", encap.ErrHold},
+		{"held when even the body is larger", encap.Options{AcceptTypes: all, MaxSize: 17, Fallback: encap.FallbackBare}, "", encap.ErrHold},
+		{"session message", encap.Options{AcceptTypes: []string{"*"}, MaxSize: 10}, "", encap.ErrHold},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := d
+			if tt.name == "session message" {
+				in = session(t)
+			}
+			p, err := encap.Build(in, tt.o)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Build error = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if p.ContentType != tt.want || tt.o.MaxSize > 0 && int64(len(p.Body)) > tt.o.MaxSize {
+				t.Errorf("Build = %s of %d octets, want %s within %d", p.ContentType, len(p.Body), tt.want, tt.o.MaxSize)
+			}
+		})
+	}
+}
+
 func TestBuildRandomBoundary(t *testing.T) {
 	msrp := session(t)
 	o := encap.Options{AcceptTypes: []string{"*"}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
 )
 
 // client records what the receiving end of pair got.
@@ -111,6 +113,7 @@ const (
 	notSent   = "not sent"
 	failed    = "failed" // sent, unconfirmed
 	badStored = "encapsulate error"
+	held      = "held"
 )
 
 func fateOf(err error) string {
@@ -124,6 +127,8 @@ func fateOf(err error) string {
 		return notSent
 	case errors.Is(err, encap.ErrMalformed):
 		return badStored
+	case errors.Is(err, plugin.ErrHeld):
+		return held
 	}
 	return failed
 }
@@ -318,5 +323,40 @@ func TestDeliverStallEnds(t *testing.T) {
 	}
 	if want := repeat(notSent, 3); fmt.Sprint(fates) != fmt.Sprint(want) {
 		t.Errorf("fates = %v, want %v", fates, want)
+	}
+}
+
+// TestDeliverMaxSize: a message whose payload is larger than the answer's
+// a=max-size (RFC 4975 §8.6) is not sent — where it went and drew a 413,
+// charged an attempt each push until dead-lettered (INTEROP finding 6) —
+// but held like a message the client takes in no encapsulation (no
+// attempt); the others go.
+func TestDeliverMaxSize(t *testing.T) {
+	ans, err := sdp.Parse([]byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=message 9 TCP/MSRP *\r\na=accept-types:message/sip\r\na=max-size:400\r\n" +
+		"a=path:msrp://127.0.0.1:9/clientsess01;tcp\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{p: newTestPusher(t, ""), answer: ans, policy: plugin.DefaultPolicy()}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	d := s.delivery(ctx, cancel)
+	c := &client{}
+	d.ms = pair(t, c, func(int) error { return nil })
+	msgs := stored(t, 3)
+	big := strings.Repeat("x", 400)
+	msgs[1].Raw = []byte(strings.Replace(string(msgs[1].Raw), "Content-Length: 5\r\n\r\nhello", fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(big), big), 1))
+	var fates []string
+	if err := d.run(ctx, msgs, func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) }); err != nil {
+		t.Errorf("run = %v", err)
+	}
+	if diff := cmp.Diff([]string{confirmed, held, confirmed}, fates); diff != "" {
+		t.Errorf("fates (-want +got):\n%s", diff)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if diff := cmp.Diff([]string{"call-1", "call-3"}, c.got); diff != "" {
+		t.Errorf("client received (-want +got):\n%s", diff)
 	}
 }

@@ -86,6 +86,7 @@ func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
 			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
 			Preference:         preference(s.policy.Encapsulation),
 			Fallback:           encap.Fallback(s.policy.NoEncapFallback),
+			MaxSize:            s.answer.MaxSize,
 		},
 	}
 	if len(path) > 1 {
