@@ -81,13 +81,7 @@ func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
 		ms:      s.ms,
 		window:  s.p.cfg.Window,
 		report:  s.policy.SuccessReports || relayed,
-		opts: encap.Options{
-			AcceptTypes:        s.answer.AcceptTypes,
-			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
-			Preference:         preference(s.policy.Encapsulation),
-			Fallback:           encap.Fallback(s.policy.NoEncapFallback),
-			MaxSize:            s.answer.MaxSize,
-		},
+		opts:    s.encapOptions(),
 	}
 	if len(path) > 1 {
 		d.noReport = fmt.Errorf("%w: no success REPORT came back through the MSRP relay %s within msrp.timeout (%v) "+
@@ -98,6 +92,37 @@ func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
 			errUnconfirmed, s.p.cfg.MSRPTimeout)
 	}
 	return d
+}
+
+// encapOptions are what the client's answer and the policy let Build send.
+func (s *session) encapOptions() encap.Options {
+	return encap.Options{
+		AcceptTypes:        s.answer.AcceptTypes,
+		AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
+		Preference:         preference(s.policy.Encapsulation),
+		Fallback:           encap.Fallback(s.policy.NoEncapFallback),
+		MaxSize:            s.answer.MaxSize,
+	}
+}
+
+// carries returns an ErrMSRPRefused session error when the answer can
+// carry none of msgs: each would be held (encap.ErrHold), and the session
+// would send nothing — at every push, the client answering the same way.
+// A message Build fails on otherwise (a stored message that does not
+// parse) counts as carried: Deliver reports its error as before.
+func (s *session) carries(msgs []*plugin.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	o := s.encapOptions()
+	for _, m := range msgs {
+		if _, err := encap.Build(deferred(m), o); !errors.Is(err, encap.ErrHold) {
+			return nil
+		}
+	}
+	return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: the answer takes none of the %d messages "+
+		"(accept-types %q, accept-wrapped-types %q, max-size %d, no_encap_fallback %s)", plugin.ErrMSRPRefused,
+		len(msgs), o.AcceptTypes, o.AcceptWrappedTypes, o.MaxSize, o.Fallback)}
 }
 
 // delivery is what Deliver needs of a session, apart from its dialog.
