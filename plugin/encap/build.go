@@ -102,6 +102,10 @@ type Options struct {
 	// no payload larger (it tries the next encapsulation, then holds, as
 	// for a type the client does not accept). Zero or less: no limit.
 	MaxSize int64
+	// Refused are media types the client answered 415 to in this session
+	// although its accept-types take them: Build uses none of them, as
+	// payload or bare body.
+	Refused []string
 	// Boundary is the multipart/mixed boundary; "" draws a random one.
 	// Tests set it to get deterministic output.
 	Boundary string
@@ -181,7 +185,7 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 	}
 	ct, _ := m.get(keyContentType)
 	for _, t := range sipOrder(o.Preference) {
-		if !accepted(t, o.AcceptTypes) {
+		if !o.takes(t) {
 			continue
 		}
 		var p Payload
@@ -214,10 +218,16 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 			return p, true, nil
 		}
 	}
-	if p := (Payload{ContentType: ct, Body: m.body}); o.Fallback == FallbackBare && ct != "" && accepted(ct, o.AcceptTypes) && o.fits(p) {
+	if p := (Payload{ContentType: ct, Body: m.body}); o.Fallback == FallbackBare && ct != "" && o.takes(ct) && o.fits(p) {
 		return p, true, nil
 	}
 	return Payload{}, false, nil
+}
+
+// takes reports whether the client takes ct as the payload's type: its
+// accept-types do and it did not refuse ct in this session.
+func (o Options) takes(ct string) bool {
+	return accepted(ct, o.AcceptTypes) && (len(o.Refused) == 0 || !accepted(ct, o.Refused))
 }
 
 // fits reports whether p is within the client's a=max-size.
@@ -312,7 +322,7 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 		return Payload{}, false, fmt.Errorf("stored SEND: %w", err)
 	}
 	for _, t := range msrpOrder(o.Preference) {
-		if !accepted(t, o.AcceptTypes) {
+		if !o.takes(t) {
 			continue
 		}
 		var p Payload
@@ -348,7 +358,7 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 			return p, true, nil
 		}
 	}
-	if p := (Payload{ContentType: f.contentType, Body: f.body}); o.Fallback == FallbackBare && f.contentType != "" && accepted(f.contentType, o.AcceptTypes) && o.fits(p) {
+	if p := (Payload{ContentType: f.contentType, Body: f.body}); o.Fallback == FallbackBare && f.contentType != "" && o.takes(f.contentType) && o.fits(p) {
 		return p, true, nil
 	}
 	return Payload{}, false, nil

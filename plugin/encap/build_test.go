@@ -63,6 +63,10 @@ func TestBuildChooses(t *testing.T) {
 		{name: "sip: bare", d: sip, o: encap.Options{AcceptTypes: []string{"text/plain"}, Fallback: encap.FallbackBare}, want: "text/plain"},
 		{name: "sip: bare only at top level", d: sip, o: encap.Options{AcceptTypes: []string{"image/png"}, AcceptWrappedTypes: []string{"text/plain"}, Fallback: encap.FallbackBare}, wantErr: encap.ErrHold},
 		{name: "sip: nothing accepted", d: sip, o: encap.Options{}, wantErr: encap.ErrHold},
+		{name: "sip: message/sip refused in the session", d: sip, o: encap.Options{AcceptTypes: []string{"*"}, Refused: []string{"message/sip"}}, want: encap.TypeSIPFrag},
+		{name: "sip: every SIP form refused", d: sip, o: encap.Options{AcceptTypes: []string{"message/*", "text/plain"}, Refused: []string{"message/sip", "message/sipfrag"}}, want: encap.TypeCPIM},
+		{name: "sip: bare body refused", d: sip, o: encap.Options{AcceptTypes: []string{"message/sip", "text/plain"}, Refused: []string{"message/sip", "text/plain"}, Fallback: encap.FallbackBare}, wantErr: encap.ErrHold},
+		{name: "msrp: multipart refused", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}, Refused: []string{"multipart/mixed"}}, want: encap.TypeMSRP},
 		{name: "sip: message/msrp is no SIP form", d: sip, o: encap.Options{AcceptTypes: []string{"message/msrp", "multipart/mixed"}}, wantErr: encap.ErrHold},
 
 		{name: "msrp: multipart first", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}}, want: encap.TypeMultipart},
