@@ -56,6 +56,15 @@ func TestEnginePagerFallback(t *testing.T) {
 	if tg := p.targets[1]; tg.URI != "sip:bob@127.0.0.1:5099" {
 		t.Errorf("pager mode to %q, want the contact", tg.URI)
 	}
+	// The MSRP Open is given the claimed messages, to refuse an answer
+	// that can carry none of them (Target.Messages).
+	var offered []string
+	for _, m := range p.targets[0].Messages {
+		offered = append(offered, m.CallID)
+	}
+	if diff := cmp.Diff(want, offered); diff != "" {
+		t.Errorf("messages given to the MSRP Open (-want +got):\n%s", diff)
+	}
 
 	// A refresh: the event from the proxy does not know; the store does.
 	want = append(want, e.store(t, 1)...)

@@ -59,10 +59,15 @@ const (
 	EncapMultipart Encapsulation = "multipart/mixed"
 )
 
-// Fallback when the client accepts none of message/sip and message/cpim.
+// Fallback when the client's MSRP answer takes none of a message's
+// encapsulations (its a=accept-types, a=accept-wrapped-types and
+// a=max-size). A push none of whose first messages the answer takes at
+// all is an MSRP refusal (Target.Messages): pager mode under delivery
+// auto. The fallback decides for the messages of a session that carries
+// others.
 const (
-	FallbackHold = "hold" // keep the message for a later, capable client
-	FallbackBare = "bare" // send the bare body with its own Content-Type
+	FallbackHold = "hold" // keep the message stored, no attempt charged
+	FallbackBare = "bare" // send the bare body with its own Content-Type, when the client takes it
 )
 
 // Push targets.

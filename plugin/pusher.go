@@ -55,11 +55,21 @@ type Target struct {
 	// Pager delivers each message as a SIP MESSAGE to URI (pager mode,
 	// RFC 3428) instead of in an MSRP session: Open sends nothing then.
 	Pager bool
+	// Messages are the messages the push claimed first, the session's
+	// first Deliver. Open refuses an MSRP answer that can carry none of
+	// them — the client's a=accept-types, a=accept-wrapped-types and
+	// a=max-size take none of their encapsulations, and the policy's
+	// no_encap_fallback sends no bare body — as it refuses an answer
+	// without MSRP (ErrMSRPRefused, the session ended with BYE): an
+	// INVITE that would carry nothing, at every push, is no session.
+	// Nil: no such check.
+	Messages []*Message
 }
 
 // ErrMSRPRefused reports a client that refused the MSRP session itself:
 // it answered the INVITE 415, 488 or 606, or answered 2xx without a
-// usable MSRP m-line (the session is then ended with BYE). It is not a
+// usable MSRP m-line, or with one that takes none of Target.Messages (the
+// session is then ended with BYE). It is not a
 // refusal of the push (486 Busy Here, 603 Decline): under delivery auto
 // the push goes on in pager mode. A *SessionError wraps it.
 var ErrMSRPRefused = errors.New("plugin: the client refused an MSRP session")

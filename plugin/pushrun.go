@@ -103,7 +103,7 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 	}
 
 	for sent, asked := 0, min(r.e.cfg.Batch, limit); len(msgs) > 0; {
-		if err := r.open(ctx); err != nil {
+		if err := r.open(ctx, msgs); err != nil {
 			return r.ended(ctx, err)
 		}
 		sent += len(msgs)
@@ -232,15 +232,16 @@ func (r *pushRun) keepLease(ctx context.Context, cancel context.CancelCauseFunc)
 	return done
 }
 
-// open sets up the session on the first claim: an MSRP session, or pager
-// mode. Under delivery auto, a client that refuses MSRP gets pager mode
-// at once, and the refusal is recorded with its registration so that its
+// open sets up the session on the first claim, msgs: an MSRP session, or
+// pager mode. Under delivery auto, a client that refuses MSRP — or whose
+// answer can carry none of msgs (Target.Messages) — gets pager mode at
+// once, and the refusal is recorded with its registration so that its
 // next pushes go straight to pager mode.
-func (r *pushRun) open(ctx context.Context) error {
+func (r *pushRun) open(ctx context.Context, msgs []*Message) error {
 	if r.sess != nil {
 		return nil
 	}
-	t := Target{AOR: r.reg.AOR, URI: r.reg.Contact, Registration: r.reg, Policy: r.policy, Pager: r.pager}
+	t := Target{AOR: r.reg.AOR, URI: r.reg.Contact, Registration: r.reg, Policy: r.policy, Pager: r.pager, Messages: msgs}
 	if !t.Pager && r.policy.PushTarget == TargetAOR || t.URI == "" {
 		t.URI = r.reg.AOR.String()
 	}

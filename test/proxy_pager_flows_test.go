@@ -248,6 +248,46 @@ func flowPagerNoMSRPAnswer(t *testing.T, start startStack) {
 	}
 }
 
+// flowPagerNothingFits: a client that answers with MSRP but takes none of
+// the encapsulations (a simple client's a=accept-types:text/plain) gets
+// its messages by pager mode in the same push — its INVITE ACKed and
+// ended with BYE, as for an answer without MSRP — where it got an empty
+// session at every registration (INTEROP finding 5); the answer is
+// remembered with its registration (pager_only).
+func flowPagerNothingFits(t *testing.T, start startStack) {
+	s := start(t, stackOptions{})
+	user1 := s.client(t, "user1", imclient.Config{})
+	for _, b := range []string{"first", "second"} {
+		if code := sendMessage(t, user1, "user2", []byte(b)); code != 202 {
+			t.Fatalf("MESSAGE: %d, want 202", code)
+		}
+	}
+	s.waitPending(t, "user2", 2)
+	user2 := s.client(t, "user2", imclient.Config{AcceptTypes: []string{"text/plain"}})
+	s.register(t, user2)
+	st := waitClient(t, user2, "two messages, the BYE and the ACK", func(st imclient.Stats) bool {
+		return st.Received == 2 && st.Byes == 1 && st.Acks >= 1
+	})
+	if st.Invites != 1 || st.Acks != 1 {
+		t.Errorf("user2 saw %+v; want one INVITE, ACKed and ended", st)
+	}
+	var bodies []string
+	for _, r := range user2.Received() {
+		if !r.Pager {
+			t.Errorf("a message came by MSRP: %+v", r)
+		}
+		bodies = append(bodies, string(r.Decoded.Body))
+	}
+	if diff := cmp.Diff([]string{"first", "second"}, bodies); diff != "" {
+		t.Errorf("received (-want +got):\n%s", diff)
+	}
+	waitFor(t, 10*time.Second, "user2's mailbox empty", func() bool { return s.counts(t, "user2") == plugin.Counts{} })
+	reg, err := s.st.Contact(context.Background(), plugin.MustParseAOR("sip:user2@"+domain))
+	if err != nil || !reg.PagerOnly {
+		t.Errorf("stored registration %+v, %v; want it marked pager-only", reg, err)
+	}
+}
+
 // imdnCPIM is a CPIM body (RFC 3862) asking for processing and
 // negative-delivery notifications (RFC 5438).
 func imdnCPIM(from, to, id, text string) []byte {
@@ -441,6 +481,7 @@ func flowPromptRetry(t *testing.T, start startStack) {
 func TestKamailioPagerOnlyClient(t *testing.T)   { flowPagerOnlyClient(t, kamailioStarter) }
 func TestKamailioPagerBelow(t *testing.T)        { flowPagerBelow(t, kamailioStarter) }
 func TestKamailioPagerNoMSRPAnswer(t *testing.T) { flowPagerNoMSRPAnswer(t, kamailioStarter) }
+func TestKamailioPagerNothingFits(t *testing.T)  { flowPagerNothingFits(t, kamailioStarter) }
 func TestKamailioIMDN(t *testing.T)              { flowIMDN(t, kamailioStarter) }
 func TestKamailioClientDelivered(t *testing.T)   { flowClientDelivered(t, kamailioStarter) }
 func TestKamailioPromptRetry(t *testing.T)       { flowPromptRetry(t, kamailioStarter) }
@@ -448,6 +489,7 @@ func TestKamailioPromptRetry(t *testing.T)       { flowPromptRetry(t, kamailioSt
 func TestOpenSIPSPagerOnlyClient(t *testing.T)   { flowPagerOnlyClient(t, opensipsStarter) }
 func TestOpenSIPSPagerBelow(t *testing.T)        { flowPagerBelow(t, opensipsStarter) }
 func TestOpenSIPSPagerNoMSRPAnswer(t *testing.T) { flowPagerNoMSRPAnswer(t, opensipsStarter) }
+func TestOpenSIPSPagerNothingFits(t *testing.T)  { flowPagerNothingFits(t, opensipsStarter) }
 func TestOpenSIPSIMDN(t *testing.T)              { flowIMDN(t, opensipsStarter) }
 func TestOpenSIPSClientDelivered(t *testing.T)   { flowClientDelivered(t, opensipsStarter) }
 func TestOpenSIPSPromptRetry(t *testing.T)       { flowPromptRetry(t, opensipsStarter) }

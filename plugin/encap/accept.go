@@ -34,6 +34,20 @@ func accepted(ct string, patterns ...[]string) bool {
 	return false
 }
 
+// wrappable reports whether a client with the accept-types and
+// accept-wrapped-types of o takes ct inside a wrapper (message/cpim,
+// multipart/mixed): a client that lists accept-wrapped-types has said
+// which types it takes wrapped (RFC 4975 §8.6; an RCS client lists
+// message/cpim in accept-types and the CPIM contents, text/plain and
+// message/imdn+xml, in accept-wrapped-types); one that lists none takes
+// wrapped what it takes at all.
+func wrappable(ct string, o Options) bool {
+	if len(o.AcceptWrappedTypes) > 0 {
+		return accepted(ct, o.AcceptWrappedTypes)
+	}
+	return accepted(ct, o.AcceptTypes)
+}
+
 // validMediaType reports whether ct is "type/subtype" with optional
 // parameters, fit to be written as a header value.
 func validMediaType(ct string) bool {

@@ -87,14 +87,25 @@ type Options struct {
 	// AcceptTypes is the client's SDP a=accept-types, one entry per media
 	// type or "*". None accepted means every Build holds.
 	AcceptTypes []string
-	// AcceptWrappedTypes is the client's a=accept-wrapped-types: types the
-	// client takes only inside a wrapper. Inside message/cpim and
-	// multipart/mixed, Build allows these and AcceptTypes (RFC 4975 §8.6);
-	// the content of message/sip, message/sipfrag and message/msrp is not
-	// checked, being part of the encapsulated message.
+	// AcceptWrappedTypes is the client's a=accept-wrapped-types: the types
+	// the client takes inside a wrapper (RFC 4975 §8.6). Inside
+	// message/cpim and multipart/mixed, Build puts only these when the
+	// client gave any, else the types of AcceptTypes; the content of
+	// message/sip, message/sipfrag and message/msrp is not checked, being
+	// part of the encapsulated message. A stored message whose content is
+	// already message/cpim goes as it is to a client that accepts
+	// message/cpim, never wrapped in a second CPIM envelope.
 	AcceptWrappedTypes []string
 	Preference         Preference
 	Fallback           Fallback
+	// MaxSize is the client's a=max-size (RFC 4975 §8.6): Build returns
+	// no payload larger (it tries the next encapsulation, then holds, as
+	// for a type the client does not accept). Zero or less: no limit.
+	MaxSize int64
+	// Refused are media types the client answered 415 to in this session
+	// although its accept-types take them: Build uses none of them, as
+	// payload or bare body.
+	Refused []string
 	// Boundary is the multipart/mixed boundary; "" draws a random one.
 	// Tests set it to get deterministic output.
 	Boundary string
@@ -130,8 +141,8 @@ func msrpOrder(p Preference) []string {
 }
 
 // Build returns the payload that pushes d to a client with the given
-// accept-types, chosen as Options and Preference describe. It returns
-// ErrHold (wrapped) when nothing fits, ErrInvalid for bad Options or Kind,
+// accept-types, chosen as Options and Preference describe, no larger than
+// the client's max-size. It returns ErrHold (wrapped) when nothing fits, ErrInvalid for bad Options or Kind,
 // and ErrMalformed when the stored bytes do not parse.
 func Build(d Deferred, o Options) (Payload, error) {
 	switch o.Preference {
@@ -161,8 +172,8 @@ func Build(d Deferred, o Options) (Payload, error) {
 		return Payload{}, fmt.Errorf("build %v: %w", d.Kind, err)
 	}
 	if !ok {
-		return Payload{}, fmt.Errorf("%w: accept-types %q, wrapped %q, fallback %q",
-			ErrHold, o.AcceptTypes, o.AcceptWrappedTypes, o.Fallback)
+		return Payload{}, fmt.Errorf("%w: accept-types %q, wrapped %q, max-size %d, fallback %q",
+			ErrHold, o.AcceptTypes, o.AcceptWrappedTypes, o.MaxSize, o.Fallback)
 	}
 	return p, nil
 }
@@ -174,16 +185,24 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 	}
 	ct, _ := m.get(keyContentType)
 	for _, t := range sipOrder(o.Preference) {
-		if !accepted(t, o.AcceptTypes) {
+		if !o.takes(t) {
 			continue
 		}
+		var p Payload
 		switch t {
 		case TypeSIP:
-			return Payload{ContentType: TypeSIP, Body: stored}, true, nil
+			p = Payload{ContentType: TypeSIP, Body: sipBody(stored, m)}
 		case TypeSIPFrag:
-			return Payload{ContentType: TypeSIPFrag, Body: sipfrag(stored, m)}, true, nil
+			p = Payload{ContentType: TypeSIPFrag, Body: sipfrag(stored, m)}
 		case TypeCPIM:
-			if ct == "" || !accepted(ct, o.AcceptTypes, o.AcceptWrappedTypes) {
+			if accepted(ct, []string{TypeCPIM}) {
+				// Already CPIM (an RCS client's page-mode message): sent
+				// as it is, its IMDN headers where the client looks for
+				// them, never in a second envelope.
+				p = Payload{ContentType: TypeCPIM, Body: m.body}
+				break
+			}
+			if ct == "" || !wrappable(ct, o) {
 				continue
 			}
 			f := cpimFields{contentType: ct, body: m.body, pai: m.joined(keyPAI)}
@@ -193,13 +212,27 @@ func buildSIP(stored []byte, o Options) (Payload, bool, error) {
 			if err := m.cpimAddresses(&f); err != nil {
 				return Payload{}, false, err
 			}
-			return Payload{ContentType: TypeCPIM, Body: writeCPIM(f)}, true, nil
+			p = Payload{ContentType: TypeCPIM, Body: writeCPIM(f)}
+		}
+		if o.fits(p) {
+			return p, true, nil
 		}
 	}
-	if o.Fallback == FallbackBare && ct != "" && accepted(ct, o.AcceptTypes) {
-		return Payload{ContentType: ct, Body: m.body}, true, nil
+	if p := (Payload{ContentType: ct, Body: m.body}); o.Fallback == FallbackBare && ct != "" && o.takes(ct) && o.fits(p) {
+		return p, true, nil
 	}
 	return Payload{}, false, nil
+}
+
+// takes reports whether the client takes ct as the payload's type: its
+// accept-types do and it did not refuse ct in this session.
+func (o Options) takes(ct string) bool {
+	return accepted(ct, o.AcceptTypes) && (len(o.Refused) == 0 || !accepted(ct, o.Refused))
+}
+
+// fits reports whether p is within the client's a=max-size.
+func (o Options) fits(p Payload) bool {
+	return o.MaxSize <= 0 || int64(len(p.Body)) <= o.MaxSize
 }
 
 // cpimAddresses fills the CPIM From and To from the SIP ones.
@@ -212,6 +245,34 @@ func (m *sipMsg) cpimAddresses(f *cpimFields) error {
 	}
 	f.to, err = cpimAddress(to)
 	return err
+}
+
+// sipBody returns the message/sip variant of a stored MESSAGE: the request
+// as stored, less its private headers (the sender's Authorization and
+// Proxy-Authorization, Proxy-Require, Route and Record-Route), which are
+// the sender's and its proxies' business, not the recipient's — pager mode
+// leaves them out too. Everything else stays as stored, Via, Max-Forwards,
+// CSeq and Content-Length included, as the seed's example 1 shows. A
+// message without private headers is returned as it is.
+func sipBody(stored []byte, m *sipMsg) []byte {
+	kept := 0
+	for _, h := range m.headers {
+		if !isPrivate(headerName(stored[h.start:h.end])) {
+			kept++
+		}
+	}
+	if kept == len(m.headers) {
+		return stored
+	}
+	out := make([]byte, 0, len(stored))
+	out = append(out, stored[:m.headers[0].start]...)
+	for _, h := range m.headers {
+		if line := stored[h.start:h.end]; !isPrivate(headerName(line)) {
+			out = append(out, line...)
+		}
+	}
+	// The blank line and the body.
+	return append(out, stored[m.headers[len(m.headers)-1].end:]...)
 }
 
 // sipfrag returns the message/sipfrag variant of a stored MESSAGE (RFC
@@ -261,13 +322,13 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 		return Payload{}, false, fmt.Errorf("stored SEND: %w", err)
 	}
 	for _, t := range msrpOrder(o.Preference) {
-		if !accepted(t, o.AcceptTypes) {
+		if !o.takes(t) {
 			continue
 		}
+		var p Payload
 		switch t {
 		case TypeMultipart:
-			if !accepted(TypeSIP, o.AcceptTypes, o.AcceptWrappedTypes) ||
-				!accepted(TypeMSRP, o.AcceptTypes, o.AcceptWrappedTypes) {
+			if !wrappable(TypeSIP, o) || !wrappable(TypeMSRP, o) {
 				continue
 			}
 			b := o.Boundary
@@ -278,19 +339,27 @@ func buildMSRP(head, stored []byte, o Options) (Payload, bool, error) {
 			if err != nil {
 				return Payload{}, false, err
 			}
-			return Payload{ContentType: TypeMultipart + `; boundary="` + b + `"`, Body: body}, true, nil
+			p = Payload{ContentType: TypeMultipart + `; boundary="` + b + `"`, Body: body}
 		case TypeMSRP:
-			return Payload{ContentType: TypeMSRP, Body: stored}, true, nil
+			p = Payload{ContentType: TypeMSRP, Body: stored}
 		case TypeCPIM:
-			if f.contentType == "" || !accepted(f.contentType, o.AcceptTypes, o.AcceptWrappedTypes) {
+			if accepted(f.contentType, []string{TypeCPIM}) {
+				p = Payload{ContentType: TypeCPIM, Body: f.body}
+				break
+			}
+			if f.contentType == "" || !wrappable(f.contentType, o) {
 				continue
 			}
-			p, err := sessionCPIM(h, f)
-			return p, err == nil, err
+			if p, err = sessionCPIM(h, f); err != nil {
+				return Payload{}, false, err
+			}
+		}
+		if o.fits(p) {
+			return p, true, nil
 		}
 	}
-	if o.Fallback == FallbackBare && f.contentType != "" && accepted(f.contentType, o.AcceptTypes) {
-		return Payload{ContentType: f.contentType, Body: f.body}, true, nil
+	if p := (Payload{ContentType: f.contentType, Body: f.body}); o.Fallback == FallbackBare && f.contentType != "" && o.takes(f.contentType) && o.fits(p) {
+		return p, true, nil
 	}
 	return Payload{}, false, nil
 }

@@ -63,6 +63,10 @@ func TestBuildChooses(t *testing.T) {
 		{name: "sip: bare", d: sip, o: encap.Options{AcceptTypes: []string{"text/plain"}, Fallback: encap.FallbackBare}, want: "text/plain"},
 		{name: "sip: bare only at top level", d: sip, o: encap.Options{AcceptTypes: []string{"image/png"}, AcceptWrappedTypes: []string{"text/plain"}, Fallback: encap.FallbackBare}, wantErr: encap.ErrHold},
 		{name: "sip: nothing accepted", d: sip, o: encap.Options{}, wantErr: encap.ErrHold},
+		{name: "sip: message/sip refused in the session", d: sip, o: encap.Options{AcceptTypes: []string{"*"}, Refused: []string{"message/sip"}}, want: encap.TypeSIPFrag},
+		{name: "sip: every SIP form refused", d: sip, o: encap.Options{AcceptTypes: []string{"message/*", "text/plain"}, Refused: []string{"message/sip", "message/sipfrag"}}, want: encap.TypeCPIM},
+		{name: "sip: bare body refused", d: sip, o: encap.Options{AcceptTypes: []string{"message/sip", "text/plain"}, Refused: []string{"message/sip", "text/plain"}, Fallback: encap.FallbackBare}, wantErr: encap.ErrHold},
+		{name: "msrp: multipart refused", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}, Refused: []string{"multipart/mixed"}}, want: encap.TypeMSRP},
 		{name: "sip: message/msrp is no SIP form", d: sip, o: encap.Options{AcceptTypes: []string{"message/msrp", "multipart/mixed"}}, wantErr: encap.ErrHold},
 
 		{name: "msrp: multipart first", d: msrp, o: encap.Options{AcceptTypes: []string{"*"}}, want: encap.TypeMultipart},
@@ -155,6 +159,151 @@ func TestBuildKeepsIdentities(t *testing.T) {
 			got.Encapsulation = ""
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("decoded (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestBuildLeavesOutPrivateHeaders: no encapsulation of a stored MESSAGE
+// passes the sender's credentials or the proxies' route set on to the
+// recipient (INTEROP finding 3), whatever their case or folding.
+func TestBuildLeavesOutPrivateHeaders(t *testing.T) {
+	raw, err := encap.AddDate(crlf(strings.Replace(message, "CSeq", "Route: <sip:10.1.2.3;lr>\n"+
+		"record-route: <sip:p1.imserver.com;lr>, <sip:p2.imserver.com;lr>\n"+
+		"Proxy-Authorization: Digest username=\"user1\", realm=\"imserver.com\",\n response=\"6629fae49393a05397450978507c4ef1\"\n"+
+		"AUTHORIZATION: Digest username=\"user1\", response=\"00112233445566778899aabbccddeeff\"\n"+
+		"Proxy-Require: sec-agree\nCSeq", 1)), storeTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := encap.Deferred{Kind: encap.KindSIP, Stored: raw}
+	for _, typ := range []string{encap.TypeSIP, encap.TypeSIPFrag, encap.TypeCPIM} {
+		t.Run(typ, func(t *testing.T) {
+			p, err := encap.Build(d, encap.Options{AcceptTypes: []string{typ, "text/plain"}})
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			if p.ContentType != typ {
+				t.Fatalf("Build chose %q, want %q", p.ContentType, typ)
+			}
+			body := strings.ToLower(string(p.Body))
+			for _, leak := range []string{"route:", "authorization:", "proxy-require:", "response=", "10.1.2.3", "p1.imserver.com"} {
+				if strings.Contains(body, leak) {
+					t.Errorf("pushed %s holds %q:\n%s", typ, leak, p.Body)
+				}
+			}
+			if _, err := encap.Decode(p.ContentType, p.Body); err != nil {
+				t.Errorf("Decode(%q): %v\n%s", p.ContentType, err, p.Body)
+			}
+			if typ == encap.TypeSIP {
+				// The rest as stored, as the seed's example 1 shows it.
+				for _, kept := range []string{"\r\nVia: SIP/2.0/TCP user1pc.imserver.com;branch=z9hG4bK776sgdkse\r\n", "\r\nMax-Forwards: 70\r\n", "\r\nCSeq: 1 MESSAGE\r\n", "\r\n\r\nWatson, come here."} {
+					if !strings.Contains(string(p.Body), kept) {
+						t.Errorf("pushed message/sip lost %q:\n%s", kept, p.Body)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestBuildStoredCPIM: a stored message that is already message/cpim (an
+// RCS client's page-mode message asking for notifications) goes to a
+// client taking message/cpim as it is — its IMDN headers where the client
+// acts on them — and never in a second CPIM envelope (INTEROP finding 4);
+// a message of another type goes in CPIM only when its type is among the
+// client's accept-wrapped-types, when it gave any (RFC 4975 §8.6).
+func TestBuildStoredCPIM(t *testing.T) {
+	page := encap.Deferred{Kind: encap.KindSIP, Stored: cpimMessage(imdnIM)}
+	send, err := encap.StoredSEND("dkei38sd", "m456", "message/cpim", crlf(imdnIM), storeTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := encap.Deferred{Kind: encap.KindMSRP, Stored: send, Head: session(t).Head}
+	rcs := encap.Options{AcceptTypes: []string{"message/cpim", "application/im-iscomposing+xml"},
+		AcceptWrappedTypes: []string{"text/plain", "message/imdn+xml"}}
+	for name, d := range map[string]encap.Deferred{"from a MESSAGE": page, "from a session": sess} {
+		for _, o := range []encap.Options{rcs, {AcceptTypes: []string{"Message/CPIM"}}, {AcceptTypes: []string{"*"}, Preference: encap.PreferCPIM}} {
+			p, err := encap.Build(d, o)
+			if err != nil {
+				t.Fatalf("%s, %q/%q: Build: %v", name, o.AcceptTypes, o.AcceptWrappedTypes, err)
+			}
+			if p.ContentType != encap.TypeCPIM || string(p.Body) != string(crlf(imdnIM)) {
+				t.Errorf("%s, %q/%q: pushed %s\n%s\nwant the stored CPIM as it is", name, o.AcceptTypes, o.AcceptWrappedTypes, p.ContentType, p.Body)
+			}
+			r, ok, err := encap.ReadIMDNRequest(append(crlf("MESSAGE sip:b@x SIP/2.0\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@x>\nCall-ID: c\nCSeq: 1 MESSAGE\nContent-Type: message/cpim\n\n"), p.Body...))
+			if err != nil || !ok || !r.PositiveDelivery {
+				t.Errorf("%s: the client reads no positive-delivery request in what it got: %+v %v %v", name, r, ok, err)
+			}
+		}
+	}
+
+	text := stored(t) // text/plain
+	for _, tt := range []struct {
+		name    string
+		o       encap.Options
+		wantErr error
+	}{
+		{"text among the wrapped types", rcs, nil},
+		{"text in accept-types, not among the wrapped types", encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}, AcceptWrappedTypes: []string{"message/imdn+xml"}}, encap.ErrHold},
+		{"no wrapped types: accept-types", encap.Options{AcceptTypes: []string{"message/cpim", "text/plain"}}, nil},
+	} {
+		p, err := encap.Build(text, tt.o)
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: Build error = %v, want %v", tt.name, err, tt.wantErr)
+		} else if err == nil && p.ContentType != encap.TypeCPIM {
+			t.Errorf("%s: pushed %s, want message/cpim", tt.name, p.ContentType)
+		}
+	}
+}
+
+// TestBuildMaxSize: no payload is larger than the client's a=max-size
+// (RFC 4975 §8.6, INTEROP finding 6): Build goes on to the next
+// encapsulation the client accepts, the bare body when the policy allows
+// it, else holds the message.
+func TestBuildMaxSize(t *testing.T) {
+	d := stored(t)
+	size := func(typ string) int64 {
+		p, err := encap.Build(d, encap.Options{AcceptTypes: []string{typ, "text/plain"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(len(p.Body))
+	}
+	sip, frag, cpim := size(encap.TypeSIP), size(encap.TypeSIPFrag), size(encap.TypeCPIM)
+	if !(sip > frag && frag > 18 && cpim > 18) {
+		t.Fatalf("sizes: message/sip %d, sipfrag %d, cpim %d", sip, frag, cpim)
+	}
+	all := []string{encap.TypeSIP, encap.TypeSIPFrag, "text/plain"}
+	tests := []struct {
+		name    string
+		o       encap.Options
+		want    string
+		wantErr error
+	}{
+		{"no limit", encap.Options{AcceptTypes: all}, encap.TypeSIP, nil},
+		{"message/sip just fits", encap.Options{AcceptTypes: all, MaxSize: sip}, encap.TypeSIP, nil},
+		{"sipfrag when message/sip is larger", encap.Options{AcceptTypes: all, MaxSize: sip - 1}, encap.TypeSIPFrag, nil},
+		{"bare body when every encapsulation is larger", encap.Options{AcceptTypes: all, MaxSize: 18, Fallback: encap.FallbackBare}, "text/plain", nil},
+		{"held when every encapsulation is larger", encap.Options{AcceptTypes: all, MaxSize: frag - 1}, "", encap.ErrHold},
+		{"held when even the body is larger", encap.Options{AcceptTypes: all, MaxSize: 17, Fallback: encap.FallbackBare}, "", encap.ErrHold},
+		{"session message", encap.Options{AcceptTypes: []string{"*"}, MaxSize: 10}, "", encap.ErrHold},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := d
+			if tt.name == "session message" {
+				in = session(t)
+			}
+			p, err := encap.Build(in, tt.o)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Build error = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if p.ContentType != tt.want || tt.o.MaxSize > 0 && int64(len(p.Body)) > tt.o.MaxSize {
+				t.Errorf("Build = %s of %d octets, want %s within %d", p.ContentType, len(p.Body), tt.want, tt.o.MaxSize)
 			}
 		})
 	}

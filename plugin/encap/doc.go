@@ -15,7 +15,8 @@
 // a=accept-types and a=accept-wrapped-types accept and from the operator's
 // [Preference] and [Fallback]:
 //
-//   - from a SIP MESSAGE: message/sip (the stored MESSAGE whole),
+//   - from a SIP MESSAGE: message/sip (the stored MESSAGE, less the
+//     sender's credentials and the proxies' Route and Record-Route),
 //     message/sipfrag (start line, identity headers and body), or
 //     message/cpim (RFC 3862);
 //   - from an MSRP session: multipart/mixed holding message/sip (the INVITE

@@ -21,7 +21,8 @@ var (
 	ErrTooLarge = errors.New("encap: header section too large")
 
 	// ErrHold reports that the client accepts no encapsulation the policy
-	// allows: the message stays stored for a later push.
+	// allows, or none within its a=max-size: the message stays stored for
+	// a later push.
 	ErrHold = errors.New("encap: no acceptable encapsulation, hold the message")
 )
 

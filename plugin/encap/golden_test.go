@@ -31,7 +31,12 @@ var update = flag.Bool("update", false, "rewrite the expected section of testdat
 //
 // The seed's two examples are seed1-message-sip.golden and
 // seed2-multipart.golden; the others are the same messages under the other
-// encapsulations. Deviations from the seed's literal text, each a typo of
+// encapsulations, and seed1-message-sip-private.golden is example 1 as a
+// proxy hands it over (its Via, a Route, a Record-Route, the sender's
+// credentials): message/sip keeps the Via chain, Max-Forwards and CSeq as
+// the seed does, and leaves out what is the sender's and its proxies'
+// business (Authorization, Proxy-Authorization, Proxy-Require, Route,
+// Record-Route), as pager mode does. Deviations from the seed's literal text, each a typo of
 // the seed and written the RFC way here:
 //
 //   - CRLF line ends and no indentation (the seed is a word-processor text).

@@ -45,10 +45,15 @@ type Page struct {
 	Body        []byte
 }
 
-// pageDropped are the headers of a stored MESSAGE a page leaves out, by
-// long and compact name.
-var pageDropped = [...]string{"Via", "v", "Route", "Record-Route", "Max-Forwards", "CSeq", "Content-Length", "l",
-	"Authorization", "Proxy-Authorization", "Proxy-Require"}
+// private are the headers of a stored MESSAGE that no push passes on to
+// the recipient, neither in pager mode nor encapsulated: the sender's
+// credentials, for its proxy's realm (RFC 3261 §22.3), and the proxies'
+// routing. None has a compact form.
+var private = [...]string{"Authorization", "Proxy-Authorization", "Proxy-Require", "Route", "Record-Route"}
+
+// hop are the headers of a stored MESSAGE that describe the sender's hop,
+// by long and compact name: a page, a new request, has its own.
+var hop = [...]string{"Via", "v", "Max-Forwards", "CSeq", "Content-Length", "l"}
 
 // PageOf returns the page of a stored message. d must be as stored (see
 // Deferred); errors wrap ErrMalformed.
@@ -76,9 +81,9 @@ func pageOfSIP(stored []byte) (Page, error) {
 	head.Grow(len(stored) - len(m.body))
 	for _, h := range m.headers {
 		line := stored[h.start:h.end]
-		name, value, _ := bytes.Cut(line, []byte(":"))
-		name = bytes.TrimRight(name, " \t")
+		name := headerName(line)
 		if equalFold("CSeq", name) {
+			_, value, _ := bytes.Cut(line, []byte(":"))
 			n, ok := cseqNumber(string(value))
 			if !ok {
 				return Page{}, malformed("CSeq %q", clip(bytes.TrimSpace(value)))
@@ -98,13 +103,30 @@ func pageOfSIP(stored []byte) (Page, error) {
 	return p, nil
 }
 
+// dropped reports whether a page leaves out the header name.
 func dropped(name []byte) bool {
-	for _, d := range pageDropped {
+	for _, d := range hop {
+		if equalFold(d, name) {
+			return true
+		}
+	}
+	return isPrivate(name)
+}
+
+// isPrivate reports whether name is one of the private headers.
+func isPrivate(name []byte) bool {
+	for _, d := range private {
 		if equalFold(d, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// headerName returns the name of a header line as written.
+func headerName(line []byte) []byte {
+	name, _, _ := bytes.Cut(line, []byte(":"))
+	return bytes.TrimRight(name, " \t")
 }
 
 // cseqNumber reads the sequence number of a CSeq value ("1 MESSAGE"), a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,12 +15,14 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/encap"
 	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
 )
 
 // client records what the receiving end of pair got.
 type client struct {
-	mu  sync.Mutex
-	got []string // Call-IDs in the order received
+	mu    sync.Mutex
+	got   []string // Call-IDs in the order received
+	types []string // their payloads' Content-Types
 }
 
 var errDrop = errors.New("drop")
@@ -29,6 +32,12 @@ var errDrop = errors.New("drop")
 // n-th message (from 1): nil answers 200, errDrop closes the connection
 // without answering, another error is the answer.
 func pair(t *testing.T, c *client, answer func(n int) error) *msrp.Session {
+	t.Helper()
+	return pairTyped(t, c, func(n int, _ string) error { return answer(n) })
+}
+
+// pairTyped is pair with an answer that also sees the payload's type.
+func pairTyped(t *testing.T, c *client, answer func(n int, contentType string) error) *msrp.Session {
 	t.Helper()
 	l, err := msrp.NewListener(msrp.ListenerConfig{Addr: "127.0.0.1:0"})
 	if err != nil {
@@ -50,8 +59,9 @@ func pair(t *testing.T, c *client, answer func(n int) error) *msrp.Session {
 			n++
 			c.mu.Lock()
 			c.got = append(c.got, d.CallID)
+			c.types = append(c.types, m.ContentType)
 			c.mu.Unlock()
-			if err := answer(n); errors.Is(err, errDrop) {
+			if err := answer(n, m.ContentType); errors.Is(err, errDrop) {
 				go s.Close()
 				<-ctx.Done()
 				return ctx.Err()
@@ -111,6 +121,7 @@ const (
 	notSent   = "not sent"
 	failed    = "failed" // sent, unconfirmed
 	badStored = "encapsulate error"
+	held      = "held"
 )
 
 func fateOf(err error) string {
@@ -124,6 +135,8 @@ func fateOf(err error) string {
 		return notSent
 	case errors.Is(err, encap.ErrMalformed):
 		return badStored
+	case errors.Is(err, plugin.ErrHeld):
+		return held
 	}
 	return failed
 }
@@ -331,5 +344,98 @@ func TestDeliverStallEnds(t *testing.T) {
 	}
 	if want := repeat(notSent, 3); fmt.Sprint(fates) != fmt.Sprint(want) {
 		t.Errorf("fates = %v, want %v", fates, want)
+	}
+}
+
+// TestDeliverMaxSize: a message whose payload is larger than the answer's
+// a=max-size (RFC 4975 §8.6) is not sent — where it went and drew a 413,
+// charged an attempt each push until dead-lettered (INTEROP finding 6) —
+// but held like a message the client takes in no encapsulation (no
+// attempt); the others go.
+func TestDeliverMaxSize(t *testing.T) {
+	ans, err := sdp.Parse([]byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=message 9 TCP/MSRP *\r\na=accept-types:message/sip\r\na=max-size:400\r\n" +
+		"a=path:msrp://127.0.0.1:9/clientsess01;tcp\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{p: newTestPusher(t, ""), answer: ans, policy: plugin.DefaultPolicy()}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	d := s.delivery(ctx, cancel)
+	c := &client{}
+	d.ms = pair(t, c, func(int) error { return nil })
+	msgs := stored(t, 3)
+	big := strings.Repeat("x", 400)
+	msgs[1].Raw = []byte(strings.Replace(string(msgs[1].Raw), "Content-Length: 5\r\n\r\nhello", fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(big), big), 1))
+	var fates []string
+	if err := d.run(ctx, msgs, func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) }); err != nil {
+		t.Errorf("run = %v", err)
+	}
+	if diff := cmp.Diff([]string{confirmed, held, confirmed}, fates); diff != "" {
+		t.Errorf("fates (-want +got):\n%s", diff)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if diff := cmp.Diff([]string{"call-1", "call-3"}, c.got); diff != "" {
+		t.Errorf("client received (-want +got):\n%s", diff)
+	}
+}
+
+// TestDeliver415TriesAnother: a client that lists message/sip but answers
+// 415 to it (INTEROP finding 10) gets the same message again in the next
+// encapsulation it accepts, in the same session, and message/sip is not
+// used again in it; no attempt is charged (the message is confirmed).
+// Only when no other encapsulation is left is the 415 the message's fate
+// (an attempt), and the messages after it are held, not charged.
+func TestDeliver415TriesAnother(t *testing.T) {
+	tests := []struct {
+		name   string
+		accept []string
+		fates  []string
+		types  []string
+	}{
+		{
+			name: "sipfrag next", accept: []string{encap.TypeSIP, encap.TypeSIPFrag},
+			fates: []string{confirmed, confirmed, confirmed},
+			types: []string{encap.TypeSIP, encap.TypeSIPFrag, encap.TypeSIPFrag, encap.TypeSIPFrag},
+		},
+		{
+			name: "nothing else", accept: []string{encap.TypeSIP},
+			fates: []string{"refused 415", held, held},
+			types: []string{encap.TypeSIP},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &client{}
+			ms := pairTyped(t, c, func(_ int, ct string) error {
+				if ct == encap.TypeSIP {
+					return msrp.Status(msrp.StatusUnsupportedMedia)
+				}
+				return nil
+			})
+			d := delivery{ms: ms, window: 1, opts: encap.Options{AcceptTypes: tt.accept}}
+			var fates []string
+			err := d.run(context.Background(), stored(t, 3), func(m *plugin.Message, err error) {
+				var re *plugin.RejectedError
+				if errors.As(err, &re) && re.Status == msrp.StatusUnsupportedMedia {
+					fates = append(fates, "refused 415")
+					return
+				}
+				fates = append(fates, fateOf(err))
+			})
+			if err != nil {
+				t.Errorf("run = %v", err)
+			}
+			if diff := cmp.Diff(tt.fates, fates); diff != "" {
+				t.Errorf("fates (-want +got):\n%s", diff)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if diff := cmp.Diff(tt.types, c.types); diff != "" {
+				t.Errorf("payload types the client got (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

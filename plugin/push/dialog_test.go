@@ -149,6 +149,13 @@ func (u *uas) contact(dlg string) string {
 // INVITE.
 func (u *uas) answer(t *testing.T, r uasReq, status, tag, dlg string) string {
 	t.Helper()
+	return u.answerMedia(t, r, status, tag, dlg, "a=accept-types:message/sip message/cpim\r\n")
+}
+
+// answerMedia is answer with media's a= lines (a=accept-types and others)
+// in the SDP answer, before its a=path and a=setup:active.
+func (u *uas) answerMedia(t *testing.T, r uasReq, status, tag, dlg, media string) string {
+	t.Helper()
 	var b strings.Builder
 	b.WriteString("SIP/2.0 " + status + "\r\n")
 	for _, v := range r.GetHeaders("Via") {
@@ -166,7 +173,7 @@ func (u *uas) answer(t *testing.T, r uasReq, status, tag, dlg string) string {
 	body := ""
 	if r.IsInvite() && strings.HasPrefix(status, "2") {
 		body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\n" +
-			"a=accept-types:message/sip message/cpim\r\na=path:msrp://127.0.0.1:9/clientsess01;tcp\r\na=setup:active\r\n"
+			media + "a=path:msrp://127.0.0.1:9/clientsess01;tcp\r\na=setup:active\r\n"
 		b.WriteString("Content-Type: application/sdp\r\n")
 	}
 	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(body), body)
@@ -201,10 +208,16 @@ type opened struct {
 // proxy (the uas itself) so that the INVITE carries a Route.
 func (u *uas) open(t *testing.T, timeout time.Duration) (*Pusher, <-chan opened) {
 	t.Helper()
-	p := newTestPusher(t, fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", u.port))
 	pol := plugin.DefaultPolicy()
 	pol.InviteTimeout = plugin.Duration(timeout)
-	tgt := plugin.Target{AOR: plugin.MustParseAOR("sip:bob@example.com"), URI: fmt.Sprintf("sip:bob@127.0.0.1:%d;transport=tcp", u.port), Policy: pol}
+	return u.openTarget(t, plugin.Target{Policy: pol})
+}
+
+// openTarget is open with tgt's policy and messages.
+func (u *uas) openTarget(t *testing.T, tgt plugin.Target) (*Pusher, <-chan opened) {
+	t.Helper()
+	p := newTestPusher(t, fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp", u.port))
+	tgt.AOR, tgt.URI = plugin.MustParseAOR("sip:bob@example.com"), fmt.Sprintf("sip:bob@127.0.0.1:%d;transport=tcp", u.port)
 	ch := make(chan opened, 1)
 	go func() {
 		s, err := p.Open(context.Background(), tgt)
@@ -468,6 +481,67 @@ func TestAnswerSetupNotUsable(t *testing.T) {
 			u.answer(t, bye, "200 OK", "", "")
 			if o := waitOpen(t, ch); !errors.Is(o.err, plugin.ErrMSRPRefused) || !strings.Contains(o.err.Error(), "a=setup:"+setup) {
 				t.Errorf("Open = %v, %v; want MSRP refused for a=setup:%s", o.sess, o.err, setup)
+			}
+		})
+	}
+}
+
+// TestAnswerCarriesNothing: a client that answers with MSRP media taking
+// none of the push's messages — no encapsulation in its accept-types
+// (a simple client's a=accept-types:text/plain), or each too large for
+// its a=max-size — would get an INVITE and an empty session at every push
+// (INTEROP finding 5). Open refuses it as it refuses an answer without
+// MSRP: ACK, BYE, ErrMSRPRefused, so that the engine goes on in pager
+// mode. What no_encap_fallback bare lets go (the bare body the client
+// takes) is carried, and so is a push whose first message fits.
+func TestAnswerCarriesNothing(t *testing.T) {
+	tests := []struct {
+		name     string
+		media    string
+		fallback string
+		msgs     int
+		refused  bool
+	}{
+		{name: "text/plain only", media: "a=accept-types:text/plain\r\n", msgs: 2, refused: true},
+		{name: "every message over max-size", media: "a=accept-types:message/sip\r\na=max-size:20\r\n", msgs: 2, refused: true},
+		{name: "cpim, content not among the wrapped types", media: "a=accept-types:message/cpim\r\na=accept-wrapped-types:message/imdn+xml\r\n", msgs: 1, refused: true},
+		{name: "text/plain only, fallback bare", media: "a=accept-types:text/plain\r\n", fallback: plugin.FallbackBare, msgs: 2},
+		{name: "message/sip", media: "a=accept-types:message/sip\r\n", msgs: 2},
+		{name: "no messages given", media: "a=accept-types:text/plain\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := startUAS(t)
+			pol := plugin.DefaultPolicy()
+			pol.InviteTimeout = plugin.Duration(5 * time.Second)
+			if tt.fallback != "" {
+				pol.NoEncapFallback = tt.fallback
+			}
+			var msgs []*plugin.Message
+			if tt.msgs > 0 {
+				msgs = stored(t, tt.msgs)
+			}
+			_, ch := u.openTarget(t, plugin.Target{Policy: pol, Messages: msgs})
+			inv := u.next(t, sip.INVITE)
+			u.answerMedia(t, inv, "200 OK", "c1", "c1", tt.media)
+			checkInDialog(t, u, u.next(t, sip.ACK), inv, sip.ACK, "c1", "c1", 0)
+			if !tt.refused {
+				o := waitOpen(t, ch)
+				if o.err != nil {
+					t.Fatalf("Open: %v", o.err)
+				}
+				closed := make(chan error, 1)
+				go func() { closed <- o.sess.Close(context.Background()) }()
+				u.answer(t, u.next(t, sip.BYE), "200 OK", "", "")
+				<-closed
+				return
+			}
+			bye := u.next(t, sip.BYE)
+			checkInDialog(t, u, bye, inv, sip.BYE, "c1", "c1", 1)
+			u.answer(t, bye, "200 OK", "", "")
+			o := waitOpen(t, ch)
+			if !errors.Is(o.err, plugin.ErrMSRPRefused) {
+				t.Errorf("Open = %v, %v; want MSRP refused", o.sess, o.err)
 			}
 		})
 	}

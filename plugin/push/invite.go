@@ -47,7 +47,11 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 		return nil, err
 	}
 	s := &session{p: p, dlg: dlg, policy: t.Policy, aor: t.AOR}
-	if err := s.readAnswer(); err != nil {
+	err = s.readAnswer()
+	if err == nil {
+		err = s.carries(t.Messages)
+	}
+	if err != nil {
 		passive.Close()
 		s.bye()
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,12 +83,7 @@ func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
 		ms:      s.ms,
 		window:  s.p.cfg.Window,
 		report:  s.policy.SuccessReports || relayed,
-		opts: encap.Options{
-			AcceptTypes:        s.answer.AcceptTypes,
-			AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
-			Preference:         preference(s.policy.Encapsulation),
-			Fallback:           encap.Fallback(s.policy.NoEncapFallback),
-		},
+		opts:    s.encapOptions(),
 	}
 	if len(path) > 1 {
 		d.noReport = fmt.Errorf("%w: no success REPORT came back through the MSRP relay %s within msrp.timeout (%v) "+
@@ -97,6 +94,37 @@ func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
 			errUnconfirmed, s.p.cfg.MSRPTimeout)
 	}
 	return d
+}
+
+// encapOptions are what the client's answer and the policy let Build send.
+func (s *session) encapOptions() encap.Options {
+	return encap.Options{
+		AcceptTypes:        s.answer.AcceptTypes,
+		AcceptWrappedTypes: s.answer.AcceptWrappedTypes,
+		Preference:         preference(s.policy.Encapsulation),
+		Fallback:           encap.Fallback(s.policy.NoEncapFallback),
+		MaxSize:            s.answer.MaxSize,
+	}
+}
+
+// carries returns an ErrMSRPRefused session error when the answer can
+// carry none of msgs: each would be held (encap.ErrHold), and the session
+// would send nothing — at every push, the client answering the same way.
+// A message Build fails on otherwise (a stored message that does not
+// parse) counts as carried: Deliver reports its error as before.
+func (s *session) carries(msgs []*plugin.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	o := s.encapOptions()
+	for _, m := range msgs {
+		if _, err := encap.Build(deferred(m), o); !errors.Is(err, encap.ErrHold) {
+			return nil
+		}
+	}
+	return &plugin.SessionError{Op: "invite", Err: fmt.Errorf("%w: the answer takes none of the %d messages "+
+		"(accept-types %q, accept-wrapped-types %q, max-size %d, no_encap_fallback %s)", plugin.ErrMSRPRefused,
+		len(msgs), o.AcceptTypes, o.AcceptWrappedTypes, o.MaxSize, o.Fallback)}
 }
 
 // delivery is what Deliver needs of a session, apart from its dialog.
@@ -146,11 +174,12 @@ func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*p
 }
 
 // fate is a message on its way to done: wait is nil when err is already
-// its outcome.
+// its outcome; contentType is the type of the payload that went.
 type fate struct {
-	m    *plugin.Message
-	wait func() error
-	err  error
+	m           *plugin.Message
+	wait        func() error
+	err         error
+	contentType string
 }
 
 // pipeline is one run of a delivery: the messages started and not yet
@@ -162,6 +191,30 @@ type pipeline struct {
 	brokenCh chan struct{} // closed when broken is set
 	fates    chan fate
 	slots    chan struct{} // a token per message in flight
+	// refused are the types the client answered 415 to (under mu): the
+	// messages encapsulated after that use another.
+	refused []string
+}
+
+// opts are the delivery's encapsulation options with the types refused
+// so far.
+func (p *pipeline) opts() encap.Options {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o := p.d.opts
+	o.Refused = append(o.Refused[:len(o.Refused):len(o.Refused)], p.refused...)
+	return o
+}
+
+// refuse records that the client refused payloads of contentType.
+func (p *pipeline) refuse(contentType string) {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.TrimSpace(mt)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.ContainsFunc(p.refused, func(r string) bool { return strings.EqualFold(r, mt) }) {
+		p.refused = append(p.refused, mt)
+	}
 }
 
 // breakOff records the first error that broke the session.
@@ -195,9 +248,42 @@ func (p *pipeline) report(ctx context.Context, done func(*plugin.Message, error)
 	for f := range p.fates {
 		if f.wait != nil {
 			f.err = p.d.outcome(ctx, f.wait(), &charged, p.breakOff)
+			f.err = p.again(ctx, f, &charged)
 			<-p.slots
 		}
 		done(f.m, f.err)
+	}
+}
+
+// again sends f's message once more, in another encapsulation, while the
+// client answers 415 to the one it got although its accept-types listed
+// it: the message is not the client's to refuse, the type is, so the
+// type is not used again in the session and the message charged an
+// attempt only when no other encapsulation is left (the 415 it got then).
+// It runs in the report goroutine, holding f's window slot; the message
+// goes out after those already started.
+func (p *pipeline) again(ctx context.Context, f fate, charged *bool) error {
+	err := f.err
+	for {
+		var re *plugin.RejectedError
+		if !errors.As(err, &re) || re.Status != msrp.StatusUnsupportedMedia || p.isBroken() {
+			return err
+		}
+		p.refuse(f.contentType)
+		pl, berr := encap.Build(deferred(f.m), p.opts())
+		if berr != nil {
+			return err
+		}
+		wait, serr := p.d.start(ctx, f.m, pl)
+		if serr != nil {
+			if ctx.Err() != nil {
+				serr = context.Cause(ctx)
+			}
+			p.breakOff(serr)
+			return plugin.ErrNotSent
+		}
+		f.contentType = pl.ContentType
+		err = p.d.outcome(ctx, wait(), charged, p.breakOff)
 	}
 }
 
@@ -207,7 +293,8 @@ func (p *pipeline) send(ctx context.Context, m *plugin.Message) fate {
 	if p.isBroken() {
 		return fate{m: m, err: plugin.ErrNotSent}
 	}
-	pl, err := encap.Build(deferred(m), p.d.opts)
+	o := p.opts()
+	pl, err := encap.Build(deferred(m), o)
 	switch {
 	case errors.Is(err, encap.ErrHold):
 		return fate{m: m, err: plugin.ErrHeld}
@@ -226,6 +313,17 @@ func (p *pipeline) send(ctx context.Context, m *plugin.Message) fate {
 		<-p.slots
 		return fate{m: m, err: plugin.ErrNotSent}
 	}
+	if now := p.opts(); len(now.Refused) != len(o.Refused) {
+		// The client refused a type while m waited for room: m is
+		// encapsulated again without it.
+		if pl, err = encap.Build(deferred(m), now); err != nil {
+			<-p.slots
+			if errors.Is(err, encap.ErrHold) {
+				return fate{m: m, err: plugin.ErrHeld}
+			}
+			return fate{m: m, err: fmt.Errorf("encapsulate: %w", err)}
+		}
+	}
 	wait, err := p.d.start(ctx, m, pl)
 	if err != nil {
 		// Nothing of it went out: the session is gone or ctx ended.
@@ -239,7 +337,7 @@ func (p *pipeline) send(ctx context.Context, m *plugin.Message) fate {
 	if p.d.started != nil {
 		p.d.started()
 	}
-	return fate{m: m, wait: wait}
+	return fate{m: m, wait: wait, contentType: pl.ContentType}
 }
 
 // start hands one payload to the MSRP session. Start waits for window room

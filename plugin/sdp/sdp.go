@@ -1,6 +1,6 @@
 // Package sdp builds and reads the SDP of MSRP sessions (RFC 4975 §8,
 // RFC 6135): an m=message line with TCP/MSRP or TCP/TLS/MSRP, a=path,
-// a=accept-types, a=accept-wrapped-types and a=setup.
+// a=accept-types, a=accept-wrapped-types, a=max-size and a=setup.
 package sdp
 
 import (
@@ -37,6 +37,11 @@ type Media struct {
 	// Setup is a=setup. Build writes SetupActPass when it is empty; Parse
 	// leaves it empty when the attribute is absent.
 	Setup string
+	// MaxSize is a=max-size (RFC 4975 §8.6): the largest message, in
+	// octets, the endpoint will take; a sender should send none larger.
+	// Zero when the attribute is absent or not a positive number (Parse
+	// reads it; Build writes none).
+	MaxSize int64
 }
 
 // Build returns a session description with m as its only media. The
@@ -172,6 +177,13 @@ func Parse(b []byte) (Media, error) {
 		}
 		if v, ok := md.Attribute("setup"); ok {
 			m.Setup = strings.ToLower(strings.TrimSpace(v))
+		}
+		if v, ok := md.Attribute("max-size"); ok {
+			// An unreadable value limits nothing: the client's 413 still
+			// refuses what it cannot take.
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
+				m.MaxSize = n
+			}
 		}
 		return m, nil
 	}

@@ -87,7 +87,8 @@ func TestParseAnswer(t *testing.T) {
 		"a=accept-types:message/cpim text/plain\r\n" +
 		"a=accept-wrapped-types:message/sip text/*\r\n" +
 		"a=path:msrp://relay.example.net:2855/r1;tcp msrp://198.51.100.7:12763/kjhd37s2s20w2a;tcp\r\n" +
-		"a=setup:active\r\n"
+		"a=setup:active\r\n" +
+		"a=max-size:4096\r\n"
 	got, err := Parse([]byte(answer))
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +101,7 @@ func TestParseAnswer(t *testing.T) {
 		AcceptTypes:        []string{"message/cpim", "text/plain"},
 		AcceptWrappedTypes: []string{"message/sip", "text/*"},
 		Setup:              SetupActive,
+		MaxSize:            4096,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -114,6 +116,30 @@ func TestParseAnswer(t *testing.T) {
 	}
 	if !got.AcceptsWrapped("message/sip") || !got.AcceptsWrapped("text/html") || got.AcceptsWrapped("image/png") {
 		t.Error("AcceptsWrapped wrong")
+	}
+}
+
+// TestParseMaxSize: a=max-size is a number of octets (RFC 4975 §8.6); a
+// value that is not a positive number limits nothing.
+func TestParseMaxSize(t *testing.T) {
+	media := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n" +
+		"m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n"
+	for attr, want := range map[string]int64{
+		"":                       0,
+		"a=max-size:100\r\n":     100,
+		"a=max-size: 65536 \r\n": 65536,
+		"a=max-size:0\r\n":       0,
+		"a=max-size:-5\r\n":      0,
+		"a=max-size:big\r\n":     0,
+		"a=max-size:\r\n":        0,
+	} {
+		m, err := Parse([]byte(media + attr))
+		if err != nil {
+			t.Fatalf("%q: %v", attr, err)
+		}
+		if m.MaxSize != want {
+			t.Errorf("%q: MaxSize %d, want %d", attr, m.MaxSize, want)
+		}
 	}
 }
 
