@@ -44,6 +44,17 @@ type StackConfig struct {
 	Logger *slog.Logger
 }
 
+func init() {
+	// sipgo refuses to write any UDP datagram over UDPMTUSize-200 octets
+	// (1300), responses included, and ends the transaction: a MESSAGE
+	// with many Vias was stored, never answered, and stored again at
+	// each retransmission. RFC 3261 §18.1.1's bound is for requests, and
+	// deferpush's own go over TCP past it (push.Pusher.setTransport);
+	// a response goes over UDP whatever its size (§18.2.2), up to what a
+	// datagram holds.
+	sip.UDPMTUSize = 65507 + 200
+}
+
 // firstByteTimeout closes a SIP connection that sends nothing at all.
 const firstByteTimeout = 30 * time.Second
 

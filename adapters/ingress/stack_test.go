@@ -634,3 +634,50 @@ func TestStackViaSentBy(t *testing.T) {
 		t.Error("the peer read no request")
 	}
 }
+
+// TestStackLargeUDPResponse: a MESSAGE over UDP whose 202 is larger than
+// 1300 octets (it echoes 13 Vias) is answered, and its retransmission
+// gets the 202 again without storing the message twice (RFC 3261
+// §17.2.1). sipgo refused to write a datagram over 1300 octets, response
+// or not: the message was stored, never answered, and stored again at
+// each retransmission.
+func TestStackLargeUDPResponse(t *testing.T) {
+	e := &fakeEngine{}
+	s := startStack(t, Trust{Secret: testSecret}, e)
+	var vias []string
+	for i := range 12 {
+		vias = append(vias, fmt.Sprintf("Via: SIP/2.0/UDP 192.0.2.%d:5060;branch=z9hG4bK-proxy-hop-%02d-%s", i+1, i, strings.Repeat("x", 60)))
+	}
+	raw := request("UDP", "bigresp", append([]string{"X-Deferpush-Secret: " + testSecret}, vias...)...)
+	c, err := net.Dial("udp", s.udp.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 65535)
+	for round := range 2 {
+		if _, err := c.Write([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		var res *sip.Response
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for res == nil || res.StatusCode < 200 {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("round %d: no final answer: %v", round, err)
+			}
+			res = parseResponse(t, buf[:n])
+			if res.StatusCode >= 200 && n <= 1300 {
+				t.Fatalf("the 202 is %d octets; the test wants one over 1300", n)
+			}
+		}
+		if res.StatusCode != 202 {
+			t.Fatalf("round %d: %d, want 202", round, res.StatusCode)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.stored) != 1 {
+		t.Errorf("%d messages stored, want 1 (the retransmission is the same transaction)", len(e.stored))
+	}
+}

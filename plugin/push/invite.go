@@ -255,11 +255,24 @@ func (p *Pusher) routes(t plugin.Target, toContact bool) []string {
 	return routes
 }
 
-// setTransport sends req over the outbound proxy's transport.
+// setTransport sends req over the outbound proxy's transport; a request
+// that would go over UDP but is larger than 1300 octets with its Via goes
+// over TCP (RFC 3261 §18.1.1: the path MTU is unknown), where sipgo would
+// refuse to send it. Call it once req is complete but for its Via.
 func (p *Pusher) setTransport(req *sip.Request) {
 	if p.route != nil {
 		if tp, ok := p.route.UriParams.Get("transport"); ok && tp != "" {
 			req.SetTransport(strings.ToUpper(tp))
 		}
 	}
+	if strings.EqualFold(req.Transport(), "UDP") && len(req.String())+viaRoom > maxUDPRequest {
+		req.SetTransport("TCP")
+	}
 }
+
+const (
+	// maxUDPRequest is the largest request sent over UDP (RFC 3261
+	// §18.1.1); viaRoom what the Via sipgo adds takes of it.
+	maxUDPRequest = 1300
+	viaRoom       = 120
+)

@@ -237,3 +237,44 @@ func TestPagerBadStored(t *testing.T) {
 		t.Errorf("fates (-want +got):\n%s", diff)
 	}
 }
+
+// TestPagerLargeOverTCP: with an outbound proxy reached over UDP (no
+// transport parameter), a page larger than 1300 octets goes over TCP
+// (RFC 3261 §18.1.1), its Via saying so, where sipgo refused to send it
+// ("size of packet larger than MTU") and the message was charged an
+// attempt at each push. The peer listens on TCP alone: a page sent over
+// UDP would be lost.
+func TestPagerLargeOverTCP(t *testing.T) {
+	peer := startPagerPeer(t, nil)
+	p := newTestPusher(t, "sip:"+peer.addr)
+	msgs := stored(t, 1)
+	body := strings.Repeat("a long message ", 140)
+	msgs[0].Raw = []byte(strings.Replace(strings.Replace(string(msgs[0].Raw), "Content-Length: 5", "Content-Length: "+strconv.Itoa(len(body)), 1),
+		"\r\n\r\nhello", "\r\n\r\n"+body, 1))
+	contact := "sip:bob@127.0.0.1:5099"
+	pol := plugin.DefaultPolicy()
+	pol.InviteTimeout = plugin.Duration(5 * time.Second)
+	sess, err := p.Open(context.Background(), plugin.Target{AOR: plugin.MustParseAOR("sip:bob@example.com"), URI: contact, Pager: true, Policy: pol,
+		Registration: plugin.Registration{Contact: contact}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fates []string
+	if err := sess.Deliver(context.Background(), msgs, func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) }); err != nil {
+		t.Errorf("Deliver: %v", err)
+	}
+	sess.Close(context.Background())
+	if diff := cmp.Diff([]string{confirmed}, fates); diff != "" {
+		t.Errorf("fates (-want +got):\n%s", diff)
+	}
+	got := peer.requests()
+	if len(got) != 1 {
+		t.Fatalf("%d pages reached the proxy, want 1", len(got))
+	}
+	if v := got[0].Via(); v == nil || v.Transport != "TCP" {
+		t.Errorf("page's Via %v, want TCP", v)
+	}
+	if n := len(got[0].Body()); n != len(body) {
+		t.Errorf("page body %d octets, want %d", n, len(body))
+	}
+}
