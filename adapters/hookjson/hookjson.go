@@ -182,7 +182,14 @@ func SIPURI(s string) error {
 	// and neither may the parameters or headers: the host starts after
 	// the last '@' and ends at the first ';' or '?' after it.
 	hostport := rest[strings.LastIndexByte(rest, '@')+1:]
-	if i := strings.IndexAny(hostport, ";?"); i >= 0 {
+	// A headers component (?name=value) is not allowed in a Request-URI
+	// (RFC 3261 §19.1.1, Table 1), and a request built from the URI would
+	// take its headers as header fields (§19.1.5): a client could steer
+	// the push's requests (?Route=...).
+	if strings.IndexByte(hostport, '?') >= 0 {
+		return errors.New("a URI headers component (?...) is not allowed in a contact")
+	}
+	if i := strings.IndexByte(hostport, ';'); i >= 0 {
 		hostport = hostport[:i]
 	}
 	return checkHostPort(hostport)
