@@ -158,6 +158,13 @@ func (in *Ingress) outcome(ctx context.Context, err error) plugin.Outcome {
 	return plugin.OutcomeOf(err, p)
 }
 
+// isSDP reports whether a Content-Type is application/sdp, in any case,
+// with any parameters.
+func isSDP(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/sdp")
+}
+
 // respond answers req with o and the extra headers; a malformed or
 // untrusted request also gets a Warning saying why.
 func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plugin.Outcome, err error, extra ...sip.Header) {
@@ -188,6 +195,12 @@ func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
 	st, offer, err := in.newSessionStore(ctx, req)
+	if errors.Is(err, plugin.ErrMediaType) {
+		in.log.Info("deferred session refused", "call_id", callID(req), "status", plugin.StatusMediaType, "err", err)
+		respond(in.log, req, tx, plugin.Outcome{SIPCode: 415, SIPReason: "Unsupported Media Type"}, err,
+			sip.NewHeader("Accept", "application/sdp"))
+		return
+	}
 	if err != nil {
 		in.reply(ctx, req, tx, err, "session")
 		return
@@ -218,6 +231,11 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 		return nil, sdp.Media{}, fmt.Errorf("%w: CSeq number %d is not 0 to 2147483647", plugin.ErrMalformed, cs.SeqNo)
 	case strings.Trim(string(cs.MethodName), " \t") != string(req.Method):
 		return nil, sdp.Media{}, fmt.Errorf("%w: the CSeq method is not INVITE", plugin.ErrMalformed)
+	}
+	// The offer is an application/sdp body (RFC 3261 §13.2.1); one of
+	// another type is refused 415 with Accept (§8.2.3), whatever it holds.
+	if ct := req.ContentType(); ct == nil || !isSDP(ct.Value()) {
+		return nil, sdp.Media{}, fmt.Errorf("%w: the INVITE's body is not application/sdp", plugin.ErrMediaType)
 	}
 	offer, err := sdp.Parse(req.Body())
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -173,7 +174,7 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 		allow = allowWithoutIngress
 	}
 	handle := func(method sip.RequestMethod, h sipgo.RequestHandler) {
-		s.srv.OnRequest(method, s.sipVersion(h))
+		s.srv.OnRequest(method, s.sipVersion(s.requireNone(h)))
 	}
 	handle(sip.BYE, func(req *sip.Request, tx sip.ServerTransaction) {
 		err := p.ReadBye(req, tx)
@@ -238,6 +239,36 @@ func knownMethod(m sip.RequestMethod) bool {
 		return true
 	}
 	return false
+}
+
+// requireNone answers a request that requires an extension (a Require
+// header) 420 Bad Extension, listing them in Unsupported: deferpush
+// supports none (RFC 3261 §8.2.2.3). An ACK or CANCEL is served whatever
+// its Require says (§8.2.2.3: they must not be refused for it).
+func (s *Stack) requireNone(h sipgo.RequestHandler) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if req.IsAck() || req.IsCancel() {
+			h(req, tx)
+			return
+		}
+		var tags []string
+		for _, r := range req.GetHeaders("Require") {
+			for tag := range strings.SplitSeq(r.Value(), ",") {
+				if tag = strings.TrimSpace(tag); tag != "" {
+					tags = append(tags, tag)
+				}
+			}
+		}
+		if len(tags) == 0 {
+			h(req, tx)
+			return
+		}
+		res := sip.NewResponseFromRequest(req, 420, "Bad Extension", nil)
+		res.AppendHeader(sip.NewHeader("Unsupported", strings.Join(tags, ", ")))
+		if err := tx.Respond(res); err != nil {
+			s.log.Warn("respond failed", "call_id", callID(req), "err", err)
+		}
+	}
 }
 
 // sipVersion answers a request of another SIP version than 2.0 with 505

@@ -681,3 +681,55 @@ func TestStackLargeUDPResponse(t *testing.T) {
 		t.Errorf("%d messages stored, want 1 (the retransmission is the same transaction)", len(e.stored))
 	}
 }
+
+// TestStackRequire: a request requiring an extension is answered 420 Bad
+// Extension with the tags in Unsupported, deferpush supporting none (RFC
+// 3261 §8.2.2.3), and nothing is stored; a CANCEL is not refused for its
+// Require. A session INVITE whose offer is not application/sdp gets 415
+// with Accept: application/sdp (§8.2.3).
+func TestStackRequire(t *testing.T) {
+	e := &fakeEngine{}
+	s := startStack(t, Trust{Secret: testSecret}, e)
+	secret := "X-Deferpush-Secret: " + testSecret
+	offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:active\r\n"
+	invite := func(branch, ct string, hdrs ...string) string {
+		return strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
+			"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+			"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: "+ct+"\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
+		).Replace(request("UDP", branch, append([]string{secret}, hdrs...)...))
+	}
+	tests := []struct {
+		name        string
+		raw         string
+		code        int
+		unsupported string
+	}{
+		{"MESSAGE", request("UDP", "req1", secret, "Require: foo"), 420, "foo"},
+		{"INVITE", invite("req2", "application/sdp", "Require: 100rel, timer", "Require: x-y"), 420, "100rel, timer, x-y"},
+		{"OPTIONS", strings.Replace(other("OPTIONS", "req3"), "CSeq: 1 OPTIONS\r\n", "CSeq: 1 OPTIONS\r\nRequire: foo\r\n", 1), 420, "foo"},
+		{"CANCEL of nothing", strings.Replace(other("CANCEL", "req4"), "CSeq: 1 CANCEL\r\n", "CSeq: 1 CANCEL\r\nRequire: foo\r\n", 1), 481, ""},
+		{"empty Require", request("UDP", "req5", secret, "Require: "), 202, ""},
+		{"INVITE offer as text/plain", invite("req6", "text/plain"), 415, ""},
+	}
+	for _, tt := range tests {
+		res := exchangeUDP(t, s.udp.LocalAddr(), tt.raw, 5*time.Second)
+		if res == nil || res.StatusCode != tt.code {
+			t.Errorf("%s: %v, want %d", tt.name, res, tt.code)
+			continue
+		}
+		if u := res.GetHeader("Unsupported"); tt.unsupported != "" && (u == nil || u.Value() != tt.unsupported) {
+			t.Errorf("%s: Unsupported %v, want %q", tt.name, u, tt.unsupported)
+		}
+		if tt.code == 415 {
+			if a := res.GetHeader("Accept"); a == nil || a.Value() != "application/sdp" {
+				t.Errorf("%s: Accept %v, want application/sdp", tt.name, a)
+			}
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.stored) != 1 {
+		t.Errorf("%d messages stored, want 1 (the MESSAGE with an empty Require)", len(e.stored))
+	}
+}
