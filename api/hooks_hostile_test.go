@@ -126,6 +126,7 @@ func TestHookOversizeRequests(t *testing.T) {
 		{"body over the limit", strings.NewReader(big), nil, 413},
 		{"chunked body over the limit", io.MultiReader(strings.NewReader(big)), nil, 413},
 		{"huge HTTP header", strings.NewReader(`{}`), map[string]string{"X-Junk": strings.Repeat("j", 1<<20)}, 431},
+		{"header section over 16 KiB", strings.NewReader(`{}`), map[string]string{"X-Junk": strings.Repeat("j", 17<<10)}, 431},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,8 +139,9 @@ func TestHookOversizeRequests(t *testing.T) {
 	if n := eng.calls(); n != 0 {
 		t.Errorf("engine called %d times", n)
 	}
-	// The listener still serves.
-	if r := callHook(t, base+"/hooks/kamailio/message", "", strings.NewReader(`{"raw":`+jsonString(rawMessage)+`}`), nil); r.http != 200 {
+	// The listener still serves, a header of 8 KiB too.
+	if r := callHook(t, base+"/hooks/kamailio/message", "", strings.NewReader(`{"raw":`+jsonString(rawMessage)+`}`),
+		map[string]string{"X-Padding": strings.Repeat("p", 8<<10)}); r.http != 200 {
 		t.Errorf("after the oversize requests: %d %s", r.http, r.body)
 	}
 }

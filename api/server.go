@@ -42,6 +42,9 @@ type Engine interface {
 
 var _ Engine = (*plugin.Engine)(nil)
 
+// maxHeaderBytes bounds the header section of a hook or admin request.
+const maxHeaderBytes = 16 << 10
+
 // Role is what an admin API token may do.
 type Role string
 
@@ -214,6 +217,11 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 		// framing hertz would accept (framing.go).
 		server.WithTransport(newFramingTransport(s.cfg.Logger)),
 		server.WithMaxRequestBodySize(s.cfg.MaxBodySize),
+		// A hook or admin request's header section is a few hundred
+		// octets (a browser's at the console a few KiB): hertz's default
+		// (1 MiB) let each connection pin megabytes of read buffers before
+		// any token is checked. Larger ones get 431.
+		server.WithMaxHeaderBytes(maxHeaderBytes),
 		server.WithExitWaitTime(s.cfg.ShutdownTimeout),
 		server.WithReadTimeout(30 * time.Second),
 		server.WithIdleTimeout(2 * time.Minute),
