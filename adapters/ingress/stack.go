@@ -125,8 +125,10 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 	// Every layer of sipgo logs through SIPLogger: its transport writes
 	// the requests it cannot parse, secret and all, into its records.
 	sipLog := SIPLogger(log.With("component", "sip"))
+	// A UDP request sipgo cannot parse is answered 400 (badrequest.go).
+	refuser := newUDPRefuser(udp, sipLog)
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("deferpush"), sipgo.WithUserAgentHostname(s.host),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog), sip.WithTransportLayerReadFilter(refuser.filter)),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)))
 	if err == nil {
 		s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(sipLog))

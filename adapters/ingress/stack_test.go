@@ -733,3 +733,89 @@ func TestStackRequire(t *testing.T) {
 		t.Errorf("%d messages stored, want 1 (the MESSAGE with an empty Require)", len(e.stored))
 	}
 }
+
+// TestStackUnparsableAnswered: a UDP request sipgo's parser refuses, whose
+// Via, From, To, Call-ID and CSeq can still be read, is answered 400 with
+// a Warning saying why (RFC 3261 §21.4.1; §18.3 for a Content-Length past
+// the datagram), its Vias, From, To (tagged), Call-ID and CSeq echoed and
+// the top Via given received and rport (RFC 3581); nothing is stored.
+// Before, sipgo dropped it and the sender retransmitted for 32 s. An ACK,
+// or a request whose CSeq cannot be matched, gets nothing.
+func TestStackUnparsableAnswered(t *testing.T) {
+	e := &fakeEngine{}
+	s := startStack(t, Trust{Secret: testSecret}, e)
+	const secretLine = "X-Deferpush-Secret: " + testSecret
+	tests := []struct {
+		name, from, to string
+		answered       bool
+	}{
+		{"CSeq 2^31", "CSeq: 1 MESSAGE", "CSeq: 2147483648 MESSAGE", true},
+		{"Max-Forwards abc", "Max-Forwards: 70", "Max-Forwards: abc", true},
+		{"From without a URI", "From: <sip:user1@example.com>;tag=49583", "From: <garbage>;tag=49583", true},
+		{"header line without a colon", "Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nno colon here\r\n", true},
+		{"Content-Length past the datagram", "Content-Length: 5", "Content-Length: 100", true},
+		{"CSeq abc", "CSeq: 1 MESSAGE", "CSeq: abc MESSAGE", false},
+		{"an ACK", "MESSAGE sip:user2@example.com SIP/2.0", "ACK sip:user2@example.com SIP/2.0", false},
+	}
+	for i, tt := range tests {
+		raw := strings.Replace(request("UDP", fmt.Sprintf("unparsable%d", i), secretLine), tt.from, tt.to, 1)
+		if tt.name == "an ACK" {
+			raw = strings.Replace(strings.Replace(raw, "CSeq: 1 MESSAGE", "CSeq: 1 ACK", 1), "Max-Forwards: 70", "Max-Forwards: abc", 1)
+		}
+		c, err := net.Dial("udp", s.udp.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65535)
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		c.Close()
+		got := string(buf[:max(n, 0)])
+		if !tt.answered {
+			if err == nil {
+				t.Errorf("%s: answered %q, want nothing", tt.name, got)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: no answer: %v", tt.name, err)
+			continue
+		}
+		for _, want := range []string{"SIP/2.0 400 Bad Request\r\n", "Call-ID: unparsable" + strconv.Itoa(i) + "@127.0.0.1\r\n",
+			";rport=", ";received=127.0.0.1", `Warning: 399 deferpush "malformed request: `, "\r\nTo: <sip:user2@example.com>;tag="} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s: answer lacks %q:\n%s", tt.name, want, got)
+			}
+		}
+		if cseq := strings.SplitN(tt.to, ": ", 2)[1]; strings.HasPrefix(tt.to, "CSeq") && !strings.Contains(got, "\r\nCSeq: "+cseq+"\r\n") {
+			t.Errorf("%s: answer without the request's CSeq %q:\n%s", tt.name, cseq, got)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.stored) != 0 {
+		t.Errorf("%d messages stored from unparsable requests", len(e.stored))
+	}
+}
+
+func TestBadRequestRefusesInjection(t *testing.T) {
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5999}
+	ok := "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n\r\n"
+	if badRequest([]byte(ok), src, "why") == nil {
+		t.Fatal("no 400 for a readable request")
+	}
+	for name, raw := range map[string]string{
+		"bare LF in Call-ID":     strings.Replace(ok, "Call-ID: x", "Call-ID: x\nX-Evil: 1", 1),
+		"no Call-ID":             strings.Replace(ok, "Call-ID: x\r\n", "", 1),
+		"a response":             strings.Replace(ok, "MESSAGE sip:a@b SIP/2.0", "SIP/2.0 200 OK", 1),
+		"CSeq of another method": strings.Replace(ok, "CSeq: 1 MESSAGE", "CSeq: 1 INVITE", 1),
+		"SIP/3.0":                strings.Replace(ok, " SIP/2.0\r\n", " SIP/3.0\r\n", 1),
+	} {
+		if res := badRequest([]byte(raw), src, "why"); res != nil {
+			t.Errorf("%s: answered\n%s", name, res)
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package ingress
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Answering what sipgo cannot parse. sipgo drops a UDP datagram its parser
+// refuses (a CSeq number of 2^31 or more, Max-Forwards "abc", a From
+// without a URI, a header line without a colon, a Content-Length past the
+// datagram's end) and logs it: the sender hears nothing and retransmits
+// for 32 s, then reports a timeout, a transient error that invites a
+// retry of a request that can never succeed. RFC 3261 §21.4.1 and §18.3
+// want a 400. The stack reads each UDP datagram with sipgo's parser first
+// (sipgo's read filter); one that does not parse but whose start line is
+// a request's and whose Via, From, To, Call-ID and CSeq can still be read
+// is answered 400 with a Warning saying why, and dropped. Over TCP sipgo
+// closes the connection, which the sender sees at once.
+
+// udpRefuser is the read filter that answers unparsable UDP requests.
+type udpRefuser struct {
+	conn   net.PacketConn
+	parser *sip.Parser
+	log    *slog.Logger // SIPLogger's: the record of the drop, bounded
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+// The rate of 400s to unparsable datagrams: a source can spoof its
+// address, so the answers are bounded, whoever asks.
+const (
+	refuseRate  = 50 // a second
+	refuseBurst = 100
+)
+
+func newUDPRefuser(conn net.PacketConn, log *slog.Logger) *udpRefuser {
+	return &udpRefuser{conn: conn, parser: sip.NewParser(), log: log, tokens: refuseBurst}
+}
+
+// filter is a sip.TransportReadFilter: it passes what parses, and answers
+// and drops the UDP requests that do not.
+func (r *udpRefuser) filter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+	if !strings.EqualFold(p.Transport, "udp") || len(bytes.Trim(data, "\r\n")) == 0 {
+		return data, nil
+	}
+	_, err := r.parser.ParseSIP(data)
+	if err == nil {
+		return data, nil
+	}
+	// The record sipgo would write, through SIPLogger.
+	r.log.Error("failed to parse", "data", string(data), "error", err)
+	if res := badRequest(data, p.RemoteAddr, err.Error()); res != nil && r.allow() {
+		_, _ = r.conn.WriteTo(res, p.RemoteAddr)
+	}
+	return nil, nil
+}
+
+func (r *udpRefuser) allow() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.tokens = min(refuseBurst, r.tokens+now.Sub(r.last).Seconds()*refuseRate)
+	r.last = now
+	if r.tokens < 1 {
+		return false
+	}
+	r.tokens--
+	return true
+}
+
+// badRequest is the 400 answering raw, a request sipgo's parser refused
+// for why, received from src: its Vias (the top one with received and
+// rport, RFC 3581), From, To (with a tag), Call-ID and CSeq as sent, a
+// Warning. Nil when raw is no request or lacks one of those headers,
+// or is an ACK (never answered).
+func badRequest(raw []byte, src net.Addr, why string) []byte {
+	head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+	lines := strings.Split(string(head), "\r\n")
+	start := strings.Fields(lines[0])
+	if len(start) != 3 || start[2] != "SIP/2.0" || !isToken(start[0]) || strings.EqualFold(start[0], "ACK") {
+		return nil
+	}
+	// Unfold continuation lines (RFC 3261 §7.3.1).
+	var fields []string
+	for _, l := range lines[1:] {
+		if (strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t")) && len(fields) > 0 {
+			fields[len(fields)-1] += " " + strings.TrimSpace(l)
+			continue
+		}
+		fields = append(fields, l)
+	}
+	var vias []string
+	one := map[string]string{}
+	for _, f := range fields {
+		name, value, ok := strings.Cut(f, ":")
+		if !ok {
+			continue
+		}
+		value = strings.TrimSpace(value)
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "via", "v":
+			for v := range strings.SplitSeq(value, ",") {
+				if v = strings.TrimSpace(v); v != "" {
+					vias = append(vias, v)
+				}
+			}
+		case "from", "f":
+			one["From"] = value
+		case "to", "t":
+			one["To"] = value
+		case "call-id", "i":
+			one["Call-ID"] = value
+		case "cseq":
+			one["CSeq"] = value
+		}
+	}
+	if len(vias) == 0 || one["From"] == "" || one["To"] == "" || one["Call-ID"] == "" || one["CSeq"] == "" {
+		return nil
+	}
+	// The sender matches the answer by its CSeq: a number (RFC 3261
+	// §8.1.1.5 wants one below 2^31; up to 2^32-1 is still matched) and
+	// the method.
+	n, m, _ := strings.Cut(one["CSeq"], " ")
+	if _, err := strconv.ParseUint(n, 10, 32); err != nil || strings.TrimSpace(m) != start[0] {
+		return nil
+	}
+	// Echoed values must not break the answer's framing.
+	for _, v := range append(vias, one["From"], one["To"], one["Call-ID"], one["CSeq"]) {
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+			return nil
+		}
+	}
+	if host, port, err := net.SplitHostPort(src.String()); err == nil {
+		top := vias[0] + ";received=" + host
+		if i := strings.Index(strings.ToLower(vias[0]), ";rport"); i >= 0 && (len(vias[0]) == i+6 || vias[0][i+6] == ';') {
+			top = vias[0][:i+6] + "=" + port + vias[0][i+6:] + ";received=" + host
+		}
+		vias[0] = top
+	}
+	to := one["To"]
+	if !strings.Contains(strings.ToLower(to), ";tag=") {
+		to += ";tag=" + sip.GenerateTagN(16)
+	}
+	var b bytes.Buffer
+	b.WriteString("SIP/2.0 400 Bad Request\r\n")
+	for _, v := range vias {
+		b.WriteString("Via: " + v + "\r\n")
+	}
+	b.WriteString("From: " + one["From"] + "\r\nTo: " + to + "\r\nCall-ID: " + one["Call-ID"] + "\r\nCSeq: " + one["CSeq"] + "\r\n")
+	b.WriteString(`Warning: 399 deferpush "` + sanitize("malformed request: "+why) + "\"\r\n")
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	return b.Bytes()
+}
+
+// isToken reports whether s is an RFC 3261 token (a method name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
