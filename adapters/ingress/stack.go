@@ -213,9 +213,16 @@ func (s *Stack) Route(p Dialogs, in *Ingress) {
 	handle(sip.CANCEL, func(req *sip.Request, tx sip.ServerTransaction) {
 		respond(s.log, req, tx, plugin.OutcomeOf(plugin.ErrNoDialog, plugin.Policy{}), nil)
 	})
+	// OPTIONS: what RFC 3261 §11.2 says an answer SHOULD carry — the
+	// methods, the bodies taken (a MESSAGE's of any type, stored as it
+	// is; an INVITE's SDP), no content coding, no extension.
 	handle(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", allow))
+		res.AppendHeader(sip.NewHeader("Accept", "application/sdp, */*"))
+		res.AppendHeader(sip.NewHeader("Accept-Encoding", "identity"))
+		res.AppendHeader(sip.NewHeader("Accept-Language", "en"))
+		res.AppendHeader(sip.NewHeader("Supported", ""))
 		_ = tx.Respond(res)
 	})
 	s.srv.OnNoRoute(s.sipVersion(func(req *sip.Request, tx sip.ServerTransaction) {

@@ -416,6 +416,14 @@ func TestStackRoutes(t *testing.T) {
 			if a := res.GetHeader("Allow"); tt.allow && (a == nil || a.Value() != allow) {
 				t.Errorf("off %v: %s: Allow %v, want %q", off, tt.name, a, allow)
 			}
+			if tt.code == 200 {
+				for name, want := range map[string]string{"Accept": "application/sdp, */*", "Accept-Encoding": "identity",
+					"Accept-Language": "en", "Supported": ""} {
+					if h := res.GetHeader(name); h == nil || h.Value() != want {
+						t.Errorf("off %v: OPTIONS %s %v, want %q (RFC 3261 §11.2)", off, name, h, want)
+					}
+				}
+			}
 		}
 	}
 }
