@@ -339,7 +339,9 @@ func (a *admin) routeUser(ctx context.Context, c *app.RequestContext, who *admin
 		if err != nil {
 			return errInvalidAOR(err)
 		}
-		return r.handle(ctx, c, userRequest{aor: aor, id: id, who: who})
+		// A message id is a ULID, Crockford base32: its letters are
+		// read in either case.
+		return r.handle(ctx, c, userRequest{aor: aor, id: strings.ToUpper(id), who: who})
 	}
 	if len(allowed) == 0 {
 		return errNoResource(raw)

@@ -108,7 +108,8 @@ func (a *admin) fail(ctx context.Context, c *app.RequestContext, err error) {
 	case errors.Is(err, plugin.ErrBadAOR):
 		ae = errInvalidAOR(err)
 	case errors.Is(err, plugin.ErrNotFound):
-		ae = &apiError{status: consts.StatusNotFound, code: "not_found", msg: err.Error()}
+		// The store's error chain names its internals: not for the client.
+		ae = &apiError{status: consts.StatusNotFound, code: "not_found", msg: "not found: " + string(c.Path())}
 	case errors.Is(err, plugin.ErrLeaseLost):
 		ae = errConflict("busy", "a push owns this mailbox right now; try again")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

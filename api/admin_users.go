@@ -225,7 +225,7 @@ func (a *admin) getMessage(ctx context.Context, c *app.RequestContext, r userReq
 	}
 	m, err := a.store.Get(ctx, r.aor, r.id)
 	if err != nil {
-		return err
+		return noMessage(r, err)
 	}
 	return reply(c, consts.StatusOK, viewMessage(m, body))
 }
@@ -235,11 +235,20 @@ func (a *admin) deleteMessage(ctx context.Context, c *app.RequestContext, r user
 		return err
 	}
 	if err := a.store.Delete(ctx, r.aor, r.id); err != nil {
-		return err
+		return noMessage(r, err)
 	}
 	a.log.InfoContext(ctx, "message deleted", "changed_by", r.who.name, "aor", r.aor, "msg_id", r.id)
 	c.Status(consts.StatusNoContent)
 	return nil
+}
+
+// noMessage is err, or the 404 naming the message when the store has no
+// such message (not the store's error chain).
+func noMessage(r userRequest, err error) error {
+	if errors.Is(err, plugin.ErrNotFound) {
+		return &apiError{status: consts.StatusNotFound, code: "not_found", msg: "no message " + r.id + " in the mailbox of " + r.aor.String()}
+	}
+	return err
 }
 
 // countView answers the bulk operations: how many messages they touched.

@@ -227,7 +227,15 @@ func TestAdminAPI(t *testing.T) {
 				t.Errorf("message = %+v", m)
 			}
 		}},
-		{name: "get unknown message", method: "GET", path: bobP + "/messages/01J00000000000000000000000", token: viewerToken, want: 404, code: "not_found"},
+		{name: "get message, id in lower case", method: "GET", path: bobP + "/messages/" + strings.ToLower(bobMsgs[0].ID), token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			var m pagedMessage
+			r.JSON(t, &m)
+			if m.ID != bobMsgs[0].ID {
+				t.Errorf("message = %+v, want %s", m, bobMsgs[0].ID)
+			}
+		}},
+		{name: "get unknown message", method: "GET", path: bobP + "/messages/01J00000000000000000000000", token: viewerToken, want: 404, code: "not_found",
+			check: wantBody(`{"error":{"code":"not_found","message":"no message 01J00000000000000000000000 in the mailbox of sip:bob@example.com"}}`)},
 		{name: "delete message", method: "DELETE", path: bobE + "/messages/" + bobMsgs[0].ID, token: adminToken, want: 204},
 		{name: "delete message again", method: "DELETE", path: bobP + "/messages/" + bobMsgs[0].ID, token: adminToken, want: 404, code: "not_found"},
 		{name: "delete all messages", method: "DELETE", path: bobP + "/messages", token: adminToken, want: 200, check: wantBody(`{"deleted":2}`)},
