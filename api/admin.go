@@ -124,16 +124,25 @@ func reply(c *app.RequestContext, status int, v any) error {
 	return nil
 }
 
-// noQuery refuses query parameters on endpoints that take none.
+// noQuery refuses query parameters other than allowed (none: the
+// endpoint takes none), and one given twice (which one would count is
+// for each reader to guess).
 func noQuery(c *app.RequestContext, allowed ...string) error {
-	var bad string
+	var bad, problem string
+	var seen []string
 	c.QueryArgs().VisitAll(func(k, _ []byte) {
-		if bad == "" && !slices.Contains(allowed, string(k)) {
-			bad = string(k)
+		switch {
+		case bad != "":
+		case !slices.Contains(allowed, string(k)):
+			bad, problem = string(k), "unknown parameter"
+		case slices.Contains(seen, string(k)):
+			bad, problem = string(k), "given twice"
+		default:
+			seen = append(seen, string(k))
 		}
 	})
 	if bad != "" {
-		return errInvalidQuery(bad, "unknown parameter")
+		return errInvalidQuery(bad, problem)
 	}
 	return nil
 }
