@@ -71,6 +71,8 @@ type Ingress struct {
 	log     *slog.Logger
 	dialogs *sipgo.DialogServerCache
 
+	merged *merged // the MESSAGE transactions going on (merged.go)
+
 	mu       sync.Mutex
 	sessions map[*msrp.Session]struct{}
 	closed   bool
@@ -101,6 +103,7 @@ func New(cfg Config) (*Ingress, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		dialogs:  sipgo.NewDialogServerCache(cfg.Client, contact),
+		merged:   newMerged(),
 		sessions: map[*msrp.Session]struct{}{},
 	}, nil
 }
@@ -127,6 +130,13 @@ func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
 	// deferred message of a dialog its recipient is not in.
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		in.reply(ctx, req, tx, fmt.Errorf("%w: a MESSAGE with a To tag", plugin.ErrNoDialog), "message")
+		return
+	}
+	isMerged, done := in.merged.begin(req, in.cfg.Now())
+	defer done()
+	if isMerged {
+		in.log.Info("deferred message refused", "call_id", callID(req), "status", "merged", "err", "a copy of a transaction going on (another Via branch)")
+		respond(in.log, req, tx, plugin.Outcome{SIPCode: 482, SIPReason: "Loop Detected"}, nil)
 		return
 	}
 	raw := []byte(req.String())

@@ -827,3 +827,60 @@ func TestBadRequestRefusesInjection(t *testing.T) {
 		}
 	}
 }
+
+// TestStackMergedRequest: over UDP, a copy of a MESSAGE whose transaction
+// is going on (same From tag, Call-ID and CSeq, another Via branch: it
+// forked upstream and came by two paths) gets 482 Loop Detected and is
+// not stored again (RFC 3261 §8.2.2.2); a retransmission (same branch)
+// gets the 202 again from the transaction; the next CSeq is a new
+// message. Over TCP a transaction ends with its answer: the same copy
+// sent after it is stored (a duplicate, never a loss).
+func TestStackMergedRequest(t *testing.T) {
+	e := &fakeEngine{}
+	s := startStack(t, Trust{Secret: testSecret}, e)
+	secret := "X-Deferpush-Secret: " + testSecret
+	send := func(c net.Conn, raw string) int {
+		t.Helper()
+		if _, err := c.Write([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65535)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if res := parseResponse(t, buf[:n]); res.StatusCode >= 200 {
+				return res.StatusCode
+			}
+		}
+	}
+	first := request("UDP", "merged1", secret)
+	copyOf := strings.Replace(first, "branch=z9hG4bKmerged1", "branch=z9hG4bKmerged1-other-path", 1)
+	next := strings.Replace(strings.Replace(first, "CSeq: 1 MESSAGE", "CSeq: 2 MESSAGE", 1), "branch=z9hG4bKmerged1", "branch=z9hG4bKmerged1-next", 1)
+	c, err := net.Dial("udp", s.udp.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, step := range []struct {
+		name, raw string
+		want      int
+	}{{"first", first, 202}, {"retransmission", first, 202}, {"copy by another path", copyOf, 482}, {"next CSeq", next, 202}} {
+		if got := send(c, step.raw); got != step.want {
+			t.Errorf("UDP %s: %d, want %d", step.name, got, step.want)
+		}
+	}
+	tcpFirst := request("TCP", "merged2", secret)
+	for i, raw := range []string{tcpFirst, strings.Replace(tcpFirst, "branch=z9hG4bKmerged2", "branch=z9hG4bKmerged2-again", 1)} {
+		if res := exchangeTCP(t, s.Addr(), raw, 5*time.Second); res == nil || res.StatusCode != 202 {
+			t.Errorf("TCP %d: %v, want 202", i, res)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.stored) != 4 {
+		t.Errorf("%d messages stored, want 4 (UDP: the first and the next CSeq; TCP: both)", len(e.stored))
+	}
+}
