@@ -205,8 +205,49 @@ func TestPushClientDropsConnectionMidSession(t *testing.T) {
 	}
 }
 
+// TestPushClientRefuses415TriesAnother: a client that answers 415 to a
+// message's encapsulation gets it again in the same session in the next
+// encapsulation it accepts (message/sip refused: message/cpim), the
+// message counted delivered, nothing charged.
+func TestPushClientRefuses415TriesAnother(t *testing.T) {
+	r := harness.Redis(t)
+	c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
+	aor := plugin.MustParseAOR("sip:picky415@example.com")
+	want := storeN(t, c, aor, 4)
+	picky := newClient(t, aor.String(), imclient.Config{Answer: func(n int, m *msrp.Message) error {
+		if n == 2 {
+			return msrp.Status(msrp.StatusUnsupportedMedia)
+		}
+		return nil
+	}})
+	c.register(t, aor, picky.Contact())
+	rep := c.report(t)
+	if rep.Outcome != "delivered" || rep.Delivered != 4 || rep.Failed != 0 {
+		t.Errorf("report = %+v, want delivered: 4", rep)
+	}
+	got := picky.Received()
+	if len(got) != 5 {
+		t.Fatalf("client received %d messages, want 5 (the second twice)", len(got))
+	}
+	if got[1].Decoded.CallID != want[1] || got[1].Answered != 415 {
+		t.Errorf("second received %s answered %d, want %s refused 415", got[1].Decoded.CallID, got[1].Answered, want[1])
+	}
+	var again *imclient.Received
+	for i := 2; i < len(got); i++ {
+		if got[i].Decoded.CallID == want[1] {
+			again = &got[i]
+		}
+	}
+	if again == nil || again.ContentType == got[1].ContentType || again.Answered != 200 {
+		t.Errorf("the refused message again: %+v, want it in another encapsulation than %s, answered 200", again, got[1].ContentType)
+	}
+	if n := c.counts(t, aor); n != (plugin.Counts{}) {
+		t.Errorf("store after the push = %+v, want empty", n)
+	}
+}
+
 func TestPushClientRefusesOneMessage(t *testing.T) {
-	for _, code := range []int{msrp.StatusStopSending, msrp.StatusUnsupportedMedia} {
+	for _, code := range []int{msrp.StatusStopSending} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			r := harness.Redis(t)
 			c := startCore(t, r.URL(), coreOptions{policy: noBackoff})
@@ -264,7 +305,7 @@ func TestPushRetriesAfterBackoff(t *testing.T) {
 	// the backoff while the registration lasts.
 	cl := newClient(t, aor.String(), imclient.Config{Answer: func(n int, m *msrp.Message) error {
 		if n == 1 {
-			return msrp.Status(msrp.StatusUnsupportedMedia)
+			return msrp.Status(msrp.StatusStopSending)
 		}
 		return nil
 	}})
@@ -297,7 +338,7 @@ func TestPushRetriesAfterBackoff(t *testing.T) {
 	if diff := cmp.Diff([]string{want[0], want[1], want[0]}, calls); diff != "" {
 		t.Errorf("Call-IDs received (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]int{415, 200, 200}, answers); diff != "" {
+	if diff := cmp.Diff([]int{413, 200, 200}, answers); diff != "" {
 		t.Errorf("answers (-want +got):\n%s", diff)
 	}
 	if len(got) == 3 && got[0].OuterID != got[2].OuterID {

@@ -244,7 +244,9 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	}
 	// The offer is an application/sdp body (RFC 3261 §13.2.1); one of
 	// another type is refused 415 with Accept (§8.2.3), whatever it holds.
-	if ct := req.ContentType(); ct == nil || !isSDP(ct.Value()) {
+	// An INVITE without a body (an offer awaited in the 2xx, which
+	// deferpush does not make) is refused 488 by Parse below.
+	if ct := req.ContentType(); len(req.Body()) > 0 && (ct == nil || !isSDP(ct.Value())) {
 		return nil, sdp.Media{}, fmt.Errorf("%w: the INVITE's body is not application/sdp", plugin.ErrMediaType)
 	}
 	offer, err := sdp.Parse(req.Body())
