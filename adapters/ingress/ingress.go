@@ -397,6 +397,11 @@ func (in *Ingress) untrack(s *msrp.Session) {
 	s.Close()
 }
 
+// maxStoredIDs bounds the Message-IDs one session remembers as stored:
+// a sender resends a message whose 200 it did not get at once, not after
+// thousands more (each at most 32 octets: about 200 KiB at the bound).
+const maxStoredIDs = 4096
+
 // sessionStore stores each message of one MSRP session.
 type sessionStore struct {
 	in     *Ingress
@@ -408,6 +413,35 @@ type sessionStore struct {
 
 	mu  sync.Mutex
 	end func() // what idle does, once the session is answered
+	// stored holds the Message-IDs of the messages stored in this
+	// session, the last maxStoredIDs of them; storedOrder lists them
+	// oldest first, to forget the oldest at the bound.
+	stored      map[string]struct{}
+	storedOrder []string
+}
+
+// wasStored reports whether the message id was stored in this session.
+func (s *sessionStore) wasStored(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.stored[id]
+	return ok
+}
+
+// markStored remembers that the message id was stored, forgetting the
+// oldest id at maxStoredIDs.
+func (s *sessionStore) markStored(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stored == nil {
+		s.stored = make(map[string]struct{})
+	}
+	if len(s.storedOrder) >= maxStoredIDs {
+		delete(s.stored, s.storedOrder[0])
+		s.storedOrder = s.storedOrder[1:]
+	}
+	s.stored[id] = struct{}{}
+	s.storedOrder = append(s.storedOrder, id)
 }
 
 func (s *sessionStore) setEnd(f func()) {
@@ -430,15 +464,28 @@ var _ msrp.Handler = (*sessionStore)(nil)
 // ServeMSRP stores one complete message; the 200 goes out only once it is
 // stored. A refusal is answered with the MSRP status plugin.OutcomeOf
 // gives it.
+//
+// A Message-ID names one message within its session (RFC 4975 §7.1.1): a
+// message whose id was stored in this session already (a sender that
+// sends it again because the 200 was lost) is answered 200 again and not
+// stored twice. Only stored ids count: a message refused (mailbox full,
+// store down) may be sent again and stored then. msrp calls ServeMSRP
+// for one message at a time per session, so the check and the store
+// cannot interleave with the same message's resending.
 func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.Message) error {
 	s.idle.Reset(s.in.cfg.IdleTimeout)
 	if len(m.Body) == 0 {
 		return nil // the binding SEND, or an empty keep-alive
 	}
+	if s.wasStored(m.ID) {
+		s.in.log.Info("session message already stored", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID)
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.in.cfg.Timeout)
 	defer cancel()
 	err := s.store(ctx, m)
 	if err == nil {
+		s.markStored(m.ID)
 		return nil
 	}
 	o := s.in.outcome(ctx, err)
