@@ -166,14 +166,18 @@ func isSDP(contentType string) bool {
 }
 
 // respond answers req with o and the extra headers; a malformed or
-// untrusted request also gets a Warning saying why.
+// untrusted request, or an offer refused 488, also gets a Warning saying
+// why.
 func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plugin.Outcome, err error, extra ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, o.SIPCode, o.SIPReason, nil)
 	for _, h := range extra {
 		res.AppendHeader(h)
 	}
-	if (o.Status == plugin.StatusMalformed || o.Status == plugin.StatusNotTrusted || o.Status == plugin.StatusNotServed) && err != nil {
-		res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
+	switch o.Status {
+	case plugin.StatusMalformed, plugin.StatusNotTrusted, plugin.StatusNotServed, plugin.StatusNotAcceptable:
+		if err != nil {
+			res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
+		}
 	}
 	if werr := tx.Respond(res); werr != nil {
 		log.Warn("respond failed", "call_id", callID(req), "err", werr)
@@ -246,6 +250,9 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	if secure := in.cfg.MSRP.URI().Secure; offer.Path[len(offer.Path)-1].Secure != secure {
 		return nil, offer, fmt.Errorf("%w: the offer's MSRP transport is not the listener's (TLS %v)", plugin.ErrNotAcceptable, secure)
 	}
+	if err := usableOffer(offer); err != nil {
+		return nil, offer, err
+	}
 	aor, err := in.cfg.AORRules.Parse(req.Recipient.String())
 	if err != nil || req.Recipient.User == "" {
 		if to := req.To(); to != nil {
@@ -273,6 +280,28 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	return &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}, offer, nil
 }
 
+// usableOffer refuses (plugin.ErrNotAcceptable, saying why) an MSRP offer
+// that carries no message to deferpush now. deferpush takes no re-INVITE
+// (one is answered 488), so a session that carries nothing now never
+// will: answering it would only hold a session until IdleTimeout. That
+// is an offer that holds the connection back (a=setup:holdconn, RFC 4145
+// §4: the answer could only be holdconn), an inactive stream (RFC 3264
+// §6.1: the answer could only be inactive) and a recvonly one (§5.1: the
+// offerer only receives, and deferpush sends nothing in these sessions).
+// A sendonly offer, the offerer only sending, is what deferpush wants:
+// answered recvonly (§6.1).
+func usableOffer(offer sdp.Media) error {
+	switch {
+	case offer.Setup == sdp.SetupHoldConn:
+		return fmt.Errorf("%w: a=setup:holdconn opens no MSRP connection, and deferpush takes no re-INVITE to open one later", plugin.ErrNotAcceptable)
+	case offer.Direction == sdp.Inactive:
+		return fmt.Errorf("%w: an inactive MSRP stream carries no message, and deferpush takes no re-INVITE to resume it", plugin.ErrNotAcceptable)
+	case offer.Direction == sdp.RecvOnly:
+		return fmt.Errorf("%w: a recvonly MSRP stream sends deferpush no message to store", plugin.ErrNotAcceptable)
+	}
+	return nil
+}
+
 // answer opens the MSRP session of st and answers the INVITE with it; the
 // session ends with the dialog, or after IdleTimeout without a message.
 func (in *Ingress) answer(dlg *sipgo.DialogServerSession, st *sessionStore, offer sdp.Media) error {
@@ -291,7 +320,11 @@ func (in *Ingress) answer(dlg *sipgo.DialogServerSession, st *sessionStore, offe
 		in.untrack(ms)
 		dlg.Close()
 	})
-	answer, err := sdp.Answer(dlg.InviteRequest.Body(), sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup})
+	media := sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup}
+	if offer.Direction == sdp.SendOnly {
+		media.Direction = sdp.RecvOnly // RFC 3264 §6.1: recvonly or inactive
+	}
+	answer, err := sdp.Answer(dlg.InviteRequest.Body(), media)
 	if err == nil {
 		err = dlg.RespondSDP(answer)
 	}

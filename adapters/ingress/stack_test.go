@@ -626,6 +626,66 @@ func TestStackSessionDuplicateMessageID(t *testing.T) {
 	}
 }
 
+// TestStackSessionOfferDirection: deferpush takes no re-INVITE, so a
+// session INVITE whose MSRP stream carries no message to it now is
+// refused 488 with a Warning saying why: a=setup:holdconn (RFC 4145 §4),
+// an inactive stream, at media or session level (RFC 3264 §6.1), a
+// recvonly one (the offerer only receives, §5.1). A sendonly offer (the
+// offerer only sends) is answered 200 and recvonly (§6.1). Before the
+// fix, holdconn was answered a=setup:passive and inactive, recvonly and
+// sendonly without a direction (sendrecv), all 200.
+func TestStackSessionOfferDirection(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	media := func(setup, attrs string) string {
+		return "m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:" + setup + "\r\n" + attrs
+	}
+	tests := []struct {
+		name, offer string
+		code        int
+		warning     string // in the 488's Warning
+		direction   string // the 200's a= direction line, "" none
+	}{
+		{"holdconn", media("holdconn", ""), 488, "holdconn", ""},
+		{"inactive", media("active", "a=inactive\r\n"), 488, "inactive", ""},
+		{"inactive session", "a=inactive\r\n" + media("active", ""), 488, "inactive", ""},
+		{"recvonly", media("actpass", "a=recvonly\r\n"), 488, "recvonly", ""},
+		{"sendonly", media("active", "a=sendonly\r\n"), 200, "", "a=recvonly"},
+		{"sendrecv", media("active", "a=sendrecv\r\n"), 200, "", ""},
+		{"no direction", media("active", ""), 200, "", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := exchangeUDP(t, s.udp.LocalAddr(), sessionInvite(fmt.Sprintf("dir%d", i), tt.offer), 5*time.Second)
+			if res == nil || res.StatusCode != tt.code {
+				t.Fatalf("INVITE: %v, want %d", res, tt.code)
+			}
+			if tt.code != 200 {
+				if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), tt.warning) {
+					t.Errorf("488 Warning %v, want one naming %s", w, tt.warning)
+				}
+				return
+			}
+			var dirs []string
+			for l := range strings.SplitSeq(string(res.Body()), "\r\n") {
+				switch l {
+				case "a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive":
+					dirs = append(dirs, l)
+				}
+			}
+			want := []string(nil)
+			if tt.direction != "" {
+				want = []string{tt.direction}
+			}
+			if diff := cmp.Diff(want, dirs); diff != "" {
+				t.Errorf("answer's direction (-want +got):\n%s\n%s", diff, res.Body())
+			}
+		})
+	}
+	if n := len(s.engine.messages()); n != 0 {
+		t.Errorf("%d messages stored, want none", n)
+	}
+}
+
 // TestStackReInvite: a re-INVITE within a session deferpush answered is
 // refused 488 and leaves the session as it was (RFC 3261 §14.2); one
 // whose dialog deferpush does not have gets 481 (§12.2.2).
