@@ -176,14 +176,18 @@ func isSDP(contentType string) bool {
 }
 
 // respond answers req with o and the extra headers; a malformed or
-// untrusted request also gets a Warning saying why.
+// untrusted request, or an offer refused 488, also gets a Warning saying
+// why.
 func respond(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction, o plugin.Outcome, err error, extra ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, o.SIPCode, o.SIPReason, nil)
 	for _, h := range extra {
 		res.AppendHeader(h)
 	}
-	if (o.Status == plugin.StatusMalformed || o.Status == plugin.StatusNotTrusted || o.Status == plugin.StatusNotServed) && err != nil {
-		res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
+	switch o.Status {
+	case plugin.StatusMalformed, plugin.StatusNotTrusted, plugin.StatusNotServed, plugin.StatusNotAcceptable:
+		if err != nil {
+			res.AppendHeader(sip.NewHeader("Warning", `399 deferpush "`+sanitize(err.Error())+`"`))
+		}
 	}
 	if werr := tx.Respond(res); werr != nil {
 		log.Warn("respond failed", "call_id", callID(req), "err", werr)
@@ -258,6 +262,9 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	if secure := in.cfg.MSRP.URI().Secure; offer.Path[len(offer.Path)-1].Secure != secure {
 		return nil, offer, fmt.Errorf("%w: the offer's MSRP transport is not the listener's (TLS %v)", plugin.ErrNotAcceptable, secure)
 	}
+	if err := usableOffer(offer); err != nil {
+		return nil, offer, err
+	}
 	aor, err := in.cfg.AORRules.Parse(req.Recipient.String())
 	if err != nil || req.Recipient.User == "" {
 		if to := req.To(); to != nil {
@@ -285,6 +292,28 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	return &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}, offer, nil
 }
 
+// usableOffer refuses (plugin.ErrNotAcceptable, saying why) an MSRP offer
+// that carries no message to deferpush now. deferpush takes no re-INVITE
+// (one is answered 488), so a session that carries nothing now never
+// will: answering it would only hold a session until IdleTimeout. That
+// is an offer that holds the connection back (a=setup:holdconn, RFC 4145
+// §4: the answer could only be holdconn), an inactive stream (RFC 3264
+// §6.1: the answer could only be inactive) and a recvonly one (§5.1: the
+// offerer only receives, and deferpush sends nothing in these sessions).
+// A sendonly offer, the offerer only sending, is what deferpush wants:
+// answered recvonly (§6.1).
+func usableOffer(offer sdp.Media) error {
+	switch {
+	case offer.Setup == sdp.SetupHoldConn:
+		return fmt.Errorf("%w: a=setup:holdconn opens no MSRP connection, and deferpush takes no re-INVITE to open one later", plugin.ErrNotAcceptable)
+	case offer.Direction == sdp.Inactive:
+		return fmt.Errorf("%w: an inactive MSRP stream carries no message, and deferpush takes no re-INVITE to resume it", plugin.ErrNotAcceptable)
+	case offer.Direction == sdp.RecvOnly:
+		return fmt.Errorf("%w: a recvonly MSRP stream sends deferpush no message to store", plugin.ErrNotAcceptable)
+	}
+	return nil
+}
+
 // answer opens the MSRP session of st and answers the INVITE with it; the
 // session ends with the dialog, or after IdleTimeout without a message.
 func (in *Ingress) answer(dlg *sipgo.DialogServerSession, st *sessionStore, offer sdp.Media) error {
@@ -303,7 +332,11 @@ func (in *Ingress) answer(dlg *sipgo.DialogServerSession, st *sessionStore, offe
 		in.untrack(ms)
 		dlg.Close()
 	})
-	answer, err := sdp.Answer(dlg.InviteRequest.Body(), sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup})
+	media := sdp.Media{Path: []msrp.URI{ms.URI()}, AcceptTypes: []string{"*"}, Setup: setup}
+	if offer.Direction == sdp.SendOnly {
+		media.Direction = sdp.RecvOnly // RFC 3264 §6.1: recvonly or inactive
+	}
+	answer, err := sdp.Answer(dlg.InviteRequest.Body(), media)
 	if err == nil {
 		err = dlg.RespondSDP(answer)
 	}
@@ -409,6 +442,11 @@ func (in *Ingress) untrack(s *msrp.Session) {
 	s.Close()
 }
 
+// maxStoredIDs bounds the Message-IDs one session remembers as stored:
+// a sender resends a message whose 200 it did not get at once, not after
+// thousands more (each at most 32 octets: about 200 KiB at the bound).
+const maxStoredIDs = 4096
+
 // sessionStore stores each message of one MSRP session.
 type sessionStore struct {
 	in     *Ingress
@@ -420,6 +458,35 @@ type sessionStore struct {
 
 	mu  sync.Mutex
 	end func() // what idle does, once the session is answered
+	// stored holds the Message-IDs of the messages stored in this
+	// session, the last maxStoredIDs of them; storedOrder lists them
+	// oldest first, to forget the oldest at the bound.
+	stored      map[string]struct{}
+	storedOrder []string
+}
+
+// wasStored reports whether the message id was stored in this session.
+func (s *sessionStore) wasStored(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.stored[id]
+	return ok
+}
+
+// markStored remembers that the message id was stored, forgetting the
+// oldest id at maxStoredIDs.
+func (s *sessionStore) markStored(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stored == nil {
+		s.stored = make(map[string]struct{})
+	}
+	if len(s.storedOrder) >= maxStoredIDs {
+		delete(s.stored, s.storedOrder[0])
+		s.storedOrder = s.storedOrder[1:]
+	}
+	s.stored[id] = struct{}{}
+	s.storedOrder = append(s.storedOrder, id)
 }
 
 func (s *sessionStore) setEnd(f func()) {
@@ -442,15 +509,28 @@ var _ msrp.Handler = (*sessionStore)(nil)
 // ServeMSRP stores one complete message; the 200 goes out only once it is
 // stored. A refusal is answered with the MSRP status plugin.OutcomeOf
 // gives it.
+//
+// A Message-ID names one message within its session (RFC 4975 §7.1.1): a
+// message whose id was stored in this session already (a sender that
+// sends it again because the 200 was lost) is answered 200 again and not
+// stored twice. Only stored ids count: a message refused (mailbox full,
+// store down) may be sent again and stored then. msrp calls ServeMSRP
+// for one message at a time per session, so the check and the store
+// cannot interleave with the same message's resending.
 func (s *sessionStore) ServeMSRP(ctx context.Context, _ *msrp.Session, m *msrp.Message) error {
 	s.idle.Reset(s.in.cfg.IdleTimeout)
 	if len(m.Body) == 0 {
 		return nil // the binding SEND, or an empty keep-alive
 	}
+	if s.wasStored(m.ID) {
+		s.in.log.Info("session message already stored", "aor", s.aor, "call_id", s.callID, "msg_id", m.ID)
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.in.cfg.Timeout)
 	defer cancel()
 	err := s.store(ctx, m)
 	if err == nil {
+		s.markStored(m.ID)
 		return nil
 	}
 	o := s.in.outcome(ctx, err)

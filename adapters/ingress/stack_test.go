@@ -17,8 +17,11 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/google/go-cmp/cmp"
 
+	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/plugin/msrp"
+	"github.com/deferpush/deferpush/plugin/sdp"
 )
 
 // noDialogs is a pusher with no push sessions.
@@ -92,9 +95,12 @@ func startStackConfig(t *testing.T, cfg StackConfig, trust Trust, e *fakeEngine)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	msrpDone := make(chan error, 1)
+	go func() { msrpDone <- ln.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		<-msrpDone
 		in.Close()
 		if t.Failed() {
 			t.Logf("stack log:\n%s", logs)
@@ -512,13 +518,7 @@ func TestStackMessageWithToTag(t *testing.T) {
 // with plain MSRP.
 func TestStackSessionAnswerMLines(t *testing.T) {
 	s := startStack(t, Trust{Secret: testSecret}, nil)
-	invite := func(branch, media string) string {
-		offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" + media
-		return strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
-			"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
-			"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
-		).Replace(request("UDP", branch, "X-Deferpush-Secret: "+testSecret))
-	}
+	invite := sessionInvite
 	msrpMedia := "m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:active\r\n"
 	res := exchangeUDP(t, s.udp.LocalAddr(), invite("mlines", "m=audio 49170 RTP/AVP 0 8\r\n"+msrpMedia+"m=video 51372 RTP/AVP 31\r\n"), 5*time.Second)
 	if res == nil || res.StatusCode != 200 {
@@ -543,18 +543,164 @@ func TestStackSessionAnswerMLines(t *testing.T) {
 	}
 }
 
+// sessionInvite is a session INVITE over UDP whose offer is media (the
+// MSRP m-line and its attributes), its Via branch and Call-ID from branch.
+func sessionInvite(branch, media string) string {
+	offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" + media
+	return strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
+		"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
+	).Replace(request("UDP", branch, "X-Deferpush-Secret: "+testSecret))
+}
+
+// TestStackSessionDuplicateMessageID: in one ingress session, a SEND of a
+// Message-ID already stored (the sender resending after a lost 200) is
+// answered 200 again and not stored a second time (RFC 4975 §7.1.1: the
+// Message-ID names the message within the session). A message whose
+// store failed is stored when it is sent again, and another Message-ID
+// is another message. Before the fix the duplicate was stored again.
+func TestStackSessionDuplicateMessageID(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	peer := "msrp://127.0.0.1:9/peer1234;tcp"
+	res := exchangeUDP(t, s.udp.LocalAddr(), sessionInvite("dupid",
+		"m=message 9 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:"+peer+"\r\na=setup:active\r\n"), 5*time.Second)
+	if res == nil || res.StatusCode != 200 {
+		t.Fatalf("INVITE: %v, want 200", res)
+	}
+	answer, err := sdp.Parse(res.Body())
+	if err != nil {
+		t.Fatalf("answer: %v\n%s", err, res.Body())
+	}
+	ours := answer.Path[len(answer.Path)-1]
+	nc, err := net.Dial("tcp", ours.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	r, w := msrp.NewReader(nc, msrp.Limits{}), msrp.NewWriter(nc)
+	tids := 0
+	// send sends a one-chunk message and returns the status of its answer.
+	send := func(id, body string) int {
+		t.Helper()
+		tids++
+		f := &msrp.Frame{TID: fmt.Sprintf("tid%05d", tids), Method: "SEND", Header: []msrp.Header{
+			{Name: msrp.HeaderToPath, Value: ours.String()}, {Name: msrp.HeaderFromPath, Value: peer},
+			{Name: msrp.HeaderMessageID, Value: id}, {Name: msrp.HeaderByteRange, Value: fmt.Sprintf("1-%d/%d", len(body), len(body))},
+			{Name: msrp.HeaderContentType, Value: "text/plain"},
+		}, Body: []byte(body), Flag: msrp.FlagEnd}
+		if err := w.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.ReadFrame()
+		if err != nil {
+			t.Fatalf("SEND %s: %v", id, err)
+		}
+		if got.IsRequest() || got.TID != f.TID {
+			t.Fatalf("SEND %s: got %q, want its answer", id, got.String())
+		}
+		return got.Status
+	}
+	ids := func() []string {
+		var out []string
+		for _, m := range s.engine.messages() {
+			out = append(out, m.MessageID)
+		}
+		return out
+	}
+	if got := send("first001", "hello"); got != 200 {
+		t.Fatalf("SEND first001: %d, want 200", got)
+	}
+	if got := send("first001", "hello"); got != 200 {
+		t.Errorf("SEND first001 again: %d, want 200", got)
+	}
+	s.engine.mu.Lock()
+	s.engine.err = plugin.ErrUnavailable
+	s.engine.mu.Unlock()
+	if got := send("second01", "world"); got == 200 {
+		t.Errorf("SEND second01, the store down: %d, want a refusal", got)
+	}
+	s.engine.mu.Lock()
+	s.engine.err = nil
+	s.engine.mu.Unlock()
+	if got := send("second01", "world"); got != 200 {
+		t.Errorf("SEND second01 again, the store up: %d, want 200", got)
+	}
+	if got := send("first001", "hello"); got != 200 {
+		t.Errorf("SEND first001 a third time: %d, want 200", got)
+	}
+	if diff := cmp.Diff([]string{"first001", "second01"}, ids()); diff != "" {
+		t.Errorf("stored Message-IDs (-want +got):\n%s", diff)
+	}
+}
+
+// TestStackSessionOfferDirection: deferpush takes no re-INVITE, so a
+// session INVITE whose MSRP stream carries no message to it now is
+// refused 488 with a Warning saying why: a=setup:holdconn (RFC 4145 §4),
+// an inactive stream, at media or session level (RFC 3264 §6.1), a
+// recvonly one (the offerer only receives, §5.1). A sendonly offer (the
+// offerer only sends) is answered 200 and recvonly (§6.1). Before the
+// fix, holdconn was answered a=setup:passive and inactive, recvonly and
+// sendonly without a direction (sendrecv), all 200.
+func TestStackSessionOfferDirection(t *testing.T) {
+	s := startStack(t, Trust{Secret: testSecret}, nil)
+	media := func(setup, attrs string) string {
+		return "m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:" + setup + "\r\n" + attrs
+	}
+	tests := []struct {
+		name, offer string
+		code        int
+		warning     string // in the 488's Warning
+		direction   string // the 200's a= direction line, "" none
+	}{
+		{"holdconn", media("holdconn", ""), 488, "holdconn", ""},
+		{"inactive", media("active", "a=inactive\r\n"), 488, "inactive", ""},
+		{"inactive session", "a=inactive\r\n" + media("active", ""), 488, "inactive", ""},
+		{"recvonly", media("actpass", "a=recvonly\r\n"), 488, "recvonly", ""},
+		{"sendonly", media("active", "a=sendonly\r\n"), 200, "", "a=recvonly"},
+		{"sendrecv", media("active", "a=sendrecv\r\n"), 200, "", ""},
+		{"no direction", media("active", ""), 200, "", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := exchangeUDP(t, s.udp.LocalAddr(), sessionInvite(fmt.Sprintf("dir%d", i), tt.offer), 5*time.Second)
+			if res == nil || res.StatusCode != tt.code {
+				t.Fatalf("INVITE: %v, want %d", res, tt.code)
+			}
+			if tt.code != 200 {
+				if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), tt.warning) {
+					t.Errorf("488 Warning %v, want one naming %s", w, tt.warning)
+				}
+				return
+			}
+			var dirs []string
+			for l := range strings.SplitSeq(string(res.Body()), "\r\n") {
+				switch l {
+				case "a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive":
+					dirs = append(dirs, l)
+				}
+			}
+			want := []string(nil)
+			if tt.direction != "" {
+				want = []string{tt.direction}
+			}
+			if diff := cmp.Diff(want, dirs); diff != "" {
+				t.Errorf("answer's direction (-want +got):\n%s\n%s", diff, res.Body())
+			}
+		})
+	}
+	if n := len(s.engine.messages()); n != 0 {
+		t.Errorf("%d messages stored, want none", n)
+	}
+}
+
 // TestStackReInvite: a re-INVITE within a session deferpush answered is
 // refused 488 and leaves the session as it was (RFC 3261 §14.2); one
 // whose dialog deferpush does not have gets 481 (§12.2.2).
 func TestStackReInvite(t *testing.T) {
 	s := startStack(t, Trust{Secret: testSecret}, nil)
 	invite := func(branch string) string {
-		offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
-			"m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:active\r\n"
-		return strings.NewReplacer("MESSAGE sip:", "INVITE sip:", "CSeq: 1 MESSAGE", "CSeq: 1 INVITE",
-			"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
-			"Contact: <sip:user1@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\nContent-Length: "+strconv.Itoa(len(offer))+"\r\n\r\n"+offer,
-		).Replace(request("UDP", branch, "X-Deferpush-Secret: "+testSecret))
+		return sessionInvite(branch, "m=message 2855 TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:msrp://127.0.0.1:2855/s;tcp\r\na=setup:active\r\n")
 	}
 	res := exchangeUDP(t, s.udp.LocalAddr(), invite("reinv"), 5*time.Second)
 	if res == nil || res.StatusCode != 200 {

@@ -36,8 +36,8 @@ type conn struct {
 	// (481, 506). A session matches only when to equals its URI (RFC 4975
 	// §6.1 comparison), not by session id alone.
 	route func(c *conn, f *Frame, to URI) (*Session, int)
-	// self is this end's URI, the From-Path of answers to requests no
-	// session of the connection is named by.
+	// self is this end's URI, the From-Path of answers to requests whose
+	// To-Path names no session of the connection and does not parse.
 	self URI
 	// bindBy, when set, closes the connection if no session is bound to
 	// it by then (connections a Listener accepts): a peer cannot keep an
@@ -345,12 +345,12 @@ func (c *conn) serve(f *Frame) {
 	}
 	to, _ := ParsePath(f.Header[0].Value) // checked by the Reader
 	if len(to) != 1 {
-		c.reply(c.self, f, StatusNoSession, "")
+		c.reply(c.responder(f), f, StatusNoSession, "")
 		return
 	}
 	s, code := c.route(c, f, to[0])
 	if code != 0 {
-		c.reply(c.self, f, code, "")
+		c.reply(c.responder(f), f, code, "")
 		return
 	}
 	if f.Method == "REPORT" {
@@ -360,23 +360,27 @@ func (c *conn) serve(f *Frame) {
 	s.onSend(c, f)
 }
 
-// responder is the URI that answers f before it is routed (a frame the
-// Reader refused, an unknown method): the session of this connection its
-// To-Path names, when it names one, else c.self. The request's To-Path is
-// never echoed as such: an answer comes from our own URI (RFC 4975 §7.2).
+// responder is the URI that answers f when no session does (a frame the
+// Reader refused, an unknown method, a request for no session): the
+// session of this connection its To-Path names, when it names one; else
+// the first URI of its To-Path, the URI the request was sent to, which
+// is the responder's (RFC 4975 §7.2), when that parses; else c.self,
+// which has no session id. That URI is parsed and written again, never
+// copied: what goes out is a well-formed MSRP URI.
 func (c *conn) responder(f *Frame) URI {
-	to, err := ParsePath(f.Value(HeaderToPath))
-	if err != nil || len(to) != 1 {
+	first, _, _ := strings.Cut(f.Value(HeaderToPath), " ")
+	to, err := ParseURI(first)
+	if err != nil {
 		return c.self
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s := range c.sessions {
-		if to[0].Equal(s.local) {
+		if to.Equal(s.local) {
 			return s.local
 		}
 	}
-	return c.self
+	return to
 }
 
 // reply answers request f with code, from the URI self. REPORTs are never

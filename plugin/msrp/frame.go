@@ -3,6 +3,7 @@ package msrp
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -493,7 +494,8 @@ func (r *Reader) checkFrame(f *Frame) error {
 
 // ByteRange is the value of a Byte-Range header: the 1-based, inclusive
 // octet range of a chunk and the size of the whole message. End and Total
-// are -1 when unknown ("*").
+// are -1 when unknown ("*"). A count over 2^62, which the grammar allows,
+// is held as 2^62.
 type ByteRange struct {
 	Start, End, Total int64
 }
@@ -546,15 +548,30 @@ func appendCount(b []byte, n int64) []byte {
 	return strconv.AppendInt(b, n, 10)
 }
 
+// maxCount is the largest count parseCount returns. RFC 4975's grammar
+// bounds no count (1*DIGIT), so any number of digits is a valid range:
+// one past maxCount is read as maxCount, a size no message has, which a
+// receiver's size check refuses (413) as it does any total too large.
+// Far below 2^63, so that sums of two counts stay in an int64.
+const maxCount = 1 << 62
+
+// parseCount parses one count of a Byte-Range: "*" (-1) or 1*DIGIT.
 func parseCount(s string) (int64, bool) {
 	if s == "*" {
 		return -1, true
 	}
-	if s == "" || len(s) > 18 || !isDigits(s) {
+	if s == "" || !isDigits(s) {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
+	digits := strings.TrimLeft(s, "0")
+	if len(digits) > 19 {
+		return maxCount, true
+	}
+	n, err := strconv.ParseUint(cmp.Or(digits, "0"), 10, 64)
+	if err != nil || n > maxCount {
+		return maxCount, true
+	}
+	return int64(n), true
 }
 
 // Writer writes frames to a byte stream, one Write call per frame.

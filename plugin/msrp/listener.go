@@ -329,7 +329,7 @@ func (l *Listener) refuse(nc net.Conn) {
 	c.self = l.uri
 	nc.SetDeadline(time.Now().Add(min(l.cfg.Timeout, 2*time.Second)))
 	if f, err := c.r.ReadFrame(); err == nil && f.IsRequest() {
-		c.reply(c.self, f, StatusForbidden, "Too many connections")
+		c.reply(c.responder(f), f, StatusForbidden, "Too many connections")
 	}
 	c.close(errors.New("msrp: too many connections"))
 }

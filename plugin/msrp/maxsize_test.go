@@ -11,7 +11,8 @@ import (
 // message taken. A first chunk whose Byte-Range announces a larger total
 // is refused 413 at once, and so is every later chunk of that message; a
 // total of exactly the limit is taken; without a total, the chunk that
-// goes past the limit is refused, one that ends on it is taken.
+// goes past the limit is refused, one that ends on it is taken. A total
+// past any int64 is too large as well, not malformed.
 func TestMaxMessageSizeBoundaries(t *testing.T) {
 	const limit = 100
 	l := startListener(t, ListenerConfig{})
@@ -55,6 +56,16 @@ func TestMaxMessageSizeBoundaries(t *testing.T) {
 
 	want("first chunk announcing limit+1 octets", chunk("over1", 1, body(10), fmt.Sprint(limit+1), FlagMore), StatusStopSending)
 	want("the next chunk of that message", chunk("over1", 11, body(10), fmt.Sprint(limit+1), FlagMore), StatusStopSending)
+
+	// RFC 4975's grammar bounds no count (1*DIGIT): a total larger than
+	// any int64 is as valid as 10^15, and as much too large (413); only
+	// a total that is not a count is malformed (400).
+	for _, total := range []string{"1000000000000000", "4611686018427387904", "9223372036854775808", "000000000000000000000000000001000", strings.Repeat("9", 40)} {
+		want("first chunk announcing a total of "+total, chunk("huge"+total[:3], 1, body(5), total, FlagMore), StatusStopSending)
+	}
+	for _, total := range []string{"1e9", "-3", "+5", "5 ", ""} {
+		want(fmt.Sprintf("first chunk announcing a total of %q", total), chunk("bad1", 1, body(5), total, FlagMore), StatusBadRequest)
+	}
 
 	want("first chunk announcing exactly the limit", chunk("exact1", 1, body(50), fmt.Sprint(limit), FlagMore), StatusOK)
 	want("last chunk of exactly the limit", chunk("exact1", 51, body(50), fmt.Sprint(limit), FlagEnd), StatusOK)

@@ -320,7 +320,9 @@ func send(tid, to, from, extra, body string) string {
 
 // TestListenerBadInput sends malformed and misrouted frames to a listener
 // and checks each answer, while another session on the same listener keeps
-// working.
+// working. Each answer comes from the URI the request was sent to, the
+// first of its To-Path (RFC 4975 §7.2), session id included, and from the
+// listener's URI only when there is no To-Path to read it from.
 func TestListenerBadInput(t *testing.T) {
 	l := startListener(t, ListenerConfig{Limits: Limits{MaxChunk: 4096}})
 	goodIn := newInbox()
@@ -337,6 +339,7 @@ func TestListenerBadInput(t *testing.T) {
 	}
 
 	peerURI := "msrp://127.0.0.1:9/peer1234;tcp"
+	nosuch := l.URI().String()[:len(l.URI().String())-4] + "/nosuchsession;tcp"
 	tests := []struct {
 		name   string
 		frame  func(to string) string
@@ -344,7 +347,13 @@ func TestListenerBadInput(t *testing.T) {
 		closed bool
 	}{
 		{"unknown session", func(string) string {
-			return send("t0001", l.URI().String()[:len(l.URI().String())-4]+"/nosuchsession;tcp", peerURI, "", "")
+			return send("t0001", nosuch, peerURI, "", "")
+		}, 481, false},
+		{"unknown session, bad Message-ID", func(string) string {
+			return send("t0015", nosuch, peerURI, "Message-ID: m1\r\n", "hello")
+		}, 400, false},
+		{"To-Path of two URIs", func(to string) string {
+			return send("t0016", nosuch+" "+to, peerURI, "Message-ID: m0016\r\n", "hello")
 		}, 481, false},
 		{"unknown method", func(to string) string {
 			return "MSRP t0002 FOO\r\nTo-Path: " + to + "\r\nFrom-Path: " + peerURI + "\r\n-------t0002$\r\n"
@@ -402,6 +411,16 @@ func TestListenerBadInput(t *testing.T) {
 				}
 				if f.Value(HeaderToPath) != peerURI && tt.name != "unknown session" {
 					t.Errorf("answer To-Path = %q, want %q", f.Value(HeaderToPath), peerURI)
+				}
+				want := to
+				switch tt.name {
+				case "To-Path missing":
+					want = l.URI().String()
+				case "unknown session", "unknown session, bad Message-ID", "To-Path of two URIs":
+					want = nosuch
+				}
+				if got := f.Value(HeaderFromPath); got != want {
+					t.Errorf("answer From-Path = %q, want %q", got, want)
 				}
 			}
 			if tt.closed {

@@ -41,6 +41,9 @@ func buildPion(t testing.TB, m Media) []byte {
 		attrs = append(attrs, psdp.NewAttribute("accept-wrapped-types", strings.Join(m.AcceptWrappedTypes, " ")))
 	}
 	attrs = append(attrs, psdp.NewAttribute("path", msrp.FormatPath(m.Path)), psdp.NewAttribute("setup", setup))
+	if m.Direction != "" {
+		attrs = append(attrs, psdp.NewPropertyAttribute(m.Direction))
+	}
 	d := &psdp.SessionDescription{
 		Origin: psdp.Origin{
 			Username: "-", SessionID: id, SessionVersion: id,
@@ -81,15 +84,17 @@ func TestBuildAsPion(t *testing.T) {
 			for _, wrapped := range types {
 				for _, accept := range types[2:] {
 					for _, setup := range []string{"", SetupActive, SetupPassive, SetupActPass} {
-						m := Media{Path: path, AcceptTypes: accept, AcceptWrappedTypes: wrapped, Setup: setup}
-						got, err := Build(m)
-						if err != nil {
-							t.Fatalf("Build(%+v): %v", m, err)
+						for _, dir := range []string{"", RecvOnly, SendOnly} {
+							m := Media{Path: path, AcceptTypes: accept, AcceptWrappedTypes: wrapped, Setup: setup, Direction: dir}
+							got, err := Build(m)
+							if err != nil {
+								t.Fatalf("Build(%+v): %v", m, err)
+							}
+							if diff := cmp.Diff(string(buildPion(t, m)), string(got)); diff != "" {
+								t.Errorf("Build(%+v) (-pion +got):\n%s", m, diff)
+							}
+							n++
 						}
-						if diff := cmp.Diff(string(buildPion(t, m)), string(got)); diff != "" {
-							t.Errorf("Build(%+v) (-pion +got):\n%s", m, diff)
-						}
-						n++
 					}
 				}
 			}

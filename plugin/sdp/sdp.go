@@ -19,9 +19,19 @@ import (
 
 // Setup values of RFC 6135 (a=setup).
 const (
-	SetupActPass = "actpass" // the offerer's default: either side may connect
-	SetupActive  = "active"  // this side connects
-	SetupPassive = "passive" // this side waits for the connection
+	SetupActPass  = "actpass"  // the offerer's default: either side may connect
+	SetupActive   = "active"   // this side connects
+	SetupPassive  = "passive"  // this side waits for the connection
+	SetupHoldConn = "holdconn" // no connection for the time being (RFC 4145 §4)
+)
+
+// Direction attributes of RFC 3264 §5.1, from the point of view of the
+// side whose description carries them.
+const (
+	SendRecv = "sendrecv" // the default: both directions
+	SendOnly = "sendonly" // this side only sends
+	RecvOnly = "recvonly" // this side only receives
+	Inactive = "inactive" // neither, for the time being
 )
 
 // Media is the MSRP media of an offer or answer.
@@ -42,6 +52,11 @@ type Media struct {
 	// Zero when the attribute is absent or not a positive number (Parse
 	// reads it; Build writes none).
 	MaxSize int64
+	// Direction is the media's direction attribute (SendRecv, SendOnly,
+	// RecvOnly, Inactive). Parse reads the media's, else the session's
+	// (RFC 3264 §5.1), and leaves it empty when neither has one
+	// (sendrecv); Build writes none when it is empty.
+	Direction string
 }
 
 // Build returns a session description with m as its only media. The
@@ -113,7 +128,11 @@ func Build(m Media) ([]byte, error) {
 		b = appendAttribute(b, "accept-wrapped-types", m.AcceptWrappedTypes...)
 	}
 	b = appendAttribute(b, "path", path)
-	return appendAttribute(b, "setup", setup), nil
+	b = appendAttribute(b, "setup", setup)
+	if m.Direction != "" {
+		b = appendAttribute(b, m.Direction)
+	}
+	return b, nil
 }
 
 // appendAttribute appends the line a=key:value, the values separated by
@@ -178,6 +197,10 @@ func Parse(b []byte) (Media, error) {
 		if v, ok := md.Attribute("setup"); ok {
 			m.Setup = strings.ToLower(strings.TrimSpace(v))
 		}
+		m.Direction = direction(md.Attributes)
+		if m.Direction == "" {
+			m.Direction = direction(d.Attributes)
+		}
 		if v, ok := md.Attribute("max-size"); ok {
 			// An unreadable value limits nothing: the client's 413 still
 			// refuses what it cannot take.
@@ -188,6 +211,18 @@ func Parse(b []byte) (Media, error) {
 		return m, nil
 	}
 	return Media{}, errors.New("sdp: parse: no MSRP media")
+}
+
+// direction returns the first direction attribute of attrs, "" when
+// there is none.
+func direction(attrs []psdp.Attribute) string {
+	for _, a := range attrs {
+		switch k := strings.ToLower(a.Key); k {
+		case SendRecv, SendOnly, RecvOnly, Inactive:
+			return k
+		}
+	}
+	return ""
 }
 
 // Accepts reports whether m's accept-types take contentType: an exact

@@ -143,6 +143,41 @@ func TestParseMaxSize(t *testing.T) {
 	}
 }
 
+// TestParseDirection: the MSRP media's direction attribute, else the
+// session's (RFC 3264 §5.1: a stream is marked by either); none is "".
+// a=setup:holdconn is read as it is (RFC 4145 §4).
+func TestParseDirection(t *testing.T) {
+	head := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+	media := "m=message 2855 TCP/MSRP *\r\na=accept-types:*\r\na=path:msrp://192.0.2.1:2855/s;tcp\r\n"
+	tests := []struct {
+		name, session, media string
+		want                 string
+	}{
+		{"none", "", "", ""},
+		{"media sendonly", "", "a=sendonly\r\n", SendOnly},
+		{"media recvonly", "", "a=recvonly\r\n", RecvOnly},
+		{"media inactive", "", "a=inactive\r\n", Inactive},
+		{"media sendrecv", "", "a=sendrecv\r\n", SendRecv},
+		{"session inactive", "a=inactive\r\n", "", Inactive},
+		{"media overrides session", "a=inactive\r\n", "a=sendrecv\r\n", SendRecv},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := Parse([]byte(head + tt.session + media + tt.media))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Direction != tt.want {
+				t.Errorf("Direction %q, want %q", m.Direction, tt.want)
+			}
+		})
+	}
+	m, err := Parse([]byte(head + media + "a=setup:holdconn\r\n"))
+	if err != nil || m.Setup != SetupHoldConn {
+		t.Errorf("a=setup:holdconn: Setup %q, err %v; want %q", m.Setup, err, SetupHoldConn)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	head := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
 	tests := map[string]string{
