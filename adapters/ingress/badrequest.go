@@ -58,7 +58,13 @@ func (r *udpRefuser) filter(p sip.TransportReadProps, data []byte) ([]byte, erro
 	}
 	// The record sipgo would write, through SIPLogger.
 	r.log.Error("failed to parse", "data", string(data), "error", err)
-	if res := badRequest(data, p.RemoteAddr, err.Error()); res != nil && r.allow() {
+	code, reason, why := 400, "Bad Request", "malformed request: "+err.Error()
+	if len(data) >= int(sip.TransportBufferReadSize) {
+		// sipgo reads a datagram into a buffer of this size: a larger
+		// one came cut short (RFC 3261 §21.5.14).
+		code, reason, why = 513, "Message Too Large", "datagram over "+strconv.Itoa(int(sip.TransportBufferReadSize))+" octets; send it over TCP"
+	}
+	if res := answerUnparsable(data, p.RemoteAddr, code, reason, why); res != nil && r.allow() {
 		_, _ = r.conn.WriteTo(res, p.RemoteAddr)
 	}
 	return nil, nil
@@ -78,11 +84,17 @@ func (r *udpRefuser) allow() bool {
 }
 
 // badRequest is the 400 answering raw, a request sipgo's parser refused
-// for why, received from src: its Vias (the top one with received and
-// rport, RFC 3581), From, To (with a tag), Call-ID and CSeq as sent, a
-// Warning. Nil when raw is no request or lacks one of those headers,
-// or is an ACK (never answered).
+// for why, received from src.
 func badRequest(raw []byte, src net.Addr, why string) []byte {
+	return answerUnparsable(raw, src, 400, "Bad Request", "malformed request: "+why)
+}
+
+// answerUnparsable is the answer code (reason) to raw, a request sipgo's
+// parser refused, received from src: its Vias (the top one with received
+// and rport, RFC 3581), From, To (with a tag), Call-ID and CSeq as sent,
+// a Warning saying why. Nil when raw is no request or lacks one of those
+// headers, or is an ACK (never answered).
+func answerUnparsable(raw []byte, src net.Addr, code int, reason, why string) []byte {
 	head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
 	lines := strings.Split(string(head), "\r\n")
 	start := strings.Fields(lines[0])
@@ -151,12 +163,12 @@ func badRequest(raw []byte, src net.Addr, why string) []byte {
 		to += ";tag=" + sip.GenerateTagN(16)
 	}
 	var b bytes.Buffer
-	b.WriteString("SIP/2.0 400 Bad Request\r\n")
+	b.WriteString("SIP/2.0 " + strconv.Itoa(code) + " " + reason + "\r\n")
 	for _, v := range vias {
 		b.WriteString("Via: " + v + "\r\n")
 	}
 	b.WriteString("From: " + one["From"] + "\r\nTo: " + to + "\r\nCall-ID: " + one["Call-ID"] + "\r\nCSeq: " + one["CSeq"] + "\r\n")
-	b.WriteString(`Warning: 399 deferpush "` + sanitize("malformed request: "+why) + "\"\r\n")
+	b.WriteString(`Warning: 399 deferpush "` + sanitize(why) + "\"\r\n")
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	return b.Bytes()
 }

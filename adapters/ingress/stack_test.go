@@ -1030,3 +1030,37 @@ func TestStackMergedRequest(t *testing.T) {
 		t.Errorf("%d messages stored, want 4 (UDP: the first and the next CSeq; TCP: both)", len(e.stored))
 	}
 }
+
+// TestStackUDPTooLarge: a UDP MESSAGE larger than sipgo's read buffer
+// (32 KiB: it comes cut short) is answered 513 Message Too Large, saying
+// to use TCP (RFC 3261 §21.5.14), where it was dropped silently; nothing
+// is stored.
+func TestStackUDPTooLarge(t *testing.T) {
+	e := &fakeEngine{}
+	s := startStack(t, Trust{Secret: testSecret}, e)
+	body := strings.Repeat("x", 40<<10)
+	raw := strings.Replace(strings.Replace(request("UDP", "toolarge", "X-Deferpush-Secret: "+testSecret),
+		"Content-Length: 5", "Content-Length: "+strconv.Itoa(len(body)), 1), "\r\n\r\nhello", "\r\n\r\n"+body, 1)
+	c, err := net.Dial("udp", s.udp.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	if got := string(buf[:n]); !strings.HasPrefix(got, "SIP/2.0 513 Message Too Large\r\n") || !strings.Contains(got, "send it over TCP") {
+		t.Errorf("answer:\n%s\nwant 513 saying to use TCP", got)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.stored) != 0 {
+		t.Errorf("%d messages stored", len(e.stored))
+	}
+}
