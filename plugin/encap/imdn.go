@@ -53,6 +53,8 @@ type IMDNRequest struct {
 	// PositiveDelivery: the sender asked the recipient for "delivered"
 	// (the recipient's to send; deferpush forwards it).
 	PositiveDelivery bool
+	// Display: the sender asked the recipient for "displayed".
+	Display bool
 }
 
 // Target is where a notification goes: the first IMDN-Record-Route, else
@@ -124,6 +126,8 @@ func ReadIMDNRequest(stored []byte) (r IMDNRequest, ok bool, err error) {
 					r.NegativeDelivery = true
 				case "positive-delivery":
 					r.PositiveDelivery = true
+				case "display":
+					r.Display = true
 				}
 			}
 		}

@@ -1,10 +1,12 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"encoding/xml"
 	"log/slog"
 	"mime"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -30,56 +32,133 @@ import (
 // (message/cpim holding no notification, message/sip, ...) once whole,
 // for deferpush has nowhere to deliver it.
 
-// sessionConfig is the msrp.Config of a push session to aor at local.
-func (p *Pusher) sessionConfig(local msrp.URI, aor plugin.AOR) msrp.Config {
+// sessionConfig is the msrp.Config of a push session to aor at local;
+// routes are the notifications its client may send back (nil: none).
+func (p *Pusher) sessionConfig(local msrp.URI, aor plugin.AOR, routes *imdnRoutes) msrp.Config {
 	offered := sdp.Media{AcceptTypes: acceptTypes}
 	return msrp.Config{
 		Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log,
-		Accept:  offered.Accepts,
-		Handler: inbound{aor: aor, log: p.log, forward: p.forwardIMDN},
+		Accept: offered.Accepts,
+		// A notification is a few hundred octets.
+		MaxMessageSize: maxInbound,
+		Handler:        inbound{aor: aor, log: p.log, routes: routes, forward: p.forwardIMDN},
 	}
 }
 
+// maxInbound bounds what a client sends in its push session.
+const maxInbound = 64 << 10
+
 // inbound takes what a client sends in its push session: a notification
-// is forwarded, everything is logged at debug level (an IMDN by its
-// message-id and status, never a body).
+// about a message the session pushed is forwarded to that message's
+// sender, everything is logged at debug level (an IMDN by its message-id
+// and status, never a body).
 type inbound struct {
 	aor     plugin.AOR
 	log     *slog.Logger
+	routes  *imdnRoutes
 	forward func(aor plugin.AOR, target sip.Uri, cpim []byte)
 }
 
+// imdnRoutes are the notifications a push session's client may send
+// back: for each message pushed in it whose sender asked the recipient
+// for positive-delivery or display (RFC 5438), its imdn.Message-ID, where
+// the notification goes (the sender's first IMDN-Record-Route, else its
+// CPIM From: deferpush's choice, from the stored message, never the
+// client's), and how many may still go (one per disposition asked).
+// Only those are forwarded: the push session is no relay for whatever
+// the client addresses.
+type imdnRoutes struct {
+	mu sync.Mutex
+	m  map[string]*imdnRoute
+}
+
+type imdnRoute struct {
+	target sip.Uri
+	left   int
+}
+
+// add notes the messages of msgs that ask their recipient for
+// notifications. A stored message without the IMDN namespace is not
+// parsed.
+func (r *imdnRoutes) add(msgs []*plugin.Message) {
+	if r == nil {
+		return
+	}
+	for _, m := range msgs {
+		if m.Kind != plugin.KindSIPMessage || !bytes.Contains(m.Raw, []byte(imdnNamespace)) {
+			continue
+		}
+		req, _, err := encap.ReadIMDNRequest(m.Raw)
+		n := 0
+		if req.PositiveDelivery {
+			n++
+		}
+		if req.Display {
+			n++
+		}
+		var u sip.Uri
+		if err != nil || n == 0 || req.MessageID == "" || !sipURI(req.Target(), &u) {
+			continue
+		}
+		r.mu.Lock()
+		if r.m == nil {
+			r.m = map[string]*imdnRoute{}
+		}
+		r.m[req.MessageID] = &imdnRoute{target: u, left: n}
+		r.mu.Unlock()
+	}
+}
+
+// take returns where the notification about messageID goes, once per
+// disposition asked; false when the session pushed no such message
+// asking for one, or its notifications went already.
+func (r *imdnRoutes) take(messageID string) (sip.Uri, bool) {
+	if r == nil || messageID == "" {
+		return sip.Uri{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rt, ok := r.m[messageID]
+	if !ok || rt.left == 0 {
+		return sip.Uri{}, false
+	}
+	rt.left--
+	return rt.target, true
+}
+
+// imdnNamespace is the IMDN namespace a CPIM body asking for notifications
+// declares (RFC 5438 §6.3).
+const imdnNamespace = "urn:ietf:params:imdn"
+
 var _ msrp.Handler = inbound{}
 
-// ServeMSRP takes m: a notification in message/cpim is forwarded to its
-// target (200); anything else is refused 415, as deferpush has nowhere to
-// deliver it (RFC 4975 §7.2: a 200 would tell the client it was taken).
+// ServeMSRP takes m: a notification in message/cpim is taken (200) and,
+// when it is about a message the session pushed that asked for it,
+// forwarded to that message's sender; anything else is refused 415, as
+// deferpush has nowhere to deliver it (RFC 4975 §7.2: a 200 would tell
+// the client it was taken).
 func (h inbound) ServeMSRP(ctx context.Context, s *msrp.Session, m *msrp.Message) error {
 	mt, _, _ := mime.ParseMediaType(m.ContentType)
 	if mt != encap.TypeCPIM {
 		h.log.Debug("message from client refused", "aor", h.aor, "msg_id", m.ID, "content_type", m.ContentType, "size", len(m.Body))
 		return errNotNotification
 	}
-	target, ok, err := encap.NotificationTarget(m.Body)
-	if err != nil || !ok {
+	d, err := encap.Decode(m.ContentType, m.Body)
+	if dt, _, _ := mime.ParseMediaType(d.ContentType); err != nil || dt != encap.TypeIMDN {
 		h.log.Debug("message from client refused", "aor", h.aor, "msg_id", m.ID, "content_type", m.ContentType,
 			"size", len(m.Body), "err", err)
 		return errNotNotification
 	}
-	var u sip.Uri
-	if !sipURI(target, &u) {
-		h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID,
-			"err", "its target is no sip: or sips: URI", "target", target)
-	} else if h.forward != nil {
-		h.forward(h.aor, u, m.Body)
+	kind, status, id := readIMDN(d.Body)
+	target, ok := h.routes.take(id)
+	switch {
+	case !ok:
+		h.log.Debug("notification from client not forwarded", "aor", h.aor, "msg_id", m.ID, "imdn_message_id", id,
+			"err", "about no message of this session that asked for one, or sent already")
+	case h.forward != nil:
+		h.forward(h.aor, target, m.Body)
 	}
-	if h.log.Enabled(ctx, slog.LevelDebug) {
-		if d, err := encap.Decode(m.ContentType, m.Body); err == nil {
-			kind, status, id := readIMDN(d.Body)
-			h.log.Debug("imdn from client", "aor", h.aor, "session", s.URI().SessionID, "msg_id", m.ID,
-				"imdn_message_id", id, "notification", kind, "status", status)
-		}
-	}
+	h.log.Debug("imdn from client", "aor", h.aor, "msg_id", m.ID, "imdn_message_id", id, "notification", kind, "status", status)
 	return nil
 }
 

@@ -83,7 +83,7 @@ func TestPushSessionTakesOfferedTypes(t *testing.T) {
 	p := &Pusher{cfg: Config{MSRP: l, ChunkSize: 2048, MSRPTimeout: 5 * time.Second}, log: slog.New(logs)}
 	local := l.URI()
 	local.SessionID = msrp.NewSessionID()
-	s, err := msrp.NewSession(p.sessionConfig(local, plugin.MustParseAOR("sip:bob@example.com")))
+	s, err := msrp.NewSession(p.sessionConfig(local, plugin.MustParseAOR("sip:bob@example.com"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,21 +160,38 @@ func TestPushSessionTakesOfferedTypes(t *testing.T) {
 }
 
 // TestForwardClientIMDN: a notification a client sends back in its push
-// session goes on to the sender of the message it is about, as a SIP
-// MESSAGE through the outbound proxy from the client's AOR with the CPIM
-// body as the client wrote it: to the first imdn.IMDN-Route when it has
-// one, else to its CPIM To. A message/cpim holding no notification, one
-// whose target is no SIP URI, and any notification when no outbound proxy
-// is configured, go nowhere.
+// session about a message the session pushed, which asked for it, goes
+// on to that message's sender — the stored message's CPIM From (or first
+// imdn.IMDN-Record-Route), never where the client's notification points —
+// as a SIP MESSAGE through the outbound proxy from the client's AOR with
+// the CPIM body as the client wrote it, once per disposition asked. A
+// notification about another message goes nowhere (200), a message/cpim
+// holding no notification is refused 415, and without an outbound proxy
+// nothing is forwarded. Before, the client's imdn.IMDN-Route or CPIM To
+// chose the target: any pushed client had an open relay.
 func TestForwardClientIMDN(t *testing.T) {
 	peer := startPagerPeer(t, nil)
 	p := newTestPusher(t, "sip:"+peer.addr+";transport=tcp")
 	aor := plugin.MustParseAOR("sip:bob@example.com")
-	h := p.sessionConfig(p.cfg.MSRP.URI(), aor).Handler
-	routed := strings.Replace(clientIMDN, "DateTime:", "imdn.IMDN-Route: <sip:imdn@relay.example.com>\r\nimdn.IMDN-Route: <sip:other@relay.example.com>\r\nDateTime:", 1)
+	routes := &imdnRoutes{}
+	asked := imdnMessage(t, "positive-delivery, display", "sip:alice@example.com")
+	asked.Raw = []byte(strings.Replace(string(asked.Raw), "imdn.Message-ID: m-42", "imdn.Message-ID: 34jk324j", 1))
+	routed := imdnMessage(t, "positive-delivery", "sip:carol@example.com")
+	routed.Raw = []byte(strings.Replace(strings.Replace(string(routed.Raw), "imdn.Message-ID: m-42", "imdn.Message-ID: r-1", 1),
+		"DateTime:", "imdn.IMDN-Record-Route: <sip:imdn@relay.example.com>\r\nDateTime:", 1))
+	// Fix the stored Content-Length after the edits.
+	for _, m := range []*plugin.Message{asked, routed} {
+		head, body, _ := strings.Cut(string(m.Raw), "\r\n\r\n")
+		head = head[:strings.Index(head, "Content-Length: ")] + "Content-Length: " + strconv.Itoa(len(body))
+		m.Raw = []byte(head + "\r\n\r\n" + body)
+	}
+	routes.add([]*plugin.Message{asked, routed, imdnMessage(t, "processing", "sip:dave@example.com")})
+	h := p.sessionConfig(p.cfg.MSRP.URI(), aor, routes).Handler
+	elsewhere := strings.Replace(clientIMDN, "DateTime:", "imdn.IMDN-Route: <sip:evil@attacker.example>\r\nDateTime:", 1)
+	aboutR1 := strings.Replace(clientIMDN, "<message-id>34jk324j</message-id>", "<message-id>r-1</message-id>", 1)
+	unknown := strings.Replace(clientIMDN, "<message-id>34jk324j</message-id>", "<message-id>m-42</message-id>", 1)
 	notIMDN := strings.Replace(clientIMDN, "Content-Type: message/imdn+xml", "Content-Type: text/plain", 1)
-	imTarget := strings.Replace(clientIMDN, "To: <sip:alice@example.com>", "To: <im:alice@example.com>", 1)
-	for i, body := range []string{clientIMDN, notIMDN, routed, imTarget} {
+	for i, body := range []string{clientIMDN, elsewhere, clientIMDN, aboutR1, unknown, notIMDN} {
 		m := &msrp.Message{ID: "m" + strconv.Itoa(i), ContentType: "message/cpim", Body: []byte(body)}
 		err := h.ServeMSRP(context.Background(), nil, m)
 		var se *msrp.StatusError
@@ -186,16 +203,18 @@ func TestForwardClientIMDN(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(peer.requests()) < 2 && time.Now().Before(deadline) {
+	for len(peer.requests()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // a third, should one wrongly go out
+	time.Sleep(200 * time.Millisecond) // a fourth, should one wrongly go out
 	got := peer.requests()
-	if len(got) != 2 {
-		t.Fatalf("%d MESSAGEs forwarded, want 2 (the notifications with a SIP target)", len(got))
+	if len(got) != 3 {
+		t.Fatalf("%d MESSAGEs forwarded, want 3 (two dispositions of 34jk324j, one of r-1)", len(got))
 	}
 	slices.SortFunc(got, func(a, b *sip.Request) int { return strings.Compare(a.Recipient.String(), b.Recipient.String()) })
-	for i, want := range []struct{ target, body string }{{"sip:alice@example.com", clientIMDN}, {"sip:imdn@relay.example.com", routed}} {
+	for i, want := range []struct{ target, body string }{
+		{"sip:alice@example.com", clientIMDN}, {"sip:alice@example.com", elsewhere}, {"sip:imdn@relay.example.com", aboutR1},
+	} {
 		r := got[i]
 		if r.Recipient.String() != want.target || r.To().Address.String() != want.target || r.From().Address.String() != "sip:bob@example.com" {
 			t.Errorf("forward %d: %s to %s from %s, want to %s from the client's AOR", i, r.Recipient.String(), r.To().Address.String(), r.From().Address.String(), want.target)
@@ -203,20 +222,27 @@ func TestForwardClientIMDN(t *testing.T) {
 		if h := r.GetHeader("Route"); h == nil || !strings.Contains(h.Value(), peer.addr) {
 			t.Errorf("forward %d: Route %v, want the outbound proxy", i, h)
 		}
-		if ct := r.ContentType(); ct == nil || ct.Value() != "message/cpim" || string(r.Body()) != want.body {
-			t.Errorf("forward %d: %v\n%s\nwant the client's body unchanged", i, ct, r.Body())
+		if ct := r.ContentType(); ct == nil || ct.Value() != "message/cpim" {
+			t.Errorf("forward %d: Content-Type %v", i, ct)
 		}
+	}
+	bodies := []string{string(got[0].Body()), string(got[1].Body())}
+	slices.Sort(bodies)
+	if want := []string{clientIMDN, elsewhere}; !slices.Equal(bodies, func() []string { slices.Sort(want); return want }()) {
+		t.Errorf("forwarded bodies differ from the client's")
 	}
 
 	// Without an outbound proxy nothing is forwarded.
 	lone := newTestPusher(t, "")
 	peer2 := startPagerPeer(t, nil)
-	h = lone.sessionConfig(lone.cfg.MSRP.URI(), aor).Handler
+	loneRoutes := &imdnRoutes{}
+	loneRoutes.add([]*plugin.Message{asked})
+	h = lone.sessionConfig(lone.cfg.MSRP.URI(), aor, loneRoutes).Handler
 	if err := h.ServeMSRP(context.Background(), nil, &msrp.Message{ID: "x", ContentType: "message/cpim", Body: []byte(clientIMDN)}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if n := len(peer2.requests()) + len(peer.requests()) - 2; n != 0 {
+	if n := len(peer2.requests()) + len(peer.requests()) - 3; n != 0 {
 		t.Errorf("%d MESSAGEs forwarded without an outbound proxy", n)
 	}
 }

@@ -30,7 +30,8 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 	}
 	local := p.cfg.MSRP.URI()
 	local.SessionID = msrp.NewSessionID()
-	mcfg := p.sessionConfig(local, t.AOR)
+	routes := &imdnRoutes{}
+	mcfg := p.sessionConfig(local, t.AOR, routes)
 	// Registered before the INVITE leaves: a client answering
 	// a=setup:active may connect as soon as it sends its 200.
 	passive, err := msrp.NewSession(mcfg)
@@ -46,7 +47,7 @@ func (p *Pusher) Open(ctx context.Context, t plugin.Target) (plugin.PushSession,
 		passive.Close()
 		return nil, err
 	}
-	s := &session{p: p, dlg: dlg, policy: t.Policy, aor: t.AOR}
+	s := &session{p: p, dlg: dlg, policy: t.Policy, aor: t.AOR, imdn: routes}
 	err = s.readAnswer()
 	if err == nil {
 		err = s.carries(t.Messages)

@@ -29,6 +29,8 @@ type session struct {
 	// awaiting is set while a passive session waits for the client to
 	// connect (its answer said a=setup:active).
 	awaiting bool
+	// imdn are the notifications the client may send back (inbound.go).
+	imdn *imdnRoutes
 }
 
 var _ plugin.PushSession = (*session)(nil)
@@ -38,6 +40,7 @@ var _ plugin.PushSession = (*session)(nil)
 // the success REPORT when one is asked for (see delivery) — before
 // reporting it confirmed.
 func (s *session) Deliver(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
+	s.imdn.add(msgs)
 	// A BYE from the client ends the dialog: stop sending then.
 	ctx, cancel := context.WithCancelCause(ctx)
 	watched := make(chan struct{})
