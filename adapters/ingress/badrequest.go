@@ -52,18 +52,19 @@ func (r *udpRefuser) filter(p sip.TransportReadProps, data []byte) ([]byte, erro
 	if !strings.EqualFold(p.Transport, "udp") || len(bytes.Trim(data, "\r\n")) == 0 {
 		return data, nil
 	}
-	_, err := r.parser.ParseSIP(data)
-	if err == nil {
-		return data, nil
+	code, reason, why := 513, "Message Too Large", "datagram over "+strconv.Itoa(int(sip.TransportBufferReadSize)-1)+" octets; send it over TCP"
+	// sipgo reads a datagram into a buffer of this size: one that fills it
+	// came cut short, and without a Content-Length (optional over UDP) it
+	// would parse, its body cut (RFC 3261 §21.5.14).
+	if len(data) < int(sip.TransportBufferReadSize) {
+		_, err := r.parser.ParseSIP(data)
+		if err == nil {
+			return data, nil
+		}
+		code, reason, why = 400, "Bad Request", "malformed request: "+err.Error()
 	}
 	// The record sipgo would write, through SIPLogger.
-	r.log.Error("failed to parse", "data", string(data), "error", err)
-	code, reason, why := 400, "Bad Request", "malformed request: "+err.Error()
-	if len(data) >= int(sip.TransportBufferReadSize) {
-		// sipgo reads a datagram into a buffer of this size: a larger
-		// one came cut short (RFC 3261 §21.5.14).
-		code, reason, why = 513, "Message Too Large", "datagram over "+strconv.Itoa(int(sip.TransportBufferReadSize))+" octets; send it over TCP"
-	}
+	r.log.Error("failed to parse", "data", string(data), "error", why)
 	if res := answerUnparsable(data, p.RemoteAddr, code, reason, why); res != nil && r.allow() {
 		_, _ = r.conn.WriteTo(res, p.RemoteAddr)
 	}
@@ -110,6 +111,9 @@ func answerUnparsable(raw []byte, src net.Addr, code int, reason, why string) []
 		}
 		fields = append(fields, l)
 	}
+	// Vias are echoed a header line for a line, as sent (a list is not
+	// split: the answer is no larger than the request); a request with
+	// two From, To, Call-ID or CSeq headers is past answering.
 	var vias []string
 	one := map[string]string{}
 	for _, f := range fields {
@@ -118,21 +122,26 @@ func answerUnparsable(raw []byte, src net.Addr, code int, reason, why string) []
 			continue
 		}
 		value = strings.TrimSpace(value)
+		var single string
 		switch strings.ToLower(strings.TrimSpace(name)) {
 		case "via", "v":
-			for v := range strings.SplitSeq(value, ",") {
-				if v = strings.TrimSpace(v); v != "" {
-					vias = append(vias, v)
-				}
+			if value != "" {
+				vias = append(vias, value)
 			}
 		case "from", "f":
-			one["From"] = value
+			single = "From"
 		case "to", "t":
-			one["To"] = value
+			single = "To"
 		case "call-id", "i":
-			one["Call-ID"] = value
+			single = "Call-ID"
 		case "cseq":
-			one["CSeq"] = value
+			single = "CSeq"
+		}
+		if single != "" {
+			if _, twice := one[single]; twice {
+				return nil
+			}
+			one[single] = value
 		}
 	}
 	if len(vias) == 0 || one["From"] == "" || one["To"] == "" || one["Call-ID"] == "" || one["CSeq"] == "" {
@@ -151,12 +160,21 @@ func answerUnparsable(raw []byte, src net.Addr, code int, reason, why string) []
 			return nil
 		}
 	}
+	// The top Via value (the first of a list) gets received and rport
+	// (RFC 3581) unless it has them.
 	if host, port, err := net.SplitHostPort(src.String()); err == nil {
-		top := vias[0] + ";received=" + host
-		if i := strings.Index(strings.ToLower(vias[0]), ";rport"); i >= 0 && (len(vias[0]) == i+6 || vias[0][i+6] == ';') {
-			top = vias[0][:i+6] + "=" + port + vias[0][i+6:] + ";received=" + host
+		first, rest, list := strings.Cut(vias[0], ",")
+		lower := strings.ToLower(first)
+		if i := strings.Index(lower, ";rport"); i >= 0 && (len(first) == i+6 || first[i+6] == ';' || first[i+6] == ' ') {
+			first = first[:i+6] + "=" + port + first[i+6:]
 		}
-		vias[0] = top
+		if !strings.Contains(lower, ";received=") {
+			first += ";received=" + host
+		}
+		if list {
+			first += "," + rest
+		}
+		vias[0] = first
 	}
 	to := one["To"]
 	if !strings.Contains(strings.ToLower(to), ";tag=") {

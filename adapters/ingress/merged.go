@@ -49,7 +49,7 @@ func newMerged() *merged {
 	return &merged{seed: maphash.MakeSeed(), cur: map[uint64]mergedTx{}, prev: map[uint64]mergedTx{}, generation: mergedWindow}
 }
 
-// key is the hash of req's From tag, Call-ID and CSeq; ok is false when
+// key is the hash of req's From tag, Call-ID, CSeq and Request-URI; ok is false when
 // req lacks one of them.
 func (g *merged) key(req *sip.Request) (uint64, bool) {
 	from, cid, cs := req.From(), req.CallID(), req.CSeq()
@@ -66,6 +66,11 @@ func (g *merged) key(req *sip.Request) (uint64, bool) {
 	h.WriteString(strconv.FormatUint(uint64(cs.SeqNo), 10))
 	h.WriteByte(' ')
 	h.WriteString(string(cs.MethodName))
+	// The Request-URI too: a proxy forking one MESSAGE to two offline
+	// users relays both to deferpush with the same From tag, Call-ID and
+	// CSeq; each is a request to another mailbox, not a merge.
+	h.WriteByte(0)
+	h.WriteString(req.Recipient.String())
 	return h.Sum64(), true
 }
 

@@ -961,7 +961,18 @@ func TestBadRequestRefusesInjection(t *testing.T) {
 	if badRequest([]byte(ok), src, "why") == nil {
 		t.Fatal("no 400 for a readable request")
 	}
+	// A Via list is echoed as one line: the answer is no larger than the
+	// request (plus its Warning), not one line per entry.
+	list := strings.Replace(ok, "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx", "v: x"+strings.Repeat(",x", 2000), 1)
+	if res := badRequest([]byte(list), src, "why"); res == nil || len(res) > len(list)+200 || strings.Count(string(res), "Via: ") != 1 {
+		t.Errorf("a Via list of 2001 entries: answered %d octets for %d, %d Via lines", len(res), len(list), strings.Count(string(res), "Via: "))
+	}
+	received := strings.Replace(ok, "branch=z9hG4bKx", "branch=z9hG4bKx;received=192.0.2.1", 1)
+	if res := string(badRequest([]byte(received), src, "why")); strings.Count(res, "received=") != 1 {
+		t.Errorf("a Via with received got another:\n%s", res)
+	}
 	for name, raw := range map[string]string{
+		"two From headers":       strings.Replace(ok, "To: <sip:a@b>", "From: <sip:e@f>;tag=2\r\nTo: <sip:a@b>", 1),
 		"bare LF in Call-ID":     strings.Replace(ok, "Call-ID: x", "Call-ID: x\nX-Evil: 1", 1),
 		"no Call-ID":             strings.Replace(ok, "Call-ID: x\r\n", "", 1),
 		"a response":             strings.Replace(ok, "MESSAGE sip:a@b SIP/2.0", "SIP/2.0 200 OK", 1),
@@ -1013,7 +1024,11 @@ func TestStackMergedRequest(t *testing.T) {
 	for _, step := range []struct {
 		name, raw string
 		want      int
-	}{{"first", first, 202}, {"retransmission", first, 202}, {"copy by another path", copyOf, 482}, {"next CSeq", next, 202}} {
+	}{{"first", first, 202}, {"retransmission", first, 202}, {"copy by another path", copyOf, 482}, {"next CSeq", next, 202},
+		// A proxy forking one MESSAGE to two offline users: another
+		// Request-URI is another request, not a merge.
+		{"forked to another user", strings.Replace(strings.Replace(first, "MESSAGE sip:user2@example.com", "MESSAGE sip:user3@example.com", 1),
+			"branch=z9hG4bKmerged1", "branch=z9hG4bKmerged1-fork", 1), 202}} {
 		if got := send(c, step.raw); got != step.want {
 			t.Errorf("UDP %s: %d, want %d", step.name, got, step.want)
 		}
@@ -1026,8 +1041,8 @@ func TestStackMergedRequest(t *testing.T) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.stored) != 4 {
-		t.Errorf("%d messages stored, want 4 (UDP: the first and the next CSeq; TCP: both)", len(e.stored))
+	if len(e.stored) != 5 {
+		t.Errorf("%d messages stored, want 5 (UDP: the first, the next CSeq, the fork; TCP: both)", len(e.stored))
 	}
 }
 
@@ -1039,24 +1054,29 @@ func TestStackUDPTooLarge(t *testing.T) {
 	e := &fakeEngine{}
 	s := startStack(t, Trust{Secret: testSecret}, e)
 	body := strings.Repeat("x", 40<<10)
-	raw := strings.Replace(strings.Replace(request("UDP", "toolarge", "X-Deferpush-Secret: "+testSecret),
+	withCL := strings.Replace(strings.Replace(request("UDP", "toolarge", "X-Deferpush-Secret: "+testSecret),
 		"Content-Length: 5", "Content-Length: "+strconv.Itoa(len(body)), 1), "\r\n\r\nhello", "\r\n\r\n"+body, 1)
-	c, err := net.Dial("udp", s.udp.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte(raw)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 65535)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := c.Read(buf)
-	if err != nil {
-		t.Fatalf("no answer: %v", err)
-	}
-	if got := string(buf[:n]); !strings.HasPrefix(got, "SIP/2.0 513 Message Too Large\r\n") || !strings.Contains(got, "send it over TCP") {
-		t.Errorf("answer:\n%s\nwant 513 saying to use TCP", got)
+	// Without Content-Length (optional over UDP) the cut datagram parses.
+	withoutCL := strings.Replace(strings.Replace(request("UDP", "toolarge2", "X-Deferpush-Secret: "+testSecret),
+		"Content-Length: 5\r\n", "", 1), "\r\n\r\nhello", "\r\n\r\n"+body, 1)
+	for _, raw := range []string{withCL, withoutCL} {
+		c, err := net.Dial("udp", s.udp.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65535)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		if got := string(buf[:n]); !strings.HasPrefix(got, "SIP/2.0 513 Message Too Large\r\n") || !strings.Contains(got, "send it over TCP") {
+			t.Errorf("answer:\n%s\nwant 513 saying to use TCP", got)
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
