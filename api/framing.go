@@ -242,7 +242,7 @@ func refuseFraming(version string, lines []string) *framingRefusal {
 		return &framingRefusal{status: 505, reason: "HTTP Version Not Supported", code: "http_version_not_supported",
 			msg: version + " is not spoken here: send HTTP/1.1"}
 	}
-	var hosts, auths, tokens int
+	var hosts, auths, tokens, types int
 	var lengths, codings []string
 	for _, l := range lines {
 		l = strings.TrimSuffix(l, "\r")
@@ -258,6 +258,8 @@ func refuseFraming(version string, lines []string) *framingRefusal {
 			auths++
 		case strings.ToLower(TokenHeader):
 			tokens++
+		case "content-type":
+			types++
 		case "content-length":
 			lengths = append(lengths, value)
 		case "transfer-encoding":
@@ -277,6 +279,10 @@ func refuseFraming(version string, lines []string) *framingRefusal {
 		return badFraming("more than one Authorization field")
 	case tokens > 1:
 		return badFraming("more than one " + TokenHeader + " field")
+	case types > 1:
+		// One reader would take the first, another the last (RFC 9110
+		// §8.3: Content-Type is a singleton).
+		return badFraming("more than one Content-Type field")
 	}
 	if len(codings) > 0 {
 		return refuseCodings(version, codings, len(lengths) > 0)

@@ -71,6 +71,7 @@ func TestHookHostileInput(t *testing.T) {
 		{"unclosed nesting bomb", strings.Repeat(`{"a":`, 200000), 400, "malformed", 400, "JSON nested deeper than 8 levels"},
 		{"two JSON values", msg(rawMessage) + msg(rawMessage), 400, "malformed", 400, "more than one JSON value"},
 		{"a member twice", `{"raw":` + jsonString(rawMessage) + `,"aor":"sip:user2@example.com","aor":"sip:user3@example.com"}`, 400, "malformed", 400, "aor: given twice"},
+		{"a member twice, in another case", `{"raw":` + jsonString(rawMessage) + `,"aor":"sip:user2@example.com","AOR":"sip:user3@example.com"}`, 400, "malformed", 400, "AOR: given twice"},
 		{"raw not a string", `{"raw":{"a":1}}`, 400, "malformed", 400, "not the expected JSON object"},
 		{"two To headers with empty tags (CVE-2018-14767)", msg(replace("To: <sip:user2@example.com>\r\n",
 			"To: <sip:user2@example.com>;tag=\r\nTo: <sip:user3@example.com>;tag=\r\n")), 400, "malformed", 400, "more than one To header"},

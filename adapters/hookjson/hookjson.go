@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -242,8 +243,26 @@ func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
+// foldKey is k case-folded as bytes.EqualFold compares: each rune
+// replaced by the least of its simple case folding orbit (K, k and the
+// Kelvin sign alike).
+func foldKey(k []byte) string {
+	var b strings.Builder
+	b.Grow(len(k))
+	for _, r := range string(k) {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
+}
+
 // DuplicateKey returns the first member name that appears twice in one
-// object of the JSON text b, and whether there is one. encoding/json keeps
+// object of the JSON text b — twice as encoding/json matches names to
+// fields, without regard to case (bytes.EqualFold: "aor" and "AOR",
+// "source" and "ſource") — and whether there is one. encoding/json keeps
 // the last of them silently, another reader may keep the first (RFC 8259
 // §4: names SHOULD be unique, behaviour is unpredictable otherwise), so a
 // body with one is refused rather than read one way. b is expected to be
@@ -299,14 +318,15 @@ func DuplicateKey(b []byte) (string, bool) {
 				}
 			}
 			if f.set != nil {
-				if _, dup := f.set[string(key)]; dup {
+				folded := foldKey(key)
+				if _, dup := f.set[folded]; dup {
 					return string(key), true
 				}
-				f.set[string(key)] = struct{}{}
+				f.set[folded] = struct{}{}
 				continue
 			}
 			for _, k := range keys[f.base:] {
-				if bytes.Equal(k, key) {
+				if bytes.EqualFold(k, key) {
 					return string(key), true
 				}
 			}
@@ -314,7 +334,7 @@ func DuplicateKey(b []byte) (string, bool) {
 			if len(keys)-f.base > 16 {
 				f.set = make(map[string]struct{}, 2*(len(keys)-f.base))
 				for _, k := range keys[f.base:] {
-					f.set[string(k)] = struct{}{}
+					f.set[foldKey(k)] = struct{}{}
 				}
 				keys = keys[:f.base]
 			}

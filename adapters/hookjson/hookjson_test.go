@@ -158,6 +158,11 @@ func TestDuplicateKey(t *testing.T) {
 		{`{"a":{"b":1},"c":{"b":1,"d":{"b":1}},"e":{"b":1}}`, "", false},
 		{many + `"k7":2}`, "k7", true},
 		{many + `"k40":2}`, "", false},
+		{`{"aor":1,"AOR":2}`, "AOR", true},
+		{`{"source":1,"ſource":2}`, "ſource", true},
+		{`{"sip":1,"\u017fip":2}`, "ſip", true},
+		{many + `"K7":2}`, "K7", true},
+		{many + `"\u212a7":2}`, "\u212a7", true},
 		{`"a"`, "", false},
 	}
 	for _, tt := range tests {
