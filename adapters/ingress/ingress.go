@@ -123,6 +123,9 @@ func (in *Ingress) OnMessage(req *sip.Request, tx sip.ServerTransaction) {
 		in.refuse(req, tx, retry, err)
 		return
 	}
+	if refuseExtensions(in.log, req, tx) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)
 	defer cancel()
 	// A MESSAGE with a To tag belongs to a dialog (RFC 3428 §4), and
@@ -204,6 +207,9 @@ func (in *Ingress) OnInvite(req *sip.Request, tx sip.ServerTransaction) {
 	req = req.Clone()
 	if retry, err := in.cfg.Trust.admit(req); err != nil {
 		in.refuse(req, tx, retry, err)
+		return
+	}
+	if refuseExtensions(in.log, req, tx) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.Timeout)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -253,32 +254,46 @@ func knownMethod(m sip.RequestMethod) bool {
 // requireNone answers a request that requires an extension (a Require
 // header) 420 Bad Extension, listing them in Unsupported: deferpush
 // supports none (RFC 3261 §8.2.2.3). An ACK or CANCEL is served whatever
-// its Require says (§8.2.2.3: they must not be refused for it).
+// its Require says (§8.2.2.3: they must not be refused for it); a
+// MESSAGE or INVITE is checked by the ingress, once its source is
+// admitted (Ingress.OnMessage, OnInvite), so that a stranger hears 403.
 func (s *Stack) requireNone(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		if req.IsAck() || req.IsCancel() {
+		if req.IsAck() || req.IsCancel() || req.Method == sip.MESSAGE || req.Method == sip.INVITE {
 			h(req, tx)
 			return
 		}
-		var tags []string
-		for _, r := range req.GetHeaders("Require") {
-			for tag := range strings.SplitSeq(r.Value(), ",") {
-				if tag = strings.TrimSpace(tag); tag != "" {
-					tags = append(tags, tag)
-				}
-			}
-		}
-		if len(tags) == 0 {
-			h(req, tx)
+		if refuseExtensions(s.log, req, tx) {
 			return
 		}
-		res := sip.NewResponseFromRequest(req, 420, "Bad Extension", nil)
-		res.AppendHeader(sip.NewHeader("Unsupported", strings.Join(tags, ", ")))
-		if err := tx.Respond(res); err != nil {
-			s.log.Warn("respond failed", "call_id", callID(req), "err", err)
-		}
+		h(req, tx)
 	}
 }
+
+// refuseExtensions answers req 420 Bad Extension when it has a Require
+// header naming any option tag, and reports whether it did. Unsupported
+// lists each tag once, at most maxUnsupported of them.
+func refuseExtensions(log *slog.Logger, req *sip.Request, tx sip.ServerTransaction) bool {
+	var tags []string
+	for _, r := range req.GetHeaders("Require") {
+		for tag := range strings.SplitSeq(r.Value(), ",") {
+			if tag = strings.TrimSpace(tag); tag != "" && !slices.Contains(tags, tag) && len(tags) < maxUnsupported {
+				tags = append(tags, tag)
+			}
+		}
+	}
+	if len(tags) == 0 {
+		return false
+	}
+	res := sip.NewResponseFromRequest(req, 420, "Bad Extension", nil)
+	res.AppendHeader(sip.NewHeader("Unsupported", strings.Join(tags, ", ")))
+	if err := tx.Respond(res); err != nil {
+		log.Warn("respond failed", "call_id", callID(req), "err", err)
+	}
+	return true
+}
+
+const maxUnsupported = 16
 
 // sipVersion answers a request of another SIP version than 2.0 with 505
 // Version Not Supported (RFC 3261 §8.2.2; an ACK gets nothing) and hands

@@ -865,6 +865,9 @@ func TestStackRequire(t *testing.T) {
 		{"CANCEL of nothing", strings.Replace(other("CANCEL", "req4"), "CSeq: 1 CANCEL\r\n", "CSeq: 1 CANCEL\r\nRequire: foo\r\n", 1), 481, ""},
 		{"empty Require", request("UDP", "req5", secret, "Require: "), 202, ""},
 		{"INVITE offer as text/plain", invite("req6", "text/plain"), 415, ""},
+		// A stranger hears 403 first, whatever it requires.
+		{"MESSAGE without the secret", request("UDP", "req7", "Require: foo"), 403, ""},
+		{"a tag repeated", request("UDP", "req8", secret, "Require: a, a", "Require: a"), 420, "a"},
 	}
 	for _, tt := range tests {
 		res := exchangeUDP(t, s.udp.LocalAddr(), tt.raw, 5*time.Second)
