@@ -157,6 +157,28 @@ func exchangeUDP(t *testing.T, addr net.Addr, raw string, wait time.Duration) *s
 	}
 }
 
+// rawUDP sends raw in one datagram from a new socket and returns the
+// first datagram that comes back within wait, unparsed; an error when
+// none came.
+func rawUDP(t *testing.T, addr net.Addr, raw string, wait time.Duration) (string, error) {
+	t.Helper()
+	c, err := net.Dial("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
 // exchangeTCP sends raw on a new connection and returns the final
 // response, or nil when the connection closed or none came within wait.
 func exchangeTCP(t *testing.T, addr net.Addr, raw string, wait time.Duration) *sip.Response {
@@ -919,18 +941,7 @@ func TestStackUnparsableAnswered(t *testing.T) {
 		if tt.name == "an ACK" {
 			raw = strings.Replace(strings.Replace(raw, "CSeq: 1 MESSAGE", "CSeq: 1 ACK", 1), "Max-Forwards: 70", "Max-Forwards: abc", 1)
 		}
-		c, err := net.Dial("udp", s.udp.LocalAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write([]byte(raw)); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 65535)
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		n, err := c.Read(buf)
-		c.Close()
-		got := string(buf[:max(n, 0)])
+		got, err := rawUDP(t, s.udp.LocalAddr(), raw, time.Second)
 		if !tt.answered {
 			if err == nil {
 				t.Errorf("%s: answered %q, want nothing", tt.name, got)
@@ -1063,21 +1074,11 @@ func TestStackUDPTooLarge(t *testing.T) {
 	withoutCL := strings.Replace(strings.Replace(request("UDP", "toolarge2", "X-Deferpush-Secret: "+testSecret),
 		"Content-Length: 5\r\n", "", 1), "\r\n\r\nhello", "\r\n\r\n"+body, 1)
 	for _, raw := range []string{withCL, withoutCL} {
-		c, err := net.Dial("udp", s.udp.LocalAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write([]byte(raw)); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 65535)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := c.Read(buf)
-		c.Close()
+		got, err := rawUDP(t, s.udp.LocalAddr(), raw, 5*time.Second)
 		if err != nil {
 			t.Fatalf("no answer: %v", err)
 		}
-		if got := string(buf[:n]); !strings.HasPrefix(got, "SIP/2.0 513 Message Too Large\r\n") || !strings.Contains(got, "send it over TCP") {
+		if !strings.HasPrefix(got, "SIP/2.0 513 Message Too Large\r\n") || !strings.Contains(got, "send it over TCP") {
 			t.Errorf("answer:\n%s\nwant 513 saying to use TCP", got)
 		}
 	}
