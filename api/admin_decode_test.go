@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +109,32 @@ func TestChangedFields(t *testing.T) {
 	b.MessageTTL = plugin.Duration(time.Hour)
 	if diff := cmp.Diff([]string{"push_enabled", "message_ttl"}, changedFields(a, b)); diff != "" {
 		t.Errorf("changedFields (-want +got):\n%s", diff)
+	}
+}
+
+// TestViewMessageWithoutPrivate: a stored MESSAGE shown with its body
+// leaves out the sender's credentials and routing, as a push would; the
+// rest of it is as stored.
+func TestViewMessageWithoutPrivate(t *testing.T) {
+	raw := "MESSAGE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n" +
+		"Proxy-Authorization: Digest username=\"alice\", response=\"0123\"\r\nRoute: <sip:10.1.2.3;lr>\r\n" +
+		"From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c1\r\nCSeq: 1 MESSAGE\r\n" +
+		"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+	m := &plugin.Message{ID: plugin.NewID(time.Now()), Recipient: plugin.MustParseAOR("sip:bob@example.com"),
+		Kind: plugin.KindSIPMessage, Raw: []byte(raw), CallID: "c1"}
+	v := viewMessage(m, true)
+	got := string(v.Raw)
+	if strings.Contains(got, "Proxy-Authorization") || strings.Contains(got, "Route:") {
+		t.Errorf("shown with the sender's credentials or routing:\n%s", got)
+	}
+	if want := strings.Replace(strings.Replace(raw, "Proxy-Authorization: Digest username=\"alice\", response=\"0123\"\r\n", "", 1),
+		"Route: <sip:10.1.2.3;lr>\r\n", "", 1); got != want {
+		t.Errorf("shown:\n%q\nwant the rest as stored:\n%q", got, want)
+	}
+	if string(m.Raw) != raw {
+		t.Error("the stored message changed")
+	}
+	if v := viewMessage(m, false); v.Raw != nil {
+		t.Errorf("without body: %q", v.Raw)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
 	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/encap"
 )
 
 // Paging of message listings.
@@ -132,6 +133,12 @@ func viewMessage(m *plugin.Message, body bool) messageView {
 	}
 	if body {
 		v.Raw, v.Invite = m.Raw, m.Invite
+		// The sender's credentials and routing (Authorization,
+		// Proxy-Authorization, Route, ...) are no reader's business, a
+		// viewer token's least: shown as a push would send the message.
+		if m.Kind == plugin.KindSIPMessage {
+			v.Raw = encap.WithoutPrivate(m.Raw)
+		}
 	}
 	return v
 }

@@ -275,6 +275,17 @@ func sipBody(stored []byte, m *sipMsg) []byte {
 	return append(out, stored[m.headers[len(m.headers)-1].end:]...)
 }
 
+// WithoutPrivate returns a stored SIP MESSAGE as a push passes it on:
+// less its private headers (sipBody). stored is returned as it is when
+// it has none, or does not parse.
+func WithoutPrivate(stored []byte) []byte {
+	m, err := parseRequest(stored)
+	if err != nil || len(m.headers) == 0 {
+		return stored
+	}
+	return sipBody(stored, m)
+}
+
 // sipfrag returns the message/sipfrag variant of a stored MESSAGE (RFC
 // 3420): the request line, then, in their order and bytes, the headers
 // this package reads (From, To, Call-ID, Date, P-Asserted-Identity,
