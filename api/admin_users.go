@@ -10,8 +10,8 @@ import (
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
 
+	"github.com/deferpush/deferpush/adapters/ingress"
 	"github.com/deferpush/deferpush/plugin"
-	"github.com/deferpush/deferpush/plugin/encap"
 )
 
 // Paging of message listings.
@@ -137,7 +137,7 @@ func viewMessage(m *plugin.Message, body bool) messageView {
 		// Proxy-Authorization, Route, ...) are no reader's business, a
 		// viewer token's least: shown as a push would send the message.
 		if m.Kind == plugin.KindSIPMessage {
-			v.Raw = encap.WithoutPrivate(m.Raw)
+			v.Raw = ingress.Shown(m.Raw)
 		}
 	}
 	return v

@@ -197,3 +197,10 @@ func cutViaValue(v []byte) (first, rest []byte, several bool) {
 	}
 	return v, nil, false
 }
+
+// Shown is a stored MESSAGE as deferpush shows it to a reader (the admin
+// API): as a push passes it on, less the sender's credentials and
+// routing (Authorization, Proxy-Authorization, Proxy-Require, Route,
+// Record-Route; encap.WithoutPrivate). raw is returned as it is when it
+// has none of them, or does not parse.
+func Shown(raw []byte) []byte { return encap.WithoutPrivate(raw) }
