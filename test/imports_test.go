@@ -90,7 +90,7 @@ var rules = map[string]importRule{
 		testThirdParty: []string{goCmp}},
 	// The proxies' hook tests hand the stored raw SIP on to
 	// ingress.Deferred, as the hook does.
-	"adapters": {own: []string{"plugin", "plugin/guard", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"},
+	"adapters": {own: []string{"plugin", "plugin/abnf", "plugin/guard", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"},
 		testOwn: []string{"adapters/ingress"}, testThirdParty: []string{goCmp}},
 	// The store's tests compare what the library's dp_store writes for a
 	// proxy with what the hook stores (ingress.Deferred), and the pages it

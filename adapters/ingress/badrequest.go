@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // Answering what sipgo cannot parse. sipgo drops a UDP datagram its parser
@@ -99,7 +101,7 @@ func answerUnparsable(raw []byte, src net.Addr, code int, reason, why string) []
 	head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
 	lines := strings.Split(string(head), "\r\n")
 	start := strings.Fields(lines[0])
-	if len(start) != 3 || start[2] != "SIP/2.0" || !isToken(start[0]) || strings.EqualFold(start[0], "ACK") {
+	if len(start) != 3 || start[2] != "SIP/2.0" || !abnf.IsSIPToken(start[0]) || strings.EqualFold(start[0], "ACK") {
 		return nil
 	}
 	// Unfold continuation lines (RFC 3261 §7.3.1).
@@ -189,18 +191,4 @@ func answerUnparsable(raw []byte, src net.Addr, code int, reason, why string) []
 	b.WriteString(`Warning: 399 deferpush "` + sanitize(why) + "\"\r\n")
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	return b.Bytes()
-}
-
-// isToken reports whether s is an RFC 3261 token (a method name).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }

@@ -171,13 +171,6 @@ func (in *Ingress) outcome(ctx context.Context, err error) plugin.Outcome {
 	return plugin.OutcomeOf(err, p)
 }
 
-// isSDP reports whether a Content-Type is application/sdp, in any case,
-// with any parameters.
-func isSDP(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "application/sdp")
-}
-
 // respond answers req with o and the extra headers; a malformed or
 // untrusted request, or an offer refused 488, also gets a Warning saying
 // why.
@@ -256,7 +249,7 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	// another type is refused 415 with Accept (§8.2.3), whatever it holds.
 	// An INVITE without a body (an offer awaited in the 2xx, which
 	// deferpush does not make) is refused 488 by Parse below.
-	if ct := req.ContentType(); len(req.Body()) > 0 && (ct == nil || !isSDP(ct.Value())) {
+	if ct := req.ContentType(); len(req.Body()) > 0 && (ct == nil || !sdp.IsType(ct.Value())) {
 		return nil, sdp.Media{}, fmt.Errorf("%w: the INVITE's body is not application/sdp", plugin.ErrMediaType)
 	}
 	offer, err := sdp.Parse(req.Body())

@@ -27,10 +27,9 @@ import (
 type merged struct {
 	seed maphash.Seed
 
-	mu         sync.Mutex
-	cur, prev  map[uint64]mergedTx
-	rotated    time.Time
-	generation time.Duration
+	mu        sync.Mutex
+	cur, prev map[uint64]mergedTx
+	rotated   time.Time
 }
 
 // mergedTx is a transaction tracked: its branch, and until when (zero:
@@ -46,7 +45,7 @@ const (
 )
 
 func newMerged() *merged {
-	return &merged{seed: maphash.MakeSeed(), cur: map[uint64]mergedTx{}, prev: map[uint64]mergedTx{}, generation: mergedWindow}
+	return &merged{seed: maphash.MakeSeed(), cur: map[uint64]mergedTx{}, prev: map[uint64]mergedTx{}}
 }
 
 // key is the hash of req's From tag, Call-ID, CSeq and Request-URI; ok is false when
@@ -88,7 +87,7 @@ func (g *merged) begin(req *sip.Request, now time.Time) (isMerged bool, done fun
 	udp := strings.EqualFold(via.Transport, "UDP")
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if now.Sub(g.rotated) >= g.generation {
+	if now.Sub(g.rotated) >= mergedWindow {
 		g.prev, g.cur, g.rotated = g.cur, make(map[uint64]mergedTx, len(g.cur)), now
 	}
 	for _, m := range []map[uint64]mergedTx{g.cur, g.prev} {

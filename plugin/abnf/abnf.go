@@ -30,3 +30,26 @@ func ClosingQuote(s string) int {
 	}
 	return -1
 }
+
+// IsSIPToken reports whether s is a non-empty RFC 3261 token (§25.1): a
+// method name, a header name, an option tag.
+func IsSIPToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !IsAlnum(c) && !isTokenMark(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenMark(c byte) bool {
+	switch c {
+	case '-', '.', '!', '%', '*', '_', '+', '`', '\'', '~':
+		return true
+	}
+	return false
+}

@@ -3,6 +3,8 @@ package encap
 import (
 	"mime"
 	"strings"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // mediaType returns the type/subtype of a Content-Type or accept-types
@@ -53,5 +55,5 @@ func wrappable(ct string, o Options) bool {
 func validMediaType(ct string) bool {
 	mt, _, err := mime.ParseMediaType(ct)
 	typ, sub, ok := strings.Cut(mt, "/")
-	return err == nil && ok && isToken(typ) && isToken(sub) && !strings.ContainsAny(ct, "\r\n")
+	return err == nil && ok && abnf.IsSIPToken(typ) && abnf.IsSIPToken(sub) && !strings.ContainsAny(ct, "\r\n")
 }

@@ -28,7 +28,7 @@ import (
 // Media types and namespace of IMDN.
 const (
 	TypeIMDN        = "message/imdn+xml"
-	imdnNS          = "urn:ietf:params:imdn"
+	NamespaceIMDN   = "urn:ietf:params:imdn" // the CPIM namespace of IMDN headers (RFC 5438 §6.3)
 	imdnXMLNS       = "urn:ietf:params:xml:ns:imdn"
 	imdnDisposition = "notification"
 )
@@ -90,7 +90,7 @@ func ReadIMDNRequest(stored []byte) (r IMDNRequest, ok bool, err error) {
 	for _, h := range hdrs {
 		if h[0] == "NS" {
 			name, uri, found := strings.Cut(h[1], "<")
-			if found && strings.TrimSuffix(strings.TrimSpace(uri), ">") == imdnNS {
+			if found && strings.TrimSuffix(strings.TrimSpace(uri), ">") == NamespaceIMDN {
 				prefix = strings.TrimSpace(name) + "."
 			}
 		}
@@ -233,7 +233,7 @@ func BuildNotification(r IMDNRequest, n Notification) (contentType string, body 
 	var b bytes.Buffer
 	b.WriteString("From: <" + n.Recipient + ">\r\n")
 	b.WriteString("To: <" + r.From + ">\r\n")
-	b.WriteString("NS: imdn <" + imdnNS + ">\r\n")
+	b.WriteString("NS: imdn <" + NamespaceIMDN + ">\r\n")
 	b.WriteString("imdn.Message-ID: " + n.MessageID + "\r\n")
 	b.WriteString("DateTime: " + n.Now.UTC().Format(time.RFC3339) + "\r\n")
 	for _, u := range r.RecordRoute {
@@ -245,64 +245,4 @@ func BuildNotification(r IMDNRequest, n Notification) (contentType string, body 
 	b.WriteString("Content-Length: " + strconv.Itoa(doc.Len()) + "\r\n\r\n")
 	b.Write(doc.Bytes())
 	return TypeCPIM, b.Bytes()
-}
-
-// NotificationTarget reads a notification a recipient sends back as a
-// message/cpim body (RFC 5438 §7.1.1.3, as an RCS client does inside an
-// MSRP session) and returns where it goes: the URI of its first
-// imdn.IMDN-Route, else of its CPIM To (the sender of the message it is
-// about). ok is false when the body is no notification: no IMDN
-// namespace, or an encapsulated Content-Type other than
-// message/imdn+xml. Errors wrap ErrMalformed.
-func NotificationTarget(cpim []byte) (target string, ok bool, err error) {
-	hdrs, rest, err := cpimHeaders(cpim)
-	if err != nil {
-		return "", false, err
-	}
-	prefix, to := "", ""
-	var route []string
-	for _, h := range hdrs {
-		if h[0] == "NS" {
-			name, uri, found := strings.Cut(h[1], "<")
-			if found && strings.TrimSuffix(strings.TrimSpace(uri), ">") == imdnNS {
-				prefix = strings.TrimSpace(name) + "."
-			}
-		}
-	}
-	if prefix == "." || prefix == "" {
-		return "", false, nil
-	}
-	for _, h := range hdrs {
-		switch h[0] {
-		case "To":
-			if to == "" {
-				to = addressURI(h[1])
-			}
-		case prefix + "IMDN-Route":
-			if u := addressURI(h[1]); u != "" {
-				route = append(route, u)
-			}
-		}
-	}
-	mimeHdrs, _, err := cpimHeaders(rest)
-	if err != nil {
-		return "", false, err
-	}
-	isIMDN := false
-	for _, h := range mimeHdrs {
-		if strings.EqualFold(h[0], keyContentType) {
-			mt, _, _ := mime.ParseMediaType(h[1])
-			isIMDN = mt == TypeIMDN
-		}
-	}
-	if !isIMDN {
-		return "", false, nil
-	}
-	if len(route) > 0 {
-		return route[0], true, nil
-	}
-	if to == "" {
-		return "", false, malformed("notification without a CPIM To")
-	}
-	return to, true, nil
 }

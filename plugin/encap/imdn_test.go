@@ -175,35 +175,3 @@ func TestIMDNHeadersSurviveEncapsulation(t *testing.T) {
 		t.Errorf("page: %v, body %q", err, p.Body)
 	}
 }
-
-func TestNotificationTarget(t *testing.T) {
-	n := func(hdrs, ct string) []byte {
-		return []byte(strings.ReplaceAll("From: <sip:bob@example.com>\nTo: <sip:alice@example.com>\n"+hdrs+"DateTime: 2026-11-26T12:00:05Z\n\n"+
-			"Content-Type: "+ct+"\nContent-Disposition: notification\n\n<imdn/>", "\n", "\r\n"))
-	}
-	const ns = "NS: imdn <urn:ietf:params:imdn>\nimdn.Message-ID: x1\n"
-	tests := []struct {
-		name   string
-		body   []byte
-		target string
-		ok     bool
-		err    bool
-	}{
-		{"to the CPIM To", n(ns, encap.TypeIMDN), "sip:alice@example.com", true, false},
-		{"to the first IMDN-Route", n(ns+"imdn.IMDN-Route: <sip:r1@example.net>\nimdn.IMDN-Route: <sip:r2@example.net>\n", encap.TypeIMDN), "sip:r1@example.net", true, false},
-		{"another prefix", n("NS: x <urn:ietf:params:imdn>\nx.IMDN-Route: <sip:r1@example.net>\n", encap.TypeIMDN), "sip:r1@example.net", true, false},
-		{"no IMDN namespace", n("", encap.TypeIMDN), "", false, false},
-		{"not a notification", n(ns, "text/plain"), "", false, false},
-		{"no CPIM To", []byte(strings.Replace(string(n(ns, encap.TypeIMDN)), "To: <sip:alice@example.com>\r\n", "", 1)), "", false, true},
-		{"no blank line", []byte("From: <sip:bob@example.com>\r\n"), "", false, true},
-	}
-	for _, tt := range tests {
-		target, ok, err := encap.NotificationTarget(tt.body)
-		if target != tt.target || ok != tt.ok || (err != nil) != tt.err {
-			t.Errorf("%s: %q, %v, %v; want %q, %v, error %v", tt.name, target, ok, err, tt.target, tt.ok, tt.err)
-		}
-		if err != nil && !errors.Is(err, encap.ErrMalformed) {
-			t.Errorf("%s: error %v does not wrap encap.ErrMalformed", tt.name, err)
-		}
-	}
-}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin/abnf"
 )
 
 // dateLayout is the rfc1123-date of RFC 3261 §20.17: always GMT. The
@@ -273,7 +275,7 @@ func (m *sipMsg) parseStart(line []byte, mode startMode) error {
 		}
 		return nil
 	}
-	if len(f) != 3 || !isToken(f[0]) || f[1] == "" || !strings.EqualFold(f[2], "SIP/2.0") || hasCTL(f[1]) {
+	if len(f) != 3 || !abnf.IsSIPToken(f[0]) || f[1] == "" || !strings.EqualFold(f[2], "SIP/2.0") || hasCTL(f[1]) {
 		return malformed("not a SIP message: request line %q is not \"Method SP Request-URI SP SIP/2.0\"", clip(line))
 	}
 	m.method, m.uri = f[0], f[1]
@@ -284,7 +286,7 @@ func (m *sipMsg) parseStart(line []byte, mode startMode) error {
 // than a start line: a start line has a space or a '/' before any colon.
 func isHeaderLine(line []byte) bool {
 	c := bytes.IndexByte(line, ':')
-	return c > 0 && isToken(bytes.TrimRight(line[:c], " \t"))
+	return c > 0 && abnf.IsSIPToken(bytes.TrimRight(line[:c], " \t"))
 }
 
 func parseSIPHeader(line []byte) (sipHeader, error) {
@@ -293,7 +295,7 @@ func parseSIPHeader(line []byte) (sipHeader, error) {
 		return sipHeader{}, malformed("header line %q has no colon", clip(line))
 	}
 	name := bytes.TrimRight(line[:c], " \t")
-	if !isToken(name) {
+	if !abnf.IsSIPToken(name) {
 		return sipHeader{}, malformed("header name %q", clip(name))
 	}
 	h := sipHeader{key: sipKey(name)}
@@ -301,20 +303,6 @@ func parseSIPHeader(line []byte) (sipHeader, error) {
 		h.value = strings.Trim(string(line[c+1:]), " \t")
 	}
 	return h, nil
-}
-
-// isToken reports whether s is a non-empty RFC 3261 token.
-func isToken[T string | []byte](s T) bool {
-	if len(s) == 0 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 func hasCTL(s string) bool {
@@ -479,7 +467,7 @@ func validVia(v string) bool {
 	}
 	rest = strings.TrimLeft(rest, " \t")
 	i := strings.IndexAny(rest, " \t")
-	if i <= 0 || !isToken(rest[:i]) {
+	if i <= 0 || !abnf.IsSIPToken(rest[:i]) {
 		return false
 	}
 	host := strings.TrimLeft(rest[i:], " \t")

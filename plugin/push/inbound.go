@@ -85,7 +85,7 @@ func (r *imdnRoutes) add(msgs []*plugin.Message) {
 		return
 	}
 	for _, m := range msgs {
-		if m.Kind != plugin.KindSIPMessage || !bytes.Contains(m.Raw, []byte(imdnNamespace)) {
+		if m.Kind != plugin.KindSIPMessage || !bytes.Contains(m.Raw, []byte(encap.NamespaceIMDN)) {
 			continue
 		}
 		req, _, err := encap.ReadIMDNRequest(m.Raw)
@@ -125,10 +125,6 @@ func (r *imdnRoutes) take(messageID string) (sip.Uri, bool) {
 	rt.left--
 	return rt.target, true
 }
-
-// imdnNamespace is the IMDN namespace a CPIM body asking for notifications
-// declares (RFC 5438 §6.3).
-const imdnNamespace = "urn:ietf:params:imdn"
 
 var _ msrp.Handler = inbound{}
 

@@ -154,7 +154,7 @@ func (s *session) readAnswer() error {
 	// body of another type is no answer, whatever it looks like.
 	var err error
 	var ans sdp.Media
-	if ct := s.dlg.res.ContentType(); ct == nil || !isSDP(ct.Value()) {
+	if ct := s.dlg.res.ContentType(); ct == nil || !sdp.IsType(ct.Value()) {
 		err = errors.New("the 2xx has no application/sdp body")
 	} else {
 		ans, err = sdp.Parse(s.dlg.res.Body())
@@ -173,13 +173,6 @@ func (s *session) readAnswer() error {
 	}
 	s.answer = ans
 	return nil
-}
-
-// isSDP reports whether a Content-Type is application/sdp, in any case,
-// with any parameters.
-func isSDP(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "application/sdp")
 }
 
 // connect opens the MSRP connection to the client's path (step 7). The

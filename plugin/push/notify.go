@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -51,28 +50,16 @@ func (p *Pusher) Notify(ctx context.Context, m *plugin.Message, d plugin.Disposi
 	if !sipURI(r.Target(), &target) && !sipURI(r.From, &target) && !sipURI(m.Sender, &target) {
 		return fmt.Errorf("notify %s: no SIP URI to send it to (CPIM From %q, SIP From %q)", m.ID, r.From, m.Sender)
 	}
-	var from sip.Uri
-	if err := sip.ParseUri(m.Recipient.String(), &from); err != nil {
-		return fmt.Errorf("notify %s: recipient %s: %w", m.ID, m.Recipient, err)
-	}
 	status := encap.IMDNStored
 	if d == plugin.DispositionFailed {
 		status = encap.IMDNFailed
 	}
 	ct, body := encap.BuildNotification(r, encap.Notification{Status: status, Recipient: m.Recipient.String(),
 		MessageID: rand.Text()[:20], Now: time.Now()})
-
-	req := sip.NewRequest(sip.MESSAGE, target)
-	if p.route != nil {
-		req.AppendHeader(sip.NewHeader("Route", "<"+p.route.String()+">"))
+	req, err := p.notification(m.Recipient, target, ct, body)
+	if err != nil {
+		return fmt.Errorf("notify %s: %w", m.ID, err)
 	}
-	fh := &sip.FromHeader{Address: from, Params: sip.NewParams()}
-	fh.Params.Add("tag", sip.GenerateTagN(16))
-	req.AppendHeader(fh)
-	req.AppendHeader(&sip.ToHeader{Address: target, Params: sip.NewParams()})
-	req.AppendHeader(sip.NewHeader("Content-Type", ct))
-	req.SetBody(body)
-	p.setTransport(req)
 	res, err := p.cfg.Client.Do(ctx, req, sipgo.ClientRequestBuild)
 	if err != nil {
 		return fmt.Errorf("notify %s: %w", m.ID, err)
@@ -82,6 +69,27 @@ func (p *Pusher) Notify(ctx context.Context, m *plugin.Message, d plugin.Disposi
 	}
 	p.log.Debug("notification sent", "aor", m.Recipient, "msg_id", m.ID, "status", status, "to", target.String(), "answer", res.StatusCode)
 	return nil
+}
+
+// notification is the MESSAGE carrying a notification (contentType,
+// body) from the mailbox of aor to target, through the outbound proxy.
+func (p *Pusher) notification(aor plugin.AOR, target sip.Uri, contentType string, body []byte) (*sip.Request, error) {
+	var from sip.Uri
+	if err := sip.ParseUri(aor.String(), &from); err != nil {
+		return nil, fmt.Errorf("recipient %s: %w", aor, err)
+	}
+	req := sip.NewRequest(sip.MESSAGE, target)
+	if p.route != nil {
+		req.AppendHeader(sip.NewHeader("Route", "<"+p.route.String()+">"))
+	}
+	fh := &sip.FromHeader{Address: from, Params: sip.NewParams()}
+	fh.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(fh)
+	req.AppendHeader(&sip.ToHeader{Address: target, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("Content-Type", contentType))
+	req.SetBody(body)
+	p.setTransport(req)
+	return req, nil
 }
 
 // sipURI parses s into u when it is a sip: or sips: URI.
@@ -98,7 +106,7 @@ func sipURI(s string, u *sip.Uri) bool {
 // outbound proxy from the client's AOR, the body as the client wrote it.
 // It returns at once: the MESSAGE goes out in the background, at most
 // maxForwards at a time (more are dropped and logged), each waiting
-// noticeTimeout for its answer. Best effort, as deferpush's own
+// forwardTimeout for its answer. Best effort, as deferpush's own
 // notifications: without an outbound proxy, or when the proxy refuses
 // it, the notification is logged and dropped.
 func (p *Pusher) forwardIMDN(aor plugin.AOR, target sip.Uri, cpim []byte) {
@@ -113,21 +121,13 @@ func (p *Pusher) forwardIMDN(aor plugin.AOR, target sip.Uri, cpim []byte) {
 			"err", fmt.Sprintf("%d forwards in flight", cap(p.forwards)))
 		return
 	}
-	var from sip.Uri
-	if err := sip.ParseUri(aor.String(), &from); err != nil {
+	// cpim is the handler's to keep (msrp.Handler).
+	req, err := p.notification(aor, target, encap.TypeCPIM, cpim)
+	if err != nil {
 		<-p.forwards
 		p.log.Warn("notification from client not forwarded", "aor", aor, "err", err)
 		return
 	}
-	req := sip.NewRequest(sip.MESSAGE, target)
-	req.AppendHeader(sip.NewHeader("Route", "<"+p.route.String()+">"))
-	fh := &sip.FromHeader{Address: from, Params: sip.NewParams()}
-	fh.Params.Add("tag", sip.GenerateTagN(16))
-	req.AppendHeader(fh)
-	req.AppendHeader(&sip.ToHeader{Address: target, Params: sip.NewParams()})
-	req.AppendHeader(sip.NewHeader("Content-Type", encap.TypeCPIM))
-	req.SetBody(slices.Clone(cpim))
-	p.setTransport(req)
 	go func() {
 		defer func() { <-p.forwards }()
 		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)

@@ -225,6 +225,14 @@ func direction(attrs []psdp.Attribute) string {
 	return ""
 }
 
+// IsType reports whether a Content-Type is application/sdp, in any case,
+// with any parameters: the only body an offer or answer comes in (RFC
+// 3261 §13.2.1).
+func IsType(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/sdp")
+}
+
 // Accepts reports whether m's accept-types take contentType: an exact
 // type, "type/*" or "*", without regard to case or parameters.
 func (m Media) Accepts(contentType string) bool {
