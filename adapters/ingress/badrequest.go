@@ -24,7 +24,7 @@ import (
 // (sipgo's read filter); one that does not parse but whose start line is
 // a request's and whose Via, From, To, Call-ID and CSeq can still be read
 // is answered 400 with a Warning saying why, and dropped. Over TCP sipgo
-// closes the connection, which the sender sees at once.
+// closes the connection; the framer (sipframe.go) answers first.
 
 // udpRefuser is the read filter that answers unparsable UDP requests.
 type udpRefuser struct {

@@ -2,7 +2,12 @@ package ingress
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"net"
 	"strconv"
+
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/deferpush/deferpush/plugin/guard"
 )
@@ -20,10 +25,14 @@ const maxFrameHeader = 64 << 10
 // for sip.request_timeout.
 type sipFramer struct {
 	state int
-	// head is the header section read so far (stateHead); body counts
-	// the body octets still to come (stateBody).
-	head []byte
-	body int64
+	// head is the header section read so far (stateHead), kept until the
+	// next message begins; body counts the body octets still to come
+	// (stateBody). tooLarge: the message's header section and declared
+	// body exceed what sipgo takes.
+	head     []byte
+	body     int64
+	tooLarge bool
+	parser   *sip.Parser
 }
 
 const (
@@ -39,6 +48,8 @@ var emptyLine = []byte("\r\n\r\n")
 
 func newSIPFramer() guard.Framer { return &sipFramer{} }
 
+var _ guard.Refuser = (*sipFramer)(nil)
+
 func (f *sipFramer) Feed(p []byte) (open, began bool) {
 	for len(p) > 0 {
 		switch f.state {
@@ -48,7 +59,7 @@ func (f *sipFramer) Feed(p []byte) (open, began bool) {
 				i++
 			}
 			if p = p[i:]; len(p) > 0 {
-				f.state, f.head, began = stateHead, f.head[:0], true
+				f.state, f.head, f.tooLarge, began = stateHead, f.head[:0], false, true
 			}
 		case stateHead:
 			kept := len(f.head)
@@ -58,12 +69,14 @@ func (f *sipFramer) Feed(p []byte) (open, began bool) {
 			i := bytes.Index(f.head[from:], emptyLine)
 			if i < 0 {
 				if len(f.head) >= maxFrameHeader {
-					f.state, f.head = stateOverflow, nil
+					f.state, f.tooLarge = stateOverflow, true
 				}
 				return true, began
 			}
 			end := from + i + len(emptyLine)
 			f.body = contentLength(f.head[:end])
+			f.head = f.head[:end]
+			f.tooLarge = int64(end)+f.body > int64(sip.ParseMaxMessageLength) // sipgo's bound
 			f.state = stateBody
 			p = p[end-kept:]
 		case stateBody:
@@ -81,6 +94,41 @@ func (f *sipFramer) Feed(p []byte) (open, began bool) {
 		f.state, began = stateBetween, false
 	}
 	return f.state != stateBetween, began
+}
+
+// Refusal answers a request sipgo will not take (guard.Refuser): 513
+// for one past sipgo's 65,535 octets, at once when its header section
+// says so; 400 with sipgo's reason when sipgo closed the connection on
+// the header section the framer kept (RFC 3261 §18.3 wants a 400 to a
+// malformed request before a stream connection is closed). Nil when the
+// request cannot be answered (no Via, From, To, Call-ID or CSeq to echo,
+// an ACK, a response) or parses.
+func (f *sipFramer) Refusal(remote net.Addr, closing bool) []byte {
+	head := f.head
+	if f.state == stateOverflow {
+		// The last line may be cut short.
+		if i := bytes.LastIndex(head, []byte("\r\n")); i >= 0 {
+			head = head[:i+2]
+		}
+	}
+	if f.tooLarge {
+		return answerUnparsable(head, remote, 513, "Message Too Large",
+			"message over "+strconv.Itoa(sip.ParseMaxMessageLength)+" octets")
+	}
+	if !closing || len(head) == 0 {
+		return nil
+	}
+	if f.parser == nil {
+		f.parser = sip.NewParser()
+	}
+	ps := f.parser.NewSIPStream()
+	defer ps.Close()
+	_, _ = ps.Write(head)
+	_, _, err := ps.ParseNext()
+	if err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return badRequest(head, remote, err.Error())
 }
 
 // contentLength is the value of the last Content-Length (or l) field of

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +183,48 @@ func TestStackRequestTimeout(t *testing.T) {
 			t.Fatalf("OPTIONS in two reads %v apart: %v, want 200", timeout/2, res)
 		}
 	})
+}
+
+// TestSIPFramerRefusal: the framer answers only what sipgo refuses: a
+// message declared past 65,535 octets at once, a header section that
+// does not parse only when the server closed on it, a good one never,
+// and the last message's header section, not an earlier one's.
+func TestSIPFramerRefusal(t *testing.T) {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5999}
+	msg := func(branch, extra, body string) string {
+		return "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK" + branch + "\r\n" + extra +
+			"From: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: " + branch + "\r\nCSeq: 1 MESSAGE\r\n" +
+			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	feed := func(raw string) *sipFramer {
+		f := newSIPFramer().(*sipFramer)
+		f.Feed([]byte(raw))
+		return f
+	}
+	first := func(b []byte) string { l, _, _ := strings.Cut(string(b), "\r\n"); return l }
+
+	good := feed(msg("good", "", "hello"))
+	if a := good.Refusal(src, true); a != nil {
+		t.Errorf("a good message: answered %q", first(a))
+	}
+	bad := msg("bad", "Max-Forwards: abc\r\n", "hello")
+	if a := feed(bad).Refusal(src, false); a != nil {
+		t.Errorf("a bad header section before the server closed: answered %q", first(a))
+	}
+	if a := feed(bad).Refusal(src, true); first(a) != "SIP/2.0 400 Bad Request" || !strings.Contains(string(a), "Call-ID: bad\r\n") {
+		t.Errorf("a bad header section: answered\n%s", a)
+	}
+	// Only the last header section is kept: a bad one followed in the same
+	// read by a good one goes unanswered rather than answered wrongly.
+	if a := feed(bad+msg("after", "", "hi")).Refusal(src, true); a != nil {
+		t.Errorf("a good message after a bad one: answered the bad one's %q", first(a))
+	}
+	big := strings.Replace(msg("big", "", ""), "Content-Length: 0", "Content-Length: 65536", 1)
+	if a := feed(big).Refusal(src, false); first(a) != "SIP/2.0 513 Message Too Large" || !strings.Contains(string(a), "Call-ID: big\r\n") {
+		t.Errorf("a message declared too large: answered\n%s", a)
+	}
+	head := strings.Replace(msg("head", "", ""), "Content-Length: 0\r\n\r\n", strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", 70), 1)
+	if a := feed(head).Refusal(src, false); first(a) != "SIP/2.0 513 Message Too Large" || !strings.Contains(string(a), "Call-ID: head\r\n") {
+		t.Errorf("a header section past 64 KiB: answered\n%s", a)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1086,5 +1087,73 @@ func TestStackUDPTooLarge(t *testing.T) {
 	defer e.mu.Unlock()
 	if len(e.stored) != 0 {
 		t.Errorf("%d messages stored", len(e.stored))
+	}
+}
+
+// TestStackTCPUnparsableAnswered: over TCP, a request sipgo's parser
+// refuses is answered 400 with a Warning and one past sipgo's 65,535
+// octets 513 (at once, when its header section says so), before the
+// connection closes (RFC 3261 §18.3, §21.4.1, §21.5.14); a start line
+// that is no request's gets no answer.
+func TestStackTCPUnparsableAnswered(t *testing.T) {
+	e := &fakeEngine{}
+	s := startStack(t, Trust{Secret: testSecret}, e)
+	const secretLine = "X-Deferpush-Secret: " + testSecret
+	pad := strings.Repeat("X-Pad: "+strings.Repeat("p", 100)+"\r\n", 700) // 75 KB of header lines
+	tests := []struct {
+		name, raw string
+		want      []string // final responses, in order; none: closed unanswered
+	}{
+		{"Max-Forwards abc", strings.Replace(request("TCP", "tcpbad1", secretLine), "Max-Forwards: 70", "Max-Forwards: abc", 1),
+			[]string{"400"}},
+		{"header line without a colon", strings.Replace(request("TCP", "tcpbad2", secretLine), "Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nno colon here\r\n", 1),
+			[]string{"400"}},
+		// Only the header section is sent: the 513 comes without the body.
+		{"Content-Length 70000", strings.TrimSuffix(strings.Replace(request("TCP", "tcpbig", secretLine), "Content-Length: 5", "Content-Length: 70000", 1), "hello"),
+			[]string{"513"}},
+		{"header section over 64 KiB", strings.Replace(request("TCP", "tcphead", secretLine), "Content-Type:", pad+"Content-Type:", 1),
+			[]string{"513"}},
+		{"no request line", "HELLO THERE\r\nVia: x\r\n\r\n", nil},
+	}
+	for _, tt := range tests {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(tt.raw)); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		br := bufio.NewReader(c)
+		var got []string
+		for {
+			res := readTCP(t, br)
+			if res == nil {
+				break
+			}
+			got = append(got, strconv.Itoa(res.StatusCode))
+			if res.StatusCode == 400 || res.StatusCode == 513 {
+				w := res.GetHeader("Warning")
+				if w == nil || !strings.HasPrefix(w.Value(), `399 deferpush "`) {
+					t.Errorf("%s: %d without deferpush's Warning: %v", tt.name, res.StatusCode, w)
+				}
+				if res.CallID() == nil || !strings.HasPrefix(res.CallID().Value(), "tcp") {
+					t.Errorf("%s: %d without the request's Call-ID", tt.name, res.StatusCode)
+				}
+			}
+		}
+		// The connection ended (EOF), it did not time out.
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+			t.Errorf("%s: connection not closed after the answers: %v", tt.name, err)
+		}
+		c.Close()
+		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("%s: answers %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.stored) != 0 {
+		t.Errorf("%d messages stored from refused requests", len(e.stored))
 	}
 }

@@ -9,6 +9,7 @@
 package guard
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -74,6 +75,32 @@ type Framer interface {
 	// open message began within them.
 	Feed(p []byte) (open, began bool)
 }
+
+// A Refuser is a Framer that can answer a message the server will not
+// take before the connection ends, so the peer learns why instead of
+// seeing the connection drop (SIP over TCP: 400 or 513, RFC 3261 §18.3,
+// §21.4.1). Refusal is asked after each Feed with closing false: an
+// answer then (a message already known too large) is written, the bytes
+// just read are still handed to the server and the next Read reports the
+// end of the stream. It is asked again with closing true when the server
+// closes the connection right after a Read that returned bytes (its
+// parser gave up on them): the Framer may then look at what it kept.
+// Nil is no answer. A connection that was answered is closed the
+// lingering way (what the peer still sends is read and dropped for up to
+// a second before the socket closes), so the answer is not lost to a
+// reset. The answers to messages read before the refused one may still
+// be written meanwhile.
+type Refuser interface {
+	Framer
+	Refusal(remote net.Addr, closing bool) []byte
+}
+
+// lingerTime bounds the lingering close of an answered connection and
+// the write of its answer; lingerBytes, what is read and dropped.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 1 << 20
+)
 
 // Budget bounds the connections of several Listeners together, so that
 // a flood on one cannot take the file descriptors the others (and the
@@ -201,6 +228,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		c := &conn{Conn: nc, l: l, src: sourceKey(SourceOf(nc.RemoteAddr())), accepted: time.Now()}
 		if l.cfg.NewFramer != nil {
 			c.framer = l.cfg.NewFramer()
+			c.refuser, _ = c.framer.(Refuser)
 		}
 		c.last.Store(c.accepted.UnixNano())
 		victims, ok := l.b.admit(c)
@@ -377,6 +405,15 @@ type conn struct {
 	// arriving began (zero between messages).
 	framer   Framer
 	msgStart time.Time
+
+	// When the Framer is a Refuser: mu orders Read's Feed with Close's
+	// Refusal; lastRead is whether the last Read returned bytes and no
+	// error, refused whether an answer was written (the stream ends).
+	refuser  Refuser
+	mu       sync.Mutex
+	lastRead bool
+	refused  bool
+	closed   bool
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -396,6 +433,14 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		_ = c.Conn.SetReadDeadline(d)
 	}
+	if c.refuser != nil {
+		c.mu.Lock()
+		refused := c.refused
+		c.mu.Unlock()
+		if refused {
+			return 0, io.EOF
+		}
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		now := time.Now()
@@ -403,13 +448,23 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.busy.Store(true)
 		c.last.Store(now.UnixNano())
 		if c.framer != nil {
+			c.mu.Lock()
 			switch open, began := c.framer.Feed(p[:n]); {
 			case !open:
 				c.msgStart = time.Time{}
 			case began:
 				c.msgStart = now
 			}
+			if c.refuser != nil {
+				c.lastRead = err == nil
+				c.answer(c.refuser.Refusal(c.RemoteAddr(), false))
+			}
+			c.mu.Unlock()
 		}
+	} else if c.refuser != nil {
+		c.mu.Lock()
+		c.lastRead = false
+		c.mu.Unlock()
 	}
 	if timed && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		if inRequest && c.l.throttle() {
@@ -440,9 +495,49 @@ func (c *conn) CloseWrite() error {
 	return errors.ErrUnsupported
 }
 
+// answer writes a Refuser's answer, once; c.mu is held.
+func (c *conn) answer(a []byte) {
+	if a == nil || c.refused {
+		return
+	}
+	c.refused = true
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(lingerTime))
+	_, _ = c.Conn.Write(a)
+	if line, _, _ := bytes.Cut(a, []byte("\r\n")); c.l.throttle() {
+		c.l.log.Info("connection answered and closed: a message the server does not take",
+			"remote", c.RemoteAddr().String(), "answer", string(line))
+	}
+}
+
 func (c *conn) Close() error {
 	c.l.b.mu.Lock()
 	c.l.b.remove(c)
 	c.l.b.mu.Unlock()
-	return c.Conn.Close()
+	if c.refuser == nil {
+		return c.Conn.Close()
+	}
+	c.mu.Lock()
+	first := !c.closed
+	c.closed = true
+	if first && c.lastRead {
+		c.answer(c.refuser.Refusal(c.RemoteAddr(), true))
+	}
+	linger := first && c.refused
+	c.mu.Unlock()
+	if !first {
+		// The lingering close below owns the socket.
+		return nil
+	}
+	if !linger {
+		return c.Conn.Close()
+	}
+	// The write side stays open while the peer's bytes are drained: the
+	// answers to messages read before the refused one may still be on
+	// their way (a server answers them from other goroutines).
+	go func() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
+		_ = c.Conn.Close()
+	}()
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -314,5 +315,91 @@ func TestFirstByteAndIdleTimeouts(t *testing.T) {
 	<-errc
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Errorf("a connection that sent a byte was ended after %v, before its idle timeout", d)
+	}
+}
+
+// lineRefuser frames newline-ended lines; it refuses at once a line
+// starting "big" and, when the server closes, one starting "bad".
+type lineRefuser struct{ last string }
+
+func (f *lineRefuser) Feed(p []byte) (open, began bool) {
+	f.last = string(p)
+	return false, false
+}
+
+func (f *lineRefuser) Refusal(_ net.Addr, closing bool) []byte {
+	switch {
+	case strings.HasPrefix(f.last, "big"):
+		return []byte("TOO LARGE\n")
+	case closing && strings.HasPrefix(f.last, "bad"):
+		return []byte("BAD\n")
+	}
+	return nil
+}
+
+// TestRefuserAnswers: a Refuser's answer is written before the close
+// when the server closes right after reading (not after the peer ended
+// its side or a timeout), at once for a message refused as it is read
+// (the next Read ends the stream), and once.
+func TestRefuserAnswers(t *testing.T) {
+	inner := loopback(t)
+	l := Listen(inner, Config{IdleTimeout: 300 * time.Millisecond, NewFramer: func() Framer { return &lineRefuser{} }})
+	reads := make(chan string, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 64)
+				var got []string
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						got = append(got, "EOF")
+						break
+					}
+					got = append(got, string(buf[:n]))
+					if string(buf[:n]) == "bad\n" {
+						break // a parser giving up
+					}
+				}
+				c.Close()
+				c.Close()
+				reads <- strings.Join(got, "|")
+			}()
+		}
+	}()
+	answer := func(c net.Conn) string {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	tests := []struct {
+		name, send      string
+		halfClose       bool
+		answer, readAll string
+	}{
+		{"server closes on what it read", "bad\n", false, "BAD\n", "bad\n"},
+		{"refused as read", "big\n", false, "TOO LARGE\n", "big\n|EOF"},
+		{"peer ends its side", "good\n", true, "", "good\n|EOF"},
+		// The Refuser would refuse it, but the server reads on: the idle
+		// timeout, not the server, ends the connection.
+		{"idle timeout after a refusable read", "bad, yet read on\n", false, "", "bad, yet read on\n|EOF"},
+	}
+	for _, tt := range tests {
+		c := dial(t, inner.Addr().String(), "")
+		io.WriteString(c, tt.send)
+		if tt.halfClose {
+			time.Sleep(50 * time.Millisecond)
+			c.(*net.TCPConn).CloseWrite()
+		}
+		if got := answer(c); got != tt.answer {
+			t.Errorf("%s: answered %q, want %q", tt.name, got, tt.answer)
+		}
+		if got := <-reads; got != tt.readAll {
+			t.Errorf("%s: the server read %q, want %q", tt.name, got, tt.readAll)
+		}
 	}
 }
