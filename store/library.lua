@@ -1255,6 +1255,8 @@ local KEYOF = {
   L = 'Content-Length',
   via = 'Via', Via = 'Via', v = 'Via', V = 'Via',
   CSeq = 'CSeq', cseq = 'CSeq',
+  Authorization = 'Credentials', authorization = 'Credentials',
+  ['Proxy-Authorization'] = 'Credentials', ['proxy-authorization'] = 'Credentials',
   ['Max-Forwards'] = false, Contact = false, ['Record-Route'] = false, Route = false,
   ['User-Agent'] = false, Expires = false, Allow = false, Supported = false, Require = false,
   ['Content-Disposition'] = false, Accept = false, ['Accept-Contact'] = false, ['P-Preferred-Identity'] = false,
@@ -1356,9 +1358,11 @@ local NAME = "^([%w%-%.!%%%*_%+`'~]+)[ \t]*:"
 -- readmessage is plugin/encap.ReadMessage for a MESSAGE to store, with
 -- the SIP ingress's header limits, in the order it checks them (a line,
 -- then the header it belongs to, line after line). It returns the
--- Call-ID, the From URI, the Content-Type ("" when none) and, when the
--- request has no Date, the index of raw after which one goes (the end
--- of the Call-ID header), else false; or nil and a SIP code (400, 513).
+-- Call-ID, the From URI, the Content-Type ("" when none), when the
+-- request has no Date the index of raw after which one goes (the end
+-- of the Call-ID header), else false, and the first and last index of
+-- each Authorization and Proxy-Authorization header (nil when none); or
+-- nil and a SIP code (400, 513).
 -- It is dp_store's hot path: one pass over the header section, from
 -- position to position, one find per line and one per header name, a
 -- string made only of the values the store reads.
@@ -1380,7 +1384,7 @@ local function readmessage(raw)
     return nil, 400
   end
   local callid, from, to, date, subject, ct, cl, cseq
-  local n, via, vias, callidend = 0, nil, nil, nil
+  local n, via, vias, callidend, drops = 0, nil, nil, nil, nil
   local off = e + 2
   while off <= hend do
     -- One header: its first line, then its continuation lines.
@@ -1445,6 +1449,10 @@ local function readmessage(raw)
       cl = value
     elseif key == 'CSeq' then
       cseq = value
+    elseif key == 'Credentials' then
+      drops = drops or {}
+      drops[#drops + 1] = start
+      drops[#drops + 1] = nxt - 1
     end
     off = nxt
   end
@@ -1472,7 +1480,31 @@ local function readmessage(raw)
   if not seq or cmethod ~= method or #seq > 10 or tonumber(seq) > 2147483647 then
     return nil, 400
   end
-  return callid, from, ct or '', not date and callidend
+  return callid, from, ct or '', not date and callidend, drops
+end
+
+-- storedform is plugin/encap's storedForm: raw with date inserted after
+-- its index dateat (when dateat), less the header lines of drops (pairs
+-- of first and last index, in order).
+local function storedform(raw, dateat, date, drops)
+  local sub = string.sub
+  local parts, pos = {}, 1
+  for k = 1, #drops, 2 do
+    if dateat and dateat < drops[k] then
+      parts[#parts + 1] = sub(raw, pos, dateat)
+      parts[#parts + 1] = date
+      pos, dateat = dateat + 1, nil
+    end
+    parts[#parts + 1] = sub(raw, pos, drops[k] - 1)
+    pos = drops[k + 1] + 1
+  end
+  if dateat then
+    parts[#parts + 1] = sub(raw, pos, dateat)
+    parts[#parts + 1] = date
+    pos = dateat + 1
+  end
+  parts[#parts + 1] = sub(raw, pos)
+  return table.concat(parts)
 end
 
 -- ULIDs -----------------------------------------------------------------------------
@@ -1560,6 +1592,7 @@ end
 -- does: the policy of dp:limits, the record the Go store writes
 -- (record.go: kind sip-message, sender, Call-ID and Content-Type read
 -- from the raw headers, a Date added after Call-ID when there is none,
+-- the sender's Authorization and Proxy-Authorization left out,
 -- received Redis's TIME, expires received + ttl), appended by dp_append's
 -- code, indexed and counted. When a push to the recipient runs (its
 -- lease is live), a "stored" event tells deferpush, whose push then
@@ -1590,16 +1623,21 @@ redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, call
     return {code, 'Temporarily Unavailable', ''}
   end
   local raw = args[2] or ''
-  local callid, from, ct, dateat = readmessage(raw)
+  local callid, from, ct, dateat, drops = readmessage(raw)
   if not callid then
     if from == 513 then return {513, 'Message Too Large', ''} end
     return {400, 'Bad Request', ''}
   end
   local sec, usec = now()
-  local date, size = '', #raw
+  local date, size, stored = '', #raw, nil
   if dateat then
     date = 'Date: ' .. rfc1123(sec) .. '\r\n'
     size = size + #date
+  end
+  if drops then
+    -- Credentials to leave out: rare, a copy of its own.
+    stored = storedform(raw, dateat, date, drops)
+    size = #stored
   end
   local maxsize = tonumber(lim[4]) or 0
   if maxsize > 0 and size > maxsize then return {513, 'Message Too Large', ''} end
@@ -1610,7 +1648,9 @@ redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, call
   local id = newid(received)
   local rec = '\2' .. num(received) .. ' ' .. num(expires) .. ' sip-message ' .. #from .. ' ' .. #callid .. ' 0 ' ..
     #ct .. ' 0\n' .. from .. callid .. ct
-  if dateat then
+  if stored then
+    rec = rec .. stored
+  elseif dateat then
     rec = rec .. string.sub(raw, 1, dateat) .. date .. string.sub(raw, dateat + 1)
   else
     rec = rec .. raw

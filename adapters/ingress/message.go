@@ -25,7 +25,8 @@ var headLimits = encap.HeadLimits{
 
 // Deferred turns a raw SIP MESSAGE for an offline user into the message to
 // store, read in one pass by encap.ReadMessage: checked, dated (a Date
-// header is added when it has none) and every other byte kept, so the
+// header is added when it has none), the sender's Authorization and
+// Proxy-Authorization left out, and every other byte kept, so the
 // Call-ID and identity headers reach the client intact. recipient, when
 // not empty, is the AOR the proxy looked up; otherwise the Request-URI
 // names the recipient, or the To header when the Request-URI has no user.
@@ -55,7 +56,7 @@ func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules
 		Sender:      in.FromURI,
 		Received:    now,
 		Kind:        plugin.KindSIPMessage,
-		Raw:         in.Dated,
+		Raw:         in.Stored,
 		CallID:      in.CallID,
 		ContentType: in.ContentType,
 	}, nil

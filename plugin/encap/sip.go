@@ -399,9 +399,11 @@ type Incoming struct {
 	FromURI string
 	// ToURI is the URI of the To header.
 	ToURI string
-	// Dated is the request with a Date header added when it had none
-	// (AddDate); the input itself when it had one.
-	Dated []byte
+	// Stored is the request as the store keeps it: with a Date header
+	// added when it had none (AddDate) and without the sender's
+	// Authorization and Proxy-Authorization; the input itself when
+	// neither applies.
+	Stored []byte
 }
 
 // ReadMessage reads a SIP request to store, in one pass over raw: the
@@ -450,7 +452,7 @@ func ReadMessage(raw []byte, now time.Time, lim HeadLimits) (Incoming, error) {
 	in.Date, _, _ = m.date()
 	_, in.FromURI, _ = splitAddress(in.From)
 	_, in.ToURI, _ = splitAddress(in.To)
-	in.Dated = m.dated(raw, now)
+	in.Stored = m.storedForm(raw, now)
 	return in, nil
 }
 
@@ -505,6 +507,46 @@ func (m *sipMsg) dated(raw []byte, now time.Time) []byte {
 	out = append(out, raw[:at]...)
 	out = append(out, line...)
 	return append(out, raw[at:]...)
+}
+
+// credentials are the headers carrying the sender's credentials (RFC
+// 3261 §20.7, §20.28), for the proxy that challenged it.
+var credentials = [...]string{"Authorization", "Proxy-Authorization"}
+
+func isCredentials(line []byte) bool {
+	name := headerName(line)
+	return equalFold(credentials[0], name) || equalFold(credentials[1], name)
+}
+
+// storedForm is dated, less the sender's credentials: the proxy that
+// asked for them has checked them, and kept they would sit in the store
+// for the message's lifetime, readable by whoever reads the database
+// (and replayable while their nonce lives). Every other byte is kept, so
+// Content-Length stays right; raw itself when nothing changes.
+func (m *sipMsg) storedForm(raw []byte, now time.Time) []byte {
+	drop := false
+	for _, h := range m.headers {
+		if isCredentials(raw[h.start:h.end]) {
+			drop = true
+			break
+		}
+	}
+	if !drop {
+		return m.dated(raw, now)
+	}
+	_, hasDate := m.get(keyDate)
+	out := make([]byte, 0, len(raw)+40)
+	out = append(out, raw[:m.headers[0].start]...)
+	for _, h := range m.headers {
+		if line := raw[h.start:h.end]; !isCredentials(line) {
+			out = append(out, line...)
+		}
+		if h.key == keyCallID && !hasDate {
+			out = append(out, "Date: "+now.UTC().Format(dateLayout)+"\r\n"...)
+		}
+	}
+	// The blank line and the body.
+	return append(out, raw[m.headers[len(m.headers)-1].end:]...)
 }
 
 // headHeaders are the INVITE headers a session head keeps, in the seed's

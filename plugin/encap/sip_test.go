@@ -115,6 +115,37 @@ func TestAddDate(t *testing.T) {
 	}
 }
 
+// TestReadMessageStoredForm: the stored form of a MESSAGE is the dated
+// request less its Authorization and Proxy-Authorization headers (any
+// case, folded lines and all); every other byte is kept, and a request
+// without them and with a Date is stored as it came.
+func TestReadMessageStoredForm(t *testing.T) {
+	const date = "Date: Thu, 21 Feb 2002 13:02:03 GMT\n"
+	lim := encap.HeadLimits{MaxLine: 8 << 10, MaxHead: 64 << 10, MaxHeaders: 256}
+	creds := "Proxy-Authorization: Digest username=\"user1\",\n response=\"6629fae49393a05397450978507c4ef1\"\n"
+	tests := []struct{ name, raw, want string }{
+		{"no credentials", message, strings.Replace(message, "CSeq", date+"CSeq", 1)},
+		{"credentials before Call-ID", strings.Replace(message, "From:", creds+"From:", 1), strings.Replace(message, "CSeq", date+"CSeq", 1)},
+		{"credentials after Call-ID, lower case", strings.Replace(message, "CSeq", "authorization: Digest response=\"x\"\nCSeq", 1),
+			strings.Replace(message, "CSeq", date+"CSeq", 1)},
+		{"dated, credentials first", strings.Replace(strings.Replace(message, "Via:", creds+"Via:", 1), "CSeq", date+"CSeq", 1),
+			strings.Replace(message, "CSeq", date+"CSeq", 1)},
+	}
+	for _, tt := range tests {
+		in, err := encap.ReadMessage(crlf(tt.raw), storeTime, lim)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if d := cmp.Diff(string(crlf(tt.want)), string(in.Stored)); d != "" {
+			t.Errorf("%s: stored form (-want +got):\n%s", tt.name, d)
+		}
+	}
+	dated := crlf(strings.Replace(message, "CSeq", date+"CSeq", 1))
+	if in, _ := encap.ReadMessage(dated, storeTime, lim); &in.Stored[0] != &dated[0] {
+		t.Error("a dated request without credentials was copied")
+	}
+}
+
 func TestSessionHead(t *testing.T) {
 	tests := []struct {
 		name, raw, want string
