@@ -67,10 +67,19 @@ type Message struct {
 	// message on expiry reports it (SweepStats.Undelivered); messages
 	// read back from a store have it false.
 	NotifyFailure bool `json:"-"`
+	// Added counts the octets of Raw deferpush added to what the sender
+	// sent (the Date header of a MESSAGE that had none). They do not count
+	// against Limits.MaxMessageSize: a MESSAGE of exactly the limit is
+	// taken. Not stored.
+	Added int `json:"-"`
 }
 
-// Size is what Limits.MaxMessageSize is checked against: the stored bytes.
+// Size is the stored bytes.
 func (m *Message) Size() int { return len(m.Raw) + len(m.Invite) }
+
+// Counted is what Limits.MaxMessageSize is checked against: the stored
+// bytes less those deferpush added.
+func (m *Message) Counted() int { return m.Size() - m.Added }
 
 // NewID returns a new ULID string for a message received at now. Ids sort
 // by now to the millisecond; within one millisecond, ids made one after

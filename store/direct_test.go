@@ -673,3 +673,35 @@ func TestDirectStoreCSeqForms(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxMessageSizeExact: a MESSAGE of exactly max_message_size octets
+// is stored, with or without a Date of its own (the Date deferpush adds
+// is not the sender's and does not count), one octet over is refused
+// 513; by dp_store and by the hook's path alike.
+func TestMaxMessageSizeExact(t *testing.T) {
+	undated := directMessages[0].raw
+	dated := directMessages[1].raw
+	for _, tc := range []struct {
+		name, raw string
+	}{{"undated", undated}, {"dated", dated}} {
+		for _, over := range []int{0, 1} {
+			p := plugin.DefaultPolicy()
+			p.MaxMessageSize = len(tc.raw) - over
+			s, c := directStore(t, p, plugin.AORRules{})
+			want := int64(202)
+			if over > 0 {
+				want = 513
+			}
+			if code, _, _ := dpStore(t, c, "sip:bob@example.com", tc.raw); code != want {
+				t.Errorf("%s, limit %d for %d octets: dp_store %d, want %d", tc.name, p.MaxMessageSize, len(tc.raw), code, want)
+			}
+			m, err := ingress.Deferred([]byte(tc.raw), "sip:bob@example.com", time.Now(), plugin.AORRules{})
+			if err == nil {
+				err = s.Append(context.Background(), m, p.Limits())
+			}
+			if got := plugin.OutcomeOf(err, p).SIPCode; int64(got) != want {
+				t.Errorf("%s, limit %d for %d octets: the hook's path %d (%v), want %d", tc.name, p.MaxMessageSize, len(tc.raw), got, err, want)
+			}
+		}
+	}
+}

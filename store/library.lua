@@ -1629,15 +1629,14 @@ redis.register_function{function_name = 'dp_store', flags = {'no-cluster'}, call
     return {400, 'Bad Request', ''}
   end
   local sec, usec = now()
+  -- The size max_message_size bounds: the stored bytes less the Date
+  -- deferpush adds (plugin.Message.Counted).
   local date, size, stored = '', #raw, nil
-  if dateat then
-    date = 'Date: ' .. rfc1123(sec) .. '\r\n'
-    size = size + #date
-  end
+  if dateat then date = 'Date: ' .. rfc1123(sec) .. '\r\n' end
   if drops then
     -- Credentials to leave out: rare, a copy of its own.
     stored = storedform(raw, dateat, date, drops)
-    size = #stored
+    size = #stored - #date
   end
   local maxsize = tonumber(lim[4]) or 0
   if maxsize > 0 and size > maxsize then return {513, 'Message Too Large', ''} end

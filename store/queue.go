@@ -142,8 +142,8 @@ func prepareAppend(m *plugin.Message, lim plugin.Limits) (exp int64, rec string,
 	if err := checkAOR(m.Recipient); err != nil {
 		return 0, "", err
 	}
-	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
-		return 0, "", &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
+	if lim.MaxMessageSize > 0 && m.Counted() > lim.MaxMessageSize {
+		return 0, "", &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Counted()}
 	}
 	if m.ID == "" {
 		m.ID = plugin.NewID(m.Received)

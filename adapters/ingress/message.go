@@ -57,6 +57,7 @@ func Deferred(raw []byte, recipient string, now time.Time, rules plugin.AORRules
 		Received:    now,
 		Kind:        plugin.KindSIPMessage,
 		Raw:         in.Stored,
+		Added:       in.Added,
 		CallID:      in.CallID,
 		ContentType: in.ContentType,
 	}, nil

@@ -404,6 +404,9 @@ type Incoming struct {
 	// Authorization and Proxy-Authorization; the input itself when
 	// neither applies.
 	Stored []byte
+	// Added counts the octets of the Date header Stored has and the
+	// request had not: deferpush's, not the sender's.
+	Added int
 }
 
 // ReadMessage reads a SIP request to store, in one pass over raw: the
@@ -453,6 +456,9 @@ func ReadMessage(raw []byte, now time.Time, lim HeadLimits) (Incoming, error) {
 	_, in.FromURI, _ = splitAddress(in.From)
 	_, in.ToURI, _ = splitAddress(in.To)
 	in.Stored = m.storedForm(raw, now)
+	if _, dated := m.get(keyDate); !dated {
+		in.Added = len("Date: " + dateLayout + "\r\n")
+	}
 	return in, nil
 }
 

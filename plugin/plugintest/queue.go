@@ -37,8 +37,8 @@ func (s *Store) append(ctx context.Context, m *plugin.Message, lim plugin.Limits
 	if err := checkAOR(m.Recipient); err != nil {
 		return err
 	}
-	if lim.MaxMessageSize > 0 && m.Size() > lim.MaxMessageSize {
-		return &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Size()}
+	if lim.MaxMessageSize > 0 && m.Counted() > lim.MaxMessageSize {
+		return &plugin.LimitError{Err: plugin.ErrTooLarge, Limit: "max_message_size", Max: lim.MaxMessageSize, Got: m.Counted()}
 	}
 	if m.ID == "" {
 		m.ID = plugin.NewID(m.Received)

@@ -88,19 +88,19 @@ var mutations = []mutation{
 	{
 		Name: "max_message_size refuses a message of exactly the limit (Redis store)",
 		File: "store/queue.go",
-		From: "m.Size() > lim.MaxMessageSize {", To: "m.Size() >= lim.MaxMessageSize {",
+		From: "m.Counted() > lim.MaxMessageSize {", To: "m.Counted() >= lim.MaxMessageSize {",
 		Tests: []string{"./store/"},
 	},
 	{
 		Name: "max_message_size stores a message over the limit (Redis store)",
 		File: "store/queue.go",
-		From: "m.Size() > lim.MaxMessageSize {", To: "m.Size() > lim.MaxMessageSize+1 {",
+		From: "m.Counted() > lim.MaxMessageSize {", To: "m.Counted() > lim.MaxMessageSize+1 {",
 		Tests: []string{"./store/"},
 	},
 	{
 		Name: "max_message_size refuses a message of exactly the limit (in-memory store)",
 		File: "plugin/plugintest/queue.go",
-		From: "m.Size() > lim.MaxMessageSize {", To: "m.Size() >= lim.MaxMessageSize {",
+		From: "m.Counted() > lim.MaxMessageSize {", To: "m.Counted() >= lim.MaxMessageSize {",
 		Tests: []string{"./plugin/plugintest/"},
 	},
 	{
