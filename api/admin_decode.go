@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cloudwego/hertz/pkg/app"
 
@@ -41,7 +42,33 @@ func readObject(c *app.RequestContext, types ...string) (map[string]json.RawMess
 	if len(body) > maxAdminBody {
 		return nil, errTooLarge(maxAdminBody)
 	}
+	switch media, problem := jsonBodyProblem(c); {
+	case media != "":
+		return nil, errMediaType(ct+" ("+media+")", types...)
+	case problem != "":
+		return nil, errInvalidJSON(problem)
+	}
 	return parseObject(body)
+}
+
+// jsonBodyProblem is what a JSON request body may not carry: a charset
+// other than UTF-8 or a content coding (media, a 415: RFC 8259 §8.1
+// wants JSON in UTF-8, and no coding is decoded here, RFC 9110 §8.4), or
+// bytes that are not UTF-8 (body, a 400: encoding/json would turn them
+// into U+FFFD, and a stored message's bytes would change under a 202).
+func jsonBodyProblem(c *app.RequestContext) (media, body string) {
+	if _, params, err := mime.ParseMediaType(string(c.Request.Header.ContentType())); err == nil {
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			return "charset " + cs + ": JSON is UTF-8", ""
+		}
+	}
+	if enc := c.Request.Header.Peek("Content-Encoding"); len(enc) > 0 && !strings.EqualFold(string(enc), "identity") {
+		return "Content-Encoding " + string(enc) + ": send the body without a content coding", ""
+	}
+	if !utf8.Valid(c.Request.Body()) {
+		return "", "not UTF-8 (RFC 8259 §8.1)"
+	}
+	return "", ""
 }
 
 // parseObject parses body as exactly one JSON object.

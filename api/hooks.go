@@ -125,6 +125,17 @@ func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 		c.Abort()
 		return
 	}
+	switch media, body := jsonBodyProblem(c); {
+	case media != "":
+		c.Response.Header.Set("Accept", mimeJSON)
+		s.hookRefused(c, fmt.Errorf("%w: %s", plugin.ErrMediaType, media), plugin.Policy{})
+		c.Abort()
+		return
+	case body != "":
+		s.hookRefused(c, &plugin.FieldError{Field: "body", Problem: body}, plugin.Policy{})
+		c.Abort()
+		return
+	}
 	if d := jsonDepth(c.Request.Body(), maxHookDepth); d > maxHookDepth {
 		s.hookRefused(c, &plugin.FieldError{Field: "body", Problem: fmt.Sprintf("JSON nested deeper than %d levels", maxHookDepth)}, plugin.Policy{})
 		c.Abort()

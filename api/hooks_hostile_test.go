@@ -240,3 +240,41 @@ func TestHookContentType(t *testing.T) {
 		}
 	}
 }
+
+// TestHookBodyEncoding: a hook body in another charset than UTF-8 or
+// with a content coding is 415, one whose bytes are not UTF-8 400
+// naming the body (encoding/json would store U+FFFD in their place under
+// a 202); the engine is never called. UTF-8 outside ASCII is taken.
+func TestHookBodyEncoding(t *testing.T) {
+	eng := &hookEngine{policy: hookPolicy()}
+	base := startHooks(t, eng)
+	latin1 := strings.Replace(rawMessage, "Content-Length:", "Subject: caf\xe9\r\nContent-Length:", 1)
+	body := func(raw string) string {
+		// jsonString would escape the invalid byte: splice it in raw.
+		return `{"raw":` + strings.Replace(jsonString(strings.Replace(raw, "\xe9", "@E9@", 1)), "@E9@", "\xe9", 1) + `,"aor":"sip:user2@example.com"}`
+	}
+	ok := `{"raw":` + jsonString(rawMessage) + `,"aor":"sip:user2@example.com"}`
+	for _, tc := range []struct {
+		name, body string
+		hdr        map[string]string
+		http       int
+		status     string
+		sip        float64
+	}{
+		{"charset ISO-8859-1", ok, map[string]string{"Content-Type": "application/json; charset=iso-8859-1"}, 415, "unsupported_media_type", 500},
+		{"gzip coding", ok, map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip"}, 415, "unsupported_media_type", 500},
+		{"a byte that is not UTF-8", body(latin1), map[string]string{"Content-Type": "application/json"}, 400, "malformed", 400},
+	} {
+		r := callHook(t, base+"/hooks/kamailio/message", "", strings.NewReader(tc.body), tc.hdr)
+		if r.http != tc.http || r.reply == nil || r.reply["status"] != tc.status || r.reply["sip_code"] != tc.sip {
+			t.Errorf("%s: HTTP %d %s, want %d %s sip_code %v", tc.name, r.http, r.body, tc.http, tc.status, tc.sip)
+		}
+	}
+	if n := eng.calls(); n != 0 {
+		t.Fatalf("engine called %d times by refused hook calls", n)
+	}
+	utf := strings.Replace(latin1, "\xe9", "é", 1)
+	if r := callHook(t, base+"/hooks/kamailio/message", "", strings.NewReader(body(utf)), map[string]string{"Content-Type": "application/json; charset=UTF-8"}); r.http != 200 {
+		t.Errorf("UTF-8 Subject: HTTP %d %s, want 200", r.http, r.body)
+	}
+}

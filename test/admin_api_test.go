@@ -184,6 +184,8 @@ func TestAdminAPI(t *testing.T) {
 		{name: "put settings unknown field", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"pushh":"on"}`), want: 400, code: "unknown_field", field: "pushh"},
 		{name: "put settings above policy", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte(`{"max_per_session":51}`), want: 422, code: "exceeds_policy", field: "max_per_session"},
 		{name: "put settings form body", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: "application/x-www-form-urlencoded", body: []byte(`push=on`), want: 415, code: "unsupported_media_type"},
+		{name: "put settings in Latin-1", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: "application/json; charset=iso-8859-1", body: []byte(`{"push":"on"}`), want: 415, code: "unsupported_media_type"},
+		{name: "put settings not UTF-8", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: []byte("{\"push\":\"on\xe9\"}"), want: 400, code: "invalid_json"},
 		{name: "put settings too large", method: "PUT", path: bobP + "/settings", token: adminToken, ctype: ctJSON, body: big, want: 413, code: "body_too_large"},
 		{name: "post settings", method: "POST", path: bobP + "/settings", token: adminToken, want: 405, code: "method_not_allowed", allowedHeader: "GET, HEAD, PUT, DELETE"},
 		{name: "unknown user resource", method: "GET", path: bobP + "/nothing", token: adminToken, want: 404, code: "not_found"},
