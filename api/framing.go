@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 	errs "github.com/cloudwego/hertz/pkg/common/errors"
 	"github.com/cloudwego/hertz/pkg/network"
 	"github.com/cloudwego/hertz/pkg/network/standard"
+	"github.com/cloudwego/hertz/pkg/protocol/consts"
+
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // hertz frames requests more loosely than RFC 9112 allows, and where two
@@ -33,22 +37,29 @@ import (
 
 // framingTransport is hertz's standard transport with every connection it
 // serves wrapped in a framedConn.
+// A body declared larger than the server reads is refused here too, in
+// the listener's own shape: hertz's answer would be plain text, which a
+// route script reads as no answer at all (a temporary failure, retried
+// for a message that can never be stored).
 type framingTransport struct {
 	network.Transporter
 	maxHeader int
+	maxBody   int
+	hooks     bool // answers in the hooks' shape (status, sip_code)
 	logger    *slog.Logger
 }
 
-func newFramingTransport(logger *slog.Logger) func(*config.Options) network.Transporter {
+func newFramingTransport(logger *slog.Logger, hooks bool) func(*config.Options) network.Transporter {
 	return func(o *config.Options) network.Transporter {
-		return framingTransport{Transporter: standard.NewTransporter(o), maxHeader: o.MaxHeaderBytes, logger: logger}
+		return framingTransport{Transporter: standard.NewTransporter(o), maxHeader: o.MaxHeaderBytes,
+			maxBody: o.MaxRequestBodySize, hooks: hooks, logger: logger}
 	}
 }
 
 func (t framingTransport) ListenAndServe(onData network.OnData) error {
 	return t.Transporter.ListenAndServe(func(ctx context.Context, conn any) error {
 		if c, ok := conn.(network.Conn); ok {
-			fc := &framedConn{Conn: c, maxHeader: t.maxHeader, logger: t.logger}
+			fc := &framedConn{Conn: c, maxHeader: t.maxHeader, maxBody: t.maxBody, hooks: t.hooks, logger: t.logger}
 			// hertz finds TLS (for ALPN) by this interface.
 			if tc, ok := c.(network.ConnTLSer); ok {
 				return onData(ctx, &framedTLSConn{framedConn: fc, tls: tc})
@@ -77,6 +88,8 @@ func (t framingTransport) Listener() net.Listener {
 type framedConn struct {
 	network.Conn
 	maxHeader int
+	maxBody   int
+	hooks     bool
 	logger    *slog.Logger
 	pending   bool // the next request's header is not checked yet
 	served    int  // requests whose header was checked
@@ -161,12 +174,21 @@ func (c *framedConn) check() error {
 	if end < 0 {
 		return nil
 	}
-	r := checkFraming(b[:end])
+	r := checkFraming(b[:end], c.maxBody)
 	if r == nil {
 		return nil
 	}
 	c.logger.Debug("request framing refused", "remote", c.RemoteAddr().String(), "status", r.status, "err", r.msg)
 	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: r.code, Message: r.msg}})
+	if c.hooks {
+		class := plugin.ErrMalformed
+		if r.status == consts.StatusRequestEntityTooLarge {
+			class = plugin.ErrTooLarge
+		}
+		o := plugin.OutcomeOf(class, plugin.Policy{})
+		body, _ = json.Marshal(hookReply{Status: o.Status, SIPCode: o.SIPCode, SIPReason: o.SIPReason,
+			Error: &errorDetail{Code: r.code, Message: r.msg}})
+	}
 	head := fmt.Sprintf("HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
 		r.status, r.reason, time.Now().UTC().Format(httpDate), len(body))
 	out := []byte(head)
@@ -220,22 +242,23 @@ func badFraming(msg string) *framingRefusal {
 }
 
 // checkFraming returns why RFC 9112 refuses the request whose header
-// section is hdr, or nil. What hertz refuses itself (a malformed request
-// line or field line) is left to it.
-func checkFraming(hdr []byte) *framingRefusal {
+// section is hdr, or why it is not read (a Content-Length over maxBody),
+// or nil. What hertz refuses itself (a malformed request line or field
+// line) is left to it.
+func checkFraming(hdr []byte, maxBody int) *framingRefusal {
 	lines := strings.Split(strings.TrimLeft(string(hdr), "\r\n"), "\n")
 	reqLine := strings.Fields(strings.TrimSuffix(lines[0], "\r"))
 	if len(reqLine) != 3 {
 		return nil
 	}
-	r := refuseFraming(reqLine[2], lines[1:])
+	r := refuseFraming(reqLine[2], lines[1:], maxBody)
 	if r != nil && reqLine[0] == "HEAD" {
 		r.head = true
 	}
 	return r
 }
 
-func refuseFraming(version string, lines []string) *framingRefusal {
+func refuseFraming(version string, lines []string, maxBody int) *framingRefusal {
 	// RFC 9110 §2.5: a major version is a single digit; 2 and 3 are not
 	// sent in this syntax at all, and the server does not speak them.
 	if len(version) == 8 && strings.HasPrefix(version, "HTTP/") && version[5] >= '2' && version[5] <= '9' && version[6] == '.' {
@@ -293,6 +316,12 @@ func refuseFraming(version string, lines []string) *framingRefusal {
 		}
 		if v != lengths[0] {
 			return badFraming("two different Content-Length values, " + lengths[0] + " and " + v + " (RFC 9112 §6.3)")
+		}
+	}
+	if len(lengths) > 0 && maxBody > 0 {
+		if n, err := strconv.ParseInt(lengths[0], 10, 64); err != nil || n > int64(maxBody) {
+			return &framingRefusal{status: consts.StatusRequestEntityTooLarge, reason: "Content Too Large", code: "body_too_large",
+				msg: fmt.Sprintf("a body of %s octets: at most %d are read", lengths[0], maxBody)}
 		}
 	}
 	return nil

@@ -166,3 +166,46 @@ func TestRequestFramingHead(t *testing.T) {
 		t.Errorf("answer %q, want a 505 head with Content-Length and no body", b)
 	}
 }
+
+// TestBodyTooLarge: a body declared larger than the listener reads
+// (Config.MaxBodySize) is refused from its header section, before it is
+// sent: 413 in the hooks' shape on the hooks listener (too_large, SIP
+// 513: the route script answers the sender, who does not retry a message
+// that can never be stored), in the admin API's on the admin listener.
+// hertz's own answer was plain text, which the shipped scripts read as
+// no answer (480, retried).
+func TestBodyTooLarge(t *testing.T) {
+	eng := &hookEngine{policy: plugin.DefaultPolicy()}
+	var admin string
+	hooks := strings.TrimPrefix(startHooksWith(t, eng, func(c *Config) { admin = c.AdminListener.Addr().String() }), "http://")
+	for _, tt := range []struct {
+		name, addr, req string
+		want            string // in the answer's body
+	}{
+		{"hooks", hooks, "POST /hooks/kamailio/message HTTP/1.1\r\nHost: x\r\n" + TokenHeader + ": " + testHooksToken +
+			"\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+			`{"status":"too_large","sip_code":513,"sip_reason":"Message Too Large","error":{"code":"body_too_large",`},
+		{"admin", admin, "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + testAdminToken +
+			"\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+			`{"error":{"code":"body_too_large",`},
+	} {
+		c, err := net.DialTimeout("tcp", tt.addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = io.WriteString(c, tt.req)
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		hdr, body, _ := strings.Cut(string(b), "\r\n\r\n")
+		if !strings.HasPrefix(hdr, "HTTP/1.1 413 ") || !strings.Contains(hdr, "Content-Type: application/json") || !strings.HasPrefix(body, tt.want) {
+			t.Errorf("%s: answer %q, want a JSON 413 starting %s", tt.name, b, tt.want)
+		}
+	}
+	if n := eng.calls(); n != 0 {
+		t.Errorf("engine called %d times", n)
+	}
+}

@@ -215,7 +215,7 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 		// The standard transport serves any net.Listener and TLS; netpoll
 		// would need its own listener. It is wrapped to refuse request
 		// framing hertz would accept (framing.go).
-		server.WithTransport(newFramingTransport(s.cfg.Logger)),
+		server.WithTransport(newFramingTransport(s.cfg.Logger, name == "hooks")),
 		server.WithMaxRequestBodySize(s.cfg.MaxBodySize),
 		// A hook or admin request's header section is a few hundred
 		// octets (a browser's at the console a few KiB): hertz's default
