@@ -171,6 +171,13 @@ func SIPURI(s string) error {
 	if err := Text(s); err != nil {
 		return err
 	}
+	// RFC 3261 §25.1: a URI is ASCII without blanks; other octets are
+	// %-escaped. sipgo parses them, and the push would send them.
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || c == ' ' {
+			return fmt.Errorf("octet %#02x at offset %d: a SIP URI is ASCII without blanks (RFC 3261 §25.1; escape others as %%XX)", c, i)
+		}
+	}
 	var u sip.Uri
 	if err := sip.ParseUri(s, &u); err != nil {
 		return fmt.Errorf("not a SIP URI: %v", err)
@@ -194,6 +201,20 @@ func SIPURI(s string) error {
 		hostport = hostport[:i]
 	}
 	return checkHostPort(hostport)
+}
+
+// Path checks the URIs of a registration's Path (RFC 3327), which become
+// the Route of the push's requests: each a SIP URI as SIPURI checks a
+// contact. One that is not would leave the push without its route: sent
+// to the contact directly, past the edge proxy the client registered
+// through.
+func Path(uris []string) error {
+	for i, u := range uris {
+		if err := SIPURI(u); err != nil {
+			return fmt.Errorf("element %d (%.60q): %v", i+1, u, err)
+		}
+	}
+	return nil
 }
 
 // checkHostPort checks RFC 3261's hostport: a host name or IPv4 address
@@ -223,7 +244,7 @@ func checkHostPort(hp string) error {
 		}
 		for i := 0; i < len(host); i++ {
 			if c := host[i]; !isAlnum(c) && c != '-' && c != '.' {
-				return fmt.Errorf("character %q not allowed in the host", c)
+				return fmt.Errorf("character %q not allowed in the host", string(rune(c)))
 			}
 		}
 	}

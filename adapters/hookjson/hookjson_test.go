@@ -104,8 +104,12 @@ func TestSIPURI(t *testing.T) {
 		{"sip:x@[192.0.2.1]", "bad IPv6 reference"},
 		{"sip:x@[fe80::1%eth0]", "bad IPv6 reference"},
 		{"sip:x@:5060", "no host"},
-		{"sip:x@ex ample.com", "not allowed in the host"},
+		{"sip:x@ex ample.com", "a SIP URI is ASCII without blanks"},
 		{"sip:x@ex_ample.com", "not allowed in the host"},
+		{"sip:x@exampl\xc3\xa9.com", "octet 0xc3 at offset 12"},
+		{"sip:b\xc3\xb8b@127.0.0.1:5999", "octet 0xc3 at offset 5"},
+		{"sip:bob@127.0.0.1:5999;x=\xc3\xa9", "octet 0xc3"},
+		{"sip:b%C3%B8b@127.0.0.1:5999", ""},
 		{"tel:+4930123", "scheme"},
 		{"http://example.com/", "scheme"},
 		{"sip:inj@127.0.0.1:26999;transport=tcp\r\nX-Evil: yes", "control character 0x0d"},
@@ -121,6 +125,20 @@ func TestSIPURI(t *testing.T) {
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("SIPURI(%q) = %v, want an error saying %q", tt.in, err, tt.want)
 		}
+	}
+}
+
+// TestPath: every element of a registration's Path must be a SIP URI;
+// the error names the element.
+func TestPath(t *testing.T) {
+	if err := Path([]string{"sip:edge1.example.com;lr", "sips:[2001:db8::1]:5061;lr"}); err != nil {
+		t.Errorf("good Path: %v", err)
+	}
+	if err := Path([]string{"garbage", "sip:127.0.0.1:5997;transport=tcp;lr"}); err == nil || !strings.Contains(err.Error(), `element 1 ("garbage")`) {
+		t.Errorf("Path with garbage first: %v", err)
+	}
+	if err := Path([]string{"sip:127.0.0.1:5997;lr", "http://x/"}); err == nil || !strings.Contains(err.Error(), "element 2") {
+		t.Errorf("Path with an HTTP URI second: %v", err)
 	}
 }
 

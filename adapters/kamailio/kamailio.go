@@ -70,6 +70,10 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 		"user_agent", r.UserAgent.String(), "path", r.Path.String()); err != nil {
 		return plugin.Registration{}, &plugin.FieldError{Field: name, Problem: err.Error()}
 	}
+	path := splitPath(r.Path.String())
+	if err := hookjson.Path(path); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: "path", Problem: err.Error()}
+	}
 	return plugin.Registration{
 		AOR:     aor,
 		Contact: contact,
@@ -80,7 +84,7 @@ func DecodeRegistration(body []byte, now time.Time, rules plugin.AORRules) (plug
 		Received:  r.Received.String(),
 		Instance:  r.Instance.String(),
 		UserAgent: r.UserAgent.String(),
-		Path:      splitPath(r.Path.String()),
+		Path:      path,
 		At:        r.At.T,
 	}, nil
 }

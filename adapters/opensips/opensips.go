@@ -87,6 +87,9 @@ func DecodeRegistration(body []byte, rules plugin.AORRules) (plugin.Registration
 			path = append(path, p)
 		}
 	}
+	if err := hookjson.Path(path); err != nil {
+		return plugin.Registration{}, &plugin.FieldError{Field: "path", Problem: err.Error()}
+	}
 	ua := strings.TrimSpace(e.UserAgent)
 	if ua == noUserAgent {
 		ua = ""
