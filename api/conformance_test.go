@@ -59,11 +59,9 @@ func TestMethodNotAllowedAllow(t *testing.T) {
 		{hooks, "GET", "/hooks/kamailio/registered", "POST"},
 		{hooks, "HEAD", "/hooks/kamailio/message", "POST"},
 		{hooks, "PUT", "/hooks/opensips/expired", "POST"},
-		{hooks, "FOO", "/hooks/opensips/unregistered", "POST"},
 		{hooks, "POST", "/healthz", "GET, HEAD"},
 		{admin, "POST", "/readyz", "GET, HEAD"},
 		{admin, "DELETE", "/v1/policy", "GET, HEAD, PUT, PATCH"},
-		{admin, "FOO", "/v1/policy", "GET, HEAD, PUT, PATCH"},
 		{admin, "POST", "/v1/stats", "GET, HEAD"},
 		{admin, "PUT", "/v1/whoami", "GET, HEAD"},
 		{admin, "POST", "/metrics", "GET, HEAD"},
@@ -72,7 +70,6 @@ func TestMethodNotAllowedAllow(t *testing.T) {
 		{admin, "POST", "/console/app.js", "GET, HEAD"},
 		{admin, "POST", bob + "/settings", "GET, HEAD, PUT, DELETE"},
 		{admin, "PATCH", bob + "/settings", "GET, HEAD, PUT, DELETE"},
-		{admin, "FOO", bob + "/settings", "GET, HEAD, PUT, DELETE"},
 		{admin, "PUT", bob + "/messages", "GET, HEAD, DELETE"},
 		{admin, "POST", bob + "/messages/01J0000000000000000000000", "GET, HEAD, DELETE"},
 		{admin, "DELETE", bob + "/dead-letters", "GET, HEAD"},
@@ -95,6 +92,25 @@ func TestMethodNotAllowedAllow(t *testing.T) {
 				t.Errorf("body %s, want error code method_not_allowed", b)
 			}
 		})
+	}
+}
+
+// TestUnknownMethod: a method the server does not know at all is 501
+// (RFC 9110 §15.6.2), on either listener, on any path; one it knows but
+// the resource does not take stays 405 (TestMethodNotAllowed).
+func TestUnknownMethod(t *testing.T) {
+	hooks, admin := startBoth(t)
+	for _, tt := range []struct{ base, method, path string }{
+		{hooks, "FOO", "/hooks/opensips/unregistered"},
+		{admin, "FOO", "/v1/policy"},
+		{admin, "PROPFIND", "/v1/users/sip:bob@example.com/settings"},
+		{admin, "FOO", "/no/such/path"},
+	} {
+		res, b := do(t, tt.method, tt.base+tt.path, true)
+		var e errorBody
+		if res.StatusCode != http.StatusNotImplemented || json.Unmarshal(b, &e) != nil || e.Error.Code != "not_implemented" {
+			t.Errorf("%s %s: %d %s, want 501 not_implemented", tt.method, tt.path, res.StatusCode, b)
+		}
 	}
 }
 

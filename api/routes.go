@@ -94,6 +94,9 @@ func (rt *routes) match(path string) *pattern {
 // noMethod answers a request whose method its path does not take: 405
 // with Allow, or the path's own handler when it serves every method.
 func (rt *routes) noMethod(ctx context.Context, c *app.RequestContext) {
+	if unknownMethod(c) {
+		return
+	}
 	p := rt.match(string(c.Path()))
 	if p != nil && p.all != nil {
 		p.all(ctx, c)
@@ -104,6 +107,21 @@ func (rt *routes) noMethod(ctx context.Context, c *app.RequestContext) {
 	}
 	writeError(c, consts.StatusMethodNotAllowed, "method_not_allowed", "method "+string(c.Method())+" not allowed on "+string(c.Path()))
 }
+
+// unknownMethod answers 501 to a request whose method the server does not
+// know at all (RFC 9110 §15.6.2; one it knows that a resource does not
+// take is 405) and reports whether it did.
+func unknownMethod(c *app.RequestContext) bool {
+	if slices.Contains(knownMethods, string(c.Method())) {
+		return false
+	}
+	writeError(c, consts.StatusNotImplemented, "not_implemented", "method "+string(c.Method())+" is not implemented")
+	return true
+}
+
+// knownMethods are RFC 9110's methods and PATCH (RFC 5789).
+var knownMethods = []string{consts.MethodGet, consts.MethodHead, consts.MethodPost, consts.MethodPut, consts.MethodDelete,
+	consts.MethodConnect, consts.MethodOptions, consts.MethodTrace, consts.MethodPatch}
 
 func joinPath(base, path string) string {
 	if base == "/" || base == "" {

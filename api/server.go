@@ -237,6 +237,9 @@ func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limi
 	h := server.New(opts...)
 	h.Use(checkPath)
 	h.NoRoute(func(ctx context.Context, c *app.RequestContext) {
+		if unknownMethod(c) {
+			return
+		}
 		writeError(c, consts.StatusNotFound, "not_found", "no such resource: "+string(c.Path()))
 	})
 	h.NoMethod(rt.noMethod)
