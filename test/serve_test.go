@@ -1,9 +1,17 @@
 package test
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,4 +85,56 @@ func TestServeMalformedConfigNamesFileLineAndField(t *testing.T) {
 			t.Errorf("error output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestServeStopsWithRedisStalled: SIGTERM while Redis is stalled (SIGSTOP)
+// under hook load ends the process within shutdown.timeout (10 s) and a
+// few seconds: the store's close is bounded (storeCloseBound). go-redis
+// drained its pipelines for 30 s, and the process took up to 30 s
+// (PROBE5 F4).
+func TestServeStopsWithRedisStalled(t *testing.T) {
+	r := harness.Redis(t)
+	p := startDeferpush(t, []string{"DEFERPUSH_REDIS_URL=" + r.URL()})
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 20 * time.Second}
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; !stop.Load(); n++ {
+				user := fmt.Sprintf("sip:stall%d@example.com", w)
+				raw := "MESSAGE " + user + " SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK" + fmt.Sprint(w, "x", n) +
+					"\r\nFrom: <sip:sender@example.com>;tag=1\r\nTo: <" + user + ">\r\nCall-ID: " + fmt.Sprint("stall-", w, "-", n) +
+					"\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+				body, _ := json.Marshal(map[string]string{"raw": raw, "aor": user})
+				req, _ := http.NewRequest(http.MethodPost, "http://"+p.HooksAddr+"/hooks/kamailio/message", bytes.NewReader(body))
+				req.Header.Set("X-Deferpush-Token", p.HooksToken)
+				req.Header.Set("Content-Type", "application/json")
+				if res, err := client.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				} else {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	pid := r.Proc().PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	time.Sleep(2 * time.Second) // commands queue up in the stalled client
+	start := time.Now()
+	err := p.Stop(t)
+	d := time.Since(start)
+	stop.Store(true)
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	wg.Wait()
+	if d > 15*time.Second {
+		t.Errorf("stopping with Redis stalled took %v, want within the 10 s shutdown timeout and the 2 s store bound", d)
+	}
+	t.Logf("stopped in %v (%v)", d.Round(100*time.Millisecond), err)
 }

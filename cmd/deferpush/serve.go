@@ -40,7 +40,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	// outlives them is closed here: the ingress's sessions, then the store.
 	defer func() {
 		s.ingress.Close()
-		s.store.Close()
+		closeWithin(storeCloseBound, s.store.Close, log)
 	}()
 	s.logListening()
 	// Everything runs until ctx ends, then stops in reverse order: the
@@ -51,6 +51,27 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 		component{"msrp", s.msrp.Run},
 		component{"engine", s.engine.Run},
 	)
+}
+
+// storeCloseBound bounds the store's close at shutdown: go-redis drains
+// its pipelines for up to 30 s when Redis stalls, past any grace period
+// an orchestrator gives (Kubernetes' default is 30 s in all). A command
+// still queued then was answered to nobody: dropping it loses nothing
+// acknowledged.
+const storeCloseBound = 2 * time.Second
+
+// closeWithin runs closer and waits for it at most d.
+func closeWithin(d time.Duration, closer func() error, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		_ = closer()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		log.Warn("store not closed in time: exiting without it", "waited", d)
+	}
 }
 
 // generateSecrets makes the tokens nobody configured and shows them once:
