@@ -94,6 +94,9 @@ type Redis struct {
 	prepared  atomic.Bool
 	prepareMu sync.Mutex
 	preparing *attempt
+	// knownPolicy is the last policy record read from Redis or written
+	// to it (settings.go): what a Redis that lost it gets back.
+	knownPolicy atomic.Pointer[[]byte]
 }
 
 // attempt is one run of ready's work: err is set before done closes.

@@ -24,9 +24,23 @@ type policyRecord struct {
 // listening on pub/sub, in case a notification was lost on a reconnect.
 const policyPoll = 10 * time.Second
 
-// Policy implements plugin.Settings.
+// Policy implements plugin.Settings. A Redis that lost the policy
+// (restarted without persistence, flushed) gets back the one this
+// instance knew (knownPolicy), not the defaults, which would switch
+// storing and pushing back on against the operator.
 func (r *Redis) Policy(ctx context.Context) (plugin.Policy, error) {
-	p, err := policyOf(r.c.Get(ctx, policyKey))
+	b, err := r.c.Get(ctx, policyKey).Bytes()
+	if errors.Is(err, redis.Nil) {
+		if known := r.knownPolicy.Load(); known != nil {
+			// NX: another instance may have put its own back first.
+			if err := r.c.SetNX(ctx, policyKey, *known, 0).Err(); err != nil {
+				return plugin.Policy{}, fmt.Errorf("store: restore policy: %w", err)
+			}
+			r.log.Warn("policy missing from Redis (restarted empty?): put back the one in force")
+			b, err = r.c.Get(ctx, policyKey).Bytes()
+		}
+	}
+	p, err := r.policyOf(b, err)
 	if err != nil {
 		return plugin.Policy{}, fmt.Errorf("store: read policy: %w", err)
 	}
@@ -44,6 +58,7 @@ func (r *Redis) SetPolicy(ctx context.Context, p plugin.Policy, who string) erro
 	}
 	_, err = r.c.TxPipelined(ctx, func(tx redis.Pipeliner) error { return r.queuePolicy(ctx, tx, b, p) })
 	if err == nil {
+		r.knownPolicy.Store(&b)
 		err = r.afterPolicy(ctx, p)
 	}
 	if err != nil {
@@ -114,7 +129,7 @@ func (r *Redis) initLimits(ctx context.Context) error {
 		err = r.c.HSet(ctx, limitsKey, "case_sensitive_user", flag(r.rules.CaseSensitiveUser)).Err()
 	} else if err == nil {
 		var p plugin.Policy
-		if p, err = policyOf(r.c.Get(ctx, policyKey)); err == nil {
+		if p, err = r.Policy(ctx); err == nil {
 			err = r.writeLimits(ctx, r.c, p)
 		}
 	}
@@ -138,8 +153,16 @@ const maxTxTries = 50
 // change edit it, and write it in MULTI/EXEC, again when another writer
 // got there first.
 func (r *Redis) UpdatePolicy(ctx context.Context, who string, change func(*plugin.Policy) error) (old, updated plugin.Policy, err error) {
+	var written []byte
 	err = r.optimistic(ctx, policyKey, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
-		if old, err = policyOf(tx.Get(ctx, policyKey)); err != nil {
+		b, err := tx.Get(ctx, policyKey).Bytes()
+		if errors.Is(err, redis.Nil) {
+			if known := r.knownPolicy.Load(); known != nil {
+				// Lost from Redis: change the one in force, not the defaults.
+				b, err = *known, nil
+			}
+		}
+		if old, err = r.policyOf(b, err); err != nil {
 			return nil, err
 		}
 		updated = old
@@ -149,13 +172,13 @@ func (r *Redis) UpdatePolicy(ctx context.Context, who string, change func(*plugi
 		if err := updated.Validate(); err != nil {
 			return nil, err
 		}
-		b, err := json.Marshal(policyRecord{Policy: updated, UpdatedBy: who, UpdatedAt: r.now().UTC()})
-		if err != nil {
+		if written, err = json.Marshal(policyRecord{Policy: updated, UpdatedBy: who, UpdatedAt: r.now().UTC()}); err != nil {
 			return nil, err
 		}
-		return func(tx redis.Pipeliner) error { return r.queuePolicy(ctx, tx, b, updated) }, nil
+		return func(tx redis.Pipeliner) error { return r.queuePolicy(ctx, tx, written, updated) }, nil
 	})
 	if err == nil {
+		r.knownPolicy.Store(&written)
 		err = r.afterPolicy(ctx, updated)
 	}
 	if err != nil {
@@ -189,8 +212,9 @@ func (r *Redis) optimistic(ctx context.Context, key string, read func(*redis.Tx)
 }
 
 // policyOf reads a stored policy record; DefaultPolicy when there is none.
-func policyOf(cmd *redis.StringCmd) (plugin.Policy, error) {
-	b, err := cmd.Bytes()
+// policyOf reads the policy record b (with GET's error err: redis.Nil
+// is no record, the defaults) and remembers it as the one in force.
+func (r *Redis) policyOf(b []byte, err error) (plugin.Policy, error) {
 	if errors.Is(err, redis.Nil) {
 		return plugin.DefaultPolicy(), nil
 	}
@@ -202,6 +226,7 @@ func policyOf(cmd *redis.StringCmd) (plugin.Policy, error) {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return plugin.Policy{}, err
 	}
+	r.knownPolicy.Store(&b)
 	return rec.Policy, nil
 }
 
