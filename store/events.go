@@ -41,6 +41,7 @@ func (r *Redis) restore(ctx context.Context) error {
 	if err := r.fn.prepare(ctx); err != nil {
 		return err
 	}
+	r.checkEviction(ctx)
 	if err := r.initLimits(ctx); err != nil {
 		return err
 	}

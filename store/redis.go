@@ -237,6 +237,7 @@ func (r *Redis) prepare(ctx context.Context) error {
 	if err := r.fn.prepare(ctx); err != nil {
 		return err
 	}
+	r.checkEviction(ctx)
 	if err := r.migrate(ctx); err != nil {
 		return err
 	}
@@ -244,6 +245,23 @@ func (r *Redis) prepare(ctx context.Context) error {
 		return err
 	}
 	return r.initLimits(ctx)
+}
+
+// checkEviction says loudly when Redis may evict keys under memory
+// pressure: a maxmemory-policy other than noeviction drops whole
+// mailboxes, messages answered "stored" included, without a word to
+// deferpush. Managed Redis services often default to one. A Redis that
+// does not tell (INFO refused, the embedded store) is not judged.
+func (r *Redis) checkEviction(ctx context.Context) {
+	info, err := r.c.Info(ctx, "memory").Result()
+	if err != nil {
+		return
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "maxmemory_policy:"); ok && v != "noeviction" {
+			r.log.Error("Redis may evict stored messages: set maxmemory-policy to noeviction", "maxmemory_policy", v)
+		}
+	}
 }
 
 // ParseURL turns one of the URL forms of Config.URL into client options.

@@ -1,10 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/test/harness"
 )
 
 // TestPolicySurvivesEmptyRedis: a Redis that comes back empty (restarted
@@ -45,5 +49,31 @@ func TestPolicySurvivesEmptyRedis(t *testing.T) {
 	_, upd, err := s.UpdatePolicy(ctx, "test", func(q *plugin.Policy) error { q.MaxMailbox = 7; return nil })
 	if err != nil || upd.StoreEnabled || upd.PushEnabled || upd.MaxMailbox != 7 {
 		t.Errorf("update after the loss = %+v, %v; want the policy in force with max_mailbox 7", upd, err)
+	}
+}
+
+// TestEvictionPolicyWarned: a Redis whose maxmemory-policy may evict keys
+// (allkeys-lru) is reported at start as an error naming the policy (it
+// dropped 2,000 of 10,000 messages answered "stored" without a word,
+// PROBE5 F8); noeviction, Redis's default, is not.
+func TestEvictionPolicyWarned(t *testing.T) {
+	srv := harness.Redis(t)
+	for _, policy := range []string{"noeviction", "allkeys-lru"} {
+		var logs bytes.Buffer
+		s, err := New(Config{URL: srv.URL(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Client().ConfigSet(context.Background(), "maxmemory-policy", policy).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		warned := strings.Contains(logs.String(), "maxmemory_policy="+policy)
+		if warned != (policy != "noeviction") {
+			t.Errorf("maxmemory-policy %s: warned %v; log:\n%s", policy, warned, logs.String())
+		}
+		s.Close()
 	}
 }
