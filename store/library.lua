@@ -281,9 +281,9 @@ end
 --   KEYS  none
 --   ARGV  none
 --   Returns the version string.
-redis.register_function('dp_version', function()
+redis.register_function{function_name = 'dp_version', flags = {'no-writes'}, callback = function()
   return version
-end)
+end}
 
 -- dp_append stores one message at the tail of q. The hot path. Given
 -- the two global keys too (a standalone or Sentinel Redis: one slot), it
@@ -361,9 +361,9 @@ end
 --   ARGV  1 token, 2 most messages (0: only the lease), 3 lease end ms,
 --         4 now ms
 --   Returns claim's answer.
-redis.register_function('dp_claim', function(keys, args)
+redis.register_function{function_name = 'dp_claim', flags = {'allow-oom'}, callback = function(keys, args)
   return claim(keys, args[1], tonumber(args[2]), args[3], tonumber(args[4]))
-end)
+end}
 
 -- ack removes the ids args[from..] that are in flight under a live lease
 -- of token (dp_ack, dp_finish); the others (acked before, deleted
@@ -397,9 +397,9 @@ end
 --   ARGV  1 token, 2 now ms, 3.. ids
 --   Returns {-1, 0} when the lease is not live (nothing done), else
 --   {acked, size}: size is what the mailbox holds afterwards (q and d).
-redis.register_function('dp_ack', function(keys, args)
+redis.register_function{function_name = 'dp_ack', flags = {'allow-oom'}, callback = function(keys, args)
   return ack(keys, args[1], tonumber(args[2]), args, 3)
-end)
+end}
 
 -- dp_fail counts a failed attempt of a message in flight; at max attempts
 -- it moves from q to d, and out of f (the caller tells the sender now,
@@ -409,7 +409,7 @@ end)
 --         5 now ms
 --   Returns -1 lease not live, 0 id not in flight, 1 counted (still in
 --   flight), 2 dead-lettered.
-redis.register_function('dp_fail', function(keys, args)
+redis.register_function{function_name = 'dp_fail', flags = {'allow-oom'}, callback = function(keys, args)
   local q, m, d = keys[1], keys[2], keys[3]
   local id = args[2]
   if not live(m, args[1], tonumber(args[5])) then return -1 end
@@ -427,16 +427,16 @@ redis.register_function('dp_fail', function(keys, args)
     return 2
   end
   return 1
-end)
+end}
 
 -- dp_release requeues what is in flight; the lease stays.
 --   KEYS  mailbox
 --   ARGV  1 token, 2 now ms
 --   Returns -1 lease not live, else the number requeued.
-redis.register_function('dp_release', function(keys, args)
+redis.register_function{function_name = 'dp_release', flags = {'allow-oom'}, callback = function(keys, args)
   if not live(keys[2], args[1], tonumber(args[2])) then return -1 end
   return requeue(keys[1], keys[2])
-end)
+end}
 
 -- dp_unlock requeues what is in flight and drops the lease, if the token
 -- owns it (live or not) or nobody does.
@@ -444,11 +444,11 @@ end)
 --   ARGV  1 token
 --   Returns -1 another token owns the lease (nothing done), else the
 --   number requeued.
-redis.register_function('dp_unlock', function(keys, args)
+redis.register_function{function_name = 'dp_unlock', flags = {'allow-oom'}, callback = function(keys, args)
   local owner = lease(keys[2])
   if owner and owner ~= args[1] then return -1 end
   return unlock(keys[1], keys[2])
-end)
+end}
 
 -- dp_finish ends a push in one call: dp_ack of the ids the client
 -- confirmed last, then dp_unlock (what else is in flight goes back to
@@ -461,7 +461,7 @@ end)
 --   id is still stored: the sweeper requeued them. Nobody's lease and
 --   none of the ids stored is what a retry finds after its first try
 --   went through, its reply lost: {0, size}.
-redis.register_function('dp_finish', function(keys, args)
+redis.register_function{function_name = 'dp_finish', flags = {'allow-oom'}, callback = function(keys, args)
   local owner = lease(keys[2])
   if owner and owner ~= args[1] then return {-2, 0} end
   local res = {0, 0}
@@ -475,17 +475,17 @@ redis.register_function('dp_finish', function(keys, args)
   end
   unlock(keys[1], keys[2])
   return res
-end)
+end}
 
 -- dp_renew extends a live lease.
 --   KEYS  mailbox
 --   ARGV  1 token, 2 lease end ms, 3 now ms
 --   Returns -1 lease not live, 1 renewed.
-redis.register_function('dp_renew', function(keys, args)
+redis.register_function{function_name = 'dp_renew', flags = {'allow-oom'}, callback = function(keys, args)
   if not live(keys[2], args[1], tonumber(args[3])) then return -1 end
   redis.call('HSET', keys[2], 'lock', args[1] .. ' ' .. args[2])
   return 1
-end)
+end}
 
 -- dp_recover is the sweeper's look at an entry of the lease index: when
 -- the lease is not live, requeue what is in flight and drop the lease.
@@ -493,11 +493,11 @@ end)
 --   ARGV  1 now ms
 --   Returns {1, 0} lease live; {0, requeued} no live lease (nothing in
 --   flight now).
-redis.register_function('dp_recover', function(keys, args)
+redis.register_function{function_name = 'dp_recover', flags = {'allow-oom'}, callback = function(keys, args)
   local owner, ends = lease(keys[2])
   if owner and ends > tonumber(args[1]) then return {1, 0} end
   return {0, unlock(keys[1], keys[2])}
-end)
+end}
 
 -- dp_expire is the sweeper's look at one mailbox, a bounded part of it a
 -- call: from a cursor over q then d, it reads at most ARGV[2] ids (and
@@ -521,7 +521,7 @@ end)
 --   mailbox holds nothing any more (then g is set for an hour, so that an
 --   append racing with the unindexing indexes the mailbox again); then
 --   the messages taken out of f, whose senders are to be told.
-redis.register_function('dp_expire', function(keys, args)
+redis.register_function{function_name = 'dp_expire', flags = {'allow-oom'}, callback = function(keys, args)
   local q, m, d, g, f = keys[1], keys[2], keys[3], keys[4], keys[5]
   local now, budget, cur = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
   local n = inflight(m)
@@ -620,13 +620,13 @@ redis.register_function('dp_expire', function(keys, args)
     out[4] = 1
   end
   return out
-end)
+end}
 
 -- dp_get reads one message and finds its state.
 --   KEYS  mailbox
 --   ARGV  1 id
 --   Returns {} when unknown, else {record, attempts, state}.
-redis.register_function('dp_get', function(keys, args)
+redis.register_function{function_name = 'dp_get', flags = {'no-writes'}, callback = function(keys, args)
   local q, m, d = keys[1], keys[2], keys[3]
   local rec = redis.call('HGET', m, args[1])
   if not rec then return {} end
@@ -638,13 +638,13 @@ redis.register_function('dp_get', function(keys, args)
     state = 'dead'
   end
   return {rec, redis.call('HGET', m, 't:' .. args[1]) or '', state}
-end)
+end}
 
 -- dp_list reads a page of q (in flight first, then pending) or of d.
 --   KEYS  mailbox
 --   ARGV  1 "q" or "d", 2 offset, 3 limit (<= 0: all)
 --   Returns {total, id, record, attempts, state, id, ...}.
-redis.register_function('dp_list', function(keys, args)
+redis.register_function{function_name = 'dp_list', flags = {'no-writes'}, callback = function(keys, args)
   local m = keys[2]
   local key, n, state = keys[1], inflight(m), 'pending'
   if args[1] == 'd' then key, n, state = keys[3], 0, 'dead' end
@@ -665,13 +665,13 @@ redis.register_function('dp_list', function(keys, args)
     end
   end
   return out
-end)
+end}
 
 -- dp_delete removes one message wherever it is.
 --   KEYS  mailbox
 --   ARGV  1 id
 --   Returns 0 unknown, 1 deleted, 2 deleted and the mailbox is now empty.
-redis.register_function('dp_delete', function(keys, args)
+redis.register_function{function_name = 'dp_delete', flags = {'allow-oom'}, callback = function(keys, args)
   local q, m, d = keys[1], keys[2], keys[3]
   local id = args[1]
   if redis.call('HEXISTS', m, id) == 0 then return 0 end
@@ -687,28 +687,28 @@ redis.register_function('dp_delete', function(keys, args)
   redis.call('ZREM', keys[5], id)
   if size(q, d) == 0 then return 2 end
   return 1
-end)
+end}
 
 -- dp_delete_all removes every message of a mailbox (and the failure
 -- notices they wait for); the lease stays.
 --   KEYS  mailbox
 --   ARGV  none
 --   Returns the number of messages removed.
-redis.register_function('dp_delete_all', function(keys)
+redis.register_function{function_name = 'dp_delete_all', flags = {'allow-oom'}, callback = function(keys)
   local q, m, d = keys[1], keys[2], keys[3]
   local n = size(q, d)
   local lock = redis.call('HGET', m, 'lock')
   redis.call('DEL', q, m, d, keys[5])
   if lock then redis.call('HSET', m, 'lock', lock) end
   return n
-end)
+end}
 
 -- dp_requeue_dead moves the dead letters to the head of the pending ids
 -- (behind those in flight), in order, with their attempts reset.
 --   KEYS  mailbox
 --   ARGV  none
 --   Returns the number moved.
-redis.register_function('dp_requeue_dead', function(keys)
+redis.register_function{function_name = 'dp_requeue_dead', flags = {'allow-oom'}, callback = function(keys)
   local q, m, d = keys[1], keys[2], keys[3]
   local ids = redis.call('LRANGE', d, 0, -1)
   if #ids == 0 then return 0 end
@@ -727,15 +727,15 @@ redis.register_function('dp_requeue_dead', function(keys)
     redis.call('HDEL', m, unpack(f, i, math.min(i + 999, #f)))
   end
   return #ids
-end)
+end}
 
 -- dp_count counts a mailbox's messages.
 --   KEYS  mailbox
 --   ARGV  none
 --   Returns {ids in q, of which in flight, ids in d}.
-redis.register_function('dp_count', function(keys)
+redis.register_function{function_name = 'dp_count', flags = {'no-writes'}, callback = function(keys)
   return {redis.call('LLEN', keys[1]), inflight(keys[2]), redis.call('LLEN', keys[3])}
-end)
+end}
 
 -- dp_index_cas changes one member of a global index (dp:mailboxes or
 -- dp:leases) only if its score is still the one the sweeper read, so that
@@ -743,7 +743,7 @@ end)
 --   KEYS  1 the index
 --   ARGV  1 member, 2 expected score, 3 new score or "" to remove
 --   Returns 1 changed, 0 the score differed (nothing done).
-redis.register_function('dp_index_cas', function(keys, args)
+redis.register_function{function_name = 'dp_index_cas', flags = {'allow-oom'}, callback = function(keys, args)
   local s = redis.call('ZSCORE', keys[1], args[1])
   if not s or tonumber(s) ~= tonumber(args[2]) then return 0 end
   if args[3] == '' then
@@ -752,7 +752,7 @@ redis.register_function('dp_index_cas', function(keys, args)
     redis.call('ZADD', keys[1], args[3], args[1])
   end
   return 1
-end)
+end}
 
 -- Registrations ---------------------------------------------------------------
 
@@ -895,25 +895,25 @@ end
 --         (integer µs since the epoch), or "" for none
 --   Returns 1 written as given, 2 written with pager_only kept, 0 ignored
 --   (older); an error for a bad time.
-redis.register_function('dp_set_contact', function(keys, args)
+redis.register_function{function_name = 'dp_set_contact', flags = {'allow-oom'}, callback = function(keys, args)
   local at = orderedat(keys, args[5])
   if at == false then return redis.error_reply('ERR dp_set_contact: bad at') end
   return register(keys[1], keys[2], args[4] or '', at, args[1], args[2], tonumber(args[3]))
-end)
+end}
 
 -- dp_set_pager_only marks the stored registration pager_only if it is
 -- still the given binding; its time to live stays.
 --   KEYS  1 dp:{aor}:c
 --   ARGV  1 binding
 --   Returns 1 marked (or it was), 0 nothing stored or another binding.
-redis.register_function('dp_set_pager_only', function(keys, args)
+redis.register_function{function_name = 'dp_set_pager_only', flags = {'allow-oom'}, callback = function(keys, args)
   local v = redis.call('GET', keys[1])
   local reg = decoded(v)
   if not reg or binding(reg) ~= args[1] then return 0 end
   if reg.pager_only == true then return 1 end
   redis.call('SET', keys[1], pageronly(v), 'KEEPTTL')
   return 1
-end)
+end}
 
 -- dp_delete_contact forgets a registration if its contact is the one
 -- given. With a time (ARGV 2), it follows dp_unregister's ordering rule
@@ -923,11 +923,11 @@ end)
 --         unregistration (integer µs since the epoch), or "" for none
 --   Returns 1 deleted, 0 nothing (none stored, or another contact), -1
 --   ignored (a newer registration); an error for a bad time.
-redis.register_function('dp_delete_contact', function(keys, args)
+redis.register_function{function_name = 'dp_delete_contact', flags = {'allow-oom'}, callback = function(keys, args)
   local at = orderedat(keys, args[2])
   if at == false then return redis.error_reply('ERR dp_delete_contact: bad at') end
   return forget(keys[1], keys[2], args[1], at)
-end)
+end}
 
 -- dp_migrate1 converts one recipient's keys from the first layout
 -- (before store v2) to this one. Records are kept as they are (v1 and
@@ -1938,7 +1938,7 @@ end
 --   holds nothing more to send); 0: handed off; -1: the session's lease
 --   is gone (nothing done: the sweeper or deferpush took the mailbox
 --   over, and sends the message again).
-redis.register_function{function_name = 'dp_page', flags = {'no-cluster'}, callback = function(_, args)
+redis.register_function{function_name = 'dp_page', flags = {'no-cluster', 'allow-oom'}, callback = function(_, args)
   local aor, nonce, id, code = args[1] or '', args[2] or '', args[3] or '', tonumber(args[4]) or 0
   local keys = pagekeys('dp:{' .. aor .. '}:')
   local token = 'pg:' .. nonce
@@ -1989,7 +1989,7 @@ end}
 --   sends to where the REGISTER came from; 0 otherwise (ignored as
 --   older, an unregistration that wrote no event, or messages the policy
 --   does not push now); an error for a bad AOR, contact, expires or at.
-redis.register_function{function_name = 'dp_register', flags = {'no-cluster'}, callback = function(_, args)
+redis.register_function{function_name = 'dp_register', flags = {'no-cluster', 'allow-oom'}, callback = function(_, args)
   local page = args[9] == 'page' and string.match(args[10] or '', '^%w+$')
   unpct(args, 8)
   if controls(args, 13) then return redis.error_reply('ERR dp_register: a control character in an argument') end
@@ -2037,7 +2037,7 @@ end}
 --         5 "pct" (1 to 4 are %-escaped: unpct)
 --   Returns 1 when an event was written, 0 when not; an error for bad
 --   arguments.
-redis.register_function{function_name = 'dp_unregister', flags = {'no-cluster'}, callback = function(_, args)
+redis.register_function{function_name = 'dp_unregister', flags = {'no-cluster', 'allow-oom'}, callback = function(_, args)
   unpct(args, 4)
   if controls(args, 4) then return redis.error_reply('ERR dp_unregister: a control character in an argument') end
   local lim = limitsOf() or {}
@@ -2082,7 +2082,7 @@ local RECENT_HOLD, RECENT_SLACK, RECENT_ON = 60000, 2000, 600000
 --   dp:mailboxes. An error when since is older than RECENT_HOLD allows
 --   (what was stored in between may be gone from dp:recent: the proxy
 --   loads again).
-redis.register_function{function_name = 'dp_recent', flags = {'no-cluster'}, callback = function(_, args)
+redis.register_function{function_name = 'dp_recent', flags = {'no-cluster', 'allow-oom'}, callback = function(_, args)
   if args[1] == 'scan' then
     local r = redis.call('ZSCAN', 'dp:mailboxes', args[2] or '0', 'COUNT', 500)
     local out = {r[1]}

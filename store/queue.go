@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -242,6 +243,10 @@ func (r *Redis) Claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	return msgs, nil
 }
 
+// isOOM reports whether Redis refused a command for being over its
+// maxmemory.
+func isOOM(err error) bool { return strings.HasPrefix(err.Error(), "OOM ") }
+
 // ClaimAndRead implements plugin.Queue: Claim's pipeline with the two
 // GETs of ContactAndSettings after the claim (one slot: the keys share
 // the recipient's hash tag).
@@ -297,7 +302,11 @@ func (r *Redis) claim(ctx context.Context, aor plugin.AOR, token string, n int, 
 	if res[0].(int64) < 0 {
 		return nil, plugin.ErrLeaseLost
 	}
-	if err := index.Err(); err != nil {
+	// Over maxmemory (noeviction) Redis refuses the index's ZADD but runs
+	// the claim (allow-oom): a push then drains the store. Unindexed, the
+	// lease of an instance that dies is found by the mailbox's next claim
+	// once it has run out, not by the recovery sweep.
+	if err := index.Err(); err != nil && !isOOM(err) {
 		return nil, fmt.Errorf("index lease: %w", err)
 	}
 	if expired := res[2].(int64); expired > 0 {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deferpush/deferpush/plugin"
 	"github.com/deferpush/deferpush/test/harness"
@@ -75,5 +76,51 @@ func TestEvictionPolicyWarned(t *testing.T) {
 			t.Errorf("maxmemory-policy %s: warned %v; log:\n%s", policy, warned, logs.String())
 		}
 		s.Close()
+	}
+}
+
+// TestDrainsWhenOutOfMemory: a Redis over maxmemory (noeviction) refuses
+// new messages, but what drains it still runs (PROBE5 F7: every function
+// was refused, so nothing could be delivered, listed or deleted): claim,
+// ack, the contact a registration records, listing, counting and
+// deleting.
+func TestDrainsWhenOutOfMemory(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	bob, carol := plugin.MustParseAOR("sip:bob@example.com"), plugin.MustParseAOR("sip:carol@example.com")
+	for _, aor := range []plugin.AOR{bob, carol} {
+		for range 3 {
+			if code, _, _ := dpStore(t, c, aor.String(), directMessages[0].raw); code != 202 {
+				t.Fatalf("store: %d", code)
+			}
+		}
+	}
+	if err := c.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.ConfigSet(ctx, "maxmemory", "0")
+	if err := c.FCall(ctx, "dp_store", nil, bob.String(), directMessages[0].raw).Err(); err == nil || !strings.Contains(err.Error(), "OOM") {
+		t.Errorf("dp_store over maxmemory: %v, want an OOM refusal", err)
+	}
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5999", Expires: time.Now().Add(time.Hour)}
+	if err := s.SetContact(ctx, reg); err != nil {
+		t.Errorf("SetContact over maxmemory: %v", err)
+	}
+	msgs, err := s.Claim(ctx, bob, "tok", 10, time.Minute)
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("Claim over maxmemory: %d, %v; want 3", len(msgs), err)
+	}
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	if n, err := s.Finish(ctx, bob, "tok", ids...); err != nil || n != 3 {
+		t.Errorf("Finish over maxmemory: %d, %v; want 3", n, err)
+	}
+	if p, err := s.List(ctx, carol, 0, 10); err != nil || len(p.Messages) != 3 {
+		t.Errorf("List over maxmemory: %v; want 3 messages", err)
+	}
+	if n, err := s.DeleteAll(ctx, carol); err != nil || n != 3 {
+		t.Errorf("DeleteAll over maxmemory: %d, %v; want 3", n, err)
 	}
 }
