@@ -91,6 +91,7 @@ type Engine struct {
 	policy  *policyInForce
 	sched   *scheduler
 	notices *notices // nil without a Notifier
+	retry   *regRetry
 }
 
 // NewEngine returns an Engine; call Run to start it.
@@ -123,6 +124,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg.Now = time.Now
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger}
+	e.retry = newRegRetry(cfg.Now, cfg.Logger, e.register)
 	e.policy = &policyInForce{store: cfg.Store, log: cfg.Logger}
 	e.sched = newScheduler(cfg.MaxConcurrent, cfg.Now, cfg.Logger, e.policy.current, e.push, e.pushed)
 	if cfg.Notifier != nil {
@@ -146,7 +148,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	scan := &startupScan{store: e.cfg.Store, log: e.log, kick: e.kickRegistered}
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = e.retry.Run(bg) }()
 	go func() { defer wg.Done(); _ = e.policy.Run(bg) }()
 	go func() { defer wg.Done(); _ = sw.Run(bg) }()
 	go func() { defer wg.Done(); _ = scan.Run(bg) }()
@@ -216,13 +219,35 @@ func (e *Engine) Registered(ctx context.Context, r Registration) error {
 	if !r.Expires.After(now) {
 		return e.Unregistered(ctx, Unregistration{AOR: r.AOR, Contact: r.Contact, At: r.At})
 	}
-	if err := e.cfg.Store.SetContact(ctx, r); errors.Is(err, ErrSuperseded) {
+	err := e.register(ctx, r)
+	if errors.Is(err, ErrSuperseded) {
 		e.log.Debug("registration superseded", "aor", r.AOR, "contact", r.Contact)
 		return nil
-	} else if err != nil {
-		return fmt.Errorf("record contact of %s: %w", r.AOR, err)
 	}
-	return e.kick(ctx, r, now, false)
+	var se *storeError
+	if errors.As(err, &se) {
+		// Recorded and pushed once the store answers again (regRetry).
+		e.retry.keep(r)
+	}
+	return err
+}
+
+// storeError is a store failure recording a registration.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// register records r and pushes to it. A store failure is a *storeError.
+func (e *Engine) register(ctx context.Context, r Registration) error {
+	if err := e.cfg.Store.SetContact(ctx, r); errors.Is(err, ErrSuperseded) {
+		return err
+	} else if errors.Is(err, ErrInvalid) {
+		return fmt.Errorf("record contact of %s: %w", r.AOR, err)
+	} else if err != nil {
+		return &storeError{fmt.Errorf("record contact of %s: %w", r.AOR, err)}
+	}
+	return e.kick(ctx, r, e.cfg.Now(), false)
 }
 
 // PushNow pushes aor's messages to its last known contact, ignoring any
@@ -243,6 +268,7 @@ func (e *Engine) PushNow(ctx context.Context, aor AOR) error {
 // registration of the contact (u.At, see Settings.DeleteContact) changes
 // nothing, and cancels nothing.
 func (e *Engine) Unregistered(ctx context.Context, u Unregistration) error {
+	e.retry.forget(u.AOR, u.Contact)
 	if err := e.cfg.Store.DeleteContact(ctx, u.AOR, u.Contact, u.At); errors.Is(err, ErrSuperseded) {
 		e.log.Debug("unregistration superseded", "aor", u.AOR, "contact", u.Contact)
 		return nil
