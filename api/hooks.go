@@ -185,8 +185,17 @@ func (s *Server) hookSourceAllowed(ip netip.Addr) bool {
 	return false
 }
 
+// hookStoreBound bounds the store's part of a registration hook, as the
+// message hook's is bounded: a Redis that stalls is answered 503 within
+// it, under the shipped scripts' 5 s hook timeout, not after a wait as
+// long as Redis's (a registration not recorded is kept and retried by
+// the engine).
+const hookStoreBound = 3 * time.Second
+
 func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
+		ctx, cancel := context.WithTimeout(ctx, hookStoreBound)
+		defer cancel()
 		r, err := d.registration(c.Request.Body(), time.Now(), s.cfg.AORRules)
 		if err != nil {
 			s.hookRefused(c, err, plugin.Policy{})
@@ -214,6 +223,8 @@ func (s *Server) hookRegistered(d proxyDecoder) app.HandlerFunc {
 
 func (s *Server) hookUnregistered(d proxyDecoder) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
+		ctx, cancel := context.WithTimeout(ctx, hookStoreBound)
+		defer cancel()
 		u, err := d.unregistration(c.Request.Body(), s.cfg.AORRules)
 		if err == nil {
 			err = s.cfg.Engine.Unregistered(ctx, u)

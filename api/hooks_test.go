@@ -32,6 +32,9 @@ type hookEngine struct {
 	stored   []*plugin.Message
 	regs     []plugin.Registration
 	unregs   []string
+	// stall makes Registered and Unregistered wait for their context, as
+	// a stalled Redis makes the store wait.
+	stall bool
 }
 
 func (e *hookEngine) Store(_ context.Context, m *plugin.Message) error {
@@ -45,14 +48,22 @@ func (e *hookEngine) Store(_ context.Context, m *plugin.Message) error {
 	return nil
 }
 
-func (e *hookEngine) Registered(_ context.Context, r plugin.Registration) error {
+func (e *hookEngine) Registered(ctx context.Context, r plugin.Registration) error {
+	if e.stall {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.regs = append(e.regs, r)
 	return nil
 }
 
-func (e *hookEngine) Unregistered(_ context.Context, u plugin.Unregistration) error {
+func (e *hookEngine) Unregistered(ctx context.Context, u plugin.Unregistration) error {
+	if e.stall {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.unregs = append(e.unregs, u.AOR.String()+" "+u.Contact)
@@ -442,5 +453,23 @@ func TestHookAuth(t *testing.T) {
 				t.Errorf("engine called %d times by refused hook calls", n)
 			}
 		})
+	}
+}
+
+// TestRegistrationHookBounded: with the store stalled, a registration or
+// unregistration hook is answered 503 within hookStoreBound (3 s), under
+// the shipped scripts' 5 s hook timeout; it took 5-10 s (PROBE5 F6).
+func TestRegistrationHookBounded(t *testing.T) {
+	eng := &hookEngine{policy: hookPolicy(), stall: true}
+	base := startHooks(t, eng)
+	for _, tc := range []struct{ path, body string }{
+		{"/hooks/kamailio/registered", `{"aor":"sip:user2@example.com","contact":"sip:user2@192.0.2.9","expires":300}`},
+		{"/hooks/kamailio/unregistered", `{"aor":"sip:user2@example.com","contact":"sip:user2@192.0.2.9"}`},
+	} {
+		start := time.Now()
+		r := callHook(t, base+tc.path, "", strings.NewReader(tc.body), map[string]string{"Content-Type": "application/json"})
+		if d := time.Since(start); r.http != 503 || d > 4*time.Second || d < 2*time.Second {
+			t.Errorf("%s with the store stalled: HTTP %d after %v, want 503 after about 3 s", tc.path, r.http, d)
+		}
 	}
 }

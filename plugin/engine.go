@@ -247,7 +247,11 @@ func (e *Engine) register(ctx context.Context, r Registration) error {
 	} else if err != nil {
 		return &storeError{fmt.Errorf("record contact of %s: %w", r.AOR, err)}
 	}
-	return e.kick(ctx, r, e.cfg.Now(), false)
+	if err := e.kick(ctx, r, e.cfg.Now(), false); err != nil {
+		// Reading the settings failed: recorded, but not pushed yet.
+		return &storeError{err}
+	}
+	return nil
 }
 
 // PushNow pushes aor's messages to its last known contact, ignoring any
