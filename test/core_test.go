@@ -45,6 +45,9 @@ type coreOptions struct {
 	// events has the engine read registration events from the store's
 	// stream (Redis-direct mode: the proxy's dp_register writes them).
 	events bool
+	// maxConcurrent is the engine's push.max_concurrent; zero means its
+	// default.
+	maxConcurrent int
 }
 
 func (c *core) PushDone(r plugin.PushReport) {
@@ -131,7 +134,7 @@ func startCore(t testing.TB, redisURL string, o coreOptions) *core {
 	scanned := make(chan struct{})
 	engLog := slog.New(&onMessage{Handler: log.Handler(), msg: "start-up scan done", ch: scanned, once: new(sync.Once)})
 	cfg := plugin.EngineConfig{Store: st, Pusher: c.pusher, Observer: c, Logger: engLog, LockTTL: 10 * time.Second,
-		SweepInterval: o.sweepInterval}
+		SweepInterval: o.sweepInterval, MaxConcurrent: o.maxConcurrent}
 	if o.events {
 		cfg.Events = st
 	}

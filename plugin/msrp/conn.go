@@ -16,11 +16,15 @@ import (
 // conn is one TCP or TLS connection and the sessions bound to it. One
 // goroutine reads it (readLoop); any goroutine writes whole frames.
 //
-// Its deadlines follow progress: a transaction times out only when the
-// connection has moved nothing, in or out, for timeout — not a fixed time
-// after the request — so a slow link that keeps moving (a large message
+// Its deadlines follow the progress of our own transactions: a
+// transaction times out only when none of ours has moved for timeout — no
+// request of ours written, no response to one read — not a fixed time
+// after the request, so a slow link that keeps moving (a large message
 // at a few KB/s, the chunks of a pipeline queued behind each other) is
-// waited for, and a peer that stops is given up on after timeout.
+// waited for, and a peer that stops is given up on after timeout. What
+// the peer sends of its own (requests, their bytes as they trickle in,
+// REPORTs for nothing in flight) is no progress of ours: a peer that
+// stops answering and keeps sending is given up on all the same.
 type conn struct {
 	nc  net.Conn
 	r   *Reader
@@ -29,7 +33,8 @@ type conn struct {
 	// session opened (Connect).
 	logSession string
 	timeout    time.Duration // write deadline and idle time before a local 408
-	// moved is when bytes last went out or came in (UnixNano).
+	// moved is when a transaction of ours last moved (UnixNano): a
+	// request of ours written, a response to one read (see touch).
 	moved atomic.Int64
 	// route finds the session a request is for, named by to, the one URI
 	// of its To-Path: a status other than 0 is the answer to give instead
@@ -84,20 +89,9 @@ func newConn(nc net.Conn, lim Limits, timeout time.Duration, log *slog.Logger) *
 		sessions: make(map[*Session]struct{}),
 		done:     make(chan struct{}),
 	}
-	c.r = NewReader(progressReader{c}, lim)
+	c.r = NewReader(nc, lim)
 	c.touch()
 	return c
-}
-
-// progressReader reads c's connection, noting each read that moved bytes.
-type progressReader struct{ c *conn }
-
-func (p progressReader) Read(b []byte) (int, error) {
-	n, err := p.c.nc.Read(b)
-	if n > 0 {
-		p.c.touch()
-	}
-	return n, err
 }
 
 // debug logs at debug level with the connection's remote address (and
@@ -115,10 +109,18 @@ func (c *conn) debug(msg string, args ...any) {
 	c.log.Debug(msg, append(attrs, args...)...)
 }
 
-// touch records progress now.
+// touch records progress of our transactions now. It is called for a
+// request of ours written whole, a response that completes one of ours
+// and a REPORT that completes a message of ours: each happens once per
+// transaction or message, so a peer cannot make progress out of nothing
+// by repeating itself. Bytes the peer sends are not progress in
+// themselves: a request of its own that trickles in a byte at a time
+// would otherwise hold our transactions open for as long as it trickles
+// (PROBE5 F3), and the response a transaction waits for is read only
+// after it, frames never interleaving.
 func (c *conn) touch() { c.moved.Store(time.Now().UnixNano()) }
 
-// lastMoved is when bytes last went out or came in.
+// lastMoved is when a transaction of ours last moved.
 func (c *conn) lastMoved() time.Time { return time.Unix(0, c.moved.Load()) }
 
 // write writes one frame; a failed write closes the connection.
@@ -140,7 +142,6 @@ func (c *conn) write(f *Frame) error {
 	if err := c.w.WriteFrame(f); err != nil {
 		return c.writeFailed(fmt.Errorf("msrp: write: %w", err))
 	}
-	c.touch()
 	return nil
 }
 
@@ -186,11 +187,12 @@ func (c *conn) requestResp(f *Frame, resp func(*Frame), done func(error)) error 
 		c.complete(tid, nil, err)
 		return err
 	}
+	c.touch()
 	return nil
 }
 
-// expire times out transaction tid with a local 408 when the connection
-// has been idle for timeout; while bytes still move, it waits again.
+// expire times out transaction tid with a local 408 when no transaction
+// of ours has moved for timeout; while ours still move, it waits again.
 func (c *conn) expire(tid string) {
 	c.mu.Lock()
 	t := c.txns[tid]
@@ -205,9 +207,10 @@ func (c *conn) expire(tid string) {
 	c.complete(tid, nil, Status(StatusTimeout))
 }
 
-// complete ends the transaction tid, if it is still waiting. A second
-// response to one transaction (a relay and the far end both answering)
-// finds nothing and is dropped.
+// complete ends the transaction tid, if it is still waiting; resp is
+// the response that ends it, nil for a local failure. A second response
+// to one transaction (a relay and the far end both answering) finds
+// nothing and is dropped.
 func (c *conn) complete(tid string, resp *Frame, err error) bool {
 	c.mu.Lock()
 	t := c.txns[tid]
@@ -215,6 +218,9 @@ func (c *conn) complete(tid string, resp *Frame, err error) bool {
 	c.mu.Unlock()
 	if t == nil {
 		return false
+	}
+	if resp != nil {
+		c.touch()
 	}
 	t.timer.Stop()
 	if t.resp != nil && resp != nil {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -313,9 +314,11 @@ func (s *Session) lost(c *conn, err error) {
 	s.partials = make(map[string]*partial)
 }
 
-// LastProgress is when bytes last moved, in or out, on the session's
-// connection; zero before it has one. A caller waiting on the session
-// (for window room, for answers) gives up only when it stopped moving.
+// LastProgress is when a transaction of ours last moved on the session's
+// connection (a request written, a response to one read, a REPORT that
+// completed a message); zero before it has one. What the peer sends of its
+// own is not progress. A caller waiting on the session (for window room,
+// for answers) gives up only when it stopped moving.
 func (s *Session) LastProgress() time.Time {
 	s.mu.Lock()
 	c := s.conn
@@ -901,6 +904,9 @@ const maxReportSpans = 256
 type reportWait struct {
 	ch   chan error // the outcome: nil for success, a *StatusError for failure
 	size int64      // the message's size, which success REPORTs must cover
+	// settled is set once the outcome went to ch: later REPORTs for the
+	// message change nothing.
+	settled atomic.Bool
 
 	// mu guards covered: REPORTs for one message may come on the
 	// session's connection and on a relay's at once.
@@ -1007,9 +1013,11 @@ func (s *Session) onReport(c *conn, f *Frame) {
 		s.log.Debug("success report for part of the message", "session", s.local.SessionID, "msg_id", id, "byte_range", f.Value(HeaderByteRange), "size", w.size)
 		return
 	}
-	select {
-	case w.ch <- err:
-	default:
+	if w.settled.CompareAndSwap(false, true) {
+		w.ch <- err // never blocks: the first outcome is the only one sent
+		// Progress of ours, once per message however many REPORTs
+		// repeat it.
+		c.touch()
 	}
 }
 

@@ -39,8 +39,14 @@ func (p *Pusher) sessionConfig(local msrp.URI, aor plugin.AOR, routes *imdnRoute
 	return msrp.Config{
 		Local: local, ChunkSize: p.cfg.ChunkSize, Timeout: p.cfg.MSRPTimeout, TLS: p.cfg.TLS, Logger: p.log,
 		Accept: offered.Accepts,
-		// A notification is a few hundred octets.
+		// A notification is a few hundred octets. A chunk larger than
+		// what the session takes is dropped as it is read (413), on the
+		// connection the session opens (the listener's has its own
+		// limits). That bounds memory, not time: a request of the
+		// client's holds no step of ours however slowly it comes (msrp
+		// counts only our transactions' progress).
 		MaxMessageSize: maxInbound,
+		Limits:         msrp.Limits{MaxChunk: maxInbound},
 		Handler:        inbound{aor: aor, log: p.log, routes: routes, forward: p.forwardIMDN},
 	}
 }

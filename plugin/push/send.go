@@ -81,12 +81,13 @@ func (s *session) delivery(ctx context.Context, stall func(error)) *delivery {
 	path := s.answer.Path
 	relayed := len(path) > 1 && !s.p.trusted(ctx, path[:len(path)-1])
 	d := &delivery{
-		stall:   stall,
-		timeout: s.p.cfg.MSRPTimeout,
-		ms:      s.ms,
-		window:  s.p.cfg.Window,
-		report:  s.policy.SuccessReports || relayed,
-		opts:    s.encapOptions(),
+		stall:     stall,
+		timeout:   s.p.cfg.MSRPTimeout,
+		chunkSize: s.p.cfg.ChunkSize,
+		ms:        s.ms,
+		window:    s.p.cfg.Window,
+		report:    s.policy.SuccessReports || relayed,
+		opts:      s.encapOptions(),
 	}
 	if len(path) > 1 {
 		d.noReport = fmt.Errorf("%w: no success REPORT came back through the MSRP relay %s within msrp.timeout (%v) "+
@@ -134,12 +135,16 @@ func (s *session) carries(msgs []*plugin.Message) error {
 type delivery struct {
 	started func() // called after each message started; may be nil
 	// stall ends the session when a message cannot start within timeout,
-	// or when a success REPORT did not come.
+	// when a success REPORT did not come, or when the session outlasts
+	// its budget.
 	stall   func(error)
 	timeout time.Duration
-	ms      *msrp.Session
-	window  int  // messages in flight
-	report  bool // ask for success REPORTs
+	// chunkSize is the session's SEND chunk size, which the budget
+	// counts in (0: a message is one chunk).
+	chunkSize int
+	ms        *msrp.Session
+	window    int  // messages in flight
+	report    bool // ask for success REPORTs
 	// noReport is why the session ends when a success REPORT does not
 	// come: the reason logged with the push's end.
 	noReport error
@@ -152,13 +157,17 @@ type delivery struct {
 // waits for them in the same order and calls done (report), so that a
 // message's fate is reported as soon as it and those before it are known.
 // Held and unencapsulable messages pass through it too, to keep done in
-// order.
+// order. With a timeout and a stall, the whole run has a budget.
 func (d *delivery) run(ctx context.Context, msgs []*plugin.Message, done func(*plugin.Message, error)) error {
 	pl := &pipeline{
 		d:        d,
 		brokenCh: make(chan struct{}),
 		fates:    make(chan fate, len(msgs)),
 		slots:    make(chan struct{}, max(d.window, 1)),
+	}
+	if d.timeout > 0 && d.stall != nil {
+		pl.budget = startBudget(d.timeout, d.stall)
+		defer pl.budget.stop()
 	}
 	reported := make(chan struct{})
 	go func() {
@@ -194,6 +203,7 @@ type pipeline struct {
 	brokenCh chan struct{} // closed when broken is set
 	fates    chan fate
 	slots    chan struct{} // a token per message in flight
+	budget   *budget       // nil: unbounded
 	// refused are the types the client answered 415 to (under mu): the
 	// messages encapsulated after that use another.
 	refused []string
@@ -277,6 +287,7 @@ func (p *pipeline) again(ctx context.Context, f fate, charged *bool) error {
 		if berr != nil {
 			return err
 		}
+		p.budget.message(len(pl.Body), p.d.chunkSize)
 		wait, serr := p.d.start(ctx, f.m, pl)
 		if serr != nil {
 			if ctx.Err() != nil {
@@ -327,6 +338,7 @@ func (p *pipeline) send(ctx context.Context, m *plugin.Message) fate {
 			return fate{m: m, err: fmt.Errorf("encapsulate: %w", err)}
 		}
 	}
+	p.budget.message(len(pl.Body), p.d.chunkSize)
 	wait, err := p.d.start(ctx, m, pl)
 	if err != nil {
 		// Nothing of it went out: the session is gone or ctx ended.
@@ -346,9 +358,10 @@ func (p *pipeline) send(ctx context.Context, m *plugin.Message) fate {
 // start hands one payload to the MSRP session. Start waits for window room
 // and, on a session the client connected to, for a connection: one lost
 // without a BYE would hold the push (and the mailbox's lock) for good, so
-// a watchdog stalls the session once nothing has moved on it for the MSRP
-// timeout. While the link moves — a large message going out slowly, its
-// chunks queued behind each other — the watchdog waits.
+// a watchdog stalls the session once none of its transactions has moved
+// for the MSRP timeout (msrp.Session.LastProgress: what the client sends
+// of its own does not count). While they move — a large message going
+// out slowly, its chunks queued behind each other — the watchdog waits.
 func (d *delivery) start(ctx context.Context, m *plugin.Message, pl encap.Payload) (func() error, error) {
 	if d.timeout > 0 && d.stall != nil {
 		defer d.watchdog().Stop()

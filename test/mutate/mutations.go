@@ -140,19 +140,19 @@ var mutations = []mutation{
 	{
 		Name: "success REPORTs are never asked for",
 		File: "plugin/push/send.go",
-		From: "\t\treport:  s.policy.SuccessReports || relayed,\n", To: "\t\treport:  false && relayed,\n",
+		From: "\t\treport:    s.policy.SuccessReports || relayed,\n", To: "\t\treport:    false && relayed,\n",
 		Tests: []string{"./plugin/push/"},
 	},
 	{
 		Name: "success REPORTs are not asked for through an MSRP relay",
 		File: "plugin/push/send.go",
-		From: "\t\treport:  s.policy.SuccessReports || relayed,\n", To: "\t\treport:  s.policy.SuccessReports || relayed && false,\n",
+		From: "\t\treport:    s.policy.SuccessReports || relayed,\n", To: "\t\treport:    s.policy.SuccessReports || relayed && false,\n",
 		Tests: []string{"./plugin/push/", "./test/:^TestKamailioRelayPush$"},
 	},
 	{
 		Name: "the policy's success_reports is ignored",
 		File: "plugin/push/send.go",
-		From: "\t\treport:  s.policy.SuccessReports || relayed,\n", To: "\t\treport:  relayed,\n",
+		From: "\t\treport:    s.policy.SuccessReports || relayed,\n", To: "\t\treport:    relayed,\n",
 		Tests: []string{"./plugin/push/"},
 	},
 	{
