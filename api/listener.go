@@ -88,14 +88,14 @@ func (c *trackedConn) Close() error {
 }
 
 // busyAnswer is what a connection gets when every connection in its way
-// is busy (guard.Config.Refuse).
+// is busy (guard.ErrBusy).
 const busyAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n" +
 	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 89\r\n\r\n" +
 	`{"error":{"code":"too_many_connections","message":"too many connections; retry shortly"}}`
 
 // refuseHTTP answers 503 on a connection the listener cannot admit, and
 // closes it the lingering way.
-func refuseHTTP(c net.Conn) {
+func refuseHTTP(c net.Conn, _ error) {
 	_ = c.SetWriteDeadline(time.Now().Add(lingerTime))
 	_, _ = io.WriteString(c, busyAnswer)
 	if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {

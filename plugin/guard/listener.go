@@ -1,11 +1,13 @@
 // Package guard keeps deferpush's network edges up under floods and
 // failures: a Listener wrapper that bounds the connections open at once
 // (per listener, per source address, and for the whole process through a
-// shared Budget), closes the connections that sit idle longest to make
-// room, ends connections that send nothing, and retries a failed accept
-// with backoff instead of returning the error; and a RateLimiter (a token
-// bucket per source address) for the requests themselves. It uses the
-// standard library only, so that plugin/msrp can use it too.
+// shared Budget), refuses sources it is told to at accept, closes the
+// connections that sit idle longest or hold a request the longest to make
+// room (never a trusted source's for another's), ends connections that
+// send nothing, and retries a failed accept with backoff instead of
+// returning the error; and a RateLimiter (a token bucket per source
+// address) for the requests themselves. It uses the standard library
+// only, so that plugin/msrp can use it too.
 package guard
 
 import (
@@ -37,10 +39,48 @@ type Config struct {
 	// EvictIdle lets a connection that is waiting for its next request
 	// (it has read nothing since its last write: an idle HTTP keep-alive
 	// or SIP connection) be closed to make room for a new one. A
-	// connection that has sent nothing at all may always be closed for
-	// room; one that is reading a request or carries a session (MSRP:
-	// EvictIdle false) never is.
+	// connection that has sent nothing at all may always be; one that is
+	// reading a request only as BusyGrace allows; one its server
+	// protected (Protect: an MSRP session) never. Either of the first two
+	// goes only for a new connection from a source that holds no more
+	// connections than its own: a flood from a few addresses does not
+	// take the proxy's kept-alive connection, nor the one it just opened.
+	// (What a source holds is its connections in the way of the new one,
+	// not counting those its server protected.)
 	EvictIdle bool
+	// BusyGrace, when not zero, lets a connection in the middle of a
+	// request be closed to make room when no connection is unused or
+	// idle: one whose request began more than BusyGrace ago, for a new
+	// connection from a source that holds no more connections than its
+	// own; and one whose request began more than a quarter of BusyGrace
+	// ago, of the source that holds the most, for a new connection from
+	// a source that holds at least two fewer, so that a source reopening
+	// each connection closed cannot keep every slot young and lock the
+	// others out. The source holding the most loses first, then the
+	// request that began first. With a Framer a request begins at its
+	// message's first byte and ends with its last; without one, at the
+	// first byte read since the last write, ending with the next write
+	// (an HTTP server's answer: the time the server takes to answer
+	// counts too). Zero: a busy connection is never closed for room.
+	BusyGrace time.Duration
+	// UntilProtected makes a connection's first request last until its
+	// server calls Protect on it, whatever is written meanwhile: a peer
+	// that has not established what it connected for (MSRP: bound a
+	// session) BusyGrace after its first byte may be closed for room.
+	UntilProtected bool
+	// Trusted are the networks of the peers the listener is for (the
+	// proxies). A connection from one of them that has sent something is
+	// never closed to make room for one from elsewhere (of this listener
+	// or another of the Budget); a new one from one of them may close
+	// any connection of this listener from elsewhere that is in the
+	// middle of a request, however young (where BusyGrace is set), and
+	// takes what may make room from elsewhere before a trusted peer's.
+	// Empty: no source is preferred.
+	Trusted []netip.Prefix
+	// OnlyTrusted refuses a connection from outside Trusted at its
+	// accept, before it counts against any bound: Refuse answers it
+	// with ErrSource. It needs Trusted.
+	OnlyTrusted bool
 	// FirstByteTimeout closes a connection that sends nothing for this
 	// long after its accept, and IdleTimeout one that then sends nothing
 	// for this long; either makes the Listener set the read deadline
@@ -57,11 +97,13 @@ type Config struct {
 	// without a Framer. RequestTimeout needs a Framer.
 	NewFramer      func() Framer
 	RequestTimeout time.Duration
-	// Refuse, when set, answers a connection that cannot be admitted
-	// (every connection in its way is busy) before it is closed, in a
-	// goroutine of its own (at most 16 at once; past that, closed
-	// silently). It must close c and bound its own time.
-	Refuse func(c net.Conn)
+	// Refuse, when set, answers a connection that is not admitted
+	// before it is closed, why saying for what: ErrBusy (every
+	// connection in its way is busy) or ErrSource (OnlyTrusted). It runs
+	// in a goroutine of its own (at most 16 at once; past that, the
+	// connection is closed silently), must close c and bound its own
+	// time.
+	Refuse func(c net.Conn, why error)
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -94,6 +136,11 @@ type Refuser interface {
 	Framer
 	Refusal(remote net.Addr, closing bool) []byte
 }
+
+// DefaultBusyGrace is the BusyGrace of deferpush's listeners: a proxy's
+// request arrives whole within milliseconds, and one still arriving after
+// this long is a slow or hostile peer's.
+const DefaultBusyGrace = 2 * time.Second
 
 // lingerTime bounds the lingering close of an answered connection and
 // the write of its answer; lingerBytes, what is read and dropped.
@@ -160,7 +207,9 @@ type Listener struct {
 	hosts map[netip.Addr]int
 
 	lastLog atomic.Int64 // unix nano of the last throttled log
-	evicted atomic.Int64 // closed for room since that log
+	evicted atomic.Int64 // idle or unused, closed for room since that log
+	cut     atomic.Int64 // busy, closed for room since that log
+	refused atomic.Int64 // refused for their source since that log
 }
 
 // Listen wraps ln.
@@ -225,7 +274,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 			continue
 		}
 		delay = 0
-		c := &conn{Conn: nc, l: l, src: sourceKey(SourceOf(nc.RemoteAddr())), accepted: time.Now()}
+		addr := SourceOf(nc.RemoteAddr())
+		trusted := contains(l.cfg.Trusted, addr)
+		if l.cfg.OnlyTrusted && !trusted {
+			l.refuseSource(nc)
+			continue
+		}
+		c := &conn{Conn: nc, l: l, src: sourceKey(addr), trusted: trusted, accepted: time.Now()}
 		if l.cfg.NewFramer != nil {
 			c.framer = l.cfg.NewFramer()
 			c.refuser, _ = c.framer.(Refuser)
@@ -236,30 +291,57 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if ok {
 			return c, nil
 		}
-		l.refuse(nc)
+		if l.throttle() {
+			l.log.Warn("connection refused: every connection is busy", "remote", nc.RemoteAddr().String(),
+				"open", l.Open(), "max", l.cfg.MaxConns, "per_host", l.cfg.MaxConnsPerHost, "budget", l.b.max)
+		}
+		l.refuse(nc, ErrBusy)
 	}
 }
 
+// closeVictims closes what admit chose to make room, and says so at most
+// once a second.
 func (l *Listener) closeVictims(vs []*conn) {
+	var idle, busy int64
 	for _, v := range vs {
 		_ = v.Conn.Close()
+		if v.cutBusy {
+			busy++
+		} else {
+			idle++
+		}
 	}
 	if len(vs) == 0 {
 		return
 	}
-	n := l.evicted.Add(int64(len(vs)))
-	if l.throttle() {
-		l.evicted.Add(-n)
-		l.log.Info("idle connections closed to make room", "closed", n, "open", l.Open(), "max", l.cfg.MaxConns, "budget", l.b.max)
+	idle, busy = l.evicted.Add(idle), l.cut.Add(busy)
+	if !l.throttle() {
+		return
+	}
+	l.evicted.Add(-idle)
+	l.cut.Add(-busy)
+	if idle > 0 {
+		l.log.Info("idle connections closed to make room", "closed", idle, "open", l.Open(), "max", l.cfg.MaxConns, "budget", l.b.max)
+	}
+	if busy > 0 {
+		l.log.Info("connections holding a request closed to make room", "closed", busy, "grace", l.cfg.BusyGrace,
+			"open", l.Open(), "max", l.cfg.MaxConns, "budget", l.b.max)
 	}
 }
 
-// refuse answers and closes a connection that cannot be admitted.
-func (l *Listener) refuse(nc net.Conn) {
+// refuseSource refuses a connection from a source the listener does not
+// take; it counts against nothing.
+func (l *Listener) refuseSource(nc net.Conn) {
+	n := l.refused.Add(1)
 	if l.throttle() {
-		l.log.Warn("connection refused: every connection is busy", "remote", nc.RemoteAddr().String(),
-			"open", l.Open(), "max", l.cfg.MaxConns, "per_host", l.cfg.MaxConnsPerHost, "budget", l.b.max)
+		l.refused.Add(-n)
+		l.log.Warn("connection refused: source not allowed", "remote", nc.RemoteAddr().String(), "refused", n)
 	}
+	l.refuse(nc, ErrSource)
+}
+
+// refuse answers and closes a connection that is not admitted.
+func (l *Listener) refuse(nc net.Conn, why error) {
 	if l.cfg.Refuse == nil {
 		_ = nc.Close()
 		return
@@ -272,8 +354,17 @@ func (l *Listener) refuse(nc net.Conn) {
 	}
 	go func() {
 		defer func() { <-l.refusing }()
-		l.cfg.Refuse(nc)
+		l.cfg.Refuse(nc, why)
 	}()
+}
+
+func contains(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // throttle reports whether a log line may be written now: at most one a
@@ -315,11 +406,11 @@ func (b *Budget) admit(c *conn) ([]*conn, bool) {
 		var v *conn
 		switch {
 		case l.cfg.MaxConnsPerHost > 0 && l.hosts[c.src] >= l.cfg.MaxConnsPerHost:
-			v = b.victim(func(o *conn) bool { return o.l == l && o.src == c.src })
+			v = b.victim(c, func(o *conn) bool { return o.l == l && o.src == c.src })
 		case l.cfg.MaxConns > 0 && l.n >= l.cfg.MaxConns:
-			v = b.victim(func(o *conn) bool { return o.l == l })
+			v = b.victim(c, func(o *conn) bool { return o.l == l })
 		case b.max > 0 && len(b.conns) >= b.max:
-			v = b.victim(nil)
+			v = b.victim(c, nil)
 		default:
 			b.conns[c] = struct{}{}
 			l.n++
@@ -334,44 +425,116 @@ func (b *Budget) admit(c *conn) ([]*conn, bool) {
 	}
 }
 
-// evictAny closes the connection of any listener that is idle longest.
+// evictAny closes a connection of any listener to free a descriptor for
+// the one waiting to be accepted, chosen as for a newcomer of a source
+// that holds none.
 func (b *Budget) evictAny() {
 	b.mu.Lock()
-	v := b.victim(nil)
+	v := b.victim(nil, nil)
 	if v != nil {
 		b.remove(v)
 	}
 	b.mu.Unlock()
-	if v != nil {
-		_ = v.Conn.Close()
+	if v == nil {
+		return
+	}
+	_ = v.Conn.Close()
+	if v.cutBusy {
+		v.l.cut.Add(1)
+	} else {
 		v.l.evicted.Add(1)
 	}
 }
 
-// victim picks the connection to close for room among those in (nil:
-// all): the oldest that has sent nothing, else, where its listener lets
-// idle ones go, the one idle longest. Nil when every one is busy.
-func (b *Budget) victim(in func(*conn) bool) *conn {
-	var unused, idle *conn
+// victim picks the connection to close to make room for c (nil: a
+// connection not accepted yet, of unknown source) among those in (nil:
+// all); nil when none may be. A connection of a trusted source that has
+// sent something is a candidate only for a trusted c, and then only once
+// no other is; one its server protected never is. In order:
+//
+//   - the oldest that has sent nothing, of a source holding at least as
+//     many connections as c's;
+//   - where its listener lets idle ones go, the one idle longest, of such
+//     a source;
+//   - where its listener sets a BusyGrace, one in the middle of a request:
+//     past the grace, of a source holding at least as many as c's; past
+//     a quarter of it, of a source holding at least two more; or, for a
+//     trusted c, of an untrusted source on c's listener, whatever its
+//     age. The source holding the most first, then the oldest request.
+func (b *Budget) victim(c *conn, in func(*conn) bool) *conn {
+	if c != nil && c.trusted {
+		if v := b.victimAmong(c, func(o *conn) bool { return !o.trusted && (in == nil || in(o)) }); v != nil {
+			return v
+		}
+		return b.victimAmong(c, in)
+	}
+	// A trusted source's connection that has sent nothing yet is no
+	// proxy's working connection: a local flood within a broad trusted
+	// range (the loopback default of sip.trusted_sources) must not keep
+	// the Budget's descriptors from the other listeners.
+	return b.victimAmong(c, func(o *conn) bool { return (!o.trusted || !o.used.Load()) && (in == nil || in(o)) })
+}
+
+// victimAmong is victim among the connections in holds.
+func (b *Budget) victimAmong(c *conn, in func(*conn) bool) *conn {
+	// Each source's share of the candidates, not counting the connections
+	// its server protected: a relay's sessions do not make it the source
+	// a flood takes from.
+	held := make(map[netip.Addr]int)
 	for o := range b.conns {
-		if in != nil && !in(o) {
+		if (in == nil || in(o)) && !o.protected.Load() {
+			held[o.src]++
+		}
+	}
+	mine := 0
+	if c != nil {
+		mine = held[c.src]
+	}
+	now := time.Now().UnixNano()
+	var unused, idle, busy *conn
+	for o := range b.conns {
+		if in != nil && !in(o) || o.protected.Load() {
 			continue
 		}
+		theirs := held[o.src]
 		switch {
 		case !o.used.Load():
-			if unused == nil || o.accepted.Before(unused.accepted) {
+			// A source's connection just accepted, its request not read
+			// yet, is not one a heavier source's reconnects take.
+			if theirs >= mine && (unused == nil || o.accepted.Before(unused.accepted)) {
 				unused = o
 			}
-		case o.l.cfg.EvictIdle && !o.busy.Load():
-			if idle == nil || o.last.Load() < idle.last.Load() {
+		case !o.busy.Load() && o.l.cfg.EvictIdle:
+			if theirs >= mine && (idle == nil || o.last.Load() < idle.last.Load()) {
 				idle = o
+			}
+		default:
+			start := o.reqStart.Load()
+			grace := o.l.cfg.BusyGrace
+			if start == 0 || grace <= 0 {
+				continue // answering, or its listener keeps busy ones
+			}
+			age := now - start
+			stale := age > int64(grace) && theirs >= mine
+			fair := age > int64(grace/4) && theirs >= mine+2
+			displace := c != nil && c.trusted && !o.trusted && o.l == c.l
+			if !stale && !fair && !displace {
+				continue
+			}
+			if busy == nil || theirs > held[busy.src] || theirs == held[busy.src] && start < busy.reqStart.Load() {
+				busy = o
 			}
 		}
 	}
-	if unused != nil {
+	switch {
+	case unused != nil:
 		return unused
+	case idle != nil:
+		return idle
+	case busy != nil:
+		busy.cutBusy = true
 	}
-	return idle
+	return busy
 }
 
 // remove forgets c; under b.mu.
@@ -390,16 +553,21 @@ func (b *Budget) remove(c *conn) {
 
 // conn is an admitted connection: it counts against its listener's and
 // budget's bounds until closed, and tracks whether it is busy with a
-// request (read since its last write) for the choice of what to close.
+// request (read since its last write), and since when, for the choice
+// of what to close.
 type conn struct {
 	net.Conn
-	l        *Listener
-	src      netip.Addr
-	accepted time.Time
-	used     atomic.Bool  // has read a byte
-	busy     atomic.Bool  // has read since its last write
-	last     atomic.Int64 // unix nano of the last read or write
-	removed  bool         // under l.b.mu
+	l         *Listener
+	src       netip.Addr // sourceKey
+	trusted   bool       // from Config.Trusted
+	accepted  time.Time
+	used      atomic.Bool  // has read a byte
+	busy      atomic.Bool  // has read since its last write
+	last      atomic.Int64 // unix nano of the last read or write
+	reqStart  atomic.Int64 // unix nano the request being read began; 0: none
+	protected atomic.Bool  // see Protect
+	removed   bool         // under l.b.mu
+	cutBusy   bool         // chosen for room while busy (for the log); set under l.b.mu before removal
 
 	// Read's own, when the listener has a Framer: the time the message
 	// arriving began (zero between messages).
@@ -447,13 +615,18 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.used.Store(true)
 		c.busy.Store(true)
 		c.last.Store(now.UnixNano())
+		if c.framer == nil && c.reqStart.Load() == 0 {
+			c.reqStart.Store(now.UnixNano())
+		}
 		if c.framer != nil {
 			c.mu.Lock()
 			switch open, began := c.framer.Feed(p[:n]); {
 			case !open:
 				c.msgStart = time.Time{}
+				c.reqStart.Store(0)
 			case began:
 				c.msgStart = now
+				c.reqStart.Store(now.UnixNano())
 			}
 			if c.refuser != nil {
 				c.lastRead = err == nil
@@ -483,8 +656,29 @@ func (c *conn) Write(p []byte) (int, error) {
 	if n > 0 {
 		c.busy.Store(false)
 		c.last.Store(time.Now().UnixNano())
+		if c.framer == nil && !c.l.cfg.UntilProtected {
+			c.reqStart.Store(0) // answered
+		}
 	}
 	return n, err
+}
+
+// Protect marks c, a connection a Listener accepted (or one wrapping it,
+// such as a *tls.Conn), as carrying what its server cannot lose (an MSRP
+// session bound to it): from then on it is never closed to make room. It
+// does nothing to another connection.
+func Protect(c net.Conn) {
+	for {
+		switch x := c.(type) {
+		case *conn:
+			x.protected.Store(true)
+			return
+		case interface{ NetConn() net.Conn }:
+			c = x.NetConn()
+		default:
+			return
+		}
+	}
 }
 
 // CloseWrite half-closes a TCP connection (for a lingering close).

@@ -164,7 +164,7 @@ func roundTrip(c net.Conn) error {
 func TestCapClosesIdleForRoom(t *testing.T) {
 	inner := loopback(t)
 	refused := make(chan struct{}, 10)
-	l := Listen(inner, Config{Name: "test", MaxConns: 3, EvictIdle: true, Refuse: func(c net.Conn) {
+	l := Listen(inner, Config{Name: "test", MaxConns: 3, EvictIdle: true, Refuse: func(c net.Conn, _ error) {
 		c.Close()
 		refused <- struct{}{}
 	}})

@@ -309,9 +309,10 @@ func (l *Listener) Run(ctx context.Context) error {
 
 // refuse answers the first request of a connection over the bounds 403
 // and closes it: the guard calls it (at most 16 at once, closing the
-// others silently) for a connection it could not make room for. The
-// deadline bounds the TLS handshake too. Run waits for it.
-func (l *Listener) refuse(nc net.Conn) {
+// others silently) for a connection it could not make room for (why is
+// guard.ErrBusy: the listener refuses no source). The deadline bounds
+// the TLS handshake too. Run waits for it.
+func (l *Listener) refuse(nc net.Conn, _ error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
