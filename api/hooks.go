@@ -75,9 +75,10 @@ var proxies = map[string]proxyDecoder{
 //	POST /hooks/{kamailio,opensips}/expired       a contact expired
 //	POST /hooks/{kamailio,opensips}/message       store an offline MESSAGE
 //
-// Each needs the X-Deferpush-Token header, a source inside HooksAllow when
-// it is set, and a source under its rate limit; otherwise nothing happens
-// and the reply says why.
+// Each needs the X-Deferpush-Token header and a source under its rate
+// limit; otherwise nothing happens and the reply says why. A source outside
+// HooksAllow, when it is set, is refused at the connection's accept
+// (refuseHTTP).
 func (s *Server) routeHooks(h *server.Hertz, rt *routes) {
 	for name, d := range proxies {
 		g := h.Group("/hooks/"+name, s.hookAuth)
@@ -88,20 +89,14 @@ func (s *Server) routeHooks(h *server.Hertz, rt *routes) {
 	}
 }
 
-// hookAuth refuses calls from a source outside HooksAllow, over its rate
-// limit, without the shared token, with a body declared of another type
-// than JSON (415; one without Content-Type is read as JSON), or with a body
-// nested deeper than any hook body is. The limit comes before the token so that nobody can try
+// hookAuth refuses calls from a source over its rate limit, without the
+// shared token, with a body declared of another type than JSON (415; one
+// without Content-Type is read as JSON), or with a body nested deeper
+// than any hook body is. The limit comes before the token so that nobody can try
 // tokens faster than it.
 func (s *Server) hookAuth(ctx context.Context, c *app.RequestContext) {
 	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	ip := src.Addr().Unmap()
-	if len(s.cfg.HooksAllow) > 0 && !s.hookSourceAllowed(ip) {
-		s.cfg.Logger.Warn("hook call from a source not allowed", "source", c.RemoteAddr().String(), "path", string(c.Path()))
-		s.hookRefused(c, fmt.Errorf("%w: source address not allowed", plugin.ErrForbidden), plugin.Policy{})
-		c.Abort()
-		return
-	}
 	if s.limiter != nil {
 		if ok, wait := s.limiter.Allow(ip); !ok {
 			s.cfg.Logger.Debug("hook call over the rate limit", "source", c.RemoteAddr().String(), "path", string(c.Path()))
@@ -174,15 +169,6 @@ func hookToken(c *app.RequestContext) []byte {
 		return nil
 	}
 	return pass
-}
-
-func (s *Server) hookSourceAllowed(ip netip.Addr) bool {
-	for _, p := range s.cfg.HooksAllow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // hookStoreBound bounds the store's part of a registration hook, as the

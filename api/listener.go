@@ -1,10 +1,17 @@
 package api
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
+
+	"github.com/deferpush/deferpush/plugin"
+	"github.com/deferpush/deferpush/plugin/guard"
 )
 
 // A connection the server closes is closed in two steps, as net/http does:
@@ -93,14 +100,36 @@ const busyAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: applicatio
 	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 89\r\n\r\n" +
 	`{"error":{"code":"too_many_connections","message":"too many connections; retry shortly"}}`
 
-// refuseHTTP answers 503 on a connection the listener cannot admit, and
-// closes it the lingering way.
-func refuseHTTP(c net.Conn, _ error) {
-	_ = c.SetWriteDeadline(time.Now().Add(lingerTime))
-	_, _ = io.WriteString(c, busyAnswer)
-	if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
-		_ = c.SetReadDeadline(time.Now().Add(lingerTime))
-		_, _ = io.CopyN(io.Discard, c, lingerBytes)
+// sourceAnswer is what a connection to the hooks from outside HooksAllow
+// gets at its accept (guard.ErrSource), before it sends anything: the
+// answer a hook call from there got when the source was checked per
+// request (403 forbidden, SIP 500), so that a proxy left out of the list
+// says why.
+func sourceAnswer() string {
+	err := fmt.Errorf("%w: source address not allowed (hooks.allow_cidrs)", plugin.ErrForbidden)
+	o := plugin.OutcomeOf(err, plugin.Policy{})
+	body, _ := json.Marshal(hookReply{Status: o.Status, SIPCode: o.SIPCode, SIPReason: o.SIPReason,
+		Error: &errorDetail{Code: string(o.Status), Message: err.Error()}})
+	return fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		o.HTTP, http.StatusText(o.HTTP), len(body), body)
+}
+
+// refuseHTTP returns the guard's Refuse for a listener: it answers a
+// connection that is not admitted, for why, and closes it the lingering
+// way.
+func refuseHTTP() func(c net.Conn, why error) {
+	forbidden := sourceAnswer()
+	return func(c net.Conn, why error) {
+		answer := busyAnswer
+		if errors.Is(why, guard.ErrSource) {
+			answer = forbidden
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(lingerTime))
+		_, _ = io.WriteString(c, answer)
+		if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+			_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+			_, _ = io.CopyN(io.Discard, c, lingerBytes)
+		}
+		_ = c.Close()
 	}
-	_ = c.Close()
 }

@@ -81,7 +81,10 @@ type Config struct {
 	// HooksToken is the shared secret the proxy sends in the
 	// X-Deferpush-Token header. Required.
 	HooksToken string
-	// HooksAllow, when not empty, refuses hook calls from other sources.
+	// HooksAllow, when not empty, refuses connections to the hooks
+	// listener from other sources at their accept, before they count
+	// against any bound: they are answered 403 forbidden (over TLS, just
+	// closed), whatever they ask for, /healthz included.
 	HooksAllow []netip.Prefix
 	// HooksRateLimit is how many hook calls a second one source address
 	// may make in the long run, HooksRateBurst how many at once (a token
@@ -96,11 +99,15 @@ type Config struct {
 
 	// HooksConns and AdminConns bound each listener's connections; Budget,
 	// when set, bounds them together with the process's other listeners.
-	// At a bound, the connection idle longest is closed to make room (one
-	// that never sent a request first); when every one is busy, the new
-	// connection gets 503 and is closed. After the first request (see
-	// FirstRequestTimeout), hertz's read timeout (30 s) and idle timeout
-	// (2 minutes) bound a connection.
+	// At a bound, a connection that never sent a request is closed to
+	// make room, else the one idle longest, else one in the middle of a
+	// request past guard.DefaultBusyGrace (past a quarter of it, one of
+	// the source holding the most connections when the new one's holds
+	// two fewer), as guard.Config says; a request counts from its first
+	// byte until its answer is written. When none may go, the new
+	// connection gets 503 and is closed. After the first request (see FirstRequestTimeout), hertz's
+	// read timeout (30 s) and idle timeout (2 minutes) bound a
+	// connection.
 	HooksConns ConnLimits
 	AdminConns ConnLimits
 	Budget     *guard.Budget
@@ -202,11 +209,14 @@ func withDefaults(l ConnLimits, max, perHost int) ConnLimits {
 func (s *Server) newHertz(name string, ln net.Listener, tlsCfg *tls.Config, limits ConnLimits, rt *routes) *server.Hertz {
 	gc := guard.Config{
 		Name: name, MaxConns: limits.Max, MaxConnsPerHost: limits.PerHost,
-		Budget: s.cfg.Budget, EvictIdle: true, Logger: s.cfg.Logger,
+		Budget: s.cfg.Budget, EvictIdle: true, BusyGrace: guard.DefaultBusyGrace, Logger: s.cfg.Logger,
+	}
+	if name == "hooks" && len(s.cfg.HooksAllow) > 0 {
+		gc.Trusted, gc.OnlyTrusted = s.cfg.HooksAllow, true
 	}
 	if tlsCfg == nil {
 		// A TLS client would not read a plain answer: it is just closed.
-		gc.Refuse = refuseHTTP
+		gc.Refuse = refuseHTTP()
 	}
 	tl := newTrackingListener(guard.Listen(ln, gc), s.cfg.FirstRequestTimeout)
 	s.listeners = append(s.listeners, tl)

@@ -83,7 +83,7 @@ var rules = map[string]importRule{
 	"plugin/abnf":       {},
 	"plugin/guard":      {},
 	"plugin/plugintest": {own: []string{"plugin"}, testOwn: []string{"store/storetest"}},
-	"plugin/msrp":       {own: []string{"plugin/abnf", "plugin/guard"}, testThirdParty: []string{goCmp}},
+	"plugin/msrp":       {own: []string{"plugin/abnf", "plugin/guard"}, testOwn: []string{"plugin/guard/guardtest"}, testThirdParty: []string{goCmp}},
 	"plugin/encap":      {own: []string{"plugin/abnf", "plugin/msrp"}, testThirdParty: []string{goCmp}},
 	"plugin/sdp":        {own: []string{"plugin/msrp"}, thirdParty: []string{"github.com/pion/sdp"}, testThirdParty: []string{goCmp}},
 	"plugin/push": {own: []string{"plugin", "plugin/msrp", "plugin/encap", "plugin/sdp"}, thirdParty: []string{"github.com/emiago/sipgo"},
@@ -91,7 +91,7 @@ var rules = map[string]importRule{
 	// The proxies' hook tests hand the stored raw SIP on to
 	// ingress.Deferred, as the hook does.
 	"adapters": {own: []string{"plugin", "plugin/abnf", "plugin/guard", "plugin/msrp", "plugin/encap", "plugin/sdp", "adapters/hookjson"}, thirdParty: []string{"github.com/emiago/sipgo"},
-		testOwn: []string{"adapters/ingress"}, testThirdParty: []string{goCmp}},
+		testOwn: []string{"adapters/ingress", "plugin/guard/guardtest"}, testThirdParty: []string{goCmp}},
 	// The store's tests compare what the library's dp_store writes for a
 	// proxy with what the hook stores (ingress.Deferred), and the pages it
 	// answers a proxy with what the Go pager sends (encap.PageOf).
@@ -100,7 +100,7 @@ var rules = map[string]importRule{
 	// hertz's ut (in-process requests) comes with hertz; kin-openapi
 	// checks the served OpenAPI document.
 	"api": {own: []string{"plugin", "plugin/guard", "adapters/...", "api/console"}, thirdParty: []string{"github.com/cloudwego/hertz", "github.com/prometheus/client_golang"},
-		testOwn: []string{"plugin/plugintest"}, testThirdParty: []string{goCmp, "github.com/getkin/kin-openapi"}},
+		testOwn: []string{"plugin/plugintest", "plugin/guard/guardtest"}, testThirdParty: []string{goCmp, "github.com/getkin/kin-openapi"}},
 	"api/console":     {},
 	"cmd":             {anyExternal: true, own: []string{"..."}},
 	"test":            {anyExternal: true, own: []string{"..."}},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,10 +30,20 @@ type StackConfig struct {
 	// MaxConns and MaxConnsPerHost bound the TCP connections accepted at
 	// once, all and from one source address; Budget, when set, bounds
 	// them together with the process's other listeners. At a bound the
-	// connection idle longest makes room. Zero means 1024 and 256.
+	// connection that sent nothing makes room, else the one idle longest,
+	// else one whose message has been arriving for longer than
+	// guard.DefaultBusyGrace (guard.Config.BusyGrace says which). Zero
+	// means 1024 and 256.
 	MaxConns        int
 	MaxConnsPerHost int
 	Budget          *guard.Budget
+	// Trusted are the networks of the proxies (sip.trusted_sources): a
+	// TCP connection from one is never closed to make room for one from
+	// elsewhere, and a new one from one takes the place of a connection
+	// from elsewhere whose message is still arriving. Connections from
+	// elsewhere are still accepted: the listener serves more than the
+	// ingress (a client's BYE to our Contact, OPTIONS).
+	Trusted []netip.Prefix
 	// IdleTimeout closes an accepted TCP connection that sends nothing
 	// for this long (the proxy opens a new one for its next request); one
 	// that sends nothing at all is closed after 30 s. Zero means 5
@@ -113,6 +124,7 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 		Name: "sip", MaxConns: cfg.MaxConns, MaxConnsPerHost: cfg.MaxConnsPerHost, Budget: cfg.Budget,
 		EvictIdle: true, FirstByteTimeout: min(firstByteTimeout, cfg.IdleTimeout), IdleTimeout: cfg.IdleTimeout,
 		NewFramer: newSIPFramer, RequestTimeout: cfg.RequestTimeout,
+		BusyGrace: guard.DefaultBusyGrace, Trusted: cfg.Trusted,
 		Logger: log,
 	})
 	s := &Stack{tcp: tcp, udp: udp, log: log, host: host, port: port}

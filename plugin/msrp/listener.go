@@ -33,10 +33,16 @@ type ListenerConfig struct {
 	// MaxConnsPerHost bounds those from one IP address (IPv6: one /64):
 	// 1024 (a relay such as Kamailio's msrp module brings many senders
 	// from one address). At either bound the connection that has sent
-	// nothing for longest is closed to make room; one that has sent a
-	// byte (it may carry a session) never is. Only when every one has is
-	// the new connection refused: its first request is answered 403 and
-	// it is closed.
+	// nothing for longest is closed to make room, else one that has sent
+	// something but bound no session guard.DefaultBusyGrace after its
+	// first byte (a peer trickling a request, or idling after a 481), the
+	// oldest first (past a quarter of that, one of the address holding
+	// the most connections when the new one's holds two fewer); one that
+	// carries a session never is. A relay's connection that only brings
+	// REPORTs binds none: under a flood it may go too, and a REPORT it
+	// had yet to bring with it (the message is then pushed again, never
+	// lost). When none may go, the new connection is refused: its first
+	// request is answered 403 and it is closed.
 	MaxConns        int
 	MaxConnsPerHost int
 	// Budget, when set, bounds the connections accepted together with
@@ -107,12 +113,17 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 	// connection that has sent nothing for longest, which no session can
 	// be bound to (a session is bound by a request the peer sent), so
 	// that a flood of silent connections from a host does not lock out
-	// the working peers behind the same address (EvictIdle stays false:
-	// a connection that sent something may carry a session). It also
-	// retries a failed accept (descriptors exhausted) with backoff
-	// instead of ending Run.
+	// the working peers behind the same address; then one that has not
+	// bound a session within the grace of its first byte (UntilProtected:
+	// route protects a connection once a session is bound to it), so
+	// that a flood trickling requests does not either. An idle
+	// connection is not closed for room as such (EvictIdle false): one
+	// bound to a session waits between messages. The guard also retries
+	// a failed accept (descriptors exhausted) with backoff instead of
+	// ending Run.
 	ln = guard.Listen(ln, guard.Config{
 		Name: "msrp", MaxConns: cfg.MaxConns, MaxConnsPerHost: cfg.MaxConnsPerHost,
+		BusyGrace: guard.DefaultBusyGrace, UntilProtected: true,
 		Budget: cfg.Budget, Refuse: l.refuse, Logger: cfg.Logger,
 	})
 	if cfg.TLS != nil {
@@ -255,6 +266,8 @@ func (l *Listener) route(c *conn, f *Frame, to URI) (*Session, int) {
 	if code := s.attach(c, f); code != 0 {
 		return nil, code
 	}
+	// A connection that carries a session is never closed for room.
+	guard.Protect(c.nc)
 	return s, 0
 }
 

@@ -56,7 +56,9 @@ type HooksConfig struct {
 	// Token is the shared secret the proxy sends in the X-Deferpush-Token
 	// header. Empty means one is generated at start and printed once.
 	Token string `yaml:"token"`
-	// AllowCIDRs, when not empty, refuses hook calls from other sources.
+	// AllowCIDRs, when not empty, refuses connections from other sources
+	// to the hooks listener as they are accepted (403), before they count
+	// against MaxConnections.
 	AllowCIDRs []string `yaml:"allow_cidrs"`
 	// TLSCert and TLSKey, both set, serve the hooks over HTTPS.
 	TLSCert string `yaml:"tls_cert"`
@@ -70,9 +72,10 @@ type HooksConfig struct {
 	RateLimit int `yaml:"rate_limit"`
 	RateBurst int `yaml:"rate_burst"`
 	// MaxConnections bounds the hook connections open at once, and
-	// MaxConnectionsPerHost those from one address. At a bound the
-	// connection idle longest is closed to make room; when all are busy
-	// the new one gets 503. Zero means 1024 and 256.
+	// MaxConnectionsPerHost those from one address. At a bound a
+	// connection that sent nothing, is idle, or is stuck in a slow request
+	// is closed to make room (README, Security: Connections); when none
+	// may be, the new one gets 503. Zero means 1024 and 256.
 	MaxConnections        int `yaml:"max_connections"`
 	MaxConnectionsPerHost int `yaml:"max_connections_per_host"`
 }
@@ -137,7 +140,8 @@ type SIPConfig struct {
 	// 405 and only the hooks store messages. Unset means on.
 	Ingress *bool `yaml:"ingress"`
 	// TrustedSources are the networks (CIDR prefixes) of the proxies the
-	// ingress takes MESSAGE and INVITE from; others get 403. Empty means
+	// ingress takes MESSAGE and INVITE from; others get 403. Their TCP
+	// connections are kept first at the connection bounds. Empty means
 	// loopback only (127.0.0.0/8 and ::1/128): a proxy on the same host.
 	TrustedSources []string `yaml:"trusted_sources"`
 	// IngressSecret is the shared secret the proxy adds to what it relays
