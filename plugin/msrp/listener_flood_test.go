@@ -69,3 +69,48 @@ func TestListenerSlowFlood(t *testing.T) {
 	}
 	t.Logf("the flood's answers: %v", flood.Answers())
 }
+
+// TestListenerKeepsBoundPastGrace: at the bound, a connection that bound
+// no session goes for room once the grace has passed since its first
+// byte, one that carries a session never does, however long ago it
+// bound it; when only that one and young ones are left, a new connection
+// is refused 403.
+func TestListenerKeepsBoundPastGrace(t *testing.T) {
+	l := startListener(t, ListenerConfig{MaxConnsPerHost: 2})
+	const peer = "msrp://127.0.0.1:9/peer1234;tcp"
+	s := newSession(t, Config{Local: l.URI(), Handler: newInbox()})
+	if err := l.Add(s, nil); err != nil {
+		t.Fatal(err)
+	}
+	to := s.URI().String()
+	other := to[:len(to)-4] + "x;tcp" // no such session: 481
+	bound := dialFrom(t, l, "127.0.0.1")
+	bound.write(send("t0001", to, peer, "Message-ID: m0001\r\n", ""))
+	if f := bound.read(); f.Status != StatusOK {
+		t.Fatalf("binding the session: %q", f.String())
+	}
+	unbound := dialFrom(t, l, "127.0.0.1")
+	unbound.write(send("t0002", other, peer, "", ""))
+	if f := unbound.read(); f.Status != StatusNoSession {
+		t.Fatalf("a request for no session: %q, want 481", f.String())
+	}
+	time.Sleep(guard.DefaultBusyGrace + 100*time.Millisecond)
+
+	status := func(tid string) int {
+		t.Helper()
+		p := dialFrom(t, l, "127.0.0.1")
+		p.write(send(tid, other, peer, "", ""))
+		return p.read().Status
+	}
+	if got := status("t0003"); got != StatusNoSession {
+		t.Fatalf("a new connection with an unbound one past the grace: %d, want it served (481)", got)
+	}
+	unbound.expectClosed()
+	if got := status("t0004"); got != StatusForbidden {
+		t.Errorf("a new connection with only a bound and a young one: %d, want 403", got)
+	}
+	bound.write(send("t0005", to, peer, "Message-ID: m0005\r\n", ""))
+	if f := bound.read(); f.Status != StatusOK {
+		t.Errorf("the session's connection bound past the grace: %q, want 200", f.String())
+	}
+}

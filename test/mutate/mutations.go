@@ -84,6 +84,32 @@ var mutations = []mutation{
 		From: "\t\tif err == nil && !who.may(need) {\n", To: "\t\tif false {\n",
 		Tests: []string{"./api/"},
 	},
+	// Connection bounds (PROBE5 F1).
+	{
+		Name: "the hooks take connections from outside allow_cidrs (the guard refuses no source)",
+		File: "plugin/guard/listener.go",
+		From: "\t\tif l.cfg.OnlyTrusted && !trusted {\n", To: "\t\tif false {\n",
+		Tests: []string{"./plugin/guard/", "./api/"},
+	},
+	{
+		Name: "a connection trickling a request is never closed for room (slowloris holds the bound)",
+		File: "plugin/guard/listener.go",
+		From: "\t\t\tif !stale && !fair && !displace {\n", To: "\t\t\tif !stale && !fair && !displace || true {\n",
+		Tests: []string{"./plugin/guard/", "./api/:^TestHooksSlowRequestFlood$", "./plugin/msrp/:^TestListenerSlowFlood$"},
+	},
+	{
+		Name: "an untrusted connection may close a trusted one for room",
+		File: "plugin/guard/listener.go", After: "func (b *Budget) victim(",
+		From:  "\treturn b.victimAmong(c, func(o *conn) bool { return (!o.trusted || !o.used.Load()) && (in == nil || in(o)) })\n",
+		To:    "\treturn b.victimAmong(c, in)\n",
+		Tests: []string{"./plugin/guard/:^TestTrustedNeverClosedForOthers$"},
+	},
+	{
+		Name: "an MSRP connection that carries a session may be closed for room",
+		File: "plugin/msrp/listener.go",
+		From: "\tguard.Protect(c.nc)\n", To: "\n",
+		Tests: []string{"./plugin/msrp/:^TestListenerKeepsBoundPastGrace$"},
+	},
 	// Size limits.
 	{
 		Name: "max_message_size refuses a message of exactly the limit (Redis store)",
