@@ -82,20 +82,23 @@ func (a *admin) deleteSettings(ctx context.Context, c *app.RequestContext, r use
 	if err := noQuery(c); err != nil {
 		return err
 	}
+	var err error
 	if len(c.Request.Header.Peek("If-Match")) > 0 || len(c.Request.Header.Peek("If-None-Match")) > 0 {
-		// Conditional: back to the policy only if If-Match and
-		// If-None-Match hold for the settings in force.
-		if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
+		// Back to the policy only if If-Match and If-None-Match hold for
+		// the settings in force: settings changed to none are removed in
+		// the transaction that checked them, so a write landing after the
+		// check is refused there (412) or stays.
+		_, _, err = a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
 			if err := checkPreconditions(c, "user's settings", *cur); err != nil {
 				return err
 			}
 			*cur = plugin.UserSettings{}
 			return nil
-		}); err != nil {
-			return err
-		}
+		})
+	} else {
+		err = a.store.DeleteUserSettings(ctx, r.aor)
 	}
-	if err := a.store.DeleteUserSettings(ctx, r.aor); err != nil {
+	if err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "user settings removed", "changed_by", r.who.name, "aor", r.aor)

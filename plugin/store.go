@@ -242,7 +242,9 @@ type Settings interface {
 	UserSettings(ctx context.Context, aor AOR) (UserSettings, error)
 	// UpdateUserSettings changes aor's settings atomically, as
 	// UpdatePolicy does the policy; change gets the zero value when none
-	// are set. It returns the settings before and after.
+	// are set, and a change that leaves the zero value removes them, as
+	// DeleteUserSettings does, in the same atomic step. It returns the
+	// settings before and after.
 	UpdateUserSettings(ctx context.Context, aor AOR, change func(*UserSettings) error) (old, updated UserSettings, err error)
 	// SetUserSettings validates and stores aor's settings.
 	SetUserSettings(ctx context.Context, aor AOR, u UserSettings) error

@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/deferpush/deferpush/api"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // Admin API bearer tokens of the test servers.
@@ -192,6 +193,13 @@ func (c *contract) unseen(skip ...string) []string {
 // loopback ports with the test tokens, and returns a client for it.
 func startAdmin(t testing.TB, c *core, con *contract) adminClient {
 	t.Helper()
+	return startAdminOn(t, c, con, c.st)
+}
+
+// startAdminOn is startAdmin with the API on st, which stands for c's
+// store.
+func startAdminOn(t testing.TB, c *core, con *contract, st plugin.Store) adminClient {
+	t.Helper()
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -202,7 +210,7 @@ func startAdmin(t testing.TB, c *core, con *contract) adminClient {
 	}
 	srv, err := api.New(api.Config{
 		HooksListener: lns[0], AdminListener: lns[1],
-		Store: c.st, Engine: c.eng, HooksToken: "hooks-token-0123456789abcdef",
+		Store: st, Engine: c.eng, HooksToken: "hooks-token-0123456789abcdef",
 		AdminTokens: []api.Token{
 			{Name: "ops", Token: adminToken, Role: api.RoleAdmin},
 			{Name: "noc", Token: viewerToken, Role: api.RoleViewer},
