@@ -113,13 +113,23 @@ func (a *admin) fail(ctx context.Context, c *app.RequestContext, err error) {
 	case errors.Is(err, plugin.ErrLeaseLost):
 		ae = errConflict("busy", "a push owns this mailbox right now; try again")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		ae = &apiError{status: consts.StatusServiceUnavailable, code: "unavailable", msg: "the store did not answer in time"}
+		ae = &apiError{status: consts.StatusServiceUnavailable, code: "unavailable",
+			msg: fmt.Sprintf("the store did not answer within %v; try again", adminTimeout)}
+	case errors.Is(err, plugin.ErrStoreUnavailable):
+		// The client's error names the store's address: the log has it.
+		a.log.WarnContext(ctx, "admin request failed: store unavailable", "method", string(c.Method()), "path", string(c.Path()), "err", err)
+		ae = &apiError{status: consts.StatusServiceUnavailable, code: "unavailable", msg: "the store cannot be reached; try again"}
 	default:
 		a.log.ErrorContext(ctx, "admin request failed", "method", string(c.Method()), "path", string(c.Path()), "err", err)
 		ae = &apiError{status: consts.StatusInternalServerError, code: "internal", msg: "internal error; the server log has the details"}
 	}
-	if ae.status == consts.StatusUnauthorized {
+	switch ae.status {
+	case consts.StatusUnauthorized:
 		c.Response.Header.Set("WWW-Authenticate", `Bearer realm="deferpush admin"`)
+	case consts.StatusServiceUnavailable:
+		// RFC 9110 §10.2.3: a store failing over or restarting answers
+		// again within seconds.
+		c.Response.Header.Set("Retry-After", "1")
 	}
 	c.Abort()
 	_ = reply(c, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, Field: ae.field}})

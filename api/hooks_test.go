@@ -210,6 +210,8 @@ func TestHookMessage(t *testing.T) {
 		// hook reply: a script following sip_code tells the sender the same.
 		{"store down", `{"raw":` + jsonString(rawMessage) + `}`, fmt.Errorf("redis: connection refused"), 503,
 			map[string]any{"status": "error", "sip_code": 480.0, "sip_reason": "Temporarily Unavailable"}},
+		{"store unavailable", `{"raw":` + jsonString(rawMessage) + `}`, fmt.Errorf("store: append: %w", plugin.ErrStoreUnavailable), 503,
+			map[string]any{"status": "error", "sip_code": 480.0, "sip_reason": "Temporarily Unavailable"}},
 		{"not a MESSAGE", `{"raw":` + jsonString(strings.Replace(rawMessage, "MESSAGE sip:", "INVITE sip:", 1)) + `}`, nil, 400,
 			map[string]any{"status": "malformed", "sip_code": 400.0, "sip_reason": "Bad Request"}},
 		{"not SIP", `{"raw":"hello"}`, nil, 400,

@@ -129,6 +129,7 @@ func StatusOf(err error) Status {
 		{ErrNotTrusted, StatusNotTrusted},
 		{ErrNotServed, StatusNotServed},
 		{ErrMediaType, StatusMediaType},
+		{ErrStoreUnavailable, StatusError},
 	} {
 		if errors.Is(err, c.err) {
 			return c.s

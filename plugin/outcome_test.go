@@ -33,6 +33,7 @@ func TestOutcomeOf(t *testing.T) {
 		{ErrNotServed, Outcome{StatusNotServed, 405, "Method Not Allowed", 405, 501}},
 		{fmt.Errorf("%w: text/plain", ErrMediaType), Outcome{StatusMediaType, 500, "Server Internal Error", 415, 415}},
 		{errors.New("redis down"), Outcome{StatusError, 480, "Temporarily Unavailable", 503, 403}},
+		{fmt.Errorf("store: get: %w", ErrStoreUnavailable), Outcome{StatusError, 480, "Temporarily Unavailable", 503, 403}},
 	}
 	for _, tt := range tests {
 		if got := OutcomeOf(tt.err, p); got != tt.want {

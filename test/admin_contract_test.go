@@ -99,6 +99,17 @@ func (a adminClient) do(t testing.TB, method, path, token, contentType string, b
 // doWith is do with more request headers.
 func (a adminClient) doWith(t testing.TB, method, path, token, contentType string, body []byte, header map[string]string) adminResponse {
 	t.Helper()
+	r, err := a.send(t, method, path, token, contentType, body, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// send is doWith for a goroutine other than the test's: a request that
+// gets no answer is an error, not the end of the test.
+func (a adminClient) send(t testing.TB, method, path, token, contentType string, body []byte, header map[string]string) (adminResponse, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var rd io.Reader
@@ -107,7 +118,7 @@ func (a adminClient) doWith(t testing.TB, method, path, token, contentType strin
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
 	if err != nil {
-		t.Fatal(err)
+		return adminResponse{}, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -120,15 +131,15 @@ func (a adminClient) doWith(t testing.TB, method, path, token, contentType strin
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return adminResponse{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatal(err)
+		return adminResponse{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	a.c.check(t, req, res, b)
-	return adminResponse{Status: res.StatusCode, Header: res.Header, Body: b}
+	return adminResponse{Status: res.StatusCode, Header: res.Header, Body: b}, nil
 }
 
 // check validates one response against the document. A request the
@@ -140,6 +151,10 @@ func (c *contract) check(t testing.TB, req *http.Request, res *http.Response, bo
 	if err != nil {
 		if res.StatusCode != http.StatusNotFound && res.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("contract: %s %s is not in openapi.json but answered %d", req.Method, req.URL.Path, res.StatusCode)
+		}
+		// components/responses/MethodNotAllowed: any path, with Allow.
+		if res.StatusCode == http.StatusMethodNotAllowed && res.Header.Get("Allow") == "" {
+			t.Errorf("contract: %s %s: 405 without Allow", req.Method, req.URL.Path)
 		}
 		var v any
 		if err := json.Unmarshal(body, &v); err != nil {
