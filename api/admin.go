@@ -100,6 +100,9 @@ func (s *Server) routeAdmin(h *server.Hertz, rt *routes) {
 	// Not bounded: a scrape bounds its store query itself, and answers
 	// deferpush_store_up 0 rather than failing while Redis does not answer.
 	rt.handle(h, get, "/metrics", a.serve(RoleViewer, func(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+		if done, err := readConditions(c).read(c, "metrics", ""); done || err != nil {
+			return err
+		}
 		a.metrics(ctx, c)
 		return nil
 	}))
@@ -206,8 +209,8 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 		return err
 	}
 	tag := etagOf(p)
-	if notModified(c, tag) {
-		return nil
+	if done, err := readConditions(c).read(c, "policy", tag); done || err != nil {
+		return err
 	}
 	c.Response.Header.Set("ETag", tag)
 	return reply(c, consts.StatusOK, p)
@@ -250,8 +253,9 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 // the store), if the policy is still the one the request's If-Match
 // names and not one its If-None-Match names.
 func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
+	cs := readConditions(c)
 	old, p, err := a.engine.UpdatePolicy(ctx, who.name, func(p *plugin.Policy) error {
-		if err := checkPreconditions(c, "policy", *p); err != nil {
+		if err := cs.write("policy", true, etagOf(*p)); err != nil {
 			return err
 		}
 		if err := change(p); err != nil {
@@ -293,6 +297,9 @@ func (a *admin) stats(ctx context.Context, c *app.RequestContext, _ *adminToken)
 	if err := noQuery(c); err != nil {
 		return err
 	}
+	if done, err := readConditions(c).read(c, "statistics", ""); done || err != nil {
+		return err
+	}
 	t, err := a.store.Totals(ctx)
 	if err != nil {
 		return err
@@ -322,11 +329,11 @@ func (a *admin) userRoutes() []userRoute {
 		{consts.MethodGet, []string{"settings"}, RoleViewer, a.getSettings},
 		{consts.MethodPut, []string{"settings"}, RoleAdmin, a.putSettings},
 		{consts.MethodDelete, []string{"settings"}, RoleAdmin, a.deleteSettings},
-		{consts.MethodGet, []string{"messages"}, RoleViewer, a.listMessages},
+		{consts.MethodGet, []string{"messages"}, RoleViewer, a.getMessages},
 		{consts.MethodDelete, []string{"messages"}, RoleAdmin, a.deleteMessages},
 		{consts.MethodGet, []string{"messages", "{id}"}, RoleViewer, a.getMessage},
 		{consts.MethodDelete, []string{"messages", "{id}"}, RoleAdmin, a.deleteMessage},
-		{consts.MethodGet, []string{"dead-letters"}, RoleViewer, a.listDeadLetters},
+		{consts.MethodGet, []string{"dead-letters"}, RoleViewer, a.getDeadLetters},
 		{consts.MethodPost, []string{"dead-letters", "requeue"}, RoleAdmin, a.requeue},
 		{consts.MethodPost, []string{"push"}, RoleAdmin, a.push},
 	}

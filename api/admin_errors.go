@@ -90,6 +90,11 @@ func errConflict(code, msg string) *apiError {
 	return &apiError{status: consts.StatusConflict, code: code, msg: msg}
 }
 
+// errPrecondition: If-Match or If-None-Match is false (RFC 9110 §13.1).
+func errPrecondition(msg string) *apiError {
+	return &apiError{status: consts.StatusPreconditionFailed, code: "precondition_failed", msg: msg}
+}
+
 // errExceedsPolicy: a well-formed value the operator policy does not allow.
 func errExceedsPolicy(field, msg string) *apiError {
 	return &apiError{status: consts.StatusUnprocessableEntity, code: "exceeds_policy", field: field, msg: msg}
@@ -131,6 +136,7 @@ func (a *admin) fail(ctx context.Context, c *app.RequestContext, err error) {
 		// again within seconds.
 		c.Response.Header.Set("Retry-After", "1")
 	}
+	c.Response.Header.Del("ETag") // set by a handler before it failed: an error is no representation
 	c.Abort()
 	_ = reply(c, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, Field: ae.field}})
 }

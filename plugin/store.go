@@ -182,6 +182,23 @@ type Mailboxes interface {
 	Delete(ctx context.Context, aor AOR, id string) error
 	// DeleteAll removes every message of aor and returns how many.
 	DeleteAll(ctx context.Context, aor AOR) (int, error)
+	// Version identifies what List shows of aor's messages, whatever the
+	// page: it changes when a message is added or removed, changes its
+	// place or its state, or counts an attempt; reading the same
+	// messages again gives the same value, on every instance. Opaque; an
+	// empty mailbox has one too.
+	Version(ctx context.Context, aor AOR) (string, error)
+	// DeleteAllIf is DeleteAll if check, given aor's Version, returns
+	// nil; otherwise it returns check's error and deletes nothing. The
+	// check and the deletion are one atomic step: when the messages
+	// change in between, check runs again on the new Version.
+	DeleteAllIf(ctx context.Context, aor AOR, check func(version string) error) (int, error)
+	// DeleteIf is Delete if check, given the message as Get returns it,
+	// returns nil; otherwise it returns check's error and deletes
+	// nothing. Atomic as DeleteAllIf: when the message changes (its
+	// state, its attempts) in between, check runs again. ErrNotFound,
+	// without calling check, if the message is unknown.
+	DeleteIf(ctx context.Context, aor AOR, id string, check func(*Message) error) error
 	// RequeueDeadLetters moves aor's dead letters to the head of pending,
 	// in their order, with attempts reset, and returns how many.
 	RequeueDeadLetters(ctx context.Context, aor AOR) (int, error)

@@ -40,6 +40,11 @@ func TestUnavailableMarked(t *testing.T) {
 			_, err := s.Get(ctx, libBob, "01J00000000000000000000000")
 			return err
 		}},
+		{"Version", func(ctx context.Context) error { _, err := s.Version(ctx, libBob); return err }},
+		{"DeleteAllIf", func(ctx context.Context) error {
+			_, err := s.DeleteAllIf(ctx, libBob, func(string) error { return nil })
+			return err
+		}},
 		{"Totals", func(ctx context.Context) error { _, err := s.Totals(ctx); return err }},
 		{"UserSettings", func(ctx context.Context) error { _, err := s.UserSettings(ctx, libBob); return err }},
 		{"UpdateUserSettings", func(ctx context.Context) error {

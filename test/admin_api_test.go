@@ -295,6 +295,7 @@ func TestAdminAPI(t *testing.T) {
 	})
 	waitFor(t, 5*time.Second, "the requested push done", func() bool { return c.eng.Active() == 0 })
 	t.Run("If-Match", func(t *testing.T) { testAdminIfMatch(t, a) })
+	t.Run("conditions everywhere", func(t *testing.T) { testAdminConditions(t, a, dead.ID) })
 	t.Run("Redis down", func(t *testing.T) { testAdminStoreDown(t, a, r) })
 	t.Run("every documented response seen", func(t *testing.T) {
 		// 503 of /readyz needs Redis down: TestServeReadyzFollowsRedis.

@@ -15,9 +15,9 @@ import (
 )
 
 // racingStore is the Redis store with a write landing at the worst moment
-// of the admin API's next conditional write of settings: during, inside
-// its check (after the store read what it checks, before it writes), or
-// after, once the store's call returned.
+// of the admin API's next conditional write: during, inside its check
+// (after the store read what it checks, before it writes), or after, once
+// the store's call returned.
 type racingStore struct {
 	*store.Redis
 	mu            sync.Mutex
@@ -42,6 +42,24 @@ func (s *racingStore) UpdateUserSettings(ctx context.Context, aor plugin.AOR, ch
 	})
 	s.once(&s.after)
 	return old, updated, err
+}
+
+func (s *racingStore) DeleteAllIf(ctx context.Context, aor plugin.AOR, check func(string) error) (int, error) {
+	n, err := s.Redis.DeleteAllIf(ctx, aor, func(v string) error {
+		s.once(&s.during)
+		return check(v)
+	})
+	s.once(&s.after)
+	return n, err
+}
+
+func (s *racingStore) DeleteIf(ctx context.Context, aor plugin.AOR, id string, check func(*plugin.Message) error) error {
+	err := s.Redis.DeleteIf(ctx, aor, id, func(m *plugin.Message) error {
+		s.once(&s.during)
+		return check(m)
+	})
+	s.once(&s.after)
+	return err
 }
 
 // TestAdminConditionalDeleteRaces: a DELETE with the If-Match of what the
@@ -98,6 +116,31 @@ func TestAdminConditionalDeleteRaces(t *testing.T) {
 			t.Errorf("settings %s, want the PUT the DELETE did not see", got)
 		}
 	})
+	t.Run("messages, one arriving between the check and the delete", func(t *testing.T) {
+		c.storeSIP(t, bob, "race-1@example.com", "one")
+		tag := a.do(t, "GET", u+"/messages", viewerToken, "", nil).Header.Get("ETag")
+		st.during = func() { c.storeSIP(t, bob, "race-2@example.com", "two") }
+		deleteIf(t, u+"/messages", tag, 412)
+		if n, _ := c.st.Count(ctx, bob); n.Pending != 2 {
+			t.Errorf("after the refused DELETE: %+v, want both messages", n)
+		}
+		tag = a.do(t, "GET", u+"/messages", viewerToken, "", nil).Header.Get("ETag")
+		deleteIf(t, u+"/messages", tag, 200)
+	})
+	t.Run("a message, claimed by a push between the check and the delete", func(t *testing.T) {
+		m := c.storeSIP(t, bob, "race-3@example.com", "three")
+		path := u + "/messages/" + m.ID
+		tag := a.do(t, "GET", path, viewerToken, "", nil).Header.Get("ETag")
+		st.during = func() {
+			if _, err := c.st.Claim(ctx, bob, "push", 1, time.Minute); err != nil {
+				t.Error(err)
+			}
+		}
+		deleteIf(t, path, tag, 412)
+		if got, err := c.st.Get(ctx, bob, m.ID); err != nil || got.State != plugin.StateInFlight {
+			t.Errorf("after the refused DELETE: %+v, %v; want it in flight", got, err)
+		}
+	})
 }
 
 // TestAdminRedisStalled: while Redis answers nothing (CLIENT PAUSE), an
@@ -150,6 +193,45 @@ func TestAdminRedisStalled(t *testing.T) {
 	wg.Wait()
 	if time.Since(paused) >= pause {
 		t.Fatal("the requests outlasted the pause: the test proves nothing")
+	}
+}
+
+// testAdminConditions sends If-Match and If-None-Match to every operation
+// of the admin API that takes them: a tag the resource does not have is
+// 412 on each (also where it has no ETag: the statistics, the dead
+// letters, the POST actions, ...), If-None-Match "*" on a GET is 304.
+// TestAdminAPI runs it so that the contract sees these answers of every
+// operation.
+func testAdminConditions(t *testing.T, a adminClient, msgID string) {
+	const u = "/v1/users/sip:dave@example.com"
+	gets := []string{"/v1/policy", "/v1/stats", "/v1/whoami", "/metrics", u + "/settings", u + "/messages",
+		u + "/messages/" + msgID, u + "/dead-letters"}
+	for _, p := range gets {
+		if res := a.doWith(t, "GET", p, viewerToken, "", nil, map[string]string{"If-None-Match": "*"}); res.Status != 304 || len(res.Body) != 0 {
+			t.Errorf("GET %s If-None-Match *: %d %q, want 304 and no body", p, res.Status, res.Body)
+		}
+	}
+	writes := []struct{ method, path, ctype, body string }{
+		{"PUT", "/v1/policy", "application/json", "{}"}, {"PATCH", "/v1/policy", "application/merge-patch+json", "{}"},
+		{"PUT", u + "/settings", "application/json", "{}"}, {"DELETE", u + "/settings", "", ""},
+		{"DELETE", u + "/messages", "", ""}, {"DELETE", u + "/messages/" + msgID, "", ""},
+		{"POST", u + "/dead-letters/requeue", "", ""}, {"POST", u + "/push", "", ""},
+	}
+	for _, p := range gets {
+		writes = append(writes, struct{ method, path, ctype, body string }{"GET", p, "", ""})
+	}
+	for _, w := range writes {
+		var body []byte
+		if w.body != "" {
+			body = []byte(w.body)
+		}
+		res := a.doWith(t, w.method, w.path, adminToken, w.ctype, body, map[string]string{"If-Match": `"not-a-tag-of-it"`})
+		if code, _ := res.ErrorCode(t); res.Status != 412 || code != "precondition_failed" {
+			t.Errorf("%s %s If-Match a stale tag: %d %s, want 412 precondition_failed", w.method, w.path, res.Status, res.Body)
+		}
+	}
+	if res := a.do(t, "GET", u+"/messages/"+msgID, viewerToken, "", nil); res.Status != 200 {
+		t.Errorf("the message after refused deletes: %d %s", res.Status, res.Body)
 	}
 }
 
