@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
@@ -46,6 +47,44 @@ func (t *adminToken) may(need Role) bool {
 // adminHandler serves one admin request for an authenticated caller.
 type adminHandler func(ctx context.Context, c *app.RequestContext, who *adminToken) error
 
+// adminTimeout bounds an admin request's work, its store calls above all:
+// while Redis stalls (a long command, a fork, CLIENT PAUSE) or cannot be
+// reached, the request is answered 503 unavailable at this deadline, not
+// when Redis wakes or go-redis gives up. It is the Redis client's read
+// timeout, the longest a hook's store call waits too.
+const adminTimeout = 3 * time.Second
+
+// bounded runs h on a copy of c within adminTimeout, and answers what h
+// answered; past the deadline it returns the context's error (which fail
+// answers 503 unavailable) without waiting for h. go-redis does not read
+// a context's deadline on its sockets (a command waits for its reply
+// until the client's read timeout, a new connection's handshake until
+// its dial timeout, then it tries again), so a context alone would not
+// bound the wait. h goes on alone with its copy, which nothing reads, and
+// ends when go-redis gives up; a write it sent may still be done, as a
+// write sent to a Redis that stalls always may.
+func bounded(ctx context.Context, c *app.RequestContext, h func(context.Context, *app.RequestContext) error) error {
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	cc := c.Copy()
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- h(ctx, cc)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		select {
+		case err = <-done: // both at once: the answer
+		default:
+			return ctx.Err()
+		}
+	}
+	cc.Response.CopyTo(&c.Response)
+	return err
+}
+
 // routeAdmin registers the admin API (/v1/...), /metrics, the OpenAPI
 // document and the console.
 func (s *Server) routeAdmin(h *server.Hertz, rt *routes) {
@@ -58,7 +97,12 @@ func (s *Server) routeAdmin(h *server.Hertz, rt *routes) {
 
 	const get, put, patch = consts.MethodGet, consts.MethodPut, consts.MethodPatch
 	rt.handle(h, get, "/v1/openapi.json", serveOpenAPI)
-	rt.handle(h, get, "/metrics", a.handle(RoleViewer, func(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+	// Not bounded: a scrape bounds its store query itself, and answers
+	// deferpush_store_up 0 rather than failing while Redis does not answer.
+	rt.handle(h, get, "/metrics", a.serve(RoleViewer, func(ctx context.Context, c *app.RequestContext, _ *adminToken) error {
+		if done, err := readConditions(c).read(c, "metrics", ""); done || err != nil {
+			return err
+		}
 		a.metrics(ctx, c)
 		return nil
 	}))
@@ -75,8 +119,15 @@ func (s *Server) routeAdmin(h *server.Hertz, rt *routes) {
 	rt.handleAll(h, "/v1/users/*rest", a.serveUsers)
 }
 
-// handle authenticates the caller, checks its role and runs h.
+// handle is serve with h bounded.
 func (a *admin) handle(need Role, h adminHandler) app.HandlerFunc {
+	return a.serve(need, func(ctx context.Context, c *app.RequestContext, who *adminToken) error {
+		return bounded(ctx, c, func(ctx context.Context, c *app.RequestContext) error { return h(ctx, c, who) })
+	})
+}
+
+// serve authenticates the caller, checks its role and runs h.
+func (a *admin) serve(need Role, h adminHandler) app.HandlerFunc {
 	return func(ctx context.Context, c *app.RequestContext) {
 		who, err := a.authenticate(c)
 		if err == nil && !who.may(need) {
@@ -158,8 +209,8 @@ func (a *admin) getPolicy(ctx context.Context, c *app.RequestContext, _ *adminTo
 		return err
 	}
 	tag := etagOf(p)
-	if notModified(c, tag) {
-		return nil
+	if done, err := readConditions(c).read(c, "policy", tag); done || err != nil {
+		return err
 	}
 	c.Response.Header.Set("ETag", tag)
 	return reply(c, consts.StatusOK, p)
@@ -202,8 +253,9 @@ func (a *admin) patchPolicy(ctx context.Context, c *app.RequestContext, who *adm
 // the store), if the policy is still the one the request's If-Match
 // names and not one its If-None-Match names.
 func (a *admin) setPolicy(ctx context.Context, c *app.RequestContext, who *adminToken, change func(*plugin.Policy) error) error {
+	cs := readConditions(c)
 	old, p, err := a.engine.UpdatePolicy(ctx, who.name, func(p *plugin.Policy) error {
-		if err := checkPreconditions(c, "policy", *p); err != nil {
+		if err := cs.write("policy", true, etagOf(*p)); err != nil {
 			return err
 		}
 		if err := change(p); err != nil {
@@ -245,6 +297,9 @@ func (a *admin) stats(ctx context.Context, c *app.RequestContext, _ *adminToken)
 	if err := noQuery(c); err != nil {
 		return err
 	}
+	if done, err := readConditions(c).read(c, "statistics", ""); done || err != nil {
+		return err
+	}
 	t, err := a.store.Totals(ctx)
 	if err != nil {
 		return err
@@ -274,11 +329,11 @@ func (a *admin) userRoutes() []userRoute {
 		{consts.MethodGet, []string{"settings"}, RoleViewer, a.getSettings},
 		{consts.MethodPut, []string{"settings"}, RoleAdmin, a.putSettings},
 		{consts.MethodDelete, []string{"settings"}, RoleAdmin, a.deleteSettings},
-		{consts.MethodGet, []string{"messages"}, RoleViewer, a.listMessages},
+		{consts.MethodGet, []string{"messages"}, RoleViewer, a.getMessages},
 		{consts.MethodDelete, []string{"messages"}, RoleAdmin, a.deleteMessages},
 		{consts.MethodGet, []string{"messages", "{id}"}, RoleViewer, a.getMessage},
 		{consts.MethodDelete, []string{"messages", "{id}"}, RoleAdmin, a.deleteMessage},
-		{consts.MethodGet, []string{"dead-letters"}, RoleViewer, a.listDeadLetters},
+		{consts.MethodGet, []string{"dead-letters"}, RoleViewer, a.getDeadLetters},
 		{consts.MethodPost, []string{"dead-letters", "requeue"}, RoleAdmin, a.requeue},
 		{consts.MethodPost, []string{"push"}, RoleAdmin, a.push},
 	}
@@ -303,7 +358,7 @@ func (r userRoute) match(segs []string) (id string, ok bool) {
 func (a *admin) serveUsers(ctx context.Context, c *app.RequestContext) {
 	who, err := a.authenticate(c)
 	if err == nil {
-		err = a.routeUser(ctx, c, who)
+		err = bounded(ctx, c, func(ctx context.Context, c *app.RequestContext) error { return a.routeUser(ctx, c, who) })
 	}
 	if err != nil {
 		a.fail(ctx, c, err)

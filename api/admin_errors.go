@@ -90,6 +90,11 @@ func errConflict(code, msg string) *apiError {
 	return &apiError{status: consts.StatusConflict, code: code, msg: msg}
 }
 
+// errPrecondition: If-Match or If-None-Match is false (RFC 9110 §13.1).
+func errPrecondition(msg string) *apiError {
+	return &apiError{status: consts.StatusPreconditionFailed, code: "precondition_failed", msg: msg}
+}
+
 // errExceedsPolicy: a well-formed value the operator policy does not allow.
 func errExceedsPolicy(field, msg string) *apiError {
 	return &apiError{status: consts.StatusUnprocessableEntity, code: "exceeds_policy", field: field, msg: msg}
@@ -113,14 +118,25 @@ func (a *admin) fail(ctx context.Context, c *app.RequestContext, err error) {
 	case errors.Is(err, plugin.ErrLeaseLost):
 		ae = errConflict("busy", "a push owns this mailbox right now; try again")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		ae = &apiError{status: consts.StatusServiceUnavailable, code: "unavailable", msg: "the store did not answer in time"}
+		ae = &apiError{status: consts.StatusServiceUnavailable, code: "unavailable",
+			msg: fmt.Sprintf("the store did not answer within %v; try again", adminTimeout)}
+	case errors.Is(err, plugin.ErrStoreUnavailable):
+		// The client's error names the store's address: the log has it.
+		a.log.WarnContext(ctx, "admin request failed: store unavailable", "method", string(c.Method()), "path", string(c.Path()), "err", err)
+		ae = &apiError{status: consts.StatusServiceUnavailable, code: "unavailable", msg: "the store cannot be reached; try again"}
 	default:
 		a.log.ErrorContext(ctx, "admin request failed", "method", string(c.Method()), "path", string(c.Path()), "err", err)
 		ae = &apiError{status: consts.StatusInternalServerError, code: "internal", msg: "internal error; the server log has the details"}
 	}
-	if ae.status == consts.StatusUnauthorized {
+	switch ae.status {
+	case consts.StatusUnauthorized:
 		c.Response.Header.Set("WWW-Authenticate", `Bearer realm="deferpush admin"`)
+	case consts.StatusServiceUnavailable:
+		// RFC 9110 §10.2.3: a store failing over or restarting answers
+		// again within seconds.
+		c.Response.Header.Set("Retry-After", "1")
 	}
+	c.Response.Header.Del("ETag") // set by a handler before it failed: an error is no representation
 	c.Abort()
 	_ = reply(c, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, Field: ae.field}})
 }

@@ -20,75 +20,134 @@ func etagOf(v any) string {
 	return `"` + hex.EncodeToString(sum[:12]) + `"`
 }
 
-// noneMatch reports whether the request's If-None-Match matches tag (RFC
-// 9110 §13.1.2: weak comparison, so W/"x" matches "x"), which makes its
-// condition false. "*" matches any current representation, and the policy
-// and every user's settings always have one (a GET answers 200 even for a
-// user without settings). No If-None-Match: false.
-func noneMatch(c *app.RequestContext, tag string) bool {
-	h := strings.TrimSpace(string(c.Request.Header.Peek("If-None-Match")))
-	if h == "" {
+// conditions are a request's If-Match and If-None-Match (RFC 9110
+// §13.1.1, §13.1.2), each the entity tags (or "*") its field lines list:
+// several lines of one field are one comma-separated list (§5.3), so
+// every line counts. A nil list: the field is absent (or empty).
+//
+// Every admin resource evaluates them, in the order of §13.2.2, once the
+// request is otherwise acceptable (§13.2.1: a request refused 400 or 404
+// without them is refused so with them): against its ETag where it has
+// one (the policy, a user's settings, a mailbox's messages, one message),
+// atomically with a write; against no tag where it has none, where If-Match
+// holds only as "*" and If-None-Match only fails as "*"; against no
+// representation at all for the POST actions (requeue, push), where
+// If-Match never holds.
+type conditions struct {
+	ifMatch, ifNoneMatch []string
+}
+
+func readConditions(c *app.RequestContext) conditions {
+	return conditions{ifMatch: tagList(c, "If-Match"), ifNoneMatch: tagList(c, "If-None-Match")}
+}
+
+// any reports whether the request has either field.
+func (cs conditions) any() bool { return cs.ifMatch != nil || cs.ifNoneMatch != nil }
+
+// tagList reads every field line of name as a list of entity tags: W/
+// and a quoted string (which may hold a comma), "*", or anything else up
+// to the next comma, kept as it is (it matches no tag).
+func tagList(c *app.RequestContext, name string) []string {
+	var tags []string
+	for _, line := range c.Request.Header.PeekAll(name) {
+		s := string(line)
+		for {
+			s = strings.TrimLeft(s, " \t,")
+			if s == "" {
+				break
+			}
+			q := 0
+			if strings.HasPrefix(s, "W/") {
+				q = len("W/")
+			}
+			end := strings.IndexByte(s, ',')
+			if q < len(s) && s[q] == '"' {
+				end = -1
+				if i := strings.IndexByte(s[q+1:], '"'); i >= 0 {
+					end = q + i + 2 // past the closing quote
+				}
+			}
+			if end < 0 {
+				end = len(s)
+			}
+			tags = append(tags, strings.TrimRight(s[:end], " \t"))
+			s = s[end:]
+		}
+	}
+	return tags
+}
+
+// ifMatchFails reports whether If-Match is present and false (§13.1.1):
+// no "*" while the target has a current representation (exists), and no
+// tag strongly equal to the target's tag ("" when it has none, which no
+// tag equals; a weak tag never does).
+func (cs conditions) ifMatchFails(exists bool, tag string) bool {
+	if cs.ifMatch == nil {
 		return false
 	}
-	if h == "*" {
-		return true
+	for _, t := range cs.ifMatch {
+		if t == "*" && exists || tag != "" && t == tag {
+			return false
+		}
 	}
-	for t := range strings.SplitSeq(h, ",") {
-		if strings.TrimPrefix(strings.TrimSpace(t), "W/") == tag {
+	return true
+}
+
+// ifNoneMatchFails reports whether If-None-Match is false (§13.1.2): "*"
+// while the target has a current representation, or a tag weakly equal
+// to the target's tag (W/"x" matches "x").
+func (cs conditions) ifNoneMatchFails(exists bool, tag string) bool {
+	for _, t := range cs.ifNoneMatch {
+		if t == "*" && exists || tag != "" && strings.TrimPrefix(t, "W/") == tag {
 			return true
 		}
 	}
 	return false
 }
 
-// notModified answers 304 Not Modified, with the ETag and no body, to a
-// GET or HEAD whose If-None-Match matches tag (RFC 9110 §13.1.2, §15.4.5),
-// and reports whether it did.
-func notModified(c *app.RequestContext, tag string) bool {
-	if !noneMatch(c, tag) {
-		return false
+// read evaluates the conditions of a GET or HEAD of what, which exists
+// and whose representation has tag ("" when it has no ETag): a false
+// If-Match is 412; a false If-None-Match is answered 304 Not Modified,
+// with the ETag (if any) and no body (§15.4.5), and read reports done.
+func (cs conditions) read(c *app.RequestContext, what, tag string) (done bool, err error) {
+	if cs.ifMatchFails(true, tag) {
+		return false, cs.matchFailed(what, true, tag)
 	}
-	c.Response.Header.Set("ETag", tag)
+	if !cs.ifNoneMatchFails(true, tag) {
+		return false, nil
+	}
+	if tag != "" {
+		c.Response.Header.Set("ETag", tag)
+	}
 	c.Status(consts.StatusNotModified)
-	return true
+	return true, nil
 }
 
-// checkIfNoneMatch refuses a write whose If-None-Match matches current
-// (RFC 9110 §13.1.2: 412 for methods other than GET and HEAD); "*" always
-// does, the resource existing. Called, like checkIfMatch, inside the
-// atomic update, after it (§13.2.2 evaluates If-Match first).
-func checkIfNoneMatch(c *app.RequestContext, what string, current any) error {
-	tag := etagOf(current)
-	if !noneMatch(c, tag) {
-		return nil
+// write evaluates the conditions of a request that changes what: exists
+// says whether it has a current representation, tag is its ETag ("" when
+// it has none). Either condition false is 412, If-Match first (§13.2.2).
+// Called inside the atomic update that writes, where there is one.
+func (cs conditions) write(what string, exists bool, tag string) error {
+	if cs.ifMatchFails(exists, tag) {
+		return cs.matchFailed(what, exists, tag)
 	}
-	return &apiError{status: consts.StatusPreconditionFailed, code: "precondition_failed",
-		msg: "If-None-Match " + strings.TrimSpace(string(c.Request.Header.Peek("If-None-Match"))) +
-			" matches the " + what + " (now " + tag + "): nothing changed"}
-}
-
-// checkPreconditions is checkIfMatch, then checkIfNoneMatch.
-func checkPreconditions(c *app.RequestContext, what string, current any) error {
-	if err := checkIfMatch(c, what, current); err != nil {
-		return err
-	}
-	return checkIfNoneMatch(c, what, current)
-}
-
-// checkIfMatch refuses a write whose If-Match names none of current's
-// tags (RFC 9110 §13.1.1, strong comparison: a weak tag never matches).
-// No If-Match, or "*", allows any write.
-func checkIfMatch(c *app.RequestContext, what string, current any) error {
-	h := strings.TrimSpace(string(c.Request.Header.Peek("If-Match")))
-	if h == "" || h == "*" {
-		return nil
-	}
-	tag := etagOf(current)
-	for t := range strings.SplitSeq(h, ",") {
-		if strings.TrimSpace(t) == tag {
-			return nil
+	if cs.ifNoneMatchFails(exists, tag) {
+		msg := "If-None-Match " + strings.Join(cs.ifNoneMatch, ", ") + " matches the " + what
+		if tag != "" {
+			msg += " (now " + tag + ")"
 		}
+		return errPrecondition(msg + ": nothing changed")
 	}
-	return &apiError{status: consts.StatusPreconditionFailed, code: "precondition_failed",
-		msg: "the " + what + " changed since " + h + " was read (now " + tag + "): GET it again and redo the change"}
+	return nil
+}
+
+func (cs conditions) matchFailed(what string, exists bool, tag string) error {
+	h := strings.Join(cs.ifMatch, ", ")
+	switch {
+	case !exists:
+		return errPrecondition("If-Match " + h + " cannot hold: the " + what + " has no representation to match; nothing changed")
+	case tag == "":
+		return errPrecondition("If-Match " + h + " cannot hold: the " + what + " has no ETag (only * matches it); nothing changed")
+	}
+	return errPrecondition("the " + what + " changed since " + h + " was read (now " + tag + "): GET it again and redo the change")
 }

@@ -21,6 +21,7 @@ type adminAnswer struct {
 	code   string // the JSON error code, if any
 	body   []byte
 	extra  []byte // bytes after the response: none, if its framing is right
+	header http.Header
 }
 
 // adminRaw sends one request with the admin token and hdr (name: value
@@ -49,7 +50,7 @@ func adminRaw(t *testing.T, addr, method, path, hdr, body string) adminAnswer {
 	extra, _ := io.ReadAll(br)
 	var e errorBody
 	_ = json.Unmarshal(b, &e)
-	return adminAnswer{res.StatusCode, res.Header.Get("ETag"), e.Error.Code, b, extra}
+	return adminAnswer{res.StatusCode, res.Header.Get("ETag"), e.Error.Code, b, extra, res.Header}
 }
 
 // TestAdminIfNoneMatch: a GET whose If-None-Match names the current tag

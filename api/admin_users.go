@@ -31,8 +31,8 @@ func (a *admin) getSettings(ctx context.Context, c *app.RequestContext, r userRe
 		return err
 	}
 	tag := etagOf(u)
-	if notModified(c, tag) {
-		return nil
+	if done, err := readConditions(c).read(c, "user's settings", tag); done || err != nil {
+		return err
 	}
 	c.Response.Header.Set("ETag", tag)
 	return reply(c, consts.StatusOK, u)
@@ -63,8 +63,9 @@ func (a *admin) putSettings(ctx context.Context, c *app.RequestContext, r userRe
 		return errExceedsPolicy("max_per_session", fmt.Sprintf(
 			"max_per_session %d is above the operator's max_per_session %d: a user may only lower it", u.MaxPerSession, p.MaxPerSession))
 	}
+	cs := readConditions(c)
 	if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
-		if err := checkPreconditions(c, "user's settings", *cur); err != nil {
+		if err := cs.write("user's settings", true, etagOf(*cur)); err != nil {
 			return err
 		}
 		*cur = u
@@ -82,20 +83,23 @@ func (a *admin) deleteSettings(ctx context.Context, c *app.RequestContext, r use
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	if len(c.Request.Header.Peek("If-Match")) > 0 || len(c.Request.Header.Peek("If-None-Match")) > 0 {
-		// Conditional: back to the policy only if If-Match and
-		// If-None-Match hold for the settings in force.
-		if _, _, err := a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
-			if err := checkPreconditions(c, "user's settings", *cur); err != nil {
+	var err error
+	if cs := readConditions(c); cs.any() {
+		// Back to the policy only if If-Match and If-None-Match hold for
+		// the settings in force: settings changed to none are removed in
+		// the transaction that checked them, so a write landing after the
+		// check is refused there (412) or stays.
+		_, _, err = a.store.UpdateUserSettings(ctx, r.aor, func(cur *plugin.UserSettings) error {
+			if err := cs.write("user's settings", true, etagOf(*cur)); err != nil {
 				return err
 			}
 			*cur = plugin.UserSettings{}
 			return nil
-		}); err != nil {
-			return err
-		}
+		})
+	} else {
+		err = a.store.DeleteUserSettings(ctx, r.aor)
 	}
-	if err := a.store.DeleteUserSettings(ctx, r.aor); err != nil {
+	if err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "user settings removed", "changed_by", r.who.name, "aor", r.aor)
@@ -194,6 +198,42 @@ func readBodyQuery(c *app.RequestContext) (bool, error) {
 	return b, nil
 }
 
+// getMessages is GET .../messages: the listing, with the ETag of the
+// mailbox, which names its messages (their ids, order, states and
+// attempts: the store's Version), not the page: every page of one
+// mailbox has the same tag, and a DELETE of the messages with it in
+// If-Match deletes only if none came, went or changed since. The tag is
+// read before the page, so a message arriving in between may be listed
+// under a tag that does not cover it (a later DELETE with it: 412),
+// never the reverse.
+func (a *admin) getMessages(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if _, err := readPageQuery(c); err != nil {
+		return err // before the conditions: RFC 9110 §13.2.1
+	}
+	v, err := a.store.Version(ctx, r.aor)
+	if err != nil {
+		return err
+	}
+	tag := etagOf(v)
+	if done, err := readConditions(c).read(c, "mailbox", tag); done || err != nil {
+		return err
+	}
+	c.Response.Header.Set("ETag", tag)
+	return a.listMessages(ctx, c, r)
+}
+
+// getDeadLetters is GET .../dead-letters, which has no ETag: If-Match
+// holds only as "*", If-None-Match "*" answers 304.
+func (a *admin) getDeadLetters(ctx context.Context, c *app.RequestContext, r userRequest) error {
+	if _, err := readPageQuery(c); err != nil {
+		return err
+	}
+	if done, err := readConditions(c).read(c, "dead letters", ""); done || err != nil {
+		return err
+	}
+	return a.listDeadLetters(ctx, c, r)
+}
+
 func (a *admin) listMessages(ctx context.Context, c *app.RequestContext, r userRequest) error {
 	return a.list(ctx, c, r, a.store.List)
 }
@@ -234,14 +274,32 @@ func (a *admin) getMessage(ctx context.Context, c *app.RequestContext, r userReq
 	if err != nil {
 		return noMessage(r, err)
 	}
+	tag := messageTag(m)
+	if done, err := readConditions(c).read(c, "message", tag); done || err != nil {
+		return err
+	}
+	c.Response.Header.Set("ETag", tag)
 	return reply(c, consts.StatusOK, viewMessage(m, body))
 }
+
+// messageTag is the ETag of one message: of its view without the bytes,
+// which never change, so that it is the same with ?body=true; it changes
+// with the message's state and attempts.
+func messageTag(m *plugin.Message) string { return etagOf(viewMessage(m, false)) }
 
 func (a *admin) deleteMessage(ctx context.Context, c *app.RequestContext, r userRequest) error {
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	if err := a.store.Delete(ctx, r.aor, r.id); err != nil {
+	var err error
+	if cs := readConditions(c); cs.any() {
+		err = a.store.DeleteIf(ctx, r.aor, r.id, func(m *plugin.Message) error {
+			return cs.write("message", true, messageTag(m))
+		})
+	} else {
+		err = a.store.Delete(ctx, r.aor, r.id)
+	}
+	if err != nil {
 		return noMessage(r, err)
 	}
 	a.log.InfoContext(ctx, "message deleted", "changed_by", r.who.name, "aor", r.aor, "msg_id", r.id)
@@ -268,7 +326,15 @@ func (a *admin) deleteMessages(ctx context.Context, c *app.RequestContext, r use
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	n, err := a.store.DeleteAll(ctx, r.aor)
+	var n int
+	var err error
+	if cs := readConditions(c); cs.any() {
+		n, err = a.store.DeleteAllIf(ctx, r.aor, func(v string) error {
+			return cs.write("mailbox", true, etagOf(v))
+		})
+	} else {
+		n, err = a.store.DeleteAll(ctx, r.aor)
+	}
 	if err != nil {
 		return err
 	}
@@ -278,6 +344,9 @@ func (a *admin) deleteMessages(ctx context.Context, c *app.RequestContext, r use
 
 func (a *admin) requeue(ctx context.Context, c *app.RequestContext, r userRequest) error {
 	if err := noQuery(c); err != nil {
+		return err
+	}
+	if err := readConditions(c).write("requeue action", false, ""); err != nil {
 		return err
 	}
 	n, err := a.store.RequeueDeadLetters(ctx, r.aor)
@@ -301,6 +370,9 @@ type pushView struct {
 // live registration is known.
 func (a *admin) push(ctx context.Context, c *app.RequestContext, r userRequest) error {
 	if err := noQuery(c); err != nil {
+		return err
+	}
+	if err := readConditions(c).write("push action", false, ""); err != nil {
 		return err
 	}
 	p, err := a.engine.Policy(ctx)

@@ -42,5 +42,8 @@ func (a *admin) whoami(ctx context.Context, c *app.RequestContext, who *adminTok
 	if err := noQuery(c); err != nil {
 		return err
 	}
+	if done, err := readConditions(c).read(c, "caller's identity", ""); done || err != nil {
+		return err
+	}
 	return reply(c, consts.StatusOK, whoamiView{Name: who.name, Role: who.role})
 }

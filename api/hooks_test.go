@@ -206,8 +206,12 @@ func TestHookMessage(t *testing.T) {
 			map[string]any{"status": "too_large", "sip_code": 513.0, "sip_reason": "Message Too Large"}},
 		{"store disabled", `{"raw":` + jsonString(rawMessage) + `}`, plugin.ErrStoreDisabled, 403,
 			map[string]any{"status": "store_disabled", "sip_code": 403.0, "sip_reason": "Forbidden"}},
+		// 480, a temporary failure, as the shipped scripts answer any 5xx
+		// hook reply: a script following sip_code tells the sender the same.
 		{"store down", `{"raw":` + jsonString(rawMessage) + `}`, fmt.Errorf("redis: connection refused"), 503,
-			map[string]any{"status": "error", "sip_code": 500.0, "sip_reason": "Server Internal Error"}},
+			map[string]any{"status": "error", "sip_code": 480.0, "sip_reason": "Temporarily Unavailable"}},
+		{"store unavailable", `{"raw":` + jsonString(rawMessage) + `}`, fmt.Errorf("store: append: %w", plugin.ErrStoreUnavailable), 503,
+			map[string]any{"status": "error", "sip_code": 480.0, "sip_reason": "Temporarily Unavailable"}},
 		{"not a MESSAGE", `{"raw":` + jsonString(strings.Replace(rawMessage, "MESSAGE sip:", "INVITE sip:", 1)) + `}`, nil, 400,
 			map[string]any{"status": "malformed", "sip_code": 400.0, "sip_reason": "Bad Request"}},
 		{"not SIP", `{"raw":"hello"}`, nil, 400,

@@ -30,6 +30,13 @@ var (
 	// store ignored because the proxy recorded a newer one of the same
 	// contact (Registration.At): the proxy posted the two out of order.
 	ErrSuperseded = errors.New("plugin: superseded by a newer registration event")
+	// ErrStoreUnavailable reports a store that could not be reached or
+	// could not serve the request now: the connection was refused or lost,
+	// no answer came within the client's timeout, the server is loading
+	// its data or has no master. The same request may succeed later.
+	// What it asked for may still have been done (a command sent before
+	// the connection was lost runs when the server gets it).
+	ErrStoreUnavailable = errors.New("plugin: store unavailable")
 )
 
 // LimitError is returned when a limit refuses a message. It unwraps to

@@ -78,6 +78,12 @@ type Outcome struct {
 // hands the route script the body of 2xx to 4xx replies only; the script
 // answers 480 when it gets no body. The replies for a full mailbox and for
 // storing switched off come from the policy (OutcomeOf).
+//
+// The store's failure is 480 Temporarily Unavailable to the sender, as
+// the shipped scripts answer any 5xx hook reply and every other path
+// answers a store that does not answer (dp_store from the proxy, the
+// SIP ingress): a temporary failure the sender may retry (RFC 3261
+// §21.4.18), not a 500 that says deferpush is broken.
 var outcomes = map[Status]Outcome{
 	StatusStored:        {SIPCode: 202, SIPReason: "Accepted", HTTP: http.StatusOK, MSRP: 200},
 	StatusRegistered:    {HTTP: http.StatusOK},
@@ -98,7 +104,7 @@ var outcomes = map[Status]Outcome{
 	// A hook call whose body is declared as something else than JSON: the
 	// route script's fault, not the sender's.
 	StatusMediaType: {SIPCode: 500, SIPReason: "Server Internal Error", HTTP: http.StatusUnsupportedMediaType, MSRP: 415},
-	StatusError:     {SIPCode: 500, SIPReason: "Server Internal Error", HTTP: http.StatusServiceUnavailable, MSRP: 403},
+	StatusError:     {SIPCode: 480, SIPReason: "Temporarily Unavailable", HTTP: http.StatusServiceUnavailable, MSRP: 403},
 }
 
 // StatusOf names the outcome of err: nil is StatusStored; an error the
@@ -123,6 +129,7 @@ func StatusOf(err error) Status {
 		{ErrNotTrusted, StatusNotTrusted},
 		{ErrNotServed, StatusNotServed},
 		{ErrMediaType, StatusMediaType},
+		{ErrStoreUnavailable, StatusError},
 	} {
 		if errors.Is(err, c.err) {
 			return c.s

@@ -32,7 +32,8 @@ func TestOutcomeOf(t *testing.T) {
 		{fmt.Errorf("%w: source 192.0.2.1", ErrNotTrusted), Outcome{StatusNotTrusted, 403, "Forbidden", 403, 403}},
 		{ErrNotServed, Outcome{StatusNotServed, 405, "Method Not Allowed", 405, 501}},
 		{fmt.Errorf("%w: text/plain", ErrMediaType), Outcome{StatusMediaType, 500, "Server Internal Error", 415, 415}},
-		{errors.New("redis down"), Outcome{StatusError, 500, "Server Internal Error", 503, 403}},
+		{errors.New("redis down"), Outcome{StatusError, 480, "Temporarily Unavailable", 503, 403}},
+		{fmt.Errorf("store: get: %w", ErrStoreUnavailable), Outcome{StatusError, 480, "Temporarily Unavailable", 503, 403}},
 	}
 	for _, tt := range tests {
 		if got := OutcomeOf(tt.err, p); got != tt.want {

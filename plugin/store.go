@@ -182,6 +182,23 @@ type Mailboxes interface {
 	Delete(ctx context.Context, aor AOR, id string) error
 	// DeleteAll removes every message of aor and returns how many.
 	DeleteAll(ctx context.Context, aor AOR) (int, error)
+	// Version identifies what List shows of aor's messages, whatever the
+	// page: it changes when a message is added or removed, changes its
+	// place or its state, or counts an attempt; reading the same
+	// messages again gives the same value, on every instance. Opaque; an
+	// empty mailbox has one too.
+	Version(ctx context.Context, aor AOR) (string, error)
+	// DeleteAllIf is DeleteAll if check, given aor's Version, returns
+	// nil; otherwise it returns check's error and deletes nothing. The
+	// check and the deletion are one atomic step: when the messages
+	// change in between, check runs again on the new Version.
+	DeleteAllIf(ctx context.Context, aor AOR, check func(version string) error) (int, error)
+	// DeleteIf is Delete if check, given the message as Get returns it,
+	// returns nil; otherwise it returns check's error and deletes
+	// nothing. Atomic as DeleteAllIf: when the message changes (its
+	// state, its attempts) in between, check runs again. ErrNotFound,
+	// without calling check, if the message is unknown.
+	DeleteIf(ctx context.Context, aor AOR, id string, check func(*Message) error) error
 	// RequeueDeadLetters moves aor's dead letters to the head of pending,
 	// in their order, with attempts reset, and returns how many.
 	RequeueDeadLetters(ctx context.Context, aor AOR) (int, error)
@@ -242,7 +259,9 @@ type Settings interface {
 	UserSettings(ctx context.Context, aor AOR) (UserSettings, error)
 	// UpdateUserSettings changes aor's settings atomically, as
 	// UpdatePolicy does the policy; change gets the zero value when none
-	// are set. It returns the settings before and after.
+	// are set, and a change that leaves the zero value removes them, as
+	// DeleteUserSettings does, in the same atomic step. It returns the
+	// settings before and after.
 	UpdateUserSettings(ctx context.Context, aor AOR, change func(*UserSettings) error) (old, updated UserSettings, err error)
 	// SetUserSettings validates and stores aor's settings.
 	SetUserSettings(ctx context.Context, aor AOR, u UserSettings) error

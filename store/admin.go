@@ -77,6 +77,12 @@ func (r *Redis) get(ctx context.Context, aor plugin.AOR, id string) (*plugin.Mes
 	if err != nil {
 		return nil, err
 	}
+	return gotMessage(aor, id, res)
+}
+
+// gotMessage decodes dp_get's answer res about id: ErrNotFound when it
+// knows no such message.
+func gotMessage(aor plugin.AOR, id string, res []any) (*plugin.Message, error) {
 	if len(res) == 0 {
 		return nil, plugin.ErrNotFound
 	}
@@ -104,12 +110,20 @@ func (r *Redis) delete(ctx context.Context, aor plugin.AOR, id string) error {
 		return err
 	}
 	res, err := r.fn.run(ctx, "dp_delete", mailboxKeys(aor), id).Int()
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case res == 0:
+	}
+	return r.deletedOne(ctx, aor, res)
+}
+
+// deletedOne follows dp_delete's answer res: ErrNotFound for 0, else the
+// count of deleted messages and, when the mailbox is now empty (2), its
+// index entry.
+func (r *Redis) deletedOne(ctx context.Context, aor plugin.AOR, res int) error {
+	switch res {
+	case 0:
 		return plugin.ErrNotFound
-	case res == 2:
+	case 2:
 		r.emptied(ctx, aor)
 	}
 	r.c.HIncrBy(ctx, statsKey, "deleted", 1)
@@ -129,13 +143,19 @@ func (r *Redis) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: delete all for %s: %w", aor, err)
 	}
+	r.deletedAll(ctx, aor, n)
+	return n, nil
+}
+
+// deletedAll counts the n messages dp_delete_all removed from aor's
+// mailbox and has the sweeper look at its index entry now.
+func (r *Redis) deletedAll(ctx context.Context, aor plugin.AOR, n int) {
 	if n > 0 {
 		pipe := r.c.Pipeline()
 		pipe.HIncrBy(ctx, statsKey, "deleted", int64(n))
 		pipe.ZAddXX(ctx, mailboxesKey, redis.Z{Score: float64(ms(r.now())), Member: aor.String()})
 		_, _ = pipe.Exec(ctx)
 	}
-	return n, nil
 }
 
 // RequeueDeadLetters implements plugin.Mailboxes.

@@ -457,8 +457,8 @@ func (r *Redis) bounded(ctx context.Context) (context.Context, context.CancelFun
 }
 
 // errStalled is why a call ended when Redis did not answer within
-// stallBound.
-var errStalled = errors.New("redis did not answer within " + stallBound.String())
+// stallBound: the store is unavailable (markUnavailable).
+var errStalled error = &unavailableError{errors.New("redis did not answer within " + stallBound.String())}
 
 // settle runs wait, which returns once Redis has answered commands queued
 // on the autopipeliner, and returns nil when it does, or an error when

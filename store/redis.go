@@ -27,7 +27,9 @@ var _ plugin.Store = (*Redis)(nil)
 type Config struct {
 	// Client is the Redis client to use: *redis.Client, a Sentinel
 	// failover client or *redis.ClusterClient. Close leaves a given
-	// client open. If nil, New dials URL.
+	// client open. New adds a hook to it that marks the errors of a
+	// Redis that cannot be reached with plugin.ErrStoreUnavailable. If
+	// nil, New dials URL.
 	Client redis.UniversalClient
 	// URL is used when Client is nil. Accepted forms:
 	//
@@ -133,6 +135,7 @@ func New(cfg Config) (*Redis, error) {
 		r.c = redis.NewUniversalClient(opts)
 		r.closers = append(r.closers, r.c.Close)
 	}
+	r.c.AddHook(unavailableHook{})
 	r.fn.c = r.c
 	if c, ok := r.c.(interface {
 		AsyncAutoPipelineWithOptions(*redis.AutoPipelineOptions) (*redis.AutoPipeliner, error)

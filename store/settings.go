@@ -154,7 +154,7 @@ const maxTxTries = 50
 // got there first.
 func (r *Redis) UpdatePolicy(ctx context.Context, who string, change func(*plugin.Policy) error) (old, updated plugin.Policy, err error) {
 	var written []byte
-	err = r.optimistic(ctx, policyKey, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
+	err = r.optimistic(ctx, []string{policyKey}, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
 		b, err := tx.Get(ctx, policyKey).Bytes()
 		if errors.Is(err, redis.Nil) {
 			if known := r.knownPolicy.Load(); known != nil {
@@ -191,10 +191,10 @@ func (r *Redis) UpdatePolicy(ctx context.Context, who string, change func(*plugi
 	return old, updated, nil
 }
 
-// optimistic runs one WATCH/MULTI/EXEC transaction on key: read returns
-// the write to make (or an error that ends it); a transaction that loses
-// to a concurrent write is tried again.
-func (r *Redis) optimistic(ctx context.Context, key string, read func(*redis.Tx) (func(redis.Pipeliner) error, error)) error {
+// optimistic runs one WATCH/MULTI/EXEC transaction on keys (one slot):
+// read returns the write to make (or an error that ends it); a
+// transaction that loses to a concurrent write is tried again.
+func (r *Redis) optimistic(ctx context.Context, keys []string, read func(*redis.Tx) (func(redis.Pipeliner) error, error)) error {
 	for range maxTxTries {
 		err := r.c.Watch(ctx, func(tx *redis.Tx) error {
 			write, err := read(tx)
@@ -203,7 +203,7 @@ func (r *Redis) optimistic(ctx context.Context, key string, read func(*redis.Tx)
 			}
 			_, err = tx.TxPipelined(ctx, write)
 			return err
-		}, key)
+		}, keys...)
 		if !errors.Is(err, redis.TxFailedErr) {
 			return err
 		}
@@ -276,13 +276,15 @@ func (r *Redis) UserSettings(ctx context.Context, aor plugin.AOR) (plugin.UserSe
 	return u, nil
 }
 
-// UpdateUserSettings implements plugin.Settings, as UpdatePolicy does.
+// UpdateUserSettings implements plugin.Settings, as UpdatePolicy does;
+// settings changed to the zero value are deleted in the same transaction,
+// so that a conditional DELETE of them is one atomic step too.
 func (r *Redis) UpdateUserSettings(ctx context.Context, aor plugin.AOR, change func(*plugin.UserSettings) error) (old, updated plugin.UserSettings, err error) {
 	if err := errors.Join(checkAOR(aor), r.ready(ctx)); err != nil {
 		return old, old, err
 	}
 	key := settingsKey(aor)
-	err = r.optimistic(ctx, key, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
+	err = r.optimistic(ctx, []string{key}, func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
 		old = plugin.UserSettings{}
 		b, err := tx.Get(ctx, key).Bytes()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -299,6 +301,9 @@ func (r *Redis) UpdateUserSettings(ctx context.Context, aor plugin.AOR, change f
 		}
 		if err := updated.Validate(); err != nil {
 			return nil, err
+		}
+		if updated == (plugin.UserSettings{}) {
+			return func(p redis.Pipeliner) error { return p.Del(ctx, key).Err() }, nil
 		}
 		nb, err := json.Marshal(updated)
 		if err != nil {

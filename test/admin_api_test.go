@@ -295,9 +295,19 @@ func TestAdminAPI(t *testing.T) {
 	})
 	waitFor(t, 5*time.Second, "the requested push done", func() bool { return c.eng.Active() == 0 })
 	t.Run("If-Match", func(t *testing.T) { testAdminIfMatch(t, a) })
+	t.Run("conditions everywhere", func(t *testing.T) { testAdminConditions(t, a, dead.ID) })
+	t.Run("Redis down", func(t *testing.T) { testAdminStoreDown(t, a, r) })
 	t.Run("every documented response seen", func(t *testing.T) {
 		// 503 of /readyz needs Redis down: TestServeReadyzFollowsRedis.
-		if missing := con.unseen("ready 503"); len(missing) > 0 {
+		// GET /v1/policy answers from the engine's copy of the policy
+		// (503 only before it read one). A 500 is a bug no test makes.
+		skip := []string{"ready 503", "getPolicy 503"}
+		for _, item := range con.doc.Paths.Map() {
+			for _, op := range item.Operations() {
+				skip = append(skip, op.OperationID+" 500")
+			}
+		}
+		if missing := con.unseen(skip...); len(missing) > 0 {
 			t.Errorf("no test got these documented responses:\n%s", strings.Join(missing, "\n"))
 		}
 	})

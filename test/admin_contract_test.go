@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/deferpush/deferpush/api"
+	"github.com/deferpush/deferpush/plugin"
 )
 
 // Admin API bearer tokens of the test servers.
@@ -98,6 +99,17 @@ func (a adminClient) do(t testing.TB, method, path, token, contentType string, b
 // doWith is do with more request headers.
 func (a adminClient) doWith(t testing.TB, method, path, token, contentType string, body []byte, header map[string]string) adminResponse {
 	t.Helper()
+	r, err := a.send(t, method, path, token, contentType, body, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// send is doWith for a goroutine other than the test's: a request that
+// gets no answer is an error, not the end of the test.
+func (a adminClient) send(t testing.TB, method, path, token, contentType string, body []byte, header map[string]string) (adminResponse, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var rd io.Reader
@@ -106,7 +118,7 @@ func (a adminClient) doWith(t testing.TB, method, path, token, contentType strin
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
 	if err != nil {
-		t.Fatal(err)
+		return adminResponse{}, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -119,15 +131,15 @@ func (a adminClient) doWith(t testing.TB, method, path, token, contentType strin
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return adminResponse{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatal(err)
+		return adminResponse{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	a.c.check(t, req, res, b)
-	return adminResponse{Status: res.StatusCode, Header: res.Header, Body: b}
+	return adminResponse{Status: res.StatusCode, Header: res.Header, Body: b}, nil
 }
 
 // check validates one response against the document. A request the
@@ -139,6 +151,10 @@ func (c *contract) check(t testing.TB, req *http.Request, res *http.Response, bo
 	if err != nil {
 		if res.StatusCode != http.StatusNotFound && res.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("contract: %s %s is not in openapi.json but answered %d", req.Method, req.URL.Path, res.StatusCode)
+		}
+		// components/responses/MethodNotAllowed: any path, with Allow.
+		if res.StatusCode == http.StatusMethodNotAllowed && res.Header.Get("Allow") == "" {
+			t.Errorf("contract: %s %s: 405 without Allow", req.Method, req.URL.Path)
 		}
 		var v any
 		if err := json.Unmarshal(body, &v); err != nil {
@@ -192,6 +208,13 @@ func (c *contract) unseen(skip ...string) []string {
 // loopback ports with the test tokens, and returns a client for it.
 func startAdmin(t testing.TB, c *core, con *contract) adminClient {
 	t.Helper()
+	return startAdminOn(t, c, con, c.st)
+}
+
+// startAdminOn is startAdmin with the API on st, which stands for c's
+// store.
+func startAdminOn(t testing.TB, c *core, con *contract, st plugin.Store) adminClient {
+	t.Helper()
 	var lns []net.Listener
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -202,7 +225,7 @@ func startAdmin(t testing.TB, c *core, con *contract) adminClient {
 	}
 	srv, err := api.New(api.Config{
 		HooksListener: lns[0], AdminListener: lns[1],
-		Store: c.st, Engine: c.eng, HooksToken: "hooks-token-0123456789abcdef",
+		Store: st, Engine: c.eng, HooksToken: "hooks-token-0123456789abcdef",
 		AdminTokens: []api.Token{
 			{Name: "ops", Token: adminToken, Role: api.RoleAdmin},
 			{Name: "noc", Token: viewerToken, Role: api.RoleViewer},

@@ -734,6 +734,24 @@ func TestConsoleStaleWrite(t *testing.T) {
 	tb.waitText("#user-effective", "Push is hold")
 	tb.waitValue("#user-push", "hold")
 
+	// Delete all: a message that arrived after the listing is not deleted
+	// unseen (the listing's ETag in If-Match).
+	s.storeMessage(t, bob, "<sip:alice@example.com>", "stale-2@example.com", nil, "came later")
+	tb.run("delete all", chromedp.Click(chromedp.CSS("#mailbox-delete-all")))
+	tb.waitText("#mailbox-delete-all", "Click again to confirm")
+	tb.run("confirm", chromedp.Click(chromedp.CSS("#mailbox-delete-all")))
+	tb.waitText("#user-msg", "Changed by someone else")
+	var page struct{ Total int }
+	if s.api(t, "GET", "/v1/users/"+bob+"/messages", nil, &page); page.Total != 2 {
+		t.Errorf("mailbox after a stale Delete all: %d messages, want both", page.Total)
+	}
+	tb.run("reload", chromedp.Click(chromedp.CSS("#user-msg button.reload")))
+	tb.waitText("#mailbox-count", "(2)")
+	tb.run("delete all", chromedp.Click(chromedp.CSS("#mailbox-delete-all")))
+	tb.waitText("#mailbox-delete-all", "Click again to confirm")
+	tb.run("confirm", chromedp.Click(chromedp.CSS("#mailbox-delete-all")))
+	tb.waitText("#user-msg", "Deleted 2 messages")
+
 	if proxy != nil {
 		w := proxy.writes()
 		if len(w) < 3 || slices.Contains(w, "") {

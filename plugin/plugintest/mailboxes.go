@@ -2,6 +2,8 @@ package plugintest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -120,12 +122,21 @@ func (s *Store) delete(ctx context.Context, aor plugin.AOR, id string) error {
 
 // DeleteAll implements plugin.Mailboxes. The lease stays.
 func (s *Store) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
+	return s.DeleteAllIf(ctx, aor, func(string) error { return nil })
+}
+
+// DeleteAllIf implements plugin.Mailboxes: check runs under the store's
+// mutex, so it must not call the store.
+func (s *Store) DeleteAllIf(ctx context.Context, aor plugin.AOR, check func(version string) error) (int, error) {
 	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
 		return 0, fmt.Errorf("plugintest: delete all for %s: %w", aor, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.box(aor, false)
+	if err := check(b.version()); err != nil {
+		return 0, fmt.Errorf("plugintest: delete all for %s: %w", aor, err)
+	}
 	if b == nil {
 		return 0, nil
 	}
@@ -136,6 +147,58 @@ func (s *Store) DeleteAll(ctx context.Context, aor plugin.AOR) (int, error) {
 	s.totals.Deleted += int64(n)
 	s.tidy(aor)
 	return n, nil
+}
+
+// DeleteIf implements plugin.Mailboxes: check runs under the store's
+// mutex, so it must not call the store.
+func (s *Store) DeleteIf(ctx context.Context, aor plugin.AOR, id string, check func(*plugin.Message) error) error {
+	err := errors.Join(ctx.Err(), checkAOR(aor))
+	if err == nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		b := s.box(aor, false)
+		switch {
+		case b == nil || b.msgs[id] == nil:
+			err = plugin.ErrNotFound
+		default:
+			err = check(clone(b.msgs[id], b.state(id)))
+		}
+		if err == nil {
+			b.drop(id)
+			s.totals.Deleted++
+			s.tidy(aor)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("plugintest: delete %s for %s: %w", id, aor, err)
+	}
+	return nil
+}
+
+// Version implements plugin.Mailboxes.
+func (s *Store) Version(ctx context.Context, aor plugin.AOR) (string, error) {
+	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
+		return "", fmt.Errorf("plugintest: version of %s: %w", aor, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.box(aor, false).version(), nil
+}
+
+// version digests what List shows of b (nil: an empty mailbox): the ids
+// in flight and pending, in order, each with its state, attempts and
+// last error. Callers hold s.mu.
+func (b *mailbox) version() string {
+	h := sha256.New()
+	if b != nil {
+		for _, l := range []list{{b.inflight, plugin.StateInFlight}, {b.pending, plugin.StatePending}} {
+			for _, id := range l.ids {
+				m := b.msgs[id]
+				fmt.Fprintf(h, "%s %s %d %q\n", id, l.state, m.Attempts, m.LastError)
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // RequeueDeadLetters implements plugin.Mailboxes.

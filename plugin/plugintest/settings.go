@@ -109,7 +109,11 @@ func (s *Store) UpdateUserSettings(ctx context.Context, aor plugin.AOR, change f
 	if err := updated.Validate(); err != nil {
 		return old, old, fmt.Errorf("plugintest: update user settings %s: %w", aor, err)
 	}
-	s.settings[aor] = updated
+	if updated == (plugin.UserSettings{}) {
+		delete(s.settings, aor) // none set, as DeleteUserSettings leaves it
+	} else {
+		s.settings[aor] = updated
+	}
 	return old, updated, nil
 }
 

@@ -70,6 +70,7 @@ func Run(t *testing.T, open Factory) {
 		{"ClaimAndRead", testClaimAndRead},
 		{"FailureNotices", testFailureNotices},
 		{"AtomicUpdates", testAtomicUpdates},
+		{"ConditionalDeletes", testConditionalDeletes},
 		{"Recipients", testRecipients},
 		{"ConcurrentExactlyOnce", testConcurrent},
 	}

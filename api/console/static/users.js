@@ -15,6 +15,8 @@ export class Users {
     this.settingsDirty = false;
     this.offset = { messages: 0, 'dead-letters': 0 };
     this.messageId = ''; // the message shown in detail
+    this.messageETag = null; // its ETag
+    this.messagesETag = null; // the mailbox's, from the last listing
   }
 
   start() {
@@ -166,8 +168,13 @@ export class Users {
 
   async loadList(kind) {
     const path = userPath(this.aor, kind) + `?offset=${this.offset[kind]}&limit=${pageSize}`;
-    const { data } = await this.client.get(path);
+    const { data, etag } = await this.client.get(path);
     const dead = kind === 'dead-letters';
+    if (!dead) {
+      // The mailbox's ETag names the messages as listed (every page has
+      // it): Delete all sends it, and is refused if any came or went.
+      this.messagesETag = etag;
+    }
     const ids = dead ? { table: 'dead', count: 'dead-count', page: 'dead-page', prev: 'dead-prev', next: 'dead-next' }
       : { table: 'mailbox', count: 'mailbox-count', page: 'mailbox-page', prev: 'mailbox-prev', next: 'mailbox-next' };
     const cols = dead ? 9 : 8;
@@ -197,12 +204,12 @@ export class Users {
 
   async deleteAll() {
     try {
-      const { data } = await this.client.call('DELETE', userPath(this.aor, 'messages'));
+      const { data } = await this.client.call('DELETE', userPath(this.aor, 'messages'), { etag: this.messagesETag });
       say(this.msg(), `Deleted ${data.deleted} messages of ${this.aor}.`);
       this.closeMessage();
       await this.refresh();
     } catch (e) {
-      this.app.fail(this.msg(), e);
+      this.app.fail(this.msg(), e, () => this.refresh());
     }
   }
 
@@ -228,8 +235,9 @@ export class Users {
 
   async loadMessage(id, select) {
     let data;
+    let etag;
     try {
-      ({ data } = await this.client.get(userPath(this.aor, 'messages', id) + '?body=true'));
+      ({ data, etag } = await this.client.get(userPath(this.aor, 'messages', id) + '?body=true'));
     } catch (e) {
       if (e instanceof APIError && e.status === 404 && !select) {
         this.closeMessage(); // delivered or deleted meanwhile
@@ -242,6 +250,7 @@ export class Users {
       return;
     }
     this.messageId = id;
+    this.messageETag = etag;
     for (const tr of document.querySelectorAll('table.list tbody tr')) {
       tr.classList.toggle('selected', tr.dataset.id === id);
     }
@@ -272,12 +281,13 @@ export class Users {
       return;
     }
     try {
-      await this.client.call('DELETE', userPath(this.aor, 'messages', id));
+      await this.client.call('DELETE', userPath(this.aor, 'messages', id),
+        { etag: id === this.messageId ? this.messageETag : undefined });
       say(this.msg(), `Deleted message ${id}.`);
       this.closeMessage();
       await this.refresh();
     } catch (e) {
-      this.app.fail(this.msg(), e);
+      this.app.fail(this.msg(), e, () => this.refresh());
     }
   }
 }
