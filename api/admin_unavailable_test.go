@@ -22,7 +22,7 @@ func (unavailableStore) UserSettings(context.Context, plugin.AOR) (plugin.UserSe
 	return plugin.UserSettings{}, errDown
 }
 func (unavailableStore) Version(context.Context, plugin.AOR) (string, error) { return "", errDown }
-func (unavailableStore) List(context.Context, plugin.AOR, int, int) (plugin.Page, error) {
+func (unavailableStore) List(context.Context, plugin.AOR, plugin.ListQuery) (plugin.Page, error) {
 	return plugin.Page{}, errDown
 }
 func (unavailableStore) Totals(context.Context) (plugin.Totals, error) {

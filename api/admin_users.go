@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/app"
@@ -14,10 +15,19 @@ import (
 	"github.com/deferpush/deferpush/plugin"
 )
 
-// Paging of message listings.
+// Paging of message listings. A page ends before the message whose size
+// would take its messages' sizes past maxPageBytes (its first message
+// comes whatever its size): Redis reads a record whole even to list its
+// metadata, at about 1 ms per MiB, and a page with the stored bytes
+// (?body=true) holds them several times over on their way to JSON. 4 MiB
+// is what the sweeper reads per call (dp_expire). With the bytes a page
+// holds at most maxBodyPageLimit messages. So what one listing costs the
+// store and this process is bounded, whatever senders stored.
 const (
 	defaultPageLimit = 50
 	maxPageLimit     = 1000
+	maxBodyPageLimit = 50
+	maxPageBytes     = 4 << 20
 )
 
 // ---- settings ----
@@ -147,24 +157,25 @@ func viewMessage(m *plugin.Message, body bool) messageView {
 	return v
 }
 
-// pageView is one page of a listing; Next is absent on the last page.
+// pageView is one page of a listing. Next (an offset) and NextAfter (an
+// id for ?after=) are absent on the last page.
 type pageView struct {
-	Messages []messageView `json:"messages"`
-	Total    int           `json:"total"`
-	Offset   int           `json:"offset"`
-	Limit    int           `json:"limit"`
-	Next     *int          `json:"next,omitempty"`
+	Messages  []messageView `json:"messages"`
+	Total     int           `json:"total"`
+	Offset    int           `json:"offset"`
+	Limit     int           `json:"limit"`
+	Next      *int          `json:"next,omitempty"`
+	NextAfter string        `json:"next_after,omitempty"`
 }
 
-// pageQuery reads ?offset=&limit=&body=.
-type pageQuery struct {
-	offset, limit int
-	body          bool
-}
-
-func readPageQuery(c *app.RequestContext) (pageQuery, error) {
-	q := pageQuery{limit: defaultPageLimit}
-	if err := noQuery(c, "offset", "limit", "body"); err != nil {
+// readPageQuery reads ?offset=&after=&limit=&body=.
+func readPageQuery(c *app.RequestContext) (plugin.ListQuery, error) {
+	q := plugin.ListQuery{Limit: defaultPageLimit, MaxBytes: maxPageBytes}
+	if err := noQuery(c, "offset", "after", "limit", "body"); err != nil {
+		return q, err
+	}
+	var err error
+	if q.Body, err = readBodyQuery(c); err != nil {
 		return q, err
 	}
 	if s, ok := c.GetQuery("offset"); ok {
@@ -172,18 +183,28 @@ func readPageQuery(c *app.RequestContext) (pageQuery, error) {
 		if err != nil || n < 0 {
 			return q, errInvalidQuery("offset", "must be an integer of at least 0")
 		}
-		q.offset = n
+		q.Offset = n
+	}
+	if s, ok := c.GetQuery("after"); ok {
+		if _, both := c.GetQuery("offset"); both {
+			return q, errInvalidQuery("after", "not with offset: after says where the page starts")
+		}
+		// Read in either case, as a message id in a path.
+		if q.After = strings.ToUpper(s); !plugin.IsID(q.After) {
+			return q, errInvalidQuery("after", "must be a message id (the next_after of the page before)")
+		}
 	}
 	if s, ok := c.GetQuery("limit"); ok {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxPageLimit {
-			return q, errInvalidQuery("limit", fmt.Sprintf("must be an integer from 1 to %d", maxPageLimit))
+		switch {
+		case err != nil || n < 1 || n > maxPageLimit:
+			return q, errInvalidQuery("limit", fmt.Sprintf("must be an integer from 1 to %d (to %d with body=true)", maxPageLimit, maxBodyPageLimit))
+		case q.Body && n > maxBodyPageLimit:
+			return q, errInvalidQuery("limit", fmt.Sprintf("must be an integer from 1 to %d with body=true (to %d without)", maxBodyPageLimit, maxPageLimit))
 		}
-		q.limit = n
+		q.Limit = n
 	}
-	var err error
-	q.body, err = readBodyQuery(c)
-	return q, err
+	return q, nil
 }
 
 func readBodyQuery(c *app.RequestContext) (bool, error) {
@@ -243,18 +264,19 @@ func (a *admin) listDeadLetters(ctx context.Context, c *app.RequestContext, r us
 }
 
 func (a *admin) list(ctx context.Context, c *app.RequestContext, r userRequest,
-	list func(context.Context, plugin.AOR, int, int) (plugin.Page, error)) error {
+	list func(context.Context, plugin.AOR, plugin.ListQuery) (plugin.Page, error)) error {
 	q, err := readPageQuery(c)
 	if err != nil {
 		return err
 	}
-	page, err := list(ctx, r.aor, q.offset, q.limit)
+	page, err := list(ctx, r.aor, q)
 	if err != nil {
 		return err
 	}
-	v := pageView{Messages: make([]messageView, 0, len(page.Messages)), Total: page.Total, Offset: q.offset, Limit: q.limit}
+	v := pageView{Messages: make([]messageView, 0, len(page.Messages)), Total: page.Total, Offset: page.Offset, Limit: q.Limit,
+		NextAfter: page.NextAfter}
 	for _, m := range page.Messages {
-		v.Messages = append(v.Messages, viewMessage(m, q.body))
+		v.Messages = append(v.Messages, viewMessage(m, q.Body))
 	}
 	if page.Next > 0 {
 		v.Next = &page.Next

@@ -360,7 +360,7 @@ func TestEngineInviteRefusedKeepsMessages(t *testing.T) {
 	if c := e.counts(t); c.Pending != 4 || c.InFlight != 0 {
 		t.Errorf("counts = %+v, want 4 pending", c)
 	}
-	m, err := e.st.List(context.Background(), bob, 0, 10)
+	m, err := e.st.List(context.Background(), bob, plugin.ListQuery{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +380,7 @@ func TestEngineBrokenSessionKeepsRestInOrder(t *testing.T) {
 	if rep.Outcome != "failed" || rep.Delivered != 3 || rep.Failed != 1 {
 		t.Errorf("report = %+v, want failed with 3 delivered, 1 failed", rep)
 	}
-	page, err := e.st.List(context.Background(), bob, 0, 10)
+	page, err := e.st.List(context.Background(), bob, plugin.ListQuery{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

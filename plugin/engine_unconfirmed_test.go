@@ -18,7 +18,7 @@ func TestEngineUnconfirmedNotCharged(t *testing.T) {
 	if rep := e.report(t); rep.Delivered != 2 || rep.Failed != 0 || rep.DeadLettered != 0 {
 		t.Errorf("report = %+v, want 2 delivered, none failed", rep)
 	}
-	page, err := e.st.List(context.Background(), bob, 0, 10)
+	page, err := e.st.List(context.Background(), bob, plugin.ListQuery{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,9 @@ type Message struct {
 	LastError string `json:"last_error,omitempty"`
 	// State is filled in by Store.Get, List and DeadLetters; Append ignores it.
 	State State `json:"state,omitempty"`
+	// Omitted is the size of the Raw and Invite a listing left out
+	// (ListQuery.Body false); 0 when they are there.
+	Omitted int `json:"-"`
 	// NotifyFailure says the sender asked to be told when the message is
 	// not delivered (an RFC 5438 negative-delivery request, see
 	// Notifier). Append records it, so that the Sweep that drops the
@@ -74,8 +77,8 @@ type Message struct {
 	Added int `json:"-"`
 }
 
-// Size is the stored bytes.
-func (m *Message) Size() int { return len(m.Raw) + len(m.Invite) }
+// Size is the stored bytes (those a listing left out included).
+func (m *Message) Size() int { return len(m.Raw) + len(m.Invite) + m.Omitted }
 
 // Counted is what Limits.MaxMessageSize is checked against: the stored
 // bytes less those deferpush added.
@@ -101,10 +104,14 @@ func (m *Message) Validate() error {
 		return &FieldError{Field: "raw", Problem: "empty"}
 	case m.Received.IsZero():
 		return &FieldError{Field: "received", Problem: "missing"}
-	case m.ID != "":
-		if _, err := ulid.ParseStrict(m.ID); err != nil {
-			return &FieldError{Field: "id", Problem: "not a ULID"}
-		}
+	case m.ID != "" && !IsID(m.ID):
+		return &FieldError{Field: "id", Problem: "not a ULID"}
 	}
 	return nil
+}
+
+// IsID reports whether id can be a message's id: a ULID (NewID).
+func IsID(id string) bool {
+	_, err := ulid.ParseStrict(id)
+	return err == nil
 }

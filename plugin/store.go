@@ -170,12 +170,11 @@ func NewClaimRead(msgs []*Message, reg Registration, u UserSettings, err error) 
 
 // Mailboxes is the admin view of stored messages.
 type Mailboxes interface {
-	// List returns aor's stored messages that are not dead-lettered, in
-	// delivery order (in flight first, then pending), skipping offset and
-	// returning at most limit (limit <= 0: all).
-	List(ctx context.Context, aor AOR, offset, limit int) (Page, error)
+	// List returns a page of aor's stored messages that are not
+	// dead-lettered, in delivery order (in flight first, then pending).
+	List(ctx context.Context, aor AOR, q ListQuery) (Page, error)
 	// DeadLetters is List for the dead-letter list.
-	DeadLetters(ctx context.Context, aor AOR, offset, limit int) (Page, error)
+	DeadLetters(ctx context.Context, aor AOR, q ListQuery) (Page, error)
 	// Get returns one message with its State. ErrNotFound if unknown.
 	Get(ctx context.Context, aor AOR, id string) (*Message, error)
 	// Delete removes one message whatever its state. ErrNotFound if unknown.
@@ -208,11 +207,49 @@ type Mailboxes interface {
 	Totals(ctx context.Context) (Totals, error)
 }
 
+// ListQuery says which page of a listing to read, and how much of each
+// message. The zero value reads every message, without its bytes.
+type ListQuery struct {
+	// Offset is the position in the list where the page starts (0: the
+	// head). Ignored when After is set.
+	Offset int
+	// After, when set, starts the page right behind the message with
+	// this id, wherever the list has moved it since it was read: a walk
+	// that follows Page.NextAfter misses none of the messages that stay
+	// in the list in their order, while others leave its head (pushed,
+	// deleted) or join its tail. When that message has itself left the
+	// list, the page starts at the first message with a greater id (ids
+	// sort by arrival, which is the order of the list but for messages a
+	// failed attempt or a requeue moved; past the list's first 1,000
+	// messages that one is found by bisection, which trusts the order).
+	After string
+	// Limit is the most ids the page reads; <= 0: all.
+	Limit int
+	// Body fills in each message's Raw and Invite. Without it they stay
+	// nil, and Omitted is their size: the store does not read the bytes
+	// of the messages it lists.
+	Body bool
+	// MaxBytes, above 0, ends the page before the message whose Size
+	// would take the sizes of the page's messages past it; a page holds
+	// its first message whatever its size. It bounds the page's bytes
+	// with Body, and without it what the store reads to list it (Redis
+	// reads a message whole to find its metadata).
+	MaxBytes int
+}
+
 // Page is one page of a mailbox listing.
 type Page struct {
 	Messages []*Message `json:"messages"`
-	Total    int        `json:"total"` // messages in the listed lists
-	Next     int        `json:"next"`  // offset of the next page; 0 when this is the last
+	Total    int        `json:"total"`  // messages in the listed list
+	Offset   int        `json:"offset"` // position of the page's start in the list
+	// Next is the Offset of the next page (0: this is the last), and
+	// NextAfter its After: the last id this page read. Both count the
+	// ids the page read, which may be more than it holds: a message
+	// whose id the list still held, but no longer its record (expired),
+	// is read and left out, and Limit ids may hold fewer messages than
+	// MaxBytes allows.
+	Next      int    `json:"next"`
+	NextAfter string `json:"next_after"`
 }
 
 // Counts are one recipient's messages by state.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -11,8 +12,8 @@ import (
 )
 
 // List implements plugin.Mailboxes.
-func (r *Redis) List(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
-	p, err := r.list(ctx, aor, "q", offset, limit)
+func (r *Redis) List(ctx context.Context, aor plugin.AOR, q plugin.ListQuery) (plugin.Page, error) {
+	p, err := r.list(ctx, aor, "q", q)
 	if err != nil {
 		return p, fmt.Errorf("store: list %s: %w", aor, err)
 	}
@@ -20,16 +21,19 @@ func (r *Redis) List(ctx context.Context, aor plugin.AOR, offset, limit int) (pl
 }
 
 // DeadLetters implements plugin.Mailboxes.
-func (r *Redis) DeadLetters(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
-	p, err := r.list(ctx, aor, "d", offset, limit)
+func (r *Redis) DeadLetters(ctx context.Context, aor plugin.AOR, q plugin.ListQuery) (plugin.Page, error) {
+	p, err := r.list(ctx, aor, "d", q)
 	if err != nil {
 		return p, fmt.Errorf("store: list dead letters %s: %w", aor, err)
 	}
 	return p, nil
 }
 
+// errListReply is a dp_list answer of another shape than documented.
+var errListReply = errors.New("unexpected dp_list reply")
+
 // list pages through q (which: "q") or d ("d") with dp_list.
-func (r *Redis) list(ctx context.Context, aor plugin.AOR, which string, offset, limit int) (plugin.Page, error) {
+func (r *Redis) list(ctx context.Context, aor plugin.AOR, which string, q plugin.ListQuery) (plugin.Page, error) {
 	page := plugin.Page{Messages: []*plugin.Message{}}
 	if err := checkAOR(aor); err != nil {
 		return page, err
@@ -37,24 +41,62 @@ func (r *Redis) list(ctx context.Context, aor plugin.AOR, which string, offset, 
 	if err := r.ready(ctx); err != nil {
 		return page, err
 	}
-	offset = max(offset, 0)
-	res, err := r.fn.run(ctx, "dp_list", mailboxKeys(aor), which, offset, limit).Slice()
+	body := ""
+	if q.Body {
+		body = "body"
+	}
+	res, err := r.fn.run(ctx, "dp_list", mailboxKeys(aor), which, max(q.Offset, 0), q.Limit, q.After, body, max(q.MaxBytes, 0)).Slice()
 	if err != nil {
 		return page, err
 	}
-	page.Total = int(res[0].(int64))
-	for i := 1; i+3 < len(res); i += 4 {
-		m, err := decode(aor, res[i].(string), res[i+1].(string), res[i+2].(string))
+	total, start, read, last, ok := listHead(res)
+	if !ok || (len(res)-4)%5 != 0 {
+		return page, errListReply
+	}
+	page.Total, page.Offset = total, start
+	for i := 4; i < len(res); i += 5 {
+		id, rec, length, tries, state, ok := listEntry(res[i : i+5])
+		if !ok {
+			return page, errListReply
+		}
+		var m *plugin.Message
+		if q.Body {
+			m, err = decode(aor, id, rec, tries)
+		} else {
+			m, err = decodeHead(aor, id, rec, tries, length)
+		}
 		if err != nil {
 			return page, err
 		}
-		m.State = plugin.State(res[i+3].(string))
+		m.State = plugin.State(state)
 		page.Messages = append(page.Messages, m)
 	}
-	if end := offset + len(page.Messages); limit > 0 && end < page.Total {
-		page.Next = end
+	if end := start + read; read > 0 && end < total {
+		page.Next, page.NextAfter = end, last
 	}
 	return page, nil
+}
+
+// listHead reads the four values dp_list's answer starts with.
+func listHead(res []any) (total, start, read int, last string, ok bool) {
+	if len(res) < 4 {
+		return 0, 0, 0, "", false
+	}
+	t, ok1 := res[0].(int64)
+	s, ok2 := res[1].(int64)
+	n, ok3 := res[2].(int64)
+	last, ok4 := res[3].(string)
+	return int(t), int(s), int(n), last, ok1 && ok2 && ok3 && ok4
+}
+
+// listEntry reads one message of dp_list's answer.
+func listEntry(e []any) (id, rec string, length int, tries, state string, ok bool) {
+	id, ok1 := e[0].(string)
+	rec, ok2 := e[1].(string)
+	n, ok3 := e[2].(int64)
+	tries, ok4 := e[3].(string)
+	state, ok5 := e[4].(string)
+	return id, rec, int(n), tries, state, ok1 && ok2 && ok3 && ok4 && ok5
 }
 
 // Get implements plugin.Mailboxes.

@@ -231,7 +231,7 @@ func testMigrate(t *testing.T, open func(t *testing.T, now func() time.Time) *Re
 	if ttl, err := c.PTTL(ctx, contactKey(storetestBob)).Result(); err != nil || ttl <= 0 || ttl > 2*time.Hour {
 		t.Errorf("registration's time to live = %v, %v; want kept", ttl, err)
 	}
-	page, err := s.DeadLetters(ctx, storetestBob, 0, 0)
+	page, err := s.DeadLetters(ctx, storetestBob, plugin.ListQuery{Body: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func TestDrainsWhenOutOfMemory(t *testing.T) {
 	if n, err := s.Finish(ctx, bob, "tok", ids...); err != nil || n != 3 {
 		t.Errorf("Finish over maxmemory: %d, %v; want 3", n, err)
 	}
-	if p, err := s.List(ctx, carol, 0, 10); err != nil || len(p.Messages) != 3 {
+	if p, err := s.List(ctx, carol, plugin.ListQuery{Limit: 10}); err != nil || len(p.Messages) != 3 {
 		t.Errorf("List over maxmemory: %v; want 3 messages", err)
 	}
 	if n, err := s.DeleteAll(ctx, carol); err != nil || n != 3 {

@@ -97,7 +97,7 @@ func TestDirectPageRequest(t *testing.T) {
 			if code, _, _ := dpStore(t, c, "sip:Bob@example.com", tc.raw); code != 202 {
 				t.Fatalf("dp_store = %d", code)
 			}
-			pg, err := s.List(ctx, bob, 0, 10)
+			pg, err := s.List(ctx, bob, plugin.ListQuery{Limit: 10, Body: true})
 			if err != nil || len(pg.Messages) != 1 {
 				t.Fatal(pg, err)
 			}
@@ -187,7 +187,7 @@ func TestDirectPageSession(t *testing.T) {
 	if err != nil || n != (plugin.Counts{Pending: 2}) {
 		t.Errorf("counts %+v, %v; want 2 pending", n, err)
 	}
-	left, err := s.List(ctx, bob, 0, 10)
+	left, err := s.List(ctx, bob, plugin.ListQuery{Limit: 10})
 	if err != nil || len(left.Messages) != 2 || left.Messages[0].ID != ids[2] || left.Messages[0].Attempts != 0 {
 		t.Errorf("left %+v, %v; want %s first, no attempt", left, err, ids[2])
 	}
@@ -339,7 +339,7 @@ func TestDirectPageMatchesGo(t *testing.T) {
 			refused++
 			continue
 		}
-		pg, err := s.List(ctx, bob, 0, 1)
+		pg, err := s.List(ctx, bob, plugin.ListQuery{Limit: 1, Body: true})
 		if err != nil || len(pg.Messages) != 1 {
 			t.Fatal(pg, err)
 		}

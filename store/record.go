@@ -24,7 +24,10 @@ import (
 //	<len invite> "\n" sender call-id message-id content-type invite raw
 //
 // with decimal numbers (expires 0: never) and raw the rest. Times keep
-// the millisecond. Records written by earlier releases are still read:
+// the millisecond. Everything up to the invite is the record's head,
+// which is all a listing without bodies reads: dp_list cuts it
+// (library.lua's headlen) and decodeHead reads it, so that a mailbox of
+// large messages is listed without copying their bytes out of Redis. Records written by earlier releases are still read:
 // v1 (the byte 1, then each field prefixed by its length as a uvarint,
 // times as time.Time.MarshalBinary) and JSON (they start with '{').
 type record struct {
@@ -85,15 +88,20 @@ func fromMilli(ms int64) time.Time {
 
 var errRecord = errors.New("truncated or unknown record")
 
-// decodeRecord reads either form of a record.
-func decodeRecord(rec string) (record, error) {
+// decodeRecord reads any form of a record.
+func decodeRecord(rec string) (record, error) { return decodeForm(rec, false) }
+
+// decodeForm reads a record, or with head what dp_list returns of it
+// for a listing without bodies: a v2 record's head, whose Raw and Invite
+// are then empty, or a record of an older form whole.
+func decodeForm(rec string, head bool) (record, error) {
 	var r record
 	switch {
 	case strings.HasPrefix(rec, "{"):
 		err := json.Unmarshal([]byte(rec), &r)
 		return r, err
 	case len(rec) > 0 && rec[0] == recordV2:
-		return decodeV2(rec[1:])
+		return decodeV2(rec[1:], head)
 	case len(rec) == 0 || rec[0] != recordV1:
 		return r, errRecord
 	}
@@ -131,8 +139,9 @@ func decodeRecord(rec string) (record, error) {
 	return r, nil
 }
 
-// decodeV2 reads a v2 record after its version byte.
-func decodeV2(rec string) (record, error) {
+// decodeV2 reads a v2 record after its version byte; with head, only its
+// head, which ends where the invite would begin.
+func decodeV2(rec string, head bool) (record, error) {
 	var r record
 	header, body, ok := strings.Cut(rec, "\n")
 	f := strings.Split(header, " ")
@@ -142,24 +151,33 @@ func decodeV2(rec string) (record, error) {
 	var n [7]int64
 	for i, s := range [...]string{f[0], f[1], f[3], f[4], f[5], f[6], f[7]} {
 		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || i >= 2 && (v < 0 || v > int64(len(body))) {
+		if err != nil || i >= 2 && v < 0 {
 			return r, errRecord
 		}
 		n[i] = v
 	}
 	r.Received, r.Expires, r.Kind = fromMilli(n[0]), fromMilli(n[1]), plugin.Kind(f[2])
+	fields := n[2:]
+	if head {
+		fields = n[2:6]
+	}
 	var parts [5]string
-	for i, l := range n[2:] {
+	for i, l := range fields {
 		if l > int64(len(body)) {
 			return r, errRecord
 		}
 		parts[i], body = body[:l], body[l:]
 	}
+	if head && body != "" {
+		return r, errRecord
+	}
 	r.Sender, r.CallID, r.MessageID, r.ContentType = parts[0], parts[1], parts[2], parts[3]
 	if parts[4] != "" {
 		r.Invite = []byte(parts[4])
 	}
-	r.Raw = []byte(body)
+	if !head {
+		r.Raw = []byte(body)
+	}
 	return r, nil
 }
 
@@ -170,6 +188,25 @@ func decode(aor plugin.AOR, id, rec, tries string) (*plugin.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode message %s: %w", id, err)
 	}
+	return message(aor, id, r, tries), nil
+}
+
+// decodeHead is decode for what a listing without bodies reads of a
+// record of length octets (dp_list; decodeForm's head): Raw and Invite
+// stay nil, and Omitted is their size.
+func decodeHead(aor plugin.AOR, id, head, tries string, length int) (*plugin.Message, error) {
+	r, err := decodeForm(head, true)
+	if err != nil {
+		return nil, fmt.Errorf("decode message %s: %w", id, err)
+	}
+	m := message(aor, id, r, tries)
+	m.Omitted = len(m.Raw) + len(m.Invite) + length - len(head)
+	m.Raw, m.Invite = nil, nil
+	return m, nil
+}
+
+// message is the message of record r.
+func message(aor plugin.AOR, id string, r record, tries string) *plugin.Message {
 	m := &plugin.Message{
 		ID: id, Recipient: aor, Sender: r.Sender, Received: r.Received, Expires: r.Expires, Kind: r.Kind,
 		Raw: r.Raw, Invite: r.Invite, CallID: r.CallID, MessageID: r.MessageID, ContentType: r.ContentType,
@@ -178,7 +215,7 @@ func decode(aor plugin.AOR, id, rec, tries string) (*plugin.Message, error) {
 		m.Attempts, _ = strconv.Atoi(n)
 		m.LastError = reason
 	}
-	return m, nil
+	return m
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }

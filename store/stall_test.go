@@ -106,7 +106,7 @@ func TestStallBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		page, err := s.List(waitCtx, aor, 0, 0)
+		page, err := s.List(waitCtx, aor, plugin.ListQuery{})
 		if err == nil {
 			found := false
 			for _, m := range page.Messages {

@@ -106,7 +106,7 @@ func TestSweepExpiresInBatches(t *testing.T) {
 			if n := expireCalls(t, s); n < tc.minScripts {
 				t.Errorf("%d dp_expire calls for %d expired messages, want at least %d (a bounded batch a call)", n, tc.expired, tc.minScripts)
 			}
-			page, err := s.List(ctx, aor, 0, 0)
+			page, err := s.List(ctx, aor, plugin.ListQuery{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +236,7 @@ func TestSweepFailureNotices(t *testing.T) {
 	if st, err := s.Sweep(ctx, clock.Now()); err != nil || len(st.Undelivered) != 0 {
 		t.Errorf("second Sweep = %d notices, %v; want none", len(st.Undelivered), err)
 	}
-	page, err := s.List(ctx, big, 0, 0)
+	page, err := s.List(ctx, big, plugin.ListQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}

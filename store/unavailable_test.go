@@ -35,7 +35,10 @@ func TestUnavailableMarked(t *testing.T) {
 	}{
 		{"Ping", s.Ping},
 		{"Append", func(ctx context.Context) error { return s.Append(ctx, libMessage("MESSAGE b"), plugin.Limits{}) }},
-		{"List", func(ctx context.Context) error { _, err := s.List(ctx, libBob, 0, 10); return err }},
+		{"List", func(ctx context.Context) error {
+			_, err := s.List(ctx, libBob, plugin.ListQuery{Limit: 10})
+			return err
+		}},
 		{"Get", func(ctx context.Context) error {
 			_, err := s.Get(ctx, libBob, "01J00000000000000000000000")
 			return err

@@ -213,13 +213,27 @@ func TestAdminAPI(t *testing.T) {
 		}},
 		{name: "list messages paged with bodies", method: "GET", path: bobE + "/messages?offset=1&limit=1&body=true", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
 			p := decodePage(t, r)
-			if p.Total != 3 || len(p.Messages) != 1 || p.Next == nil || *p.Next != 2 || p.Messages[0].ID != bobMsgs[1].ID {
-				t.Fatalf("page = %+v, want message 2 of 3 and next 2", p)
+			if p.Total != 3 || len(p.Messages) != 1 || p.Next == nil || *p.Next != 2 || p.NextAfter != bobMsgs[1].ID || p.Messages[0].ID != bobMsgs[1].ID {
+				t.Fatalf("page = %+v, want message 2 of 3, next 2 after %s", p, bobMsgs[1].ID)
 			}
 			if raw, _ := base64.StdEncoding.DecodeString(p.Messages[0].Raw); !bytes.Equal(raw, bobMsgs[1].Raw) {
 				t.Errorf("raw = %q, want the stored MESSAGE", raw)
 			}
 		}},
+		{name: "list messages after one", method: "GET", path: bobP + "/messages?after=" + strings.ToLower(bobMsgs[0].ID) + "&limit=1", token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
+			p := decodePage(t, r)
+			if p.Offset != 1 || len(p.Messages) != 1 || p.Messages[0].ID != bobMsgs[1].ID || p.Next == nil || *p.Next != 2 || p.NextAfter != bobMsgs[1].ID {
+				t.Errorf("page = %+v, want message 2 of 3 at offset 1, next 2 after %s", p, bobMsgs[1].ID)
+			}
+		}},
+		{name: "list messages after the last", method: "GET", path: bobP + "/messages?after=" + bobMsgs[2].ID, token: viewerToken, want: 200,
+			check: wantBody(`{"messages":[],"total":3,"offset":3,"limit":50}`)},
+		{name: "list messages after and offset", method: "GET", path: bobP + "/messages?offset=1&after=" + bobMsgs[0].ID, token: viewerToken, want: 400, code: "invalid_query", field: "after"},
+		{name: "list messages after no id", method: "GET", path: bobP + "/messages?after=b1@example.com", token: viewerToken, want: 400, code: "invalid_query", field: "after"},
+		{name: "list messages 1000 without bodies", method: "GET", path: bobP + "/messages?limit=1000", token: viewerToken, want: 200},
+		{name: "list messages 51 with bodies", method: "GET", path: bobP + "/messages?limit=51&body=true", token: viewerToken, want: 400, code: "invalid_query", field: "limit",
+			check: wantBody(`{"error":{"code":"invalid_query","message":"query parameter limit: must be an integer from 1 to 50 with body=true (to 1000 without)","field":"limit"}}`)},
+		{name: "list dead letters 51 with bodies", method: "GET", path: "/v1/users/sip:dave@example.com/dead-letters?body=true&limit=51", token: viewerToken, want: 400, code: "invalid_query", field: "limit"},
 		{name: "list messages bad limit", method: "GET", path: bobP + "/messages?limit=0", token: viewerToken, want: 400, code: "invalid_query", field: "limit"},
 		{name: "list messages limit twice", method: "GET", path: bobP + "/messages?limit=1&limit=2", token: viewerToken, want: 400, code: "invalid_query", field: "limit",
 			check: wantBody(`{"error":{"code":"invalid_query","message":"query parameter limit: given twice","field":"limit"}}`)},
@@ -339,9 +353,11 @@ type pagedMessage struct {
 }
 
 type messagePage struct {
-	Messages []pagedMessage
-	Total    int
-	Next     *int
+	Messages  []pagedMessage
+	Total     int
+	Offset    int
+	Next      *int
+	NextAfter string `json:"next_after"`
 }
 
 func decodePage(t *testing.T, r adminResponse) messagePage {

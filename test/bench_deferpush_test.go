@@ -375,7 +375,7 @@ func (s *deferpushStack) storePhase(b *testing.B, p benchParams, row *benchRow, 
 func storedMessageSize(ctx context.Context, st *store.Redis, users int) (float64, error) {
 	var sum, n int
 	for i := range min(users, 20) {
-		page, err := st.List(ctx, plugin.MustParseAOR("sip:"+benchUser(i)+"@"+benchDomain), 0, 1)
+		page, err := st.List(ctx, plugin.MustParseAOR("sip:"+benchUser(i)+"@"+benchDomain), plugin.ListQuery{Limit: 1})
 		if err != nil {
 			return 0, fmt.Errorf("stored message size: %w", err)
 		}

@@ -172,7 +172,7 @@ func faultClientRound(t *testing.T, s *kamailioStack, sender *imclient.Client, r
 	// 60 KB one under the reset, the first SEND the silent client held;
 	// nothing when no SEND went out.
 	brokeOn := map[string]string{"reset": ids[1], "silent": ids[0]}[fault]
-	page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 0)
+	page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), plugin.ListQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}

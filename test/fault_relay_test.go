@@ -102,7 +102,7 @@ func faultRelayRound(t *testing.T, s *kamailioStack, relayProc interface {
 	// A REPORT that does not come charges no attempt: every message left
 	// has none (a dead-letter count could not show it, with max_attempts
 	// 5 after one push).
-	page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 0)
+	page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), plugin.ListQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}

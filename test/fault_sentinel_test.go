@@ -231,7 +231,7 @@ func faultSentinelRound(t *testing.T, replicas int) sentinelResult {
 		aor := plugin.MustParseAOR(fmt.Sprintf("sip:fail%d@example.com", i))
 		var page plugin.Page
 		waitFor(t, 15*time.Second, "the list of "+aor.String()+" from the master", func() bool {
-			page, err = st.List(ctx, aor, 0, 0)
+			page, err = st.List(ctx, aor, plugin.ListQuery{})
 			return err == nil
 		})
 		for _, m := range page.Messages {

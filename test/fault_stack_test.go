@@ -110,8 +110,8 @@ func (s *kamailioStack) storedCallIDs(t *testing.T, user string) map[string]bool
 	defer cancel()
 	aor := plugin.MustParseAOR("sip:" + user + "@" + domain)
 	out := map[string]bool{}
-	for _, list := range []func(context.Context, plugin.AOR, int, int) (plugin.Page, error){s.st.List, s.st.DeadLetters} {
-		p, err := list(ctx, aor, 0, 0)
+	for _, list := range []func(context.Context, plugin.AOR, plugin.ListQuery) (plugin.Page, error){s.st.List, s.st.DeadLetters} {
+		p, err := list(ctx, aor, plugin.ListQuery{})
 		if err != nil {
 			t.Fatalf("list %s: %v", aor, err)
 		}

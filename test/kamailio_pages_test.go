@@ -63,7 +63,7 @@ func proxyPage(t *testing.T, r imclient.Received, stored *plugin.Message) {
 // storedOf lists user's stored messages, in delivery order.
 func storedOf(t *testing.T, s *dpStack, user string) []*plugin.Message {
 	t.Helper()
-	pg, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 100)
+	pg, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), plugin.ListQuery{Limit: 100, Body: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func TestKamailioRelayDropsReports(t *testing.T) {
 			if n.Pending != 2 || n.Dead != 0 {
 				t.Errorf("mailbox after the push: %+v, want both pending, none dead", n)
 			}
-			page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), 0, 10)
+			page, err := s.st.List(context.Background(), plugin.MustParseAOR("sip:"+user+"@"+domain), plugin.ListQuery{Limit: 10})
 			if err != nil {
 				t.Fatal(err)
 			}

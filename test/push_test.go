@@ -97,7 +97,7 @@ func storeN(t testing.TB, c *core, aor plugin.AOR, n int) []string {
 
 func pendingCallIDs(t testing.TB, c *core, aor plugin.AOR) []string {
 	t.Helper()
-	page, err := c.st.List(context.Background(), aor, 0, 0)
+	page, err := c.st.List(context.Background(), aor, plugin.ListQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestPushClientRefusesOneMessage(t *testing.T) {
 			if rep.Outcome != "partial" || rep.Delivered != 3 || rep.Failed != 1 {
 				t.Errorf("report = %+v, want partial: 3 delivered, 1 failed", rep)
 			}
-			m, err := c.st.List(context.Background(), aor, 0, 0)
+			m, err := c.st.List(context.Background(), aor, plugin.ListQuery{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -190,7 +190,7 @@ func TestPushClientTrickles(t *testing.T) {
 	// Nothing lost, nothing counted delivered: the message the trickler
 	// held is charged its attempt (no answer in msrp.timeout) and goes
 	// behind the two never sent.
-	page, err := c.st.List(context.Background(), trk, 0, 0)
+	page, err := c.st.List(context.Background(), trk, plugin.ListQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,7 @@ func TestSecurityIngressTrust(t *testing.T) {
 		if res := send(t, dp, secretOf(dp)); res.StatusCode != 202 {
 			t.Fatalf("MESSAGE with the secret: %d, want 202", res.StatusCode)
 		}
-		page, err := st.List(context.Background(), user2, 0, 0)
+		page, err := st.List(context.Background(), user2, plugin.ListQuery{Body: true})
 		if err != nil || len(page.Messages) != 1 {
 			t.Fatalf("stored %v (%v), want the one MESSAGE", page.Messages, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/deferpush/deferpush/plugin"
@@ -19,8 +20,8 @@ type list struct {
 }
 
 // List implements plugin.Mailboxes.
-func (s *Store) List(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
-	p, err := s.list(ctx, aor, offset, limit, func(b *mailbox) []list {
+func (s *Store) List(ctx context.Context, aor plugin.AOR, q plugin.ListQuery) (plugin.Page, error) {
+	p, err := s.list(ctx, aor, q, func(b *mailbox) []list {
 		return []list{{b.inflight, plugin.StateInFlight}, {b.pending, plugin.StatePending}}
 	})
 	if err != nil {
@@ -30,8 +31,8 @@ func (s *Store) List(ctx context.Context, aor plugin.AOR, offset, limit int) (pl
 }
 
 // DeadLetters implements plugin.Mailboxes.
-func (s *Store) DeadLetters(ctx context.Context, aor plugin.AOR, offset, limit int) (plugin.Page, error) {
-	p, err := s.list(ctx, aor, offset, limit, func(b *mailbox) []list {
+func (s *Store) DeadLetters(ctx context.Context, aor plugin.AOR, q plugin.ListQuery) (plugin.Page, error) {
+	p, err := s.list(ctx, aor, q, func(b *mailbox) []list {
 		return []list{{b.dead, plugin.StateDead}}
 	})
 	if err != nil {
@@ -40,38 +41,65 @@ func (s *Store) DeadLetters(ctx context.Context, aor plugin.AOR, offset, limit i
 	return p, nil
 }
 
-// list pages through the lists lists picks from aor's mailbox, in order.
-func (s *Store) list(ctx context.Context, aor plugin.AOR, offset, limit int, lists func(*mailbox) []list) (plugin.Page, error) {
-	page := plugin.Page{Messages: []*plugin.Message{}}
+// list reads a page of the lists lists picks from aor's mailbox, one
+// after the other, as dp_list does.
+func (s *Store) list(ctx context.Context, aor plugin.AOR, q plugin.ListQuery, lists func(*mailbox) []list) (plugin.Page, error) {
+	page := plugin.Page{Messages: []*plugin.Message{}, Offset: max(q.Offset, 0)}
 	if err := errors.Join(ctx.Err(), checkAOR(aor)); err != nil {
 		return page, err
 	}
-	offset = max(offset, 0)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.box(aor, false)
-	if b == nil {
-		return page, nil
-	}
 	var ids []string
 	var states []plugin.State
-	for _, l := range lists(b) {
-		for _, id := range l.ids {
-			ids, states = append(ids, id), append(states, l.state)
+	if b != nil {
+		for _, l := range lists(b) {
+			for _, id := range l.ids {
+				ids, states = append(ids, id), append(states, l.state)
+			}
 		}
 	}
 	page.Total = len(ids)
+	if q.After != "" {
+		page.Offset = behind(ids, q.After)
+	}
 	end := page.Total
-	if limit > 0 {
-		end = min(offset+limit, end)
+	if q.Limit > 0 {
+		end = min(page.Offset+q.Limit, end)
 	}
-	for i := offset; i < end; i++ {
-		page.Messages = append(page.Messages, clone(b.msgs[ids[i]], states[i]))
+	read, used := 0, 0
+	for i := page.Offset; i < end; i++ {
+		m := b.msgs[ids[i]]
+		if q.MaxBytes > 0 && len(page.Messages) > 0 && used+m.Size() > q.MaxBytes {
+			break
+		}
+		used += m.Size()
+		c := clone(m, states[i])
+		if !q.Body {
+			c.Omitted, c.Raw, c.Invite = c.Size(), nil, nil
+		}
+		page.Messages = append(page.Messages, c)
+		read++
 	}
-	if limit > 0 && end < page.Total {
-		page.Next = end
+	if next := page.Offset + read; read > 0 && next < page.Total {
+		page.Next, page.NextAfter = next, ids[next-1]
 	}
 	return page, nil
+}
+
+// behind is where a page after id starts in ids, as library.lua's
+// behind finds it: behind id, or at the first greater id, searched in the
+// first 1,000 ids and then by bisection.
+func behind(ids []string, id string) int {
+	if i := slices.Index(ids, id); i >= 0 {
+		return i + 1
+	}
+	head := ids[:min(len(ids), 1000)]
+	if i := slices.IndexFunc(head, func(v string) bool { return v > id }); i >= 0 {
+		return i
+	}
+	return len(head) + sort.Search(len(ids)-len(head), func(i int) bool { return ids[len(head)+i] > id })
 }
 
 // Get implements plugin.Mailboxes.

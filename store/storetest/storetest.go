@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,6 +64,8 @@ func Run(t *testing.T, open Factory) {
 		{"FailAndDeadLetters", testFail},
 		{"Expiry", testExpiry},
 		{"Admin", testAdmin},
+		{"ListPages", testListPages},
+		{"ListAfter", testListAfter},
 		{"Policy", testPolicy},
 		{"UserSettingsAndContact", testSettings},
 		{"PagerOnly", testPagerOnly},
@@ -527,7 +530,7 @@ func testFail(e *env) {
 		e.t.Fatalf("second Fail = %v, %v; want dead-lettered", dead, err)
 	}
 	e.counts(bob, plugin.Counts{InFlight: 2, Dead: 1})
-	page, err := e.s.DeadLetters(e.ctx, bob, 0, 10)
+	page, err := e.s.DeadLetters(e.ctx, bob, plugin.ListQuery{Limit: 10})
 	if err != nil || page.Total != 1 || len(page.Messages) != 1 {
 		e.t.Fatalf("DeadLetters = %+v, %v", page, err)
 	}
@@ -609,7 +612,7 @@ func testExpiry(e *env) {
 func testAdmin(e *env) {
 	want := e.appendN(bob, "m", 5)
 	e.claim(bob, "t", 2)
-	page, err := e.s.List(e.ctx, bob, 0, 3)
+	page, err := e.s.List(e.ctx, bob, plugin.ListQuery{Limit: 3})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -622,14 +625,14 @@ func testAdmin(e *env) {
 		states = append(states, m.State)
 	}
 	diff(e.t, "states", []plugin.State{plugin.StateInFlight, plugin.StateInFlight, plugin.StatePending}, states)
-	page, err = e.s.List(e.ctx, bob, 3, 3)
+	page, err = e.s.List(e.ctx, bob, plugin.ListQuery{Offset: 3, Limit: 3})
 	if err != nil || page.Next != 0 {
 		e.t.Fatalf("page 2 = %+v, %v", page, err)
 	}
 	diff(e.t, "page 2", want[3:], ids(page.Messages))
-	page, _ = e.s.List(e.ctx, bob, 0, 0)
+	page, _ = e.s.List(e.ctx, bob, plugin.ListQuery{})
 	diff(e.t, "all", want, ids(page.Messages))
-	page, _ = e.s.List(e.ctx, alice, 0, 10)
+	page, _ = e.s.List(e.ctx, alice, plugin.ListQuery{Limit: 10})
 	if page.Total != 0 || len(page.Messages) != 0 {
 		e.t.Errorf("empty mailbox page = %+v", page)
 	}
@@ -654,6 +657,188 @@ func testAdmin(e *env) {
 	diff(e.t, "totals", plugin.Totals{Stored: 5, Deleted: 5}, tot)
 	if err := e.s.Ping(e.ctx); err != nil {
 		e.t.Error(err)
+	}
+}
+
+// testListPages: a listing without bodies leaves Raw and Invite out and
+// counts them in Omitted (Size stays the stored size); with bodies it
+// holds them. MaxBytes ends a page before the message that would take
+// its sizes past it, but never before its first message, whether the
+// page holds the bodies or not; Next and NextAfter go on where it ended.
+func testListPages(e *env) {
+	lim := plugin.Limits{MaxMailbox: 100, MaxMessageSize: 1024, TTL: time.Hour}
+	for i, n := range []int{300, 100, 500, 200, 400, 50} {
+		m := e.msg(bob, fmt.Sprint(i)+strings.Repeat("x", n-1))
+		if i == 1 { // an MSRP session: its INVITE counts in its size
+			m.Kind, m.Invite, m.MessageID, m.ContentType = plugin.KindMSRPSession, []byte("INVITE sip:bob@example.com SIP/2.0\r\n"), "m-1", "text/plain"
+		}
+		if err := e.s.Append(e.ctx, m, lim); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	e.claim(bob, "t", 2)
+	whole, err := e.s.List(e.ctx, bob, plugin.ListQuery{Body: true})
+	if err != nil || len(whole.Messages) != 6 {
+		e.t.Fatalf("List with bodies = %d messages, %v; want 6", len(whole.Messages), err)
+	}
+	var heads []*plugin.Message
+	for _, m := range whole.Messages {
+		got, err := e.s.Get(e.ctx, bob, m.ID)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		diff(e.t, "listed with its body and got", got, m)
+		h := *got
+		h.Raw, h.Invite, h.Omitted = nil, nil, got.Size()
+		heads = append(heads, &h)
+	}
+	page, err := e.s.List(e.ctx, bob, plugin.ListQuery{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	diff(e.t, "listed without bodies", heads, page.Messages)
+	for _, m := range page.Messages {
+		if m.Raw != nil || m.Invite != nil {
+			e.t.Errorf("%s listed without bodies holds %d + %d bytes", m.ID, len(m.Raw), len(m.Invite))
+		}
+	}
+
+	// Sizes 300, 136, 500, 200, 400, 50: with 700 a page, 436, 700, 450.
+	for _, q := range []plugin.ListQuery{
+		{MaxBytes: 700}, {MaxBytes: 700, Body: true}, {MaxBytes: 100, Body: true}, {MaxBytes: 700, Limit: 1},
+	} {
+		var walked []string
+		for pages := 0; ; pages++ {
+			if pages > 6 {
+				e.t.Fatalf("%+v: more pages than messages", q)
+			}
+			page, err := e.s.List(e.ctx, bob, q)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			sum := 0
+			for _, m := range page.Messages {
+				sum += m.Size()
+				walked = append(walked, m.ID)
+				if q.Body != (m.Raw != nil) {
+					e.t.Errorf("%+v: %s listed with Raw %t", q, m.ID, m.Raw != nil)
+				}
+			}
+			if len(page.Messages) == 0 || len(page.Messages) > 1 && sum > q.MaxBytes ||
+				q.Limit > 0 && len(page.Messages) > q.Limit || page.Offset != q.Offset {
+				e.t.Errorf("%+v: page at %d of %d messages, %d bytes", q, page.Offset, len(page.Messages), sum)
+			}
+			end := page.Offset + len(page.Messages)
+			if end < whole.Total {
+				// Short of Limit only when the next message would not fit.
+				if next := whole.Messages[end]; (q.Limit == 0 || len(page.Messages) < q.Limit) && sum+next.Size() <= q.MaxBytes {
+					e.t.Errorf("%+v: page at %d ends before %s, which fits", q, page.Offset, next.ID)
+				}
+			}
+			if page.Next == 0 {
+				if end != whole.Total || page.NextAfter != "" {
+					e.t.Errorf("%+v: last page ends at %d, next after %q", q, end, page.NextAfter)
+				}
+				break
+			}
+			if page.Next != end || page.NextAfter != walked[len(walked)-1] {
+				e.t.Errorf("%+v: next %d after %q, want %d after %q", q, page.Next, page.NextAfter, end, walked[len(walked)-1])
+			}
+			q.Offset = page.Next
+		}
+		diff(e.t, fmt.Sprintf("%+v: ids walked", q), ids(whole.Messages), walked)
+	}
+}
+
+// testListAfter: a walk that follows NextAfter lists every message that
+// stays in the list, in order and once, while others leave its head and
+// join its tail between pages (a walk by offset skips one a page); After
+// naming a message that has left starts at the first greater id.
+func testListAfter(e *env) {
+	stay := e.appendN(bob, "m", 10)
+	var walked []string
+	q := plugin.ListQuery{Limit: 3}
+	for round := 0; ; round++ {
+		if round > 10 {
+			e.t.Fatal("the walk does not end")
+		}
+		page, err := e.s.List(e.ctx, bob, q)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		walked = append(walked, ids(page.Messages)...)
+		if page.NextAfter == "" {
+			break
+		}
+		// A push acks the head; a message arrives.
+		head, err := e.s.List(e.ctx, bob, plugin.ListQuery{Limit: 1})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if err := e.s.Delete(e.ctx, bob, head.Messages[0].ID); err != nil {
+			e.t.Fatal(err)
+		}
+		stay = slices.DeleteFunc(stay, func(id string) bool { return id == head.Messages[0].ID })
+		e.appendN(bob, fmt.Sprint("new", round), 1)
+		q.After = page.NextAfter
+	}
+	for _, id := range stay {
+		if n := len(slices.DeleteFunc(slices.Clone(walked), func(w string) bool { return w != id })); n != 1 {
+			e.t.Errorf("%s, in the list all along, listed %d times", id, n)
+		}
+	}
+	if len(walked) != len(slices.Compact(slices.Sorted(slices.Values(walked)))) {
+		e.t.Errorf("an id listed twice: %v", walked)
+	}
+
+	all, err := e.s.List(e.ctx, bob, plugin.ListQuery{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	list := ids(all.Messages)
+	gone := list[2]
+	if err := e.s.Delete(e.ctx, bob, gone); err != nil {
+		e.t.Fatal(err)
+	}
+	list = slices.Delete(list, 2, 3)
+	from := slices.IndexFunc(list, func(id string) bool { return id > gone })
+	page, err := e.s.List(e.ctx, bob, plugin.ListQuery{After: gone, Limit: 2})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if page.Offset != from {
+		e.t.Errorf("after a message gone: page at %d, want %d (the first greater id)", page.Offset, from)
+	}
+	diff(e.t, "after a message gone", list[from:from+2], ids(page.Messages))
+	page, err = e.s.List(e.ctx, bob, plugin.ListQuery{After: "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"})
+	if err != nil || len(page.Messages) != 0 || page.Offset != len(list) || page.Next != 0 || page.NextAfter != "" {
+		e.t.Errorf("after every id = %+v, %v; want an empty last page at %d", page, err, len(list))
+	}
+	page, err = e.s.List(e.ctx, bob, plugin.ListQuery{After: list[len(list)-1]})
+	if err != nil || len(page.Messages) != 0 || page.Offset != len(list) || page.Next != 0 {
+		e.t.Errorf("after the last id = %+v, %v; want an empty last page", page, err)
+	}
+
+	// Past the first 1,000 ids, a gone one is found by bisection.
+	var long []string
+	for i := range 1100 {
+		m := e.msg(alice, fmt.Sprint("long", i))
+		if err := e.s.Append(e.ctx, m, plugin.Limits{MaxMailbox: 2000, TTL: time.Hour}); err != nil {
+			e.t.Fatal(err)
+		}
+		long = append(long, m.ID)
+	}
+	if err := e.s.Delete(e.ctx, alice, long[1050]); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		after string
+		want  int
+	}{{long[1050], 1050}, {long[1099], 1099}, {"7ZZZZZZZZZZZZZZZZZZZZZZZZZ", 1099}, {long[10], 11}} {
+		page, err := e.s.List(e.ctx, alice, plugin.ListQuery{After: tc.after, Limit: 1})
+		if err != nil || page.Offset != tc.want {
+			e.t.Errorf("after %s in a list of 1,099: page at %d (%v), want %d", tc.after, page.Offset, err, tc.want)
+		}
 	}
 }
 

@@ -14,6 +14,11 @@ export class Users {
     this.settingsETag = null;
     this.settingsDirty = false;
     this.offset = { messages: 0, 'dead-letters': 0 };
+    // The offsets of the pages before (Prev) and of the next one, as the
+    // answer says: a page may hold fewer than pageSize messages (large
+    // ones), so offset + pageSize is not where the next one starts.
+    this.back = { messages: [], 'dead-letters': [] };
+    this.next = { messages: undefined, 'dead-letters': undefined };
     this.messageId = ''; // the message shown in detail
     this.messageETag = null; // its ETag
     this.messagesETag = null; // the mailbox's, from the last listing
@@ -57,6 +62,7 @@ export class Users {
     }
     this.aor = aor;
     this.offset = { messages: 0, 'dead-letters': 0 };
+    this.back = { messages: [], 'dead-letters': [] };
     this.settingsDirty = false;
     this.closeMessage();
     setText(this.msg(), '');
@@ -162,7 +168,15 @@ export class Users {
   // ---- listings ----
 
   page(kind, dir) {
-    this.offset[kind] = Math.max(0, this.offset[kind] + dir * pageSize);
+    if (dir > 0) {
+      if (this.next[kind] === undefined) {
+        return;
+      }
+      this.back[kind].push(this.offset[kind]);
+      this.offset[kind] = this.next[kind];
+    } else {
+      this.offset[kind] = this.back[kind].pop() ?? 0;
+    }
     this.loadList(kind).catch((e) => this.app.fail(this.msg(), e));
   }
 
@@ -197,6 +211,7 @@ export class Users {
     setText($(ids.count), `(${data.total})`);
     const first = data.total === 0 ? 0 : data.offset + 1;
     setText($(ids.page), `${first}–${data.offset + data.messages.length} of ${data.total}`);
+    this.next[kind] = data.next;
     $(ids.prev).disabled = data.offset === 0;
     $(ids.next).disabled = data.next === undefined;
     $(dead ? 'dead-requeue' : 'mailbox-delete-all').disabled = this.app.readOnly || data.total === 0;
