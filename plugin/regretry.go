@@ -67,16 +67,8 @@ func (q *regRetry) forget(aor AOR, contact string) {
 // ctx ends: an expired one is dropped, one recorded (or superseded by a
 // later event) leaves; at the first store error the round ends.
 func (q *regRetry) Run(ctx context.Context) error {
-	t := time.NewTicker(regRetryInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		q.round(ctx)
-	}
+	every(ctx, regRetryInterval, q.round)
+	return nil
 }
 
 func (q *regRetry) round(ctx context.Context) {
@@ -94,7 +86,9 @@ func (q *regRetry) round(ctx context.Context) {
 			if err != nil && !errors.Is(err, ErrSuperseded) {
 				return
 			}
-			q.log.Info("registration recorded after the store came back", "aor", r.AOR, "contact", r.Contact)
+			if err == nil {
+				q.log.Info("registration recorded after the store came back", "aor", r.AOR, "contact", r.Contact)
+			}
 		}
 		q.mu.Lock()
 		k := regKey{r.AOR.String(), r.Contact}

@@ -23,16 +23,8 @@ type sweeper struct {
 
 // Run sweeps every interval until ctx ends.
 func (s *sweeper) Run(ctx context.Context) error {
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			s.sweep(ctx)
-		}
-	}
+	every(ctx, s.interval, s.sweep)
+	return nil
 }
 
 func (s *sweeper) sweep(ctx context.Context) {
