@@ -185,9 +185,6 @@ func describeJSONError(err error) string {
 		case reflect.Bool:
 			return "must be true or false, not " + te.Value
 		case reflect.Int, reflect.Int64:
-			if te.Type.Name() == "Duration" {
-				break
-			}
 			return "must be an integer, not " + te.Value
 		case reflect.String:
 			return "must be a string, not " + te.Value

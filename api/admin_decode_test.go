@@ -44,6 +44,7 @@ func TestSetFieldsPolicy(t *testing.T) {
 		{name: "wrong type", body: `{"push_enabled":"yes"}`, mode: mergePatch, start: start, wantCode: "invalid_value", wantField: "push_enabled"},
 		{name: "float for int", body: `{"max_mailbox":1.5}`, mode: mergePatch, start: start, wantCode: "invalid_value", wantField: "max_mailbox"},
 		{name: "bad duration", body: `{"message_ttl":"soon"}`, mode: mergePatch, start: start, wantCode: "invalid_value", wantField: "message_ttl"},
+		{name: "duration without unit", body: `{"retry_backoff":60}`, mode: mergePatch, start: start, wantCode: "invalid_value", wantField: "retry_backoff"},
 		{name: "patch keeps absent fields", body: `{"max_per_session":3}`, mode: mergePatch, start: start, want: patched},
 		{name: "patch null resets to default", body: `{"max_per_session":null}`, mode: mergePatch, start: start,
 			want: func() plugin.Policy { p := start; p.MaxPerSession = 50; return p }()},

@@ -7,7 +7,8 @@ import (
 )
 
 // Duration is a time.Duration written in JSON as a Go duration string
-// ("72h", "30s"). It also reads a JSON number as nanoseconds.
+// ("72h", "30s"). A JSON number is refused: it has no unit, and an
+// operator's 3600 meant as seconds would otherwise be read as 3.6 µs.
 type Duration time.Duration
 
 // MarshalJSON writes d as a duration string.
@@ -15,20 +16,15 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// UnmarshalJSON reads a duration string or a number of nanoseconds.
+// UnmarshalJSON reads a duration string.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		var n int64
-		if err := json.Unmarshal(b, &n); err != nil {
-			return fmt.Errorf("duration must be a string like \"30s\": %s", b)
-		}
-		*d = Duration(n)
-		return nil
+		return fmt.Errorf("must be a duration string with a unit, like \"30s\" or \"72h\", not %s", b)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("must be a duration with a unit, like \"30s\" or \"72h\", not %q", s)
 	}
 	*d = Duration(v)
 	return nil

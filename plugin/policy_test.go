@@ -3,6 +3,7 @@ package plugin
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,14 +68,24 @@ func TestPolicyJSON(t *testing.T) {
 	if diff := cmp.Diff(p, back); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
-	if err := json.Unmarshal([]byte(`{"message_ttl":"1h30m","invite_timeout":1000000000}`), &back); err != nil {
+	if err := json.Unmarshal([]byte(`{"message_ttl":"1h30m","invite_timeout":"1s"}`), &back); err != nil {
 		t.Fatal(err)
 	}
 	if back.MessageTTL != Duration(90*time.Minute) || back.InviteTimeout != Duration(time.Second) {
 		t.Errorf("got ttl %v timeout %v", back.MessageTTL, back.InviteTimeout)
 	}
-	if err := json.Unmarshal([]byte(`{"message_ttl":"soon"}`), &back); err == nil {
-		t.Error("bad duration accepted")
+	// A duration without a unit is refused, not read as nanoseconds: an
+	// operator's 3600 meant as seconds would be 3.6 µs.
+	for _, bad := range []string{`"soon"`, `3600`, `1000000000`, `"3600"`, `1.5`, `true`} {
+		var d Duration
+		err := json.Unmarshal([]byte(bad), &d)
+		if err == nil {
+			t.Errorf("duration %s accepted as %v", bad, time.Duration(d))
+			continue
+		}
+		if !strings.Contains(err.Error(), "unit") {
+			t.Errorf("duration %s: error %q does not ask for a unit", bad, err)
+		}
 	}
 }
 
