@@ -50,7 +50,10 @@ type LimitError struct {
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("%v: %s is %d, got %d", e.Err, e.Limit, e.Max, e.Got)
+	if errors.Is(e.Err, ErrMailboxFull) {
+		return fmt.Sprintf("%v: %s is %d, %d stored", e.Err, e.Limit, e.Max, e.Got)
+	}
+	return fmt.Sprintf("%v: %s is %d, the message has %d octets", e.Err, e.Limit, e.Max, e.Got)
 }
 
 func (e *LimitError) Unwrap() error { return e.Err }

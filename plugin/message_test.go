@@ -64,7 +64,11 @@ func TestLimitError(t *testing.T) {
 	if !errors.Is(err, ErrMailboxFull) || errors.Is(err, ErrTooLarge) {
 		t.Fatalf("errors.Is wrong for %v", err)
 	}
-	if got, want := err.Error(), "plugin: mailbox full: max_mailbox is 10, got 10"; got != want {
+	if got, want := err.Error(), "plugin: mailbox full: max_mailbox is 10, 10 stored"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	big := error(&LimitError{Err: ErrTooLarge, Limit: "max_message_size", Max: 100, Got: 120})
+	if got, want := big.Error(), "plugin: message too large: max_message_size is 100, the message has 120 octets"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
