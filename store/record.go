@@ -93,8 +93,18 @@ func decodeRecord(rec string) (record, error) { return decodeForm(rec, false) }
 
 // decodeForm reads a record, or with head what dp_list returns of it
 // for a listing without bodies: a v2 record's head, whose Raw and Invite
-// are then empty, or a record of an older form whole.
+// are then empty, or a record of an older form whole. A kind no release
+// stores (plugin.Message.Validate refuses it) is an error: it could not
+// be written back in the v2 form.
 func decodeForm(rec string, head bool) (record, error) {
+	r, err := decodeAny(rec, head)
+	if err == nil && !r.Kind.Valid() {
+		return r, fmt.Errorf("%w: unknown kind %q", errRecord, r.Kind)
+	}
+	return r, err
+}
+
+func decodeAny(rec string, head bool) (record, error) {
 	var r record
 	switch {
 	case strings.HasPrefix(rec, "{"):
