@@ -195,7 +195,24 @@ func noQuery(c *app.RequestContext, allowed ...string) error {
 	if bad != "" {
 		return errInvalidQuery(bad, problem)
 	}
+	if namelessValue(c.URI().QueryString()) {
+		return &apiError{status: consts.StatusBadRequest, code: "invalid_query",
+			msg: "query: a value without a parameter name (\"=value\")"}
+	}
 	return nil
+}
+
+// namelessValue reports whether a raw query string holds a value without
+// a name ("=1"), which hertz's parser drops without a word. Empty
+// segments ("a=1&&b=2", a trailing "&" or a lone "=") carry nothing and
+// pass.
+func namelessValue(q []byte) bool {
+	for seg := range bytes.SplitSeq(q, []byte("&")) {
+		if len(seg) > 1 && seg[0] == '=' {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- /v1/policy ----

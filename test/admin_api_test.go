@@ -237,6 +237,10 @@ func TestAdminAPI(t *testing.T) {
 		{name: "list messages bad limit", method: "GET", path: bobP + "/messages?limit=0", token: viewerToken, want: 400, code: "invalid_query", field: "limit"},
 		{name: "list messages limit twice", method: "GET", path: bobP + "/messages?limit=1&limit=2", token: viewerToken, want: 400, code: "invalid_query", field: "limit",
 			check: wantBody(`{"error":{"code":"invalid_query","message":"query parameter limit: given twice","field":"limit"}}`)},
+		{name: "list messages value without a name", method: "GET", path: bobP + "/messages?limit=1&=2", token: viewerToken, want: 400, code: "invalid_query",
+			check: wantBody(`{"error":{"code":"invalid_query","message":"query: a value without a parameter name (\"=value\")"}}`)},
+		{name: "policy value without a name", method: "GET", path: "/v1/policy?=1", token: viewerToken, want: 400, code: "invalid_query"},
+		{name: "policy empty query segments", method: "GET", path: "/v1/policy?&", token: viewerToken, want: 200},
 		{name: "list messages bad body flag", method: "GET", path: bobP + "/messages?body=maybe", token: viewerToken, want: 400, code: "invalid_query", field: "body"},
 		{name: "get message", method: "GET", path: bobP + "/messages/" + bobMsgs[0].ID, token: viewerToken, want: 200, check: func(t *testing.T, r adminResponse) {
 			var m pagedMessage
