@@ -255,24 +255,7 @@ func (m *sipMsg) cpimAddresses(f *cpimFields) error {
 // CSeq and Content-Length included, as the seed's example 1 shows. A
 // message without private headers is returned as it is.
 func sipBody(stored []byte, m *sipMsg) []byte {
-	kept := 0
-	for _, h := range m.headers {
-		if !isPrivate(headerName(stored[h.start:h.end])) {
-			kept++
-		}
-	}
-	if kept == len(m.headers) {
-		return stored
-	}
-	out := make([]byte, 0, len(stored))
-	out = append(out, stored[:m.headers[0].start]...)
-	for _, h := range m.headers {
-		if line := stored[h.start:h.end]; !isPrivate(headerName(line)) {
-			out = append(out, line...)
-		}
-	}
-	// The blank line and the body.
-	return append(out, stored[m.headers[len(m.headers)-1].end:]...)
+	return m.rewrite(stored, isPrivate, "")
 }
 
 // WithoutPrivate returns a stored SIP MESSAGE as a push passes it on:

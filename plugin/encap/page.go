@@ -49,7 +49,12 @@ type Page struct {
 // the recipient, neither in pager mode nor encapsulated: the sender's
 // credentials, for its proxy's realm (RFC 3261 §22.3), and the proxies'
 // routing. None has a compact form.
-var private = [...]string{"Authorization", "Proxy-Authorization", "Proxy-Require", "Route", "Record-Route"}
+var private = [...]string{credentials[0], credentials[1], "Proxy-Require", "Route", "Record-Route"}
+
+// credentials are the headers carrying the sender's credentials (RFC
+// 3261 §20.7, §20.28), for the proxy that challenged it: not even stored
+// (storedForm).
+var credentials = [...]string{"Authorization", "Proxy-Authorization"}
 
 // hop are the headers of a stored MESSAGE that describe the sender's hop,
 // by long and compact name: a page, a new request, has its own.
@@ -114,8 +119,13 @@ func dropped(name []byte) bool {
 }
 
 // isPrivate reports whether name is one of the private headers.
-func isPrivate(name []byte) bool {
-	for _, d := range private {
+func isPrivate(name []byte) bool { return isAny(private[:], name) }
+
+// isCredentials reports whether name is one of the credentials headers.
+func isCredentials(name []byte) bool { return isAny(credentials[:], name) }
+
+func isAny(names []string, name []byte) bool {
+	for _, d := range names {
 		if equalFold(d, name) {
 			return true
 		}

@@ -499,60 +499,57 @@ func AddDate(raw []byte, now time.Time) ([]byte, error) {
 
 // dated is AddDate on a parsed request.
 func (m *sipMsg) dated(raw []byte, now time.Time) []byte {
+	return m.rewrite(raw, nil, m.missingDate(now))
+}
+
+// missingDate is the Date header line holding now when m has none, ""
+// when it has one.
+func (m *sipMsg) missingDate(now time.Time) string {
 	if _, ok := m.get(keyDate); ok {
+		return ""
+	}
+	return "Date: " + now.UTC().Format(dateLayout) + "\r\n"
+}
+
+// rewrite returns raw, m's bytes, less the header lines whose name drop
+// reports (drop nil: none), with the line insert (when not "") after the
+// last Call-ID header. Every other byte is kept, so Content-Length stays
+// right; raw itself, not a copy, when nothing changes.
+func (m *sipMsg) rewrite(raw []byte, drop func(name []byte) bool, insert string) []byte {
+	if len(m.headers) == 0 {
 		return raw
 	}
-	var at int
-	for _, h := range m.headers {
+	at, dropped := -1, false
+	for i, h := range m.headers {
 		if h.key == keyCallID {
-			at = h.end
+			at = i
 		}
+		dropped = dropped || drop != nil && drop(headerName(raw[h.start:h.end]))
 	}
-	line := "Date: " + now.UTC().Format(dateLayout) + "\r\n"
-	out := make([]byte, 0, len(raw)+len(line))
-	out = append(out, raw[:at]...)
-	out = append(out, line...)
-	return append(out, raw[at:]...)
-}
-
-// credentials are the headers carrying the sender's credentials (RFC
-// 3261 §20.7, §20.28), for the proxy that challenged it.
-var credentials = [...]string{"Authorization", "Proxy-Authorization"}
-
-func isCredentials(line []byte) bool {
-	name := headerName(line)
-	return equalFold(credentials[0], name) || equalFold(credentials[1], name)
-}
-
-// storedForm is dated, less the sender's credentials: the proxy that
-// asked for them has checked them, and kept they would sit in the store
-// for the message's lifetime, readable by whoever reads the database
-// (and replayable while their nonce lives). Every other byte is kept, so
-// Content-Length stays right; raw itself when nothing changes.
-func (m *sipMsg) storedForm(raw []byte, now time.Time) []byte {
-	drop := false
-	for _, h := range m.headers {
-		if isCredentials(raw[h.start:h.end]) {
-			drop = true
-			break
-		}
+	if !dropped && (insert == "" || at < 0) {
+		return raw
 	}
-	if !drop {
-		return m.dated(raw, now)
-	}
-	_, hasDate := m.get(keyDate)
-	out := make([]byte, 0, len(raw)+40)
+	out := make([]byte, 0, len(raw)+len(insert))
 	out = append(out, raw[:m.headers[0].start]...)
-	for _, h := range m.headers {
-		if line := raw[h.start:h.end]; !isCredentials(line) {
+	for i, h := range m.headers {
+		if line := raw[h.start:h.end]; drop == nil || !drop(headerName(line)) {
 			out = append(out, line...)
 		}
-		if h.key == keyCallID && !hasDate {
-			out = append(out, "Date: "+now.UTC().Format(dateLayout)+"\r\n"...)
+		if i == at {
+			out = append(out, insert...)
 		}
 	}
 	// The blank line and the body.
 	return append(out, raw[m.headers[len(m.headers)-1].end:]...)
+}
+
+// storedForm is dated, less the sender's credentials (isCredentials):
+// the proxy that asked for them has checked them, and kept they would sit
+// in the store for the message's lifetime, readable by whoever reads the
+// database (and replayable while their nonce lives). Every other byte is
+// kept, so Content-Length stays right; raw itself when nothing changes.
+func (m *sipMsg) storedForm(raw []byte, now time.Time) []byte {
+	return m.rewrite(raw, isCredentials, m.missingDate(now))
 }
 
 // headHeaders are the INVITE headers a session head keeps, in the seed's
