@@ -77,31 +77,13 @@ func version(ctx context.Context, c redis.Cmdable, aor plugin.AOR) (string, erro
 // DeleteAllIf implements plugin.Mailboxes: under a WATCH of q and m, the
 // version, check, then dp_delete_all in MULTI/EXEC.
 func (r *Redis) DeleteAllIf(ctx context.Context, aor plugin.AOR, check func(version string) error) (int, error) {
-	err := checkAOR(aor)
-	if err == nil {
-		err = r.ready(ctx)
-	}
-	keys := mailboxKeys(aor)
-	var del *redis.Cmd
-	if err == nil {
-		err = r.transact(ctx, keys[:2], func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
-			v, err := version(ctx, tx, aor)
-			if err != nil {
-				return nil, err
-			}
-			if err := check(v); err != nil {
-				return nil, err
-			}
-			return func(p redis.Pipeliner) error {
-				del = r.fn.queue(ctx, p, "dp_delete_all", keys)
-				return nil
-			}, nil
-		})
-	}
-	n := 0
-	if err == nil {
-		n, err = del.Int()
-	}
+	n, err := r.deleteWatched(ctx, aor, 2, func(tx redis.Cmdable, _ []string) error {
+		v, err := version(ctx, tx, aor)
+		if err != nil {
+			return err
+		}
+		return check(v)
+	}, "dp_delete_all")
 	if err != nil {
 		return 0, fmt.Errorf("store: delete all for %s: %w", aor, err)
 	}
@@ -113,41 +95,52 @@ func (r *Redis) DeleteAllIf(ctx context.Context, aor plugin.AOR, check func(vers
 // message's state is where its id is), dp_get, check, then dp_delete in
 // MULTI/EXEC.
 func (r *Redis) DeleteIf(ctx context.Context, aor plugin.AOR, id string, check func(*plugin.Message) error) error {
-	err := checkAOR(aor)
-	if err == nil {
-		err = r.ready(ctx)
-	}
-	keys := mailboxKeys(aor)
-	var del *redis.Cmd
-	if err == nil {
-		err = r.transact(ctx, keys[:3], func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
-			res, err := r.fn.queue(ctx, tx, "dp_get", keys, id).Slice()
-			if err != nil {
-				return nil, err
-			}
-			m, err := gotMessage(aor, id, res)
-			if err != nil {
-				return nil, err
-			}
-			if err := check(m); err != nil {
-				return nil, err
-			}
-			return func(p redis.Pipeliner) error {
-				del = r.fn.queue(ctx, p, "dp_delete", keys, id)
-				return nil
-			}, nil
-		})
-	}
-	if err == nil {
-		var res int
-		if res, err = del.Int(); err == nil {
-			err = r.deletedOne(ctx, aor, res)
+	res, err := r.deleteWatched(ctx, aor, 3, func(tx redis.Cmdable, keys []string) error {
+		got, err := r.fn.queue(ctx, tx, "dp_get", keys, id).Slice()
+		if err != nil {
+			return err
 		}
+		m, err := gotMessage(aor, id, got)
+		if err != nil {
+			return err
+		}
+		return check(m)
+	}, "dp_delete", id)
+	if err == nil {
+		err = r.deletedOne(ctx, aor, res)
 	}
 	if err != nil {
 		return fmt.Errorf("store: delete %s for %s: %w", id, aor, err)
 	}
 	return nil
+}
+
+// deleteWatched runs the library function fn on aor's mailbox keys in
+// MULTI/EXEC, under a WATCH of the first watched of them, once read (the
+// caller's read and check, on the transaction's connection) has passed;
+// it returns fn's reply.
+func (r *Redis) deleteWatched(ctx context.Context, aor plugin.AOR, watched int, read func(tx redis.Cmdable, keys []string) error, fn string, args ...any) (int, error) {
+	if err := checkAOR(aor); err != nil {
+		return 0, err
+	}
+	if err := r.ready(ctx); err != nil {
+		return 0, err
+	}
+	keys := mailboxKeys(aor)
+	var del *redis.Cmd
+	err := r.transact(ctx, keys[:watched], func(tx *redis.Tx) (func(redis.Pipeliner) error, error) {
+		if err := read(tx, keys); err != nil {
+			return nil, err
+		}
+		return func(p redis.Pipeliner) error {
+			del = r.fn.queue(ctx, p, fn, keys, args...)
+			return nil
+		}, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return del.Int()
 }
 
 // transact is optimistic for a transaction that calls the function
