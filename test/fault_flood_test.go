@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,10 +87,21 @@ func faultFloodRound(t *testing.T, s *kamailioStack, sender *imclient.Client, ro
 	for _, tg := range targets {
 		open(tg.addr, floodPerListener)
 	}
+	ports := make([]int, len(targets))
+	for i, tg := range targets {
+		_, p, _ := net.SplitHostPort(tg.addr)
+		ports[i], _ = strconv.Atoi(p)
+	}
+	// A dial returns once the kernel queued the connection; the checks
+	// start once deferpush has accepted every one (the flood's SIP
+	// connections, from a source sip.trusted_sources holds, would
+	// otherwise still be taking room from the checks' connections).
+	waitAccepted(t, ports)
 	s.checkAnswers(t, "during the flood")
 	stored := storeCalls(t, sender, user, "flood-a-"+user, 5, nil)
 
 	open(s.dp.HooksAddr, floodWave)
+	waitAccepted(t, ports)
 	s.checkAnswers(t, "during the second wave")
 	stored = append(stored, storeCalls(t, sender, user, "flood-b-"+user, 5, nil)...)
 
@@ -121,6 +133,39 @@ func faultFloodRound(t *testing.T, s *kamailioStack, sender *imclient.Client, ro
 	}
 	if !strings.Contains(log, "idle connections closed to make room") {
 		t.Error("deferpush never logged closing idle connections: did the flood reach the bounds?")
+	}
+}
+
+// waitAccepted waits until no connection waits in the accept queue of
+// the listening sockets on ports (a LISTEN line's rx_queue in
+// /proc/net/tcp is its accept backlog), at most 20 s.
+func waitAccepted(t *testing.T, ports []int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		queued := 0
+		for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(string(b), "\n")[1:] {
+				fs := strings.Fields(line)
+				if len(fs) < 5 || fs[3] != "0A" || !slices.Contains(ports, hexPort(fs[1])) {
+					continue
+				}
+				_, rx, _ := strings.Cut(fs[4], ":")
+				n, _ := strconv.ParseInt(rx, 16, 64)
+				queued += int(n)
+			}
+		}
+		if queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still wait to be accepted after 20 s", queued)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
