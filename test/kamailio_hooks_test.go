@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -125,5 +126,78 @@ func TestKamailioUnregister(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusConflict || !strings.Contains(string(b), "not_registered") {
 		t.Errorf("push now after the unregistration: %d %s, want 409 not_registered", res.StatusCode, b)
+	}
+}
+
+// TestKamailioUnreachableContactStores: flowUnreachableContactStores
+// through Kamailio's hooks, STORE_VIA_SIP and REDIS_DIRECT modes: the
+// MESSAGE that no branch could be sent for is stored, not answered 477.
+func TestKamailioUnreachableContactStores(t *testing.T) {
+	t.Run("hooks", func(t *testing.T) { flowUnreachableContactStores(t, kamailioStarter(t, stackOptions{})) })
+	t.Run("store via SIP", func(t *testing.T) {
+		flowUnreachableContactStores(t, kamailioStarter(t, stackOptions{storeViaSIP: true}))
+	})
+	t.Run("Redis direct", func(t *testing.T) { flowUnreachableContactStores(t, kamailioDirectStarter(t, stackOptions{})) })
+}
+
+// TestKamailioRelayFailureAnsweredOnce: a request that no branch could be
+// sent for (an OPTIONS to a registered TCP contact that refuses the
+// connection) gets one final answer, tm's 477, not also a stateless
+// second one with another To tag (RFC 3261 §17.2.1: a server transaction
+// sends one final response; its retransmissions repeat it).
+func TestKamailioRelayFailureAnsweredOnce(t *testing.T) {
+	s := kamailioStarter(t, stackOptions{})
+	rawRegisterTCP(t, s.proxyAddr, "user2", "sip:user2@127.0.0.1:1;transport=tcp", 300)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	proxy, err := net.ResolveUDPAddr("udp", s.proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().String()
+	req := strings.Join([]string{
+		"OPTIONS sip:user2@" + domain + " SIP/2.0",
+		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK-once-1;rport",
+		"Max-Forwards: 70",
+		"From: <sip:user1@" + domain + ">;tag=once1",
+		"To: <sip:user2@" + domain + ">",
+		"Call-ID: relay-once@test",
+		"CSeq: 1 OPTIONS",
+		"Content-Length: 0", "", "",
+	}, "\r\n")
+	if _, err := conn.WriteTo([]byte(req), proxy); err != nil {
+		t.Fatal(err)
+	}
+	finals := map[string]string{} // To tag -> status line
+	buf := make([]byte, 65535)
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		msg := string(buf[:n])
+		status, _, _ := strings.Cut(msg, "\r\n")
+		if !strings.HasPrefix(status, "SIP/2.0 ") || strings.HasPrefix(status, "SIP/2.0 1") {
+			continue
+		}
+		tag := ""
+		for _, line := range strings.Split(msg, "\r\n") {
+			if name, v, ok := strings.Cut(line, ":"); ok && (strings.EqualFold(name, "To") || name == "t") {
+				_, tag, _ = strings.Cut(v, ";tag=")
+			}
+		}
+		finals[tag] = status
+	}
+	if len(finals) != 1 {
+		t.Fatalf("final answers by To tag: %q, want one", finals)
+	}
+	for _, status := range finals {
+		if !strings.HasPrefix(status, "SIP/2.0 477") {
+			t.Errorf("final answer %q, want 477", status)
+		}
 	}
 }

@@ -104,6 +104,16 @@ func TestKamailioStoreViaSIP(t *testing.T) {
 		}
 		s.waitPending(t, "user2", 2)
 	})
+	t.Run("deferpush down", func(t *testing.T) {
+		// Kamailio cannot reach deferpush's SIP ingress: the sender hears
+		// 480, as through the hooks.
+		s := startKamailioStack(t, stackOptions{storeViaSIP: true})
+		user1 := s.client(t, "user1", imclient.Config{})
+		s.dp.Kill(t)
+		if code := sendWithID(t, user1, "user2", "via-sip-down@user1", "nobody to store it"); code != 480 {
+			t.Fatalf("MESSAGE with deferpush down: %d, want 480", code)
+		}
+	})
 	t.Run("failure_route", func(t *testing.T) {
 		s := startKamailioStack(t, stackOptions{storeViaSIP: true, messageTimeout: 1000})
 		silent, err := net.Listen("tcp", "127.0.0.1:0")

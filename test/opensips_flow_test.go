@@ -2,8 +2,6 @@ package test
 
 import (
 	"testing"
-
-	"github.com/deferpush/deferpush/adapters/imclient"
 )
 
 // The end-to-end flows of proxy_flows_test.go through a real OpenSIPS 3.4
@@ -45,13 +43,7 @@ func TestOpenSIPSUnregisterCancelsPush(t *testing.T) { flowUnregisterCancelsPush
 // contact that refuses the connection cannot be relayed at all (no branch,
 // so no failure_route); the script stores it instead of answering 477.
 func TestOpenSIPSUnreachableContactStores(t *testing.T) {
-	s := startOpenSIPSStack(t, stackOptions{})
-	rawRegisterTCP(t, s.proxyAddr, "user2", "sip:user2@127.0.0.1:1;transport=tcp", 300)
-	user1 := s.client(t, "user1", imclient.Config{})
-	if code := sendMessage(t, user1, "user2", []byte("nobody home")); code != 202 {
-		t.Fatalf("MESSAGE to an unreachable registered contact: %d, want 202", code)
-	}
-	s.waitPending(t, "user2", 1)
+	flowUnreachableContactStores(t, opensipsStarter(t, stackOptions{}))
 }
 
 // TestOpenSIPSCaseMismatch: flowCaseMismatch through OpenSIPS.

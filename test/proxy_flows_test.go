@@ -296,6 +296,28 @@ func flowFailureRouteStores(t *testing.T, start startStack) {
 	}
 }
 
+// flowUnreachableContactStores: a MESSAGE to a registered TCP contact
+// that refuses the connection (a mobile client whose connection is gone,
+// its registration still live) cannot be relayed at all: no branch is
+// sent, so no failure_route runs. The script stores it (202) instead of
+// answering the sender 477, and answers once; the user's next
+// registration pushes it.
+func flowUnreachableContactStores(t *testing.T, s *dpStack) {
+	t.Helper()
+	rawRegisterTCP(t, s.proxyAddr, "user2", "sip:user2@127.0.0.1:1;transport=tcp", 300)
+	user1 := s.client(t, "user1", imclient.Config{})
+	if code := sendMessage(t, user1, "user2", []byte("nobody home")); code != 202 {
+		t.Fatalf("MESSAGE to an unreachable registered contact: %d, want 202", code)
+	}
+	s.waitPending(t, "user2", 1)
+	user2 := s.client(t, "user2", imclient.Config{})
+	s.register(t, user2)
+	waitClient(t, user2, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	if got := user2.Received(); len(got) != 1 || string(got[0].Decoded.Body) != "nobody home" {
+		t.Fatalf("user2 received %+v, want the stored message", got)
+	}
+}
+
 // flowNotBlockedBySlowHook: with every registration hook delayed by 2 s,
 // REGISTER replies stay fast — the proxy posts the hook outside the SIP
 // worker that answers the REGISTER — and every hook still arrives.
