@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,8 +180,11 @@ func TestHostileMSRPSender(t *testing.T) {
 	}
 
 	t.Run("flood of chunks", func(t *testing.T) {
+		// The bound of a message is the policy's max_message_size (64
+		// KiB by default): its stored form could never be smaller.
 		bound.t = t
-		body := []byte(strings.Repeat("f", 64<<10))
+		limit := int64(plugin.DefaultPolicy().MaxMessageSize)
+		body := []byte(strings.Repeat("f", 4<<10))
 		var off int64
 		refused := false
 		for i := 0; i < 40 && !refused; i++ {
@@ -188,8 +192,8 @@ func TestHostileMSRPSender(t *testing.T) {
 			switch {
 			case got == 413:
 				refused = true
-				if off < 1<<20-int64(len(body)) {
-					t.Errorf("413 after %d octets, before the 1 MiB bound", off)
+				if off+int64(len(body)) <= limit {
+					t.Errorf("413 after %d octets, before max_message_size (%d)", off, limit)
 				}
 			case got != 200:
 				t.Fatalf("chunk %d: %d", i, got)
@@ -197,7 +201,15 @@ func TestHostileMSRPSender(t *testing.T) {
 			off += int64(len(body))
 		}
 		if !refused {
-			t.Fatalf("%d octets of one message taken, want 413 past 1 MiB", off)
+			t.Fatalf("%d octets of one message taken, want 413 past max_message_size (%d)", off, limit)
+		}
+		// A total past it is refused at the first chunk, and a chunk
+		// claiming the end of a larger message however small it is.
+		if got := bound.send("fl888888", to, me, chunk("big0000001", 1, 5, strconv.FormatInt(limit+1, 10)), []byte("start"), msrp.FlagMore); got != 413 {
+			t.Errorf("the first chunk of a message of %d octets: %d, want 413", limit+1, got)
+		}
+		if got := bound.send("fl777777", to, me, chunk("far0000001", 1<<20-4, 1<<20, "*"), []byte("ZZZZZ"), msrp.FlagMore); got != 413 {
+			t.Errorf("5 octets at 1 MiB: %d, want 413", got)
 		}
 		if got := bound.send("fl999999", to, me, chunk("flood00001", off+1, off+10, "*"), []byte("0123456789"), msrp.FlagEnd); got != 413 {
 			t.Errorf("a chunk of the refused message: %d, want 413", got)

@@ -288,7 +288,13 @@ func (in *Ingress) newSessionStore(ctx context.Context, req *sip.Request) (*sess
 	if from := req.From(); from != nil {
 		sender = from.Address.String()
 	}
-	return &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head}, offer, nil
+	// A message body past the policy's max_message_size could never be
+	// stored (its stored form is larger still): 413 at its first chunk.
+	limit := int64(p.MaxMessageSize)
+	if in.cfg.MaxMessageSize > 0 {
+		limit = min(limit, in.cfg.MaxMessageSize)
+	}
+	return &sessionStore{in: in, aor: aor, sender: sender, callID: callID(req), head: head, limit: limit}, offer, nil
 }
 
 // usableOffer refuses (plugin.ErrNotAcceptable, saying why) an MSRP offer
@@ -372,7 +378,7 @@ func (in *Ingress) openMSRP(st *sessionStore, offer sdp.Media) (*msrp.Session, s
 	local := in.cfg.MSRP.URI()
 	local.SessionID = msrp.NewSessionID()
 	ms, err := msrp.NewSession(msrp.Config{
-		Local: local, Handler: st, MaxMessageSize: in.cfg.MaxMessageSize,
+		Local: local, Handler: st, MaxMessageSize: st.limit,
 		Timeout: in.cfg.Timeout, Logger: in.log,
 	})
 	if err != nil {
@@ -453,6 +459,7 @@ type sessionStore struct {
 	sender string
 	callID string
 	head   []byte
+	limit  int64       // the largest message body taken (413 past it, at its first chunk)
 	idle   *time.Timer // ends the session when nothing arrives
 
 	mu  sync.Mutex

@@ -1,6 +1,7 @@
 package msrp
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"sort"
@@ -44,39 +45,55 @@ var _ Handler = HandlerFunc(nil)
 // partial is a message being reassembled from its chunks. It is complete
 // once the chunk ended by "$" has come and every octet before its end,
 // which is the total when a chunk named it (onSend checks that the "$"
-// chunk ends there).
+// chunk ends there). It holds the chunks as they came, not a buffer as
+// long as the offsets they claim: what a sender makes deferpush hold is
+// what it sent (a 5-octet chunk at the end of a 1 MiB message is 5
+// octets until the message is whole).
 type partial struct {
 	contentType string
-	total       int64 // the size the chunks declare; -1 until one does
-	buf         []byte
-	have        []span // received octet ranges, sorted, merged, 0-based [start,end)
-	last        bool   // the chunk with FlagEnd has arrived
-	lastEnd     int64  // end of the chunk that carried FlagEnd: the size
+	total       int64   // the size the chunks declare; -1 until one does
+	chunks      []chunk // in the order they came; a later one wins where they overlap
+	held        int64   // the octets in chunks
+	have        []span  // received octet ranges, sorted, merged, 0-based [start,end)
+	last        bool    // the chunk with FlagEnd has arrived
+	lastEnd     int64   // end of the chunk that carried FlagEnd: the size
 	updated     time.Time
+}
+
+// chunk is the body of one SEND at its 0-based offset.
+type chunk struct {
+	off  int64
+	data []byte
 }
 
 // span is a range of octets, 0-based and half-open: [start, end).
 type span struct{ start, end int64 }
 
-// add places data at the 0-based offset off and records the range.
+// add keeps a copy of data at the 0-based offset off and records the
+// range; a chunk all of whose octets came before is not kept again.
 func (p *partial) add(off int64, data []byte) {
-	end := off + int64(len(data))
-	if int64(len(p.buf)) < end {
-		if int64(cap(p.buf)) >= end {
-			p.buf = p.buf[:end]
-		} else {
-			nb := make([]byte, end, max(end, 2*int64(cap(p.buf))))
-			copy(nb, p.buf)
-			p.buf = nb
-		}
-	}
-	copy(p.buf[off:end], data)
 	if len(data) == 0 {
 		return
 	}
-	s := span{off, end}
+	s := span{off, off + int64(len(data))}
 	i, j := touching(p.have, s)
+	if j == i+1 && p.have[i].start <= s.start && s.end <= p.have[i].end {
+		return // a repeat
+	}
+	p.chunks = append(p.chunks, chunk{off, bytes.Clone(data)})
+	p.held += int64(len(data))
 	p.have = mergeSpan(p.have, i, j, s)
+}
+
+// body assembles the complete message: its first size octets.
+func (p *partial) body(size int64) []byte {
+	b := make([]byte, size)
+	for _, c := range p.chunks {
+		if c.off < size {
+			copy(b[c.off:], c.data)
+		}
+	}
+	return b
 }
 
 // touching returns the spans have[i:j] that s overlaps or adjoins; have

@@ -785,6 +785,12 @@ func (s *Session) reassemble(f *Frame, id string, off, total int64) (*Message, i
 		p.contentType = f.Value(HeaderContentType)
 	}
 	p.updated = time.Now()
+	if p.held+int64(len(f.Body)) > s.cfg.MaxMessageSize {
+		// Only chunks sent again over each other hold more than the
+		// message may be.
+		delete(s.partials, id)
+		return nil, chunkTooMany
+	}
 	p.add(off, f.Body)
 	if f.Flag == FlagEnd {
 		p.last, p.lastEnd = true, off+int64(len(f.Body))
@@ -793,7 +799,7 @@ func (s *Session) reassemble(f *Frame, id string, off, total int64) (*Message, i
 		return nil, chunkTaken
 	}
 	delete(s.partials, id)
-	return &Message{ID: id, ContentType: p.contentType, Body: p.buf[:p.lastEnd]}, chunkComplete
+	return &Message{ID: id, ContentType: p.contentType, Body: p.body(p.lastEnd)}, chunkComplete
 }
 
 // newPartial starts the reassembly of message id, unless MaxPartial are in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -241,8 +242,36 @@ func TestPartialOutOfOrder(t *testing.T) {
 	if !p.complete() {
 		t.Fatal("not complete")
 	}
-	if got := string(p.buf[:p.lastEnd]); got != "abcdefghij" {
+	if got := string(p.body(p.lastEnd)); got != "abcdefghij" {
 		t.Errorf("got %q", got)
+	}
+	held := p.held
+	p.add(4, []byte("ef")) // all of it came before
+	if p.held != held {
+		t.Errorf("a repeated chunk is held again: %d octets, want %d", p.held, held)
+	}
+}
+
+// TestPartialHoldsWhatCame: a chunk claiming the end of a large message
+// costs its own octets, not a buffer up to the offset it claims (PROBE9: 5
+// octets at 1048572-1048576/1048576 pinned 1 MiB).
+func TestPartialHoldsWhatCame(t *testing.T) {
+	p := &partial{total: -1}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ps := make([]*partial, 64)
+	for i := range ps {
+		ps[i] = &partial{total: -1}
+		ps[i].add(1<<20-5, []byte("ZZZZZ"))
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+		t.Errorf("64 partials of one 5-octet chunk each at 1 MiB allocated %d octets, want a few KiB", grew)
+	}
+	p.add(1<<20-5, []byte("ZZZZZ"))
+	if p.held != 5 {
+		t.Errorf("held %d octets, want 5", p.held)
 	}
 }
 
