@@ -113,8 +113,9 @@ func (r *pushRun) run(ctx context.Context) (rep PushReport) {
 		}
 		// A claim that took less than it asked for emptied the pending
 		// list: claiming again would find only what arrived meanwhile,
-		// and a message stored during the push nudges the scheduler,
-		// which runs the push once more (scheduler.go). That saves the
+		// and a message stored during the push has it run once more:
+		// the store's nudge when this instance stored it (scheduler.go),
+		// dp_finish's mark whichever did (release). That saves the
 		// everyday push its last, empty claim. A message refused
 		// meanwhile went back to the tail (Fail): the next claim takes
 		// it again, as before.
@@ -366,7 +367,20 @@ func (r *pushRun) release(ctx context.Context, cancel context.CancelCauseFunc, r
 	cancel(nil)
 	<-renewing
 	before := r.rep.Delivered
-	err := r.acking(bg, r.e.cfg.Store.Finish)
+	finish, more := r.e.cfg.Store.Finish, false
+	if fm, ok := r.e.cfg.Store.(FinishMore); ok {
+		finish = func(ctx context.Context, aor AOR, token string, ids ...string) (int, error) {
+			n, m, err := fm.FinishMore(ctx, aor, token, ids...)
+			more = more || m
+			return n, err
+		}
+	}
+	err := r.acking(bg, finish)
+	if more {
+		// Stored after the last claim, maybe through another instance,
+		// whose nudge did not reach this scheduler: once more.
+		r.e.sched.nudge(r.reg.AOR)
+	}
 	rep.Delivered += r.rep.Delivered - before
 	switch {
 	case err != nil && len(r.confirmed) > 0 && rep.Err == nil:

@@ -134,6 +134,14 @@ type Queue interface {
 	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
 }
 
+// FinishMore is a store whose Finish also tells whether a message was
+// stored for the recipient after the push's last claim, by this instance
+// or another (whose nudge reaches only its own scheduler): the push then
+// runs once more rather than leave it for the next registration.
+type FinishMore interface {
+	FinishMore(ctx context.Context, aor AOR, token string, ids ...string) (acked int, more bool, err error)
+}
+
 // SweepStats is what one Sweep did.
 type SweepStats struct {
 	Requeued int   // in-flight messages put back to pending

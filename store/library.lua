@@ -263,6 +263,9 @@ local function append(q, m, d, g, f, id, rec, max, notify)
   end
   if redis.call('HSETNX', m, id, rec) == 0 then return 0, n end
   redis.call('RPUSH', q, id)
+  -- Stored while a push holds the mailbox (on whichever instance): its
+  -- dp_finish tells it to claim once more (more).
+  if redis.call('HEXISTS', m, 'lock') == 1 then redis.call('HSET', m, 'more', '1') end
   if notify then redis.call('ZADD', f, notify, id) end
   if redis.call('DEL', g) == 1 then return 2, n end
   return 1, n
@@ -335,6 +338,9 @@ local function claim(keys, token, want, upto, now)
     requeued = requeue(q, m)
   end
   redis.call('HSET', m, 'lock', token .. ' ' .. upto)
+  -- What was stored before this claim is pending: this claim, or the
+  -- next of the same push, takes it.
+  redis.call('HDEL', m, 'more')
   local out = {1, requeued, 0}
   if want <= 0 then return out end
   local n = inflight(m)
@@ -465,15 +471,19 @@ end}
 -- pending, in order, and the lease is dropped).
 --   KEYS  mailbox
 --   ARGV  1 token, 2 now ms, 3.. ids
---   Returns {-2, 0} when another token owns the lease (nothing done);
---   else {acked, size} as dp_ack's, the lease dropped. acked is -1 when
---   the lease had lapsed (nothing acked), or when it is nobody's and an
---   id is still stored: the sweeper requeued them. Nobody's lease and
---   none of the ids stored is what a retry finds after its first try
---   went through, its reply lost: {0, size}.
+--   Returns {-2, 0, 0} when another token owns the lease (nothing
+--   done); else {acked, size, more} with acked and size as dp_ack's, the
+--   lease dropped. acked is -1 when the lease had lapsed (nothing
+--   acked), or when it is nobody's and an id is still stored: the
+--   sweeper requeued them. Nobody's lease and none of the ids stored is
+--   what a retry finds after its first try went through, its reply
+--   lost: {0, size, 0}. more is 1 when a message was stored after the
+--   push's last claim (append's mark, whichever instance stored it):
+--   the push claims once more, else that message would wait for the
+--   user's next registration.
 redis.register_function{function_name = 'dp_finish', flags = {'allow-oom'}, callback = function(keys, args)
   local owner = lease(keys[2])
-  if owner and owner ~= args[1] then return {-2, 0} end
+  if owner and owner ~= args[1] then return {-2, 0, 0} end
   local res = {0, 0}
   if #args >= 3 and owner then
     res = ack(keys, args[1], tonumber(args[2]), args, 3)
@@ -483,7 +493,10 @@ redis.register_function{function_name = 'dp_finish', flags = {'allow-oom'}, call
       if redis.call('HEXISTS', keys[2], args[i]) == 1 then res = {-1, 0} break end
     end
   end
+  local more = 0
+  if owner and redis.call('HDEL', keys[2], 'more') == 1 then more = 1 end
   unlock(keys[1], keys[2])
+  res[3] = more
   return res
 end}
 

@@ -600,19 +600,26 @@ func (r *Redis) Unlock(ctx context.Context, aor plugin.AOR, token string) error 
 // autopipeliner, as Ack), the counter corrected afterwards by what was not
 // acked, as Ack does.
 func (r *Redis) Finish(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, error) {
-	n, err := r.finish(ctx, aor, token, ids)
-	if err != nil {
-		return 0, fmt.Errorf("store: finish %s (ack %d): %w", aor, len(ids), err)
-	}
-	return n, nil
+	n, _, err := r.FinishMore(ctx, aor, token, ids...)
+	return n, err
 }
 
-func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, error) {
+// FinishMore implements plugin.FinishMore: Finish, and whether a message
+// was stored after the push's last claim (by this instance or another).
+func (r *Redis) FinishMore(ctx context.Context, aor plugin.AOR, token string, ids ...string) (int, bool, error) {
+	n, more, err := r.finish(ctx, aor, token, ids)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: finish %s (ack %d): %w", aor, len(ids), err)
+	}
+	return n, more, nil
+}
+
+func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []string) (int, bool, error) {
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
 	keys, args, err := r.ackArgs(ctx, aor, token, ids)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	p := r.pipeline()
 	cmd := r.fn.queue(ctx, p, "dp_finish", keys, args...)
@@ -620,7 +627,7 @@ func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []
 		p.HIncrBy(ctx, statsKey, "pushed", int64(len(ids)))
 	}
 	if err := r.exec(ctx, p, func() { r.uncount(ctx, cmd, len(ids)) }); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	cmd = r.fn.again(ctx, cmd, "dp_finish", keys, args...)
 	r.uncount(ctx, cmd, len(ids))
@@ -631,13 +638,15 @@ func (r *Redis) finish(ctx context.Context, aor plugin.AOR, token string, ids []
 	}
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, false, err
 	case acked == -2 || acked < 0 && len(ids) > 0:
-		return 0, plugin.ErrLeaseLost
+		return 0, false, plugin.ErrLeaseLost
 	case acked > 0 && res[1].(int64) == 0:
 		r.emptied(ctx, aor)
 	}
-	return int(max(acked, 0)), nil
+	// A library loaded before the mark has no third value.
+	more := len(res) > 2 && res[2].(int64) == 1
+	return int(max(acked, 0)), more, nil
 }
 
 // leaseOp runs a function whose ARGV[1] is the token and whose result is

@@ -109,3 +109,37 @@ func faultTwoInstancesRound(t *testing.T, s *kamailioStack, other *deferpushProc
 	dups := row.add(t, ids, rcv.Received())
 	wantDups(t, "two instances", dups, ids[:k-1]...)
 }
+
+// TestStoredDuringPushOnOtherInstance: two instances on one Redis; the
+// one Kamailio posts the registration to pushes a user's 3 messages, and
+// while it does, a fourth is stored through the other instance's message
+// hook (whose nudge reaches only its own scheduler, where no push runs).
+// The pushing instance's dp_finish finds the mark the store left and it
+// claims once more: all 4 delivered without a new REGISTER (PROBE8 F1:
+// the fourth waited for the next registration).
+func TestStoredDuringPushOnOtherInstance(t *testing.T) {
+	s := startFaultStack(t)
+	sender := s.client(t, "sender", imclient.Config{})
+	other := s.otherInstance(t)
+	const user = "midpush"
+	ids := storeCalls(t, sender, user, "mid-"+user, 3, nil)
+	s.waitPending(t, user, 3)
+	extra := "mid-extra@fault.test"
+	var once sync.Once
+	rcv := s.client(t, user, imclient.Config{OnEvent: func(ev imclient.Event) error {
+		if ev.Kind == imclient.EventMessage && ev.N == 1 {
+			once.Do(func() {
+				postMessageTo(t, other, s.token, s.proxy, user, fmt.Sprintf("MESSAGE sip:%[1]s@%[2]s SIP/2.0\r\n"+
+					"Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKmidpush\r\nFrom: <sip:sender@%[2]s>;tag=mid1\r\n"+
+					"To: <sip:%[1]s@%[2]s>\r\nCall-ID: %[3]s\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n"+
+					"Content-Length: 9\r\n\r\nmid-push!", user, domain, extra))
+			})
+		}
+		return nil
+	}})
+	s.register(t, rcv)
+	all := append(ids, extra)
+	waitFor(t, 20*time.Second, "all 4 messages delivered without a new REGISTER", func() bool {
+		return len(missing(all, rcv.Received())) == 0 && s.counts(t, user) == (plugin.Counts{})
+	})
+}

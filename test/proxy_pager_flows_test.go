@@ -70,12 +70,18 @@ func sippRegister(t *testing.T, s *dpStack, user string, uasPort int) {
 // STORE_MESSAGE), and fails unless it is stored.
 func postMessage(t *testing.T, s *dpStack, user, raw string) {
 	t.Helper()
+	postMessageTo(t, s.dp, s.token, s.proxy, user, raw)
+}
+
+// postMessageTo is postMessage to the hooks of dp, as proxy's script.
+func postMessageTo(t *testing.T, dp *deferpushProc, token, proxy, user, raw string) {
+	t.Helper()
 	body, _ := json.Marshal(map[string]string{"raw": raw, "aor": "sip:" + user + "@" + domain, "source": "127.0.0.1:5060"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.dp.HooksAddr+"/hooks/"+strings.ToLower(s.proxy)+"/message", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+dp.HooksAddr+"/hooks/"+strings.ToLower(proxy)+"/message", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Deferpush-Token", s.token)
+	req.Header.Set("X-Deferpush-Token", token)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("message hook: %v", err)
