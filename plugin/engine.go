@@ -156,6 +156,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.notices != nil {
 		wg.Go(func() { _ = e.notices.Run(bg) })
 	}
+	if cw, ok := e.cfg.Store.(CancelWatcher); ok {
+		// An unregistration told to another instance (or recorded by a
+		// proxy) ends the push this one runs to that contact.
+		wg.Go(func() {
+			_ = cw.WatchCancels(bg, func(aor AOR, contact string, at time.Time) {
+				_ = e.sched.send(cancelEvent{aor: aor, contact: contact, before: at})
+			})
+		})
+	}
 	if e.cfg.Events != nil {
 		events := &eventReader{events: e.cfg.Events, consumer: consumerName(), idle: e.cfg.EventClaimIdle,
 			log: e.log, handle: e.registrationEvent}

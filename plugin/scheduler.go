@@ -98,7 +98,8 @@ type (
 	}
 	cancelEvent struct {
 		aor     AOR
-		contact string // empty: any contact
+		contact string    // empty: any contact
+		before  time.Time // not zero: a push to a registration newer than this goes on
 	}
 	nudgeEvent AOR // a message was stored
 	endedEvent struct {
@@ -200,13 +201,13 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 	case cancelEvent:
 		// The push to the contact removed ends, and its retry; one queued
 		// to run next for another contact (a newer registration) stays.
-		if r, ok := s.runs[ev.aor]; ok && (ev.contact == "" || r.contact == ev.contact) {
+		if r, ok := s.runs[ev.aor]; ok && (ev.contact == "" || r.contact == ev.contact) && !newer(r.reg, ev.before) {
 			if ev.contact == "" || r.reg.Contact == ev.contact {
 				r.again = false
 			}
 			r.cancel()
 		}
-		if rt, ok := s.retries[ev.aor]; ok && (ev.contact == "" || rt.reg.Contact == ev.contact) {
+		if rt, ok := s.retries[ev.aor]; ok && (ev.contact == "" || rt.reg.Contact == ev.contact) && !newer(rt.reg, ev.before) {
 			s.stopRetry(ev.aor)
 		}
 	case nudgeEvent:
@@ -222,6 +223,11 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 		delete(s.retries, ev.aor)
 		s.queue(ctx, ev.t.reg, s.now(), nil)
 	}
+}
+
+// newer reports whether r was registered after t, both known.
+func newer(r Registration, t time.Time) bool {
+	return !t.IsZero() && !r.At.IsZero() && r.At.After(t)
 }
 
 func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {

@@ -134,6 +134,14 @@ type Queue interface {
 	Sweep(ctx context.Context, now time.Time) (SweepStats, error)
 }
 
+// CancelWatcher is a store that tells every instance of each
+// unregistration recorded, whichever instance or proxy recorded it: fn
+// gets the AOR, the contact ("" any) and the unregistration's time (as
+// Unregistration.At; zero unknown) until ctx ends.
+type CancelWatcher interface {
+	WatchCancels(ctx context.Context, fn func(aor AOR, contact string, at time.Time)) error
+}
+
 // FinishMore is a store whose Finish also tells whether a message was
 // stored for the recipient after the push's last claim, by this instance
 // or another (whose nudge reaches only its own scheduler): the push then

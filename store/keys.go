@@ -80,6 +80,9 @@ const (
 	limitsKey      = "dp:limits"
 	layoutKey      = "dp:layout"
 	changesChannel = "dp:changes"
+	// cancelChannel carries "<aor>\n<contact>" for each unregistration
+	// (library.lua's forget): every instance ends its push to it.
+	cancelChannel = "dp:cancel"
 	// layoutPattern finds the keys of recipients (SCAN MATCH).
 	layoutPattern = "dp:{*}:*"
 	// firstNoticesKey is the first layout's index of notify sets.

@@ -944,6 +944,11 @@ local function forget(c, a, contact, at)
   if at and (deleted == 1 or not last or last.contact == contact) then
     redis.call('SET', a, num(at) .. ' u ' .. contact, 'PX', 3600000)
   end
+  -- Every instance hears of it: a push to the contact ends on whichever
+  -- runs it (the instance told, or reading the event, is only one).
+  -- c is dp:{<aor>}:c; at (µs, "" unknown) lets a push to a newer
+  -- registration of the contact go on.
+  redis.call('PUBLISH', 'dp:cancel', string.sub(c, 5, -4) .. '\n' .. contact .. '\n' .. (at and num(at) or ''))
   return deleted
 end
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -263,6 +264,39 @@ func (r *Redis) WatchPolicy(ctx context.Context, fn func(plugin.Policy)) error {
 		if p != last {
 			last = p
 			fn(p)
+		}
+	}
+}
+
+// WatchCancels implements plugin.CancelWatcher: each unregistration any
+// instance or proxy recorded (dp_delete_contact, dp_unregister publish
+// it on dp:cancel, with its time when it has one) reaches fn until ctx
+// ends. go-redis resubscribes
+// after a lost connection; an unregistration published meanwhile is
+// missed (the push then ends at its next claim, or runs out).
+func (r *Redis) WatchCancels(ctx context.Context, fn func(aor plugin.AOR, contact string, at time.Time)) error {
+	sub := r.c.Subscribe(ctx, cancelChannel)
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case msg, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			// "<aor>\n<contact>\n<at µs, or empty>"
+			f := strings.Split(msg.Payload, "\n")
+			var aor plugin.AOR
+			if len(f) != 3 || aor.UnmarshalText([]byte(f[0])) != nil || aor.IsZero() {
+				continue
+			}
+			var at time.Time
+			if us, err := strconv.ParseInt(f[2], 10, 64); err == nil {
+				at = time.UnixMicro(us)
+			}
+			fn(aor, f[1], at)
 		}
 	}
 }

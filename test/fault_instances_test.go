@@ -1,8 +1,12 @@
 package test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,4 +146,73 @@ func TestStoredDuringPushOnOtherInstance(t *testing.T) {
 	waitFor(t, 20*time.Second, "all 4 messages delivered without a new REGISTER", func() bool {
 		return len(missing(all, rcv.Received())) == 0 && s.counts(t, user) == (plugin.Counts{})
 	})
+}
+
+// TestUnregisteredOnOtherInstanceEndsPush: two instances on one Redis;
+// the one Kamailio posts the registration to pushes 6 messages to a
+// client slow to answer the first; the client's unregistration reaches
+// the other instance. The push ends at once (BYE) on the instance that
+// runs it, which hears of the unregistration from Redis (dp:cancel),
+// and what the client did not confirm stays stored (PROBE8 F3: the push
+// went on through the whole mailbox).
+func TestUnregisteredOnOtherInstanceEndsPush(t *testing.T) {
+	s := startFaultStack(t)
+	sender := s.client(t, "sender", imclient.Config{})
+	other := s.otherInstance(t)
+	const user = "unregelse"
+	storeCalls(t, sender, user, "ue-"+user, 6, nil)
+	s.waitPending(t, user, 6)
+	var once sync.Once
+	var rcv *imclient.Client
+	unregistered := make(chan time.Time, 1)
+	rcv = s.client(t, user, imclient.Config{OnEvent: func(ev imclient.Event) error {
+		if ev.Kind == imclient.EventMessage && ev.N == 1 {
+			once.Do(func() {
+				postUnregistered(t, other, s.token, user, rcv.Contact())
+				unregistered <- time.Now()
+				time.Sleep(1500 * time.Millisecond) // then answers 200
+			})
+		}
+		return nil
+	}})
+	s.register(t, rcv)
+	var at time.Time
+	select {
+	case at = <-unregistered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first message never arrived")
+	}
+	waitClient(t, rcv, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	if d := time.Since(at); d > faultMSRPTimeout {
+		t.Errorf("BYE %v after the unregistration", d)
+	}
+	if got := len(rcv.Received()); got > 1 {
+		t.Errorf("the client received %d messages, want the push ended after the first", got)
+	}
+	waitFor(t, 5*time.Second, "the unconfirmed messages back in the mailbox", func() bool {
+		c := s.counts(t, user)
+		return c.InFlight == 0 && c.Pending >= 5
+	})
+}
+
+// postUnregistered posts an unregistration to deferpush's Kamailio hook,
+// as kamailio.cfg's route REGISTRATION_REMOVED does.
+func postUnregistered(t *testing.T, dp *deferpushProc, token, user, contact string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"aor":"sip:%s@%s","contact":%q,"at":"%d"}`, user, domain, contact, time.Now().UnixMicro())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+dp.HooksAddr+"/hooks/kamailio/unregistered", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Deferpush-Token", token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("unregistered hook: %v", err)
+		return
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		t.Errorf("unregistered hook: %d %s", res.StatusCode, b)
+	}
 }
