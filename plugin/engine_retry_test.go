@@ -190,3 +190,37 @@ func TestEngineCancelKeepsNewerContact(t *testing.T) {
 		t.Errorf("delivered %v to %s, want %v to %s", p.got, last, want, b.Contact)
 	}
 }
+
+// TestEngineRetriesStopAfterMaxAttempts: timed retries back off
+// (doubling) and stop after max_attempts failed pushes in a row; the
+// next registration from a new contact tries again at once.
+func TestEngineRetriesStopAfterMaxAttempts(t *testing.T) {
+	p := &fakePusher{openErr: &plugin.SessionError{Op: "invite", Status: 408, Err: errors.New("Request Timeout")}}
+	e := newEngine(t, p, func(pol *plugin.Policy) {
+		pol.RetryBackoff = plugin.Duration(20 * time.Millisecond)
+		pol.MaxAttempts = 3
+	})
+	e.store(t, 1)
+	ctx := context.Background()
+	reg := plugin.Registration{AOR: bob, Contact: "sip:bob@127.0.0.1:5099", Expires: time.Now().Add(time.Hour)}
+	if err := e.eng.Registered(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // the push, then two timed retries (20, 40 ms)
+		if rep := e.report(t); rep.Outcome != plugin.OutcomeFailed {
+			t.Fatalf("push %d: %+v, want failed", i+1, rep)
+		}
+	}
+	select {
+	case rep := <-e.rec.ch: // a fourth would come 80 ms after the third
+		t.Fatalf("a push after %d failures in a row: %+v", 3, rep)
+	case <-time.After(500 * time.Millisecond):
+	}
+	reg.Contact = "sip:bob@127.0.0.1:5098"
+	if err := e.eng.Registered(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	if rep := e.report(t); rep.Outcome != plugin.OutcomeFailed {
+		t.Fatalf("the push of the new registration: %+v", rep)
+	}
+}

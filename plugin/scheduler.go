@@ -345,10 +345,14 @@ func (s *scheduler) after(ctx context.Context, aor AOR, reg Registration, rep Pu
 	b.until = s.now().Add(d)
 	b.reg, b.transport = reg, rep.Outcome == OutcomeFailed && brokenByTransport(rep.Err)
 	s.backoff[aor] = b
-	log.Warn("push incomplete", "retry_in", d, "failures", b.failures)
 	if b.failures >= p.MaxAttempts || d <= 0 || !reg.Expires.After(b.until) {
-		return // the next registration tries again
+		// No timed retry: max_attempts pushes in a row failed, or the
+		// registration ends first. The next registration tries again
+		// (after the backoff, unless it is a new contact).
+		log.Warn("push incomplete", "retry", "at the next registration", "backoff", d, "failures", b.failures)
+		return
 	}
+	log.Warn("push incomplete", "retry_in", d, "failures", b.failures)
 	s.stopRetry(aor)
 	rt := &retryTimer{reg: reg}
 	rt.t = time.AfterFunc(d, func() {
