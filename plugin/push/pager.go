@@ -25,7 +25,13 @@ import (
 // A 2xx confirms the message. 408, 477 (the proxy could not reach the
 // client), 480 and 5xx, or no final answer within the policy's
 // invite_timeout, break the session as a broken MSRP connection does:
-// that message is charged an attempt and the ones after it are not sent.
+// the ones after that message are not sent, and the message is charged
+// an attempt once the client has confirmed a page of this session. The
+// session's first page is also its INVITE: failing so, it says the
+// client cannot be reached now (a registered phone asleep, its
+// connection gone), not that the message is at fault, and is charged
+// nothing, as a failed INVITE in MSRP mode; else a client unreachable
+// for a quarter of an hour would see its messages dead-lettered.
 // A 3xx, 401 or 407 also breaks it, charging nothing: it is about the
 // route or deferpush's credentials (which it has none of), not about the
 // message, and would come back for every message (the push is retried
@@ -44,6 +50,7 @@ type pagerSession struct {
 	ruri    sip.Uri
 	routes  []string
 	timeout time.Duration
+	reached bool // the client confirmed a page of this session
 }
 
 var _ plugin.PushSession = (*pagerSession)(nil)
@@ -70,6 +77,7 @@ func (s *pagerSession) Deliver(ctx context.Context, msgs []*plugin.Message, done
 		var se *plugin.SessionError
 		switch {
 		case err == nil:
+			s.reached = true
 			done(m, nil)
 		case ctx.Err() != nil:
 			// Cut short (an unregistration, the shutdown): the client may
@@ -78,7 +86,7 @@ func (s *pagerSession) Deliver(ctx context.Context, msgs []*plugin.Message, done
 			done(m, plugin.ErrNotSent)
 		case errors.As(err, &se):
 			broken = se
-			if errors.Is(err, errNotTheMessage) {
+			if errors.Is(err, errNotTheMessage) || !s.reached {
 				done(m, plugin.ErrNotSent)
 				continue
 			}

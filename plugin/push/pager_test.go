@@ -173,10 +173,11 @@ func TestPagerDelivers(t *testing.T) {
 }
 
 // TestPagerNoAnswer: a client that never answers ends the session after
-// the policy's invite_timeout; the message it broke on is charged (its
-// fate is an error), the rest are not sent.
+// the policy's invite_timeout, the rest not sent; the message it broke on
+// is charged (its fate is an error) once the client confirmed a page of
+// the session, and not when it was the first (TestPagerUnreachable).
 func TestPagerNoAnswer(t *testing.T) {
-	peer := startPagerPeer(t, map[string]int{"call-1": -1})
+	peer := startPagerPeer(t, map[string]int{"call-2": -1})
 	p := newTestPusher(t, "sip:"+peer.addr+";transport=tcp")
 	pol := plugin.DefaultPolicy()
 	pol.InviteTimeout = plugin.Duration(300 * time.Millisecond)
@@ -187,12 +188,40 @@ func TestPagerNoAnswer(t *testing.T) {
 	}
 	var fates []string
 	start := time.Now()
-	err = sess.Deliver(context.Background(), stored(t, 2), func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) })
+	err = sess.Deliver(context.Background(), stored(t, 3), func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) })
 	if err == nil || time.Since(start) > 3*time.Second {
 		t.Errorf("Deliver = %v after %v; want an error after about 300 ms", err, time.Since(start))
 	}
-	if diff := cmp.Diff([]string{failed, notSent}, fates); diff != "" {
+	if diff := cmp.Diff([]string{confirmed, failed, notSent}, fates); diff != "" {
 		t.Errorf("fates (-want +got):\n%s", diff)
+	}
+}
+
+// TestPagerUnreachable: the first page of a session failing as a path
+// failure does (no answer, 408, 477, 480, 503) says the client cannot be
+// reached now, as a failed INVITE does in MSRP mode: the session ends and
+// no message is charged (PROBE7: a registered client whose connection was
+// gone saw its messages dead-lettered after max_attempts).
+func TestPagerUnreachable(t *testing.T) {
+	for _, code := range []int{-1, 408, 477, 480, 503} {
+		peer := startPagerPeer(t, map[string]int{"call-1": code})
+		p := newTestPusher(t, "sip:"+peer.addr+";transport=tcp")
+		pol := plugin.DefaultPolicy()
+		pol.InviteTimeout = plugin.Duration(300 * time.Millisecond)
+		contact := "sip:bob@127.0.0.1:5099;transport=tcp"
+		sess, err := p.Open(context.Background(), plugin.Target{URI: contact, Pager: true, Policy: pol, Registration: plugin.Registration{Contact: contact}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fates []string
+		err = sess.Deliver(context.Background(), stored(t, 2), func(m *plugin.Message, err error) { fates = append(fates, fateOf(err)) })
+		var se *plugin.SessionError
+		if !errors.As(err, &se) {
+			t.Errorf("%d: Deliver = %v; want the session ended", code, err)
+		}
+		if diff := cmp.Diff([]string{notSent, notSent}, fates); diff != "" {
+			t.Errorf("%d: fates (-want +got):\n%s", code, diff)
+		}
 	}
 }
 
