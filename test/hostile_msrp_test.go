@@ -263,4 +263,20 @@ func TestHostileMSRPSender(t *testing.T) {
 	if n := pending(); n != 2 {
 		t.Errorf("stored %d messages, want the 2 whole ones only", n)
 	}
+
+	t.Run("a request without From-Path", func(t *testing.T) {
+		// Nobody to address a 400 to (RFC 4975 §7.2): it is dropped, not
+		// stored, and the connection goes on (it was delimited).
+		bound.t = t
+		f := &msrp.Frame{TID: "nofp0001", Method: "SEND", Flag: msrp.FlagEnd, Body: []byte("nofp!"), Header: []msrp.Header{
+			{Name: msrp.HeaderToPath, Value: to}, {Name: msrp.HeaderMessageID, Value: "nofp00001"},
+			{Name: msrp.HeaderContentType, Value: "text/plain"}}}
+		if err := msrp.NewWriter(bound.nc).WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		if got := bound.send("nofp0002", to, me, id("nofp00002"), []byte("after it"), msrp.FlagEnd); got != 200 {
+			t.Fatalf("a SEND after one without From-Path: %d, want 200 on the same connection", got)
+		}
+		waitFor(t, 5*time.Second, "the message after it stored", func() bool { return pending() == 3 })
+	})
 }

@@ -392,7 +392,7 @@ func (c *conn) responder(f *Frame) URI {
 // reply answers request f with code, from the URI self. REPORTs are never
 // answered, and the request's Failure-Report says which answers are
 // wanted (RFC 4975 §7.1.2). A request without a From-Path cannot be
-// answered: the connection is closed.
+// answered: it is dropped.
 func (c *conn) reply(self URI, f *Frame, code int, comment string) {
 	if f.Method == "REPORT" {
 		return
@@ -407,8 +407,11 @@ func (c *conn) reply(self URI, f *Frame, code int, comment string) {
 	}
 	to, ok := f.Get(HeaderFromPath)
 	if !ok {
-		// Nobody to answer to (RFC 4975 has no response for this).
-		c.close(errors.New("msrp: request without From-Path"))
+		// Nobody to address an answer to (RFC 4975 §7.2 sends it to the
+		// From-Path): the request is dropped unanswered. It was
+		// delimited, so the connection and the session's other
+		// messages, whole or in reassembly, go on.
+		c.debug("request without From-Path dropped", "tid", f.TID)
 		return
 	}
 	// A response goes to the previous hop only (RFC 4975 §7.2).
