@@ -29,6 +29,8 @@ type conn struct {
 	nc  net.Conn
 	r   *Reader
 	log *slog.Logger // see debug
+	// warnedResponse: an unreadable response was logged (readLoop only).
+	warnedResponse bool
 	// logSession is the session id its records name, for a connection a
 	// session opened (Connect).
 	logSession string
@@ -315,6 +317,13 @@ func (c *conn) readLoop() {
 			c.debug("bad frame", "err", err)
 			if f != nil && f.IsRequest() {
 				c.reply(c.responder(f), f, se.Code, "")
+			} else if f != nil && !c.warnedResponse {
+				// An answer to our SEND that cannot be read leaves the
+				// SEND to its timeout (and its message charged an
+				// attempt): say so once per connection, not at debug.
+				c.warnedResponse = true
+				c.log.Warn("msrp: unreadable response dropped", "remote", c.nc.RemoteAddr().String(),
+					"tid", f.TID, "status", f.Status, "err", err)
 			}
 			if !se.Resync {
 				c.close(err)

@@ -1,11 +1,15 @@
 package msrp
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -325,3 +329,44 @@ func TestSlowLinkFollowsProgress(t *testing.T) {
 		}
 	})
 }
+
+// TestUnreadableResponseWarned: an answer to our SEND that the Reader
+// refuses (a 200 without To-Path and From-Path) leaves the SEND to its
+// timeout, and is logged once at warning level, not only at debug
+// (PROBE9: a client answering so saw its messages charged, and nothing
+// said why).
+func TestUnreadableResponseWarned(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, r, w := pipePeer(t, Config{Timeout: 300 * time.Millisecond, Logger: log})
+	go func() {
+		for {
+			f, err := r.ReadFrame()
+			if err != nil {
+				return
+			}
+			w.WriteFrame(&Frame{TID: f.TID, Status: StatusOK, Comment: "OK", Flag: FlagEnd})
+		}
+	}()
+	for range 2 {
+		err := s.Send(context.Background(), Message{ContentType: "text/plain", Body: []byte("hello")})
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != StatusTimeout {
+			t.Fatalf("send answered unreadably: %v, want the local 408", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "unreadable response dropped"); n != 1 {
+		t.Errorf("%d warnings, want 1 for the connection:\n%s", n, logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
