@@ -86,6 +86,37 @@ type eventReader struct {
 	idle     time.Duration
 	log      *slog.Logger
 	handle   func(context.Context, RegistrationEvent) error
+	pruned   time.Time // the last prune (ConsumerPruner)
+}
+
+// ConsumerPruner is Events that can forget the group's consumers that
+// hold no event and have read nothing for idle: the instances that
+// stopped (each joins as a new consumer, consumerName). A live reader
+// pruned by mistake joins again with its next read.
+type ConsumerPruner interface {
+	PruneConsumers(ctx context.Context, idle time.Duration) (int, error)
+}
+
+// Consumers idle this long, holding no event, are pruned, at most once
+// per pruneEvery by each reader.
+const (
+	pruneIdle  = time.Hour
+	pruneEvery = 10 * time.Minute
+)
+
+// prune forgets the stopped instances' consumers (ConsumerPruner), at
+// most once per pruneEvery.
+func (r *eventReader) prune(ctx context.Context) {
+	p, ok := r.events.(ConsumerPruner)
+	if !ok || time.Since(r.pruned) < pruneEvery {
+		return
+	}
+	r.pruned = time.Now()
+	if n, err := p.PruneConsumers(ctx, pruneIdle); err != nil {
+		r.log.Debug("prune event consumers", "err", err)
+	} else if n > 0 {
+		r.log.Info("stopped readers forgotten from the events' group", "count", n)
+	}
 }
 
 // consumerName names this process in the events' group: host, process id
@@ -121,6 +152,7 @@ func (r *eventReader) Run(ctx context.Context) error {
 			if err == nil && len(evs) > 0 {
 				r.log.Info("registration events taken over", "count", len(evs))
 			}
+			r.prune(ctx)
 		default:
 			if len(handled) == 0 {
 				evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, eventsBlock)

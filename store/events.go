@@ -178,3 +178,26 @@ func (r *Redis) eventsOf(msgs []redis.XMessage) []plugin.RegistrationEvent {
 	}
 	return evs
 }
+
+// PruneConsumers implements plugin.ConsumerPruner: XGROUP DELCONSUMER of
+// every consumer of the events' group that holds no event and has been
+// idle (no read, no claim) for at least idle. A consumer holding events
+// is kept whatever its idle time: deleting it would leave them
+// unclaimable.
+func (r *Redis) PruneConsumers(ctx context.Context, idle time.Duration) (int, error) {
+	cs, err := r.c.XInfoConsumers(ctx, eventsKey, eventsGroup).Result()
+	if err != nil {
+		return 0, fmt.Errorf("store: event consumers: %w", err)
+	}
+	n := 0
+	for _, c := range cs {
+		if c.Pending != 0 || c.Idle < idle {
+			continue
+		}
+		if err := r.c.XGroupDelConsumer(ctx, eventsKey, eventsGroup, c.Name).Err(); err != nil {
+			return n, fmt.Errorf("store: forget event consumer %s: %w", c.Name, err)
+		}
+		n++
+	}
+	return n, nil
+}

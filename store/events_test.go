@@ -156,3 +156,55 @@ func TestEventsRestoreAfterFlush(t *testing.T) {
 		t.Errorf("dp_store after the reader's read = %d, want 202", code)
 	}
 }
+
+// TestPruneConsumers: the group's consumers that hold no event and have
+// been idle for the given time are forgotten (stopped instances: each
+// joins as a new consumer); one holding an event is kept whatever its
+// idle time, and a pruned reader joins again with its next read.
+func TestPruneConsumers(t *testing.T) {
+	s, c := directStore(t, plugin.DefaultPolicy(), plugin.AORRules{})
+	ctx := context.Background()
+	if code, _, _ := dpStore(t, c, "sip:bob@example.com", directMessages[0].raw); code != 202 {
+		t.Fatal(code)
+	}
+	for i := range 3 {
+		dpRegister(t, c, "sip:bob@example.com", fmt.Sprintf("sip:bob@h:%d", 5+i), 600, fmt.Sprint(time.Now().UnixMicro()), "", "", "", "")
+	}
+	if evs, err := s.ReadEvents(ctx, "holder", 1, 100*time.Millisecond); err != nil || len(evs) != 1 {
+		t.Fatalf("holder read %v, %v", evs, err)
+	}
+	// Two readers that handled an event each (and acked it), then stopped.
+	for _, name := range []string{"stopped1", "stopped2"} {
+		evs, err := s.ReadEvents(ctx, name, 1, 100*time.Millisecond)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("%s read %v, %v", name, evs, err)
+		}
+		if err := s.AckEvents(ctx, evs[0].ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func() []string {
+		cs, err := c.XInfoConsumers(ctx, "dp:events", "deferpush").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, x := range cs {
+			out = append(out, x.Name)
+		}
+		return out
+	}
+	if n, err := s.PruneConsumers(ctx, time.Hour); err != nil || n != 0 {
+		t.Errorf("pruned %d (%v) consumers idle under an hour, want none", n, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n, err := s.PruneConsumers(ctx, 20*time.Millisecond); err != nil || n != 2 {
+		t.Errorf("pruned %d (%v), want the 2 idle ones holding nothing", n, err)
+	}
+	if got := names(); len(got) != 1 || got[0] != "holder" {
+		t.Errorf("consumers left %v, want the one holding an event", got)
+	}
+	if _, err := s.ReadEvents(ctx, "stopped1", 10, 10*time.Millisecond); err != nil {
+		t.Errorf("a pruned reader reading again: %v", err)
+	}
+}
