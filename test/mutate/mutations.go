@@ -62,7 +62,7 @@ var mutations = []mutation{
 	{
 		Name: "the finish function ignores another push's lease",
 		File: "store/library.lua", After: "function_name = 'dp_finish'",
-		From: "  if owner and owner ~= args[1] then return {-2, 0} end\n", To: "\n",
+		From: "  if owner and owner ~= args[1] then return {-2, 0, 0} end\n", To: "\n",
 		Tests: []string{"./store/"},
 	},
 	// Authentication.
