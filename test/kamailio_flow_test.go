@@ -19,3 +19,7 @@ func TestKamailioUnregisterCancelsPush(t *testing.T) { flowUnregisterCancelsPush
 // TestKamailioCaseMismatch: a client registered as "BoB" gets what was
 // sent to "Bob", "bob" and "BOB" (flowCaseMismatch).
 func TestKamailioCaseMismatch(t *testing.T) { flowCaseMismatch(t, kamailioStarter) }
+
+// TestKamailioPushOnlyToItsContact: flowPushOnlyToItsContact through
+// Kamailio.
+func TestKamailioPushOnlyToItsContact(t *testing.T) { flowPushOnlyToItsContact(t, kamailioStarter) }

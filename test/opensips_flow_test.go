@@ -48,3 +48,7 @@ func TestOpenSIPSUnreachableContactStores(t *testing.T) {
 
 // TestOpenSIPSCaseMismatch: flowCaseMismatch through OpenSIPS.
 func TestOpenSIPSCaseMismatch(t *testing.T) { flowCaseMismatch(t, opensipsStarter) }
+
+// TestOpenSIPSPushOnlyToItsContact: flowPushOnlyToItsContact through
+// OpenSIPS.
+func TestOpenSIPSPushOnlyToItsContact(t *testing.T) { flowPushOnlyToItsContact(t, opensipsStarter) }

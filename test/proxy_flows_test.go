@@ -150,6 +150,54 @@ func flowPushToAOR(t *testing.T, start startStack) {
 	}
 }
 
+// flowPushOnlyToItsContact: two devices of one user registered on the
+// proxy's own host (the contacts differ in port only, as on a host that
+// runs clients beside the proxy); a pager-mode push to the one that
+// registered last goes to it alone, not forked to the other as a
+// MESSAGE to the AOR would be (PROBE7: OpenSIPS compared the host only).
+func flowPushOnlyToItsContact(t *testing.T, start startStack) {
+	s := start(t, stackOptions{policy: func(p *plugin.Policy) { p.Delivery = plugin.DeliveryPager }})
+	ctx := context.Background()
+	aor := plugin.MustParseAOR("sip:user2@" + domain)
+	setPush := func(m plugin.PushMode) {
+		if _, _, err := s.st.UpdateUserSettings(ctx, aor, func(u *plugin.UserSettings) error { u.Push = m; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// On hold while both devices register: the push goes when asked.
+	setPush(plugin.PushHold)
+	b := s.client(t, "user2", imclient.Config{})
+	s.register(t, b)
+	postMessage(t, s, "user2", fmt.Sprintf("MESSAGE sip:user2@%[1]s SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKonly1\r\n"+
+		"From: <sip:user1@%[1]s>;tag=only1\r\nTo: <sip:user2@%[1]s>\r\nCall-ID: only-1@192.0.2.7\r\nCSeq: 1 MESSAGE\r\n"+
+		"Content-Type: text/plain\r\nContent-Length: 8\r\n\r\nfor A!!!", domain))
+	s.waitPending(t, "user2", 1)
+	a := s.client(t, "user2", imclient.Config{})
+	s.register(t, a)
+	// The proxy reports a registration after answering it.
+	waitFor(t, 10*time.Second, "deferpush to record the last registration", func() bool {
+		r, _, err := s.st.ContactAndSettings(ctx, aor)
+		return err == nil && r.Contact == a.Contact()
+	})
+	setPush(plugin.PushOn)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.dp.AdminAddr+"/v1/users/sip:user2@"+domain+"/push", nil)
+	req.Header.Set("Authorization", "Bearer "+s.dp.AdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		t.Fatalf("push now: %d, want 202", res.StatusCode)
+	}
+	waitFor(t, 10*time.Second, "the push to the device that registered last", func() bool { return len(a.Received()) == 1 })
+	waitFor(t, 5*time.Second, "the mailbox emptied", func() bool { return s.counts(t, "user2") == (plugin.Counts{}) })
+	time.Sleep(500 * time.Millisecond) // a forked copy would be on its way
+	if got := b.Received(); len(got) != 0 {
+		t.Errorf("the other device received %d pushed messages, want none", len(got))
+	}
+}
+
 // sendMessage sends a text MESSAGE from c to user through the proxy and
 // returns the final status code.
 func sendMessage(t *testing.T, c *imclient.Client, user string, body []byte) int {
