@@ -167,7 +167,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	if e.cfg.Events != nil {
 		events := &eventReader{events: e.cfg.Events, consumer: consumerName(), idle: e.cfg.EventClaimIdle,
-			log: e.log, handle: e.registrationEvent}
+			log: e.log, handle: e.registrationEvent, started: make(chan string, 4*eventsBatch)}
 		wg.Go(func() { _ = events.Run(ctx) })
 	}
 	err := e.sched.Run(ctx)

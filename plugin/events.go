@@ -85,9 +85,27 @@ type eventReader struct {
 	consumer string
 	idle     time.Duration
 	log      *slog.Logger
-	handle   func(context.Context, RegistrationEvent) error
-	pruned   time.Time // the last prune (ConsumerPruner)
+	// handle handles an event; started, when handle uses it for a
+	// registration, is what to call once the push has started, and the
+	// event is acked then rather than once handle returns.
+	handle func(ctx context.Context, ev RegistrationEvent, started func()) error
+	pruned time.Time // the last prune (ConsumerPruner)
+	// started carries the ids of events whose push started, to ack.
+	started chan string
+	// outstanding counts the events handled whose push has not started
+	// yet, deferred when the last was: while some are, the reader waits
+	// for new events briefly (startedBlock), to ack them soon.
+	outstanding int
+	deferred    time.Time
 }
+
+// startedBlock is how long a read waits while acks are outstanding, for
+// at most startedWait after the last event was deferred (a push that is
+// cancelled never starts: its event is taken over once idle).
+const (
+	startedBlock = 50 * time.Millisecond
+	startedWait  = 5 * time.Second
+)
 
 // ConsumerPruner is Events that can forget the group's consumers that
 // hold no event and have read nothing for idle: the instances that
@@ -139,11 +157,12 @@ func (r *eventReader) Run(ctx context.Context) error {
 	claim := time.NewTicker(max(r.idle/3, time.Millisecond))
 	defer claim.Stop()
 	var handled []string // handled, not acked yet
-	defer func() { r.ack(ctx, handled) }()
+	defer func() { r.ack(ctx, r.startedSoFar(handled)) }()
 	failures := 0
 	for ctx.Err() == nil {
 		var evs []RegistrationEvent
 		var err error
+		handled = r.startedSoFar(handled)
 		select {
 		case <-claim.C:
 			r.ack(ctx, handled)
@@ -155,7 +174,11 @@ func (r *eventReader) Run(ctx context.Context) error {
 			r.prune(ctx)
 		default:
 			if len(handled) == 0 {
-				evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, eventsBlock)
+				block := eventsBlock
+				if r.outstanding > 0 && time.Since(r.deferred) < startedWait {
+					block = startedBlock
+				}
+				evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, block)
 				break
 			}
 			if evs, err = r.events.AckAndReadEvents(ctx, r.consumer, handled, eventsBatch); err == nil {
@@ -185,14 +208,43 @@ func (r *eventReader) Run(ctx context.Context) error {
 // handled appended, to be acked.
 func (r *eventReader) handleAll(ctx context.Context, evs []RegistrationEvent, done []string) []string {
 	for _, ev := range evs {
-		if err := r.handle(ctx, ev); err != nil {
+		var started func()
+		if ev.Kind == EventRegistered && r.started != nil {
+			id := ev.ID
+			started = func() {
+				select {
+				case r.started <- id:
+				default: // full: left pending, handled again once idle
+				}
+			}
+		}
+		if err := r.handle(ctx, ev, started); err != nil {
 			// Left pending: claimed again once idle.
 			r.log.Warn("registration event not handled", "aor", ev.AOR, "kind", ev.Kind, "event_id", ev.ID, "err", err)
 			continue
 		}
-		done = append(done, ev.ID)
+		if started == nil {
+			done = append(done, ev.ID)
+		} else {
+			r.outstanding++
+			r.deferred = time.Now()
+		}
 	}
 	return done
+}
+
+// startedSoFar appends to done the ids of the events whose push started
+// since the last call.
+func (r *eventReader) startedSoFar(done []string) []string {
+	for {
+		select {
+		case id := <-r.started:
+			done = append(done, id)
+			r.outstanding = max(r.outstanding-1, 0)
+		default:
+			return done
+		}
+	}
 }
 
 // ack acks the events handled (done) on their own: before a claim, and
@@ -211,15 +263,23 @@ func (r *eventReader) ack(ctx context.Context, done []string) {
 // registrationEvent handles one event read from EngineConfig.Events, as
 // Registered and Unregistered handle the hooks' calls; the store holds
 // the registration's change already.
-func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent) error {
+func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent, started func()) error {
+	// An event dropped is acked at once (started, when given, is the ack).
+	dropped := func() {
+		if started != nil {
+			started()
+		}
+	}
 	if ev.AOR.IsZero() {
 		e.log.Warn("registration event dropped", "event_id", ev.ID, "kind", ev.Kind, "reason", "no valid aor")
+		dropped()
 		return nil
 	}
 	switch ev.Kind {
 	case EventRegistered:
 		if !ev.Expires.After(e.cfg.Now()) {
 			e.log.Debug("registration event dropped", "aor", ev.AOR, "event_id", ev.ID, "reason", "registration expired")
+			dropped()
 			return nil
 		}
 		// dp_register wrote the event having applied the policy to the
@@ -229,6 +289,12 @@ func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent) er
 		// still this contact's.
 		reg := Registration{AOR: ev.AOR, Contact: ev.Contact, Expires: ev.Expires, Instance: ev.Instance,
 			Received: ev.Received, At: ev.At}
+		if started != nil {
+			// Acked once the push has started (started): an instance
+			// that dies with it queued leaves it pending, for another to
+			// take over.
+			return e.sched.kickStarted(reg, e.cfg.Now(), started)
+		}
 		return e.sched.kick(reg, e.cfg.Now(), false, nil)
 	case EventUnregistered, EventExpired:
 		return e.sched.cancel(ev.AOR, ev.Contact)

@@ -396,3 +396,50 @@ func TestEventsSessionLimitFromClaim(t *testing.T) {
 		t.Errorf("delivered %v, want the oldest, %s", p.got, want[0])
 	}
 }
+
+// TestEventsAckedOncePushStarts: a registration event whose push waits
+// for a slot (push.max_concurrent taken) stays pending until the push
+// starts, so that another instance takes it over should this one die
+// meanwhile (PROBE8 F2: it was acked once queued, and lost with the
+// instance); it is acked once the push has started.
+func TestEventsAckedOncePushStarts(t *testing.T) {
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	ev := plugintest.NewEvents(nil)
+	st := plugintest.NewStore(nil)
+	setPolicy(t, st, nil)
+	rec := &recorder{ch: make(chan plugin.PushReport, 100)}
+	eng := startEngine(t, plugin.EngineConfig{Store: st, Pusher: p, Observer: rec, Batch: 4, LockTTL: 5 * time.Second,
+		Events: ev, EventClaimIdle: time.Minute, MaxConcurrent: 1})
+	e := &eventsEnv{engineEnv: &engineEnv{st: st, eng: eng, rec: rec, p: p}, ev: ev}
+	carol := plugin.MustParseAOR("sip:carol@example.com")
+	e.store(t, 1) // bob's
+	m := &plugin.Message{Recipient: carol, Sender: "sip:alice@example.com", Received: time.Now(),
+		Kind: plugin.KindSIPMessage, Raw: []byte("MESSAGE c"), CallID: "call-c"}
+	if err := eng.Store(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	e.registered(t, time.Now().Add(time.Hour))
+	<-p.started // bob's push holds the one slot
+	creg := plugin.Registration{AOR: carol, Contact: "sip:carol@127.0.0.1:5098", Expires: time.Now().Add(time.Hour)}
+	if err := st.SetContact(context.Background(), creg); err != nil {
+		t.Fatal(err)
+	}
+	cid := ev.Add(plugin.RegistrationEvent{Kind: plugin.EventRegistered, AOR: carol, Contact: creg.Contact, Expires: creg.Expires, At: time.Now()})
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (pending %v)", what, ev.Pending())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("carol's event read", func() bool { return ev.Unread() == 0 })
+	time.Sleep(200 * time.Millisecond) // more than an ack would take
+	if _, ok := ev.Pending()[cid]; !ok {
+		t.Fatalf("carol's event acked while her push waits for a slot (pending %v)", ev.Pending())
+	}
+	close(p.gate)
+	e.acked(t)
+}

@@ -42,6 +42,10 @@ type schedRun struct {
 	contact string // the contact of the push running now
 	cancel  context.CancelFunc
 	again   bool // something arrived while it ran: run once more
+	// onStart are the kicks' started (kickEvent) waiting for the run to
+	// take a slot.
+	onStart []func()
+	running bool // it has taken its slot (scheduler goroutine only)
 }
 
 type backoffState struct {
@@ -95,13 +99,22 @@ type (
 		at    time.Time
 		force bool      // ignore and clear the backoff (an operator's push now)
 		read  *kickRead // what the kick read
+		// started, when set, is called once the push it asked for has
+		// started (its slot taken: it takes the lease at once), or
+		// merged into one that has, or turned into a timed retry; never
+		// for one that is cancelled or whose instance stops before.
+		started func()
 	}
 	cancelEvent struct {
 		aor     AOR
 		contact string    // empty: any contact
 		before  time.Time // not zero: a push to a registration newer than this goes on
 	}
-	nudgeEvent AOR // a message was stored
+	nudgeEvent   AOR // a message was stored
+	startedEvent struct {
+		aor AOR
+		r   *schedRun // the run that took a slot
+	}
 	endedEvent struct {
 		aor AOR
 		reg Registration
@@ -180,6 +193,12 @@ func (s *scheduler) kick(r Registration, at time.Time, force bool, k *kickRead) 
 	return s.send(kickEvent{reg: r, at: at, force: force, read: k})
 }
 
+// kickStarted is kick (no force, nothing read) that calls started once
+// the push has started (kickEvent.started).
+func (s *scheduler) kickStarted(r Registration, at time.Time, started func()) error {
+	return s.send(kickEvent{reg: r, at: at, started: started})
+}
+
 // cancel ends a push to contact of aor (any contact when empty) and its
 // retry.
 func (s *scheduler) cancel(aor AOR, contact string) error {
@@ -214,6 +233,14 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 		if r, ok := s.runs[AOR(ev)]; ok {
 			r.again = true
 		}
+	case startedEvent:
+		if r, ok := s.runs[ev.aor]; ok && r == ev.r {
+			r.running = true
+			for _, f := range r.onStart {
+				f()
+			}
+			r.onStart = nil
+		}
 	case endedEvent:
 		s.onEnded(ctx, ev)
 	case retryEvent:
@@ -221,7 +248,7 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 			return // stopped or replaced after it fired
 		}
 		delete(s.retries, ev.aor)
-		s.queue(ctx, ev.t.reg, s.now(), nil)
+		s.queue(ctx, ev.t.reg, s.now(), nil, nil)
 	}
 }
 
@@ -238,23 +265,38 @@ func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
 		if b.waits(ev.reg) {
 			s.log.Debug("push backing off", "aor", aor, "until", b.until)
 			s.retryTo(ev.reg)
+			if ev.started != nil {
+				ev.started()
+			}
 			return
 		}
 		s.log.Info("push at once despite the backoff", "aor", aor, "contact", ev.reg.Contact,
 			"broken_by_transport", b.transport, "until", b.until)
 	}
-	s.queue(ctx, ev.reg, ev.at, ev.read)
+	s.queue(ctx, ev.reg, ev.at, ev.read, ev.started)
 }
 
 // queue starts a push to reg, or has the one running run once more. k,
 // when not nil, is what the kick just read.
-func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time, k *kickRead) {
+func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time, k *kickRead, started func()) {
 	if r, ok := s.runs[reg.AOR]; ok {
 		r.again = true
 		r.reg = reg
+		switch {
+		case started == nil:
+		case r.running:
+			// Its lease is taken: an instance that dies holding it is
+			// found by the recovery sweep, which pushes again.
+			started()
+		default:
+			r.onStart = append(r.onStart, started)
+		}
 		return
 	}
 	r := &schedRun{reg: reg, at: at, read: k}
+	if started != nil {
+		r.onStart = append(r.onStart, started)
+	}
 	s.runs[reg.AOR] = r
 	s.count.Add(1)
 	s.start(ctx, r)
@@ -270,13 +312,14 @@ const settingsFresh = 100 * time.Millisecond
 // start runs one push for r in its own goroutine, once a slot is free.
 func (s *scheduler) start(ctx context.Context, r *schedRun) {
 	rctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.again, r.contact = cancel, false, r.reg.Contact
+	r.cancel, r.again, r.contact, r.running = cancel, false, r.reg.Contact, false
 	reg, at, k := r.reg, r.at, r.read
 	r.read = nil // a run once more reads them again
 	go func() {
 		var rep PushReport
 		select {
 		case s.sem <- struct{}{}:
+			s.events <- startedEvent{aor: reg.AOR, r: r}
 			if k != nil && s.now().Sub(at) > settingsFresh {
 				k = nil // it waited for a slot: read them again
 			}
