@@ -90,22 +90,15 @@ type eventReader struct {
 	// event is acked then rather than once handle returns.
 	handle func(ctx context.Context, ev RegistrationEvent, started func()) error
 	pruned time.Time // the last prune (ConsumerPruner)
-	// started carries the ids of events whose push started, to ack.
+	// started carries the ids of events whose push started, to ack
+	// (ackStarted).
 	started chan string
-	// outstanding counts the events handled whose push has not started
-	// yet, deferred when the last was: while some are, the reader waits
-	// for new events briefly (startedBlock), to ack them soon.
-	outstanding int
-	deferred    time.Time
 }
 
-// startedBlock is how long a read waits while acks are outstanding, for
-// at most startedWait after the last event was deferred (a push that is
-// cancelled never starts: its event is taken over once idle).
-const (
-	startedBlock = 50 * time.Millisecond
-	startedWait  = 5 * time.Second
-)
+// startedAckDelay is how long the ids of events whose push started are
+// gathered before one XACK acks them: a burst of registrations costs a
+// few acks, and an idle instance none.
+const startedAckDelay = 20 * time.Millisecond
 
 // ConsumerPruner is Events that can forget the group's consumers that
 // hold no event and have read nothing for idle: the instances that
@@ -157,12 +150,16 @@ func (r *eventReader) Run(ctx context.Context) error {
 	claim := time.NewTicker(max(r.idle/3, time.Millisecond))
 	defer claim.Stop()
 	var handled []string // handled, not acked yet
-	defer func() { r.ack(ctx, r.startedSoFar(handled)) }()
+	defer func() { r.ack(ctx, handled) }()
+	if r.started != nil {
+		acking := make(chan struct{})
+		go func() { defer close(acking); r.ackStarted(ctx) }()
+		defer func() { <-acking }()
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		var evs []RegistrationEvent
 		var err error
-		handled = r.startedSoFar(handled)
 		select {
 		case <-claim.C:
 			r.ack(ctx, handled)
@@ -174,11 +171,7 @@ func (r *eventReader) Run(ctx context.Context) error {
 			r.prune(ctx)
 		default:
 			if len(handled) == 0 {
-				block := eventsBlock
-				if r.outstanding > 0 && time.Since(r.deferred) < startedWait {
-					block = startedBlock
-				}
-				evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, block)
+				evs, err = r.events.ReadEvents(ctx, r.consumer, eventsBatch, eventsBlock)
 				break
 			}
 			if evs, err = r.events.AckAndReadEvents(ctx, r.consumer, handled, eventsBatch); err == nil {
@@ -225,25 +218,43 @@ func (r *eventReader) handleAll(ctx context.Context, evs []RegistrationEvent, do
 		}
 		if started == nil {
 			done = append(done, ev.ID)
-		} else {
-			r.outstanding++
-			r.deferred = time.Now()
 		}
 	}
 	return done
 }
 
-// startedSoFar appends to done the ids of the events whose push started
-// since the last call.
-func (r *eventReader) startedSoFar(done []string) []string {
+// ackStarted acks the events whose push started (r.started), those that
+// come within startedAckDelay of each other in one call, until ctx ends
+// and what came before is acked.
+func (r *eventReader) ackStarted(ctx context.Context) {
 	for {
+		var ids []string
 		select {
 		case id := <-r.started:
-			done = append(done, id)
-			r.outstanding = max(r.outstanding-1, 0)
-		default:
-			return done
+			ids = append(ids, id)
+		case <-ctx.Done():
+			for {
+				select {
+				case id := <-r.started:
+					ids = append(ids, id)
+				default:
+					r.ack(ctx, ids)
+					return
+				}
+			}
 		}
+		t := time.NewTimer(startedAckDelay)
+	gather:
+		for len(ids) < eventsBatch {
+			select {
+			case id := <-r.started:
+				ids = append(ids, id)
+			case <-t.C:
+				break gather
+			}
+		}
+		t.Stop()
+		r.ack(ctx, ids)
 	}
 }
 
