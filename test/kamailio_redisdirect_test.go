@@ -298,3 +298,26 @@ func TestKamailioDirectContactExpiry(t *testing.T) {
 // TestKamailioDirectCaseMismatch: dp_store and dp_register fold the user
 // part's case as the hooks do (flowCaseMismatch).
 func TestKamailioDirectCaseMismatch(t *testing.T) { flowCaseMismatch(t, kamailioDirectStarter) }
+
+// TestKamailioDirectMoveInOneRegister: one REGISTER removes a contact and
+// adds another (RFC 3261 §10.2.1 lets a REGISTER carry several, each
+// processed on its own): the contact it adds is pushed to at once, as
+// through the hooks, not taken for an unregistration because the first
+// Contact says expires=0 (PROBE7 finding 4).
+func TestKamailioDirectMoveInOneRegister(t *testing.T) {
+	s := kamailioDirectStarter(t, stackOptions{})
+	user1 := s.client(t, "user1", imclient.Config{})
+	if code := sendMessage(t, user1, "user2", []byte("moved")); code != 202 {
+		t.Fatalf("MESSAGE to offline user2: %d, want 202", code)
+	}
+	s.waitPending(t, "user2", 1)
+	user2 := s.client(t, "user2", imclient.Config{})
+	ct := "<sip:user2@127.0.0.1:1>;expires=0, <" + user2.Contact() + ">;expires=300"
+	if got := rawRegisterStatus(t, "udp", s.proxyAddr, "sip:user2@"+domain, ct, 300); !strings.HasPrefix(got, "SIP/2.0 200") {
+		t.Fatalf("REGISTER moving the contact: %q", got)
+	}
+	waitClient(t, user2, "BYE", func(st imclient.Stats) bool { return st.Byes == 1 })
+	if got := user2.Received(); len(got) != 1 || string(got[0].Decoded.Body) != "moved" {
+		t.Errorf("received %+v, want the stored message", got)
+	}
+}
