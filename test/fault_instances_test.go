@@ -1,12 +1,8 @@
 package test
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,19 +196,7 @@ func TestUnregisteredOnOtherInstanceEndsPush(t *testing.T) {
 func postUnregistered(t *testing.T, dp *deferpushProc, token, user, contact string) {
 	t.Helper()
 	body := fmt.Sprintf(`{"aor":"sip:%s@%s","contact":%q,"at":"%d"}`, user, domain, contact, time.Now().UnixMicro())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+dp.HooksAddr+"/hooks/kamailio/unregistered", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Deferpush-Token", token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Errorf("unregistered hook: %v", err)
-		return
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 {
-		t.Errorf("unregistered hook: %d %s", res.StatusCode, b)
+	if code, b, err := postKamailioHook(dp, token, "unregistered", body); err != nil || code != 200 {
+		t.Errorf("unregistered hook: %d %s %v", code, b, err)
 	}
 }

@@ -310,20 +310,27 @@ func postRegistered(t *testing.T, dp *deferpushProc, token, user, contact string
 	t.Helper()
 	body := fmt.Sprintf(`{"aor":"sip:%s@%s","contact":%q,"expires":300,"received":"<null>","instance":"<null>","user_agent":"fault-test","path":"<null>"}`,
 		user, domain, contact)
+	if code, b, err := postKamailioHook(dp, token, "registered", body); err != nil || code != 200 || !bytes.Contains(b, []byte(`"registered"`)) {
+		t.Fatalf("registered hook: %d %s %v", code, b, err)
+	}
+}
+
+// postKamailioHook posts body to dp's Kamailio hook /hooks/kamailio/<hook>
+// as the script does, and returns the status and body of the answer (it
+// may run outside the test's goroutine: it fails nothing itself).
+func postKamailioHook(dp *deferpushProc, token, hook, body string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+dp.HooksAddr+"/hooks/kamailio/registered", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+dp.HooksAddr+"/hooks/kamailio/"+hook, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Deferpush-Token", token)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("registered hook: %v", err)
+		return 0, nil, err
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 || !bytes.Contains(b, []byte(`"registered"`)) {
-		t.Fatalf("registered hook: %d %s", res.StatusCode, b)
-	}
+	b, err := io.ReadAll(res.Body)
+	return res.StatusCode, b, err
 }
 
 // resetRelay is a TCP relay in front of a client's MSRP listener. The first
