@@ -224,3 +224,48 @@ func TestEngineRetriesStopAfterMaxAttempts(t *testing.T) {
 		t.Fatalf("the push of the new registration: %+v", rep)
 	}
 }
+
+// TestEngineNewFlowPreemptsPush: while a push runs to a device (its
+// +sip.instance), the same device registers again from a new flow (a
+// network change: another contact): the push to the old flow ends at once
+// and the messages go to the new one, rather than after the old one's
+// timeouts (PROBE7 finding 10: 9 s with msrp.timeout 10 s). Another
+// device registering does not end it.
+func TestEngineNewFlowPreemptsPush(t *testing.T) {
+	p := &fakePusher{gate: make(chan struct{}), started: make(chan struct{})}
+	e := newEngine(t, p, nil)
+	want := e.store(t, 2)
+	ctx := context.Background()
+	reg := func(contact, instance string) plugin.Registration {
+		return plugin.Registration{AOR: bob, Contact: contact, Instance: instance, Expires: time.Now().Add(time.Hour)}
+	}
+	old := reg("sip:bob@127.0.0.1:5097", "<urn:uuid:dev1>")
+	if err := e.eng.Registered(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	<-p.started // the push to the old flow holds its messages
+	if err := e.eng.Registered(ctx, reg("sip:bob@127.0.0.1:5095", "<urn:uuid:dev2>")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rep := <-e.rec.ch:
+		t.Fatalf("another device's registration ended the push: %+v", rep)
+	case <-time.After(200 * time.Millisecond):
+	}
+	moved := reg("sip:bob@127.0.0.1:5096", "<urn:uuid:dev1>")
+	if err := e.eng.Registered(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+	if rep := e.report(t); rep.Outcome != plugin.OutcomeCancelled {
+		t.Fatalf("report %+v, want the push to the old flow ended", rep)
+	}
+	close(p.gate)
+	if rep := e.report(t); rep.Delivered != 2 {
+		t.Fatalf("report %+v, want the push to the new flow to deliver 2", rep)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last := p.targets[len(p.targets)-1].Registration.Contact; last != moved.Contact || len(p.got) != len(want) {
+		t.Errorf("delivered %v to %s, want %v to %s", p.got, last, want, moved.Contact)
+	}
+}

@@ -45,7 +45,15 @@ type schedRun struct {
 	// onStart are the kicks' started (kickEvent) waiting for the run to
 	// take a slot.
 	onStart []func()
-	running bool // it has taken its slot (scheduler goroutine only)
+	running bool         // it has taken its slot (scheduler goroutine only)
+	pushing Registration // the registration of the push running now
+}
+
+// sameDeviceNewFlow reports whether reg is the device of old (the same
+// +sip.instance, RFC 5626) at a new contact or from a new source.
+func sameDeviceNewFlow(old, reg Registration) bool {
+	return reg.Instance != "" && reg.Instance == old.Instance &&
+		(reg.Contact != old.Contact || reg.Received != "" && reg.Received != old.Received)
 }
 
 type backoffState struct {
@@ -281,6 +289,14 @@ func (s *scheduler) onKick(ctx context.Context, ev kickEvent) {
 func (s *scheduler) queue(ctx context.Context, reg Registration, at time.Time, k *kickRead, started func()) {
 	if r, ok := s.runs[reg.AOR]; ok {
 		r.again = true
+		if r.running && sameDeviceNewFlow(r.pushing, reg) {
+			// The device the push runs to registered again from a new
+			// flow (a network change): the old one is likely dead, and
+			// the push would wait out its timeouts. It ends (its
+			// unconfirmed messages stay), and runs once more to the new.
+			s.log.Info("push moves to the device's new flow", "aor", reg.AOR, "contact", reg.Contact, "from", r.pushing.Contact)
+			r.cancel()
+		}
 		r.reg = reg
 		switch {
 		case started == nil:
@@ -312,7 +328,7 @@ const settingsFresh = 100 * time.Millisecond
 // start runs one push for r in its own goroutine, once a slot is free.
 func (s *scheduler) start(ctx context.Context, r *schedRun) {
 	rctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.again, r.contact, r.running = cancel, false, r.reg.Contact, false
+	r.cancel, r.again, r.contact, r.running, r.pushing = cancel, false, r.reg.Contact, false, r.reg
 	reg, at, k := r.reg, r.at, r.read
 	r.read = nil // a run once more reads them again
 	go func() {
