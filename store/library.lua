@@ -149,7 +149,9 @@ end
 -- the number requeued.
 local function unlock(q, m)
   local n = requeue(q, m)
-  redis.call('HDEL', m, 'lock')
+  -- The mark of a message stored during the push goes too: whatever
+  -- pushes next claims from the head (dp_finish read it first).
+  redis.call('HDEL', m, 'lock', 'more')
   return n
 end
 

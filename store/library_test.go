@@ -188,3 +188,67 @@ func TestEvalFormReloads(t *testing.T) {
 		t.Errorf("Count = %+v, %v; want the message in flight", n, err)
 	}
 }
+
+// TestStoredDuringPushMark: a message stored while a push holds the
+// mailbox leaves a mark that dp_finish reports once (FinishMore: the
+// push runs once more), that a claim clears (it takes what was stored
+// before it), and that an unlock drops with the lease: no field is left
+// behind on the mailbox.
+func TestStoredDuringPushMark(t *testing.T) {
+	srv := harness.Redis(t)
+	s, err := New(Config{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	m := libMessage("one")
+	aor := m.Recipient
+	mkey := "dp:{" + aor.String() + "}:m"
+	appendOne := func(body string) {
+		if err := s.Append(ctx, libMessage(body), plugin.Limits{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	marked := func() bool { return c.HExists(ctx, mkey, "more").Val() }
+	appendOne("before any push")
+	if marked() {
+		t.Fatal("a message stored with no push running is marked")
+	}
+	if _, err := s.Claim(ctx, aor, "t1", 10, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("during the push")
+	if !marked() {
+		t.Fatal("a message stored during a push is not marked")
+	}
+	if _, more, err := s.FinishMore(ctx, aor, "t1"); err != nil || !more {
+		t.Fatalf("FinishMore = more %v, %v; want the mark reported", more, err)
+	}
+	if marked() {
+		t.Error("the mark outlives the finish that reported it")
+	}
+	// A claim takes what came before it; an unlock drops the mark.
+	if _, err := s.Claim(ctx, aor, "t2", 10, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("during the second push")
+	if _, err := s.Claim(ctx, aor, "t2", 10, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if marked() {
+		t.Error("the mark outlives a claim that took the message")
+	}
+	appendOne("after the last claim")
+	if err := s.Unlock(ctx, aor, "t2"); err != nil {
+		t.Fatal(err)
+	}
+	if marked() {
+		t.Error("the mark outlives the unlock")
+	}
+	if _, more, err := s.FinishMore(ctx, aor, "t3"); err != nil || more {
+		t.Errorf("FinishMore with no push = more %v, %v; want none", more, err)
+	}
+}
