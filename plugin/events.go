@@ -300,13 +300,10 @@ func (e *Engine) registrationEvent(ctx context.Context, ev RegistrationEvent, st
 		// still this contact's.
 		reg := Registration{AOR: ev.AOR, Contact: ev.Contact, Expires: ev.Expires, Instance: ev.Instance,
 			Received: ev.Received, At: ev.At}
-		if started != nil {
-			// Acked once the push has started (started): an instance
-			// that dies with it queued leaves it pending, for another to
-			// take over.
-			return e.sched.kickStarted(reg, e.cfg.Now(), started)
-		}
-		return e.sched.kick(reg, e.cfg.Now(), false, nil)
+		// Acked once the push has started (started): an instance that
+		// dies with it queued leaves it pending, for another to take
+		// over.
+		return e.sched.kickStarted(reg, e.cfg.Now(), started)
 	case EventUnregistered, EventExpired:
 		return e.sched.cancel(ev.AOR, ev.Contact)
 	case EventStored:

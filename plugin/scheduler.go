@@ -38,10 +38,9 @@ type schedRun struct {
 	at  time.Time    // when the event that asked for it arrived
 	// read is what the kick that queued the run read, handed to its
 	// first push only (see settingsFresh).
-	read    *kickRead
-	contact string // the contact of the push running now
-	cancel  context.CancelFunc
-	again   bool // something arrived while it ran: run once more
+	read   *kickRead
+	cancel context.CancelFunc
+	again  bool // something arrived while it ran: run once more
 	// onStart are the kicks' started (kickEvent) waiting for the run to
 	// take a slot.
 	onStart []func()
@@ -201,8 +200,8 @@ func (s *scheduler) kick(r Registration, at time.Time, force bool, k *kickRead) 
 	return s.send(kickEvent{reg: r, at: at, force: force, read: k})
 }
 
-// kickStarted is kick (no force, nothing read) that calls started once
-// the push has started (kickEvent.started).
+// kickStarted is kick (no force, nothing read) that calls started, when
+// not nil, once the push has started (kickEvent.started).
 func (s *scheduler) kickStarted(r Registration, at time.Time, started func()) error {
 	return s.send(kickEvent{reg: r, at: at, started: started})
 }
@@ -228,7 +227,7 @@ func (s *scheduler) handle(ctx context.Context, ev event) {
 	case cancelEvent:
 		// The push to the contact removed ends, and its retry; one queued
 		// to run next for another contact (a newer registration) stays.
-		if r, ok := s.runs[ev.aor]; ok && (ev.contact == "" || r.contact == ev.contact) && !newer(r.reg, ev.before) {
+		if r, ok := s.runs[ev.aor]; ok && (ev.contact == "" || r.pushing.Contact == ev.contact) && !newer(r.reg, ev.before) {
 			if ev.contact == "" || r.reg.Contact == ev.contact {
 				r.again = false
 			}
@@ -328,7 +327,7 @@ const settingsFresh = 100 * time.Millisecond
 // start runs one push for r in its own goroutine, once a slot is free.
 func (s *scheduler) start(ctx context.Context, r *schedRun) {
 	rctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.again, r.contact, r.running, r.pushing = cancel, false, r.reg.Contact, false, r.reg
+	r.cancel, r.again, r.running, r.pushing = cancel, false, false, r.reg
 	reg, at, k := r.reg, r.at, r.read
 	r.read = nil // a run once more reads them again
 	go func() {

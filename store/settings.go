@@ -271,9 +271,9 @@ func (r *Redis) WatchPolicy(ctx context.Context, fn func(plugin.Policy)) error {
 // WatchCancels implements plugin.CancelWatcher: each unregistration any
 // instance or proxy recorded (dp_delete_contact, dp_unregister publish
 // it on dp:cancel, with its time when it has one) reaches fn until ctx
-// ends. go-redis resubscribes
-// after a lost connection; an unregistration published meanwhile is
-// missed (the push then ends at its next claim, or runs out).
+// ends. go-redis resubscribes after a lost connection; an
+// unregistration published meanwhile is missed there (that push then runs
+// to its end or to its timeouts).
 func (r *Redis) WatchCancels(ctx context.Context, fn func(aor plugin.AOR, contact string, at time.Time)) error {
 	sub := r.c.Subscribe(ctx, cancelChannel)
 	defer sub.Close()
